@@ -1,0 +1,3 @@
+from ladd.cli import main
+
+main()

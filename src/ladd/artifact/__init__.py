@@ -1,0 +1,146 @@
+"""A distilled dataset on disk: one safetensors file per stored component + manifest.json.
+
+    images.safetensors        uint8 N×C×H×W
+    labels.safetensors        int64 N (hard labels)
+    soft_labels.safetensors   float N×C      (optional: the labeler's global soft labels)
+    dense_labels.safetensors  float N×N²×C   (optional: LADD's dense labels)
+    manifest.json             schema, provenance, config, SHA-256 + shape + dtype of every file
+
+Written to a temporary sibling directory and renamed into place; loading verifies hashes,
+shapes and that every label row is a probability distribution. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+import ladd
+from ladd.core.errors import LaddError
+from ladd.core.io import save_tensors, sha256, write_json
+from ladd.cost.storage import component_bytes
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    images: torch.Tensor
+    labels: torch.Tensor
+    manifest: dict = field(default_factory=dict)
+    soft_labels: torch.Tensor | None = None
+    dense_labels: torch.Tensor | None = None
+
+    def components(self) -> dict[str, torch.Tensor]:
+        names = ("images", "labels", "soft_labels", "dense_labels")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    @property
+    def geometry(self) -> tuple[int, float] | None:
+        sub = self.manifest.get("labels", {}).get("subsample")
+        return None if sub is None else (int(sub["n"]), float(sub["r"]))
+
+    def with_labels(self, soft: torch.Tensor, dense: torch.Tensor, label_manifest: dict) -> "Artifact":
+        return replace(self, soft_labels=soft, dense_labels=dense, manifest={**self.manifest, "labels": label_manifest})
+
+
+def check_distribution(t: torch.Tensor, name: str, tol: float = 1e-2) -> None:
+    """Label rows must be finite, non-negative and sum to 1 (tolerance covers float16 storage)."""
+    t = t.float()
+    if not torch.isfinite(t).all():
+        raise LaddError(f"{name} contain NaN or infinite values")
+    if (t < 0).any():
+        raise LaddError(f"{name} contain negative probabilities (min {t.min().item():.3g})")
+    dev = (t.sum(-1) - 1).abs().max().item() if t.numel() else 0.0
+    if dev > tol:
+        raise LaddError(f"{name} are not normalized: a row sums to 1 ± {dev:.3g}")
+
+
+def _check(art: Artifact, where: str) -> None:
+    n = art.images.shape[0]
+    if art.images.dtype != torch.uint8 or art.images.ndim != 4:
+        raise LaddError(f"{where}: images must be uint8 N×C×H×W, got {art.images.dtype} {tuple(art.images.shape)}")
+    classes = len(art.manifest.get("source", {}).get("class_names", [])) or int(art.labels.max()) + 1
+    if art.labels.shape != (n,) or (n and (art.labels.min() < 0 or art.labels.max() >= classes)):
+        raise LaddError(f"{where}: labels must be {n} class indices in [0, {classes})")
+    if art.soft_labels is not None:
+        if art.soft_labels.shape != (n, classes):
+            raise LaddError(f"{where}: soft labels have shape {tuple(art.soft_labels.shape)}, expected ({n}, {classes})")
+        check_distribution(art.soft_labels, f"{where}: soft labels")
+    if art.dense_labels is not None:
+        g = art.geometry
+        want = (n, g[0] ** 2 if g else -1, classes)
+        if tuple(art.dense_labels.shape) != want:
+            raise LaddError(f"{where}: dense labels have shape {tuple(art.dense_labels.shape)}, expected {want} (N×N²×C)")
+        check_distribution(art.dense_labels, f"{where}: dense labels")
+
+
+def save_artifact(path: Path, art: Artifact) -> None:
+    """Write atomically: build in a temporary sibling directory, then swap it into place."""
+    path = Path(path)
+    _check(art, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        files = {}
+        for name, t in art.components().items():
+            fname = f"{name}.safetensors"
+            save_tensors(tmp / fname, {name: t})
+            files[fname] = {"sha256": sha256(tmp / fname), "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+        manifest = {
+            **art.manifest,
+            "schema_version": SCHEMA_VERSION,
+            "ladd_version": ladd.__version__,
+            "files": files,
+            "storage": component_bytes(art.components()),
+        }
+        write_json(tmp / MANIFEST, manifest)
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / "a")
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_artifact(path: Path) -> Artifact:
+    """Load and verify: every file's SHA-256, shape and dtype against the manifest, and the labels."""
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise LaddError(f"{path} is not a ladd artifact (no {MANIFEST}): create one with `ladd distill`")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise LaddError(f"{mpath} is not valid JSON ({e.msg} at line {e.lineno}): the artifact is corrupt") from e
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise LaddError(f"{mpath} has schema version {manifest.get('schema_version')!r}; this ladd reads {SCHEMA_VERSION}")
+    tensors = {}
+    for fname, meta in manifest.get("files", {}).items():
+        fpath = path / fname
+        if not fpath.is_file():
+            raise LaddError(f"{fpath} is missing: the artifact is incomplete")
+        if sha256(fpath) != meta["sha256"]:
+            raise LaddError(f"{fpath} does not match the SHA-256 in its manifest: the file was modified or corrupted")
+        name = fname.removesuffix(".safetensors")
+        t = load_file(fpath)[name]
+        if list(t.shape) != meta["shape"] or str(t.dtype).removeprefix("torch.") != meta["dtype"]:
+            raise LaddError(f"{fpath} holds {t.dtype} {tuple(t.shape)}, but the manifest says {meta['dtype']} {meta['shape']}")
+        tensors[name] = t
+    if "images" not in tensors or "labels" not in tensors:
+        raise LaddError(f"{mpath} lists no images or labels file: the artifact is incomplete")
+    art = Artifact(manifest=manifest, **tensors)
+    _check(art, str(path))
+    return art

@@ -1,0 +1,31 @@
+"""FLOPs with torch.utils.flop_counter. Unit: FLOPs as torch counts them — 2 per multiply-add,
+matmuls and convolutions only (elementwise ops, norms and activations are not counted)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+UNIT = "FLOPs (torch.utils.flop_counter: 2 per multiply-add; conv/matmul only)"
+
+
+def per_sample(model: nn.Module, shape: tuple[int, int, int], *, backward: bool, device=None) -> int:
+    """FLOPs for one input of `shape` (C, H, W): forward only, or forward + backward.
+
+    Measured on a copy with a batch of 2 (batch-norm needs > 1) and halved: costs are linear in
+    the batch for every model here, so training costs are samples seen × this number.
+    """
+    model = copy.deepcopy(model)
+    device = device or next(model.parameters()).device
+    x = torch.zeros(2, *shape, device=device)
+    model.train(backward)
+    with FlopCounterMode(display=False) as counter:
+        if backward:
+            model(x).sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+    return counter.get_total_flops() // 2

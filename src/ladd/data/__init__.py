@@ -1,0 +1,58 @@
+"""Data sources: each turns a name (plus an optional folder) into a `Dataset` of uint8 images.
+
+Sources are plain functions `source(SourceOptions) -> Dataset` in the `SOURCES` registry, so adding
+a dataset is one decorated function; `load_dataset` is the only entry point the rest of ladd uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ladd.core.errors import LaddError
+from ladd.core.registry import Registry
+from ladd.core.types import Dataset, ImageSet, channel_stats
+
+SOURCES = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What a user may say about a source; sources ignore what does not apply to them."""
+
+    data_dir: Path | None = None
+    resolution: int | None = None
+    skip_unreadable: bool = False
+
+
+def load_dataset(name: str, *, data_dir=None, resolution=None, skip_unreadable=False) -> Dataset:
+    """Load a registered dataset; all bad input surfaces as a one-line `LaddError`."""
+    source = SOURCES.get(name)
+    if data_dir is not None:
+        data_dir = Path(data_dir).expanduser()
+        if not data_dir.is_dir():
+            raise LaddError(f"data dir {data_dir} does not exist or is not a folder: check --data-dir")
+    if resolution is not None and resolution < 1:
+        raise LaddError(f"resolution must be a positive number of pixels, got {resolution}: fix --resolution")
+    dataset = source(SourceOptions(data_dir, resolution, skip_unreadable))
+    # Fixed-size sources do not resize; failing beats silently training at a size the user did not ask for.
+    if resolution is not None and dataset.shape[1:] != (resolution, resolution):
+        size = "×".join(map(str, dataset.shape[1:]))
+        raise LaddError(f"dataset {SOURCES.canonical(name)!r} has a fixed size of {size}: drop --resolution {resolution}")
+    return dataset
+
+
+def require_data_dir(options: SourceOptions, dataset: str, holding: str) -> Path:
+    """The folder of an on-disk source, or an error telling the user which folder to pass."""
+    if options.data_dir is None:
+        raise LaddError(f"dataset {dataset!r} reads from disk: pass --data-dir PATH to the folder holding {holding}")
+    return options.data_dir
+
+
+def build_dataset(name: str, train: ImageSet, test: ImageSet, class_names) -> Dataset:
+    """Assemble a Dataset; mean/std come from the TRAIN split only, so test data never leaks into training."""
+    mean, std = channel_stats(train.images)
+    return Dataset(name, train, test, tuple(class_names), mean, std)
+
+
+from ladd.data import cifar, embedded, idx, imagefolder  # noqa: E402,F401  (registers the sources)

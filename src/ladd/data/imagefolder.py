@@ -1,0 +1,118 @@
+"""Image folders (ImageNette, Tiny-ImageNet, custom data): decoded once, centre-cropped and resized to uint8."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.progress import track
+
+from ladd.core.errors import LaddError
+from ladd.core.types import ImageSet
+from ladd.data import SOURCES, SourceOptions, build_dataset, require_data_dir
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+DEFAULT_RESOLUTION = 128
+LAYOUT = "train/<class>/*.jpg and val/<class>/*.jpg (or Tiny-ImageNet's val/images/ + val/val_annotations.txt)"
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Recursive, so Tiny-ImageNet's train/<wnid>/images/*.JPEG is found; sorted for a stable order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+
+
+def _class_dirs(folder: Path) -> dict[str, Path]:
+    return {p.name: p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def _folder_items(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """(path, label) for a split laid out as <split>/<class>/...; every class must have images in it."""
+    dirs = _class_dirs(split_dir)
+    missing = [c for c in classes if c not in dirs]
+    if missing:
+        raise LaddError(f"class {missing[0]!r} is in train/ but missing from {split_dir}: every class needs a folder in both splits")
+    extra = sorted(set(dirs) - set(classes))
+    if extra:
+        raise LaddError(f"{split_dir / extra[0]} is a class that train/ does not have: remove it or add it to train/")
+    items = []
+    for label, name in enumerate(classes):
+        paths = _images_under(dirs[name])
+        if not paths:
+            raise LaddError(f"no images found under {dirs[name]} (looked for {', '.join(sorted(EXTENSIONS))})")
+        items += [(p, label) for p in paths]
+    return items
+
+
+def _annotated_items(val_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """Tiny-ImageNet's val split: val/images/*.JPEG with classes in val/val_annotations.txt (file<TAB>wnid<TAB>...)."""
+    annotations = val_dir / "val_annotations.txt"
+    index = {c: i for i, c in enumerate(classes)}
+    items = []
+    for lineno, line in enumerate(annotations.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise LaddError(f"{annotations} line {lineno} is not 'file<TAB>class<TAB>...': fix or re-download it")
+        if fields[1] not in index:
+            raise LaddError(f"{annotations} line {lineno} names class {fields[1]!r}, which has no folder under train/")
+        items.append((val_dir / "images" / fields[0], index[fields[1]]))
+    missing = sorted(set(classes) - {classes[label] for _, label in items})
+    if missing:
+        raise LaddError(f"class {missing[0]!r} is in train/ but has no images in {annotations}")
+    return items
+
+
+def _square(image: Image.Image, size: int) -> Image.Image:
+    """Centre-crop to a square, then resize, so no image is distorted whatever its aspect ratio."""
+    image.draft("RGB", (size, size))  # JPEG only: decode at a reduced scale (>= size), much faster on big photos
+    image = image.convert("RGB")
+    w, h = image.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    return image.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + s, top + s))
+
+
+def _load(items: list[tuple[Path, int]], size: int, skip_unreadable: bool, split: str) -> ImageSet:
+    images = np.empty((len(items), 3, size, size), np.uint8)
+    labels = np.empty(len(items), np.int64)
+    n = 0
+    for path, label in track(items, description=f"Loading {split} images", transient=True):
+        try:
+            with Image.open(path) as image:
+                images[n] = np.asarray(_square(image, size)).transpose(2, 0, 1)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            if not skip_unreadable:
+                raise LaddError(f"cannot read image {path} ({type(e).__name__}): fix or delete it, or pass --skip-unreadable to skip such files") from e
+            warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
+            continue
+        labels[n] = label
+        n += 1
+    if n == 0:
+        raise LaddError(f"every {split} image was unreadable: check the files under --data-dir")
+    return ImageSet(torch.from_numpy(images[:n]), torch.from_numpy(labels[:n]))
+
+
+@SOURCES.register("imagefolder")
+def imagefolder(options: SourceOptions):
+    """train/ and val/ folders, one sub-folder per class; val/ becomes the test split. Always RGB."""
+    root = require_data_dir(options, "imagefolder", LAYOUT)
+    train_dir, val_dir = root / "train", root / "val"
+    for split_dir in (train_dir, val_dir):
+        if not split_dir.is_dir():
+            raise LaddError(f"{root} has no {split_dir.name}/ folder: imagefolder expects {LAYOUT}")
+    classes = sorted(_class_dirs(train_dir))
+    if not classes:
+        raise LaddError(f"no images found under {train_dir}: put them in class folders, {train_dir}/<class>/*.jpg")
+    train_items = _folder_items(train_dir, classes)
+    if (val_dir / "val_annotations.txt").is_file():
+        test_items = _annotated_items(val_dir, classes)
+    else:
+        test_items = _folder_items(val_dir, classes)
+    size = options.resolution or DEFAULT_RESOLUTION
+    train = _load(train_items, size, options.skip_unreadable, "train")
+    test = _load(test_items, size, options.skip_unreadable, "val")
+    return build_dataset("imagefolder", train, test, classes)

@@ -1,0 +1,39 @@
+"""Image stage: a method turns a source dataset into IPC images per class with hard labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ladd.core.errors import LaddError
+from ladd.core.registry import Registry
+from ladd.core.types import Dataset, ImageSet
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    dataset: Dataset
+    ipc: int
+    seed: int = 0
+    path: Path | None = None  # input file for methods that read one (`import`)
+
+
+IMAGE_METHODS: Registry[Callable[[ImageRequest], ImageSet]] = Registry("image method")
+
+
+def check_ipc(dataset: Dataset, ipc: int) -> None:
+    counts = dataset.train.labels.bincount(minlength=dataset.num_classes)
+    smallest = int(counts.min())
+    if ipc < 1 or ipc > smallest:
+        raise LaddError(
+            f"--ipc {ipc} is not possible on {dataset.name}: it must be between 1 and {smallest}, "
+            f"the size of its smallest class ({dataset.class_names[int(counts.argmin())]!r})"
+        )
+
+
+def make_images(method: str, request: ImageRequest) -> ImageSet:
+    return IMAGE_METHODS.get(method)(request)
+
+
+from ladd.images import imported, random  # noqa: E402,F401  (register the methods)

@@ -1,0 +1,72 @@
+"""`import`: take an image set distilled by another tool, so LADD can label-augment it.
+
+Reads `.safetensors`, `.npz` (allow_pickle=False) or `.pt` (torch.load weights_only=True), with
+tensors named `images`/`labels` (also `x`/`y`, or `image`/`label`). Float images are taken as
+[0, 1] pixels when they lie in that range, otherwise as normalized with the dataset's mean/std;
+either way they are quantized to uint8, which is what LADD stores and counts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from ladd.core.errors import LaddError
+from ladd.core.types import ImageSet
+from ladd.images import IMAGE_METHODS, ImageRequest
+
+KEYS = (("images", "labels"), ("x", "y"), ("image", "label"))
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a file, never through pickle."""
+    if not path.is_file():
+        raise LaddError(f"import file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            return load_file(path)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: torch.from_numpy(z[k]) for k in z.files}
+        if suffix in (".pt", ".pth"):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(obj, (tuple, list)) and len(obj) == 2:
+                obj = {"images": obj[0], "labels": obj[1]}
+            if not isinstance(obj, dict):
+                raise LaddError(f"{path} holds a {type(obj).__name__}: expected a dict of tensors or an (images, labels) pair")
+            return {k: torch.as_tensor(v) for k, v in obj.items()}
+    except LaddError:
+        raise
+    except Exception as e:  # corrupt or pickled-object files
+        raise LaddError(f"cannot read {path}: {str(e).splitlines()[0]}") from e
+    raise LaddError(f"cannot import {path}: use a .safetensors, .npz or .pt file")
+
+
+@IMAGE_METHODS.register("import", aliases=("imported",))
+def import_images(req: ImageRequest) -> ImageSet:
+    if req.path is None:
+        raise LaddError("--images import needs --import-path FILE (.safetensors, .npz or .pt)")
+    tensors = read_tensors(Path(req.path))
+    names = next((k for k in KEYS if k[0] in tensors and k[1] in tensors), None)
+    if names is None:
+        raise LaddError(f"{req.path} has tensors {sorted(tensors)}: expected 'images' and 'labels'")
+    images, labels = tensors[names[0]], tensors[names[1]].long()
+    ds = req.dataset
+    if images.ndim == 4 and images.shape[1] != ds.shape[0] and images.shape[-1] == ds.shape[0]:
+        images = images.permute(0, 3, 1, 2)  # N×H×W×C → N×C×H×W
+    if images.ndim != 4 or tuple(images.shape[1:]) != ds.shape:
+        raise LaddError(f"{req.path}: images have shape {tuple(images.shape)}, but {ds.name} needs N×{'×'.join(map(str, ds.shape))}")
+    if labels.shape != (images.shape[0],) or labels.min() < 0 or labels.max() >= ds.num_classes:
+        raise LaddError(f"{req.path}: labels must be {images.shape[0]} class indices in [0, {ds.num_classes})")
+    if images.dtype != torch.uint8:
+        x = images.float()
+        if x.min() < 0 or x.max() > 1:
+            mean = torch.tensor(ds.mean).view(1, -1, 1, 1)
+            std = torch.tensor(ds.std).view(1, -1, 1, 1)
+            x = x * std + mean
+        images = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    return ImageSet(images.contiguous(), labels)

@@ -1,0 +1,30 @@
+"""LADD's dense labels (Algorithm 1): y^d_{i,j} = softmax(g(S_j(x_i))) for the N² sub-images,
+plus the labeler's global soft label softmax(g(x_i)) used by the soft-label ablations."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ladd.augment.subsample import views
+from ladd.core.types import normalize
+
+
+@torch.no_grad()
+def dense_labels(
+    labeler: nn.Module, images: torch.Tensor, mean, std, n: int, r: float, *, crops_per_pass: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dense B×N²×C, global soft B×C) for uint8 images B×C×H×W.
+
+    All crops of a chunk of images go through the labeler in one forward pass; chunks bound memory.
+    """
+    labeler.eval()
+    device = next(labeler.parameters()).device
+    per_chunk = max(1, crops_per_pass // (n * n))
+    dense, soft = [], []
+    for chunk in images.split(per_chunk):
+        x = normalize(chunk.to(device), mean, std)
+        v = views(x, n, r)  # b×N²×C×H×W
+        dense.append(labeler(v.flatten(0, 1)).softmax(-1).view(x.shape[0], n * n, -1).cpu())
+        soft.append(labeler(x).softmax(-1).cpu())
+    return torch.cat(dense), torch.cat(soft)

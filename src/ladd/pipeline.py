@@ -1,0 +1,134 @@
+"""The stages composed: source → images → labels → evaluation. The CLI only parses options into
+these configs; notebooks and scripts call the same functions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ladd.artifact import Artifact
+from ladd.core.errors import LaddError
+from ladd.core.runtime import Runtime
+from ladd.core.types import Dataset
+from ladd.cost import flops
+from ladd.data import load_dataset
+from ladd.images import ImageRequest, make_images
+from ladd.labels.dense import dense_labels
+from ladd.labels.labeler import LabelerConfig, load_labeler, train_labeler
+
+
+class SourceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = "mnist5k"
+    data_dir: str | None = None
+    resolution: int | None = None
+    skip_unreadable: bool = False
+
+
+class ImagesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = "random"
+    ipc: int = Field(10, ge=1)
+    seed: int = 0
+    import_path: str | None = None
+
+
+class LabelConfig(BaseModel):
+    """LADD defaults: N = 5, R = 62.5% (paper §4), labeler early-stopped at epoch 10."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = 5
+    r: float = 0.625
+    labeler: LabelerConfig = LabelerConfig()
+    epoch: int | None = None  # checkpoint used; default = labeler.epochs
+    labeler_dir: str | None = None  # default: a cache keyed by dataset and labeler config
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+def load_source(cfg: SourceConfig) -> Dataset:
+    return load_dataset(
+        cfg.dataset,
+        data_dir=None if cfg.data_dir is None else Path(cfg.data_dir).expanduser(),
+        resolution=cfg.resolution,
+        skip_unreadable=cfg.skip_unreadable,
+    )
+
+
+def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig) -> Artifact:
+    """Image stage → an artifact holding images and hard labels."""
+    path = None if cfg.import_path is None else Path(cfg.import_path).expanduser()
+    images = make_images(cfg.method, ImageRequest(dataset, cfg.ipc, cfg.seed, path))
+    manifest = {
+        "source": {
+            **source.model_dump(),
+            "class_names": list(dataset.class_names),
+            "mean": list(dataset.mean),
+            "std": list(dataset.std),
+            "shape": list(dataset.shape),
+        },
+        "ipc": len(images) // dataset.num_classes,
+        "images": cfg.model_dump(),
+    }
+    return Artifact(images.images, images.labels, manifest)
+
+
+def source_of(art: Artifact) -> SourceConfig:
+    """The source an artifact was made from, to reload its dataset (e.g. its test split)."""
+    src = art.manifest.get("source", {})
+    return SourceConfig(**{k: src[k] for k in SourceConfig.model_fields if k in src})
+
+
+def check_same_data(art: Artifact, dataset: Dataset) -> None:
+    src = art.manifest["source"]
+    if src["class_names"] != list(dataset.class_names) or src["shape"] != list(dataset.shape):
+        raise LaddError(
+            f"the artifact was made from {src['dataset']} ({len(src['class_names'])} classes, shape {src['shape']}); "
+            f"it cannot be used with {dataset.name} ({dataset.num_classes} classes, shape {list(dataset.shape)})"
+        )
+
+
+def labeler_cache(dataset: Dataset, cfg: LabelerConfig) -> Path:
+    """Labelers are reused across runs when dataset and training config agree."""
+    key = json.dumps([dataset.name, list(dataset.class_names), list(dataset.shape), dataset.mean, dataset.std, cfg.model_dump()])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    root = Path(os.environ.get("LADD_CACHE", Path.home() / ".cache" / "ladd"))
+    return root / "labelers" / f"{dataset.name}-{cfg.model}-seed{cfg.seed}-ep{cfg.epochs}-{digest}"
+
+
+def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Artifact:
+    """Label stage: train (or reuse) the labeler, then compute dense and global soft labels."""
+    check_same_data(art, dataset)
+    epoch = cfg.labeler.epochs if cfg.epoch is None else cfg.epoch
+    if not 0 <= epoch <= cfg.labeler.epochs:
+        raise LaddError(f"--labeler-epoch {epoch} is outside the trained range 0..{cfg.labeler.epochs}")
+    directory = Path(cfg.labeler_dir).expanduser() if cfg.labeler_dir else labeler_cache(dataset, cfg.labeler)
+    info = directory / "labeler.json"
+    if not (info.exists() and json.loads(info.read_text()).get("complete")):
+        train_labeler(dataset, cfg.labeler, directory, runtime)
+    labeler, provenance = load_labeler(directory, epoch, dataset, runtime)
+    dense, soft = dense_labels(labeler, art.images, dataset.mean, dataset.std, cfg.n, cfg.r)
+    dtype = getattr(torch, cfg.dtype)
+    trained = json.loads(info.read_text()).get("samples_seen", 0) * epoch // max(cfg.labeler.epochs, 1)
+    cost = {
+        "unit": flops.UNIT,
+        "labeler_train": flops.per_sample(labeler, dataset.shape, backward=True) * trained,
+        "label_generation": flops.per_sample(labeler, dataset.shape, backward=False) * len(art.images) * (cfg.n**2 + 1),
+    }
+    manifest = {
+        "method": "ladd-dense",
+        "subsample": {"n": cfg.n, "r": cfg.r},
+        "dtype": cfg.dtype,
+        "labeler": provenance,
+        "config": cfg.model_dump(),
+    }
+    out = art.with_labels(soft.to(dtype), dense.to(dtype), manifest)
+    return Artifact(out.images, out.labels, {**out.manifest, "flops": cost}, out.soft_labels, out.dense_labels)

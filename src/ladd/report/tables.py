@@ -1,0 +1,57 @@
+"""Result tables: one row per trained variant, as markdown (results.md) and for the terminal.
+
+Columns: test accuracy mean ± std over seeds; image and label bytes after zip DEFLATE (KB = 1024 B);
+label bytes as a percentage of image bytes; FLOPs of label making + one student's training;
+wall seconds per seed."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+COLUMNS = (
+    ("method", "method"),
+    ("model", "model"),
+    ("ipc", "IPC"),
+    ("acc", "acc %"),
+    ("seeds", "seeds"),
+    ("image_kb", "img KB"),
+    ("label_kb", "lbl KB"),
+    ("overhead", "lbl/img %"),
+    ("flops", "FLOPs"),
+    ("seconds", "s/seed"),
+)
+
+
+def _cells(row: dict) -> dict[str, str]:
+    return {
+        "method": row["method"],
+        "model": row["model"],
+        "ipc": str(row["ipc"]),
+        "acc": f"{100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}",
+        "seeds": str(row["n_seeds"]),
+        "image_kb": f"{row['image_bytes_zip'] / 1024:.1f}",
+        "label_kb": f"{row['label_bytes_zip'] / 1024:.2f}",
+        "overhead": f"{row['label_overhead_pct']:.1f}",
+        "flops": f"{row['flops']:.3g}",
+        "seconds": f"{row['seconds']:.1f}",
+    }
+
+
+def markdown(rows: list[dict], notes: list[str] = ()) -> str:
+    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    lines = [head, rule]
+    for row in rows:
+        cells = _cells(row)
+        lines.append("| " + " | ".join(cells[key] for key, _ in COLUMNS) + " |")
+    return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
+
+
+def rich_table(rows: list[dict], title: str = "") -> Table:
+    table = Table(title=title)
+    for key, t in COLUMNS:
+        table.add_column(t, justify="left" if key in ("method", "model") else "right")
+    for row in rows:
+        cells = _cells(row)
+        table.add_row(*(cells[key] for key, _ in COLUMNS))
+    return table

@@ -1,0 +1,187 @@
+"""The one trainer: labelers, experts and evaluation students all train here.
+
+Data stay resident on the device (distilled sets are small; source sets are uint8) and are
+normalized and augmented a batch at a time. A step sums the named loss terms; each term's mean
+loss and the number of inputs it forwarded are logged, so FLOPs follow from samples seen.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file
+from torch import nn
+
+from ladd.augment.dsa import DSA
+from ladd.core import progress
+from ladd.core.errors import LaddError
+from ladd.core.io import save_tensors, write_json
+from ladd.core.runtime import Runtime, generator, seeded
+from ladd.core.types import normalize
+from ladd.train.terms import Batch, Term
+
+
+class Recipe(BaseModel):
+    """Optimizer and schedule. Defaults are the DC/DSA/DM evaluation recipe
+    (DatasetCondensation utils.evaluate_synset): SGD 0.01, momentum 0.9, wd 5e-4, batch 256,
+    DSA augmentation, one ×0.1 decay at half the epochs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(300, ge=1)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: int = Field(256, ge=1)
+    decay_at: float | None = Field(0.5, gt=0, le=1)  # fraction of epochs after which lr ×0.1
+    dsa: str | None = None  # DSA strategy string; None = no augmentation
+
+    def lr_at(self, epoch: int) -> float:
+        decayed = self.decay_at is not None and epoch >= int(self.epochs * self.decay_at)
+        return self.lr * (0.1 if decayed else 1.0)
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """What a trainer reads: uint8 images, hard labels, optional soft/dense labels, normalization."""
+
+    images: torch.Tensor
+    hard: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    soft: torch.Tensor | None = None
+    dense: torch.Tensor | None = None
+    geometry: tuple[int, float] | None = None
+
+    def to(self, device: torch.device) -> "TrainData":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return TrainData(
+            move(self.images), move(self.hard), self.mean, self.std, move(self.soft), move(self.dense), self.geometry
+        )
+
+
+@dataclass
+class TrainLog:
+    samples: dict[str, int] = field(default_factory=dict)  # inputs forwarded per term
+    epoch_loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train(
+    model: nn.Module,
+    data: TrainData,
+    terms: dict[str, Term],
+    recipe: Recipe,
+    *,
+    seed: int,
+    runtime: Runtime,
+    description: str = "train",
+    checkpoint_dir: Path | None = None,
+) -> TrainLog:
+    """Train `model` in place. With `checkpoint_dir`, weights are saved after every epoch
+    (`epoch_000` = initialization) and an interrupted run resumes from the last one with the
+    same result as an uninterrupted run (optimizer, generator and RNG states are saved too)."""
+    data = data.to(runtime.device)
+    model.to(runtime.device)
+    gen = generator(seed)
+    dsa = DSA(recipe.dsa) if recipe.dsa else None
+    augment = (lambda x, g: dsa(x, g)) if dsa else (lambda x, g: x)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    log = TrainLog(samples={name: 0 for name in terms})
+    start_epoch = 0
+    n = data.images.shape[0]
+    t0 = time.perf_counter()
+    with seeded(seed):
+        if checkpoint_dir is not None:
+            start_epoch = _resume(checkpoint_dir, model, opt, gen, log)
+            if start_epoch == 0:
+                _save(checkpoint_dir, 0, model, opt, gen, log)
+        with progress.bar(description, recipe.epochs) as advance:
+            advance(start_epoch)
+            for epoch in range(start_epoch, recipe.epochs):
+                for group in opt.param_groups:
+                    group["lr"] = recipe.lr_at(epoch)
+                model.train()
+                total, steps = 0.0, 0
+                for idx in torch.randperm(n, generator=gen).split(recipe.batch_size):
+                    idx = idx.to(runtime.device)
+                    batch = Batch(
+                        x=normalize(data.images[idx], data.mean, data.std),
+                        hard=data.hard[idx],
+                        soft=None if data.soft is None else data.soft[idx],
+                        dense=None if data.dense is None else data.dense[idx],
+                        geometry=data.geometry,
+                        augment=augment,
+                        gen=gen,
+                    )
+                    loss = torch.zeros((), device=runtime.device)
+                    for name, term in terms.items():
+                        term_loss, forwarded = term(model, batch)
+                        loss = loss + term_loss
+                        log.samples[name] += forwarded
+                    if not torch.isfinite(loss):
+                        raise LaddError(f"{description}: loss became {loss.item()} at epoch {epoch}: lower the lr")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total, steps = total + loss.item(), steps + 1
+                log.epoch_loss.append(total / steps)
+                if checkpoint_dir is not None:
+                    _save(checkpoint_dir, epoch + 1, model, opt, gen, log)
+                advance(status=f"loss {total / steps:.3f}")
+    log.seconds += time.perf_counter() - t0
+    return log
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, mean, std, *, batch_size: int = 512) -> torch.Tensor:
+    """Logits for uint8 images, in eval mode, a batch at a time."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(normalize(chunk.to(device), mean, std)) for chunk in images.split(batch_size)]
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std) -> float:
+    pred = predict(model, images, mean, std).argmax(1).cpu()
+    return (pred == labels.cpu()).float().mean().item()
+
+
+# --- checkpoints: one safetensors file of weights per epoch, one of trainer state ---------------
+def checkpoint_path(directory: Path, epoch: int) -> Path:
+    return Path(directory) / f"epoch_{epoch:03d}.safetensors"
+
+
+def _save(directory: Path, epoch: int, model, opt, gen, log: TrainLog) -> None:
+    save_tensors(checkpoint_path(directory, epoch), model.state_dict())
+    state = {"generator": gen.get_state(), "torch_rng": torch.get_rng_state()}
+    for i, s in opt.state_dict()["state"].items():
+        state.update({f"opt.{i}.{k}": v for k, v in s.items() if isinstance(v, torch.Tensor)})
+    save_tensors(Path(directory) / "trainer_state.safetensors", state)
+    write_json(Path(directory) / "trainer_state.json", {"epoch": epoch, "samples": log.samples, "epoch_loss": log.epoch_loss})
+
+
+def _resume(directory: Path, model, opt, gen, log: TrainLog) -> int:
+    meta_path = Path(directory) / "trainer_state.json"
+    if not meta_path.exists():
+        return 0
+    meta = json.loads(meta_path.read_text())
+    epoch = int(meta["epoch"])
+    device = next(model.parameters()).device
+    model.load_state_dict(load_file(checkpoint_path(directory, epoch), device=str(device)))
+    state = load_file(Path(directory) / "trainer_state.safetensors")
+    gen.set_state(state.pop("generator"))
+    torch.set_rng_state(state.pop("torch_rng"))
+    opt_state = opt.state_dict()
+    for key, value in state.items():
+        _, i, k = key.split(".", 2)
+        opt_state["state"].setdefault(int(i), {})[k] = value.to(device)
+    opt.load_state_dict(opt_state)
+    log.samples.update(meta["samples"])
+    log.epoch_loss[:] = meta["epoch_loss"]
+    return epoch

