@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from datetime import datetime
@@ -118,7 +117,7 @@ def label(
     """Label stage (LADD): train or reuse an early-stopped labeler, then store dense labels for the
     N×N sub-images of every image (and its global soft label). Writes in place unless --out is given."""
     art = load_artifact(artifact)
-    src = source_of(art)
+    src = pipeline.source_of(art)
     if data_dir is not None:
         src = src.model_copy(update={"data_dir": data_dir})
     cfg = _label_config(_split(model), grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir, label_dtype)
@@ -138,7 +137,7 @@ def eval_(
     """Train fresh students on an artifact for each method × model × seed; report final-epoch test
     accuracy (mean ± std), stored bytes and FLOPs."""
     art = load_artifact(artifact)
-    src = source_of(art)
+    src = pipeline.source_of(art)
     if data_dir is not None:
         src = src.model_copy(update={"data_dir": data_dir})
     dataset = pipeline.load_source(src)

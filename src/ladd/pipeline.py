@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.artifact import Artifact
+from ladd.augment.subsample import crop_geometry
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
@@ -107,6 +108,8 @@ def labeler_cache(dataset: Dataset, cfg: LabelerConfig) -> Path:
 def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Artifact:
     """Label stage: train (or reuse) the labeler, then compute dense and global soft labels."""
     check_same_data(art, dataset)
+    for side in dataset.shape[1:]:
+        crop_geometry(side, cfg.n, cfg.r)  # refuse a bad N/R before spending time on a labeler
     epoch = cfg.labeler.epochs if cfg.epoch is None else cfg.epoch
     if not 0 <= epoch <= cfg.labeler.epochs:
         raise LaddError(f"--labeler-epoch {epoch} is outside the trained range 0..{cfg.labeler.epochs}")

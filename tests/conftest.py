@@ -1,0 +1,31 @@
+"""Shared tiny fixtures: everything here builds in well under a second."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ladd.core.types import Dataset, ImageSet
+
+
+def make_dataset(n_per_class: int = 6, classes: int = 3, size: int = 8, channels: int = 1, seed: int = 0) -> Dataset:
+    """A random uint8 dataset whose classes differ in mean brightness (so they are learnable)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    base = (labels.float() + 1) / (classes + 1) * 255
+    noise = torch.randn(len(labels), channels, size, size, generator=g) * 30
+    images = (base.view(-1, 1, 1, 1) + noise).clamp(0, 255).to(torch.uint8)
+    split = ImageSet(images, labels)
+    return Dataset("toy", split, split, tuple(f"c{i}" for i in range(classes)), (0.5,) * channels, (0.25,) * channels)
+
+
+@pytest.fixture
+def toy() -> Dataset:
+    return make_dataset()
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """Labelers trained by tests go to a per-test cache, never to ~/.cache."""
+    monkeypatch.setenv("LADD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LADD_NO_PROGRESS", "1")

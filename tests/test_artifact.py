@@ -1,0 +1,100 @@
+import json
+
+import pytest
+import torch
+
+from ladd.artifact import Artifact, load_artifact, save_artifact
+from ladd.core.errors import LaddError
+
+
+def _art(dense=None, soft=None, n=2):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    manifest = {"source": {"dataset": "toy", "class_names": ["a", "b", "c"], "shape": [1, 8, 8]}, "ipc": 2}
+    if dense is not None:
+        manifest["labels"] = {"subsample": {"n": n, "r": 0.5}}
+    return Artifact(images, labels, manifest, soft, dense)
+
+
+def _dense(n=2):
+    return torch.rand(6, n * n, 3, generator=torch.Generator().manual_seed(1)).softmax(-1)
+
+
+def test_round_trip_keeps_every_tensor_and_records_hashes(tmp_path):
+    art = _art(_dense(), torch.full((6, 3), 1 / 3))
+    save_artifact(tmp_path / "a", art)
+    back = load_artifact(tmp_path / "a")
+    for name, t in art.components().items():
+        assert torch.equal(back.components()[name], t)
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert set(m["files"]) == {"images.safetensors", "labels.safetensors", "soft_labels.safetensors", "dense_labels.safetensors"}
+    assert m["storage"]["dense_labels"]["raw"] == 6 * 4 * 3 * 4
+    assert back.geometry == (2, 0.5)
+
+
+def test_float16_labels_round_trip(tmp_path):
+    save_artifact(tmp_path / "a", _art(_dense().half()))
+    assert load_artifact(tmp_path / "a").dense_labels.dtype == torch.float16
+
+
+def test_tampered_file_is_detected(tmp_path):
+    save_artifact(tmp_path / "a", _art(_dense()))
+    path = tmp_path / "a" / "images.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(LaddError, match="does not match the SHA-256"):
+        load_artifact(tmp_path / "a")
+
+
+def test_manifest_shape_mismatch_is_detected(tmp_path):
+    save_artifact(tmp_path / "a", _art())
+    mpath = tmp_path / "a" / "manifest.json"
+    m = json.loads(mpath.read_text())
+    m["files"]["images.safetensors"]["shape"] = [6, 1, 8, 9]
+    mpath.write_text(json.dumps(m))
+    with pytest.raises(LaddError, match="but the manifest says"):
+        load_artifact(tmp_path / "a")
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (lambda d: d.index_fill(0, torch.tensor([0]), float("nan")), "NaN"),
+        (lambda d: d - 0.5, "negative"),
+        (lambda d: d * 2, "not normalized"),
+        (lambda d: d[:, :3], "expected"),
+    ],
+)
+def test_invalid_dense_labels_are_refused_and_nothing_is_written(tmp_path, bad, match):
+    with pytest.raises(LaddError, match=match):
+        save_artifact(tmp_path / "a", _art(bad(_dense())))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_leaves_no_partial_artifact(tmp_path, monkeypatch):
+    import ladd.artifact as mod
+
+    calls = []
+
+    def failing(path, tensors, metadata=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(path, tensors, metadata)
+
+    real = mod.save_tensors
+    monkeypatch.setattr(mod, "save_tensors", failing)
+    with pytest.raises(OSError):
+        save_artifact(tmp_path / "a", _art())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_and_corrupt_manifests(tmp_path):
+    with pytest.raises(LaddError, match="not a ladd artifact"):
+        load_artifact(tmp_path / "nope")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text("{oops")
+    with pytest.raises(LaddError, match="not valid JSON"):
+        load_artifact(tmp_path / "b")

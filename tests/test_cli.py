@@ -1,0 +1,89 @@
+"""End to end through the command line, on the embedded `digits` set with tiny budgets."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ladd import pipeline
+from ladd.artifact import load_artifact
+from ladd.core.runtime import Runtime
+from ladd.labels.labeler import LabelerConfig
+
+TINY = ["--dataset", "digits", "--ipc", "1", "--model", "convnet-w32", "--labeler-epochs", "1"]
+
+
+def ladd(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "ladd", *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def test_run_end_to_end_writes_results_and_artifact(tmp_path):
+    out = tmp_path / "run"
+    res = ladd("run", *TINY, "--epochs", "2", "--seeds", "2", "--crops-per-step", "3", "--out", out)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["baseline", "ladd"]
+    for r in rows:
+        for key in ("model", "ipc", "acc_mean", "acc_std", "n_seeds", "image_bytes_zip", "label_bytes_zip",
+                    "label_overhead_pct", "flops", "seconds"):
+            assert key in r
+        assert r["n_seeds"] == 2 and len(r["accs"]) == 2 and r["ipc"] == 1
+    base, ladd_row = rows
+    assert ladd_row["label_bytes_zip"] > base["label_bytes_zip"]  # dense labels cost bytes
+    assert ladd_row["flops_deploy"] > base["flops_deploy"]  # and compute: 1 + K views per image
+    assert ladd_row["flops_labels"] > 0 and base["flops_labels"] == 0
+    assert "| ladd |" in (out / "results.md").read_text()
+    art = load_artifact(out / "artifact")
+    assert art.dense_labels.shape == (10, 25, 10)
+    info = ladd("info", out / "artifact")
+    assert info.returncode == 0 and "hashes verified" in info.stderr + info.stdout
+
+
+def test_stages_one_by_one(tmp_path):
+    art = tmp_path / "art"
+    assert ladd("distill", "--dataset", "digits", "--ipc", "2", "--out", art).returncode == 0
+    res = ladd("label", art, "--model", "convnet-w32", "--labeler-epochs", "1", "--grid", "3", "--label-dtype", "float16")
+    assert res.returncode == 0, res.stderr
+    loaded = load_artifact(art)
+    assert loaded.dense_labels.shape == (20, 9, 10) and str(loaded.dense_labels.dtype) == "torch.float16"
+    res = ladd("eval", art, "--model", "convnet-w32", "--seeds", "1", "--epochs", "1", "--methods", "baseline,local-both", "--out", tmp_path / "ev")
+    assert res.returncode == 0, res.stderr
+    assert [r["method"] for r in json.loads((tmp_path / "ev" / "results.json").read_text())["rows"]] == ["baseline", "local-both"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "--dataset", "mnist6k"], "unknown dataset 'mnist6k'"),
+        (["distill", "--dataset", "digits", "--ipc", "1000"], "--ipc 1000 is not possible"),
+        (["run", *TINY, "--grid", "1"], "N >= 2"),
+        (["run", *TINY, "--coverage", "1.5"], "outside (0, 1]"),
+        (["run", *TINY, "--model", "convnett"], "unknown model 'convnett'"),
+        (["distill", "--dataset", "cifar10"], "pass --data-dir"),
+        (["info", "/nonexistent/artifact"], "not a ladd artifact"),
+        (["eval", "/nonexistent/artifact"], "not a ladd artifact"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, args, message):
+    res = ladd(*args, "--out", tmp_path / "o") if args[0] in ("run", "distill") else ladd(*args)
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_same_seed_gives_identical_artifacts(tmp_path):
+    src = pipeline.SourceConfig(dataset="digits")
+    data = pipeline.load_source(src)
+    hashes = []
+    for k in range(2):
+        art = pipeline.distill(data, src, pipeline.ImagesConfig(ipc=2, seed=5))
+        cfg = pipeline.LabelConfig(labeler=LabelerConfig(model="convnet-w32", epochs=1), labeler_dir=str(tmp_path / f"lab{k}"))
+        art = pipeline.label(art, data, cfg, Runtime())
+        from ladd.artifact import save_artifact
+
+        save_artifact(tmp_path / f"a{k}", art)
+        m = json.loads((tmp_path / f"a{k}" / "manifest.json").read_text())
+        hashes.append({f: v["sha256"] for f, v in m["files"].items()})
+    assert hashes[0] == hashes[1] and len(hashes[0]) == 4

@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ladd.core.errors import LaddError
+from ladd.images import ImageRequest, make_images
+
+
+def test_random_draws_ipc_distinct_images_per_class_deterministically(toy):
+    a = make_images("random", ImageRequest(toy, 2, seed=3))
+    b = make_images("random", ImageRequest(toy, 2, seed=3))
+    c = make_images("random", ImageRequest(toy, 2, seed=4))
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert a.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert len({img.numpy().tobytes() for img in a.images}) == 6
+
+
+def test_ipc_larger_than_smallest_class_is_refused(toy):
+    with pytest.raises(LaddError, match="between 1 and 6"):
+        make_images("random", ImageRequest(toy, 7))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "npz", "pt"])
+def test_import_round_trips_uint8_and_float_images(toy, tmp_path, fmt):
+    images, labels = toy.train.images[:6], toy.train.labels[:6]
+    path = tmp_path / f"set.{fmt}"
+    floats = images.float() / 255  # other tools store [0, 1] floats
+    if fmt == "safetensors":
+        save_file({"images": floats, "labels": labels}, path)
+    elif fmt == "npz":
+        np.savez(path, x=images.numpy(), y=labels.numpy())
+    else:
+        torch.save({"images": floats, "labels": labels}, path)
+    out = make_images("import", ImageRequest(toy, 1, path=path))
+    assert torch.equal(out.images, images) and torch.equal(out.labels, labels)
+
+
+def test_import_refuses_pickled_objects_and_wrong_shapes(toy, tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"images": object(), "labels": [1]}, path)
+    with pytest.raises(LaddError, match="cannot read"):
+        make_images("import", ImageRequest(toy, 1, path=path))
+    save_file({"images": torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "labels": torch.zeros(2, dtype=torch.long)}, tmp_path / "s.safetensors")
+    with pytest.raises(LaddError, match="needs N×1×8×8"):
+        make_images("import", ImageRequest(toy, 1, path=tmp_path / "s.safetensors"))
+    with pytest.raises(LaddError, match="--import-path"):
+        make_images("import", ImageRequest(toy, 1))

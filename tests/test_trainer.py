@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+import ladd.train.loop as loop
+from ladd.core.runtime import Runtime
+from ladd.labels.labeler import build_for
+from ladd.train.loop import Recipe, TrainData, accuracy, train
+from ladd.train.terms import method_terms
+
+RECIPE = Recipe(epochs=4, lr=0.05, batch_size=8, dsa="color_crop_cutout_scale_rotate")
+
+
+def _data(toy):
+    return TrainData(toy.train.images, toy.train.labels, toy.mean, toy.std)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_training_learns_the_toy_task_and_counts_samples(toy):
+    model = build_for(toy, "convnet-w32", 0)
+    log = train(model, _data(toy), method_terms("baseline"), Recipe(epochs=15, lr=0.05, batch_size=6), seed=0, runtime=Runtime())
+    assert log.samples == {"global-hard": 15 * 18}
+    assert accuracy(model, toy.test.images, toy.test.labels, toy.mean, toy.std) > 0.9
+
+
+def test_same_seed_same_weights(toy):
+    runs = []
+    for _ in range(2):
+        model = build_for(toy, "convnet-w32", 0)
+        train(model, _data(toy), method_terms("baseline"), RECIPE, seed=1, runtime=Runtime())
+        runs.append(_weights(model))
+    for k in runs[0]:
+        assert torch.equal(runs[0][k], runs[1][k])
+
+
+def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch):
+    full = build_for(toy, "convnet-w32", 0)
+    train(full, _data(toy), method_terms("baseline"), RECIPE, seed=2, runtime=Runtime(), checkpoint_dir=tmp_path / "a")
+
+    real_save = loop._save
+
+    def crash_after_epoch_2(directory, epoch, *args):
+        real_save(directory, epoch, *args)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_save", crash_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_for(toy, "convnet-w32", 0), _data(toy), method_terms("baseline"), RECIPE, seed=2, runtime=Runtime(), checkpoint_dir=tmp_path / "b")
+    monkeypatch.setattr(loop, "_save", real_save)
+    resumed = build_for(toy, "convnet-w32", 5)  # different init: it must come from the checkpoint
+    log = train(resumed, _data(toy), method_terms("baseline"), RECIPE, seed=2, runtime=Runtime(), checkpoint_dir=tmp_path / "b")
+    assert len(log.epoch_loss) == 4
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert sorted(p.name for p in (tmp_path / "b").glob("epoch_*")) == [f"epoch_00{i}.safetensors" for i in range(5)]
+
+
+def test_lr_schedule_decays_once_at_half():
+    r = Recipe(epochs=10, lr=0.1)
+    assert [r.lr_at(e) for e in (0, 4, 5, 9)] == [0.1, 0.1, pytest.approx(0.01), pytest.approx(0.01)]
+    assert Recipe(epochs=10, lr=0.1, decay_at=None).lr_at(9) == 0.1
