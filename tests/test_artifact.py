@@ -5,6 +5,7 @@ import torch
 
 from ladd.artifact import Artifact, load_artifact, save_artifact
 from ladd.core.errors import LaddError
+from ladd.cost.storage import zip_bytes
 
 
 def _art(dense=None, soft=None, n=2):
@@ -30,6 +31,8 @@ def test_round_trip_keeps_every_tensor_and_records_hashes(tmp_path):
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert set(m["files"]) == {"images.safetensors", "labels.safetensors", "soft_labels.safetensors", "dense_labels.safetensors"}
     assert m["storage"]["dense_labels"]["raw"] == 6 * 4 * 3 * 4
+    for name, t in art.components().items():  # the recorded bytes are what the tensors compress to
+        assert m["storage"][name]["zip"] == zip_bytes(t, name)
     assert back.geometry == (2, 0.5)
 
 

@@ -34,6 +34,7 @@ def test_run_end_to_end_writes_results_and_artifact(tmp_path):
     assert ladd_row["flops_deploy"] > base["flops_deploy"]  # and compute: 1 + K views per image
     assert ladd_row["flops_labels"] > 0 and base["flops_labels"] == 0
     assert "| ladd |" in (out / "results.md").read_text()
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     art = load_artifact(out / "artifact")
     assert art.dense_labels.shape == (10, 25, 10)
     info = ladd("info", out / "artifact")

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ladd.artifact import Artifact
 from ladd.augment.subsample import crop_geometry
 from ladd.core.errors import LaddError
+from ladd.core.progress import console
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
@@ -115,7 +116,9 @@ def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -
         raise LaddError(f"--labeler-epoch {epoch} is outside the trained range 0..{cfg.labeler.epochs}")
     directory = Path(cfg.labeler_dir).expanduser() if cfg.labeler_dir else labeler_cache(dataset, cfg.labeler)
     info = directory / "labeler.json"
-    if not (info.exists() and json.loads(info.read_text()).get("complete")):
+    if info.exists() and json.loads(info.read_text()).get("complete"):
+        console.print(f"reusing the labeler trained in {directory}")
+    else:
         train_labeler(dataset, cfg.labeler, directory, runtime)
     labeler, provenance = load_labeler(directory, epoch, dataset, runtime)
     dense, soft = dense_labels(labeler, art.images, dataset.mean, dataset.std, cfg.n, cfg.r)

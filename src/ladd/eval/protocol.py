@@ -36,7 +36,7 @@ class EvalConfig(BaseModel):
     methods: tuple[str, ...] = ("baseline", "ladd")
     models: tuple[str, ...] = ("convnet",)
     seeds: int = Field(3, ge=1)
-    epochs: int = Field(300, ge=1)
+    epochs: int = Field(1000, ge=1)  # the reference protocol with DSA (utils.evaluate_synset)
     lr: float = Field(0.01, gt=0)
     batch_size: int = Field(256, ge=1)
     crops_per_step: int | None = Field(None, ge=1)  # K of the N² local views per image and step

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ladd.augment.subsample import views
+from ladd.core import progress
 from ladd.core.types import normalize
 
 
@@ -22,9 +23,12 @@ def dense_labels(
     device = next(labeler.parameters()).device
     per_chunk = max(1, crops_per_pass // (n * n))
     dense, soft = [], []
-    for chunk in images.split(per_chunk):
-        x = normalize(chunk.to(device), mean, std)
-        v = views(x, n, r)  # b×N²×C×H×W
-        dense.append(labeler(v.flatten(0, 1)).softmax(-1).view(x.shape[0], n * n, -1).cpu())
-        soft.append(labeler(x).softmax(-1).cpu())
+    chunks = images.split(per_chunk)
+    with progress.bar("dense labels", len(chunks)) as advance:
+        for chunk in chunks:
+            x = normalize(chunk.to(device), mean, std)
+            v = views(x, n, r)  # b×N²×C×H×W
+            dense.append(labeler(v.flatten(0, 1)).softmax(-1).view(x.shape[0], n * n, -1).cpu())
+            soft.append(labeler(x).softmax(-1).cpu())
+            advance()
     return torch.cat(dense), torch.cat(soft)
