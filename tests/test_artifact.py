@@ -101,3 +101,25 @@ def test_missing_and_corrupt_manifests(tmp_path):
     (tmp_path / "b" / "manifest.json").write_text("{oops")
     with pytest.raises(LaddError, match="not valid JSON"):
         load_artifact(tmp_path / "b")
+
+
+def test_refuses_to_replace_a_folder_that_is_not_an_artifact(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.txt").write_text("keep me")
+    with pytest.raises(LaddError, match="is not a ladd artifact"):
+        save_artifact(tmp_path / "data", _art())
+    assert (tmp_path / "data" / "precious.txt").read_text() == "keep me"
+    save_artifact(tmp_path / "a", _art())
+    save_artifact(tmp_path / "a", _art(_dense()))  # an artifact is replaced whole
+    assert load_artifact(tmp_path / "a").dense_labels is not None
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_malformed_manifest_is_one_error(tmp_path):
+    save_artifact(tmp_path / "a", _art())
+    mpath = tmp_path / "a" / "manifest.json"
+    m = json.loads(mpath.read_text())
+    del m["files"]["labels.safetensors"]["sha256"]
+    mpath.write_text(json.dumps(m))
+    with pytest.raises(LaddError, match="malformed"):
+        load_artifact(tmp_path / "a")

@@ -62,6 +62,8 @@ def test_stages_one_by_one(tmp_path):
         (["run", *TINY, "--coverage", "1.5"], "outside (0, 1]"),
         (["run", *TINY, "--model", "convnett"], "unknown model 'convnett'"),
         (["distill", "--dataset", "cifar10"], "pass --data-dir"),
+        (["run", *TINY, "--methods", "ladx"], "unknown method 'ladx'"),
+        (["run", *TINY, "--model", ","], "--model is empty"),
         (["info", "/nonexistent/artifact"], "not a ladd artifact"),
         (["eval", "/nonexistent/artifact"], "not a ladd artifact"),
     ],
@@ -88,3 +90,14 @@ def test_same_seed_gives_identical_artifacts(tmp_path):
         m = json.loads((tmp_path / f"a{k}" / "manifest.json").read_text())
         hashes.append({f: v["sha256"] for f, v in m["files"].items()})
     assert hashes[0] == hashes[1] and len(hashes[0]) == 4
+
+
+def test_reusing_a_labeler_dir_with_other_settings_is_refused(tmp_path):
+    src = pipeline.SourceConfig(dataset="digits")
+    data = pipeline.load_source(src)
+    art = pipeline.distill(data, src, pipeline.ImagesConfig(ipc=1))
+    cfg = pipeline.LabelConfig(labeler=LabelerConfig(model="convnet-w32", epochs=1), labeler_dir=str(tmp_path / "lab"))
+    pipeline.label(art, data, cfg, Runtime())
+    other = cfg.model_copy(update={"labeler": LabelerConfig(model="convnet-w32", epochs=2)})
+    with pytest.raises(Exception, match="was trained with"):
+        pipeline.label(art, data, other, Runtime())

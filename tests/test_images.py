@@ -46,3 +46,14 @@ def test_import_refuses_pickled_objects_and_wrong_shapes(toy, tmp_path):
         make_images("import", ImageRequest(toy, 1, path=tmp_path / "s.safetensors"))
     with pytest.raises(LaddError, match="--import-path"):
         make_images("import", ImageRequest(toy, 1))
+
+
+def test_import_reads_0_255_floats_and_refuses_nan(toy, tmp_path):
+    images, labels = toy.train.images[:6], toy.train.labels[:6]
+    save_file({"images": images.float(), "labels": labels}, tmp_path / "a.safetensors")
+    assert torch.equal(make_images("import", ImageRequest(toy, 1, path=tmp_path / "a.safetensors")).images, images)
+    bad = images.float()
+    bad[0, 0, 0, 0] = float("nan")
+    save_file({"images": bad, "labels": labels}, tmp_path / "b.safetensors")
+    with pytest.raises(LaddError, match="NaN"):
+        make_images("import", ImageRequest(toy, 1, path=tmp_path / "b.safetensors"))

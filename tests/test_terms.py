@@ -80,3 +80,4 @@ def test_methods_need_their_labels():
     with pytest.raises(LaddError, match="unknown method"):
         method_terms("ladx")
     assert list(method_terms("global-soft+local-hard")) == ["global-soft", "local-hard"]
+    assert list(method_terms("global-hard")) == ["global-hard"]  # a single term is a method too

@@ -58,7 +58,28 @@ def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "b").glob("epoch_*")) == [f"epoch_00{i}.safetensors" for i in range(5)]
 
 
+def test_crash_between_weights_and_state_resumes_consistently(toy, tmp_path, monkeypatch):
+    full = build_for(toy, "convnet-w32", 0)
+    train(full, _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime())
+    real = loop.save_tensors
+
+    def crash_on_state_of_epoch_2(path, tensors, metadata=None):
+        if path.name == loop.STATE and metadata and '"epoch": 2' in metadata["ladd"]:
+            raise KeyboardInterrupt  # epoch_002 weights are written, its state is not
+        return real(path, tensors, metadata)
+
+    monkeypatch.setattr(loop, "save_tensors", crash_on_state_of_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_for(toy, "convnet-w32", 0), _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime(), checkpoint_dir=tmp_path)
+    monkeypatch.setattr(loop, "save_tensors", real)
+    resumed = build_for(toy, "convnet-w32", 0)
+    train(resumed, _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime(), checkpoint_dir=tmp_path)
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
 def test_lr_schedule_decays_once_at_half():
     r = Recipe(epochs=10, lr=0.1)
     assert [r.lr_at(e) for e in (0, 4, 5, 9)] == [0.1, 0.1, pytest.approx(0.01), pytest.approx(0.01)]
     assert Recipe(epochs=10, lr=0.1, decay_at=None).lr_at(9) == 0.1
+    assert Recipe(epochs=1, lr=0.1).lr_at(0) == 0.1  # a 1-epoch run is not decayed from the start

@@ -66,8 +66,11 @@ Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto
 ArtifactArg = Annotated[Path, typer.Argument(help="An artifact folder written by `ladd distill` or `ladd run`.")]
 
 
-def _split(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
+def _split(text: str, option: str = "--model") -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not names:
+        raise LaddError(f"{option} is empty: give at least one name")
+    return names
 
 
 def _default_out() -> Path:
@@ -148,7 +151,7 @@ def eval_(
         src = src.model_copy(update={"data_dir": data_dir})
     dataset = pipeline.load_source(src)
     pipeline.check_same_data(art, dataset)
-    cfg = EvalConfig(methods=_split(methods), models=_split(model), seeds=seeds, epochs=epochs, lr=lr, crops_per_step=crops_per_step, local_reduction=local_reduction)
+    cfg = EvalConfig(methods=_split(methods, "--methods"), models=_split(model), seeds=seeds, epochs=epochs, lr=lr, crops_per_step=crops_per_step, local_reduction=local_reduction)
     rows = evaluate(art, dataset, cfg, Runtime.from_name(device))
     out = out or _default_out()
     _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, _notes(art, cfg), f"ladd eval · {dataset.name}")
@@ -187,20 +190,21 @@ def run(
     R=62.5%, students evaluated over 3 seeds. The quick default finishes in minutes on 2 CPU cores
     and trades away: width-64 ConvNets (the papers use width 128: --model convnet), 150 student
     epochs (the reference protocol uses 1000: --epochs 1000), 5 of the 25 local views per image and
-    step (an unbiased estimate of the full sum: --crops-per-step 25), 3 seeds instead of 5.
+    step (scaled by 25/5, an unbiased estimate of the full loss: --crops-per-step 25), 3 seeds instead of 5.
     """
     t0 = time.perf_counter()
     runtime = Runtime.from_name(device)
     src = _source(dataset, data_dir, resolution, skip_unreadable)
     models = _split(model)
     data = pipeline.load_source(src)
+    cfg = EvalConfig(methods=_split(methods, "--methods"), models=models, seeds=seeds, epochs=epochs, lr=lr,
+                     crops_per_step=crops_per_step, local_reduction=local_reduction)  # fail before any training
     art = pipeline.distill(data, src, ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path))
     label_cfg = _label_config(models, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir, label_dtype)
     art = pipeline.label(art, data, label_cfg, runtime)
     out = out or _default_out()
     save_artifact(out / "artifact", art)
     art = load_artifact(out / "artifact")  # evaluate exactly what was stored (e.g. float16 labels)
-    cfg = EvalConfig(methods=_split(methods), models=models, seeds=seeds, epochs=epochs, lr=lr, crops_per_step=crops_per_step, local_reduction=local_reduction)
     rows = evaluate(art, data, cfg, runtime)
     notes = _notes(art, cfg) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
     config = {"source": src.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device)}
@@ -227,4 +231,7 @@ def main() -> None:
     except ValidationError as e:
         err = e.errors()[0]
         print(f"error: invalid value for {'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # unwritable --out, a file where a folder should be, a full disk
+        print(f"error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
         sys.exit(2)

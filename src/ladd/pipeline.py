@@ -22,7 +22,7 @@ from ladd.cost import flops
 from ladd.data import load_dataset
 from ladd.images import ImageRequest, make_images
 from ladd.labels.dense import dense_labels
-from ladd.labels.labeler import LabelerConfig, load_labeler, train_labeler
+from ladd.labels.labeler import LabelerConfig, load_labeler, read_info, train_labeler
 
 
 class SourceConfig(BaseModel):
@@ -115,15 +115,21 @@ def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -
     if not 0 <= epoch <= cfg.labeler.epochs:
         raise LaddError(f"--labeler-epoch {epoch} is outside the trained range 0..{cfg.labeler.epochs}")
     directory = Path(cfg.labeler_dir).expanduser() if cfg.labeler_dir else labeler_cache(dataset, cfg.labeler)
-    info = directory / "labeler.json"
-    if info.exists() and json.loads(info.read_text()).get("complete"):
+    info = read_info(directory)
+    if info.get("complete"):
+        if info["config"] != cfg.labeler.model_dump():
+            raise LaddError(
+                f"the labeler in {directory} was trained with {info['config']}, not {cfg.labeler.model_dump()}: "
+                f"pass matching --labeler-model/--labeler-epochs or another --labeler-dir"
+            )
         console.print(f"reusing the labeler trained in {directory}")
     else:
         train_labeler(dataset, cfg.labeler, directory, runtime)
+        info = read_info(directory)
     labeler, provenance = load_labeler(directory, epoch, dataset, runtime)
     dense, soft = dense_labels(labeler, art.images, dataset.mean, dataset.std, cfg.n, cfg.r)
     dtype = getattr(torch, cfg.dtype)
-    trained = json.loads(info.read_text()).get("samples_seen", 0) * epoch // max(cfg.labeler.epochs, 1)
+    trained = info["samples_seen"] * epoch // cfg.labeler.epochs  # samples seen up to the chosen checkpoint
     cost = {
         "unit": flops.UNIT,
         "labeler_train": flops.per_sample(labeler, dataset.shape, backward=True) * trained,

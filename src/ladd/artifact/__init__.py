@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 import ladd
 from ladd.core.errors import LaddError
-from ladd.core.io import save_tensors, sha256, write_json
+from ladd.core.io import save_tensors, sha256, umask_mode, write_json
 from ladd.cost.storage import component_bytes
 
 SCHEMA_VERSION = 1
@@ -69,7 +69,7 @@ def _check(art: Artifact, where: str) -> None:
     if art.images.dtype != torch.uint8 or art.images.ndim != 4:
         raise LaddError(f"{where}: images must be uint8 N×C×H×W, got {art.images.dtype} {tuple(art.images.shape)}")
     classes = len(art.manifest.get("source", {}).get("class_names", [])) or int(art.labels.max()) + 1
-    if art.labels.shape != (n,) or (n and (art.labels.min() < 0 or art.labels.max() >= classes)):
+    if art.labels.dtype != torch.int64 or art.labels.shape != (n,) or (n and (art.labels.min() < 0 or art.labels.max() >= classes)):
         raise LaddError(f"{where}: labels must be {n} class indices in [0, {classes})")
     if art.soft_labels is not None:
         if art.soft_labels.shape != (n, classes):
@@ -87,8 +87,11 @@ def save_artifact(path: Path, art: Artifact) -> None:
     """Write atomically: build in a temporary sibling directory, then swap it into place."""
     path = Path(path)
     _check(art, str(path))
+    if path.exists() and not (path / MANIFEST).is_file() and (not path.is_dir() or any(path.iterdir())):
+        raise LaddError(f"{path} exists and is not a ladd artifact: choose another --out (ladd replaces only artifacts)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(tmp, umask_mode(0o777))
     try:
         files = {}
         for name, t in art.components().items():
@@ -103,16 +106,23 @@ def save_artifact(path: Path, art: Artifact) -> None:
             "storage": component_bytes(art.components()),
         }
         write_json(tmp / MANIFEST, manifest)
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / "a")
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+        os.replace(path, old / "a")
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if old is not None:
+            os.replace(old / "a", path)  # put the previous artifact back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def load_artifact(path: Path) -> Artifact:
@@ -127,8 +137,17 @@ def load_artifact(path: Path) -> Artifact:
         raise LaddError(f"{mpath} is not valid JSON ({e.msg} at line {e.lineno}): the artifact is corrupt") from e
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise LaddError(f"{mpath} has schema version {manifest.get('schema_version')!r}; this ladd reads {SCHEMA_VERSION}")
+    try:
+        art = Artifact(manifest=manifest, **_verified_tensors(path, manifest))
+    except (KeyError, TypeError, AttributeError) as e:
+        raise LaddError(f"{mpath} is malformed (bad or missing entry {e}): the artifact is corrupt") from e
+    _check(art, str(path))
+    return art
+
+
+def _verified_tensors(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
     tensors = {}
-    for fname, meta in manifest.get("files", {}).items():
+    for fname, meta in manifest["files"].items():
         fpath = path / fname
         if not fpath.is_file():
             raise LaddError(f"{fpath} is missing: the artifact is incomplete")
@@ -140,7 +159,5 @@ def load_artifact(path: Path) -> Artifact:
             raise LaddError(f"{fpath} holds {t.dtype} {tuple(t.shape)}, but the manifest says {meta['dtype']} {meta['shape']}")
         tensors[name] = t
     if "images" not in tensors or "labels" not in tensors:
-        raise LaddError(f"{mpath} lists no images or labels file: the artifact is incomplete")
-    art = Artifact(manifest=manifest, **tensors)
-    _check(art, str(path))
-    return art
+        raise LaddError(f"{path / MANIFEST} lists no images or labels file: the artifact is incomplete")
+    return tensors

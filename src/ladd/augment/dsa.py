@@ -121,7 +121,7 @@ class DSA:
         a = (angle - 0.5) * 2 * self.rotate / 180 * math.pi
         zero = torch.zeros_like(a)
         theta = torch.stack(
-            [torch.stack([a.cos(), a.sin(), zero], -1), torch.stack([-a.sin(), a.cos(), zero], -1)], 1
+            [torch.stack([a.cos(), -a.sin(), zero], -1), torch.stack([a.sin(), a.cos(), zero], -1)], 1
         )
         return _warp(x, theta)
 

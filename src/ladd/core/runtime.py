@@ -26,6 +26,8 @@ class Runtime:
             raise LaddError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from e
         if device.type == "cuda" and not torch.cuda.is_available():
             raise LaddError(f"device {name!r} asked for but CUDA is not available here: use --device cpu")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise LaddError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
         return cls(device)
 
 
@@ -37,6 +39,7 @@ def generator(seed: int) -> torch.Generator:
 @contextlib.contextmanager
 def seeded(seed: int):
     """Seed torch's global RNG for code we do not control (nn.init, dropout), restoring it afterwards."""
-    with torch.random.fork_rng(devices=[]):
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield

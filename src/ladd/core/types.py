@@ -47,12 +47,9 @@ class Dataset:
         """(channels, height, width)."""
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 → float, standardized per channel with the dataset's mean/std."""
-        return normalize(images, self.mean, self.std)
-
 
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 → float, standardized per channel with a dataset's mean/std."""
     mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return (images.float() / 255.0 - mean_t) / std_t

@@ -12,15 +12,14 @@ from torch.utils.flop_counter import FlopCounterMode
 UNIT = "FLOPs (torch.utils.flop_counter: 2 per multiply-add; conv/matmul only)"
 
 
-def per_sample(model: nn.Module, shape: tuple[int, int, int], *, backward: bool, device=None) -> int:
+def per_sample(model: nn.Module, shape: tuple[int, int, int], *, backward: bool) -> int:
     """FLOPs for one input of `shape` (C, H, W): forward only, or forward + backward.
 
     Measured on a copy with a batch of 2 (batch-norm needs > 1) and halved: costs are linear in
     the batch for every model here, so training costs are samples seen × this number.
     """
     model = copy.deepcopy(model)
-    device = device or next(model.parameters()).device
-    x = torch.zeros(2, *shape, device=device)
+    x = torch.zeros(2, *shape, device=next(model.parameters()).device)
     model.train(backward)
     with FlopCounterMode(display=False) as counter:
         if backward:

@@ -10,14 +10,16 @@ import time
 import numpy as np
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ladd.artifact import Artifact
 from ladd.augment.dsa import strategy_for
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
+from ladd.cost.storage import component_bytes
 from ladd.labels.labeler import build_for
+from ladd.models import MODELS
 from ladd.train.loop import Recipe, TrainData, accuracy, train
 from ladd.train.terms import method_terms
 
@@ -33,14 +35,23 @@ TERM_COMPONENTS = {
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    methods: tuple[str, ...] = ("baseline", "ladd")
-    models: tuple[str, ...] = ("convnet",)
+    methods: tuple[str, ...] = Field(("baseline", "ladd"), min_length=1)
+    models: tuple[str, ...] = Field(("convnet",), min_length=1)
     seeds: int = Field(3, ge=1)
     epochs: int = Field(1000, ge=1)  # the reference protocol with DSA (utils.evaluate_synset)
     lr: float = Field(0.01, gt=0)
     batch_size: int = Field(256, ge=1)
     crops_per_step: int | None = Field(None, ge=1)  # K of the N² local views per image and step
     local_reduction: Literal["mean", "sum"] = "mean"  # over the N² views; "sum" = Eq. 5 literally
+
+    @model_validator(mode="after")
+    def _known_names(self) -> "EvalConfig":
+        """Unknown methods or models fail here, before any training, not mid-evaluation."""
+        for method in self.methods:
+            method_terms(method)
+        for model in self.models:
+            MODELS.canonical(model)
+        return self
 
 
 def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:
@@ -49,7 +60,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
     data = TrainData(
         art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry
     )
-    storage = art.manifest["storage"]
+    storage = art.manifest.get("storage") or component_bytes(art.components())
     made = art.manifest.get("flops", {})
     ipc = art.images.shape[0] // dataset.num_classes
     rows = []

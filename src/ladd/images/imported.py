@@ -1,9 +1,10 @@
 """`import`: take an image set distilled by another tool, so LADD can label-augment it.
 
 Reads `.safetensors`, `.npz` (allow_pickle=False) or `.pt` (torch.load weights_only=True), with
-tensors named `images`/`labels` (also `x`/`y`, or `image`/`label`). Float images are taken as
-[0, 1] pixels when they lie in that range, otherwise as normalized with the dataset's mean/std;
-either way they are quantized to uint8, which is what LADD stores and counts.
+tensors named `images`/`labels` (also `x`/`y`, or `image`/`label`). Float images are read as
+[0, 1] pixels when they lie in [0, 1], as 0–255 pixels when they lie in [0, 255] beyond 1, and
+otherwise (negative values) as normalized with the dataset's mean/std; each is quantized to uint8,
+which is what LADD stores and counts.
 """
 
 from __future__ import annotations
@@ -64,7 +65,11 @@ def import_images(req: ImageRequest) -> ImageSet:
         raise LaddError(f"{req.path}: labels must be {images.shape[0]} class indices in [0, {ds.num_classes})")
     if images.dtype != torch.uint8:
         x = images.float()
-        if x.min() < 0 or x.max() > 1:
+        if not torch.isfinite(x).all():
+            raise LaddError(f"{req.path}: images contain NaN or infinite values")
+        if x.min() >= 0 and 1 < x.max() <= 255:
+            x = x / 255
+        elif x.min() < 0 or x.max() > 1:
             mean = torch.tensor(ds.mean).view(1, -1, 1, 1)
             std = torch.tensor(ds.std).view(1, -1, 1, 1)
             x = x * std + mean

@@ -45,7 +45,7 @@ def train_labeler(dataset: Dataset, cfg: LabelerConfig, directory: Path, runtime
     directory = Path(directory)
     info_path = directory / INFO
     if info_path.exists():
-        info = json.loads(info_path.read_text())
+        info = read_info(directory)
         _check_matches(info, dataset, directory)
         if info["config"] != cfg.model_dump():
             raise LaddError(f"{directory} holds a labeler trained with {info['config']}: use another --labeler-dir")
@@ -75,6 +75,17 @@ def train_labeler(dataset: Dataset, cfg: LabelerConfig, directory: Path, runtime
     return directory
 
 
+def read_info(directory: Path) -> dict:
+    """The labeler's description, {} when the directory holds none yet."""
+    path = Path(directory) / INFO
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise LaddError(f"{path} is not valid JSON ({e.msg}): delete the labeler directory and train again") from e
+
+
 def build_for(dataset: Dataset, model: str, seed: int) -> nn.Module:
     c, h, w = dataset.shape
     with seeded(seed):
@@ -96,10 +107,9 @@ def _check_matches(info: dict, dataset: Dataset, directory: Path) -> None:
 def load_labeler(directory: Path, epoch: int, dataset: Dataset, runtime: Runtime) -> tuple[nn.Module, dict]:
     """The labeler at a saved epoch, checked against the dataset; also returns its provenance."""
     directory = Path(directory)
-    info_path = directory / INFO
-    if not info_path.exists():
+    info = read_info(directory)
+    if not info:
         raise LaddError(f"{directory} is not a labeler directory (no {INFO}): train one with `ladd label`")
-    info = json.loads(info_path.read_text())
     _check_matches(info, dataset, directory)
     ckpt = checkpoint_path(directory, epoch)
     if not ckpt.exists():

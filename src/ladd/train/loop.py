@@ -8,28 +8,30 @@ loss and the number of inputs it forwarded are logged, so FLOPs follow from samp
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from ladd.augment.dsa import DSA
 from ladd.core import progress
 from ladd.core.errors import LaddError
-from ladd.core.io import save_tensors, write_json
+from ladd.core.io import save_tensors
 from ladd.core.runtime import Runtime, generator, seeded
 from ladd.core.types import normalize
 from ladd.train.terms import Batch, Term
 
 
 class Recipe(BaseModel):
-    """Optimizer and schedule. Defaults are the DC/DSA/DM evaluation recipe
+    """Optimizer and schedule. Defaults follow the DC/DSA/DM evaluation recipe
     (DatasetCondensation utils.evaluate_synset): SGD 0.01, momentum 0.9, wd 5e-4, batch 256,
-    DSA augmentation, one ×0.1 decay at half the epochs."""
+    DSA augmentation, one ×0.1 decay. Here the decay applies from epoch int(epochs·decay_at) on
+    and keeps the momentum buffers; the reference trains epochs+1 epochs, decays at epochs//2+1
+    and rebuilds its optimizer."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,7 +44,8 @@ class Recipe(BaseModel):
     dsa: str | None = None  # DSA strategy string; None = no augmentation
 
     def lr_at(self, epoch: int) -> float:
-        decayed = self.decay_at is not None and epoch >= int(self.epochs * self.decay_at)
+        milestone = 0 if self.decay_at is None else int(self.epochs * self.decay_at)
+        decayed = milestone > 0 and epoch >= milestone
         return self.lr * (0.1 if decayed else 1.0)
 
 
@@ -69,7 +72,6 @@ class TrainData:
 class TrainLog:
     samples: dict[str, int] = field(default_factory=dict)  # inputs forwarded per term
     epoch_loss: list[float] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 def train(
@@ -95,7 +97,6 @@ def train(
     log = TrainLog(samples={name: 0 for name in terms})
     start_epoch = 0
     n = data.images.shape[0]
-    t0 = time.perf_counter()
     with seeded(seed):
         if checkpoint_dir is not None:
             start_epoch = _resume(checkpoint_dir, model, opt, gen, log)
@@ -134,7 +135,6 @@ def train(
                 if checkpoint_dir is not None:
                     _save(checkpoint_dir, epoch + 1, model, opt, gen, log)
                 advance(status=f"loss {total / steps:.3f}")
-    log.seconds += time.perf_counter() - t0
     return log
 
 
@@ -153,30 +153,41 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean,
 
 
 # --- checkpoints: one safetensors file of weights per epoch, one of trainer state ---------------
+STATE = "trainer_state.safetensors"  # generator, RNG and optimizer state + epoch (in its metadata)
+
+
 def checkpoint_path(directory: Path, epoch: int) -> Path:
     return Path(directory) / f"epoch_{epoch:03d}.safetensors"
 
 
 def _save(directory: Path, epoch: int, model, opt, gen, log: TrainLog) -> None:
+    """Weights first, then one state file naming their epoch: a crash between the two writes
+    leaves the previous, consistent state, so a resume never mixes epochs."""
     save_tensors(checkpoint_path(directory, epoch), model.state_dict())
     state = {"generator": gen.get_state(), "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state()
     for i, s in opt.state_dict()["state"].items():
         state.update({f"opt.{i}.{k}": v for k, v in s.items() if isinstance(v, torch.Tensor)})
-    save_tensors(Path(directory) / "trainer_state.safetensors", state)
-    write_json(Path(directory) / "trainer_state.json", {"epoch": epoch, "samples": log.samples, "epoch_loss": log.epoch_loss})
+    meta = {"epoch": epoch, "samples": log.samples, "epoch_loss": log.epoch_loss}
+    save_tensors(Path(directory) / STATE, state, metadata={"ladd": json.dumps(meta)})
 
 
 def _resume(directory: Path, model, opt, gen, log: TrainLog) -> int:
-    meta_path = Path(directory) / "trainer_state.json"
-    if not meta_path.exists():
+    path = Path(directory) / STATE
+    if not path.exists():
         return 0
-    meta = json.loads(meta_path.read_text())
+    with safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["ladd"])
     epoch = int(meta["epoch"])
     device = next(model.parameters()).device
     model.load_state_dict(load_file(checkpoint_path(directory, epoch), device=str(device)))
-    state = load_file(Path(directory) / "trainer_state.safetensors")
+    state = load_file(path)
     gen.set_state(state.pop("generator"))
     torch.set_rng_state(state.pop("torch_rng"))
+    cuda_rng = state.pop("cuda_rng", None)
+    if cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda_rng)
     opt_state = opt.state_dict()
     for key, value in state.items():
         _, i, k = key.split(".", 2)

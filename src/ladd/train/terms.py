@@ -117,5 +117,8 @@ def method_terms(method: str, crops_per_step: int | None = None, local_reduction
     """Terms of a named method or of a '+'-joined list such as `global-soft+local-dense`."""
     if local_reduction not in ("mean", "sum"):
         raise LaddError(f"local reduction {local_reduction!r} is not mean or sum")
-    names = tuple(method.split("+")) if "+" in method else METHODS.get(method)
+    if "+" in method or (method not in METHODS and method in TERMS):
+        names = tuple(method.split("+"))
+    else:
+        names = METHODS.get(method)
     return {TERMS.canonical(n): TERMS.get(n)(crops_per_step, local_reduction) for n in names}
