@@ -27,7 +27,7 @@ def _case(name: str, model_name: str, device: str, repeats: int, queue) -> None:
     from ladd.core.runtime import Runtime
     from ladd.core.types import normalize
     from ladd.labels.dense import dense_labels
-    from ladd.labels.labeler import build_for
+    from ladd.experts import build_for
     from ladd.train.loop import Recipe, TrainData, train
     from ladd.train.terms import method_terms
 

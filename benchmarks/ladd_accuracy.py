@@ -15,7 +15,7 @@ from ladd import pipeline
 from ladd.artifact import load_artifact, save_artifact
 from ladd.core.runtime import Runtime
 from ladd.eval.protocol import EvalConfig, evaluate
-from ladd.labels.labeler import LabelerConfig
+from ladd.experts import ExpertConfig
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     runtime = Runtime.from_name(args.device)
     src = pipeline.SourceConfig(dataset=args.dataset)
     data = pipeline.load_source(src)
-    label_cfg = pipeline.LabelConfig(labeler=LabelerConfig(model=args.model, epochs=args.labeler_epochs))
+    label_cfg = pipeline.LabelConfig(labeler=ExpertConfig(model=args.model, epochs=args.labeler_epochs))
     rows = []
     for ipc in args.ipc:
         art = pipeline.distill(data, src, pipeline.ImagesConfig(ipc=ipc))

@@ -9,7 +9,7 @@ import pytest
 from ladd import pipeline
 from ladd.artifact import load_artifact
 from ladd.core.runtime import Runtime
-from ladd.labels.labeler import LabelerConfig
+from ladd.experts import ExpertConfig
 
 TINY = ["--dataset", "digits", "--ipc", "1", "--model", "convnet-w32", "--labeler-epochs", "1"]
 
@@ -82,7 +82,7 @@ def test_same_seed_gives_identical_artifacts(tmp_path):
     hashes = []
     for k in range(2):
         art = pipeline.distill(data, src, pipeline.ImagesConfig(ipc=2, seed=5))
-        cfg = pipeline.LabelConfig(labeler=LabelerConfig(model="convnet-w32", epochs=1), labeler_dir=str(tmp_path / f"lab{k}"))
+        cfg = pipeline.LabelConfig(labeler=ExpertConfig(model="convnet-w32", epochs=1), labeler_dir=str(tmp_path / f"lab{k}"))
         art = pipeline.label(art, data, cfg, Runtime())
         from ladd.artifact import save_artifact
 
@@ -96,8 +96,8 @@ def test_reusing_a_labeler_dir_with_other_settings_is_refused(tmp_path):
     src = pipeline.SourceConfig(dataset="digits")
     data = pipeline.load_source(src)
     art = pipeline.distill(data, src, pipeline.ImagesConfig(ipc=1))
-    cfg = pipeline.LabelConfig(labeler=LabelerConfig(model="convnet-w32", epochs=1), labeler_dir=str(tmp_path / "lab"))
+    cfg = pipeline.LabelConfig(labeler=ExpertConfig(model="convnet-w32", epochs=1), labeler_dir=str(tmp_path / "lab"))
     pipeline.label(art, data, cfg, Runtime())
-    other = cfg.model_copy(update={"labeler": LabelerConfig(model="convnet-w32", epochs=2)})
+    other = cfg.model_copy(update={"labeler": ExpertConfig(model="convnet-w32", epochs=2)})
     with pytest.raises(Exception, match="was trained with"):
         pipeline.label(art, data, other, Runtime())

@@ -3,7 +3,7 @@ import torch
 
 import ladd.train.loop as loop
 from ladd.core.runtime import Runtime
-from ladd.labels.labeler import build_for
+from ladd.experts import build_for
 from ladd.train.loop import Recipe, TrainData, accuracy, train
 from ladd.train.terms import method_terms
 

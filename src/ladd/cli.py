@@ -19,7 +19,7 @@ from ladd.core.progress import console
 from ladd.core.runtime import Runtime
 from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig, evaluate
-from ladd.labels.labeler import LabelerConfig
+from ladd.experts import ExpertConfig
 from ladd import pipeline
 from ladd.pipeline import ImagesConfig, LabelConfig, SourceConfig
 from ladd.report.plots import accuracy_vs_cost
@@ -80,7 +80,7 @@ def _default_out() -> Path:
 def _label_config(models, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir, label_dtype) -> LabelConfig:
     return LabelConfig(
         n=grid, r=coverage, epoch=labeler_epoch, labeler_dir=labeler_dir, dtype=label_dtype,
-        labeler=LabelerConfig(model=labeler_model or models[0], epochs=labeler_epochs),
+        labeler=ExpertConfig(model=labeler_model or models[0], epochs=labeler_epochs),
     )
 
 

@@ -3,9 +3,6 @@ these configs; notebooks and scripts call the same functions."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -15,14 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ladd.artifact import Artifact
 from ladd.augment.subsample import crop_geometry
 from ladd.core.errors import LaddError
-from ladd.core.progress import console
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
 from ladd.data import load_dataset
 from ladd.images import ImageRequest, make_images
 from ladd.labels.dense import dense_labels
-from ladd.labels.labeler import LabelerConfig, load_labeler, read_info, train_labeler
+from ladd.experts import ExpertConfig, ensure_expert, load_expert
 
 
 class SourceConfig(BaseModel):
@@ -50,9 +46,9 @@ class LabelConfig(BaseModel):
 
     n: int = 5
     r: float = 0.625
-    labeler: LabelerConfig = LabelerConfig()
+    labeler: ExpertConfig = ExpertConfig()  # the labeler is an expert, early-stopped at `epoch`
     epoch: int | None = None  # checkpoint used; default = labeler.epochs
-    labeler_dir: str | None = None  # default: a cache keyed by dataset and labeler config
+    labeler_dir: str | None = None  # default: the expert cache, keyed by dataset and config
     dtype: Literal["float32", "float16"] = "float32"
 
 
@@ -98,14 +94,6 @@ def check_same_data(art: Artifact, dataset: Dataset) -> None:
         )
 
 
-def labeler_cache(dataset: Dataset, cfg: LabelerConfig) -> Path:
-    """Labelers are reused across runs when dataset and training config agree."""
-    key = json.dumps([dataset.name, list(dataset.class_names), list(dataset.shape), dataset.mean, dataset.std, cfg.model_dump()])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    root = Path(os.environ.get("LADD_CACHE", Path.home() / ".cache" / "ladd"))
-    return root / "labelers" / f"{dataset.name}-{cfg.model}-seed{cfg.seed}-ep{cfg.epochs}-{digest}"
-
-
 def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Artifact:
     """Label stage: train (or reuse) the labeler, then compute dense and global soft labels."""
     check_same_data(art, dataset)
@@ -114,19 +102,8 @@ def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -
     epoch = cfg.labeler.epochs if cfg.epoch is None else cfg.epoch
     if not 0 <= epoch <= cfg.labeler.epochs:
         raise LaddError(f"--labeler-epoch {epoch} is outside the trained range 0..{cfg.labeler.epochs}")
-    directory = Path(cfg.labeler_dir).expanduser() if cfg.labeler_dir else labeler_cache(dataset, cfg.labeler)
-    info = read_info(directory)
-    if info.get("complete"):
-        if info["config"] != cfg.labeler.model_dump():
-            raise LaddError(
-                f"the labeler in {directory} was trained with {info['config']}, not {cfg.labeler.model_dump()}: "
-                f"pass matching --labeler-model/--labeler-epochs or another --labeler-dir"
-            )
-        console.print(f"reusing the labeler trained in {directory}")
-    else:
-        train_labeler(dataset, cfg.labeler, directory, runtime)
-        info = read_info(directory)
-    labeler, provenance = load_labeler(directory, epoch, dataset, runtime)
+    directory, info = ensure_expert(dataset, cfg.labeler, cfg.labeler_dir, runtime)
+    labeler, provenance = load_expert(directory, epoch, dataset, runtime)
     dense, soft = dense_labels(labeler, art.images, dataset.mean, dataset.std, cfg.n, cfg.r)
     dtype = getattr(torch, cfg.dtype)
     trained = info["samples_seen"] * epoch // cfg.labeler.epochs  # samples seen up to the chosen checkpoint

@@ -18,7 +18,7 @@ from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
 from ladd.cost.storage import component_bytes
-from ladd.labels.labeler import build_for
+from ladd.experts import build_for
 from ladd.models import MODELS
 from ladd.train.loop import Recipe, TrainData, accuracy, train
 from ladd.train.terms import method_terms

@@ -1,17 +1,20 @@
-"""The labeler: an early-stopped network of the distillation architecture.
+"""Experts: networks trained on the source set with a checkpoint every epoch.
 
-Trained from scratch on the source training set with the expert recipe of MTT's buffer.py
-(SGD lr 0.01, no momentum, no weight decay, batch 256, DSA augmentation, constant lr), saving a
-checkpoint every epoch (`epoch_000` is the initialization). Early stopping is choosing one of
-those checkpoints: the LADD paper labels with epoch 10 of a 50-epoch trajectory.
+One implementation for every role: LADD's labeler (an early-stopped expert: the paper labels with
+epoch 10 of a 50-epoch trajectory), soft-label experts, teachers and observers. The recipe is that
+of MTT's buffer.py (SGD lr 0.01, no momentum, no weight decay, batch 256, DSA augmentation,
+constant lr); `epoch_000` is the initialization, so early stopping is choosing a checkpoint.
 
-A labeler directory records the dataset, class order and normalization it was trained with, so
-it refuses to label data it does not understand (the most common reproduction failure upstream).
+An expert directory records the dataset, class order and normalization it was trained with, so it
+refuses data it does not understand (the most common reproduction failure upstream). Experts are
+cached by dataset and config and reused across runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,16 +24,17 @@ from torch import nn
 from ladd.augment.dsa import strategy_for
 from ladd.core.errors import LaddError
 from ladd.core.io import sha256, write_json
+from ladd.core.progress import console
 from ladd.core.runtime import Runtime, seeded
 from ladd.core.types import Dataset
 from ladd.models import build_model
 from ladd.train.loop import Recipe, TrainData, accuracy, checkpoint_path, train
 from ladd.train.terms import method_terms
 
-INFO = "labeler.json"
+INFO = "expert.json"
 
 
-class LabelerConfig(BaseModel):
+class ExpertConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = "convnet"
@@ -40,22 +44,22 @@ class LabelerConfig(BaseModel):
     seed: int = 0
 
 
-def train_labeler(dataset: Dataset, cfg: LabelerConfig, directory: Path, runtime: Runtime) -> Path:
-    """Train (or resume training) a labeler into `directory`; returns the directory."""
+def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: Runtime) -> Path:
+    """Train (or resume training) an expert into `directory`; returns the directory."""
     directory = Path(directory)
     info_path = directory / INFO
     if info_path.exists():
         info = read_info(directory)
         _check_matches(info, dataset, directory)
         if info["config"] != cfg.model_dump():
-            raise LaddError(f"{directory} holds a labeler trained with {info['config']}: use another --labeler-dir")
+            raise LaddError(f"{directory} holds an expert trained with {info['config']}: use another directory")
     model = build_for(dataset, cfg.model, cfg.seed)
     recipe = Recipe(
         epochs=cfg.epochs, lr=cfg.lr, momentum=0.0, weight_decay=0.0, batch_size=cfg.batch_size,
         decay_at=None, dsa=strategy_for(dataset.name),
     )
     info = {
-        "kind": "ladd-labeler",
+        "kind": "ladd-expert",
         "dataset": dataset.name,
         "class_names": list(dataset.class_names),
         "mean": list(dataset.mean),
@@ -69,21 +73,21 @@ def train_labeler(dataset: Dataset, cfg: LabelerConfig, directory: Path, runtime
     data = TrainData(dataset.train.images, dataset.train.labels, dataset.mean, dataset.std)
     log = train(
         model, data, method_terms("baseline"), recipe, seed=cfg.seed, runtime=runtime,
-        description=f"labeler {cfg.model}", checkpoint_dir=directory,
+        description=f"expert {cfg.model}", checkpoint_dir=directory,
     )
     write_json(info_path, {**info, "complete": True, "samples_seen": sum(log.samples.values())})
     return directory
 
 
 def read_info(directory: Path) -> dict:
-    """The labeler's description, {} when the directory holds none yet."""
+    """The expert's description, {} when the directory holds none yet."""
     path = Path(directory) / INFO
     if not path.exists():
         return {}
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise LaddError(f"{path} is not valid JSON ({e.msg}): delete the labeler directory and train again") from e
+        raise LaddError(f"{path} is not valid JSON ({e.msg}): delete the expert directory and train again") from e
 
 
 def build_for(dataset: Dataset, model: str, seed: int) -> nn.Module:
@@ -93,28 +97,28 @@ def build_for(dataset: Dataset, model: str, seed: int) -> nn.Module:
 
 
 def _check_matches(info: dict, dataset: Dataset, directory: Path) -> None:
-    if info.get("kind") != "ladd-labeler":
-        raise LaddError(f"{directory / INFO} is not a ladd labeler description")
+    if info.get("kind") != "ladd-expert":
+        raise LaddError(f"{directory / INFO} is not a ladd expert description")
     if info["class_names"] != list(dataset.class_names) or info["shape"] != list(dataset.shape):
         raise LaddError(
-            f"labeler in {directory} was trained on {info['dataset']} with classes {info['class_names'][:5]}…, "
+            f"expert in {directory} was trained on {info['dataset']} with classes {info['class_names'][:5]}…, "
             f"shape {info['shape']}; it cannot label {dataset.name} (different class order or image shape)"
         )
     if any(abs(a - b) > 1e-4 for a, b in zip(info["mean"] + info["std"], list(dataset.mean) + list(dataset.std))):
-        raise LaddError(f"labeler in {directory} used another normalization than {dataset.name}: retrain it")
+        raise LaddError(f"expert in {directory} used another normalization than {dataset.name}: retrain it")
 
 
-def load_labeler(directory: Path, epoch: int, dataset: Dataset, runtime: Runtime) -> tuple[nn.Module, dict]:
-    """The labeler at a saved epoch, checked against the dataset; also returns its provenance."""
+def load_expert(directory: Path, epoch: int, dataset: Dataset, runtime: Runtime) -> tuple[nn.Module, dict]:
+    """The expert at a saved epoch, checked against the dataset; also returns its provenance."""
     directory = Path(directory)
     info = read_info(directory)
     if not info:
-        raise LaddError(f"{directory} is not a labeler directory (no {INFO}): train one with `ladd label`")
+        raise LaddError(f"{directory} is not an expert directory (no {INFO}): train one with `ladd label`")
     _check_matches(info, dataset, directory)
     ckpt = checkpoint_path(directory, epoch)
     if not ckpt.exists():
         saved = sorted(int(p.stem.split("_")[1]) for p in directory.glob("epoch_*.safetensors"))
-        raise LaddError(f"labeler epoch {epoch} was not saved in {directory}; saved epochs: {saved}")
+        raise LaddError(f"expert epoch {epoch} was not saved in {directory}; saved epochs: {saved}")
     model = build_for(dataset, info["config"]["model"], 0)
     model.load_state_dict(load_file(ckpt))
     model.to(runtime.device).eval()
@@ -130,3 +134,28 @@ def load_labeler(directory: Path, epoch: int, dataset: Dataset, runtime: Runtime
         "samples_per_epoch": len(dataset.train),
     }
     return model, provenance
+
+
+def cache_dir(dataset: Dataset, cfg: ExpertConfig) -> Path:
+    """Experts are reused across runs when dataset and training config agree."""
+    key = json.dumps([dataset.name, list(dataset.class_names), list(dataset.shape), dataset.mean, dataset.std, cfg.model_dump()])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    root = Path(os.environ.get("LADD_CACHE", Path.home() / ".cache" / "ladd"))
+    return root / "experts" / f"{dataset.name}-{cfg.model}-seed{cfg.seed}-ep{cfg.epochs}-{digest}"
+
+
+def ensure_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path | None, runtime: Runtime) -> tuple[Path, dict]:
+    """A fully trained expert for `cfg`: reused from `directory` (default: the cache) or trained there."""
+    directory = Path(directory).expanduser() if directory else cache_dir(dataset, cfg)
+    info = read_info(directory)
+    if info.get("complete"):
+        if info["config"] != cfg.model_dump():
+            raise LaddError(
+                f"the expert in {directory} was trained with {info['config']}, not {cfg.model_dump()}: "
+                f"pass matching --labeler-model/--labeler-epochs or another directory"
+            )
+        console.print(f"reusing the expert trained in {directory}")
+    else:
+        train_expert(dataset, cfg, directory, runtime)
+        info = read_info(directory)
+    return directory, info
