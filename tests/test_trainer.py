@@ -61,17 +61,19 @@ def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch):
 def test_crash_between_weights_and_state_resumes_consistently(toy, tmp_path, monkeypatch):
     full = build_for(toy, "convnet-w32", 0)
     train(full, _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime())
-    real = loop.save_tensors
+    import ladd.core.checkpoint as ckpt
+
+    real = ckpt.save_tensors
 
     def crash_on_state_of_epoch_2(path, tensors, metadata=None):
         if path.name == loop.STATE and metadata and '"epoch": 2' in metadata["ladd"]:
             raise KeyboardInterrupt  # epoch_002 weights are written, its state is not
         return real(path, tensors, metadata)
 
-    monkeypatch.setattr(loop, "save_tensors", crash_on_state_of_epoch_2)
+    monkeypatch.setattr(ckpt, "save_tensors", crash_on_state_of_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(build_for(toy, "convnet-w32", 0), _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime(), checkpoint_dir=tmp_path)
-    monkeypatch.setattr(loop, "save_tensors", real)
+    monkeypatch.setattr(ckpt, "save_tensors", real)
     resumed = build_for(toy, "convnet-w32", 0)
     train(resumed, _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime(), checkpoint_dir=tmp_path)
     for k, v in full.state_dict().items():

@@ -44,7 +44,9 @@ DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder of an
 Resolution = Annotated[Optional[int], typer.Option("--resolution", help="imagefolder only: centre-crop and resize to this many pixels (default 128).")]
 SkipBad = Annotated[bool, typer.Option("--skip-unreadable", help="imagefolder only: skip unreadable image files with a warning instead of stopping.")]
 Ipc = Annotated[int, typer.Option("--ipc", help="Images per class.")]
-Images = Annotated[str, typer.Option("--images", help="Image method: random (real images) or import (a set made by another tool).")]
+Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, or import (a set made by another tool).")]
+Recipe = Annotated[Optional[str], typer.Option("--recipe", help="Hyperparameters of a learned image method: a shipped recipe name (e.g. dm-paper, dm-mnist5k) or a .toml file. Default: the method's recipe for the dataset, else its paper recipe.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue a learned image method from its last checkpoint (same result as an uninterrupted run).")]
 ImportPath = Annotated[Optional[str], typer.Option("--import-path", help="For --images import: a .safetensors, .npz or .pt file with 'images' and 'labels'.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the image stage (which real images are drawn).")]
 Grid = Annotated[int, typer.Option("--grid", help="LADD's N: each image is cut into N×N sub-images.")]
@@ -102,11 +104,13 @@ def _source(dataset, data_dir, resolution, skip_unreadable) -> SourceConfig:
 def distill(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random",
-    import_path: ImportPath = None, seed: Seed = 0, out: Out = None,
+    import_path: ImportPath = None, seed: Seed = 0, model: Model = "convnet", recipe: Recipe = None,
+    resume: Resume = False, out: Out = None, device: Device = "auto",
 ):
-    """Image stage: pick or import IPC images per class; write an artifact (images + hard labels)."""
+    """Image stage: select, learn or import IPC images per class; write an artifact (images + hard labels)."""
     src = _source(dataset, data_dir, resolution, skip_unreadable)
-    art = pipeline.distill(pipeline.load_source(src), src, ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path))
+    cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=_split(model)[0], recipe=recipe, resume=resume)
+    art = pipeline.distill(pipeline.load_source(src), src, cfg, Runtime.from_name(device))
     out = out or _default_out() / "artifact"
     save_artifact(out, art)
     console.print(f"wrote artifact {out} ({len(art.images)} images)")
@@ -178,7 +182,7 @@ def info(artifact: ArtifactArg):
 def run(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random", import_path: ImportPath = None,
-    seed: Seed = 0, grid: Grid = 5, coverage: Coverage = 0.625, labeler_model: LabelerModel = None,
+    seed: Seed = 0, recipe: Recipe = None, resume: Resume = False, grid: Grid = 5, coverage: Coverage = 0.625, labeler_model: LabelerModel = None,
     labeler_epochs: LabelerEpochs = 10, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
     label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: Methods = "baseline,ladd",
     seeds: Seeds = 3, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, crops_per_step: Crops = QUICK_CROPS,
@@ -199,7 +203,8 @@ def run(
     data = pipeline.load_source(src)
     cfg = EvalConfig(methods=_split(methods, "--methods"), models=models, seeds=seeds, epochs=epochs, lr=lr,
                      crops_per_step=crops_per_step, local_reduction=local_reduction)  # fail before any training
-    art = pipeline.distill(data, src, ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path))
+    images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe, resume=resume)
+    art = pipeline.distill(data, src, images_cfg, runtime)
     label_cfg = _label_config(models, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir, label_dtype)
     art = pipeline.label(art, data, label_cfg, runtime)
     out = out or _default_out()
@@ -207,7 +212,7 @@ def run(
     art = load_artifact(out / "artifact")  # evaluate exactly what was stored (e.g. float16 labels)
     rows = evaluate(art, data, cfg, runtime)
     notes = _notes(art, cfg) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
-    config = {"source": src.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device)}
+    config = {"source": src.model_dump(), "images": images_cfg.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device)}
     _write_results(out, rows, config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
 
 

@@ -3,6 +3,8 @@ these configs; notebooks and scripts call the same functions."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -16,9 +18,10 @@ from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
 from ladd.data import load_dataset
-from ladd.images import ImageRequest, make_images
+from ladd.images import IMAGE_METHODS, ImageRequest, make_images
+from ladd.images.recipes import has_recipes, load_recipe
 from ladd.labels.dense import dense_labels
-from ladd.experts import ExpertConfig, ensure_expert, load_expert
+from ladd.experts import ExpertConfig, cache_root, ensure_expert, load_expert
 
 
 class SourceConfig(BaseModel):
@@ -37,6 +40,9 @@ class ImagesConfig(BaseModel):
     ipc: int = Field(10, ge=1)
     seed: int = 0
     import_path: str | None = None
+    model: str = "convnet"  # the network learned methods distill with
+    recipe: str | None = None  # shipped recipe name or .toml path; default per (method, dataset)
+    resume: bool = False
 
 
 class LabelConfig(BaseModel):
@@ -61,10 +67,15 @@ def load_source(cfg: SourceConfig) -> Dataset:
     )
 
 
-def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig) -> Artifact:
+def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: Runtime = Runtime()) -> Artifact:
     """Image stage → an artifact holding images and hard labels."""
     path = None if cfg.import_path is None else Path(cfg.import_path).expanduser()
-    images = make_images(cfg.method, ImageRequest(dataset, cfg.ipc, cfg.seed, path))
+    method = IMAGE_METHODS.canonical(cfg.method)
+    recipe = load_recipe(method, dataset.name, cfg.ipc, cfg.recipe) if has_recipes(method) else None
+    params = recipe["params"] if recipe else {}
+    checkpoints = checkpoint_dir(dataset, cfg, params) if recipe else None
+    request = ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume)
+    images = make_images(method, request)
     manifest = {
         "source": {
             **source.model_dump(),
@@ -74,9 +85,16 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig) -> Artifa
             "shape": list(dataset.shape),
         },
         "ipc": len(images) // dataset.num_classes,
-        "images": cfg.model_dump(),
+        "images": {**cfg.model_dump(exclude={"resume"}), "method": method, "recipe": recipe},
     }
     return Artifact(images.images, images.labels, manifest)
+
+
+def checkpoint_dir(dataset: Dataset, cfg: ImagesConfig, params: dict) -> Path:
+    """Where a learned method checkpoints: keyed by everything that changes its result."""
+    key = json.dumps([dataset.name, list(dataset.class_names), dataset.mean, cfg.model_dump(exclude={"resume"}), params], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return cache_root() / "distill" / f"{cfg.method}-{dataset.name}-ipc{cfg.ipc}-seed{cfg.seed}-{digest}"
 
 
 def source_of(art: Artifact) -> SourceConfig:

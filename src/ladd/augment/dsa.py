@@ -34,6 +34,11 @@ class DSAParams:
     op: str
     values: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def index(self, ids: torch.Tensor) -> "DSAParams":
+        """Per-sample parameters from per-group ones: sample i gets group ids[i]'s draw (one shared
+        draw per class, as DSA/DM give each class its own siamese parameters)."""
+        return DSAParams(self.op, {k: v[ids.cpu()] for k, v in self.values.items()})
+
 
 @dataclass(frozen=True)
 class DSA:

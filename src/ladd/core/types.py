@@ -55,6 +55,13 @@ def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (images.float() / 255.0 - mean_t) / std_t
 
 
+def to_uint8(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """Inverse of `normalize`, clamped to valid pixels and rounded: what learned images are stored as."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return ((x * std_t + mean_t).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean/std of uint8 images in [0, 1] units, computed in chunks to bound memory."""
     c = images.shape[1]

@@ -136,12 +136,16 @@ def load_expert(directory: Path, epoch: int, dataset: Dataset, runtime: Runtime)
     return model, provenance
 
 
+def cache_root() -> Path:
+    """$LADD_CACHE, default ~/.cache/ladd: experts and distillation checkpoints live here."""
+    return Path(os.environ.get("LADD_CACHE", Path.home() / ".cache" / "ladd"))
+
+
 def cache_dir(dataset: Dataset, cfg: ExpertConfig) -> Path:
     """Experts are reused across runs when dataset and training config agree."""
     key = json.dumps([dataset.name, list(dataset.class_names), list(dataset.shape), dataset.mean, dataset.std, cfg.model_dump()])
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    root = Path(os.environ.get("LADD_CACHE", Path.home() / ".cache" / "ladd"))
-    return root / "experts" / f"{dataset.name}-{cfg.model}-seed{cfg.seed}-ep{cfg.epochs}-{digest}"
+    return cache_root() / "experts" / f"{dataset.name}-{cfg.model}-seed{cfg.seed}-ep{cfg.epochs}-{digest}"
 
 
 def ensure_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path | None, runtime: Runtime) -> tuple[Path, dict]:

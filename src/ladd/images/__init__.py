@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ladd.core.errors import LaddError
 from ladd.core.registry import Registry
+from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset, ImageSet
 
 
@@ -17,6 +18,11 @@ class ImageRequest:
     ipc: int
     seed: int = 0
     path: Path | None = None  # input file for methods that read one (`import`)
+    model: str = "convnet"  # the network a learned method distills with
+    runtime: Runtime = Runtime()
+    params: dict = field(default_factory=dict)  # method hyperparameters (from a recipe), validated by the method
+    checkpoint_dir: Path | None = None  # where learned methods checkpoint; None = no checkpoints
+    resume: bool = False  # continue from the checkpoint in checkpoint_dir
 
 
 IMAGE_METHODS: Registry[Callable[[ImageRequest], ImageSet]] = Registry("image method")
@@ -36,4 +42,4 @@ def make_images(method: str, request: ImageRequest) -> ImageSet:
     return IMAGE_METHODS.get(method)(request)
 
 
-from ladd.images import imported, random  # noqa: E402,F401  (register the methods)
+from ladd.images import dm, herding, imported, random  # noqa: E402,F401  (register the methods)

@@ -7,18 +7,17 @@ loss and the number of inputs it forwarded are logged, so FLOPs follow from samp
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from ladd.augment.dsa import DSA
 from ladd.core import progress
+from ladd.core.checkpoint import load_state, save_state
 from ladd.core.errors import LaddError
 from ladd.core.io import save_tensors
 from ladd.core.runtime import Runtime, generator, seeded
@@ -161,38 +160,21 @@ def checkpoint_path(directory: Path, epoch: int) -> Path:
 
 
 def _save(directory: Path, epoch: int, model, opt, gen, log: TrainLog) -> None:
-    """Weights first, then one state file naming their epoch: a crash between the two writes
-    leaves the previous, consistent state, so a resume never mixes epochs."""
+    """Weights first, then the state naming their epoch: a crash between the two writes leaves
+    the previous, consistent state, so a resume never mixes epochs."""
     save_tensors(checkpoint_path(directory, epoch), model.state_dict())
-    state = {"generator": gen.get_state(), "torch_rng": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state()
-    for i, s in opt.state_dict()["state"].items():
-        state.update({f"opt.{i}.{k}": v for k, v in s.items() if isinstance(v, torch.Tensor)})
     meta = {"epoch": epoch, "samples": log.samples, "epoch_loss": log.epoch_loss}
-    save_tensors(Path(directory) / STATE, state, metadata={"ladd": json.dumps(meta)})
+    save_state(Path(directory) / STATE, {}, meta, opt, gen)
 
 
 def _resume(directory: Path, model, opt, gen, log: TrainLog) -> int:
     path = Path(directory) / STATE
     if not path.exists():
         return 0
-    with safe_open(path, "pt") as f:
-        meta = json.loads(f.metadata()["ladd"])
-    epoch = int(meta["epoch"])
     device = next(model.parameters()).device
+    _, meta = load_state(path, opt, gen, device)
+    epoch = int(meta["epoch"])
     model.load_state_dict(load_file(checkpoint_path(directory, epoch), device=str(device)))
-    state = load_file(path)
-    gen.set_state(state.pop("generator"))
-    torch.set_rng_state(state.pop("torch_rng"))
-    cuda_rng = state.pop("cuda_rng", None)
-    if cuda_rng is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(cuda_rng)
-    opt_state = opt.state_dict()
-    for key, value in state.items():
-        _, i, k = key.split(".", 2)
-        opt_state["state"].setdefault(int(i), {})[k] = value.to(device)
-    opt.load_state_dict(opt_state)
     log.samples.update(meta["samples"])
     log.epoch_loss[:] = meta["epoch_loss"]
     return epoch

@@ -1,0 +1,56 @@
+"""Herding (Welling 2009): per class, greedily add the image that keeps the mean feature of the
+selection closest to the class mean. Features are the `embed` of a trained expert, as DC's coreset
+baselines use a ConvNet trained on the whole training set (the expert cache makes it free when the
+labeler has the same config)."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ladd.core.types import ImageSet, normalize
+from ladd.experts import ExpertConfig, ensure_expert, load_expert
+from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
+
+
+class HerdingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    expert_epochs: int = Field(10, ge=1)  # the feature extractor: an expert trained this long
+    expert_seed: int = 0
+
+
+def herd(features: torch.Tensor, k: int) -> list[int]:
+    """Indices of k rows whose running mean tracks the mean of all rows most closely."""
+    mu = features.mean(0)
+    chosen: list[int] = []
+    total = torch.zeros_like(mu)
+    available = torch.ones(len(features), dtype=torch.bool)
+    for step in range(1, k + 1):
+        dist = ((mu - (total + features) / step) ** 2).sum(1)
+        dist[~available] = float("inf")
+        best = int(dist.argmin())
+        chosen.append(best)
+        available[best] = False
+        total += features[best]
+    return chosen
+
+
+@IMAGE_METHODS.register("herding")
+def herding_images(req: ImageRequest) -> ImageSet:
+    check_ipc(req.dataset, req.ipc)
+    p = HerdingParams(**req.params)
+    ds = req.dataset
+    cfg = ExpertConfig(model=req.model, epochs=p.expert_epochs, seed=p.expert_seed)
+    directory, _ = ensure_expert(ds, cfg, None, req.runtime)
+    expert, _ = load_expert(directory, p.expert_epochs, ds, req.runtime)
+    picks = []
+    with torch.no_grad():
+        for c in range(ds.num_classes):
+            members = (ds.train.labels == c).nonzero().flatten()
+            feats = torch.cat([
+                expert.embed(normalize(chunk.to(req.runtime.device), ds.mean, ds.std)).cpu()
+                for chunk in ds.train.images[members].split(512)
+            ])
+            picks.append(members[herd(feats, req.ipc)])
+    return ds.train.subset(torch.cat(picks))

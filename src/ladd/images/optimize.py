@@ -1,0 +1,64 @@
+"""The one loop for learned images: SGD on the synthetic pixels, checkpointed and resumable.
+
+A method supplies `step(iteration, syn, gen) -> loss`; the loop updates the images, shows
+progress, and every `every` iterations saves images, optimizer and generator state in one file,
+so `resume=True` continues with the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ladd.core import progress
+from ladd.core.checkpoint import load_state, save_state
+from ladd.core.errors import LaddError
+from ladd.core.runtime import generator, seeded
+
+STATE = "images_state.safetensors"
+
+
+def optimize_images(
+    syn: torch.Tensor,
+    step: Callable[[int, torch.Tensor, torch.Generator], torch.Tensor],
+    *,
+    iterations: int,
+    lr: float,
+    momentum: float,
+    seed: int,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    every: int = 100,
+    description: str = "distill",
+) -> tuple[torch.Tensor, list[float]]:
+    """Optimize a float image tensor; returns (images, loss per iteration)."""
+    syn = syn.detach().clone().requires_grad_(True)
+    opt = torch.optim.SGD([syn], lr=lr, momentum=momentum)
+    gen = generator(seed)
+    losses: list[float] = []
+    start = 0
+    state = None if checkpoint_dir is None else Path(checkpoint_dir) / STATE
+    with seeded(seed):
+        if state is not None and resume:
+            if not state.exists():
+                raise LaddError(f"--resume: no checkpoint in {checkpoint_dir}; run once without --resume")
+            tensors, meta = load_state(state, opt, gen, syn.device)
+            with torch.no_grad():
+                syn.copy_(tensors["syn"])
+            start, losses = int(meta["iteration"]), list(meta["losses"])
+        with progress.bar(description, iterations) as advance:
+            advance(start)
+            for it in range(start, iterations):
+                loss = step(it, syn, gen)
+                if not torch.isfinite(loss):
+                    raise LaddError(f"{description}: loss became {loss.item()} at iteration {it}: lower lr_img in the recipe")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                if state is not None and ((it + 1) % every == 0 or it + 1 == iterations):
+                    save_state(state, {"syn": syn.detach()}, {"iteration": it + 1, "losses": losses}, opt, gen)
+                advance(status=f"loss {losses[-1]:.4g}")
+    return syn.detach(), losses

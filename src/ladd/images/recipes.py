@@ -1,0 +1,48 @@
+"""Recipes: a method's hyperparameters for one setting, as data (TOML files in ladd/recipes/).
+
+A recipe names its method and budget (`paper` = the reference setting, `cpu` = a budget that
+finishes in minutes on 2 cores) and cites where each default comes from. `[params]` applies to
+every IPC; `[ipc.N]` tables override it for IPC N. The default recipe for (method, dataset) is
+`{method}-{dataset}.toml` when ladd ships one, else `{method}-paper.toml`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from ladd.core.errors import LaddError
+
+PACKAGE = "ladd.recipes"
+
+
+def shipped() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files(PACKAGE).iterdir() if p.name.endswith(".toml"))
+
+
+def has_recipes(method: str) -> bool:
+    """Methods with hyperparameters ship at least `{method}-paper.toml`; random/import have none."""
+    return f"{method}-paper" in shipped()
+
+
+def load_recipe(method: str, dataset: str, ipc: int, name: str | None = None) -> dict:
+    """{"name", "method", "budget", "source", "params"} for this method, dataset and IPC."""
+    if name is not None and Path(name).expanduser().is_file():
+        path = Path(name).expanduser()
+        text = path.read_text()
+    else:
+        candidates = [name] if name else [f"{method}-{dataset}", f"{method}-paper"]
+        found = next((c for c in candidates if c in shipped()), None)
+        if found is None:
+            raise LaddError(f"no recipe {' or '.join(candidates)} for --images {method}: shipped recipes are {', '.join(shipped())}, or pass a .toml file")
+        path = Path(found + ".toml")
+        text = resources.files(PACKAGE).joinpath(path.name).read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise LaddError(f"recipe {path} is not valid TOML: {e}") from e
+    if data.get("method") != method:
+        raise LaddError(f"recipe {path} is for method {data.get('method')!r}, not {method!r}")
+    params = {**data.get("params", {}), **data.get("ipc", {}).get(str(ipc), {})}
+    return {"name": path.stem, "method": method, "budget": data.get("budget", "?"), "source": data.get("source", ""), "params": params}
