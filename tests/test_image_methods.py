@@ -5,17 +5,24 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ladd.core.errors import LaddError
 from ladd.core.runtime import seeded
 from ladd.core.types import normalize
 from ladd.images import IMAGE_METHODS, ImageRequest, make_images
 from ladd.images.dm import dm_objective
+from ladd.images.gradient_matching import layer_distance, match_loss
 from ladd.images.herding import herd
 from ladd.images.recipes import load_recipe, shipped
 from ladd.models import build_model
 
-TINY = {"dm": {"iterations": 3, "batch_real": 4}, "herding": {"expert_epochs": 1}}
+TINY = {
+    "dm": {"iterations": 3, "batch_real": 4},
+    "herding": {"expert_epochs": 1},
+    "dc": {"iterations": 2, "outer_loop": 2, "inner_loop": 1, "batch_real": 4},
+    "dsa": {"iterations": 2, "outer_loop": 2, "inner_loop": 1, "batch_real": 4},
+}
 
 
 @pytest.mark.parametrize("method", [m for m in IMAGE_METHODS.names() if m != "import"])
@@ -56,10 +63,47 @@ def test_dm_lowers_its_matching_objective(toy):
     assert torch.equal(out.labels, start.labels) and after < 0.7 * before
 
 
-def test_dm_resume_equals_uninterrupted(toy, tmp_path, monkeypatch):
-    params = {"iterations": 6, "batch_real": 4, "checkpoint_every": 2}
+def test_layer_distance_is_sum_of_one_minus_cosine_over_output_rows():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 3, 3, 3, generator=g), torch.randn(4, 3, 3, 3, generator=g)
+    direct = sum(1 - F.cosine_similarity(a[i].flatten(), b[i].flatten(), dim=0) for i in range(4))
+    torch.testing.assert_close(layer_distance(a, b), direct, atol=1e-5, rtol=1e-5)
+    assert layer_distance(torch.ones(5), torch.zeros(5)) == 0  # biases and norm scales do not count
+    assert float(layer_distance(a, a)) == pytest.approx(0, abs=1e-5)
+
+
+def _gradient_mismatch(toy, images, labels, nets):
+    real = normalize(toy.train.images, toy.mean, toy.std)
+    syn = normalize(images, toy.mean, toy.std)
+    total = 0.0
+    for net in nets:
+        params = list(net.parameters())
+        for k in range(3):
+            g_real = torch.autograd.grad(F.cross_entropy(net(real[toy.train.labels == k]), toy.train.labels[toy.train.labels == k]), params)
+            g_syn = torch.autograd.grad(F.cross_entropy(net(syn[labels == k]), labels[labels == k]), params)
+            total += float(match_loss(g_syn, g_real))
+    return total
+
+
+def test_dc_lowers_its_gradient_matching_objective(toy):
+    params = {"iterations": 10, "outer_loop": 1, "inner_loop": 0, "batch_real": 6, "lr_img": 0.1}
+    start = make_images("random", ImageRequest(toy, 1, seed=0))
+    out = make_images("dc", ImageRequest(toy, 1, seed=0, model="convnet-w32", params=params))
+    nets = []
+    for s in range(3):
+        with seeded(200 + s):
+            nets.append(build_model("convnet-w32", channels=1, num_classes=3, im_size=(8, 8)))
+    assert _gradient_mismatch(toy, out.images, out.labels, nets) < _gradient_mismatch(toy, start.images, start.labels, nets)
+
+
+@pytest.mark.parametrize(
+    "method,params",
+    [("dm", {"iterations": 6, "batch_real": 4, "checkpoint_every": 2}),
+     ("dsa", {"iterations": 3, "outer_loop": 2, "inner_loop": 1, "batch_real": 4, "checkpoint_every": 1})],
+)
+def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch, method, params):
     req = dict(seed=1, model="convnet-w32", params=params)
-    full = make_images("dm", ImageRequest(toy, 1, checkpoint_dir=tmp_path / "a", **req))
+    full = make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "a", **req))
 
     import ladd.images.optimize as opt_mod
 
@@ -73,12 +117,12 @@ def test_dm_resume_equals_uninterrupted(toy, tmp_path, monkeypatch):
 
     monkeypatch.setattr(opt_mod, "save_state", crash_after_second_checkpoint)
     with pytest.raises(KeyboardInterrupt):
-        make_images("dm", ImageRequest(toy, 1, checkpoint_dir=tmp_path / "b", **req))
+        make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "b", **req))
     monkeypatch.setattr(opt_mod, "save_state", real_save)
-    resumed = make_images("dm", ImageRequest(toy, 1, checkpoint_dir=tmp_path / "b", resume=True, **req))
+    resumed = make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "b", resume=True, **req))
     assert torch.equal(full.images, resumed.images)
     with pytest.raises(LaddError, match="no checkpoint"):
-        make_images("dm", ImageRequest(toy, 1, checkpoint_dir=tmp_path / "c", resume=True, **req))
+        make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "c", resume=True, **req))
 
 
 def test_recipes_are_data_with_ipc_overrides(tmp_path):

@@ -1,0 +1,121 @@
+"""DC — dataset condensation by gradient matching (Zhao et al., ICLR 2021) and DSA — the same with
+differentiable siamese augmentation (Zhao & Bilen, ICML 2021); VICO-UoE/DatasetCondensation main.py.
+
+Each iteration starts a freshly initialized network. For `outer_loop` rounds: for every class,
+the gradient of the CE loss on a real batch (detached) is matched to the gradient on that class's
+synthetic images (differentiated through, `create_graph`), with the layer-wise distance below;
+the images take one SGD step; then the network trains `inner_loop` epochs on the synthetic set.
+DSA gives the real and synthetic batch of a class the same augmentation draw, and augments the
+inner-loop training too.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from ladd.augment.dsa import DSA, strategy_for
+from ladd.core.runtime import seeded
+from ladd.core.types import ImageSet, normalize, to_uint8
+from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
+from ladd.images.dm import initial_images
+from ladd.images.optimize import optimize_images
+from ladd.models import build_model
+
+
+class GradientMatchingParams(BaseModel):
+    """Defaults: main.py — 1000 iterations, lr_img 0.1 (SGD momentum 0.5), lr_net 0.01, 256 real
+    images per class, batch_train 256; outer/inner loops per IPC from utils.get_loops (the recipes
+    carry the table). Init from real images (the DSA README's setting)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iterations: int = Field(1000, ge=1)
+    lr_img: float = Field(0.1, gt=0)
+    momentum: float = Field(0.5, ge=0)
+    lr_net: float = Field(0.01, gt=0)
+    batch_real: int = Field(256, ge=1)
+    batch_train: int = Field(256, ge=1)
+    outer_loop: int = Field(10, ge=1)
+    inner_loop: int = Field(50, ge=0)
+    init: Literal["real", "noise"] = "real"
+    checkpoint_every: int = Field(10, ge=1)
+
+
+def layer_distance(g_syn: torch.Tensor, g_real: torch.Tensor) -> torch.Tensor:
+    """DC's distance for one parameter: Σ over output units of (1 − cos) between gradient rows.
+    1-D parameters (biases, norm scales) contribute 0, as in the reference."""
+    if g_real.ndim == 1:
+        return g_real.new_zeros(())
+    a, b = g_syn.flatten(1), g_real.flatten(1)
+    return (1 - (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1) + 1e-6)).sum()
+
+
+def match_loss(g_syn, g_real) -> torch.Tensor:
+    return sum(layer_distance(s, r) for s, r in zip(g_syn, g_real))
+
+
+def _matching(req: ImageRequest, augment: bool) -> ImageSet:
+    check_ipc(req.dataset, req.ipc)
+    p = GradientMatchingParams(**req.params)
+    ds, device = req.dataset, req.runtime.device
+    syn0, syn_labels = initial_images(req, p.init)
+    by_class = [(ds.train.labels == c).nonzero().flatten() for c in range(ds.num_classes)]
+    syn_of = [(syn_labels == c).nonzero().flatten() for c in range(ds.num_classes)]
+    dsa = DSA(strategy_for(ds.name)) if augment else None
+    c, h, w = ds.shape
+    rounds = {"net": None, "opt": None}
+
+    def step(it: int, syn: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """One outer round; a new network every `outer_loop` rounds (iterations × outer_loop rounds in all).
+    Checkpoints fall on network boundaries, so a resume never needs a half-trained network."""
+        if it % p.outer_loop == 0:
+            with seeded(int(torch.randint(2**31, (1,), generator=gen))):
+                rounds["net"] = build_model(req.model, channels=c, num_classes=ds.num_classes, im_size=(h, w)).to(device)
+            rounds["opt"] = torch.optim.SGD(rounds["net"].parameters(), lr=p.lr_net)
+        else:  # the previous round updated the images: train the network on them first (main.py order)
+            _inner_epochs(rounds["net"], rounds["opt"], syn.detach(), syn_labels, p, dsa, gen)
+        net, params = rounds["net"], list(rounds["net"].parameters())
+        net.train()
+        loss = torch.zeros((), device=device)
+        for k, members in enumerate(by_class):
+            real = normalize(ds.train.images[members[torch.randperm(len(members), generator=gen)[: p.batch_real]]].to(device), ds.mean, ds.std)
+            mine = syn[syn_of[k]]
+            if dsa is not None:
+                draw = dsa.sample(1, (h, w), gen, shared=True)
+                real, mine = dsa.apply(real, draw), dsa.apply(mine, draw)
+            target = torch.full((len(real),), k, device=device)
+            g_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(real), target), params)]
+            g_syn = torch.autograd.grad(F.cross_entropy(net(mine), target[: len(mine)]), params, create_graph=True)
+            loss = loss + match_loss(g_syn, g_real)
+        return loss
+
+    syn, _ = optimize_images(
+        syn0, step, iterations=p.iterations * p.outer_loop, lr=p.lr_img, momentum=p.momentum, seed=req.seed,
+        checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every * p.outer_loop,
+        description=f"{'DSA' if augment else 'DC'} IPC {req.ipc}",
+    )
+    return ImageSet(to_uint8(syn, ds.mean, ds.std).cpu(), syn_labels.cpu())
+
+
+def _inner_epochs(net, opt, syn, labels, p: GradientMatchingParams, dsa, gen) -> None:
+    for _ in range(p.inner_loop):
+        for idx in torch.randperm(len(syn), generator=gen).split(p.batch_train):
+            idx = idx.to(syn.device)
+            x = syn[idx] if dsa is None else dsa(syn[idx], gen)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), labels[idx]).backward()
+            opt.step()
+
+
+@IMAGE_METHODS.register("dc")
+def dc_images(req: ImageRequest) -> ImageSet:
+    return _matching(req, augment=False)
+
+
+@IMAGE_METHODS.register("dsa")
+def dsa_images(req: ImageRequest) -> ImageSet:
+    return _matching(req, augment=True)
