@@ -167,7 +167,11 @@ def info(artifact: ArtifactArg):
     art = load_artifact(artifact)
     m = art.manifest
     console.print(f"[bold]{artifact}[/] · ladd {m['ladd_version']} · schema {m['schema_version']} · hashes verified")
-    console.print(f"source {m['source']['dataset']} · {len(m['source']['class_names'])} classes · IPC {m['ipc']} · images: {m['images']['method']}")
+    recipe = (m["images"].get("recipe") or {}).get("name")
+    console.print(
+        f"source {m['source']['dataset']} · {len(m['source']['class_names'])} classes · IPC {m['ipc']} · "
+        f"images: {m['images']['method']}" + (f" (recipe {recipe})" if recipe else "")
+    )
     for name, b in m["storage"].items():
         console.print(f"  {name:<13} {str(m['files'][name + '.safetensors']['shape']):<22} {b['raw']:>10,} B raw  {b['zip']:>10,} B zip")
     if "labels" in m:
