@@ -19,7 +19,7 @@ from ladd.core.progress import console
 from ladd.core.runtime import Runtime
 from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig, evaluate
-from ladd.experts import ExpertConfig
+from ladd.experts import ExpertConfig, ensure_expert
 from ladd import pipeline
 from ladd.pipeline import ImagesConfig, LabelConfig, SourceConfig
 from ladd.report.plots import accuracy_vs_cost
@@ -44,7 +44,7 @@ DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder of an
 Resolution = Annotated[Optional[int], typer.Option("--resolution", help="imagefolder only: centre-crop and resize to this many pixels (default 128).")]
 SkipBad = Annotated[bool, typer.Option("--skip-unreadable", help="imagefolder only: skip unreadable image files with a warning instead of stopping.")]
 Ipc = Annotated[int, typer.Option("--ipc", help="Images per class.")]
-Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, or import (a set made by another tool).")]
+Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, dc, dsa, mtt, or import (a set made by another tool).")]
 Recipe = Annotated[Optional[str], typer.Option("--recipe", help="Hyperparameters of a learned image method: a shipped recipe name (e.g. dm-paper, dm-mnist5k) or a .toml file. Default: the method's recipe for the dataset, else its paper recipe.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue a learned image method from its last checkpoint (same result as an uninterrupted run).")]
 ImportPath = Annotated[Optional[str], typer.Option("--import-path", help="For --images import: a .safetensors, .npz or .pt file with 'images' and 'labels'.")]
@@ -159,6 +159,23 @@ def eval_(
     rows = evaluate(art, dataset, cfg, Runtime.from_name(device))
     out = out or _default_out()
     _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, _notes(art, cfg), f"ladd eval · {dataset.name}")
+
+
+@app.command()
+def experts(
+    dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
+    skip_unreadable: SkipBad = False, model: Model = "convnet",
+    num_experts: Annotated[int, typer.Option("--num-experts", help="Experts to train (seeds 0..E-1); MTT samples among them.")] = 100,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per expert; every epoch is checkpointed (the trajectory).")] = 50,
+    device: Device = "auto",
+):
+    """Train expert trajectories (MTT's buffer): E experts, a checkpoint every epoch, cached and resumable."""
+    src = _source(dataset, data_dir, resolution, skip_unreadable)
+    data = pipeline.load_source(src)
+    runtime = Runtime.from_name(device)
+    for seed in range(num_experts):
+        directory, _ = ensure_expert(data, ExpertConfig(model=_split(model)[0], epochs=epochs, seed=seed), None, runtime)
+    console.print(f"{num_experts} experts of {epochs} epochs ready under {directory.parent}")
 
 
 @app.command()

@@ -85,7 +85,7 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
             "shape": list(dataset.shape),
         },
         "ipc": len(images) // dataset.num_classes,
-        "images": {**cfg.model_dump(exclude={"resume"}), "method": method, "recipe": recipe},
+        "images": {**cfg.model_dump(exclude={"resume"}), "method": method, "recipe": recipe, "learned": images.info},
     }
     return Artifact(images.images, images.labels, manifest)
 

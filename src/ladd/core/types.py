@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    """uint8 images N×C×H×W with int64 labels."""
+    """uint8 images N×C×H×W with int64 labels; `info` carries what a learned method learned
+    besides pixels (e.g. MTT's student learning rate) into the manifest."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    info: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:

@@ -56,7 +56,9 @@ class EvalConfig(BaseModel):
 
 def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:
     """One result row per (method, model)."""
-    recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, dsa=strategy_for(dataset.name))
+    learned_lr = (art.manifest.get("images", {}).get("learned") or {}).get("lr")  # MTT learns the student lr
+    lr = learned_lr if learned_lr is not None else cfg.lr
+    recipe = Recipe(epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, dsa=strategy_for(dataset.name))
     data = TrainData(
         art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry
     )
@@ -104,6 +106,8 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "flops": label_flops + deploy,
                 "seconds": float(np.mean(secs)),
                 "epochs": cfg.epochs,
+                "lr": lr,
+                "lr_source": "learned by the image method" if learned_lr is not None else "eval config",
                 "crops_per_step": cfg.crops_per_step,
                 "local_reduction": cfg.local_reduction,
                 "labeler_test_acc": art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler else None,

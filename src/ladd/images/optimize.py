@@ -32,10 +32,16 @@ def optimize_images(
     resume: bool = False,
     every: int = 100,
     description: str = "distill",
+    extra: dict[str, tuple[torch.Tensor, float]] | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
-    """Optimize a float image tensor; returns (images, loss per iteration)."""
+    """Optimize a float image tensor; returns (images, loss per iteration).
+
+    `extra` maps names to (tensor, lr): other learned tensors (MTT's learning rate), optimized in
+    place by the same SGD (own lr, same momentum) and checkpointed with the images."""
     syn = syn.detach().clone().requires_grad_(True)
-    opt = torch.optim.SGD([syn], lr=lr, momentum=momentum)
+    extra = extra or {}
+    groups = [{"params": [syn], "lr": lr}] + [{"params": [t], "lr": r} for t, r in extra.values()]
+    opt = torch.optim.SGD(groups, lr=lr, momentum=momentum)
     gen = generator(seed)
     losses: list[float] = []
     start = 0
@@ -47,6 +53,8 @@ def optimize_images(
             tensors, meta = load_state(state, opt, gen, syn.device)
             with torch.no_grad():
                 syn.copy_(tensors["syn"])
+                for name, (t, _) in extra.items():
+                    t.copy_(tensors[name])
             start, losses = int(meta["iteration"]), list(meta["losses"])
         with progress.bar(description, iterations) as advance:
             advance(start)
@@ -59,6 +67,7 @@ def optimize_images(
                 opt.step()
                 losses.append(loss.item())
                 if state is not None and ((it + 1) % every == 0 or it + 1 == iterations):
-                    save_state(state, {"syn": syn.detach()}, {"iteration": it + 1, "losses": losses}, opt, gen)
+                    tensors = {"syn": syn.detach(), **{k: t.detach() for k, (t, _) in extra.items()}}
+                    save_state(state, tensors, {"iteration": it + 1, "losses": losses}, opt, gen)
                 advance(status=f"loss {losses[-1]:.4g}")
     return syn.detach(), losses
