@@ -11,14 +11,14 @@ from ladd.core.errors import LaddError
 from ladd.core.runtime import seeded
 from ladd.core.types import normalize
 from ladd.images import IMAGE_METHODS, ImageRequest, make_images
-from ladd.images.dm import dm_objective
+from ladd.images.dm import RealFeatures, dm_objective
 from ladd.images.gradient_matching import layer_distance, match_loss
 from ladd.images.herding import herd
 from ladd.images.recipes import load_recipe, shipped
 from ladd.models import build_model
 
 TINY = {
-    "dm": {"iterations": 3, "batch_real": 4},
+    "dm": {"iterations": 3, "batch_real": 4, "compile": False},
     "herding": {"expert_epochs": 1},
     "dc": {"iterations": 2, "outer_loop": 2, "inner_loop": 1, "batch_real": 4},
     "dsa": {"iterations": 2, "outer_loop": 2, "inner_loop": 1, "batch_real": 4},
@@ -52,7 +52,7 @@ def _dm_loss_over_fixed_nets(toy, images, labels, nets):
 
 
 def test_dm_lowers_its_matching_objective(toy):
-    params = {"iterations": 30, "batch_real": 6, "lr_img": 0.1}
+    params = {"iterations": 30, "batch_real": 6, "lr_img": 0.1, "compile": False}
     start = make_images("random", ImageRequest(toy, 1, seed=0))
     out = make_images("dm", ImageRequest(toy, 1, seed=0, model="convnet-w32", params=params))
     nets = []
@@ -99,7 +99,7 @@ def test_dc_lowers_its_gradient_matching_objective(toy):
 
 @pytest.mark.parametrize(
     "method,params",
-    [("dm", {"iterations": 6, "batch_real": 4, "checkpoint_every": 2}),
+    [("dm", {"iterations": 6, "batch_real": 4, "checkpoint_every": 2, "compile": False}),
      ("dsa", {"iterations": 3, "outer_loop": 2, "inner_loop": 1, "batch_real": 4, "checkpoint_every": 1})],
 )
 def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch, method, params):
@@ -139,6 +139,22 @@ def test_recipes_are_data_with_ipc_overrides(tmp_path):
         load_recipe("herding", "x", 1, str(own))
     with pytest.raises(LaddError, match="shipped recipes are"):
         load_recipe("dm", "x", 1, "dm-nope")
+
+
+def test_real_branch_precision_and_compilation_keep_the_features(toy):
+    """The bf16 and compiled real branch is a faster way to the same targets, and one compiled graph
+    serves fresh networks."""
+    x = normalize(toy.train.images, toy.mean, toy.std)
+    nets = []
+    for s in range(2):
+        with seeded(s):
+            nets.append(build_model("convnet-w32", channels=1, num_classes=3, im_size=(8, 8)))
+    exact = RealFeatures(nets[0], torch.float32, compile=False)
+    fast = RealFeatures(nets[0], torch.bfloat16, compile=True)
+    for net in nets:
+        ref = net.embed(x).detach()
+        torch.testing.assert_close(exact(net, x), ref)
+        assert ((fast(net, x) - ref).norm() / ref.norm()) < 0.02
 
 
 def test_unknown_recipe_parameter_is_refused(toy):
