@@ -157,6 +157,18 @@ def test_real_branch_precision_and_compilation_keep_the_features(toy):
         assert ((fast(net, x) - ref).norm() / ref.norm()) < 0.02
 
 
+def test_float_images_are_the_unrounded_uint8_images(toy, tmp_path):
+    from ladd.artifact import Artifact, load_artifact, save_artifact
+
+    params = {"iterations": 3, "batch_real": 4, "compile": False}
+    as_uint8 = make_images("dm", ImageRequest(toy, 1, seed=0, model="convnet-w32", params=params))
+    as_float = make_images("dm", ImageRequest(toy, 1, seed=0, model="convnet-w32", params=params, float_images=True))
+    assert as_float.images.dtype == torch.float32 and 0 <= as_float.images.min() and as_float.images.max() <= 255
+    assert torch.equal(as_float.images.round().to(torch.uint8), as_uint8.images)
+    save_artifact(tmp_path / "a", Artifact(as_float.images, as_float.labels, {"source": {"class_names": ["a", "b", "c"]}}))
+    assert torch.equal(load_artifact(tmp_path / "a").images, as_float.images)
+
+
 def test_unknown_recipe_parameter_is_refused(toy):
     with pytest.raises(Exception, match="iteratons"):
         make_images("dm", ImageRequest(toy, 1, params={"iteratons": 3}))

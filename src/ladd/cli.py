@@ -46,6 +46,7 @@ SkipBad = Annotated[bool, typer.Option("--skip-unreadable", help="imagefolder on
 Ipc = Annotated[int, typer.Option("--ipc", help="Images per class.")]
 Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, dc, dsa, mtt, or import (a set made by another tool).")]
 Recipe = Annotated[Optional[str], typer.Option("--recipe", help="Hyperparameters of a learned image method: a shipped recipe name (e.g. dm-paper, dm-mnist5k) or a .toml file. Default: the method's recipe for the dataset, else its paper recipe.")]
+FloatImages = Annotated[bool, typer.Option("--float-images", help="Learned image methods: store float32 pixels instead of uint8 (4× the image bytes; compare both with `ladd eval`).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue a learned image method from its last checkpoint (same result as an uninterrupted run).")]
 ImportPath = Annotated[Optional[str], typer.Option("--import-path", help="For --images import: a .safetensors, .npz or .pt file with 'images' and 'labels'.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the image stage (which real images are drawn).")]
@@ -105,11 +106,12 @@ def distill(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random",
     import_path: ImportPath = None, seed: Seed = 0, model: Model = "convnet", recipe: Recipe = None,
-    resume: Resume = False, out: Out = None, device: Device = "auto",
+    resume: Resume = False, float_images: FloatImages = False, out: Out = None, device: Device = "auto",
 ):
     """Image stage: select, learn or import IPC images per class; write an artifact (images + hard labels)."""
     src = _source(dataset, data_dir, resolution, skip_unreadable)
-    cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=_split(model)[0], recipe=recipe, resume=resume)
+    cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=_split(model)[0], recipe=recipe,
+                       resume=resume, float_images=float_images)
     art = pipeline.distill(pipeline.load_source(src), src, cfg, Runtime.from_name(device))
     out = out or _default_out() / "artifact"
     save_artifact(out, art)
@@ -203,7 +205,7 @@ def info(artifact: ArtifactArg):
 def run(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random", import_path: ImportPath = None,
-    seed: Seed = 0, recipe: Recipe = None, resume: Resume = False, grid: Grid = 5, coverage: Coverage = 0.625, labeler_model: LabelerModel = None,
+    seed: Seed = 0, recipe: Recipe = None, resume: Resume = False, float_images: FloatImages = False, grid: Grid = 5, coverage: Coverage = 0.625, labeler_model: LabelerModel = None,
     labeler_epochs: LabelerEpochs = 10, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
     label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: Methods = "baseline,ladd",
     seeds: Seeds = 3, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, crops_per_step: Crops = QUICK_CROPS,
@@ -224,7 +226,8 @@ def run(
     data = pipeline.load_source(src)
     cfg = EvalConfig(methods=_split(methods, "--methods"), models=models, seeds=seeds, epochs=epochs, lr=lr,
                      crops_per_step=crops_per_step, local_reduction=local_reduction)  # fail before any training
-    images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe, resume=resume)
+    images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe,
+                              resume=resume, float_images=float_images)
     art = pipeline.distill(data, src, images_cfg, runtime)
     label_cfg = _label_config(models, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir, label_dtype)
     art = pipeline.label(art, data, label_cfg, runtime)

@@ -41,6 +41,7 @@ class ImagesConfig(BaseModel):
     seed: int = 0
     import_path: str | None = None
     model: str = "convnet"  # the network learned methods distill with
+    float_images: bool = False  # learned methods: store float32 pixels instead of uint8
     recipe: str | None = None  # shipped recipe name or .toml path; default per (method, dataset)
     resume: bool = False
 
@@ -74,7 +75,7 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
     recipe = load_recipe(method, dataset.name, cfg.ipc, cfg.recipe) if has_recipes(method) else None
     params = recipe["params"] if recipe else {}
     checkpoints = checkpoint_dir(dataset, cfg, params) if recipe else None
-    request = ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume)
+    request = ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume, cfg.float_images)
     images = make_images(method, request)
     manifest = {
         "source": {

@@ -1,6 +1,6 @@
 """A distilled dataset on disk: one safetensors file per stored component + manifest.json.
 
-    images.safetensors        uint8 N×C×H×W
+    images.safetensors        uint8 N×C×H×W (float32 in 0..255 for learned images kept unquantized)
     labels.safetensors        int64 N (hard labels)
     soft_labels.safetensors   float N×C      (optional: the labeler's global soft labels)
     dense_labels.safetensors  float N×N²×C   (optional: LADD's dense labels)
@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 import ladd
 from ladd.core.errors import LaddError
 from ladd.core.io import save_tensors, sha256, umask_mode, write_json
+from ladd.core.types import PIXEL_DTYPES
 from ladd.cost.storage import component_bytes
 
 SCHEMA_VERSION = 1
@@ -66,8 +67,10 @@ def check_distribution(t: torch.Tensor, name: str, tol: float = 1e-2) -> None:
 
 def _check(art: Artifact, where: str) -> None:
     n = art.images.shape[0]
-    if art.images.dtype != torch.uint8 or art.images.ndim != 4:
-        raise LaddError(f"{where}: images must be uint8 N×C×H×W, got {art.images.dtype} {tuple(art.images.shape)}")
+    if art.images.dtype not in PIXEL_DTYPES or art.images.ndim != 4:
+        raise LaddError(f"{where}: images must be uint8 or float32 N×C×H×W, got {art.images.dtype} {tuple(art.images.shape)}")
+    if art.images.dtype == torch.float32 and not (torch.isfinite(art.images).all() and 0 <= art.images.min() and art.images.max() <= 255):
+        raise LaddError(f"{where}: float32 images must be finite pixel values in [0, 255]")
     classes = len(art.manifest.get("source", {}).get("class_names", [])) or int(art.labels.max()) + 1
     if art.labels.dtype != torch.int64 or art.labels.shape != (n,) or (n and (art.labels.min() < 0 or art.labels.max() >= classes)):
         raise LaddError(f"{where}: labels must be {n} class indices in [0, {classes})")

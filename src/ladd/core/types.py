@@ -7,18 +7,22 @@ from dataclasses import dataclass, field
 import torch
 
 
+PIXEL_DTYPES = (torch.uint8, torch.float32)
+
+
 @dataclass(frozen=True)
 class ImageSet:
-    """uint8 images N×C×H×W with int64 labels; `info` carries what a learned method learned
-    besides pixels (e.g. MTT's student learning rate) into the manifest."""
+    """Images N×C×H×W in pixel units — uint8, or float32 in [0, 255] for learned images kept
+    unquantized — with int64 labels; `info` carries what a learned method learned besides pixels
+    (e.g. MTT's student learning rate) into the manifest."""
 
     images: torch.Tensor
     labels: torch.Tensor
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 N×C×H×W, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images.dtype not in PIXEL_DTYPES or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 or float32 N×C×H×W, got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
 
@@ -51,17 +55,19 @@ class Dataset:
 
 
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 → float, standardized per channel with a dataset's mean/std."""
+    """Pixels (uint8, or float32 in 0..255) → float, standardized per channel with a dataset's mean/std."""
     mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return (images.float() / 255.0 - mean_t) / std_t
 
 
-def to_uint8(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """Inverse of `normalize`, clamped to valid pixels and rounded: what learned images are stored as."""
+def to_pixels(x: torch.Tensor, mean, std, *, keep_float: bool = False) -> torch.Tensor:
+    """Inverse of `normalize`, clamped to valid pixels: rounded to uint8 (what is stored and
+    counted by default), or float32 in [0, 255] when `keep_float`."""
     mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    return ((x * std_t + mean_t).clamp(0, 1) * 255).round().to(torch.uint8)
+    pixels = (x.detach() * std_t + mean_t).clamp(0, 1) * 255
+    return pixels.float() if keep_float else pixels.round().to(torch.uint8)
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

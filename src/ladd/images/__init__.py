@@ -23,6 +23,7 @@ class ImageRequest:
     params: dict = field(default_factory=dict)  # method hyperparameters (from a recipe), validated by the method
     checkpoint_dir: Path | None = None  # where learned methods checkpoint; None = no checkpoints
     resume: bool = False  # continue from the checkpoint in checkpoint_dir
+    float_images: bool = False  # learned methods: keep float32 pixels instead of rounding to uint8
 
 
 IMAGE_METHODS: Registry[Callable[[ImageRequest], ImageSet]] = Registry("image method")

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.runtime import seeded
-from ladd.core.types import ImageSet, normalize, to_uint8
+from ladd.core.types import ImageSet, normalize, to_pixels
 from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
 from ladd.images.optimize import optimize_images
 from ladd.images.random import random_images
@@ -132,4 +132,4 @@ def dm_images(req: ImageRequest) -> ImageSet:
         syn0, step, iterations=p.iterations, lr=p.lr_img, momentum=p.momentum, seed=req.seed,
         checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every, description=f"DM IPC {req.ipc}",
     )
-    return ImageSet(to_uint8(syn, ds.mean, ds.std).cpu(), syn_labels.cpu())
+    return ImageSet(to_pixels(syn, ds.mean, ds.std, keep_float=req.float_images).cpu(), syn_labels.cpu())

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.runtime import seeded
-from ladd.core.types import ImageSet, normalize, to_uint8
+from ladd.core.types import ImageSet, normalize, to_pixels
 from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
 from ladd.images.dm import initial_images
 from ladd.images.optimize import optimize_images
@@ -98,7 +98,7 @@ def _matching(req: ImageRequest, augment: bool) -> ImageSet:
         checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every * p.outer_loop,
         description=f"{'DSA' if augment else 'DC'} IPC {req.ipc}",
     )
-    return ImageSet(to_uint8(syn, ds.mean, ds.std).cpu(), syn_labels.cpu())
+    return ImageSet(to_pixels(syn, ds.mean, ds.std, keep_float=req.float_images).cpu(), syn_labels.cpu())
 
 
 def _inner_epochs(net, opt, syn, labels, p: GradientMatchingParams, dsa, gen) -> None:

@@ -25,7 +25,7 @@ from torch.func import functional_call
 
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.errors import LaddError
-from ladd.core.types import ImageSet, to_uint8
+from ladd.core.types import ImageSet, to_pixels
 from ladd.experts import ExpertConfig, build_for, cache_dir, read_info
 from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
 from ladd.images.dm import initial_images
@@ -117,4 +117,4 @@ def mtt_images(req: ImageRequest) -> ImageSet:
         description=f"MTT IPC {req.ipc}", extra={"syn_lr": (syn_lr, p.lr_lr)},
     )
     info = {"lr": float(syn_lr.detach()), "final_loss": losses[-1]}
-    return ImageSet(to_uint8(syn, ds.mean, ds.std).cpu(), labels.cpu(), info)
+    return ImageSet(to_pixels(syn, ds.mean, ds.std, keep_float=req.float_images).cpu(), labels.cpu(), info)
