@@ -51,7 +51,7 @@ def main() -> None:
                 recipe = art.manifest["images"].get("recipe") or {}
                 row.update(images=method, recipe=recipe.get("name"), distill_seconds=distill_s,
                            distill_iterations=recipe.get("params", {}).get("iterations"),
-                           peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                           peak_rss_mb_so_far=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
                 rows.append(row)
                 print(f"IPC {ipc:>3} {method:<8} {row['method']:<8} {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}"
                       f"  distill {distill_s:.0f} s", flush=True)
