@@ -46,7 +46,7 @@ def main() -> None:
         for method, k, red in cells:
             t0 = time.perf_counter()
             cfg = EvalConfig(methods=(method,), models=(args.model,), seeds=args.seeds, epochs=args.epochs,
-                             crops_per_step=k, local_reduction=red)
+                             crops_per_step=k or "all", local_reduction=red)
             row = evaluate(art, data, cfg, runtime)[0]
             rows.append(row)
             print(f"IPC {ipc:>3} {method:<8} K={k!s:<4} {red:<4} acc {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f} "
