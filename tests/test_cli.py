@@ -101,3 +101,15 @@ def test_reusing_a_labeler_dir_with_other_settings_is_refused(tmp_path):
     other = cfg.model_copy(update={"labeler": ExpertConfig(model="convnet-w32", epochs=2)})
     with pytest.raises(Exception, match="was trained with"):
         pipeline.label(art, data, other, Runtime())
+
+
+def test_run_with_learned_images_and_a_recipe_file(tmp_path):
+    recipe = tmp_path / "tiny-dm.toml"
+    recipe.write_text('method = "dm"\nbudget = "test"\n[params]\niterations = 2\nbatch_real = 8\ncompile = false\n')
+    out = tmp_path / "run"
+    res = ladd("run", *TINY, "--images", "dm", "--recipe", recipe, "--epochs", "1", "--seeds", "1", "--out", out)
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((out / "artifact" / "manifest.json").read_text())
+    assert manifest["images"]["method"] == "dm" and manifest["images"]["recipe"]["params"]["iterations"] == 2
+    info = ladd("info", out / "artifact")
+    assert "recipe tiny-dm" in info.stdout + info.stderr
