@@ -44,6 +44,15 @@ def test_herding_matches_brute_force_greedy():
     assert chosen == picked and len(set(chosen)) == 4
 
 
+def _fixed_nets(first_seed: int, count: int) -> list:
+    """Networks held fixed across a before/after comparison (independent of the method's own draws)."""
+    nets = []
+    for s in range(count):
+        with seeded(first_seed + s):
+            nets.append(build_model("convnet-w32", channels=1, num_classes=3, im_size=(8, 8)))
+    return nets
+
+
 def _dm_loss_over_fixed_nets(toy, images, labels, nets):
     real = normalize(toy.train.images, toy.mean, toy.std)
     syn = normalize(images, toy.mean, toy.std)
@@ -55,10 +64,7 @@ def test_dm_lowers_its_matching_objective(toy):
     params = {"iterations": 30, "batch_real": 6, "lr_img": 0.1, "compile": False}
     start = make_images("random", ImageRequest(toy, 1, seed=0))
     out = make_images("dm", ImageRequest(toy, 1, seed=0, model="convnet-w32", params=params))
-    nets = []
-    for s in range(5):
-        with seeded(100 + s):
-            nets.append(build_model("convnet-w32", channels=1, num_classes=3, im_size=(8, 8)))
+    nets = _fixed_nets(100, 5)
     before = _dm_loss_over_fixed_nets(toy, start.images, start.labels, nets)
     after = _dm_loss_over_fixed_nets(toy, out.images, out.labels, nets)
     assert torch.equal(out.labels, start.labels) and after < 0.7 * before
@@ -90,10 +96,7 @@ def test_dc_lowers_its_gradient_matching_objective(toy):
     params = {"iterations": 10, "outer_loop": 1, "inner_loop": 0, "batch_real": 6, "lr_img": 0.1}
     start = make_images("random", ImageRequest(toy, 1, seed=0))
     out = make_images("dc", ImageRequest(toy, 1, seed=0, model="convnet-w32", params=params))
-    nets = []
-    for s in range(3):
-        with seeded(200 + s):
-            nets.append(build_model("convnet-w32", channels=1, num_classes=3, im_size=(8, 8)))
+    nets = _fixed_nets(200, 3)
     assert _gradient_mismatch(toy, out.images, out.labels, nets) < _gradient_mismatch(toy, start.images, start.labels, nets)
 
 
@@ -145,10 +148,7 @@ def test_real_branch_precision_and_compilation_keep_the_features(toy):
     """The bf16 and compiled real branch is a faster way to the same targets, and one compiled graph
     serves fresh networks."""
     x = normalize(toy.train.images, toy.mean, toy.std)
-    nets = []
-    for s in range(2):
-        with seeded(s):
-            nets.append(build_model("convnet-w32", channels=1, num_classes=3, im_size=(8, 8)))
+    nets = _fixed_nets(0, 2)
     exact = RealFeatures(nets[0], torch.float32, compile=False)
     fast = RealFeatures(nets[0], torch.bfloat16, compile=True)
     for net in nets:
