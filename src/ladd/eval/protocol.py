@@ -130,7 +130,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "epochs": cfg.epochs,
                 "lr": lr,
                 "lr_source": "learned by the image method" if learned_lr is not None else "eval config",
-                "crops_per_step": crops if crops is not None else (geometry[0] ** 2 if geometry else None),
+                "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
                 "local_reduction": cfg.local_reduction,
                 "labeler_test_acc": art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler else None,
             })
