@@ -138,5 +138,4 @@ def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -
         "labeler": provenance,
         "config": cfg.model_dump(),
     }
-    out = art.with_labels(soft.to(dtype), dense.to(dtype), manifest)
-    return Artifact(out.images, out.labels, {**out.manifest, "flops": cost}, out.soft_labels, out.dense_labels)
+    return art.with_labels(soft.to(dtype), dense.to(dtype), manifest, cost)

@@ -49,8 +49,10 @@ class Artifact:
         sub = self.manifest.get("labels", {}).get("subsample")
         return None if sub is None else (int(sub["n"]), float(sub["r"]))
 
-    def with_labels(self, soft: torch.Tensor, dense: torch.Tensor, label_manifest: dict) -> "Artifact":
-        return replace(self, soft_labels=soft, dense_labels=dense, manifest={**self.manifest, "labels": label_manifest})
+    def with_labels(self, soft: torch.Tensor, dense: torch.Tensor, label_manifest: dict, flops: dict) -> "Artifact":
+        """The artifact with the label stage's tensors, provenance and FLOPs."""
+        manifest = {**self.manifest, "labels": label_manifest, "flops": flops}
+        return replace(self, soft_labels=soft, dense_labels=dense, manifest=manifest)
 
 
 def check_distribution(t: torch.Tensor, name: str, tol: float = 1e-2) -> None:

@@ -96,7 +96,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
         uses_labeler = any(c in ("soft_labels", "dense_labels") for c in used)
         label_flops = made.get("labeler_train", 0) + made.get("label_generation", 0) if uses_labeler else 0
         for model_name in cfg.models:
-            accs, secs, deploy = [], [], 0
+            accs, secs = [], []
             for seed in range(cfg.seeds):
                 t0 = time.perf_counter()
                 model = build_for(dataset, model_name, seed)
@@ -106,7 +106,8 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 )
                 accs.append(accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std))
                 secs.append(time.perf_counter() - t0)
-                deploy = flops.per_sample(model, dataset.shape, backward=True) * sum(log.samples.values())
+            # every seed forwards the same number of inputs: measure the per-sample cost once
+            deploy = flops.per_sample(model, dataset.shape, backward=True) * sum(log.samples.values())
             rows.append({
                 "method": method,
                 "terms": list(terms),

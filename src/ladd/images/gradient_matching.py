@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.runtime import seeded
@@ -67,18 +68,20 @@ def _matching(req: ImageRequest, augment: bool) -> ImageSet:
     syn_of = [(syn_labels == c).nonzero().flatten() for c in range(ds.num_classes)]
     dsa = DSA(strategy_for(ds.name)) if augment else None
     c, h, w = ds.shape
-    rounds = {"net": None, "opt": None}
+    net: nn.Module | None = None
+    net_opt: torch.optim.Optimizer | None = None
 
     def step(it: int, syn: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """One outer round; a new network every `outer_loop` rounds (iterations × outer_loop rounds in all).
     Checkpoints fall on network boundaries, so a resume never needs a half-trained network."""
+        nonlocal net, net_opt
         if it % p.outer_loop == 0:
             with seeded(int(torch.randint(2**31, (1,), generator=gen))):
-                rounds["net"] = build_model(req.model, channels=c, num_classes=ds.num_classes, im_size=(h, w)).to(device)
-            rounds["opt"] = torch.optim.SGD(rounds["net"].parameters(), lr=p.lr_net)
+                net = build_model(req.model, channels=c, num_classes=ds.num_classes, im_size=(h, w)).to(device)
+            net_opt = torch.optim.SGD(net.parameters(), lr=p.lr_net)
         else:  # the previous round updated the images: train the network on them first (main.py order)
-            _inner_epochs(rounds["net"], rounds["opt"], syn.detach(), syn_labels, p, dsa, gen)
-        net, params = rounds["net"], list(rounds["net"].parameters())
+            _inner_epochs(net, net_opt, syn.detach(), syn_labels, p, dsa, gen)
+        params = list(net.parameters())
         net.train()
         loss = torch.zeros((), device=device)
         for k, members in enumerate(by_class):
