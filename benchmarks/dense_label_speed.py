@@ -28,6 +28,7 @@ def _case(name: str, model_name: str, device: str, repeats: int, queue) -> None:
     from ladd.core.runtime import Runtime
     from ladd.core.types import normalize
     from ladd.labels.dense import dense_labels
+    from ladd.labels.soft import Teacher
     from ladd.experts import build_for
     from ladd.train.loop import Recipe, TrainData, train
     from ladd.train.terms import method_terms
@@ -43,7 +44,7 @@ def _case(name: str, model_name: str, device: str, repeats: int, queue) -> None:
     for _ in range(repeats):
         if name.startswith("dense-batched"):
             per_pass = int(name.split(":")[1]) if ":" in name else None
-            dense_labels(model, art.images, data.mean, data.std, n, r, crops_per_pass=per_pass)
+            dense_labels(Teacher([model]), art.images, data.mean, data.std, n, r, crops_per_pass=per_pass)
         elif name == "dense-per-crop":
             with torch.no_grad():
                 x = normalize(art.images.to(runtime.device), data.mean, data.std)

@@ -18,8 +18,9 @@ from ladd.core.io import write_json, write_text
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime
 from ladd.cost.flops import UNIT
-from ladd.eval.protocol import EvalConfig, evaluate
+from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for
 from ladd.experts import ExpertConfig, ensure_expert
+from ladd.labels import LABEL_METHODS
 from ladd import pipeline
 from ladd.pipeline import ImagesConfig, LabelConfig, SourceConfig
 from ladd.report.plots import accuracy_vs_cost
@@ -53,15 +54,22 @@ Grid = Annotated[int, typer.Option("--grid", help="LADD's N: each image is cut i
 Coverage = Annotated[float, typer.Option("--coverage", help="LADD's R: the fraction of each axis a sub-image covers, in (0, 1].")]
 LabelerModel = Annotated[Optional[str], typer.Option("--labeler-model", help="Labeler architecture (default: the first --model).")]
 LabelerEpochs = Annotated[int, typer.Option("--labeler-epochs", help="Epochs to train the labeler (a checkpoint is kept for each).")]
-LabelerEpoch = Annotated[Optional[int], typer.Option("--labeler-epoch", help="Early-stopped checkpoint that labels (default: the last trained).")]
+LabelerEpoch = Annotated[Optional[str], typer.Option("--labeler-epoch", help="Early-stopped checkpoint that labels: an epoch (fractions if saved, e.g. 2.5), 'auto' (the epoch whose labels train the best student on a validation split carved from the training set), default the last trained.")]
+Labels_ = Annotated[str, typer.Option("--labels", help="Label method: ladd (dense sub-image labels + global soft labels) or soft (global soft labels only: the soft-label baseline).")]
+Ensemble = Annotated[int, typer.Option("--ensemble", help="Average the logits of K experts (seeds 0..K-1), then softmax.")]
+Temperature = Annotated[float, typer.Option("--temperature", help="T in softmax(logits / T); >1 flattens. (The no-distillation code's --temp multiplies logits: its t is 1/T.)")]
+TopK = Annotated[Optional[int], typer.Option("--top-k", help="Keep the k largest probabilities of every label, zero the rest, no renormalization.")]
+SavesPerEpoch = Annotated[int, typer.Option("--labeler-saves-per-epoch", help="Also checkpoint the labeler at 1/f fractions of each epoch (fine-grained early stopping).")]
 LabelerDir = Annotated[Optional[str], typer.Option("--labeler-dir", help="Labeler folder to train into or reuse (default: a cache under $LADD_CACHE or ~/.cache/ladd).")]
 LabelDtype = Annotated[str, typer.Option("--label-dtype", help="Stored dtype of soft/dense labels: float32 or float16.")]
 Model = Annotated[str, typer.Option("--model", help="Evaluation model(s), comma-separated, e.g. convnet,alexnet,vgg11,resnet18,vit.")]
-Methods = Annotated[str, typer.Option("--methods", help="Comma-separated: baseline, ladd, global-soft, global-both, local-hard, local-dense, local-both, or '+'-joined terms.")]
+Methods = Annotated[str, typer.Option("--methods", help="Comma-separated: baseline, ladd, soft (= global-soft), global-both, local-hard, local-dense, local-both, or '+'-joined terms.")]
+MethodsOpt = Annotated[Optional[str], typer.Option("--methods", help="Comma-separated: baseline, ladd, soft (= global-soft), global-both, local-hard, local-dense, local-both, or '+'-joined terms. Default: baseline plus the method the artifact's labels are for.")]
 Seeds = Annotated[int, typer.Option("--seeds", help="Students trained per method and model (seeds 0..K-1); mean ± std is reported.")]
 Epochs = Annotated[int, typer.Option("--epochs", help="Student training epochs, lr ×0.1 at half (the DC/DSA/DM reference protocol uses 1000 with DSA).")]
 Lr = Annotated[float, typer.Option("--lr", help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")]
 Crops = Annotated[str, typer.Option("--crops-per-step", help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views).")]
+SoftLoss = Annotated[str, typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce (soft-target cross-entropy, the reference) or kl (same gradients, reads 0 at a perfect fit).")]
 LocalReduction = Annotated[str, typer.Option("--local-reduction", help="How the N² local-view losses combine: mean (default; stable at lr 0.01) or sum (Eq. 5 literally).")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: runs/<timestamp>/).")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
@@ -87,10 +95,17 @@ def _default_out() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _label_config(models, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir, label_dtype) -> LabelConfig:
+def _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
+                  saves_per_epoch, ensemble, temperature, top_k, label_dtype) -> LabelConfig:
+    if labeler_epoch not in (None, "auto"):
+        try:
+            labeler_epoch = float(labeler_epoch)
+        except ValueError:
+            raise LaddError(f"--labeler-epoch {labeler_epoch!r} is not a number or 'auto'") from None
     return LabelConfig(
-        n=grid, r=coverage, epoch=labeler_epoch, labeler_dir=labeler_dir, dtype=label_dtype,
-        labeler=ExpertConfig(model=labeler_model or models[0], epochs=labeler_epochs),
+        method=labels, n=grid, r=coverage, epoch=labeler_epoch, labeler_dir=labeler_dir, dtype=label_dtype,
+        ensemble=ensemble, temperature=temperature, top_k=top_k,
+        labeler=ExpertConfig(model=labeler_model or models[0], epochs=labeler_epochs, saves_per_epoch=saves_per_epoch),
     )
 
 
@@ -127,31 +142,35 @@ def distill(
 
 @app.command()
 def label(
-    artifact: ArtifactArg, grid: Grid = 5, coverage: Coverage = 0.625, model: Model = "convnet",
+    artifact: ArtifactArg, labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, model: Model = "convnet",
     labeler_model: LabelerModel = None, labeler_epochs: LabelerEpochs = 10, labeler_epoch: LabelerEpoch = None,
-    labeler_dir: LabelerDir = None, label_dtype: LabelDtype = "float32", data_dir: DataDir = None,
+    labeler_dir: LabelerDir = None, labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1,
+    temperature: Temperature = 1.0, top_k: TopK = None, label_dtype: LabelDtype = "float32", data_dir: DataDir = None,
     out: Out = None, device: Device = "auto",
 ):
-    """Label stage (LADD): dense soft labels for the N×N sub-images of every image.
+    """Label stage: soft labels from an early-stopped expert (LADD's dense sub-image labels, or the
+    soft-label baseline's global labels).
 
-    Trains (or reuses from the cache) an early-stopped labeler, then stores a soft label for each
-    sub-image and each whole image. Writes into the artifact unless --out is given."""
+    Trains (or reuses from the cache) the labeler, then stores a soft label for each sub-image
+    (ladd) and each whole image. Writes into the artifact unless --out is given."""
     art = load_artifact(artifact)
     src = pipeline.source_of(art)
     if data_dir is not None:
         src = src.model_copy(update={"data_dir": data_dir})
-    cfg = _label_config(_split(model), grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir, label_dtype)
+    cfg = _label_config(_split(model), labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
+                        labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype)
     art = pipeline.label(art, pipeline.load_source(src), cfg, Runtime.from_name(device))
     save_artifact(out or artifact, art)
-    lab = art.manifest["labels"]["labeler"]
-    console.print(f"wrote dense labels {tuple(art.dense_labels.shape)} to {out or artifact} (labeler epoch {lab['epoch']}, test acc {100 * lab['test_acc']:.2f}%)")
+    lab = art.manifest["labels"]
+    stored = ", ".join(f"{n} {tuple(t.shape)}" for n, t in art.components().items() if n.endswith("labels") and n != "labels")
+    console.print(f"wrote {lab['method']} labels ({stored}) to {out or artifact} (labeler epoch {lab['labeler']['epoch']:g}, test acc {100 * lab['labeler']['test_acc']:.2f}%)")
 
 
 @app.command("eval")
 def eval_(
-    artifact: ArtifactArg, methods: Methods = "baseline,ladd", model: Model = "convnet", seeds: Seeds = 5,
+    artifact: ArtifactArg, methods: MethodsOpt = None, model: Model = "convnet", seeds: Seeds = 5,
     epochs: Epochs = 1000, lr: Lr = 0.01, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
-    data_dir: DataDir = None,
+    soft_loss: SoftLoss = "ce", data_dir: DataDir = None,
     out: Out = None, device: Device = "auto",
 ):
     """Evaluate an artifact: accuracy mean ± std over seeds, stored bytes and FLOPs.
@@ -164,7 +183,9 @@ def eval_(
         src = src.model_copy(update={"data_dir": data_dir})
     dataset = pipeline.load_source(src)
     pipeline.check_same_data(art, dataset)
-    cfg = EvalConfig(methods=_split(methods, "--methods"), models=_split(model), seeds=seeds, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step), local_reduction=local_reduction)
+    chosen = _split(methods, "--methods") if methods else default_methods(art)
+    cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, epochs=epochs, lr=lr,
+                     crops_per_step=_crops(crops_per_step), local_reduction=local_reduction, soft_loss=soft_loss)
     rows = evaluate(art, dataset, cfg, Runtime.from_name(device))
     out = out or _default_out()
     _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, _notes(art, cfg), f"ladd eval · {dataset.name}")
@@ -202,21 +223,24 @@ def info(artifact: ArtifactArg):
         console.print(f"  {name:<13} {str(m['files'][name + '.safetensors']['shape']):<22} {b['raw']:>10,} B raw  {b['zip']:>10,} B zip")
     if "labels" in m:
         lab = m["labels"]
-        console.print(
-            f"labels: N={lab['subsample']['n']} R={lab['subsample']['r']} · labeler {lab['labeler']['model']} "
-            f"epoch {lab['labeler']['epoch']} (test acc {100 * lab['labeler']['test_acc']:.2f}%)"
-        )
+        geometry = f" · N={lab['subsample']['n']} R={lab['subsample']['r']}" if "subsample" in lab else ""
+        teacher = lab.get("labeler")
+        made_by = (f" · labeler {teacher['model']} epoch {teacher['epoch']:g}" + (f" × {teacher['ensemble']} experts" if teacher.get("ensemble", 1) > 1 else "")
+                   + f" (test acc {100 * teacher['test_acc']:.2f}%)") if teacher else ""
+        console.print(f"labels: {lab['method']}{geometry}{made_by}")
 
 
 @app.command()
 def run(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random", import_path: ImportPath = None,
-    seed: Seed = 0, recipe: Recipe = None, resume: Resume = False, float_images: FloatImages = False, grid: Grid = 5, coverage: Coverage = 0.625, labeler_model: LabelerModel = None,
+    seed: Seed = 0, recipe: Recipe = None, resume: Resume = False, float_images: FloatImages = False,
+    labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, labeler_model: LabelerModel = None,
     labeler_epochs: LabelerEpochs = 10, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
-    label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: Methods = "baseline,ladd",
+    labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1, temperature: Temperature = 1.0, top_k: TopK = None,
+    label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: MethodsOpt = None,
     seeds: Seeds = 3, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, crops_per_step: Crops = "auto",
-    local_reduction: LocalReduction = "mean", out: Out = None, device: Device = "auto",
+    local_reduction: LocalReduction = "mean", soft_loss: SoftLoss = "ce", out: Out = None, device: Device = "auto",
 ):
     """Everything end to end: images → labeler → dense labels → baseline (hard labels) vs LADD.
 
@@ -232,12 +256,14 @@ def run(
     src = _source(dataset, data_dir, resolution, skip_unreadable)
     models = _split(model)
     data = pipeline.load_source(src)
-    cfg = EvalConfig(methods=_split(methods, "--methods"), models=models, seeds=seeds, epochs=epochs, lr=lr,
-                     crops_per_step=_crops(crops_per_step), local_reduction=local_reduction)  # fail before any training
+    label_cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
+                              labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype)
+    chosen = _split(methods, "--methods") if methods else methods_for(LABEL_METHODS.canonical(labels))
+    cfg = EvalConfig(methods=chosen, models=models, seeds=seeds, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step),
+                     local_reduction=local_reduction, soft_loss=soft_loss)  # fail before any training
     images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe,
                               resume=resume, float_images=float_images)
     art = pipeline.distill(data, src, images_cfg, runtime)
-    label_cfg = _label_config(models, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir, label_dtype)
     art = pipeline.label(art, data, label_cfg, runtime)
     out = out or _default_out()
     save_artifact(out / "artifact", art)
@@ -255,7 +281,9 @@ def _notes(art, cfg: EvalConfig) -> list[str]:
     ]
     lab = art.manifest.get("labels", {}).get("labeler")
     if lab:
-        notes.append(f"labeler: {lab['model']} epoch {lab['epoch']}, its own test accuracy {100 * lab['test_acc']:.2f}%")
+        members = f" × {lab['ensemble']} experts (logits averaged)" if lab.get("ensemble", 1) > 1 else ""
+        notes.append(f"labeler: {lab['model']} epoch {lab['epoch']:g}{members}, T = {lab.get('temperature', 1.0):g}, "
+                     f"top-k {lab.get('top_k') or 'all'}; its own test accuracy {100 * lab['test_acc']:.2f}%")
     return notes
 
 

@@ -6,22 +6,19 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.artifact import Artifact
-from ladd.augment.subsample import crop_geometry
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
-from ladd.cost import flops
 from ladd.data import load_dataset
 from ladd.images import IMAGE_METHODS, ImageRequest, make_images
 from ladd.images.recipes import has_recipes, load_recipe
-from ladd.labels.dense import dense_labels
-from ladd.experts import ExpertConfig, cache_root, ensure_expert, load_expert
+from ladd.experts import cache_root
+from ladd.labels import LABEL_METHODS, LabelConfig
 
 
 class SourceConfig(BaseModel):
@@ -44,19 +41,6 @@ class ImagesConfig(BaseModel):
     float_images: bool = False  # learned methods: store float32 pixels instead of uint8
     recipe: str | None = None  # shipped recipe name or .toml path; default per (method, dataset)
     resume: bool = False
-
-
-class LabelConfig(BaseModel):
-    """LADD defaults: N = 5, R = 62.5% (paper §4), labeler early-stopped at epoch 10."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    n: int = 5
-    r: float = 0.625
-    labeler: ExpertConfig = ExpertConfig()  # the labeler is an expert, early-stopped at `epoch`
-    epoch: int | None = None  # checkpoint used; default = labeler.epochs
-    labeler_dir: str | None = None  # default: the expert cache, keyed by dataset and config
-    dtype: Literal["float32", "float16"] = "float32"
 
 
 def load_source(cfg: SourceConfig) -> Dataset:
@@ -114,28 +98,11 @@ def check_same_data(art: Artifact, dataset: Dataset) -> None:
 
 
 def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Artifact:
-    """Label stage: train (or reuse) the labeler, then compute dense and global soft labels."""
+    """Label stage: run the configured label method and store its labels in the artifact."""
     check_same_data(art, dataset)
-    for side in dataset.shape[1:]:
-        crop_geometry(side, cfg.n, cfg.r)  # refuse a bad N/R before spending time on a labeler
-    epoch = cfg.labeler.epochs if cfg.epoch is None else cfg.epoch
-    if not 0 <= epoch <= cfg.labeler.epochs:
-        raise LaddError(f"--labeler-epoch {epoch} is outside the trained range 0..{cfg.labeler.epochs}")
-    directory, info = ensure_expert(dataset, cfg.labeler, cfg.labeler_dir, runtime)
-    labeler, provenance = load_expert(directory, epoch, dataset, runtime)
-    dense, soft = dense_labels(labeler, art.images, dataset.mean, dataset.std, cfg.n, cfg.r)
+    method = LABEL_METHODS.canonical(cfg.method)
+    out = LABEL_METHODS.get(method)(art.images, dataset, cfg, runtime)
     dtype = getattr(torch, cfg.dtype)
-    trained = info["samples_seen"] * epoch // cfg.labeler.epochs  # samples seen up to the chosen checkpoint
-    cost = {
-        "unit": flops.UNIT,
-        "labeler_train": flops.per_sample(labeler, dataset.shape, backward=True) * trained,
-        "label_generation": flops.per_sample(labeler, dataset.shape, backward=False) * len(art.images) * (cfg.n**2 + 1),
-    }
-    manifest = {
-        "method": "ladd-dense",
-        "subsample": {"n": cfg.n, "r": cfg.r},
-        "dtype": cfg.dtype,
-        "labeler": provenance,
-        "config": cfg.model_dump(),
-    }
-    return art.with_labels(soft.to(dtype), dense.to(dtype), manifest, cost)
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    manifest = {"method": method, "dtype": cfg.dtype, "top_k": cfg.top_k, **out.manifest, "config": cfg.model_dump()}
+    return art.with_labels(cast(out.soft), cast(out.dense), manifest, out.flops)

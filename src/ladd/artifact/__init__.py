@@ -49,20 +49,22 @@ class Artifact:
         sub = self.manifest.get("labels", {}).get("subsample")
         return None if sub is None else (int(sub["n"]), float(sub["r"]))
 
-    def with_labels(self, soft: torch.Tensor, dense: torch.Tensor, label_manifest: dict, flops: dict) -> "Artifact":
-        """The artifact with the label stage's tensors, provenance and FLOPs."""
+    def with_labels(self, soft: torch.Tensor | None, dense: torch.Tensor | None, label_manifest: dict, flops: dict) -> "Artifact":
+        """The artifact with the label stage's tensors, provenance and FLOPs (replacing earlier labels)."""
         manifest = {**self.manifest, "labels": label_manifest, "flops": flops}
         return replace(self, soft_labels=soft, dense_labels=dense, manifest=manifest)
 
 
-def check_distribution(t: torch.Tensor, name: str, tol: float = 1e-2) -> None:
-    """Label rows must be finite, non-negative and sum to 1 (tolerance covers float16 storage)."""
+def check_distribution(t: torch.Tensor, name: str, tol: float = 1e-2, *, partial: bool = False) -> None:
+    """Label rows must be finite, non-negative and sum to 1 (tolerance covers float16 storage);
+    `partial` rows (top-k labels, zeroed without renormalizing) sum to at most 1."""
     t = t.float()
     if not torch.isfinite(t).all():
         raise LaddError(f"{name} contain NaN or infinite values")
     if (t < 0).any():
         raise LaddError(f"{name} contain negative probabilities (min {t.min().item():.3g})")
-    dev = (t.sum(-1) - 1).abs().max().item() if t.numel() else 0.0
+    excess = t.sum(-1) - 1
+    dev = (excess.clamp_min(0) if partial else excess.abs()).max().item() if t.numel() else 0.0
     if dev > tol:
         raise LaddError(f"{name} are not normalized: a row sums to 1 ± {dev:.3g}")
 
@@ -73,19 +75,20 @@ def _check(art: Artifact, where: str) -> None:
         raise LaddError(f"{where}: images must be uint8 or float32 N×C×H×W, got {art.images.dtype} {tuple(art.images.shape)}")
     if art.images.dtype == torch.float32 and not (torch.isfinite(art.images).all() and 0 <= art.images.min() and art.images.max() <= 255):
         raise LaddError(f"{where}: float32 images must be finite pixel values in [0, 255]")
+    partial = art.manifest.get("labels", {}).get("top_k") is not None
     classes = len(art.manifest.get("source", {}).get("class_names", [])) or int(art.labels.max()) + 1
     if art.labels.dtype != torch.int64 or art.labels.shape != (n,) or (n and (art.labels.min() < 0 or art.labels.max() >= classes)):
         raise LaddError(f"{where}: labels must be {n} class indices in [0, {classes})")
     if art.soft_labels is not None:
         if art.soft_labels.shape != (n, classes):
             raise LaddError(f"{where}: soft labels have shape {tuple(art.soft_labels.shape)}, expected ({n}, {classes})")
-        check_distribution(art.soft_labels, f"{where}: soft labels")
+        check_distribution(art.soft_labels, f"{where}: soft labels", partial=partial)
     if art.dense_labels is not None:
         g = art.geometry
         want = (n, g[0] ** 2 if g else -1, classes)
         if tuple(art.dense_labels.shape) != want:
             raise LaddError(f"{where}: dense labels have shape {tuple(art.dense_labels.shape)}, expected {want} (N×N²×C)")
-        check_distribution(art.dense_labels, f"{where}: dense labels")
+        check_distribution(art.dense_labels, f"{where}: dense labels", partial=partial)
 
 
 def save_artifact(path: Path, art: Artifact) -> None:

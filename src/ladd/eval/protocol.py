@@ -46,6 +46,7 @@ class EvalConfig(BaseModel):
     # K of the N² local views per image and step: an int, "all", or "auto" (see `crops_for`)
     crops_per_step: int | Literal["all", "auto"] = "all"
     local_reduction: Literal["mean", "sum"] = "mean"  # over the N² views; "sum" = Eq. 5 literally
+    soft_loss: Literal["ce", "kl"] = "ce"  # soft/dense targets: soft cross-entropy (reference) or KL
 
     @model_validator(mode="after")
     def _known_names(self) -> "EvalConfig":
@@ -57,6 +58,18 @@ class EvalConfig(BaseModel):
         for model in self.models:
             MODELS.canonical(model)
         return self
+
+
+def methods_for(label_method: str | None) -> tuple[str, ...]:
+    """Default comparison: hard labels against what the label stage made (LADD's dense labels,
+    or global soft labels for the other label methods)."""
+    if label_method is None:
+        return ("baseline",)
+    return ("baseline", "ladd") if label_method == "ladd" else ("baseline", "soft")
+
+
+def default_methods(art: Artifact) -> tuple[str, ...]:
+    return methods_for(art.manifest.get("labels", {}).get("method"))
 
 
 AUTO_VIEWS_PER_EPOCH = 500
@@ -89,7 +102,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
     crops = crops_for(cfg.crops_per_step, len(art.images), geometry[0] if geometry else 1)
     rows = []
     for method in cfg.methods:
-        terms = method_terms(method, crops, cfg.local_reduction)
+        terms = method_terms(method, crops, cfg.local_reduction, cfg.soft_loss)
         used = sorted({TERM_COMPONENTS[t] for t in terms})
         label_zip = sum(storage[c]["zip"] for c in used if c in storage)
         label_raw = sum(storage[c]["raw"] for c in used if c in storage)
@@ -133,6 +146,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "lr_source": "learned by the image method" if learned_lr is not None else "eval config",
                 "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
                 "local_reduction": cfg.local_reduction,
+                "soft_loss": cfg.soft_loss,
                 "labeler_test_acc": art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler else None,
             })
     return rows

@@ -28,7 +28,7 @@ from ladd.core.progress import console
 from ladd.core.runtime import Runtime, seeded
 from ladd.core.types import Dataset
 from ladd.models import build_model
-from ladd.train.loop import Recipe, TrainData, accuracy, checkpoint_path, train
+from ladd.train.loop import Recipe, TrainData, accuracy, checkpoint_path, saved_epochs, train
 from ladd.train.terms import method_terms
 
 INFO = "expert.json"
@@ -42,6 +42,7 @@ class ExpertConfig(BaseModel):
     lr: float = Field(0.01, gt=0)
     batch_size: int = Field(256, ge=1)
     seed: int = 0
+    saves_per_epoch: int = Field(1, ge=1)  # >1 also keeps checkpoints at fractions of an epoch
 
 
 def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: Runtime) -> Path:
@@ -73,7 +74,7 @@ def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: 
     data = TrainData(dataset.train.images, dataset.train.labels, dataset.mean, dataset.std)
     log = train(
         model, data, method_terms("baseline"), recipe, seed=cfg.seed, runtime=runtime,
-        description=f"expert {cfg.model}", checkpoint_dir=directory,
+        description=f"expert {cfg.model} · seed {cfg.seed}", checkpoint_dir=directory, saves_per_epoch=cfg.saves_per_epoch,
     )
     write_json(info_path, {**info, "complete": True, "samples_seen": sum(log.samples.values())})
     return directory
@@ -108,7 +109,7 @@ def _check_matches(info: dict, dataset: Dataset, directory: Path) -> None:
         raise LaddError(f"expert in {directory} used another normalization than {dataset.name}: retrain it")
 
 
-def load_expert(directory: Path, epoch: int, dataset: Dataset, runtime: Runtime) -> tuple[nn.Module, dict]:
+def load_expert(directory: Path, epoch: float, dataset: Dataset, runtime: Runtime) -> tuple[nn.Module, dict]:
     """The expert at a saved epoch, checked against the dataset; also returns its provenance."""
     directory = Path(directory)
     info = read_info(directory)
@@ -117,8 +118,8 @@ def load_expert(directory: Path, epoch: int, dataset: Dataset, runtime: Runtime)
     _check_matches(info, dataset, directory)
     ckpt = checkpoint_path(directory, epoch)
     if not ckpt.exists():
-        saved = sorted(int(p.stem.split("_")[1]) for p in directory.glob("epoch_*.safetensors"))
-        raise LaddError(f"expert epoch {epoch} was not saved in {directory}; saved epochs: {saved}")
+        saved = [f"{e:g}" for e in saved_epochs(directory)]
+        raise LaddError(f"expert epoch {epoch:g} was not saved in {directory}; saved epochs: {', '.join(saved)}")
     model = build_for(dataset, info["config"]["model"], 0)
     model.load_state_dict(load_file(ckpt))
     model.to(runtime.device).eval()

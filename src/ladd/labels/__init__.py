@@ -1,0 +1,47 @@
+"""Label stage: a label method turns an artifact's images into soft labels (and LADD's dense
+labels). Methods are registered by name; `ladd label --labels NAME` picks one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ladd.core.registry import Registry
+from ladd.experts import ExpertConfig
+
+
+class LabelConfig(BaseModel):
+    """LADD defaults: N = 5, R = 62.5% (paper §4), labeler early-stopped at epoch 10. The teacher
+    options (epoch, ensemble, temperature, top-k) apply to every teacher-made label: LADD's dense
+    labels and the global soft labels alike."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = "ladd"
+    n: int = 5
+    r: float = 0.625
+    labeler: ExpertConfig = ExpertConfig()  # the labeler is an expert, early-stopped at `epoch`
+    epoch: float | None = Field(None, ge=0)  # checkpoint used; default = labeler.epochs
+    labeler_dir: str | None = None  # default: the expert cache, keyed by dataset and config
+    ensemble: int = Field(1, ge=1)  # experts with seeds seed..seed+K-1; logits averaged, then softmax
+    temperature: float = Field(1.0, gt=0)  # softmax(logits / T)
+    top_k: int | None = Field(None, ge=1)  # keep the k largest probabilities, zero the rest (no renorm)
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What a label method adds to an artifact: tensors, provenance for the manifest, FLOPs."""
+
+    soft: torch.Tensor | None
+    dense: torch.Tensor | None
+    manifest: dict
+    flops: dict
+
+
+LABEL_METHODS: Registry[Callable[..., Labels]] = Registry("label method")
+
+from ladd.labels import methods  # noqa: E402,F401  (register the methods)

@@ -83,10 +83,13 @@ def train(
     runtime: Runtime,
     description: str = "train",
     checkpoint_dir: Path | None = None,
+    saves_per_epoch: int = 1,
 ) -> TrainLog:
     """Train `model` in place. With `checkpoint_dir`, weights are saved after every epoch
     (`epoch_000` = initialization) and an interrupted run resumes from the last one with the
-    same result as an uninterrupted run (optimizer, generator and RNG states are saved too)."""
+    same result as an uninterrupted run (optimizer, generator and RNG states are saved too).
+    `saves_per_epoch` f > 1 also saves weights at each 1/f of an epoch (`epoch_002.500`): the
+    fine-grained early checkpoints soft-label experts are chosen from."""
     data = data.to(runtime.device)
     model.to(runtime.device)
     gen = generator(seed)
@@ -108,7 +111,9 @@ def train(
                     group["lr"] = recipe.lr_at(epoch)
                 model.train()
                 total, steps = 0.0, 0
-                for idx in torch.randperm(n, generator=gen).split(recipe.batch_size):
+                batches = torch.randperm(n, generator=gen).split(recipe.batch_size)
+                fractions = _fraction_steps(len(batches), saves_per_epoch) if checkpoint_dir is not None else {}
+                for idx in batches:
                     idx = idx.to(runtime.device)
                     batch = Batch(
                         x=normalize(data.images[idx], data.mean, data.std),
@@ -130,6 +135,8 @@ def train(
                     loss.backward()
                     opt.step()
                     total, steps = total + loss.item(), steps + 1
+                    if steps in fractions:
+                        save_tensors(checkpoint_path(checkpoint_dir, epoch + fractions[steps]), model.state_dict())
                 log.epoch_loss.append(total / steps)
                 if checkpoint_dir is not None:
                     _save(checkpoint_dir, epoch + 1, model, opt, gen, log)
@@ -155,8 +162,20 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean,
 STATE = "trainer_state.safetensors"  # generator, RNG and optimizer state + epoch (in its metadata)
 
 
-def checkpoint_path(directory: Path, epoch: int) -> Path:
-    return Path(directory) / f"epoch_{epoch:03d}.safetensors"
+def checkpoint_path(directory: Path, epoch: float) -> Path:
+    """`epoch_003` for whole epochs, `epoch_002.500` for fractions of one."""
+    name = f"{int(epoch):03d}" if float(epoch).is_integer() else f"{epoch:07.3f}"
+    return Path(directory) / f"epoch_{name}.safetensors"
+
+
+def saved_epochs(directory: Path) -> list[float]:
+    return sorted(float(p.name.removeprefix("epoch_").removesuffix(".safetensors")) for p in Path(directory).glob("epoch_*.safetensors"))
+
+
+def _fraction_steps(steps: int, saves_per_epoch: int) -> dict[int, float]:
+    """Step count after which each fractional save j/f happens (whole epochs are saved anyway)."""
+    return {round(j * steps / saves_per_epoch): j / saves_per_epoch for j in range(1, saves_per_epoch)
+            if 0 < round(j * steps / saves_per_epoch) < steps}
 
 
 def _save(directory: Path, epoch: int, model, opt, gen, log: TrainLog) -> None:

@@ -37,9 +37,16 @@ class Term(Protocol):
         """Return (loss averaged over the batch's images, number of model inputs it forwarded)."""
 
 
-def ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-row cross-entropy with hard (int) or probability (float) targets."""
-    return F.cross_entropy(logits, target, reduction="none")
+SoftLoss = Literal["ce", "kl"]
+
+
+def ce(logits: torch.Tensor, target: torch.Tensor, soft_loss: SoftLoss = "ce") -> torch.Tensor:
+    """Per-row loss: cross-entropy with hard (int) targets; with probability targets soft-target
+    cross-entropy (the reference student) or KL(target ‖ model). The two differ by the target's
+    entropy, a constant, so they give the same gradients; KL reads 0 at a perfect fit."""
+    if target.dtype == torch.int64 or soft_loss == "ce":
+        return F.cross_entropy(logits, target, reduction="none")
+    return F.kl_div(logits.log_softmax(-1), target, reduction="none").sum(-1)
 
 
 def _need(t: torch.Tensor | None, what: str) -> torch.Tensor:
@@ -53,10 +60,11 @@ class GlobalTerm:
     """CE of the whole (augmented) image against its hard or global soft label."""
 
     target: Literal["hard", "soft"]
+    soft_loss: SoftLoss = "ce"
 
     def __call__(self, model, batch):
         y = batch.hard if self.target == "hard" else _need(batch.soft, "global soft labels")
-        return ce(model(batch.augment(batch.x, batch.gen)), y).mean(), batch.x.shape[0]
+        return ce(model(batch.augment(batch.x, batch.gen)), y, self.soft_loss).mean(), batch.x.shape[0]
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class LocalTerm:
     target: Literal["hard", "dense"]
     crops_per_step: int | None = None
     reduction: Literal["mean", "sum"] = "mean"
+    soft_loss: SoftLoss = "ce"
 
     def __call__(self, model, batch):
         if batch.geometry is None:
@@ -91,34 +100,38 @@ class LocalTerm:
             dense = _need(batch.dense, "dense labels")
             y = dense.gather(1, index[..., None].expand(-1, -1, dense.shape[-1])).flatten(0, 1)
         scale = (total / k) / (total if self.reduction == "mean" else 1)
-        loss = ce(model(batch.augment(v, batch.gen)), y).view(b, k).sum(1) * scale
+        loss = ce(model(batch.augment(v, batch.gen)), y, self.soft_loss).view(b, k).sum(1) * scale
         return loss.mean(), b * k
 
 
-# Each entry builds a term from (crops_per_step, local reduction).
-TERMS: Registry[Callable[[int | None, str], Term]] = Registry("loss term")
-TERMS.register("global-hard")(lambda k, red: GlobalTerm("hard"))
-TERMS.register("global-soft")(lambda k, red: GlobalTerm("soft"))
-TERMS.register("local-hard")(lambda k, red: LocalTerm("hard", k, red))
-TERMS.register("local-dense")(lambda k, red: LocalTerm("dense", k, red))
+# Each entry builds a term from (crops_per_step, local reduction, soft-label loss).
+TERMS: Registry[Callable[[int | None, str, SoftLoss], Term]] = Registry("loss term")
+TERMS.register("global-hard")(lambda k, red, sl: GlobalTerm("hard"))
+TERMS.register("global-soft")(lambda k, red, sl: GlobalTerm("soft", sl))
+TERMS.register("local-hard")(lambda k, red, sl: LocalTerm("hard", k, red))
+TERMS.register("local-dense")(lambda k, red, sl: LocalTerm("dense", k, red, sl))
 
 # Named methods (LADD paper Table 6 vocabulary); any '+'-joined list of terms works too.
 METHODS: Registry[tuple[str, ...]] = Registry("method")
 METHODS.register("baseline", aliases=("hard",))(("global-hard",))
 METHODS.register("ladd")(("global-hard", "local-dense"))
-METHODS.register("global-soft")(("global-soft",))
+METHODS.register("global-soft", aliases=("soft",))(("global-soft",))
 METHODS.register("global-both")(("global-hard", "global-soft"))
 METHODS.register("local-hard")(("local-hard",))
 METHODS.register("local-dense")(("local-dense",))
 METHODS.register("local-both")(("local-hard", "local-dense"))
 
 
-def method_terms(method: str, crops_per_step: int | None = None, local_reduction: str = "mean") -> dict[str, Term]:
+def method_terms(
+    method: str, crops_per_step: int | None = None, local_reduction: str = "mean", soft_loss: SoftLoss = "ce"
+) -> dict[str, Term]:
     """Terms of a named method or of a '+'-joined list such as `global-soft+local-dense`."""
     if local_reduction not in ("mean", "sum"):
         raise LaddError(f"local reduction {local_reduction!r} is not mean or sum")
+    if soft_loss not in ("ce", "kl"):
+        raise LaddError(f"soft-label loss {soft_loss!r} is not ce or kl")
     if "+" in method or (method not in METHODS and method in TERMS):
         names = tuple(method.split("+"))
     else:
         names = METHODS.get(method)
-    return {TERMS.canonical(n): TERMS.get(n)(crops_per_step, local_reduction) for n in names}
+    return {TERMS.canonical(n): TERMS.get(n)(crops_per_step, local_reduction, soft_loss) for n in names}

@@ -1,0 +1,78 @@
+"""The registered label methods: `ladd` (dense + global soft labels from an early-stopped
+teacher) and `soft` (the soft-label baseline: global soft labels only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ladd.augment.subsample import crop_geometry
+from ladd.core.errors import LaddError
+from ladd.core.runtime import Runtime
+from ladd.core.types import Dataset
+from ladd.cost import flops
+from ladd.experts import ensure_expert, load_expert
+from ladd.labels import LABEL_METHODS, LabelConfig, Labels
+from ladd.labels.dense import dense_labels, global_labels
+from ladd.labels.soft import Teacher
+from ladd.train.loop import accuracy
+
+
+def teacher_epoch(cfg: LabelConfig) -> float:
+    epoch = cfg.labeler.epochs if cfg.epoch is None else cfg.epoch
+    if not 0 <= epoch <= cfg.labeler.epochs:
+        raise LaddError(f"--labeler-epoch {epoch:g} is outside the trained range 0..{cfg.labeler.epochs}")
+    return epoch
+
+
+def build_teacher(dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> tuple[Teacher, dict, int]:
+    """Train or reuse the K experts, load them at the chosen epoch; returns the teacher, its
+    provenance and the training FLOPs spent up to that checkpoint."""
+    epoch = teacher_epoch(cfg)
+    if cfg.top_k is not None and cfg.top_k > dataset.num_classes:
+        raise LaddError(f"--top-k {cfg.top_k} is larger than the number of classes ({dataset.num_classes})")
+    members, provenance, train_flops = [], [], 0
+    for i in range(cfg.ensemble):
+        expert_cfg = cfg.labeler.model_copy(update={"seed": cfg.labeler.seed + i})
+        directory = cfg.labeler_dir
+        if directory is not None and cfg.ensemble > 1:
+            directory = str(Path(directory) / f"member_{i}")
+        directory, info = ensure_expert(dataset, expert_cfg, directory, runtime)
+        model, prov = load_expert(directory, epoch, dataset, runtime)
+        members.append(model)
+        provenance.append(prov)
+        trained = int(info["samples_seen"] * epoch / cfg.labeler.epochs)  # samples seen up to the checkpoint
+        train_flops += flops.per_sample(model, dataset.shape, backward=True) * trained
+    teacher = Teacher(members, cfg.temperature, cfg.top_k)
+    test_acc = accuracy(teacher, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std)
+    summary = {**provenance[0], "test_acc": round(test_acc, 6), "ensemble": cfg.ensemble,
+               "temperature": cfg.temperature, "top_k": cfg.top_k}
+    if cfg.ensemble > 1:
+        summary["members"] = provenance
+    return teacher, summary, train_flops
+
+
+def _cost(teacher: Teacher, dataset: Dataset, train_flops: int, forwards: int) -> dict:
+    return {
+        "unit": flops.UNIT,
+        "labeler_train": train_flops,
+        "label_generation": flops.per_sample(teacher, dataset.shape, backward=False) * forwards,
+    }
+
+
+@LABEL_METHODS.register("ladd", aliases=("dense",))
+def ladd_labels(images: torch.Tensor, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Labels:
+    for side in dataset.shape[1:]:
+        crop_geometry(side, cfg.n, cfg.r)  # refuse a bad N/R before spending time on a labeler
+    teacher, provenance, train_flops = build_teacher(dataset, cfg, runtime)
+    dense, soft = dense_labels(teacher, images, dataset.mean, dataset.std, cfg.n, cfg.r)
+    manifest = {"subsample": {"n": cfg.n, "r": cfg.r}, "labeler": provenance}
+    return Labels(soft, dense, manifest, _cost(teacher, dataset, train_flops, len(images) * (cfg.n**2 + 1)))
+
+
+@LABEL_METHODS.register("soft", aliases=("expert", "expert-soft"))
+def soft_labels(images: torch.Tensor, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Labels:
+    teacher, provenance, train_flops = build_teacher(dataset, cfg, runtime)
+    soft = global_labels(teacher, images, dataset.mean, dataset.std)
+    return Labels(soft, None, {"labeler": provenance}, _cost(teacher, dataset, train_flops, len(images)))
