@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from datetime import datetime
@@ -272,6 +273,135 @@ def run(
     notes = _notes(art, cfg) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
     config = {"source": src.model_dump(), "images": images_cfg.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device)}
     _write_results(out, rows, config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
+
+
+# --- experiments: `ladd experiment NAME` ---------------------------------------------------------
+experiment_app = typer.Typer(help="Soft-label experiments (A Label is Worth a Thousand Images): JSON + markdown + PNG into --out, resumable.",
+                             no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+ExpertModel = Annotated[str, typer.Option("--expert-model", help="Expert (teacher) architecture.")]
+ExpertEpochs = Annotated[int, typer.Option("--expert-epochs", help="Epochs the expert trains (SGD, no momentum/weight decay, DSA); a checkpoint each.")]
+ExpertLr = Annotated[float, typer.Option("--expert-lr", help="Expert learning rate (the reference uses a small one for fine-grained early checkpoints).")]
+ExpertSaves = Annotated[int, typer.Option("--expert-saves-per-epoch", help="Also checkpoint the expert at 1/f fractions of each epoch.")]
+ExpertEpoch = Annotated[Optional[str], typer.Option("--expert-epoch", help="Checkpoint that labels: a number, 'auto' (selected per IPC on a validation split carved from the training set), default the last.")]
+StudentModel = Annotated[str, typer.Option("--model", help="Student architecture.")]
+ValPerClass = Annotated[int, typer.Option("--val-per-class", help="Training images per class held out as the validation split for epoch selection.")]
+IpcList = Annotated[str, typer.Option("--ipc", help="Comma-separated images per class.")]
+ExpOut = Annotated[Path, typer.Option("--out", help="Output folder; re-running with the same folder resumes.")]
+
+
+def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_saves, model, epochs, lr, seeds, soft_loss, seed, val_per_class):
+    from ladd.experiments.common import Setup
+
+    expert = ExpertConfig(model=expert_model, epochs=expert_epochs, lr=expert_lr, saves_per_epoch=expert_saves)
+    return Setup(source=SourceConfig(dataset=dataset, data_dir=data_dir), teacher=LabelConfig(method="soft", labeler=expert),
+                 student_model=model, student_epochs=epochs, student_lr=lr, seeds=seeds, soft_loss=soft_loss, image_seed=seed,
+                 val_per_class=val_per_class)
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in _split(text, option)]
+    except ValueError:
+        raise LaddError(f"{option} {text!r} must be comma-separated whole numbers, e.g. 1,10,50") from None
+    if any(v < 1 for v in values):
+        raise LaddError(f"{option} {text!r}: every value must be >= 1")
+    return values
+
+
+def _epoch(text: str | None) -> float | str | None:
+    if text in (None, "auto"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise LaddError(f"--expert-epoch {text!r} is not a number or 'auto'") from None
+
+
+def _shared_options(
+    dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, expert_model: ExpertModel = "convnet-w64",
+    expert_epochs: ExpertEpochs = 10, expert_lr: ExpertLr = 0.01, expert_saves_per_epoch: ExpertSaves = 1,
+    model: StudentModel = QUICK_MODEL, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, seeds: Seeds = 3,
+    soft_loss: SoftLoss = "ce", seed: Seed = 0, val_per_class: ValPerClass = 50,
+    out: ExpOut = Path("runs/experiments"), device: Device = "auto",
+):
+    """The options every experiment takes (this function only declares them)."""
+
+
+def _experiment(name: str):
+    """Register `ladd experiment NAME`: the body's own options (after data, setup, runtime, out)
+    followed by the shared ones; the body receives the loaded dataset and the built Setup."""
+    shared = inspect.signature(_shared_options, eval_str=True).parameters
+
+    def wrap(body):
+        own = list(inspect.signature(body, eval_str=True).parameters.values())[4:]
+
+        def command(**kw):
+            opts = {k: kw.pop(k) for k in shared}
+            setup = _setup(**{k: v for k, v in opts.items() if k not in ("out", "device")})
+            body(pipeline.load_source(setup.source), setup, Runtime.from_name(opts["device"]), opts["out"], **kw)
+
+        command.__signature__ = inspect.Signature([*own, *shared.values()])
+        command.__doc__ = body.__doc__
+        experiment_app.command(name)(command)
+        return body
+
+    return wrap
+
+
+@_experiment("expert-epoch")
+def _expert_epoch(data, setup, runtime, out, ipc: IpcList = "1,10"):
+    """Which expert checkpoint makes the best soft labels for each IPC? Students are scored on a
+    validation split carved from the training set (never the test split); plots expert accuracy,
+    label entropy and student accuracy against the expert epoch (Fig. 2)."""
+    from ladd.experiments import expert_epoch
+
+    expert_epoch.run(data, setup, _ints(ipc, "--ipc"), runtime, out)
+
+
+@_experiment("soft-vs-hard")
+def _soft_vs_hard(data, setup, runtime, out, ipc: IpcList = "1,10,50", expert_epoch: ExpertEpoch = "auto",
+                  ensemble: Annotated[int, typer.Option("--ensemble", help="Also evaluate an ensemble of K experts' averaged logits (1 = no).")] = 1):
+    """Random real images with hard labels vs the expert's soft labels (and an ensemble's), across IPC."""
+    from ladd.experiments import soft_vs_hard
+
+    soft_vs_hard.run(data, setup, _ints(ipc, "--ipc"), _epoch(expert_epoch), ensemble, runtime, out)
+
+
+@_experiment("swap")
+def _swap(data, setup, runtime, out, ipc: Ipc = 10, expert_epoch: ExpertEpoch = None):
+    """Label swap test: swap each label's i-th largest probability with its smallest, i = 1..C (Fig. 4)."""
+    from ladd.experiments import swap
+
+    swap.run(data, setup, ipc, _epoch(expert_epoch), runtime, out)
+
+
+@_experiment("scaling-law")
+def _scaling(data, setup, runtime, out, ipc: IpcList = "1,2,5,10,20", top_k: Annotated[str, typer.Option("--top-k", help="Comma-separated k of the top-k soft labels.")] = "1,2,3,5,10",
+             expert_epoch: ExpertEpoch = None):
+    """Data-knowledge scaling: IPC × top-k grid, fits acc = (a·IPC)^c − d, data-size reduction factor (Fig. 6)."""
+    from ladd.experiments import scaling
+
+    scaling.run(data, setup, _ints(ipc, "--ipc"), _ints(top_k, "--top-k"), _epoch(expert_epoch), runtime, out)
+
+
+@_experiment("removal")
+def _removal(data, setup, runtime, out, ipc: Ipc = 10, target_class: Annotated[int, typer.Option("--target-class", help="Index of the class whose images or label knowledge is removed.")] = 0,
+             expert_epoch: ExpertEpoch = None):
+    """Remove a class's images vs remove its knowledge from the labels: zero-shot accuracy on that class (Fig. 7)."""
+    from ladd.experiments import removal
+
+    removal.run(data, setup, ipc, target_class, _epoch(expert_epoch), runtime, out)
+
+
+@_experiment("ce-selection")
+def _ce_selection(data, setup, runtime, out, ipc: Ipc = 10, quantiles: Annotated[int, typer.Option("--quantiles", help="CE quantiles per class (0 = easiest).")] = 5,
+                  expert_epoch: ExpertEpoch = None):
+    """Students on the easiest … hardest expert-CE quantile of real images vs random images (Appendix B)."""
+    from ladd.experiments import ce_selection
+
+    ce_selection.run(data, setup, ipc, quantiles, _epoch(expert_epoch), runtime, out)
 
 
 def _notes(art, cfg: EvalConfig) -> list[str]:

@@ -6,8 +6,10 @@ a dataset is one decorated function; `load_dataset` is the only entry point the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import torch
 
 from ladd.core.errors import LaddError
 from ladd.core.registry import Registry
@@ -56,3 +58,23 @@ def build_dataset(name: str, train: ImageSet, test: ImageSet, class_names) -> Da
 
 
 from ladd.data import cifar, embedded, idx, imagefolder  # noqa: E402,F401  (registers the sources)
+
+
+def holdout(dataset: Dataset, per_class: int, seed: int = 0) -> Dataset:
+    """The training split minus `per_class` random images of each class, with those images as the
+    test split: selection (expert epochs, hyperparameters) runs on this dataset and never sees the
+    real test split. Normalization stays the full training split's, so checkpoints transfer."""
+    labels = dataset.train.labels
+    gen = torch.Generator().manual_seed(seed)
+    val = []
+    for k in range(dataset.num_classes):
+        members = (labels == k).nonzero().flatten()
+        if len(members) <= per_class:
+            raise LaddError(f"class {dataset.class_names[k]!r} has {len(members)} training images: "
+                            f"a validation split of {per_class} per class leaves none to train on (lower it)")
+        val.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
+    val = torch.cat(val).sort().values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[val] = False
+    name = f"{dataset.name}-holdout{per_class}s{seed}"
+    return replace(dataset, name=name, train=dataset.train.subset(keep.nonzero().flatten()), test=dataset.train.subset(val))

@@ -22,7 +22,7 @@ from ladd.cost import flops
 from ladd.cost.storage import component_bytes
 from ladd.experts import build_for
 from ladd.models import MODELS
-from ladd.train.loop import Recipe, TrainData, accuracy, train
+from ladd.train.loop import Recipe, TrainData, accuracy, class_accuracy, train
 from ladd.train.terms import method_terms
 
 # Which stored component each loss term reads: a method is charged for the labels it uses.
@@ -109,7 +109,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
         uses_labeler = any(c in ("soft_labels", "dense_labels") for c in used)
         label_flops = made.get("labeler_train", 0) + made.get("label_generation", 0) if uses_labeler else 0
         for model_name in cfg.models:
-            accs, secs = [], []
+            accs, secs, per_class = [], [], []
             for seed in range(cfg.seeds):
                 t0 = time.perf_counter()
                 model = build_for(dataset, model_name, seed)
@@ -117,7 +117,9 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                     model, data, terms, recipe, seed=seed, runtime=runtime,
                     description=f"{method} · {model_name} · seed {seed}",
                 )
-                accs.append(accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std))
+                test = dataset.test
+                per_class.append(class_accuracy(model, test.images, test.labels, dataset.mean, dataset.std, dataset.num_classes))
+                accs.append(accuracy(model, test.images, test.labels, dataset.mean, dataset.std))
                 secs.append(time.perf_counter() - t0)
             # every seed forwards the same number of inputs: measure the per-sample cost once
             deploy = flops.per_sample(model, dataset.shape, backward=True) * sum(log.samples.values())
@@ -131,6 +133,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "acc_std": float(np.std(accs)),
                 "n_seeds": cfg.seeds,
                 "accs": accs,
+                "class_acc_mean": np.mean(per_class, axis=0).tolist(),
                 "image_bytes_raw": storage["images"]["raw"],
                 "image_bytes_zip": storage["images"]["zip"],
                 "label_components": used,

@@ -1,0 +1,114 @@
+"""What every soft-label experiment shares: its configuration, resumable cells, the images /
+labels / students it builds, and how it writes JSON + markdown + PNG.
+
+An experiment is a grid of cells (one student configuration each). A finished cell is written to
+`<out>/cells/<hash>.json` at once, so an interrupted experiment re-run with the same `--out`
+skips what it already did and gives the same result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+
+import ladd  # noqa: E402
+from ladd import pipeline  # noqa: E402
+from ladd.artifact import Artifact  # noqa: E402
+from ladd.core.io import write_json, write_text  # noqa: E402
+from ladd.core.progress import console  # noqa: E402
+from ladd.core.runtime import Runtime  # noqa: E402
+from ladd.core.types import Dataset  # noqa: E402
+from ladd.eval.protocol import EvalConfig, evaluate  # noqa: E402
+from ladd.experts import ExpertConfig  # noqa: E402
+from ladd.labels import LabelConfig  # noqa: E402
+
+
+class Setup(BaseModel):
+    """Source, expert and student settings shared by the experiments. CPU-scale defaults:
+    width-64 ConvNets, 150 student epochs, 3 seeds (the reference: width 128, 1000–3000 epochs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: pipeline.SourceConfig = pipeline.SourceConfig()
+    # how the expert is trained and labels (epoch set per experiment); method "ladd" selects for dense labels
+    teacher: LabelConfig = LabelConfig(method="soft", labeler=ExpertConfig(model="convnet-w64", epochs=10))
+    student_model: str = "convnet-w64"
+    student_epochs: int = Field(150, ge=1)
+    student_lr: float = Field(0.01, gt=0)
+    seeds: int = Field(3, ge=1)
+    soft_loss: str = "ce"
+    image_seed: int = 0  # which random real images are drawn
+    val_per_class: int = Field(50, ge=1)  # held-out validation images per class (selection only)
+
+
+class Cells:
+    """JSON results of finished cells, keyed by everything that determines them."""
+
+    def __init__(self, out: Path, setup: Setup):
+        self.dir = Path(out) / "cells"
+        self.setup = setup.model_dump()
+
+    def run(self, key: dict, compute: Callable[[], dict]) -> dict:
+        full = {"setup": self.setup, **key}
+        path = self.dir / (hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:16] + ".json")
+        if path.exists():
+            return json.loads(path.read_text())["result"]
+        result = compute()
+        write_json(path, {"key": full, "result": result})
+        return result
+
+
+def real_images(dataset: Dataset, setup: Setup, ipc: int) -> Artifact:
+    """Random real images with hard labels: the soft-label baseline's images."""
+    return pipeline.distill(dataset, setup.source, pipeline.ImagesConfig(ipc=ipc, seed=setup.image_seed))
+
+
+def teacher_config(setup: Setup, epoch: float | None = None, **options) -> LabelConfig:
+    return setup.teacher.model_copy(update={"epoch": epoch, **options})
+
+
+def soft_labeled(art: Artifact, dataset: Dataset, setup: Setup, runtime: Runtime, epoch: float | None = None, **options) -> Artifact:
+    """Global soft labels from the teacher at `epoch` (options: ensemble, temperature, top_k)."""
+    return pipeline.label(art, dataset, teacher_config(setup, epoch, method="soft", **options), runtime)
+
+
+def relabeled(art: Artifact, soft: torch.Tensor) -> Artifact:
+    """The artifact with edited soft labels (swapped, cut, zeroed) in place of the teacher's."""
+    return Artifact(art.images, art.labels, art.manifest, soft_labels=soft)
+
+
+def students(art: Artifact, dataset: Dataset, setup: Setup, method: str, runtime: Runtime) -> dict:
+    """Mean ± std test accuracy (on `dataset.test`) of `setup.seeds` fresh students."""
+    cfg = EvalConfig(methods=(method,), models=(setup.student_model,), seeds=setup.seeds, epochs=setup.student_epochs,
+                     lr=setup.student_lr, soft_loss=setup.soft_loss)
+    row = evaluate(art, dataset, cfg, runtime)[0]
+    keep = ("acc_mean", "acc_std", "accs", "class_acc_mean", "label_bytes_zip", "image_bytes_zip", "flops", "seconds")
+    return {k: row[k] for k in keep}
+
+
+def write_report(out: Path, name: str, title: str, payload: dict, table: list[dict], notes: list[str], figure) -> None:
+    """<out>/<name>.json (everything), .md (the table and notes), .png (the figure)."""
+    out = Path(out)
+    write_json(out / f"{name}.json", {"ladd_version": ladd.__version__, "experiment": name, **payload})
+    head = list(table[0]) if table else []
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in table]
+    lines += [""] + [f"- {n}" for n in notes] + ["", f"![{name}]({name}.png)", ""]
+    write_text(out / f"{name}.md", "\n".join(lines))
+    figure.savefig(out / f"{name}.png", dpi=120)
+    plt.close(figure)
+    for line in lines[2 : 4 + len(table)]:
+        console.print(line, markup=False)
+    console.print(f"wrote {out / name}.json, .md and .png")
+
+
+def pct(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"

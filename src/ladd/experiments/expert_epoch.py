@@ -1,0 +1,97 @@
+"""Expert-epoch selection (the paper's Fig. 2 and Table 7): for an IPC, which checkpoint of the
+expert makes the soft labels that train the best student?
+
+Everything runs on `holdout(dataset)`: the expert is trained on the training split minus a
+validation split, students are scored on that validation split, and the real test split is never
+read. The chosen epoch is then used with the expert trained on the full training split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from ladd.core.runtime import Runtime
+from ladd.core.types import Dataset
+from ladd.data import holdout
+from ladd import pipeline
+from ladd.eval.protocol import methods_for
+from ladd.experiments.common import Cells, Setup, pct, real_images, students, teacher_config, write_report
+from ladd.labels import LABEL_METHODS
+from ladd.experts import ensure_expert
+from ladd.labels.soft import entropy
+from ladd.train.loop import saved_epochs
+
+
+def candidate_epochs(dataset: Dataset, setup: Setup, runtime: Runtime) -> list[float]:
+    """Every saved checkpoint after initialization (fractions included when the expert saves them)."""
+    directory, _ = ensure_expert(holdout(dataset, setup.val_per_class), setup.teacher.labeler, None, runtime)
+    return [e for e in saved_epochs(directory) if e > 0]
+
+
+def curve(dataset: Dataset, setup: Setup, ipc: int, epochs: list[float], runtime: Runtime, cells: Cells) -> list[dict]:
+    """Per expert epoch: the expert's validation accuracy, its labels' mean entropy, and the
+    validation accuracy of students trained on its labels (global soft labels, or LADD's dense
+    labels when the teacher's method is ladd)."""
+    val = holdout(dataset, setup.val_per_class)
+    art = real_images(val, setup, ipc)
+    method = methods_for(LABEL_METHODS.canonical(setup.teacher.method))[-1]
+    rows = []
+    for epoch in epochs:
+        def compute(epoch=epoch) -> dict:
+            labeled = pipeline.label(art, val, teacher_config(setup, epoch), runtime)
+            return {
+                "expert_val_acc": labeled.manifest["labels"]["labeler"]["test_acc"],
+                "label_entropy": float(entropy(labeled.soft_labels.float()).mean()),
+                **students(labeled, val, setup, method, runtime),
+            }
+        rows.append({"ipc": ipc, "epoch": epoch, **cells.run({"experiment": "expert-epoch", "ipc": ipc, "epoch": epoch}, compute)})
+    return rows
+
+
+def best(rows: list[dict]) -> float:
+    """The epoch with the best mean student validation accuracy (the earliest on a tie)."""
+    return max(rows, key=lambda r: (r["acc_mean"], -r["epoch"]))["epoch"]
+
+
+def select_epoch(dataset: Dataset, setup: Setup, ipc: int, runtime: Runtime, out: Path) -> float:
+    """The chosen expert epoch for one IPC (cells cached under `out`)."""
+    cells = Cells(out, setup)
+    return best(curve(dataset, setup, ipc, candidate_epochs(dataset, setup, runtime), runtime, cells))
+
+
+def run(dataset: Dataset, setup: Setup, ipcs: list[int], runtime: Runtime, out: Path) -> dict[int, float]:
+    cells = Cells(out, setup)
+    epochs = candidate_epochs(dataset, setup, runtime)
+    curves = {ipc: curve(dataset, setup, ipc, epochs, runtime, cells) for ipc in ipcs}
+    chosen = {ipc: best(rows) for ipc, rows in curves.items()}
+    table = [{"IPC": ipc, "expert epoch": f"{r['epoch']:g}", "expert val acc %": f"{100 * r['expert_val_acc']:.2f}",
+              "label entropy": f"{r['label_entropy']:.3f}", "student val acc %": pct(r["acc_mean"], r["acc_std"]),
+              "chosen": "✓" if r["epoch"] == chosen[ipc] else ""} for ipc, rows in curves.items() for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    for ipc, rows in curves.items():
+        x = [r["epoch"] for r in rows]
+        axes[0].plot(x, [100 * r["expert_val_acc"] for r in rows], "k.-")
+        axes[1].plot(x, [r["label_entropy"] for r in rows], ".-", label=f"IPC {ipc}")
+        axes[2].errorbar(x, [100 * r["acc_mean"] for r in rows], yerr=[100 * r["acc_std"] for r in rows], fmt=".-", capsize=2, label=f"IPC {ipc}")
+        axes[2].axvline(chosen[ipc], ls=":", color=axes[2].lines[-1].get_color())
+    for ax, ylabel in zip(axes, ("expert val accuracy %", "mean label entropy (nats)", "student val accuracy %")):
+        ax.set_xlabel("expert epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[1].legend()
+    axes[2].legend()
+    fig.suptitle(f"{dataset.name}: expert epoch vs soft-label student (validation split, dotted = chosen)")
+    notes = [f"validation: {setup.val_per_class} training images per class held out; expert trained on the rest; the test split is never read",
+             f"labels: {setup.teacher.method}; students: {setup.student_model}, {setup.student_epochs} epochs, lr {setup.student_lr}, {setup.seeds} seeds, soft-label loss {setup.soft_loss}",
+             "chosen epoch per IPC: " + ", ".join(f"IPC {i} → {e:g}" for i, e in chosen.items())]
+    write_report(out, "expert_epoch", f"Expert epoch selection · {dataset.name}", {"setup": setup.model_dump(), "chosen": chosen, "rows": [r for rows in curves.values() for r in rows]},
+                 table, notes, fig)
+    return chosen
+
+
+def resolve_epoch(dataset: Dataset, setup: Setup, ipc: int, epoch: float | str | None, runtime: Runtime, out: Path) -> float:
+    """A given epoch, the last trained (None), or 'auto': selected on the validation split."""
+    if epoch == "auto":
+        return select_epoch(dataset, setup, ipc, runtime, Path(out) / "selection")
+    return float(setup.teacher.labeler.epochs if epoch is None else epoch)
