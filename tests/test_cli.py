@@ -9,7 +9,9 @@ import pytest
 from ladd import pipeline
 from ladd.artifact import load_artifact
 from ladd.core.runtime import Runtime
+from ladd.cli import _auto_epoch
 from ladd.experts import ExpertConfig
+from ladd.labels import LabelConfig
 
 TINY = ["--dataset", "digits", "--ipc", "1", "--model", "convnet-w32", "--labeler-epochs", "1"]
 
@@ -66,6 +68,11 @@ def test_stages_one_by_one(tmp_path):
         (["run", *TINY, "--model", ","], "--model is empty"),
         (["info", "/nonexistent/artifact"], "not a ladd artifact"),
         (["eval", "/nonexistent/artifact"], "not a ladd artifact"),
+        (["run", *TINY, "--labels", "sof"], "unknown label method 'sof'"),
+        (["run", *TINY, "--temperature", "0"], "temperature: Input should be greater than 0"),
+        (["run", *TINY, "--labeler-epoch", "late"], "--labeler-epoch 'late' is not a number or 'auto'"),
+        (["run", *TINY, "--labeler-epoch", "3"], "--labeler-epoch 3 is outside the trained range 0..1"),
+        (["run", *TINY, "--labels", "soft", "--top-k", "11"], "top-k 11 is larger than the number of classes (10)"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, args, message):
@@ -74,6 +81,31 @@ def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, args, message):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_auto_epoch_is_chosen_on_the_validation_split(toy):
+    cfg = LabelConfig(method="ladd", n=2, r=0.75, labeler=ExpertConfig(model="convnet-w32", epochs=1, batch_size=4, saves_per_epoch=2))
+    chosen = _auto_epoch(cfg, toy, pipeline.SourceConfig(), 1, Runtime(), student_model="convnet-w32", student_epochs=2,
+                         seeds=1, val_per_class=2)
+    assert chosen.epoch in (0.5, 1.0) and chosen.model_copy(update={"epoch": None}) == cfg
+
+
+def test_soft_labels_then_default_eval(tmp_path):
+    art = tmp_path / "art"
+    assert ladd("distill", "--dataset", "digits", "--ipc", "1", "--out", art).returncode == 0
+    res = ladd("label", art, "--labels", "soft", "--model", "convnet-w32", "--labeler-epochs", "1",
+               "--labeler-saves-per-epoch", "2", "--labeler-epoch", "0.5", "--temperature", "2")
+    assert res.returncode == 0, res.stderr
+    loaded = load_artifact(art)
+    lab = loaded.manifest["labels"]
+    assert loaded.dense_labels is None and loaded.soft_labels.shape == (10, 10)
+    assert lab["method"] == "soft" and lab["labeler"]["epoch"] == 0.5 and lab["labeler"]["temperature"] == 2
+    res = ladd("eval", art, "--model", "convnet-w32", "--seeds", "1", "--epochs", "1", "--soft-loss", "kl", "--out", tmp_path / "ev")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads((tmp_path / "ev" / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["baseline", "soft"] and rows[1]["soft_loss"] == "kl"
+    info = ladd("info", art)
+    assert "labels: soft" in info.stdout + info.stderr
 
 
 def test_same_seed_gives_identical_artifacts(tmp_path):

@@ -20,8 +20,9 @@ from ladd.core.progress import console
 from ladd.core.runtime import Runtime
 from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for
-from ladd.experts import ExpertConfig, ensure_expert
+from ladd.experts import ExpertConfig, cache_root, ensure_expert
 from ladd.labels import LABEL_METHODS
+from ladd.labels.bptt import BpttConfig
 from ladd import pipeline
 from ladd.pipeline import ImagesConfig, LabelConfig, SourceConfig
 from ladd.report.plots import accuracy_vs_cost
@@ -56,7 +57,7 @@ Coverage = Annotated[float, typer.Option("--coverage", help="LADD's R: the fract
 LabelerModel = Annotated[Optional[str], typer.Option("--labeler-model", help="Labeler architecture (default: the first --model).")]
 LabelerEpochs = Annotated[int, typer.Option("--labeler-epochs", help="Epochs to train the labeler (a checkpoint is kept for each).")]
 LabelerEpoch = Annotated[Optional[str], typer.Option("--labeler-epoch", help="Early-stopped checkpoint that labels: an epoch (fractions if saved, e.g. 2.5), 'auto' (the epoch whose labels train the best student on a validation split carved from the training set), default the last trained.")]
-Labels_ = Annotated[str, typer.Option("--labels", help="Label method: ladd (dense sub-image labels + global soft labels) or soft (global soft labels only: the soft-label baseline).")]
+Labels_ = Annotated[str, typer.Option("--labels", help="Label method: ladd (dense sub-image labels + global soft labels), soft (global soft labels only: the soft-label baseline) or bptt (labels learned by truncated BPTT, no teacher).")]
 Ensemble = Annotated[int, typer.Option("--ensemble", help="Average the logits of K experts (seeds 0..K-1), then softmax.")]
 Temperature = Annotated[float, typer.Option("--temperature", help="T in softmax(logits / T); >1 flattens. (The no-distillation code's --temp multiplies logits: its t is 1/T.)")]
 TopK = Annotated[Optional[int], typer.Option("--top-k", help="Keep the k largest probabilities of every label, zero the rest, no renormalization.")]
@@ -70,6 +71,9 @@ Seeds = Annotated[int, typer.Option("--seeds", help="Students trained per method
 Epochs = Annotated[int, typer.Option("--epochs", help="Student training epochs, lr ×0.1 at half (the DC/DSA/DM reference protocol uses 1000 with DSA).")]
 Lr = Annotated[float, typer.Option("--lr", help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")]
 Crops = Annotated[str, typer.Option("--crops-per-step", help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views).")]
+BpttIterations = Annotated[int, typer.Option("--bptt-iterations", help="bptt labels: label updates (each unrolls a fresh student).")]
+BpttUnroll = Annotated[int, typer.Option("--bptt-unroll", help="bptt labels: T, student steps per update.")]
+BpttBackprop = Annotated[int, typer.Option("--bptt-backprop", help="bptt labels: M <= T, last steps the label gradient flows through.")]
 SoftLoss = Annotated[str, typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce (soft-target cross-entropy, the reference) or kl (same gradients, reads 0 at a perfect fit).")]
 LocalReduction = Annotated[str, typer.Option("--local-reduction", help="How the N² local-view losses combine: mean (default; stable at lr 0.01) or sum (Eq. 5 literally).")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: runs/<timestamp>/).")]
@@ -97,17 +101,26 @@ def _default_out() -> Path:
 
 
 def _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
-                  saves_per_epoch, ensemble, temperature, top_k, label_dtype) -> LabelConfig:
-    if labeler_epoch not in (None, "auto"):
-        try:
-            labeler_epoch = float(labeler_epoch)
-        except ValueError:
-            raise LaddError(f"--labeler-epoch {labeler_epoch!r} is not a number or 'auto'") from None
+                  saves_per_epoch, ensemble, temperature, top_k, label_dtype, bptt: BpttConfig | None = None) -> LabelConfig:
+    """The label stage's config; an 'auto' epoch is left unset here and chosen by `_auto_epoch`."""
+    epoch = _epoch(labeler_epoch, "--labeler-epoch")
     return LabelConfig(
-        method=labels, n=grid, r=coverage, epoch=labeler_epoch, labeler_dir=labeler_dir, dtype=label_dtype,
-        ensemble=ensemble, temperature=temperature, top_k=top_k,
+        method=labels, n=grid, r=coverage, epoch=None if epoch == "auto" else epoch, labeler_dir=labeler_dir, dtype=label_dtype,
+        ensemble=ensemble, temperature=temperature, top_k=top_k, bptt=bptt or BpttConfig(),
         labeler=ExpertConfig(model=labeler_model or models[0], epochs=labeler_epochs, saves_per_epoch=saves_per_epoch),
     )
+
+
+def _auto_epoch(cfg: LabelConfig, data, src: SourceConfig, ipc: int, runtime: Runtime, **students) -> LabelConfig:
+    """--labeler-epoch auto: the checkpoint whose labels train the best students on a validation
+    split carved from the training set (cached under $LADD_CACHE/selection)."""
+    from ladd.experiments.common import Setup
+    from ladd.experiments.expert_epoch import select_epoch
+
+    setup = Setup(source=src, teacher=cfg.model_copy(update={"epoch": None, "labeler_dir": None}), **students)
+    epoch = select_epoch(data, setup, ipc, runtime, cache_root() / "selection")
+    console.print(f"--labeler-epoch auto: epoch {epoch:g} trains the best students on the validation split")
+    return cfg.model_copy(update={"epoch": epoch})
 
 
 def _write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str) -> None:
@@ -146,8 +159,9 @@ def label(
     artifact: ArtifactArg, labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, model: Model = "convnet",
     labeler_model: LabelerModel = None, labeler_epochs: LabelerEpochs = 10, labeler_epoch: LabelerEpoch = None,
     labeler_dir: LabelerDir = None, labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1,
-    temperature: Temperature = 1.0, top_k: TopK = None, label_dtype: LabelDtype = "float32", data_dir: DataDir = None,
-    out: Out = None, device: Device = "auto",
+    temperature: Temperature = 1.0, top_k: TopK = None, label_dtype: LabelDtype = "float32",
+    bptt_iterations: BpttIterations = 100, bptt_unroll: BpttUnroll = 20, bptt_backprop: BpttBackprop = 10,
+    data_dir: DataDir = None, out: Out = None, device: Device = "auto",
 ):
     """Label stage: soft labels from an early-stopped expert (LADD's dense sub-image labels, or the
     soft-label baseline's global labels).
@@ -158,13 +172,19 @@ def label(
     src = pipeline.source_of(art)
     if data_dir is not None:
         src = src.model_copy(update={"data_dir": data_dir})
-    cfg = _label_config(_split(model), labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
-                        labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype)
-    art = pipeline.label(art, pipeline.load_source(src), cfg, Runtime.from_name(device))
+    models = _split(model)
+    bptt = BpttConfig(model=models[0], iterations=bptt_iterations, unroll=bptt_unroll, backprop=bptt_backprop)
+    cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
+                        labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, bptt)
+    data, runtime = pipeline.load_source(src), Runtime.from_name(device)
+    if labeler_epoch == "auto":
+        cfg = _auto_epoch(cfg, data, src, art.manifest["ipc"], runtime, student_model=models[0])
+    art = pipeline.label(art, data, cfg, runtime)
     save_artifact(out or artifact, art)
     lab = art.manifest["labels"]
     stored = ", ".join(f"{n} {tuple(t.shape)}" for n, t in art.components().items() if n.endswith("labels") and n != "labels")
-    console.print(f"wrote {lab['method']} labels ({stored}) to {out or artifact} (labeler epoch {lab['labeler']['epoch']:g}, test acc {100 * lab['labeler']['test_acc']:.2f}%)")
+    made_by = f" (labeler epoch {lab['labeler']['epoch']:g}, test acc {100 * lab['labeler']['test_acc']:.2f}%)" if "labeler" in lab else ""
+    console.print(f"wrote {lab['method']} labels ({stored}) to {out or artifact}{made_by}")
 
 
 @app.command("eval")
@@ -265,6 +285,9 @@ def run(
     images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe,
                               resume=resume, float_images=float_images)
     art = pipeline.distill(data, src, images_cfg, runtime)
+    if labeler_epoch == "auto":
+        label_cfg = _auto_epoch(label_cfg, data, src, art.manifest["ipc"], runtime, student_model=models[0],
+                                student_epochs=epochs, student_lr=lr, seeds=seeds, soft_loss=soft_loss)
     art = pipeline.label(art, data, label_cfg, runtime)
     out = out or _default_out()
     save_artifact(out / "artifact", art)
@@ -291,10 +314,10 @@ IpcList = Annotated[str, typer.Option("--ipc", help="Comma-separated images per 
 ExpOut = Annotated[Path, typer.Option("--out", help="Output folder; re-running with the same folder resumes.")]
 
 
-def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_saves, model, epochs, lr, seeds, soft_loss, seed, val_per_class):
+def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_saves_per_epoch, model, epochs, lr, seeds, soft_loss, seed, val_per_class):
     from ladd.experiments.common import Setup
 
-    expert = ExpertConfig(model=expert_model, epochs=expert_epochs, lr=expert_lr, saves_per_epoch=expert_saves)
+    expert = ExpertConfig(model=expert_model, epochs=expert_epochs, lr=expert_lr, saves_per_epoch=expert_saves_per_epoch)
     return Setup(source=SourceConfig(dataset=dataset, data_dir=data_dir), teacher=LabelConfig(method="soft", labeler=expert),
                  student_model=model, student_epochs=epochs, student_lr=lr, seeds=seeds, soft_loss=soft_loss, image_seed=seed,
                  val_per_class=val_per_class)
@@ -310,13 +333,13 @@ def _ints(text: str, option: str) -> list[int]:
     return values
 
 
-def _epoch(text: str | None) -> float | str | None:
+def _epoch(text: str | None, option: str = "--expert-epoch") -> float | str | None:
     if text in (None, "auto"):
         return text
     try:
         return float(text)
     except ValueError:
-        raise LaddError(f"--expert-epoch {text!r} is not a number or 'auto'") from None
+        raise LaddError(f"{option} {text!r} is not a number or 'auto'") from None
 
 
 def _shared_options(
@@ -402,6 +425,18 @@ def _ce_selection(data, setup, runtime, out, ipc: Ipc = 10, quantiles: Annotated
     from ladd.experiments import ce_selection
 
     ce_selection.run(data, setup, ipc, quantiles, _epoch(expert_epoch), runtime, out)
+
+
+
+
+@_experiment("bptt")
+def _bptt(data, setup, runtime, out, ipc: Ipc = 10, bptt_iterations: BpttIterations = 100, bptt_unroll: BpttUnroll = 20,
+          bptt_backprop: BpttBackprop = 10, expert_epoch: ExpertEpoch = None):
+    """Labels learned by truncated BPTT: JSD to each expert epoch's labels, and students (Fig. 8)."""
+    from ladd.experiments import bptt
+
+    cfg = BpttConfig(model=setup.student_model, iterations=bptt_iterations, unroll=bptt_unroll, backprop=bptt_backprop)
+    bptt.run(data, setup, ipc, cfg, _epoch(expert_epoch), runtime, out)
 
 
 def _notes(art, cfg: EvalConfig) -> list[str]:

@@ -101,7 +101,7 @@ def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -
     """Label stage: run the configured label method and store its labels in the artifact."""
     check_same_data(art, dataset)
     method = LABEL_METHODS.canonical(cfg.method)
-    out = LABEL_METHODS.get(method)(art.images, dataset, cfg, runtime)
+    out = LABEL_METHODS.get(method)(art, dataset, cfg, runtime)
     dtype = getattr(torch, cfg.dtype)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     manifest = {"method": method, "dtype": cfg.dtype, "top_k": cfg.top_k, **out.manifest, "config": cfg.model_dump()}

@@ -1,5 +1,5 @@
-"""Label stage: a label method turns an artifact's images into soft labels (and LADD's dense
-labels). Methods are registered by name; `ladd label --labels NAME` picks one."""
+"""Label stage: a label method turns an artifact (images + hard labels) into soft labels (and
+LADD's dense labels). Methods are registered by name; `ladd label --labels NAME` picks one."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.core.registry import Registry
 from ladd.experts import ExpertConfig
+from ladd.labels.bptt import BpttConfig
 
 
 class LabelConfig(BaseModel):
@@ -30,6 +31,7 @@ class LabelConfig(BaseModel):
     temperature: float = Field(1.0, gt=0)  # softmax(logits / T)
     top_k: int | None = Field(None, ge=1)  # keep the k largest probabilities, zero the rest (no renorm)
     dtype: Literal["float32", "float16"] = "float32"
+    bptt: BpttConfig = BpttConfig()  # the `bptt` method: labels learned by truncated BPTT (no teacher)
 
 
 @dataclass(frozen=True)

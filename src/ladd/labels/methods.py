@@ -1,21 +1,27 @@
 """The registered label methods: `ladd` (dense + global soft labels from an early-stopped
-teacher) and `soft` (the soft-label baseline: global soft labels only)."""
+teacher), `soft` (the soft-label baseline: global soft labels only) and `bptt` (global labels
+learned by truncated back-propagation through students, no teacher)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
 
+from ladd.artifact import Artifact
 from ladd.augment.subsample import crop_geometry
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
-from ladd.experts import ensure_expert, load_expert
+from ladd.experts import build_for, cache_root, ensure_expert, load_expert
+from ladd.images.optimize import STATE
+from ladd.labels.bptt import learn_labels
 from ladd.labels import LABEL_METHODS, LabelConfig, Labels
 from ladd.labels.dense import dense_labels, global_labels
-from ladd.labels.soft import Teacher
+from ladd.labels.soft import Teacher, keep_top_k
 from ladd.train.loop import accuracy
 
 
@@ -62,17 +68,35 @@ def _cost(teacher: Teacher, dataset: Dataset, train_flops: int, forwards: int) -
 
 
 @LABEL_METHODS.register("ladd", aliases=("dense",))
-def ladd_labels(images: torch.Tensor, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Labels:
+def ladd_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Labels:
     for side in dataset.shape[1:]:
         crop_geometry(side, cfg.n, cfg.r)  # refuse a bad N/R before spending time on a labeler
     teacher, provenance, train_flops = build_teacher(dataset, cfg, runtime)
-    dense, soft = dense_labels(teacher, images, dataset.mean, dataset.std, cfg.n, cfg.r)
+    dense, soft = dense_labels(teacher, art.images, dataset.mean, dataset.std, cfg.n, cfg.r)
     manifest = {"subsample": {"n": cfg.n, "r": cfg.r}, "labeler": provenance}
-    return Labels(soft, dense, manifest, _cost(teacher, dataset, train_flops, len(images) * (cfg.n**2 + 1)))
+    return Labels(soft, dense, manifest, _cost(teacher, dataset, train_flops, len(art.images) * (cfg.n**2 + 1)))
 
 
 @LABEL_METHODS.register("soft", aliases=("expert", "expert-soft"))
-def soft_labels(images: torch.Tensor, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Labels:
+def soft_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Labels:
     teacher, provenance, train_flops = build_teacher(dataset, cfg, runtime)
-    soft = global_labels(teacher, images, dataset.mean, dataset.std)
-    return Labels(soft, None, {"labeler": provenance}, _cost(teacher, dataset, train_flops, len(images)))
+    soft = global_labels(teacher, art.images, dataset.mean, dataset.std)
+    return Labels(soft, None, {"labeler": provenance}, _cost(teacher, dataset, train_flops, len(art.images)))
+
+
+@LABEL_METHODS.register("bptt", aliases=("learned",))
+def bptt_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Labels:
+    """Learned against the training split (never the test split); checkpointed under the cache
+    and resumed automatically when the same images and settings are labelled again."""
+    p = cfg.bptt
+    content = hashlib.sha256(art.images.numpy().tobytes() + art.labels.numpy().tobytes()).hexdigest()
+    key = json.dumps([dataset.name, list(dataset.class_names), p.model_dump(), content])
+    directory = cache_root() / "labels" / f"bptt-{dataset.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    soft, info = learn_labels(art.images, art.labels, dataset.train, dataset, p, runtime, checkpoint_dir=directory,
+                              resume=(directory / STATE).exists())
+    if cfg.top_k is not None:
+        soft = keep_top_k(soft, cfg.top_k)
+    steps = p.iterations * (p.unroll * (p.batch_syn or len(art.images)) + p.batch_target)
+    cost = {"unit": flops.UNIT, "labeler_train": 0,  # lower bound: the double backward through the last M steps is not counted
+            "label_generation": flops.per_sample(build_for(dataset, p.model, 0), dataset.shape, backward=True) * steps}
+    return Labels(soft, None, {"bptt": {**p.model_dump(), **info}}, cost)

@@ -1,0 +1,127 @@
+"""Soft-label experiments: the held-out split, the pure pieces (fit, removals, CE quantiles),
+selection that never reads the test split, resumable cells, and every command end to end."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ladd import pipeline
+from ladd.cli import app
+from ladd.core.errors import LaddError
+from ladd.core.runtime import Runtime
+from ladd.data import holdout
+from ladd.experiments import common, expert_epoch
+from ladd.experiments.ce_selection import quantile_members
+from ladd.experiments.removal import without_class, without_knowledge
+from ladd.experiments.scaling import fit, ipc_needed, law
+from ladd.experts import ExpertConfig
+from ladd.labels import LabelConfig
+from ladd.labels.bptt import BpttConfig
+
+
+def test_holdout_carves_a_stratified_validation_split_from_train(toy):
+    val = holdout(toy, 2, seed=0)
+    assert val.test.labels.bincount().tolist() == [2, 2, 2] and val.train.labels.bincount().tolist() == [4, 4, 4]
+    both = torch.cat([val.train.images, val.test.images]).flatten(1)
+    assert sorted(map(tuple, both.tolist())) == sorted(map(tuple, toy.train.images.flatten(1).tolist()))
+    assert val.mean == toy.mean and val.name != toy.name  # same normalization, separate expert cache
+    with pytest.raises(LaddError, match="leaves none to train on"):
+        holdout(toy, 6)
+
+
+class _Poison:
+    def __getattr__(self, name):
+        raise AssertionError(f"the test split was read ({name})")
+
+
+TINY = common.Setup(teacher=LabelConfig(method="soft", labeler=ExpertConfig(model="convnet-w32", epochs=2, batch_size=4, saves_per_epoch=2)),
+                    student_model="convnet-w32", student_epochs=2, seeds=1, val_per_class=2)
+
+
+def test_epoch_selection_never_reads_the_test_split_and_resumes(toy, tmp_path, monkeypatch):
+    blind = replace(toy, test=_Poison())
+    chosen = expert_epoch.run(blind, TINY, [1, 2], Runtime(), tmp_path)
+    assert set(chosen) == {1, 2} and all(e in (0.5, 1.0, 1.5, 2.0) for e in chosen.values())
+    report = json.loads((tmp_path / "expert_epoch.json").read_text())
+    assert [r["epoch"] for r in report["rows"] if r["ipc"] == 1] == [0.5, 1.0, 1.5, 2.0]
+    assert (tmp_path / "expert_epoch.png").stat().st_size > 0 and "✓" in (tmp_path / "expert_epoch.md").read_text()
+    monkeypatch.setattr(expert_epoch, "students", lambda *a, **k: pytest.fail("a finished cell was recomputed"))
+    assert expert_epoch.run(blind, TINY, [1, 2], Runtime(), tmp_path) == chosen
+
+
+def test_best_epoch_is_the_earliest_of_the_best():
+    rows = [{"epoch": 1.0, "acc_mean": 0.5}, {"epoch": 2.0, "acc_mean": 0.7}, {"epoch": 3.0, "acc_mean": 0.7}]
+    assert expert_epoch.best(rows) == 2.0
+
+
+def test_scaling_fit_recovers_a_known_law_and_inverts():
+    ipcs = [1, 2, 5, 10, 20, 50]
+    accs = law(ipcs, 3.0, 0.15, 0.6)
+    p = fit(ipcs, list(accs))
+    assert p["rmse"] < 1e-4
+    np.testing.assert_allclose(law(ipcs, p["a"], p["c"], p["d"]), accs, atol=1e-4)
+    assert ipc_needed(float(law([7], 3.0, 0.15, 0.6)[0]), {"a": 3.0, "c": 0.15, "d": 0.6}) == pytest.approx(7)
+    with pytest.raises(LaddError, match="at least 4 IPC values"):
+        fit([1, 2, 3], [0.1, 0.2, 0.3])
+
+
+def test_removals_drop_images_or_zero_knowledge_of_one_class(toy):
+    art = pipeline.distill(toy, pipeline.SourceConfig(), pipeline.ImagesConfig(ipc=2))
+    art = common.relabeled(art, torch.full((6, 3), 1 / 3))
+    gone = without_class(art, 1)
+    assert gone.labels.tolist() == [0, 0, 2, 2] and gone.soft_labels.shape == (4, 3)
+    cut = without_knowledge(art, 1)
+    assert (cut.soft_labels[art.labels != 1, 1] == 0).all()
+    assert torch.equal(cut.soft_labels[art.labels == 1], art.soft_labels[art.labels == 1])  # c's own labels keep c
+
+
+def test_ce_quantiles_partition_each_class_in_ascending_ce():
+    labels = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    ce = torch.tensor([4.0, 1.0, 3.0, 2.0, 2.0, 3.0, 1.0, 4.0])
+    q = quantile_members(ce, labels, 2, 2)
+    assert q[0][0].tolist() == [6, 4] and q[1][0].tolist() == [2, 0]
+    assert q[0][1].tolist() == [1, 3] and q[1][1].tolist() == [5, 7]
+
+
+def test_bptt_label_method_learns_distributions_and_resumes_from_its_cache(toy):
+    art = pipeline.distill(toy, pipeline.SourceConfig(), pipeline.ImagesConfig(ipc=2))
+    cfg = LabelConfig(method="bptt", bptt=BpttConfig(model="convnet-w32", iterations=2, unroll=2, backprop=1, batch_target=6, checkpoint_every=1))
+    first = pipeline.label(art, toy, cfg, Runtime())
+    assert first.dense_labels is None and first.soft_labels.shape == (6, 3)
+    torch.testing.assert_close(first.soft_labels.sum(-1), torch.ones(6))
+    assert first.manifest["labels"]["method"] == "bptt" and "final_loss" in first.manifest["labels"]["bptt"]
+    again = pipeline.label(art, toy, cfg, Runtime())  # finds the finished checkpoint: same labels, no re-learning
+    torch.testing.assert_close(again.soft_labels, first.soft_labels)
+
+
+FAST = ["--dataset", "digits", "--expert-model", "convnet-w32", "--expert-epochs", "1", "--model", "convnet-w32",
+        "--epochs", "1", "--seeds", "1", "--val-per-class", "5", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("command, extra, outputs", [
+    ("soft-vs-hard", ["--ipc", "1,2", "--expert-epoch", "1", "--ensemble", "2"], "soft_vs_hard"),
+    ("swap", ["--ipc", "1"], "swap"),
+    ("scaling-law", ["--ipc", "1,2,3,4", "--top-k", "1,10"], "scaling"),
+    ("removal", ["--ipc", "1", "--target-class", "3"], "removal"),
+    ("ce-selection", ["--ipc", "1", "--quantiles", "2"], "ce_selection"),
+    ("bptt", ["--ipc", "1", "--bptt-iterations", "2", "--bptt-unroll", "2", "--bptt-backprop", "1"], "bptt"),
+])
+def test_every_experiment_command_writes_json_markdown_and_png(tmp_path, command, extra, outputs):
+    result = CliRunner().invoke(app, ["experiment", command, *extra, *FAST, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for suffix in ("json", "md", "png"):
+        assert (tmp_path / f"{outputs}.{suffix}").stat().st_size > 0
+    payload = json.loads((tmp_path / f"{outputs}.json").read_text())
+    assert payload["experiment"] == outputs and payload["setup"]["seeds"] == 1
+
+
+def test_experiment_bad_input_is_one_line(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["experiment", "scaling-law", "--ipc", "1,x", *FAST, "--out", str(tmp_path)])
+    assert isinstance(result.exception, LaddError) and "whole numbers" in str(result.exception)
+    result = runner.invoke(app, ["experiment", "removal", "--target-class", "10", *FAST, "--out", str(tmp_path)])
+    assert isinstance(result.exception, LaddError) and "class index in 0..9" in str(result.exception)
