@@ -65,8 +65,7 @@ SavesPerEpoch = Annotated[int, typer.Option("--labeler-saves-per-epoch", help="A
 LabelerDir = Annotated[Optional[str], typer.Option("--labeler-dir", help="Labeler folder to train into or reuse (default: a cache under $LADD_CACHE or ~/.cache/ladd).")]
 LabelDtype = Annotated[str, typer.Option("--label-dtype", help="Stored dtype of soft/dense labels: float32 or float16.")]
 Model = Annotated[str, typer.Option("--model", help="Evaluation model(s), comma-separated, e.g. convnet,alexnet,vgg11,resnet18,vit.")]
-Methods = Annotated[str, typer.Option("--methods", help="Comma-separated: baseline, ladd, soft (= global-soft), global-both, local-hard, local-dense, local-both, or '+'-joined terms.")]
-MethodsOpt = Annotated[Optional[str], typer.Option("--methods", help="Comma-separated: baseline, ladd, soft (= global-soft), global-both, local-hard, local-dense, local-both, or '+'-joined terms. Default: baseline plus the method the artifact's labels are for.")]
+Methods = Annotated[Optional[str], typer.Option("--methods", help="Comma-separated: baseline, ladd, soft (= global-soft), global-both, local-hard, local-dense, local-both, or '+'-joined terms. Default: baseline plus the method the artifact's labels are for.")]
 Seeds = Annotated[int, typer.Option("--seeds", help="Students trained per method and model (seeds 0..K-1); mean ± std is reported.")]
 Epochs = Annotated[int, typer.Option("--epochs", help="Student training epochs, lr ×0.1 at half (the DC/DSA/DM reference protocol uses 1000 with DSA).")]
 Lr = Annotated[float, typer.Option("--lr", help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")]
@@ -189,7 +188,7 @@ def label(
 
 @app.command("eval")
 def eval_(
-    artifact: ArtifactArg, methods: MethodsOpt = None, model: Model = "convnet", seeds: Seeds = 5,
+    artifact: ArtifactArg, methods: Methods = None, model: Model = "convnet", seeds: Seeds = 5,
     epochs: Epochs = 1000, lr: Lr = 0.01, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
     soft_loss: SoftLoss = "ce", data_dir: DataDir = None,
     out: Out = None, device: Device = "auto",
@@ -259,7 +258,7 @@ def run(
     labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, labeler_model: LabelerModel = None,
     labeler_epochs: LabelerEpochs = 10, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
     labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1, temperature: Temperature = 1.0, top_k: TopK = None,
-    label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: MethodsOpt = None,
+    label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: Methods = None,
     seeds: Seeds = 3, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, crops_per_step: Crops = "auto",
     local_reduction: LocalReduction = "mean", soft_loss: SoftLoss = "ce", out: Out = None, device: Device = "auto",
 ):
@@ -375,9 +374,10 @@ def _experiment(name: str):
 
 @_experiment("expert-epoch")
 def _expert_epoch(data, setup, runtime, out, ipc: IpcList = "1,10"):
-    """Which expert checkpoint makes the best soft labels for each IPC? Students are scored on a
-    validation split carved from the training set (never the test split); plots expert accuracy,
-    label entropy and student accuracy against the expert epoch (Fig. 2)."""
+    """Which expert checkpoint makes the best soft labels for each IPC? (Fig. 2)
+
+    Students are scored on a validation split carved from the training set (never the test
+    split); plots expert accuracy, label entropy and student accuracy against the expert epoch."""
     from ladd.experiments import expert_epoch
 
     expert_epoch.run(data, setup, _ints(ipc, "--ipc"), runtime, out)
