@@ -1,8 +1,6 @@
 """Image methods: every registered method runs on a tiny fixture; learned ones improve their own
 objective and resume exactly; recipes load as data."""
 
-import itertools
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -105,24 +103,11 @@ def test_dc_lowers_its_gradient_matching_objective(toy):
     [("dm", {"iterations": 6, "batch_real": 4, "checkpoint_every": 2, "compile": False}),
      ("dsa", {"iterations": 3, "outer_loop": 2, "inner_loop": 1, "batch_real": 4, "checkpoint_every": 1})],
 )
-def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch, method, params):
+def test_resume_equals_uninterrupted(toy, tmp_path, interrupted, method, params):
     req = dict(seed=1, model="convnet-w32", params=params)
     full = make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "a", **req))
-
-    import ladd.images.optimize as opt_mod
-
-    real_save = opt_mod.save_state
-    counter = itertools.count(1)
-
-    def crash_after_second_checkpoint(*args, **kw):
-        real_save(*args, **kw)
-        if next(counter) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(opt_mod, "save_state", crash_after_second_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted(2):
         make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "b", **req))
-    monkeypatch.setattr(opt_mod, "save_state", real_save)
     resumed = make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "b", resume=True, **req))
     assert torch.equal(full.images, resumed.images)
     with pytest.raises(LaddError, match="no checkpoint"):
