@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+
 import pytest
 import torch
 
@@ -29,3 +32,29 @@ def _cache(tmp_path, monkeypatch):
     """Labelers trained by tests go to a per-test cache, never to ~/.cache."""
     monkeypatch.setenv("LADD_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("LADD_NO_PROGRESS", "1")
+
+
+@pytest.fixture
+def interrupted(monkeypatch):
+    """`with interrupted(n): run()` kills the learned-image loop right after its n-th checkpoint
+    (a KeyboardInterrupt, as from Ctrl-C) and expects it to stop there."""
+    import ladd.images.optimize as opt_mod
+
+    @contextlib.contextmanager
+    def after_checkpoint(n: int):
+        real_save = opt_mod.save_state
+        counter = itertools.count(1)
+
+        def save_then_stop(*args, **kw):
+            real_save(*args, **kw)
+            if next(counter) == n:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(opt_mod, "save_state", save_then_stop)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            monkeypatch.setattr(opt_mod, "save_state", real_save)
+
+    return after_checkpoint

@@ -145,3 +145,22 @@ def test_run_with_learned_images_and_a_recipe_file(tmp_path):
     assert manifest["images"]["method"] == "dm" and manifest["images"]["recipe"]["params"]["iterations"] == 2
     info = ladd("info", out / "artifact")
     assert "recipe tiny-dm" in info.stdout + info.stderr
+
+
+def test_experts_out_writes_a_buffer_that_mtt_reads(tmp_path):
+    """In process (typer's runner): `ladd experts --out B` then `ladd distill --images mtt --buffer B`."""
+    from typer.testing import CliRunner
+
+    from ladd.cli import app
+
+    recipe = tmp_path / "tiny-mtt.toml"
+    recipe.write_text('method = "mtt"\n[params]\niterations = 1\nsyn_steps = 1\nexpert_epochs = 1\nmax_start_epoch = 1\n'
+                      'num_experts = 1\nexpert_train_epochs = 2\n')
+    buf, art = tmp_path / "buf", tmp_path / "art"
+    common = ["--dataset", "digits", "--model", "convnet-w32", "--device", "cpu"]
+    res = CliRunner().invoke(app, ["experts", *common, "--num-experts", "1", "--epochs", "2", "--out", str(buf)])
+    assert res.exit_code == 0, res.output
+    assert (buf / "expert_000" / "epoch_002.safetensors").exists()
+    res = CliRunner().invoke(app, ["distill", *common, "--ipc", "1", "--images", "mtt", "--recipe", str(recipe), "--buffer", str(buf), "--out", str(art)])
+    assert res.exit_code == 0, res.output
+    assert load_artifact(art).manifest["images"]["buffer"] == str(buf)

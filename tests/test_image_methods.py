@@ -1,8 +1,6 @@
 """Image methods: every registered method runs on a tiny fixture; learned ones improve their own
 objective and resume exactly; recipes load as data."""
 
-import itertools
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +10,7 @@ from ladd.core.runtime import seeded
 from ladd.core.types import normalize
 from ladd.images import IMAGE_METHODS, ImageRequest, make_images
 from ladd.images.dm import RealFeatures, dm_objective
-from ladd.images.gradient_matching import layer_distance, match_loss
+from ladd.images.gradient_matching import NetworkLoss, layer_distance, match_loss
 from ladd.images.herding import herd
 from ladd.images.recipes import load_recipe, shipped
 from ladd.models import build_model
@@ -20,8 +18,8 @@ from ladd.models import build_model
 TINY = {
     "dm": {"iterations": 3, "batch_real": 4, "compile": False},
     "herding": {"expert_epochs": 1},
-    "dc": {"iterations": 2, "outer_loop": 2, "inner_loop": 1, "batch_real": 4},
-    "dsa": {"iterations": 2, "outer_loop": 2, "inner_loop": 1, "batch_real": 4},
+    "dc": {"iterations": 2, "outer_loop": 2, "inner_loop": 1, "batch_real": 4, "compile": False},
+    "dsa": {"iterations": 2, "outer_loop": 2, "inner_loop": 1, "batch_real": 4, "compile": False},
 }
 
 
@@ -93,7 +91,7 @@ def _gradient_mismatch(toy, images, labels, nets):
 
 
 def test_dc_lowers_its_gradient_matching_objective(toy):
-    params = {"iterations": 10, "outer_loop": 1, "inner_loop": 0, "batch_real": 6, "lr_img": 0.1}
+    params = {"iterations": 10, "outer_loop": 1, "inner_loop": 0, "batch_real": 6, "lr_img": 0.1, "compile": False}
     start = make_images("random", ImageRequest(toy, 1, seed=0))
     out = make_images("dc", ImageRequest(toy, 1, seed=0, model="convnet-w32", params=params))
     nets = _fixed_nets(200, 3)
@@ -103,26 +101,13 @@ def test_dc_lowers_its_gradient_matching_objective(toy):
 @pytest.mark.parametrize(
     "method,params",
     [("dm", {"iterations": 6, "batch_real": 4, "checkpoint_every": 2, "compile": False}),
-     ("dsa", {"iterations": 3, "outer_loop": 2, "inner_loop": 1, "batch_real": 4, "checkpoint_every": 1})],
+     ("dsa", {"iterations": 3, "outer_loop": 2, "inner_loop": 1, "batch_real": 4, "checkpoint_every": 1, "compile": False})],
 )
-def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch, method, params):
+def test_resume_equals_uninterrupted(toy, tmp_path, interrupted, method, params):
     req = dict(seed=1, model="convnet-w32", params=params)
     full = make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "a", **req))
-
-    import ladd.images.optimize as opt_mod
-
-    real_save = opt_mod.save_state
-    counter = itertools.count(1)
-
-    def crash_after_second_checkpoint(*args, **kw):
-        real_save(*args, **kw)
-        if next(counter) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(opt_mod, "save_state", crash_after_second_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted(2):
         make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "b", **req))
-    monkeypatch.setattr(opt_mod, "save_state", real_save)
     resumed = make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "b", resume=True, **req))
     assert torch.equal(full.images, resumed.images)
     with pytest.raises(LaddError, match="no checkpoint"):
@@ -155,6 +140,18 @@ def test_real_branch_precision_and_compilation_keep_the_features(toy):
         ref = net.embed(x).detach()
         torch.testing.assert_close(exact(net, x), ref)
         assert ((fast(net, x) - ref).norm() / ref.norm()) < 0.02
+
+
+def test_compiled_network_loss_keeps_the_gradients():
+    """DC's compiled loss is a faster way to the same gradients, and one graph serves fresh networks."""
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    nets = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)) for _ in range(2)]
+    exact, fast = NetworkLoss(nets[0], compile=False), NetworkLoss(nets[0], compile=True)
+    for net in nets:
+        ref = torch.autograd.grad(F.cross_entropy(net(x), y), list(net.parameters()))
+        for loss_of in (exact, fast):
+            for g, r in zip(torch.autograd.grad(loss_of(net, x, y), list(net.parameters())), ref):
+                torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
 
 
 def test_float_images_are_the_unrounded_uint8_images(toy, tmp_path):

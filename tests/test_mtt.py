@@ -1,13 +1,15 @@
 """MTT: the unrolled trajectory gradient against finite differences, the missing-buffer error,
-and a tiny end-to-end run whose learned lr reaches the artifact and the evaluation."""
+a tiny end-to-end run whose learned lr moves, exact resume, and explicit buffer folders."""
 
 import pytest
 import torch
+from conftest import make_dataset
 from torch import nn
 
+from ladd import pipeline
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
-from ladd.experts import ExpertConfig, cache_dir, train_expert
+from ladd.experts import ExpertConfig, ensure_expert, in_buffer
 from ladd.images import ImageRequest, make_images
 from ladd.images.mtt import trajectory_loss
 
@@ -46,12 +48,67 @@ def test_mtt_without_a_buffer_says_how_to_make_one(toy):
         make_images("mtt", ImageRequest(toy, 1, model="convnet-w32", params=TINY))
 
 
+def _train_experts(dataset, buffer=None, count=2, model="convnet-w32"):
+    """What `ladd experts --model M --num-experts COUNT --epochs 2 [--out BUFFER]` does."""
+    for seed in range(count):
+        cfg = ExpertConfig(model=model, epochs=2, seed=seed)
+        ensure_expert(dataset, cfg, None if buffer is None else in_buffer(buffer, seed), Runtime())
+
+
 def test_mtt_end_to_end_learns_the_student_lr(toy):
-    for seed in range(2):
-        cfg = ExpertConfig(model="convnet-w32", epochs=2, seed=seed)
-        train_expert(toy, cfg, cache_dir(toy, cfg), Runtime())
+    _train_experts(toy)
     out = make_images("mtt", ImageRequest(toy, 2, model="convnet-w32", params=TINY))
     assert out.images.shape == (6, 1, 8, 8) and out.images.dtype == torch.uint8
     assert out.info["lr"] != 0.01  # the student lr moved
     with pytest.raises(LaddError, match="exceeds"):
         make_images("mtt", ImageRequest(toy, 1, model="convnet-w32", params={**TINY, "max_start_epoch": 2}))
+
+
+def test_mtt_resume_equals_uninterrupted(toy, tmp_path, interrupted):
+    _train_experts(toy)
+    req = dict(seed=1, model="convnet-w32", params={**TINY, "iterations": 4, "checkpoint_every": 1}, float_images=True)
+    full = make_images("mtt", ImageRequest(toy, 2, checkpoint_dir=tmp_path / "a", **req))
+    with interrupted(2):
+        make_images("mtt", ImageRequest(toy, 2, checkpoint_dir=tmp_path / "b", **req))
+    resumed = make_images("mtt", ImageRequest(toy, 2, checkpoint_dir=tmp_path / "b", resume=True, **req))
+    assert torch.equal(full.images, resumed.images)
+    assert resumed.info == full.info and full.info["lr"] != 0.01  # same learned lr, and it moved
+
+
+def test_explicit_buffer_is_used_and_equals_the_cache(toy, tmp_path):
+    _train_experts(toy, tmp_path / "buf")  # the cache stays empty: only the buffer can serve this run
+    from_buffer = make_images("mtt", ImageRequest(toy, 1, model="convnet-w32", params=TINY, buffer=tmp_path / "buf"))
+    _train_experts(toy)
+    from_cache = make_images("mtt", ImageRequest(toy, 1, model="convnet-w32", params=TINY))
+    assert torch.equal(from_buffer.images, from_cache.images) and from_buffer.info == from_cache.info
+
+
+def test_buffer_from_another_dataset_is_refused(toy, tmp_path):
+    _train_experts(make_dataset(classes=4), tmp_path / "buf")
+    with pytest.raises(LaddError, match=r"trained on toy with 4 classes .* not toy's 3 classes"):
+        make_images("mtt", ImageRequest(toy, 1, model="convnet-w32", params=TINY, buffer=tmp_path / "buf"))
+
+
+def test_buffer_of_another_architecture_or_too_short_is_refused(toy, tmp_path):
+    buf = tmp_path / "buf"
+    _train_experts(toy, buf)
+
+    def distill(model="convnet-w32", buffer=buf, **params):
+        make_images("mtt", ImageRequest(toy, 1, model=model, params={**TINY, **params}, buffer=buffer))
+
+    with pytest.raises(LaddError, match="is a convnet-w32, but MTT distills with convnet-w64: pass --model convnet-w32"):
+        distill(model="convnet-w64")
+    with pytest.raises(LaddError, match="holds 2 finished experts, the recipe needs num_experts 3: .* --num-experts 3 --epochs 2 --out"):
+        distill(num_experts=3)
+    with pytest.raises(LaddError, match="trained for 2 epochs, but the recipe matches up to epoch 3"):
+        distill(max_start_epoch=2, expert_train_epochs=3)
+    with pytest.raises(LaddError, match="is not a folder: .*ladd experts"):
+        distill(buffer=tmp_path / "none")
+
+
+def test_buffer_is_part_of_the_checkpoint_key_and_only_for_mtt(toy, tmp_path):
+    key = lambda **kw: pipeline.checkpoint_dir(toy, pipeline.ImagesConfig(method="mtt", **kw), {})  # noqa: E731
+    assert len({key(), key(buffer=str(tmp_path / "a")), key(buffer=str(tmp_path / "b"))}) == 3
+    src = pipeline.SourceConfig(dataset="toy")
+    with pytest.raises(LaddError, match="--buffer is for --images mtt, not dm"):
+        pipeline.distill(toy, src, pipeline.ImagesConfig(method="dm", buffer=str(tmp_path)))

@@ -20,7 +20,7 @@ from ladd.core.progress import console
 from ladd.core.runtime import Runtime
 from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for
-from ladd.experts import ExpertConfig, cache_root, ensure_expert
+from ladd.experts import ExpertConfig, cache_root, ensure_expert, in_buffer
 from ladd.labels import LABEL_METHODS
 from ladd.labels.bptt import BpttConfig
 from ladd import pipeline
@@ -50,6 +50,7 @@ Images = Annotated[str, typer.Option("--images", help="Image method: random, her
 Recipe = Annotated[Optional[str], typer.Option("--recipe", help="Hyperparameters of a learned image method: a shipped recipe name (e.g. dm-paper, dm-mnist5k) or a .toml file. Default: the method's recipe for the dataset, else its paper recipe.")]
 FloatImages = Annotated[bool, typer.Option("--float-images", help="Learned image methods: store float32 pixels instead of uint8 (4× the image bytes; compare both with `ladd eval`).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue a learned image method from its last checkpoint (same result as an uninterrupted run).")]
+Buffer = Annotated[Optional[str], typer.Option("--buffer", help="For --images mtt: the expert folder written by `ladd experts --out` (default: the expert cache).")]
 ImportPath = Annotated[Optional[str], typer.Option("--import-path", help="For --images import: a .safetensors, .npz or .pt file with 'images' and 'labels'.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the image stage (which real images are drawn).")]
 Grid = Annotated[int, typer.Option("--grid", help="LADD's N: each image is cut into N×N sub-images.")]
@@ -141,12 +142,12 @@ def distill(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random",
     import_path: ImportPath = None, seed: Seed = 0, model: Model = "convnet", recipe: Recipe = None,
-    resume: Resume = False, float_images: FloatImages = False, out: Out = None, device: Device = "auto",
+    resume: Resume = False, float_images: FloatImages = False, buffer: Buffer = None, out: Out = None, device: Device = "auto",
 ):
     """Image stage: select, learn or import IPC images per class; write an artifact (images + hard labels)."""
     src = _source(dataset, data_dir, resolution, skip_unreadable)
     cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=_split(model)[0], recipe=recipe,
-                       resume=resume, float_images=float_images)
+                       resume=resume, float_images=float_images, buffer=buffer)
     art = pipeline.distill(pipeline.load_source(src), src, cfg, Runtime.from_name(device))
     out = out or _default_out() / "artifact"
     save_artifact(out, art)
@@ -217,6 +218,7 @@ def experts(
     skip_unreadable: SkipBad = False, model: Model = "convnet",
     num_experts: Annotated[int, typer.Option("--num-experts", help="Experts to train (seeds 0..E-1); MTT samples among them.")] = 100,
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs per expert; every epoch is checkpointed (the trajectory).")] = 50,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Buffer folder: experts go to OUT/expert_000 … for `--images mtt --buffer OUT` (default: the expert cache).")] = None,
     device: Device = "auto",
 ):
     """Train expert trajectories (MTT's buffer): E experts, a checkpoint every epoch, cached and resumable."""
@@ -224,7 +226,8 @@ def experts(
     data = pipeline.load_source(src)
     runtime = Runtime.from_name(device)
     for seed in range(num_experts):
-        directory, _ = ensure_expert(data, ExpertConfig(model=_split(model)[0], epochs=epochs, seed=seed), None, runtime)
+        cfg = ExpertConfig(model=_split(model)[0], epochs=epochs, seed=seed)
+        directory, _ = ensure_expert(data, cfg, None if out is None else in_buffer(out, seed), runtime)
     console.print(f"{num_experts} experts of {epochs} epochs ready under {directory.parent}")
 
 
@@ -254,7 +257,7 @@ def info(artifact: ArtifactArg):
 def run(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random", import_path: ImportPath = None,
-    seed: Seed = 0, recipe: Recipe = None, resume: Resume = False, float_images: FloatImages = False,
+    seed: Seed = 0, recipe: Recipe = None, resume: Resume = False, float_images: FloatImages = False, buffer: Buffer = None,
     labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, labeler_model: LabelerModel = None,
     labeler_epochs: LabelerEpochs = 10, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
     labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1, temperature: Temperature = 1.0, top_k: TopK = None,
@@ -282,7 +285,7 @@ def run(
     cfg = EvalConfig(methods=chosen, models=models, seeds=seeds, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step),
                      local_reduction=local_reduction, soft_loss=soft_loss)  # fail before any training
     images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe,
-                              resume=resume, float_images=float_images)
+                              resume=resume, float_images=float_images, buffer=buffer)
     art = pipeline.distill(data, src, images_cfg, runtime)
     if labeler_epoch == "auto":
         label_cfg = _auto_epoch(label_cfg, data, src, art.manifest["ipc"], runtime, student_model=models[0],

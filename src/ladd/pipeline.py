@@ -41,6 +41,7 @@ class ImagesConfig(BaseModel):
     float_images: bool = False  # learned methods: store float32 pixels instead of uint8
     recipe: str | None = None  # shipped recipe name or .toml path; default per (method, dataset)
     resume: bool = False
+    buffer: str | None = None  # MTT: expert folder from `ladd experts --out`; default: the expert cache
 
 
 def load_source(cfg: SourceConfig) -> Dataset:
@@ -56,10 +57,13 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
     """Image stage → an artifact holding images and hard labels."""
     path = None if cfg.import_path is None else Path(cfg.import_path).expanduser()
     method = IMAGE_METHODS.canonical(cfg.method)
+    if cfg.buffer is not None and method != "mtt":
+        raise LaddError(f"--buffer is for --images mtt, not {method}: leave it out")
     recipe = load_recipe(method, dataset.name, cfg.ipc, cfg.recipe) if has_recipes(method) else None
     params = recipe["params"] if recipe else {}
     checkpoints = checkpoint_dir(dataset, cfg, params) if recipe else None
-    request = ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume, cfg.float_images)
+    buffer = None if cfg.buffer is None else Path(cfg.buffer).expanduser()
+    request = ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume, cfg.float_images, buffer)
     images = make_images(method, request)
     manifest = {
         "source": {
@@ -76,8 +80,12 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
 
 
 def checkpoint_dir(dataset: Dataset, cfg: ImagesConfig, params: dict) -> Path:
-    """Where a learned method checkpoints: keyed by everything that changes its result."""
-    key = json.dumps([dataset.name, list(dataset.class_names), dataset.mean, cfg.model_dump(exclude={"resume"}), params], sort_keys=True)
+    """Where a learned method checkpoints: keyed by everything that changes its result (an MTT
+    buffer by its absolute path; runs without one keep their key)."""
+    images = cfg.model_dump(exclude={"resume", "buffer"})
+    if cfg.buffer is not None:
+        images["buffer"] = str(Path(cfg.buffer).expanduser().resolve())
+    key = json.dumps([dataset.name, list(dataset.class_names), dataset.mean, images, params], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return cache_root() / "distill" / f"{cfg.method}-{dataset.name}-ipc{cfg.ipc}-seed{cfg.seed}-{digest}"
 

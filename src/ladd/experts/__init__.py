@@ -7,7 +7,8 @@ constant lr); `epoch_000` is the initialization, so early stopping is choosing a
 
 An expert directory records the dataset, class order and normalization it was trained with, so it
 refuses data it does not understand (the most common reproduction failure upstream). Experts are
-cached by dataset and config and reused across runs.
+cached by dataset and config and reused across runs, or kept in an explicit buffer folder
+(`expert_000`, `expert_001`, … under it) that MTT can be pointed at.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: 
     info_path = directory / INFO
     if info_path.exists():
         info = read_info(directory)
-        _check_matches(info, dataset, directory)
+        check_matches(info, dataset, directory)
         if info["config"] != cfg.model_dump():
             raise LaddError(f"{directory} holds an expert trained with {info['config']}: use another directory")
     model = build_for(dataset, cfg.model, cfg.seed)
@@ -97,16 +98,26 @@ def build_for(dataset: Dataset, model: str, seed: int) -> nn.Module:
         return build_model(model, channels=c, num_classes=dataset.num_classes, im_size=(h, w))
 
 
-def _check_matches(info: dict, dataset: Dataset, directory: Path) -> None:
+def check_matches(info: dict, dataset: Dataset, directory: Path) -> None:
+    """Refuse an expert trained on other data: class order, image shape and normalization must agree."""
     if info.get("kind") != "ladd-expert":
-        raise LaddError(f"{directory / INFO} is not a ladd expert description")
-    if info["class_names"] != list(dataset.class_names) or info["shape"] != list(dataset.shape):
+        raise LaddError(f"{directory / INFO} is not a ladd expert description: train one with `ladd experts`")
+    retrain = f"train it on {dataset.name} or use it with the dataset it was trained on"
+    if info["class_names"] != list(dataset.class_names):
         raise LaddError(
-            f"expert in {directory} was trained on {info['dataset']} with classes {info['class_names'][:5]}…, "
-            f"shape {info['shape']}; it cannot label {dataset.name} (different class order or image shape)"
+            f"expert in {directory} was trained on {info['dataset']} with {_names(info['class_names'])}, "
+            f"not {dataset.name}'s {_names(dataset.class_names)} (different classes or class order): {retrain}"
         )
+    if info["shape"] != list(dataset.shape):
+        raise LaddError(f"expert in {directory} was trained on {info['dataset']} images of shape {info['shape']}, "
+                        f"not {dataset.name}'s {list(dataset.shape)} (different image shape): {retrain}")
     if any(abs(a - b) > 1e-4 for a, b in zip(info["mean"] + info["std"], list(dataset.mean) + list(dataset.std))):
-        raise LaddError(f"expert in {directory} used another normalization than {dataset.name}: retrain it")
+        raise LaddError(f"expert in {directory} used another normalization than {dataset.name}: {retrain}")
+
+
+def _names(names) -> str:
+    names = list(names)
+    return f"{len(names)} classes {names[:5]}" + ("…" if len(names) > 5 else "")
 
 
 def load_expert(directory: Path, epoch: float, dataset: Dataset, runtime: Runtime) -> tuple[nn.Module, dict]:
@@ -115,7 +126,7 @@ def load_expert(directory: Path, epoch: float, dataset: Dataset, runtime: Runtim
     info = read_info(directory)
     if not info:
         raise LaddError(f"{directory} is not an expert directory (no {INFO}): train one with `ladd label`")
-    _check_matches(info, dataset, directory)
+    check_matches(info, dataset, directory)
     ckpt = checkpoint_path(directory, epoch)
     if not ckpt.exists():
         saved = [f"{e:g}" for e in saved_epochs(directory)]
@@ -149,15 +160,21 @@ def cache_dir(dataset: Dataset, cfg: ExpertConfig) -> Path:
     return cache_root() / "experts" / f"{dataset.name}-{cfg.model}-seed{cfg.seed}-ep{cfg.epochs}-{digest}"
 
 
+def in_buffer(buffer: Path, seed: int) -> Path:
+    """Expert `seed` of an explicit buffer folder (`ladd experts --out BUFFER`, MTT's `--buffer`)."""
+    return Path(buffer).expanduser() / f"expert_{seed:03d}"
+
+
 def ensure_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path | None, runtime: Runtime) -> tuple[Path, dict]:
     """A fully trained expert for `cfg`: reused from `directory` (default: the cache) or trained there."""
     directory = Path(directory).expanduser() if directory else cache_dir(dataset, cfg)
     info = read_info(directory)
     if info.get("complete"):
+        check_matches(info, dataset, directory)
         if info["config"] != cfg.model_dump():
             raise LaddError(
                 f"the expert in {directory} was trained with {info['config']}, not {cfg.model_dump()}: "
-                f"pass matching --labeler-model/--labeler-epochs or another directory"
+                f"pass the matching model and epochs, or another directory"
             )
         console.print(f"reusing the expert trained in {directory}")
     else:

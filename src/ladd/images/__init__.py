@@ -24,6 +24,7 @@ class ImageRequest:
     checkpoint_dir: Path | None = None  # where learned methods checkpoint; None = no checkpoints
     resume: bool = False  # continue from the checkpoint in checkpoint_dir
     float_images: bool = False  # learned methods: keep float32 pixels instead of rounding to uint8
+    buffer: Path | None = None  # MTT: expert folder written by `ladd experts --out`; None = the expert cache
 
 
 IMAGE_METHODS: Registry[Callable[[ImageRequest], ImageSet]] = Registry("image method")

@@ -7,16 +7,25 @@ synthetic images (differentiated through, `create_graph`), with the layer-wise d
 the images take one SGD step; then the network trains `inner_loop` epochs on the synthetic set.
 DSA gives the real and synthetic batch of a class the same augmentation draw, and augments the
 inner-loop training too.
+
+Faster than the reference loop (same objective, same loops): the real-batch gradients and the
+inner-loop training — most of the time at IPC ≥ 10 — run through a `torch.compile`d loss whose
+weights are call inputs, so every fresh network reuses it (~1.4× on CPU: fused norm, activation and
+pooling). Compiled reductions round differently from eager ones (~1e-4 relative in the gradients);
+`compile = false` turns it off. The synthetic branch stays eager: its gradient is differentiated
+again, and compiled graphs have no double backward.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from torch.func import functional_call
 
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.runtime import seeded
@@ -44,6 +53,7 @@ class GradientMatchingParams(BaseModel):
     inner_loop: int = Field(50, ge=0)
     init: Literal["real", "noise"] = "real"
     checkpoint_every: int = Field(10, ge=1)
+    compile: bool = True  # torch.compile real-batch gradients and inner-loop training (a one-off compile per process)
 
 
 def layer_distance(g_syn: torch.Tensor, g_real: torch.Tensor) -> torch.Tensor:
@@ -59,6 +69,21 @@ def match_loss(g_syn, g_real) -> torch.Tensor:
     return sum(layer_distance(s, r) for s, r in zip(g_syn, g_real))
 
 
+class NetworkLoss:
+    """Cross-entropy of any network of one architecture with its parameters and buffers as call
+    inputs, so one compiled graph (forward and backward) serves every fresh network."""
+
+    def __init__(self, template: nn.Module, compile: bool):
+        self.module = copy.deepcopy(template)
+        self.fn = torch.compile(self._call) if compile else self._call  # a second batch size recompiles it dynamic
+
+    def _call(self, state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(self.module, state, (x,)), y)
+
+    def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.fn({**dict(net.named_parameters()), **dict(net.named_buffers())}, x, y)
+
+
 def _matching(req: ImageRequest, augment: bool) -> ImageSet:
     check_ipc(req.dataset, req.ipc)
     p = GradientMatchingParams(**req.params)
@@ -70,17 +95,20 @@ def _matching(req: ImageRequest, augment: bool) -> ImageSet:
     c, h, w = ds.shape
     net: nn.Module | None = None
     net_opt: torch.optim.Optimizer | None = None
+    real_loss = train_loss = None  # one graph each: real batches and training batches differ in size
 
     def step(it: int, syn: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """One outer round; a new network every `outer_loop` rounds (iterations × outer_loop rounds in all).
     Checkpoints fall on network boundaries, so a resume never needs a half-trained network."""
-        nonlocal net, net_opt
+        nonlocal net, net_opt, real_loss, train_loss
         if it % p.outer_loop == 0:
             with seeded(int(torch.randint(2**31, (1,), generator=gen))):
                 net = build_model(req.model, channels=c, num_classes=ds.num_classes, im_size=(h, w)).to(device)
             net_opt = torch.optim.SGD(net.parameters(), lr=p.lr_net)
+            if real_loss is None:
+                real_loss, train_loss = NetworkLoss(net, p.compile), NetworkLoss(net, p.compile)
         else:  # the previous round updated the images: train the network on them first (main.py order)
-            _inner_epochs(net, net_opt, syn.detach(), syn_labels, p, dsa, gen)
+            _inner_epochs(net, net_opt, train_loss, syn.detach(), syn_labels, p, dsa, gen)
         params = list(net.parameters())
         net.train()
         loss = torch.zeros((), device=device)
@@ -91,7 +119,7 @@ def _matching(req: ImageRequest, augment: bool) -> ImageSet:
                 draw = dsa.sample(1, (h, w), gen, shared=True)
                 real, mine = dsa.apply(real, draw), dsa.apply(mine, draw)
             target = torch.full((len(real),), k, device=device)
-            g_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(real), target), params)]
+            g_real = torch.autograd.grad(real_loss(net, real, target), params)
             g_syn = torch.autograd.grad(F.cross_entropy(net(mine), target[: len(mine)]), params, create_graph=True)
             loss = loss + match_loss(g_syn, g_real)
         return loss
@@ -104,13 +132,13 @@ def _matching(req: ImageRequest, augment: bool) -> ImageSet:
     return ImageSet(to_pixels(syn, ds.mean, ds.std, keep_float=req.float_images).cpu(), syn_labels.cpu())
 
 
-def _inner_epochs(net, opt, syn, labels, p: GradientMatchingParams, dsa, gen) -> None:
+def _inner_epochs(net, opt, loss_of: NetworkLoss, syn, labels, p: GradientMatchingParams, dsa, gen) -> None:
     for _ in range(p.inner_loop):
         for idx in torch.randperm(len(syn), generator=gen).split(p.batch_train):
             idx = idx.to(syn.device)
             x = syn[idx] if dsa is None else dsa(syn[idx], gen)
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x), labels[idx]).backward()
+            loss_of(net, x, labels[idx]).backward()
             opt.step()
 
 

@@ -1,7 +1,8 @@
 """MTT — matching training trajectories (Cazenavette et al., CVPR 2022; GeorgeCazenavette/mtt-distillation).
 
-Experts are ladd experts (`ladd experts` trains them): SGD without momentum or weight decay, DSA,
-a checkpoint every epoch, which is exactly buffer.py's trajectory. Each iteration picks an expert
+Experts are ladd experts (`ladd experts` trains them into the cache, or with `--out DIR` into a
+folder that MTT then reads with `--buffer DIR`): SGD without momentum or weight decay, DSA, a
+checkpoint every epoch, which is exactly buffer.py's trajectory. Each iteration picks an expert
 and a start epoch t < max_start_epoch, runs `syn_steps` SGD steps of a student from θ*_t on
 (augmented mini-batches of) the synthetic images with a learnable learning rate, and minimizes
 ‖θ_N − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖². Images and the learning rate are learned; the learned
@@ -26,7 +27,7 @@ from torch.func import functional_call
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.errors import LaddError
 from ladd.core.types import ImageSet, to_pixels
-from ladd.experts import ExpertConfig, build_for, cache_dir, read_info
+from ladd.experts import ExpertConfig, build_for, cache_dir, check_matches, in_buffer, read_info
 from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
 from ladd.images.dm import initial_images
 from ladd.images.optimize import optimize_images
@@ -73,7 +74,9 @@ def trajectory_loss(
 
 
 def buffer_dirs(req: ImageRequest, p: MTTParams) -> list[Path]:
-    """The expert trajectories MTT needs; refuses with the command that makes them."""
+    """The expert trajectories MTT needs, from `req.buffer` or the cache; refuses with the command that makes them."""
+    if req.buffer is not None:
+        return _explicit_buffer(req, p)
     dirs = []
     for seed in range(p.num_experts):
         d = cache_dir(req.dataset, ExpertConfig(model=req.model, epochs=p.expert_train_epochs, seed=seed))
@@ -81,10 +84,42 @@ def buffer_dirs(req: ImageRequest, p: MTTParams) -> list[Path]:
             raise LaddError(
                 f"MTT needs {p.num_experts} expert trajectories of {req.model} on {req.dataset.name} "
                 f"({p.expert_train_epochs} epochs each); expert {seed} is missing. Make them with: "
-                f"ladd experts --dataset {req.dataset.name} --model {req.model} --num-experts {p.num_experts} "
-                f"--epochs {p.expert_train_epochs}"
+                f"{_experts_command(req, p)}"
             )
         dirs.append(d)
+    return dirs
+
+
+def _experts_command(req: ImageRequest, p: MTTParams, out: Path | str | None = None, epochs: int | None = None) -> str:
+    return (f"ladd experts --dataset {req.dataset.name} --model {req.model} --num-experts {p.num_experts} "
+            f"--epochs {epochs or p.expert_train_epochs}" + ("" if out is None else f" --out {out}"))
+
+
+def _explicit_buffer(req: ImageRequest, p: MTTParams) -> list[Path]:
+    """The first `num_experts` experts of the buffer folder, each checked against the dataset (class
+    order, shape, normalization), the distillation model and the epochs the recipe reaches into."""
+    root, needed = Path(req.buffer).expanduser(), p.max_start_epoch + p.expert_epochs
+    if not root.is_dir():
+        raise LaddError(f"--buffer {root} is not a folder: make the expert trajectories with {_experts_command(req, p, root)}")
+    dirs = [in_buffer(root, seed) for seed in range(p.num_experts)]
+    epochs = None  # the finished experts' epochs: experts added to the buffer must match them
+    ready = 0
+    for d in dirs:
+        info = read_info(d)
+        if not info.get("complete"):
+            continue
+        check_matches(info, req.dataset, d)
+        cfg = info["config"]
+        if cfg["model"] != req.model:
+            raise LaddError(f"expert {d} is a {cfg['model']}, but MTT distills with {req.model}: pass --model "
+                            f"{cfg['model']} or make a {req.model} buffer with {_experts_command(req, p, 'NEW_DIR')}")
+        if cfg["epochs"] < needed:
+            raise LaddError(f"expert {d} was trained for {cfg['epochs']} epochs, but the recipe matches up to epoch {needed} "
+                            f"(max_start_epoch + expert_epochs): make a buffer with {_experts_command(req, p, 'NEW_DIR')}")
+        epochs, ready = cfg["epochs"], ready + 1
+    if ready < p.num_experts:
+        raise LaddError(f"--buffer {root} holds {ready} finished experts, the recipe needs num_experts {p.num_experts}: "
+                        f"add them with {_experts_command(req, p, root, epochs)} (finished ones are reused)")
     return dirs
 
 

@@ -41,6 +41,7 @@ def optimize_images(
     syn = syn.detach().clone().requires_grad_(True)
     extra = extra or {}
     groups = [{"params": [syn], "lr": lr}] + [{"params": [t], "lr": r} for t, r in extra.values()]
+    learned = [syn] + [t for t, _ in extra.values()]
     opt = torch.optim.SGD(groups, lr=lr, momentum=momentum)
     gen = generator(seed)
     losses: list[float] = []
@@ -63,7 +64,7 @@ def optimize_images(
                 if not torch.isfinite(loss):
                     raise LaddError(f"{description}: loss became {loss.item()} at iteration {it}: lower lr_img in the recipe")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward(inputs=learned)  # not into network weights (DC's net, MTT's start point): never used
                 opt.step()
                 losses.append(loss.item())
                 if state is not None and ((it + 1) % every == 0 or it + 1 == iterations):
