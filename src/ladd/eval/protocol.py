@@ -22,7 +22,7 @@ from ladd.cost import flops
 from ladd.cost.storage import component_bytes
 from ladd.experts import build_for
 from ladd.models import MODELS
-from ladd.train.loop import Recipe, TrainData, accuracy, class_accuracy, train
+from ladd.train.loop import Recipe, TrainData, class_accuracy, train
 from ladd.train.terms import method_terms
 
 # Which stored component each loss term reads: a method is charged for the labels it uses.
@@ -118,8 +118,9 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                     description=f"{method} · {model_name} · seed {seed}",
                 )
                 test = dataset.test
-                per_class.append(class_accuracy(model, test.images, test.labels, dataset.mean, dataset.std, dataset.num_classes))
-                accs.append(accuracy(model, test.images, test.labels, dataset.mean, dataset.std))
+                acc, by_class = class_accuracy(model, test.images, test.labels, dataset.mean, dataset.std, dataset.num_classes)
+                accs.append(acc)
+                per_class.append(by_class)
                 secs.append(time.perf_counter() - t0)
             # every seed forwards the same number of inputs: measure the per-sample cost once
             deploy = flops.per_sample(model, dataset.shape, backward=True) * sum(log.samples.values())

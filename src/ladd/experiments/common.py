@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import matplotlib
 
@@ -44,7 +44,7 @@ class Setup(BaseModel):
     student_epochs: int = Field(150, ge=1)
     student_lr: float = Field(0.01, gt=0)
     seeds: int = Field(3, ge=1)
-    soft_loss: str = "ce"
+    soft_loss: Literal["ce", "kl"] = "ce"
     image_seed: int = 0  # which random real images are drawn
     val_per_class: int = Field(50, ge=1)  # held-out validation images per class (selection only)
 

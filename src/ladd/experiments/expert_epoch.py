@@ -23,17 +23,17 @@ from ladd.labels.soft import entropy
 from ladd.train.loop import saved_epochs
 
 
-def candidate_epochs(dataset: Dataset, setup: Setup, runtime: Runtime) -> list[float]:
-    """Every saved checkpoint after initialization (fractions included when the expert saves them)."""
-    directory, _ = ensure_expert(holdout(dataset, setup.val_per_class), setup.teacher.labeler, None, runtime)
+def candidate_epochs(val: Dataset, setup: Setup, runtime: Runtime) -> list[float]:
+    """Every saved checkpoint of the held-out expert after initialization (fractions included
+    when the expert saves them)."""
+    directory, _ = ensure_expert(val, setup.teacher.labeler, None, runtime)
     return [e for e in saved_epochs(directory) if e > 0]
 
 
-def curve(dataset: Dataset, setup: Setup, ipc: int, epochs: list[float], runtime: Runtime, cells: Cells) -> list[dict]:
-    """Per expert epoch: the expert's validation accuracy, its labels' mean entropy, and the
-    validation accuracy of students trained on its labels (global soft labels, or LADD's dense
-    labels when the teacher's method is ladd)."""
-    val = holdout(dataset, setup.val_per_class)
+def curve(val: Dataset, setup: Setup, ipc: int, epochs: list[float], runtime: Runtime, cells: Cells) -> list[dict]:
+    """On the held-out dataset `val`, per expert epoch: the expert's validation accuracy, its
+    labels' mean entropy, and the validation accuracy of students trained on its labels (global
+    soft labels, or LADD's dense labels when the teacher's method is ladd)."""
     art = real_images(val, setup, ipc)
     method = methods_for(LABEL_METHODS.canonical(setup.teacher.method))[-1]
     rows = []
@@ -56,14 +56,14 @@ def best(rows: list[dict]) -> float:
 
 def select_epoch(dataset: Dataset, setup: Setup, ipc: int, runtime: Runtime, out: Path) -> float:
     """The chosen expert epoch for one IPC (cells cached under `out`)."""
-    cells = Cells(out, setup)
-    return best(curve(dataset, setup, ipc, candidate_epochs(dataset, setup, runtime), runtime, cells))
+    val = holdout(dataset, setup.val_per_class)
+    return best(curve(val, setup, ipc, candidate_epochs(val, setup, runtime), runtime, Cells(out, setup)))
 
 
 def run(dataset: Dataset, setup: Setup, ipcs: list[int], runtime: Runtime, out: Path) -> dict[int, float]:
-    cells = Cells(out, setup)
-    epochs = candidate_epochs(dataset, setup, runtime)
-    curves = {ipc: curve(dataset, setup, ipc, epochs, runtime, cells) for ipc in ipcs}
+    cells, val = Cells(out, setup), holdout(dataset, setup.val_per_class)
+    epochs = candidate_epochs(val, setup, runtime)
+    curves = {ipc: curve(val, setup, ipc, epochs, runtime, cells) for ipc in ipcs}
     chosen = {ipc: best(rows) for ipc, rows in curves.items()}
     table = [{"IPC": ipc, "expert epoch": f"{r['epoch']:g}", "expert val acc %": f"{100 * r['expert_val_acc']:.2f}",
               "label entropy": f"{r['label_entropy']:.3f}", "student val acc %": pct(r["acc_mean"], r["acc_std"]),

@@ -51,7 +51,7 @@ def build_teacher(dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> tuple
         trained = int(info["samples_seen"] * epoch / cfg.labeler.epochs)  # samples seen up to the checkpoint
         train_flops += flops.per_sample(model, dataset.shape, backward=True) * trained
     teacher = Teacher(members, cfg.temperature, cfg.top_k)
-    test_acc = accuracy(teacher, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std)
+    test_acc = provenance[0]["test_acc"] if cfg.ensemble == 1 else accuracy(teacher, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std)
     summary = {**provenance[0], "test_acc": round(test_acc, 6), "ensemble": cfg.ensemble,
                "temperature": cfg.temperature, "top_k": cfg.top_k}
     if cfg.ensemble > 1:

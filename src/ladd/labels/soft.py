@@ -65,8 +65,6 @@ class Teacher(nn.Module):
 
     def __init__(self, members: list[nn.Module], temperature: float = 1.0, top_k: int | None = None):
         super().__init__()
-        if temperature <= 0:
-            raise LaddError(f"temperature {temperature} must be > 0 (softmax(logits / T))")
         self.members = nn.ModuleList(members)
         self.temperature = temperature
         self.top_k = top_k

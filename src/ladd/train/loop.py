@@ -158,11 +158,12 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean,
     return (pred == labels.cpu()).float().mean().item()
 
 
-def class_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std, num_classes: int) -> list[float]:
-    """Accuracy on each class's test images (NaN for a class without any)."""
+def class_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std, num_classes: int) -> tuple[float, list[float]]:
+    """(overall accuracy, accuracy on each class's images; NaN for a class without any) from one
+    prediction pass."""
     hit = (predict(model, images, mean, std).argmax(1).cpu() == labels.cpu()).float()
     counts = labels.cpu().bincount(minlength=num_classes).float()
-    return (torch.zeros(num_classes).index_add_(0, labels.cpu(), hit) / counts).tolist()
+    return hit.mean().item(), (torch.zeros(num_classes).index_add_(0, labels.cpu(), hit) / counts).tolist()
 
 
 # --- checkpoints: one safetensors file of weights per epoch, one of trainer state ---------------
