@@ -40,9 +40,14 @@ def main() -> None:
     label_cfg = pipeline.LabelConfig(labeler=ExpertConfig(model=args.eval_model, epochs=10))
     cfg = EvalConfig(methods=("baseline", "ladd"), models=(args.eval_model,), seeds=args.seeds,
                      epochs=args.epochs, crops_per_step=args.crops_per_step)
-    rows = []
+    # Rows already in --out are kept and their (IPC, method) skipped: a long run resumes where it stopped.
+    rows = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
+    done = {(r["ipc"], r["images"]) for r in rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for ipc in args.ipc:
         for method in args.methods:
+            if (ipc, method) in done:
+                continue
             t0 = time.perf_counter()
             art = pipeline.distill(data, src, pipeline.ImagesConfig(method=method, ipc=ipc, model=args.model), runtime)
             distill_s = time.perf_counter() - t0
@@ -55,8 +60,9 @@ def main() -> None:
                 rows.append(row)
                 print(f"IPC {ipc:>3} {method:<8} {row['method']:<8} {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}"
                       f"  distill {distill_s:.0f} s", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
+            tmp = args.out.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
+            tmp.replace(args.out)
     print(f"wrote {args.out}")
 
 
