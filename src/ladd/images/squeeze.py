@@ -8,7 +8,7 @@ weights (eval mode): for every BN layer l and class c present in a batch,
 mean and biased variance of that class's inputs to the layer (LPLD Eq. 7; momentum 0.1 and the
 biased variance as in he-y/soft-label-pruning-for-dataset-distillation@63eee18
 recover/models/resnet_class.py). Deviations: a class's first batch initializes its estimate (the
-reference starts from BN's 0/1, which still weighs 12% after the ~20 batches of a 5,000-image set),
+reference starts from BN's 0/1, which still weighs 19% after the 16 batches of mnist5k's 4,000 training images),
 and the pass runs without augmentation (the reference uses RandomResizedCrop + flip, which is
 wrong for digits), so the statistics are a pure function of weights, data and batch order.
 
