@@ -39,7 +39,7 @@ from torch import nn
 from ladd.core import progress
 from ladd.core.errors import LaddError
 from ladd.core.progress import console
-from ladd.core.runtime import Runtime, generator
+from ladd.core.runtime import generator
 from ladd.core.types import ImageSet, to_pixels
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.optimize import STATE, optimize_images
