@@ -21,6 +21,8 @@ from ladd.core.runtime import Runtime
 from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for
 from ladd.experts import ExpertConfig, cache_root, ensure_expert, in_buffer
+from ladd.images import IMAGE_METHODS
+from ladd.images.recipes import load_recipe
 from ladd.labels import LABEL_METHODS
 from ladd.labels.bptt import BpttConfig
 from ladd import pipeline
@@ -46,7 +48,7 @@ DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder of an
 Resolution = Annotated[Optional[int], typer.Option("--resolution", help="imagefolder only: centre-crop and resize to this many pixels (default 128).")]
 SkipBad = Annotated[bool, typer.Option("--skip-unreadable", help="imagefolder only: skip unreadable image files with a warning instead of stopping.")]
 Ipc = Annotated[int, typer.Option("--ipc", help="Images per class.")]
-Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, dc, dsa, mtt, or import (a set made by another tool).")]
+Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, dc, dsa, mtt, sre2l, lpld, or import (a set made by another tool).")]
 Recipe = Annotated[Optional[str], typer.Option("--recipe", help="Hyperparameters of a learned image method: a shipped recipe name (e.g. dm-paper, dm-mnist5k) or a .toml file. Default: the method's recipe for the dataset, else its paper recipe.")]
 FloatImages = Annotated[bool, typer.Option("--float-images", help="Learned image methods: store float32 pixels instead of uint8 (4× the image bytes; compare both with `ladd eval`).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue a learned image method from its last checkpoint (same result as an uninterrupted run).")]
@@ -298,6 +300,109 @@ def run(
     notes = _notes(art, cfg) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
     config = {"source": src.model_dump(), "images": images_cfg.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device)}
     _write_results(out, rows, config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
+
+
+# --- SRe²L / LPLD: `ladd squeeze`, `ladd recover`, `ladd diversity` -----------------------------
+TeacherDir = Annotated[Optional[str], typer.Option("--teacher-dir", help="BN teacher: an expert folder to reuse (its own config wins) or to train into. Default: the expert cache.")]
+TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", help="Teacher architecture with batch norm, e.g. convnet-bn (small sets) or resnet18-bn. Default: the dataset's lpld recipe.")]
+TeacherEpochs = Annotated[Optional[int], typer.Option("--teacher-epochs", help="Epochs the teacher trains (cached by config). Default: the dataset's lpld recipe.")]
+RecoverImages = Annotated[str, typer.Option("--images", help="Recover method: sre2l (global BN statistics, batches mixing classes) or lpld (class-wise BN statistics, one class per batch).")]
+
+
+def _teacher(data, teacher_dir, teacher_model, teacher_epochs, ipc: int, runtime: Runtime) -> str:
+    """The teacher folder: --teacher-dir as is, else the model/epochs given or the dataset's lpld recipe, trained or reused."""
+    from ladd.images.squeeze import teacher_dir as resolve
+
+    params = load_recipe("lpld", data.name, ipc)["params"]
+    return str(resolve(data, teacher_dir, teacher_model or params["teacher_model"], teacher_epochs or params["teacher_epochs"], runtime))
+
+
+@app.command()
+def squeeze(
+    dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None, skip_unreadable: SkipBad = False,
+    teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch of the statistics pass.")] = 256,
+    momentum: Annotated[float, typer.Option("--momentum", help="EMA momentum of the class-wise statistics (LPLD Eq. 7; BN's 0.1).")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Order of the statistics pass.")] = 0, device: Device = "auto",
+):
+    """SRe²L/LPLD squeeze: train (or reuse) a BN teacher, then store its class-wise BN statistics beside it."""
+    from ladd.images.squeeze import SqueezeConfig, squeeze as run_squeeze
+
+    src = _source(dataset, data_dir, resolution, skip_unreadable)
+    data, runtime = pipeline.load_source(src), Runtime.from_name(device)
+    cfg = SqueezeConfig(batch_size=batch_size, momentum=momentum, seed=seed)
+    directory = Path(_teacher(data, teacher_dir, teacher_model, teacher_epochs, 1, runtime))
+    run_squeeze(data, directory, cfg, runtime)
+    console.print(f"teacher and class-wise statistics in {directory} (use --teacher-dir {directory})")
+
+
+@app.command()
+def recover(
+    images: RecoverImages = "lpld", dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
+    skip_unreadable: SkipBad = False, ipc: Ipc = 10, seed: Seed = 0, recipe: Recipe = None,
+    teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
+    workers: Annotated[int, typer.Option("--workers", help="Processes recovering independent batches (LPLD: classes) in parallel; the images do not depend on it.")] = 1,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: recover only batches i, i+n, … into their checkpoints (e.g. on n machines); then run again with --resume and no --shard to assemble.")] = None,
+    resume: Resume = False, float_images: FloatImages = False, out: Out = None, device: Device = "auto",
+):
+    """SRe²L/LPLD recover: synthesize IPC images per class from a BN teacher (the same image
+    methods `ladd distill --images sre2l|lpld` runs); checkpointed per batch (LPLD: per class)."""
+    from ladd.images.recover import METHODS
+
+    method = IMAGE_METHODS.canonical(images)
+    if method not in METHODS:
+        raise LaddError(f"--images {images}: recover runs {' or '.join(METHODS)}; other methods run through `ladd distill`")
+    src = _source(dataset, data_dir, resolution, skip_unreadable)
+    data, runtime = pipeline.load_source(src), Runtime.from_name(device)
+    if teacher_dir is None and (teacher_model or teacher_epochs):
+        teacher_dir = _teacher(data, None, teacher_model, teacher_epochs, ipc, runtime)
+    cfg = ImagesConfig(method=method, ipc=ipc, seed=seed, recipe=recipe, resume=resume, float_images=float_images,
+                       teacher=teacher_dir, workers=workers)
+    if shard is not None:
+        index, count = _shard(shard)
+        done = pipeline.recover_shard(data, cfg, index, count, runtime)
+        console.print(f"shard {index}/{count}: {len(done)} batches recovered into their checkpoints; assemble with the same options, --resume and no --shard")
+        return
+    art = pipeline.distill(data, src, cfg, runtime)
+    out = out or _default_out() / "artifact"
+    save_artifact(out, art)
+    console.print(f"wrote artifact {out} ({len(art.images)} images, {method})")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or int(parts[1]) < 1:
+        raise LaddError(f"--shard {text!r} must be i/n with whole numbers, n >= 1, e.g. 0/4")
+    return int(parts[0]), int(parts[1])
+
+
+@app.command()
+def diversity(
+    artifact: ArtifactArg, teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
+    real_per_class: Annotated[int, typer.Option("--real-per-class", help="Real training images per class the synthetic ones are compared with.")] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="Which real images are drawn.")] = 0,
+    data_dir: DataDir = None, out: Annotated[Optional[Path], typer.Option("--out", help="JSON file (default: runs/<timestamp>/diversity.json).")] = None,
+    device: Device = "auto",
+):
+    """Diversity of any artifact in a teacher's feature space: mean within-class cosine similarity (LPLD Table 1) and MMD² to the real data (Eq. 5)."""
+    from ladd.eval.diversity import diversity as measure
+    from ladd.images.squeeze import load_teacher
+
+    art = load_artifact(artifact)
+    src = pipeline.source_of(art)
+    if data_dir is not None:
+        src = src.model_copy(update={"data_dir": data_dir})
+    data, runtime = pipeline.load_source(src), Runtime.from_name(device)
+    pipeline.check_same_data(art, data)
+    directory = Path(_teacher(data, teacher_dir, teacher_model, teacher_epochs, art.manifest["ipc"], runtime))
+    model, prov = load_teacher(directory, data, runtime, need_bn=False)
+    result = {"artifact": str(artifact), "teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
+              **measure(model, art.images, art.labels, data, real_per_class, seed)}
+    out = out or _default_out() / "diversity.json"
+    write_json(out, result)
+    cos = result["within_class_cosine"]
+    console.print(f"{artifact}: within-class cosine similarity {'n/a (IPC 1)' if cos is None else f'{cos:.4f}'} "
+                  f"(real images {result['real_within_class_cosine']:.4f}) · MMD² to real {result['mmd2']:.4f} · wrote {out}")
 
 
 # --- experiments: `ladd experiment NAME` ---------------------------------------------------------

@@ -15,7 +15,8 @@ from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.data import load_dataset
-from ladd.images import IMAGE_METHODS, ImageRequest, make_images
+from ladd.images import IMAGE_METHODS, ImageRequest, make_images, recover
+from ladd.images.recover import METHODS as RECOVER_METHODS
 from ladd.images.recipes import has_recipes, load_recipe
 from ladd.experts import cache_root
 from ladd.labels import LABEL_METHODS, LabelConfig
@@ -42,6 +43,8 @@ class ImagesConfig(BaseModel):
     recipe: str | None = None  # shipped recipe name or .toml path; default per (method, dataset)
     resume: bool = False
     buffer: str | None = None  # MTT: expert folder from `ladd experts --out`; default: the expert cache
+    teacher: str | None = None  # SRe²L/LPLD: BN teacher directory (`ladd squeeze`); default: the recipe's teacher
+    workers: int = Field(1, ge=1)  # SRe²L/LPLD: parallel recover processes (the result does not depend on it)
 
 
 def load_source(cfg: SourceConfig) -> Dataset:
@@ -55,16 +58,13 @@ def load_source(cfg: SourceConfig) -> Dataset:
 
 def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: Runtime = Runtime()) -> Artifact:
     """Image stage → an artifact holding images and hard labels."""
-    path = None if cfg.import_path is None else Path(cfg.import_path).expanduser()
     method = IMAGE_METHODS.canonical(cfg.method)
     if cfg.buffer is not None and method != "mtt":
         raise LaddError(f"--buffer is for --images mtt, not {method}: leave it out")
+    if cfg.teacher is not None and method not in RECOVER_METHODS:
+        raise LaddError(f"--teacher-dir is for --images {' or '.join(RECOVER_METHODS)}, not {method}: leave it out")
     recipe = load_recipe(method, dataset.name, cfg.ipc, cfg.recipe) if has_recipes(method) else None
-    params = recipe["params"] if recipe else {}
-    checkpoints = checkpoint_dir(dataset, cfg, params) if recipe else None
-    buffer = None if cfg.buffer is None else Path(cfg.buffer).expanduser()
-    request = ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume, cfg.float_images, buffer)
-    images = make_images(method, request)
+    images = make_images(method, image_request(dataset, cfg, runtime))
     manifest = {
         "source": {
             **source.model_dump(),
@@ -74,17 +74,38 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
             "shape": list(dataset.shape),
         },
         "ipc": len(images) // dataset.num_classes,
-        "images": {**cfg.model_dump(exclude={"resume"}), "method": method, "recipe": recipe, "learned": images.info},
+        "images": {**cfg.model_dump(exclude={"resume", "workers"}), "method": method, "recipe": recipe, "learned": images.info},
     }
     return Artifact(images.images, images.labels, manifest)
 
 
+def image_request(dataset: Dataset, cfg: ImagesConfig, runtime: Runtime) -> ImageRequest:
+    """The image method's request: recipe parameters and checkpoint folder resolved."""
+    method = IMAGE_METHODS.canonical(cfg.method)
+    recipe = load_recipe(method, dataset.name, cfg.ipc, cfg.recipe) if has_recipes(method) else None
+    params = recipe["params"] if recipe else {}
+    checkpoints = checkpoint_dir(dataset, cfg, params) if recipe else None
+    path = None if cfg.import_path is None else Path(cfg.import_path).expanduser()
+    resolve = lambda p: None if p is None else Path(p).expanduser()  # noqa: E731
+    return ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume,
+                        cfg.float_images, resolve(cfg.buffer), resolve(cfg.teacher), cfg.workers)
+
+
+def recover_shard(dataset: Dataset, cfg: ImagesConfig, index: int, count: int, runtime: Runtime = Runtime()) -> list[int]:
+    """`ladd recover --shard i/n`: recover one shard of SRe²L/LPLD's units into their checkpoints."""
+    method = IMAGE_METHODS.canonical(cfg.method)
+    if method not in RECOVER_METHODS:
+        raise LaddError(f"--shard is for --images {' or '.join(RECOVER_METHODS)}, not {method}")
+    return recover.recover_shard(image_request(dataset, cfg, runtime), method, index, count)
+
+
 def checkpoint_dir(dataset: Dataset, cfg: ImagesConfig, params: dict) -> Path:
     """Where a learned method checkpoints: keyed by everything that changes its result (an MTT
-    buffer by its absolute path; runs without one keep their key)."""
-    images = cfg.model_dump(exclude={"resume", "buffer"})
-    if cfg.buffer is not None:
-        images["buffer"] = str(Path(cfg.buffer).expanduser().resolve())
+    buffer or a teacher by its absolute path; runs without one keep their key; never `workers`)."""
+    images = cfg.model_dump(exclude={"resume", "buffer", "teacher", "workers"})
+    for name in ("buffer", "teacher"):
+        if getattr(cfg, name) is not None:
+            images[name] = str(Path(getattr(cfg, name)).expanduser().resolve())
     key = json.dumps([dataset.name, list(dataset.class_names), dataset.mean, images, params], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return cache_root() / "distill" / f"{cfg.method}-{dataset.name}-ipc{cfg.ipc}-seed{cfg.seed}-{digest}"
