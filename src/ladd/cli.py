@@ -28,6 +28,7 @@ from ladd import pipeline
 from ladd.pipeline import ImagesConfig, LabelConfig, SourceConfig
 from ladd.report.plots import accuracy_vs_cost
 from ladd.report.tables import markdown, rich_table
+from ladd.train.terms import method_terms
 
 app = typer.Typer(
     name="ladd",
@@ -304,7 +305,8 @@ def info(artifact: ArtifactArg):
         for name, b in rel["storage"].items():
             console.print(f"  {name:<13} {b['raw']:>10,} B raw  {b['zip']:>10,} B zip")
         total = sum(b["raw"] for b in rel["storage"].values())
-        console.print(f"  {'total':<13} {total:>10,} B raw · label-to-image ratio {rel['label_to_image_ratio']:.2f} (LPLD Table 24)")
+        console.print(f"  {'total':<13} {total:>10,} B raw · label-to-image ratio {rel['label_to_image_ratio']:.2f} "
+                      f"(soft labels alone {rel['soft_label_to_image_ratio']:.2f}; LPLD Table 24)")
 
 
 @app.command()
@@ -506,6 +508,11 @@ def _notes(art, cfg: EvalConfig) -> list[str]:
         members = f" × {lab['ensemble']} experts (logits averaged)" if lab.get("ensemble", 1) > 1 else ""
         notes.append(f"labeler: {lab['model']} epoch {lab['epoch']:g}{members}, T = {lab.get('temperature', 1.0):g}, "
                      f"top-k {lab.get('top_k') or 'all'}; its own test accuracy {100 * lab['test_acc']:.2f}%")
+    rel = art.manifest.get("relabel")
+    if rel and any("replay" in method_terms(m) for m in cfg.methods):
+        notes.append(f"fkd: replays {rel['epochs']} stored relabel epochs × {rel['samples']} samples ({rel['dtype']} {rel['kind']}, T = {rel['temperature']:g}, "
+                     f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g}, test acc {100 * rel['teacher']['test_acc']:.2f}%), "
+                     f"keeping 1/{cfg.prune:g} of them as a {cfg.pool} pool ({cfg.prune_metric}); lbl KB = the kept six components")
     return notes
 
 

@@ -122,8 +122,8 @@ def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -
 
 def relabel(art: Artifact, path: Path, dataset: Dataset, cfg: RelabelConfig, runtime: Runtime, *, overwrite: bool = False) -> Artifact:
     """Relabel stage (FKD-style, stored): write or resume `path/relabel/`, then return the artifact
-    referencing it, with the bytes of its six components and the label-to-image ratio (LPLD
-    Table 24) in the manifest. Save it with `save_artifact(path, ...)`."""
+    referencing it, with the bytes of its six components and the label-to-image ratios (LPLD
+    Table 24; all six components, and the soft labels alone) in the manifest. Save it with `save_artifact(path, ...)`."""
     check_same_data(art, dataset)
     summary = make_relabel(art, path, dataset, cfg, runtime, overwrite=overwrite)
     sha = art.manifest["files"]["images.safetensors"]["sha256"]
@@ -131,5 +131,6 @@ def relabel(art: Artifact, path: Path, dataset: Dataset, cfg: RelabelConfig, run
     storage = store.storage()
     images_raw = art.manifest["storage"]["images"]["raw"]
     labels_raw = sum(b["raw"] for b in storage.values())
-    manifest = {**art.manifest, "relabel": {**summary, "storage": storage, "label_to_image_ratio": labels_raw / images_raw}}
+    manifest = {**art.manifest, "relabel": {**summary, "storage": storage, "label_to_image_ratio": labels_raw / images_raw,
+                                            "soft_label_to_image_ratio": storage["labels"]["raw"] / images_raw}}
     return replace(art, manifest=manifest, relabel=store)

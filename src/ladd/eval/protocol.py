@@ -177,10 +177,11 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
                 "local_reduction": cfg.local_reduction,
                 "soft_loss": cfg.soft_loss,
-                "labeler_test_acc": art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler else None,
+                "labeler_test_acc": (art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler
+                                     else art.relabel.info["teacher"]["test_acc"] if relabel is not None else None),
                 "optimizer": cfg.optimizer,
                 "schedule": cfg.schedule,
-                **({} if relabel is None else {k: v for k, v in relabel.items() if k not in ("kept", "flops")}),
+                **({} if relabel is None else {k: v for k, v in relabel.items() if k not in ("kept", "per_epoch", "bytes_raw", "bytes_zip", "flops")}),
             })
     return rows
 
@@ -211,4 +212,5 @@ def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
         "relabel_kept_samples": len(positions),
         "relabel_storage": storage,
         "label_to_image_ratio": raw / images_raw,
+        "soft_label_to_image_ratio": storage["labels"]["raw"] / images_raw,
     }
