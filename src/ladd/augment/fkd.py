@@ -138,17 +138,15 @@ def render(images: torch.Tensor, mean, std, epoch: Epoch, rows: torch.Tensor) ->
     _, _, height, width = images.shape
     position = torch.empty_like(epoch.order)
     position[epoch.order] = torch.arange(len(epoch.order))  # image → its row in this epoch
+    partner_rows = position[epoch.mix_index[rows]]
+    own = normalize(images[epoch.order[rows].to(images.device)], mean, std)
+    partners = normalize(images[epoch.mix_index[rows].to(images.device)], mean, std)
     out = []
-    for k in rows.tolist():
-        x = _view_of(images, mean, std, epoch, k, height, width)
+    for i, (k, j) in enumerate(zip(rows.tolist(), partner_rows.tolist())):
+        x = view(own[i], crop_pixels(epoch.crop[k], height, width), bool(epoch.flip[k]))
         y1, x1, y2, x2 = (int(v) for v in epoch.mix_box[k])
         if y2 > y1 and x2 > x1:
-            partner = _view_of(images, mean, std, epoch, int(position[epoch.mix_index[k]]), height, width)
+            partner = view(partners[i], crop_pixels(epoch.crop[j], height, width), bool(epoch.flip[j]))
             x[:, y1:y2, x1:x2] = partner[:, y1:y2, x1:x2]
         out.append(x)
     return torch.stack(out)
-
-
-def _view_of(images, mean, std, epoch: Epoch, k: int, height: int, width: int) -> torch.Tensor:
-    image = normalize(images[int(epoch.order[k])][None], mean, std)[0]
-    return view(image, crop_pixels(epoch.crop[k], height, width), bool(epoch.flip[k]))
