@@ -121,10 +121,6 @@ class Replay:
         self._stream: list[int] = []
         self._stream_gen = generator(seed)
 
-    def positions(self) -> torch.Tensor:
-        """Every kept position (what a pruned store ships)."""
-        return torch.cat(self.kept)
-
     def draw(self, epoch: int, gen: torch.Generator) -> torch.Tensor:
         """Positions of student epoch `epoch`, shuffled with the trainer's generator. The units
         come from a stream that depends only on the seed, so a resumed run draws the same ones."""
