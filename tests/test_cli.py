@@ -164,3 +164,20 @@ def test_experts_out_writes_a_buffer_that_mtt_reads(tmp_path):
     res = CliRunner().invoke(app, ["distill", *common, "--ipc", "1", "--images", "mtt", "--recipe", str(recipe), "--buffer", str(buf), "--out", str(art)])
     assert res.exit_code == 0, res.output
     assert load_artifact(art).manifest["images"]["buffer"] == str(buf)
+
+
+def test_relabel_then_info_and_pruned_fkd_eval(tmp_path):
+    art = tmp_path / "art"
+    assert ladd("distill", "--dataset", "digits", "--ipc", "2", "--out", art).returncode == 0
+    res = ladd("relabel", art, "--epochs", "2", "--batch-size", "10", "--teacher-model", "convnet-w32", "--teacher-epochs", "1")
+    assert res.returncode == 0, res.stderr
+    info = ladd("info", art)
+    assert info.returncode == 0 and "relabel: 2 epochs × 20 samples" in info.stderr and "label-to-image ratio" in info.stderr
+    out = tmp_path / "eval"
+    res = ladd("eval", art, "--methods", "fkd", "--model", "convnet-w32", "--seeds", "1", "--epochs", "1", "--optimizer", "adamw",
+               "--lr", "0.001", "--schedule", "cosine", "--batch-size", "7", "--prune", "2", "--pool", "batch", "--out", out)
+    assert res.returncode == 0, res.stderr
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert row["relabel_kept_samples"] == 20 and row["pool"] == "batch" and "| fkd ρ=2 batch |" in (out / "results.md").read_text()
+    res = ladd("eval", art, "--methods", "fkd", "--epochs", "1", "--prune", "0.5")
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "--prune 0.5 must be >= 1" in res.stderr, res.stderr

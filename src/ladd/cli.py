@@ -25,10 +25,12 @@ from ladd.images import IMAGE_METHODS
 from ladd.images.recipes import load_recipe
 from ladd.labels import LABEL_METHODS
 from ladd.labels.bptt import BpttConfig
+from ladd.labels.relabel import RelabelConfig
 from ladd import pipeline
 from ladd.pipeline import ImagesConfig, LabelConfig, SourceConfig
 from ladd.report.plots import accuracy_vs_cost
 from ladd.report.tables import markdown, rich_table
+from ladd.train.terms import method_terms
 
 app = typer.Typer(
     name="ladd",
@@ -80,6 +82,13 @@ SoftLoss = Annotated[str, typer.Option("--soft-loss", help="Student loss on soft
 LocalReduction = Annotated[str, typer.Option("--local-reduction", help="How the N² local-view losses combine: mean (default; stable at lr 0.01) or sum (Eq. 5 literally).")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: runs/<timestamp>/).")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+Optimizer = Annotated[str, typer.Option("--optimizer", help="Student optimizer: sgd (momentum 0.9, wd 5e-4; the DC/DSA/DM protocol) or adamw (wd 0.01; the SRe²L/FKD student, use with --lr 0.001 --schedule cosine).")]
+Schedule = Annotated[str, typer.Option("--schedule", help="Student lr schedule: step (×0.1 at half) or cosine (per epoch, to 0).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Student batch size (a stored relabel replays at any batch size).")]
+Prune = Annotated[float, typer.Option("--prune", help="Method fkd: keep 1/ρ of the stored relabel labels (ρ >= 1; LPLD uses 10, 20, 30, 40, 50, 100).")]
+PoolOpt = Annotated[str, typer.Option("--pool", help="Method fkd: what pruning keeps and replays: whole stored epochs (epoch) or relabel batches from any epoch forming new epochs (batch, LPLD's improved label pool).")]
+PruneMetric = Annotated[str, typer.Option("--prune-metric", help="Method fkd: which units pruning keeps: random (LPLD), or ranked by correct, confidence, diff, diff_signed, cut_ratio.")]
+PruneKeep = Annotated[str, typer.Option("--prune-keep", help="With a ranking --prune-metric: keep the easy, hard or uniformly spaced units.")]
 ArtifactArg = Annotated[Path, typer.Argument(help="An artifact folder written by `ladd distill` or `ladd run`.")]
 
 
@@ -193,8 +202,9 @@ def label(
 def eval_(
     artifact: ArtifactArg, methods: Methods = None, model: Model = "convnet", seeds: Seeds = 5,
     epochs: Epochs = 1000, lr: Lr = 0.01, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
-    soft_loss: SoftLoss = "ce", data_dir: DataDir = None,
-    out: Out = None, device: Device = "auto",
+    soft_loss: SoftLoss = "ce", optimizer: Optimizer = "sgd", schedule: Schedule = "step", batch_size: BatchSize = 256,
+    prune: Prune = 1.0, pool: PoolOpt = "epoch", prune_metric: PruneMetric = "random", prune_keep: PruneKeep = "easy",
+    data_dir: DataDir = None, out: Out = None, device: Device = "auto",
 ):
     """Evaluate an artifact: accuracy mean ± std over seeds, stored bytes and FLOPs.
 
@@ -208,10 +218,46 @@ def eval_(
     pipeline.check_same_data(art, dataset)
     chosen = _split(methods, "--methods") if methods else default_methods(art)
     cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, epochs=epochs, lr=lr,
-                     crops_per_step=_crops(crops_per_step), local_reduction=local_reduction, soft_loss=soft_loss)
+                     crops_per_step=_crops(crops_per_step), local_reduction=local_reduction, soft_loss=soft_loss,
+                     optimizer=optimizer, schedule=schedule, batch_size=batch_size, prune=prune, pool=pool,
+                     prune_metric=prune_metric, prune_keep=prune_keep)
     rows = evaluate(art, dataset, cfg, Runtime.from_name(device))
     out = out or _default_out()
     _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, _notes(art, cfg), f"ladd eval · {dataset.name}")
+
+
+@app.command()
+def relabel(
+    artifact: ArtifactArg,
+    epochs: Annotated[int, typer.Option("--epochs", help="Relabel epochs: each stores one augmentation and soft label per image.")] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Relabel batch: CutMix partners are drawn within it; the unit of --pool batch.")] = 50,
+    teacher_model: Annotated[str, typer.Option("--teacher-model", help="Teacher architecture (an expert trained or reused from the cache), e.g. convnet-bn.")] = "convnet-bn",
+    teacher_epochs: Annotated[int, typer.Option("--teacher-epochs", help="Epochs the teacher trains.")] = 10,
+    teacher_epoch: Annotated[Optional[float], typer.Option("--teacher-epoch", help="Teacher checkpoint that labels (default: the last).")] = None,
+    label_kind: Annotated[str, typer.Option("--label-kind", help="Store teacher logits (softened by T at replay) or probabilities at T.")] = "logits",
+    label_dtype: Annotated[str, typer.Option("--label-dtype", help="float16 (the reference's --use-fp16) or float32.")] = "float16",
+    temperature: Annotated[float, typer.Option("--temperature", help="T of the student's KL loss (SRe²L: 20 with CutMix).")] = 20.0,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="FKD label quantization: store only the k largest probabilities and their indices (needs --label-kind probs).")] = None,
+    cutmix: Annotated[bool, typer.Option("--cutmix/--no-cutmix", help="CutMix (λ ~ Beta(1, 1)) after crop and flip, as the reference.")] = True,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the stored augmentations (the reference's --fkd-seed 42).")] = 42,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a stored relabel made with other settings.")] = False,
+    data_dir: DataDir = None, device: Device = "auto",
+):
+    """Relabel stage (SRe²L/FKD, stored): per epoch and image, draw a RandomResizedCrop, flip and
+    CutMix partner, store them with the teacher's soft label in ARTIFACT/relabel/ (safetensors, one
+    file per epoch; an interrupted run resumes). Students replay them: `ladd eval --methods fkd`."""
+    art = load_artifact(artifact)
+    src = pipeline.source_of(art)
+    if data_dir is not None:
+        src = src.model_copy(update={"data_dir": data_dir})
+    cfg = RelabelConfig(epochs=epochs, batch_size=batch_size, teacher=ExpertConfig(model=teacher_model, epochs=teacher_epochs),
+                        teacher_epoch=teacher_epoch, kind=label_kind, dtype=label_dtype, temperature=temperature, top_k=top_k,
+                        cutmix=cutmix, seed=seed)
+    art = pipeline.relabel(art, artifact, pipeline.load_source(src), cfg, Runtime.from_name(device), overwrite=overwrite)
+    save_artifact(artifact, art)
+    rel = art.manifest["relabel"]
+    console.print(f"wrote {epochs} relabel epochs × {rel['samples']} images to {artifact / 'relabel'} "
+                  f"({sum(b['raw'] for b in rel['storage'].values()):,} B, {rel['label_to_image_ratio']:.2f}× the images)")
 
 
 @app.command()
@@ -253,6 +299,16 @@ def info(artifact: ArtifactArg):
         made_by = (f" · labeler {teacher['model']} epoch {teacher['epoch']:g}" + (f" × {teacher['ensemble']} experts" if teacher.get("ensemble", 1) > 1 else "")
                    + f" (test acc {100 * teacher['test_acc']:.2f}%)") if teacher else ""
         console.print(f"labels: {lab['method']}{geometry}{made_by}")
+    if "relabel" in m:
+        rel = m["relabel"]
+        top = f" top-{rel['top_k']}" if rel["top_k"] else ""
+        console.print(f"relabel: {rel['epochs']} epochs × {rel['samples']} samples · {rel['dtype']} {rel['kind']}{top} · T {rel['temperature']:g} · "
+                      f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g} (test acc {100 * rel['teacher']['test_acc']:.2f}%)")
+        for name, b in rel["storage"].items():
+            console.print(f"  {name:<13} {b['raw']:>10,} B raw  {b['zip']:>10,} B zip")
+        total = sum(b["raw"] for b in rel["storage"].values())
+        console.print(f"  {'total':<13} {total:>10,} B raw · label-to-image ratio {rel['label_to_image_ratio']:.2f} "
+                      f"(soft labels alone {rel['soft_label_to_image_ratio']:.2f}; LPLD Table 24)")
 
 
 @app.command()
@@ -567,6 +623,11 @@ def _notes(art, cfg: EvalConfig) -> list[str]:
         members = f" × {lab['ensemble']} experts (logits averaged)" if lab.get("ensemble", 1) > 1 else ""
         notes.append(f"labeler: {lab['model']} epoch {lab['epoch']:g}{members}, T = {lab.get('temperature', 1.0):g}, "
                      f"top-k {lab.get('top_k') or 'all'}; its own test accuracy {100 * lab['test_acc']:.2f}%")
+    rel = art.manifest.get("relabel")
+    if rel and any("replay" in method_terms(m) for m in cfg.methods):
+        notes.append(f"fkd: replays {rel['epochs']} stored relabel epochs × {rel['samples']} samples ({rel['dtype']} {rel['kind']}, T = {rel['temperature']:g}, "
+                     f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g}, test acc {100 * rel['teacher']['test_acc']:.2f}%), "
+                     f"keeping 1/{cfg.prune:g} of them as a {cfg.pool} pool ({cfg.prune_metric}); lbl KB = the kept six components")
     return notes
 
 

@@ -7,10 +7,13 @@ import hashlib
 import json
 from pathlib import Path
 
+from dataclasses import replace
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.artifact import Artifact
+from ladd.artifact.relabel import RELABEL_DIR, load_store
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
@@ -20,6 +23,7 @@ from ladd.images.recover import METHODS as RECOVER_METHODS
 from ladd.images.recipes import has_recipes, load_recipe
 from ladd.experts import cache_root
 from ladd.labels import LABEL_METHODS, LabelConfig
+from ladd.labels.relabel import RelabelConfig, relabel as make_relabel
 
 
 class SourceConfig(BaseModel):
@@ -135,3 +139,19 @@ def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     manifest = {"method": method, "dtype": cfg.dtype, "top_k": cfg.top_k, **out.manifest, "config": cfg.model_dump()}
     return art.with_labels(cast(out.soft), cast(out.dense), manifest, out.flops)
+
+
+def relabel(art: Artifact, path: Path, dataset: Dataset, cfg: RelabelConfig, runtime: Runtime, *, overwrite: bool = False) -> Artifact:
+    """Relabel stage (FKD-style, stored): write or resume `path/relabel/`, then return the artifact
+    referencing it, with the bytes of its six components and the label-to-image ratios (LPLD
+    Table 24; all six components, and the soft labels alone) in the manifest. Save it with `save_artifact(path, ...)`."""
+    check_same_data(art, dataset)
+    summary = make_relabel(art, path, dataset, cfg, runtime, overwrite=overwrite)
+    sha = art.manifest["files"]["images.safetensors"]["sha256"]
+    store = load_store(Path(path) / RELABEL_DIR, len(art.images), dataset.num_classes, sha)
+    storage = store.storage()
+    images_raw = art.manifest["storage"]["images"]["raw"]
+    labels_raw = sum(b["raw"] for b in storage.values())
+    manifest = {**art.manifest, "relabel": {**summary, "storage": storage, "label_to_image_ratio": labels_raw / images_raw,
+                                            "soft_label_to_image_ratio": storage["labels"]["raw"] / images_raw}}
+    return replace(art, manifest=manifest, relabel=store)

@@ -5,12 +5,13 @@ checkpoint is ever picked by test accuracy."""
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
 import math
+import time
+from dataclasses import replace
 from typing import Literal
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ladd.artifact import Artifact
@@ -21,6 +22,7 @@ from ladd.core.types import Dataset
 from ladd.cost import flops
 from ladd.cost.storage import component_bytes
 from ladd.experts import build_for
+from ladd.labels.replay import KEEPS, METRICS, POOLS, Replay, prune_units, units_per_epoch
 from ladd.models import MODELS
 from ladd.train.loop import Recipe, TrainData, class_accuracy, train
 from ladd.train.terms import method_terms
@@ -31,7 +33,10 @@ TERM_COMPONENTS = {
     "local-hard": "labels",
     "global-soft": "soft_labels",
     "local-dense": "dense_labels",
+    "replay": "relabel",  # the six stored relabel components (crop, flip, CutMix index/λ/box, labels)
 }
+# Weight decay per optimizer: DC's evaluate_synset (SGD) and SRe²L's train_FKD.py (AdamW).
+WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.01}
 
 
 class EvalConfig(BaseModel):
@@ -47,11 +52,24 @@ class EvalConfig(BaseModel):
     crops_per_step: int | Literal["all", "auto"] = "all"
     local_reduction: Literal["mean", "sum"] = "mean"  # over the N² views; "sum" = Eq. 5 literally
     soft_loss: Literal["ce", "kl"] = "ce"  # soft/dense targets: soft cross-entropy (reference) or KL
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    schedule: Literal["step", "cosine"] = "step"
+    # label pruning of a replayed relabel (method fkd): keep 1/prune of the stored units
+    prune: float = 1.0
+    pool: str = "epoch"
+    prune_metric: str = "random"
+    prune_keep: str = "easy"
 
     @model_validator(mode="after")
     def _known_names(self) -> "EvalConfig":
         if isinstance(self.crops_per_step, int) and self.crops_per_step < 1:
             raise LaddError(f"--crops-per-step {self.crops_per_step} must be >= 1, 'all' or 'auto'")
+        if self.prune < 1:
+            raise LaddError(f"--prune {self.prune:g} must be >= 1: it keeps 1/ρ of the stored labels (1 = keep all)")
+        for value, valid, option in ((self.pool, POOLS, "--pool"), (self.prune_metric, METRICS, "--prune-metric"),
+                                     (self.prune_keep, KEEPS, "--prune-keep")):
+            if value not in valid:
+                raise LaddError(f"{option} {value!r} is not one of {', '.join(valid)}")
         """Unknown methods or models fail here, before any training, not mid-evaluation."""
         for method in self.methods:
             method_terms(method)
@@ -91,7 +109,8 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
     """One result row per (method, model)."""
     learned_lr = (art.manifest.get("images", {}).get("learned") or {}).get("lr")  # MTT learns the student lr
     lr = learned_lr if learned_lr is not None else cfg.lr
-    recipe = Recipe(epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, dsa=strategy_for(dataset.name))
+    recipe = Recipe(epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, dsa=strategy_for(dataset.name),
+                    optimizer=cfg.optimizer, schedule=cfg.schedule, weight_decay=WEIGHT_DECAY[cfg.optimizer])
     data = TrainData(
         art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry
     )
@@ -108,13 +127,20 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
         label_raw = sum(storage[c]["raw"] for c in used if c in storage)
         uses_labeler = any(c in ("soft_labels", "dense_labels") for c in used)
         label_flops = made.get("labeler_train", 0) + made.get("label_generation", 0) if uses_labeler else 0
+        relabel = _relabel_pool(art, cfg, storage["images"]["raw"]) if "relabel" in used else None
+        if relabel is not None:
+            label_raw += relabel["bytes_raw"]
+            label_zip += relabel["bytes_zip"]
+            label_flops += relabel["flops"]
         for model_name in cfg.models:
             accs, secs, per_class = [], [], []
             for seed in range(cfg.seeds):
                 t0 = time.perf_counter()
                 model = build_for(dataset, model_name, seed)
+                seed_data = data if relabel is None else replace(data, replay=Replay(
+                    art.relabel, art.images.to(runtime.device), dataset.mean, dataset.std, relabel["kept"], relabel["per_epoch"], seed))
                 log = train(
-                    model, data, terms, recipe, seed=seed, runtime=runtime,
+                    model, seed_data, terms, recipe, seed=seed, runtime=runtime,
                     description=f"{method} · {model_name} · seed {seed}",
                 )
                 test = dataset.test
@@ -151,6 +177,40 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
                 "local_reduction": cfg.local_reduction,
                 "soft_loss": cfg.soft_loss,
-                "labeler_test_acc": art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler else None,
+                "labeler_test_acc": (art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler
+                                     else art.relabel.info["teacher"]["test_acc"] if relabel is not None else None),
+                "optimizer": cfg.optimizer,
+                "schedule": cfg.schedule,
+                **({} if relabel is None else {k: v for k, v in relabel.items() if k not in ("kept", "per_epoch", "bytes_raw", "bytes_zip", "flops")}),
             })
     return rows
+
+
+def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
+    """The pruned label pool of a stored relabel and what it costs: bytes of the six components
+    of the kept units only, and teacher FLOPs of training plus labelling those units."""
+    store = art.relabel
+    if store is None:
+        raise LaddError("the fkd method replays stored relabel labels, which the artifact lacks: run `ladd relabel ARTIFACT` first")
+    kept = prune_units(store, art.labels, cfg.prune, cfg.pool, cfg.prune_metric, cfg.prune_keep)
+    positions = torch.cat(kept)
+    storage = store.storage(positions)
+    fraction = len(positions) / (store.epochs * store.samples)
+    made = store.info["flops"]
+    raw = sum(b["raw"] for b in storage.values())
+    return {
+        "kept": kept,
+        "per_epoch": units_per_epoch(store, cfg.pool),
+        "bytes_raw": raw,
+        "bytes_zip": sum(b["zip"] for b in storage.values()),
+        "flops": made["teacher_train"] + int(made["label_generation"] * fraction),
+        "prune": cfg.prune,
+        "pool": cfg.pool,
+        "prune_metric": cfg.prune_metric,
+        "prune_keep": cfg.prune_keep if cfg.prune_metric != "random" else None,
+        "relabel_epochs": store.epochs,
+        "relabel_kept_samples": len(positions),
+        "relabel_storage": storage,
+        "label_to_image_ratio": raw / images_raw,
+        "soft_label_to_image_ratio": storage["labels"]["raw"] / images_raw,
+    }

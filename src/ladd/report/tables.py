@@ -24,7 +24,7 @@ COLUMNS = (
 
 def _cells(row: dict) -> dict[str, str]:
     return {
-        "method": row["method"],
+        "method": row["method"] + (f" ρ={row['prune']:g} {row['pool']}" if "prune" in row else ""),  # stored-relabel pool
         "model": row["model"],
         "ipc": str(row["ipc"]),
         "acc": f"{100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}",

@@ -7,8 +7,10 @@ loss and the number of inputs it forwarded are logged, so FLOPs follow from samp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +32,8 @@ class Recipe(BaseModel):
     (DatasetCondensation utils.evaluate_synset): SGD 0.01, momentum 0.9, wd 5e-4, batch 256,
     DSA augmentation, one ×0.1 decay. Here the decay applies from epoch int(epochs·decay_at) on
     and keeps the momentum buffers; the reference trains epochs+1 epochs, decays at epochs//2+1
-    and rebuilds its optimizer."""
+    and rebuilds its optimizer. `optimizer="adamw"` + `schedule="cosine"` is the SRe²L student
+    (VILA-Lab/SRe2L@8d00cba validate/train_FKD.py: AdamW, lr 1e-3, wd 0.01, cosine per epoch)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,8 +44,12 @@ class Recipe(BaseModel):
     batch_size: int = Field(256, ge=1)
     decay_at: float | None = Field(0.5, gt=0, le=1)  # fraction of epochs after which lr ×0.1
     dsa: str | None = None  # DSA strategy string; None = no augmentation
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # adamw ignores momentum
+    schedule: Literal["step", "cosine"] = "step"  # step: ×0.1 at decay_at; cosine: 0.5(1+cos(π·epoch/epochs))
 
     def lr_at(self, epoch: int) -> float:
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
         milestone = 0 if self.decay_at is None else int(self.epochs * self.decay_at)
         decayed = milestone > 0 and epoch >= milestone
         return self.lr * (0.1 if decayed else 1.0)
@@ -59,11 +66,13 @@ class TrainData:
     soft: torch.Tensor | None = None
     dense: torch.Tensor | None = None
     geometry: tuple[int, float] | None = None
+    replay: Any = None  # a stored relabel to replay (`ladd.labels.replay.Replay`): epochs visit its positions
 
     def to(self, device: torch.device) -> "TrainData":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return TrainData(
-            move(self.images), move(self.hard), self.mean, self.std, move(self.soft), move(self.dense), self.geometry
+            move(self.images), move(self.hard), self.mean, self.std, move(self.soft), move(self.dense), self.geometry,
+            self.replay,
         )
 
 
@@ -95,7 +104,10 @@ def train(
     gen = generator(seed)
     dsa = DSA(recipe.dsa) if recipe.dsa else None
     augment = (lambda x, g: dsa(x, g)) if dsa else (lambda x, g: x)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     log = TrainLog(samples={name: 0 for name in terms})
     start_epoch = 0
     n = data.images.shape[0]
@@ -111,9 +123,14 @@ def train(
                     group["lr"] = recipe.lr_at(epoch)
                 model.train()
                 total, steps = 0.0, 0
-                batches = torch.randperm(n, generator=gen).split(recipe.batch_size)
+                # a replayed relabel visits stored positions (image, augmentation, label) instead of images
+                order = data.replay.draw(epoch, gen) if data.replay is not None else torch.randperm(n, generator=gen)
+                batches = order.split(recipe.batch_size)
                 fractions = _fraction_steps(len(batches), saves_per_epoch) if checkpoint_dir is not None else {}
                 for idx in batches:
+                    stored = None
+                    if data.replay is not None:
+                        stored, idx = idx, data.replay.image_index(idx)
                     idx = idx.to(runtime.device)
                     batch = Batch(
                         x=normalize(data.images[idx], data.mean, data.std),
@@ -123,6 +140,8 @@ def train(
                         geometry=data.geometry,
                         augment=augment,
                         gen=gen,
+                        replay=data.replay,
+                        stored=stored,
                     )
                     loss = torch.zeros((), device=runtime.device)
                     for name, term in terms.items():
