@@ -70,6 +70,11 @@ Methods = Annotated[Optional[str], typer.Option("--methods", help="Comma-separat
 Seeds = Annotated[int, typer.Option("--seeds", help="Students trained per method and model (seeds 0..K-1); mean ± std is reported.")]
 Epochs = Annotated[int, typer.Option("--epochs", help="Student training epochs, lr ×0.1 at half (the DC/DSA/DM reference protocol uses 1000 with DSA).")]
 Lr = Annotated[float, typer.Option("--lr", help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")]
+EvalEpochs = Annotated[Optional[int], typer.Option("--epochs", help="Student training epochs (default: the protocol's; dc = 1000, the DC/DSA/DM reference with DSA).")]
+EvalLr = Annotated[Optional[float], typer.Option("--lr", help="Student learning rate (default: the protocol's, per model; an MTT artifact's learned lr wins).")]
+Protocol_ = Annotated[str, typer.Option("--protocol", help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, or a .toml file. Recorded in every result row.")]
+SelectLr = Annotated[Optional[str], typer.Option("--select-lr", help="Comma-separated student lr candidates, e.g. 0.003,0.01,0.03: the one whose students score best on a validation split carved from the training split is used; the test split is never read to choose.")]
+EvalValPerClass = Annotated[int, typer.Option("--val-per-class", help="Training images per class held out as the validation split for --select-lr.")]
 Crops = Annotated[str, typer.Option("--crops-per-step", help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views).")]
 BpttIterations = Annotated[int, typer.Option("--bptt-iterations", help="bptt labels: label updates (each unrolls a fresh student).")]
 BpttUnroll = Annotated[int, typer.Option("--bptt-unroll", help="bptt labels: T, student steps per update.")]
@@ -190,14 +195,16 @@ def label(
 @app.command("eval")
 def eval_(
     artifact: ArtifactArg, methods: Methods = None, model: Model = "convnet", seeds: Seeds = 5,
-    epochs: Epochs = 1000, lr: Lr = 0.01, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
-    soft_loss: SoftLoss = "ce", data_dir: DataDir = None,
-    out: Out = None, device: Device = "auto",
+    protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None, select_lr: SelectLr = None,
+    val_per_class: EvalValPerClass = 50, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
+    soft_loss: Annotated[Optional[str], typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")] = None,
+    data_dir: DataDir = None, out: Out = None, device: Device = "auto",
 ):
     """Evaluate an artifact: accuracy mean ± std over seeds, stored bytes and FLOPs.
 
-    Trains fresh students for each method × model × seed and tests each once, after its final
-    epoch, on the real test split; nothing is selected on test data."""
+    Trains fresh students for each method × model × seed under a named protocol and tests each
+    once, after its final epoch, on the real test split; anything tuned (--select-lr) is chosen
+    on a validation split carved from the training split."""
     art = load_artifact(artifact)
     src = pipeline.source_of(art)
     if data_dir is not None:
@@ -205,11 +212,13 @@ def eval_(
     dataset = pipeline.load_source(src)
     pipeline.check_same_data(art, dataset)
     chosen = _split(methods, "--methods") if methods else default_methods(art)
-    cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, epochs=epochs, lr=lr,
-                     crops_per_step=_crops(crops_per_step), local_reduction=local_reduction, soft_loss=soft_loss)
+    candidates = tuple(_floats(select_lr, "--select-lr")) if select_lr else ()
+    cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, protocol=protocol, epochs=epochs, lr=lr,
+                     select_lr=candidates, val_per_class=val_per_class, crops_per_step=_crops(crops_per_step),
+                     local_reduction=local_reduction, soft_loss=soft_loss)
     rows = evaluate(art, dataset, cfg, Runtime.from_name(device))
     out = out or _default_out()
-    _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, _notes(art, cfg), f"ladd eval · {dataset.name}")
+    _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, _notes(art, cfg, rows), f"ladd eval · {dataset.name}")
 
 
 @app.command()
@@ -262,7 +271,7 @@ def run(
     labeler_epochs: LabelerEpochs = 10, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
     labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1, temperature: Temperature = 1.0, top_k: TopK = None,
     label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: Methods = None,
-    seeds: Seeds = 3, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, crops_per_step: Crops = "auto",
+    seeds: Seeds = 3, protocol: Protocol_ = "dc", epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, crops_per_step: Crops = "auto",
     local_reduction: LocalReduction = "mean", soft_loss: SoftLoss = "ce", out: Out = None, device: Device = "auto",
 ):
     """Everything end to end: images → labeler → dense labels → baseline (hard labels) vs LADD.
@@ -282,7 +291,7 @@ def run(
     label_cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
                               labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype)
     chosen = _split(methods, "--methods") if methods else methods_for(LABEL_METHODS.canonical(labels))
-    cfg = EvalConfig(methods=chosen, models=models, seeds=seeds, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step),
+    cfg = EvalConfig(methods=chosen, models=models, seeds=seeds, protocol=protocol, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step),
                      local_reduction=local_reduction, soft_loss=soft_loss)  # fail before any training
     images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe,
                               resume=resume, float_images=float_images, buffer=buffer)
@@ -295,7 +304,7 @@ def run(
     save_artifact(out / "artifact", art)
     art = load_artifact(out / "artifact")  # evaluate exactly what was stored (e.g. float16 labels)
     rows = evaluate(art, data, cfg, runtime)
-    notes = _notes(art, cfg) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
+    notes = _notes(art, cfg, rows) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
     config = {"source": src.model_dump(), "images": images_cfg.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device)}
     _write_results(out, rows, config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
 
@@ -333,6 +342,13 @@ def _ints(text: str, option: str) -> list[int]:
     if any(v < 1 for v in values):
         raise LaddError(f"{option} {text!r}: every value must be >= 1")
     return values
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in _split(text, option)]
+    except ValueError:
+        raise LaddError(f"{option} {text!r} must be comma-separated numbers, e.g. 0.003,0.01,0.03") from None
 
 
 def _epoch(text: str | None, option: str = "--expert-epoch") -> float | str | None:
@@ -442,9 +458,13 @@ def _bptt(data, setup, runtime, out, ipc: Ipc = 10, bptt_iterations: BpttIterati
     bptt.run(data, setup, ipc, cfg, _epoch(expert_epoch), runtime, out)
 
 
-def _notes(art, cfg: EvalConfig) -> list[str]:
+def _notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
+    first = rows[0]
+    overrides = ", ".join(f"{k} {v}" for k, v in first["protocol_overrides"].items())
     notes = [
-        f"accuracy: final epoch of {cfg.epochs}, on the real test split, over {cfg.seeds} seeds (population std); nothing selected on test data",
+        f"protocol {first['protocol']}" + (f" (overridden: {overrides})" if overrides else "") + f": {first['protocol_source']}",
+        f"accuracy: {first['reported']}, after {first['epochs']} epochs, over {cfg.seeds} seeds (population std); nothing selected on test data"
+        + ("; student lr chosen on a validation split carved from the training split" if cfg.select_lr else ""),
         f"FLOPs: {UNIT}; labels = labeler training + label generation (methods that use the labeler), deploy = one student",
     ]
     lab = art.manifest.get("labels", {}).get("labeler")

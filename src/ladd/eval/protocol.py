@@ -1,7 +1,9 @@
-"""Evaluation protocol: train fresh students on an artifact with a fixed recipe for several seeds
-and architectures, test each once on the real test split after the final epoch, and report
-mean ± std (population std, numpy's default, as the reference code reports). No epoch, lr or
-checkpoint is ever picked by test accuracy."""
+"""Evaluation protocol: train fresh students on an artifact with a named protocol's recipe
+(`eval/protocols/*.toml`) for several seeds and architectures, test each once on the real test
+split after the final epoch, and report mean ± std (population std, numpy's default, as the
+reference code reports). No epoch, lr or checkpoint is ever picked by test accuracy: a tuned
+student lr (`select_lr`) is chosen on a validation split carved from the training split
+(`data.holdout`), and each row records which split chose what."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
 from ladd.cost.storage import component_bytes
+from ladd.data import holdout
+from ladd.eval.protocols import DEFAULT, Protocol, load_protocol
 from ladd.experts import build_for
 from ladd.models import MODELS
 from ladd.train.loop import Recipe, TrainData, class_accuracy, train
@@ -40,13 +44,18 @@ class EvalConfig(BaseModel):
     methods: tuple[str, ...] = Field(("baseline", "ladd"), min_length=1)
     models: tuple[str, ...] = Field(("convnet",), min_length=1)
     seeds: int = Field(3, ge=1)
-    epochs: int = Field(1000, ge=1)  # the reference protocol with DSA (utils.evaluate_synset)
-    lr: float = Field(0.01, gt=0)
-    batch_size: int = Field(256, ge=1)
+    protocol: str = DEFAULT  # a shipped protocol name (dc, dc-cpu, glad, fkd) or a .toml path
+    # None = the protocol's value; a number overrides it (recorded as an override)
+    epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    # student lr candidates chosen on a validation split carved from the training split
+    select_lr: tuple[float, ...] = ()
+    val_per_class: int = Field(50, ge=1)  # validation images per class for that choice
     # K of the N² local views per image and step: an int, "all", or "auto" (see `crops_for`)
     crops_per_step: int | Literal["all", "auto"] = "all"
     local_reduction: Literal["mean", "sum"] = "mean"  # over the N² views; "sum" = Eq. 5 literally
-    soft_loss: Literal["ce", "kl"] = "ce"  # soft/dense targets: soft cross-entropy (reference) or KL
+    soft_loss: Literal["ce", "kl"] | None = None  # soft/dense targets: soft cross-entropy or KL; None = the protocol's
 
     @model_validator(mode="after")
     def _known_names(self) -> "EvalConfig":
@@ -57,6 +66,11 @@ class EvalConfig(BaseModel):
             method_terms(method)
         for model in self.models:
             MODELS.canonical(model)
+        if any(lr <= 0 for lr in self.select_lr):
+            raise LaddError(f"--select-lr {','.join(map(str, self.select_lr))}: every learning rate must be > 0")
+        if self.select_lr and self.lr is not None:
+            raise LaddError("give either --lr (one fixed learning rate) or --select-lr (candidates chosen on a validation split), not both")
+        load_protocol(self.protocol)
         return self
 
 
@@ -89,9 +103,9 @@ def crops_for(setting: int | str, n_images: int, n: int) -> int | None:
 
 def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:
     """One result row per (method, model)."""
+    protocol = load_protocol(cfg.protocol)
     learned_lr = (art.manifest.get("images", {}).get("learned") or {}).get("lr")  # MTT learns the student lr
-    lr = learned_lr if learned_lr is not None else cfg.lr
-    recipe = Recipe(epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, dsa=strategy_for(dataset.name))
+    soft_loss = cfg.soft_loss or protocol.soft_loss
     data = TrainData(
         art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry
     )
@@ -100,28 +114,28 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
     ipc = art.images.shape[0] // dataset.num_classes
     geometry = art.geometry
     crops = crops_for(cfg.crops_per_step, len(art.images), geometry[0] if geometry else 1)
+    val = holdout(dataset, cfg.val_per_class) if cfg.select_lr else None  # carved once, shared by every choice
     rows = []
     for method in cfg.methods:
-        terms = method_terms(method, crops, cfg.local_reduction, cfg.soft_loss)
+        terms = method_terms(method, crops, cfg.local_reduction, soft_loss)
         used = sorted({TERM_COMPONENTS[t] for t in terms})
         label_zip = sum(storage[c]["zip"] for c in used if c in storage)
         label_raw = sum(storage[c]["raw"] for c in used if c in storage)
         uses_labeler = any(c in ("soft_labels", "dense_labels") for c in used)
         label_flops = made.get("labeler_train", 0) + made.get("label_generation", 0) if uses_labeler else 0
         for model_name in cfg.models:
-            accs, secs, per_class = [], [], []
-            for seed in range(cfg.seeds):
-                t0 = time.perf_counter()
-                model = build_for(dataset, model_name, seed)
-                log = train(
-                    model, data, terms, recipe, seed=seed, runtime=runtime,
-                    description=f"{method} · {model_name} · seed {seed}",
-                )
-                test = dataset.test
-                acc, by_class = class_accuracy(model, test.images, test.labels, dataset.mean, dataset.std, dataset.num_classes)
-                accs.append(acc)
-                per_class.append(by_class)
-                secs.append(time.perf_counter() - t0)
+            selection = None
+            if cfg.select_lr:
+                lr, selection = select_lr(data, terms, protocol, cfg, model_name, val, runtime, method)
+                lr_source = f"selected on the validation split ({cfg.val_per_class} per class of the training split)"
+            elif learned_lr is not None:
+                lr, lr_source = learned_lr, "learned by the image method"
+            elif cfg.lr is not None:
+                lr, lr_source = cfg.lr, "eval config"
+            else:
+                lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name}"
+            recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size)
+            accs, per_class, secs, log, model = train_students(data, terms, recipe, dataset, model_name, cfg.seeds, runtime, method)
             # every seed forwards the same number of inputs: measure the per-sample cost once
             deploy = flops.per_sample(model, dataset.shape, backward=True) * sum(log.samples.values())
             rows.append({
@@ -145,12 +159,59 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "flops_deploy": deploy,
                 "flops": label_flops + deploy,
                 "seconds": float(np.mean(secs)),
-                "epochs": cfg.epochs,
+                "epochs": recipe.epochs,
                 "lr": lr,
-                "lr_source": "learned by the image method" if learned_lr is not None else "eval config",
+                "lr_source": lr_source,
+                **protocol_fields(protocol, cfg, recipe),
+                "lr_selection": selection,
                 "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
                 "local_reduction": cfg.local_reduction,
-                "soft_loss": cfg.soft_loss,
+                "soft_loss": soft_loss,
                 "labeler_test_acc": art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler else None,
             })
     return rows
+
+
+def protocol_fields(protocol: Protocol, cfg: EvalConfig, recipe) -> dict:
+    """What every row records about how its students were trained and what was read where."""
+    overrides = {k: getattr(cfg, k) for k in ("epochs", "lr", "batch_size", "soft_loss") if getattr(cfg, k) is not None}
+    return {
+        "protocol": protocol.name,
+        "protocol_source": protocol.source,
+        "protocol_overrides": overrides,
+        "optimizer": recipe.optimizer,
+        "schedule": recipe.schedule,
+        "ema": recipe.ema,
+        "augment": recipe.dsa,
+        "reported": "final epoch" + (f" (EMA {recipe.ema} of the weights)" if recipe.ema else "") + ", test split read once per student",
+        "selected_on": {"student lr": f"validation split, {cfg.val_per_class} per class carved from the training split"} if cfg.select_lr else {},
+    }
+
+
+def train_students(data: TrainData, terms, recipe: Recipe, dataset: Dataset, model_name: str, seeds: int,
+                   runtime: Runtime, method: str):
+    """Train `seeds` fresh students and test each once, after its final epoch, on `dataset.test`
+    (the real test split, or a validation split standing in for it during selection)."""
+    accs, per_class, secs = [], [], []
+    for seed in range(seeds):
+        t0 = time.perf_counter()
+        model = build_for(dataset, model_name, seed)
+        log = train(model, data, terms, recipe, seed=seed, runtime=runtime, description=f"{method} · {model_name} · seed {seed}")
+        acc, by_class = class_accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std, dataset.num_classes)
+        accs.append(acc)
+        per_class.append(by_class)
+        secs.append(time.perf_counter() - t0)
+    return accs, per_class, secs, log, model
+
+
+def select_lr(data: TrainData, terms, protocol: Protocol, cfg: EvalConfig, model_name: str, val: Dataset,
+              runtime: Runtime, method: str) -> tuple[float, dict]:
+    """The candidate lr whose students (seed 0 .. seeds-1) score best on the validation split
+    (ties → the first candidate). The real test split is never read here."""
+    scores = {}
+    for lr in cfg.select_lr:
+        recipe = protocol.recipe(model_name, strategy_for(val.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size)
+        accs = train_students(data, terms, recipe, val, model_name, cfg.seeds, runtime, f"{method} lr {lr:g} (validation)")[0]
+        scores[lr] = float(np.mean(accs))
+    best = max(cfg.select_lr, key=lambda lr: scores[lr])
+    return best, {"chosen": best, "on": val.name, "val_acc_by_lr": {f"{lr:g}": a for lr, a in scores.items()}}
