@@ -241,6 +241,30 @@ def experts(
 
 
 @app.command()
+def teachers(
+    directory: Annotated[Optional[list[Path]], typer.Argument(help="Folders to search for trained networks (default: the expert cache).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the listing as JSON to this file.")] = None,
+):
+    """List every trained teacher / labeler / expert: dataset, classes, normalization, seed, test accuracy, checksum."""
+    from rich.table import Table
+
+    from ladd.experts import registry
+
+    rows = registry(directory)
+    table = Table(title=f"{len(rows)} trained networks")
+    for col in ("dataset", "model", "seed", "epochs", "classes", "mean / std", "test acc %", "sha256", "directory"):
+        table.add_column(col)
+    for r in rows:
+        norm = "/".join(f"{m:.3f}" for m in r["mean"]) + " / " + "/".join(f"{s:.3f}" for s in r["std"])
+        acc = "incomplete" if not r["complete"] else ("—" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}")
+        table.add_row(r["dataset"], r["model"], str(r["seed"]), str(r["epochs"]), str(r["classes"]), norm, acc,
+                      (r["final_sha256"] or "—")[:12], r["directory"])
+    console.print(table)
+    if json_out is not None:
+        write_json(json_out, {"networks": rows})
+
+
+@app.command()
 def info(artifact: ArtifactArg):
     """Verify an artifact (hashes, shapes, label validity) and summarize what it stores."""
     art = load_artifact(artifact)
