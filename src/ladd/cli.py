@@ -240,6 +240,19 @@ def experts(
     console.print(f"{num_experts} experts of {epochs} epochs ready under {directory.parent}")
 
 
+@app.command("export")
+def export_(
+    artifact: ArtifactArg,
+    format: Annotated[str, typer.Option("--format", help="pt (DD-Ranking images.pt + labels.pt), npz, or folder (class subfolders of PNGs).")] = "pt",
+    out: Annotated[Path, typer.Option("--out", help="File (npz) or folder (pt, folder) to create; must not exist.")] = Path("export"),
+):
+    """Export an artifact for other tools; `ladd distill --images import --import-path OUT` reads it back."""
+    from ladd.artifact.export import export
+
+    path = export(load_artifact(artifact), out, format)
+    console.print(f"wrote {format} export of {artifact} to {path}")
+
+
 @app.command()
 def teachers(
     directory: Annotated[Optional[list[Path]], typer.Argument(help="Folders to search for trained networks (default: the expert cache).")] = None,
