@@ -128,8 +128,8 @@ def _auto_epoch(cfg: LabelConfig, data, src: SourceConfig, ipc: int, runtime: Ru
     return cfg.model_copy(update={"epoch": epoch})
 
 
-def _write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str) -> None:
-    write_json(out / "results.json", {"ladd_version": ladd.__version__, "flops_unit": UNIT, "config": config, "rows": rows, "notes": notes})
+def _write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None = None) -> None:
+    write_json(out / "results.json", {"ladd_version": ladd.__version__, "flops_unit": UNIT, "config": config, "rows": rows, "notes": notes, **(extra or {})})
     write_text(out / "results.md", f"# {title}\n\n" + markdown(rows, notes) + "\n![accuracy vs cost](results.png)\n")
     accuracy_vs_cost(rows, out / "results.png")
     console.print(rich_table(rows, title=title))
@@ -198,6 +198,8 @@ def eval_(
     protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None, select_lr: SelectLr = None,
     val_per_class: EvalValPerClass = 50, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
     soft_loss: Annotated[Optional[str], typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")] = None,
+    robust: Annotated[bool, typer.Option("--robust", help="Also compute DD-Ranking's HLR, IOR, Label-Robust and Augmentation-Robust Scores against a random real subset at the same IPC, labelled the same way (first --model).")] = False,
+    real_epochs: Annotated[int, typer.Option("--real-epochs", help="--robust: epochs of the students trained on the full training split (HLR's real-data accuracy).")] = 30,
     data_dir: DataDir = None, out: Out = None, device: Device = "auto",
 ):
     """Evaluate an artifact: accuracy mean ± std over seeds, stored bytes and FLOPs.
@@ -216,9 +218,21 @@ def eval_(
     cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, protocol=protocol, epochs=epochs, lr=lr,
                      select_lr=candidates, val_per_class=val_per_class, crops_per_step=_crops(crops_per_step),
                      local_reduction=local_reduction, soft_loss=soft_loss)
-    rows = evaluate(art, dataset, cfg, Runtime.from_name(device))
+    runtime = Runtime.from_name(device)
+    rows = evaluate(art, dataset, cfg, runtime)
+    notes = _notes(art, cfg, rows)
+    extra = {}
+    if robust:
+        from ladd.eval.protocol import robustness
+
+        scores = robustness(art, pipeline.random_counterpart(art, dataset, runtime), dataset, cfg, runtime, real_epochs, rows)
+        extra["robustness"] = scores
+        notes.append(f"DD-Ranking scores ({scores['method']}, {scores['model']}, {scores['runs']} runs): "
+                     f"HLR {100 * scores['hlr_mean']:.2f} ± {100 * scores['hlr_std']:.2f}, IOR {100 * scores['ior_mean']:.2f} ± {100 * scores['ior_std']:.2f}, "
+                     f"LRS {100 * scores['lrs_mean']:.2f} ± {100 * scores['lrs_std']:.2f}, ARS {100 * scores['ars_mean']:.2f} ± {100 * scores['ars_std']:.2f} "
+                     f"(vs random real images, seed {scores['random_images']}; real-data students {real_epochs} epochs)")
     out = out or _default_out()
-    _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, _notes(art, cfg, rows), f"ladd eval · {dataset.name}")
+    _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, notes, f"ladd eval · {dataset.name}", extra)
 
 
 @app.command()

@@ -114,3 +114,13 @@ def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     manifest = {"method": method, "dtype": cfg.dtype, "top_k": cfg.top_k, **out.manifest, "config": cfg.model_dump()}
     return art.with_labels(cast(out.soft), cast(out.dense), manifest, out.flops)
+
+
+def random_counterpart(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> Artifact:
+    """A random real subset at the artifact's IPC, labelled by the artifact's own label config
+    (same labeler, same geometry): DD-Ranking's "random" reference for IOR and ARS. Its image
+    seed is the artifact's + 1, so a random artifact is compared with a different subset."""
+    seed = int(art.manifest.get("images", {}).get("seed", 0)) + 1
+    rnd = distill(dataset, source_of(art), ImagesConfig(method="random", ipc=art.manifest["ipc"], seed=seed), runtime)
+    lab = art.manifest.get("labels")
+    return rnd if lab is None else label(rnd, dataset, LabelConfig(**lab["config"]), runtime)

@@ -52,6 +52,7 @@ class EvalConfig(BaseModel):
     # student lr candidates chosen on a validation split carved from the training split
     select_lr: tuple[float, ...] = ()
     val_per_class: int = Field(50, ge=1)  # validation images per class for that choice
+    augment: bool | None = None  # None = the protocol's; False trains without DSA (DD-Ranking's ARS)
     # K of the N² local views per image and step: an int, "all", or "auto" (see `crops_for`)
     crops_per_step: int | Literal["all", "auto"] = "all"
     local_reduction: Literal["mean", "sum"] = "mean"  # over the N² views; "sum" = Eq. 5 literally
@@ -134,7 +135,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 lr, lr_source = cfg.lr, "eval config"
             else:
                 lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name}"
-            recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size)
+            recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
             accs, per_class, secs, log, model = train_students(data, terms, recipe, dataset, model_name, cfg.seeds, runtime, method)
             # every seed forwards the same number of inputs: measure the per-sample cost once
             deploy = flops.per_sample(model, dataset.shape, backward=True) * sum(log.samples.values())
@@ -174,7 +175,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
 
 def protocol_fields(protocol: Protocol, cfg: EvalConfig, recipe) -> dict:
     """What every row records about how its students were trained and what was read where."""
-    overrides = {k: getattr(cfg, k) for k in ("epochs", "lr", "batch_size", "soft_loss") if getattr(cfg, k) is not None}
+    overrides = {k: getattr(cfg, k) for k in ("epochs", "lr", "batch_size", "soft_loss", "augment") if getattr(cfg, k) is not None}
     return {
         "protocol": protocol.name,
         "protocol_source": protocol.source,
@@ -210,8 +211,35 @@ def select_lr(data: TrainData, terms, protocol: Protocol, cfg: EvalConfig, model
     (ties → the first candidate). The real test split is never read here."""
     scores = {}
     for lr in cfg.select_lr:
-        recipe = protocol.recipe(model_name, strategy_for(val.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size)
+        recipe = protocol.recipe(model_name, strategy_for(val.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
         accs = train_students(data, terms, recipe, val, model_name, cfg.seeds, runtime, f"{method} lr {lr:g} (validation)")[0]
         scores[lr] = float(np.mean(accs))
     best = max(cfg.select_lr, key=lambda lr: scores[lr])
     return best, {"chosen": best, "on": val.name, "val_acc_by_lr": {f"{lr:g}": a for lr, a in scores.items()}}
+
+
+def robustness(art: Artifact, random_art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime,
+               real_epochs: int, rows: list[dict] = (), w: float = 0.5, gamma: float = 0.5) -> dict:
+    """DD-Ranking's HLR, IOR, LRS and ARS (eval/robust.py) for the artifact's own label method on
+    the first model: `random_art` is a random real subset at the same IPC labelled the same way.
+    Accuracies already in `rows` (same method and model) are reused, not retrained."""
+    from ladd.eval import robust
+
+    method, model = default_methods(art)[-1], cfg.models[0]
+
+    def accs(a: Artifact, m: str, **update) -> list[float]:
+        done = next((r for r in rows if (r["method"], r["model"]) == (m, model)), None) if a is art and not update else None
+        return done["accs"] if done else evaluate(a, dataset, cfg.model_copy(update={"methods": (m,), "models": (model,), **update}), runtime)[0]["accs"]
+
+    source = {"source": art.manifest.get("source", {}), "images": {"method": "full training split"}}
+    real = Artifact(dataset.train.images, dataset.train.labels, source)
+    measured = {
+        "real_hard": accs(real, "baseline", epochs=real_epochs, select_lr=(), lr=None),
+        "syn_hard": accs(art, "baseline"),
+        "syn_any": accs(art, method),
+        "random_any": accs(random_art, method),
+        "syn_any_no_aug": accs(art, method, augment=False),
+        "random_any_no_aug": accs(random_art, method, augment=False),
+    }
+    return {"method": method, "model": model, "real_epochs": real_epochs,
+            "random_images": random_art.manifest.get("images", {}).get("seed"), **robust.scores(measured, w, gamma)}
