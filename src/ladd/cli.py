@@ -254,6 +254,20 @@ def experts(
     console.print(f"{num_experts} experts of {epochs} epochs ready under {directory.parent}")
 
 
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders holding results.json (from `ladd eval` or `ladd run`).")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("runs/report"),
+    images: Annotated[int, typer.Option("--images", help="Synthetic images shown per class in each run's image grid.")] = 4,
+):
+    """Compare runs side by side: markdown, CSV and JSON tables; accuracy vs IPC, bytes (Pareto front)
+    and FLOPs; per-class accuracy; image grids with top soft labels and LADD's N×N dense labels."""
+    from ladd.report.build import build_report
+
+    written = build_report(runs, out, images=images)
+    console.print(f"wrote {len(written)} files to {out}: " + ", ".join(p.name for p in written))
+
+
 @app.command("export")
 def export_(
     artifact: ArtifactArg,
