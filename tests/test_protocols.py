@@ -86,3 +86,17 @@ def test_rows_record_protocol_and_lr_selection_never_reads_the_test_split():
     scrambled = dataclasses.replace(ds, test=dataclasses.replace(ds.test, labels=(ds.test.labels + 1) % 3))
     again = evaluate(_artifact(scrambled), scrambled, cfg, Runtime())[0]
     assert again["lr_selection"] == sel and again["acc_mean"] != row["acc_mean"]
+
+
+def test_validation_split_drops_the_artifacts_own_images():
+    from ladd.eval.protocol import validation_split
+
+    ds = _split_dataset()
+    full = validation_split(ds, 4, torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
+    reused = full.test.images[:3]
+    val = validation_split(ds, 4, reused)
+    assert len(full.test) == 12 and len(val.test) == 9
+    stored = {x.numpy().tobytes() for x in reused}
+    assert not any(x.numpy().tobytes() in stored for x in val.test.images)
+    train = {x.numpy().tobytes() for x in ds.train.images}
+    assert all(x.numpy().tobytes() in train for x in val.test.images)  # carved from the training split, not test

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import math
+from dataclasses import replace
+
+import numpy as np
+import torch
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -115,7 +118,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
     ipc = art.images.shape[0] // dataset.num_classes
     geometry = art.geometry
     crops = crops_for(cfg.crops_per_step, len(art.images), geometry[0] if geometry else 1)
-    val = holdout(dataset, cfg.val_per_class) if cfg.select_lr else None  # carved once, shared by every choice
+    val = validation_split(dataset, cfg.val_per_class, art.images) if cfg.select_lr else None  # carved once, shared
     rows = []
     for method in cfg.methods:
         terms = method_terms(method, crops, cfg.local_reduction, soft_loss)
@@ -203,6 +206,15 @@ def train_students(data: TrainData, terms, recipe: Recipe, dataset: Dataset, mod
         per_class.append(by_class)
         secs.append(time.perf_counter() - t0)
     return accs, per_class, secs, log, model
+
+
+def validation_split(dataset: Dataset, per_class: int, images: torch.Tensor) -> Dataset:
+    """`data.holdout`'s validation split minus any image the artifact stores (random or herding
+    sets are training images): students are never scored on their own training images."""
+    val = holdout(dataset, per_class)
+    stored = {x.numpy().tobytes() for x in images} if images.dtype == val.test.images.dtype else set()  # float sets: none
+    keep = torch.tensor([x.numpy().tobytes() not in stored for x in val.test.images])
+    return replace(val, test=val.test.subset(keep.nonzero().flatten()))
 
 
 def select_lr(data: TrainData, terms, protocol: Protocol, cfg: EvalConfig, model_name: str, val: Dataset,
