@@ -65,3 +65,13 @@ def test_report_refuses_folders_without_results(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LaddError, match="no results.json"):
         build_report([tmp_path / "empty"], tmp_path / "rep")
+
+
+def test_cross_architecture_map_appears_with_several_models(tmp_path):
+    ds = make_dataset()
+    art = _ladd_artifact(ds)
+    art.manifest["images"]["model"] = "convnet-w32"
+    rows = evaluate(art, ds, EvalConfig(methods=("baseline",), models=("convnet-w32", "convnet-d1"), seeds=1, epochs=1), Runtime())
+    assert [r["distilled_with"] for r in rows] == ["convnet-w32", "convnet-w32"]
+    write_json(tmp_path / "x" / "results.json", {"rows": rows, "config": {}})
+    assert "cross_arch.png" in {p.name for p in build_report([tmp_path / "x"], tmp_path / "rep")}

@@ -148,6 +148,8 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "model": model_name,
                 "dataset": dataset.name,
                 "ipc": ipc,
+                "images_method": art.manifest.get("images", {}).get("method"),
+                "distilled_with": art.manifest.get("images", {}).get("model"),  # the network learned images were made with
                 "acc_mean": float(np.mean(accs)),
                 "acc_std": float(np.std(accs)),
                 "n_seeds": cfg.seeds,

@@ -8,6 +8,7 @@ rebuilt any time and checked against its sources. Writes into the output folder:
     acc_vs_bytes.png      accuracy against stored bytes (images + labels, zip) with the Pareto front
     acc_vs_flops.png      accuracy against FLOPs (label making + one student)
     per_class.png         per-class test accuracy of every row
+    cross_arch.png        with several evaluation models: images distilled with A × evaluated on B
     images_<run>.png      the run's synthetic images with their top soft labels (when the run kept its artifact)
     crops_<run>.png       LADD runs: one image's N×N sub-images with the top class of each dense label
 """

@@ -53,7 +53,10 @@ def report_plots(rows: list[dict], out: Path, pareto) -> list[Path]:
     paths = []
 
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for name, group in _groups(rows).items():
+    by_setting: dict[str, list[dict]] = {}  # runs at different IPC join one line
+    for r in rows:
+        by_setting.setdefault(f"{r.get('images_method') or '?'} images · {r['method']} · {r['model']} · {r.get('protocol', '?')}", []).append(r)
+    for name, group in by_setting.items():
         group = sorted(group, key=lambda r: r["ipc"])
         ax.errorbar([r["ipc"] for r in group], [acc(r) for r in group], yerr=[100 * r["acc_std"] for r in group],
                     marker="o", capsize=3, label=name)
@@ -95,10 +98,43 @@ def report_plots(rows: list[dict], out: Path, pareto) -> list[Path]:
     ax.set_xticklabels([str(c) for c in range(len(rows[0]["class_acc_mean"]))])
     ax.set_xlabel("class index")
     ax.set_ylabel("test accuracy % (mean over seeds)")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     ax.set_title("per-class accuracy")
     paths.append(_save(fig, out / "per_class.png"))
+    if len({r["model"] for r in rows}) > 1:
+        paths.append(cross_architecture(rows, out / "cross_arch.png"))
     return paths
+
+
+def cross_architecture(rows: list[dict], path: Path) -> Path:
+    """Heat map per evaluation method: images distilled with model A (rows) evaluated on model B
+    (columns), mean accuracy over the rows of that cell (IPC and runs pooled: give one IPC)."""
+    import numpy as np
+
+    methods = sorted({r["method"] for r in rows})
+    sources = sorted({str(r.get("distilled_with")) for r in rows})
+    targets = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(methods), figsize=(1.6 * len(targets) * len(methods) + 2, 1.0 * len(sources) + 2),
+                             squeeze=False, constrained_layout=True)
+    for ax, method in zip(axes[0], methods):
+        grid = np.full((len(sources), len(targets)), np.nan)
+        for i, s in enumerate(sources):
+            for j, t in enumerate(targets):
+                accs = [100 * r["acc_mean"] for r in rows if (r["method"], str(r.get("distilled_with")), r["model"]) == (method, s, t)]
+                if accs:
+                    grid[i, j] = float(np.mean(accs))
+        im = ax.imshow(grid, cmap="viridis", vmin=np.nanmin(grid), vmax=np.nanmax(grid))
+        for (i, j), v in np.ndenumerate(grid):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="w", fontsize=8)
+        ax.set_xticks(range(len(targets)), targets, rotation=30, fontsize=7)
+        ax.set_yticks(range(len(sources)), sources, fontsize=7)
+        ax.set_xlabel("evaluated on")
+        ax.set_ylabel("images distilled with")
+        ax.set_title(method)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle("cross-architecture accuracy %")
+    return _save(fig, path)
 
 
 def artifact_figures(run: Path, out: Path, per_class: int) -> list[Path]:
