@@ -2,6 +2,7 @@ import dataclasses
 import math
 
 import pytest
+import torch
 
 from ladd import pipeline
 from ladd.core.runtime import Runtime
@@ -43,3 +44,21 @@ def test_robustness_trains_each_configuration_and_reuses_finished_rows():
     assert s["accs"]["syn_hard"] == rows[0]["accs"] == s["accs"]["syn_any"]  # hard-label artifact: "any" = hard
     assert s["runs"] == 2 and len(s["lrs"]) == 2 and all(0 <= v <= 1 for v in s["lrs"] + s["ars"])
     assert s["hlr"][0] == pytest.approx(s["accs"]["real_hard"][0] - s["accs"]["syn_hard"][0])
+
+
+def test_equal_cost_rows_match_bytes_and_flops_budgets():
+    from ladd.eval.protocol import equal_cost
+
+    ds = dataclasses.replace(make_dataset(n_per_class=8), name="digits")
+    art = pipeline.distill(ds, SourceConfig(dataset="digits"), ImagesConfig(method="random", ipc=2, seed=0), Runtime())
+    plus = pipeline.plus_one(art, ds, Runtime())
+    assert plus.manifest["ipc"] == 3 and plus.manifest["images"]["method"] == "random"
+    # a stand-in label method: global soft labels (one-hot), so its FLOPs are a known multiple
+    soft = torch.nn.functional.one_hot(art.labels, 3).float()
+    labelled = art.with_labels(soft, None, {"method": "soft"}, {"labeler_train": 0, "label_generation": 0})
+    cfg = EvalConfig(methods=("baseline", "soft"), models=("convnet-w32",), seeds=1, epochs=2)
+    rows = evaluate(labelled, ds, cfg, Runtime())
+    rows[1]["flops"] = 3 * rows[0]["flops"]  # pretend the labels cost twice a student's training
+    extra = equal_cost(labelled, plus, ds, cfg, Runtime(), rows)
+    assert [r["method"] for r in extra] == ["baseline++", "baseline=flops"]
+    assert extra[0]["ipc"] == 3 and extra[1]["epochs"] == 6 and extra[1]["flops"] == pytest.approx(3 * rows[0]["flops"])

@@ -199,6 +199,7 @@ def eval_(
     val_per_class: EvalValPerClass = 50, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
     soft_loss: Annotated[Optional[str], typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")] = None,
     robust: Annotated[bool, typer.Option("--robust", help="Also compute DD-Ranking's HLR, IOR, Label-Robust and Augmentation-Robust Scores against a random real subset at the same IPC, labelled the same way (first --model).")] = False,
+    equal_cost: Annotated[bool, typer.Option("--equal-cost", help="Also train LADD's equal-cost baselines: baseline++ (hard labels at IPC + 1, re-running the image method) and baseline=flops (hard labels for as many epochs as the label method's FLOPs).")] = False,
     real_epochs: Annotated[int, typer.Option("--real-epochs", help="--robust: epochs of the students trained on the full training split (HLR's real-data accuracy).")] = 30,
     data_dir: DataDir = None, out: Out = None, device: Device = "auto",
 ):
@@ -222,6 +223,10 @@ def eval_(
     rows = evaluate(art, dataset, cfg, runtime)
     notes = _notes(art, cfg, rows)
     extra = {}
+    if equal_cost:
+        from ladd.eval.protocol import equal_cost as equal_cost_rows
+
+        rows += equal_cost_rows(art, pipeline.plus_one(art, dataset, runtime), dataset, cfg, runtime, rows)
     if robust:
         from ladd.eval.protocol import robustness
 

@@ -124,3 +124,13 @@ def random_counterpart(art: Artifact, dataset: Dataset, runtime: Runtime = Runti
     rnd = distill(dataset, source_of(art), ImagesConfig(method="random", ipc=art.manifest["ipc"], seed=seed), runtime)
     lab = art.manifest.get("labels")
     return rnd if lab is None else label(rnd, dataset, LabelConfig(**lab["config"]), runtime)
+
+
+def plus_one(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> Artifact:
+    """LADD's baseline++: the artifact's image method re-run at IPC + 1 with hard labels only, so
+    hard labels get about the bytes LADD's labels add (a learned method distills again)."""
+    made = art.manifest.get("images", {})
+    fields = {k: made[k] for k in ImagesConfig.model_fields if k in made and k not in ("recipe", "resume")}
+    recipe = (made.get("recipe") or {}).get("name")
+    cfg = ImagesConfig(**{**fields, "ipc": art.manifest["ipc"] + 1, "recipe": recipe})
+    return distill(dataset, source_of(art), cfg, runtime)

@@ -257,3 +257,23 @@ def robustness(art: Artifact, random_art: Artifact, dataset: Dataset, cfg: EvalC
     }
     return {"method": method, "model": model, "real_epochs": real_epochs,
             "random_images": random_art.manifest.get("images", {}).get("seed"), **robust.scores(measured, w, gamma)}
+
+
+def equal_cost(art: Artifact, plus_one: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime, rows: list[dict]) -> list[dict]:
+    """LADD's equal-cost comparisons (Fig. 3), for every model: `baseline++` — hard labels on the
+    image method's IPC + 1 set (about the bytes the labels add); `baseline=flops` — hard labels
+    trained for as many epochs as match the label method's total FLOPs (label making + student)."""
+    method = default_methods(art)[-1]
+    extra = []
+    for model in cfg.models:
+        one = cfg.model_copy(update={"methods": ("baseline",), "models": (model,)})
+        row = evaluate(plus_one, dataset, one, runtime)[0]
+        extra.append({**row, "method": "baseline++", "budget": f"hard labels at IPC {plus_one.manifest['ipc']} (IPC + 1)", "ipc": row["ipc"]})
+        base = next((r for r in rows if (r["method"], r["model"]) == ("baseline", model)), None)
+        labelled = next((r for r in rows if (r["method"], r["model"]) == (method, model)), None)
+        if base is None or labelled is None or method == "baseline":
+            continue
+        epochs = max(1, round(base["epochs"] * labelled["flops"] / base["flops"]))
+        row = evaluate(art, dataset, one.model_copy(update={"epochs": epochs}), runtime)[0]
+        extra.append({**row, "method": "baseline=flops", "budget": f"{epochs} epochs: the FLOPs of {method} ({labelled['flops']:.3g})"})
+    return extra
