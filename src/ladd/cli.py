@@ -273,6 +273,43 @@ def report(
     console.print(f"wrote {len(written)} files to {out}: " + ", ".join(p.name for p in written))
 
 
+@app.command()
+def gradcam(
+    artifact: ArtifactArg,
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated evaluation methods; one student each (seed 0), e.g. baseline,ladd.")] = "baseline,ladd",
+    model: Model = "convnet", protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None,
+    test_images: Annotated[str, typer.Option("--test-images", help="Comma-separated indices into the real test split.")] = "0,1,2,3,4,5,6,7",
+    data_dir: DataDir = None, out: Annotated[Path, typer.Option("--out", help="Folder for gradcam_<method>.png.")] = Path("runs/gradcam"),
+    device: Device = "auto",
+):
+    """Grad-CAM maps of students trained on the artifact, on chosen test images (LADD Fig. 4)."""
+    from ladd.augment.dsa import strategy_for
+    from ladd.eval.protocol import crops_for, train_students
+    from ladd.eval.protocols import load_protocol
+    from ladd.report.gradcam import figure
+    from ladd.train.loop import TrainData
+    from ladd.train.terms import method_terms
+
+    art = load_artifact(artifact)
+    src = pipeline.source_of(art)
+    if data_dir is not None:
+        src = src.model_copy(update={"data_dir": data_dir})
+    dataset, runtime = pipeline.load_source(src), Runtime.from_name(device)
+    pipeline.check_same_data(art, dataset)
+    index = _ints_from_zero(test_images, "--test-images", len(dataset.test))
+    chosen = load_protocol(protocol)
+    data = TrainData(art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry)
+    crops = crops_for("all", len(art.images), art.geometry[0] if art.geometry else 1)
+    for method in _split(methods, "--methods"):
+        recipe = chosen.recipe(_split(model)[0], strategy_for(dataset.name), epochs=epochs, lr=lr)
+        terms = method_terms(method, crops, "mean", chosen.soft_loss)
+        *_, student = train_students(data, terms, recipe, dataset, _split(model)[0], 1, runtime, method)
+        path = figure(student, dataset.test.images[index], dataset.test.labels[index], dataset.mean, dataset.std,
+                      dataset.class_names, out / f"gradcam_{method}.png",
+                      f"{method} student ({_split(model)[0]}, protocol {chosen.name}, {recipe.epochs} epochs): Grad-CAM of the predicted class")
+        console.print(f"wrote {path}")
+
+
 @app.command("export")
 def export_(
     artifact: ArtifactArg,
@@ -411,6 +448,17 @@ def _ints(text: str, option: str) -> list[int]:
         raise LaddError(f"{option} {text!r} must be comma-separated whole numbers, e.g. 1,10,50") from None
     if any(v < 1 for v in values):
         raise LaddError(f"{option} {text!r}: every value must be >= 1")
+    return values
+
+
+def _ints_from_zero(text: str, option: str, size: int) -> list[int]:
+    try:
+        values = [int(v) for v in _split(text, option)]
+    except ValueError:
+        raise LaddError(f"{option} {text!r} must be comma-separated whole numbers, e.g. 0,1,2") from None
+    bad = [v for v in values if not 0 <= v < size]
+    if bad:
+        raise LaddError(f"{option}: index {bad[0]} is outside the test split (0..{size - 1})")
     return values
 
 
