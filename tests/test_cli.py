@@ -164,3 +164,18 @@ def test_experts_out_writes_a_buffer_that_mtt_reads(tmp_path):
     res = CliRunner().invoke(app, ["distill", *common, "--ipc", "1", "--images", "mtt", "--recipe", str(recipe), "--buffer", str(buf), "--out", str(art)])
     assert res.exit_code == 0, res.output
     assert load_artifact(art).manifest["images"]["buffer"] == str(buf)
+
+
+def test_eval_under_a_protocol_then_report_end_to_end(tmp_path):
+    art = tmp_path / "run" / "artifact"
+    assert ladd("distill", "--dataset", "digits", "--ipc", "1", "--out", art).returncode == 0
+    res = ladd("eval", art, "--model", "convnet-w32", "--seeds", "1", "--protocol", "glad", "--epochs", "2", "--out", tmp_path / "run")
+    assert res.returncode == 0, res.stderr
+    (row,) = json.loads((tmp_path / "run" / "results.json").read_text())["rows"]
+    assert (row["method"], row["protocol"], row["ema"], row["schedule"]) == ("baseline", "glad", 0.995, "warmup-cosine")
+    assert row["protocol_overrides"] == {"epochs": 2} and row["lr"] == 1e-3 and row["lr_source"] == "protocol glad"
+    res = ladd("report", tmp_path / "run", "--out", tmp_path / "rep")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "rep" / "images_run.png").is_file() and (tmp_path / "rep" / "report.csv").read_text().count("\n") == 2
+    bad = ladd("eval", art, "--protocol", "dcc")
+    assert bad.returncode == 2 and "unknown evaluation protocol 'dcc'" in bad.stderr and "glad" in bad.stderr
