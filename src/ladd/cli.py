@@ -428,17 +428,20 @@ ExpertSaves = Annotated[int, typer.Option("--expert-saves-per-epoch", help="Also
 ExpertEpoch = Annotated[Optional[str], typer.Option("--expert-epoch", help="Checkpoint that labels: a number, 'auto' (selected per IPC on a validation split carved from the training set), default the last.")]
 StudentModel = Annotated[str, typer.Option("--model", help="Student architecture.")]
 ValPerClass = Annotated[int, typer.Option("--val-per-class", help="Training images per class held out as the validation split for epoch selection.")]
+CandidateEpochs = Annotated[Optional[str], typer.Option("--candidate-epochs", help="Comma-separated expert epochs that 'auto' selection tries (default: every saved one).")]
 IpcList = Annotated[str, typer.Option("--ipc", help="Comma-separated images per class.")]
 ExpOut = Annotated[Path, typer.Option("--out", help="Output folder; re-running with the same folder resumes.")]
 
 
-def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_saves_per_epoch, model, epochs, lr, seeds, soft_loss, seed, val_per_class):
+def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_saves_per_epoch, model, epochs, lr, seeds, soft_loss, seed, val_per_class,
+           candidate_epochs):
     from ladd.experiments.common import Setup
 
     expert = ExpertConfig(model=expert_model, epochs=expert_epochs, lr=expert_lr, saves_per_epoch=expert_saves_per_epoch)
     return Setup(source=SourceConfig(dataset=dataset, data_dir=data_dir), teacher=LabelConfig(method="soft", labeler=expert),
                  student_model=model, student_epochs=epochs, student_lr=lr, seeds=seeds, soft_loss=soft_loss, image_seed=seed,
-                 val_per_class=val_per_class)
+                 val_per_class=val_per_class,
+                 candidate_epochs=None if candidate_epochs is None else tuple(_floats(candidate_epochs, "--candidate-epochs")))
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -482,7 +485,7 @@ def _shared_options(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, expert_model: ExpertModel = "convnet-w64",
     expert_epochs: ExpertEpochs = 10, expert_lr: ExpertLr = 0.01, expert_saves_per_epoch: ExpertSaves = 1,
     model: StudentModel = QUICK_MODEL, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, seeds: Seeds = 3,
-    soft_loss: SoftLoss = "ce", seed: Seed = 0, val_per_class: ValPerClass = 50,
+    soft_loss: SoftLoss = "ce", seed: Seed = 0, val_per_class: ValPerClass = 50, candidate_epochs: CandidateEpochs = None,
     out: ExpOut = Path("runs/experiments"), device: Device = "auto",
 ):
     """The options every experiment takes (this function only declares them)."""
