@@ -40,8 +40,10 @@ def load_runs(run_dirs: list[Path]) -> list[dict]:
         if "rows" not in results:
             raise LaddError(f"{path} holds no result rows (an experiment's results?): pass `ladd eval`/`ladd run` folders")
         robust = results.get("robustness")
+        made = results.get("config", {}).get("images", {}).get("method")  # `ladd run` rows of older versions lack it
         for row in results["rows"]:
             row = {**row, "run": Path(run).name, "run_dir": str(run)}
+            row["images_method"] = row.get("images_method") or made
             if robust and (robust["method"], robust["model"]) == (row["method"], row["model"]):
                 row.update({k: robust[f"{k}_mean"] for k in ("hlr", "ior", "lrs", "ars")})
             rows.append(row)
