@@ -249,8 +249,8 @@ def test_resumed_relabel_equals_an_uninterrupted_one(toy, tmp_path, monkeypatch)
 
 def test_fkd_students_train_on_the_pruned_pool_and_relabel_survives_relabelling(toy, tmp_path):
     path, art = _relabelled(toy, tmp_path)
-    cfg = EvalConfig(methods=("fkd",), models=("convnet-w32",), seeds=1, epochs=2, lr=1e-3, optimizer="adamw",
-                     schedule="cosine", batch_size=5, prune=2, pool="batch")
+    cfg = EvalConfig(methods=("fkd",), models=("convnet-w32",), seeds=1, protocol="fkd", epochs=2, lr=1e-3,
+                     batch_size=5, prune=2, pool="batch")
     row = evaluate(art, toy, cfg, Runtime())[0]
     assert row["relabel_kept_samples"] == 36 and row["terms"] == ["replay"]
     assert row["label_bytes_raw"] == sum(b["raw"] for b in art.relabel.storage().values()) // 2

@@ -74,6 +74,11 @@ Methods = Annotated[Optional[str], typer.Option("--methods", help="Comma-separat
 Seeds = Annotated[int, typer.Option("--seeds", help="Students trained per method and model (seeds 0..K-1); mean ± std is reported.")]
 Epochs = Annotated[int, typer.Option("--epochs", help="Student training epochs, lr ×0.1 at half (the DC/DSA/DM reference protocol uses 1000 with DSA).")]
 Lr = Annotated[float, typer.Option("--lr", help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")]
+EvalEpochs = Annotated[Optional[int], typer.Option("--epochs", help="Student training epochs (default: the protocol's; dc = 1000, the DC/DSA/DM reference with DSA).")]
+EvalLr = Annotated[Optional[float], typer.Option("--lr", help="Student learning rate (default: the protocol's, per model; an MTT artifact's learned lr wins).")]
+Protocol_ = Annotated[str, typer.Option("--protocol", help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, or a .toml file. Recorded in every result row.")]
+SelectLr = Annotated[Optional[str], typer.Option("--select-lr", help="Comma-separated student lr candidates, e.g. 0.003,0.01,0.03: the one whose students score best on a validation split carved from the training split is used; the test split is never read to choose.")]
+EvalValPerClass = Annotated[int, typer.Option("--val-per-class", help="Training images per class held out as the validation split for --select-lr.")]
 Crops = Annotated[str, typer.Option("--crops-per-step", help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views).")]
 BpttIterations = Annotated[int, typer.Option("--bptt-iterations", help="bptt labels: label updates (each unrolls a fresh student).")]
 BpttUnroll = Annotated[int, typer.Option("--bptt-unroll", help="bptt labels: T, student steps per update.")]
@@ -82,9 +87,7 @@ SoftLoss = Annotated[str, typer.Option("--soft-loss", help="Student loss on soft
 LocalReduction = Annotated[str, typer.Option("--local-reduction", help="How the N² local-view losses combine: mean (default; stable at lr 0.01) or sum (Eq. 5 literally).")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: runs/<timestamp>/).")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
-Optimizer = Annotated[str, typer.Option("--optimizer", help="Student optimizer: sgd (momentum 0.9, wd 5e-4; the DC/DSA/DM protocol) or adamw (wd 0.01; the SRe²L/FKD student, use with --lr 0.001 --schedule cosine).")]
-Schedule = Annotated[str, typer.Option("--schedule", help="Student lr schedule: step (×0.1 at half) or cosine (per epoch, to 0).")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Student batch size (a stored relabel replays at any batch size).")]
+EvalBatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Student batch size (default: the protocol's; a stored relabel replays at any batch size).")]
 Prune = Annotated[float, typer.Option("--prune", help="Method fkd: keep 1/ρ of the stored relabel labels (ρ >= 1; LPLD uses 10, 20, 30, 40, 50, 100).")]
 PoolOpt = Annotated[str, typer.Option("--pool", help="Method fkd: what pruning keeps and replays: whole stored epochs (epoch) or relabel batches from any epoch forming new epochs (batch, LPLD's improved label pool).")]
 PruneMetric = Annotated[str, typer.Option("--prune-metric", help="Method fkd: which units pruning keeps: random (LPLD), or ranked by correct, confidence, diff, diff_signed, cut_ratio.")]
@@ -134,8 +137,8 @@ def _auto_epoch(cfg: LabelConfig, data, src: SourceConfig, ipc: int, runtime: Ru
     return cfg.model_copy(update={"epoch": epoch})
 
 
-def _write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str) -> None:
-    write_json(out / "results.json", {"ladd_version": ladd.__version__, "flops_unit": UNIT, "config": config, "rows": rows, "notes": notes})
+def _write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None = None) -> None:
+    write_json(out / "results.json", {"ladd_version": ladd.__version__, "flops_unit": UNIT, "config": config, "rows": rows, "notes": notes, **(extra or {})})
     write_text(out / "results.md", f"# {title}\n\n" + markdown(rows, notes) + "\n![accuracy vs cost](results.png)\n")
     accuracy_vs_cost(rows, out / "results.png")
     console.print(rich_table(rows, title=title))
@@ -201,15 +204,20 @@ def label(
 @app.command("eval")
 def eval_(
     artifact: ArtifactArg, methods: Methods = None, model: Model = "convnet", seeds: Seeds = 5,
-    epochs: Epochs = 1000, lr: Lr = 0.01, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
-    soft_loss: SoftLoss = "ce", optimizer: Optimizer = "sgd", schedule: Schedule = "step", batch_size: BatchSize = 256,
-    prune: Prune = 1.0, pool: PoolOpt = "epoch", prune_metric: PruneMetric = "random", prune_keep: PruneKeep = "easy",
+    protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None, select_lr: SelectLr = None,
+    val_per_class: EvalValPerClass = 50, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
+    soft_loss: Annotated[Optional[str], typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")] = None,
+    robust: Annotated[bool, typer.Option("--robust", help="Also compute DD-Ranking's HLR, IOR, Label-Robust and Augmentation-Robust Scores against a random real subset at the same IPC, labelled the same way (first --model).")] = False,
+    equal_cost: Annotated[bool, typer.Option("--equal-cost", help="Also train LADD's equal-cost baselines: baseline++ (hard labels at IPC + 1, re-running the image method) and baseline=flops (hard labels for as many epochs as the label method's FLOPs).")] = False,
+    real_epochs: Annotated[int, typer.Option("--real-epochs", help="--robust: epochs of the students trained on the full training split (HLR's real-data accuracy).")] = 30,
+    batch_size: EvalBatchSize = None, prune: Prune = 1.0, pool: PoolOpt = "epoch", prune_metric: PruneMetric = "random", prune_keep: PruneKeep = "easy",
     data_dir: DataDir = None, out: Out = None, device: Device = "auto",
 ):
     """Evaluate an artifact: accuracy mean ± std over seeds, stored bytes and FLOPs.
 
-    Trains fresh students for each method × model × seed and tests each once, after its final
-    epoch, on the real test split; nothing is selected on test data."""
+    Trains fresh students for each method × model × seed under a named protocol and tests each
+    once, after its final epoch, on the real test split; anything tuned (--select-lr) is chosen
+    on a validation split carved from the training split."""
     art = load_artifact(artifact)
     src = pipeline.source_of(art)
     if data_dir is not None:
@@ -217,13 +225,30 @@ def eval_(
     dataset = pipeline.load_source(src)
     pipeline.check_same_data(art, dataset)
     chosen = _split(methods, "--methods") if methods else default_methods(art)
-    cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, epochs=epochs, lr=lr,
-                     crops_per_step=_crops(crops_per_step), local_reduction=local_reduction, soft_loss=soft_loss,
-                     optimizer=optimizer, schedule=schedule, batch_size=batch_size, prune=prune, pool=pool,
-                     prune_metric=prune_metric, prune_keep=prune_keep)
-    rows = evaluate(art, dataset, cfg, Runtime.from_name(device))
+    candidates = tuple(_floats(select_lr, "--select-lr")) if select_lr else ()
+    cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, protocol=protocol, epochs=epochs, lr=lr,
+                     select_lr=candidates, val_per_class=val_per_class, crops_per_step=_crops(crops_per_step),
+                     local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size,
+                     prune=prune, pool=pool, prune_metric=prune_metric, prune_keep=prune_keep)
+    runtime = Runtime.from_name(device)
+    rows = evaluate(art, dataset, cfg, runtime)
+    notes = _notes(art, cfg, rows)
+    extra = {}
+    if equal_cost:
+        from ladd.eval.protocol import equal_cost as equal_cost_rows
+
+        rows += equal_cost_rows(art, pipeline.plus_one(art, dataset, runtime), dataset, cfg, runtime, rows)
+    if robust:
+        from ladd.eval.protocol import robustness
+
+        scores = robustness(art, pipeline.random_counterpart(art, dataset, runtime), dataset, cfg, runtime, real_epochs, rows)
+        extra["robustness"] = scores
+        notes.append(f"DD-Ranking scores ({scores['method']}, {scores['model']}, {scores['runs']} runs): "
+                     f"HLR {100 * scores['hlr_mean']:.2f} ± {100 * scores['hlr_std']:.2f}, IOR {100 * scores['ior_mean']:.2f} ± {100 * scores['ior_std']:.2f}, "
+                     f"LRS {100 * scores['lrs_mean']:.2f} ± {100 * scores['lrs_std']:.2f}, ARS {100 * scores['ars_mean']:.2f} ± {100 * scores['ars_std']:.2f} "
+                     f"(vs random real images, seed {scores['random_images']}; real-data students {real_epochs} epochs)")
     out = out or _default_out()
-    _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, _notes(art, cfg), f"ladd eval · {dataset.name}")
+    _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, notes, f"ladd eval · {dataset.name}", extra)
 
 
 @app.command()
@@ -280,6 +305,94 @@ def experts(
 
 
 @app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders holding results.json (from `ladd eval` or `ladd run`).")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("runs/report"),
+    images: Annotated[int, typer.Option("--images", help="Synthetic images shown per class in each run's image grid.")] = 4,
+):
+    """Compare runs side by side: markdown, CSV and JSON tables; accuracy vs IPC, bytes (Pareto front)
+    and FLOPs; per-class accuracy; image grids with top soft labels and LADD's N×N dense labels."""
+    from ladd.report.build import build_report
+
+    written = build_report(runs, out, images=images)
+    console.print(f"wrote {len(written)} files to {out}: " + ", ".join(p.name for p in written))
+
+
+@app.command()
+def gradcam(
+    artifact: ArtifactArg,
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated evaluation methods; one student each (seed 0), e.g. baseline,ladd.")] = "baseline,ladd",
+    model: Model = "convnet", protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None,
+    test_images: Annotated[str, typer.Option("--test-images", help="Comma-separated indices into the real test split.")] = "0,1,2,3,4,5,6,7",
+    data_dir: DataDir = None, out: Annotated[Path, typer.Option("--out", help="Folder for gradcam_<method>.png.")] = Path("runs/gradcam"),
+    device: Device = "auto",
+):
+    """Grad-CAM maps of students trained on the artifact, on chosen test images (LADD Fig. 4)."""
+    from ladd.augment.dsa import strategy_for
+    from ladd.eval.protocol import crops_for, train_students
+    from ladd.eval.protocols import load_protocol
+    from ladd.report.gradcam import figure
+    from ladd.train.loop import TrainData
+    from ladd.train.terms import method_terms
+
+    art = load_artifact(artifact)
+    src = pipeline.source_of(art)
+    if data_dir is not None:
+        src = src.model_copy(update={"data_dir": data_dir})
+    dataset, runtime = pipeline.load_source(src), Runtime.from_name(device)
+    pipeline.check_same_data(art, dataset)
+    index = _ints_from_zero(test_images, "--test-images", len(dataset.test))
+    chosen = load_protocol(protocol)
+    data = TrainData(art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry)
+    crops = crops_for("all", len(art.images), art.geometry[0] if art.geometry else 1)
+    for method in _split(methods, "--methods"):
+        recipe = chosen.recipe(_split(model)[0], strategy_for(dataset.name), epochs=epochs, lr=lr)
+        terms = method_terms(method, crops, "mean", chosen.soft_loss)
+        *_, student = train_students(data, terms, recipe, dataset, _split(model)[0], 1, runtime, method)
+        path = figure(student, dataset.test.images[index], dataset.test.labels[index], dataset.mean, dataset.std,
+                      dataset.class_names, out / f"gradcam_{method}.png",
+                      f"{method} student ({_split(model)[0]}, protocol {chosen.name}, {recipe.epochs} epochs): Grad-CAM of the predicted class")
+        console.print(f"wrote {path}")
+
+
+@app.command("export")
+def export_(
+    artifact: ArtifactArg,
+    format: Annotated[str, typer.Option("--format", help="pt (DD-Ranking images.pt + labels.pt), npz, or folder (class subfolders of PNGs).")] = "pt",
+    out: Annotated[Path, typer.Option("--out", help="File (npz) or folder (pt, folder) to create; must not exist.")] = Path("export"),
+):
+    """Export an artifact for other tools; `ladd distill --images import --import-path OUT` reads it back."""
+    from ladd.artifact.export import export
+
+    path = export(load_artifact(artifact), out, format)
+    console.print(f"wrote {format} export of {artifact} to {path}")
+
+
+@app.command()
+def teachers(
+    directory: Annotated[Optional[list[Path]], typer.Argument(help="Folders to search for trained networks (default: the expert cache).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the listing as JSON to this file.")] = None,
+):
+    """List every trained teacher / labeler / expert: dataset, classes, normalization, seed, test accuracy, checksum."""
+    from rich.table import Table
+
+    from ladd.experts import registry
+
+    rows = registry(directory)
+    table = Table(title=f"{len(rows)} trained networks")
+    for col in ("dataset", "model", "seed", "epochs", "classes", "mean / std", "test acc %", "sha256", "directory"):
+        table.add_column(col)
+    for r in rows:
+        norm = "/".join(f"{m:.3f}" for m in r["mean"]) + " / " + "/".join(f"{s:.3f}" for s in r["std"])
+        acc = "incomplete" if not r["complete"] else ("—" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}")
+        table.add_row(r["dataset"], r["model"], str(r["seed"]), str(r["epochs"]), str(r["classes"]), norm, acc,
+                      (r["final_sha256"] or "—")[:12], r["directory"])
+    console.print(table)
+    if json_out is not None:
+        write_json(json_out, {"networks": rows})
+
+
+@app.command()
 def info(artifact: ArtifactArg):
     """Verify an artifact (hashes, shapes, label validity) and summarize what it stores."""
     art = load_artifact(artifact)
@@ -320,7 +433,7 @@ def run(
     labeler_epochs: LabelerEpochs = 10, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
     labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1, temperature: Temperature = 1.0, top_k: TopK = None,
     label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: Methods = None,
-    seeds: Seeds = 3, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, crops_per_step: Crops = "auto",
+    seeds: Seeds = 3, protocol: Protocol_ = "dc", epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, crops_per_step: Crops = "auto",
     local_reduction: LocalReduction = "mean", soft_loss: SoftLoss = "ce", out: Out = None, device: Device = "auto",
 ):
     """Everything end to end: images → labeler → dense labels → baseline (hard labels) vs LADD.
@@ -340,7 +453,7 @@ def run(
     label_cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
                               labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype)
     chosen = _split(methods, "--methods") if methods else methods_for(LABEL_METHODS.canonical(labels))
-    cfg = EvalConfig(methods=chosen, models=models, seeds=seeds, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step),
+    cfg = EvalConfig(methods=chosen, models=models, seeds=seeds, protocol=protocol, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step),
                      local_reduction=local_reduction, soft_loss=soft_loss)  # fail before any training
     images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe,
                               resume=resume, float_images=float_images, buffer=buffer)
@@ -353,7 +466,7 @@ def run(
     save_artifact(out / "artifact", art)
     art = load_artifact(out / "artifact")  # evaluate exactly what was stored (e.g. float16 labels)
     rows = evaluate(art, data, cfg, runtime)
-    notes = _notes(art, cfg) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
+    notes = _notes(art, cfg, rows) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
     config = {"source": src.model_dump(), "images": images_cfg.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device)}
     _write_results(out, rows, config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
 
@@ -499,11 +612,22 @@ def _ints(text: str, option: str) -> list[int]:
     return values
 
 
+def _ints_from_zero(text: str, option: str, size: int) -> list[int]:
+    try:
+        values = [int(v) for v in _split(text, option)]
+    except ValueError:
+        raise LaddError(f"{option} {text!r} must be comma-separated whole numbers, e.g. 0,1,2") from None
+    bad = [v for v in values if not 0 <= v < size]
+    if bad:
+        raise LaddError(f"{option}: index {bad[0]} is outside the test split (0..{size - 1})")
+    return values
+
+
 def _floats(text: str, option: str) -> list[float]:
     try:
         return [float(v) for v in _split(text, option)]
     except ValueError:
-        raise LaddError(f"{option} {text!r} must be comma-separated numbers, e.g. 1,2,5,10") from None
+        raise LaddError(f"{option} {text!r} must be comma-separated numbers, e.g. 0.003,0.01,0.03") from None
 
 
 def _epoch(text: str | None, option: str = "--expert-epoch") -> float | str | None:
@@ -613,9 +737,13 @@ def _bptt(data, setup, runtime, out, ipc: Ipc = 10, bptt_iterations: BpttIterati
     bptt.run(data, setup, ipc, cfg, _epoch(expert_epoch), runtime, out)
 
 
-def _notes(art, cfg: EvalConfig) -> list[str]:
+def _notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
+    first = rows[0]
+    overrides = ", ".join(f"{k} {v}" for k, v in first["protocol_overrides"].items())
     notes = [
-        f"accuracy: final epoch of {cfg.epochs}, on the real test split, over {cfg.seeds} seeds (population std); nothing selected on test data",
+        f"protocol {first['protocol']}" + (f" (overridden: {overrides})" if overrides else "") + f": {first['protocol_source']}",
+        f"accuracy: {first['reported']}, after {first['epochs']} epochs, over {cfg.seeds} seeds (population std); nothing selected on test data"
+        + ("; student lr chosen on a validation split carved from the training split" if cfg.select_lr else ""),
         f"FLOPs: {UNIT}; labels = labeler training + label generation (methods that use the labeler), deploy = one student",
     ]
     lab = art.manifest.get("labels", {}).get("labeler")

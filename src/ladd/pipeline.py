@@ -155,3 +155,23 @@ def relabel(art: Artifact, path: Path, dataset: Dataset, cfg: RelabelConfig, run
     manifest = {**art.manifest, "relabel": {**summary, "storage": storage, "label_to_image_ratio": labels_raw / images_raw,
                                             "soft_label_to_image_ratio": storage["labels"]["raw"] / images_raw}}
     return replace(art, manifest=manifest, relabel=store)
+
+
+def random_counterpart(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> Artifact:
+    """A random real subset at the artifact's IPC, labelled by the artifact's own label config
+    (same labeler, same geometry): DD-Ranking's "random" reference for IOR and ARS. Its image
+    seed is the artifact's + 1, so a random artifact is compared with a different subset."""
+    seed = int(art.manifest.get("images", {}).get("seed", 0)) + 1
+    rnd = distill(dataset, source_of(art), ImagesConfig(method="random", ipc=art.manifest["ipc"], seed=seed), runtime)
+    lab = art.manifest.get("labels")
+    return rnd if lab is None else label(rnd, dataset, LabelConfig(**lab["config"]), runtime)
+
+
+def plus_one(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> Artifact:
+    """LADD's baseline++: the artifact's image method re-run at IPC + 1 with hard labels only, so
+    hard labels get about the bytes LADD's labels add (a learned method distills again)."""
+    made = art.manifest.get("images", {})
+    fields = {k: made[k] for k in ImagesConfig.model_fields if k in made and k not in ("recipe", "resume")}
+    recipe = (made.get("recipe") or {}).get("name")
+    cfg = ImagesConfig(**{**fields, "ipc": art.manifest["ipc"] + 1, "recipe": recipe})
+    return distill(dataset, source_of(art), cfg, runtime)
