@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -76,7 +77,16 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
         "ipc": len(images) // dataset.num_classes,
         "images": {**cfg.model_dump(exclude={"resume"}), "method": method, "recipe": recipe, "learned": images.info},
     }
-    return Artifact(images.images, images.labels, manifest)
+    art = Artifact(images.images, images.labels, manifest)
+    return art if images.regions is None else with_region_labels(art, images.regions, images.info["observer"], images.info["flops"])
+
+
+def with_region_labels(art: Artifact, regions: torch.Tensor, observer: dict, flops: dict) -> Artifact:
+    """Region soft labels of squeezed images (LIC, RDED), stored as LADD dense labels whose
+    sub-sampler geometry (n = √N, R = 1/√N) is the tile grid, so `local-dense` trains on them (Eq. 9)."""
+    n = math.isqrt(regions.shape[1])
+    manifest = {"method": "region", "dtype": "float32", "top_k": None, "subsample": {"n": n, "r": 1.0 / n}, "labeler": observer}
+    return art.with_labels(None, regions.float(), manifest, flops)
 
 
 def checkpoint_dir(dataset: Dataset, cfg: ImagesConfig, params: dict) -> Path:

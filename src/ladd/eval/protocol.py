@@ -62,10 +62,10 @@ class EvalConfig(BaseModel):
 
 def methods_for(label_method: str | None) -> tuple[str, ...]:
     """Default comparison: hard labels against what the label stage made (LADD's dense labels,
-    or global soft labels for the other label methods)."""
+    the region labels of squeezed images (Eq. 9: local views only), or global soft labels)."""
     if label_method is None:
         return ("baseline",)
-    return ("baseline", "ladd") if label_method == "ladd" else ("baseline", "soft")
+    return {"ladd": ("baseline", "ladd"), "region": ("baseline", "local-dense")}.get(label_method, ("baseline", "soft"))
 
 
 def default_methods(art: Artifact) -> tuple[str, ...]:

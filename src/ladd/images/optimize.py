@@ -1,4 +1,4 @@
-"""The one loop for learned images: SGD on the synthetic pixels, checkpointed and resumable.
+"""The one loop for learned images: SGD (or AdamW) on the synthetic pixels, checkpointed and resumable.
 
 A method supplies `step(iteration, syn, gen) -> loss`; the loop updates the images, shows
 progress, and every `every` iterations saves images, optimizer and generator state in one file,
@@ -8,7 +8,7 @@ so `resume=True` continues with the same result as an uninterrupted run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 
@@ -33,16 +33,21 @@ def optimize_images(
     every: int = 100,
     description: str = "distill",
     extra: dict[str, tuple[torch.Tensor, float]] | None = None,
+    optimizer: Literal["sgd", "adamw"] = "sgd",
 ) -> tuple[torch.Tensor, list[float]]:
     """Optimize a float image tensor; returns (images, loss per iteration).
 
     `extra` maps names to (tensor, lr): other learned tensors (MTT's learning rate), optimized in
-    place by the same SGD (own lr, same momentum) and checkpointed with the images."""
+    place by the same SGD (own lr, same momentum) and checkpointed with the images. `adamw`
+    (LIC's compensation, as LINs-lab/CIM condense.py: AdamW, no weight decay) ignores `momentum`."""
     syn = syn.detach().clone().requires_grad_(True)
     extra = extra or {}
     groups = [{"params": [syn], "lr": lr}] + [{"params": [t], "lr": r} for t, r in extra.values()]
     learned = [syn] + [t for t, _ in extra.values()]
-    opt = torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+    else:
+        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum)
     gen = generator(seed)
     losses: list[float] = []
     start = 0
