@@ -156,3 +156,16 @@ def test_rded_tiles_the_lowest_ce_patches_with_region_labels(toy12):
     assert torch.equal(out.images, again.images)
     plain = make_images("rded", ImageRequest(toy12, 2, seed=0, params={**OBSERVER, "candidates": 10, "relabel": False}))
     assert plain.regions is None and torch.equal(plain.images, out.images)
+
+
+def test_distill_stores_region_labels_as_dense_labels_and_params_override_the_recipe(toy12):
+    src = pipeline.SourceConfig(dataset="mnist5k")
+    params = {**OBSERVER, "iterations": 2, "candidates": 10}
+    art = pipeline.distill(toy12, src, pipeline.ImagesConfig(method="lic", ipc=1, params=params))
+    assert art.geometry == (2, 0.5) and art.dense_labels.shape == (3, 4, 3) and art.soft_labels is None
+    assert art.manifest["labels"]["method"] == "region" and art.manifest["images"]["recipe"]["name"] == "lic-paper"
+    assert art.manifest["flops"]["label_generation"] > 0
+    plain = pipeline.distill(toy12, src, pipeline.ImagesConfig(method="lic", ipc=1, params={**params, "relabel": False}))
+    assert plain.dense_labels is None and torch.equal(plain.images, art.images)
+    with pytest.raises(LaddError, match="--param is for image methods with recipes"):
+        pipeline.distill(toy12, src, pipeline.ImagesConfig(method="random", ipc=1, params={"select": False}))

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,6 +44,7 @@ class ImagesConfig(BaseModel):
     recipe: str | None = None  # shipped recipe name or .toml path; default per (method, dataset)
     resume: bool = False
     buffer: str | None = None  # MTT: expert folder from `ladd experts --out`; default: the expert cache
+    params: dict[str, Any] = {}  # recipe parameters overridden by name (`--param KEY=VALUE`), e.g. LIC's stage switches
 
 
 def load_source(cfg: SourceConfig) -> Dataset:
@@ -61,7 +63,9 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
     if cfg.buffer is not None and method != "mtt":
         raise LaddError(f"--buffer is for --images mtt, not {method}: leave it out")
     recipe = load_recipe(method, dataset.name, cfg.ipc, cfg.recipe) if has_recipes(method) else None
-    params = recipe["params"] if recipe else {}
+    if cfg.params and recipe is None:
+        raise LaddError(f"--param is for image methods with recipes, not {method}: leave it out")
+    params = {**(recipe["params"] if recipe else {}), **cfg.params}
     checkpoints = checkpoint_dir(dataset, cfg, params) if recipe else None
     buffer = None if cfg.buffer is None else Path(cfg.buffer).expanduser()
     request = ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume, cfg.float_images, buffer)
