@@ -19,6 +19,8 @@ from ladd import pipeline
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, pct, students, write_report
+from ladd.images.optimize import STATE
+from ladd.images.recipes import load_recipe
 
 # (row, image method, stage switches, student method): the Table 7 progression first
 STAGES = [
@@ -56,6 +58,9 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ladd_labels: bool, runt
                     if iterations is not None:
                         params["iterations"] = iterations
                 cfg = pipeline.ImagesConfig(method=method, ipc=ipc, seed=setup.image_seed, params=params)
+                if method == "lic":  # an interrupted run continues the compensation it had checkpointed
+                    merged = {**load_recipe(method, dataset.name, ipc)["params"], **params}
+                    cfg = cfg.model_copy(update={"resume": (pipeline.checkpoint_dir(dataset, cfg, merged) / STATE).exists()})
                 t0 = time.perf_counter()
                 art = pipeline.distill(dataset, setup.source, cfg, runtime)
                 made[key] = (art, time.perf_counter() - t0)
