@@ -95,7 +95,7 @@ def test_lic_end_to_end_stores_one_region_distribution_per_tile(toy12, tmp_path)
     save_artifact(tmp_path / "a", art)
     back = load_artifact(tmp_path / "a")
     assert back.geometry == (2, 0.5) and torch.equal(back.dense_labels, out.regions)
-    assert default_methods(back) == ("baseline", "local-dense") and src.dataset == "mnist5k"
+    assert default_methods(back) == ("local-hard", "local-dense") and src.dataset == "mnist5k"
 
 
 def test_eq9_region_loss_equals_a_direct_computation():
@@ -167,5 +167,6 @@ def test_distill_stores_region_labels_as_dense_labels_and_params_override_the_re
     assert art.manifest["flops"]["label_generation"] > 0
     plain = pipeline.distill(toy12, src, pipeline.ImagesConfig(method="lic", ipc=1, params={**params, "relabel": False}))
     assert plain.dense_labels is None and torch.equal(plain.images, art.images)
+    assert plain.geometry == (2, 0.5)  # the tile grid, so students can train on the expanded tiles (local-hard)
     with pytest.raises(LaddError, match="--param is for image methods with recipes"):
         pipeline.distill(toy12, src, pipeline.ImagesConfig(method="random", ipc=1, params={"select": False}))

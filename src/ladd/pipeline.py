@@ -89,7 +89,7 @@ def with_region_labels(art: Artifact, regions: torch.Tensor, observer: dict, flo
     """Region soft labels of squeezed images (LIC, RDED), stored as LADD dense labels whose
     sub-sampler geometry (n = √N, R = 1/√N) is the tile grid, so `local-dense` trains on them (Eq. 9)."""
     n = math.isqrt(regions.shape[1])
-    manifest = {"method": "region", "dtype": "float32", "top_k": None, "subsample": {"n": n, "r": 1.0 / n}, "labeler": observer}
+    manifest = {"method": "region", "dtype": "float32", "top_k": None, "subsample": {"n": n, "r": 1.0 / n}, "observer": observer}
     return art.with_labels(None, regions.float(), manifest, flops)
 
 
