@@ -268,6 +268,8 @@ def info(artifact: ArtifactArg):
         teacher = lab.get("labeler")
         made_by = (f" · labeler {teacher['model']} epoch {teacher['epoch']:g}" + (f" × {teacher['ensemble']} experts" if teacher.get("ensemble", 1) > 1 else "")
                    + f" (test acc {100 * teacher['test_acc']:.2f}%)") if teacher else ""
+        if "observer" in lab:  # region labels of squeezed images (LIC, RDED)
+            made_by = f" · observer {lab['observer']['model']} ({100 * lab['observer']['train_check_acc']:.1f}% on training images)"
         console.print(f"labels: {lab['method']}{geometry}{made_by}")
 
 

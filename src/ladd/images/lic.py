@@ -19,6 +19,7 @@ synthetic images; features of an intermediate observer layer).
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -72,7 +73,7 @@ def compensation_loss(observer, layer: str, syn: torch.Tensor, originals: torch.
     """Eq. 8: Σ_images mean ‖φ(A(expand(x* + Δx)_k)) − φ(A(x_k))‖² over its tiles k, with the same
     augmentation A for a tile and its original (one draw per image). Pixels in [0, 1]."""
     b, k = originals.shape[:2]
-    n = int(round(k**0.5))
+    n = math.isqrt(k)
     tiles = expand(syn, n).flatten(0, 1)
     real = originals.flatten(0, 1)
     tiles, real = normalize(tiles * 255, mean, std), normalize(real * 255, mean, std)
