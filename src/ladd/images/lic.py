@@ -33,7 +33,7 @@ from ladd.core.types import Dataset, ImageSet, normalize
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.observer import ObserverParams, features, layer_names, load_observer, observer_ce, region_cost, region_labels
 from ladd.images.optimize import optimize_images
-from ladd.images.squeeze import expand, grid_side, squeeze
+from ladd.images.mosaic import expand, grid_side, squeeze
 
 
 class LICParams(ObserverParams):

@@ -25,7 +25,7 @@ from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset, normalize
 from ladd.cost import flops
 from ladd.experts import ExpertConfig, build_for, ensure_expert, load_expert
-from ladd.images.squeeze import expand
+from ladd.images.mosaic import expand
 from ladd.train.loop import accuracy
 
 

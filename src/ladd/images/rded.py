@@ -21,7 +21,7 @@ from ladd.core.runtime import generator
 from ladd.core.types import ImageSet, normalize, to_pixels
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.observer import ObserverParams, load_observer, observer_ce, region_cost, region_labels
-from ladd.images.squeeze import grid_side, shrink, tile
+from ladd.images.mosaic import grid_side, shrink, tile
 
 
 class RDEDParams(ObserverParams):

@@ -1,4 +1,4 @@
-"""Squeezing N images into one (LIC's squeeze, RDED's patch mosaic) and expanding it back.
+"""Squeezing N images into one mosaic (LIC's squeeze, RDED's patch mosaic) and expanding it back.
 
 A squeezed image tiles √N × √N resized images, tile k = row·√N + col. The tile grid is LADD's
 static sub-sampler with n = √N and R = 1/√N (`augment/subsample.py`): when the side is divisible
