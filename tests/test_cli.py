@@ -167,3 +167,35 @@ def test_experts_out_writes_a_buffer_that_mtt_reads(tmp_path):
     res = CliRunner().invoke(app, ["distill", *common, "--ipc", "1", "--images", "mtt", "--recipe", str(recipe), "--buffer", str(buf), "--out", str(art)])
     assert res.exit_code == 0, res.output
     assert load_artifact(art).manifest["images"]["buffer"] == str(buf)
+
+
+def test_relabel_then_info_and_pruned_fkd_eval(tmp_path):
+    art = tmp_path / "art"
+    assert ladd("distill", "--dataset", "digits", "--ipc", "2", "--out", art).returncode == 0
+    res = ladd("relabel", art, "--epochs", "2", "--batch-size", "10", "--teacher-model", "convnet-w32", "--teacher-epochs", "1")
+    assert res.returncode == 0, res.stderr
+    info = ladd("info", art)
+    assert info.returncode == 0 and "relabel: 2 epochs × 20 samples" in info.stderr and "label-to-image ratio" in info.stderr
+    out = tmp_path / "eval"
+    res = ladd("eval", art, "--methods", "fkd", "--model", "convnet-w32", "--seeds", "1", "--epochs", "1", "--protocol", "fkd",
+               "--lr", "0.001", "--batch-size", "7", "--prune", "2", "--pool", "batch", "--out", out)
+    assert res.returncode == 0, res.stderr
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert row["relabel_kept_samples"] == 20 and row["pool"] == "batch" and "| fkd ρ=2 batch |" in (out / "results.md").read_text()
+    res = ladd("eval", art, "--methods", "fkd", "--epochs", "1", "--prune", "0.5")
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "--prune 0.5 must be >= 1" in res.stderr, res.stderr
+
+
+def test_eval_under_a_protocol_then_report_end_to_end(tmp_path):
+    art = tmp_path / "run" / "artifact"
+    assert ladd("distill", "--dataset", "digits", "--ipc", "1", "--out", art).returncode == 0
+    res = ladd("eval", art, "--model", "convnet-w32", "--seeds", "1", "--protocol", "glad", "--epochs", "2", "--out", tmp_path / "run")
+    assert res.returncode == 0, res.stderr
+    (row,) = json.loads((tmp_path / "run" / "results.json").read_text())["rows"]
+    assert (row["method"], row["protocol"], row["ema"], row["schedule"]) == ("baseline", "glad", 0.995, "warmup-cosine")
+    assert row["protocol_overrides"] == {"epochs": 2} and row["lr"] == 1e-3 and row["lr_source"] == "protocol glad"
+    res = ladd("report", tmp_path / "run", "--out", tmp_path / "rep")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "rep" / "images_run.png").is_file() and (tmp_path / "rep" / "report.csv").read_text().count("\n") == 2
+    bad = ladd("eval", art, "--protocol", "dcc")
+    assert bad.returncode == 2 and "unknown evaluation protocol 'dcc'" in bad.stderr and "glad" in bad.stderr

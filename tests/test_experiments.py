@@ -51,6 +51,12 @@ def test_epoch_selection_never_reads_the_test_split_and_resumes(toy, tmp_path, m
     assert (tmp_path / "expert_epoch.png").stat().st_size > 0 and "✓" in (tmp_path / "expert_epoch.md").read_text()
     monkeypatch.setattr(expert_epoch, "students", lambda *a, **k: pytest.fail("a finished cell was recomputed"))
     assert expert_epoch.run(blind, TINY, [1, 2], Runtime(), tmp_path) == chosen
+    # a subset of candidates reuses the same cells and reports only those epochs
+    subset = TINY.model_copy(update={"candidate_epochs": (2.0, 1.0)})
+    expert_epoch.run(blind, subset, [1], Runtime(), tmp_path)
+    assert [r["epoch"] for r in json.loads((tmp_path / "expert_epoch.json").read_text())["rows"]] == [1.0, 2.0]
+    with pytest.raises(LaddError, match=r"epoch\(s\) 3 were not saved: choose among 0.5, 1, 1.5, 2"):
+        expert_epoch.run(blind, TINY.model_copy(update={"candidate_epochs": (3.0,)}), [1], Runtime(), tmp_path)
 
 
 def test_best_epoch_is_the_earliest_of_the_best():

@@ -20,3 +20,20 @@ def test_expert_saves_every_epoch_and_refuses_other_data(toy, tmp_path):
     renormed = dataclasses.replace(toy, mean=(0.1,))
     with pytest.raises(LaddError, match="normalization"):
         load_expert(tmp_path / "lab", 1, renormed, Runtime())
+
+
+def test_registry_lists_provenance_and_a_changed_checkpoint_is_refused(toy, tmp_path):
+    from ladd.core.io import sha256
+    from ladd.experts import registry
+    from ladd.train.loop import checkpoint_path
+
+    cfg = ExpertConfig(model="convnet-w32", epochs=1, batch_size=8, seed=3)
+    train_expert(toy, cfg, tmp_path / "nets" / "a", Runtime())
+    (row,) = registry([tmp_path / "nets"])
+    final = checkpoint_path(tmp_path / "nets" / "a", 1)
+    assert row["final_sha256"] == sha256(final) and row["seed"] == 3 and row["class_names"] == list(toy.class_names)
+    _, prov = load_expert(tmp_path / "nets" / "a", 1, toy, Runtime())
+    assert row["test_acc"] == prov["test_acc"] and row["mean"] == list(toy.mean) and row["complete"]
+    final.write_bytes(checkpoint_path(tmp_path / "nets" / "a", 0).read_bytes())  # weights swapped after training
+    with pytest.raises(LaddError, match="does not match the checksum"):
+        load_expert(tmp_path / "nets" / "a", 1, toy, Runtime())

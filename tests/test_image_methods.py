@@ -20,6 +20,8 @@ TINY = {
     "herding": {"expert_epochs": 1},
     "dc": {"iterations": 2, "outer_loop": 2, "inner_loop": 1, "batch_real": 4, "compile": False},
     "dsa": {"iterations": 2, "outer_loop": 2, "inner_loop": 1, "batch_real": 4, "compile": False},
+    "sre2l": {"teacher_model": "convnet-bn", "teacher_epochs": 1, "iterations": 2},
+    "lpld": {"teacher_model": "convnet-bn", "teacher_epochs": 1, "iterations": 2},
 }
 
 

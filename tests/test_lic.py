@@ -74,7 +74,7 @@ def test_compensation_lowers_the_feature_matching_loss(toy12):
     originals = toy12.train.images[:8].view(2, 4, 1, 8, 8).float() / 255
     x0 = squeeze(originals)
     loss = lambda x: compensation_loss(observer, "features.2", x, originals, toy12.mean, toy12.std, None, generator(0))  # noqa: E731
-    x, losses = optimize_images(x0, lambda it, s, g: loss(s), iterations=20, lr=0.01, momentum=0, seed=0, optimizer="adamw")
+    x, losses = optimize_images(x0, lambda it, s, g: loss(s), iterations=20, lr=0.01, momentum=0, seed=0, betas=(0.9, 0.999))
     assert loss(x).item() < 0.9 * loss(x0).item() and losses[-1] < losses[0]
 
 

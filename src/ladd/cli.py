@@ -22,12 +22,16 @@ from ladd.core.runtime import Runtime
 from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for
 from ladd.experts import ExpertConfig, cache_root, ensure_expert, in_buffer
+from ladd.images import IMAGE_METHODS
+from ladd.images.recipes import load_recipe
 from ladd.labels import LABEL_METHODS
 from ladd.labels.bptt import BpttConfig
+from ladd.labels.relabel import RelabelConfig
 from ladd import pipeline
 from ladd.pipeline import ImagesConfig, LabelConfig, SourceConfig
 from ladd.report.plots import accuracy_vs_cost
 from ladd.report.tables import markdown, rich_table
+from ladd.train.terms import method_terms
 
 app = typer.Typer(
     name="ladd",
@@ -47,7 +51,7 @@ DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder of an
 Resolution = Annotated[Optional[int], typer.Option("--resolution", help="imagefolder only: centre-crop and resize to this many pixels (default 128).")]
 SkipBad = Annotated[bool, typer.Option("--skip-unreadable", help="imagefolder only: skip unreadable image files with a warning instead of stopping.")]
 Ipc = Annotated[int, typer.Option("--ipc", help="Images per class.")]
-Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, dc, dsa, mtt, lic, rded, or import (a set made by another tool).")]
+Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, dc, dsa, mtt, sre2l, lpld, lic, rded, or import (a set made by another tool).")]
 Recipe = Annotated[Optional[str], typer.Option("--recipe", help="Hyperparameters of a learned image method: a shipped recipe name (e.g. dm-paper, dm-mnist5k) or a .toml file. Default: the method's recipe for the dataset, else its paper recipe.")]
 FloatImages = Annotated[bool, typer.Option("--float-images", help="Learned image methods: store float32 pixels instead of uint8 (4× the image bytes; compare both with `ladd eval`).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue a learned image method from its last checkpoint (same result as an uninterrupted run).")]
@@ -72,6 +76,11 @@ Methods = Annotated[Optional[str], typer.Option("--methods", help="Comma-separat
 Seeds = Annotated[int, typer.Option("--seeds", help="Students trained per method and model (seeds 0..K-1); mean ± std is reported.")]
 Epochs = Annotated[int, typer.Option("--epochs", help="Student training epochs, lr ×0.1 at half (the DC/DSA/DM reference protocol uses 1000 with DSA).")]
 Lr = Annotated[float, typer.Option("--lr", help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")]
+EvalEpochs = Annotated[Optional[int], typer.Option("--epochs", help="Student training epochs (default: the protocol's; dc = 1000, the DC/DSA/DM reference with DSA).")]
+EvalLr = Annotated[Optional[float], typer.Option("--lr", help="Student learning rate (default: the protocol's, per model; an MTT artifact's learned lr wins).")]
+Protocol_ = Annotated[str, typer.Option("--protocol", help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, or a .toml file. Recorded in every result row.")]
+SelectLr = Annotated[Optional[str], typer.Option("--select-lr", help="Comma-separated student lr candidates, e.g. 0.003,0.01,0.03: the one whose students score best on a validation split carved from the training split is used; the test split is never read to choose.")]
+EvalValPerClass = Annotated[int, typer.Option("--val-per-class", help="Training images per class held out as the validation split for --select-lr.")]
 Crops = Annotated[str, typer.Option("--crops-per-step", help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views).")]
 BpttIterations = Annotated[int, typer.Option("--bptt-iterations", help="bptt labels: label updates (each unrolls a fresh student).")]
 BpttUnroll = Annotated[int, typer.Option("--bptt-unroll", help="bptt labels: T, student steps per update.")]
@@ -80,6 +89,11 @@ SoftLoss = Annotated[str, typer.Option("--soft-loss", help="Student loss on soft
 LocalReduction = Annotated[str, typer.Option("--local-reduction", help="How the N² local-view losses combine: mean (default; stable at lr 0.01) or sum (Eq. 5 literally).")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: runs/<timestamp>/).")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+EvalBatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Student batch size (default: the protocol's; a stored relabel replays at any batch size).")]
+Prune = Annotated[float, typer.Option("--prune", help="Method fkd: keep 1/ρ of the stored relabel labels (ρ >= 1; LPLD uses 10, 20, 30, 40, 50, 100).")]
+PoolOpt = Annotated[str, typer.Option("--pool", help="Method fkd: what pruning keeps and replays: whole stored epochs (epoch) or relabel batches from any epoch forming new epochs (batch, LPLD's improved label pool).")]
+PruneMetric = Annotated[str, typer.Option("--prune-metric", help="Method fkd: which units pruning keeps: random (LPLD), or ranked by correct, confidence, diff, diff_signed, cut_ratio.")]
+PruneKeep = Annotated[str, typer.Option("--prune-keep", help="With a ranking --prune-metric: keep the easy, hard or uniformly spaced units.")]
 ArtifactArg = Annotated[Path, typer.Argument(help="An artifact folder written by `ladd distill` or `ladd run`.")]
 
 
@@ -139,8 +153,8 @@ def _auto_epoch(cfg: LabelConfig, data, src: SourceConfig, ipc: int, runtime: Ru
     return cfg.model_copy(update={"epoch": epoch})
 
 
-def _write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str) -> None:
-    write_json(out / "results.json", {"ladd_version": ladd.__version__, "flops_unit": UNIT, "config": config, "rows": rows, "notes": notes})
+def _write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None = None) -> None:
+    write_json(out / "results.json", {"ladd_version": ladd.__version__, "flops_unit": UNIT, "config": config, "rows": rows, "notes": notes, **(extra or {})})
     write_text(out / "results.md", f"# {title}\n\n" + markdown(rows, notes) + "\n![accuracy vs cost](results.png)\n")
     accuracy_vs_cost(rows, out / "results.png")
     console.print(rich_table(rows, title=title))
@@ -208,14 +222,20 @@ def label(
 @app.command("eval")
 def eval_(
     artifact: ArtifactArg, methods: Methods = None, model: Model = "convnet", seeds: Seeds = 5,
-    epochs: Epochs = 1000, lr: Lr = 0.01, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
-    soft_loss: SoftLoss = "ce", data_dir: DataDir = None,
-    out: Out = None, device: Device = "auto",
+    protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None, select_lr: SelectLr = None,
+    val_per_class: EvalValPerClass = 50, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
+    soft_loss: Annotated[Optional[str], typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")] = None,
+    robust: Annotated[bool, typer.Option("--robust", help="Also compute DD-Ranking's HLR, IOR, Label-Robust and Augmentation-Robust Scores against a random real subset at the same IPC, labelled the same way (first --model).")] = False,
+    equal_cost: Annotated[bool, typer.Option("--equal-cost", help="Also train LADD's equal-cost baselines: baseline++ (hard labels at IPC + 1, re-running the image method) and baseline=flops (hard labels for as many epochs as the label method's FLOPs).")] = False,
+    real_epochs: Annotated[int, typer.Option("--real-epochs", help="--robust: epochs of the students trained on the full training split (HLR's real-data accuracy).")] = 30,
+    batch_size: EvalBatchSize = None, prune: Prune = 1.0, pool: PoolOpt = "epoch", prune_metric: PruneMetric = "random", prune_keep: PruneKeep = "easy",
+    data_dir: DataDir = None, out: Out = None, device: Device = "auto",
 ):
     """Evaluate an artifact: accuracy mean ± std over seeds, stored bytes and FLOPs.
 
-    Trains fresh students for each method × model × seed and tests each once, after its final
-    epoch, on the real test split; nothing is selected on test data."""
+    Trains fresh students for each method × model × seed under a named protocol and tests each
+    once, after its final epoch, on the real test split; anything tuned (--select-lr) is chosen
+    on a validation split carved from the training split."""
     art = load_artifact(artifact)
     src = pipeline.source_of(art)
     if data_dir is not None:
@@ -223,11 +243,64 @@ def eval_(
     dataset = pipeline.load_source(src)
     pipeline.check_same_data(art, dataset)
     chosen = _split(methods, "--methods") if methods else default_methods(art)
-    cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, epochs=epochs, lr=lr,
-                     crops_per_step=_crops(crops_per_step), local_reduction=local_reduction, soft_loss=soft_loss)
-    rows = evaluate(art, dataset, cfg, Runtime.from_name(device))
+    candidates = tuple(_floats(select_lr, "--select-lr")) if select_lr else ()
+    cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, protocol=protocol, epochs=epochs, lr=lr,
+                     select_lr=candidates, val_per_class=val_per_class, crops_per_step=_crops(crops_per_step),
+                     local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size,
+                     prune=prune, pool=pool, prune_metric=prune_metric, prune_keep=prune_keep)
+    runtime = Runtime.from_name(device)
+    rows = evaluate(art, dataset, cfg, runtime)
+    notes = _notes(art, cfg, rows)
+    extra = {}
+    if equal_cost:
+        from ladd.eval.protocol import equal_cost as equal_cost_rows
+
+        rows += equal_cost_rows(art, pipeline.plus_one(art, dataset, runtime), dataset, cfg, runtime, rows)
+    if robust:
+        from ladd.eval.protocol import robustness
+
+        scores = robustness(art, pipeline.random_counterpart(art, dataset, runtime), dataset, cfg, runtime, real_epochs, rows)
+        extra["robustness"] = scores
+        notes.append(f"DD-Ranking scores ({scores['method']}, {scores['model']}, {scores['runs']} runs): "
+                     f"HLR {100 * scores['hlr_mean']:.2f} ± {100 * scores['hlr_std']:.2f}, IOR {100 * scores['ior_mean']:.2f} ± {100 * scores['ior_std']:.2f}, "
+                     f"LRS {100 * scores['lrs_mean']:.2f} ± {100 * scores['lrs_std']:.2f}, ARS {100 * scores['ars_mean']:.2f} ± {100 * scores['ars_std']:.2f} "
+                     f"(vs random real images, seed {scores['random_images']}; real-data students {real_epochs} epochs)")
     out = out or _default_out()
-    _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, _notes(art, cfg), f"ladd eval · {dataset.name}")
+    _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, notes, f"ladd eval · {dataset.name}", extra)
+
+
+@app.command()
+def relabel(
+    artifact: ArtifactArg,
+    epochs: Annotated[int, typer.Option("--epochs", help="Relabel epochs: each stores one augmentation and soft label per image.")] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Relabel batch: CutMix partners are drawn within it; the unit of --pool batch.")] = 50,
+    teacher_model: Annotated[str, typer.Option("--teacher-model", help="Teacher architecture (an expert trained or reused from the cache), e.g. convnet-bn.")] = "convnet-bn",
+    teacher_epochs: Annotated[int, typer.Option("--teacher-epochs", help="Epochs the teacher trains.")] = 10,
+    teacher_epoch: Annotated[Optional[float], typer.Option("--teacher-epoch", help="Teacher checkpoint that labels (default: the last).")] = None,
+    label_kind: Annotated[str, typer.Option("--label-kind", help="Store teacher logits (softened by T at replay) or probabilities at T.")] = "logits",
+    label_dtype: Annotated[str, typer.Option("--label-dtype", help="float16 (the reference's --use-fp16) or float32.")] = "float16",
+    temperature: Annotated[float, typer.Option("--temperature", help="T of the student's KL loss (SRe²L: 20 with CutMix).")] = 20.0,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="FKD label quantization: store only the k largest probabilities and their indices (needs --label-kind probs).")] = None,
+    cutmix: Annotated[bool, typer.Option("--cutmix/--no-cutmix", help="CutMix (λ ~ Beta(1, 1)) after crop and flip, as the reference.")] = True,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the stored augmentations (the reference's --fkd-seed 42).")] = 42,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a stored relabel made with other settings.")] = False,
+    data_dir: DataDir = None, device: Device = "auto",
+):
+    """Relabel stage (SRe²L/FKD, stored): per epoch and image, draw a RandomResizedCrop, flip and
+    CutMix partner, store them with the teacher's soft label in ARTIFACT/relabel/ (safetensors, one
+    file per epoch; an interrupted run resumes). Students replay them: `ladd eval --methods fkd`."""
+    art = load_artifact(artifact)
+    src = pipeline.source_of(art)
+    if data_dir is not None:
+        src = src.model_copy(update={"data_dir": data_dir})
+    cfg = RelabelConfig(epochs=epochs, batch_size=batch_size, teacher=ExpertConfig(model=teacher_model, epochs=teacher_epochs),
+                        teacher_epoch=teacher_epoch, kind=label_kind, dtype=label_dtype, temperature=temperature, top_k=top_k,
+                        cutmix=cutmix, seed=seed)
+    art = pipeline.relabel(art, artifact, pipeline.load_source(src), cfg, Runtime.from_name(device), overwrite=overwrite)
+    save_artifact(artifact, art)
+    rel = art.manifest["relabel"]
+    console.print(f"wrote {epochs} relabel epochs × {rel['samples']} images to {artifact / 'relabel'} "
+                  f"({sum(b['raw'] for b in rel['storage'].values()):,} B, {rel['label_to_image_ratio']:.2f}× the images)")
 
 
 @app.command()
@@ -247,6 +320,94 @@ def experts(
         cfg = ExpertConfig(model=_split(model)[0], epochs=epochs, seed=seed)
         directory, _ = ensure_expert(data, cfg, None if out is None else in_buffer(out, seed), runtime)
     console.print(f"{num_experts} experts of {epochs} epochs ready under {directory.parent}")
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders holding results.json (from `ladd eval` or `ladd run`).")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("runs/report"),
+    images: Annotated[int, typer.Option("--images", help="Synthetic images shown per class in each run's image grid.")] = 4,
+):
+    """Compare runs side by side: markdown, CSV and JSON tables; accuracy vs IPC, bytes (Pareto front)
+    and FLOPs; per-class accuracy; image grids with top soft labels and LADD's N×N dense labels."""
+    from ladd.report.build import build_report
+
+    written = build_report(runs, out, images=images)
+    console.print(f"wrote {len(written)} files to {out}: " + ", ".join(p.name for p in written))
+
+
+@app.command()
+def gradcam(
+    artifact: ArtifactArg,
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated evaluation methods; one student each (seed 0), e.g. baseline,ladd.")] = "baseline,ladd",
+    model: Model = "convnet", protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None,
+    test_images: Annotated[str, typer.Option("--test-images", help="Comma-separated indices into the real test split.")] = "0,1,2,3,4,5,6,7",
+    data_dir: DataDir = None, out: Annotated[Path, typer.Option("--out", help="Folder for gradcam_<method>.png.")] = Path("runs/gradcam"),
+    device: Device = "auto",
+):
+    """Grad-CAM maps of students trained on the artifact, on chosen test images (LADD Fig. 4)."""
+    from ladd.augment.dsa import strategy_for
+    from ladd.eval.protocol import crops_for, train_students
+    from ladd.eval.protocols import load_protocol
+    from ladd.report.gradcam import figure
+    from ladd.train.loop import TrainData
+    from ladd.train.terms import method_terms
+
+    art = load_artifact(artifact)
+    src = pipeline.source_of(art)
+    if data_dir is not None:
+        src = src.model_copy(update={"data_dir": data_dir})
+    dataset, runtime = pipeline.load_source(src), Runtime.from_name(device)
+    pipeline.check_same_data(art, dataset)
+    index = _ints_from_zero(test_images, "--test-images", len(dataset.test))
+    chosen = load_protocol(protocol)
+    data = TrainData(art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry)
+    crops = crops_for("all", len(art.images), art.geometry[0] if art.geometry else 1)
+    for method in _split(methods, "--methods"):
+        recipe = chosen.recipe(_split(model)[0], strategy_for(dataset.name), epochs=epochs, lr=lr)
+        terms = method_terms(method, crops, "mean", chosen.soft_loss)
+        *_, student = train_students(data, terms, recipe, dataset, _split(model)[0], 1, runtime, method)
+        path = figure(student, dataset.test.images[index], dataset.test.labels[index], dataset.mean, dataset.std,
+                      dataset.class_names, out / f"gradcam_{method}.png",
+                      f"{method} student ({_split(model)[0]}, protocol {chosen.name}, {recipe.epochs} epochs): Grad-CAM of the predicted class")
+        console.print(f"wrote {path}")
+
+
+@app.command("export")
+def export_(
+    artifact: ArtifactArg,
+    format: Annotated[str, typer.Option("--format", help="pt (DD-Ranking images.pt + labels.pt), npz, or folder (class subfolders of PNGs).")] = "pt",
+    out: Annotated[Path, typer.Option("--out", help="File (npz) or folder (pt, folder) to create; must not exist.")] = Path("export"),
+):
+    """Export an artifact for other tools; `ladd distill --images import --import-path OUT` reads it back."""
+    from ladd.artifact.export import export
+
+    path = export(load_artifact(artifact), out, format)
+    console.print(f"wrote {format} export of {artifact} to {path}")
+
+
+@app.command()
+def teachers(
+    directory: Annotated[Optional[list[Path]], typer.Argument(help="Folders to search for trained networks (default: the expert cache).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the listing as JSON to this file.")] = None,
+):
+    """List every trained teacher / labeler / expert: dataset, classes, normalization, seed, test accuracy, checksum."""
+    from rich.table import Table
+
+    from ladd.experts import registry
+
+    rows = registry(directory)
+    table = Table(title=f"{len(rows)} trained networks")
+    for col in ("dataset", "model", "seed", "epochs", "classes", "mean / std", "test acc %", "sha256", "directory"):
+        table.add_column(col)
+    for r in rows:
+        norm = "/".join(f"{m:.3f}" for m in r["mean"]) + " / " + "/".join(f"{s:.3f}" for s in r["std"])
+        acc = "incomplete" if not r["complete"] else ("—" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}")
+        table.add_row(r["dataset"], r["model"], str(r["seed"]), str(r["epochs"]), str(r["classes"]), norm, acc,
+                      (r["final_sha256"] or "—")[:12], r["directory"])
+    console.print(table)
+    if json_out is not None:
+        write_json(json_out, {"networks": rows})
 
 
 @app.command()
@@ -271,6 +432,16 @@ def info(artifact: ArtifactArg):
         if "observer" in lab:  # region labels of squeezed images (LIC, RDED)
             made_by = f" · observer {lab['observer']['model']} ({100 * lab['observer']['train_check_acc']:.1f}% on training images)"
         console.print(f"labels: {lab['method']}{geometry}{made_by}")
+    if "relabel" in m:
+        rel = m["relabel"]
+        top = f" top-{rel['top_k']}" if rel["top_k"] else ""
+        console.print(f"relabel: {rel['epochs']} epochs × {rel['samples']} samples · {rel['dtype']} {rel['kind']}{top} · T {rel['temperature']:g} · "
+                      f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g} (test acc {100 * rel['teacher']['test_acc']:.2f}%)")
+        for name, b in rel["storage"].items():
+            console.print(f"  {name:<13} {b['raw']:>10,} B raw  {b['zip']:>10,} B zip")
+        total = sum(b["raw"] for b in rel["storage"].values())
+        console.print(f"  {'total':<13} {total:>10,} B raw · label-to-image ratio {rel['label_to_image_ratio']:.2f} "
+                      f"(soft labels alone {rel['soft_label_to_image_ratio']:.2f}; LPLD Table 24)")
 
 
 @app.command()
@@ -282,7 +453,7 @@ def run(
     labeler_epochs: LabelerEpochs = 10, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
     labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1, temperature: Temperature = 1.0, top_k: TopK = None,
     label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: Methods = None,
-    seeds: Seeds = 3, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, crops_per_step: Crops = "auto",
+    seeds: Seeds = 3, protocol: Protocol_ = "dc", epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, crops_per_step: Crops = "auto",
     local_reduction: LocalReduction = "mean", soft_loss: SoftLoss = "ce", out: Out = None, device: Device = "auto",
 ):
     """Everything end to end: images → labeler → dense labels → baseline (hard labels) vs LADD.
@@ -302,7 +473,7 @@ def run(
     label_cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
                               labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype)
     chosen = _split(methods, "--methods") if methods else methods_for(LABEL_METHODS.canonical(labels))
-    cfg = EvalConfig(methods=chosen, models=models, seeds=seeds, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step),
+    cfg = EvalConfig(methods=chosen, models=models, seeds=seeds, protocol=protocol, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step),
                      local_reduction=local_reduction, soft_loss=soft_loss)  # fail before any training
     images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe,
                               resume=resume, float_images=float_images, buffer=buffer)
@@ -315,9 +486,112 @@ def run(
     save_artifact(out / "artifact", art)
     art = load_artifact(out / "artifact")  # evaluate exactly what was stored (e.g. float16 labels)
     rows = evaluate(art, data, cfg, runtime)
-    notes = _notes(art, cfg) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
+    notes = _notes(art, cfg, rows) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
     config = {"source": src.model_dump(), "images": images_cfg.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device)}
     _write_results(out, rows, config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
+
+
+# --- SRe²L / LPLD: `ladd squeeze`, `ladd recover`, `ladd diversity` -----------------------------
+TeacherDir = Annotated[Optional[str], typer.Option("--teacher-dir", help="BN teacher: an expert folder to reuse (its own config wins) or to train into. Default: the expert cache.")]
+TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", help="Teacher architecture with batch norm, e.g. convnet-bn (small sets) or resnet18-bn. Default: the dataset's lpld recipe.")]
+TeacherEpochs = Annotated[Optional[int], typer.Option("--teacher-epochs", help="Epochs the teacher trains (cached by config). Default: the dataset's lpld recipe.")]
+RecoverImages = Annotated[str, typer.Option("--images", help="Recover method: sre2l (global BN statistics, batches mixing classes) or lpld (class-wise BN statistics, one class per batch).")]
+
+
+def _teacher(data, teacher_dir, teacher_model, teacher_epochs, ipc: int, runtime: Runtime) -> str:
+    """The teacher folder: --teacher-dir as is, else the model/epochs given or the dataset's lpld recipe, trained or reused."""
+    from ladd.images.squeeze import teacher_dir as resolve
+
+    params = load_recipe("lpld", data.name, ipc)["params"]
+    return str(resolve(data, teacher_dir, teacher_model or params["teacher_model"], teacher_epochs or params["teacher_epochs"], runtime))
+
+
+@app.command()
+def squeeze(
+    dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None, skip_unreadable: SkipBad = False,
+    teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch of the statistics pass.")] = 256,
+    momentum: Annotated[float, typer.Option("--momentum", help="EMA momentum of the class-wise statistics (LPLD Eq. 7; BN's 0.1).")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Order of the statistics pass.")] = 0, device: Device = "auto",
+):
+    """SRe²L/LPLD squeeze: train (or reuse) a BN teacher, then store its class-wise BN statistics beside it."""
+    from ladd.images.squeeze import SqueezeConfig, squeeze as run_squeeze
+
+    src = _source(dataset, data_dir, resolution, skip_unreadable)
+    data, runtime = pipeline.load_source(src), Runtime.from_name(device)
+    cfg = SqueezeConfig(batch_size=batch_size, momentum=momentum, seed=seed)
+    directory = Path(_teacher(data, teacher_dir, teacher_model, teacher_epochs, 1, runtime))
+    run_squeeze(data, directory, cfg, runtime)
+    console.print(f"teacher and class-wise statistics in {directory} (use --teacher-dir {directory})")
+
+
+@app.command()
+def recover(
+    images: RecoverImages = "lpld", dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
+    skip_unreadable: SkipBad = False, ipc: Ipc = 10, seed: Seed = 0, recipe: Recipe = None,
+    teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
+    workers: Annotated[int, typer.Option("--workers", help="Processes recovering independent batches (LPLD: classes) in parallel; the images do not depend on it.")] = 1,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: recover only batches i, i+n, … into their checkpoints (e.g. on n machines); then run again with --resume and no --shard to assemble.")] = None,
+    resume: Resume = False, float_images: FloatImages = False, out: Out = None, device: Device = "auto",
+):
+    """SRe²L/LPLD recover: synthesize IPC images per class from a BN teacher (the same image
+    methods `ladd distill --images sre2l|lpld` runs); checkpointed per batch (LPLD: per class)."""
+    from ladd.images.recover import METHODS
+
+    method = IMAGE_METHODS.canonical(images)
+    if method not in METHODS:
+        raise LaddError(f"--images {images}: recover runs {' or '.join(METHODS)}; other methods run through `ladd distill`")
+    src = _source(dataset, data_dir, resolution, skip_unreadable)
+    data, runtime = pipeline.load_source(src), Runtime.from_name(device)
+    if teacher_dir is None and (teacher_model or teacher_epochs):
+        teacher_dir = _teacher(data, None, teacher_model, teacher_epochs, ipc, runtime)
+    cfg = ImagesConfig(method=method, ipc=ipc, seed=seed, recipe=recipe, resume=resume, float_images=float_images,
+                       teacher=teacher_dir, workers=workers)
+    if shard is not None:
+        index, count = _shard(shard)
+        done = pipeline.recover_shard(data, cfg, index, count, runtime)
+        console.print(f"shard {index}/{count}: {len(done)} batches recovered into their checkpoints; assemble with the same options, --resume and no --shard")
+        return
+    art = pipeline.distill(data, src, cfg, runtime)
+    out = out or _default_out() / "artifact"
+    save_artifact(out, art)
+    console.print(f"wrote artifact {out} ({len(art.images)} images, {method})")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or int(parts[1]) < 1:
+        raise LaddError(f"--shard {text!r} must be i/n with whole numbers, n >= 1, e.g. 0/4")
+    return int(parts[0]), int(parts[1])
+
+
+@app.command()
+def diversity(
+    artifact: ArtifactArg, teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
+    real_per_class: Annotated[int, typer.Option("--real-per-class", help="Real training images per class the synthetic ones are compared with.")] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="Which real images are drawn.")] = 0,
+    data_dir: DataDir = None, out: Annotated[Optional[Path], typer.Option("--out", help="JSON file (default: runs/<timestamp>/diversity.json).")] = None,
+    device: Device = "auto",
+):
+    """Diversity of any artifact in a teacher's feature space: mean within-class cosine similarity (LPLD Table 1) and MMD² to the real data (Eq. 5)."""
+    from ladd.eval.diversity import diversity as measure
+    from ladd.images.squeeze import load_teacher
+
+    art = load_artifact(artifact)
+    src = pipeline.source_of(art)
+    if data_dir is not None:
+        src = src.model_copy(update={"data_dir": data_dir})
+    data, runtime = pipeline.load_source(src), Runtime.from_name(device)
+    pipeline.check_same_data(art, data)
+    directory = Path(_teacher(data, teacher_dir, teacher_model, teacher_epochs, art.manifest["ipc"], runtime))
+    model, prov = load_teacher(directory, data, runtime, need_bn=False)
+    result = {"artifact": str(artifact), "teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
+              **measure(model, art.images, art.labels, data, real_per_class, seed)}
+    out = out or _default_out() / "diversity.json"
+    write_json(out, result)
+    cos = result["within_class_cosine"]
+    console.print(f"{artifact}: within-class cosine similarity {'n/a (IPC 1)' if cos is None else f'{cos:.4f}'} "
+                  f"(real images {result['real_within_class_cosine']:.4f}) · MMD² to real {result['mmd2']:.4f} · wrote {out}")
 
 
 # --- experiments: `ladd experiment NAME` ---------------------------------------------------------
@@ -332,17 +606,20 @@ ExpertSaves = Annotated[int, typer.Option("--expert-saves-per-epoch", help="Also
 ExpertEpoch = Annotated[Optional[str], typer.Option("--expert-epoch", help="Checkpoint that labels: a number, 'auto' (selected per IPC on a validation split carved from the training set), default the last.")]
 StudentModel = Annotated[str, typer.Option("--model", help="Student architecture.")]
 ValPerClass = Annotated[int, typer.Option("--val-per-class", help="Training images per class held out as the validation split for epoch selection.")]
+CandidateEpochs = Annotated[Optional[str], typer.Option("--candidate-epochs", help="Comma-separated expert epochs that 'auto' selection tries (default: every saved one).")]
 IpcList = Annotated[str, typer.Option("--ipc", help="Comma-separated images per class.")]
 ExpOut = Annotated[Path, typer.Option("--out", help="Output folder; re-running with the same folder resumes.")]
 
 
-def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_saves_per_epoch, model, epochs, lr, seeds, soft_loss, seed, val_per_class):
+def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_saves_per_epoch, model, epochs, lr, seeds, soft_loss, seed, val_per_class,
+           candidate_epochs):
     from ladd.experiments.common import Setup
 
     expert = ExpertConfig(model=expert_model, epochs=expert_epochs, lr=expert_lr, saves_per_epoch=expert_saves_per_epoch)
     return Setup(source=SourceConfig(dataset=dataset, data_dir=data_dir), teacher=LabelConfig(method="soft", labeler=expert),
                  student_model=model, student_epochs=epochs, student_lr=lr, seeds=seeds, soft_loss=soft_loss, image_seed=seed,
-                 val_per_class=val_per_class)
+                 val_per_class=val_per_class,
+                 candidate_epochs=None if candidate_epochs is None else tuple(_floats(candidate_epochs, "--candidate-epochs")))
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -353,6 +630,24 @@ def _ints(text: str, option: str) -> list[int]:
     if any(v < 1 for v in values):
         raise LaddError(f"{option} {text!r}: every value must be >= 1")
     return values
+
+
+def _ints_from_zero(text: str, option: str, size: int) -> list[int]:
+    try:
+        values = [int(v) for v in _split(text, option)]
+    except ValueError:
+        raise LaddError(f"{option} {text!r} must be comma-separated whole numbers, e.g. 0,1,2") from None
+    bad = [v for v in values if not 0 <= v < size]
+    if bad:
+        raise LaddError(f"{option}: index {bad[0]} is outside the test split (0..{size - 1})")
+    return values
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in _split(text, option)]
+    except ValueError:
+        raise LaddError(f"{option} {text!r} must be comma-separated numbers, e.g. 0.003,0.01,0.03") from None
 
 
 def _epoch(text: str | None, option: str = "--expert-epoch") -> float | str | None:
@@ -368,7 +663,7 @@ def _shared_options(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, expert_model: ExpertModel = "convnet-w64",
     expert_epochs: ExpertEpochs = 10, expert_lr: ExpertLr = 0.01, expert_saves_per_epoch: ExpertSaves = 1,
     model: StudentModel = QUICK_MODEL, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, seeds: Seeds = 3,
-    soft_loss: SoftLoss = "ce", seed: Seed = 0, val_per_class: ValPerClass = 50,
+    soft_loss: SoftLoss = "ce", seed: Seed = 0, val_per_class: ValPerClass = 50, candidate_epochs: CandidateEpochs = None,
     out: ExpOut = Path("runs/experiments"), device: Device = "auto",
 ):
     """The options every experiment takes (this function only declares them)."""
@@ -474,9 +769,13 @@ def _bptt(data, setup, runtime, out, ipc: Ipc = 10, bptt_iterations: BpttIterati
     bptt.run(data, setup, ipc, cfg, _epoch(expert_epoch), runtime, out)
 
 
-def _notes(art, cfg: EvalConfig) -> list[str]:
+def _notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
+    first = rows[0]
+    overrides = ", ".join(f"{k} {v}" for k, v in first["protocol_overrides"].items())
     notes = [
-        f"accuracy: final epoch of {cfg.epochs}, on the real test split, over {cfg.seeds} seeds (population std); nothing selected on test data",
+        f"protocol {first['protocol']}" + (f" (overridden: {overrides})" if overrides else "") + f": {first['protocol_source']}",
+        f"accuracy: {first['reported']}, after {first['epochs']} epochs, over {cfg.seeds} seeds (population std); nothing selected on test data"
+        + ("; student lr chosen on a validation split carved from the training split" if cfg.select_lr else ""),
         f"FLOPs: {UNIT}; labels = labeler training + label generation (methods that use the labeler), deploy = one student",
     ]
     lab = art.manifest.get("labels", {}).get("labeler")
@@ -484,6 +783,11 @@ def _notes(art, cfg: EvalConfig) -> list[str]:
         members = f" × {lab['ensemble']} experts (logits averaged)" if lab.get("ensemble", 1) > 1 else ""
         notes.append(f"labeler: {lab['model']} epoch {lab['epoch']:g}{members}, T = {lab.get('temperature', 1.0):g}, "
                      f"top-k {lab.get('top_k') or 'all'}; its own test accuracy {100 * lab['test_acc']:.2f}%")
+    rel = art.manifest.get("relabel")
+    if rel and any("replay" in method_terms(m) for m in cfg.methods):
+        notes.append(f"fkd: replays {rel['epochs']} stored relabel epochs × {rel['samples']} samples ({rel['dtype']} {rel['kind']}, T = {rel['temperature']:g}, "
+                     f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g}, test acc {100 * rel['teacher']['test_acc']:.2f}%), "
+                     f"keeping 1/{cfg.prune:g} of them as a {cfg.pool} pool ({cfg.prune_metric}); lbl KB = the kept six components")
     return notes
 
 

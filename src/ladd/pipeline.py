@@ -9,18 +9,23 @@ import math
 from pathlib import Path
 from typing import Any
 
+from dataclasses import replace
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.artifact import Artifact
+from ladd.artifact.relabel import RELABEL_DIR, load_store
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.data import load_dataset
-from ladd.images import IMAGE_METHODS, ImageRequest, make_images
+from ladd.images import IMAGE_METHODS, ImageRequest, make_images, recover
+from ladd.images.recover import METHODS as RECOVER_METHODS
 from ladd.images.recipes import has_recipes, load_recipe
 from ladd.experts import cache_root
 from ladd.labels import LABEL_METHODS, LabelConfig
+from ladd.labels.relabel import RelabelConfig, relabel as make_relabel
 
 
 class SourceConfig(BaseModel):
@@ -44,6 +49,8 @@ class ImagesConfig(BaseModel):
     recipe: str | None = None  # shipped recipe name or .toml path; default per (method, dataset)
     resume: bool = False
     buffer: str | None = None  # MTT: expert folder from `ladd experts --out`; default: the expert cache
+    teacher: str | None = None  # SRe²L/LPLD: BN teacher directory (`ladd squeeze`); default: the recipe's teacher
+    workers: int = Field(1, ge=1)  # SRe²L/LPLD: parallel recover processes (the result does not depend on it)
     params: dict[str, Any] = {}  # recipe parameters overridden by name (`--param KEY=VALUE`), e.g. LIC's stage switches
 
 
@@ -58,18 +65,13 @@ def load_source(cfg: SourceConfig) -> Dataset:
 
 def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: Runtime = Runtime()) -> Artifact:
     """Image stage → an artifact holding images and hard labels."""
-    path = None if cfg.import_path is None else Path(cfg.import_path).expanduser()
     method = IMAGE_METHODS.canonical(cfg.method)
     if cfg.buffer is not None and method != "mtt":
         raise LaddError(f"--buffer is for --images mtt, not {method}: leave it out")
+    if cfg.teacher is not None and method not in RECOVER_METHODS:
+        raise LaddError(f"--teacher-dir is for --images {' or '.join(RECOVER_METHODS)}, not {method}: leave it out")
     recipe = load_recipe(method, dataset.name, cfg.ipc, cfg.recipe) if has_recipes(method) else None
-    if cfg.params and recipe is None:
-        raise LaddError(f"--param is for image methods with recipes, not {method}: leave it out")
-    params = {**(recipe["params"] if recipe else {}), **cfg.params}
-    checkpoints = checkpoint_dir(dataset, cfg, params) if recipe else None
-    buffer = None if cfg.buffer is None else Path(cfg.buffer).expanduser()
-    request = ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume, cfg.float_images, buffer)
-    images = make_images(method, request)
+    images = make_images(method, image_request(dataset, cfg, runtime))
     manifest = {
         "source": {
             **source.model_dump(),
@@ -79,7 +81,7 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
             "shape": list(dataset.shape),
         },
         "ipc": len(images) // dataset.num_classes,
-        "images": {**cfg.model_dump(exclude={"resume"}), "method": method, "recipe": recipe, "learned": images.info},
+        "images": {**cfg.model_dump(exclude={"resume", "workers"}), "method": method, "recipe": recipe, "learned": images.info},
     }
     art = Artifact(images.images, images.labels, manifest)
     return art if images.regions is None else with_region_labels(art, images.regions, images.info["observer"], images.info["flops"])
@@ -93,12 +95,35 @@ def with_region_labels(art: Artifact, regions: torch.Tensor, observer: dict, flo
     return art.with_labels(None, regions.float(), manifest, flops)
 
 
+def image_request(dataset: Dataset, cfg: ImagesConfig, runtime: Runtime) -> ImageRequest:
+    """The image method's request: recipe parameters and checkpoint folder resolved."""
+    method = IMAGE_METHODS.canonical(cfg.method)
+    recipe = load_recipe(method, dataset.name, cfg.ipc, cfg.recipe) if has_recipes(method) else None
+    if cfg.params and recipe is None:
+        raise LaddError(f"--param is for image methods with recipes, not {method}: leave it out")
+    params = {**(recipe["params"] if recipe else {}), **cfg.params}
+    checkpoints = checkpoint_dir(dataset, cfg, params) if recipe else None
+    path = None if cfg.import_path is None else Path(cfg.import_path).expanduser()
+    resolve = lambda p: None if p is None else Path(p).expanduser()  # noqa: E731
+    return ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume,
+                        cfg.float_images, resolve(cfg.buffer), resolve(cfg.teacher), cfg.workers)
+
+
+def recover_shard(dataset: Dataset, cfg: ImagesConfig, index: int, count: int, runtime: Runtime = Runtime()) -> list[int]:
+    """`ladd recover --shard i/n`: recover one shard of SRe²L/LPLD's units into their checkpoints."""
+    method = IMAGE_METHODS.canonical(cfg.method)
+    if method not in RECOVER_METHODS:
+        raise LaddError(f"--shard is for --images {' or '.join(RECOVER_METHODS)}, not {method}")
+    return recover.recover_shard(image_request(dataset, cfg, runtime), method, index, count)
+
+
 def checkpoint_dir(dataset: Dataset, cfg: ImagesConfig, params: dict) -> Path:
     """Where a learned method checkpoints: keyed by everything that changes its result (an MTT
-    buffer by its absolute path; runs without one keep their key)."""
-    images = cfg.model_dump(exclude={"resume", "buffer"})
-    if cfg.buffer is not None:
-        images["buffer"] = str(Path(cfg.buffer).expanduser().resolve())
+    buffer or a teacher by its absolute path; runs without one keep their key; never `workers`)."""
+    images = cfg.model_dump(exclude={"resume", "buffer", "teacher", "workers", "params"})  # `params` are merged into `params`
+    for name in ("buffer", "teacher"):
+        if getattr(cfg, name) is not None:
+            images[name] = str(Path(getattr(cfg, name)).expanduser().resolve())
     key = json.dumps([dataset.name, list(dataset.class_names), dataset.mean, images, params], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return cache_root() / "distill" / f"{cfg.method}-{dataset.name}-ipc{cfg.ipc}-seed{cfg.seed}-{digest}"
@@ -128,3 +153,39 @@ def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     manifest = {"method": method, "dtype": cfg.dtype, "top_k": cfg.top_k, **out.manifest, "config": cfg.model_dump()}
     return art.with_labels(cast(out.soft), cast(out.dense), manifest, out.flops)
+
+
+def relabel(art: Artifact, path: Path, dataset: Dataset, cfg: RelabelConfig, runtime: Runtime, *, overwrite: bool = False) -> Artifact:
+    """Relabel stage (FKD-style, stored): write or resume `path/relabel/`, then return the artifact
+    referencing it, with the bytes of its six components and the label-to-image ratios (LPLD
+    Table 24; all six components, and the soft labels alone) in the manifest. Save it with `save_artifact(path, ...)`."""
+    check_same_data(art, dataset)
+    summary = make_relabel(art, path, dataset, cfg, runtime, overwrite=overwrite)
+    sha = art.manifest["files"]["images.safetensors"]["sha256"]
+    store = load_store(Path(path) / RELABEL_DIR, len(art.images), dataset.num_classes, sha)
+    storage = store.storage()
+    images_raw = art.manifest["storage"]["images"]["raw"]
+    labels_raw = sum(b["raw"] for b in storage.values())
+    manifest = {**art.manifest, "relabel": {**summary, "storage": storage, "label_to_image_ratio": labels_raw / images_raw,
+                                            "soft_label_to_image_ratio": storage["labels"]["raw"] / images_raw}}
+    return replace(art, manifest=manifest, relabel=store)
+
+
+def random_counterpart(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> Artifact:
+    """A random real subset at the artifact's IPC, labelled by the artifact's own label config
+    (same labeler, same geometry): DD-Ranking's "random" reference for IOR and ARS. Its image
+    seed is the artifact's + 1, so a random artifact is compared with a different subset."""
+    seed = int(art.manifest.get("images", {}).get("seed", 0)) + 1
+    rnd = distill(dataset, source_of(art), ImagesConfig(method="random", ipc=art.manifest["ipc"], seed=seed), runtime)
+    lab = art.manifest.get("labels")
+    return rnd if lab is None else label(rnd, dataset, LabelConfig(**lab["config"]), runtime)
+
+
+def plus_one(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> Artifact:
+    """LADD's baseline++: the artifact's image method re-run at IPC + 1 with hard labels only, so
+    hard labels get about the bytes LADD's labels add (a learned method distills again)."""
+    made = art.manifest.get("images", {})
+    fields = {k: made[k] for k in ImagesConfig.model_fields if k in made and k not in ("recipe", "resume")}
+    recipe = (made.get("recipe") or {}).get("name")
+    cfg = ImagesConfig(**{**fields, "ipc": art.manifest["ipc"] + 1, "recipe": recipe})
+    return distill(dataset, source_of(art), cfg, runtime)

@@ -4,6 +4,7 @@
     labels.safetensors        int64 N (hard labels)
     soft_labels.safetensors   float N×C      (optional: the labeler's global soft labels)
     dense_labels.safetensors  float N×N²×C   (optional: LADD's dense labels)
+    relabel/                  (optional: stored FKD-style augmentations + soft labels, `relabel.py`)
     manifest.json             schema, provenance, config, SHA-256 + shape + dtype of every file
 
 Written to a temporary sibling directory and renamed into place; loading verifies hashes,
@@ -27,6 +28,7 @@ from ladd.core.errors import LaddError
 from ladd.core.io import save_tensors, sha256, umask_mode, write_json
 from ladd.core.types import PIXEL_DTYPES
 from ladd.cost.storage import component_bytes
+from ladd.artifact.relabel import RELABEL_DIR, RelabelStore, load_store
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -39,6 +41,7 @@ class Artifact:
     manifest: dict = field(default_factory=dict)
     soft_labels: torch.Tensor | None = None
     dense_labels: torch.Tensor | None = None
+    relabel: RelabelStore | None = None  # loaded from relabel/ when the manifest names one
 
     def components(self) -> dict[str, torch.Tensor]:
         names = ("images", "labels", "soft_labels", "dense_labels")
@@ -118,7 +121,13 @@ def save_artifact(path: Path, art: Artifact) -> None:
             "storage": component_bytes(art.components()),
         }
         write_json(tmp / MANIFEST, manifest)
+        if art.relabel is not None:  # the stored relabel travels with the artifact
+            if art.relabel.directory.resolve() == (path / RELABEL_DIR).resolve():
+                os.replace(art.relabel.directory, tmp / RELABEL_DIR)
+            else:
+                shutil.copytree(art.relabel.directory, tmp / RELABEL_DIR)
     except BaseException:
+        _restore_relabel(art, tmp)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
@@ -130,11 +139,18 @@ def save_artifact(path: Path, art: Artifact) -> None:
     except BaseException:
         if old is not None:
             os.replace(old / "a", path)  # put the previous artifact back
+        _restore_relabel(art, tmp)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore_relabel(art: Artifact, tmp: Path) -> None:
+    """A failed save moves a relabel it had moved into `tmp` back where it was."""
+    if art.relabel is not None and (tmp / RELABEL_DIR).is_dir() and not art.relabel.directory.exists():
+        os.replace(tmp / RELABEL_DIR, art.relabel.directory)
 
 
 def load_artifact(path: Path) -> Artifact:
@@ -154,6 +170,10 @@ def load_artifact(path: Path) -> Artifact:
     except (KeyError, TypeError, AttributeError) as e:
         raise LaddError(f"{mpath} is malformed (bad or missing entry {e}): the artifact is corrupt") from e
     _check(art, str(path))
+    if "relabel" in manifest:
+        classes = len(manifest["source"]["class_names"])
+        store = load_store(path / RELABEL_DIR, len(art.images), classes, manifest["files"]["images.safetensors"]["sha256"])
+        art = replace(art, relabel=store)
     return art
 
 

@@ -1,16 +1,19 @@
-"""Evaluation protocol: train fresh students on an artifact with a fixed recipe for several seeds
-and architectures, test each once on the real test split after the final epoch, and report
-mean ± std (population std, numpy's default, as the reference code reports). No epoch, lr or
-checkpoint is ever picked by test accuracy."""
+"""Evaluation protocol: train fresh students on an artifact with a named protocol's recipe
+(`eval/protocols/*.toml`) for several seeds and architectures, test each once on the real test
+split after the final epoch, and report mean ± std (population std, numpy's default, as the
+reference code reports). No epoch, lr or checkpoint is ever picked by test accuracy: a tuned
+student lr (`select_lr`) is chosen on a validation split carved from the training split
+(`data.holdout`), and each row records which split chose what."""
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import replace
+from typing import Callable, Literal
 
 import numpy as np
-import math
-from typing import Literal
-
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ladd.artifact import Artifact
@@ -20,7 +23,10 @@ from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
 from ladd.cost.storage import component_bytes
+from ladd.data import holdout
+from ladd.eval.protocols import DEFAULT, Protocol, load_protocol
 from ladd.experts import build_for
+from ladd.labels.replay import KEEPS, METRICS, POOLS, Replay, prune_units, units_per_epoch
 from ladd.models import MODELS
 from ladd.train.loop import Recipe, TrainData, class_accuracy, train
 from ladd.train.terms import method_terms
@@ -31,6 +37,7 @@ TERM_COMPONENTS = {
     "local-hard": "labels",
     "global-soft": "soft_labels",
     "local-dense": "dense_labels",
+    "replay": "relabel",  # the six stored relabel components (crop, flip, CutMix index/λ/box, labels)
 }
 
 
@@ -40,23 +47,45 @@ class EvalConfig(BaseModel):
     methods: tuple[str, ...] = Field(("baseline", "ladd"), min_length=1)
     models: tuple[str, ...] = Field(("convnet",), min_length=1)
     seeds: int = Field(3, ge=1)
-    epochs: int = Field(1000, ge=1)  # the reference protocol with DSA (utils.evaluate_synset)
-    lr: float = Field(0.01, gt=0)
-    batch_size: int = Field(256, ge=1)
+    protocol: str = DEFAULT  # a shipped protocol name (dc, dc-cpu, glad, fkd) or a .toml path
+    # None = the protocol's value; a number overrides it (recorded as an override)
+    epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    # student lr candidates chosen on a validation split carved from the training split
+    select_lr: tuple[float, ...] = ()
+    val_per_class: int = Field(50, ge=1)  # validation images per class for that choice
+    augment: bool | None = None  # None = the protocol's; False trains without DSA (DD-Ranking's ARS)
     # K of the N² local views per image and step: an int, "all", or "auto" (see `crops_for`)
     crops_per_step: int | Literal["all", "auto"] = "all"
     local_reduction: Literal["mean", "sum"] = "mean"  # over the N² views; "sum" = Eq. 5 literally
-    soft_loss: Literal["ce", "kl"] = "ce"  # soft/dense targets: soft cross-entropy (reference) or KL
+    soft_loss: Literal["ce", "kl"] | None = None  # soft/dense targets: soft cross-entropy or KL; None = the protocol's
+    # label pruning of a replayed relabel (method fkd): keep 1/prune of the stored units
+    prune: float = 1.0
+    pool: str = "epoch"
+    prune_metric: str = "random"
+    prune_keep: str = "easy"
 
     @model_validator(mode="after")
     def _known_names(self) -> "EvalConfig":
+        """Unknown methods or models fail here, before any training, not mid-evaluation."""
         if isinstance(self.crops_per_step, int) and self.crops_per_step < 1:
             raise LaddError(f"--crops-per-step {self.crops_per_step} must be >= 1, 'all' or 'auto'")
-        """Unknown methods or models fail here, before any training, not mid-evaluation."""
+        if self.prune < 1:
+            raise LaddError(f"--prune {self.prune:g} must be >= 1: it keeps 1/ρ of the stored labels (1 = keep all)")
+        for value, valid, option in ((self.pool, POOLS, "--pool"), (self.prune_metric, METRICS, "--prune-metric"),
+                                     (self.prune_keep, KEEPS, "--prune-keep")):
+            if value not in valid:
+                raise LaddError(f"{option} {value!r} is not one of {', '.join(valid)}")
         for method in self.methods:
             method_terms(method)
         for model in self.models:
             MODELS.canonical(model)
+        if any(lr <= 0 for lr in self.select_lr):
+            raise LaddError(f"--select-lr {','.join(map(str, self.select_lr))}: every learning rate must be > 0")
+        if self.select_lr and self.lr is not None:
+            raise LaddError("give either --lr (one fixed learning rate) or --select-lr (candidates chosen on a validation split), not both")
+        load_protocol(self.protocol)
         return self
 
 
@@ -90,9 +119,9 @@ def crops_for(setting: int | str, n_images: int, n: int) -> int | None:
 
 def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:
     """One result row per (method, model)."""
+    protocol = load_protocol(cfg.protocol)
     learned_lr = (art.manifest.get("images", {}).get("learned") or {}).get("lr")  # MTT learns the student lr
-    lr = learned_lr if learned_lr is not None else cfg.lr
-    recipe = Recipe(epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, dsa=strategy_for(dataset.name))
+    soft_loss = cfg.soft_loss or protocol.soft_loss
     data = TrainData(
         art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry
     )
@@ -101,28 +130,41 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
     ipc = art.images.shape[0] // dataset.num_classes
     geometry = art.geometry
     crops = crops_for(cfg.crops_per_step, len(art.images), geometry[0] if geometry else 1)
+    val = validation_split(dataset, cfg.val_per_class, art.images) if cfg.select_lr else None  # carved once, shared
     rows = []
     for method in cfg.methods:
-        terms = method_terms(method, crops, cfg.local_reduction, cfg.soft_loss)
+        terms = method_terms(method, crops, cfg.local_reduction, soft_loss)
         used = sorted({TERM_COMPONENTS[t] for t in terms})
         label_zip = sum(storage[c]["zip"] for c in used if c in storage)
         label_raw = sum(storage[c]["raw"] for c in used if c in storage)
         uses_labeler = any(c in ("soft_labels", "dense_labels") for c in used)
         label_flops = made.get("labeler_train", 0) + made.get("label_generation", 0) if uses_labeler else 0
+        relabel = _relabel_pool(art, cfg, storage["images"]["raw"]) if "relabel" in used else None
+        if relabel is not None:
+            label_raw += relabel["bytes_raw"]
+            label_zip += relabel["bytes_zip"]
+            label_flops += relabel["flops"]
+
+        def data_for(seed: int) -> TrainData:
+            """A replayed relabel samples its pruned pool with the student's seed; other data are shared."""
+            if relabel is None:
+                return data
+            return replace(data, replay=Replay(art.relabel, art.images.to(runtime.device), dataset.mean, dataset.std,
+                                               relabel["kept"], relabel["per_epoch"], seed))
+
         for model_name in cfg.models:
-            accs, secs, per_class = [], [], []
-            for seed in range(cfg.seeds):
-                t0 = time.perf_counter()
-                model = build_for(dataset, model_name, seed)
-                log = train(
-                    model, data, terms, recipe, seed=seed, runtime=runtime,
-                    description=f"{method} · {model_name} · seed {seed}",
-                )
-                test = dataset.test
-                acc, by_class = class_accuracy(model, test.images, test.labels, dataset.mean, dataset.std, dataset.num_classes)
-                accs.append(acc)
-                per_class.append(by_class)
-                secs.append(time.perf_counter() - t0)
+            selection = None
+            if cfg.select_lr:
+                lr, selection = select_lr(data_for, terms, protocol, cfg, model_name, val, runtime, method)
+                lr_source = f"selected on the validation split ({cfg.val_per_class} per class of the training split)"
+            elif learned_lr is not None:
+                lr, lr_source = learned_lr, "learned by the image method"
+            elif cfg.lr is not None:
+                lr, lr_source = cfg.lr, "eval config"
+            else:
+                lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name}"
+            recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
+            accs, per_class, secs, log, model = train_students(data_for, terms, recipe, dataset, model_name, cfg.seeds, runtime, method)
             # every seed forwards the same number of inputs: measure the per-sample cost once
             deploy = flops.per_sample(model, dataset.shape, backward=True) * sum(log.samples.values())
             rows.append({
@@ -131,6 +173,8 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "model": model_name,
                 "dataset": dataset.name,
                 "ipc": ipc,
+                "images_method": art.manifest.get("images", {}).get("method"),
+                "distilled_with": art.manifest.get("images", {}).get("model"),  # the network learned images were made with
                 "acc_mean": float(np.mean(accs)),
                 "acc_std": float(np.std(accs)),
                 "n_seeds": cfg.seeds,
@@ -146,12 +190,147 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "flops_deploy": deploy,
                 "flops": label_flops + deploy,
                 "seconds": float(np.mean(secs)),
-                "epochs": cfg.epochs,
+                "epochs": recipe.epochs,
                 "lr": lr,
-                "lr_source": "learned by the image method" if learned_lr is not None else "eval config",
+                "lr_source": lr_source,
+                **protocol_fields(protocol, cfg, recipe),
+                "lr_selection": selection,
                 "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
                 "local_reduction": cfg.local_reduction,
-                "soft_loss": cfg.soft_loss,
-                "labeler_test_acc": art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler else None,
+                "soft_loss": soft_loss,
+                "labeler_test_acc": (art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler
+                                     else art.relabel.info["teacher"]["test_acc"] if relabel is not None else None),
+                **({} if relabel is None else {k: v for k, v in relabel.items() if k not in ("kept", "per_epoch", "bytes_raw", "bytes_zip", "flops")}),
             })
     return rows
+
+
+def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
+    """The pruned label pool of a stored relabel and what it costs: bytes of the six components
+    of the kept units only, and teacher FLOPs of training plus labelling those units."""
+    store = art.relabel
+    if store is None:
+        raise LaddError("the fkd method replays stored relabel labels, which the artifact lacks: run `ladd relabel ARTIFACT` first")
+    kept = prune_units(store, art.labels, cfg.prune, cfg.pool, cfg.prune_metric, cfg.prune_keep)
+    positions = torch.cat(kept)
+    storage = store.storage(positions)
+    fraction = len(positions) / (store.epochs * store.samples)
+    made = store.info["flops"]
+    raw = sum(b["raw"] for b in storage.values())
+    return {
+        "kept": kept,
+        "per_epoch": units_per_epoch(store, cfg.pool),
+        "bytes_raw": raw,
+        "bytes_zip": sum(b["zip"] for b in storage.values()),
+        "flops": made["teacher_train"] + int(made["label_generation"] * fraction),
+        "prune": cfg.prune,
+        "pool": cfg.pool,
+        "prune_metric": cfg.prune_metric,
+        "prune_keep": cfg.prune_keep if cfg.prune_metric != "random" else None,
+        "relabel_epochs": store.epochs,
+        "relabel_kept_samples": len(positions),
+        "relabel_storage": storage,
+        "label_to_image_ratio": raw / images_raw,
+        "soft_label_to_image_ratio": storage["labels"]["raw"] / images_raw,
+    }
+
+
+def protocol_fields(protocol: Protocol, cfg: EvalConfig, recipe) -> dict:
+    """What every row records about how its students were trained and what was read where."""
+    overrides = {k: getattr(cfg, k) for k in ("epochs", "lr", "batch_size", "soft_loss", "augment") if getattr(cfg, k) is not None}
+    return {
+        "protocol": protocol.name,
+        "protocol_source": protocol.source,
+        "protocol_overrides": overrides,
+        "optimizer": recipe.optimizer,
+        "schedule": recipe.schedule,
+        "ema": recipe.ema,
+        "augment": recipe.dsa,
+        "reported": "final epoch" + (f" (EMA {recipe.ema} of the weights)" if recipe.ema else "") + ", test split read once per student",
+        "selected_on": {"student lr": f"validation split, {cfg.val_per_class} per class carved from the training split"} if cfg.select_lr else {},
+    }
+
+
+def train_students(data_for: Callable[[int], TrainData], terms, recipe: Recipe, dataset: Dataset, model_name: str, seeds: int,
+                   runtime: Runtime, method: str):
+    """Train `seeds` fresh students on `data_for(seed)` and test each once, after its final epoch,
+    on `dataset.test` (the real test split, or a validation split standing in for it during selection)."""
+    accs, per_class, secs = [], [], []
+    for seed in range(seeds):
+        t0 = time.perf_counter()
+        model = build_for(dataset, model_name, seed)
+        log = train(model, data_for(seed), terms, recipe, seed=seed, runtime=runtime, description=f"{method} · {model_name} · seed {seed}")
+        acc, by_class = class_accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std, dataset.num_classes)
+        accs.append(acc)
+        per_class.append(by_class)
+        secs.append(time.perf_counter() - t0)
+    return accs, per_class, secs, log, model
+
+
+def validation_split(dataset: Dataset, per_class: int, images: torch.Tensor) -> Dataset:
+    """`data.holdout`'s validation split minus any image the artifact stores (random or herding
+    sets are training images): students are never scored on their own training images."""
+    val = holdout(dataset, per_class)
+    stored = {x.numpy().tobytes() for x in images} if images.dtype == val.test.images.dtype else set()  # float sets: none
+    keep = torch.tensor([x.numpy().tobytes() not in stored for x in val.test.images])
+    return replace(val, test=val.test.subset(keep.nonzero().flatten()))
+
+
+def select_lr(data_for: Callable[[int], TrainData], terms, protocol: Protocol, cfg: EvalConfig, model_name: str, val: Dataset,
+              runtime: Runtime, method: str) -> tuple[float, dict]:
+    """The candidate lr whose students (seed 0 .. seeds-1) score best on the validation split
+    (ties → the first candidate). The real test split is never read here."""
+    scores = {}
+    for lr in cfg.select_lr:
+        recipe = protocol.recipe(model_name, strategy_for(val.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
+        accs = train_students(data_for, terms, recipe, val, model_name, cfg.seeds, runtime, f"{method} lr {lr:g} (validation)")[0]
+        scores[lr] = float(np.mean(accs))
+    best = max(cfg.select_lr, key=lambda lr: scores[lr])
+    return best, {"chosen": best, "on": val.name, "val_acc_by_lr": {f"{lr:g}": a for lr, a in scores.items()}}
+
+
+def robustness(art: Artifact, random_art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime,
+               real_epochs: int, rows: list[dict] = (), w: float = 0.5, gamma: float = 0.5) -> dict:
+    """DD-Ranking's HLR, IOR, LRS and ARS (eval/robust.py) for the artifact's own label method on
+    the first model: `random_art` is a random real subset at the same IPC labelled the same way.
+    Accuracies already in `rows` (same method and model) are reused, not retrained."""
+    from ladd.eval import robust
+
+    method, model = default_methods(art)[-1], cfg.models[0]
+
+    def accs(a: Artifact, m: str, **update) -> list[float]:
+        done = next((r for r in rows if (r["method"], r["model"]) == (m, model)), None) if a is art and not update else None
+        return done["accs"] if done else evaluate(a, dataset, cfg.model_copy(update={"methods": (m,), "models": (model,), **update}), runtime)[0]["accs"]
+
+    source = {"source": art.manifest.get("source", {}), "images": {"method": "full training split"}}
+    real = Artifact(dataset.train.images, dataset.train.labels, source)
+    measured = {
+        "real_hard": accs(real, "baseline", epochs=real_epochs, select_lr=(), lr=None),
+        "syn_hard": accs(art, "baseline"),
+        "syn_any": accs(art, method),
+        "random_any": accs(random_art, method),
+        "syn_any_no_aug": accs(art, method, augment=False),
+        "random_any_no_aug": accs(random_art, method, augment=False),
+    }
+    return {"method": method, "model": model, "real_epochs": real_epochs,
+            "random_images": random_art.manifest.get("images", {}).get("seed"), **robust.scores(measured, w, gamma)}
+
+
+def equal_cost(art: Artifact, plus_one: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime, rows: list[dict]) -> list[dict]:
+    """LADD's equal-cost comparisons (Fig. 3), for every model: `baseline++` — hard labels on the
+    image method's IPC + 1 set (about the bytes the labels add); `baseline=flops` — hard labels
+    trained for as many epochs as match the label method's total FLOPs (label making + student)."""
+    method = default_methods(art)[-1]
+    extra = []
+    for model in cfg.models:
+        one = cfg.model_copy(update={"methods": ("baseline",), "models": (model,)})
+        row = evaluate(plus_one, dataset, one, runtime)[0]
+        extra.append({**row, "method": "baseline++", "budget": f"hard labels at IPC {plus_one.manifest['ipc']} (IPC + 1)", "ipc": row["ipc"]})
+        base = next((r for r in rows if (r["method"], r["model"]) == ("baseline", model)), None)
+        labelled = next((r for r in rows if (r["method"], r["model"]) == (method, model)), None)
+        if base is None or labelled is None or method == "baseline":
+            continue
+        epochs = max(1, round(base["epochs"] * labelled["flops"] / base["flops"]))
+        row = evaluate(art, dataset, one.model_copy(update={"epochs": epochs}), runtime)[0]
+        extra.append({**row, "method": "baseline=flops", "budget": f"{epochs} epochs: the FLOPs of {method} ({labelled['flops']:.3g})"})
+    return extra

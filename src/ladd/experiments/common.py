@@ -47,6 +47,8 @@ class Setup(BaseModel):
     soft_loss: Literal["ce", "kl"] = "ce"
     image_seed: int = 0  # which random real images are drawn
     val_per_class: int = Field(50, ge=1)  # held-out validation images per class (selection only)
+    # expert epochs that selection tries (None: every saved one); a subset keeps large IPC affordable
+    candidate_epochs: tuple[float, ...] | None = None
 
 
 class Cells:
@@ -54,7 +56,8 @@ class Cells:
 
     def __init__(self, out: Path, setup: Setup):
         self.dir = Path(out) / "cells"
-        self.setup = setup.model_dump()
+        # which epochs are tried never changes one cell's result, so it is not part of the key
+        self.setup = setup.model_dump(exclude={"candidate_epochs"})
 
     def run(self, key: dict, compute: Callable[[], dict]) -> dict:
         full = {"setup": self.setup, **key}

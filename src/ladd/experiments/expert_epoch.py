@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.data import holdout
@@ -24,10 +25,17 @@ from ladd.train.loop import saved_epochs
 
 
 def candidate_epochs(val: Dataset, setup: Setup, runtime: Runtime) -> list[float]:
-    """Every saved checkpoint of the held-out expert after initialization (fractions included
-    when the expert saves them)."""
+    """`setup.candidate_epochs`, else every saved checkpoint of the held-out expert after
+    initialization (fractions included when the expert saves them)."""
     directory, _ = ensure_expert(val, setup.teacher.labeler, None, runtime)
-    return [e for e in saved_epochs(directory) if e > 0]
+    saved = [e for e in saved_epochs(directory) if e > 0]
+    if setup.candidate_epochs is None:
+        return saved
+    missing = [e for e in setup.candidate_epochs if e not in saved]
+    if missing:
+        raise LaddError(f"candidate expert epoch(s) {', '.join(f'{e:g}' for e in missing)} were not saved: "
+                        f"choose among {', '.join(f'{e:g}' for e in saved)}")
+    return sorted(setup.candidate_epochs)
 
 
 def curve(val: Dataset, setup: Setup, ipc: int, epochs: list[float], runtime: Runtime, cells: Cells) -> list[dict]:

@@ -77,7 +77,10 @@ def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: 
         model, data, method_terms("baseline"), recipe, seed=cfg.seed, runtime=runtime,
         description=f"expert {cfg.model} · seed {cfg.seed}", checkpoint_dir=directory, saves_per_epoch=cfg.saves_per_epoch,
     )
-    write_json(info_path, {**info, "complete": True, "samples_seen": sum(log.samples.values())})
+    final = checkpoint_path(directory, cfg.epochs)
+    test_acc = accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std)
+    write_json(info_path, {**info, "complete": True, "samples_seen": sum(log.samples.values()),
+                           "final_sha256": sha256(final), "test_acc": round(test_acc, 6)})
     return directory
 
 
@@ -131,6 +134,10 @@ def load_expert(directory: Path, epoch: float, dataset: Dataset, runtime: Runtim
     if not ckpt.exists():
         saved = [f"{e:g}" for e in saved_epochs(directory)]
         raise LaddError(f"expert epoch {epoch:g} was not saved in {directory}; saved epochs: {', '.join(saved)}")
+    digest = sha256(ckpt)
+    if epoch == info["config"]["epochs"] and info.get("final_sha256") not in (None, digest):
+        raise LaddError(f"{ckpt} does not match the checksum recorded in {directory / INFO} (the file was changed "
+                        f"after training): delete the expert directory and train again")
     model = build_for(dataset, info["config"]["model"], 0)
     model.load_state_dict(load_file(ckpt))
     model.to(runtime.device).eval()
@@ -139,7 +146,7 @@ def load_expert(directory: Path, epoch: float, dataset: Dataset, runtime: Runtim
         "directory": str(directory),
         "model": info["config"]["model"],
         "epoch": epoch,
-        "checkpoint_sha256": sha256(ckpt),
+        "checkpoint_sha256": digest,
         "config": info["config"],
         "recipe": info["recipe"],
         "test_acc": round(test_acc, 6),
@@ -158,6 +165,35 @@ def cache_dir(dataset: Dataset, cfg: ExpertConfig) -> Path:
     key = json.dumps([dataset.name, list(dataset.class_names), list(dataset.shape), dataset.mean, dataset.std, cfg.model_dump()])
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return cache_root() / "experts" / f"{dataset.name}-{cfg.model}-seed{cfg.seed}-ep{cfg.epochs}-{digest}"
+
+
+def registry(roots: list[Path] | None = None) -> list[dict]:
+    """Every trained network (teacher, labeler, expert) under `roots` (default: the expert cache),
+    one row each: where, what it was trained on (dataset, classes, normalization), how (config,
+    recipe), its test accuracy and the checksum of its final weights."""
+    rows = []
+    for root in roots or [cache_root() / "experts"]:
+        for info_path in sorted(Path(root).expanduser().rglob(INFO)):
+            info = read_info(info_path.parent)
+            if info.get("kind") != "ladd-expert":
+                continue
+            rows.append({
+                "directory": str(info_path.parent),
+                "dataset": info["dataset"],
+                "classes": len(info["class_names"]),
+                "class_names": info["class_names"],
+                "mean": info["mean"],
+                "std": info["std"],
+                "model": info["config"]["model"],
+                "seed": info["config"]["seed"],
+                "epochs": info["config"]["epochs"],
+                "config": info["config"],
+                "recipe": info["recipe"],
+                "complete": info.get("complete", False),
+                "test_acc": info.get("test_acc"),
+                "final_sha256": info.get("final_sha256"),
+            })
+    return rows
 
 
 def in_buffer(buffer: Path, seed: int) -> Path:

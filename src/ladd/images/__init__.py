@@ -25,6 +25,8 @@ class ImageRequest:
     resume: bool = False  # continue from the checkpoint in checkpoint_dir
     float_images: bool = False  # learned methods: keep float32 pixels instead of rounding to uint8
     buffer: Path | None = None  # MTT: expert folder written by `ladd experts --out`; None = the expert cache
+    teacher: Path | None = None  # SRe²L/LPLD: BN teacher directory (`ladd squeeze`); None = the recipe's teacher in the cache
+    workers: int = 1  # SRe²L/LPLD: processes recovering independent units in parallel
 
 
 IMAGE_METHODS: Registry[Callable[[ImageRequest], ImageSet]] = Registry("image method")
@@ -44,4 +46,4 @@ def make_images(method: str, request: ImageRequest) -> ImageSet:
     return IMAGE_METHODS.get(method)(request)
 
 
-from ladd.images import dm, gradient_matching, herding, imported, lic, mtt, random, rded  # noqa: E402,F401  (register the methods)
+from ladd.images import dm, gradient_matching, herding, imported, lic, mtt, random, recover, rded  # noqa: E402,F401  (register the methods)

@@ -1,7 +1,10 @@
 """`import`: take an image set distilled by another tool, so LADD can label-augment it.
 
 Reads `.safetensors`, `.npz` (allow_pickle=False) or `.pt` (torch.load weights_only=True), with
-tensors named `images`/`labels` (also `x`/`y`, or `image`/`label`). Float images are read as
+tensors named `images`/`labels` (also `x`/`y`, or `image`/`label`); a DD-Ranking-style folder
+holding `images.pt` and `labels.pt`; or an image folder of class subfolders (`<class>/*.png`,
+classes in sorted folder-name order, as `ladd export --format folder` writes them). Soft labels
+(N×C) are read as their argmax class: the label stage makes ladd's own soft labels. Float images are read as
 [0, 1] pixels when they lie in [0, 1], as 0–255 pixels when they lie in [0, 255] beyond 1, and
 otherwise (negative values) as normalized with the dataset's mean/std; each is quantized to uint8,
 which is what LADD stores and counts.
@@ -23,7 +26,11 @@ KEYS = (("images", "labels"), ("x", "y"), ("image", "label"))
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from a file, never through pickle."""
+    """Tensors from a file or folder, never through pickle."""
+    if path.is_dir():
+        if (path / "images.pt").is_file() and (path / "labels.pt").is_file():
+            return {name: _load_pt(path / f"{name}.pt") for name in ("images", "labels")}
+        return read_image_folder(path)
     if not path.is_file():
         raise LaddError(f"import file {path} does not exist")
     suffix = path.suffix.lower()
@@ -32,9 +39,9 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
             return load_file(path)
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                return {k: torch.from_numpy(z[k]) for k in z.files}
+                return {k: torch.from_numpy(z[k]) for k in z.files if z[k].dtype.kind in "biuf"}  # names etc. skipped
         if suffix in (".pt", ".pth"):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = _load_pt(path)
             if isinstance(obj, (tuple, list)) and len(obj) == 2:
                 obj = {"images": obj[0], "labels": obj[1]}
             if not isinstance(obj, dict):
@@ -47,15 +54,43 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     raise LaddError(f"cannot import {path}: use a .safetensors, .npz or .pt file")
 
 
+def _load_pt(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickled objects beyond plain tensors, corrupt files
+        raise LaddError(f"cannot read {path}: {str(e).splitlines()[0]}") from e
+
+
+def read_image_folder(path: Path) -> dict[str, torch.Tensor]:
+    """`<class>/*.<png|jpg…>` → uint8 N×C×H×W images and labels by sorted class-folder order."""
+    from PIL import Image
+
+    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise LaddError(f"{path} has no class subfolders and no images.pt/labels.pt: nothing to import")
+    images, labels = [], []
+    for k, folder in enumerate(classes):
+        for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")):
+            array = np.asarray(Image.open(file))
+            images.append(torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1))
+            labels.append(k)
+    if not images:
+        raise LaddError(f"{path}: its class folders hold no .png/.jpg images")
+    if len({tuple(t.shape) for t in images}) > 1:
+        raise LaddError(f"{path}: images differ in size; every image must have the dataset's shape")
+    return {"images": torch.stack(images), "labels": torch.tensor(labels)}
+
+
 @IMAGE_METHODS.register("import", aliases=("imported",))
 def import_images(req: ImageRequest) -> ImageSet:
     if req.path is None:
-        raise LaddError("--images import needs --import-path FILE (.safetensors, .npz or .pt)")
+        raise LaddError("--images import needs --import-path PATH (.safetensors, .npz, .pt, a folder with images.pt + labels.pt, or an image folder)")
     tensors = read_tensors(Path(req.path))
     names = next((k for k in KEYS if k[0] in tensors and k[1] in tensors), None)
     if names is None:
         raise LaddError(f"{req.path} has tensors {sorted(tensors)}: expected 'images' and 'labels'")
-    images, labels = tensors[names[0]], tensors[names[1]].long()
+    images, labels = tensors[names[0]], tensors[names[1]]
+    labels = (labels.argmax(1) if labels.ndim == 2 else labels).long()  # soft labels → their class
     ds = req.dataset
     if images.ndim == 4 and images.shape[1] != ds.shape[0] and images.shape[-1] == ds.shape[0]:
         images = images.permute(0, 3, 1, 2)  # N×H×W×C → N×C×H×W

@@ -12,7 +12,7 @@ synthetic images; features of an intermediate observer layer).
 2. Squeeze: groups of N (in score order) resized to 1/√N of each side and tiled √N × √N.
 3. Compensation: learn Δx so the expanded tiles of x* + Δx match their originals in the observer's
    features under shared random augmentation (Eq. 8). Images are independent: each image's loss
-   is its own mean squared feature error and the losses are summed, so with AdamW's per-pixel
+   is its own mean squared feature error and the losses are summed, so with Adam's per-pixel
    steps the whole set optimizes in one batch exactly as image by image would.
 4. Relabel: the observer's soft label of every tile (LADD dense labels with n = √N, R = 1/√N).
 """
@@ -43,7 +43,7 @@ class LICParams(ObserverParams):
     tiles: int = Field(4, ge=4)  # N originals per image, a square (paper: N = 4)
     candidates: int = Field(300, ge=1)  # |T'_c| per class (paper / CIM --mipc 300)
     iterations: int = Field(200, ge=0)  # M compensation steps (paper / CIM --niter 200)
-    lr: float = Field(0.01, gt=0)  # AdamW on Δx in [0, 1] pixel units (CIM condense.py)
+    lr: float = Field(0.01, gt=0)  # Adam (CIM: AdamW, weight decay off = Adam) on Δx in [0, 1] pixel units
     layer: str = "embed"  # observer layer whose features are matched (`embed`: the deepest)
     augment: str = "crop_cutout_flip"  # DSA ops shared by a tile and its original (CIM --dsa_strategy); flip dropped for digits
     checkpoint_every: int = Field(50, ge=1)
@@ -116,7 +116,7 @@ def lic_images(req: ImageRequest) -> ImageSet:
         t0, cpu0 = time.perf_counter(), time.process_time()
         syn, losses = optimize_images(
             syn0, lambda it, syn, g: compensation_loss(observer, p.layer, syn, originals, ds.mean, ds.std, dsa, g),
-            iterations=p.iterations, lr=p.lr, momentum=0.0, seed=req.seed, optimizer="adamw",
+            iterations=p.iterations, lr=p.lr, momentum=0.0, seed=req.seed, betas=(0.9, 0.999),
             checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every, description=f"LIC compensation IPC {req.ipc}",
         )
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0

@@ -1,14 +1,17 @@
-"""The one loop for learned images: SGD (or AdamW) on the synthetic pixels, checkpointed and resumable.
+"""The one loop for learned images: SGD (or Adam) on the synthetic pixels, checkpointed and resumable.
 
 A method supplies `step(iteration, syn, gen) -> loss`; the loop updates the images, shows
 progress, and every `every` iterations saves images, optimizer and generator state in one file,
-so `resume=True` continues with the same result as an uninterrupted run.
+so `resume=True` continues with the same result as an uninterrupted run. SRe²L/LPLD recover
+uses the Adam + cosine-lr + pixel-clipping options.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
+
+import math
 
 import torch
 
@@ -26,28 +29,29 @@ def optimize_images(
     *,
     iterations: int,
     lr: float,
-    momentum: float,
+    momentum: float = 0.0,
     seed: int,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     every: int = 100,
     description: str = "distill",
     extra: dict[str, tuple[torch.Tensor, float]] | None = None,
-    optimizer: Literal["sgd", "adamw"] = "sgd",
+    betas: tuple[float, float] | None = None,
+    cosine: bool = False,
+    project: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """Optimize a float image tensor; returns (images, loss per iteration).
 
     `extra` maps names to (tensor, lr): other learned tensors (MTT's learning rate), optimized in
-    place by the same SGD (own lr, same momentum) and checkpointed with the images. `adamw`
-    (LIC's compensation, as LINs-lab/CIM condense.py: AdamW, no weight decay) ignores `momentum`."""
+    place by the same SGD (own lr, same momentum) and checkpointed with the images. `betas` picks
+    Adam instead of SGD; `cosine` anneals every lr as lr·½(1 + cos(π·it/iterations)); `project`
+    runs on the images (no grad) after each update, e.g. to clip them to valid pixels."""
     syn = syn.detach().clone().requires_grad_(True)
     extra = extra or {}
     groups = [{"params": [syn], "lr": lr}] + [{"params": [t], "lr": r} for t, r in extra.values()]
     learned = [syn] + [t for t, _ in extra.values()]
-    if optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
-    else:
-        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    opt = torch.optim.Adam(groups, lr=lr, betas=betas) if betas else torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    base_lrs = [g["lr"] for g in groups]
     gen = generator(seed)
     losses: list[float] = []
     start = 0
@@ -70,7 +74,13 @@ def optimize_images(
                     raise LaddError(f"{description}: loss became {loss.item()} at iteration {it}: lower lr_img in the recipe")
                 opt.zero_grad(set_to_none=True)
                 loss.backward(inputs=learned)  # not into network weights (DC's net, MTT's start point): never used
+                if cosine:
+                    for g, base in zip(opt.param_groups, base_lrs):
+                        g["lr"] = base * 0.5 * (1 + math.cos(math.pi * it / iterations))
                 opt.step()
+                if project is not None:
+                    with torch.no_grad():
+                        project(syn)
                 losses.append(loss.item())
                 if state is not None and ((it + 1) % every == 0 or it + 1 == iterations):
                     tensors = {"syn": syn.detach(), **{k: t.detach() for k, (t, _) in extra.items()}}

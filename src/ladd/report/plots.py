@@ -30,3 +30,170 @@ def accuracy_vs_cost(rows: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _label(r: dict, with_run: bool) -> str:
+    return (f"{r['run']} · " if with_run else "") + f"{r['method']} · {r['model']}"
+
+
+def _groups(rows: list[dict]) -> dict[str, list[dict]]:
+    with_run = len({r.get("run") for r in rows}) > 1
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(_label(r, with_run), []).append(r)
+    return groups
+
+
+def report_plots(rows: list[dict], out: Path, pareto) -> list[Path]:
+    """accuracy vs IPC, vs stored bytes (with the Pareto front), vs FLOPs, and per-class accuracy."""
+    out.mkdir(parents=True, exist_ok=True)
+    acc = lambda r: 100 * r["acc_mean"]  # noqa: E731
+    stored = lambda r: (r["image_bytes_zip"] + r["label_bytes_zip"]) / 1024  # noqa: E731
+    ylabel = "test accuracy % (mean ± std over seeds)"
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    by_setting: dict[str, list[dict]] = {}  # runs at different IPC join one line
+    for r in rows:
+        by_setting.setdefault(f"{r.get('images_method') or '?'} images · {r['method']} · {r['model']} · {r.get('protocol', '?')}", []).append(r)
+    for name, group in by_setting.items():
+        group = sorted(group, key=lambda r: r["ipc"])
+        ax.errorbar([r["ipc"] for r in group], [acc(r) for r in group], yerr=[100 * r["acc_std"] for r in group],
+                    marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("images per class")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("accuracy vs IPC")
+    paths.append(_save(fig, out / "acc_vs_ipc.png"))
+
+    for x_of, xlabel, name, front in ((stored, "stored KB (images + labels, zip)", "acc_vs_bytes.png", True),
+                                      (lambda r: r["flops"], "FLOPs (label making + one student)", "acc_vs_flops.png", False)):
+        fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+        for label, group in _groups(rows).items():
+            ax.errorbar([x_of(r) for r in group], [acc(r) for r in group], yerr=[100 * r["acc_std"] for r in group],
+                        fmt="o", capsize=3, label=label)
+            for r in group:
+                ax.annotate(f"IPC {r['ipc']}", (x_of(r), acc(r)), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        if front:
+            idx = pareto([(x_of(r), acc(r)) for r in rows])
+            ax.plot([x_of(rows[i]) for i in idx], [acc(rows[i]) for i in idx], "k--", lw=1, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title("accuracy vs " + ("stored bytes" if front else "FLOPs"))
+        paths.append(_save(fig, out / name))
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows[0]["class_acc_mean"]) + 2), 4), constrained_layout=True)
+    width = 0.8 / len(rows)
+    with_run = len({r.get("run") for r in rows}) > 1
+    for i, r in enumerate(rows):
+        classes = range(len(r["class_acc_mean"]))
+        ax.bar([c + i * width for c in classes], [100 * a for a in r["class_acc_mean"]], width,
+               label=_label(r, with_run) + f" · IPC {r['ipc']}")
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(rows[0]["class_acc_mean"]))])
+    ax.set_xticklabels([str(c) for c in range(len(rows[0]["class_acc_mean"]))])
+    ax.set_xlabel("class index")
+    ax.set_ylabel("test accuracy % (mean over seeds)")
+    ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    ax.set_title("per-class accuracy")
+    paths.append(_save(fig, out / "per_class.png"))
+    if len({r["model"] for r in rows}) > 1:
+        paths.append(cross_architecture(rows, out / "cross_arch.png"))
+    return paths
+
+
+def cross_architecture(rows: list[dict], path: Path) -> Path:
+    """Heat map per evaluation method: images distilled with model A (rows) evaluated on model B
+    (columns), mean accuracy over the rows of that cell (IPC and runs pooled: give one IPC)."""
+    import numpy as np
+
+    methods = sorted({r["method"] for r in rows})
+    sources = sorted({str(r.get("distilled_with")) for r in rows})
+    targets = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(methods), figsize=(1.6 * len(targets) * len(methods) + 2, 1.0 * len(sources) + 2),
+                             squeeze=False, constrained_layout=True)
+    for ax, method in zip(axes[0], methods):
+        grid = np.full((len(sources), len(targets)), np.nan)
+        for i, s in enumerate(sources):
+            for j, t in enumerate(targets):
+                accs = [100 * r["acc_mean"] for r in rows if (r["method"], str(r.get("distilled_with")), r["model"]) == (method, s, t)]
+                if accs:
+                    grid[i, j] = float(np.mean(accs))
+        im = ax.imshow(grid, cmap="viridis", vmin=np.nanmin(grid), vmax=np.nanmax(grid))
+        for (i, j), v in np.ndenumerate(grid):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="w", fontsize=8)
+        ax.set_xticks(range(len(targets)), targets, rotation=30, fontsize=7)
+        ax.set_yticks(range(len(sources)), sources, fontsize=7)
+        ax.set_xlabel("evaluated on")
+        ax.set_ylabel("images distilled with")
+        ax.set_title(method)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle("cross-architecture accuracy %")
+    return _save(fig, path)
+
+
+def artifact_figures(run: Path, out: Path, per_class: int) -> list[Path]:
+    """The run's synthetic images with their top soft labels, and for LADD one image's N×N
+    sub-images with their dense labels. Skipped when the run's artifact is not on disk."""
+    import json
+
+    from ladd.artifact import load_artifact
+    from ladd.augment.subsample import views
+
+    config = json.loads((run / "results.json").read_text()).get("config", {})
+    candidates = [run / "artifact"] + ([Path(config["artifact"])] if "artifact" in config else [])
+    path = next((p for p in candidates if (p / "manifest.json").is_file()), None)
+    if path is None:
+        return []
+    art = load_artifact(path)
+    names = art.manifest.get("source", {}).get("class_names") or [str(k) for k in range(int(art.labels.max()) + 1)]
+    classes = sorted(set(art.labels.tolist()))[:10]
+    picks = [[i for i, y in enumerate(art.labels.tolist()) if y == k][:per_class] for k in classes]
+    cols = max(len(p) for p in picks)
+    fig, axes = plt.subplots(len(classes), cols, figsize=(1.6 * cols, 1.6 * len(classes)), squeeze=False, constrained_layout=True)
+    for ax_row, idx in zip(axes, picks):
+        for ax, i in zip(ax_row, idx + [None] * (cols - len(idx))):
+            ax.axis("off")
+            if i is None:
+                continue
+            ax.imshow(_pixels(art.images[i]), cmap="gray")
+            ax.set_title(_top(art.soft_labels[i] if art.soft_labels is not None else None, names, int(art.labels[i])), fontsize=6)
+    fig.suptitle(f"{run.name}: {art.manifest.get('images', {}).get('method', '?')} images, IPC {art.manifest.get('ipc')}" +
+                 (" · top soft labels" if art.soft_labels is not None else " · hard labels"), fontsize=8)
+    paths = [_save(fig, out / f"images_{run.name}.png")]
+    if art.dense_labels is not None and art.geometry is not None:
+        n, r = art.geometry
+        crops = views(art.images[:1].float(), n, r)[0]
+        fig, axes = plt.subplots(n, n, figsize=(1.5 * n, 1.5 * n), squeeze=False, constrained_layout=True)
+        for j, ax in enumerate(axes.flat):
+            ax.axis("off")
+            ax.imshow(_pixels(crops[j]), cmap="gray")
+            ax.set_title(_top(art.dense_labels[0, j], names, None, k=1), fontsize=6)
+        fig.suptitle(f"{run.name}: image 0 ({names[int(art.labels[0])]}) as {n}×{n} sub-images (R = {r}) with their dense labels", fontsize=8)
+        paths.append(_save(fig, out / f"crops_{run.name}.png"))
+    return paths
+
+
+def _pixels(image):
+    """C×H×W pixels (0..255) → an array imshow draws: H×W for one channel, H×W×C in [0, 1]."""
+    x = image.float().clamp(0, 255) / 255
+    return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+
+
+def _top(probs, names, hard: int | None, k: int = 2) -> str:
+    if probs is None:
+        return names[hard]
+    p, idx = probs.float().topk(min(k, len(probs)))
+    return " · ".join(f"{names[int(i)]} {float(v):.2f}" for v, i in zip(p, idx))
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

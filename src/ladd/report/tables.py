@@ -22,9 +22,21 @@ COLUMNS = (
 )
 
 
-def _cells(row: dict) -> dict[str, str]:
+# `ladd report`: several runs side by side, with the protocol and DD-Ranking's scores.
+REPORT_COLUMNS = (("run", "run"), ("protocol", "protocol")) + COLUMNS[:-1] + (("lrs", "LRS %"), ("ars", "ARS %"))
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.2f}"
+
+
+def cells(row: dict) -> dict[str, str]:
     return {
-        "method": row["method"],
+        "run": row.get("run", ""),
+        "protocol": row.get("protocol", "—"),
+        "lrs": _pct(row.get("lrs")),
+        "ars": _pct(row.get("ars")),
+        "method": row["method"] + (f" ρ={row['prune']:g} {row['pool']}" if "prune" in row else ""),  # stored-relabel pool
         "model": row["model"],
         "ipc": str(row["ipc"]),
         "acc": f"{100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}",
@@ -37,13 +49,13 @@ def _cells(row: dict) -> dict[str, str]:
     }
 
 
-def markdown(rows: list[dict], notes: list[str] = ()) -> str:
-    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
+def markdown(rows: list[dict], notes: list[str] = (), columns=COLUMNS) -> str:
+    head = "| " + " | ".join(title for _, title in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
     lines = [head, rule]
     for row in rows:
-        cells = _cells(row)
-        lines.append("| " + " | ".join(cells[key] for key, _ in COLUMNS) + " |")
+        c = cells(row)
+        lines.append("| " + " | ".join(c[key] for key, _ in columns) + " |")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
 
 
@@ -52,6 +64,6 @@ def rich_table(rows: list[dict], title: str = "") -> Table:
     for key, t in COLUMNS:
         table.add_column(t, justify="left" if key in ("method", "model") else "right")
     for row in rows:
-        cells = _cells(row)
-        table.add_row(*(cells[key] for key, _ in COLUMNS))
+        c = cells(row)
+        table.add_row(*(c[key] for key, _ in COLUMNS))
     return table

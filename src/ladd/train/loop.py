@@ -7,8 +7,10 @@ loss and the number of inputs it forwarded are logged, so FLOPs follow from samp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +32,13 @@ class Recipe(BaseModel):
     (DatasetCondensation utils.evaluate_synset): SGD 0.01, momentum 0.9, wd 5e-4, batch 256,
     DSA augmentation, one ×0.1 decay. Here the decay applies from epoch int(epochs·decay_at) on
     and keeps the momentum buffers; the reference trains epochs+1 epochs, decays at epochs//2+1
-    and rebuilds its optimizer."""
+    and rebuilds its optimizer. `optimizer="adamw"` + `schedule="cosine"` is the SRe²L student
+    (VILA-Lab/SRe2L@8d00cba validate/train_FKD.py: AdamW, lr 1e-3, wd 0.01, cosine per epoch).
+
+    The other evaluation protocols (ladd/eval/protocols/*.toml) set `optimizer` (AdamW for the
+    FKD-style relabel methods), `schedule` ("warmup-cosine" = GLaD's linear warmup from ~0 over
+    the first `warmup` fraction of epochs, then cosine to 0; "cosine" = cosine from the start) and
+    `ema` (GLaD tests the exponential moving average of the weights, β 0.995, updated every step)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,11 +49,27 @@ class Recipe(BaseModel):
     batch_size: int = Field(256, ge=1)
     decay_at: float | None = Field(0.5, gt=0, le=1)  # fraction of epochs after which lr ×0.1
     dsa: str | None = None  # DSA strategy string; None = no augmentation
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    schedule: Literal["step", "cosine", "warmup-cosine"] = "step"  # "step" = one ×0.1 decay at decay_at
+    warmup: float = Field(0.5, ge=0, lt=1)  # warmup-cosine: fraction of epochs warming up
+    ema: float | None = Field(None, gt=0, lt=1)  # β of an EMA of the weights that replaces them at the end
 
     def lr_at(self, epoch: int) -> float:
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+        if self.schedule == "warmup-cosine":
+            warm = int(self.epochs * self.warmup)
+            if epoch < warm:
+                return self.lr * (epoch + 1) / (warm + 1)
+            return self.lr * 0.5 * (1 + math.cos(math.pi * (epoch - warm) / max(1, self.epochs - warm)))
         milestone = 0 if self.decay_at is None else int(self.epochs * self.decay_at)
         decayed = milestone > 0 and epoch >= milestone
         return self.lr * (0.1 if decayed else 1.0)
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
 
 @dataclass(frozen=True)
@@ -59,11 +83,13 @@ class TrainData:
     soft: torch.Tensor | None = None
     dense: torch.Tensor | None = None
     geometry: tuple[int, float] | None = None
+    replay: Any = None  # a stored relabel to replay (`ladd.labels.replay.Replay`): epochs visit its positions
 
     def to(self, device: torch.device) -> "TrainData":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return TrainData(
-            move(self.images), move(self.hard), self.mean, self.std, move(self.soft), move(self.dense), self.geometry
+            move(self.images), move(self.hard), self.mean, self.std, move(self.soft), move(self.dense), self.geometry,
+            self.replay,
         )
 
 
@@ -95,7 +121,10 @@ def train(
     gen = generator(seed)
     dsa = DSA(recipe.dsa) if recipe.dsa else None
     augment = (lambda x, g: dsa(x, g)) if dsa else (lambda x, g: x)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    opt = recipe.make_optimizer(model.parameters())
+    if recipe.ema is not None and checkpoint_dir is not None:
+        raise LaddError("an EMA recipe is for evaluation students, which are not checkpointed: leave out ema or checkpoint_dir")
+    ema = _Ema(model, recipe.ema) if recipe.ema is not None else None
     log = TrainLog(samples={name: 0 for name in terms})
     start_epoch = 0
     n = data.images.shape[0]
@@ -111,9 +140,14 @@ def train(
                     group["lr"] = recipe.lr_at(epoch)
                 model.train()
                 total, steps = 0.0, 0
-                batches = torch.randperm(n, generator=gen).split(recipe.batch_size)
+                # a replayed relabel visits stored positions (image, augmentation, label) instead of images
+                order = data.replay.draw(epoch, gen) if data.replay is not None else torch.randperm(n, generator=gen)
+                batches = order.split(recipe.batch_size)
                 fractions = _fraction_steps(len(batches), saves_per_epoch) if checkpoint_dir is not None else {}
                 for idx in batches:
+                    stored = None
+                    if data.replay is not None:
+                        stored, idx = idx, data.replay.image_index(idx)
                     idx = idx.to(runtime.device)
                     batch = Batch(
                         x=normalize(data.images[idx], data.mean, data.std),
@@ -123,6 +157,8 @@ def train(
                         geometry=data.geometry,
                         augment=augment,
                         gen=gen,
+                        replay=data.replay,
+                        stored=stored,
                     )
                     loss = torch.zeros((), device=runtime.device)
                     for name, term in terms.items():
@@ -134,6 +170,8 @@ def train(
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                    if ema is not None:
+                        ema.update(model)
                     total, steps = total + loss.item(), steps + 1
                     if steps in fractions:
                         save_tensors(checkpoint_path(checkpoint_dir, epoch + fractions[steps]), model.state_dict())
@@ -141,7 +179,29 @@ def train(
                 if checkpoint_dir is not None:
                     _save(checkpoint_dir, epoch + 1, model, opt, gen, log)
                 advance(status=f"loss {total / steps:.3f}")
+    if ema is not None:
+        ema.copy_to(model)
     return log
+
+
+class _Ema:
+    """Exponential moving average of a model's parameters (buffers copied as they are), kept
+    beside the training weights and copied into the model once training ends."""
+
+    def __init__(self, model: nn.Module, beta: float):
+        self.beta = beta
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(self.beta).add_(v, alpha=1 - self.beta)
+            else:
+                self.shadow[k].copy_(v)
+
+    def copy_to(self, model: nn.Module) -> None:
+        model.load_state_dict(self.shadow)
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ a tuple of terms, so methods differ in terms, never in training loops.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,8 @@ class Batch:
     geometry: tuple[int, float] | None  # (N, R) of the sub-sampler
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
     gen: torch.Generator
+    replay: Any = None  # a stored relabel being replayed (`ladd.labels.replay.Replay`)
+    stored: torch.Tensor | None = None  # its positions (epoch·N + row) this batch visits
 
 
 class Term(Protocol):
@@ -104,12 +106,27 @@ class LocalTerm:
         return loss.mean(), b * k
 
 
+@dataclass(frozen=True)
+class ReplayTerm:
+    """The SRe²L/FKD student loss on a stored relabel: KL(softmax(stored / T) ‖ softmax(h(x̃) / T))
+    with batchmean reduction, x̃ the stored augmentation replayed (VILA-Lab/SRe2L@8d00cba
+    validate/train_FKD.py; no T² factor, as its ImageNet script). No teacher is run."""
+
+    def __call__(self, model, batch):
+        if batch.replay is None:
+            raise LaddError("the fkd method replays stored relabel labels, which the artifact lacks: run `ladd relabel ARTIFACT` first")
+        x = batch.replay.inputs(batch.stored)
+        log_p = (model(x) / batch.replay.temperature).log_softmax(-1)
+        return F.kl_div(log_p, batch.replay.targets(batch.stored), reduction="batchmean"), x.shape[0]
+
+
 # Each entry builds a term from (crops_per_step, local reduction, soft-label loss).
 TERMS: Registry[Callable[[int | None, str, SoftLoss], Term]] = Registry("loss term")
 TERMS.register("global-hard")(lambda k, red, sl: GlobalTerm("hard"))
 TERMS.register("global-soft")(lambda k, red, sl: GlobalTerm("soft", sl))
 TERMS.register("local-hard")(lambda k, red, sl: LocalTerm("hard", k, red))
 TERMS.register("local-dense")(lambda k, red, sl: LocalTerm("dense", k, red, sl))
+TERMS.register("replay")(lambda k, red, sl: ReplayTerm())
 
 # Named methods (LADD paper Table 6 vocabulary); any '+'-joined list of terms works too.
 METHODS: Registry[tuple[str, ...]] = Registry("method")
@@ -120,6 +137,7 @@ METHODS.register("global-both")(("global-hard", "global-soft"))
 METHODS.register("local-hard")(("local-hard",))
 METHODS.register("local-dense")(("local-dense",))
 METHODS.register("local-both")(("local-hard", "local-dense"))
+METHODS.register("fkd", aliases=("sre2l", "relabel"))(("replay",))  # stored relabel replay (`ladd relabel`)
 
 
 def method_terms(

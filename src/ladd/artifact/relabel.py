@@ -1,0 +1,175 @@
+"""The stored relabel (FKD-style soft labels) of an artifact: `ARTIFACT/relabel/`.
+
+    relabel.json              config, teacher provenance, images SHA-256, counts, every file's SHA-256
+    epoch_0000.safetensors    one per relabel epoch, K = the artifact's N images, rows in visit order:
+        order       int64   K        image index of each row (the explicit sample order; LPLD's
+                                     sampler_indices_epoch.json)
+        crop, flip, mix_index, mix_lambda, mix_box   (see `ladd.augment.fkd.Epoch`)
+        labels      float16/32 K×C   teacher logits or probabilities (T applied), or with top-k:
+        label_values float K×k + label_index int16 K×k
+
+One file per epoch so relabel checkpoints and resumes per epoch. The reference stores the same
+fields as pickled per-batch `.tar` files (VILA-Lab/SRe2L@8d00cba relabel/utils_fkd.py); here they
+are per sample and safetensors, so nothing is unpickled and replay works at any batch size.
+Loading checks each file's SHA-256, the tensor names, shapes and dtypes, the counts against
+relabel.json and the artifact, and finite values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ladd.augment.fkd import PARAMS, Epoch
+from ladd.core.errors import LaddError
+from ladd.core.io import save_tensors, sha256, write_json
+from ladd.cost.storage import component_bytes
+
+RELABEL_DIR = "relabel"
+INFO = "relabel.json"
+# The six stored components of LPLD Table 24 and the tensors each is made of.
+COMPONENTS = {"crop": ("crop",), "flip": ("flip",), "mix_index": ("mix_index",), "mix_lambda": ("mix_lambda",),
+              "mix_box": ("mix_box",), "labels": ("labels", "label_values", "label_index")}
+
+
+def epoch_file(e: int) -> str:
+    return f"epoch_{e:04d}.safetensors"
+
+
+@dataclass(frozen=True)
+class RelabelStore:
+    """All stored epochs stacked: every tensor is E×K(×…); `info` is relabel.json."""
+
+    directory: Path
+    info: dict
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def epochs(self) -> int:
+        return int(self.info["epochs"])
+
+    @property
+    def samples(self) -> int:
+        return int(self.info["samples"])
+
+    def epoch(self, e: int) -> Epoch:
+        return Epoch(**{k: self.tensors[k][e] for k in ("order", *PARAMS)})
+
+    def targets(self, e: int, rows: torch.Tensor) -> torch.Tensor:
+        """Probability targets of rows of epoch e: softmax(logits / T), or the stored
+        probabilities (top-k ones scattered into zeros, not renormalized)."""
+        info, t = self.info, self.tensors
+        if info["top_k"] is not None:
+            values = t["label_values"][e, rows].float()
+            return torch.zeros(len(rows), info["classes"]).scatter_(1, t["label_index"][e, rows].long(), values)
+        labels = t["labels"][e, rows].float()
+        return (labels / info["temperature"]).softmax(-1) if info["kind"] == "logits" else labels
+
+    def components(self, positions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The stored tensors (flattened over epochs × rows), only the rows at flat `positions`
+        (e·K + k) if given: what a pruned label pool keeps. The sample order is not counted: it
+        is a permutation a seed regenerates (the reference stores it as a JSON side file)."""
+        out = {}
+        for name, parts in COMPONENTS.items():
+            for p in parts:
+                if p in self.tensors:
+                    t = self.tensors[p].flatten(0, 1)
+                    out[p] = t if positions is None else t[positions]
+        return out
+
+    def storage(self, positions: torch.Tensor | None = None) -> dict[str, dict[str, int]]:
+        """Raw and zip bytes of the six components (top-k labels: values + indices)."""
+        per_tensor = component_bytes(self.components(positions))
+        return {name: {kind: sum(per_tensor[p][kind] for p in parts if p in per_tensor) for kind in ("raw", "zip")}
+                for name, parts in COMPONENTS.items()}
+
+
+def write_epoch(directory: Path, e: int, epoch: Epoch, labels: dict[str, torch.Tensor]) -> str:
+    """Write one epoch's file atomically; returns its SHA-256 for relabel.json."""
+    path = Path(directory) / epoch_file(e)
+    save_tensors(path, {**epoch.tensors(), **labels})
+    return sha256(path)
+
+
+def read_info(directory: Path) -> dict:
+    path = Path(directory) / INFO
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise LaddError(f"{path} is not valid JSON ({e.msg}): delete {directory} and run `ladd relabel` again") from e
+
+
+def write_info(directory: Path, info: dict) -> None:
+    write_json(Path(directory) / INFO, info)
+
+
+def load_store(directory: Path, images: int, classes: int, images_sha256: str) -> RelabelStore:
+    """Load and validate every stored epoch against relabel.json and the artifact."""
+    directory = Path(directory)
+    info = read_info(directory)
+    redo = "run `ladd relabel` on the artifact again"
+    if not info:
+        raise LaddError(f"{directory} holds no {INFO}: {redo}")
+    if not info.get("complete"):
+        raise LaddError(f"the relabel in {directory} stopped after {len(info.get('files', []))} of {info.get('epochs')} epochs: "
+                        f"run `ladd relabel` again to resume it")
+    if info["images_sha256"] != images_sha256:
+        raise LaddError(f"the relabel in {directory} was made for other images than the artifact's: {redo}")
+    if info["samples"] != images or info["classes"] != classes:
+        raise LaddError(f"{directory / INFO} counts {info['samples']} samples × {info['classes']} classes, "
+                        f"the artifact has {images} × {classes}: {redo}")
+    if len(info["files"]) != info["epochs"]:
+        raise LaddError(f"{directory / INFO} lists {len(info['files'])} epoch files for {info['epochs']} epochs: {redo}")
+    want = _expected(info)
+    stacks: dict[str, list[torch.Tensor]] = {k: [] for k in want}
+    for e, digest in enumerate(info["files"]):
+        path = directory / epoch_file(e)
+        if not path.is_file():
+            raise LaddError(f"{path} is missing: the relabel is incomplete, {redo}")
+        if sha256(path) != digest:
+            raise LaddError(f"{path} does not match the SHA-256 in {INFO}: the file was modified or corrupted")
+        tensors = load_file(path)
+        if set(tensors) != set(want):
+            raise LaddError(f"{path} holds {sorted(tensors)}, expected {sorted(want)}")
+        for name, (shape, dtype) in want.items():
+            t = tensors[name]
+            if tuple(t.shape) != shape or t.dtype != dtype:
+                raise LaddError(f"{path}: {name} is {t.dtype} {tuple(t.shape)}, expected {dtype} {shape}")
+            stacks[name].append(t)
+        _check_epoch(tensors, info, path)
+    return RelabelStore(directory, info, {k: torch.stack(v) for k, v in stacks.items()})
+
+
+def _expected(info: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    n, c, k = info["samples"], info["classes"], info["top_k"]
+    dtype = getattr(torch, info["dtype"])
+    want = {"order": ((n,), torch.int64), "crop": ((n, 4), torch.float32), "flip": ((n,), torch.bool),
+            "mix_index": ((n,), torch.int64), "mix_lambda": ((n,), torch.float32), "mix_box": ((n, 4), torch.int16)}
+    if k is None:
+        want["labels"] = ((n, c), dtype)
+    else:
+        want["label_values"] = ((n, k), dtype)
+        want["label_index"] = ((n, k), torch.int16)
+    return want
+
+
+def _check_epoch(t: dict[str, torch.Tensor], info: dict, path: Path) -> None:
+    n, c = info["samples"], info["classes"]
+    if not torch.equal(t["order"].sort().values, torch.arange(n)):
+        raise LaddError(f"{path}: order is not a permutation of the {n} images")
+    if (t["mix_index"] < 0).any() or (t["mix_index"] >= n).any():
+        raise LaddError(f"{path}: mix_index points outside the {n} images")
+    for name in ("crop", "mix_lambda", *(("labels",) if "labels" in t else ("label_values",))):
+        if not torch.isfinite(t[name].float()).all():
+            raise LaddError(f"{path}: {name} contain NaN or infinite values")
+    crop = t["crop"]
+    if (crop < 0).any() or (crop[:, 0] + crop[:, 2] > 1 + 1e-6).any() or (crop[:, 1] + crop[:, 3] > 1 + 1e-6).any():
+        raise LaddError(f"{path}: a crop box leaves the image")
+    if "label_index" in t and ((t["label_index"] < 0).any() or (t["label_index"] >= c).any()):
+        raise LaddError(f"{path}: label_index points outside the {c} classes")

@@ -1,0 +1,78 @@
+"""Evaluation protocols as data: each `<name>.toml` here fixes how students are trained
+(optimizer, schedule, epochs, per-model lr, EMA, augmentation, soft-label loss) and cites where
+each value comes from. `ladd eval --protocol NAME` picks one (or a .toml path), and every result
+row records the protocol it was trained under, so numbers from different budgets are never mixed
+silently. Explicit `--epochs` / `--lr` override a protocol and are recorded as overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ladd.core.errors import LaddError
+from ladd.models import MODELS
+from ladd.train.loop import Recipe
+
+DEFAULT = "dc"
+
+
+class Protocol(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    budget: str
+    source: str
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    lr_by_model: dict[str, float] = {}
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: int = Field(256, ge=1)
+    schedule: Literal["step", "cosine", "warmup-cosine"] = "step"
+    decay_at: float | None = Field(0.5, gt=0, le=1)
+    warmup: float = Field(0.5, ge=0, lt=1)
+    ema: float | None = Field(None, gt=0, lt=1)
+    augment: bool = True
+    soft_loss: Literal["ce", "kl"] = "ce"
+
+    def lr_for(self, model: str) -> float:
+        return self.lr_by_model.get(MODELS.canonical(model), self.lr)
+
+    def recipe(self, model: str, dsa: str | None, *, epochs: int | None = None, lr: float | None = None,
+               batch_size: int | None = None, augment: bool | None = None) -> Recipe:
+        """The trainer's recipe for `model`; arguments that are not None override the protocol."""
+        return Recipe(
+            epochs=epochs or self.epochs, lr=lr or self.lr_for(model), momentum=self.momentum,
+            weight_decay=self.weight_decay, batch_size=batch_size or self.batch_size,
+            decay_at=self.decay_at, dsa=dsa if (self.augment if augment is None else augment) else None,
+            optimizer=self.optimizer, schedule=self.schedule, warmup=self.warmup, ema=self.ema,
+        )
+
+
+def shipped() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files(__name__).iterdir() if p.name.endswith(".toml"))
+
+
+def load_protocol(name: str = DEFAULT) -> Protocol:
+    """A shipped protocol by name, or a .toml file with the same fields."""
+    if Path(name).expanduser().is_file():
+        path, text = Path(name).expanduser(), Path(name).expanduser().read_text()
+    elif name in shipped():
+        path, text = Path(name + ".toml"), resources.files(__name__).joinpath(name + ".toml").read_text()
+    else:
+        raise LaddError(f"unknown evaluation protocol {name!r}: shipped protocols are {', '.join(shipped())}, or pass a .toml file")
+    try:
+        protocol = Protocol(**tomllib.loads(text))
+    except tomllib.TOMLDecodeError as e:
+        raise LaddError(f"protocol {path} is not valid TOML: {e}") from e
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise LaddError(f"protocol {path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    for model in protocol.lr_by_model:
+        MODELS.canonical(model)  # an unknown model name fails here, with the registry's suggestions
+    return protocol

@@ -1,0 +1,274 @@
+"""Recover (SRe²L/LPLD stage 2): synthesize images from a frozen BN teacher.
+
+Both methods optimize randomly initialized images (normalized space) with Adam(β 0.5, 0.9),
+cosine lr and pixel clipping, under a fresh random crop / flip / roll jitter each step, for
+
+    CE(teacher(x), y) + r_bn · Σ_l w_l (‖μ_l(x) − μ̂_l‖₂ + ‖σ²_l(x) − σ̂²_l‖₂),
+
+where μ_l(x), σ²_l(x) are the batch mean and biased variance entering BN layer l and w_l is
+`first_bn_multiplier` for the first layer, 1 otherwise. The teacher runs in eval mode, so its
+logits — the CE term — always use its global running statistics (LPLD Eq. 6).
+
+- `sre2l`: batches mix classes (one image of each of up to `classes_per_batch` classes); targets
+  μ̂, σ̂² are the teacher's global running statistics.
+- `lpld`: a batch holds the IPC images of one class; targets are that class's statistics from
+  `ladd squeeze` (computed on first use when the teacher has none yet).
+
+A batch is a *unit*: units are independent, each has its own seed (derived from the run seed
+and the unit index) and its own checkpoint, so recover runs units in parallel processes
+(`workers`), in separate shards (`recover_shard`), and resumes per unit — with the same images
+as one uninterrupted serial run (at the same thread count). Hyperparameters: recipes
+`sre2l-*.toml` / `lpld-*.toml`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from ladd.core import progress
+from ladd.core.errors import LaddError
+from ladd.core.progress import console
+from ladd.core.runtime import generator
+from ladd.core.types import ImageSet, to_pixels
+from ladd.images import IMAGE_METHODS, ImageRequest
+from ladd.images.optimize import STATE, optimize_images
+from ladd.images.squeeze import STATS, SqueezeConfig, channel_stats, load_class_statistics, load_teacher, require_bn, squeeze, teacher_dir
+from ladd.models import build_model
+
+METHODS = ("sre2l", "lpld")
+
+
+class RecoverParams(BaseModel):
+    """Defaults: SRe²L's ImageNet recover (VILA-Lab/SRe2L@8d00cba SRe2L/recover/data_synthesis.py, recover.sh)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    teacher_model: str = "resnet18-bn"  # trained through the expert cache unless a teacher directory is given
+    teacher_epochs: int = Field(10, ge=1)
+    iterations: int = Field(4000, ge=1)  # recover.sh: 4K
+    lr: float = Field(0.25, gt=0)  # Adam lr, cosine-annealed
+    betas: tuple[float, float] = (0.5, 0.9)
+    r_bn: float = Field(0.01, ge=0)  # weight of the BN term
+    first_bn_multiplier: float = Field(10.0, ge=0)  # the first BN layer's distance counts ×10
+    jitter: int = Field(32, ge=0)  # random roll by up to ±jitter pixels per axis
+    flip: bool = True  # random horizontal flip of the batch
+    crop_scale: float = Field(0.08, gt=0, le=1)  # RandomResizedCrop area scale (crop_scale, 1); 1 = no crop
+    classes_per_batch: int = Field(100, ge=1)  # sre2l: classes mixed in one batch (batch 100 = 100 classes)
+    checkpoint_every: int = Field(100, ge=1)
+
+
+def bn_objective(stats: list[tuple[torch.Tensor, torch.Tensor]], targets: list[tuple[torch.Tensor, torch.Tensor]], first_multiplier: float) -> torch.Tensor:
+    """Σ_l w_l (‖μ_l − μ̂_l‖₂ + ‖σ²_l − σ̂²_l‖₂), w_0 = first_multiplier, else 1."""
+    total = stats[0][0].new_zeros(())
+    for i, ((mu, var), (t_mu, t_var)) in enumerate(zip(stats, targets)):
+        total = total + (first_multiplier if i == 0 else 1.0) * (torch.linalg.vector_norm(mu - t_mu) + torch.linalg.vector_norm(var - t_var))
+    return total
+
+
+def jitter(x: torch.Tensor, p: RecoverParams, gen: torch.Generator) -> torch.Tensor:
+    """One random resized crop (shared by the batch, as the reference crops the batch tensor),
+    flip and roll; draws come from `gen` in a fixed order, so a resume repeats them."""
+    h, w = x.shape[-2:]
+    u = torch.rand(5, generator=gen).tolist()
+    if p.crop_scale < 1:
+        area = (p.crop_scale + (1 - p.crop_scale) * u[0]) * h * w
+        ratio = math.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[1])
+        ch, cw = min(h, max(1, round(math.sqrt(area / ratio)))), min(w, max(1, round(math.sqrt(area * ratio))))
+        top, left = int(u[2] * (h - ch + 1)), int(u[3] * (w - cw + 1))
+        x = F.interpolate(x[..., top : top + ch, left : left + cw], size=(h, w), mode="bilinear", align_corners=False)
+    if p.flip and u[4] < 0.5:
+        x = x.flip(-1)
+    if p.jitter:
+        dy, dx = torch.randint(-p.jitter, p.jitter + 1, (2,), generator=gen).tolist()
+        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    return x
+
+
+def plan_units(method: str, classes: int, ipc: int, classes_per_batch: int) -> list[torch.Tensor]:
+    """Each unit's slots in the class-major output (slot = class·IPC + j)."""
+    if method == "lpld":
+        return [torch.arange(c * ipc, (c + 1) * ipc) for c in range(classes)]
+    return [chunk * ipc + j for j in range(ipc) for chunk in torch.arange(classes).split(classes_per_batch)]
+
+
+def unit_seed(seed: int, unit: int, role: str) -> int:
+    """Independent of how units are spread over processes and shards."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{unit}:{role}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything a process needs to recover any unit (picklable: sent once to each worker)."""
+
+    method: str
+    teacher_model: str
+    teacher_state: dict[str, torch.Tensor]
+    shape: tuple[int, int, int]
+    classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    params: RecoverParams
+    class_stats: dict[str, torch.Tensor] | None  # lpld's targets
+    ipc: int
+    seed: int
+    checkpoint_dir: Path | None
+    resume: bool
+    device: str
+
+
+class Recovery:
+    """A frozen teacher with hooks reading the batch statistics entering each BN layer."""
+
+    def __init__(self, spec: Spec, teacher: nn.Module | None = None):
+        self.spec, self.p = spec, spec.params
+        c, h, w = spec.shape
+        if teacher is None:
+            teacher = build_model(spec.teacher_model, channels=c, num_classes=spec.classes, im_size=(h, w))
+            teacher.load_state_dict(spec.teacher_state)
+            teacher.to(spec.device).requires_grad_(False).eval()
+        self.teacher = teacher
+        self.layers = require_bn(teacher, spec.teacher_model)
+        self.units = plan_units(spec.method, spec.classes, spec.ipc, self.p.classes_per_batch)
+        self.batch_stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for m in self.layers.values():
+            m.register_forward_hook(lambda _m, inputs, _out: self.batch_stats.append(channel_stats(inputs[0])))
+        dev = torch.device(spec.device)
+        mean_t = torch.tensor(spec.mean, device=dev).view(1, -1, 1, 1)
+        std_t = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
+        self.low, self.high = -mean_t / std_t, (1 - mean_t) / std_t
+
+    def targets(self, labels: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self.spec.method == "sre2l":
+            return [(m.running_mean, m.running_var) for m in self.layers.values()]
+        c = int(labels[0])  # an lpld unit is one class
+        stats = self.spec.class_stats
+        return [(stats[f"mean.{n}"][c].to(labels.device), stats[f"var.{n}"][c].to(labels.device)) for n in self.layers]
+
+    def objective(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """CE + r_bn · BN distance of one forward pass (no jitter)."""
+        self.batch_stats.clear()
+        ce = F.cross_entropy(self.teacher(x), labels)
+        return ce + self.p.r_bn * bn_objective(self.batch_stats, self.targets(labels), self.p.first_bn_multiplier)
+
+    def unit_dir(self, unit: int) -> Path | None:
+        return None if self.spec.checkpoint_dir is None else self.spec.checkpoint_dir / f"unit_{unit:05d}"
+
+    def run(self, unit: int) -> tuple[torch.Tensor, list[float]]:
+        """The unit's images (normalized float) and its loss per iteration."""
+        s, p = self.spec, self.p
+        slots = self.units[unit]
+        labels = (slots // s.ipc).to(s.device)
+        x0 = torch.randn(len(slots), *s.shape, generator=generator(unit_seed(s.seed, unit, "init"))).to(s.device)
+        directory = self.unit_dir(unit)
+        resume = s.resume and directory is not None and (directory / STATE).exists()
+        what = f"class {int(labels[0])}" if s.method == "lpld" else f"batch {unit}"
+        return optimize_images(
+            x0, lambda it, syn, gen: self.objective(jitter(syn, p, gen), labels),
+            iterations=p.iterations, lr=p.lr, betas=p.betas, cosine=True, project=lambda x: x.clamp_(self.low, self.high),
+            seed=unit_seed(s.seed, unit, "loop"), checkpoint_dir=directory, resume=resume, every=p.checkpoint_every,
+            description=f"{s.method.upper()} {what}",
+        )
+
+
+_WORKER: Recovery | None = None
+
+
+def _start_worker(spec: Spec, threads: int) -> None:
+    global _WORKER
+    os.environ["LADD_NO_PROGRESS"] = "1"  # one bar, the parent's, counts units
+    torch.set_num_threads(threads)
+    _WORKER = Recovery(spec)
+
+
+def _run_in_worker(unit: int) -> tuple[int, torch.Tensor, float]:
+    x, losses = _WORKER.run(unit)
+    return unit, x.cpu(), losses[-1]
+
+
+def run_units(recovery: Recovery, units: list[int], workers: int) -> dict[int, tuple[torch.Tensor, float]]:
+    """Recover `units` in this process or in `workers` spawned processes; {unit: (images, last loss)}."""
+    if workers <= 1 or len(units) <= 1:
+        out = {}
+        for u in units:
+            x, losses = recovery.run(u)
+            out[u] = (x.cpu(), losses[-1])
+        return out
+    spec = recovery.spec
+    threads = max(1, torch.get_num_threads() // workers)
+    out = {}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx, initializer=_start_worker, initargs=(spec, threads)) as pool:
+        with progress.bar(f"{spec.method.upper()} units · {workers} workers", len(units)) as advance:
+            for u, x, loss in pool.map(_run_in_worker, units):
+                out[u] = (x, loss)
+                advance(status=f"loss {loss:.4g}")
+    return out
+
+
+def prepare(req: ImageRequest, method: str) -> tuple[Recovery, dict]:
+    """Teacher (trained or reused), LPLD's class statistics (squeezed on first use), the unit plan."""
+    p = RecoverParams(**req.params)
+    ds = req.dataset
+    if req.ipc < 1:
+        raise LaddError(f"--ipc {req.ipc} must be >= 1")
+    directory = teacher_dir(ds, req.teacher, p.teacher_model, p.teacher_epochs, req.runtime)
+    teacher, prov = load_teacher(directory, ds, req.runtime)
+    stats = None
+    if method == "lpld":
+        if not (directory / STATS).exists():
+            console.print(f"no class-wise BN statistics beside the teacher yet: squeezing {directory}")
+            squeeze(ds, directory, SqueezeConfig(), req.runtime)
+        stats = load_class_statistics(directory, ds, prov, list(require_bn(teacher, prov["model"])))
+    checkpoints = None if req.checkpoint_dir is None else Path(req.checkpoint_dir) / f"teacher-{prov['checkpoint_sha256'][:12]}"
+    state = {k: v.cpu() for k, v in teacher.state_dict().items()}
+    spec = Spec(method, prov["model"], state, ds.shape, ds.num_classes, ds.mean, ds.std, p, stats, req.ipc, req.seed,
+                checkpoints, req.resume, str(req.runtime.device))
+    return Recovery(spec, teacher), prov
+
+
+def recover_images(req: ImageRequest, method: str) -> ImageSet:
+    recovery, prov = prepare(req, method)
+    units = list(range(len(recovery.units)))
+    done = run_units(recovery, units, req.workers)
+    ds = req.dataset
+    x = torch.empty(ds.num_classes * req.ipc, *ds.shape)
+    for u, (images, _) in done.items():
+        x[recovery.units[u]] = images
+    labels = torch.arange(ds.num_classes).repeat_interleave(req.ipc)
+    info = {"teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
+            "units": len(units), "final_loss_mean": sum(loss for _, loss in done.values()) / len(done)}
+    return ImageSet(to_pixels(x, ds.mean, ds.std, keep_float=req.float_images), labels, info)
+
+
+def recover_shard(req: ImageRequest, method: str, index: int, count: int) -> list[int]:
+    """Recover shard `index` of `count` (units index, index+count, …) into their checkpoints;
+    a later run with resume assembles every unit. Returns the units done."""
+    if not 0 <= index < count:
+        raise LaddError(f"--shard {index}/{count}: the index must be in 0..{count - 1}")
+    if req.checkpoint_dir is None:
+        raise LaddError("--shard needs checkpoints to assemble the shards from: it runs only through `ladd recover`")
+    recovery, _ = prepare(req, method)
+    units = list(range(len(recovery.units)))[index::count]
+    run_units(recovery, units, req.workers)
+    return units
+
+
+@IMAGE_METHODS.register("sre2l")
+def sre2l_images(req: ImageRequest) -> ImageSet:
+    return recover_images(req, "sre2l")
+
+
+@IMAGE_METHODS.register("lpld")
+def lpld_images(req: ImageRequest) -> ImageSet:
+    return recover_images(req, "lpld")

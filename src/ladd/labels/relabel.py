@@ -1,0 +1,117 @@
+"""FKD-style stored relabel (SRe²L's relabel stage): for E epochs, draw every sample's training
+augmentation (RandomResizedCrop, flip, CutMix partner, λ and box), record the parameters and the
+teacher's soft labels on the augmented image, and store them beside the artifact
+(`ladd.artifact.relabel`). Students then replay them (`ladd.labels.replay`) with no teacher.
+
+Epoch e draws from its own generator (seed, e), so a resumed relabel writes the same bytes as an
+uninterrupted one; each finished epoch is one file, listed in relabel.json as it is written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ladd.artifact import Artifact
+from ladd.artifact.relabel import RELABEL_DIR, read_info, write_epoch, write_info
+from ladd.augment.fkd import render, sample_epoch
+from ladd.core import progress
+from ladd.core.errors import LaddError
+from ladd.core.io import sha256
+from ladd.core.runtime import Runtime, generator
+from ladd.core.types import Dataset
+from ladd.cost import flops
+from ladd.experts import ExpertConfig
+from ladd.labels import LabelConfig
+from ladd.labels.methods import build_teacher
+
+
+class RelabelConfig(BaseModel):
+    """Defaults from SRe²L's relabel (VILA-Lab/SRe2L@8d00cba relabel/generate_soft_label.py):
+    fp16 logits, cutmix; T = 20 is its student script's temperature for cutmix
+    (validate/train_FKD.sh). Epochs and batch are small-set values (the reference: 300 × 1024)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(50, ge=1)  # relabel batch: CutMix partners are drawn within it; LPLD's batch unit
+    teacher: ExpertConfig = ExpertConfig(model="convnet-bn")
+    teacher_epoch: float | None = Field(None, ge=0)  # default: the teacher's last epoch
+    kind: Literal["logits", "probs"] = "logits"
+    dtype: Literal["float16", "float32"] = "float16"
+    temperature: float = Field(20.0, gt=0)  # probs are stored at T; logits are softened at replay
+    top_k: int | None = Field(None, ge=1)  # FKD's label quantization: top-k probabilities + indices
+    cutmix: bool = True
+    seed: int = 42  # the reference's --fkd-seed
+
+    @model_validator(mode="after")
+    def _top_k_stores_probs(self) -> "RelabelConfig":
+        if self.top_k is not None and self.kind != "probs":
+            raise LaddError("--top-k stores the k largest probabilities and their indices: add --label-kind probs")
+        return self
+
+
+def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelConfig, runtime: Runtime,
+            *, overwrite: bool = False) -> dict:
+    """Write (or resume) `artifact_dir/relabel/`; returns its summary for the artifact manifest."""
+    n, classes = len(art.images), dataset.num_classes
+    if cfg.top_k is not None and cfg.top_k > classes:
+        raise LaddError(f"--top-k {cfg.top_k} is larger than the number of classes ({classes})")
+    directory = Path(artifact_dir) / RELABEL_DIR
+    images_sha = sha256(Path(artifact_dir) / "images.safetensors")
+    teacher_cfg = LabelConfig(method="soft", labeler=cfg.teacher, epoch=cfg.teacher_epoch)
+    info = read_info(directory)
+    settings = cfg.model_dump()
+    if info and (info["config"] != settings or info["images_sha256"] != images_sha):
+        if not overwrite:
+            raise LaddError(f"{directory} holds a relabel made with other settings or images: pass --overwrite to replace it")
+        shutil.rmtree(directory)
+        info = {}
+    teacher, provenance, train_flops = build_teacher(dataset, teacher_cfg, runtime)
+    teacher.eval()
+    if not info:
+        info = {"kind": cfg.kind, "dtype": cfg.dtype, "temperature": cfg.temperature, "top_k": cfg.top_k,
+                "epochs": cfg.epochs, "samples": n, "classes": classes, "batch_size": cfg.batch_size,
+                "images_sha256": images_sha, "sample_order": "row k of epoch e is image order[e, k]",
+                "config": settings, "teacher": provenance, "files": [], "complete": False}
+        directory.mkdir(parents=True, exist_ok=True)
+        write_info(directory, info)
+    _, _, h, w = art.images.shape
+    images = art.images.to(runtime.device)
+    done = len(info["files"])
+    with progress.bar("relabel", cfg.epochs) as advance:
+        advance(done)
+        for e in range(done, cfg.epochs):
+            epoch = sample_epoch(n, cfg.batch_size, h, w, generator(cfg.seed * 1_000_003 + e), cutmix=cfg.cutmix)
+            labels = _labels(teacher, images, dataset, epoch, cfg)
+            info["files"].append(write_epoch(directory, e, epoch, labels))
+            write_info(directory, info)
+            advance()
+    info["complete"] = True
+    info["flops"] = {"unit": flops.UNIT, "teacher_train": train_flops,
+                     "label_generation": flops.per_sample(teacher, dataset.shape, backward=False) * n * cfg.epochs}
+    write_info(directory, info)
+    return {"dir": RELABEL_DIR, "epochs": cfg.epochs, "samples": n, "kind": cfg.kind, "dtype": cfg.dtype,
+            "top_k": cfg.top_k, "temperature": cfg.temperature, "teacher": provenance}
+
+
+@torch.no_grad()
+def _labels(teacher, images, dataset: Dataset, epoch, cfg: RelabelConfig) -> dict[str, torch.Tensor]:
+    """The teacher's logits (or probabilities at T, or their top-k) on every augmented sample."""
+    dtype = getattr(torch, cfg.dtype)
+    out = []
+    for rows in torch.arange(len(epoch.order)).split(cfg.batch_size):
+        x = render(images, dataset.mean, dataset.std, epoch, rows)
+        out.append(teacher.logits(x).float().cpu())
+    logits = torch.cat(out)
+    if cfg.kind == "logits":
+        return {"labels": logits.to(dtype)}
+    probs = (logits / cfg.temperature).softmax(-1)
+    if cfg.top_k is None:
+        return {"labels": probs.to(dtype)}
+    top = probs.topk(cfg.top_k, dim=-1)
+    return {"label_values": top.values.to(dtype), "label_index": top.indices.to(torch.int16)}

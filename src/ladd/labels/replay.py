@@ -1,0 +1,154 @@
+"""Replaying a stored relabel, with label pruning (LPLD, Xiao & He).
+
+A *unit* is what pruning keeps or drops: a stored epoch (`pool="epoch"`) or one relabel batch of
+an epoch (`pool="batch"`, LPLD's improved label pool: batches from different epochs form new
+epochs). `prune_units` keeps ⌊units/ρ⌋ of them: at random (LPLD's method) or ranked by a
+per-label metric (the baselines it compares against). A `Replay` then feeds the one trainer: each
+student epoch takes one epoch's worth of units from the pool (epoch pool: 1 unit, batch pool:
+⌈N/batch⌉ units), shuffles their samples, and renders each sample from its stored parameters.
+
+Units are drawn as a stream of reshuffled passes over the pool (every kept unit once per pass), so
+ρ = 1 replays every stored epoch once when the student trains as many epochs as were stored; LPLD
+draws with replacement (he-y/soft-label-pruning-for-dataset-distillation@63eee18
+train_FKD_label_pruning_batch.py, `batch_to_epoch`). Which units are kept depends on the relabel's
+seed only, so every student seed trains on the same pruned labels (the set one would ship).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from ladd.artifact.relabel import RelabelStore
+from ladd.augment.fkd import render
+from ladd.core.errors import LaddError
+from ladd.core.runtime import generator
+
+Pool = Literal["epoch", "batch"]
+POOLS = ("epoch", "batch")
+# Label-level metrics LPLD compares random pruning against; each score is "higher = easier".
+METRICS = ("random", "correct", "confidence", "diff", "diff_signed", "cut_ratio")
+KEEPS = ("easy", "hard", "uniform")
+
+
+def units(store: RelabelStore, pool: str) -> list[torch.Tensor]:
+    """Flat positions (e·N + k) of every unit, in storage order."""
+    if pool not in POOLS:
+        raise LaddError(f"--pool {pool!r} is not one of {', '.join(POOLS)}")
+    n, bs = store.samples, store.info["batch_size"]
+    step = n if pool == "epoch" else bs
+    return [torch.arange(e * n + s, e * n + min(s + step, n)) for e in range(store.epochs) for s in range(0, n, step)]
+
+
+def units_per_epoch(store: RelabelStore, pool: str) -> int:
+    return 1 if pool == "epoch" else math.ceil(store.samples / store.info["batch_size"])
+
+
+def keep_count(total: int, prune: float, pool: str) -> int:
+    """⌊total/ρ⌋ units; ρ < 1 or a pool too small for ρ is refused."""
+    if prune < 1:
+        raise LaddError(f"--prune {prune:g} must be >= 1: it keeps 1/ρ of the stored labels (1 = keep all)")
+    kept = math.floor(total / prune + 1e-9)
+    if kept < 1:
+        raise LaddError(f"--prune {prune:g} keeps 0 of the {total} stored {pool} units: "
+                        f"relabel more epochs, lower --prune, or use --pool batch")
+    return kept
+
+
+def sample_scores(store: RelabelStore, hard: torch.Tensor, metric: str) -> torch.Tensor:
+    """E×N per-label scores, higher = easier, on the stored targets (ours; LPLD's code ranks with
+    training-dynamics metrics instead):
+    correct      the teacher's top class is the sample's own class (1/0)
+    confidence   the teacher's top probability
+    diff         −|s − λ|, s = p(own) / (p(own) + p(partner's class)): how far the label departs
+                 from CutMix's area share λ (s = λ when both images share a class)
+    diff_signed  s − λ: the teacher gives the own class more than its area share
+    cut_ratio    −(1 − λ): the less pasted from the partner, the easier"""
+    if metric not in METRICS or metric == "random":
+        raise LaddError(f"prune metric {metric!r} is not one of {', '.join(METRICS)}")
+    t = store.tensors
+    scores = []
+    for e in range(store.epochs):
+        p = store.targets(e, torch.arange(store.samples))
+        own, partner, lam = hard[t["order"][e]], hard[t["mix_index"][e]], t["mix_lambda"][e].double()
+        p_own = p.gather(1, own[:, None])[:, 0].double()
+        p_partner = p.gather(1, partner[:, None])[:, 0].double()
+        share = torch.where(own == partner, lam, p_own / (p_own + p_partner).clamp_min(1e-12))
+        scores.append({
+            "correct": (p.argmax(1) == own).double(),
+            "confidence": p.max(1).values.double(),
+            "diff": -(share - lam).abs(),
+            "diff_signed": share - lam,
+            "cut_ratio": -(1 - lam),
+        }[metric])
+    return torch.stack(scores)
+
+
+def prune_units(store: RelabelStore, hard: torch.Tensor, prune: float = 1.0, pool: str = "epoch",
+                metric: str = "random", keep: str = "easy") -> list[torch.Tensor]:
+    """The kept units: ⌊units/ρ⌋, at random (seeded by the relabel seed) or by mean metric score."""
+    every = units(store, pool)
+    count = keep_count(len(every), prune, pool)
+    if keep not in KEEPS:
+        raise LaddError(f"--prune-keep {keep!r} is not one of {', '.join(KEEPS)}")
+    if count == len(every):
+        return every
+    if metric == "random":
+        chosen = torch.randperm(len(every), generator=generator(store.info["config"]["seed"]))[:count]
+    else:
+        flat = sample_scores(store, hard, metric).flatten()
+        ranked = torch.tensor([flat[u].mean().item() for u in every]).argsort(descending=True, stable=True)
+        if keep == "easy":
+            chosen = ranked[:count]
+        elif keep == "hard":
+            chosen = ranked[-count:]
+        else:
+            chosen = ranked[torch.linspace(0, len(every) - 1, count).round().long()]
+    return [every[i] for i in chosen.sort().values.tolist()]
+
+
+class Replay:
+    """What the trainer's `fkd` term reads: per student epoch the stored positions to visit, and
+    per position the rendered input and its probability target. Needs no teacher."""
+
+    def __init__(self, store: RelabelStore, images: torch.Tensor, mean, std, kept: list[torch.Tensor],
+                 per_epoch: int, seed: int):
+        self.store, self.images, self.mean, self.std = store, images, mean, std
+        self.kept, self.per_epoch, self.seed = kept, per_epoch, seed
+        self.temperature = float(store.info["temperature"])
+        self._stream: list[int] = []
+        self._stream_gen = generator(seed)
+
+    def draw(self, epoch: int, gen: torch.Generator) -> torch.Tensor:
+        """Positions of student epoch `epoch`, shuffled with the trainer's generator. The units
+        come from a stream that depends only on the seed, so a resumed run draws the same ones."""
+        end = (epoch + 1) * self.per_epoch
+        while len(self._stream) < end:
+            self._stream += torch.randperm(len(self.kept), generator=self._stream_gen).tolist()
+        chosen = torch.cat([self.kept[u] for u in self._stream[epoch * self.per_epoch : end]])
+        return chosen[torch.randperm(len(chosen), generator=gen)]
+
+    def image_index(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.store.tensors["order"].flatten()[positions.cpu()].to(positions.device)
+
+    def inputs(self, positions: torch.Tensor) -> torch.Tensor:
+        return self._per_epoch(positions, lambda e, rows: render(self.images, self.mean, self.std, self.store.epoch(e), rows))
+
+    def targets(self, positions: torch.Tensor) -> torch.Tensor:
+        return self._per_epoch(positions, self.store.targets).to(self.images.device)
+
+    def _per_epoch(self, positions: torch.Tensor, fn) -> torch.Tensor:
+        """fn(e, rows) for the positions of each stored epoch, put back in the given order."""
+        positions = positions.cpu()
+        n = self.store.samples
+        epochs, rows = positions // n, positions % n
+        out = None
+        for e in epochs.unique().tolist():
+            at = (epochs == e).nonzero()[:, 0]
+            part = fn(e, rows[at])
+            if out is None:
+                out = part.new_empty((len(positions), *part.shape[1:]))
+            out[at.to(part.device)] = part
+        return out

@@ -1,0 +1,70 @@
+"""Grad-CAM (Selvaraju et al. 2017) of a trained student on chosen test images (LADD Fig. 4):
+where in the image the evidence for the predicted class lies.
+
+For the last Conv2d layer's activations A (K×h×w): α_k = mean over positions of ∂y_c/∂A_k,
+map = ReLU(Σ_k α_k A_k), upsampled bilinearly to the image and scaled to [0, 1] per image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ladd.core.errors import LaddError
+from ladd.core.types import normalize
+
+
+def last_conv(model: nn.Module) -> nn.Conv2d:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise LaddError(f"{type(model).__name__} has no Conv2d layer: Grad-CAM needs a convolutional model (convnet, alexnet, vgg11, resnet18)")
+    return convs[-1]
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(maps B×H×W in [0, 1], the classes explained) for a normalized batch x; `classes` default
+    to the predicted ones."""
+    layer, store = last_conv(model), {}
+    hook = layer.register_forward_hook(lambda m, i, out: store.__setitem__("a", out))
+    model.eval()
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+            classes = logits.argmax(1) if classes is None else classes
+            acts = store["a"]
+            grads = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), acts)[0]
+    finally:
+        hook.remove()
+    cam = F.relu((grads.mean((2, 3), keepdim=True) * acts).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0].detach()
+    peak = cam.flatten(1).max(1).values.clamp_min(1e-12)
+    return cam / peak[:, None, None], classes
+
+
+def figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std, names, path: Path, title: str) -> Path:
+    """One column per test image: the image, and the Grad-CAM of the predicted class over it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    device = next(model.parameters()).device
+    maps, pred = grad_cam(model, normalize(images.to(device), mean, std))
+    fig, axes = plt.subplots(2, len(images), figsize=(1.7 * len(images), 3.6), squeeze=False, constrained_layout=True)
+    for j in range(len(images)):
+        pixels = images[j].float() / 255
+        shown = pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
+        for ax in axes[:, j]:
+            ax.imshow(shown, cmap="gray")
+            ax.axis("off")
+        axes[1, j].imshow(maps[j].cpu().numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        axes[0, j].set_title(f"true {names[int(labels[j])]}", fontsize=7)
+        axes[1, j].set_title(f"pred {names[int(pred[j])]}", fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,29 @@
+import torch
+from torch import nn
+
+from ladd.report.gradcam import grad_cam
+
+
+class GapNet(nn.Module):
+    """conv → global average pool → linear: Grad-CAM equals CAM, ReLU(Σ_k w_ck A_k) up to scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_grad_cam_equals_class_activation_map_on_a_gap_network():
+    torch.manual_seed(0)
+    net, x = GapNet(), torch.randn(2, 1, 6, 6)
+    maps, classes = grad_cam(net, x, torch.tensor([1, 2]))
+    acts = net.conv(x).detach()
+    direct = torch.relu(torch.einsum("bk,bkhw->bhw", net.fc.weight[classes].detach(), acts))
+    direct = direct / direct.flatten(1).max(1).values[:, None, None]
+    assert maps.shape == (2, 6, 6) and torch.allclose(maps, direct, atol=1e-5)
+    assert classes.tolist() == [1, 2] and maps.min() >= 0 and torch.allclose(maps.flatten(1).max(1).values, torch.ones(2))
+    predicted = grad_cam(net, x)[1]
+    assert torch.equal(predicted, net(x).argmax(1))

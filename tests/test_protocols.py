@@ -1,0 +1,102 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from ladd.artifact import Artifact
+from ladd.core.errors import LaddError
+from ladd.core.runtime import Runtime
+from ladd.eval.protocol import EvalConfig, evaluate
+from ladd.eval.protocols import load_protocol, shipped
+from ladd.train.loop import Recipe, _Ema
+
+from conftest import make_dataset
+
+
+def test_shipped_protocols_load_and_dc_is_the_reference_recipe():
+    assert {"dc", "dc-cpu", "glad", "fkd"} <= set(shipped())
+    dc = load_protocol("dc").recipe("convnet", "flip")
+    ref = Recipe(epochs=1000, dsa="flip")  # Recipe's defaults are utils.evaluate_synset's
+    assert dc == ref
+    glad = load_protocol("glad")
+    assert glad.lr_for("VGG-11") == 1e-4 and glad.lr_for("convnet-w64") == 1e-3 and glad.ema == 0.995
+    fkd = load_protocol("fkd").recipe("alexnet", None)
+    assert (fkd.optimizer, fkd.schedule, fkd.lr, fkd.weight_decay) == ("adamw", "cosine", 1e-4, 0.01)
+
+
+def test_unknown_or_bad_protocol_is_refused(tmp_path):
+    with pytest.raises(LaddError, match="shipped protocols are .*dc"):
+        load_protocol("dcc")
+    bad = tmp_path / "p.toml"
+    bad.write_text('name = "x"\nbudget = "cpu"\nsource = "here"\nepochs = 5\nlr = 0.1\nschedule = "linear"\n')
+    with pytest.raises(LaddError, match="schedule"):
+        load_protocol(str(bad))
+    with pytest.raises(LaddError, match="--lr .* or --select-lr"):
+        EvalConfig(lr=0.01, select_lr=(0.01, 0.1))
+
+
+def test_schedules_follow_their_formulas():
+    cos = Recipe(epochs=10, lr=1.0, schedule="cosine")
+    assert [cos.lr_at(e) for e in range(10)] == pytest.approx([0.5 * (1 + math.cos(math.pi * e / 10)) for e in range(10)])
+    warm = Recipe(epochs=10, lr=1.0, schedule="warmup-cosine", warmup=0.5)
+    lrs = [warm.lr_at(e) for e in range(10)]
+    assert lrs[:5] == pytest.approx([(e + 1) / 6 for e in range(5)])  # linear warmup over the first half
+    assert lrs[5] == pytest.approx(1.0) and lrs[5:] == sorted(lrs[5:], reverse=True) and lrs[-1] < 0.1
+    step = Recipe(epochs=10, lr=1.0)
+    assert [step.lr_at(e) for e in (4, 5)] == [1.0, pytest.approx(0.1)]
+
+
+def test_ema_averages_parameters_geometrically():
+    model = torch.nn.Linear(2, 1)
+    ema = _Ema(model, 0.5)
+    w0 = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(2.0)
+    ema.update(model)
+    with torch.no_grad():
+        model.weight.add_(2.0)
+    ema.update(model)
+    ema.copy_to(model)
+    # shadow = 0.5·(0.5·w0 + 0.5·(w0+2)) + 0.5·(w0+4) = w0 + 2.5
+    assert torch.allclose(model.weight, w0 + 2.5)
+
+
+def _split_dataset():
+    train, test = make_dataset(n_per_class=12, seed=0), make_dataset(n_per_class=6, seed=1)
+    return dataclasses.replace(train, test=test.test)
+
+
+def _artifact(ds):
+    manifest = {"source": {"class_names": list(ds.class_names)}, "images": {}}
+    return Artifact(ds.train.images[::4], ds.train.labels[::4], manifest)
+
+
+def test_rows_record_protocol_and_lr_selection_never_reads_the_test_split():
+    ds = _split_dataset()
+    cfg = EvalConfig(methods=("baseline",), models=("convnet-w32",), seeds=1, protocol="fkd", epochs=2,
+                     select_lr=(1e-4, 3e-3), val_per_class=3)
+    row = evaluate(_artifact(ds), ds, cfg, Runtime())[0]
+    assert (row["protocol"], row["optimizer"], row["schedule"], row["soft_loss"]) == ("fkd", "adamw", "cosine", "kl")
+    assert row["protocol_overrides"] == {"epochs": 2} and row["reported"].startswith("final epoch")
+    sel = row["lr_selection"]
+    assert set(sel["val_acc_by_lr"]) == {"0.0001", "0.003"} and row["lr"] == sel["chosen"]
+    assert sel["on"].startswith("toy-holdout3") and "validation split" in row["selected_on"]["student lr"]
+    # a test split with scrambled labels changes the test accuracy, never the choice
+    scrambled = dataclasses.replace(ds, test=dataclasses.replace(ds.test, labels=(ds.test.labels + 1) % 3))
+    again = evaluate(_artifact(scrambled), scrambled, cfg, Runtime())[0]
+    assert again["lr_selection"] == sel and again["acc_mean"] != row["acc_mean"]
+
+
+def test_validation_split_drops_the_artifacts_own_images():
+    from ladd.eval.protocol import validation_split
+
+    ds = _split_dataset()
+    full = validation_split(ds, 4, torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
+    reused = full.test.images[:3]
+    val = validation_split(ds, 4, reused)
+    assert len(full.test) == 12 and len(val.test) == 9
+    stored = {x.numpy().tobytes() for x in reused}
+    assert not any(x.numpy().tobytes() in stored for x in val.test.images)
+    train = {x.numpy().tobytes() for x in ds.train.images}
+    assert all(x.numpy().tobytes() in train for x in val.test.images)  # carved from the training split, not test

@@ -1,0 +1,218 @@
+"""SRe²L / LPLD: class-wise BN statistics, the recover objective, per-unit resume and shards,
+diversity metrics, and the errors a user can hit."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from ladd import cli
+from ladd.core.errors import LaddError
+from ladd.core.runtime import Runtime, generator
+from ladd.core.types import normalize
+from ladd.eval.diversity import diversity, gaussian_mmd2, mean_pairwise_cosine
+from ladd.images import ImageRequest, make_images
+from ladd.images.recover import RecoverParams, bn_objective, plan_units, prepare, recover_shard, unit_seed
+from ladd.images.squeeze import STATS, STATS_INFO, SqueezeConfig, class_statistics, squeeze, teacher_dir
+from ladd.pipeline import ImagesConfig, SourceConfig, distill
+
+TEACHER = {"teacher_model": "convnet-bn", "teacher_epochs": 1}
+STILL = {"jitter": 0, "flip": False, "crop_scale": 1.0}  # no augmentation: the objective is a fixed function
+
+
+def two_bn_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1), nn.BatchNorm2d(3))
+    for m in net:
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2)
+    return net.eval()
+
+
+def test_class_statistics_equal_a_direct_per_class_computation(toy):
+    net, cfg = two_bn_net(), SqueezeConfig(batch_size=4, momentum=0.3, seed=2)
+    stats = class_statistics(net, toy, cfg, Runtime())
+    # direct: the same batch order, each class's BN inputs, mean and biased variance, EMA from the first batch
+    expect: dict[str, dict[int, torch.Tensor]] = {}
+    with torch.no_grad():
+        for idx in torch.randperm(len(toy.train), generator=generator(2)).split(4):
+            x, y = normalize(toy.train.images[idx], toy.mean, toy.std), toy.train.labels[idx]
+            a = net[0](x)
+            b = net[3](net[2](net[1](a)))
+            for layer, inp in (("1", a), ("4", b)):
+                for c in y.unique().tolist():
+                    v = inp[y == c].double()
+                    for kind, value in (("mean", v.mean((0, 2, 3))), ("var", v.var((0, 2, 3), unbiased=False))):
+                        table = expect.setdefault(f"{kind}.{layer}", {})
+                        table[c] = value if c not in table else 0.7 * table[c] + 0.3 * value
+    assert set(stats) == set(expect) | {"count"}
+    for key, rows in expect.items():
+        assert stats[key].shape == (3, 4 if key.endswith("1") else 3)
+        for c, value in rows.items():
+            torch.testing.assert_close(stats[key][c].double(), value, atol=1e-5, rtol=1e-5)
+    assert stats["count"].tolist() == [6, 6, 6]
+
+
+def test_bn_objective_is_zero_at_the_targets_and_weighs_the_first_layer():
+    g = torch.Generator().manual_seed(0)
+    stats = [(torch.randn(4, generator=g), torch.rand(4, generator=g)) for _ in range(3)]
+    assert float(bn_objective(stats, stats, 10.0)) == 0.0
+    moved = [(m + 1, v) for m, v in stats]  # every mean off by 1 in 4 channels: distance 2 per layer
+    assert float(bn_objective(moved, stats, 10.0)) == pytest.approx(2 * 10 + 2 + 2)
+
+
+def test_lpld_bn_term_vanishes_when_the_batch_statistics_are_the_class_statistics(toy):
+    req = ImageRequest(toy, 2, params={**TEACHER, **STILL, "iterations": 1})
+    rec, _ = prepare(req, "lpld")
+    x = torch.randn(2, 1, 8, 8, generator=generator(3))
+    labels = torch.tensor([1, 1])
+    # make class 1's statistics exactly those of this batch
+    rec.batch_stats.clear()
+    with torch.no_grad():
+        rec.teacher(x)
+    for (name, _), (mu, var) in zip(rec.layers.items(), rec.batch_stats):
+        rec.spec.class_stats[f"mean.{name}"][1] = mu
+        rec.spec.class_stats[f"var.{name}"][1] = var
+    ce = nn.functional.cross_entropy(rec.teacher(x), labels)
+    assert float(rec.objective(x, labels) - ce) == pytest.approx(0.0, abs=1e-5)
+    other = rec.objective(x, torch.tensor([0, 0])) - nn.functional.cross_entropy(rec.teacher(x), torch.tensor([0, 0]))
+    assert float(other) > 0.01  # class 0's statistics differ
+
+
+@pytest.mark.parametrize("method", ["sre2l", "lpld"])
+def test_recover_lowers_its_objective(toy, method):
+    req = ImageRequest(toy, 2, seed=0, params={**TEACHER, **STILL, "iterations": 15, "lr": 0.1})
+    rec, _ = prepare(req, method)
+    for unit, slots in enumerate(rec.units):
+        labels = slots // 2
+        x0 = torch.randn(len(slots), 1, 8, 8, generator=generator(unit_seed(0, unit, "init")))
+        x, losses = rec.run(unit)
+        with torch.no_grad():
+            before, after = float(rec.objective(x0, labels)), float(rec.objective(x, labels))
+        assert after < 0.8 * before, (unit, before, after)
+        assert len(losses) == 15
+
+
+def test_units_cover_every_slot_once():
+    for method, per_unit in (("lpld", [3] * 4), ("sre2l", [3, 1] * 3)):
+        units = plan_units(method, 4, 3, classes_per_batch=3)
+        assert [len(u) for u in units] == per_unit
+        assert sorted(torch.cat(units).tolist()) == list(range(12))
+    assert all(len(set((u // 3).tolist())) == 1 for u in plan_units("lpld", 4, 3, 3))  # one class per LPLD batch
+    assert all(len(set((u // 3).tolist())) == len(u) for u in plan_units("sre2l", 4, 3, 3))  # distinct classes per SRe²L batch
+
+
+@pytest.mark.parametrize("method", ["sre2l", "lpld"])
+def test_resume_equals_uninterrupted(toy, tmp_path, interrupted, method):
+    params = {**TEACHER, "iterations": 4, "checkpoint_every": 2, "jitter": 1, "crop_scale": 0.5}
+    full = make_images(method, ImageRequest(toy, 2, seed=1, params=params))
+    with interrupted(3):  # in the second unit, halfway
+        make_images(method, ImageRequest(toy, 2, seed=1, params=params, checkpoint_dir=tmp_path))
+    resumed = make_images(method, ImageRequest(toy, 2, seed=1, params=params, checkpoint_dir=tmp_path, resume=True))
+    assert torch.equal(full.images, resumed.images) and torch.equal(full.labels, resumed.labels)
+
+
+def test_sharded_and_parallel_equal_serial(toy, tmp_path):
+    params = {**TEACHER, "iterations": 3, "jitter": 1}
+    serial = make_images("lpld", ImageRequest(toy, 2, seed=4, params=params))
+    req = ImageRequest(toy, 2, seed=4, params=params, checkpoint_dir=tmp_path)
+    assert recover_shard(req, "lpld", 0, 2) == [0, 2] and recover_shard(req, "lpld", 1, 2) == [1]
+    assembled = make_images("lpld", ImageRequest(toy, 2, seed=4, params=params, checkpoint_dir=tmp_path, resume=True))
+    assert torch.equal(serial.images, assembled.images)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # workers run one thread each: compare at the same thread count
+    try:
+        reference = make_images("sre2l", ImageRequest(toy, 2, seed=4, params=params))
+        parallel = make_images("sre2l", ImageRequest(toy, 2, seed=4, params=params, workers=2))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(reference.images, parallel.images)
+
+
+def test_cosine_and_mmd_equal_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    direct = sum(float(torch.dot(f[i], f[j]) / (f[i].norm() * f[j].norm())) for i in range(5) for j in range(5) if i != j) / 20
+    assert mean_pairwise_cosine(f) == pytest.approx(direct)
+    assert mean_pairwise_cosine(torch.eye(3, dtype=torch.float64)) == pytest.approx(0.0)
+    assert mean_pairwise_cosine(torch.ones(4, 2, dtype=torch.float64)) == pytest.approx(1.0)
+    x, y, s = f, torch.randn(4, 3, generator=g, dtype=torch.float64) + 1, 1.7
+    k = lambda a, b: float(torch.exp(-((a - b) ** 2).sum() / (2 * s**2)))  # noqa: E731
+    mean_k = lambda A, B: sum(k(a, b) for a in A for b in B) / (len(A) * len(B))  # noqa: E731
+    assert gaussian_mmd2(x, y, s) == pytest.approx(mean_k(x, x) + mean_k(y, y) - 2 * mean_k(x, y))
+    assert gaussian_mmd2(x, x, s) == pytest.approx(0.0, abs=1e-12)
+
+
+class Flatten(nn.Module):
+    """A 'teacher' whose features are the normalized pixels, so the metrics can be computed by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def embed(self, x):
+        return x.flatten(1)
+
+
+def test_diversity_of_an_artifact_matches_its_features(toy):
+    images, labels = toy.train.images[[0, 1, 2, 6, 7, 12, 13, 14]], toy.train.labels[[0, 1, 2, 6, 7, 12, 13, 14]]
+    out = diversity(Flatten(), images, labels, toy, real_per_class=6)
+    feats = normalize(images, toy.mean, toy.std).flatten(1).double()
+    per_class = [mean_pairwise_cosine(feats[labels == c]) for c in range(3)]
+    assert out["within_class_cosine"] == pytest.approx(sum(per_class) / 3)
+    assert [r["cosine"] for r in out["per_class"]] == pytest.approx(per_class)
+    # the real sample is the whole class (6 of 6): a synthetic set equal to the real one has MMD² 0
+    same = diversity(Flatten(), toy.train.images, toy.train.labels, toy, real_per_class=6)
+    assert same["mmd2"] == pytest.approx(0.0, abs=1e-9) and out["mmd2"] > 0
+    assert same["within_class_cosine"] == pytest.approx(same["real_within_class_cosine"])
+
+
+def test_bad_inputs_give_one_line_errors(toy, tmp_path):
+    with pytest.raises(LaddError, match="no BatchNorm.*convnet-bn.*resnet18-bn"):
+        make_images("sre2l", ImageRequest(toy, 1, params={"teacher_model": "convnet", "teacher_epochs": 1, "iterations": 1}))
+    # class statistics copied from another teacher are refused
+    a = teacher_dir(toy, tmp_path / "a", "convnet-bn", 1, Runtime())
+    b = teacher_dir(toy, tmp_path / "b", "convnet-bn", 2, Runtime())
+    squeeze(toy, a, SqueezeConfig(), Runtime())
+    for name in (STATS, STATS_INFO):
+        (b / name).write_bytes((a / name).read_bytes())
+    with pytest.raises(LaddError, match="another teacher checkpoint"):
+        make_images("lpld", ImageRequest(toy, 1, params={**TEACHER, "iterations": 1}, teacher=b))
+    with pytest.raises(LaddError, match="index must be in 0..1"):
+        recover_shard(ImageRequest(toy, 1, params=TEACHER, checkpoint_dir=tmp_path), "lpld", 2, 2)
+    with pytest.raises(LaddError, match="--teacher-dir is for --images sre2l or lpld"):
+        distill(toy, SourceConfig(), ImagesConfig(method="random", ipc=1, teacher=str(a)))
+    with pytest.raises(Exception, match="extra"):
+        RecoverParams(iteration=3)
+    info = json.loads((a / STATS_INFO).read_text())
+    assert info["class_names"] == list(toy.class_names) and info["teacher"]["model"] == "convnet-bn"
+
+
+def test_cli_squeeze_recover_diversity(tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text('method = "lpld"\n[params]\nteacher_model = "convnet-bn"\nteacher_epochs = 1\niterations = 2\njitter = 1\n')
+    teacher = tmp_path / "teacher"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ladd", *map(str, a)], capture_output=True, text=True)  # noqa: E731
+    res = run("squeeze", "--dataset", "digits", "--teacher-dir", teacher, "--teacher-model", "convnet-bn", "--teacher-epochs", "1", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    assert (teacher / STATS).exists()
+    res = run("recover", "--images", "lpld", "--dataset", "digits", "--ipc", "2", "--recipe", recipe, "--teacher-dir", teacher,
+              "--out", tmp_path / "art", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    res = run("diversity", tmp_path / "art", "--teacher-dir", teacher, "--real-per-class", "20", "--out", tmp_path / "d.json", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert len(d["per_class"]) == 10 and -1 <= d["within_class_cosine"] <= 1 and d["mmd2"] >= 0
+
+
+def test_cli_refuses_other_methods_and_bad_shards():
+    with pytest.raises(LaddError, match="recover runs sre2l or lpld"):
+        cli.recover(images="dm")
+    for bad in ("1-2", "a/2", "0/0"):
+        with pytest.raises(LaddError, match="must be i/n"):
+            cli._shard(bad)
+    assert cli._shard("3/4") == (3, 4)

@@ -1,0 +1,267 @@
+import json
+import struct
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ladd import pipeline
+from ladd.artifact import load_artifact, save_artifact
+from ladd.artifact.relabel import RELABEL_DIR, epoch_file
+from ladd.augment.fkd import Epoch, crop_pixels, render, sample_crops, sample_epoch
+from ladd.core.errors import LaddError
+from ladd.core.io import sha256
+from ladd.core.runtime import Runtime, generator
+from ladd.core.types import normalize
+from ladd.eval.protocol import EvalConfig, evaluate
+from ladd.experts import ExpertConfig
+from ladd.labels import LabelConfig
+from ladd.labels.methods import build_teacher
+from ladd.labels.relabel import RelabelConfig
+from ladd.labels.replay import Replay, prune_units, sample_scores, units
+from ladd.train.loop import Recipe, TrainData, train
+
+TEACHER = ExpertConfig(model="convnet-w32", epochs=1, batch_size=6)
+
+
+def _relabelled(toy, tmp_path, name="art", **kw):
+    """The toy set (18 images, 3 classes) as an artifact with a stored relabel: 4 epochs of 3 batches of 6."""
+    art = pipeline.distill(toy, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(ipc=6))
+    path = tmp_path / name
+    save_artifact(path, art)
+    cfg = RelabelConfig(**{"epochs": 4, "batch_size": 6, "teacher": TEACHER, "dtype": "float32", **kw})
+    save_artifact(path, pipeline.relabel(load_artifact(path), path, toy, cfg, Runtime()))
+    return path, load_artifact(path)
+
+
+def _replay(art, toy, kept=None, per_epoch=1, seed=0):
+    store = art.relabel
+    return Replay(store, art.images, toy.mean, toy.std, kept or units(store, "epoch"), per_epoch, seed)
+
+
+def test_render_is_crop_resize_flip_then_paste_from_the_partner_view(toy):
+    images = toy.train.images[:4]
+    x = normalize(images, toy.mean, toy.std)
+    full = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    crop = torch.stack([full, torch.tensor([0.25, 0.125, 0.5, 0.75]), full, full])
+    ep = Epoch(order=torch.tensor([2, 0, 1, 3]), crop=crop, flip=torch.tensor([False, False, True, False]),
+               mix_index=torch.tensor([2, 0, 1, 1]), mix_lambda=torch.tensor([1.0, 1.0, 1.0, 0.75]),
+               mix_box=torch.tensor([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 4, 4]], dtype=torch.int16))
+    out = render(images, toy.mean, toy.std, ep, torch.arange(4))
+    assert torch.equal(out[0], x[2])  # whole image, no flip, empty box: the image itself
+    direct = F.interpolate(x[0:1, :, 2:6, 1:7], size=(8, 8), mode="bilinear", align_corners=False)[0]
+    assert torch.equal(out[1], direct)  # rows 2..5, columns 1..6 resized back to 8×8
+    assert torch.equal(out[2], x[1].flip(-1))
+    # row 3 is image 3 with the top-left 4×4 pasted from image 1's view (row 2: flipped)
+    assert torch.equal(out[3][:, :4, :4], x[1].flip(-1)[:, :4, :4]) and torch.equal(out[3][:, 4:], x[3][:, 4:])
+
+
+def test_sampled_crops_fit_and_follow_the_scale_range():
+    boxes = sample_crops(2000, 32, 32, generator(0))
+    top, left, h, w = boxes.unbind(1)
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 32).all() and (left + w <= 32).all()
+    area = (h * w).float() / 1024
+    assert area.min() >= 0.06 and area.max() <= 1 and 0.4 < area.mean() < 0.65  # scale U(0.08, 1), rounded sides
+    ep = sample_epoch(10, 4, 32, 32, generator(1))
+    assert torch.equal(crop_pixels(ep.crop, 32, 32), sample_crops(10, 32, 32, _after_randperm(1, 10)))
+    # CutMix partners come from the sample's own relabel batch of 4 (positions 0-3, 4-7, 8-9)
+    pos = {int(img): k for k, img in enumerate(ep.order)}
+    assert all(pos[int(p)] // 4 == k // 4 for k, p in enumerate(ep.mix_index))
+    kept = 1 - ((ep.mix_box[:, 2] - ep.mix_box[:, 0]) * (ep.mix_box[:, 3] - ep.mix_box[:, 1])).float() / 1024
+    torch.testing.assert_close(ep.mix_lambda, kept)  # λ is the area share actually kept
+
+
+def _after_randperm(seed, n):
+    g = generator(seed)
+    torch.randperm(n, generator=g)
+    return g
+
+
+def test_replaying_the_stored_augmentation_reproduces_the_teachers_input_exactly(toy, tmp_path):
+    _, art = _relabelled(toy, tmp_path)
+    teacher, _, _ = build_teacher(toy, LabelConfig(method="soft", labeler=TEACHER), Runtime())
+    replay = _replay(art, toy)
+    positions = torch.arange(4 * 18)
+    with torch.no_grad():  # the teacher's batches at relabel time: 6 rows of one epoch
+        logits = torch.cat([teacher.logits(replay.inputs(p)) for p in positions.split(6)])
+    assert torch.equal(logits, art.relabel.tensors["labels"].flatten(0, 1))  # float32 store: bit-exact inputs
+    torch.testing.assert_close(replay.targets(positions), (logits / 20).softmax(-1))
+
+
+def test_replay_gives_the_same_inputs_and_labels_at_any_batch_size(toy, tmp_path):
+    _, art = _relabelled(toy, tmp_path)
+    replay = _replay(art, toy, units(art.relabel, "batch"), per_epoch=3)
+    positions = replay.draw(0, generator(5))
+    assert len(positions) == 18
+    whole_x, whole_y = replay.inputs(positions), replay.targets(positions)
+    for size in (1, 4, 7):
+        parts = positions.split(size)
+        assert torch.equal(torch.cat([replay.inputs(p) for p in parts]), whole_x)
+        assert torch.equal(torch.cat([replay.targets(p) for p in parts]), whole_y)
+
+    seen = {}
+
+    class Record:
+        def __call__(self, model, batch):
+            for p, x, t in zip(batch.stored.tolist(), batch.replay.inputs(batch.stored), batch.replay.targets(batch.stored)):
+                seen.setdefault(size, {})[p] = (x, t)
+            return (model(batch.x) * 0).sum(), len(batch.x)
+
+    for size in (4, 18):
+        data = TrainData(art.images, art.labels, toy.mean, toy.std, replay=replay)
+        train(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)), data, {"r": Record()},
+              Recipe(epochs=2, batch_size=size), seed=0, runtime=Runtime())
+    assert seen[4].keys() == seen[18].keys() and len(seen[4]) == 36  # the trainer visits the same stored samples
+    assert all(torch.equal(seen[4][p][0], seen[18][p][0]) and torch.equal(seen[4][p][1], seen[18][p][1]) for p in seen[4])
+
+
+def test_pruning_keeps_exactly_one_over_rho_and_batch_pools_mix_epochs(toy, tmp_path):
+    _, art = _relabelled(toy, tmp_path, epochs=10)
+    store = art.relabel
+    for pool, total in (("epoch", 10), ("batch", 30)):
+        kept = prune_units(store, art.labels, 10, pool)
+        assert len(kept) == total // 10 and sum(len(u) for u in kept) == 18  # 180 stored labels / 10
+        assert len(torch.cat(kept).unique()) == 18
+    assert len(prune_units(store, art.labels, 1, "batch")) == 30
+    kept = prune_units(store, art.labels, 5, "batch")  # 6 batch units
+    epochs_of = {int(u[0]) // 18 for u in kept}
+    assert len(epochs_of) > 1  # the pool holds batches of several stored epochs
+    replay = _replay(art, toy, kept, per_epoch=3)
+    drawn = [replay.draw(e, generator(0)) for e in range(4)]
+    assert all(len(d) == 18 and set(d.tolist()) <= set(torch.cat(kept).tolist()) for d in drawn)
+    assert any(len({int(p) // 18 for p in d}) > 1 for d in drawn)  # a new epoch made of batches from different epochs
+    # two passes over the pool use every kept unit exactly twice
+    assert sorted(torch.cat(drawn).tolist()) == sorted(torch.cat(kept).tolist() * 2)
+    with pytest.raises(LaddError, match=r"--prune 0.5 must be >= 1"):
+        prune_units(store, art.labels, 0.5, "epoch")
+    with pytest.raises(LaddError, match="keeps 0 of the 10 stored epoch units"):
+        prune_units(store, art.labels, 20, "epoch")
+    with pytest.raises(LaddError, match="--pool 'step' is not one of epoch, batch"):
+        prune_units(store, art.labels, 2, "step")
+
+
+def test_metric_pruning_ranks_units_by_their_labels(toy, tmp_path):
+    _, art = _relabelled(toy, tmp_path, epochs=6)
+    store = art.relabel
+    conf = sample_scores(store, art.labels, "confidence")
+    p0 = store.targets(0, torch.arange(18))
+    torch.testing.assert_close(conf[0], p0.max(1).values.double())
+    correct = sample_scores(store, art.labels, "correct")
+    assert torch.equal(correct[0], (p0.argmax(1) == art.labels[store.tensors["order"][0]]).double())
+    torch.testing.assert_close(sample_scores(store, art.labels, "cut_ratio"), store.tensors["mix_lambda"].double() - 1)
+    every = units(store, "batch")
+    means = torch.tensor([conf.flatten()[u].mean().item() for u in every])
+    easy = prune_units(store, art.labels, 6, "batch", "confidence", "easy")
+    hard = prune_units(store, art.labels, 6, "batch", "confidence", "hard")
+    index = lambda kept: {next(i for i, u in enumerate(every) if torch.equal(u, k)) for k in kept}  # noqa: E731
+    assert index(easy) == set(means.argsort(descending=True)[:3].tolist())
+    assert index(hard) == set(means.argsort()[:3].tolist())
+    assert len(prune_units(store, art.labels, 6, "batch", "diff", "uniform")) == 3
+    with pytest.raises(LaddError, match="prune metric 'loss' is not one of"):
+        sample_scores(store, art.labels, "loss")
+
+
+def test_top_k_stores_values_and_indices(toy, tmp_path):
+    _, art = _relabelled(toy, tmp_path, kind="probs", top_k=2, epochs=2)
+    t = art.relabel.tensors
+    assert t["label_values"].shape == (2, 18, 2) and t["label_index"].dtype == torch.int16 and "labels" not in t
+    target = art.relabel.targets(0, torch.arange(18))
+    assert ((target > 0).sum(1) <= 2).all() and (target.sum(1) <= 1 + 1e-6).all()
+    assert art.manifest["relabel"]["storage"]["labels"]["raw"] == 2 * 18 * 2 * (4 + 2)
+    with pytest.raises(LaddError, match="add --label-kind probs"):
+        RelabelConfig(top_k=2)
+
+
+def test_storage_accounting_adds_up_to_the_bytes_on_disk(toy, tmp_path):
+    path, art = _relabelled(toy, tmp_path, dtype="float16")
+    storage = art.manifest["relabel"]["storage"]
+    assert list(storage) == ["crop", "flip", "mix_index", "mix_lambda", "mix_box", "labels"]
+    assert storage["labels"]["raw"] == 4 * 18 * 3 * 2 and storage["crop"]["raw"] == 4 * 18 * 4 * 4
+    on_disk = 0
+    for e in range(4):
+        file = path / RELABEL_DIR / epoch_file(e)
+        header = struct.unpack("<Q", file.read_bytes()[:8])[0]
+        on_disk += file.stat().st_size - 8 - header  # tensor bytes of the file
+    order = 4 * 18 * 8  # the sample order: a permutation, not one of the six components
+    assert on_disk == sum(b["raw"] for b in storage.values()) + order
+    assert art.manifest["relabel"]["label_to_image_ratio"] == sum(b["raw"] for b in storage.values()) / art.images.numel()
+    assert art.manifest["relabel"]["soft_label_to_image_ratio"] == storage["labels"]["raw"] / art.images.numel()
+
+
+def test_stored_files_are_validated_on_load(toy, tmp_path):
+    path, _ = _relabelled(toy, tmp_path)
+    directory = path / RELABEL_DIR
+    info_path = directory / "relabel.json"
+    info = json.loads(info_path.read_text())
+
+    def rewrite(change):
+        file = directory / epoch_file(1)
+        tensors = load_file(file)
+        change(tensors)
+        save_file(tensors, file)
+        info["files"][1] = sha256(file)
+        info_path.write_text(json.dumps(info))
+
+    original = load_file(directory / epoch_file(1))
+    rewrite(lambda t: t.update(labels=t["labels"][:, :2].contiguous()))
+    with pytest.raises(LaddError, match=r"labels is torch.float32 \(18, 2\), expected torch.float32 \(18, 3\)"):
+        load_artifact(path)
+    rewrite(lambda t: t.update(original, labels=original["labels"].clone().index_put_((torch.tensor([3]),), torch.tensor(float("nan")))))
+    with pytest.raises(LaddError, match="labels contain NaN or infinite values"):
+        load_artifact(path)
+    rewrite(lambda t: t.update(original))
+    load_artifact(path)
+    (directory / epoch_file(2)).write_bytes((directory / epoch_file(3)).read_bytes())
+    with pytest.raises(LaddError, match="does not match the SHA-256"):
+        load_artifact(path)
+    info["epochs"] = 5
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(LaddError, match="lists 4 epoch files for 5 epochs"):
+        load_artifact(path)
+
+
+def test_resumed_relabel_equals_an_uninterrupted_one(toy, tmp_path, monkeypatch):
+    import ladd.labels.relabel as mod
+
+    full, _ = _relabelled(toy, tmp_path, "full")
+    real = mod.write_epoch
+    calls = iter(range(100))
+
+    def stop_after_two(*args):
+        if next(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(mod, "write_epoch", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        _relabelled(toy, tmp_path, "cut")
+    assert len(json.loads((tmp_path / "cut" / RELABEL_DIR / "relabel.json").read_text())["files"]) == 2
+    monkeypatch.setattr(mod, "write_epoch", real)
+    cut = tmp_path / "cut"
+    art = pipeline.relabel(load_artifact(cut), cut, toy, RelabelConfig(epochs=4, batch_size=6, teacher=TEACHER, dtype="float32"), Runtime())
+    save_artifact(cut, art)
+    for e in range(4):
+        assert (full / RELABEL_DIR / epoch_file(e)).read_bytes() == (cut / RELABEL_DIR / epoch_file(e)).read_bytes()
+    with pytest.raises(LaddError, match="made with other settings or images: pass --overwrite"):
+        pipeline.relabel(load_artifact(cut), cut, toy, RelabelConfig(epochs=5, batch_size=6, teacher=TEACHER), Runtime())
+
+
+def test_fkd_students_train_on_the_pruned_pool_and_relabel_survives_relabelling(toy, tmp_path):
+    path, art = _relabelled(toy, tmp_path)
+    cfg = EvalConfig(methods=("fkd",), models=("convnet-w32",), seeds=1, protocol="fkd", epochs=2, lr=1e-3,
+                     batch_size=5, prune=2, pool="batch")
+    row = evaluate(art, toy, cfg, Runtime())[0]
+    assert row["relabel_kept_samples"] == 36 and row["terms"] == ["replay"]
+    assert row["label_bytes_raw"] == sum(b["raw"] for b in art.relabel.storage().values()) // 2
+    assert row["flops_labels"] > 0 and 0 <= row["acc_mean"] <= 1
+    with pytest.raises(LaddError, match=r"--prune 0.5 must be >= 1"):
+        EvalConfig(prune=0.5)
+    bare = pipeline.distill(toy, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(ipc=2))
+    with pytest.raises(LaddError, match="run `ladd relabel ARTIFACT` first"):
+        evaluate(bare, toy, cfg, Runtime())
+    # `ladd label` re-saves the artifact: the stored relabel moves along and still validates
+    labelled = pipeline.label(art, toy, LabelConfig(method="soft", labeler=TEACHER), Runtime())
+    save_artifact(path, labelled)
+    again = load_artifact(path)
+    assert again.soft_labels is not None and torch.equal(again.relabel.tensors["labels"], art.relabel.tensors["labels"])

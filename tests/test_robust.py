@@ -1,0 +1,64 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from ladd import pipeline
+from ladd.core.runtime import Runtime
+from ladd.eval import robust
+from ladd.eval.protocol import EvalConfig, evaluate, robustness
+from ladd.pipeline import ImagesConfig, SourceConfig
+
+from conftest import make_dataset
+
+
+def test_normalization_maps_minus_one_to_one_onto_zero_to_one():
+    assert robust.normalize(-1) == pytest.approx(0) and robust.normalize(1) == pytest.approx(1)
+    assert robust.normalize(0) == pytest.approx((1 - math.exp(-1)) / (math.e - math.exp(-1)))  # 0.2689
+
+
+def test_scores_equal_hand_computed_values():
+    # real 90 %, syn hard 60 % → HLR 0.30; syn soft 80 %, random soft 70 % → IOR 0.10
+    # α = 0.5·0.10 − 0.5·0.30 = −0.10; LRS = (e^−0.1 − e^−1)/(e − e^−1) = (0.904837 − 0.367879)/2.350402 = 0.228454
+    assert robust.lrs(robust.hlr(0.9, 0.6), robust.ior(0.8, 0.7)) == pytest.approx(0.228454, abs=1e-6)
+    # β = 0.5·(0.8 − 0.7) + 0.5·(0.5 − 0.2) = 0.2; ARS = (e^0.2 − e^−1)/(e − e^−1) = (1.221403 − 0.367879)/2.350402 = 0.363140
+    assert robust.ars(0.8, 0.7, 0.5, 0.2) == pytest.approx(0.363140, abs=1e-6)
+    # weights move the balance: w = 1 scores IOR alone
+    assert robust.lrs(0.3, 0.1, w=1.0) == pytest.approx(robust.normalize(0.1))
+    s = robust.scores({"real_hard": [0.9, 0.9], "syn_hard": [0.6, 0.7], "syn_any": [0.8, 0.8], "random_any": [0.7, 0.6],
+                       "syn_any_no_aug": [0.5, 0.5], "random_any_no_aug": [0.2, 0.2]})
+    assert s["hlr"] == pytest.approx([0.3, 0.2]) and s["ior"] == pytest.approx([0.1, 0.2])
+    assert s["hlr_mean"] == pytest.approx(0.25) and s["hlr_std"] == pytest.approx(0.05)
+    assert s["lrs_mean"] == pytest.approx((robust.normalize(-0.1) + robust.normalize(0.0)) / 2)
+
+
+def test_robustness_trains_each_configuration_and_reuses_finished_rows():
+    ds = dataclasses.replace(make_dataset(n_per_class=8), name="digits")
+    art = pipeline.distill(ds, SourceConfig(dataset="digits"), ImagesConfig(method="random", ipc=2, seed=0), Runtime())
+    rnd = pipeline.random_counterpart(art, ds, Runtime())
+    assert rnd.manifest["ipc"] == 2 and rnd.manifest["images"]["seed"] == 1 and not rnd.images.equal(art.images)
+    cfg = EvalConfig(methods=("baseline",), models=("convnet-w32",), seeds=2, epochs=2)
+    rows = evaluate(art, ds, cfg, Runtime())
+    s = robustness(art, rnd, ds, cfg, Runtime(), real_epochs=1, rows=rows)
+    assert s["accs"]["syn_hard"] == rows[0]["accs"] == s["accs"]["syn_any"]  # hard-label artifact: "any" = hard
+    assert s["runs"] == 2 and len(s["lrs"]) == 2 and all(0 <= v <= 1 for v in s["lrs"] + s["ars"])
+    assert s["hlr"][0] == pytest.approx(s["accs"]["real_hard"][0] - s["accs"]["syn_hard"][0])
+
+
+def test_equal_cost_rows_match_bytes_and_flops_budgets():
+    from ladd.eval.protocol import equal_cost
+
+    ds = dataclasses.replace(make_dataset(n_per_class=8), name="digits")
+    art = pipeline.distill(ds, SourceConfig(dataset="digits"), ImagesConfig(method="random", ipc=2, seed=0), Runtime())
+    plus = pipeline.plus_one(art, ds, Runtime())
+    assert plus.manifest["ipc"] == 3 and plus.manifest["images"]["method"] == "random"
+    # a stand-in label method: global soft labels (one-hot), so its FLOPs are a known multiple
+    soft = torch.nn.functional.one_hot(art.labels, 3).float()
+    labelled = art.with_labels(soft, None, {"method": "soft"}, {"labeler_train": 0, "label_generation": 0})
+    cfg = EvalConfig(methods=("baseline", "soft"), models=("convnet-w32",), seeds=1, epochs=2)
+    rows = evaluate(labelled, ds, cfg, Runtime())
+    rows[1]["flops"] = 3 * rows[0]["flops"]  # pretend the labels cost twice a student's training
+    extra = equal_cost(labelled, plus, ds, cfg, Runtime(), rows)
+    assert [r["method"] for r in extra] == ["baseline++", "baseline=flops"]
+    assert extra[0]["ipc"] == 3 and extra[1]["epochs"] == 6 and extra[1]["flops"] == pytest.approx(3 * rows[0]["flops"])
