@@ -73,6 +73,9 @@ def test_stages_one_by_one(tmp_path):
         (["run", *TINY, "--labeler-epoch", "late"], "--labeler-epoch 'late' is not a number or 'auto'"),
         (["run", *TINY, "--labeler-epoch", "3"], "--labeler-epoch 3 is outside the trained range 0..1"),
         (["run", *TINY, "--labels", "soft", "--top-k", "11"], "top-k 11 is larger than the number of classes (10)"),
+        (["distill", "--dataset", "digits", "--images", "lic", "--param", "tiles=9"], "N=9 does not tile 8×8 images into √N×√N equal squares: valid N here: 4, 16"),
+        (["distill", "--dataset", "digits", "--images", "rded", "--param", "tiles"], "--param 'tiles' is not KEY=VALUE"),
+        (["distill", "--dataset", "digits", "--images", "lic", "--param", "selekt=false"], "invalid value for selekt: Extra inputs are not permitted"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, args, message):

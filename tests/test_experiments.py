@@ -115,6 +115,7 @@ FAST = ["--dataset", "digits", "--expert-model", "convnet-w32", "--expert-epochs
     ("removal", ["--ipc", "1", "--target-class", "3"], "removal"),
     ("ce-selection", ["--ipc", "1", "--quantiles", "2"], "ce_selection"),
     ("bptt", ["--ipc", "1", "--bptt-iterations", "2", "--bptt-unroll", "2", "--bptt-backprop", "1"], "bptt"),
+    ("lic-ablation", ["--ipc", "1", "--iterations", "2", "--expert-lr", "0.05"], "lic_ablation"),
 ])
 def test_every_experiment_command_writes_json_markdown_and_png(tmp_path, command, extra, outputs):
     result = CliRunner().invoke(app, ["experiment", command, *extra, *FAST, "--out", str(tmp_path)])

@@ -25,8 +25,9 @@ TINY = {
 }
 
 
-# `import` needs a file (test_images.py) and `mtt` an expert buffer (test_mtt.py runs it end to end).
-@pytest.mark.parametrize("method", [m for m in IMAGE_METHODS.names() if m not in ("import", "mtt")])
+# `import` needs a file (test_images.py), `mtt` an expert buffer (test_mtt.py runs it end to end),
+# `lic`/`rded` N·IPC real images per class and a trained observer (test_lic.py runs them end to end).
+@pytest.mark.parametrize("method", [m for m in IMAGE_METHODS.names() if m not in ("import", "mtt", "lic", "rded")])
 def test_every_method_gives_ipc_images_per_class(toy, method):
     out = make_images(method, ImageRequest(toy, 2, seed=0, model="convnet-w32", params=TINY.get(method, {})))
     assert out.images.dtype == torch.uint8 and out.images.shape == (6, 1, 8, 8)

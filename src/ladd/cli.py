@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import sys
 import time
+import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -50,11 +51,12 @@ DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder of an
 Resolution = Annotated[Optional[int], typer.Option("--resolution", help="imagefolder only: centre-crop and resize to this many pixels (default 128).")]
 SkipBad = Annotated[bool, typer.Option("--skip-unreadable", help="imagefolder only: skip unreadable image files with a warning instead of stopping.")]
 Ipc = Annotated[int, typer.Option("--ipc", help="Images per class.")]
-Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, dc, dsa, mtt, sre2l, lpld, or import (a set made by another tool).")]
+Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, dc, dsa, mtt, sre2l, lpld, lic, rded, or import (a set made by another tool).")]
 Recipe = Annotated[Optional[str], typer.Option("--recipe", help="Hyperparameters of a learned image method: a shipped recipe name (e.g. dm-paper, dm-mnist5k) or a .toml file. Default: the method's recipe for the dataset, else its paper recipe.")]
 FloatImages = Annotated[bool, typer.Option("--float-images", help="Learned image methods: store float32 pixels instead of uint8 (4× the image bytes; compare both with `ladd eval`).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue a learned image method from its last checkpoint (same result as an uninterrupted run).")]
 Buffer = Annotated[Optional[str], typer.Option("--buffer", help="For --images mtt: the expert folder written by `ladd experts --out` (default: the expert cache).")]
+Param = Annotated[Optional[list[str]], typer.Option("--param", help="Override one recipe parameter, KEY=VALUE (repeatable; TOML values), e.g. --param compensate=false --param iterations=50.")]
 ImportPath = Annotated[Optional[str], typer.Option("--import-path", help="For --images import: a .safetensors, .npz or .pt file with 'images' and 'labels'.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the image stage (which real images are drawn).")]
 Grid = Annotated[int, typer.Option("--grid", help="LADD's N: each image is cut into N×N sub-images.")]
@@ -101,6 +103,20 @@ def _crops(text: str) -> int | str:
     if not text.isdigit() or int(text) < 1:
         raise LaddError(f"--crops-per-step {text!r} is not a positive number, 'all' or 'auto'")
     return int(text)
+
+
+def _params(pairs: list[str]) -> dict:
+    """--param KEY=VALUE pairs; VALUE is read as TOML (true, 50, 0.01, "embed"), else as a string."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise LaddError(f"--param {pair!r} is not KEY=VALUE, e.g. --param compensate=false")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()
+    return out
 
 
 def _split(text: str, option: str = "--model") -> tuple[str, ...]:
@@ -156,12 +172,14 @@ def distill(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random",
     import_path: ImportPath = None, seed: Seed = 0, model: Model = "convnet", recipe: Recipe = None,
-    resume: Resume = False, float_images: FloatImages = False, buffer: Buffer = None, out: Out = None, device: Device = "auto",
+    resume: Resume = False, float_images: FloatImages = False, buffer: Buffer = None, param: Param = None,
+    out: Out = None, device: Device = "auto",
 ):
-    """Image stage: select, learn or import IPC images per class; write an artifact (images + hard labels)."""
+    """Image stage: select, learn or import IPC images per class; write an artifact (images + hard labels;
+    LIC and RDED also store region labels)."""
     src = _source(dataset, data_dir, resolution, skip_unreadable)
     cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=_split(model)[0], recipe=recipe,
-                       resume=resume, float_images=float_images, buffer=buffer)
+                       resume=resume, float_images=float_images, buffer=buffer, params=_params(param or []))
     art = pipeline.distill(pipeline.load_source(src), src, cfg, Runtime.from_name(device))
     out = out or _default_out() / "artifact"
     save_artifact(out, art)
@@ -411,6 +429,8 @@ def info(artifact: ArtifactArg):
         teacher = lab.get("labeler")
         made_by = (f" · labeler {teacher['model']} epoch {teacher['epoch']:g}" + (f" × {teacher['ensemble']} experts" if teacher.get("ensemble", 1) > 1 else "")
                    + f" (test acc {100 * teacher['test_acc']:.2f}%)") if teacher else ""
+        if "observer" in lab:  # region labels of squeezed images (LIC, RDED)
+            made_by = f" · observer {lab['observer']['model']} ({100 * lab['observer']['train_check_acc']:.1f}% on training images)"
         console.print(f"labels: {lab['method']}{geometry}{made_by}")
     if "relabel" in m:
         rel = m["relabel"]
@@ -725,6 +745,18 @@ def _ce_selection(data, setup, runtime, out, ipc: Ipc = 10, quantiles: Annotated
     ce_selection.run(data, setup, ipc, quantiles, _epoch(expert_epoch), runtime, out)
 
 
+
+
+@_experiment("lic-ablation")
+def _lic_ablation(data, setup, runtime, out, ipc: IpcList = "1,10",
+                  ladd_labels: Annotated[bool, typer.Option("--ladd-labels/--no-ladd-labels", help="Also LADD's dense labels (5×5, R 62.5%) on the LIC images.")] = True,
+                  iterations: Annotated[Optional[int], typer.Option("--iterations", help="LIC compensation iterations M (default: the recipe's).")] = None):
+    """LIC's stages one by one (Table 7): squeezed random → + selection → + compensation → + region relabel; vs random and RDED.
+
+    The observer is the expert (--expert-model/--expert-epochs/--expert-lr)."""
+    from ladd.experiments import lic_ablation
+
+    lic_ablation.run(data, setup, _ints(ipc, "--ipc"), ladd_labels, runtime, out, iterations)
 
 
 @_experiment("bptt")

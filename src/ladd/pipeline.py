@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 from dataclasses import replace
 
@@ -49,6 +51,7 @@ class ImagesConfig(BaseModel):
     buffer: str | None = None  # MTT: expert folder from `ladd experts --out`; default: the expert cache
     teacher: str | None = None  # SRe²L/LPLD: BN teacher directory (`ladd squeeze`); default: the recipe's teacher
     workers: int = Field(1, ge=1)  # SRe²L/LPLD: parallel recover processes (the result does not depend on it)
+    params: dict[str, Any] = {}  # recipe parameters overridden by name (`--param KEY=VALUE`), e.g. LIC's stage switches
 
 
 def load_source(cfg: SourceConfig) -> Dataset:
@@ -80,14 +83,25 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
         "ipc": len(images) // dataset.num_classes,
         "images": {**cfg.model_dump(exclude={"resume", "workers"}), "method": method, "recipe": recipe, "learned": images.info},
     }
-    return Artifact(images.images, images.labels, manifest)
+    art = Artifact(images.images, images.labels, manifest)
+    return art if images.regions is None else with_region_labels(art, images.regions, images.info["observer"], images.info["flops"])
+
+
+def with_region_labels(art: Artifact, regions: torch.Tensor, observer: dict, flops: dict) -> Artifact:
+    """Region soft labels of squeezed images (LIC, RDED), stored as LADD dense labels whose
+    sub-sampler geometry (n = √N, R = 1/√N) is the tile grid, so `local-dense` trains on them (Eq. 9)."""
+    n = math.isqrt(regions.shape[1])
+    manifest = {"method": "region", "dtype": "float32", "top_k": None, "subsample": {"n": n, "r": 1.0 / n}, "observer": observer}
+    return art.with_labels(None, regions.float(), manifest, flops)
 
 
 def image_request(dataset: Dataset, cfg: ImagesConfig, runtime: Runtime) -> ImageRequest:
     """The image method's request: recipe parameters and checkpoint folder resolved."""
     method = IMAGE_METHODS.canonical(cfg.method)
     recipe = load_recipe(method, dataset.name, cfg.ipc, cfg.recipe) if has_recipes(method) else None
-    params = recipe["params"] if recipe else {}
+    if cfg.params and recipe is None:
+        raise LaddError(f"--param is for image methods with recipes, not {method}: leave it out")
+    params = {**(recipe["params"] if recipe else {}), **cfg.params}
     checkpoints = checkpoint_dir(dataset, cfg, params) if recipe else None
     path = None if cfg.import_path is None else Path(cfg.import_path).expanduser()
     resolve = lambda p: None if p is None else Path(p).expanduser()  # noqa: E731
@@ -106,7 +120,7 @@ def recover_shard(dataset: Dataset, cfg: ImagesConfig, index: int, count: int, r
 def checkpoint_dir(dataset: Dataset, cfg: ImagesConfig, params: dict) -> Path:
     """Where a learned method checkpoints: keyed by everything that changes its result (an MTT
     buffer or a teacher by its absolute path; runs without one keep their key; never `workers`)."""
-    images = cfg.model_dump(exclude={"resume", "buffer", "teacher", "workers"})
+    images = cfg.model_dump(exclude={"resume", "buffer", "teacher", "workers", "params"})  # `params` are merged into `params`
     for name in ("buffer", "teacher"):
         if getattr(cfg, name) is not None:
             images[name] = str(Path(getattr(cfg, name)).expanduser().resolve())

@@ -49,8 +49,12 @@ class Artifact:
 
     @property
     def geometry(self) -> tuple[int, float] | None:
+        """(N, R) of the sub-sampler: from the labels, else the tile grid of squeezed images (LIC, RDED)."""
         sub = self.manifest.get("labels", {}).get("subsample")
-        return None if sub is None else (int(sub["n"]), float(sub["r"]))
+        grid = (self.manifest.get("images", {}).get("learned") or {}).get("grid")
+        if sub is None:
+            return None if grid is None else (int(grid), 1.0 / int(grid))
+        return int(sub["n"]), float(sub["r"])
 
     def with_labels(self, soft: torch.Tensor | None, dense: torch.Tensor | None, label_manifest: dict, flops: dict) -> "Artifact":
         """The artifact with the label stage's tensors, provenance and FLOPs (replacing earlier labels)."""

@@ -91,10 +91,11 @@ class EvalConfig(BaseModel):
 
 def methods_for(label_method: str | None) -> tuple[str, ...]:
     """Default comparison: hard labels against what the label stage made (LADD's dense labels,
-    or global soft labels for the other label methods)."""
+    global soft labels); squeezed images (LIC, RDED): their expanded tiles with the hard label
+    against the tiles' region labels (Eq. 9)."""
     if label_method is None:
         return ("baseline",)
-    return ("baseline", "ladd") if label_method == "ladd" else ("baseline", "soft")
+    return {"ladd": ("baseline", "ladd"), "region": ("local-hard", "local-dense")}.get(label_method, ("baseline", "soft"))
 
 
 def default_methods(art: Artifact) -> tuple[str, ...]:

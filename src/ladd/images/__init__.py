@@ -46,4 +46,4 @@ def make_images(method: str, request: ImageRequest) -> ImageSet:
     return IMAGE_METHODS.get(method)(request)
 
 
-from ladd.images import dm, gradient_matching, herding, imported, mtt, random, recover  # noqa: E402,F401  (register the methods)
+from ladd.images import dm, gradient_matching, herding, imported, lic, mtt, random, recover, rded  # noqa: E402,F401  (register the methods)

@@ -1,0 +1,134 @@
+"""LIC (Sun et al., "Information Compensation: A Fix for Any-scale Dataset Distillation"):
+key-sample selection → squeeze → information compensation → region relabel, each stage switchable
+(`select`, `compensate`, `relabel`) for the Table 7 ablation (`ladd experiment lic-ablation`).
+
+No official LIC code is public; defaults follow the paper's text (|T'_c| = 300, N = 4, M = 200)
+and its authors' successor code LINs-lab/CIM@ea71377 condense/condense.py (AdamW lr 0.01 on a
+pixel residual in [0, 1] units, no weight decay; DSA `crop_cutout_flip` shared by real and
+synthetic images; features of an intermediate observer layer).
+
+1. Selection: per class, a random candidate subset T'_c; score s_i = −CE(observer(x_i), y_i);
+   keep the top N·IPC (without selection: N·IPC random images of the class).
+2. Squeeze: groups of N (in score order) resized to 1/√N of each side and tiled √N × √N.
+3. Compensation: learn Δx so the expanded tiles of x* + Δx match their originals in the observer's
+   features under shared random augmentation (Eq. 8). Images are independent: each image's loss
+   is its own mean squared feature error and the losses are summed, so with Adam's per-pixel
+   steps the whole set optimizes in one batch exactly as image by image would.
+4. Relabel: the observer's soft label of every tile (LADD dense labels with n = √N, R = 1/√N).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from ladd.augment.dsa import DSA, strategy_for
+from ladd.core.errors import LaddError
+from ladd.core.runtime import generator
+from ladd.core.types import Dataset, ImageSet, normalize
+from ladd.images import IMAGE_METHODS, ImageRequest
+from ladd.images.observer import ObserverParams, features, layer_names, load_observer, observer_ce, region_cost, region_labels
+from ladd.images.optimize import optimize_images
+from ladd.images.mosaic import expand, grid_side, squeeze
+
+
+class LICParams(ObserverParams):
+    select: bool = True  # stage 1: key-sample selection (else random real images)
+    compensate: bool = True  # stage 3: information compensation (else the plain squeezed images)
+    relabel: bool = True  # stage 4: region soft labels from the observer (else hard labels only)
+    tiles: int = Field(4, ge=4)  # N originals per image, a square (paper: N = 4)
+    candidates: int = Field(300, ge=1)  # |T'_c| per class (paper / CIM --mipc 300)
+    iterations: int = Field(200, ge=0)  # M compensation steps (paper / CIM --niter 200)
+    lr: float = Field(0.01, gt=0)  # Adam (CIM: AdamW, weight decay off = Adam) on Δx in [0, 1] pixel units
+    layer: str = "embed"  # observer layer whose features are matched (`embed`: the deepest)
+    augment: str = "crop_cutout_flip"  # DSA ops shared by a tile and its original (CIM --dsa_strategy); flip dropped for digits
+    checkpoint_every: int = Field(50, ge=1)
+
+
+def pick_per_class(dataset: Dataset, k: int, candidates: int | None, score, gen: torch.Generator) -> torch.Tensor:
+    """C×k training indices: per class the k best-scoring of a random candidate subset (`score`
+    maps indices to scores, higher is better), or k random images when `candidates` is None."""
+    picks = []
+    for c in range(dataset.num_classes):
+        members = (dataset.train.labels == c).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        pool = members if candidates is None else members[:candidates]
+        if len(pool) < k:
+            what = f"the {len(pool)} candidates" if candidates is not None and len(members) > candidates else f"the {len(members)} training images"
+            raise LaddError(f"class {dataset.class_names[c]!r}: {what} are fewer than tiles × IPC = {k}: "
+                            f"raise candidates (at most {len(members)}) or lower --ipc or tiles")
+        if candidates is None:
+            picks.append(pool[:k])
+        else:
+            picks.append(pool[torch.sort(score(pool), descending=True, stable=True).indices[:k]])
+    return torch.stack(picks)
+
+
+def compensation_loss(observer, layer: str, syn: torch.Tensor, originals: torch.Tensor, mean, std,
+                      dsa: DSA | None, gen: torch.Generator) -> torch.Tensor:
+    """Eq. 8: Σ_images mean ‖φ(A(expand(x* + Δx)_k)) − φ(A(x_k))‖² over its tiles k, with the same
+    augmentation A for a tile and its original (one draw per image). Pixels in [0, 1]."""
+    b, k = originals.shape[:2]
+    n = math.isqrt(k)
+    tiles = expand(syn, n).flatten(0, 1)
+    real = originals.flatten(0, 1)
+    tiles, real = normalize(tiles * 255, mean, std), normalize(real * 255, mean, std)
+    if dsa is not None:
+        params = dsa.sample(b, tuple(syn.shape[-2:]), gen).index(torch.arange(b).repeat_interleave(k))
+        tiles, real = dsa.apply(tiles, params), dsa.apply(real, params)
+    with torch.no_grad():
+        target = features(observer, real, layer)
+    err = F.mse_loss(features(observer, tiles, layer), target, reduction="none").view(b, -1).mean(1)
+    return err.sum()
+
+
+def ops_for(augment: str, dataset: str) -> DSA | None:
+    ops = [op for op in augment.split("_") if op and (op != "flip" or "flip" in strategy_for(dataset))]
+    return DSA("_".join(ops)) if ops else None
+
+
+@IMAGE_METHODS.register("lic")
+def lic_images(req: ImageRequest) -> ImageSet:
+    p = LICParams(**req.params)
+    ds, device = req.dataset, req.runtime.device
+    n = grid_side(p.tiles, ds.shape)
+    observer, provenance = load_observer(ds, p, req.runtime)
+    if p.layer not in layer_names(observer):
+        raise LaddError(f"layer {p.layer!r} is not in the observer {p.observer_model}: valid layers are {', '.join(layer_names(observer))}")
+    gen = generator(req.seed)
+
+    def score(idx):  # s_i = −CE(observer(x_i), y_i)
+        x = normalize(ds.train.images[idx].to(device), ds.mean, ds.std)
+        return -observer_ce(observer, x, ds.train.labels[idx].to(device)).cpu()
+
+    idx = pick_per_class(ds, p.tiles * req.ipc, p.candidates if p.select else None, score, gen)
+    groups = idx.view(ds.num_classes * req.ipc, p.tiles)  # consecutive picks (score order) share an image
+    labels = ds.train.labels[groups[:, 0]]
+    originals = ds.train.images[groups].to(device).float() / 255  # B×N×C×H×W in [0, 1]
+    syn0 = squeeze(originals)
+    info = {"observer": provenance, "tiles": p.tiles, "grid": n, "selected": groups.tolist()}
+    if p.compensate and p.iterations > 0:
+        dsa = ops_for(p.augment, ds.name)
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        syn, losses = optimize_images(
+            syn0, lambda it, syn, g: compensation_loss(observer, p.layer, syn, originals, ds.mean, ds.std, dsa, g),
+            iterations=p.iterations, lr=p.lr, momentum=0.0, seed=req.seed, betas=(0.9, 0.999),
+            checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every, description=f"LIC compensation IPC {req.ipc}",
+        )
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        info["compensation"] = {"loss_first": losses[0], "loss_last": losses[-1], "iterations": len(losses),
+                                "seconds": round(seconds, 3), "seconds_per_image": round(seconds / len(syn), 5),
+                                "cpu_seconds_per_image": round(cpu / len(syn), 5)}
+    else:
+        syn = syn0
+    pixels = syn.detach().clamp(0, 1) * 255
+    images = (pixels if req.float_images else pixels.round().to(torch.uint8)).cpu()
+    regions = None
+    if p.relabel:
+        regions = region_labels(observer, images, ds.mean, ds.std, n)
+        info["flops"] = region_cost(observer, ds.shape, provenance, regions.shape[0] * regions.shape[1])
+    return ImageSet(images, labels, info, regions)

@@ -1,0 +1,133 @@
+"""The observer of LIC and RDED: a trained network that scores real images or patches, supplies
+the features LIC's compensation matches, and gives the region soft labels.
+
+By default it is an expert from the expert cache (`ExpertConfig`, trained on the source set, its
+class order and normalization checked); `observer_checkpoint` loads any safetensors state dict the
+model registry can build instead. Either way its accuracy on real training images is checked
+before distilling: an observer at chance (RDED users' class-order mismatch, issues #3/#4/#6/#10)
+would make every score and label meaningless, so it is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file
+from torch import nn
+
+from ladd.core.errors import LaddError
+from ladd.core.io import sha256
+from ladd.core.runtime import Runtime, generator
+from ladd.core.types import Dataset, normalize
+from ladd.cost import flops
+from ladd.experts import ExpertConfig, build_for, ensure_expert, load_expert
+from ladd.images.mosaic import expand
+from ladd.train.loop import accuracy
+
+
+class ObserverParams(BaseModel):
+    """Observer fields shared by the LIC and RDED recipes (defaults: the expert recipe of ladd's labeler)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    observer_model: str = "convnet"
+    observer_epochs: int = Field(10, ge=1)  # an expert trained this long (SGD lr 0.01, DSA), its last checkpoint
+    observer_lr: float = Field(0.01, gt=0)
+    observer_seed: int = 0
+    observer_checkpoint: str | None = None  # a safetensors state dict of observer_model instead of the cache
+    check_per_class: int = Field(50, ge=1)  # training images per class for the observer-at-chance check
+
+
+def chance_floor(num_classes: int) -> float:
+    """Accuracy an observer must beat: 1.5× chance (a class-order mismatch gives chance, ~1/C)."""
+    return 1.5 / num_classes
+
+
+def observer_check(model: nn.Module, dataset: Dataset, per_class: int) -> float:
+    """Accuracy on up to `per_class` random training images of each class (never the test split)."""
+    gen = generator(0)
+    labels = dataset.train.labels
+    idx = torch.cat([m[torch.randperm(len(m), generator=gen)[:per_class]]
+                     for m in ((labels == c).nonzero().flatten() for c in range(dataset.num_classes))])
+    return accuracy(model, dataset.train.images[idx], labels[idx], dataset.mean, dataset.std)
+
+
+def load_observer(dataset: Dataset, p: ObserverParams, runtime: Runtime) -> tuple[nn.Module, dict]:
+    """The observer in eval mode with frozen weights, and its provenance for the manifest."""
+    if p.observer_checkpoint is None:
+        cfg = ExpertConfig(model=p.observer_model, epochs=p.observer_epochs, lr=p.observer_lr, seed=p.observer_seed)
+        directory, info = ensure_expert(dataset, cfg, None, runtime)
+        model, provenance = load_expert(directory, p.observer_epochs, dataset, runtime)
+        provenance.pop("test_acc")  # measured on the test split: not a basis for anything here
+        provenance["samples_seen"] = info["samples_seen"]
+    else:
+        path = Path(p.observer_checkpoint).expanduser()
+        if not path.is_file():
+            raise LaddError(f"observer_checkpoint {path} does not exist: give a .safetensors state dict of {p.observer_model}")
+        model = build_for(dataset, p.observer_model, 0)
+        try:
+            model.load_state_dict(load_file(path))
+        except (RuntimeError, OSError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise LaddError(f"observer_checkpoint {path} is not a {p.observer_model} for {dataset.name} "
+                            f"{list(dataset.shape)} with {dataset.num_classes} classes ({first})") from e
+        model.to(runtime.device).eval()
+        provenance = {"model": p.observer_model, "checkpoint": str(path), "checkpoint_sha256": sha256(path), "samples_seen": 0}
+    model.requires_grad_(False)
+    acc = observer_check(model, dataset, p.check_per_class)
+    floor = chance_floor(dataset.num_classes)
+    if acc < floor:
+        raise LaddError(
+            f"the observer classifies {100 * acc:.1f}% of {dataset.name}'s training images correctly, at chance "
+            f"(needs >= {100 * floor:.1f}%): its class order or normalization does not match the data; "
+            f"train it on {dataset.name} or fix the class order")
+    return model, {**provenance, "train_check_acc": round(acc, 6)}
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    return ["embed"] + [name for name, _ in model.named_modules() if name]
+
+
+def features(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """Flattened output of `layer` (a module name, or `embed`: the features before the classifier)."""
+    if layer == "embed":
+        return model.embed(x)
+    modules = dict(model.named_modules())
+    if layer not in modules or not layer:
+        raise LaddError(f"layer {layer!r} is not in the observer: valid layers are {', '.join(layer_names(model))}")
+    out: list[torch.Tensor] = []
+    handle = modules[layer].register_forward_hook(lambda _m, _i, o: out.append(o))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return out[0].flatten(1)
+
+
+@torch.no_grad()
+def observer_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Per-image cross-entropy of the observer on normalized images (LIC's −s_i, RDED's patch score)."""
+    return torch.cat([F.cross_entropy(model(xb), yb, reduction="none") for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
+
+
+def region_cost(model: nn.Module, shape: tuple[int, int, int], provenance: dict, tiles: int) -> dict:
+    """FLOPs charged to the region labels, as for LADD's labels: observer training (0 for a given
+    checkpoint) + one forward per tile."""
+    return {"unit": flops.UNIT,
+            "labeler_train": flops.per_sample(copy.deepcopy(model).requires_grad_(True), shape, backward=True) * provenance["samples_seen"],
+            "label_generation": flops.per_sample(model, shape, backward=False) * tiles}
+
+
+@torch.no_grad()
+def region_labels(model: nn.Module, pixels: torch.Tensor, mean, std, n: int, batch_size: int = 64) -> torch.Tensor:
+    """B×n²×C soft labels, one per tile: the observer on each tile upsampled to full size — the
+    views LADD's sub-sampler gives with (n, 1/n), so students read them as dense labels (Eq. 9)."""
+    out = []
+    for chunk in pixels.split(batch_size):
+        v = expand(normalize(chunk.to(next(model.parameters()).device), mean, std), n)
+        out.append(model(v.flatten(0, 1)).softmax(-1).view(len(chunk), n * n, -1).cpu())
+    return torch.cat(out)

@@ -1,0 +1,94 @@
+"""RDED (Sun et al., CVPR 2024; LINs-lab/RDED@3f6453d synthesize/): realistic and diverse patches,
+no optimization.
+
+Per class: `candidates` random real images (`--mipc`, 300); `crops` (`--num_crop`, 5) random
+resized square crops of each (RandomResizedCrop: area U(0.08, 1) of the image, ratio 1:1), resized
+to 1/√N of each side; each patch is scored by the observer's cross-entropy on the patch zero-padded
+(centred) to full size; the best patch of each image is kept, then the N·IPC lowest-CE patches,
+and image j is tiled from patches j, IPC + j, 2·IPC + j, … (`mix_images`), so every image mixes
+score ranks. Region soft labels come from the observer on each tile (RDED relabels online with the
+observer; ladd stores them once, as LADD dense labels with n = √N, R = 1/√N).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from ladd.core.errors import LaddError
+from ladd.core.runtime import generator
+from ladd.core.types import ImageSet, normalize, to_pixels
+from ladd.images import IMAGE_METHODS, ImageRequest
+from ladd.images.observer import ObserverParams, load_observer, observer_ce, region_cost, region_labels
+from ladd.images.mosaic import grid_side, shrink, tile
+
+
+class RDEDParams(ObserverParams):
+    tiles: int = Field(4, ge=4)  # N patches per image = factor² (RDED --factor 2 for ImageNet)
+    candidates: int = Field(300, ge=1)  # real images per class (--mipc 300)
+    crops: int = Field(5, ge=1)  # patches drawn per real image (--num_crop 5)
+    scale_min: float = Field(0.08, gt=0, le=1)  # RandomResizedCrop area range (torchvision default)
+    scale_max: float = Field(1.0, gt=0, le=1)
+    relabel: bool = True  # region soft labels from the observer (else hard labels only)
+
+
+def random_resized_crops(images: torch.Tensor, crops: int, size: tuple[int, int], scale: tuple[float, float],
+                         gen: torch.Generator) -> torch.Tensor:
+    """B×C×H×W float → B×crops×C×size: square crops of a uniform area fraction at uniform positions."""
+    b, c, h, w = images.shape
+    area = torch.empty(b, crops).uniform_(*scale, generator=gen) * h * w
+    side = area.sqrt().round().clamp(1, min(h, w)).long()
+    top = (torch.rand(b, crops, generator=gen) * (h - side + 1)).long()
+    left = (torch.rand(b, crops, generator=gen) * (w - side + 1)).long()
+    out = torch.empty(b, crops, c, *size, device=images.device)
+    for i in range(b):
+        for j in range(crops):
+            s, y, x = int(side[i, j]), int(top[i, j]), int(left[i, j])
+            out[i, j] = shrink(images[i : i + 1, :, y : y + s, x : x + s], size)[0]
+    return out
+
+
+def zero_pad(patches: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Normalized patches centred on a zero (= mean colour) canvas of full size, as RDED scores them."""
+    h, w = patches.shape[-2:]
+    top, left = (size[0] - h) // 2, (size[1] - w) // 2
+    return F.pad(patches, (left, size[1] - w - left, top, size[0] - h - top))
+
+
+@IMAGE_METHODS.register("rded")
+def rded_images(req: ImageRequest) -> ImageSet:
+    p = RDEDParams(**req.params)
+    if p.scale_min > p.scale_max:
+        raise LaddError(f"scale_min {p.scale_min} is above scale_max {p.scale_max}")
+    ds, device = req.dataset, req.runtime.device
+    c, h, w = ds.shape
+    n = grid_side(p.tiles, ds.shape)
+    observer, provenance = load_observer(ds, p, req.runtime)
+    gen = generator(req.seed)
+    k = p.tiles * req.ipc
+    images, labels, scores = [], [], []
+    for cls in range(ds.num_classes):
+        members = (ds.train.labels == cls).nonzero().flatten()
+        pool = members[torch.randperm(len(members), generator=gen)[: p.candidates]]
+        if len(pool) < k:
+            raise LaddError(f"class {ds.class_names[cls]!r}: {len(pool)} candidate images are fewer than tiles × IPC = {k}: "
+                            f"raise candidates (at most {len(members)}) or lower --ipc or tiles")
+        x = normalize(ds.train.images[pool].to(device), ds.mean, ds.std)
+        patches = random_resized_crops(x, p.crops, (h // n, w // n), (p.scale_min, p.scale_max), gen)
+        y = torch.full((len(pool) * p.crops,), cls, device=device)
+        ce = observer_ce(observer, zero_pad(patches.flatten(0, 1), (h, w)), y).view(len(pool), p.crops).cpu()
+        best_ce, best = ce.min(1)
+        best_patches = patches[torch.arange(len(pool)), best.to(device)]
+        order = torch.sort(best_ce, stable=True).indices[:k]
+        chosen = best_patches[order.to(device)]  # k = N·IPC patches, lowest CE first
+        images.append(tile(chosen.view(p.tiles, req.ipc, c, h // n, w // n).transpose(0, 1)))
+        labels.append(torch.full((req.ipc,), cls))
+        scores.append(best_ce[order].mean().item())
+    pixels = to_pixels(torch.cat(images), ds.mean, ds.std).cpu()
+    info = {"observer": provenance, "tiles": p.tiles, "grid": n, "mean_patch_ce": [round(s, 6) for s in scores]}
+    regions = None
+    if p.relabel:
+        regions = region_labels(observer, pixels, ds.mean, ds.std, n)
+        info["flops"] = region_cost(observer, ds.shape, provenance, regions.shape[0] * regions.shape[1])
+    return ImageSet(pixels, torch.cat(labels), info, regions)
