@@ -163,6 +163,18 @@ def _write_results(out: Path, rows: list[dict], config: dict, notes: list[str], 
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'results.png'}")
 
 
+def _open(artifact: Path, data_dir: str | None):
+    """An artifact, its source config (with --data-dir where given) and that source's data,
+    checked to be the data the artifact was made from."""
+    art = load_artifact(artifact)
+    src = pipeline.source_of(art)
+    if data_dir is not None:
+        src = src.model_copy(update={"data_dir": data_dir})
+    data = pipeline.load_source(src)
+    pipeline.check_same_data(art, data)
+    return art, src, data
+
+
 def _source(dataset, data_dir, resolution, skip_unreadable) -> SourceConfig:
     return SourceConfig(dataset=dataset, data_dir=data_dir, resolution=resolution, skip_unreadable=skip_unreadable)
 
@@ -200,15 +212,12 @@ def label(
 
     Trains (or reuses from the cache) the labeler, then stores a soft label for each sub-image
     (ladd) and each whole image. Writes into the artifact unless --out is given."""
-    art = load_artifact(artifact)
-    src = pipeline.source_of(art)
-    if data_dir is not None:
-        src = src.model_copy(update={"data_dir": data_dir})
+    art, src, data = _open(artifact, data_dir)
     models = _split(model)
     bptt = BpttConfig(model=models[0], iterations=bptt_iterations, unroll=bptt_unroll, backprop=bptt_backprop)
     cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
                         labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, bptt)
-    data, runtime = pipeline.load_source(src), Runtime.from_name(device)
+    runtime = Runtime.from_name(device)
     if labeler_epoch == "auto":
         cfg = _auto_epoch(cfg, data, src, art.manifest["ipc"], runtime, student_model=models[0])
     art = pipeline.label(art, data, cfg, runtime)
@@ -236,12 +245,7 @@ def eval_(
     Trains fresh students for each method × model × seed under a named protocol and tests each
     once, after its final epoch, on the real test split; anything tuned (--select-lr) is chosen
     on a validation split carved from the training split."""
-    art = load_artifact(artifact)
-    src = pipeline.source_of(art)
-    if data_dir is not None:
-        src = src.model_copy(update={"data_dir": data_dir})
-    dataset = pipeline.load_source(src)
-    pipeline.check_same_data(art, dataset)
+    art, _, dataset = _open(artifact, data_dir)
     chosen = _split(methods, "--methods") if methods else default_methods(art)
     candidates = tuple(_floats(select_lr, "--select-lr")) if select_lr else ()
     cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, protocol=protocol, epochs=epochs, lr=lr,
@@ -289,14 +293,11 @@ def relabel(
     """Relabel stage (SRe²L/FKD, stored): per epoch and image, draw a RandomResizedCrop, flip and
     CutMix partner, store them with the teacher's soft label in ARTIFACT/relabel/ (safetensors, one
     file per epoch; an interrupted run resumes). Students replay them: `ladd eval --methods fkd`."""
-    art = load_artifact(artifact)
-    src = pipeline.source_of(art)
-    if data_dir is not None:
-        src = src.model_copy(update={"data_dir": data_dir})
+    art, _, dataset = _open(artifact, data_dir)
     cfg = RelabelConfig(epochs=epochs, batch_size=batch_size, teacher=ExpertConfig(model=teacher_model, epochs=teacher_epochs),
                         teacher_epoch=teacher_epoch, kind=label_kind, dtype=label_dtype, temperature=temperature, top_k=top_k,
                         cutmix=cutmix, seed=seed)
-    art = pipeline.relabel(art, artifact, pipeline.load_source(src), cfg, Runtime.from_name(device), overwrite=overwrite)
+    art = pipeline.relabel(art, artifact, dataset, cfg, Runtime.from_name(device), overwrite=overwrite)
     save_artifact(artifact, art)
     rel = art.manifest["relabel"]
     console.print(f"wrote {epochs} relabel epochs × {rel['samples']} images to {artifact / 'relabel'} "
@@ -353,12 +354,8 @@ def gradcam(
     from ladd.train.loop import TrainData
     from ladd.train.terms import method_terms
 
-    art = load_artifact(artifact)
-    src = pipeline.source_of(art)
-    if data_dir is not None:
-        src = src.model_copy(update={"data_dir": data_dir})
-    dataset, runtime = pipeline.load_source(src), Runtime.from_name(device)
-    pipeline.check_same_data(art, dataset)
+    art, _, dataset = _open(artifact, data_dir)
+    runtime = Runtime.from_name(device)
     index = _ints_from_zero(test_images, "--test-images", len(dataset.test))
     chosen = load_protocol(protocol)
     data = TrainData(art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry)
@@ -577,12 +574,8 @@ def diversity(
     from ladd.eval.diversity import diversity as measure
     from ladd.images.squeeze import load_teacher
 
-    art = load_artifact(artifact)
-    src = pipeline.source_of(art)
-    if data_dir is not None:
-        src = src.model_copy(update={"data_dir": data_dir})
-    data, runtime = pipeline.load_source(src), Runtime.from_name(device)
-    pipeline.check_same_data(art, data)
+    art, _, data = _open(artifact, data_dir)
+    runtime = Runtime.from_name(device)
     directory = Path(_teacher(data, teacher_dir, teacher_model, teacher_epochs, art.manifest["ipc"], runtime))
     model, prov = load_teacher(directory, data, runtime, need_bn=False)
     result = {"artifact": str(artifact), "teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
