@@ -97,12 +97,13 @@ def test_soft_labels_then_default_eval(tmp_path):
     art = tmp_path / "art"
     assert ladd("distill", "--dataset", "digits", "--ipc", "1", "--out", art).returncode == 0
     res = ladd("label", art, "--labels", "soft", "--model", "convnet-w32", "--labeler-epochs", "1",
-               "--labeler-saves-per-epoch", "2", "--labeler-epoch", "0.5", "--temperature", "2")
+               "--labeler-lr", "0.02", "--labeler-saves-per-epoch", "2", "--labeler-epoch", "0.5", "--temperature", "2")
     assert res.returncode == 0, res.stderr
     loaded = load_artifact(art)
     lab = loaded.manifest["labels"]
     assert loaded.dense_labels is None and loaded.soft_labels.shape == (10, 10)
     assert lab["method"] == "soft" and lab["labeler"]["epoch"] == 0.5 and lab["labeler"]["temperature"] == 2
+    assert lab["config"]["labeler"]["lr"] == 0.02
     res = ladd("eval", art, "--model", "convnet-w32", "--seeds", "1", "--epochs", "1", "--soft-loss", "kl", "--out", tmp_path / "ev")
     assert res.returncode == 0, res.stderr
     rows = json.loads((tmp_path / "ev" / "results.json").read_text())["rows"]

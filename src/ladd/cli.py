@@ -62,6 +62,7 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed of the image stage (whic
 Grid = Annotated[int, typer.Option("--grid", help="LADD's N: each image is cut into N×N sub-images.")]
 Coverage = Annotated[float, typer.Option("--coverage", help="LADD's R: the fraction of each axis a sub-image covers, in (0, 1].")]
 LabelerModel = Annotated[Optional[str], typer.Option("--labeler-model", help="Labeler architecture (default: the first --model).")]
+LabelerLr = Annotated[float, typer.Option("--labeler-lr", help="Labeler learning rate (SGD, no momentum; the expert recipe, 0.01).")]
 LabelerEpochs = Annotated[int, typer.Option("--labeler-epochs", help="Epochs to train the labeler (a checkpoint is kept for each).")]
 LabelerEpoch = Annotated[Optional[str], typer.Option("--labeler-epoch", help="Early-stopped checkpoint that labels: an epoch (fractions if saved, e.g. 2.5), 'auto' (the epoch whose labels train the best student on a validation split carved from the training set), default the last trained.")]
 Labels_ = Annotated[str, typer.Option("--labels", help="Label method: ladd (dense sub-image labels + global soft labels), soft (global soft labels only: the soft-label baseline) or bptt (labels learned by truncated BPTT, no teacher).")]
@@ -131,13 +132,14 @@ def _default_out() -> Path:
 
 
 def _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
-                  saves_per_epoch, ensemble, temperature, top_k, label_dtype, bptt: BpttConfig | None = None) -> LabelConfig:
+                  saves_per_epoch, ensemble, temperature, top_k, label_dtype, bptt: BpttConfig | None = None,
+                  labeler_lr: float = 0.01) -> LabelConfig:
     """The label stage's config; an 'auto' epoch is left unset here and chosen by `_auto_epoch`."""
     epoch = _epoch(labeler_epoch, "--labeler-epoch")
     return LabelConfig(
         method=labels, n=grid, r=coverage, epoch=None if epoch == "auto" else epoch, labeler_dir=labeler_dir, dtype=label_dtype,
         ensemble=ensemble, temperature=temperature, top_k=top_k, bptt=bptt or BpttConfig(),
-        labeler=ExpertConfig(model=labeler_model or models[0], epochs=labeler_epochs, saves_per_epoch=saves_per_epoch),
+        labeler=ExpertConfig(model=labeler_model or models[0], epochs=labeler_epochs, lr=labeler_lr, saves_per_epoch=saves_per_epoch),
     )
 
 
@@ -201,7 +203,7 @@ def distill(
 @app.command()
 def label(
     artifact: ArtifactArg, labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, model: Model = "convnet",
-    labeler_model: LabelerModel = None, labeler_epochs: LabelerEpochs = 10, labeler_epoch: LabelerEpoch = None,
+    labeler_model: LabelerModel = None, labeler_epochs: LabelerEpochs = 10, labeler_lr: LabelerLr = 0.01, labeler_epoch: LabelerEpoch = None,
     labeler_dir: LabelerDir = None, labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1,
     temperature: Temperature = 1.0, top_k: TopK = None, label_dtype: LabelDtype = "float32",
     bptt_iterations: BpttIterations = 100, bptt_unroll: BpttUnroll = 20, bptt_backprop: BpttBackprop = 10,
@@ -216,7 +218,7 @@ def label(
     models = _split(model)
     bptt = BpttConfig(model=models[0], iterations=bptt_iterations, unroll=bptt_unroll, backprop=bptt_backprop)
     cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
-                        labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, bptt)
+                        labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, bptt, labeler_lr)
     runtime = Runtime.from_name(device)
     if labeler_epoch == "auto":
         cfg = _auto_epoch(cfg, data, src, art.manifest["ipc"], runtime, student_model=models[0])
@@ -447,7 +449,7 @@ def run(
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random", import_path: ImportPath = None,
     seed: Seed = 0, recipe: Recipe = None, resume: Resume = False, float_images: FloatImages = False, buffer: Buffer = None,
     labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, labeler_model: LabelerModel = None,
-    labeler_epochs: LabelerEpochs = 10, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
+    labeler_epochs: LabelerEpochs = 10, labeler_lr: LabelerLr = 0.01, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
     labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1, temperature: Temperature = 1.0, top_k: TopK = None,
     label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: Methods = None,
     seeds: Seeds = 3, protocol: Protocol_ = "dc", epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, crops_per_step: Crops = "auto",
@@ -468,7 +470,7 @@ def run(
     models = _split(model)
     data = pipeline.load_source(src)
     label_cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
-                              labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype)
+                              labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, labeler_lr=labeler_lr)
     chosen = _split(methods, "--methods") if methods else methods_for(LABEL_METHODS.canonical(labels))
     cfg = EvalConfig(methods=chosen, models=models, seeds=seeds, protocol=protocol, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step),
                      local_reduction=local_reduction, soft_loss=soft_loss)  # fail before any training
