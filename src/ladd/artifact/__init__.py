@@ -13,7 +13,6 @@ shapes and that every label row is a probability distribution. No pickle anywher
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -25,7 +24,7 @@ from safetensors.torch import load_file
 
 import ladd
 from ladd.core.errors import LaddError
-from ladd.core.io import save_tensors, sha256, umask_mode, write_json
+from ladd.core.io import read_json, save_tensors, sha256, umask_mode, write_json
 from ladd.core.types import PIXEL_DTYPES
 from ladd.cost.storage import component_bytes
 from ladd.artifact.relabel import RELABEL_DIR, RelabelStore, load_store
@@ -159,10 +158,7 @@ def load_artifact(path: Path) -> Artifact:
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise LaddError(f"{path} is not a ladd artifact (no {MANIFEST}): create one with `ladd distill`")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise LaddError(f"{mpath} is not valid JSON ({e.msg} at line {e.lineno}): the artifact is corrupt") from e
+    manifest = read_json(mpath, "the artifact is corrupt")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise LaddError(f"{mpath} has schema version {manifest.get('schema_version')!r}; this ladd reads {SCHEMA_VERSION}")
     try:

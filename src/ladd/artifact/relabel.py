@@ -17,7 +17,6 @@ relabel.json and the artifact, and finite values.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from safetensors.torch import load_file
 
 from ladd.augment.fkd import PARAMS, Epoch
 from ladd.core.errors import LaddError
-from ladd.core.io import save_tensors, sha256, write_json
+from ladd.core.io import read_json, save_tensors, sha256, write_json
 from ladd.cost.storage import component_bytes
 
 RELABEL_DIR = "relabel"
@@ -99,10 +98,7 @@ def read_info(directory: Path) -> dict:
     path = Path(directory) / INFO
     if not path.is_file():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise LaddError(f"{path} is not valid JSON ({e.msg}): delete {directory} and run `ladd relabel` again") from e
+    return read_json(path, f"delete {directory} and run `ladd relabel` again")
 
 
 def write_info(directory: Path, info: dict) -> None:

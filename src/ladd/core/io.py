@@ -38,6 +38,16 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
+def read_json(path: Path, fix: str):
+    """A JSON file we wrote; a corrupt one is a one-line error that ends with how to `fix` it."""
+    from ladd.core.errors import LaddError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise LaddError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): {fix}") from e
+
+
 def write_json(path: Path, obj) -> None:
     text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))

@@ -24,7 +24,7 @@ from torch import nn
 
 from ladd.augment.dsa import strategy_for
 from ladd.core.errors import LaddError
-from ladd.core.io import sha256, write_json
+from ladd.core.io import read_json, sha256, write_json
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime, seeded
 from ladd.core.types import Dataset
@@ -89,10 +89,7 @@ def read_info(directory: Path) -> dict:
     path = Path(directory) / INFO
     if not path.exists():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise LaddError(f"{path} is not valid JSON ({e.msg}): delete the expert directory and train again") from e
+    return read_json(path, "delete the expert directory and train again")
 
 
 def build_for(dataset: Dataset, model: str, seed: int) -> nn.Module:

@@ -8,7 +8,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
 
 from ladd.artifact import Artifact
 from ladd.augment.subsample import crop_geometry

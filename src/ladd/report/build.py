@@ -16,11 +16,10 @@ rebuilt any time and checked against its sources. Writes into the output folder:
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from ladd.core.errors import LaddError
-from ladd.core.io import write_json, write_text
+from ladd.core.io import read_json, write_json, write_text
 from ladd.report import plots
 from ladd.report.tables import REPORT_COLUMNS, cells, markdown
 
@@ -33,10 +32,7 @@ def load_runs(run_dirs: list[Path]) -> list[dict]:
         path = Path(run) / "results.json"
         if not path.is_file():
             raise LaddError(f"{run} has no results.json: pass folders written by `ladd eval` or `ladd run`")
-        try:
-            results = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise LaddError(f"{path} is not valid JSON ({e.msg})") from e
+        results = read_json(path, "re-run `ladd eval` into that folder")
         if "rows" not in results:
             raise LaddError(f"{path} holds no result rows (an experiment's results?): pass `ladd eval`/`ladd run` folders")
         robust = results.get("robustness")
