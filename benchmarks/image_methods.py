@@ -1,9 +1,16 @@
-"""Every image method with hard labels and with LADD labels, over IPC and seeds, on one dataset:
-accuracy mean ± std, distillation seconds, peak memory. Prints a table and writes JSON.
+"""Every image method with hard labels, the labeler's global soft labels and LADD's dense labels,
+over IPC and seeds, on one dataset: accuracy mean ± std, bytes, FLOPs, distillation seconds, peak
+memory and (with --robust) DD-Ranking's LRS/ARS of the LADD labels. Prints a line per row and
+writes a JSON summary plus, per (IPC, method), a run folder `--runs/ipc<IPC>-<method>/` with the
+artifact and its results.json, so `ladd report --runs/*` draws the plots.
 
-    python benchmarks/image_methods.py --ipc 1 10 --methods random herding dm dc dsa mtt --seeds 3
+    python benchmarks/image_methods.py --ipc 1 10 --seeds 3 --robust --out runs/bench/image_methods.json
 
 MTT needs its expert buffer first (the recipe says how many): `ladd experts --num-experts 5 --epochs 10`.
+A run folder that holds results.json is kept, so an interrupted benchmark resumes per (IPC, method).
+With --robust, the accuracies that do not depend on the images (full-data students, the random
+real subset with the same labels) are measured once per IPC and reused for every method, also
+across processes sharing --runs (run --methods in parallel processes to use more cores).
 """
 
 from __future__ import annotations
@@ -15,9 +22,22 @@ import time
 from pathlib import Path
 
 from ladd import pipeline
+from ladd.artifact import save_artifact
+from ladd.core.io import read_json, write_json
 from ladd.core.runtime import Runtime
-from ladd.eval.protocol import EvalConfig, evaluate
+from ladd.eval.protocol import EvalConfig, evaluate, robustness
 from ladd.experts import ExpertConfig
+from ladd.report.results import eval_notes, robustness_note, write_results
+
+
+def shared_reference(runs: Path, ipc: int) -> dict | None:
+    """Robustness accuracies another method at this IPC already measured (e.g. by a second
+    benchmark process given other --methods and the same --runs)."""
+    for path in sorted(runs.glob(f"ipc{ipc}-*/results.json")):
+        accs = (read_json(path, f"delete {path.parent} to redo it").get("robustness") or {}).get("accs")
+        if accs:
+            return accs
+    return None
 
 
 def main() -> None:
@@ -25,45 +45,64 @@ def main() -> None:
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
     p.add_argument("--methods", nargs="+", default=["random", "herding", "dm", "dc", "dsa", "mtt"])
-    p.add_argument("--model", default="convnet")
-    p.add_argument("--eval-model", default="convnet-w64")
+    p.add_argument("--labels", nargs="+", default=["baseline", "soft", "ladd"], help="evaluation methods (label terms)")
+    p.add_argument("--model", default="convnet", help="network the learned methods distill with")
+    p.add_argument("--eval-model", default="convnet-w64", help="students, and the labeler (10 epochs)")
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--crops-per-step", type=int, default=5)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--robust", action="store_true", help="also DD-Ranking's HLR/IOR/LRS/ARS of the LADD labels")
+    p.add_argument("--real-epochs", type=int, default=30, help="--robust: epochs of the full-data students")
     p.add_argument("--device", default="auto")
+    p.add_argument("--runs", type=Path, default=None, help="run folders (default: beside --out, named after it)")
     p.add_argument("--out", type=Path, default=Path("runs/bench/image_methods.json"))
     args = p.parse_args()
+    runs = args.runs or args.out.with_suffix("")
 
     runtime = Runtime.from_name(args.device)
     src = pipeline.SourceConfig(dataset=args.dataset)
     data = pipeline.load_source(src)
     label_cfg = pipeline.LabelConfig(labeler=ExpertConfig(model=args.eval_model, epochs=10))
-    cfg = EvalConfig(methods=("baseline", "ladd"), models=(args.eval_model,), seeds=args.seeds,
+    cfg = EvalConfig(methods=tuple(args.labels), models=(args.eval_model,), seeds=args.seeds,
                      epochs=args.epochs, crops_per_step=args.crops_per_step)
-    # Rows already in --out are kept and their (IPC, method) skipped: a long run resumes where it stopped.
-    rows = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
-    done = {(r["ipc"], r["images"]) for r in rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
     for ipc in args.ipc:
+        reference = None  # robustness accuracies shared by every method at this IPC
         for method in args.methods:
-            if (ipc, method) in done:
+            run = runs / f"ipc{ipc}-{method}"
+            if (run / "results.json").is_file():
+                done = read_json(run / "results.json", f"delete {run} to redo it")
+                rows += done["rows"]
+                reference = (done.get("robustness") or {}).get("accs", reference)
                 continue
+            reference = reference or shared_reference(runs, ipc)
             t0 = time.perf_counter()
             art = pipeline.distill(data, src, pipeline.ImagesConfig(method=method, ipc=ipc, model=args.model), runtime)
             distill_s = time.perf_counter() - t0
             art = pipeline.label(art, data, label_cfg, runtime)
-            for row in evaluate(art, data, cfg, runtime):
-                recipe = art.manifest["images"].get("recipe") or {}
+            save_artifact(run / "artifact", art)
+            made = evaluate(art, data, cfg, runtime)
+            recipe = art.manifest["images"].get("recipe") or {}
+            for row in made:
                 row.update(images=method, recipe=recipe.get("name"), distill_seconds=distill_s,
                            distill_iterations=recipe.get("params", {}).get("iterations"),
                            peak_rss_mb_so_far=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-                rows.append(row)
                 print(f"IPC {ipc:>3} {method:<8} {row['method']:<8} {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}"
                       f"  distill {distill_s:.0f} s", flush=True)
-            tmp = args.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
-            tmp.replace(args.out)
-    print(f"wrote {args.out}")
+            notes, extra = eval_notes(art, cfg, made), {}
+            if args.robust:
+                scores = robustness(art, pipeline.random_counterpart(art, data, runtime), data, cfg, runtime,
+                                    args.real_epochs, made, reference=reference)
+                reference, extra["robustness"] = scores["accs"], scores
+                notes.append(robustness_note(scores))
+                print(f"IPC {ipc:>3} {method:<8} {notes[-1]}", flush=True)
+            config = {"artifact": str(run / "artifact"), "eval": cfg.model_dump(), "benchmark": "image_methods.py",
+                      "images": {"method": method, "ipc": ipc, "recipe": recipe.get("name")}}
+            write_results(run, made, config, notes, f"image_methods · {args.dataset} · IPC {ipc} · {method}", extra)
+            rows += made
+            write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
+    write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
+    print(f"wrote {args.out} and {runs}/ipc*-*/ (ladd report {runs}/ipc*)")
 
 
 if __name__ == "__main__":

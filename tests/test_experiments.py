@@ -132,3 +132,14 @@ def test_experiment_bad_input_is_one_line(tmp_path):
     assert isinstance(result.exception, LaddError) and "whole numbers" in str(result.exception)
     result = runner.invoke(app, ["experiment", "removal", "--target-class", "10", *FAST, "--out", str(tmp_path)])
     assert isinstance(result.exception, LaddError) and "class index in 0..9" in str(result.exception)
+
+
+def test_experiment_select_lr_chooses_each_cells_lr_on_the_validation_split(tmp_path):
+    result = CliRunner().invoke(app, ["experiment", "soft-vs-hard", "--ipc", "1", "--expert-epoch", "1", "--select-lr", "0.003,0.03",
+                                      *FAST, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "soft_vs_hard.json").read_text())["rows"][0]
+    for cell in (row["hard"], row["soft"]):
+        scores = cell["lr_selection"]["val_acc_by_lr"]
+        assert set(scores) == {"0.003", "0.03"} and cell["lr"] == float(max(scores, key=scores.get))
+    assert "chosen per cell among 0.003, 0.03" in (tmp_path / "soft_vs_hard.md").read_text()

@@ -46,6 +46,22 @@ def test_robustness_trains_each_configuration_and_reuses_finished_rows():
     assert s["hlr"][0] == pytest.approx(s["accs"]["real_hard"][0] - s["accs"]["syn_hard"][0])
 
 
+def test_robustness_reuses_reference_accuracies_and_retrains_the_rest(monkeypatch):
+    ds = dataclasses.replace(make_dataset(n_per_class=8), name="digits")
+    art = pipeline.distill(ds, SourceConfig(dataset="digits"), ImagesConfig(method="random", ipc=2, seed=0), Runtime())
+    rnd = pipeline.random_counterpart(art, ds, Runtime())
+    cfg = EvalConfig(methods=("baseline",), models=("convnet-w32",), seeds=2, epochs=1)
+    first = robustness(art, rnd, ds, cfg, Runtime(), real_epochs=1)
+    trained = []
+    real_evaluate = evaluate
+    monkeypatch.setattr("ladd.eval.protocol.evaluate", lambda a, *r, **k: trained.append(a) or real_evaluate(a, *r, **k))
+    again = robustness(art, rnd, ds, cfg, Runtime(), real_epochs=1, reference={**first["accs"], "syn_hard": [0.0, 0.0]})
+    assert again["reused"] == ["random_any", "random_any_no_aug", "real_hard"]
+    assert all(again["accs"][k] == first["accs"][k] for k in again["reused"])
+    assert again["accs"]["syn_hard"] == first["accs"]["syn_hard"]  # an artifact's own accuracy is never taken from `reference`
+    assert trained and all(a is art for a in trained)  # only the artifact's own configurations were retrained
+
+
 def test_equal_cost_rows_match_bytes_and_flops_budgets():
     from ladd.eval.protocol import equal_cost
 

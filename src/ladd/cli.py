@@ -16,10 +16,9 @@ from pydantic import ValidationError
 import ladd
 from ladd.artifact import load_artifact, save_artifact
 from ladd.core.errors import LaddError
-from ladd.core.io import write_json, write_text
+from ladd.core.io import write_json
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime
-from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for
 from ladd.experts import ExpertConfig, cache_root, ensure_expert, in_buffer
 from ladd.images import IMAGE_METHODS
@@ -29,9 +28,8 @@ from ladd.labels.bptt import BpttConfig
 from ladd.labels.relabel import RelabelConfig
 from ladd import pipeline
 from ladd.pipeline import ImagesConfig, LabelConfig, SourceConfig
-from ladd.report.plots import accuracy_vs_cost
-from ladd.report.tables import markdown, rich_table
-from ladd.train.terms import method_terms
+from ladd.report.results import eval_notes, robustness_note, write_results
+from ladd.report.tables import rich_table
 
 app = typer.Typer(
     name="ladd",
@@ -156,13 +154,11 @@ def _auto_epoch(cfg: LabelConfig, data, src: SourceConfig, ipc: int, runtime: Ru
 
 
 def _write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None = None) -> None:
-    write_json(out / "results.json", {"ladd_version": ladd.__version__, "flops_unit": UNIT, "config": config, "rows": rows, "notes": notes, **(extra or {})})
-    write_text(out / "results.md", f"# {title}\n\n" + markdown(rows, notes) + "\n![accuracy vs cost](results.png)\n")
-    accuracy_vs_cost(rows, out / "results.png")
+    written = write_results(out, rows, config, notes, title, extra)
     console.print(rich_table(rows, title=title))
     for n in notes:
         console.print(f"- {n}")
-    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'results.png'}")
+    console.print(f"wrote {', '.join(str(p) for p in written)}")
 
 
 def _open(artifact: Path, data_dir: str | None):
@@ -256,7 +252,7 @@ def eval_(
                      prune=prune, pool=pool, prune_metric=prune_metric, prune_keep=prune_keep)
     runtime = Runtime.from_name(device)
     rows = evaluate(art, dataset, cfg, runtime)
-    notes = _notes(art, cfg, rows)
+    notes = eval_notes(art, cfg, rows)
     extra = {}
     if equal_cost:
         from ladd.eval.protocol import equal_cost as equal_cost_rows
@@ -267,10 +263,7 @@ def eval_(
 
         scores = robustness(art, pipeline.random_counterpart(art, dataset, runtime), dataset, cfg, runtime, real_epochs, rows)
         extra["robustness"] = scores
-        notes.append(f"DD-Ranking scores ({scores['method']}, {scores['model']}, {scores['runs']} runs): "
-                     f"HLR {100 * scores['hlr_mean']:.2f} ± {100 * scores['hlr_std']:.2f}, IOR {100 * scores['ior_mean']:.2f} ± {100 * scores['ior_std']:.2f}, "
-                     f"LRS {100 * scores['lrs_mean']:.2f} ± {100 * scores['lrs_std']:.2f}, ARS {100 * scores['ars_mean']:.2f} ± {100 * scores['ars_std']:.2f} "
-                     f"(vs random real images, seed {scores['random_images']}; real-data students {real_epochs} epochs)")
+        notes.append(robustness_note(scores))
     out = out or _default_out()
     _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, notes, f"ladd eval · {dataset.name}", extra)
 
@@ -485,7 +478,7 @@ def run(
     save_artifact(out / "artifact", art)
     art = load_artifact(out / "artifact")  # evaluate exactly what was stored (e.g. float16 labels)
     rows = evaluate(art, data, cfg, runtime)
-    notes = _notes(art, cfg, rows) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
+    notes = eval_notes(art, cfg, rows) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
     config = {"source": src.model_dump(), "images": images_cfg.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device)}
     _write_results(out, rows, config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
 
@@ -607,14 +600,15 @@ ExpOut = Annotated[Path, typer.Option("--out", help="Output folder; re-running w
 
 
 def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_saves_per_epoch, model, epochs, lr, seeds, soft_loss, seed, val_per_class,
-           candidate_epochs):
+           candidate_epochs, select_lr):
     from ladd.experiments.common import Setup
 
     expert = ExpertConfig(model=expert_model, epochs=expert_epochs, lr=expert_lr, saves_per_epoch=expert_saves_per_epoch)
     return Setup(source=SourceConfig(dataset=dataset, data_dir=data_dir), teacher=LabelConfig(method="soft", labeler=expert),
                  student_model=model, student_epochs=epochs, student_lr=lr, seeds=seeds, soft_loss=soft_loss, image_seed=seed,
                  val_per_class=val_per_class,
-                 candidate_epochs=None if candidate_epochs is None else tuple(_floats(candidate_epochs, "--candidate-epochs")))
+                 candidate_epochs=None if candidate_epochs is None else tuple(_floats(candidate_epochs, "--candidate-epochs")),
+                 select_lr=tuple(_floats(select_lr, "--select-lr")) if select_lr else ())
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -659,7 +653,7 @@ def _shared_options(
     expert_epochs: ExpertEpochs = 10, expert_lr: ExpertLr = 0.01, expert_saves_per_epoch: ExpertSaves = 1,
     model: StudentModel = QUICK_MODEL, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, seeds: Seeds = 3,
     soft_loss: SoftLoss = "ce", seed: Seed = 0, val_per_class: ValPerClass = 50, candidate_epochs: CandidateEpochs = None,
-    out: ExpOut = Path("runs/experiments"), device: Device = "auto",
+    select_lr: SelectLr = None, out: ExpOut = Path("runs/experiments"), device: Device = "auto",
 ):
     """The options every experiment takes (this function only declares them)."""
 
@@ -745,7 +739,7 @@ def _ce_selection(data, setup, runtime, out, ipc: Ipc = 10, quantiles: Annotated
 @_experiment("lic-ablation")
 def _lic_ablation(data, setup, runtime, out, ipc: IpcList = "1,10",
                   ladd_labels: Annotated[bool, typer.Option("--ladd-labels/--no-ladd-labels", help="Also LADD's dense labels (5×5, R 62.5%) on the LIC images.")] = True,
-                  iterations: Annotated[Optional[int], typer.Option("--iterations", help="LIC compensation iterations M (default: the recipe's).")] = None):
+                  iterations: Annotated[Optional[int], typer.Option("--iterations", help="LIC compensation iterations M and SRe²L recover iterations (default: each recipe's).")] = None):
     """LIC's stages one by one (Table 7): squeezed random → + selection → + compensation → + region relabel; vs random and RDED.
 
     The observer is the expert (--expert-model/--expert-epochs/--expert-lr)."""
@@ -762,28 +756,6 @@ def _bptt(data, setup, runtime, out, ipc: Ipc = 10, bptt_iterations: BpttIterati
 
     cfg = BpttConfig(model=setup.student_model, iterations=bptt_iterations, unroll=bptt_unroll, backprop=bptt_backprop)
     bptt.run(data, setup, ipc, cfg, _epoch(expert_epoch), runtime, out)
-
-
-def _notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
-    first = rows[0]
-    overrides = ", ".join(f"{k} {v}" for k, v in first["protocol_overrides"].items())
-    notes = [
-        f"protocol {first['protocol']}" + (f" (overridden: {overrides})" if overrides else "") + f": {first['protocol_source']}",
-        f"accuracy: {first['reported']}, after {first['epochs']} epochs, over {cfg.seeds} seeds (population std); nothing selected on test data"
-        + ("; student lr chosen on a validation split carved from the training split" if cfg.select_lr else ""),
-        f"FLOPs: {UNIT}; labels = labeler training + label generation (methods that use the labeler), deploy = one student",
-    ]
-    lab = art.manifest.get("labels", {}).get("labeler")
-    if lab:
-        members = f" × {lab['ensemble']} experts (logits averaged)" if lab.get("ensemble", 1) > 1 else ""
-        notes.append(f"labeler: {lab['model']} epoch {lab['epoch']:g}{members}, T = {lab.get('temperature', 1.0):g}, "
-                     f"top-k {lab.get('top_k') or 'all'}; its own test accuracy {100 * lab['test_acc']:.2f}%")
-    rel = art.manifest.get("relabel")
-    if rel and any("replay" in method_terms(m) for m in cfg.methods):
-        notes.append(f"fkd: replays {rel['epochs']} stored relabel epochs × {rel['samples']} samples ({rel['dtype']} {rel['kind']}, T = {rel['temperature']:g}, "
-                     f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g}, test acc {100 * rel['teacher']['test_acc']:.2f}%), "
-                     f"keeping 1/{cfg.prune:g} of them as a {cfg.pool} pool ({cfg.prune_metric}); lbl KB = the kept six components")
-    return notes
 
 
 def main() -> None:

@@ -49,6 +49,8 @@ class Setup(BaseModel):
     val_per_class: int = Field(50, ge=1)  # held-out validation images per class (selection only)
     # expert epochs that selection tries (None: every saved one); a subset keeps large IPC affordable
     candidate_epochs: tuple[float, ...] | None = None
+    # student lrs tried on the validation split for every final student (the paper's one tuned knob); () = student_lr
+    select_lr: tuple[float, ...] = ()
 
 
 class Cells:
@@ -56,8 +58,9 @@ class Cells:
 
     def __init__(self, out: Path, setup: Setup):
         self.dir = Path(out) / "cells"
-        # which epochs are tried never changes one cell's result, so it is not part of the key
-        self.setup = setup.model_dump(exclude={"candidate_epochs"})
+        # which epochs are tried never changes one cell's result, so it is not part of the key;
+        # neither is an empty select_lr, so cells written before it existed stay valid
+        self.setup = setup.model_dump(exclude={"candidate_epochs"} | (set() if setup.select_lr else {"select_lr"}))
 
     def run(self, key: dict, compute: Callable[[], dict]) -> dict:
         full = {"setup": self.setup, **key}
@@ -89,11 +92,12 @@ def relabeled(art: Artifact, soft: torch.Tensor) -> Artifact:
 
 
 def students(art: Artifact, dataset: Dataset, setup: Setup, method: str, runtime: Runtime) -> dict:
-    """Mean ± std test accuracy (on `dataset.test`) of `setup.seeds` fresh students."""
+    """Mean ± std test accuracy (on `dataset.test`) of `setup.seeds` fresh students; with
+    `setup.select_lr`, their lr is the candidate whose students scored best on the validation split."""
     cfg = EvalConfig(methods=(method,), models=(setup.student_model,), seeds=setup.seeds, epochs=setup.student_epochs,
-                     lr=setup.student_lr, soft_loss=setup.soft_loss)
+                     lr=None if setup.select_lr else setup.student_lr, soft_loss=setup.soft_loss, select_lr=setup.select_lr, val_per_class=setup.val_per_class)
     row = evaluate(art, dataset, cfg, runtime)[0]
-    keep = ("acc_mean", "acc_std", "accs", "class_acc_mean", "label_bytes_zip", "image_bytes_zip", "flops", "seconds")
+    keep = ("acc_mean", "acc_std", "accs", "class_acc_mean", "label_bytes_zip", "image_bytes_zip", "flops", "seconds", "lr", "lr_selection")
     return {k: row[k] for k in keep}
 
 

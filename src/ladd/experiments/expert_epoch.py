@@ -62,13 +62,20 @@ def best(rows: list[dict]) -> float:
     return max(rows, key=lambda r: (r["acc_mean"], -r["epoch"]))["epoch"]
 
 
+def fixed_lr(setup: Setup) -> Setup:
+    """Epoch selection trains its students at `student_lr`: `select_lr` tunes the final students
+    only (one validation split, not a second one carved inside it)."""
+    return setup.model_copy(update={"select_lr": ()})
+
+
 def select_epoch(dataset: Dataset, setup: Setup, ipc: int, runtime: Runtime, out: Path) -> float:
     """The chosen expert epoch for one IPC (cells cached under `out`)."""
-    val = holdout(dataset, setup.val_per_class)
+    setup, val = fixed_lr(setup), holdout(dataset, setup.val_per_class)
     return best(curve(val, setup, ipc, candidate_epochs(val, setup, runtime), runtime, Cells(out, setup)))
 
 
 def run(dataset: Dataset, setup: Setup, ipcs: list[int], runtime: Runtime, out: Path) -> dict[int, float]:
+    setup = fixed_lr(setup)
     cells, val = Cells(out, setup), holdout(dataset, setup.val_per_class)
     epochs = candidate_epochs(val, setup, runtime)
     curves = {ipc: curve(val, setup, ipc, epochs, runtime, cells) for ipc in ipcs}

@@ -26,6 +26,8 @@ from ladd.images.recipes import load_recipe
 # squeezed images train on the expanded tiles (the sub-sampler's views: `local-*` terms), with the
 # image's hard label before relabelling and the region labels after; on the whole mosaic a student
 # learns nothing that transfers to single test digits (mnist5k IPC 1: 6% with hard labels).
+# SRe²L recovers from its recipe's BN teacher (the observer has no BN); its soft-label row uses the
+# observer's global soft labels, the nearest SRe²L gets to region labels without a stored relabel.
 STAGES = [
     ("random real", "random", None, "baseline"),
     ("squeezed random", "lic", (False, False), "local-hard"),
@@ -36,6 +38,8 @@ STAGES = [
     ("squeezed random + relabel", "lic", (False, False), "local-dense"),
     ("RDED (hard labels)", "rded", None, "local-hard"),
     ("RDED", "rded", None, "local-dense"),
+    ("SRe²L (hard labels)", "sre2l", None, "baseline"),
+    ("SRe²L + observer soft labels", "sre2l", None, "soft"),
 ]
 
 
@@ -56,15 +60,16 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ladd_labels: bool, runt
             """Distill once per (method, switches) in this process; seconds recorded with the set."""
             key = (method, switches)
             if key not in made:
-                params = dict(observer) if method != "random" else {}
+                params = dict(observer) if method in ("lic", "rded") else {}
                 if switches is not None:
                     params.update(select=switches[0], compensate=switches[1], relabel=True)
-                    if iterations is not None:
-                        params["iterations"] = iterations
+                if iterations is not None and method in ("lic", "sre2l"):
+                    params["iterations"] = iterations
                 cfg = pipeline.ImagesConfig(method=method, ipc=ipc, seed=setup.image_seed, params=params)
-                if method == "lic":  # an interrupted run continues the compensation it had checkpointed
+                if method in ("lic", "sre2l"):  # an interrupted run continues from its checkpoints
                     merged = {**load_recipe(method, dataset.name, ipc)["params"], **params}
-                    cfg = cfg.model_copy(update={"resume": (pipeline.checkpoint_dir(dataset, cfg, merged) / STATE).exists()})
+                    state = pipeline.checkpoint_dir(dataset, cfg, merged) / (STATE if method == "lic" else "")
+                    cfg = cfg.model_copy(update={"resume": state.exists()})
                 t0 = time.perf_counter()
                 art = pipeline.distill(dataset, setup.source, cfg, runtime)
                 made[key] = (art, time.perf_counter() - t0)
@@ -75,6 +80,8 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ladd_labels: bool, runt
 
             def compute(method=method, switches=switches, student=student):
                 art, seconds = images(method, switches)
+                if student == "soft":
+                    art = pipeline.label(art, dataset, pipeline.LabelConfig(method="soft", labeler=setup.teacher.labeler), runtime)
                 learned = art.manifest["images"].get("learned") or {}
                 return {**students(art, dataset, setup, student, runtime), "distill_seconds": round(seconds, 2),
                         "compensation": learned.get("compensation")}

@@ -29,8 +29,9 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], epoch, ensemble: int, r
                 lambda k=k: students(soft_labeled(art, dataset, setup, runtime, epoch=chosen, ensemble=k), dataset, setup, "soft", runtime))
         rows.append(row)
     variants = [v for v in ("hard", "soft", f"ensemble{ensemble}") if v in rows[0]]
+    chosen_lr = lambda cell: f" (lr {cell['lr']:g})" if setup.select_lr else ""  # noqa: E731
     table = [{"IPC": r["ipc"], "expert epoch": f"{r['expert_epoch']:g}",
-              **{f"{v} acc %": pct(r[v]["acc_mean"], r[v]["acc_std"]) for v in variants},
+              **{f"{v} acc %": pct(r[v]["acc_mean"], r[v]["acc_std"]) + chosen_lr(r[v]) for v in variants},
               "soft label KB (zip)": f"{r['soft']['label_bytes_zip'] / 1024:.1f}"} for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for v in variants:
@@ -45,6 +46,8 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], epoch, ensemble: int, r
     expert = setup.teacher.labeler
     notes = [f"images: random real, seed {setup.image_seed}; expert {expert.model}, lr {expert.lr}, {expert.epochs} epochs, "
              f"epoch per IPC {'selected on a validation split' if epoch == 'auto' else 'given'}",
-             f"students: {setup.student_model}, {setup.student_epochs} epochs, lr {setup.student_lr}, final-epoch test accuracy"]
+             f"students: {setup.student_model}, {setup.student_epochs} epochs, final-epoch test accuracy, lr "
+             + (f"chosen per cell among {', '.join(f'{v:g}' for v in setup.select_lr)} on the validation split"
+                if setup.select_lr else f"{setup.student_lr}")]
     write_report(out, "soft_vs_hard", f"Soft-label baseline vs hard labels · {dataset.name}", {"setup": setup.model_dump(), "rows": rows}, table, notes, fig)
     return rows

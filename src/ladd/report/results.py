@@ -1,0 +1,53 @@
+"""A run folder's `results.json` / `results.md` / `results.png` and the notes that say how its
+numbers were made: one writer for `ladd eval`, `ladd run` and the benchmarks, so `ladd report`
+reads every run the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ladd
+from ladd.core.io import write_json, write_text
+from ladd.cost.flops import UNIT
+from ladd.eval.protocol import EvalConfig
+from ladd.report.plots import accuracy_vs_cost
+from ladd.report.tables import markdown
+from ladd.train.terms import method_terms
+
+
+def write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None = None) -> list[Path]:
+    out = Path(out)
+    write_json(out / "results.json", {"ladd_version": ladd.__version__, "flops_unit": UNIT, "config": config, "rows": rows, "notes": notes, **(extra or {})})
+    write_text(out / "results.md", f"# {title}\n\n" + markdown(rows, notes) + "\n![accuracy vs cost](results.png)\n")
+    accuracy_vs_cost(rows, out / "results.png")
+    return [out / "results.json", out / "results.md", out / "results.png"]
+
+
+def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
+    """Protocol, what was selected on which split, FLOPs convention, labeler and relabel provenance."""
+    first = rows[0]
+    overrides = ", ".join(f"{k} {v}" for k, v in first["protocol_overrides"].items())
+    notes = [
+        f"protocol {first['protocol']}" + (f" (overridden: {overrides})" if overrides else "") + f": {first['protocol_source']}",
+        f"accuracy: {first['reported']}, after {first['epochs']} epochs, over {cfg.seeds} seeds (population std); nothing selected on test data"
+        + ("; student lr chosen on a validation split carved from the training split" if cfg.select_lr else ""),
+        f"FLOPs: {UNIT}; labels = labeler training + label generation (methods that use the labeler), deploy = one student",
+    ]
+    lab = art.manifest.get("labels", {}).get("labeler")
+    if lab:
+        members = f" × {lab['ensemble']} experts (logits averaged)" if lab.get("ensemble", 1) > 1 else ""
+        notes.append(f"labeler: {lab['model']} epoch {lab['epoch']:g}{members}, T = {lab.get('temperature', 1.0):g}, "
+                     f"top-k {lab.get('top_k') or 'all'}; its own test accuracy {100 * lab['test_acc']:.2f}%")
+    rel = art.manifest.get("relabel")
+    if rel and any("replay" in method_terms(m) for m in cfg.methods):
+        notes.append(f"fkd: replays {rel['epochs']} stored relabel epochs × {rel['samples']} samples ({rel['dtype']} {rel['kind']}, T = {rel['temperature']:g}, "
+                     f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g}, test acc {100 * rel['teacher']['test_acc']:.2f}%), "
+                     f"keeping 1/{cfg.prune:g} of them as a {cfg.pool} pool ({cfg.prune_metric}); lbl KB = the kept six components")
+    return notes
+
+
+def robustness_note(scores: dict) -> str:
+    pm = lambda k: f"{100 * scores[f'{k}_mean']:.2f} ± {100 * scores[f'{k}_std']:.2f}"  # noqa: E731
+    return (f"DD-Ranking scores ({scores['method']}, {scores['model']}, {scores['runs']} runs): HLR {pm('hlr')}, IOR {pm('ior')}, "
+            f"LRS {pm('lrs')}, ARS {pm('ars')} (vs random real images, seed {scores['random_images']}; "
+            f"real-data students {scores['real_epochs']} epochs)")
