@@ -312,7 +312,7 @@ def main() -> None:
     p.add_argument("--model", default="convnet")
     p.add_argument("--methods", nargs="+", default=["dm", "dc", "mtt"], choices=["dm", "dc", "mtt"])
     p.add_argument("--iterations", type=int, default=2, help="timed iterations per row (one more runs first, untimed)")
-    p.add_argument("--batch-syn", type=int, default=20, help="MTT's second setting: images per student step")
+    p.add_argument("--batch-syn", type=int, default=20, help="MTT: images per student step, timed beside all images and the recipe's value")
     p.add_argument("--buffer", type=Path, help="MTT experts from `ladd experts --out DIR` (default: the expert cache, else a stand-in)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--device", default="auto")
@@ -347,7 +347,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if "mtt" in args.methods:
             buffer, mtt_p, summary["mtt_experts"] = mtt_experts(args, recipe("mtt"), runtime, Path(tmp) / "buffer")
-            for batch_syn in (mtt_p.get("batch_syn"), args.batch_syn):
+            for batch_syn in dict.fromkeys((None, mtt_p.get("batch_syn"), args.batch_syn)):  # all images per step, the recipe's, --batch-syn
                 q, tag = {**mtt_p, "batch_syn": batch_syn}, f"batch_syn {batch_syn or 'all'}"
                 rows += [("mtt", f"ladd ({tag})", f"mtt {tag}", {"impl": "ladd-mtt", "params": q, "buffer": buffer}),
                          ("mtt", f"reference structure ({tag})", f"mtt {tag}", {"impl": "reference-mtt", "params": q, "buffer": buffer})]
