@@ -14,8 +14,8 @@ next to re-implementations of the reference loop structures, run on the same mac
 Both sides get the same data, initial images, network and hyperparameters: the method's default
 recipe for the dataset and IPC (what `ladd distill` runs) for `--iterations` + 1 iterations, the
 first one (compilation, first-touch allocation) left out of the median. One DC iteration is one
-network: `outer_loop` rounds and the inner training between them. MTT runs once more with
-`--batch-syn` images per student step. It reads the experts of `--buffer DIR` (`ladd experts --out
+network: `outer_loop` rounds and the inner training between them. MTT runs with all images per
+student step, with the recipe's `batch_syn` and with `--batch-syn` (each distinct setting once). It reads the experts of `--buffer DIR` (`ladd experts --out
 DIR`), else those in the cache (`ladd experts` for the recipe), else a stand-in buffer: one expert
 trained on 20 images per class (the cost of an iteration does not depend on the expert's weights).
 
