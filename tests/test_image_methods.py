@@ -172,3 +172,12 @@ def test_float_images_are_the_unrounded_uint8_images(toy, tmp_path):
 def test_unknown_recipe_parameter_is_refused(toy):
     with pytest.raises(Exception, match="iteratons"):
         make_images("dm", ImageRequest(toy, 1, params={"iteratons": 3}))
+
+
+def test_float_images_share_the_checkpoint_of_the_uint8_run(toy):
+    from ladd.pipeline import ImagesConfig, checkpoint_dir
+
+    cfg = ImagesConfig(method="dm", ipc=1)
+    params = {"iterations": 2}
+    assert checkpoint_dir(toy, cfg, params) == checkpoint_dir(toy, cfg.model_copy(update={"float_images": True}), params)
+    assert checkpoint_dir(toy, cfg, params) != checkpoint_dir(toy, cfg.model_copy(update={"seed": 1}), params)

@@ -118,9 +118,12 @@ def recover_shard(dataset: Dataset, cfg: ImagesConfig, index: int, count: int, r
 
 
 def checkpoint_dir(dataset: Dataset, cfg: ImagesConfig, params: dict) -> Path:
-    """Where a learned method checkpoints: keyed by everything that changes its result (an MTT
-    buffer or a teacher by its absolute path; runs without one keep their key; never `workers`)."""
-    images = cfg.model_dump(exclude={"resume", "buffer", "teacher", "workers", "params"})  # `params` are merged into `params`
+    """Where a learned method checkpoints: keyed by everything that changes the learned images (an
+    MTT buffer or a teacher by its absolute path; runs without one keep their key). Never `workers`,
+    nor `float_images` (only how the final images are stored: `--float-images --resume` after a
+    uint8 run reuses its finished state)."""
+    uint8 = cfg.model_copy(update={"float_images": False})  # both storage choices share one checkpoint
+    images = uint8.model_dump(exclude={"resume", "buffer", "teacher", "workers", "params"})  # `params` are merged into `params`
     for name in ("buffer", "teacher"):
         if getattr(cfg, name) is not None:
             images[name] = str(Path(getattr(cfg, name)).expanduser().resolve())

@@ -33,6 +33,9 @@ def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
         + ("; student lr chosen on a validation split carved from the training split" if cfg.select_lr else ""),
         f"FLOPs: {UNIT}; labels = labeler training + label generation (methods that use the labeler), deploy = one student",
     ]
+    if art.images.dtype.is_floating_point:
+        notes.append("images stored as float32 (--float-images): not rounded to the uint8 pixels the default stores and counts; "
+                     "evaluate the uint8 run of the same method to see what quantization costs")
     lab = art.manifest.get("labels", {}).get("labeler")
     if lab:
         members = f" × {lab['ensemble']} experts (logits averaged)" if lab.get("ensemble", 1) > 1 else ""
