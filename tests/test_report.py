@@ -75,3 +75,18 @@ def test_cross_architecture_map_appears_with_several_models(tmp_path):
     assert [r["distilled_with"] for r in rows] == ["convnet-w32", "convnet-w32"]
     write_json(tmp_path / "x" / "results.json", {"rows": rows, "config": {}})
     assert "cross_arch.png" in {p.name for p in build_report([tmp_path / "x"], tmp_path / "rep")}
+
+
+def test_results_writer_notes_unquantized_float_images(tmp_path):
+    from dataclasses import replace
+
+    from ladd.report.results import eval_notes, write_results
+
+    ds = make_dataset(n_per_class=6)
+    cfg = EvalConfig(methods=("baseline",), models=("convnet-w32",), seeds=1, epochs=1)
+    art = _ladd_artifact(ds)
+    floats = replace(art, images=art.images.float() + 0.25)
+    notes = {kind: eval_notes(a, cfg, evaluate(a, ds, cfg, Runtime())) for kind, a in (("uint8", art), ("float", floats))}
+    assert not any("float32" in n for n in notes["uint8"]) and any("not rounded to the uint8" in n for n in notes["float"])
+    written = write_results(tmp_path, evaluate(art, ds, cfg, Runtime()), {"x": 1}, notes["uint8"], "t")
+    assert all(p.stat().st_size > 0 for p in written) and json.loads(written[0].read_text())["config"] == {"x": 1}
