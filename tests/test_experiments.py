@@ -116,6 +116,7 @@ FAST = ["--dataset", "digits", "--expert-model", "convnet-w32", "--expert-epochs
     ("ce-selection", ["--ipc", "1", "--quantiles", "2"], "ce_selection"),
     ("bptt", ["--ipc", "1", "--bptt-iterations", "2", "--bptt-unroll", "2", "--bptt-backprop", "1"], "bptt"),
     ("lic-ablation", ["--ipc", "1", "--iterations", "2", "--expert-lr", "0.05"], "lic_ablation"),
+    ("lpld-pruning", ["--ipc", "2", "--iterations", "2", "--rho", "1,2", "--relabel-epochs", "2", "--relabel-batch", "10"], "lpld_pruning"),
 ])
 def test_every_experiment_command_writes_json_markdown_and_png(tmp_path, command, extra, outputs):
     result = CliRunner().invoke(app, ["experiment", command, *extra, *FAST, "--out", str(tmp_path)])

@@ -748,6 +748,27 @@ def _lic_ablation(data, setup, runtime, out, ipc: IpcList = "1,10",
     lic_ablation.run(data, setup, _ints(ipc, "--ipc"), ladd_labels, runtime, out, iterations)
 
 
+@_experiment("lpld-pruning")
+def _lpld_pruning(data, setup, runtime, out, ipc: IpcList = "10,50",
+                  rho: Annotated[str, typer.Option("--rho", help="Comma-separated pruning factors: keep 1/ρ of the stored labels (LPLD: 10 … 100).")] = "1,10,40",
+                  pools: Annotated[str, typer.Option("--pools", help="Comma-separated label pools: epoch and/or batch (LPLD's improved pool).")] = "epoch,batch",
+                  relabel_epochs: Annotated[int, typer.Option("--relabel-epochs", help="Stored relabel epochs, also the students' epochs (ρ = 1 replays each once).")] = 200,
+                  relabel_batch: Annotated[int, typer.Option("--relabel-batch", help="Relabel batch (the unit of the batch pool) and student batch.")] = 25,
+                  iterations: Annotated[Optional[int], typer.Option("--iterations", help="Recover iterations (default: the recipes').")] = None):
+    """SRe²L vs LPLD end to end: squeeze, recover both sets, relabel (stored), diversity, and students replaying 1/ρ of the labels.
+
+    The BN teacher is the dataset's lpld recipe teacher; --model/--seeds set the students, --expert-* do not apply."""
+    from ladd.experiments import lpld_pruning
+
+    rhos = _floats(rho, "--rho")
+    if any(r < 1 for r in rhos):
+        raise LaddError(f"--rho {rho!r}: every factor must be >= 1 (ρ keeps 1/ρ of the labels)")
+    chosen = _split(pools, "--pools")
+    if not chosen or set(chosen) - {"epoch", "batch"}:
+        raise LaddError(f"--pools {pools!r}: choose epoch and/or batch")
+    lpld_pruning.run(data, setup, _ints(ipc, "--ipc"), rhos, chosen, relabel_epochs, relabel_batch, iterations, runtime, out)
+
+
 @_experiment("bptt")
 def _bptt(data, setup, runtime, out, ipc: Ipc = 10, bptt_iterations: BpttIterations = 100, bptt_unroll: BpttUnroll = 20,
           bptt_backprop: BpttBackprop = 10, expert_epoch: ExpertEpoch = None):
