@@ -30,14 +30,20 @@ from ladd.experts import ExpertConfig
 from ladd.report.results import eval_notes, robustness_note, write_results
 
 
-def shared_reference(runs: Path, ipc: int) -> dict | None:
-    """Robustness accuracies another method at this IPC already measured (e.g. by a second
-    benchmark process given other --methods and the same --runs)."""
-    for path in sorted(runs.glob(f"ipc{ipc}-*/results.json")):
-        accs = (read_json(path, f"delete {path.parent} to redo it").get("robustness") or {}).get("accs")
-        if accs:
-            return accs
-    return None
+def shared_reference(runs: Path, ipc: int, real_epochs: int) -> dict | None:
+    """Robustness accuracies already measured with the same `real_epochs` (e.g. by a second
+    benchmark process given other --methods and the same --runs): all three from a method at
+    this IPC, else the full-data students' (which do not depend on the IPC) from any."""
+    same, other = None, None
+    for path in sorted(runs.glob("ipc*-*/results.json")):
+        scores = read_json(path, f"delete {path.parent} to redo it").get("robustness") or {}
+        if scores.get("real_epochs") != real_epochs:
+            continue
+        if path.parent.name.startswith(f"ipc{ipc}-"):
+            same = same or scores["accs"]
+        else:
+            other = other or {"real_hard": scores["accs"]["real_hard"]}
+    return same or other
 
 
 def main() -> None:
@@ -73,9 +79,11 @@ def main() -> None:
             if (run / "results.json").is_file():
                 done = read_json(run / "results.json", f"delete {run} to redo it")
                 rows += done["rows"]
-                reference = (done.get("robustness") or {}).get("accs", reference)
+                if (done.get("robustness") or {}).get("real_epochs") == args.real_epochs:
+                    reference = done["robustness"]["accs"]
                 continue
-            reference = reference or shared_reference(runs, ipc)
+            if reference is None or len(reference) < 3:
+                reference = shared_reference(runs, ipc, args.real_epochs)
             t0 = time.perf_counter()
             art = pipeline.distill(data, src, pipeline.ImagesConfig(method=method, ipc=ipc, model=args.model), runtime)
             distill_s = time.perf_counter() - t0
