@@ -68,8 +68,8 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ladd_labels: bool, runt
                 cfg = pipeline.ImagesConfig(method=method, ipc=ipc, seed=setup.image_seed, params=params)
                 if method in ("lic", "sre2l"):  # an interrupted run continues from its checkpoints
                     merged = {**load_recipe(method, dataset.name, ipc)["params"], **params}
-                    state = pipeline.checkpoint_dir(dataset, cfg, merged) / (STATE if method == "lic" else "")
-                    cfg = cfg.model_copy(update={"resume": state.exists()})
+                    directory = pipeline.checkpoint_dir(dataset, cfg, merged)  # recover keeps one checkpoint per unit inside
+                    cfg = cfg.model_copy(update={"resume": (directory / STATE).exists() if method == "lic" else directory.exists()})
                 t0 = time.perf_counter()
                 art = pipeline.distill(dataset, setup.source, cfg, runtime)
                 made[key] = (art, time.perf_counter() - t0)
