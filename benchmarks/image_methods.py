@@ -7,7 +7,8 @@ artifact and its results.json, so `ladd report --runs/*` draws the plots.
     python benchmarks/image_methods.py --ipc 1 10 --seeds 3 --robust --out runs/bench/image_methods.json
 
 MTT needs its expert buffer first (the recipe says how many): `ladd experts --num-experts 5 --epochs 10`.
-A run folder that holds results.json is kept, so an interrupted benchmark resumes per (IPC, method).
+A run folder that holds results.json is kept, so an interrupted benchmark resumes per (IPC, method),
+and an interrupted distillation continues from its last checkpoint.
 With --robust, the accuracies that do not depend on the images (full-data students, the random
 real subset with the same labels) are measured once per IPC and reused for every method, also
 across processes sharing --runs (run --methods in parallel processes to use more cores).
@@ -85,7 +86,8 @@ def main() -> None:
             if reference is None or len(reference) < 3:
                 reference = shared_reference(runs, ipc, args.real_epochs)
             t0 = time.perf_counter()
-            art = pipeline.distill(data, src, pipeline.ImagesConfig(method=method, ipc=ipc, model=args.model), runtime)
+            images = pipeline.continuing(data, pipeline.ImagesConfig(method=method, ipc=ipc, model=args.model))
+            art = pipeline.distill(data, src, images, runtime)
             distill_s = time.perf_counter() - t0
             art = pipeline.label(art, data, label_cfg, runtime)
             save_artifact(run / "artifact", art)

@@ -181,3 +181,19 @@ def test_float_images_share_the_checkpoint_of_the_uint8_run(toy):
     params = {"iterations": 2}
     assert checkpoint_dir(toy, cfg, params) == checkpoint_dir(toy, cfg.model_copy(update={"float_images": True}), params)
     assert checkpoint_dir(toy, cfg, params) != checkpoint_dir(toy, cfg.model_copy(update={"seed": 1}), params)
+
+
+def test_continuing_turns_resume_on_once_a_learned_run_left_checkpoints(toy):
+    import dataclasses
+
+    from ladd import pipeline
+    from ladd.core.runtime import Runtime
+
+    ds = dataclasses.replace(toy, name="digits")
+    cfg = pipeline.ImagesConfig(method="dm", ipc=1, model="convnet-w32", params={"iterations": 2, "checkpoint_every": 1, "batch_real": 4})
+    assert pipeline.continuing(ds, cfg).resume is False
+    first = pipeline.distill(ds, pipeline.SourceConfig(dataset="digits"), cfg, Runtime())
+    again = pipeline.continuing(ds, cfg)
+    assert again.resume is True
+    assert torch.equal(pipeline.distill(ds, pipeline.SourceConfig(dataset="digits"), again, Runtime()).images, first.images)
+    assert pipeline.continuing(ds, pipeline.ImagesConfig(method="random", ipc=1)).resume is False

@@ -22,6 +22,7 @@ from ladd.core.types import Dataset
 from ladd.data import load_dataset
 from ladd.images import IMAGE_METHODS, ImageRequest, make_images, recover
 from ladd.images.recover import METHODS as RECOVER_METHODS
+from ladd.images.optimize import STATE
 from ladd.images.recipes import has_recipes, load_recipe
 from ladd.experts import cache_root
 from ladd.labels import LABEL_METHODS, LabelConfig
@@ -115,6 +116,18 @@ def recover_shard(dataset: Dataset, cfg: ImagesConfig, index: int, count: int, r
     if method not in RECOVER_METHODS:
         raise LaddError(f"--shard is for --images {' or '.join(RECOVER_METHODS)}, not {method}")
     return recover.recover_shard(image_request(dataset, cfg, runtime), method, index, count)
+
+
+def continuing(dataset: Dataset, cfg: ImagesConfig) -> ImagesConfig:
+    """`cfg` with resume on when an earlier run of it left checkpoints (learned methods), so a long
+    experiment or benchmark that is stopped and started again continues where it was."""
+    method = IMAGE_METHODS.canonical(cfg.method)
+    if not has_recipes(method):
+        return cfg
+    params = {**load_recipe(method, dataset.name, cfg.ipc, cfg.recipe)["params"], **cfg.params}
+    directory = checkpoint_dir(dataset, cfg, params)
+    started = directory.exists() if method in RECOVER_METHODS else (directory / STATE).exists()  # recover: a checkpoint per unit inside
+    return cfg.model_copy(update={"resume": started})
 
 
 def checkpoint_dir(dataset: Dataset, cfg: ImagesConfig, params: dict) -> Path:

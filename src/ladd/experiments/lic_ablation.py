@@ -19,8 +19,6 @@ from ladd import pipeline
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, pct, students, write_report
-from ladd.images.optimize import STATE
-from ladd.images.recipes import load_recipe
 
 # (row, image method, stage switches, student method): the Table 7 progression first. Students of
 # squeezed images train on the expanded tiles (the sub-sampler's views: `local-*` terms), with the
@@ -66,10 +64,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ladd_labels: bool, runt
                 if iterations is not None and method in ("lic", "sre2l"):
                     params["iterations"] = iterations
                 cfg = pipeline.ImagesConfig(method=method, ipc=ipc, seed=setup.image_seed, params=params)
-                if method in ("lic", "sre2l"):  # an interrupted run continues from its checkpoints
-                    merged = {**load_recipe(method, dataset.name, ipc)["params"], **params}
-                    directory = pipeline.checkpoint_dir(dataset, cfg, merged)  # recover keeps one checkpoint per unit inside
-                    cfg = cfg.model_copy(update={"resume": (directory / STATE).exists() if method == "lic" else directory.exists()})
+                cfg = pipeline.continuing(dataset, cfg)  # an interrupted run continues from its checkpoints
                 t0 = time.perf_counter()
                 art = pipeline.distill(dataset, setup.source, cfg, runtime)
                 made[key] = (art, time.perf_counter() - t0)

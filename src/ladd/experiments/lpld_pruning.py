@@ -37,8 +37,7 @@ def recovered(dataset: Dataset, setup: Setup, method: str, ipc: int, iterations:
     else:
         params = {} if iterations is None else {"iterations": iterations}
         cfg = pipeline.ImagesConfig(method=method, ipc=ipc, seed=setup.image_seed, params=params)
-        cfg = cfg.model_copy(update={"resume": pipeline.checkpoint_dir(dataset, cfg, {**load_recipe(method, dataset.name, ipc)["params"], **params}).exists()})
-        save_artifact(path, pipeline.distill(dataset, setup.source, cfg, runtime))
+        save_artifact(path, pipeline.distill(dataset, setup.source, pipeline.continuing(dataset, cfg), runtime))
         art = load_artifact(path)  # the relabel store is bound to the saved images' checksum
     if art.relabel is None:
         art = pipeline.relabel(art, path, dataset, relabel, runtime)
