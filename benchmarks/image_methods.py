@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ladd import pipeline
-from ladd.artifact import save_artifact
+from ladd.artifact import load_artifact, save_artifact
 from ladd.core.io import read_json, write_json
 from ladd.core.runtime import Runtime
 from ladd.eval.protocol import EvalConfig, evaluate, robustness
@@ -45,6 +45,17 @@ def shared_reference(runs: Path, ipc: int, real_epochs: int) -> dict | None:
         else:
             other = other or {"real_hard": scores["accs"]["real_hard"]}
     return same or other
+
+
+def add_robustness(run: Path, art, data, cfg: EvalConfig, rows: list[dict], config: dict, notes: list[str], title: str,
+                   args, runtime: Runtime) -> None:
+    """DD-Ranking's scores of the run's LADD labels, reusing what other runs already measured."""
+    ipc = art.manifest["ipc"]
+    scores = robustness(art, pipeline.random_counterpart(art, data, runtime), data, cfg, runtime, args.real_epochs, rows,
+                        reference=shared_reference(run.parent, ipc, args.real_epochs))
+    notes = [*notes, robustness_note(scores)]
+    print(f"IPC {ipc:>3} {run.name}: {notes[-1]}", flush=True)
+    write_results(run, rows, config, notes, title, {"robustness": scores})
 
 
 def main() -> None:
@@ -74,17 +85,16 @@ def main() -> None:
                      epochs=args.epochs, crops_per_step=args.crops_per_step)
     rows = []
     for ipc in args.ipc:
-        reference = None  # robustness accuracies shared by every method at this IPC
         for method in args.methods:
             run = runs / f"ipc{ipc}-{method}"
+            title = f"image_methods · {args.dataset} · IPC {ipc} · {method}"
             if (run / "results.json").is_file():
                 done = read_json(run / "results.json", f"delete {run} to redo it")
+                if args.robust and "robustness" not in done:  # rows written, scores not yet: add them
+                    art = load_artifact(run / "artifact")
+                    add_robustness(run, art, data, cfg, done["rows"], done["config"], done["notes"], title, args, runtime)
                 rows += done["rows"]
-                if (done.get("robustness") or {}).get("real_epochs") == args.real_epochs:
-                    reference = done["robustness"]["accs"]
                 continue
-            if reference is None or len(reference) < 3:
-                reference = shared_reference(runs, ipc, args.real_epochs)
             t0 = time.perf_counter()
             images = pipeline.continuing(data, pipeline.ImagesConfig(method=method, ipc=ipc, model=args.model))
             art = pipeline.distill(data, src, images, runtime)
@@ -99,18 +109,15 @@ def main() -> None:
                            peak_rss_mb_so_far=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
                 print(f"IPC {ipc:>3} {method:<8} {row['method']:<8} {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}"
                       f"  distill {distill_s:.0f} s", flush=True)
-            notes, extra = eval_notes(art, cfg, made), {}
-            if args.robust:
-                scores = robustness(art, pipeline.random_counterpart(art, data, runtime), data, cfg, runtime,
-                                    args.real_epochs, made, reference=reference)
-                reference, extra["robustness"] = scores["accs"], scores
-                notes.append(robustness_note(scores))
-                print(f"IPC {ipc:>3} {method:<8} {notes[-1]}", flush=True)
             config = {"artifact": str(run / "artifact"), "eval": cfg.model_dump(), "benchmark": "image_methods.py",
                       "images": {"method": method, "ipc": ipc, "recipe": recipe.get("name")}}
-            write_results(run, made, config, notes, f"image_methods · {args.dataset} · IPC {ipc} · {method}", extra)
+            notes = eval_notes(art, cfg, made)
+            write_results(run, made, config, notes, title)  # kept if the robustness scores below are interrupted
+            if args.robust:
+                add_robustness(run, art, data, cfg, made, config, notes, title, args, runtime)
             rows += made
             write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
+    write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
     write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
     print(f"wrote {args.out} and {runs}/ipc*-*/ (ladd report {runs}/ipc*)")
 
