@@ -71,8 +71,8 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
         raise LaddError(f"--buffer is for --images mtt, not {method}: leave it out")
     if cfg.teacher is not None and method not in RECOVER_METHODS:
         raise LaddError(f"--teacher-dir is for --images {' or '.join(RECOVER_METHODS)}, not {method}: leave it out")
-    recipe = load_recipe(method, dataset.name, cfg.ipc, cfg.recipe) if has_recipes(method) else None
-    images = make_images(method, image_request(dataset, cfg, runtime))
+    request, recipe = image_request(dataset, cfg, runtime)
+    images = make_images(method, request)
     manifest = {
         "source": {
             **source.model_dump(),
@@ -96,8 +96,9 @@ def with_region_labels(art: Artifact, regions: torch.Tensor, observer: dict, flo
     return art.with_labels(None, regions.float(), manifest, flops)
 
 
-def image_request(dataset: Dataset, cfg: ImagesConfig, runtime: Runtime) -> ImageRequest:
-    """The image method's request: recipe parameters and checkpoint folder resolved."""
+def image_request(dataset: Dataset, cfg: ImagesConfig, runtime: Runtime) -> tuple[ImageRequest, dict | None]:
+    """The image method's request (recipe parameters and checkpoint folder resolved) and its recipe
+    (None for methods without recipes)."""
     method = IMAGE_METHODS.canonical(cfg.method)
     recipe = load_recipe(method, dataset.name, cfg.ipc, cfg.recipe) if has_recipes(method) else None
     if cfg.params and recipe is None:
@@ -106,8 +107,9 @@ def image_request(dataset: Dataset, cfg: ImagesConfig, runtime: Runtime) -> Imag
     checkpoints = checkpoint_dir(dataset, cfg, params) if recipe else None
     path = None if cfg.import_path is None else Path(cfg.import_path).expanduser()
     resolve = lambda p: None if p is None else Path(p).expanduser()  # noqa: E731
-    return ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume,
-                        cfg.float_images, resolve(cfg.buffer), resolve(cfg.teacher), cfg.workers)
+    request = ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume,
+                           cfg.float_images, resolve(cfg.buffer), resolve(cfg.teacher), cfg.workers)
+    return request, recipe
 
 
 def recover_shard(dataset: Dataset, cfg: ImagesConfig, index: int, count: int, runtime: Runtime = Runtime()) -> list[int]:
@@ -115,18 +117,17 @@ def recover_shard(dataset: Dataset, cfg: ImagesConfig, index: int, count: int, r
     method = IMAGE_METHODS.canonical(cfg.method)
     if method not in RECOVER_METHODS:
         raise LaddError(f"--shard is for --images {' or '.join(RECOVER_METHODS)}, not {method}")
-    return recover.recover_shard(image_request(dataset, cfg, runtime), method, index, count)
+    return recover.recover_shard(image_request(dataset, cfg, runtime)[0], method, index, count)
 
 
 def continuing(dataset: Dataset, cfg: ImagesConfig) -> ImagesConfig:
     """`cfg` with resume on when an earlier run of it left checkpoints (learned methods), so a long
     experiment or benchmark that is stopped and started again continues where it was."""
-    method = IMAGE_METHODS.canonical(cfg.method)
-    if not has_recipes(method):
+    directory = image_request(dataset, cfg, Runtime())[0].checkpoint_dir
+    if directory is None:  # not a learned method
         return cfg
-    params = {**load_recipe(method, dataset.name, cfg.ipc, cfg.recipe)["params"], **cfg.params}
-    directory = checkpoint_dir(dataset, cfg, params)
-    started = directory.exists() if method in RECOVER_METHODS else (directory / STATE).exists()  # recover: a checkpoint per unit inside
+    recovers = IMAGE_METHODS.canonical(cfg.method) in RECOVER_METHODS
+    started = directory.exists() if recovers else (directory / STATE).exists()  # recover: a checkpoint per unit inside
     return cfg.model_copy(update={"resume": started})
 
 
