@@ -343,17 +343,16 @@ def gradcam(
 ):
     """Grad-CAM maps of students trained on the artifact, on chosen test images (LADD Fig. 4)."""
     from ladd.augment.dsa import strategy_for
-    from ladd.eval.protocol import crops_for, train_students
+    from ladd.eval.protocol import crops_for, train_data, train_students
     from ladd.eval.protocols import load_protocol
     from ladd.report.gradcam import figure
-    from ladd.train.loop import TrainData
     from ladd.train.terms import method_terms
 
     art, _, dataset = _open(artifact, data_dir)
     runtime = Runtime.from_name(device)
     index = _ints_from_zero(test_images, "--test-images", len(dataset.test))
     chosen = load_protocol(protocol)
-    data = TrainData(art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry)
+    data = train_data(art, dataset)
     crops = crops_for("all", len(art.images), art.geometry[0] if art.geometry else 1)
     for method in _split(methods, "--methods"):
         recipe = chosen.recipe(_split(model)[0], strategy_for(dataset.name), epochs=epochs, lr=lr)
@@ -611,21 +610,22 @@ def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_sav
                  select_lr=tuple(_floats(select_lr, "--select-lr")) if select_lr else ())
 
 
-def _ints(text: str, option: str) -> list[int]:
+def _whole_numbers(text: str, option: str, example: str) -> list[int]:
     try:
-        values = [int(v) for v in _split(text, option)]
+        return [int(v) for v in _split(text, option)]
     except ValueError:
-        raise LaddError(f"{option} {text!r} must be comma-separated whole numbers, e.g. 1,10,50") from None
+        raise LaddError(f"{option} {text!r} must be comma-separated whole numbers, e.g. {example}") from None
+
+
+def _ints(text: str, option: str) -> list[int]:
+    values = _whole_numbers(text, option, "1,10,50")
     if any(v < 1 for v in values):
         raise LaddError(f"{option} {text!r}: every value must be >= 1")
     return values
 
 
 def _ints_from_zero(text: str, option: str, size: int) -> list[int]:
-    try:
-        values = [int(v) for v in _split(text, option)]
-    except ValueError:
-        raise LaddError(f"{option} {text!r} must be comma-separated whole numbers, e.g. 0,1,2") from None
+    values = _whole_numbers(text, option, "0,1,2")
     bad = [v for v in values if not 0 <= v < size]
     if bad:
         raise LaddError(f"{option}: index {bad[0]} is outside the test split (0..{size - 1})")

@@ -117,14 +117,17 @@ def crops_for(setting: int | str, n_images: int, n: int) -> int | None:
     return int(setting)
 
 
+def train_data(art: Artifact, dataset: Dataset) -> TrainData:
+    """What a student trains on: the artifact's images and every label it stores."""
+    return TrainData(art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry)
+
+
 def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:
     """One result row per (method, model)."""
     protocol = load_protocol(cfg.protocol)
     learned_lr = (art.manifest.get("images", {}).get("learned") or {}).get("lr")  # MTT learns the student lr
     soft_loss = cfg.soft_loss or protocol.soft_loss
-    data = TrainData(
-        art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry
-    )
+    data = train_data(art, dataset)
     storage = art.manifest.get("storage") or component_bytes(art.components())
     made = art.manifest.get("flops", {})
     ipc = art.images.shape[0] // dataset.num_classes
