@@ -27,3 +27,17 @@ def test_grad_cam_equals_class_activation_map_on_a_gap_network():
     assert classes.tolist() == [1, 2] and maps.min() >= 0 and torch.allclose(maps.flatten(1).max(1).values, torch.ones(2))
     predicted = grad_cam(net, x)[1]
     assert torch.equal(predicted, net(x).argmax(1))
+
+
+def test_gradcam_command_trains_a_student_and_writes_its_figure(tmp_path):
+    from typer.testing import CliRunner
+
+    from ladd.cli import app
+
+    runner = CliRunner()
+    art = tmp_path / "art"
+    assert runner.invoke(app, ["distill", "--dataset", "digits", "--ipc", "1", "--out", str(art)]).exit_code == 0
+    result = runner.invoke(app, ["gradcam", str(art), "--methods", "baseline", "--model", "convnet-w32", "--epochs", "1",
+                                 "--test-images", "0,1", "--out", str(tmp_path / "cam"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cam" / "gradcam_baseline.png").stat().st_size > 0

@@ -37,7 +37,7 @@ def _relabelled(toy, tmp_path, name="art", **kw):
 
 def _replay(art, toy, kept=None, per_epoch=1, seed=0):
     store = art.relabel
-    return Replay(store, art.images, toy.mean, toy.std, kept or units(store, "epoch"), per_epoch, seed)
+    return Replay(store, art.images, toy.mean, toy.std, kept or units(store, "epoch"), per_epoch).for_seed(seed)
 
 
 def test_render_is_crop_resize_flip_then_paste_from_the_partner_view(toy):

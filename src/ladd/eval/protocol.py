@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -148,17 +148,14 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             label_zip += relabel["bytes_zip"]
             label_flops += relabel["flops"]
 
-        def data_for(seed: int) -> TrainData:
-            """A replayed relabel samples its pruned pool with the student's seed; other data are shared."""
-            if relabel is None:
-                return data
-            return replace(data, replay=Replay(art.relabel, art.images.to(runtime.device), dataset.mean, dataset.std,
-                                               relabel["kept"], relabel["per_epoch"], seed))
+        # a replayed relabel: the pruned pool is shared; each student draws its units by its own seed (train())
+        trained_on = data if relabel is None else replace(data, replay=Replay(art.relabel, art.images.to(runtime.device), dataset.mean,
+                                                                           dataset.std, relabel["kept"], relabel["per_epoch"]))
 
         for model_name in cfg.models:
             selection = None
             if cfg.select_lr:
-                lr, selection = select_lr(data_for, terms, protocol, cfg, model_name, val, runtime, method)
+                lr, selection = select_lr(trained_on, terms, protocol, cfg, model_name, val, runtime, method)
                 lr_source = f"selected on the validation split ({cfg.val_per_class} per class of the training split)"
             elif learned_lr is not None:
                 lr, lr_source = learned_lr, "learned by the image method"
@@ -167,7 +164,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             else:
                 lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name}"
             recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
-            accs, per_class, secs, log, model = train_students(data_for, terms, recipe, dataset, model_name, cfg.seeds, runtime, method)
+            accs, per_class, secs, log, model = train_students(trained_on, terms, recipe, dataset, model_name, cfg.seeds, runtime, method)
             # every seed forwards the same number of inputs: measure the per-sample cost once
             deploy = flops.per_sample(model, dataset.shape, backward=True) * sum(log.samples.values())
             rows.append({
@@ -254,15 +251,15 @@ def protocol_fields(protocol: Protocol, cfg: EvalConfig, recipe) -> dict:
     }
 
 
-def train_students(data_for: Callable[[int], TrainData], terms, recipe: Recipe, dataset: Dataset, model_name: str, seeds: int,
+def train_students(data: TrainData, terms, recipe: Recipe, dataset: Dataset, model_name: str, seeds: int,
                    runtime: Runtime, method: str):
-    """Train `seeds` fresh students on `data_for(seed)` and test each once, after its final epoch,
+    """Train `seeds` fresh students on `data` and test each once, after its final epoch,
     on `dataset.test` (the real test split, or a validation split standing in for it during selection)."""
     accs, per_class, secs = [], [], []
     for seed in range(seeds):
         t0 = time.perf_counter()
         model = build_for(dataset, model_name, seed)
-        log = train(model, data_for(seed), terms, recipe, seed=seed, runtime=runtime, description=f"{method} · {model_name} · seed {seed}")
+        log = train(model, data, terms, recipe, seed=seed, runtime=runtime, description=f"{method} · {model_name} · seed {seed}")
         acc, by_class = class_accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std, dataset.num_classes)
         accs.append(acc)
         per_class.append(by_class)
@@ -279,14 +276,14 @@ def validation_split(dataset: Dataset, per_class: int, images: torch.Tensor) -> 
     return replace(val, test=val.test.subset(keep.nonzero().flatten()))
 
 
-def select_lr(data_for: Callable[[int], TrainData], terms, protocol: Protocol, cfg: EvalConfig, model_name: str, val: Dataset,
+def select_lr(data: TrainData, terms, protocol: Protocol, cfg: EvalConfig, model_name: str, val: Dataset,
               runtime: Runtime, method: str) -> tuple[float, dict]:
     """The candidate lr whose students (seed 0 .. seeds-1) score best on the validation split
     (ties → the first candidate). The real test split is never read here."""
     scores = {}
     for lr in cfg.select_lr:
         recipe = protocol.recipe(model_name, strategy_for(val.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
-        accs = train_students(data_for, terms, recipe, val, model_name, cfg.seeds, runtime, f"{method} lr {lr:g} (validation)")[0]
+        accs = train_students(data, terms, recipe, val, model_name, cfg.seeds, runtime, f"{method} lr {lr:g} (validation)")[0]
         scores[lr] = float(np.mean(accs))
     best = max(cfg.select_lr, key=lambda lr: scores[lr])
     return best, {"chosen": best, "on": val.name, "val_acc_by_lr": {f"{lr:g}": a for lr, a in scores.items()}}

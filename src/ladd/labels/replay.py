@@ -16,6 +16,8 @@ seed only, so every student seed trains on the same pruned labels (the set one w
 
 from __future__ import annotations
 
+import copy
+
 import math
 from typing import Literal
 
@@ -113,17 +115,25 @@ class Replay:
     """What the trainer's `fkd` term reads: per student epoch the stored positions to visit, and
     per position the rendered input and its probability target. Needs no teacher."""
 
-    def __init__(self, store: RelabelStore, images: torch.Tensor, mean, std, kept: list[torch.Tensor],
-                 per_epoch: int, seed: int):
+    def __init__(self, store: RelabelStore, images: torch.Tensor, mean, std, kept: list[torch.Tensor], per_epoch: int):
         self.store, self.images, self.mean, self.std = store, images, mean, std
-        self.kept, self.per_epoch, self.seed = kept, per_epoch, seed
+        self.kept, self.per_epoch = kept, per_epoch
         self.temperature = float(store.info["temperature"])
         self._stream: list[int] = []
-        self._stream_gen = generator(seed)
+        self._stream_gen: torch.Generator | None = None
+
+    def for_seed(self, seed: int) -> "Replay":
+        """This replay with its own unit stream for one student: the pool is shared, the order of
+        its units depends on the student's seed (the trainer calls this once per run)."""
+        mine = copy.copy(self)
+        mine._stream, mine._stream_gen = [], generator(seed)
+        return mine
 
     def draw(self, epoch: int, gen: torch.Generator) -> torch.Tensor:
         """Positions of student epoch `epoch`, shuffled with the trainer's generator. The units
         come from a stream that depends only on the seed, so a resumed run draws the same ones."""
+        if self._stream_gen is None:
+            raise RuntimeError("Replay.draw needs a seeded stream: call for_seed(seed) first")
         end = (epoch + 1) * self.per_epoch
         while len(self._stream) < end:
             self._stream += torch.randperm(len(self.kept), generator=self._stream_gen).tolist()

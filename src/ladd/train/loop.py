@@ -119,6 +119,7 @@ def train(
     data = data.to(runtime.device)
     model.to(runtime.device)
     gen = generator(seed)
+    replay = None if data.replay is None else data.replay.for_seed(seed)
     dsa = DSA(recipe.dsa) if recipe.dsa else None
     augment = (lambda x, g: dsa(x, g)) if dsa else (lambda x, g: x)
     opt = recipe.make_optimizer(model.parameters())
@@ -141,13 +142,13 @@ def train(
                 model.train()
                 total, steps = 0.0, 0
                 # a replayed relabel visits stored positions (image, augmentation, label) instead of images
-                order = data.replay.draw(epoch, gen) if data.replay is not None else torch.randperm(n, generator=gen)
+                order = replay.draw(epoch, gen) if replay is not None else torch.randperm(n, generator=gen)
                 batches = order.split(recipe.batch_size)
                 fractions = _fraction_steps(len(batches), saves_per_epoch) if checkpoint_dir is not None else {}
                 for idx in batches:
                     stored = None
-                    if data.replay is not None:
-                        stored, idx = idx, data.replay.image_index(idx)
+                    if replay is not None:
+                        stored, idx = idx, replay.image_index(idx)
                     idx = idx.to(runtime.device)
                     batch = Batch(
                         x=normalize(data.images[idx], data.mean, data.std),
@@ -157,7 +158,7 @@ def train(
                         geometry=data.geometry,
                         augment=augment,
                         gen=gen,
-                        replay=data.replay,
+                        replay=replay,
                         stored=stored,
                     )
                     loss = torch.zeros((), device=runtime.device)
