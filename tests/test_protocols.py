@@ -88,6 +88,14 @@ def test_rows_record_protocol_and_lr_selection_never_reads_the_test_split():
     assert again["lr_selection"] == sel and again["acc_mean"] != row["acc_mean"]
 
 
+def test_selected_lr_students_are_the_students_a_fixed_lr_trains():
+    ds = _split_dataset()
+    base = dict(methods=("baseline",), models=("convnet-w32",), seeds=2, protocol="fkd", epochs=2, val_per_class=3)
+    selected = evaluate(_artifact(ds), ds, EvalConfig(**base, select_lr=(1e-4, 3e-3)), Runtime())[0]
+    fixed = evaluate(_artifact(ds), ds, EvalConfig(**base, lr=selected["lr"]), Runtime())[0]
+    assert selected["accs"] == fixed["accs"] and selected["class_acc_mean"] == fixed["class_acc_mean"]
+
+
 def test_validation_split_drops_the_artifacts_own_images():
     from ladd.eval.protocol import validation_split
 

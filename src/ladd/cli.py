@@ -357,7 +357,7 @@ def gradcam(
     for method in _split(methods, "--methods"):
         recipe = chosen.recipe(_split(model)[0], strategy_for(dataset.name), epochs=epochs, lr=lr)
         terms = method_terms(method, crops, "mean", chosen.soft_loss)
-        *_, student = train_students(data, terms, recipe, dataset, _split(model)[0], 1, runtime, method)
+        student = train_students(data, terms, recipe, dataset, _split(model)[0], 1, runtime, method).models[0]
         path = figure(student, dataset.test.images[index], dataset.test.labels[index], dataset.mean, dataset.std,
                       dataset.class_names, out / f"gradcam_{method}.png",
                       f"{method} student ({_split(model)[0]}, protocol {chosen.name}, {recipe.epochs} epochs): Grad-CAM of the predicted class")

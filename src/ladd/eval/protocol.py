@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ladd.artifact import Artifact
@@ -28,7 +29,7 @@ from ladd.eval.protocols import DEFAULT, Protocol, load_protocol
 from ladd.experts import build_for
 from ladd.labels.replay import KEEPS, METRICS, POOLS, Replay, prune_units, units_per_epoch
 from ladd.models import MODELS
-from ladd.train.loop import Recipe, TrainData, class_accuracy, train
+from ladd.train.loop import Recipe, TrainData, TrainLog, class_accuracy, train
 from ladd.train.terms import method_terms
 
 # Which stored component each loss term reads: a method is charged for the labels it uses.
@@ -153,9 +154,9 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                                                                            dataset.std, relabel["kept"], relabel["per_epoch"]))
 
         for model_name in cfg.models:
-            selection = None
+            selection = students = None
             if cfg.select_lr:
-                lr, selection = select_lr(trained_on, terms, protocol, cfg, model_name, val, runtime, method)
+                lr, selection, students = select_lr(trained_on, terms, protocol, cfg, model_name, dataset, val, runtime, method)
                 lr_source = f"selected on the validation split ({cfg.val_per_class} per class of the training split)"
             elif learned_lr is not None:
                 lr, lr_source = learned_lr, "learned by the image method"
@@ -164,9 +165,10 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             else:
                 lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name}"
             recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
-            accs, per_class, secs, log, model = train_students(trained_on, terms, recipe, dataset, model_name, cfg.seeds, runtime, method)
+            students = students or train_students(trained_on, terms, recipe, dataset, model_name, cfg.seeds, runtime, method)
+            accs, per_class = students.test(dataset)
             # every seed forwards the same number of inputs: measure the per-sample cost once
-            deploy = flops.per_sample(model, dataset.shape, backward=True) * sum(log.samples.values())
+            deploy = flops.per_sample(students.models[-1], dataset.shape, backward=True) * sum(students.log.samples.values())
             rows.append({
                 "method": method,
                 "terms": list(terms),
@@ -189,7 +191,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "flops_labels": label_flops,
                 "flops_deploy": deploy,
                 "flops": label_flops + deploy,
-                "seconds": float(np.mean(secs)),
+                "seconds": float(np.mean(students.seconds)),
                 "epochs": recipe.epochs,
                 "lr": lr,
                 "lr_source": lr_source,
@@ -251,20 +253,32 @@ def protocol_fields(protocol: Protocol, cfg: EvalConfig, recipe) -> dict:
     }
 
 
+@dataclass
+class Students:
+    """Students trained on one configuration (seed i = models[i]), each tested later, once."""
+
+    models: list[nn.Module]
+    seconds: list[float]  # training time per student
+    log: TrainLog  # the last student's (every seed forwards the same number of inputs)
+
+    def test(self, split: Dataset) -> tuple[list[float], list[list[float]]]:
+        """Accuracy and per-class accuracy of every student on `split.test` (the real test split,
+        or a validation split standing in for it during selection)."""
+        scored = [class_accuracy(m, split.test.images, split.test.labels, split.mean, split.std, split.num_classes) for m in self.models]
+        return [a for a, _ in scored], [c for _, c in scored]
+
+
 def train_students(data: TrainData, terms, recipe: Recipe, dataset: Dataset, model_name: str, seeds: int,
-                   runtime: Runtime, method: str):
-    """Train `seeds` fresh students on `data` and test each once, after its final epoch,
-    on `dataset.test` (the real test split, or a validation split standing in for it during selection)."""
-    accs, per_class, secs = [], [], []
+                   runtime: Runtime, method: str) -> Students:
+    """Train `seeds` fresh students (seeds 0 .. seeds-1) on `data`; `dataset` gives their input shape and classes."""
+    models, secs, log = [], [], None
     for seed in range(seeds):
         t0 = time.perf_counter()
         model = build_for(dataset, model_name, seed)
         log = train(model, data, terms, recipe, seed=seed, runtime=runtime, description=f"{method} · {model_name} · seed {seed}")
-        acc, by_class = class_accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std, dataset.num_classes)
-        accs.append(acc)
-        per_class.append(by_class)
+        models.append(model)
         secs.append(time.perf_counter() - t0)
-    return accs, per_class, secs, log, model
+    return Students(models, secs, log)
 
 
 def validation_split(dataset: Dataset, per_class: int, images: torch.Tensor) -> Dataset:
@@ -276,17 +290,21 @@ def validation_split(dataset: Dataset, per_class: int, images: torch.Tensor) -> 
     return replace(val, test=val.test.subset(keep.nonzero().flatten()))
 
 
-def select_lr(data: TrainData, terms, protocol: Protocol, cfg: EvalConfig, model_name: str, val: Dataset,
-              runtime: Runtime, method: str) -> tuple[float, dict]:
+def select_lr(data: TrainData, terms, protocol: Protocol, cfg: EvalConfig, model_name: str, dataset: Dataset, val: Dataset,
+              runtime: Runtime, method: str) -> tuple[float, dict, Students]:
     """The candidate lr whose students (seed 0 .. seeds-1) score best on the validation split
-    (ties → the first candidate). The real test split is never read here."""
-    scores = {}
+    (ties → the first candidate), and those students: they are exactly the final students (same
+    data, recipe and seeds), so they are tested on the real test split instead of trained again.
+    The real test split is never read here."""
+    scores, best = {}, None
     for lr in cfg.select_lr:
-        recipe = protocol.recipe(model_name, strategy_for(val.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
-        accs = train_students(data, terms, recipe, val, model_name, cfg.seeds, runtime, f"{method} lr {lr:g} (validation)")[0]
-        scores[lr] = float(np.mean(accs))
-    best = max(cfg.select_lr, key=lambda lr: scores[lr])
-    return best, {"chosen": best, "on": val.name, "val_acc_by_lr": {f"{lr:g}": a for lr, a in scores.items()}}
+        recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
+        students = train_students(data, terms, recipe, dataset, model_name, cfg.seeds, runtime, f"{method} lr {lr:g} (validation)")
+        scores[lr] = float(np.mean(students.test(val)[0]))
+        if best is None or scores[lr] > scores[best[0]]:
+            best = (lr, students)
+    lr, students = best
+    return lr, {"chosen": lr, "on": val.name, "val_acc_by_lr": {f"{c:g}": a for c, a in scores.items()}}, students
 
 
 # The robustness accuracies that depend only on the data, the IPC and the label config, not on the
