@@ -329,10 +329,17 @@ def robustness(art: Artifact, random_art: Artifact, dataset: Dataset, cfg: EvalC
         done = next((r for r in rows if (r["method"], r["model"]) == (m, model)), None) if a is art and not update else None
         return done["accs"] if done else evaluate(a, dataset, cfg.model_copy(update={"methods": (m,), "models": (model,), **update}), runtime)[0]["accs"]
 
-    source = {"source": art.manifest.get("source", {}), "images": {"method": "full training split"}}
-    real = Artifact(dataset.train.images, dataset.train.labels, source)
+    def real_hard() -> list[float]:
+        """Students on the whole training split with hard labels, at the protocol's lr: trained and
+        tested directly (an `evaluate` would also zip the training split for its byte count)."""
+        protocol = load_protocol(cfg.protocol)
+        recipe = protocol.recipe(model, strategy_for(dataset.name), epochs=real_epochs, lr=protocol.lr_for(model),
+                                 batch_size=cfg.batch_size, augment=cfg.augment)
+        real = TrainData(dataset.train.images, dataset.train.labels, dataset.mean, dataset.std)
+        return train_students(real, method_terms("baseline"), recipe, dataset, model, cfg.seeds, runtime, "full training split").test(dataset)[0]
+
     measured = {
-        "real_hard": lambda: accs(real, "baseline", epochs=real_epochs, select_lr=(), lr=None),
+        "real_hard": real_hard,
         "syn_hard": lambda: accs(art, "baseline"),
         "syn_any": lambda: accs(art, method),
         "random_any": lambda: accs(random_art, method),
