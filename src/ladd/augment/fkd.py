@@ -123,10 +123,10 @@ def crop_pixels(crop: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (crop.double() * scale).round().long()
 
 
-def view(image: torch.Tensor, crop_px: torch.Tensor, flip: bool) -> torch.Tensor:
-    """One image (C×H×W float) cropped, resized back to H×W and optionally flipped."""
+def view(image: torch.Tensor, crop_px: list[int], flip: bool) -> torch.Tensor:
+    """One image (C×H×W float) cropped at (top, left, h, w) pixels, resized back to H×W and optionally flipped."""
     _, height, width = image.shape
-    top, left, h, w = (int(v) for v in crop_px)
+    top, left, h, w = crop_px
     out = F.interpolate(image[None, :, top : top + h, left : left + w], size=(height, width), mode="bilinear",
                         align_corners=False, antialias=False)[0]
     return out.flip(-1) if flip else out
@@ -141,12 +141,14 @@ def render(images: torch.Tensor, mean, std, epoch: Epoch, rows: torch.Tensor) ->
     partner_rows = position[epoch.mix_index[rows]]
     own = normalize(images[epoch.order[rows].to(images.device)], mean, std)
     partners = normalize(images[epoch.mix_index[rows].to(images.device)], mean, std)
+    # every per-sample parameter as Python numbers in one conversion each, not a tensor op per sample
+    crops, partner_crops = (crop_pixels(epoch.crop[r], height, width).tolist() for r in (rows, partner_rows))
+    flips, partner_flips = epoch.flip[rows].tolist(), epoch.flip[partner_rows].tolist()
     out = []
-    for i, (k, j) in enumerate(zip(rows.tolist(), partner_rows.tolist())):
-        x = view(own[i], crop_pixels(epoch.crop[k], height, width), bool(epoch.flip[k]))
-        y1, x1, y2, x2 = (int(v) for v in epoch.mix_box[k])
+    for i, (y1, x1, y2, x2) in enumerate(epoch.mix_box[rows].tolist()):
+        x = view(own[i], crops[i], flips[i])
         if y2 > y1 and x2 > x1:
-            partner = view(partners[i], crop_pixels(epoch.crop[j], height, width), bool(epoch.flip[j]))
+            partner = view(partners[i], partner_crops[i], partner_flips[i])
             x[:, y1:y2, x1:x2] = partner[:, y1:y2, x1:x2]
         out.append(x)
     return torch.stack(out)
