@@ -43,7 +43,7 @@ from ladd.core.runtime import generator
 from ladd.core.types import ImageSet, to_pixels
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.optimize import STATE, optimize_images
-from ladd.images.squeeze import STATS, SqueezeConfig, channel_stats, load_class_statistics, load_teacher, require_bn, squeeze, teacher_dir
+from ladd.images.squeeze import STATS, SqueezeConfig, channel_stats, load_class_statistics, load_teacher, require_bn, teacher_dir, write_class_statistics
 from ladd.models import build_model
 
 METHODS = ("sre2l", "lpld")
@@ -155,11 +155,13 @@ class Recovery:
         stats = self.spec.class_stats
         return [(stats[f"mean.{n}"][c].to(labels.device), stats[f"var.{n}"][c].to(labels.device)) for n in self.layers]
 
-    def objective(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """CE + r_bn · BN distance of one forward pass (no jitter)."""
+    def objective(self, x: torch.Tensor, labels: torch.Tensor, targets: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """CE + r_bn · BN distance of one forward pass (no jitter); `targets` = `self.targets(labels)`,
+        passed in by `run`, which computes them once per unit."""
         self.batch_stats.clear()
         ce = F.cross_entropy(self.teacher(x), labels)
-        return ce + self.p.r_bn * bn_objective(self.batch_stats, self.targets(labels), self.p.first_bn_multiplier)
+        targets = self.targets(labels) if targets is None else targets
+        return ce + self.p.r_bn * bn_objective(self.batch_stats, targets, self.p.first_bn_multiplier)
 
     def unit_dir(self, unit: int) -> Path | None:
         return None if self.spec.checkpoint_dir is None else self.spec.checkpoint_dir / f"unit_{unit:05d}"
@@ -173,8 +175,9 @@ class Recovery:
         directory = self.unit_dir(unit)
         resume = s.resume and directory is not None and (directory / STATE).exists()
         what = f"class {int(labels[0])}" if s.method == "lpld" else f"batch {unit}"
+        targets = self.targets(labels)  # fixed for the unit: an lpld unit is one class
         return optimize_images(
-            x0, lambda it, syn, gen: self.objective(jitter(syn, p, gen), labels),
+            x0, lambda it, syn, gen: self.objective(jitter(syn, p, gen), labels, targets),
             iterations=p.iterations, lr=p.lr, betas=p.betas, cosine=True, project=lambda x: x.clamp_(self.low, self.high),
             seed=unit_seed(s.seed, unit, "loop"), checkpoint_dir=directory, resume=resume, every=p.checkpoint_every,
             description=f"{s.method.upper()} {what}",
@@ -228,7 +231,7 @@ def prepare(req: ImageRequest, method: str) -> tuple[Recovery, dict]:
     if method == "lpld":
         if not (directory / STATS).exists():
             console.print(f"no class-wise BN statistics beside the teacher yet: squeezing {directory}")
-            squeeze(ds, directory, SqueezeConfig(), req.runtime)
+            write_class_statistics(teacher, prov, ds, directory, SqueezeConfig(), req.runtime)
         stats = load_class_statistics(directory, ds, prov, list(require_bn(teacher, prov["model"])))
     checkpoints = None if req.checkpoint_dir is None else Path(req.checkpoint_dir) / f"teacher-{prov['checkpoint_sha256'][:12]}"
     state = {k: v.cpu() for k, v in teacher.state_dict().items()}

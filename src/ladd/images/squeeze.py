@@ -18,7 +18,6 @@ teacher checkpoint's SHA-256, dataset and class order, so statistics of another 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ from torch import nn
 
 from ladd.core import progress
 from ladd.core.errors import LaddError
-from ladd.core.io import save_tensors, write_json
+from ladd.core.io import read_json, save_tensors, write_json
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset, normalize
@@ -128,6 +127,11 @@ def class_statistics(model: nn.Module, dataset: Dataset, cfg: SqueezeConfig, run
 def squeeze(dataset: Dataset, directory: Path, cfg: SqueezeConfig, runtime: Runtime) -> Path:
     """Compute the teacher's class-wise statistics and store them beside it; returns the stats file."""
     model, prov = load_teacher(directory, dataset, runtime)
+    return write_class_statistics(model, prov, dataset, directory, cfg, runtime)
+
+
+def write_class_statistics(model: nn.Module, prov: dict, dataset: Dataset, directory: Path, cfg: SqueezeConfig, runtime: Runtime) -> Path:
+    """Squeeze with a teacher already loaded from `directory` (`prov`: its provenance)."""
     stats = class_statistics(model, dataset, cfg, runtime)
     save_tensors(directory / STATS, stats)
     write_json(directory / STATS_INFO, {
@@ -147,8 +151,8 @@ def load_class_statistics(directory: Path, dataset: Dataset, teacher: dict, laye
     info_path, path = directory / STATS_INFO, directory / STATS
     if not info_path.exists() or not path.exists():
         raise LaddError(f"no class-wise BN statistics in {directory}: run `ladd squeeze --dataset {dataset.name} --teacher-dir {directory}`")
-    info = json.loads(info_path.read_text())
     redo = f"run `ladd squeeze --dataset {dataset.name} --teacher-dir {directory}` again"
+    info = read_json(info_path, redo)
     if info.get("teacher", {}).get("checkpoint_sha256") != teacher["checkpoint_sha256"]:
         raise LaddError(f"the class-wise BN statistics in {directory} were made from another teacher checkpoint than {teacher['directory']}: {redo}")
     if info.get("class_names") != list(dataset.class_names) or info.get("layers") != layers:
