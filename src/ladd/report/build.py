@@ -16,12 +16,13 @@ rebuilt any time and checked against its sources. Writes into the output folder:
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from ladd.core.errors import LaddError
 from ladd.core.io import read_json, write_json, write_text
 from ladd.report import plots
-from ladd.report.tables import REPORT_COLUMNS, cells, markdown
+from ladd.report.tables import REPORT_COLUMNS, markdown
 
 
 def load_runs(run_dirs: list[Path]) -> list[dict]:
@@ -81,14 +82,11 @@ CSV_FIELDS = ("run", "method", "model", "dataset", "ipc", "protocol", "acc_mean"
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k) for k in CSV_FIELDS})
-    tmp.replace(path)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
-__all__ = ["build_report", "load_runs", "pareto", "cells"]
+__all__ = ["build_report", "load_runs", "pareto"]

@@ -46,17 +46,13 @@ def grad_cam(model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = N
 
 def figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std, names, path: Path, title: str) -> Path:
     """One column per test image: the image, and the Grad-CAM of the predicted class over it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ladd.report.plots import image_pixels, plt, save_figure
 
     device = next(model.parameters()).device
     maps, pred = grad_cam(model, normalize(images.to(device), mean, std))
     fig, axes = plt.subplots(2, len(images), figsize=(1.7 * len(images), 3.6), squeeze=False, constrained_layout=True)
     for j in range(len(images)):
-        pixels = images[j].float() / 255
-        shown = pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
+        shown = image_pixels(images[j])
         for ax in axes[:, j]:
             ax.imshow(shown, cmap="gray")
             ax.axis("off")
@@ -64,7 +60,4 @@ def figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, s
         axes[0, j].set_title(f"true {names[int(labels[j])]}", fontsize=7)
         axes[1, j].set_title(f"pred {names[int(pred[j])]}", fontsize=7)
     fig.suptitle(title, fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ladd.core.io import read_json  # noqa: E402
+
 
 def accuracy_vs_cost(rows: list[dict], path: Path) -> None:
     """Two panels, one point per row with its ± std bar: accuracy vs zipped bytes, and vs FLOPs."""
@@ -66,7 +68,7 @@ def report_plots(rows: list[dict], out: Path, pareto) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("accuracy vs IPC")
-    paths.append(_save(fig, out / "acc_vs_ipc.png"))
+    paths.append(save_figure(fig, out / "acc_vs_ipc.png"))
 
     for x_of, xlabel, name, front in ((stored, "stored KB (images + labels, zip)", "acc_vs_bytes.png", True),
                                       (lambda r: r["flops"], "FLOPs (label making + one student)", "acc_vs_flops.png", False)):
@@ -85,7 +87,7 @@ def report_plots(rows: list[dict], out: Path, pareto) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         ax.set_title("accuracy vs " + ("stored bytes" if front else "FLOPs"))
-        paths.append(_save(fig, out / name))
+        paths.append(save_figure(fig, out / name))
 
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows[0]["class_acc_mean"]) + 2), 4), constrained_layout=True)
     width = 0.8 / len(rows)
@@ -100,7 +102,7 @@ def report_plots(rows: list[dict], out: Path, pareto) -> list[Path]:
     ax.set_ylabel("test accuracy % (mean over seeds)")
     ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     ax.set_title("per-class accuracy")
-    paths.append(_save(fig, out / "per_class.png"))
+    paths.append(save_figure(fig, out / "per_class.png"))
     if len({r["model"] for r in rows}) > 1:
         paths.append(cross_architecture(rows, out / "cross_arch.png"))
     return paths
@@ -134,18 +136,16 @@ def cross_architecture(rows: list[dict], path: Path) -> Path:
         ax.set_title(method)
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle("cross-architecture accuracy %")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def artifact_figures(run: Path, out: Path, per_class: int) -> list[Path]:
     """The run's synthetic images with their top soft labels, and for LADD one image's N×N
     sub-images with their dense labels. Skipped when the run's artifact is not on disk."""
-    import json
-
     from ladd.artifact import load_artifact
     from ladd.augment.subsample import views
 
-    config = json.loads((run / "results.json").read_text()).get("config", {})
+    config = read_json(run / "results.json", "re-run `ladd eval` into that folder").get("config", {})
     candidates = [run / "artifact"] + ([Path(config["artifact"])] if "artifact" in config else [])
     path = next((p for p in candidates if (p / "manifest.json").is_file()), None)
     if path is None:
@@ -161,25 +161,25 @@ def artifact_figures(run: Path, out: Path, per_class: int) -> list[Path]:
             ax.axis("off")
             if i is None:
                 continue
-            ax.imshow(_pixels(art.images[i]), cmap="gray")
+            ax.imshow(image_pixels(art.images[i]), cmap="gray")
             ax.set_title(_top(art.soft_labels[i] if art.soft_labels is not None else None, names, int(art.labels[i])), fontsize=6)
     fig.suptitle(f"{run.name}: {art.manifest.get('images', {}).get('method', '?')} images, IPC {art.manifest.get('ipc')}" +
                  (" · top soft labels" if art.soft_labels is not None else " · hard labels"), fontsize=8)
-    paths = [_save(fig, out / f"images_{run.name}.png")]
+    paths = [save_figure(fig, out / f"images_{run.name}.png")]
     if art.dense_labels is not None and art.geometry is not None:
         n, r = art.geometry
         crops = views(art.images[:1].float(), n, r)[0]
         fig, axes = plt.subplots(n, n, figsize=(1.5 * n, 1.5 * n), squeeze=False, constrained_layout=True)
         for j, ax in enumerate(axes.flat):
             ax.axis("off")
-            ax.imshow(_pixels(crops[j]), cmap="gray")
+            ax.imshow(image_pixels(crops[j]), cmap="gray")
             ax.set_title(_top(art.dense_labels[0, j], names, None, k=1), fontsize=6)
         fig.suptitle(f"{run.name}: image 0 ({names[int(art.labels[0])]}) as {n}×{n} sub-images (R = {r}) with their dense labels", fontsize=8)
-        paths.append(_save(fig, out / f"crops_{run.name}.png"))
+        paths.append(save_figure(fig, out / f"crops_{run.name}.png"))
     return paths
 
 
-def _pixels(image):
+def image_pixels(image):
     """C×H×W pixels (0..255) → an array imshow draws: H×W for one channel, H×W×C in [0, 1]."""
     x = image.float().clamp(0, 255) / 255
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
@@ -192,7 +192,7 @@ def _top(probs, names, hard: int | None, k: int = 2) -> str:
     return " · ".join(f"{names[int(i)]} {float(v):.2f}" for v, i in zip(p, idx))
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
