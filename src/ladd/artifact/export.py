@@ -25,6 +25,7 @@ from PIL import Image
 
 from ladd.artifact import Artifact
 from ladd.core.errors import LaddError
+from ladd.core.io import atomic_write
 
 FORMATS = ("pt", "npz", "folder")
 
@@ -42,9 +43,11 @@ def export(art: Artifact, out: Path, fmt: str) -> Path:
         arrays = {"images": art.images.numpy(), "labels": art.labels.numpy(), "class_names": np.array(classes, dtype=str)}
         if art.soft_labels is not None:
             arrays["soft_labels"] = art.soft_labels.float().numpy()
-        with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".npz", delete=False) as f:
-            np.savez(f, **arrays)
-        Path(f.name).replace(out)
+        def save(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a bare path
+                np.savez(f, **arrays)
+
+        atomic_write(out, save)
         return out
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:

@@ -19,7 +19,8 @@ def umask_mode(mode: int) -> int:
     return mode & ~mask
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """`write(tmp)` into a temporary file beside `path`, then rename it over `path` (no half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -35,7 +36,7 @@ def _atomic(path: Path, write) -> None:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """safetensors, written atomically (no pickle anywhere in ladd's own files)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def read_json(path: Path, fix: str):
@@ -50,11 +51,11 @@ def read_json(path: Path, fix: str):
 
 def write_json(path: Path, obj) -> None:
     text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def sha256(path: Path) -> str:

@@ -24,13 +24,14 @@ def _images_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
 
 
-def _class_dirs(folder: Path) -> dict[str, Path]:
+def class_dirs(folder: Path) -> dict[str, Path]:
+    """Class name → its subfolder (hidden folders skipped)."""
     return {p.name: p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
 def _folder_items(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
     """(path, label) for a split laid out as <split>/<class>/...; every class must have images in it."""
-    dirs = _class_dirs(split_dir)
+    dirs = class_dirs(split_dir)
     missing = [c for c in classes if c not in dirs]
     if missing:
         raise LaddError(f"class {missing[0]!r} is in train/ but missing from {split_dir}: every class needs a folder in both splits")
@@ -104,7 +105,7 @@ def imagefolder(options: SourceOptions):
     for split_dir in (train_dir, val_dir):
         if not split_dir.is_dir():
             raise LaddError(f"{root} has no {split_dir.name}/ folder: imagefolder expects {LAYOUT}")
-    classes = sorted(_class_dirs(train_dir))
+    classes = sorted(class_dirs(train_dir))
     if not classes:
         raise LaddError(f"no images found under {train_dir}: put them in class folders, {train_dir}/<class>/*.jpg")
     train_items = _folder_items(train_dir, classes)

@@ -39,7 +39,8 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
             return load_file(path)
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                return {k: torch.from_numpy(z[k]) for k in z.files if z[k].dtype.kind in "biuf"}  # names etc. skipped
+                arrays = {k: z[k] for k in z.files}  # each member decompressed once
+                return {k: torch.from_numpy(a) for k, a in arrays.items() if a.dtype.kind in "biuf"}  # names etc. skipped
         if suffix in (".pt", ".pth"):
             obj = _load_pt(path)
             if isinstance(obj, (tuple, list)) and len(obj) == 2:
@@ -65,13 +66,16 @@ def read_image_folder(path: Path) -> dict[str, torch.Tensor]:
     """`<class>/*.<png|jpg…>` → uint8 N×C×H×W images and labels by sorted class-folder order."""
     from PIL import Image
 
-    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    from ladd.data.imagefolder import EXTENSIONS, class_dirs
+
+    classes = sorted(class_dirs(path).values())
     if not classes:
         raise LaddError(f"{path} has no class subfolders and no images.pt/labels.pt: nothing to import")
     images, labels = [], []
     for k, folder in enumerate(classes):
-        for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")):
-            array = np.asarray(Image.open(file))
+        for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in EXTENSIONS):
+            with Image.open(file) as im:
+                array = np.asarray(im)
             images.append(torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1))
             labels.append(k)
     if not images:
