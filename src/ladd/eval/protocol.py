@@ -27,7 +27,7 @@ from ladd.cost.storage import component_bytes
 from ladd.data import holdout
 from ladd.eval.protocols import DEFAULT, Protocol, load_protocol
 from ladd.experts import build_for
-from ladd.labels.replay import KEEPS, METRICS, POOLS, Replay, prune_units, units_per_epoch
+from ladd.labels.replay import Replay, check_options, prune_units, units_per_epoch
 from ladd.models import MODELS
 from ladd.train.loop import Recipe, TrainData, TrainLog, class_accuracy, train
 from ladd.train.terms import method_terms
@@ -72,12 +72,7 @@ class EvalConfig(BaseModel):
         """Unknown methods or models fail here, before any training, not mid-evaluation."""
         if isinstance(self.crops_per_step, int) and self.crops_per_step < 1:
             raise LaddError(f"--crops-per-step {self.crops_per_step} must be >= 1, 'all' or 'auto'")
-        if self.prune < 1:
-            raise LaddError(f"--prune {self.prune:g} must be >= 1: it keeps 1/ρ of the stored labels (1 = keep all)")
-        for value, valid, option in ((self.pool, POOLS, "--pool"), (self.prune_metric, METRICS, "--prune-metric"),
-                                     (self.prune_keep, KEEPS, "--prune-keep")):
-            if value not in valid:
-                raise LaddError(f"{option} {value!r} is not one of {', '.join(valid)}")
+        check_options(self.prune, self.pool, self.prune_metric, self.prune_keep)
         for method in self.methods:
             method_terms(method)
         for model in self.models:

@@ -35,10 +35,17 @@ METRICS = ("random", "correct", "confidence", "diff", "diff_signed", "cut_ratio"
 KEEPS = ("easy", "hard", "uniform")
 
 
+def check_options(prune: float, pool: str, metric: str, keep: str) -> None:
+    """The pruning options, refused with the option's name (EvalConfig checks them before any training)."""
+    if prune < 1:
+        raise LaddError(f"--prune {prune:g} must be >= 1: it keeps 1/ρ of the stored labels (1 = keep all)")
+    for value, valid, option in ((pool, POOLS, "--pool"), (metric, METRICS, "--prune-metric"), (keep, KEEPS, "--prune-keep")):
+        if value not in valid:
+            raise LaddError(f"{option} {value!r} is not one of {', '.join(valid)}")
+
+
 def units(store: RelabelStore, pool: str) -> list[torch.Tensor]:
     """Flat positions (e·N + k) of every unit, in storage order."""
-    if pool not in POOLS:
-        raise LaddError(f"--pool {pool!r} is not one of {', '.join(POOLS)}")
     n, bs = store.samples, store.info["batch_size"]
     step = n if pool == "epoch" else bs
     return [torch.arange(e * n + s, e * n + min(s + step, n)) for e in range(store.epochs) for s in range(0, n, step)]
@@ -49,9 +56,7 @@ def units_per_epoch(store: RelabelStore, pool: str) -> int:
 
 
 def keep_count(total: int, prune: float, pool: str) -> int:
-    """⌊total/ρ⌋ units; ρ < 1 or a pool too small for ρ is refused."""
-    if prune < 1:
-        raise LaddError(f"--prune {prune:g} must be >= 1: it keeps 1/ρ of the stored labels (1 = keep all)")
+    """⌊total/ρ⌋ units (ρ >= 1); a pool too small for ρ is refused."""
     kept = math.floor(total / prune + 1e-9)
     if kept < 1:
         raise LaddError(f"--prune {prune:g} keeps 0 of the {total} stored {pool} units: "
@@ -91,10 +96,9 @@ def sample_scores(store: RelabelStore, hard: torch.Tensor, metric: str) -> torch
 def prune_units(store: RelabelStore, hard: torch.Tensor, prune: float = 1.0, pool: str = "epoch",
                 metric: str = "random", keep: str = "easy") -> list[torch.Tensor]:
     """The kept units: ⌊units/ρ⌋, at random (seeded by the relabel seed) or by mean metric score."""
+    check_options(prune, pool, metric, keep)
     every = units(store, pool)
     count = keep_count(len(every), prune, pool)
-    if keep not in KEEPS:
-        raise LaddError(f"--prune-keep {keep!r} is not one of {', '.join(KEEPS)}")
     if count == len(every):
         return every
     if metric == "random":
