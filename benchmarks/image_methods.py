@@ -17,7 +17,6 @@ across processes sharing --runs (run --methods in parallel processes to use more
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 from pathlib import Path

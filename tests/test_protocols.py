@@ -53,10 +53,10 @@ def test_ema_averages_parameters_geometrically():
     w0 = model.weight.detach().clone()
     with torch.no_grad():
         model.weight.add_(2.0)
-    ema.update(model)
+    ema.update()
     with torch.no_grad():
         model.weight.add_(2.0)
-    ema.update(model)
+    ema.update()
     ema.copy_to(model)
     # shadow = 0.5·(0.5·w0 + 0.5·(w0+2)) + 0.5·(w0+4) = w0 + 2.5
     assert torch.allclose(model.weight, w0 + 2.5)

@@ -13,7 +13,8 @@ import torch
 from ladd import pipeline
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
-from ladd.experiments.common import Cells, Setup, pct, real_images, soft_labeled, students, teacher_config, write_report
+from ladd.experiments.common import Cells, Setup, real_images, soft_labeled, students, teacher_config, write_report
+from ladd.report.tables import pm
 from ladd.experiments.expert_epoch import resolve_epoch
 from ladd.experts import ensure_expert
 from ladd.labels.bptt import BpttConfig
@@ -46,7 +47,7 @@ def run(dataset: Dataset, setup: Setup, ipc: int, bptt: BpttConfig, epoch, runti
     }
     mean = dist.mean(0)
     closest = epochs[int(mean.argmin())]
-    table = [{"labels": k, "acc %": pct(v["acc_mean"], v["acc_std"])} for k, v in results.items()]
+    table = [{"labels": k, "acc %": pm(v["acc_mean"], v["acc_std"])} for k, v in results.items()]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), constrained_layout=True)
     im = axes[0].imshow(dist.numpy(), aspect="auto", cmap="viridis", extent=(epochs[0] - 0.5, epochs[-1] + 0.5, len(dist), 0))
     fig.colorbar(im, ax=axes[0], label="normalized JSD (per image)")

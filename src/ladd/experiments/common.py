@@ -115,7 +115,3 @@ def write_report(out: Path, name: str, title: str, payload: dict, table: list[di
     for line in lines[2 : 4 + len(table)]:
         console.print(line, markup=False)
     console.print(f"wrote {out / name}.json, .md and .png")
-
-
-def pct(mean: float, std: float) -> str:
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"

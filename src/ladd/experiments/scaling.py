@@ -17,7 +17,8 @@ from scipy.optimize import curve_fit
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
-from ladd.experiments.common import Cells, Setup, pct, real_images, relabeled, soft_labeled, students, write_report
+from ladd.experiments.common import Cells, Setup, real_images, relabeled, soft_labeled, students, write_report
+from ladd.report.tables import pm
 from ladd.experiments.expert_epoch import resolve_epoch
 from ladd.labels.soft import keep_top_k
 
@@ -61,7 +62,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ks: list[int], epoch, r
             grid[f"top{k}"][ipc] = cells.run({"experiment": "scaling", "ipc": ipc, "labels": f"top{k}", "epoch": chosen}, compute)
     fits = {name: fit(ipcs, [cells_[i]["acc_mean"] for i in ipcs]) for name, cells_ in grid.items()}
     reduction = {name: {ipc: ipc_needed(grid[name][ipc]["acc_mean"], fits["hard"]) / ipc for ipc in ipcs} for name in grid if name != "hard"}
-    table = [{"IPC": ipc, **{f"{name} acc %": pct(grid[name][ipc]["acc_mean"], grid[name][ipc]["acc_std"]) for name in grid},
+    table = [{"IPC": ipc, **{f"{name} acc %": pm(grid[name][ipc]["acc_mean"], grid[name][ipc]["acc_std"]) for name in grid},
               **{f"×data {name}": f"{reduction[name][ipc]:.1f}" for name in reduction}} for ipc in ipcs]
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     dense = np.geomspace(min(ipcs), max(ipcs), 100)

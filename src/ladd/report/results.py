@@ -11,7 +11,7 @@ from ladd.core.io import write_json, write_text
 from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig
 from ladd.report.plots import accuracy_vs_cost
-from ladd.report.tables import markdown
+from ladd.report.tables import markdown, pm
 from ladd.train.terms import method_terms
 
 
@@ -50,7 +50,7 @@ def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
 
 
 def robustness_note(scores: dict) -> str:
-    pm = lambda k: f"{100 * scores[f'{k}_mean']:.2f} ± {100 * scores[f'{k}_std']:.2f}"  # noqa: E731
-    return (f"DD-Ranking scores ({scores['method']}, {scores['model']}, {scores['runs']} runs): HLR {pm('hlr')}, IOR {pm('ior')}, "
-            f"LRS {pm('lrs')}, ARS {pm('ars')} (vs random real images, seed {scores['random_images']}; "
+    score = {k: pm(scores[f"{k}_mean"], scores[f"{k}_std"]) for k in ("hlr", "ior", "lrs", "ars")}
+    return (f"DD-Ranking scores ({scores['method']}, {scores['model']}, {scores['runs']} runs): HLR {score['hlr']}, IOR {score['ior']}, "
+            f"LRS {score['lrs']}, ARS {score['ars']} (vs random real images, seed {scores['random_images']}; "
             f"real-data students {scores['real_epochs']} epochs)")

@@ -26,6 +26,11 @@ COLUMNS = (
 REPORT_COLUMNS = (("run", "run"), ("protocol", "protocol")) + COLUMNS[:-1] + (("lrs", "LRS %"), ("ars", "ARS %"))
 
 
+def pm(mean: float, std: float) -> str:
+    """A fraction's mean ± std in percent, as every table prints it."""
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
 def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
@@ -39,7 +44,7 @@ def cells(row: dict) -> dict[str, str]:
         "method": row["method"] + (f" ρ={row['prune']:g} {row['pool']}" if "prune" in row else ""),  # stored-relabel pool
         "model": row["model"],
         "ipc": str(row["ipc"]),
-        "acc": f"{100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}",
+        "acc": pm(row["acc_mean"], row["acc_std"]),
         "seeds": str(row["n_seeds"]),
         "image_kb": f"{row['image_bytes_zip'] / 1024:.1f}",
         "label_kb": f"{row['label_bytes_zip'] / 1024:.2f}",

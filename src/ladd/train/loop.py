@@ -172,7 +172,7 @@ def train(
                     loss.backward()
                     opt.step()
                     if ema is not None:
-                        ema.update(model)
+                        ema.update()
                     total, steps = total + loss.item(), steps + 1
                     if steps in fractions:
                         save_tensors(checkpoint_path(checkpoint_dir, epoch + fractions[steps]), model.state_dict())
@@ -187,19 +187,23 @@ def train(
 
 class _Ema:
     """Exponential moving average of a model's parameters (buffers copied as they are), kept
-    beside the training weights and copied into the model once training ends."""
+    beside the training weights and copied into the model once training ends. The state_dict
+    tensors share storage with the model and training updates them in place, so they are
+    gathered once and averaged with one fused op per step."""
 
     def __init__(self, model: nn.Module, beta: float):
         self.beta = beta
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        live = model.state_dict()
+        self.shadow = {k: v.detach().clone() for k, v in live.items()}
+        floats = [k for k, v in live.items() if v.dtype.is_floating_point]
+        self._pairs = ([self.shadow[k] for k in floats], [live[k] for k in floats])
+        self._copies = [(self.shadow[k], v) for k, v in live.items() if k not in floats]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].mul_(self.beta).add_(v, alpha=1 - self.beta)
-            else:
-                self.shadow[k].copy_(v)
+    def update(self) -> None:
+        torch._foreach_lerp_(*self._pairs, 1 - self.beta)
+        for shadow, value in self._copies:
+            shadow.copy_(value)
 
     def copy_to(self, model: nn.Module) -> None:
         model.load_state_dict(self.shadow)
