@@ -20,11 +20,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 import ladd
 from ladd.core.errors import LaddError
-from ladd.core.io import read_json, save_tensors, sha256, umask_mode, write_json
+from ladd.core.io import load_verified, read_json, save_tensors, sha256, umask_mode, write_json
 from ladd.core.types import PIXEL_DTYPES
 from ladd.cost.storage import component_bytes
 from ladd.artifact.relabel import RELABEL_DIR, RelabelStore, load_store
@@ -179,10 +178,8 @@ def _verified_tensors(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
         fpath = path / fname
         if not fpath.is_file():
             raise LaddError(f"{fpath} is missing: the artifact is incomplete")
-        if sha256(fpath) != meta["sha256"]:
-            raise LaddError(f"{fpath} does not match the SHA-256 in its manifest: the file was modified or corrupted")
         name = fname.removesuffix(".safetensors")
-        t = load_file(fpath)[name]
+        t = load_verified(fpath, meta["sha256"], "its manifest")[name]
         if list(t.shape) != meta["shape"] or str(t.dtype).removeprefix("torch.") != meta["dtype"]:
             raise LaddError(f"{fpath} holds {t.dtype} {tuple(t.shape)}, but the manifest says {meta['dtype']} {meta['shape']}")
         tensors[name] = t

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from ladd.augment.fkd import PARAMS, Epoch
 from ladd.core.errors import LaddError
-from ladd.core.io import read_json, save_tensors, sha256, write_json
+from ladd.core.io import load_verified, read_json, save_tensors, sha256, write_json
 from ladd.cost.storage import component_bytes
 
 RELABEL_DIR = "relabel"
@@ -128,9 +127,7 @@ def load_store(directory: Path, images: int, classes: int, images_sha256: str) -
         path = directory / epoch_file(e)
         if not path.is_file():
             raise LaddError(f"{path} is missing: the relabel is incomplete, {redo}")
-        if sha256(path) != digest:
-            raise LaddError(f"{path} does not match the SHA-256 in {INFO}: the file was modified or corrupted")
-        tensors = load_file(path)
+        tensors = load_verified(path, digest, INFO)
         if set(tensors) != set(want):
             raise LaddError(f"{path} holds {sorted(tensors)}, expected {sorted(want)}")
         for name, (shape, dtype) in want.items():

@@ -9,7 +9,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load, save_file
+
+from ladd.core.errors import LaddError
 
 
 def umask_mode(mode: int) -> int:
@@ -37,6 +39,15 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     """safetensors, written atomically (no pickle anywhere in ladd's own files)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def load_verified(path: Path, digest: str, where: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file whose SHA-256 must be `digest` (recorded in `where`);
+    the bytes are read once, for the hash and the tensors."""
+    data = Path(path).read_bytes()
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise LaddError(f"{path} does not match the SHA-256 in {where}: the file was modified or corrupted")
+    return load(data)
 
 
 def read_json(path: Path, fix: str):

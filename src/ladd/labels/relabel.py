@@ -21,7 +21,6 @@ from ladd.artifact.relabel import RELABEL_DIR, read_info, write_epoch, write_inf
 from ladd.augment.fkd import render, sample_epoch
 from ladd.core import progress
 from ladd.core.errors import LaddError
-from ladd.core.io import sha256
 from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset
 from ladd.cost import flops
@@ -62,7 +61,7 @@ def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelCon
     if cfg.top_k is not None and cfg.top_k > classes:
         raise LaddError(f"--top-k {cfg.top_k} is larger than the number of classes ({classes})")
     directory = Path(artifact_dir) / RELABEL_DIR
-    images_sha = sha256(Path(artifact_dir) / "images.safetensors")
+    images_sha = art.manifest["files"]["images.safetensors"]["sha256"]  # a saved artifact's, verified on load
     teacher_cfg = LabelConfig(method="soft", labeler=cfg.teacher, epoch=cfg.teacher_epoch)
     info = read_info(directory)
     settings = cfg.model_dump()
