@@ -255,6 +255,8 @@ def test_fkd_students_train_on_the_pruned_pool_and_relabel_survives_relabelling(
     assert row["relabel_kept_samples"] == 36 and row["terms"] == ["replay"]
     assert row["label_bytes_raw"] == sum(b["raw"] for b in art.relabel.storage().values()) // 2
     assert row["flops_labels"] > 0 and 0 <= row["acc_mean"] <= 1
+    whole = evaluate(art, toy, cfg.model_copy(update={"prune": 1.0}), Runtime())[0]  # ρ = 1 reuses the relabel's measured bytes
+    assert whole["relabel_storage"] == art.relabel.storage() and whole["relabel_kept_samples"] == 72
     with pytest.raises(LaddError, match=r"--prune 0.5 must be >= 1"):
         EvalConfig(prune=0.5)
     bare = pipeline.distill(toy, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(ipc=2))

@@ -210,8 +210,9 @@ def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
         raise LaddError("the fkd method replays stored relabel labels, which the artifact lacks: run `ladd relabel ARTIFACT` first")
     kept = prune_units(store, art.labels, cfg.prune, cfg.pool, cfg.prune_metric, cfg.prune_keep)
     positions = torch.cat(kept)
-    storage = store.storage(positions)
     fraction = len(positions) / (store.epochs * store.samples)
+    # all kept: the bytes the relabel stage already measured (zipping GBs of labels again is slow at scale)
+    storage = art.manifest["relabel"]["storage"] if fraction == 1 else store.storage(positions)
     made = store.info["flops"]
     raw = sum(b["raw"] for b in storage.values())
     return {
