@@ -116,7 +116,7 @@ def lic_images(req: ImageRequest) -> ImageSet:
         t0, cpu0 = time.perf_counter(), time.process_time()
         syn, losses = optimize_images(
             syn0, lambda it, syn, g: compensation_loss(observer, p.layer, syn, originals, ds.mean, ds.std, dsa, g),
-            iterations=p.iterations, lr=p.lr, momentum=0.0, seed=req.seed, betas=(0.9, 0.999),
+            iterations=p.iterations, lr=p.lr, seed=req.seed, betas=(0.9, 0.999),
             checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every, description=f"LIC compensation IPC {req.ipc}",
         )
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0

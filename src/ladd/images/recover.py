@@ -43,7 +43,7 @@ from ladd.core.runtime import generator
 from ladd.core.types import ImageSet, to_pixels
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.optimize import STATE, optimize_images
-from ladd.images.squeeze import STATS, SqueezeConfig, channel_stats, load_class_statistics, load_teacher, require_bn, teacher_dir, write_class_statistics
+from ladd.images.squeeze import STATS, SqueezeConfig, bn_layers, channel_stats, load_class_statistics, load_teacher, require_bn, teacher_dir, write_class_statistics
 from ladd.models import build_model
 
 METHODS = ("sre2l", "lpld")
@@ -232,7 +232,7 @@ def prepare(req: ImageRequest, method: str) -> tuple[Recovery, dict]:
         if not (directory / STATS).exists():
             console.print(f"no class-wise BN statistics beside the teacher yet: squeezing {directory}")
             write_class_statistics(teacher, prov, ds, directory, SqueezeConfig(), req.runtime)
-        stats = load_class_statistics(directory, ds, prov, list(require_bn(teacher, prov["model"])))
+        stats = load_class_statistics(directory, ds, prov, list(bn_layers(teacher)))  # load_teacher required BN
     checkpoints = None if req.checkpoint_dir is None else Path(req.checkpoint_dir) / f"teacher-{prov['checkpoint_sha256'][:12]}"
     state = {k: v.cpu() for k, v in teacher.state_dict().items()}
     spec = Spec(method, prov["model"], state, ds.shape, ds.num_classes, ds.mean, ds.std, p, stats, req.ipc, req.seed,

@@ -89,7 +89,7 @@ def class_statistics(model: nn.Module, dataset: Dataset, cfg: SqueezeConfig, run
     layers = bn_layers(model)
     k = dataset.num_classes
     est: dict[str, torch.Tensor] = {}
-    seen = torch.zeros(k, dtype=torch.bool)
+    seen = torch.zeros(k, dtype=torch.bool, device=runtime.device)
     batch_labels: list[torch.Tensor] = []
 
     def hook(name):
@@ -97,7 +97,7 @@ def class_statistics(model: nn.Module, dataset: Dataset, cfg: SqueezeConfig, run
             x, labels = inputs[0].double(), batch_labels[0]
             n = torch.bincount(labels, minlength=k).unsqueeze(1)
             present = n.squeeze(1) > 0
-            first = present & ~seen.to(x.device)
+            first = present & ~seen
             # per-class mean and biased variance over every pixel of the class's images
             m1 = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x.mean((2, 3))) / n.clamp_min(1)
             m2 = torch.zeros_like(m1).index_add_(0, labels, (x * x).mean((2, 3))) / n.clamp_min(1)
@@ -115,7 +115,7 @@ def class_statistics(model: nn.Module, dataset: Dataset, cfg: SqueezeConfig, run
                 labels = dataset.train.labels[idx].to(runtime.device)
                 batch_labels[:] = [labels]
                 model(normalize(dataset.train.images[idx].to(runtime.device), dataset.mean, dataset.std))
-                seen[labels.unique().cpu()] = True
+                seen[labels.unique()] = True
                 advance(len(idx))
     finally:
         for h in handles:
