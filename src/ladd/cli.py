@@ -268,13 +268,23 @@ def eval_(
     _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, notes, f"ladd eval · {dataset.name}", extra)
 
 
+TeacherDir = Annotated[Optional[str], typer.Option("--teacher-dir", help="BN teacher: an expert folder to reuse (its own config wins) or to train into. Default: the expert cache.")]
+TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", help="Teacher architecture (batch norm for squeeze/recover), e.g. convnet-bn (small sets) or resnet18-bn. Default: the dataset's lpld recipe.")]
+TeacherEpochs = Annotated[Optional[int], typer.Option("--teacher-epochs", help="Epochs the teacher trains (cached by config). Default: the dataset's lpld recipe.")]
+
+
+def _teacher_config(data, teacher_model, teacher_epochs, ipc: int) -> ExpertConfig:
+    """The teacher given, else the dataset's lpld recipe teacher: one default for squeeze, recover, relabel and diversity."""
+    params = load_recipe("lpld", data.name, ipc)["params"]
+    return ExpertConfig(model=teacher_model or params["teacher_model"], epochs=teacher_epochs or params["teacher_epochs"])
+
+
 @app.command()
 def relabel(
     artifact: ArtifactArg,
     epochs: Annotated[int, typer.Option("--epochs", help="Relabel epochs: each stores one augmentation and soft label per image.")] = 20,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Relabel batch: CutMix partners are drawn within it; the unit of --pool batch.")] = 50,
-    teacher_model: Annotated[str, typer.Option("--teacher-model", help="Teacher architecture (an expert trained or reused from the cache), e.g. convnet-bn.")] = "convnet-bn",
-    teacher_epochs: Annotated[int, typer.Option("--teacher-epochs", help="Epochs the teacher trains.")] = 10,
+    teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
     teacher_epoch: Annotated[Optional[float], typer.Option("--teacher-epoch", help="Teacher checkpoint that labels (default: the last).")] = None,
     label_kind: Annotated[str, typer.Option("--label-kind", help="Store teacher logits (softened by T at replay) or probabilities at T.")] = "logits",
     label_dtype: Annotated[str, typer.Option("--label-dtype", help="float16 (the reference's --use-fp16) or float32.")] = "float16",
@@ -289,7 +299,8 @@ def relabel(
     CutMix partner, store them with the teacher's soft label in ARTIFACT/relabel/ (safetensors, one
     file per epoch; an interrupted run resumes). Students replay them: `ladd eval --methods fkd`."""
     art, _, dataset = _open(artifact, data_dir)
-    cfg = RelabelConfig(epochs=epochs, batch_size=batch_size, teacher=ExpertConfig(model=teacher_model, epochs=teacher_epochs),
+    teacher = _teacher_config(dataset, teacher_model, teacher_epochs, art.manifest["ipc"])
+    cfg = RelabelConfig(epochs=epochs, batch_size=batch_size, teacher=teacher,
                         teacher_epoch=teacher_epoch, kind=label_kind, dtype=label_dtype, temperature=temperature, top_k=top_k,
                         cutmix=cutmix, seed=seed)
     art = pipeline.relabel(art, artifact, dataset, cfg, Runtime.from_name(device), overwrite=overwrite)
@@ -483,9 +494,6 @@ def run(
 
 
 # --- SRe²L / LPLD: `ladd squeeze`, `ladd recover`, `ladd diversity` -----------------------------
-TeacherDir = Annotated[Optional[str], typer.Option("--teacher-dir", help="BN teacher: an expert folder to reuse (its own config wins) or to train into. Default: the expert cache.")]
-TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", help="Teacher architecture with batch norm, e.g. convnet-bn (small sets) or resnet18-bn. Default: the dataset's lpld recipe.")]
-TeacherEpochs = Annotated[Optional[int], typer.Option("--teacher-epochs", help="Epochs the teacher trains (cached by config). Default: the dataset's lpld recipe.")]
 RecoverImages = Annotated[str, typer.Option("--images", help="Recover method: sre2l (global BN statistics, batches mixing classes) or lpld (class-wise BN statistics, one class per batch).")]
 
 
@@ -493,8 +501,8 @@ def _teacher(data, teacher_dir, teacher_model, teacher_epochs, ipc: int, runtime
     """The teacher folder: --teacher-dir as is, else the model/epochs given or the dataset's lpld recipe, trained or reused."""
     from ladd.images.squeeze import teacher_dir as resolve
 
-    params = load_recipe("lpld", data.name, ipc)["params"]
-    return str(resolve(data, teacher_dir, teacher_model or params["teacher_model"], teacher_epochs or params["teacher_epochs"], runtime))
+    teacher = _teacher_config(data, teacher_model, teacher_epochs, ipc)
+    return str(resolve(data, teacher_dir, teacher.model, teacher.epochs, runtime))
 
 
 @app.command()
