@@ -35,6 +35,7 @@ def test_run_end_to_end_writes_results_and_artifact(tmp_path):
     assert ladd_row["label_bytes_zip"] > base["label_bytes_zip"]  # dense labels cost bytes
     assert ladd_row["flops_deploy"] > base["flops_deploy"]  # and compute: 1 + K views per image
     assert ladd_row["flops_labels"] > 0 and base["flops_labels"] == 0
+    assert base["flops_distill"] == 0 and ladd_row["flops"] == ladd_row["flops_labels"] + ladd_row["flops_deploy"]  # random images are free
     assert "| ladd |" in (out / "results.md").read_text()
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     art = load_artifact(out / "artifact")

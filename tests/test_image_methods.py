@@ -1,17 +1,22 @@
 """Image methods: every registered method runs on a tiny fixture; learned ones improve their own
 objective and resume exactly; recipes load as data."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 
 from ladd.core.errors import LaddError
+from ladd.core.io import save_tensors
 from ladd.core.runtime import seeded
 from ladd.core.types import normalize
 from ladd.images import IMAGE_METHODS, ImageRequest, make_images
 from ladd.images.dm import RealFeatures, dm_objective
 from ladd.images.gradient_matching import NetworkLoss, layer_distance, match_loss
 from ladd.images.herding import herd
+from ladd.images.optimize import STATE, optimize_images
 from ladd.images.recipes import load_recipe, shipped
 from ladd.models import build_model
 
@@ -32,6 +37,7 @@ def test_every_method_gives_ipc_images_per_class(toy, method):
     out = make_images(method, ImageRequest(toy, 2, seed=0, model="convnet-w32", params=TINY.get(method, {})))
     assert out.images.dtype == torch.uint8 and out.images.shape == (6, 1, 8, 8)
     assert torch.bincount(out.labels).tolist() == [2, 2, 2]
+    assert (out.flops == 0) == (method == "random")  # every other method computes something to make its images
 
 
 def test_herding_matches_brute_force_greedy():
@@ -112,7 +118,7 @@ def test_resume_equals_uninterrupted(toy, tmp_path, interrupted, method, params)
     with interrupted(2):
         make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "b", **req))
     resumed = make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "b", resume=True, **req))
-    assert torch.equal(full.images, resumed.images)
+    assert torch.equal(full.images, resumed.images) and resumed.flops == full.flops > 0
     with pytest.raises(LaddError, match="no checkpoint"):
         make_images(method, ImageRequest(toy, 1, checkpoint_dir=tmp_path / "c", resume=True, **req))
 
@@ -197,3 +203,25 @@ def test_continuing_turns_resume_on_once_a_learned_run_left_checkpoints(toy):
     assert again.resume is True
     assert torch.equal(pipeline.distill(ds, pipeline.SourceConfig(dataset="digits"), again, Runtime()).images, first.images)
     assert pipeline.continuing(ds, pipeline.ImagesConfig(method="random", ipc=1)).resume is False
+
+
+def test_loop_flops_are_iterations_times_one_counted_step_also_after_resume(tmp_path, interrupted):
+    w = torch.randn(6, 5)
+    step = lambda it, syn, gen: (w @ syn).square().sum()  # noqa: E731
+    x0 = torch.randn(5, 3)
+    one = 2 * 6 * 5 * 3  # a 6×5 @ 5×3 matmul: 2 FLOPs per multiply-add
+    run = lambda **kw: optimize_images(x0, step, iterations=4, lr=0.01, seed=0, checkpoint_dir=tmp_path, every=1, **kw)  # noqa: E731
+    assert run().flops == 4 * (one + one)  # forward + the gradient for syn (w needs none)
+    with interrupted(2):
+        run()
+    assert run(resume=True).flops == 4 * 2 * one
+    tensors, meta = safe_tensors_and_meta(tmp_path / STATE)  # a finished checkpoint from before FLOPs were kept
+    meta.pop("flops_per_iteration")
+    save_tensors(tmp_path / STATE, tensors, {"ladd": json.dumps(meta)})
+    again = run(resume=True)
+    assert again.flops == 4 * 2 * one and torch.equal(again.images, run(resume=True).images)
+
+
+def safe_tensors_and_meta(path):
+    with safe_open(path, "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["ladd"])

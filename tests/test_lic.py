@@ -74,8 +74,8 @@ def test_compensation_lowers_the_feature_matching_loss(toy12):
     originals = toy12.train.images[:8].view(2, 4, 1, 8, 8).float() / 255
     x0 = squeeze(originals)
     loss = lambda x: compensation_loss(observer, "features.2", x, originals, toy12.mean, toy12.std, None, generator(0))  # noqa: E731
-    x, losses = optimize_images(x0, lambda it, s, g: loss(s), iterations=20, lr=0.01, momentum=0, seed=0, betas=(0.9, 0.999))
-    assert loss(x).item() < 0.9 * loss(x0).item() and losses[-1] < losses[0]
+    out = optimize_images(x0, lambda it, s, g: loss(s), iterations=20, lr=0.01, momentum=0, seed=0, betas=(0.9, 0.999))
+    assert loss(out.images).item() < 0.9 * loss(x0).item() and out.losses[-1] < out.losses[0]
 
 
 def test_lic_end_to_end_stores_one_region_distribution_per_tile(toy12, tmp_path):
@@ -145,6 +145,7 @@ def test_lic_resume_equals_uninterrupted_and_is_deterministic(toy12, tmp_path, i
     resumed = make_images("lic", ImageRequest(toy12, 1, checkpoint_dir=tmp_path / "b", resume=True, **req))
     assert torch.equal(full.images, resumed.images) and torch.equal(full.images, again.images)
     assert torch.equal(full.regions, resumed.regions)
+    assert full.flops == resumed.flops == again.flops > 0  # selection scoring + every compensation iteration
 
 
 def test_rded_tiles_the_lowest_ce_patches_with_region_labels(toy12):
@@ -156,6 +157,7 @@ def test_rded_tiles_the_lowest_ce_patches_with_region_labels(toy12):
     assert torch.equal(out.images, again.images)
     plain = make_images("rded", ImageRequest(toy12, 2, seed=0, params={**OBSERVER, "candidates": 10, "relabel": False}))
     assert plain.regions is None and torch.equal(plain.images, out.images)
+    assert plain.flops == out.flops > 0  # the scoring passes; region labels are charged to the labels
 
 
 def test_distill_stores_region_labels_as_dense_labels_and_params_override_the_recipe(toy12):

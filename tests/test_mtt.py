@@ -73,6 +73,7 @@ def test_mtt_resume_equals_uninterrupted(toy, tmp_path, interrupted):
     resumed = make_images("mtt", ImageRequest(toy, 2, checkpoint_dir=tmp_path / "b", resume=True, **req))
     assert torch.equal(full.images, resumed.images)
     assert resumed.info == full.info and full.info["lr"] != 0.01  # same learned lr, and it moved
+    assert resumed.flops == full.flops > 0
 
 
 def test_explicit_buffer_is_used_and_equals_the_cache(toy, tmp_path):

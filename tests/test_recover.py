@@ -90,7 +90,8 @@ def test_recover_lowers_its_objective(toy, method):
     for unit, slots in enumerate(rec.units):
         labels = slots // 2
         x0 = torch.randn(len(slots), 1, 8, 8, generator=generator(unit_seed(0, unit, "init")))
-        x, losses = rec.run(unit)
+        out = rec.run(unit)
+        x, losses = out.images, out.losses
         with torch.no_grad():
             before, after = float(rec.objective(x0, labels)), float(rec.objective(x, labels))
         assert after < 0.8 * before, (unit, before, after)

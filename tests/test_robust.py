@@ -72,9 +72,12 @@ def test_equal_cost_rows_match_bytes_and_flops_budgets():
     # a stand-in label method: global soft labels (one-hot), so its FLOPs are a known multiple
     soft = torch.nn.functional.one_hot(art.labels, 3).float()
     labelled = art.with_labels(soft, None, {"method": "soft"}, {"labeler_train": 0, "label_generation": 0})
+    made = 10**15  # pretend the images cost this much: both rows pay it, so it does not buy epochs
+    labelled = dataclasses.replace(labelled, manifest={**labelled.manifest, "images": {**labelled.manifest["images"], "flops": made}})
     cfg = EvalConfig(methods=("baseline", "soft"), models=("convnet-w32",), seeds=1, epochs=2)
     rows = evaluate(labelled, ds, cfg, Runtime())
-    rows[1]["flops"] = 3 * rows[0]["flops"]  # pretend the labels cost twice a student's training
+    assert all(r["flops"] == made + r["flops_labels"] + r["flops_deploy"] for r in rows)
+    rows[1]["flops_labels"] = 2 * rows[0]["flops_deploy"]  # pretend the labels cost twice a student's training
     extra = equal_cost(labelled, plus, ds, cfg, Runtime(), rows)
     assert [r["method"] for r in extra] == ["baseline++", "baseline=flops"]
-    assert extra[0]["ipc"] == 3 and extra[1]["epochs"] == 6 and extra[1]["flops"] == pytest.approx(3 * rows[0]["flops"])
+    assert extra[0]["ipc"] == 3 and extra[1]["epochs"] == 6 and extra[1]["flops_deploy"] == pytest.approx(3 * rows[0]["flops_deploy"])

@@ -82,7 +82,8 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
             "shape": list(dataset.shape),
         },
         "ipc": len(images) // dataset.num_classes,
-        "images": {**cfg.model_dump(exclude={"resume", "workers"}), "method": method, "recipe": recipe, "learned": images.info},
+        "images": {**cfg.model_dump(exclude={"resume", "workers"}), "method": method, "recipe": recipe, "learned": images.info,
+                   "flops": images.flops},
     }
     art = Artifact(images.images, images.labels, manifest)
     return art if images.regions is None else with_region_labels(art, images.regions, images.info["observer"], images.info["flops"])

@@ -15,12 +15,15 @@ class ImageSet:
     """Images N×C×H×W in pixel units — uint8, or float32 in [0, 255] for learned images kept
     unquantized — with int64 labels; `info` carries what a learned method learned besides pixels
     (e.g. MTT's student learning rate) into the manifest; `regions` (N×k×C, optional) are soft
-    labels of the k tiles of squeezed images (LIC/RDED), stored as dense labels."""
+    labels of the k tiles of squeezed images (LIC/RDED), stored as dense labels; `flops` what
+    making them cost (optimization loops, scoring passes, networks trained only for them; the
+    labeler/observer/teacher is charged to the labels), None when unknown (imported sets)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     info: dict = field(default_factory=dict)
     regions: torch.Tensor | None = None
+    flops: int | None = 0
 
     def __post_init__(self):
         if self.images.dtype not in PIXEL_DTYPES or self.images.ndim != 4:

@@ -12,6 +12,13 @@ from torch.utils.flop_counter import FlopCounterMode
 UNIT = "FLOPs (torch.utils.flop_counter: 2 per multiply-add; conv/matmul only)"
 
 
+def count(fn, *args, **kwargs) -> tuple[object, int]:
+    """`fn(*args, **kwargs)` and the FLOPs it ran (forward and any backward inside it)."""
+    with FlopCounterMode(display=False) as counter:
+        out = fn(*args, **kwargs)
+    return out, counter.get_total_flops()
+
+
 def per_sample(model: nn.Module, shape: tuple[int, int, int], *, backward: bool) -> int:
     """FLOPs for one input of `shape` (C, H, W): forward only, or forward + backward.
 

@@ -126,6 +126,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
     data = train_data(art, dataset)
     storage = art.manifest.get("storage") or component_bytes(art.components())
     made = art.manifest.get("flops", {})
+    distill_flops = art.manifest.get("images", {}).get("flops")  # None: unknown (imported, or made before ladd counted it)
     ipc = art.images.shape[0] // dataset.num_classes
     geometry = art.geometry
     crops = crops_for(cfg.crops_per_step, len(art.images), geometry[0] if geometry else 1)
@@ -183,9 +184,10 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "label_bytes_raw": label_raw,
                 "label_bytes_zip": label_zip,
                 "label_overhead_pct": 100.0 * label_zip / storage["images"]["zip"],
+                "flops_distill": distill_flops,
                 "flops_labels": label_flops,
                 "flops_deploy": deploy,
-                "flops": label_flops + deploy,
+                "flops": (distill_flops or 0) + label_flops + deploy,
                 "seconds": float(np.mean(students.seconds)),
                 "epochs": recipe.epochs,
                 "lr": lr,
@@ -350,7 +352,8 @@ def robustness(art: Artifact, random_art: Artifact, dataset: Dataset, cfg: EvalC
 def equal_cost(art: Artifact, plus_one: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime, rows: list[dict]) -> list[dict]:
     """LADD's equal-cost comparisons (Fig. 3), for every model: `baseline++` — hard labels on the
     image method's IPC + 1 set (about the bytes the labels add); `baseline=flops` — hard labels
-    trained for as many epochs as match the label method's total FLOPs (label making + student)."""
+    trained for as many epochs as match the label method's FLOPs (label making + student; the
+    images' FLOPs are the same for both)."""
     method = default_methods(art)[-1]
     extra = []
     for model in cfg.models:
@@ -361,7 +364,8 @@ def equal_cost(art: Artifact, plus_one: Artifact, dataset: Dataset, cfg: EvalCon
         labelled = next((r for r in rows if (r["method"], r["model"]) == (method, model)), None)
         if base is None or labelled is None or method == "baseline":
             continue
-        epochs = max(1, round(base["epochs"] * labelled["flops"] / base["flops"]))
+        cost = labelled["flops_labels"] + labelled["flops_deploy"]  # both share the images' FLOPs
+        epochs = max(1, round(base["epochs"] * cost / base["flops_deploy"]))
         row = evaluate(art, dataset, one.model_copy(update={"epochs": epochs}), runtime)[0]
-        extra.append({**row, "method": "baseline=flops", "budget": f"{epochs} epochs: the FLOPs of {method} ({labelled['flops']:.3g})"})
+        extra.append({**row, "method": "baseline=flops", "budget": f"{epochs} epochs: the label + student FLOPs of {method} ({cost:.3g})"})
     return extra

@@ -128,8 +128,8 @@ def dm_images(req: ImageRequest) -> ImageSet:
         syn_features = net.embed(dsa.apply(syn, params.index(syn_labels)))
         return dm_objective(real, real_labels, syn_features, syn_labels, ds.num_classes)
 
-    syn, _ = optimize_images(
+    out = optimize_images(
         syn0, step, iterations=p.iterations, lr=p.lr_img, momentum=p.momentum, seed=req.seed,
         checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every, description=f"DM IPC {req.ipc}",
     )
-    return ImageSet(to_pixels(syn, ds.mean, ds.std, keep_float=req.float_images).cpu(), syn_labels.cpu())
+    return ImageSet(to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu(), syn_labels.cpu(), flops=out.flops)

@@ -124,12 +124,12 @@ def _matching(req: ImageRequest, augment: bool) -> ImageSet:
             loss = loss + match_loss(g_syn, g_real)
         return loss
 
-    syn, _ = optimize_images(
+    out = optimize_images(
         syn0, step, iterations=p.iterations * p.outer_loop, lr=p.lr_img, momentum=p.momentum, seed=req.seed,
         checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every * p.outer_loop,
         description=f"{'DSA' if augment else 'DC'} IPC {req.ipc}",
     )
-    return ImageSet(to_pixels(syn, ds.mean, ds.std, keep_float=req.float_images).cpu(), syn_labels.cpu())
+    return ImageSet(to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu(), syn_labels.cpu(), flops=out.flops)
 
 
 def _inner_epochs(net, opt, loss_of: NetworkLoss, syn, labels, p: GradientMatchingParams, dsa, gen) -> None:

@@ -5,11 +5,15 @@ labeler has the same config)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.flop_counter import FlopCounterMode
 
 from ladd.core.types import ImageSet, normalize
-from ladd.experts import ExpertConfig, ensure_expert, load_expert
+from ladd.cost import flops
+from ladd.experts import ExpertConfig, ensure_expert, load_expert, read_info
 from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
 
 
@@ -45,7 +49,7 @@ def herding_images(req: ImageRequest) -> ImageSet:
     directory, _ = ensure_expert(ds, cfg, None, req.runtime)
     expert, _ = load_expert(directory, p.expert_epochs, ds, req.runtime)
     picks = []
-    with torch.no_grad():
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         for c in range(ds.num_classes):
             members = (ds.train.labels == c).nonzero().flatten()
             feats = torch.cat([
@@ -53,4 +57,7 @@ def herding_images(req: ImageRequest) -> ImageSet:
                 for chunk in ds.train.images[members].split(512)
             ])
             picks.append(members[herd(feats, req.ipc)])
-    return ds.train.subset(torch.cat(picks))
+    # herding needs a trained feature extractor: its training is part of the cost (a labeler that
+    # shares the cached expert counts it again, for the labels)
+    trained = flops.per_sample(expert, ds.shape, backward=True) * read_info(directory)["samples_seen"]
+    return replace(ds.train.subset(torch.cat(picks)), flops=trained + counter.get_total_flops())

@@ -30,6 +30,7 @@ from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.errors import LaddError
 from ladd.core.runtime import generator
 from ladd.core.types import Dataset, ImageSet, normalize
+from ladd.cost import flops
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.observer import ObserverParams, features, layer_names, load_observer, observer_ce, region_cost, region_labels
 from ladd.images.optimize import optimize_images
@@ -105,7 +106,7 @@ def lic_images(req: ImageRequest) -> ImageSet:
         x = normalize(ds.train.images[idx].to(device), ds.mean, ds.std)
         return -observer_ce(observer, x, ds.train.labels[idx].to(device)).cpu()
 
-    idx = pick_per_class(ds, p.tiles * req.ipc, p.candidates if p.select else None, score, gen)
+    idx, cost = flops.count(pick_per_class, ds, p.tiles * req.ipc, p.candidates if p.select else None, score, gen)
     groups = idx.view(ds.num_classes * req.ipc, p.tiles)  # consecutive picks (score order) share an image
     labels = ds.train.labels[groups[:, 0]]
     originals = ds.train.images[groups].to(device).float() / 255  # B×N×C×H×W in [0, 1]
@@ -114,12 +115,13 @@ def lic_images(req: ImageRequest) -> ImageSet:
     if p.compensate and p.iterations > 0:
         dsa = ops_for(p.augment, ds.name)
         t0, cpu0 = time.perf_counter(), time.process_time()
-        syn, losses = optimize_images(
+        out = optimize_images(
             syn0, lambda it, syn, g: compensation_loss(observer, p.layer, syn, originals, ds.mean, ds.std, dsa, g),
             iterations=p.iterations, lr=p.lr, seed=req.seed, betas=(0.9, 0.999),
             checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every, description=f"LIC compensation IPC {req.ipc}",
         )
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        syn, losses, cost = out.images, out.losses, cost + out.flops
         info["compensation"] = {"loss_first": losses[0], "loss_last": losses[-1], "iterations": len(losses),
                                 "seconds": round(seconds, 3), "seconds_per_image": round(seconds / len(syn), 5),
                                 "cpu_seconds_per_image": round(cpu / len(syn), 5)}
@@ -131,4 +133,4 @@ def lic_images(req: ImageRequest) -> ImageSet:
     if p.relabel:
         regions = region_labels(observer, images, ds.mean, ds.std, n)
         info["flops"] = region_cost(observer, ds.shape, provenance, regions.shape[0] * regions.shape[1])
-    return ImageSet(images, labels, info, regions)
+    return ImageSet(images, labels, info, regions, flops=cost)

@@ -27,6 +27,7 @@ from torch.func import functional_call
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.errors import LaddError
 from ladd.core.types import ImageSet, to_pixels
+from ladd.cost import flops
 from ladd.experts import ExpertConfig, build_for, cache_dir, check_matches, in_buffer, read_info
 from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
 from ladd.images.dm import initial_images
@@ -146,10 +147,12 @@ def mtt_images(req: ImageRequest) -> ImageSet:
         batches = [torch.randperm(len(syn), generator=gen)[:batch].to(device) for _ in range(p.syn_steps)]
         return trajectory_loss(net, start, target, syn, labels, syn_lr, batches, lambda x: dsa(x, gen))
 
-    syn, losses = optimize_images(
+    out = optimize_images(
         syn0, step, iterations=p.iterations, lr=p.lr_img, momentum=p.momentum, seed=req.seed,
         checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every,
         description=f"MTT IPC {req.ipc}", extra={"syn_lr": (syn_lr, p.lr_lr)},
     )
-    info = {"lr": float(syn_lr.detach()), "final_loss": losses[-1]}
-    return ImageSet(to_pixels(syn, ds.mean, ds.std, keep_float=req.float_images).cpu(), labels.cpu(), info)
+    info = {"lr": float(syn_lr.detach()), "final_loss": out.losses[-1]}
+    # the expert buffer exists only for MTT: its training is part of what the images cost
+    buffer = flops.per_sample(net, ds.shape, backward=True) * sum(read_info(d)["samples_seen"] for d in dirs)
+    return ImageSet(to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu(), labels.cpu(), info, flops=buffer + out.flops)

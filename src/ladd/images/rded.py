@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch.utils.flop_counter import FlopCounterMode
 
 from ladd.core.errors import LaddError
 from ladd.core.runtime import generator
@@ -68,27 +69,29 @@ def rded_images(req: ImageRequest) -> ImageSet:
     gen = generator(req.seed)
     k = p.tiles * req.ipc
     images, labels, scores = [], [], []
-    for cls in range(ds.num_classes):
-        members = (ds.train.labels == cls).nonzero().flatten()
-        pool = members[torch.randperm(len(members), generator=gen)[: p.candidates]]
-        if len(pool) < k:
-            raise LaddError(f"class {ds.class_names[cls]!r}: {len(pool)} candidate images are fewer than tiles × IPC = {k}: "
-                            f"raise candidates (at most {len(members)}) or lower --ipc or tiles")
-        x = normalize(ds.train.images[pool].to(device), ds.mean, ds.std)
-        patches = random_resized_crops(x, p.crops, (h // n, w // n), (p.scale_min, p.scale_max), gen)
-        y = torch.full((len(pool) * p.crops,), cls, device=device)
-        ce = observer_ce(observer, zero_pad(patches.flatten(0, 1), (h, w)), y).view(len(pool), p.crops).cpu()
-        best_ce, best = ce.min(1)
-        best_patches = patches[torch.arange(len(pool)), best.to(device)]
-        order = torch.sort(best_ce, stable=True).indices[:k]
-        chosen = best_patches[order.to(device)]  # k = N·IPC patches, lowest CE first
-        images.append(tile(chosen.view(p.tiles, req.ipc, c, h // n, w // n).transpose(0, 1)))
-        labels.append(torch.full((req.ipc,), cls))
-        scores.append(best_ce[order].mean().item())
+    with FlopCounterMode(display=False) as counter:  # scoring is what making the images costs
+        for cls in range(ds.num_classes):
+            members = (ds.train.labels == cls).nonzero().flatten()
+            pool = members[torch.randperm(len(members), generator=gen)[: p.candidates]]
+            if len(pool) < k:
+                raise LaddError(f"class {ds.class_names[cls]!r}: {len(pool)} candidate images are fewer than tiles × IPC = {k}: "
+                                f"raise candidates (at most {len(members)}) or lower --ipc or tiles")
+            x = normalize(ds.train.images[pool].to(device), ds.mean, ds.std)
+            patches = random_resized_crops(x, p.crops, (h // n, w // n), (p.scale_min, p.scale_max), gen)
+            y = torch.full((len(pool) * p.crops,), cls, device=device)
+            ce = observer_ce(observer, zero_pad(patches.flatten(0, 1), (h, w)), y).view(len(pool), p.crops).cpu()
+            best_ce, best = ce.min(1)
+            best_patches = patches[torch.arange(len(pool)), best.to(device)]
+            order = torch.sort(best_ce, stable=True).indices[:k]
+            chosen = best_patches[order.to(device)]  # k = N·IPC patches, lowest CE first
+            images.append(tile(chosen.view(p.tiles, req.ipc, c, h // n, w // n).transpose(0, 1)))
+            labels.append(torch.full((req.ipc,), cls))
+            scores.append(best_ce[order].mean().item())
+
     pixels = to_pixels(torch.cat(images), ds.mean, ds.std).cpu()
     info = {"observer": provenance, "tiles": p.tiles, "grid": n, "mean_patch_ce": [round(s, 6) for s in scores]}
     regions = None
     if p.relabel:
         regions = region_labels(observer, pixels, ds.mean, ds.std, n)
         info["flops"] = region_cost(observer, ds.shape, provenance, regions.shape[0] * regions.shape[1])
-    return ImageSet(pixels, torch.cat(labels), info, regions)
+    return ImageSet(pixels, torch.cat(labels), info, regions, flops=counter.get_total_flops())

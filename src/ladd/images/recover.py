@@ -28,7 +28,7 @@ import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -42,7 +42,7 @@ from ladd.core.progress import console
 from ladd.core.runtime import generator
 from ladd.core.types import ImageSet, to_pixels
 from ladd.images import IMAGE_METHODS, ImageRequest
-from ladd.images.optimize import STATE, optimize_images
+from ladd.images.optimize import STATE, Optimized, optimize_images
 from ladd.images.squeeze import STATS, SqueezeConfig, bn_layers, channel_stats, load_class_statistics, load_teacher, require_bn, teacher_dir, write_class_statistics
 from ladd.models import build_model
 
@@ -166,8 +166,8 @@ class Recovery:
     def unit_dir(self, unit: int) -> Path | None:
         return None if self.spec.checkpoint_dir is None else self.spec.checkpoint_dir / f"unit_{unit:05d}"
 
-    def run(self, unit: int) -> tuple[torch.Tensor, list[float]]:
-        """The unit's images (normalized float) and its loss per iteration."""
+    def run(self, unit: int) -> Optimized:
+        """The unit's images (normalized float), its loss per iteration and FLOPs."""
         s, p = self.spec, self.p
         slots = self.units[unit]
         labels = (slots // s.ipc).to(s.device)
@@ -194,18 +194,18 @@ def _start_worker(spec: Spec, threads: int) -> None:
     _WORKER = Recovery(spec)
 
 
-def _run_in_worker(unit: int) -> tuple[int, torch.Tensor, float]:
-    x, losses = _WORKER.run(unit)
-    return unit, x.cpu(), losses[-1]
+def _run_in_worker(unit: int) -> tuple[int, Optimized]:
+    out = _WORKER.run(unit)
+    return unit, replace(out, images=out.images.cpu())
 
 
-def run_units(recovery: Recovery, units: list[int], workers: int) -> dict[int, tuple[torch.Tensor, float]]:
-    """Recover `units` in this process or in `workers` spawned processes; {unit: (images, last loss)}."""
+def run_units(recovery: Recovery, units: list[int], workers: int) -> dict[int, Optimized]:
+    """Recover `units` in this process or in `workers` spawned processes; {unit: its result}."""
     if workers <= 1 or len(units) <= 1:
         out = {}
         for u in units:
-            x, losses = recovery.run(u)
-            out[u] = (x.cpu(), losses[-1])
+            result = recovery.run(u)
+            out[u] = replace(result, images=result.images.cpu())
         return out
     spec = recovery.spec
     threads = max(1, torch.get_num_threads() // workers)
@@ -213,9 +213,9 @@ def run_units(recovery: Recovery, units: list[int], workers: int) -> dict[int, t
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx, initializer=_start_worker, initargs=(spec, threads)) as pool:
         with progress.bar(f"{spec.method.upper()} units · {workers} workers", len(units)) as advance:
-            for u, x, loss in pool.map(_run_in_worker, units):
-                out[u] = (x, loss)
-                advance(status=f"loss {loss:.4g}")
+            for u, result in pool.map(_run_in_worker, units):
+                out[u] = result
+                advance(status=f"loss {result.losses[-1]:.4g}")
     return out
 
 
@@ -246,12 +246,13 @@ def recover_images(req: ImageRequest, method: str) -> ImageSet:
     done = run_units(recovery, units, req.workers)
     ds = req.dataset
     x = torch.empty(ds.num_classes * req.ipc, *ds.shape)
-    for u, (images, _) in done.items():
-        x[recovery.units[u]] = images
+    for u, result in done.items():
+        x[recovery.units[u]] = result.images
     labels = torch.arange(ds.num_classes).repeat_interleave(req.ipc)
     info = {"teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
-            "units": len(units), "final_loss_mean": sum(loss for _, loss in done.values()) / len(done)}
-    return ImageSet(to_pixels(x, ds.mean, ds.std, keep_float=req.float_images), labels, info)
+            "units": len(units), "final_loss_mean": sum(r.losses[-1] for r in done.values()) / len(done)}
+    # the teacher is charged to the labels it makes (relabel), as LADD's labeler is
+    return ImageSet(to_pixels(x, ds.mean, ds.std, keep_float=req.float_images), labels, info, flops=sum(r.flops for r in done.values()))
 
 
 def recover_shard(req: ImageRequest, method: str, index: int, count: int) -> list[int]:

@@ -137,7 +137,7 @@ def learn_labels(
 ) -> tuple[torch.Tensor, dict]:
     """Soft labels (N×C float32, CPU) for frozen `images` (uint8 or float 0..255), learned so that a
     student trained on them does well on `target` (the training split; never pass the test split).
-    Also returns a summary of the target-loss curve."""
+    Also returns a summary of the target-loss curve and the FLOPs the learning took."""
     _check_inputs(images, hard, target, dataset)
     device = runtime.device
     syn = normalize(images.to(device), dataset.mean, dataset.std)
@@ -156,11 +156,11 @@ def learn_labels(
                                    cfg.student_lr, batches, cfg.backprop, augment=augment)
 
     logits0 = initial_logits(hard.cpu(), dataset.num_classes, cfg.init_confidence).to(device)
-    logits, losses = optimize_images(
+    out = optimize_images(
         logits0, step, iterations=cfg.iterations, lr=cfg.label_lr, momentum=cfg.momentum, seed=seed,
         checkpoint_dir=checkpoint_dir, resume=resume, every=cfg.checkpoint_every, description="BPTT labels",
     )
-    return to_probabilities(logits).float().cpu(), _summary(losses)
+    return to_probabilities(out.images).float().cpu(), {**_summary(out.losses), "flops": out.flops}
 
 
 def _check_inputs(images: torch.Tensor, hard: torch.Tensor, target: ImageSet, dataset: Dataset) -> None:

@@ -15,7 +15,7 @@ from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
-from ladd.experts import build_for, cache_root, ensure_expert, load_expert
+from ladd.experts import cache_root, ensure_expert, load_expert
 from ladd.images.optimize import STATE
 from ladd.labels.bptt import learn_labels
 from ladd.labels import LABEL_METHODS, LabelConfig, Labels
@@ -95,7 +95,5 @@ def bptt_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runt
                               resume=(directory / STATE).exists())
     if cfg.top_k is not None:
         soft = keep_top_k(soft, cfg.top_k)
-    steps = p.iterations * (p.unroll * (p.batch_syn or len(art.images)) + p.batch_target)
-    cost = {"unit": flops.UNIT, "labeler_train": 0,  # lower bound: the double backward through the last M steps is not counted
-            "label_generation": flops.per_sample(build_for(dataset, p.model, 0), dataset.shape, backward=True) * steps}
+    cost = {"unit": flops.UNIT, "labeler_train": 0, "label_generation": info.pop("flops")}  # counted, double backward included
     return Labels(soft, None, {"bptt": {**p.model_dump(), **info}}, cost)

@@ -6,7 +6,7 @@ rebuilt any time and checked against its sources. Writes into the output folder:
     report.md / report.csv / report.json   one row per (run, method, model, IPC)
     acc_vs_ipc.png        accuracy (± std) against images per class, one line per run · method · model
     acc_vs_bytes.png      accuracy against stored bytes (images + labels, zip) with the Pareto front
-    acc_vs_flops.png      accuracy against FLOPs (label making + one student)
+    acc_vs_flops.png      accuracy against FLOPs (images + labels + one student)
     per_class.png         per-class test accuracy of every row
     cross_arch.png        with several evaluation models: images distilled with A × evaluated on B
     images_<run>.png      the run's synthetic images with their top soft labels (when the run kept its artifact)
@@ -78,7 +78,7 @@ def build_report(run_dirs: list[Path], out: Path, *, images: int = 4) -> list[Pa
 
 
 CSV_FIELDS = ("run", "method", "model", "dataset", "ipc", "protocol", "acc_mean", "acc_std", "n_seeds", "image_bytes_zip",
-              "label_bytes_zip", "flops_labels", "flops_deploy", "flops", "epochs", "lr", "lr_source", "hlr", "ior", "lrs", "ars")
+              "label_bytes_zip", "flops_distill", "flops_labels", "flops_deploy", "flops", "epochs", "lr", "lr_source", "hlr", "ior", "lrs", "ars")
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -17,7 +17,7 @@ def accuracy_vs_cost(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     panels = (
         (lambda r: (r["image_bytes_zip"] + r["label_bytes_zip"]) / 1024, "stored KB (images + labels, zip)"),
-        (lambda r: r["flops"], "FLOPs (label making + one student)"),
+        (lambda r: r["flops"], "FLOPs (images + labels + one student)"),
     )
     for ax, (x_of, xlabel) in zip(axes, panels):
         for r in rows:
@@ -71,7 +71,7 @@ def report_plots(rows: list[dict], out: Path, pareto) -> list[Path]:
     paths.append(save_figure(fig, out / "acc_vs_ipc.png"))
 
     for x_of, xlabel, name, front in ((stored, "stored KB (images + labels, zip)", "acc_vs_bytes.png", True),
-                                      (lambda r: r["flops"], "FLOPs (label making + one student)", "acc_vs_flops.png", False)):
+                                      (lambda r: r["flops"], "FLOPs (images + labels + one student)", "acc_vs_flops.png", False)):
         fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
         for label, group in _groups(rows).items():
             ax.errorbar([x_of(r) for r in group], [acc(r) for r in group], yerr=[100 * r["acc_std"] for r in group],

@@ -1,7 +1,7 @@
 """Result tables: one row per trained variant, as markdown (results.md) and for the terminal.
 
 Columns: test accuracy mean ± std over seeds; image and label bytes after zip DEFLATE (KB = 1024 B);
-label bytes as a percentage of image bytes; FLOPs of label making + one student's training;
+label bytes as a percentage of image bytes; FLOPs of making the images and the labels + one student's training;
 wall seconds per seed."""
 
 from __future__ import annotations
