@@ -31,7 +31,7 @@ def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
         f"protocol {first['protocol']}" + (f" (overridden: {overrides})" if overrides else "") + f": {first['protocol_source']}",
         f"accuracy: {first['reported']}, after {first['epochs']} epochs, over {cfg.seeds} seeds (population std); nothing selected on test data"
         + ("; student lr chosen on a validation split carved from the training split" if cfg.select_lr else ""),
-        f"FLOPs: {UNIT}; = images (the method's loops and scoring passes, networks trained only for them) + labels "
+        f"{UNIT}. FLOPs = images (the method's loops and scoring passes, networks trained only for them) + labels "
         "(labeler training + label generation, methods that use the labeler) + deploy (one student)"
         + ("" if first.get("flops_distill") is not None else "; the images' FLOPs are unknown (imported, or made before ladd counted them): not included"),
     ]
