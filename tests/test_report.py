@@ -9,7 +9,8 @@ from ladd.core.errors import LaddError
 from ladd.core.io import write_json
 from ladd.core.runtime import Runtime
 from ladd.eval.protocol import EvalConfig, evaluate
-from ladd.report.build import build_report, pareto
+from ladd.report.build import build_report
+from ladd.report.plots import pareto
 
 from conftest import make_dataset
 

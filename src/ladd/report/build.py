@@ -47,16 +47,6 @@ def load_runs(run_dirs: list[Path]) -> list[dict]:
     return rows
 
 
-def pareto(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats: cheaper-or-equal cost and higher-or-equal
-    accuracy, strictly better in one. Sorted by cost."""
-    front = []
-    for i, (c, a) in enumerate(points):
-        if not any((c2 <= c and a2 >= a) and (c2 < c or a2 > a) for c2, a2 in points):
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
-
-
 def build_report(run_dirs: list[Path], out: Path, *, images: int = 4) -> list[Path]:
     rows = load_runs(run_dirs)
     if not rows:
@@ -71,7 +61,7 @@ def build_report(run_dirs: list[Path], out: Path, *, images: int = 4) -> list[Pa
     write_csv(rows, out / "report.csv")
     write_json(out / "report.json", {"runs": [str(r) for r in run_dirs], "rows": rows, "notes": notes})
     written = [out / "report.md", out / "report.csv", out / "report.json"]
-    written += plots.report_plots(rows, out, pareto)
+    written += plots.report_plots(rows, out)
     for run in run_dirs:
         written += plots.artifact_figures(Path(run), out, images)
     return written
@@ -89,4 +79,4 @@ def write_csv(rows: list[dict], path: Path) -> None:
     write_text(path, buf.getvalue())
 
 
-__all__ = ["build_report", "load_runs", "pareto"]
+__all__ = ["build_report", "load_runs"]

@@ -46,7 +46,17 @@ def _groups(rows: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def report_plots(rows: list[dict], out: Path, pareto) -> list[Path]:
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: cheaper-or-equal cost and higher-or-equal
+    accuracy, strictly better in one. Sorted by cost."""
+    front = []
+    for i, (c, a) in enumerate(points):
+        if not any((c2 <= c and a2 >= a) and (c2 < c or a2 > a) for c2, a2 in points):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def report_plots(rows: list[dict], out: Path) -> list[Path]:
     """accuracy vs IPC, vs stored bytes (with the Pareto front), vs FLOPs, and per-class accuracy."""
     out.mkdir(parents=True, exist_ok=True)
     acc = lambda r: 100 * r["acc_mean"]  # noqa: E731
