@@ -34,16 +34,40 @@ def accuracy_vs_cost(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _label(r: dict, with_run: bool) -> str:
-    return (f"{r['run']} · " if with_run else "") + f"{r['method']} · {r['model']}"
-
-
-def _groups(rows: list[dict]) -> dict[str, list[dict]]:
-    with_run = len({r.get("run") for r in rows}) > 1
-    groups: dict[str, list[dict]] = {}
+def _images(rows: list[dict]) -> dict[int, str]:
+    """The image source of each row, for colour: the image method, or the run when two runs
+    share a method and IPC (then they differ in something else the name says)."""
+    runs: dict[tuple, set] = {}
     for r in rows:
-        groups.setdefault(_label(r, with_run), []).append(r)
-    return groups
+        runs.setdefault((r.get("images_method"), r["ipc"]), set()).add(r.get("run"))
+    clash = any(len(v) > 1 for v in runs.values())
+    return {id(r): str(r.get("run") if clash or not r.get("images_method") else r["images_method"]) for r in rows}
+
+
+MARKERS = "os^Dv<>Ph*X"
+
+
+def _styles(rows: list[dict]):
+    """Colour per image source, marker per label method (+ model, + protocol when several)."""
+    source = _images(rows)
+    models, protocols = {r["model"] for r in rows}, {r.get("protocol") for r in rows}
+    label = lambda r: " · ".join([r["method"]] + ([r["model"]] if len(models) > 1 else []) +  # noqa: E731
+                                 ([str(r.get("protocol"))] if len(protocols) > 1 else []))
+    colours = {k: f"C{i % 10}" for i, k in enumerate(dict.fromkeys(source[id(r)] for r in rows))}
+    markers = {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(dict.fromkeys(label(r) for r in rows))}
+    return (lambda r: source[id(r)]), label, colours, markers
+
+
+def _legends(ax, colours: dict, markers: dict, extra=()) -> None:
+    """Two legends beside the axes: colour = images, marker = labels (and students)."""
+    from matplotlib.lines import Line2D
+
+    first = ax.legend(handles=[Line2D([], [], color=c, marker="o", ls="", label=k) for k, c in colours.items()],
+                      title="images", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    ax.add_artist(first)
+    # the last legend is the one constrained_layout makes room for: the wider entries go here
+    ax.legend(handles=[Line2D([], [], color="0.3", marker=m, ls="", label=k) for k, m in markers.items()] + list(extra),
+              title="labels", fontsize=7, title_fontsize=7, loc="lower left", bbox_to_anchor=(1.02, 0))
 
 
 def pareto(points: list[tuple[float, float]]) -> list[int]:
@@ -57,65 +81,74 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 
 
 def report_plots(rows: list[dict], out: Path) -> list[Path]:
-    """accuracy vs IPC, vs stored bytes (with the Pareto front), vs FLOPs, and per-class accuracy."""
+    """accuracy vs IPC, vs stored bytes (with the Pareto front), vs FLOPs, and per-class accuracy.
+    Every plot draws images in one colour each and label methods with one marker each."""
     out.mkdir(parents=True, exist_ok=True)
     acc = lambda r: 100 * r["acc_mean"]  # noqa: E731
     stored = lambda r: (r["image_bytes_zip"] + r["label_bytes_zip"]) / 1024  # noqa: E731
     ylabel = "test accuracy % (mean ± std over seeds)"
+    source, label, colours, markers = _styles(rows)
+    several_ipc = len({r["ipc"] for r in rows}) > 1
     paths = []
 
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    by_setting: dict[str, list[dict]] = {}  # runs at different IPC join one line
+    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    lines: dict[tuple[str, str], list[dict]] = {}  # runs at different IPC join one line
     for r in rows:
-        by_setting.setdefault(f"{r.get('images_method') or '?'} images · {r['method']} · {r['model']} · {r.get('protocol', '?')}", []).append(r)
-    for name, group in by_setting.items():
+        lines.setdefault((source(r), label(r)), []).append(r)
+    for (src, lab), group in lines.items():
         group = sorted(group, key=lambda r: r["ipc"])
         ax.errorbar([r["ipc"] for r in group], [acc(r) for r in group], yerr=[100 * r["acc_std"] for r in group],
-                    marker="o", capsize=3, label=name)
+                    color=colours[src], marker=markers[lab], capsize=3, lw=1, alpha=0.85)
     ax.set_xscale("log")
     ax.set_xlabel("images per class")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _legends(ax, colours, markers)
     ax.set_title("accuracy vs IPC")
     paths.append(save_figure(fig, out / "acc_vs_ipc.png"))
 
     for x_of, xlabel, name, front in ((stored, "stored KB (images + labels, zip)", "acc_vs_bytes.png", True),
                                       (lambda r: r["flops"], "FLOPs (images + labels + one student)", "acc_vs_flops.png", False)):
-        fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-        for label, group in _groups(rows).items():
-            ax.errorbar([x_of(r) for r in group], [acc(r) for r in group], yerr=[100 * r["acc_std"] for r in group],
-                        fmt="o", capsize=3, label=label)
-            for r in group:
-                ax.annotate(f"IPC {r['ipc']}", (x_of(r), acc(r)), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+        for r in rows:
+            ax.errorbar(x_of(r), acc(r), yerr=100 * r["acc_std"], color=colours[source(r)], marker=markers[label(r)],
+                        capsize=3, ls="", alpha=0.85)
+            if several_ipc:
+                ax.annotate(str(r["ipc"]), (x_of(r), acc(r)), fontsize=6, xytext=(4, -2), textcoords="offset points")
+        extra = []
         if front:
             idx = pareto([(x_of(r), acc(r)) for r in rows])
-            ax.plot([x_of(rows[i]) for i in idx], [acc(rows[i]) for i in idx], "k--", lw=1, label="Pareto front")
+            extra = ax.plot([x_of(rows[i]) for i in idx], [acc(rows[i]) for i in idx], "k--", lw=1, label="Pareto front")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        ax.set_title("accuracy vs " + ("stored bytes" if front else "FLOPs"))
+        _legends(ax, colours, markers, extra)
+        ax.set_title("accuracy vs " + ("stored bytes" if front else "FLOPs") + (" (numbers: IPC)" if several_ipc else ""))
         paths.append(save_figure(fig, out / name))
 
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows[0]["class_acc_mean"]) + 2), 4), constrained_layout=True)
-    width = 0.8 / len(rows)
-    with_run = len({r.get("run") for r in rows}) > 1
-    for i, r in enumerate(rows):
-        classes = range(len(r["class_acc_mean"]))
-        ax.bar([c + i * width for c in classes], [100 * a for a in r["class_acc_mean"]], width,
-               label=_label(r, with_run) + f" · IPC {r['ipc']}")
-    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(rows[0]["class_acc_mean"]))])
-    ax.set_xticklabels([str(c) for c in range(len(rows[0]["class_acc_mean"]))])
-    ax.set_xlabel("class index")
-    ax.set_ylabel("test accuracy % (mean over seeds)")
-    ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15))
-    ax.set_title("per-class accuracy")
-    paths.append(save_figure(fig, out / "per_class.png"))
+    paths.append(per_class(rows, [f"{source(r)} · {label(r)} · IPC {r['ipc']}" for r in rows], out / "per_class.png"))
     if len({r["model"] for r in rows}) > 1:
         paths.append(cross_architecture(rows, out / "cross_arch.png"))
     return paths
+
+
+def per_class(rows: list[dict], names: list[str], path: Path) -> Path:
+    """Heat map: one row per result, one column per class, mean test accuracy % over seeds."""
+    import numpy as np
+
+    grid = 100 * np.array([r["class_acc_mean"] for r in rows])
+    fig, ax = plt.subplots(figsize=(0.5 * grid.shape[1] + 4, 0.28 * len(rows) + 1.5), constrained_layout=True)
+    im = ax.imshow(grid, cmap="viridis", aspect="auto")
+    if grid.size <= 600:
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v < grid.mean() else "k", fontsize=6)
+    ax.set_xticks(range(grid.shape[1]), [str(c) for c in range(grid.shape[1])], fontsize=7)
+    ax.set_yticks(range(len(rows)), names, fontsize=7)
+    ax.set_xlabel("class index")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="test accuracy % (mean over seeds)")
+    ax.set_title("per-class accuracy")
+    return save_figure(fig, path)
 
 
 def cross_architecture(rows: list[dict], path: Path) -> Path:
