@@ -205,21 +205,23 @@ def test_continuing_turns_resume_on_once_a_learned_run_left_checkpoints(toy):
     assert pipeline.continuing(ds, pipeline.ImagesConfig(method="random", ipc=1)).resume is False
 
 
-def test_loop_flops_are_iterations_times_one_counted_step_also_after_resume(tmp_path, interrupted):
+def test_loop_flops_add_up_every_iteration_also_after_resume(tmp_path, interrupted):
     w = torch.randn(6, 5)
-    step = lambda it, syn, gen: (w @ syn).square().sum()  # noqa: E731
+    # odd iterations do a second matmul, as DC's later rounds also train their network
+    step = lambda it, syn, gen: (w @ syn).square().sum() * (1 if it % 2 == 0 else (w @ syn).sum())  # noqa: E731
     x0 = torch.randn(5, 3)
-    one = 2 * 6 * 5 * 3  # a 6×5 @ 5×3 matmul: 2 FLOPs per multiply-add
-    run = lambda **kw: optimize_images(x0, step, iterations=4, lr=0.01, seed=0, checkpoint_dir=tmp_path, every=1, **kw)  # noqa: E731
-    assert run().flops == 4 * (one + one)  # forward + the gradient for syn (w needs none)
-    with interrupted(2):
+    one = 2 * (2 * 6 * 5 * 3)  # a 6×5 @ 5×3 matmul (2 FLOPs per multiply-add) and its gradient for syn (w needs none)
+    want = 3 * one + 3 * 2 * one  # 6 iterations, 3 of each kind
+    run = lambda **kw: optimize_images(x0, step, iterations=6, lr=1e-3, seed=0, checkpoint_dir=tmp_path, every=2, cycle=2, **kw)  # noqa: E731
+    assert run().flops == want
+    with interrupted(1):
         run()
-    assert run(resume=True).flops == 4 * 2 * one
+    assert run(resume=True).flops == want
     tensors, meta = safe_tensors_and_meta(tmp_path / STATE)  # a finished checkpoint from before FLOPs were kept
-    meta.pop("flops_per_iteration")
+    meta.pop("flops_per_position")
     save_tensors(tmp_path / STATE, tensors, {"ladd": json.dumps(meta)})
     again = run(resume=True)
-    assert again.flops == 4 * 2 * one and torch.equal(again.images, run(resume=True).images)
+    assert again.flops == want and torch.equal(again.images, run().images)
 
 
 def safe_tensors_and_meta(path):

@@ -126,7 +126,7 @@ def _matching(req: ImageRequest, augment: bool) -> ImageSet:
 
     out = optimize_images(
         syn0, step, iterations=p.iterations * p.outer_loop, lr=p.lr_img, momentum=p.momentum, seed=req.seed,
-        checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every * p.outer_loop,
+        checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every * p.outer_loop, cycle=p.outer_loop,
         description=f"{'DSA' if augment else 'DC'} IPC {req.ipc}",
     )
     return ImageSet(to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu(), syn_labels.cpu(), flops=out.flops)

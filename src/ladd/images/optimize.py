@@ -3,9 +3,10 @@
 A method supplies `step(iteration, syn, gen) -> loss`; the loop updates the images, shows
 progress, and every `every` iterations saves images, optimizer and generator state in one file,
 so `resume=True` continues with the same result as an uninterrupted run. SRe²L/LPLD recover
-uses the Adam + cosine-lr + pixel-clipping options. The FLOPs of one iteration (step + backward)
-are counted once and kept in the checkpoint: every iteration does the same work, so the loop
-costs iterations × that, however often it was interrupted.
+uses the Adam + cosine-lr + pixel-clipping options. FLOPs (step + backward) are counted for one
+cycle of iterations and kept in the checkpoint: iterations repeat their work every `cycle` (1 for
+most methods; DC's `outer_loop` rounds of one network, whose later rounds also train it), so the
+loop's cost is known however often it was interrupted, without counting every iteration.
 """
 
 from __future__ import annotations
@@ -51,13 +52,15 @@ def optimize_images(
     betas: tuple[float, float] | None = None,
     cosine: bool = False,
     project: Callable[[torch.Tensor], None] | None = None,
+    cycle: int = 1,
 ) -> Optimized:
     """Optimize a float image tensor.
 
     `extra` maps names to (tensor, lr): other learned tensors (MTT's learning rate), optimized in
     place by the same SGD (own lr, same momentum) and checkpointed with the images. `betas` picks
     Adam instead of SGD; `cosine` anneals every lr as lr·½(1 + cos(π·it/iterations)); `project`
-    runs on the images (no grad) after each update, e.g. to clip them to valid pixels."""
+    runs on the images (no grad) after each update, e.g. to clip them to valid pixels; iteration
+    `it` does the work of iteration `it % cycle` (for FLOPs)."""
     syn = syn.detach().clone().requires_grad_(True)
     extra = extra or {}
     groups = [{"params": [syn], "lr": lr}] + [{"params": [t], "lr": r} for t, r in extra.values()]
@@ -66,7 +69,7 @@ def optimize_images(
     base_lrs = [g["lr"] for g in groups]
     gen = generator(seed)
     losses: list[float] = []
-    start, per_iteration = 0, None
+    start, per_position = 0, [None] * cycle  # FLOPs of iteration it % cycle
     state = None if checkpoint_dir is None else Path(checkpoint_dir) / STATE
 
     def iterate(it: int) -> torch.Tensor:
@@ -86,13 +89,15 @@ def optimize_images(
                 syn.copy_(tensors["syn"])
                 for name, (t, _) in extra.items():
                     t.copy_(tensors[name])
-            start, losses, per_iteration = int(meta["iteration"]), list(meta["losses"]), meta.get("flops_per_iteration")
+            start, losses = int(meta["iteration"]), list(meta["losses"])
+            per_position = meta.get("flops_per_position", per_position)
         with progress.bar(description, iterations) as advance:
             advance(start)
             for it in range(start, iterations):
-                with FlopCounterMode(display=False) if per_iteration is None else nullcontext() as counter:
+                with FlopCounterMode(display=False) if per_position[it % cycle] is None else nullcontext() as counter:
                     loss = iterate(it)
-                per_iteration = counter.get_total_flops() if per_iteration is None else per_iteration
+                if counter is not None:
+                    per_position[it % cycle] = counter.get_total_flops()
                 if cosine:
                     for g, base in zip(opt.param_groups, base_lrs):
                         g["lr"] = base * 0.5 * (1 + math.cos(math.pi * it / iterations))
@@ -103,9 +108,11 @@ def optimize_images(
                 losses.append(loss.item())
                 if state is not None and ((it + 1) % every == 0 or it + 1 == iterations):
                     tensors = {"syn": syn.detach(), **{k: t.detach() for k, (t, _) in extra.items()}}
-                    save_state(state, tensors, {"iteration": it + 1, "losses": losses, "flops_per_iteration": per_iteration}, opt, gen)
+                    save_state(state, tensors, {"iteration": it + 1, "losses": losses, "flops_per_position": per_position}, opt, gen)
                 advance(status=f"loss {losses[-1]:.4g}")
-            if per_iteration is None and iterations > 0:  # a finished checkpoint from before ladd counted FLOPs: count one more, unapplied
-                per_iteration = count_flops(iterate, iterations - 1)[1]
+            if any(per_position[it % cycle] is None for it in range(iterations)):
+                # a finished checkpoint from before ladd counted FLOPs: run the last cycle again, counted, unapplied
+                for it in range(max(0, iterations - cycle), iterations):
+                    per_position[it % cycle] = count_flops(iterate, it)[1]
                 opt.zero_grad(set_to_none=True)
-    return Optimized(syn.detach(), losses, (per_iteration or 0) * iterations)
+    return Optimized(syn.detach(), losses, sum(per_position[it % cycle] for it in range(iterations)))
