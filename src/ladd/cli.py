@@ -76,7 +76,7 @@ Seeds = Annotated[int, typer.Option("--seeds", help="Students trained per method
 Epochs = Annotated[int, typer.Option("--epochs", help="Student training epochs, lr ×0.1 at half (the DC/DSA/DM reference protocol uses 1000 with DSA).")]
 Lr = Annotated[float, typer.Option("--lr", help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")]
 EvalEpochs = Annotated[Optional[int], typer.Option("--epochs", help="Student training epochs (default: the protocol's; dc = 1000, the DC/DSA/DM reference with DSA).")]
-EvalLr = Annotated[Optional[float], typer.Option("--lr", help="Student learning rate (default: the protocol's, per model; an MTT artifact's learned lr wins).")]
+EvalLr = Annotated[Optional[float], typer.Option("--lr", help="Student learning rate (default: an MTT artifact's learned lr, else the protocol's, per model).")]
 Protocol_ = Annotated[str, typer.Option("--protocol", help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, or a .toml file. Recorded in every result row.")]
 SelectLr = Annotated[Optional[str], typer.Option("--select-lr", help="Comma-separated student lr candidates, e.g. 0.003,0.01,0.03: the one whose students score best on a validation split carved from the training split is used; the test split is never read to choose.")]
 EvalValPerClass = Annotated[int, typer.Option("--val-per-class", help="Training images per class held out as the validation split for --select-lr.")]

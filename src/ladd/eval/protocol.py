@@ -154,10 +154,10 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             if cfg.select_lr:
                 lr, selection, students = select_lr(trained_on, terms, protocol, cfg, model_name, dataset, val, runtime, method)
                 lr_source = f"selected on the validation split ({cfg.val_per_class} per class of the training split)"
+            elif cfg.lr is not None:  # asked for by name: wins over a learned lr
+                lr, lr_source = cfg.lr, "eval config"
             elif learned_lr is not None:
                 lr, lr_source = learned_lr, "learned by the image method"
-            elif cfg.lr is not None:
-                lr, lr_source = cfg.lr, "eval config"
             else:
                 lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name}"
             recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
