@@ -150,6 +150,8 @@ def test_run_with_learned_images_and_a_recipe_file(tmp_path):
     assert manifest["images"]["method"] == "dm" and manifest["images"]["recipe"]["params"]["iterations"] == 2
     info = ladd("info", out / "artifact")
     assert "recipe tiny-dm" in info.stdout + info.stderr
+    assert f"made with {manifest['images']['flops']:.3g} FLOPs" in " ".join((info.stdout + info.stderr).split())
+    assert manifest["images"]["flops"] > 0
 
 
 def test_experts_out_writes_a_buffer_that_mtt_reads(tmp_path):

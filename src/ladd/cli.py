@@ -422,6 +422,7 @@ def info(artifact: ArtifactArg):
     console.print(
         f"source {m['source']['dataset']} · {len(m['source']['class_names'])} classes · IPC {m['ipc']} · "
         f"images: {m['images']['method']}" + (f" (recipe {recipe})" if recipe else "")
+        + (f" · made with {m['images']['flops']:.3g} FLOPs" if m["images"].get("flops") is not None else "")
     )
     for name, b in m["storage"].items():
         console.print(f"  {name:<13} {str(m['files'][name + '.safetensors']['shape']):<22} {b['raw']:>10,} B raw  {b['zip']:>10,} B zip")
