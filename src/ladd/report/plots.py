@@ -142,7 +142,7 @@ def per_class(rows: list[dict], names: list[str], path: Path) -> Path:
     im = ax.imshow(grid, cmap="viridis", aspect="auto")
     if grid.size <= 600:
         for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v < grid.mean() else "k", fontsize=6)
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", color=_ink(im, v), fontsize=6)
     ax.set_xticks(range(grid.shape[1]), [str(c) for c in range(grid.shape[1])], fontsize=7)
     ax.set_yticks(range(len(rows)), names, fontsize=7)
     ax.set_xlabel("class index")
@@ -171,7 +171,7 @@ def cross_architecture(rows: list[dict], path: Path) -> Path:
         im = ax.imshow(grid, cmap="viridis", vmin=np.nanmin(grid), vmax=np.nanmax(grid))
         for (i, j), v in np.ndenumerate(grid):
             if not np.isnan(v):
-                ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="w", fontsize=8)
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", color=_ink(im, v), fontsize=8)
         ax.set_xticks(range(len(targets)), targets, rotation=30, fontsize=7)
         ax.set_yticks(range(len(sources)), sources, fontsize=7)
         ax.set_xlabel("evaluated on")
@@ -180,6 +180,11 @@ def cross_architecture(rows: list[dict], path: Path) -> Path:
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle("cross-architecture accuracy %")
     return save_figure(fig, path)
+
+
+def _ink(im, value: float) -> str:
+    """Black on viridis' bright end, white on its dark end."""
+    return "k" if im.norm(value) > 0.55 else "w"
 
 
 def artifact_figures(run: Path, out: Path, per_class: int) -> list[Path]:
@@ -198,7 +203,10 @@ def artifact_figures(run: Path, out: Path, per_class: int) -> list[Path]:
     classes = sorted(set(art.labels.tolist()))[:10]
     picks = [[i for i, y in enumerate(art.labels.tolist()) if y == k][:per_class] for k in classes]
     cols = max(len(p) for p in picks)
-    fig, axes = plt.subplots(len(classes), cols, figsize=(1.6 * cols, 1.6 * len(classes)), squeeze=False, constrained_layout=True)
+    if cols == 1:  # one image per class (IPC 1): classes side by side, five to a row
+        picks = [sum(picks[r:r + 5], []) for r in range(0, len(picks), 5)]
+        cols = max(len(p) for p in picks)
+    fig, axes = plt.subplots(len(picks), cols, figsize=(1.6 * max(cols, 4), 1.6 * len(picks) + 0.3), squeeze=False, constrained_layout=True)
     for ax_row, idx in zip(axes, picks):
         for ax, i in zip(ax_row, idx + [None] * (cols - len(idx))):
             ax.axis("off")
