@@ -19,7 +19,7 @@ from ladd.core.errors import LaddError
 from ladd.core.io import write_json
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime
-from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for
+from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for, rounding_rows
 from ladd.experts import ExpertConfig, cache_root, ensure_expert, in_buffer
 from ladd.images import IMAGE_METHODS
 from ladd.images.recipes import load_recipe
@@ -251,7 +251,7 @@ def eval_(
                      local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size,
                      prune=prune, pool=pool, prune_metric=prune_metric, prune_keep=prune_keep)
     runtime = Runtime.from_name(device)
-    rows = evaluate(art, dataset, cfg, runtime)
+    rows = evaluate(art, dataset, cfg, runtime) + rounding_rows(art, dataset, cfg, runtime)
     notes = eval_notes(art, cfg, rows)
     extra = {}
     if equal_cost:
@@ -488,7 +488,7 @@ def run(
     out = out or _default_out()
     save_artifact(out / "artifact", art)
     art = load_artifact(out / "artifact")  # evaluate exactly what was stored (e.g. float16 labels)
-    rows = evaluate(art, data, cfg, runtime)
+    rows = evaluate(art, data, cfg, runtime) + rounding_rows(art, data, cfg, runtime)
     notes = eval_notes(art, cfg, rows) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
     config = {"source": src.model_dump(), "images": images_cfg.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device)}
     _write_results(out, rows, config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")

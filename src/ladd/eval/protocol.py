@@ -204,6 +204,17 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
     return rows
 
 
+def rounding_rows(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:
+    """For float32 images (--float-images): the first method again on the images rounded to the
+    uint8 pixels the default stores, so the results say what rounding costs; [] for uint8 images."""
+    if not art.images.dtype.is_floating_point:
+        return []
+    manifest = {k: v for k, v in art.manifest.items() if k != "storage"}  # the rounded images' own bytes
+    rounded = replace(art, images=art.images.round().clamp(0, 255).to(torch.uint8), manifest=manifest)
+    rows = evaluate(rounded, dataset, cfg.model_copy(update={"methods": cfg.methods[:1]}), runtime)
+    return [{**r, "method": f"{r['method']} (uint8)", "pixels": "float32 images rounded to uint8"} for r in rows]
+
+
 def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
     """The pruned label pool of a stored relabel and what it costs: bytes of the six components
     of the kept units only, and teacher FLOPs of training plus labelling those units."""

@@ -35,9 +35,13 @@ def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
         "(labeler training + label generation, methods that use the labeler) + deploy (one student)"
         + ("" if first.get("flops_distill") is not None else "; the images' FLOPs are unknown (imported, or made before ladd counted them): not included"),
     ]
-    if art.images.dtype.is_floating_point:
-        notes.append("images stored as float32 (--float-images): not rounded to the uint8 pixels the default stores and counts; "
-                     "evaluate the uint8 run of the same method to see what quantization costs")
+    for r in rows:
+        if "pixels" in r:  # eval.protocol.rounding_rows
+            kept = next(k for k in rows if k["method"] == r["method"].removesuffix(" (uint8)") and k["model"] == r["model"])
+            notes.append(f"images stored as float32 (--float-images); rounded to the uint8 pixels the default stores, "
+                         f"{kept['method']} on {r['model']} scores {100 * r['acc_mean']:.2f} instead of {100 * kept['acc_mean']:.2f} "
+                         f"({100 * (r['acc_mean'] - kept['acc_mean']):+.2f} points) in {r['image_bytes_zip'] / 1024:.1f} instead of "
+                         f"{kept['image_bytes_zip'] / 1024:.1f} KB")
     lab = art.manifest.get("labels", {}).get("labeler")
     if lab:
         members = f" × {lab['ensemble']} experts (logits averaged)" if lab.get("ensemble", 1) > 1 else ""
