@@ -8,7 +8,7 @@ from ladd.artifact import Artifact, save_artifact
 from ladd.core.errors import LaddError
 from ladd.core.io import write_json
 from ladd.core.runtime import Runtime
-from ladd.eval.protocol import EvalConfig, evaluate
+from ladd.eval.protocol import EvalConfig, evaluate, rounding_rows
 from ladd.report.build import build_report
 from ladd.report.plots import pareto
 
@@ -78,7 +78,7 @@ def test_cross_architecture_map_appears_with_several_models(tmp_path):
     assert "cross_arch.png" in {p.name for p in build_report([tmp_path / "x"], tmp_path / "rep")}
 
 
-def test_results_writer_notes_unquantized_float_images(tmp_path):
+def test_results_writer_notes_what_rounding_float_images_costs(tmp_path):
     from dataclasses import replace
 
     from ladd.report.results import eval_notes, write_results
@@ -87,7 +87,8 @@ def test_results_writer_notes_unquantized_float_images(tmp_path):
     cfg = EvalConfig(methods=("baseline",), models=("convnet-w32",), seeds=1, epochs=1)
     art = _ladd_artifact(ds)
     floats = replace(art, images=art.images.float() + 0.25)
-    notes = {kind: eval_notes(a, cfg, evaluate(a, ds, cfg, Runtime())) for kind, a in (("uint8", art), ("float", floats))}
-    assert not any("float32" in n for n in notes["uint8"]) and any("not rounded to the uint8" in n for n in notes["float"])
+    rows = {kind: evaluate(a, ds, cfg, Runtime()) + rounding_rows(a, ds, cfg, Runtime()) for kind, a in (("uint8", art), ("float", floats))}
+    notes = {kind: eval_notes(a, cfg, rows[kind]) for kind, a in (("uint8", art), ("float", floats))}
+    assert not any("float32" in n for n in notes["uint8"]) and any("rounded to the uint8 pixels" in n for n in notes["float"])
     written = write_results(tmp_path, evaluate(art, ds, cfg, Runtime()), {"x": 1}, notes["uint8"], "t")
     assert all(p.stat().st_size > 0 for p in written) and json.loads(written[0].read_text())["config"] == {"x": 1}
