@@ -75,9 +75,9 @@ def add_distill_flops(run: Path, done: dict, data, src, cfg: EvalConfig, title: 
     save_artifact(run / "artifact", art)
     for row in done["rows"]:
         row.update(flops_distill=flops, flops=flops + row["flops_labels"] + row["flops_deploy"])
-    done["notes"][2] = eval_notes(art, cfg, done["rows"])[2]  # the FLOPs convention
-    extra = {"robustness": done["robustness"]} if "robustness" in done else None
-    write_results(run, done["rows"], done["config"], done["notes"], title, extra)
+    scores = done.get("robustness")
+    done["notes"] = eval_notes(art, cfg, done["rows"]) + ([robustness_note(scores)] if scores else [])
+    write_results(run, done["rows"], done["config"], done["notes"], title, {"robustness": scores} if scores else None)
     print(f"{run.name}: images cost {flops:.3g} FLOPs", flush=True)
 
 

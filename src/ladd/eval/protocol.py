@@ -212,7 +212,7 @@ def rounding_rows(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Run
     manifest = {k: v for k, v in art.manifest.items() if k != "storage"}  # the rounded images' own bytes
     rounded = replace(art, images=art.images.round().clamp(0, 255).to(torch.uint8), manifest=manifest)
     rows = evaluate(rounded, dataset, cfg.model_copy(update={"methods": cfg.methods[:1]}), runtime)
-    return [{**r, "method": f"{r['method']} (uint8)", "pixels": "float32 images rounded to uint8"} for r in rows]
+    return [{**r, "method": f"{r['method']} (uint8)", "rounded_of": r["method"]} for r in rows]
 
 
 def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:

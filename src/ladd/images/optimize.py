@@ -12,13 +12,11 @@ loop's cost is known however often it was interrupted, without counting every it
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from ladd.core import progress
 from ladd.core.checkpoint import load_state, save_state
@@ -33,7 +31,7 @@ STATE = "images_state.safetensors"
 class Optimized:
     images: torch.Tensor
     losses: list[float]  # per iteration
-    flops: int  # the whole loop: iterations × one iteration's step + backward
+    flops: int  # the whole loop: step + backward of every iteration, from one counted cycle
 
 
 def optimize_images(
@@ -94,10 +92,10 @@ def optimize_images(
         with progress.bar(description, iterations) as advance:
             advance(start)
             for it in range(start, iterations):
-                with FlopCounterMode(display=False) if per_position[it % cycle] is None else nullcontext() as counter:
+                if per_position[it % cycle] is None:  # first time at this point of the cycle: count it
+                    loss, per_position[it % cycle] = count_flops(iterate, it)
+                else:
                     loss = iterate(it)
-                if counter is not None:
-                    per_position[it % cycle] = counter.get_total_flops()
                 if cosine:
                     for g, base in zip(opt.param_groups, base_lrs):
                         g["lr"] = base * 0.5 * (1 + math.cos(math.pi * it / iterations))

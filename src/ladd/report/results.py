@@ -36,8 +36,8 @@ def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
         + ("" if first.get("flops_distill") is not None else "; the images' FLOPs are unknown (imported, or made before ladd counted them): not included"),
     ]
     for r in rows:
-        if "pixels" in r:  # eval.protocol.rounding_rows
-            kept = next(k for k in rows if k["method"] == r["method"].removesuffix(" (uint8)") and k["model"] == r["model"])
+        if "rounded_of" in r:  # eval.protocol.rounding_rows
+            kept = next(k for k in rows if k["method"] == r["rounded_of"] and k["model"] == r["model"])
             notes.append(f"images stored as float32 (--float-images); rounded to the uint8 pixels the default stores, "
                          f"{kept['method']} on {r['model']} scores {100 * r['acc_mean']:.2f} instead of {100 * kept['acc_mean']:.2f} "
                          f"({100 * (r['acc_mean'] - kept['acc_mean']):+.2f} points) in {r['image_bytes_zip'] / 1024:.1f} instead of "
