@@ -1,4 +1,4 @@
-"""Seconds per distillation iteration and peak memory of ladd's learned image methods (DM, DC, MTT),
+"""Seconds per distillation iteration and peak memory of ladd's learned image methods (DM, DC, DSA, MTT),
 next to re-implementations of the reference loop structures, run on the same machine:
 
 - DM (main_DM.py): a fresh frozen network per iteration; per class, the real and the synthetic
@@ -7,13 +7,15 @@ next to re-implementations of the reference loop structures, run on the same mac
   of a real batch and of the class's synthetic images in separate calls, the gradient of each, the
   layer-wise `match_loss`, summed over classes, one image step; between rounds the network trains
   `inner_loop` epochs on the synthetic set (through a DataLoader, as main.py's `epoch`).
+- DSA (main.py with `--method DSA`): DC's loops, a shared augmentation draw for each class's real
+  and synthetic batch, augmented inner-loop batches.
 - MTT (distill.py): a fresh student whose parameters are one flat vector (reparam_module.py);
   `syn_steps` SGD steps on `batch_syn`-image chunks of a permutation, every step's vector kept
   (the graph holds all steps); then SGD on the images and on the learnable lr.
 
 Both sides get the same data, initial images, network and hyperparameters: the method's default
 recipe for the dataset and IPC (what `ladd distill` runs) for `--iterations` + 1 iterations, the
-first one (compilation, first-touch allocation) left out of the median. One DC iteration is one
+first one (compilation, first-touch allocation) left out of the median. One DC/DSA iteration is one
 network: `outer_loop` rounds and the inner training between them. MTT runs with all images per
 student step, with the recipe's `batch_syn` and with `--batch-syn` (each distinct setting once). It reads the experts of `--buffer DIR` (`ladd experts --out
 DIR`), else those in the cache (`ladd experts` for the recipe), else a stand-in buffer: one expert
@@ -37,6 +39,7 @@ import os
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -92,14 +95,16 @@ def reference_dm(req: ImageRequest) -> list[float]:
     return times
 
 
-def reference_dc(req: ImageRequest) -> list[float]:
-    """main.py (DC, no augmentation): per class, a real and a synthetic forward, their gradients,
-    `match_loss`; the network trains on the synthetic set between outer rounds."""
+def reference_dc(req: ImageRequest, augment: bool = False) -> list[float]:
+    """main.py: per class, a real and a synthetic forward, their gradients, `match_loss`; the
+    network trains on the synthetic set between outer rounds. DSA (`augment`): one shared draw per
+    class for the real and the synthetic batch, and augmented inner-loop batches (main.py's
+    `epoch(..., aug=True)`)."""
     data, p, device = req.dataset, GradientMatchingParams(**req.params), req.runtime.device
     syn, labels = initial_images(req, p.init)
     syn.requires_grad_(True)
     opt_img = torch.optim.SGD([syn], lr=p.lr_img, momentum=p.momentum)
-    gen = generator(0)
+    dsa, gen = DSA(strategy_for(data.name)), generator(0)
     torch.manual_seed(0)  # the DataLoader shuffles with the global RNG
     c, h, w = data.shape
     images_all = normalize(data.train.images, data.mean, data.std).to(device)
@@ -117,6 +122,9 @@ def reference_dc(req: ImageRequest) -> list[float]:
             for k, members in enumerate(by_class):
                 real = images_all[members[torch.randperm(len(members), generator=gen)[: p.batch_real]]]
                 mine = syn[labels == k]
+                if augment:
+                    draw = dsa.sample(1, (h, w), gen, shared=True)
+                    real, mine = dsa.apply(real, draw), dsa.apply(mine, draw)
                 target = torch.full((len(real),), k, device=device)
                 gw_real = [g.detach().clone() for g in torch.autograd.grad(F.cross_entropy(net(real), target), net_params)]
                 gw_syn = torch.autograd.grad(F.cross_entropy(net(mine), target[: len(mine)]), net_params, create_graph=True)
@@ -129,7 +137,7 @@ def reference_dc(req: ImageRequest) -> list[float]:
             loader = DataLoader(TensorDataset(syn.detach().clone(), labels.clone()), batch_size=p.batch_train, shuffle=True)
             for _ in range(p.inner_loop):
                 for x, y in loader:
-                    out = net(x)
+                    out = net(dsa(x, gen) if augment else x)
                     step_loss = F.cross_entropy(out, y)
                     step_loss.item(), (out.argmax(-1) == y).sum().item()  # main.py's epoch() logs loss and accuracy
                     opt_net.zero_grad()
@@ -196,7 +204,7 @@ def ladd_times(method: str):
     call of `optimize_images` is wrapped to mark when each step starts."""
 
     def run(req: ImageRequest) -> list[float]:
-        module = {"dm": dm, "dc": gradient_matching, "mtt": mtt}[method]
+        module = {"dm": dm, "dc": gradient_matching, "dsa": gradient_matching, "mtt": mtt}[method]
         real_optimize, marks = module.optimize_images, []
 
         def marked(syn, step, **kw):
@@ -214,14 +222,15 @@ def ladd_times(method: str):
         finally:
             module.optimize_images = real_optimize
         steps = [b - a for a, b in zip(marks, marks[1:])]
-        per = GradientMatchingParams(**req.params).outer_loop if method == "dc" else 1  # DC: a step is one outer round
+        per = GradientMatchingParams(**req.params).outer_loop if method in ("dc", "dsa") else 1  # DC/DSA: a step is one outer round
         return [sum(steps[i : i + per]) for i in range(0, len(steps), per)]
 
     return run
 
 
-IMPLS = {"reference-dm": reference_dm, "reference-dc": reference_dc, "reference-mtt": reference_mtt,
-         "ladd-dm": ladd_times("dm"), "ladd-dc": ladd_times("dc"), "ladd-mtt": ladd_times("mtt")}
+IMPLS = {"reference-dm": reference_dm, "reference-dc": reference_dc, "reference-dsa": partial(reference_dc, augment=True),
+         "reference-mtt": reference_mtt, "ladd-dm": ladd_times("dm"), "ladd-dc": ladd_times("dc"),
+         "ladd-dsa": ladd_times("dsa"), "ladd-mtt": ladd_times("mtt")}
 
 
 # --- measuring -----------------------------------------------------------------------------------
@@ -310,7 +319,7 @@ def main() -> None:
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--model", default="convnet")
-    p.add_argument("--methods", nargs="+", default=["dm", "dc", "mtt"], choices=["dm", "dc", "mtt"])
+    p.add_argument("--methods", nargs="+", default=["dm", "dc", "mtt"], choices=["dm", "dc", "dsa", "mtt"])
     p.add_argument("--iterations", type=int, default=2, help="timed iterations per row (one more runs first, untimed)")
     p.add_argument("--batch-syn", type=int, default=20, help="MTT: images per student step, timed beside all images and the recipe's value")
     p.add_argument("--buffer", type=Path, help="MTT experts from `ladd experts --out DIR` (default: the expert cache, else a stand-in)")
@@ -331,11 +340,12 @@ def main() -> None:
         rows += [("dm", "ladd (recipe: bf16 real branch, compiled)", "dm", {"impl": "ladd-dm", "params": dm_p}),
                  ("dm", "ladd (float32, eager)", "dm", {"impl": "ladd-dm", "params": {**dm_p, "real_precision": "float32", "compile": False}}),
                  ("dm", "reference structure", "dm", {"impl": "reference-dm", "params": dm_p})]
-    if "dc" in args.methods:
-        dc_p = recipe("dc")
-        rows += [("dc", "ladd (recipe: compiled)", "dc", {"impl": "ladd-dc", "params": dc_p}),
-                 ("dc", "ladd (eager)", "dc", {"impl": "ladd-dc", "params": {**dc_p, "compile": False}}),
-                 ("dc", "reference structure", "dc", {"impl": "reference-dc", "params": dc_p})]
+    for m in ("dc", "dsa"):
+        if m in args.methods:
+            gm_p = recipe(m)
+            rows += [(m, "ladd (recipe: compiled)", m, {"impl": f"ladd-{m}", "params": gm_p}),
+                     (m, "ladd (eager)", m, {"impl": f"ladd-{m}", "params": {**gm_p, "compile": False}}),
+                     (m, "reference structure", m, {"impl": f"reference-{m}", "params": gm_p})]
     summary = {
         "dataset": args.dataset, "ipc": args.ipc, "model": args.model, "device": str(runtime.device),
         "threads": args.threads or torch.get_num_threads(), "torch": torch.__version__, "timed_iterations": args.iterations,

@@ -19,7 +19,7 @@ from ladd.experts import ExpertConfig
 from ladd.labels import LabelConfig
 from ladd.labels.methods import build_teacher
 from ladd.labels.relabel import RelabelConfig
-from ladd.labels.replay import Replay, prune_units, sample_scores, units
+from ladd.labels.replay import Pruning, Replay, prune_units, sample_scores, units
 from ladd.train.loop import Recipe, TrainData, train
 
 TEACHER = ExpertConfig(model="convnet-w32", epochs=1, batch_size=6)
@@ -120,11 +120,11 @@ def test_pruning_keeps_exactly_one_over_rho_and_batch_pools_mix_epochs(toy, tmp_
     _, art = _relabelled(toy, tmp_path, epochs=10)
     store = art.relabel
     for pool, total in (("epoch", 10), ("batch", 30)):
-        kept = prune_units(store, art.labels, 10, pool)
+        kept = prune_units(store, art.labels, Pruning(rho=10, pool=pool))
         assert len(kept) == total // 10 and sum(len(u) for u in kept) == 18  # 180 stored labels / 10
         assert len(torch.cat(kept).unique()) == 18
-    assert len(prune_units(store, art.labels, 1, "batch")) == 30
-    kept = prune_units(store, art.labels, 5, "batch")  # 6 batch units
+    assert len(prune_units(store, art.labels, Pruning(rho=1, pool="batch"))) == 30
+    kept = prune_units(store, art.labels, Pruning(rho=5, pool="batch"))  # 6 batch units
     epochs_of = {int(u[0]) // 18 for u in kept}
     assert len(epochs_of) > 1  # the pool holds batches of several stored epochs
     replay = _replay(art, toy, kept, per_epoch=3)
@@ -134,11 +134,11 @@ def test_pruning_keeps_exactly_one_over_rho_and_batch_pools_mix_epochs(toy, tmp_
     # two passes over the pool use every kept unit exactly twice
     assert sorted(torch.cat(drawn).tolist()) == sorted(torch.cat(kept).tolist() * 2)
     with pytest.raises(LaddError, match=r"--prune 0.5 must be >= 1"):
-        prune_units(store, art.labels, 0.5, "epoch")
+        Pruning(rho=0.5)
     with pytest.raises(LaddError, match="keeps 0 of the 10 stored epoch units"):
-        prune_units(store, art.labels, 20, "epoch")
+        prune_units(store, art.labels, Pruning(rho=20, pool="epoch"))
     with pytest.raises(LaddError, match="--pool 'step' is not one of epoch, batch"):
-        prune_units(store, art.labels, 2, "step")
+        Pruning(rho=2, pool="step")
 
 
 def test_metric_pruning_ranks_units_by_their_labels(toy, tmp_path):
@@ -152,12 +152,12 @@ def test_metric_pruning_ranks_units_by_their_labels(toy, tmp_path):
     torch.testing.assert_close(sample_scores(store, art.labels, "cut_ratio"), store.tensors["mix_lambda"].double() - 1)
     every = units(store, "batch")
     means = torch.tensor([conf.flatten()[u].mean().item() for u in every])
-    easy = prune_units(store, art.labels, 6, "batch", "confidence", "easy")
-    hard = prune_units(store, art.labels, 6, "batch", "confidence", "hard")
+    easy = prune_units(store, art.labels, Pruning(rho=6, pool="batch", metric="confidence", keep="easy"))
+    hard = prune_units(store, art.labels, Pruning(rho=6, pool="batch", metric="confidence", keep="hard"))
     index = lambda kept: {next(i for i, u in enumerate(every) if torch.equal(u, k)) for k in kept}  # noqa: E731
     assert index(easy) == set(means.argsort(descending=True)[:3].tolist())
     assert index(hard) == set(means.argsort()[:3].tolist())
-    assert len(prune_units(store, art.labels, 6, "batch", "diff", "uniform")) == 3
+    assert len(prune_units(store, art.labels, Pruning(rho=6, pool="batch", metric="diff", keep="uniform"))) == 3
     with pytest.raises(LaddError, match="prune metric 'loss' is not one of"):
         sample_scores(store, art.labels, "loss")
 
@@ -250,15 +250,15 @@ def test_resumed_relabel_equals_an_uninterrupted_one(toy, tmp_path, monkeypatch)
 def test_fkd_students_train_on_the_pruned_pool_and_relabel_survives_relabelling(toy, tmp_path):
     path, art = _relabelled(toy, tmp_path)
     cfg = EvalConfig(methods=("fkd",), models=("convnet-w32",), seeds=1, protocol="fkd", epochs=2, lr=1e-3,
-                     batch_size=5, prune=2, pool="batch")
+                     batch_size=5, pruning=Pruning(rho=2, pool="batch"))
     row = evaluate(art, toy, cfg, Runtime())[0]
     assert row["relabel_kept_samples"] == 36 and row["terms"] == ["replay"]
     assert row["label_bytes_raw"] == sum(b["raw"] for b in art.relabel.storage().values()) // 2
     assert row["flops_labels"] > 0 and 0 <= row["acc_mean"] <= 1
-    whole = evaluate(art, toy, cfg.model_copy(update={"prune": 1.0}), Runtime())[0]  # ρ = 1 reuses the relabel's measured bytes
+    whole = evaluate(art, toy, cfg.model_copy(update={"pruning": Pruning()}), Runtime())[0]  # ρ = 1 reuses the relabel's measured bytes
     assert whole["relabel_storage"] == art.relabel.storage() and whole["relabel_kept_samples"] == 72
     with pytest.raises(LaddError, match=r"--prune 0.5 must be >= 1"):
-        EvalConfig(prune=0.5)
+        EvalConfig(pruning={"rho": 0.5})
     bare = pipeline.distill(toy, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(ipc=2))
     with pytest.raises(LaddError, match="run `ladd relabel ARTIFACT` first"):
         evaluate(bare, toy, cfg, Runtime())

@@ -26,6 +26,7 @@ from ladd.images.recipes import load_recipe
 from ladd.labels import LABEL_METHODS
 from ladd.labels.bptt import BpttConfig
 from ladd.labels.relabel import RelabelConfig
+from ladd.labels.replay import Pruning
 from ladd import pipeline
 from ladd.pipeline import ImagesConfig, LabelConfig, SourceConfig
 from ladd.report.results import eval_notes, robustness_note, write_results
@@ -249,7 +250,7 @@ def eval_(
     cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, protocol=protocol, epochs=epochs, lr=lr,
                      select_lr=candidates, val_per_class=val_per_class, crops_per_step=_crops(crops_per_step),
                      local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size,
-                     prune=prune, pool=pool, prune_metric=prune_metric, prune_keep=prune_keep)
+                     pruning=Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep))
     runtime = Runtime.from_name(device)
     rows = evaluate(art, dataset, cfg, runtime) + rounding_rows(art, dataset, cfg, runtime)
     notes = eval_notes(art, cfg, rows)

@@ -25,7 +25,7 @@ def per_sample(model: nn.Module, shape: tuple[int, int, int], *, backward: bool)
     Measured on a copy with a batch of 2 (batch-norm needs > 1) and halved: costs are linear in
     the batch for every model here, so training costs are samples seen × this number.
     """
-    model = copy.deepcopy(model)
+    model = copy.deepcopy(model).requires_grad_(True) if backward else copy.deepcopy(model)  # frozen models train too
     x = torch.zeros(2, *shape, device=next(model.parameters()).device)
     model.train(backward)
     with FlopCounterMode(display=False) as counter:
@@ -35,3 +35,9 @@ def per_sample(model: nn.Module, shape: tuple[int, int, int], *, backward: bool)
             with torch.no_grad():
                 model(x)
     return counter.get_total_flops() // 2
+
+
+def training(model: nn.Module, shape: tuple[int, int, int], samples: int) -> int:
+    """FLOPs of training `model` on `samples` inputs (forward + backward each): what an expert, a
+    labeler, a teacher or a student cost, from the samples its training log counted."""
+    return per_sample(model, shape, backward=True) * samples

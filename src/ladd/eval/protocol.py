@@ -27,7 +27,7 @@ from ladd.cost.storage import component_bytes
 from ladd.data import holdout
 from ladd.eval.protocols import DEFAULT, Protocol, load_protocol
 from ladd.experts import build_for
-from ladd.labels.replay import Replay, check_options, prune_units, units_per_epoch
+from ladd.labels.replay import Pruning, Replay, prune_units, units_per_epoch
 from ladd.models import MODELS
 from ladd.train.loop import Recipe, TrainData, TrainLog, class_accuracy, train
 from ladd.train.terms import method_terms
@@ -61,18 +61,13 @@ class EvalConfig(BaseModel):
     crops_per_step: int | Literal["all", "auto"] = "all"
     local_reduction: Literal["mean", "sum"] = "mean"  # over the N² views; "sum" = Eq. 5 literally
     soft_loss: Literal["ce", "kl"] | None = None  # soft/dense targets: soft cross-entropy or KL; None = the protocol's
-    # label pruning of a replayed relabel (method fkd): keep 1/prune of the stored units
-    prune: float = 1.0
-    pool: str = "epoch"
-    prune_metric: str = "random"
-    prune_keep: str = "easy"
+    pruning: Pruning = Pruning()  # which stored labels a replayed relabel (method fkd) keeps
 
     @model_validator(mode="after")
     def _known_names(self) -> "EvalConfig":
         """Unknown methods or models fail here, before any training, not mid-evaluation."""
         if isinstance(self.crops_per_step, int) and self.crops_per_step < 1:
             raise LaddError(f"--crops-per-step {self.crops_per_step} must be >= 1, 'all' or 'auto'")
-        check_options(self.prune, self.pool, self.prune_metric, self.prune_keep)
         for method in self.methods:
             method_terms(method)
         for model in self.models:
@@ -164,7 +159,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             students = students or train_students(trained_on, terms, recipe, dataset, model_name, cfg.seeds, runtime, method)
             accs, per_class = students.test(dataset)
             # every seed forwards the same number of inputs: measure the per-sample cost once
-            deploy = flops.per_sample(students.models[-1], dataset.shape, backward=True) * sum(students.log.samples.values())
+            deploy = flops.training(students.models[-1], dataset.shape, sum(students.log.samples.values()))
             rows.append({
                 "method": method,
                 "terms": list(terms),
@@ -221,7 +216,8 @@ def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
     store = art.relabel
     if store is None:
         raise LaddError("the fkd method replays stored relabel labels, which the artifact lacks: run `ladd relabel ARTIFACT` first")
-    kept = prune_units(store, art.labels, cfg.prune, cfg.pool, cfg.prune_metric, cfg.prune_keep)
+    pruning = cfg.pruning
+    kept = prune_units(store, art.labels, pruning)
     positions = torch.cat(kept)
     fraction = len(positions) / (store.epochs * store.samples)
     # all kept: the bytes the relabel stage already measured (zipping GBs of labels again is slow at scale)
@@ -230,14 +226,14 @@ def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
     raw = sum(b["raw"] for b in storage.values())
     return {
         "kept": kept,
-        "per_epoch": units_per_epoch(store, cfg.pool),
+        "per_epoch": units_per_epoch(store, pruning.pool),
         "bytes_raw": raw,
         "bytes_zip": sum(b["zip"] for b in storage.values()),
         "flops": made["teacher_train"] + int(made["label_generation"] * fraction),
-        "prune": cfg.prune,
-        "pool": cfg.pool,
-        "prune_metric": cfg.prune_metric,
-        "prune_keep": cfg.prune_keep if cfg.prune_metric != "random" else None,
+        "prune": pruning.rho,
+        "pool": pruning.pool,
+        "prune_metric": pruning.metric,
+        "prune_keep": pruning.keep if pruning.metric != "random" else None,
         "relabel_epochs": store.epochs,
         "relabel_kept_samples": len(positions),
         "relabel_storage": storage,

@@ -19,6 +19,7 @@ from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.eval.diversity import diversity
 from ladd.eval.protocol import EvalConfig, evaluate
+from ladd.labels.replay import Pruning
 from ladd.experiments.common import Cells, Setup, students, write_report
 from ladd.report.tables import pm
 from ladd.experts import ExpertConfig
@@ -67,7 +68,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], rhos: list[float], pool
             for rho in rhos:
                 for pool in (pools if rho > 1 else pools[:1]):  # ρ = 1 keeps every unit: both pools hold the same labels
                     cfg = EvalConfig(methods=("fkd",), models=(setup.student_model,), seeds=setup.seeds, protocol="fkd",
-                                     epochs=relabel_epochs, batch_size=relabel_batch, prune=rho, pool=pool)
+                                     epochs=relabel_epochs, batch_size=relabel_batch, pruning=Pruning(rho=rho, pool=pool))
                     key = {**base, "experiment": "lpld", "labels": "fkd", "rho": rho, "pool": pool, "iterations": iterations,
                            "relabel": relabel.model_dump()}
 

@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch.utils.flop_counter import FlopCounterMode
 
 from ladd.core.types import ImageSet, normalize
 from ladd.cost import flops
@@ -48,8 +47,10 @@ def herding_images(req: ImageRequest) -> ImageSet:
     cfg = ExpertConfig(model=req.model, epochs=p.expert_epochs, seed=p.expert_seed)
     directory, _ = ensure_expert(ds, cfg, None, req.runtime)
     expert, _ = load_expert(directory, p.expert_epochs, ds, req.runtime)
-    picks = []
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+
+    @torch.no_grad()
+    def pick() -> torch.Tensor:
+        picks = []
         for c in range(ds.num_classes):
             members = (ds.train.labels == c).nonzero().flatten()
             feats = torch.cat([
@@ -57,7 +58,10 @@ def herding_images(req: ImageRequest) -> ImageSet:
                 for chunk in ds.train.images[members].split(512)
             ])
             picks.append(members[herd(feats, req.ipc)])
+        return torch.cat(picks)
+
+    chosen, embedding = flops.count(pick)
     # herding needs a trained feature extractor: its training is part of the cost (a labeler that
     # shares the cached expert counts it again, for the labels)
-    trained = flops.per_sample(expert, ds.shape, backward=True) * read_info(directory)["samples_seen"]
-    return replace(ds.train.subset(torch.cat(picks)), flops=trained + counter.get_total_flops())
+    trained = flops.training(expert, ds.shape, read_info(directory)["samples_seen"])
+    return replace(ds.train.subset(chosen), flops=trained + embedding)

@@ -154,5 +154,5 @@ def mtt_images(req: ImageRequest) -> ImageSet:
     )
     info = {"lr": float(syn_lr.detach()), "final_loss": out.losses[-1]}
     # the expert buffer exists only for MTT: its training is part of what the images cost
-    buffer = flops.per_sample(net, ds.shape, backward=True) * sum(read_info(d)["samples_seen"] for d in dirs)
+    buffer = flops.training(net, ds.shape, sum(read_info(d)["samples_seen"] for d in dirs))
     return ImageSet(to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu(), labels.cpu(), info, flops=buffer + out.flops)

@@ -10,7 +10,6 @@ would make every score and label meaningless, so it is refused.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
@@ -118,7 +117,7 @@ def region_cost(model: nn.Module, shape: tuple[int, int, int], provenance: dict,
     """FLOPs charged to the region labels, as for LADD's labels: observer training (0 for a given
     checkpoint) + one forward per tile."""
     return {"unit": flops.UNIT,
-            "labeler_train": flops.per_sample(copy.deepcopy(model).requires_grad_(True), shape, backward=True) * provenance["samples_seen"],
+            "labeler_train": flops.training(model, shape, provenance["samples_seen"]),
             "label_generation": flops.per_sample(model, shape, backward=False) * tiles}
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch.utils.flop_counter import FlopCounterMode
 
 from ladd.core.errors import LaddError
 from ladd.core.runtime import generator
 from ladd.core.types import ImageSet, normalize, to_pixels
+from ladd.cost import flops
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.observer import ObserverParams, load_observer, observer_ce, region_cost, region_labels
 from ladd.images.mosaic import grid_side, shrink, tile
@@ -68,8 +68,9 @@ def rded_images(req: ImageRequest) -> ImageSet:
     observer, provenance = load_observer(ds, p, req.runtime)
     gen = generator(req.seed)
     k = p.tiles * req.ipc
-    images, labels, scores = [], [], []
-    with FlopCounterMode(display=False) as counter:  # scoring is what making the images costs
+
+    def select() -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+        images, labels, scores = [], [], []
         for cls in range(ds.num_classes):
             members = (ds.train.labels == cls).nonzero().flatten()
             pool = members[torch.randperm(len(members), generator=gen)[: p.candidates]]
@@ -87,11 +88,13 @@ def rded_images(req: ImageRequest) -> ImageSet:
             images.append(tile(chosen.view(p.tiles, req.ipc, c, h // n, w // n).transpose(0, 1)))
             labels.append(torch.full((req.ipc,), cls))
             scores.append(best_ce[order].mean().item())
+        return torch.cat(images), torch.cat(labels), scores
 
-    pixels = to_pixels(torch.cat(images), ds.mean, ds.std).cpu()
+    (images, labels, scores), scoring = flops.count(select)  # scoring is what making the images costs
+    pixels = to_pixels(images, ds.mean, ds.std).cpu()
     info = {"observer": provenance, "tiles": p.tiles, "grid": n, "mean_patch_ce": [round(s, 6) for s in scores]}
     regions = None
     if p.relabel:
         regions = region_labels(observer, pixels, ds.mean, ds.std, n)
         info["flops"] = region_cost(observer, ds.shape, provenance, regions.shape[0] * regions.shape[1])
-    return ImageSet(pixels, torch.cat(labels), info, regions, flops=counter.get_total_flops())
+    return ImageSet(pixels, labels, info, regions, flops=scoring)

@@ -47,8 +47,7 @@ def build_teacher(dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> tuple
         model, prov = load_expert(directory, epoch, dataset, runtime)
         members.append(model)
         provenance.append(prov)
-        trained = int(info["samples_seen"] * epoch / cfg.labeler.epochs)  # samples seen up to the checkpoint
-        train_flops += flops.per_sample(model, dataset.shape, backward=True) * trained
+        train_flops += flops.training(model, dataset.shape, int(info["samples_seen"] * epoch / cfg.labeler.epochs))  # up to the checkpoint
     teacher = Teacher(members, cfg.temperature, cfg.top_k)
     test_acc = provenance[0]["test_acc"] if cfg.ensemble == 1 else accuracy(teacher, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std)
     summary = {**provenance[0], "test_acc": round(test_acc, 6), "ensemble": cfg.ensemble,

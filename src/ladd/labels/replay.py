@@ -22,6 +22,7 @@ import math
 from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from ladd.artifact.relabel import RelabelStore
 from ladd.augment.fkd import render
@@ -35,13 +36,26 @@ METRICS = ("random", "correct", "confidence", "diff", "diff_signed", "cut_ratio"
 KEEPS = ("easy", "hard", "uniform")
 
 
-def check_options(prune: float, pool: str, metric: str, keep: str) -> None:
-    """The pruning options, refused with the option's name (EvalConfig checks them before any training)."""
-    if prune < 1:
-        raise LaddError(f"--prune {prune:g} must be >= 1: it keeps 1/ρ of the stored labels (1 = keep all)")
-    for value, valid, option in ((pool, POOLS, "--pool"), (metric, METRICS, "--prune-metric"), (keep, KEEPS, "--prune-keep")):
-        if value not in valid:
-            raise LaddError(f"{option} {value!r} is not one of {', '.join(valid)}")
+class Pruning(BaseModel):
+    """Which stored labels a replay keeps: 1/ρ of the units of `pool`, chosen by `metric` (random =
+    LPLD; the others rank units and keep the `keep` end). Refused on construction, with the CLI
+    option's name, so a bad value fails before any training."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rho: float = 1.0
+    pool: str = "epoch"
+    metric: str = "random"
+    keep: str = "easy"
+
+    @model_validator(mode="after")
+    def _check(self) -> "Pruning":
+        if self.rho < 1:
+            raise LaddError(f"--prune {self.rho:g} must be >= 1: it keeps 1/ρ of the stored labels (1 = keep all)")
+        for value, valid, option in ((self.pool, POOLS, "--pool"), (self.metric, METRICS, "--prune-metric"), (self.keep, KEEPS, "--prune-keep")):
+            if value not in valid:
+                raise LaddError(f"{option} {value!r} is not one of {', '.join(valid)}")
+        return self
 
 
 def units(store: RelabelStore, pool: str) -> list[torch.Tensor]:
@@ -93,12 +107,11 @@ def sample_scores(store: RelabelStore, hard: torch.Tensor, metric: str) -> torch
     return torch.stack(scores)
 
 
-def prune_units(store: RelabelStore, hard: torch.Tensor, prune: float = 1.0, pool: str = "epoch",
-                metric: str = "random", keep: str = "easy") -> list[torch.Tensor]:
+def prune_units(store: RelabelStore, hard: torch.Tensor, pruning: Pruning = Pruning()) -> list[torch.Tensor]:
     """The kept units: ⌊units/ρ⌋, at random (seeded by the relabel seed) or by mean metric score."""
-    check_options(prune, pool, metric, keep)
-    every = units(store, pool)
-    count = keep_count(len(every), prune, pool)
+    metric, keep = pruning.metric, pruning.keep
+    every = units(store, pruning.pool)
+    count = keep_count(len(every), pruning.rho, pruning.pool)
     if count == len(every):
         return every
     if metric == "random":

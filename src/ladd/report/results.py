@@ -51,7 +51,7 @@ def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
     if rel and any("replay" in method_terms(m) for m in cfg.methods):
         notes.append(f"fkd: replays {rel['epochs']} stored relabel epochs × {rel['samples']} samples ({rel['dtype']} {rel['kind']}, T = {rel['temperature']:g}, "
                      f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g}, test acc {100 * rel['teacher']['test_acc']:.2f}%), "
-                     f"keeping 1/{cfg.prune:g} of them as a {cfg.pool} pool ({cfg.prune_metric}); lbl KB = the kept six components")
+                     f"keeping 1/{cfg.pruning.rho:g} of them as a {cfg.pruning.pool} pool ({cfg.pruning.metric}); lbl KB = the kept six components")
     return notes
 
 
