@@ -14,11 +14,13 @@ from ladd.augment.subsample import crop_geometry
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime, generator, seeded
 from ladd.core.types import normalize
-from ladd.eval.protocol import default_methods
+from ladd.eval.protocol import EvalConfig, default_methods, evaluate
+from ladd.experts import ExpertConfig
 from ladd.images import ImageRequest, make_images
 from ladd.images.lic import compensation_loss, pick_per_class
 from ladd.images.observer import ObserverParams, load_observer
 from ladd.images.optimize import optimize_images
+from ladd.labels.relabel import RelabelConfig
 from ladd.images.mosaic import expand, grid_side, shrink, squeeze, untile
 from ladd.models import build_model
 from ladd.train.terms import Batch, LocalTerm
@@ -172,3 +174,23 @@ def test_distill_stores_region_labels_as_dense_labels_and_params_override_the_re
     assert plain.geometry == (2, 0.5)  # the tile grid, so students can train on the expanded tiles (local-hard)
     with pytest.raises(LaddError, match="--param is for image methods with recipes"):
         pipeline.distill(toy12, src, pipeline.ImagesConfig(method="random", ipc=1, params={"select": False}))
+
+
+def test_region_labels_and_a_stored_relabel_train_one_student_together(toy12, tmp_path):
+    """LIC's optional extra: Eq. 9 on the tiles plus FKD-style stored augmentation labels, `local-dense+replay`."""
+    art = pipeline.distill(toy12, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(
+        method="rded", ipc=2, params={**OBSERVER, "candidates": 10}))
+    path = tmp_path / "rded"
+    save_artifact(path, art)
+    cfg = RelabelConfig(epochs=2, batch_size=3, teacher=ExpertConfig(model="convnet-w32", epochs=1, batch_size=6))
+    save_artifact(path, pipeline.relabel(load_artifact(path), path, toy12, cfg, Runtime()))
+    art = load_artifact(path)
+    assert art.dense_labels is not None and art.relabel is not None  # relabelling keeps the region labels
+    ev = EvalConfig(methods=("local-dense", "local-dense+replay"), models=("convnet-w32",), seeds=1, protocol="fkd", epochs=2, batch_size=3)
+    region, both = evaluate(art, toy12, ev, Runtime())
+    assert both["terms"] == ["local-dense", "replay"] and both["relabel_kept_samples"] == 12
+    stored = art.relabel.storage()
+    assert both["label_bytes_raw"] == region["label_bytes_raw"] + sum(b["raw"] for b in stored.values())
+    made = art.relabel.info["flops"]
+    assert both["flops_labels"] == region["flops_labels"] + made["teacher_train"] + made["label_generation"]
+    assert both["flops_deploy"] > region["flops_deploy"]  # the replayed views are forwarded too
