@@ -108,7 +108,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ladd_labels: bool, runt
     ax.set_ylabel(f"test accuracy % ({setup.seeds} seeds)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
-    ax.set_title(f"{dataset.name}: LIC stages (Table 7), RDED, random")
+    ax.set_title(f"{dataset.name}: LIC stages (Table 7) against random, RDED and SRe²L")
     e = setup.teacher.labeler
     notes = [f"observer (and LADD labeler): {e.model}, {e.epochs} epochs, lr {e.lr}, seed {e.seed}; images seed {setup.image_seed}",
              f"students: {setup.student_model}, {setup.student_epochs} epochs, lr {setup.student_lr}, final-epoch test accuracy; "
