@@ -3,6 +3,7 @@ matmuls and convolutions only (elementwise ops, norms and activations are not co
 
 from __future__ import annotations
 
+import contextvars
 import copy
 
 import torch
@@ -10,13 +11,31 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 UNIT = "FLOPs (torch.utils.flop_counter: 2 per multiply-add; conv/matmul only)"
+_counting = contextvars.ContextVar("ladd_counting_flops", default=False)
 
 
 def count(fn, *args, **kwargs) -> tuple[object, int]:
     """`fn(*args, **kwargs)` and the FLOPs it ran (forward and any backward inside it)."""
-    with FlopCounterMode(display=False) as counter:
-        out = fn(*args, **kwargs)
+    token = _counting.set(True)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            out = fn(*args, **kwargs)
+    finally:
+        _counting.reset(token)
     return out, counter.get_total_flops()
+
+
+def compiled(fn, **options):
+    """`torch.compile(fn)` that runs `fn` eagerly inside `count`. The counter cannot see into a
+    compiled graph, and dynamo gives up on a function for good when its first call comes under
+    the counter's dispatch mode, so counting the first iteration would otherwise leave every later
+    one uncompiled."""
+    fast = torch.compile(fn, **options)
+
+    def call(*args, **kwargs):
+        return (fn if _counting.get() else fast)(*args, **kwargs)
+
+    return call
 
 
 def per_sample(model: nn.Module, shape: tuple[int, int, int], *, backward: bool) -> int:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.runtime import seeded
 from ladd.core.types import ImageSet, normalize, to_pixels
+from ladd.cost import flops
 from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
 from ladd.images.optimize import optimize_images
 from ladd.images.random import random_images
@@ -66,7 +67,7 @@ class RealFeatures:
     def __init__(self, template: nn.Module, dtype: torch.dtype, compile: bool):
         self.dtype = dtype
         self.module = _Embed(copy.deepcopy(template).to(dtype)).requires_grad_(False)
-        self.fn = torch.compile(self._call, dynamic=False) if compile else self._call
+        self.fn = flops.compiled(self._call, dynamic=False) if compile else self._call
 
     def _call(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.module, params, (x,))

@@ -30,6 +30,7 @@ from torch.func import functional_call
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.runtime import seeded
 from ladd.core.types import ImageSet, normalize, to_pixels
+from ladd.cost import flops
 from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
 from ladd.images.dm import initial_images
 from ladd.images.optimize import optimize_images
@@ -75,7 +76,7 @@ class NetworkLoss:
 
     def __init__(self, template: nn.Module, compile: bool):
         self.module = copy.deepcopy(template)
-        self.fn = torch.compile(self._call) if compile else self._call  # a second batch size recompiles it dynamic
+        self.fn = flops.compiled(self._call) if compile else self._call  # a second batch size recompiles it dynamic
 
     def _call(self, state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(functional_call(self.module, state, (x,)), y)
