@@ -14,8 +14,9 @@ next to re-implementations of the reference loop structures, run on the same mac
   (the graph holds all steps); then SGD on the images and on the learnable lr.
 
 Both sides get the same data, initial images, network and hyperparameters: the method's default
-recipe for the dataset and IPC (what `ladd distill` runs) for `--iterations` + 1 iterations, the
-first one (compilation, first-touch allocation) left out of the median. One DC/DSA iteration is one
+recipe for the dataset and IPC (what `ladd distill` runs) for `--iterations` + 2 iterations, the
+first two left out of the median: ladd counts the first iteration's FLOPs (eagerly) and compiles in
+the second; both sides allocate on first touch. One DC/DSA iteration is one
 network: `outer_loop` rounds and the inner training between them. MTT runs with all images per
 student step, with the recipe's `batch_syn` and with `--batch-syn` (each distinct setting once). It reads the experts of `--buffer DIR` (`ladd experts --out
 DIR`), else those in the cache (`ladd experts` for the recipe), else a stand-in buffer: one expert
@@ -62,6 +63,8 @@ from ladd.images.recipes import load_recipe
 from ladd.models import build_model
 from ladd.train.loop import checkpoint_path
 
+
+WARMUP = 2  # untimed iterations: FLOPs counting (eager), then compilation
 
 # --- the reference loop structures -------------------------------------------------------------
 def reference_dm(req: ImageRequest) -> list[float]:
@@ -288,7 +291,7 @@ def measure(spec: dict) -> dict:
     req = ImageRequest(data, spec["ipc"], 0, None, spec["model"], runtime, spec["params"], buffer=buffer)
     with PeakMemory(runtime.device) as mem:
         times = IMPLS[spec["impl"]](req)
-    return {"seconds_per_iteration": statistics.median(times[1:]), "iterations_timed": len(times) - 1, "peak_mb": mem.mb}
+    return {"seconds_per_iteration": statistics.median(times[WARMUP:]), "iterations_timed": len(times) - WARMUP, "peak_mb": mem.mb}
 
 
 def in_fresh_process(spec: dict) -> dict:
@@ -320,7 +323,7 @@ def main() -> None:
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--model", default="convnet")
     p.add_argument("--methods", nargs="+", default=["dm", "dc", "mtt"], choices=["dm", "dc", "dsa", "mtt"])
-    p.add_argument("--iterations", type=int, default=2, help="timed iterations per row (one more runs first, untimed)")
+    p.add_argument("--iterations", type=int, default=2, help=f"timed iterations per row ({WARMUP} more run first, untimed)")
     p.add_argument("--batch-syn", type=int, default=20, help="MTT: images per student step, timed beside all images and the recipe's value")
     p.add_argument("--buffer", type=Path, help="MTT experts from `ladd experts --out DIR` (default: the expert cache, else a stand-in)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -332,7 +335,7 @@ def main() -> None:
             "threads": args.threads, "buffer": None}
 
     def recipe(method: str) -> dict:
-        return {**load_recipe(method, args.dataset, args.ipc)["params"], "iterations": args.iterations + 1}
+        return {**load_recipe(method, args.dataset, args.ipc)["params"], "iterations": args.iterations + WARMUP}
 
     rows = []  # (method, implementation, reference it is compared with, spec)
     if "dm" in args.methods:
