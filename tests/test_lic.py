@@ -20,8 +20,8 @@ from ladd.images import ImageRequest, make_images
 from ladd.images.lic import compensation_loss, pick_per_class
 from ladd.images.observer import ObserverParams, load_observer
 from ladd.images.optimize import optimize_images
-from ladd.labels.relabel import RelabelConfig
 from ladd.images.mosaic import expand, grid_side, shrink, squeeze, untile
+from ladd.labels.relabel import RelabelConfig
 from ladd.models import build_model
 from ladd.train.terms import Batch, LocalTerm
 

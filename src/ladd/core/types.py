@@ -72,7 +72,12 @@ def to_pixels(x: torch.Tensor, mean, std, *, keep_float: bool = False) -> torch.
     mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     pixels = (x.detach() * std_t + mean_t).clamp(0, 1) * 255
-    return pixels.float() if keep_float else pixels.round().to(torch.uint8)
+    return pixels.float() if keep_float else quantize(pixels)
+
+
+def quantize(pixels: torch.Tensor) -> torch.Tensor:
+    """Float pixels in 0..255 → the uint8 pixels ladd stores and counts by default."""
+    return pixels.round().clamp(0, 255).to(torch.uint8)
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

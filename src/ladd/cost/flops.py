@@ -44,7 +44,7 @@ def per_sample(model: nn.Module, shape: tuple[int, int, int], *, backward: bool)
     Measured on a copy with a batch of 2 (batch-norm needs > 1) and halved: costs are linear in
     the batch for every model here, so training costs are samples seen × this number.
     """
-    model = copy.deepcopy(model).requires_grad_(True) if backward else copy.deepcopy(model)  # frozen models train too
+    model = copy.deepcopy(model).requires_grad_(backward)  # a frozen model (an observer) is still costed as trained
     x = torch.zeros(2, *shape, device=next(model.parameters()).device)
     model.train(backward)
     with FlopCounterMode(display=False) as counter:

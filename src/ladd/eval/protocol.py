@@ -21,7 +21,7 @@ from ladd.artifact import Artifact
 from ladd.core.errors import LaddError
 from ladd.augment.dsa import strategy_for
 from ladd.core.runtime import Runtime
-from ladd.core.types import Dataset
+from ladd.core.types import Dataset, quantize
 from ladd.cost import flops
 from ladd.cost.storage import component_bytes
 from ladd.data import holdout
@@ -205,7 +205,7 @@ def rounding_rows(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Run
     if not art.images.dtype.is_floating_point:
         return []
     manifest = {k: v for k, v in art.manifest.items() if k != "storage"}  # the rounded images' own bytes
-    rounded = replace(art, images=art.images.round().clamp(0, 255).to(torch.uint8), manifest=manifest)
+    rounded = replace(art, images=quantize(art.images), manifest=manifest)
     rows = evaluate(rounded, dataset, cfg.model_copy(update={"methods": cfg.methods[:1]}), runtime)
     return [{**r, "method": f"{r['method']} (uint8)", "rounded_of": r["method"]} for r in rows]
 

@@ -19,13 +19,13 @@ from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.eval.diversity import diversity
 from ladd.eval.protocol import EvalConfig, evaluate
-from ladd.labels.replay import Pruning
 from ladd.experiments.common import Cells, Setup, students, write_report
 from ladd.report.tables import pm
 from ladd.experts import ExpertConfig
 from ladd.images.recipes import load_recipe
 from ladd.images.squeeze import load_teacher, teacher_dir
 from ladd.labels.relabel import RelabelConfig
+from ladd.labels.replay import Pruning
 
 IMAGE_SETS = ("sre2l", "lpld")
 
