@@ -362,7 +362,8 @@ def main() -> None:
             buffer, mtt_p, summary["mtt_experts"] = mtt_experts(args, recipe("mtt"), runtime, Path(tmp) / "buffer")
             for batch_syn in dict.fromkeys((None, mtt_p.get("batch_syn"), args.batch_syn)):  # all images per step, the recipe's, --batch-syn
                 q, tag = {**mtt_p, "batch_syn": batch_syn}, f"batch_syn {batch_syn or 'all'}"
-                rows += [("mtt", f"ladd ({tag})", f"mtt {tag}", {"impl": "ladd-mtt", "params": q, "buffer": buffer}),
+                rows += [("mtt", f"ladd ({tag}, compiled)", f"mtt {tag}", {"impl": "ladd-mtt", "params": q, "buffer": buffer}),
+                         ("mtt", f"ladd ({tag}, eager)", f"mtt {tag}", {"impl": "ladd-mtt", "params": {**q, "compile": False}, "buffer": buffer}),
                          ("mtt", f"reference structure ({tag})", f"mtt {tag}", {"impl": "reference-mtt", "params": q, "buffer": buffer})]
         for method, impl, group, spec in rows:
             print(f"measuring {method}: {impl} …", flush=True)

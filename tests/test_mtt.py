@@ -11,7 +11,7 @@ from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.experts import ExpertConfig, ensure_expert, in_buffer
 from ladd.images import ImageRequest, make_images
-from ladd.images.mtt import trajectory_loss
+from ladd.images.mtt import StudentGradient, trajectory_loss
 
 
 def test_unrolled_gradient_matches_finite_differences():
@@ -25,7 +25,7 @@ def test_unrolled_gradient_matches_finite_differences():
     batches = [torch.tensor([0, 1, 2]), torch.tensor([1, 3]), torch.tensor([0, 2, 3])]
 
     def loss(x, r):
-        return trajectory_loss(net, start, target, x, labels, r, batches, lambda t: t)
+        return trajectory_loss(StudentGradient(net, compile=False), start, target, x, labels, r, batches, lambda t: t)
 
     g_syn, g_lr = torch.autograd.grad(loss(syn, lr), [syn, lr])
     eps = 1e-6
@@ -37,6 +37,29 @@ def test_unrolled_gradient_matches_finite_differences():
         assert float(g_syn[i]) == pytest.approx(float(numeric.detach()), rel=1e-5, abs=1e-9)
     numeric_lr = (loss(syn, lr + eps) - loss(syn, lr - eps)) / (2 * eps)
     assert float(g_lr) == pytest.approx(float(numeric_lr.detach()), rel=1e-5)
+
+
+def test_compiled_student_gradient_keeps_the_trajectory_gradient():
+    """The compiled student gradient is a faster way to the same outer gradients (images and lr)
+    through a convolutional, instance-normed student, and one graph serves every step."""
+    from torch._dynamo.utils import counters
+
+    from ladd.models.convnet import ConvNet
+
+    torch.manual_seed(0)
+    counters.clear()
+    net = ConvNet(channels=1, num_classes=3, im_size=(8, 8), width=8, depth=2)
+    start = {k: v.detach().clone() for k, v in net.named_parameters()}
+    target = {k: v + 0.05 * torch.randn_like(v) for k, v in start.items()}
+    syn, labels = torch.randn(6, 1, 8, 8, requires_grad=True), torch.tensor([0, 1, 2, 0, 1, 2])
+    lr = torch.tensor(0.1, requires_grad=True)
+    batches = [torch.tensor([0, 1, 2, 3]), torch.tensor([2, 3, 4, 5]), torch.tensor([5, 0, 1, 4])]
+    grads = [torch.autograd.grad(trajectory_loss(StudentGradient(net, compile=c), start, target, syn, labels, lr,
+                                                 batches, lambda t: t), [syn, lr]) for c in (False, True)]
+    for eager, compiled in zip(*grads):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-7)
+    assert grads[0][0].abs().sum() > 0
+    assert counters["frames"]["ok"] == 1  # compiled once, reused by the other two steps
 
 
 TINY = {"iterations": 3, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 1, "lr_img": 10.0,
