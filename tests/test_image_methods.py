@@ -138,6 +138,21 @@ def test_recipes_are_data_with_ipc_overrides(tmp_path):
         load_recipe("dm", "x", 1, "dm-nope")
 
 
+@pytest.mark.parametrize("dataset", ["mnist5k", "digits"])
+@pytest.mark.parametrize("method", ["dm", "dc", "dsa", "mtt"])
+@pytest.mark.parametrize("ipc", [1, 10])
+def test_embedded_datasets_have_valid_cpu_recipes(method, dataset, ipc):
+    """The paper recipes are GPU budgets: each embedded dataset gets its own, and it parses."""
+    from ladd.images.dm import DMParams
+    from ladd.images.gradient_matching import GradientMatchingParams
+    from ladd.images.mtt import MTTParams
+
+    recipe = load_recipe(method, dataset, ipc)
+    assert (recipe["name"], recipe["budget"]) == (f"{method}-{dataset}", "cpu")
+    model = {"dm": DMParams, "dc": GradientMatchingParams, "dsa": GradientMatchingParams, "mtt": MTTParams}[method]
+    model(**recipe["params"])
+
+
 def test_real_branch_precision_and_compilation_keep_the_features(toy):
     """The bf16 and compiled real branch is a faster way to the same targets, and one compiled graph
     serves fresh networks."""
