@@ -27,18 +27,9 @@ from ladd.core.types import normalize
 from ladd.train.terms import Batch, Term
 
 
-class Recipe(BaseModel):
-    """Optimizer and schedule. Defaults follow the DC/DSA/DM evaluation recipe
-    (DatasetCondensation utils.evaluate_synset): SGD 0.01, momentum 0.9, wd 5e-4, batch 256,
-    DSA augmentation, one ×0.1 decay. Here the decay applies from epoch int(epochs·decay_at) on
-    and keeps the momentum buffers; the reference trains epochs+1 epochs, decays at epochs//2+1
-    and rebuilds its optimizer. `optimizer="adamw"` + `schedule="cosine"` is the SRe²L student
-    (VILA-Lab/SRe2L@8d00cba validate/train_FKD.py: AdamW, lr 1e-3, wd 0.01, cosine per epoch).
-
-    The other evaluation protocols (ladd/eval/protocols/*.toml) set `optimizer` (AdamW for the
-    FKD-style relabel methods), `schedule` ("warmup-cosine" = GLaD's linear warmup from ~0 over
-    the first `warmup` fraction of epochs, then cosine to 0; "cosine" = cosine from the start) and
-    `ema` (GLaD tests the exponential moving average of the weights, β 0.995, updated every step)."""
+class Optimization(BaseModel):
+    """How a network is optimized: the fields the trainer's `Recipe` and the evaluation protocols
+    (`ladd.eval.protocols.Protocol`) share, declared once."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,11 +39,27 @@ class Recipe(BaseModel):
     weight_decay: float = Field(5e-4, ge=0)
     batch_size: int = Field(256, ge=1)
     decay_at: float | None = Field(0.5, gt=0, le=1)  # fraction of epochs after which lr ×0.1
-    dsa: str | None = None  # DSA strategy string; None = no augmentation
     optimizer: Literal["sgd", "adamw"] = "sgd"
     schedule: Literal["step", "cosine", "warmup-cosine"] = "step"  # "step" = one ×0.1 decay at decay_at
     warmup: float = Field(0.5, ge=0, lt=1)  # warmup-cosine: fraction of epochs warming up
     ema: float | None = Field(None, gt=0, lt=1)  # β of an EMA of the weights that replaces them at the end
+
+
+class Recipe(Optimization):
+    """Optimizer, schedule and augmentation of one training run. Defaults follow the DC/DSA/DM
+    evaluation recipe (DatasetCondensation utils.evaluate_synset): SGD 0.01, momentum 0.9, wd 5e-4,
+    batch 256, DSA augmentation, one ×0.1 decay. Here the decay applies from epoch
+    int(epochs·decay_at) on and keeps the momentum buffers; the reference trains epochs+1 epochs,
+    decays at epochs//2+1 and rebuilds its optimizer. `optimizer="adamw"` + `schedule="cosine"` is
+    the SRe²L student (VILA-Lab/SRe2L@8d00cba validate/train_FKD.py: AdamW, lr 1e-3, wd 0.01,
+    cosine per epoch).
+
+    The other evaluation protocols (ladd/eval/protocols/*.toml) set `optimizer` (AdamW for the
+    FKD-style relabel methods), `schedule` ("warmup-cosine" = GLaD's linear warmup from ~0 over
+    the first `warmup` fraction of epochs, then cosine to 0; "cosine" = cosine from the start) and
+    `ema` (GLaD tests the exponential moving average of the weights, β 0.995, updated every step)."""
+
+    dsa: str | None = None  # DSA strategy string; None = no augmentation
 
     def lr_at(self, epoch: int) -> float:
         if self.schedule == "cosine":

@@ -11,17 +11,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from ladd.core.errors import LaddError
 from ladd.models import MODELS
-from ladd.train.loop import Recipe
+from ladd.train.loop import Optimization, Recipe
 
 DEFAULT = "dc"
 
 
-class Protocol(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Protocol(Optimization):
+    """A named student-training budget: the shared optimization fields (epochs and lr required),
+    per-model lr, whether students are augmented, and the soft-label loss."""
 
     name: str
     budget: str
@@ -29,14 +30,6 @@ class Protocol(BaseModel):
     epochs: int = Field(ge=1)
     lr: float = Field(gt=0)
     lr_by_model: dict[str, float] = {}
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    momentum: float = Field(0.9, ge=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    batch_size: int = Field(256, ge=1)
-    schedule: Literal["step", "cosine", "warmup-cosine"] = "step"
-    decay_at: float | None = Field(0.5, gt=0, le=1)
-    warmup: float = Field(0.5, ge=0, lt=1)
-    ema: float | None = Field(None, gt=0, lt=1)
     augment: bool = True
     soft_loss: Literal["ce", "kl"] = "ce"
 
@@ -46,12 +39,10 @@ class Protocol(BaseModel):
     def recipe(self, model: str, dsa: str | None, *, epochs: int | None = None, lr: float | None = None,
                batch_size: int | None = None, augment: bool | None = None) -> Recipe:
         """The trainer's recipe for `model`; arguments that are not None override the protocol."""
-        return Recipe(
-            epochs=epochs or self.epochs, lr=lr or self.lr_for(model), momentum=self.momentum,
-            weight_decay=self.weight_decay, batch_size=batch_size or self.batch_size,
-            decay_at=self.decay_at, dsa=dsa if (self.augment if augment is None else augment) else None,
-            optimizer=self.optimizer, schedule=self.schedule, warmup=self.warmup, ema=self.ema,
-        )
+        shared = self.model_dump(include=set(Optimization.model_fields))
+        return Recipe(**{**shared, "epochs": epochs or self.epochs, "lr": lr or self.lr_for(model),
+                         "batch_size": batch_size or self.batch_size},
+                      dsa=dsa if (self.augment if augment is None else augment) else None)
 
 
 def shipped() -> list[str]:
