@@ -46,7 +46,7 @@ def main() -> None:
     rows, best = [], {}
     for ipc in args.ipc:
         recipe = load_recipe("mtt", args.dataset, ipc)  # by name: the held-out dataset has its own name
-        for seed in range(recipe["params"]["num_experts"]):  # the recipe's buffer, trained on the held-out split (cached)
+        for seed in range(recipe["params"]["num_experts"]):  # the recipe's buffer, trained on the training split minus the validation images (cached)
             ensure_expert(val, ExpertConfig(model=args.model, epochs=recipe["params"]["expert_train_epochs"], seed=seed), None, runtime)
         for lr in args.lr_img:
             t0 = time.perf_counter()

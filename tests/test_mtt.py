@@ -39,16 +39,18 @@ def test_unrolled_gradient_matches_finite_differences():
     assert float(g_lr) == pytest.approx(float(numeric_lr.detach()), rel=1e-5)
 
 
-def test_compiled_student_gradient_keeps_the_trajectory_gradient():
+@pytest.mark.parametrize("norm", ["instancenorm", "batchnorm"])
+def test_compiled_student_gradient_keeps_the_trajectory_gradient(norm):
     """The compiled student gradient is a faster way to the same outer gradients (images and lr)
-    through a convolutional, instance-normed student, and one graph serves every step."""
+    through a convolutional student, instance- or batch-normed, and one graph serves every step."""
     from torch._dynamo.utils import counters
 
     from ladd.models.convnet import ConvNet
 
     torch.manual_seed(0)
+    torch._dynamo.reset()  # compiled graphs are cached per function: count this test's own
     counters.clear()
-    net = ConvNet(channels=1, num_classes=3, im_size=(8, 8), width=8, depth=2)
+    net = ConvNet(channels=1, num_classes=3, im_size=(8, 8), width=8, depth=2, norm=norm)
     start = {k: v.detach().clone() for k, v in net.named_parameters()}
     target = {k: v + 0.05 * torch.randn_like(v) for k, v in start.items()}
     syn, labels = torch.randn(6, 1, 8, 8, requires_grad=True), torch.tensor([0, 1, 2, 0, 1, 2])
