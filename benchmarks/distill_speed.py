@@ -21,7 +21,8 @@ network: `outer_loop` rounds and the inner training between them. MTT runs with 
 student step, with the recipe's `batch_syn` and with `--batch-syn` (each distinct setting once),
 ladd compiled (the default) and eager (`compile = false`), as DM and DC/DSA get their eager rows.
 It reads the experts of `--buffer DIR` (`ladd experts --out DIR`), else those in the cache
-(`ladd experts` for the recipe), else a stand-in buffer: one expert trained on 20 images per class (the cost of an iteration does not depend on the expert's weights).
+(`ladd experts` for the recipe), else a stand-in buffer: one expert trained on 20 images per class
+(the cost of an iteration does not depend on the expert's weights).
 
 Every measurement runs in a fresh process, so each peak is its own. Peak memory = what the process
 holds at its peak during distillation above what it held before (data loaded): on CPU the resident

@@ -136,6 +136,14 @@ def test_recipes_are_data_with_ipc_overrides(tmp_path):
         load_recipe("herding", "x", 1, str(own))
     with pytest.raises(LaddError, match="shipped recipes are"):
         load_recipe("dm", "x", 1, "dm-nope")
+    child = tmp_path / "child.toml"
+    child.write_text('method = "dm"\nextends = "dm-mnist5k"\n[params]\nbatch_real = 8\n[ipc.1]\niterations = 3\n')
+    base = load_recipe("dm", "mnist5k", 1)["params"]
+    assert load_recipe("dm", "x", 1, str(child))["params"] == {**base, "batch_real": 8, "iterations": 3}
+    assert load_recipe("dm", "x", 10, str(child))["params"] == {**load_recipe("dm", "mnist5k", 10)["params"], "batch_real": 8}
+    child.write_text('method = "dm"\nextends = "dm-nope"\n')
+    with pytest.raises(LaddError, match="extends 'dm-nope', which is not shipped"):
+        load_recipe("dm", "x", 1, str(child))
 
 
 @pytest.mark.parametrize("dataset", ["mnist5k", "digits"])

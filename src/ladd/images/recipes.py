@@ -2,7 +2,9 @@
 
 A recipe names its method and budget (`paper` = the reference setting, `cpu` = a budget that
 finishes in minutes on 2 cores) and cites where each default comes from. `[params]` applies to
-every IPC; `[ipc.N]` tables override it for IPC N. The default recipe for (method, dataset) is
+every IPC; `[ipc.N]` tables override it for IPC N. `extends = "NAME"` starts from a shipped
+recipe's parameters for that IPC (its method may differ: DSA uses DC's), so a setting that differs
+in a few values states only those. The default recipe for (method, dataset) is
 `{method}-{dataset}.toml` when ladd ships one, else `{method}-paper.toml`.
 """
 
@@ -28,21 +30,38 @@ def has_recipes(method: str) -> bool:
 
 def load_recipe(method: str, dataset: str, ipc: int, name: str | None = None) -> dict:
     """{"name", "method", "budget", "source", "params"} for this method, dataset and IPC."""
-    if name is not None and Path(name).expanduser().is_file():
+    if name is None or not Path(name).expanduser().is_file():
+        candidates = [name] if name else [f"{method}-{dataset}", f"{method}-paper"]
+        name = next((c for c in candidates if c in shipped()), None)
+        if name is None:
+            raise LaddError(f"no recipe {' or '.join(candidates)} for --images {method}: shipped recipes are {', '.join(shipped())}, or pass a .toml file")
+    path, data = _read(name)
+    if data.get("method") != method:
+        raise LaddError(f"recipe {path} is for method {data.get('method')!r}, not {method!r}")
+    return {"name": path.stem, "method": method, "budget": data.get("budget", "?"), "source": data.get("source", ""),
+            "params": _params(path, data, ipc)}
+
+
+def _read(name: str) -> tuple[Path, dict]:
+    """A recipe file (a path, or a shipped name) parsed."""
+    if Path(name).expanduser().is_file():
         path = Path(name).expanduser()
         text = path.read_text()
     else:
-        candidates = [name] if name else [f"{method}-{dataset}", f"{method}-paper"]
-        found = next((c for c in candidates if c in shipped()), None)
-        if found is None:
-            raise LaddError(f"no recipe {' or '.join(candidates)} for --images {method}: shipped recipes are {', '.join(shipped())}, or pass a .toml file")
-        path = Path(found + ".toml")
+        path = Path(name + ".toml")
         text = resources.files(PACKAGE).joinpath(path.name).read_text()
     try:
-        data = tomllib.loads(text)
+        return path, tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise LaddError(f"recipe {path} is not valid TOML: {e}") from e
-    if data.get("method") != method:
-        raise LaddError(f"recipe {path} is for method {data.get('method')!r}, not {method!r}")
-    params = {**data.get("params", {}), **data.get("ipc", {}).get(str(ipc), {})}
-    return {"name": path.stem, "method": method, "budget": data.get("budget", "?"), "source": data.get("source", ""), "params": params}
+
+
+def _params(path: Path, data: dict, ipc: int) -> dict:
+    """The recipe's parameters for `ipc`: the extended recipe's, then `[params]`, then `[ipc.N]`."""
+    base = {}
+    if "extends" in data:
+        if data["extends"] not in shipped():
+            raise LaddError(f"recipe {path} extends {data['extends']!r}, which is not shipped: shipped recipes are {', '.join(shipped())}")
+        base_path, base_data = _read(data["extends"])
+        base = _params(base_path, base_data, ipc)
+    return {**base, **data.get("params", {}), **data.get("ipc", {}).get(str(ipc), {})}
