@@ -21,7 +21,7 @@ from ladd.core.io import write_json
 from ladd.core.runtime import Runtime
 from ladd.data import holdout
 from ladd.eval.protocol import EvalConfig, evaluate
-from ladd.experts import ExpertConfig, ensure_expert
+from ladd.experts import ensure_buffer
 from ladd.images.recipes import load_recipe
 
 
@@ -46,8 +46,8 @@ def main() -> None:
     rows, best = [], {}
     for ipc in args.ipc:
         recipe = load_recipe("mtt", args.dataset, ipc)  # by name: the held-out dataset has its own name
-        for seed in range(recipe["params"]["num_experts"]):  # the recipe's buffer, trained on the training split minus the validation images (cached)
-            ensure_expert(val, ExpertConfig(model=args.model, epochs=recipe["params"]["expert_train_epochs"], seed=seed), None, runtime)
+        # the recipe's buffer, trained on the training split minus the validation images (cached)
+        ensure_buffer(val, args.model, recipe["params"]["num_experts"], recipe["params"]["expert_train_epochs"], runtime)
         for lr in args.lr_img:
             t0 = time.perf_counter()
             images = pipeline.continuing(val, pipeline.ImagesConfig(method="mtt", ipc=ipc, model=args.model, recipe=recipe["name"],

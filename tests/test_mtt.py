@@ -9,7 +9,7 @@ from torch import nn
 from ladd import pipeline
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
-from ladd.experts import ExpertConfig, ensure_expert, in_buffer
+from ladd.experts import ensure_buffer
 from ladd.images import ImageRequest, make_images
 from ladd.images.mtt import StudentGradient, trajectory_loss
 
@@ -75,9 +75,7 @@ def test_mtt_without_a_buffer_says_how_to_make_one(toy):
 
 def _train_experts(dataset, buffer=None, count=2, model="convnet-w32"):
     """What `ladd experts --model M --num-experts COUNT --epochs 2 [--out BUFFER]` does."""
-    for seed in range(count):
-        cfg = ExpertConfig(model=model, epochs=2, seed=seed)
-        ensure_expert(dataset, cfg, None if buffer is None else in_buffer(buffer, seed), Runtime())
+    ensure_buffer(dataset, model, count, 2, Runtime(), buffer)
 
 
 def test_mtt_end_to_end_learns_the_student_lr(toy):

@@ -13,14 +13,13 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 
-import ladd
 from ladd.artifact import load_artifact, save_artifact
 from ladd.core.errors import LaddError
 from ladd.core.io import write_json
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime
 from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for, rounding_rows
-from ladd.experts import ExpertConfig, cache_root, ensure_expert, in_buffer
+from ladd.experts import ExpertConfig, cache_root, ensure_buffer
 from ladd.images import IMAGE_METHODS
 from ladd.images.recipes import load_recipe
 from ladd.labels import LABEL_METHODS
@@ -324,10 +323,8 @@ def experts(
     src = _source(dataset, data_dir, resolution, skip_unreadable)
     data = pipeline.load_source(src)
     runtime = Runtime.from_name(device)
-    for seed in range(num_experts):
-        cfg = ExpertConfig(model=_split(model)[0], epochs=epochs, seed=seed)
-        directory, _ = ensure_expert(data, cfg, None if out is None else in_buffer(out, seed), runtime)
-    console.print(f"{num_experts} experts of {epochs} epochs ready under {directory.parent}")
+    folder = ensure_buffer(data, _split(model)[0], num_experts, epochs, runtime, out)
+    console.print(f"{num_experts} experts of {epochs} epochs ready under {folder}")
 
 
 @app.command()

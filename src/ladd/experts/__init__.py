@@ -199,6 +199,15 @@ def in_buffer(buffer: Path, seed: int) -> Path:
     return Path(buffer).expanduser() / f"expert_{seed:03d}"
 
 
+def ensure_buffer(dataset: Dataset, model: str, count: int, epochs: int, runtime: Runtime, out: Path | None = None) -> Path:
+    """MTT's expert trajectories (`ladd experts`): experts of seeds 0..count-1, each `epochs` long,
+    in `out` (`OUT/expert_000 …`) or the cache; finished ones are reused. Returns their folder."""
+    for seed in range(count):
+        cfg = ExpertConfig(model=model, epochs=epochs, seed=seed)
+        directory, _ = ensure_expert(dataset, cfg, None if out is None else in_buffer(out, seed), runtime)
+    return directory.parent
+
+
 def ensure_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path | None, runtime: Runtime) -> tuple[Path, dict]:
     """A fully trained expert for `cfg`: reused from `directory` (default: the cache) or trained there."""
     directory = Path(directory).expanduser() if directory else cache_dir(dataset, cfg)
