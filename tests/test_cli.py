@@ -203,3 +203,69 @@ def test_eval_under_a_protocol_then_report_end_to_end(tmp_path):
     assert (tmp_path / "rep" / "images_run.png").is_file() and (tmp_path / "rep" / "report.csv").read_text().count("\n") == 2
     bad = ladd("eval", art, "--protocol", "dcc")
     assert bad.returncode == 2 and "unknown evaluation protocol 'dcc'" in bad.stderr and "glad" in bad.stderr
+
+
+def _recorded_students(monkeypatch) -> list:
+    """Replace the students' trainer by one that records its recipe and trains nothing."""
+    import ladd.eval.protocol as protocol_mod
+    from ladd.train.loop import TrainLog
+
+    recipes = []
+
+    def record(model, data, terms, recipe, **kw):
+        recipes.append(recipe)
+        return TrainLog(samples={name: 1 for name in terms})
+
+    monkeypatch.setattr(protocol_mod, "train", record)
+    return recipes
+
+
+@pytest.mark.parametrize("protocol", ["dc", "dc-cpu", "glad", "fkd"])
+def test_run_trains_students_as_its_protocol_says_unless_an_option_is_given(tmp_path, monkeypatch, protocol):
+    from typer.testing import CliRunner
+
+    from ladd.augment.dsa import strategy_for
+    from ladd.cli import app
+    from ladd.eval.protocols import load_protocol
+
+    recipes = _recorded_students(monkeypatch)
+    res = CliRunner().invoke(app, ["run", *TINY, "--seeds", "1", "--protocol", protocol, "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    expected = load_protocol(protocol).recipe("convnet-w32", strategy_for("digits"))
+    assert len(recipes) == 2 and all(r == expected for r in recipes)  # baseline and ladd
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert all(r["protocol_overrides"] == {} and r["lr_source"] == f"protocol {protocol}" for r in results["rows"])
+    assert f"students convnet-w32 (baseline, ladd): {expected.optimizer} lr {expected.lr:g} (protocol {protocol}), {expected.epochs} epochs" in " ".join(results["notes"])
+    recipes.clear()
+    res = CliRunner().invoke(app, ["run", *TINY, "--seeds", "1", "--protocol", protocol, "--epochs", "3", "--lr", "0.5",
+                                   "--soft-loss", "kl", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert all(r == expected.model_copy(update={"epochs": 3, "lr": 0.5}) for r in recipes)
+    rows = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
+    assert rows[1]["protocol_overrides"] == {"epochs": 3, "lr": 0.5, "soft_loss": "kl"} and rows[1]["soft_loss"] == "kl"
+
+
+def test_run_and_eval_train_an_mtt_artifact_at_its_learned_lr_and_say_so(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ladd.cli import app
+    from ladd.experts import ensure_buffer
+
+    ensure_buffer(pipeline.load_source(pipeline.SourceConfig(dataset="digits")), "convnet-w32", 1, 2, Runtime())
+    recipe = tmp_path / "tiny-mtt.toml"
+    recipe.write_text('method = "mtt"\n[params]\niterations = 2\nsyn_steps = 2\nexpert_epochs = 1\nmax_start_epoch = 1\n'
+                      'num_experts = 1\nexpert_train_epochs = 2\ncompile = false\n')
+    recipes = _recorded_students(monkeypatch)
+    res = CliRunner().invoke(app, ["run", *TINY, "--images", "mtt", "--recipe", str(recipe), "--seeds", "1", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    learned = load_artifact(tmp_path / "run" / "artifact").manifest["images"]["learned"]["lr"]
+    assert learned != 0.01 and [r.lr for r in recipes] == [learned, learned]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert all(r["lr"] == learned and r["lr_source"] == "learned by the image method" for r in results["rows"])
+    assert f"sgd lr {learned:g} (learned by the image method)" in " ".join(results["notes"])
+    recipes.clear()
+    res = CliRunner().invoke(app, ["eval", str(tmp_path / "run" / "artifact"), "--model", "convnet-w32", "--seeds", "1", "--epochs", "1",
+                                   "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    assert [r.lr for r in recipes] == [learned, learned]
+    assert f"lr {learned:g} (learned by the image method)" in " ".join(json.loads((tmp_path / "ev" / "results.json").read_text())["notes"])

@@ -108,3 +108,12 @@ def test_validation_split_drops_the_artifacts_own_images():
     assert not any(x.numpy().tobytes() in stored for x in val.test.images)
     train = {x.numpy().tobytes() for x in ds.train.images}
     assert all(x.numpy().tobytes() in train for x in val.test.images)  # carved from the training split, not test
+
+
+def test_a_diverging_lr_candidate_loses_the_selection_instead_of_ending_it():
+    ds = _split_dataset()
+    base = dict(methods=("baseline",), models=("convnet-w32",), seeds=1, protocol="dc", epochs=2, val_per_class=3)
+    row = evaluate(_artifact(ds), ds, EvalConfig(**base, select_lr=(1e30, 0.01)), Runtime())[0]
+    assert row["lr_selection"]["val_acc_by_lr"]["1e+30"] is None and row["lr"] == 0.01
+    with pytest.raises(LaddError, match=r"diverged at every candidate \(1e\+30, 1e\+31\): add smaller ones"):
+        evaluate(_artifact(ds), ds, EvalConfig(**base, select_lr=(1e30, 1e31)), Runtime())

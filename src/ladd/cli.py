@@ -19,6 +19,7 @@ from ladd.core.io import write_json
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime
 from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for, rounding_rows
+from ladd.eval.protocols import load_protocol
 from ladd.experts import ExpertConfig, cache_root, ensure_buffer
 from ladd.images import IMAGE_METHODS
 from ladd.images.recipes import load_recipe
@@ -39,8 +40,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Quick defaults of `ladd run` (see its help for what they trade away).
+# Quick defaults of `ladd run` (see its help for what they trade away); dc-cpu is the dc protocol
+# with 150 epochs. The experiments' students train for QUICK_EPOCHS too.
 QUICK_MODEL = "convnet-w64"
+QUICK_PROTOCOL = "dc-cpu"
 QUICK_EPOCHS = 150
 
 # --- options shared by the subcommands: one name, one help text each -------------------------
@@ -77,7 +80,9 @@ Epochs = Annotated[int, typer.Option("--epochs", help="Student training epochs, 
 Lr = Annotated[float, typer.Option("--lr", help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")]
 EvalEpochs = Annotated[Optional[int], typer.Option("--epochs", help="Student training epochs (default: the protocol's; dc = 1000, the DC/DSA/DM reference with DSA).")]
 EvalLr = Annotated[Optional[float], typer.Option("--lr", help="Student learning rate (default: an MTT artifact's learned lr, else the protocol's, per model).")]
+EvalSoftLoss = Annotated[Optional[str], typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")]
 Protocol_ = Annotated[str, typer.Option("--protocol", help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, or a .toml file. Recorded in every result row.")]
+RunProtocol = Annotated[str, typer.Option("--protocol", help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, or a .toml file. --epochs, --lr and --soft-loss override it only when given.")]
 SelectLr = Annotated[Optional[str], typer.Option("--select-lr", help="Comma-separated student lr candidates, e.g. 0.003,0.01,0.03: the one whose students score best on a validation split carved from the training split is used; the test split is never read to choose.")]
 EvalValPerClass = Annotated[int, typer.Option("--val-per-class", help="Training images per class held out as the validation split for --select-lr.")]
 Crops = Annotated[str, typer.Option("--crops-per-step", help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views).")]
@@ -231,7 +236,7 @@ def eval_(
     artifact: ArtifactArg, methods: Methods = None, model: Model = "convnet", seeds: Seeds = 5,
     protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None, select_lr: SelectLr = None,
     val_per_class: EvalValPerClass = 50, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
-    soft_loss: Annotated[Optional[str], typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")] = None,
+    soft_loss: EvalSoftLoss = None,
     robust: Annotated[bool, typer.Option("--robust", help="Also compute DD-Ranking's HLR, IOR, Label-Robust and Augmentation-Robust Scores against a random real subset at the same IPC, labelled the same way (first --model).")] = False,
     equal_cost: Annotated[bool, typer.Option("--equal-cost", help="Also train LADD's equal-cost baselines: baseline++ (hard labels at IPC + 1, re-running the image method) and baseline=flops (hard labels for as many epochs as the label method's FLOPs).")] = False,
     real_epochs: Annotated[int, typer.Option("--real-epochs", help="--robust: epochs of the students trained on the full training split (HLR's real-data accuracy).")] = 30,
@@ -353,7 +358,6 @@ def gradcam(
     """Grad-CAM maps of students trained on the artifact, on chosen test images (LADD Fig. 4)."""
     from ladd.augment.dsa import strategy_for
     from ladd.eval.protocol import crops_for, train_data, train_students
-    from ladd.eval.protocols import load_protocol
     from ladd.report.gradcam import figure
     from ladd.train.terms import method_terms
 
@@ -454,15 +458,15 @@ def run(
     labeler_epochs: LabelerEpochs = 10, labeler_lr: LabelerLr = 0.01, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
     labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1, temperature: Temperature = 1.0, top_k: TopK = None,
     label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: Methods = None,
-    seeds: Seeds = 3, protocol: Protocol_ = "dc", epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, crops_per_step: Crops = "auto",
-    local_reduction: LocalReduction = "mean", soft_loss: SoftLoss = "ce", out: Out = None, device: Device = "auto",
+    seeds: Seeds = 3, protocol: RunProtocol = QUICK_PROTOCOL, epochs: EvalEpochs = None, lr: EvalLr = None, crops_per_step: Crops = "auto",
+    local_reduction: LocalReduction = "mean", soft_loss: EvalSoftLoss = None, out: Out = None, device: Device = "auto",
 ):
     """Everything end to end: images → labeler → dense labels → baseline (hard labels) vs LADD.
 
     With no options: mnist5k, IPC 10, random real images, a 10-epoch ConvNet labeler, N=5,
-    R=62.5%, students evaluated over 3 seeds. The quick default finishes in minutes on 2 CPU cores
-    and trades away: width-64 ConvNets (the papers use width 128: --model convnet), 150 student
-    epochs (the reference protocol uses 1000: --epochs 1000), 5 of the 25 local views per image and
+    R=62.5%, students evaluated over 3 seeds under the dc-cpu protocol. The quick default finishes
+    in minutes on 2 CPU cores and trades away: width-64 ConvNets (the papers use width 128: --model
+    convnet), 150 student epochs (the reference protocol uses 1000: --protocol dc), 5 of the 25 local views per image and
     step on large sets (K=5 for IPC 10 on 10 classes, all 25 for IPC 1; scaled by 25/K, an unbiased
     estimate of the full loss: --crops-per-step all), 3 seeds instead of 5.
     """
@@ -474,14 +478,17 @@ def run(
     label_cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
                               labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, labeler_lr=labeler_lr)
     chosen = _split(methods, "--methods") if methods else methods_for(LABEL_METHODS.canonical(labels))
+    # only what the user typed overrides the protocol (and an MTT artifact's learned lr)
     cfg = EvalConfig(methods=chosen, models=models, seeds=seeds, protocol=protocol, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step),
                      local_reduction=local_reduction, soft_loss=soft_loss)  # fail before any training
     images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe,
                               resume=resume, float_images=float_images, buffer=buffer)
     art = pipeline.distill(data, src, images_cfg, runtime)
     if labeler_epoch == "auto":
+        chosen_protocol = load_protocol(protocol)  # the selection's students train as the final ones will
         label_cfg = _auto_epoch(label_cfg, data, src, art.manifest["ipc"], runtime, student_model=models[0],
-                                student_epochs=epochs, student_lr=lr, seeds=seeds, soft_loss=soft_loss)
+                                student_epochs=epochs or chosen_protocol.epochs, student_lr=lr or chosen_protocol.lr_for(models[0]),
+                                seeds=seeds, soft_loss=soft_loss or chosen_protocol.soft_loss)
     art = pipeline.label(art, data, label_cfg, runtime)
     out = out or _default_out()
     save_artifact(out / "artifact", art)

@@ -18,7 +18,7 @@ from torch import nn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ladd.artifact import Artifact
-from ladd.core.errors import LaddError
+from ladd.core.errors import Diverged, LaddError
 from ladd.augment.dsa import strategy_for
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset, quantize
@@ -250,6 +250,7 @@ def protocol_fields(protocol: Protocol, cfg: EvalConfig, recipe) -> dict:
         "protocol_source": protocol.source,
         "protocol_overrides": overrides,
         "optimizer": recipe.optimizer,
+        "batch_size": recipe.batch_size,
         "schedule": recipe.schedule,
         "ema": recipe.ema,
         "augment": recipe.dsa,
@@ -298,16 +299,22 @@ def validation_split(dataset: Dataset, per_class: int, images: torch.Tensor) -> 
 def select_lr(data: TrainData, terms, protocol: Protocol, cfg: EvalConfig, model_name: str, dataset: Dataset, val: Dataset,
               runtime: Runtime, method: str) -> tuple[float, dict, Students]:
     """The candidate lr whose students (seed 0 .. seeds-1) score best on the validation split
-    (ties → the first candidate), and those students: they are exactly the final students (same
+    (ties → the first candidate; a candidate whose training diverges scores None), and those students: they are exactly the final students (same
     data, recipe and seeds), so they are tested on the real test split instead of trained again.
     The real test split is never read here."""
     scores, best = {}, None
     for lr in cfg.select_lr:
         recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
-        students = train_students(data, terms, recipe, dataset, model_name, cfg.seeds, runtime, f"{method} lr {lr:g} (validation)")
+        try:
+            students = train_students(data, terms, recipe, dataset, model_name, cfg.seeds, runtime, f"{method} lr {lr:g} (validation)")
+        except Diverged:  # a too-large candidate loses the selection; it does not end it
+            scores[lr] = None
+            continue
         scores[lr] = float(np.mean(students.test(val)[0]))
         if best is None or scores[lr] > scores[best[0]]:
             best = (lr, students)
+    if best is None:
+        raise LaddError(f"--select-lr: training diverged at every candidate ({', '.join(f'{c:g}' for c in cfg.select_lr)}): add smaller ones")
     lr, students = best
     return lr, {"chosen": lr, "on": val.name, "val_acc_by_lr": {f"{c:g}": a for c, a in scores.items()}}, students
 

@@ -179,6 +179,9 @@ def mtt_images(req: ImageRequest) -> ImageSet:
         description=f"MTT IPC {req.ipc}", extra={"syn_lr": (syn_lr, p.lr_lr)},
     )
     info = {"lr": float(syn_lr.detach()), "final_loss": out.losses[-1]}
+    if info["lr"] <= 0:  # students cannot train at it; the reference has no guard either
+        raise LaddError(f"MTT's learned student lr ended at {info['lr']:.3g} <= 0: lower lr_lr (now {p.lr_lr:g}) in the recipe "
+                        "or with --param lr_lr=...")
     # the expert buffer exists only for MTT: its training is part of what the images cost
     buffer = flops.training(net, ds.shape, sum(read_info(d)["samples_seen"] for d in dirs))
     return ImageSet(to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu(), labels.cpu(), info, flops=buffer + out.flops)

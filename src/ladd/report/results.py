@@ -35,6 +35,7 @@ def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
         "(labeler training + label generation, methods that use the labeler) + deploy (one student)"
         + ("" if first.get("flops_distill") is not None else "; the images' FLOPs are unknown (imported, or made before ladd counted them): not included"),
     ]
+    notes += students_notes(rows)
     for r in rows:
         if "rounded_of" in r:  # eval.protocol.rounding_rows
             kept = next(k for k in rows if k["method"] == r["rounded_of"] and k["model"] == r["model"])
@@ -53,6 +54,17 @@ def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
                      f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g}, test acc {100 * rel['teacher']['test_acc']:.2f}%), "
                      f"keeping 1/{cfg.pruning.rho:g} of them as a {cfg.pruning.pool} pool ({cfg.pruning.metric}); lbl KB = the kept six components")
     return notes
+
+
+def students_notes(rows: list[dict]) -> list[str]:
+    """What the students ran with, one note per distinct setting (the lr may be the protocol's, an
+    override, MTT's learned one or a validation choice, so the protocol's source text alone is not enough)."""
+    settings: dict[tuple, list[str]] = {}
+    for r in rows:
+        key = (r["model"], r["optimizer"], r["lr"], r["lr_source"], r["epochs"], r.get("batch_size"), r["schedule"])
+        settings.setdefault(key, []).append(r["method"])
+    return [f"students {model} ({', '.join(methods)}): {optimizer} lr {lr:g} ({source}), {epochs} epochs, batch {batch}, {schedule} schedule"
+            for (model, optimizer, lr, source, epochs, batch, schedule), methods in settings.items()]
 
 
 def robustness_note(scores: dict) -> str:

@@ -20,7 +20,7 @@ from torch import nn
 from ladd.augment.dsa import DSA
 from ladd.core import progress
 from ladd.core.checkpoint import load_state, save_state
-from ladd.core.errors import LaddError
+from ladd.core.errors import Diverged, LaddError
 from ladd.core.io import save_tensors
 from ladd.core.runtime import Runtime, generator, seeded
 from ladd.core.types import normalize
@@ -174,7 +174,7 @@ def train(
                         loss = loss + term_loss
                         log.samples[name] += forwarded
                     if not torch.isfinite(loss):
-                        raise LaddError(f"{description}: loss became {loss.item()} at epoch {epoch}: lower the lr")
+                        raise Diverged(f"{description}: loss became {loss.item()} at epoch {epoch}: lower the lr")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
