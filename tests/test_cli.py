@@ -8,6 +8,7 @@ import pytest
 
 from ladd import pipeline
 from ladd.artifact import load_artifact
+from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.cli import _auto_epoch
 from ladd.experts import ExpertConfig
@@ -136,7 +137,7 @@ def test_reusing_a_labeler_dir_with_other_settings_is_refused(tmp_path):
     cfg = pipeline.LabelConfig(labeler=ExpertConfig(model="convnet-w32", epochs=1), labeler_dir=str(tmp_path / "lab"))
     pipeline.label(art, data, cfg, Runtime())
     other = cfg.model_copy(update={"labeler": ExpertConfig(model="convnet-w32", epochs=2)})
-    with pytest.raises(Exception, match="was trained with"):
+    with pytest.raises(LaddError, match=r"the expert in .*lab was trained with .*'epochs': 1.*, not .*'epochs': 2"):
         pipeline.label(art, data, other, Runtime())
 
 

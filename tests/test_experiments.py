@@ -13,6 +13,7 @@ from ladd import pipeline
 from ladd.cli import app
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
+from ladd.eval.protocol import EvalConfig, evaluate
 from ladd.data import holdout
 from ladd.experiments import common, expert_epoch
 from ladd.experiments.ce_selection import quantile_members
@@ -93,19 +94,96 @@ def test_ce_quantiles_partition_each_class_in_ascending_ce():
     assert q[0][1].tolist() == [1, 3] and q[1][1].tolist() == [5, 7]
 
 
-def test_bptt_label_method_learns_distributions_and_resumes_from_its_cache(toy):
+def test_bptt_label_method_learns_distributions_and_resumes_from_its_cache(toy, monkeypatch):
+    import ladd.labels.bptt as bptt
+
     art = pipeline.distill(toy, pipeline.SourceConfig(), pipeline.ImagesConfig(ipc=2))
     cfg = LabelConfig(method="bptt", bptt=BpttConfig(model="convnet-w32", iterations=2, unroll=2, backprop=1, batch_target=6, checkpoint_every=1))
     first = pipeline.label(art, toy, cfg, Runtime())
     assert first.dense_labels is None and first.soft_labels.shape == (6, 3)
     torch.testing.assert_close(first.soft_labels.sum(-1), torch.ones(6))
     assert first.manifest["labels"]["method"] == "bptt" and "final_loss" in first.manifest["labels"]["bptt"]
+    monkeypatch.setattr(bptt, "unrolled_label_loss", lambda *a, **k: pytest.fail("a finished BPTT run was learned again"))
     again = pipeline.label(art, toy, cfg, Runtime())  # finds the finished checkpoint: same labels, no re-learning
     torch.testing.assert_close(again.soft_labels, first.soft_labels)
 
 
 FAST = ["--dataset", "digits", "--expert-model", "convnet-w32", "--expert-epochs", "1", "--model", "convnet-w32",
         "--epochs", "1", "--seeds", "1", "--val-per-class", "5", "--device", "cpu"]
+DIGITS = pipeline.SourceConfig(dataset="digits")
+
+
+def _direct_accs(art, method: str) -> list[float]:
+    """Students as FAST trains them (convnet-w32, 1 epoch, lr 0.01, soft CE), through `evaluate` directly."""
+    cfg = EvalConfig(methods=(method,), models=("convnet-w32",), seeds=1, epochs=1, lr=0.01, soft_loss="ce")
+    return evaluate(art, pipeline.load_source(DIGITS), cfg, Runtime())[0]["accs"]
+
+
+def _random_images(ipc: int):
+    return pipeline.distill(pipeline.load_source(DIGITS), DIGITS, pipeline.ImagesConfig(ipc=ipc, seed=0))
+
+
+def _soft_labelled(art, epoch: float, saves_per_epoch: int = 1):
+    expert = ExpertConfig(model="convnet-w32", epochs=1, saves_per_epoch=saves_per_epoch)
+    return pipeline.label(art, pipeline.load_source(DIGITS), LabelConfig(method="soft", labeler=expert, epoch=epoch), Runtime())
+
+
+def check_soft_vs_hard(p):
+    assert p["rows"][0]["hard"]["accs"] == _direct_accs(_random_images(1), "baseline")
+
+
+def check_swap(p):
+    rows = p["rows"]  # the last rank swaps the smallest probability with itself: the unswapped labels
+    assert [r["rank"] for r in rows] == list(range(11)) and rows[-1]["accs"] == rows[0]["accs"] and rows[-1]["relative"] == 1.0
+    assert rows[0]["accs"] == _direct_accs(_soft_labelled(_random_images(1), p["epoch"]), "soft")
+
+
+def check_scaling(p):
+    from ladd.experiments.scaling import ipc_needed
+
+    accs = [p["grid"]["hard"][str(i)]["acc_mean"] for i in p["ipcs"]]
+    hard = p["fits"]["hard"]
+    assert hard["rmse"] == pytest.approx(float(np.sqrt(np.mean((law(p["ipcs"], hard["a"], hard["c"], hard["d"]) - np.array(accs)) ** 2))))
+    soft = p["grid"]["top10"]["2"]["acc_mean"]  # top-10 of 10 classes keeps every probability
+    assert p["reduction"]["top10"]["2"] == pytest.approx(ipc_needed(soft, hard) / 2)
+    assert p["grid"]["top10"]["1"]["accs"] == _direct_accs(_soft_labelled(_random_images(1), p["grid"]["top10"]["1"]["epoch"]), "soft")
+
+
+def check_removal(p):
+    control = next(r for r in p["rows"] if r["variant"] == "control (soft)")
+    assert control["accs"] == _direct_accs(_soft_labelled(_random_images(1), p["epoch"]), "soft")
+    assert all(r["class_acc"] == r["class_acc_mean"][p["target"]] for r in p["rows"])
+
+
+def check_ce_selection(p):
+    assert p["rows"][0]["variant"] == "random"
+    assert p["rows"][0]["accs"] == _direct_accs(_soft_labelled(_random_images(1), p["epoch"]), "soft")
+
+
+def check_bptt(p):
+    from scipy.spatial.distance import jensenshannon
+
+    art = _random_images(1)
+    cfg = LabelConfig(method="bptt", bptt=BpttConfig(**p["bptt"]))
+    learned = pipeline.label(art, pipeline.load_source(DIGITS), cfg, Runtime()).soft_labels.double().numpy()  # from its checkpoint
+    by_epoch = [_soft_labelled(art, e, saves_per_epoch=2).soft_labels.double().numpy() for e in p["epochs"]]
+    assert p["epochs"] == [0.5, 1.0]
+    jsd = np.array([[jensenshannon(learned[i], e[i], base=2) for e in by_epoch] for i in range(len(learned))])
+    lo, hi = jsd.min(1, keepdims=True), jsd.max(1, keepdims=True)
+    np.testing.assert_allclose(p["mean_normalized_jsd"], ((jsd - lo) / np.maximum(hi - lo, 1e-12)).mean(0), atol=1e-5)
+
+
+def check_lic_ablation(p):
+    first = p["rows"][0]
+    assert (first["row"], first["students"]) == ("random real", "baseline")
+    assert first["accs"] == _direct_accs(_random_images(1), "baseline")
+
+
+def check_lpld_pruning(p):
+    for r in p["rows"]:  # 20 images × 2 stored epochs in relabel batches of 10: ρ keeps ⌊units/ρ⌋ units
+        units, size = (2, 20) if r["pool"] in ("epoch", "all") else (4, 10)
+        assert r["relabel_kept_samples"] == int(units // r["rho"]) * size
+        assert r["label_to_image_ratio"] == pytest.approx(r["label_bytes_raw"] / r["image_bytes_raw"])
 
 
 @pytest.mark.parametrize("command, extra, outputs", [
@@ -114,17 +192,18 @@ FAST = ["--dataset", "digits", "--expert-model", "convnet-w32", "--expert-epochs
     ("scaling-law", ["--ipc", "1,2,3,4", "--top-k", "1,10"], "scaling"),
     ("removal", ["--ipc", "1", "--target-class", "3"], "removal"),
     ("ce-selection", ["--ipc", "1", "--quantiles", "2"], "ce_selection"),
-    ("bptt", ["--ipc", "1", "--bptt-iterations", "2", "--bptt-unroll", "2", "--bptt-backprop", "1"], "bptt"),
+    ("bptt", ["--ipc", "1", "--bptt-iterations", "2", "--bptt-unroll", "2", "--bptt-backprop", "1", "--expert-saves-per-epoch", "2"], "bptt"),
     ("lic-ablation", ["--ipc", "1", "--iterations", "2", "--expert-lr", "0.05"], "lic_ablation"),
     ("lpld-pruning", ["--ipc", "2", "--iterations", "2", "--rho", "1,2", "--relabel-epochs", "2", "--relabel-batch", "10"], "lpld_pruning"),
 ])
-def test_every_experiment_command_writes_json_markdown_and_png(tmp_path, command, extra, outputs):
-    result = CliRunner().invoke(app, ["experiment", command, *extra, *FAST, "--out", str(tmp_path)])
+def test_every_experiment_command_writes_json_markdown_and_png_and_a_number_checks_out(tmp_path, command, extra, outputs):
+    result = CliRunner().invoke(app, ["experiment", command, *FAST, *extra, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     for suffix in ("json", "md", "png"):
         assert (tmp_path / f"{outputs}.{suffix}").stat().st_size > 0
     payload = json.loads((tmp_path / f"{outputs}.json").read_text())
     assert payload["experiment"] == outputs and payload["setup"]["seeds"] == 1
+    globals()[f"check_{outputs}"](payload)  # one computed number against a direct computation
 
 
 def test_experiment_bad_input_is_one_line(tmp_path):

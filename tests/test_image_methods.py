@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from safetensors import safe_open
 
 from ladd.core.errors import LaddError
@@ -199,7 +200,7 @@ def test_float_images_are_the_unrounded_uint8_images(toy, tmp_path):
 
 
 def test_unknown_recipe_parameter_is_refused(toy):
-    with pytest.raises(Exception, match="iteratons"):
+    with pytest.raises(ValidationError, match=r"iteratons\n  Extra inputs are not permitted"):
         make_images("dm", ImageRequest(toy, 1, params={"iteratons": 3}))
 
 

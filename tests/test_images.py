@@ -57,3 +57,15 @@ def test_import_reads_0_255_floats_and_refuses_nan(toy, tmp_path):
     save_file({"images": bad, "labels": labels}, tmp_path / "b.safetensors")
     with pytest.raises(LaddError, match="NaN"):
         make_images("import", ImageRequest(toy, 1, path=tmp_path / "b.safetensors"))
+
+
+def test_subset_keeps_region_labels_info_and_flops():
+    from ladd.core.types import ImageSet
+
+    images = torch.arange(4 * 2 * 2, dtype=torch.uint8).view(4, 1, 2, 2)
+    regions = torch.rand(4, 4, 3)
+    full = ImageSet(images, torch.tensor([0, 1, 2, 0]), {"lr": 0.02}, regions, flops=123)
+    part = full.subset(torch.tensor([3, 1]))
+    assert torch.equal(part.images, images[[3, 1]]) and part.labels.tolist() == [0, 1]
+    assert torch.equal(part.regions, regions[[3, 1]]) and part.info == {"lr": 0.02} and part.flops == 123
+    assert ImageSet(images, full.labels).subset(torch.tensor([0])).regions is None

@@ -18,7 +18,8 @@ from ladd.eval.protocol import EvalConfig, default_methods, evaluate
 from ladd.experts import ExpertConfig
 from ladd.images import ImageRequest, make_images
 from ladd.images.lic import compensation_loss, pick_per_class
-from ladd.images.observer import ObserverParams, load_observer
+from ladd.images.observer import ObserverParams, load_observer, observer_ce
+from ladd.images.rded import zero_pad
 from ladd.images.optimize import optimize_images
 from ladd.images.mosaic import expand, grid_side, shrink, squeeze, untile
 from ladd.labels.relabel import RelabelConfig
@@ -91,13 +92,12 @@ def test_lic_end_to_end_stores_one_region_distribution_per_tile(toy12, tmp_path)
     tiles = F.interpolate(untile(normalize(out.images, toy12.mean, toy12.std), 2).flatten(0, 1), size=(8, 8), mode="bilinear")
     torch.testing.assert_close(out.regions, observer(tiles).softmax(-1).view(6, 4, 3))
     # stored as LADD dense labels with the tile geometry; the default evaluation reads them as Eq. 9
-    src = pipeline.SourceConfig(dataset="mnist5k")
     art = pipeline.with_region_labels(pipeline.Artifact(out.images, out.labels, {"source": {"class_names": list(toy12.class_names)}}),
                                       out.regions, out.info["observer"], out.info["flops"])
     save_artifact(tmp_path / "a", art)
     back = load_artifact(tmp_path / "a")
     assert back.geometry == (2, 0.5) and torch.equal(back.dense_labels, out.regions)
-    assert default_methods(back) == ("local-hard", "local-dense") and src.dataset == "mnist5k"
+    assert default_methods(back) == ("local-hard", "local-dense")
 
 
 def test_eq9_region_loss_equals_a_direct_computation():
@@ -148,6 +148,25 @@ def test_lic_resume_equals_uninterrupted_and_is_deterministic(toy12, tmp_path, i
     assert torch.equal(full.images, resumed.images) and torch.equal(full.images, again.images)
     assert torch.equal(full.regions, resumed.regions)
     assert full.flops == resumed.flops == again.flops > 0  # selection scoring + every compensation iteration
+
+
+def test_rded_tiles_the_lowest_ce_patches_in_rank_order(toy12, monkeypatch):
+    """Every patch scored is recorded: per class the best patch of each image, then the N·IPC
+    lowest of those, tiled so that image j holds ranks j, IPC + j, … (RDED's mix_images); the
+    stored tiles, scored again, give those CEs back (up to uint8 rounding of the pixels)."""
+    import ladd.images.rded as rded
+
+    scored = []
+    monkeypatch.setattr(rded, "observer_ce", lambda *a, **k: scored.append(observer_ce(*a, **k)) or scored[-1])
+    ipc, crops = 2, 5
+    out = make_images("rded", ImageRequest(toy12, ipc, seed=0, params={**OBSERVER, "candidates": 10, "crops": crops}))
+    observer, _ = load_observer(toy12, ObserverParams(**OBSERVER), Runtime())
+    for cls, ce in enumerate(scored):
+        lowest = ce.view(10, crops).min(1).values.sort().values[: 4 * ipc]  # best patch per image, then the 4·IPC lowest
+        assert out.info["mean_patch_ce"][cls] == pytest.approx(lowest.mean().item(), rel=1e-5)
+        tiles = untile(normalize(out.images[out.labels == cls], toy12.mean, toy12.std), 2)  # ipc × 4 tiles
+        rescored = observer_ce(observer, zero_pad(tiles.flatten(0, 1), (8, 8)), torch.full((4 * ipc,), cls))
+        torch.testing.assert_close(rescored.view(ipc, 4).T.flatten(), lowest, atol=0.05, rtol=0)  # rank t·IPC + j in tile t of image j
 
 
 def test_rded_tiles_the_lowest_ce_patches_with_region_labels(toy12):

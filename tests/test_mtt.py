@@ -78,11 +78,36 @@ def _train_experts(dataset, buffer=None, count=2, model="convnet-w32"):
     ensure_buffer(dataset, model, count, 2, Runtime(), buffer)
 
 
-def test_mtt_end_to_end_learns_the_student_lr(toy):
+def test_mtt_end_to_end_lowers_the_trajectory_matching_loss(toy):
+    """Images and student lr learned by MTT match the expert trajectories better than the real
+    images and lr they started from: the normalized distance (its objective), from every start
+    epoch of both experts, the same fixed batches, no augmentation."""
+    from safetensors.torch import load_file
+
+    from ladd.core.types import normalize
+    from ladd.experts import build_for
+    from ladd.images.mtt import MTTParams, buffer_dirs
+    from ladd.images.random import random_images
+    from ladd.train.loop import checkpoint_path
+
     _train_experts(toy)
-    out = make_images("mtt", ImageRequest(toy, 2, model="convnet-w32", params=TINY))
-    assert out.images.shape == (6, 1, 8, 8) and out.images.dtype == torch.uint8
-    assert out.info["lr"] != 0.01  # the student lr moved
+    params = {**TINY, "iterations": 10}
+    req = ImageRequest(toy, 2, model="convnet-w32", params=params, float_images=True)
+    out = make_images("mtt", req)
+    assert out.images.shape == (6, 1, 8, 8)
+    assert make_images("mtt", ImageRequest(toy, 2, model="convnet-w32", params=params)).images.dtype == torch.uint8
+    gradient = StudentGradient(build_for(toy, "convnet-w32", 0), compile=False)
+    batches = [torch.arange(6)] * TINY["syn_steps"]
+
+    def objective(images: torch.Tensor, lr: float) -> float:
+        syn, lr = normalize(images, toy.mean, toy.std), torch.tensor(lr)
+        losses = [trajectory_loss(gradient, load_file(checkpoint_path(d, t)), load_file(checkpoint_path(d, t + 1)), syn, out.labels, lr,
+                                  batches, lambda x: x).item() for d in buffer_dirs(req, MTTParams(**params)) for t in range(2)]
+        return sum(losses) / len(losses)
+
+    start = random_images(req)  # MTT's initialization
+    assert torch.equal(start.labels, out.labels)
+    assert objective(out.images, out.info["lr"]) < 0.95 * objective(start.images, 0.01)
     with pytest.raises(LaddError, match="exceeds"):
         make_images("mtt", ImageRequest(toy, 1, model="convnet-w32", params={**TINY, "max_start_epoch": 2}))
 

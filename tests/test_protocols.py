@@ -17,8 +17,10 @@ from conftest import make_dataset
 def test_shipped_protocols_load_and_dc_is_the_reference_recipe():
     assert {"dc", "dc-cpu", "glad", "fkd"} <= set(shipped())
     dc = load_protocol("dc").recipe("convnet", "flip")
-    ref = Recipe(epochs=1000, dsa="flip")  # Recipe's defaults are utils.evaluate_synset's
-    assert dc == ref
+    # DatasetCondensation utils.evaluate_synset + main.py: SGD lr 0.01, momentum 0.9, wd 5e-4, batch 256,
+    # lr ×0.1 once at half of 1000 epochs (with DSA), no EMA
+    assert (dc.optimizer, dc.lr, dc.momentum, dc.weight_decay, dc.batch_size, dc.epochs) == ("sgd", 0.01, 0.9, 5e-4, 256, 1000)
+    assert (dc.schedule, dc.decay_at, dc.ema, dc.dsa) == ("step", 0.5, None, "flip")
     glad = load_protocol("glad")
     assert glad.lr_for("VGG-11") == 1e-4 and glad.lr_for("convnet-w64") == 1e-3 and glad.ema == 0.995
     fkd = load_protocol("fkd").recipe("alexnet", None)
@@ -26,7 +28,7 @@ def test_shipped_protocols_load_and_dc_is_the_reference_recipe():
 
 
 def test_unknown_or_bad_protocol_is_refused(tmp_path):
-    with pytest.raises(LaddError, match="shipped protocols are .*dc"):
+    with pytest.raises(LaddError, match="shipped evaluation protocols are .*dc"):
         load_protocol("dcc")
     bad = tmp_path / "p.toml"
     bad.write_text('name = "x"\nbudget = "cpu"\nsource = "here"\nepochs = 5\nlr = 0.1\nschedule = "linear"\n')
@@ -117,3 +119,22 @@ def test_a_diverging_lr_candidate_loses_the_selection_instead_of_ending_it():
     assert row["lr_selection"]["val_acc_by_lr"]["1e+30"] is None and row["lr"] == 0.01
     with pytest.raises(LaddError, match=r"diverged at every candidate \(1e\+30, 1e\+31\): add smaller ones"):
         evaluate(_artifact(ds), ds, EvalConfig(**base, select_lr=(1e30, 1e31)), Runtime())
+
+
+def test_a_file_named_like_a_shipped_protocol_or_recipe_does_not_shadow_it(tmp_path, monkeypatch):
+    from ladd.images.recipes import load_recipe
+
+    monkeypatch.chdir(tmp_path)
+    mine = 'name = "mine"\nbudget = "cpu"\nsource = "here"\nepochs = 7\nlr = 0.5\n'
+    for name in ("dc", "dc.toml"):
+        (tmp_path / name).write_text(mine)
+    (tmp_path / "dm-paper").write_text('method = "dm"\n[params]\niterations = 3\n')
+    assert load_protocol("dc").epochs == 1000 and load_recipe("dm", "mnist5k", 10, "dm-paper")["params"]["iterations"] != 3
+    assert load_protocol("./dc.toml").epochs == 7 and load_protocol("dc.toml").epochs == 7  # a path reads the file
+    assert load_recipe("dm", "mnist5k", 10, "./dm-paper")["params"]["iterations"] == 3
+    with pytest.raises(LaddError, match=r"unknown evaluation protocol 'dcx' \(did you mean dc\?\).* or pass a file as a path such as ./dcx.toml"):
+        load_protocol("dcx")
+    with pytest.raises(LaddError, match="evaluation protocol file missing.toml does not exist"):
+        load_protocol("missing.toml")
+    with pytest.raises(LaddError, match="unknown recipe 'dm-papr'"):
+        load_recipe("dm", "mnist5k", 10, "dm-papr")

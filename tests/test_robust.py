@@ -1,10 +1,13 @@
 import dataclasses
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
 from ladd import pipeline
+from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.eval import robust
 from ladd.eval.protocol import EvalConfig, evaluate, robustness
@@ -69,6 +72,7 @@ def test_equal_cost_rows_match_bytes_and_flops_budgets():
     art = pipeline.distill(ds, SourceConfig(dataset="digits"), ImagesConfig(method="random", ipc=2, seed=0), Runtime())
     plus = pipeline.plus_one(art, ds, Runtime())
     assert plus.manifest["ipc"] == 3 and plus.manifest["images"]["method"] == "random"
+    assert {x.numpy().tobytes() for x in art.images} < {x.numpy().tobytes() for x in plus.images}  # the same images + one per class
     # a stand-in label method: global soft labels (one-hot), so its FLOPs are a known multiple
     soft = torch.nn.functional.one_hot(art.labels, 3).float()
     labelled = art.with_labels(soft, None, {"method": "soft"}, {"labeler_train": 0, "label_generation": 0})
@@ -81,3 +85,22 @@ def test_equal_cost_rows_match_bytes_and_flops_budgets():
     extra = equal_cost(labelled, plus, ds, cfg, Runtime(), rows)
     assert [r["method"] for r in extra] == ["baseline++", "baseline=flops"]
     assert extra[0]["ipc"] == 3 and extra[1]["epochs"] == 6 and extra[1]["flops_deploy"] == pytest.approx(3 * rows[0]["flops_deploy"])
+
+
+def test_baseline_plus_plus_of_an_imported_set_is_refused_before_any_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from ladd.artifact import save_artifact
+    from ladd.cli import app
+
+    ds = pipeline.load_source(SourceConfig(dataset="digits"))
+    rnd = pipeline.distill(ds, SourceConfig(dataset="digits"), ImagesConfig(ipc=1))
+    npz = tmp_path / "set.npz"
+    np.savez(npz, images=rnd.images.numpy(), labels=rnd.labels.numpy())
+    art = pipeline.distill(ds, SourceConfig(dataset="digits"), ImagesConfig(method="import", ipc=1, import_path=str(npz)))
+    with pytest.raises(LaddError, match="baseline\\+\\+ needs one more image per class .* an imported set has none to give"):
+        pipeline.plus_one(art, ds, Runtime())
+    save_artifact(tmp_path / "art", art)
+    res = CliRunner().invoke(app, ["eval", str(tmp_path / "art"), "--equal-cost", "--epochs", "1", "--seeds", "1", "--out", str(tmp_path / "ev")])
+    assert isinstance(res.exception, LaddError) and "imported set" in str(res.exception)
+    assert not (tmp_path / "ev").exists()

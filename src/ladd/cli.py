@@ -256,13 +256,14 @@ def eval_(
                      local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size,
                      pruning=Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep))
     runtime = Runtime.from_name(device)
+    plus_one = pipeline.plus_one(art, dataset, runtime) if equal_cost else None  # refused before any training if it cannot be made
     rows = evaluate(art, dataset, cfg, runtime) + rounding_rows(art, dataset, cfg, runtime)
     notes = eval_notes(art, cfg, rows)
     extra = {}
     if equal_cost:
         from ladd.eval.protocol import equal_cost as equal_cost_rows
 
-        rows += equal_cost_rows(art, pipeline.plus_one(art, dataset, runtime), dataset, cfg, runtime, rows)
+        rows += equal_cost_rows(art, plus_one, dataset, cfg, runtime, rows)
     if robust:
         from ladd.eval.protocol import robustness
 

@@ -203,6 +203,9 @@ def plus_one(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> A
     """LADD's baseline++: the artifact's image method re-run at IPC + 1 with hard labels only, so
     hard labels get about the bytes LADD's labels add (a learned method distills again)."""
     made = art.manifest.get("images", {})
+    if made.get("method") == "import":
+        raise LaddError("baseline++ needs one more image per class from the method that made the images, and an imported set "
+                        "has none to give: leave out --equal-cost, or distill the images with ladd")
     fields = {k: made[k] for k in ImagesConfig.model_fields if k in made and k not in ("recipe", "resume")}
     recipe = (made.get("recipe") or {}).get("name")
     cfg = ImagesConfig(**{**fields, "ipc": art.manifest["ipc"] + 1, "recipe": recipe})

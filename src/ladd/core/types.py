@@ -35,7 +35,10 @@ class ImageSet:
         return self.images.shape[0]
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
-        return ImageSet(self.images[index], self.labels[index])
+        """The images at `index` with their labels and region labels; `info` and `flops` describe how
+        the whole set was made, so they stay (a subset cost what the set cost)."""
+        regions = None if self.regions is None else self.regions[index]
+        return ImageSet(self.images[index], self.labels[index], self.info, regions, self.flops)
 
 
 @dataclass(frozen=True)

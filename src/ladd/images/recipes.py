@@ -10,17 +10,16 @@ in a few values states only those. The default recipe for (method, dataset) is
 
 from __future__ import annotations
 
-import tomllib
-from importlib import resources
 from pathlib import Path
 
+from ladd.core import shipped as files
 from ladd.core.errors import LaddError
 
 PACKAGE = "ladd.recipes"
 
 
 def shipped() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files(PACKAGE).iterdir() if p.name.endswith(".toml"))
+    return files.names(PACKAGE)
 
 
 def has_recipes(method: str) -> bool:
@@ -29,31 +28,18 @@ def has_recipes(method: str) -> bool:
 
 
 def load_recipe(method: str, dataset: str, ipc: int, name: str | None = None) -> dict:
-    """{"name", "method", "budget", "source", "params"} for this method, dataset and IPC."""
-    if name is None or not Path(name).expanduser().is_file():
-        candidates = [name] if name else [f"{method}-{dataset}", f"{method}-paper"]
+    """{"name", "method", "budget", "source", "params"} for this method, dataset and IPC. `name` is a
+    shipped recipe or a path (`./my.toml`); None = `{method}-{dataset}` if shipped, else `{method}-paper`."""
+    if name is None:
+        candidates = [f"{method}-{dataset}", f"{method}-paper"]
         name = next((c for c in candidates if c in shipped()), None)
         if name is None:
             raise LaddError(f"no recipe {' or '.join(candidates)} for --images {method}: shipped recipes are {', '.join(shipped())}, or pass a .toml file")
-    path, data = _read(name)
+    path, data = files.read(PACKAGE, name, "recipe")
     if data.get("method") != method:
         raise LaddError(f"recipe {path} is for method {data.get('method')!r}, not {method!r}")
     return {"name": path.stem, "method": method, "budget": data.get("budget", "?"), "source": data.get("source", ""),
             "params": _params(path, data, ipc)}
-
-
-def _read(name: str) -> tuple[Path, dict]:
-    """A recipe file (a path, or a shipped name) parsed."""
-    if Path(name).expanduser().is_file():
-        path = Path(name).expanduser()
-        text = path.read_text()
-    else:
-        path = Path(name + ".toml")
-        text = resources.files(PACKAGE).joinpath(path.name).read_text()
-    try:
-        return path, tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise LaddError(f"recipe {path} is not valid TOML: {e}") from e
 
 
 def _params(path: Path, data: dict, ipc: int) -> dict:
@@ -62,6 +48,6 @@ def _params(path: Path, data: dict, ipc: int) -> dict:
     if "extends" in data:
         if data["extends"] not in shipped():
             raise LaddError(f"recipe {path} extends {data['extends']!r}, which is not shipped: shipped recipes are {', '.join(shipped())}")
-        base_path, base_data = _read(data["extends"])
+        base_path, base_data = files.read(PACKAGE, data["extends"], "recipe")
         base = _params(base_path, base_data, ipc)
     return {**base, **data.get("params", {}), **data.get("ipc", {}).get(str(ipc), {})}

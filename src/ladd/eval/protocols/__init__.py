@@ -6,13 +6,11 @@ silently. Explicit `--epochs` / `--lr` override a protocol and are recorded as o
 
 from __future__ import annotations
 
-import tomllib
-from importlib import resources
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError
 
+from ladd.core import shipped as files
 from ladd.core.errors import LaddError
 from ladd.models import MODELS
 from ladd.train.loop import Optimization, Recipe
@@ -46,21 +44,14 @@ class Protocol(Optimization):
 
 
 def shipped() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files(__name__).iterdir() if p.name.endswith(".toml"))
+    return files.names(__name__)
 
 
 def load_protocol(name: str = DEFAULT) -> Protocol:
-    """A shipped protocol by name, or a .toml file with the same fields."""
-    if Path(name).expanduser().is_file():
-        path, text = Path(name).expanduser(), Path(name).expanduser().read_text()
-    elif name in shipped():
-        path, text = Path(name + ".toml"), resources.files(__name__).joinpath(name + ".toml").read_text()
-    else:
-        raise LaddError(f"unknown evaluation protocol {name!r}: shipped protocols are {', '.join(shipped())}, or pass a .toml file")
+    """A shipped protocol by name (`dc`), or a .toml file with the same fields by path (`./mine.toml`)."""
+    path, data = files.read(__name__, name, "evaluation protocol")
     try:
-        protocol = Protocol(**tomllib.loads(text))
-    except tomllib.TOMLDecodeError as e:
-        raise LaddError(f"protocol {path} is not valid TOML: {e}") from e
+        protocol = Protocol(**data)
     except ValidationError as e:
         err = e.errors()[0]
         raise LaddError(f"protocol {path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
