@@ -58,3 +58,28 @@ def test_views_pick_requested_crops_per_image():
 def test_full_coverage_r1_is_identity():
     x = torch.randn(1, 1, 8, 8)
     assert torch.equal(views(x, 2, 1.0)[0, 3], x[0])
+
+
+def test_small_images_with_repeated_crop_offsets_are_reported():
+    from ladd.augment.subsample import repeated_crops
+
+    message = repeated_crops((8, 8), 5, 0.625)
+    assert message.startswith("N=5, R=0.625 on 8×8 images: 5×5 px crops at offsets 0, 1, 2, 2, 3 (rows)")
+    assert "only 16 of the 25 sub-images differ" in message and "choose N <= 4" in message
+    assert repeated_crops((8, 8), 4, 0.625) is None and repeated_crops((28, 28), 5, 0.625) is None
+    assert repeated_crops((28, 8), 5, 0.625) is not None  # one short axis is enough
+
+
+def test_ladd_labels_on_8px_images_warn_and_record_the_repeats(capsys):
+    from ladd import pipeline
+    from ladd.core.runtime import Runtime
+    from ladd.experts import ExpertConfig
+
+    src = pipeline.SourceConfig(dataset="digits")
+    data = pipeline.load_source(src)
+    art = pipeline.distill(data, src, pipeline.ImagesConfig(ipc=1))
+    cfg = pipeline.LabelConfig(labeler=ExpertConfig(model="convnet-w32", epochs=1))
+    labelled = pipeline.label(art, data, cfg, Runtime())
+    assert "warning: N=5, R=0.625 on 8×8 images" in capsys.readouterr().err
+    assert "choose N <= 4" in labelled.manifest["labels"]["subsample"]["repeated_crops"]
+    assert torch.equal(labelled.dense_labels[:, 2 * 5], labelled.dense_labels[:, 3 * 5])  # rows 2 and 3 start at the same pixel

@@ -33,6 +33,21 @@ def crop_geometry(size: int, n: int, r: float) -> tuple[int, list[int]]:
     return crop, [_round(k * (size - crop) / (n - 1)) for k in range(n)]
 
 
+def repeated_crops(shape: tuple[int, int], n: int, r: float) -> str | None:
+    """Why some of the N² sub-images of an H×W image are the same crop, or None. On small images
+    the offsets round to fewer than N distinct pixels (8 px, N=5, R=0.625: 0, 1, 2, 2, 3), so
+    those views and their dense labels repeat: stored bytes and student compute that add nothing."""
+    axes = [crop_geometry(size, n, r) for size in shape]
+    distinct = [len(set(offsets)) for _, offsets in axes]
+    if distinct == [n, n]:
+        return None
+    (ch, oy), (cw, ox) = axes
+    most = min(shape[0] - ch, shape[1] - cw) + 1
+    return (f"N={n}, R={r:g} on {shape[0]}×{shape[1]} images: {ch}×{cw} px crops at offsets {', '.join(map(str, oy))} (rows) and "
+            f"{', '.join(map(str, ox))} (columns), so only {distinct[0] * distinct[1]} of the {n * n} sub-images differ and the "
+            f"rest repeat them with the same dense label: choose N <= {most} for this R (or a smaller R)")
+
+
 def views(x: torch.Tensor, n: int, r: float, index: torch.Tensor | None = None) -> torch.Tensor:
     """Crops of a float batch B×C×H×W resized back to H×W, as B×K×C×H×W.
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 
 from ladd.artifact import Artifact
-from ladd.augment.subsample import crop_geometry
+from ladd.augment.subsample import crop_geometry, repeated_crops
 from ladd.core.errors import LaddError
+from ladd.core.progress import console
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
@@ -69,9 +70,12 @@ def _cost(teacher: Teacher, dataset: Dataset, train_flops: int, forwards: int) -
 def ladd_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Labels:
     for side in dataset.shape[1:]:
         crop_geometry(side, cfg.n, cfg.r)  # refuse a bad N/R before spending time on a labeler
+    repeated = repeated_crops(dataset.shape[1:], cfg.n, cfg.r)
+    if repeated:
+        console.print(f"warning: {repeated}")
     teacher, provenance, train_flops = build_teacher(dataset, cfg, runtime)
     dense, soft = dense_labels(teacher, art.images, dataset.mean, dataset.std, cfg.n, cfg.r)
-    manifest = {"subsample": {"n": cfg.n, "r": cfg.r}, "labeler": provenance}
+    manifest = {"subsample": {"n": cfg.n, "r": cfg.r, **({"repeated_crops": repeated} if repeated else {})}, "labeler": provenance}
     return Labels(soft, dense, manifest, _cost(teacher, dataset, train_flops, len(art.images) * (cfg.n**2 + 1)))
 
 
