@@ -98,6 +98,11 @@ def test_lic_end_to_end_stores_one_region_distribution_per_tile(toy12, tmp_path)
     back = load_artifact(tmp_path / "a")
     assert back.geometry == (2, 0.5) and torch.equal(back.dense_labels, out.regions)
     assert default_methods(back) == ("local-hard", "local-dense")
+    # LIC's evaluation: its protocol, and Eq. 9's sum over the tiles unless another reduction is asked for
+    ev = EvalConfig(methods=("local-dense",), models=("convnet-w32",), seeds=1, epochs=1, protocol="lic")
+    (row,) = evaluate(back, toy12, ev, Runtime())
+    assert (row["local_reduction"], row["optimizer"], row["batch_size"], row["protocol"]) == ("sum", "adamw", 10, "lic")
+    assert evaluate(back, toy12, ev.model_copy(update={"local_reduction": "mean"}), Runtime())[0]["local_reduction"] == "mean"
 
 
 def test_eq9_region_loss_equals_a_direct_computation():

@@ -20,7 +20,7 @@ def test_shipped_protocols_load_and_dc_is_the_reference_recipe():
     # DatasetCondensation utils.evaluate_synset + main.py: SGD lr 0.01, momentum 0.9, wd 5e-4, batch 256,
     # lr ×0.1 once at half of 1000 epochs (with DSA), no EMA
     assert (dc.optimizer, dc.lr, dc.momentum, dc.weight_decay, dc.batch_size, dc.epochs) == ("sgd", 0.01, 0.9, 5e-4, 256, 1000)
-    assert (dc.schedule, dc.decay_at, dc.ema, dc.dsa) == ("step", 0.5, None, "flip")
+    assert (dc.schedule, dc.milestones, dc.gamma, dc.ema, dc.dsa) == ("step", (0.5,), 0.1, None, "flip")
     glad = load_protocol("glad")
     assert glad.lr_for("VGG-11") == 1e-4 and glad.lr_for("convnet-w64") == 1e-3 and glad.ema == 0.995
     fkd = load_protocol("fkd").recipe("alexnet", None)
@@ -138,3 +138,14 @@ def test_a_file_named_like_a_shipped_protocol_or_recipe_does_not_shadow_it(tmp_p
         load_protocol("missing.toml")
     with pytest.raises(LaddError, match="unknown recipe 'dm-papr'"):
         load_recipe("dm", "mnist5k", 10, "dm-papr")
+
+
+def test_lic_protocol_is_cims_evaluator_with_the_batch_chosen_by_set_size():
+    lic = load_protocol("lic")
+    recipe = lic.recipe("convnet", "flip", images=100)
+    # LINs-lab/CIM data/utils/evaluator.py: AdamW 1e-3, wd 1e-4, MultiStepLR ×0.2 at 2·E//3 and 5·E//6, 1000 epochs
+    assert (recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.epochs, recipe.gamma) == ("adamw", 1e-3, 1e-4, 1000, 0.2)
+    assert [int(1000 * m) for m in recipe.milestones] == [2 * 1000 // 3, 5 * 1000 // 6]
+    assert [lic.batch_for(n) for n in (10, 11, 500, 501, 20000, 20001)] == [10, 50, 50, 100, 100, 200]
+    assert recipe.batch_size == 50 and lic.recipe("convnet", None, images=10, batch_size=7).batch_size == 7
+    assert load_protocol("dc").batch_for(10) == 256  # no batch_sizes: always batch_size

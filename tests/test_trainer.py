@@ -83,5 +83,9 @@ def test_crash_between_weights_and_state_resumes_consistently(toy, tmp_path, mon
 def test_lr_schedule_decays_once_at_half():
     r = Recipe(epochs=10, lr=0.1)
     assert [r.lr_at(e) for e in (0, 4, 5, 9)] == [0.1, 0.1, pytest.approx(0.01), pytest.approx(0.01)]
-    assert Recipe(epochs=10, lr=0.1, decay_at=None).lr_at(9) == 0.1
+    assert Recipe(epochs=10, lr=0.1, milestones=()).lr_at(9) == 0.1
+    lic = Recipe(epochs=12, lr=1.0, milestones=(2 / 3, 5 / 6), gamma=0.2)  # LIC's MultiStepLR
+    assert [lic.lr_at(e) for e in (7, 8, 9, 10, 11)] == pytest.approx([1.0, 0.2, 0.2, 0.04, 0.04])
+    with pytest.raises(ValueError, match=r"milestones \[0.8, 0.5\] must be increasing fractions"):
+        Recipe(milestones=(0.8, 0.5))
     assert Recipe(epochs=1, lr=0.1).lr_at(0) == 0.1  # a 1-epoch run is not decayed from the start

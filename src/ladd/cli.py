@@ -81,8 +81,8 @@ Lr = Annotated[float, typer.Option("--lr", help="Student SGD learning rate (mome
 EvalEpochs = Annotated[Optional[int], typer.Option("--epochs", help="Student training epochs (default: the protocol's; dc = 1000, the DC/DSA/DM reference with DSA).")]
 EvalLr = Annotated[Optional[float], typer.Option("--lr", help="Student learning rate (default: an MTT artifact's learned lr, else the protocol's, per model).")]
 EvalSoftLoss = Annotated[Optional[str], typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")]
-Protocol_ = Annotated[str, typer.Option("--protocol", help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, or a .toml file. Recorded in every result row.")]
-RunProtocol = Annotated[str, typer.Option("--protocol", help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, or a .toml file. --epochs, --lr and --soft-loss override it only when given.")]
+Protocol_ = Annotated[str, typer.Option("--protocol", help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, lic, or a .toml file. Recorded in every result row.")]
+RunProtocol = Annotated[str, typer.Option("--protocol", help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, lic, or a .toml file. --epochs, --lr and --soft-loss override it only when given.")]
 SelectLr = Annotated[Optional[str], typer.Option("--select-lr", help="Comma-separated student lr candidates, e.g. 0.003,0.01,0.03: the one whose students score best on a validation split carved from the training split is used; the test split is never read to choose.")]
 EvalValPerClass = Annotated[int, typer.Option("--val-per-class", help="Training images per class held out as the validation split for --select-lr.")]
 Crops = Annotated[str, typer.Option("--crops-per-step", help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views).")]
@@ -90,7 +90,7 @@ BpttIterations = Annotated[int, typer.Option("--bptt-iterations", help="bptt lab
 BpttUnroll = Annotated[int, typer.Option("--bptt-unroll", help="bptt labels: T, student steps per update.")]
 BpttBackprop = Annotated[int, typer.Option("--bptt-backprop", help="bptt labels: M <= T, last steps the label gradient flows through.")]
 SoftLoss = Annotated[str, typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce (soft-target cross-entropy, the reference) or kl (same gradients, reads 0 at a perfect fit).")]
-LocalReduction = Annotated[str, typer.Option("--local-reduction", help="How the N² local-view losses combine: mean (default; stable at lr 0.01) or sum (Eq. 5 literally).")]
+LocalReduction = Annotated[Optional[str], typer.Option("--local-reduction", help="How the N² local-view losses combine: mean or sum (LADD Eq. 5 and LIC Eq. 9 as written). Default: sum for region labels (LIC, RDED), mean for LADD's dense labels.")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: runs/<timestamp>/).")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
 EvalBatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Student batch size (default: the protocol's; a stored relabel replays at any batch size).")]
@@ -235,7 +235,7 @@ def label(
 def eval_(
     artifact: ArtifactArg, methods: Methods = None, model: Model = "convnet", seeds: Seeds = 5,
     protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None, select_lr: SelectLr = None,
-    val_per_class: EvalValPerClass = 50, crops_per_step: Crops = "all", local_reduction: LocalReduction = "mean",
+    val_per_class: EvalValPerClass = 50, crops_per_step: Crops = "all", local_reduction: LocalReduction = None,
     soft_loss: EvalSoftLoss = None,
     robust: Annotated[bool, typer.Option("--robust", help="Also compute DD-Ranking's HLR, IOR, Label-Robust and Augmentation-Robust Scores against a random real subset at the same IPC, labelled the same way (first --model).")] = False,
     equal_cost: Annotated[bool, typer.Option("--equal-cost", help="Also train LADD's equal-cost baselines: baseline++ (hard labels at IPC + 1, re-running the image method) and baseline=flops (hard labels for as many epochs as the label method's FLOPs).")] = False,
@@ -358,7 +358,7 @@ def gradcam(
 ):
     """Grad-CAM maps of students trained on the artifact, on chosen test images (LADD Fig. 4)."""
     from ladd.augment.dsa import strategy_for
-    from ladd.eval.protocol import crops_for, train_data, train_students
+    from ladd.eval.protocol import crops_for, local_reduction_for, train_data, train_students
     from ladd.report.gradcam import figure
     from ladd.train.terms import method_terms
 
@@ -369,8 +369,8 @@ def gradcam(
     data = train_data(art, dataset)
     crops = crops_for("all", len(art.images), art.geometry[0] if art.geometry else 1)
     for method in _split(methods, "--methods"):
-        recipe = chosen.recipe(_split(model)[0], strategy_for(dataset.name), epochs=epochs, lr=lr)
-        terms = method_terms(method, crops, "mean", chosen.soft_loss)
+        recipe = chosen.recipe(_split(model)[0], strategy_for(dataset.name), epochs=epochs, lr=lr, images=len(art.images))
+        terms = method_terms(method, crops, local_reduction_for(art), chosen.soft_loss)
         student = train_students(data, terms, recipe, dataset, _split(model)[0], 1, runtime, method).models[0]
         path = figure(student, dataset.test.images[index], dataset.test.labels[index], dataset.mean, dataset.std,
                       dataset.class_names, out / f"gradcam_{method}.png",
@@ -460,7 +460,7 @@ def run(
     labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1, temperature: Temperature = 1.0, top_k: TopK = None,
     label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: Methods = None,
     seeds: Seeds = 3, protocol: RunProtocol = QUICK_PROTOCOL, epochs: EvalEpochs = None, lr: EvalLr = None, crops_per_step: Crops = "auto",
-    local_reduction: LocalReduction = "mean", soft_loss: EvalSoftLoss = None, out: Out = None, device: Device = "auto",
+    local_reduction: LocalReduction = None, soft_loss: EvalSoftLoss = None, out: Out = None, device: Device = "auto",
 ):
     """Everything end to end: images → labeler → dense labels → baseline (hard labels) vs LADD.
 

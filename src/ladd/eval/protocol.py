@@ -48,7 +48,7 @@ class EvalConfig(BaseModel):
     methods: tuple[str, ...] = Field(("baseline", "ladd"), min_length=1)
     models: tuple[str, ...] = Field(("convnet",), min_length=1)
     seeds: int = Field(3, ge=1)
-    protocol: str = DEFAULT  # a shipped protocol name (dc, dc-cpu, glad, fkd) or a .toml path
+    protocol: str = DEFAULT  # a shipped protocol name (dc, dc-cpu, glad, fkd, lic) or a .toml path
     # None = the protocol's value; a number overrides it (recorded as an override)
     epochs: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
@@ -59,7 +59,7 @@ class EvalConfig(BaseModel):
     augment: bool | None = None  # None = the protocol's; False trains without DSA (DD-Ranking's ARS)
     # K of the N² local views per image and step: an int, "all", or "auto" (see `crops_for`)
     crops_per_step: int | Literal["all", "auto"] = "all"
-    local_reduction: Literal["mean", "sum"] = "mean"  # over the N² views; "sum" = Eq. 5 literally
+    local_reduction: Literal["mean", "sum"] | None = None  # over the N² views; None = `local_reduction_for` the labels
     soft_loss: Literal["ce", "kl"] | None = None  # soft/dense targets: soft cross-entropy or KL; None = the protocol's
     pruning: Pruning = Pruning()  # which stored labels a replayed relabel (method fkd) keeps
 
@@ -91,6 +91,16 @@ def methods_for(label_method: str | None) -> tuple[str, ...]:
 
 def default_methods(art: Artifact) -> tuple[str, ...]:
     return methods_for(art.manifest.get("labels", {}).get("method"))
+
+
+# LADD's local term when no reduction is given: the mean over the N² views (README, "Choices that differ from the papers")
+LADD_REDUCTION = "mean"
+
+
+def local_reduction_for(art: Artifact) -> str:
+    """How the local-view losses combine unless --local-reduction says otherwise: region labels
+    (LIC, RDED) sum over the tiles as LIC's Eq. 9 is written; LADD's dense labels use LADD_REDUCTION."""
+    return "sum" if art.manifest.get("labels", {}).get("method") == "region" else LADD_REDUCTION
 
 
 AUTO_VIEWS_PER_EPOCH = 500
@@ -126,9 +136,10 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
     geometry = art.geometry
     crops = crops_for(cfg.crops_per_step, len(art.images), geometry[0] if geometry else 1)
     val = validation_split(dataset, cfg.val_per_class, art.images) if cfg.select_lr else None  # carved once, shared
+    reduction = cfg.local_reduction or local_reduction_for(art)
     rows = []
     for method in cfg.methods:
-        terms = method_terms(method, crops, cfg.local_reduction, soft_loss)
+        terms = method_terms(method, crops, reduction, soft_loss)
         used = sorted({TERM_COMPONENTS[t] for t in terms})
         label_zip = sum(storage[c]["zip"] for c in used if c in storage)
         label_raw = sum(storage[c]["raw"] for c in used if c in storage)
@@ -155,7 +166,8 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 lr, lr_source = learned_lr, "learned by the image method"
             else:
                 lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name}"
-            recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
+            recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size,
+                                     augment=cfg.augment, images=len(art.images))
             students = students or train_students(trained_on, terms, recipe, dataset, model_name, cfg.seeds, runtime, method)
             accs, per_class = students.test(dataset)
             # every seed forwards the same number of inputs: measure the per-sample cost once
@@ -190,7 +202,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 **protocol_fields(protocol, cfg, recipe),
                 "lr_selection": selection,
                 "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
-                "local_reduction": cfg.local_reduction,
+                "local_reduction": reduction if any(t.startswith("local") for t in terms) else None,
                 "soft_loss": soft_loss,
                 "labeler_test_acc": (art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler
                                      else art.relabel.info["teacher"]["test_acc"] if relabel is not None else None),
@@ -304,7 +316,8 @@ def select_lr(data: TrainData, terms, protocol: Protocol, cfg: EvalConfig, model
     The real test split is never read here."""
     scores, best = {}, None
     for lr in cfg.select_lr:
-        recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, augment=cfg.augment)
+        recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size,
+                                 augment=cfg.augment, images=len(data.images))
         try:
             students = train_students(data, terms, recipe, dataset, model_name, cfg.seeds, runtime, f"{method} lr {lr:g} (validation)")
         except Diverged:  # a too-large candidate loses the selection; it does not end it
@@ -346,7 +359,7 @@ def robustness(art: Artifact, random_art: Artifact, dataset: Dataset, cfg: EvalC
         tested directly (an `evaluate` would also zip the training split for its byte count)."""
         protocol = load_protocol(cfg.protocol)
         recipe = protocol.recipe(model, strategy_for(dataset.name), epochs=real_epochs, lr=protocol.lr_for(model),
-                                 batch_size=cfg.batch_size, augment=cfg.augment)
+                                 batch_size=cfg.batch_size, augment=cfg.augment, images=len(dataset.train))
         real = TrainData(dataset.train.images, dataset.train.labels, dataset.mean, dataset.std)
         return train_students(real, method_terms("baseline"), recipe, dataset, model, cfg.seeds, runtime, "full training split").test(dataset)[0]
 

@@ -3,7 +3,7 @@
 One implementation for every role: LADD's labeler (an early-stopped expert: the paper labels with
 epoch 10 of a 50-epoch trajectory), soft-label experts, teachers and observers. The recipe is that
 of MTT's buffer.py (SGD lr 0.01, no momentum, no weight decay, batch 256, DSA augmentation,
-constant lr); `epoch_000` is the initialization, so early stopping is choosing a checkpoint.
+constant lr, or ×0.1 after half the epochs with `decay`, buffer.py's --decay); `epoch_000` is the initialization, so early stopping is choosing a checkpoint.
 
 An expert directory records the dataset, class order and normalization it was trained with, so it
 refuses data it does not understand (the most common reproduction failure upstream). Experts are
@@ -44,6 +44,7 @@ class ExpertConfig(BaseModel):
     batch_size: int = Field(256, ge=1)
     seed: int = 0
     saves_per_epoch: int = Field(1, ge=1)  # >1 also keeps checkpoints at fractions of an epoch
+    decay: bool = False  # lr ×0.1 after half the epochs: buffer.py --decay (MTT, no-distillation); default constant
 
 
 def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: Runtime) -> Path:
@@ -53,12 +54,12 @@ def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: 
     if info_path.exists():
         info = read_info(directory)
         check_matches(info, dataset, directory)
-        if info["config"] != cfg.model_dump():
+        if ExpertConfig(**info["config"]) != cfg:  # parsed, so a field added since it was trained takes its default
             raise LaddError(f"{directory} holds an expert trained with {info['config']}: use another directory")
     model = build_for(dataset, cfg.model, cfg.seed)
     recipe = Recipe(
         epochs=cfg.epochs, lr=cfg.lr, momentum=0.0, weight_decay=0.0, batch_size=cfg.batch_size,
-        decay_at=None, dsa=strategy_for(dataset.name),
+        milestones=(0.5,) if cfg.decay else (), dsa=strategy_for(dataset.name),
     )
     info = {
         "kind": "ladd-expert",
@@ -214,7 +215,7 @@ def ensure_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path | None, r
     info = read_info(directory)
     if info.get("complete"):
         check_matches(info, dataset, directory)
-        if info["config"] != cfg.model_dump():
+        if ExpertConfig(**info["config"]) != cfg:  # parsed, so a field added since it was trained takes its default
             raise LaddError(
                 f"the expert in {directory} was trained with {info['config']}, not {cfg.model_dump()}: "
                 f"pass the matching model and epochs, or another directory"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from safetensors.torch import load_file
 from torch import nn
 
@@ -38,18 +38,26 @@ class Optimization(BaseModel):
     momentum: float = Field(0.9, ge=0)
     weight_decay: float = Field(5e-4, ge=0)
     batch_size: int = Field(256, ge=1)
-    decay_at: float | None = Field(0.5, gt=0, le=1)  # fraction of epochs after which lr ×0.1
+    milestones: tuple[float, ...] = (0.5,)  # "step": fractions of the epochs after which lr × gamma; () = constant
+    gamma: float = Field(0.1, gt=0, le=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    schedule: Literal["step", "cosine", "warmup-cosine"] = "step"  # "step" = one ×0.1 decay at decay_at
+    schedule: Literal["step", "cosine", "warmup-cosine"] = "step"  # "step" = × gamma at each milestone
     warmup: float = Field(0.5, ge=0, lt=1)  # warmup-cosine: fraction of epochs warming up
     ema: float | None = Field(None, gt=0, lt=1)  # β of an EMA of the weights that replaces them at the end
+
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < m <= 1 for m in value) or list(value) != sorted(value):
+            raise ValueError(f"milestones {list(value)} must be increasing fractions of the epochs in (0, 1]")
+        return value
 
 
 class Recipe(Optimization):
     """Optimizer, schedule and augmentation of one training run. Defaults follow the DC/DSA/DM
     evaluation recipe (DatasetCondensation utils.evaluate_synset): SGD 0.01, momentum 0.9, wd 5e-4,
-    batch 256, DSA augmentation, one ×0.1 decay. Here the decay applies from epoch
-    int(epochs·decay_at) on and keeps the momentum buffers; the reference trains epochs+1 epochs,
+    batch 256, DSA augmentation, one ×0.1 decay. Here a decay applies from epoch
+    int(epochs·milestone) on and keeps the momentum buffers; the reference trains epochs+1 epochs,
     decays at epochs//2+1 and rebuilds its optimizer. `optimizer="adamw"` + `schedule="cosine"` is
     the SRe²L student (VILA-Lab/SRe2L@8d00cba validate/train_FKD.py: AdamW, lr 1e-3, wd 0.01,
     cosine per epoch).
@@ -69,9 +77,8 @@ class Recipe(Optimization):
             if epoch < warm:
                 return self.lr * (epoch + 1) / (warm + 1)
             return self.lr * 0.5 * (1 + math.cos(math.pi * (epoch - warm) / max(1, self.epochs - warm)))
-        milestone = 0 if self.decay_at is None else int(self.epochs * self.decay_at)
-        decayed = milestone > 0 and epoch >= milestone
-        return self.lr * (0.1 if decayed else 1.0)
+        passed = sum(1 for m in self.milestones if 0 < int(self.epochs * m) <= epoch)
+        return self.lr * self.gamma**passed
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         if self.optimizer == "adamw":

@@ -28,18 +28,24 @@ class Protocol(Optimization):
     epochs: int = Field(ge=1)
     lr: float = Field(gt=0)
     lr_by_model: dict[str, float] = {}
+    # (at most this many images, batch size) in increasing order: the batch for a set of that size
+    # (LIC/CIM pick it by set size); larger sets, or none given, use batch_size
+    batch_sizes: list[tuple[int, int]] = []
     augment: bool = True
     soft_loss: Literal["ce", "kl"] = "ce"
 
     def lr_for(self, model: str) -> float:
         return self.lr_by_model.get(MODELS.canonical(model), self.lr)
 
+    def batch_for(self, images: int | None) -> int:
+        return next((batch for most, batch in self.batch_sizes if images is not None and images <= most), self.batch_size)
+
     def recipe(self, model: str, dsa: str | None, *, epochs: int | None = None, lr: float | None = None,
-               batch_size: int | None = None, augment: bool | None = None) -> Recipe:
-        """The trainer's recipe for `model`; arguments that are not None override the protocol."""
+               batch_size: int | None = None, augment: bool | None = None, images: int | None = None) -> Recipe:
+        """The trainer's recipe for `model` on a set of `images`; arguments that are not None override the protocol."""
         shared = self.model_dump(include=set(Optimization.model_fields))
         return Recipe(**{**shared, "epochs": epochs or self.epochs, "lr": lr or self.lr_for(model),
-                         "batch_size": batch_size or self.batch_size},
+                         "batch_size": batch_size or self.batch_for(images)},
                       dsa=dsa if (self.augment if augment is None else augment) else None)
 
 
