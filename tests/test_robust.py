@@ -101,6 +101,38 @@ def test_baseline_plus_plus_of_an_imported_set_is_refused_before_any_training(tm
     with pytest.raises(LaddError, match="baseline\\+\\+ needs one more image per class .* an imported set has none to give"):
         pipeline.plus_one(art, ds, Runtime())
     save_artifact(tmp_path / "art", art)
-    res = CliRunner().invoke(app, ["eval", str(tmp_path / "art"), "--equal-cost", "--epochs", "1", "--seeds", "1", "--out", str(tmp_path / "ev")])
+    res = CliRunner().invoke(app, ["eval", str(tmp_path / "art"), "--equal-cost", "bytes", "--epochs", "1", "--seeds", "1", "--out", str(tmp_path / "ev")])
     assert isinstance(res.exception, LaddError) and "imported set" in str(res.exception)
     assert not (tmp_path / "ev").exists()
+
+
+def test_flops_curves_end_at_the_final_students_and_the_paper_comparison_reads_them_at_the_baselines_flops(tmp_path):
+    from ladd.eval.protocol import at_flops, equal_cost
+    from ladd.report.results import write_results
+
+    ds = dataclasses.replace(make_dataset(n_per_class=8), name="digits")
+    art = pipeline.distill(ds, SourceConfig(dataset="digits"), ImagesConfig(method="random", ipc=2, seed=0), Runtime())
+    soft = torch.nn.functional.one_hot(art.labels, 3).float()
+    labelled = art.with_labels(soft, None, {"method": "soft"}, {"labeler_train": 0, "label_generation": 0})
+    cfg = EvalConfig(methods=("baseline", "global-both"), models=("convnet-w32",), seeds=2, epochs=4, curve_every=2)
+    base, both = evaluate(labelled, ds, cfg, Runtime())
+    for row in (base, both):
+        assert [p["epoch"] for p in row["curve"]] == [2, 4]
+        assert row["curve"][-1]["accs"] == row["accs"] and row["curve"][-1]["flops_deploy"] == row["flops_deploy"]
+        assert row["curve"][0]["flops_deploy"] * 2 == row["flops_deploy"]  # the same inputs every epoch
+    assert both["flops_deploy"] == 2 * base["flops_deploy"]  # global-both forwards every image twice per step
+    (read,) = equal_cost(labelled, None, ds, cfg.model_copy(update={"methods": ("baseline", "soft")}), Runtime(),
+                         [base, {**both, "method": "soft"}], ("curve",))
+    assert read["method"] == "soft @ baseline FLOPs" and read["flops_deploy"] == base["flops_deploy"]
+    assert read["accs"] == both["curve"][0]["accs"] and "after 2.0 of its 4 epochs" in read["budget"]  # half its FLOPs: epoch 2
+    written = write_results(tmp_path, [base, both, read], {}, [], "t")
+    assert (tmp_path / "flops_curve.png") in written
+
+    row = {"method": "m", "epochs": 10, "flops_distill": None, "flops_labels": 5, "class_acc_mean": [1.0],
+           "curve": [{"epoch": 2, "flops_deploy": 100, "accs": [0.2, 0.4]}, {"epoch": 4, "flops_deploy": 200, "accs": [0.6, 0.4]}]}
+    r = at_flops(row, 150, "baseline")
+    assert r["accs"] == pytest.approx([0.4, 0.4]) and r["flops"] == 155 and "after 3.0 of its 10 epochs" in r["budget"]
+    with pytest.raises(LaddError, match=r"m cannot be read at baseline's 50 deployment FLOPs: its first recorded point is at 100 FLOPs"):
+        at_flops(row, 50, "baseline")
+    with pytest.raises(LaddError, match="choose the lr with --select-lr first"):
+        EvalConfig(select_lr=(0.01, 0.1), curve_every=1)

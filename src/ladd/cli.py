@@ -130,6 +130,18 @@ def _split(text: str, option: str = "--model") -> tuple[str, ...]:
     return names
 
 
+def _equal_cost(text: str | None) -> tuple[str, ...]:
+    from ladd.eval.protocol import EQUAL_COST
+
+    if text is None:
+        return ()
+    kinds = EQUAL_COST if text == "all" else _split(text, "--equal-cost")
+    bad = [k for k in kinds if k not in EQUAL_COST]
+    if bad:
+        raise LaddError(f"--equal-cost {bad[0]!r} is not one of {', '.join(EQUAL_COST)} or all")
+    return tuple(kinds)
+
+
 def _default_out() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -238,7 +250,8 @@ def eval_(
     val_per_class: EvalValPerClass = 50, crops_per_step: Crops = "all", local_reduction: LocalReduction = None,
     soft_loss: EvalSoftLoss = None,
     robust: Annotated[bool, typer.Option("--robust", help="Also compute DD-Ranking's HLR, IOR, Label-Robust and Augmentation-Robust Scores against a random real subset at the same IPC, labelled the same way (first --model).")] = False,
-    equal_cost: Annotated[bool, typer.Option("--equal-cost", help="Also train LADD's equal-cost baselines: baseline++ (hard labels at IPC + 1, re-running the image method) and baseline=flops (hard labels for as many epochs as the label method's FLOPs).")] = False,
+    equal_cost: Annotated[Optional[str], typer.Option("--equal-cost", help="LADD's equal-cost comparisons (Fig. 3), comma-separated: bytes (baseline++: hard labels at IPC + 1, re-running the image method), epochs (baseline=flops: hard labels for as many epochs as the label method's label + student FLOPs), curve (the paper's: same batch size and epochs, the label method read off its accuracy-over-FLOPs curve where it has spent the baseline's deployment FLOPs), or all.")] = None,
+    curve_every: Annotated[Optional[int], typer.Option("--curve-every", help="Record test accuracy every K epochs against the deployment FLOPs spent (flops_curve.png; default with --equal-cost curve: about 50 points).")] = None,
     real_epochs: Annotated[int, typer.Option("--real-epochs", help="--robust: epochs of the students trained on the full training split (HLR's real-data accuracy).")] = 30,
     batch_size: EvalBatchSize = None, prune: Prune = 1.0, pool: PoolOpt = "epoch", prune_metric: PruneMetric = "random", prune_keep: PruneKeep = "easy",
     data_dir: DataDir = None, out: Out = None, device: Device = "auto",
@@ -251,19 +264,22 @@ def eval_(
     art, _, dataset = _open(artifact, data_dir)
     chosen = _split(methods, "--methods") if methods else default_methods(art)
     candidates = tuple(_floats(select_lr, "--select-lr")) if select_lr else ()
+    kinds = _equal_cost(equal_cost)
+    if "curve" in kinds and curve_every is None:
+        curve_every = max(1, (epochs or load_protocol(protocol).epochs) // 50)
     cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, protocol=protocol, epochs=epochs, lr=lr,
                      select_lr=candidates, val_per_class=val_per_class, crops_per_step=_crops(crops_per_step),
-                     local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size,
+                     local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size, curve_every=curve_every,
                      pruning=Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep))
     runtime = Runtime.from_name(device)
-    plus_one = pipeline.plus_one(art, dataset, runtime) if equal_cost else None  # refused before any training if it cannot be made
+    plus_one = pipeline.plus_one(art, dataset, runtime) if "bytes" in kinds else None  # refused before any training if it cannot be made
     rows = evaluate(art, dataset, cfg, runtime) + rounding_rows(art, dataset, cfg, runtime)
     notes = eval_notes(art, cfg, rows)
     extra = {}
-    if equal_cost:
+    if kinds:
         from ladd.eval.protocol import equal_cost as equal_cost_rows
 
-        rows += equal_cost_rows(art, plus_one, dataset, cfg, runtime, rows)
+        rows += equal_cost_rows(art, plus_one, dataset, cfg, runtime, rows, kinds)
     if robust:
         from ladd.eval.protocol import robustness
 

@@ -62,6 +62,8 @@ class EvalConfig(BaseModel):
     local_reduction: Literal["mean", "sum"] | None = None  # over the N² views; None = `local_reduction_for` the labels
     soft_loss: Literal["ce", "kl"] | None = None  # soft/dense targets: soft cross-entropy or KL; None = the protocol's
     pruning: Pruning = Pruning()  # which stored labels a replayed relabel (method fkd) keeps
+    # record test accuracy every K epochs against the deployment FLOPs spent so far (LADD Fig. 3's curves)
+    curve_every: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _known_names(self) -> "EvalConfig":
@@ -76,6 +78,9 @@ class EvalConfig(BaseModel):
             raise LaddError(f"--select-lr {','.join(map(str, self.select_lr))}: every learning rate must be > 0")
         if self.select_lr and self.lr is not None:
             raise LaddError("give either --lr (one fixed learning rate) or --select-lr (candidates chosen on a validation split), not both")
+        if self.select_lr and self.curve_every is not None:
+            raise LaddError("the FLOPs curve reads the test split during training, which --select-lr's candidates must not: "
+                            "choose the lr with --select-lr first, then pass it with --lr")
         load_protocol(self.protocol)
         return self
 
@@ -168,10 +173,12 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name}"
             recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size,
                                      augment=cfg.augment, images=len(art.images))
-            students = students or train_students(trained_on, terms, recipe, dataset, model_name, cfg.seeds, runtime, method)
+            students = students or train_students(trained_on, terms, recipe, dataset, model_name, cfg.seeds, runtime, method,
+                                                  curve_every=cfg.curve_every)
             accs, per_class = students.test(dataset)
             # every seed forwards the same number of inputs: measure the per-sample cost once
-            deploy = flops.training(students.models[-1], dataset.shape, sum(students.log.samples.values()))
+            per_input = flops.training(students.models[-1], dataset.shape, 1)
+            deploy = per_input * sum(students.log.samples.values())
             rows.append({
                 "method": method,
                 "terms": list(terms),
@@ -207,8 +214,20 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "labeler_test_acc": (art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler
                                      else art.relabel.info["teacher"]["test_acc"] if relabel is not None else None),
                 **({} if relabel is None else {k: v for k, v in relabel.items() if k not in ("kept", "per_epoch", "bytes_raw", "bytes_zip", "flops")}),
+                **({} if students.curves is None else {"curve": curve_points(students.curves, per_input)}),
             })
     return rows
+
+
+def curve_points(curves: list[list[tuple[int, int, float]]], per_input: int) -> list[dict]:
+    """Per recorded epoch: deployment FLOPs spent so far and the test accuracy of every seed."""
+    points = []
+    for recorded in zip(*curves):  # the seeds record at the same epochs with the same sample counts
+        accs = [acc for _, _, acc in recorded]
+        epoch, samples, _ = recorded[0]
+        points.append({"epoch": epoch, "flops_deploy": per_input * samples, "accs": accs,
+                       "acc_mean": float(np.mean(accs)), "acc_std": float(np.std(accs))})
+    return points
 
 
 def rounding_rows(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:
@@ -278,6 +297,7 @@ class Students:
     models: list[nn.Module]
     seconds: list[float]  # training time per student
     log: TrainLog  # the last student's (every seed forwards the same number of inputs)
+    curves: list[list[tuple[int, int, float]]] | None = None  # per seed: (epochs done, inputs forwarded, test accuracy)
 
     def test(self, split: Dataset) -> tuple[list[float], list[list[float]]]:
         """Accuracy and per-class accuracy of every student on `split.test` (the real test split,
@@ -287,16 +307,31 @@ class Students:
 
 
 def train_students(data: TrainData, terms, recipe: Recipe, dataset: Dataset, model_name: str, seeds: int,
-                   runtime: Runtime, method: str) -> Students:
-    """Train `seeds` fresh students (seeds 0 .. seeds-1) on `data`; `dataset` gives their input shape and classes."""
-    models, secs, log = [], [], None
+                   runtime: Runtime, method: str, curve_every: int | None = None) -> Students:
+    """Train `seeds` fresh students (seeds 0 .. seeds-1) on `data`; `dataset` gives their input shape and classes.
+    With `curve_every` K, each student's test accuracy is also recorded after every K-th epoch and the
+    last (training weights; time spent testing is not counted in `seconds`)."""
+    models, secs, log, curves = [], [], None, [] if curve_every else None
     for seed in range(seeds):
-        t0 = time.perf_counter()
+        t0, tested = time.perf_counter(), 0.0
         model = build_for(dataset, model_name, seed)
-        log = train(model, data, terms, recipe, seed=seed, runtime=runtime, description=f"{method} · {model_name} · seed {seed}")
+        curve = []
+
+        def record(done: int, model: nn.Module, log: TrainLog) -> None:
+            nonlocal tested
+            if done % curve_every == 0 or done == recipe.epochs:
+                t = time.perf_counter()
+                acc, _ = class_accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std, dataset.num_classes)
+                curve.append((done, sum(log.samples.values()), acc))
+                tested += time.perf_counter() - t
+
+        log = train(model, data, terms, recipe, seed=seed, runtime=runtime, description=f"{method} · {model_name} · seed {seed}",
+                    after_epoch=record if curve_every else None)
         models.append(model)
-        secs.append(time.perf_counter() - t0)
-    return Students(models, secs, log)
+        secs.append(time.perf_counter() - t0 - tested)
+        if curves is not None:
+            curves.append(curve)
+    return Students(models, secs, log, curves)
 
 
 def validation_split(dataset: Dataset, per_class: int, images: torch.Tensor) -> Dataset:
@@ -376,23 +411,50 @@ def robustness(art: Artifact, random_art: Artifact, dataset: Dataset, cfg: EvalC
             "random_images": random_art.manifest.get("images", {}).get("seed"), **robust.scores(measured, w, gamma)}
 
 
-def equal_cost(art: Artifact, plus_one: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime, rows: list[dict]) -> list[dict]:
-    """LADD's equal-cost comparisons (Fig. 3), for every model: `baseline++` — hard labels on the
-    image method's IPC + 1 set (about the bytes the labels add); `baseline=flops` — hard labels
-    trained for as many epochs as match the label method's FLOPs (label making + student; the
-    images' FLOPs are the same for both)."""
+EQUAL_COST = ("bytes", "epochs", "curve")
+
+
+def equal_cost(art: Artifact, plus_one: Artifact | None, dataset: Dataset, cfg: EvalConfig, runtime: Runtime, rows: list[dict],
+               kinds: tuple[str, ...] = ("bytes", "epochs")) -> list[dict]:
+    """LADD's equal-cost comparisons (Fig. 3), for every model:
+    bytes   `baseline++`: hard labels on the image method's IPC + 1 set (about the bytes the labels add);
+    epochs  `baseline=flops`: hard labels trained for as many epochs as match the label method's
+            label + student FLOPs (the images' FLOPs are the same for both);
+    curve   the paper's reading: both trained with the same batch size and epochs, the label
+            method's accuracy read off its curve (`curve_every`) where it has spent the baseline's
+            whole deployment FLOPs (linear between recorded epochs, per seed): `<method> @ baseline FLOPs`."""
     method = default_methods(art)[-1]
     extra = []
     for model in cfg.models:
-        one = cfg.model_copy(update={"methods": ("baseline",), "models": (model,)})
-        row = evaluate(plus_one, dataset, one, runtime)[0]
-        extra.append({**row, "method": "baseline++", "budget": f"hard labels at IPC {plus_one.manifest['ipc']} (IPC + 1)", "ipc": row["ipc"]})
+        one = cfg.model_copy(update={"methods": ("baseline",), "models": (model,), "curve_every": None})
+        if "bytes" in kinds:
+            row = evaluate(plus_one, dataset, one, runtime)[0]
+            extra.append({**row, "method": "baseline++", "budget": f"hard labels at IPC {plus_one.manifest['ipc']} (IPC + 1)", "ipc": row["ipc"]})
         base = next((r for r in rows if (r["method"], r["model"]) == ("baseline", model)), None)
         labelled = next((r for r in rows if (r["method"], r["model"]) == (method, model)), None)
         if base is None or labelled is None or method == "baseline":
             continue
-        cost = labelled["flops_labels"] + labelled["flops_deploy"]  # both share the images' FLOPs
-        epochs = max(1, round(base["epochs"] * cost / base["flops_deploy"]))
-        row = evaluate(art, dataset, one.model_copy(update={"epochs": epochs}), runtime)[0]
-        extra.append({**row, "method": "baseline=flops", "budget": f"{epochs} epochs: the label + student FLOPs of {method} ({cost:.3g})"})
+        if "epochs" in kinds:
+            cost = labelled["flops_labels"] + labelled["flops_deploy"]  # both share the images' FLOPs
+            epochs = max(1, round(base["epochs"] * cost / base["flops_deploy"]))
+            row = evaluate(art, dataset, one.model_copy(update={"epochs": epochs}), runtime)[0]
+            extra.append({**row, "method": "baseline=flops", "budget": f"{epochs} epochs: the label + student FLOPs of {method} ({cost:.3g})"})
+        if "curve" in kinds:
+            extra.append(at_flops(labelled, base["flops_deploy"], "baseline"))
     return extra
+
+
+def at_flops(row: dict, budget: int, of: str) -> dict:
+    """`row`'s students read off their recorded curves where they had spent `budget` deployment FLOPs."""
+    curve = row.get("curve")
+    if not curve or curve[0]["flops_deploy"] > budget:
+        first = "no curve" if not curve else f"its first recorded point is at {curve[0]['flops_deploy']:.3g} FLOPs"
+        raise LaddError(f"{row['method']} cannot be read at {of}'s {budget:.3g} deployment FLOPs: {first}; record it more often (--curve-every)")
+    flops = [p["flops_deploy"] for p in curve]
+    accs = [float(np.interp(budget, flops, [p["accs"][seed] for p in curve])) for seed in range(len(curve[0]["accs"]))]
+    epoch = float(np.interp(budget, flops, [p["epoch"] for p in curve]))
+    done = {**{k: v for k, v in row.items() if k != "curve"}, "class_acc_mean": [float("nan")] * len(row["class_acc_mean"])}  # not recorded
+    return {**done, "method": f"{row['method']} @ {of} FLOPs", "equal_flops_of": of, "accs": accs,
+            "acc_mean": float(np.mean(accs)), "acc_std": float(np.std(accs)), "flops_deploy": budget,
+            "flops": (row["flops_distill"] or 0) + row["flops_labels"] + budget,
+            "budget": f"{row['method']} after {epoch:.1f} of its {row['epochs']} epochs, where it has spent {of}'s {budget:.3g} deployment FLOPs"}

@@ -34,6 +34,31 @@ def accuracy_vs_cost(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def flops_curves(rows: list[dict], path: Path) -> None:
+    """LADD's Fig. 3: test accuracy (mean ± std over seeds) against the deployment FLOPs spent so
+    far, one line per row that recorded a curve; equal-FLOPs rows are drawn as stars."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for i, r in enumerate(r for r in rows if r.get("curve")):
+        x = [p["flops_deploy"] for p in r["curve"]]
+        y = [100 * p["acc_mean"] for p in r["curve"]]
+        err = [100 * p["acc_std"] for p in r["curve"]]
+        ax.plot(x, y, "-", color=f"C{i}", label=f"{r['method']} · {r['model']} ({r['epochs']} epochs, batch {r.get('batch_size')})")
+        ax.fill_between(x, [a - e for a, e in zip(y, err)], [a + e for a, e in zip(y, err)], color=f"C{i}", alpha=0.2)
+    for r in rows:
+        if "equal_flops_of" in r:
+            ax.errorbar(r["flops_deploy"], 100 * r["acc_mean"], yerr=100 * r["acc_std"], fmt="*", ms=12, color="k", capsize=3,
+                        label=f"{r['method']}: {r['budget']}")
+    ax.set_xscale("log")
+    ax.set_xlabel("deployment FLOPs spent (one student)")
+    ax.set_ylabel(f"test accuracy % ({rows[0]['n_seeds']} seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"{rows[0]['dataset']} IPC {rows[0]['ipc']}: accuracy over training FLOPs (same batch size and epochs)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _images(rows: list[dict]) -> dict[int, str]:
     """The image source of each row, for colour: the image method, or the run when two runs
     share a method and IPC (then they differ in something else the name says)."""

@@ -10,7 +10,7 @@ import ladd
 from ladd.core.io import write_json, write_text
 from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig
-from ladd.report.plots import accuracy_vs_cost
+from ladd.report.plots import accuracy_vs_cost, flops_curves
 from ladd.report.tables import markdown, pm
 from ladd.train.terms import method_terms
 
@@ -20,7 +20,11 @@ def write_results(out: Path, rows: list[dict], config: dict, notes: list[str], t
     write_json(out / "results.json", {"ladd_version": ladd.__version__, "flops_unit": UNIT, "config": config, "rows": rows, "notes": notes, **(extra or {})})
     write_text(out / "results.md", f"# {title}\n\n" + markdown(rows, notes) + "\n![accuracy vs cost](results.png)\n")
     accuracy_vs_cost(rows, out / "results.png")
-    return [out / "results.json", out / "results.md", out / "results.png"]
+    written = [out / "results.json", out / "results.md", out / "results.png"]
+    if any(r.get("curve") for r in rows):
+        flops_curves(rows, out / "flops_curve.png")
+        written.append(out / "flops_curve.png")
+    return written
 
 
 def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:

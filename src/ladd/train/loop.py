@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -124,12 +124,15 @@ def train(
     description: str = "train",
     checkpoint_dir: Path | None = None,
     saves_per_epoch: int = 1,
+    after_epoch: Callable[[int, nn.Module, TrainLog], None] | None = None,
 ) -> TrainLog:
     """Train `model` in place. With `checkpoint_dir`, weights are saved after every epoch
     (`epoch_000` = initialization) and an interrupted run resumes from the last one with the
     same result as an uninterrupted run (optimizer, generator and RNG states are saved too).
     `saves_per_epoch` f > 1 also saves weights at each 1/f of an epoch (`epoch_002.500`): the
-    fine-grained early checkpoints soft-label experts are chosen from."""
+    fine-grained early checkpoints soft-label experts are chosen from. `after_epoch(epochs done,
+    model, log)` runs after every epoch (e.g. to record an accuracy-over-FLOPs curve); it sees the
+    training weights, and the model is back in training mode afterwards."""
     data = data.to(runtime.device)
     model.to(runtime.device)
     gen = generator(seed)
@@ -193,6 +196,8 @@ def train(
                 log.epoch_loss.append(total / steps)
                 if checkpoint_dir is not None:
                     _save(checkpoint_dir, epoch + 1, model, opt, gen, log)
+                if after_epoch is not None:
+                    after_epoch(epoch + 1, model, log)
                 advance(status=f"loss {total / steps:.3f}")
     if ema is not None:
         ema.copy_to(model)
