@@ -183,7 +183,7 @@ def test_relabel_then_info_and_pruned_fkd_eval(tmp_path):
     assert info.returncode == 0 and "relabel: 2 epochs × 20 samples" in info.stderr and "label-to-image ratio" in info.stderr
     out = tmp_path / "eval"
     res = ladd("eval", art, "--methods", "fkd", "--model", "convnet-w32", "--seeds", "1", "--epochs", "1", "--protocol", "fkd",
-               "--lr", "0.001", "--batch-size", "7", "--prune", "2", "--pool", "batch", "--out", out)
+               "--lr", "0.001", "--batch-size", "7", "--prune", "2", "--pool", "batch", "--replay-batches", "shuffled", "--out", out)
     assert res.returncode == 0, res.stderr
     row = json.loads((out / "results.json").read_text())["rows"][0]
     assert row["relabel_kept_samples"] == 20 and row["pool"] == "batch" and "| fkd ρ=2 batch |" in (out / "results.md").read_text()

@@ -35,9 +35,9 @@ def _relabelled(toy, tmp_path, name="art", **kw):
     return path, load_artifact(path)
 
 
-def _replay(art, toy, kept=None, per_epoch=1, seed=0):
+def _replay(art, toy, kept=None, per_epoch=1, seed=0, batches="stored"):
     store = art.relabel
-    return Replay(store, art.images, toy.mean, toy.std, kept or units(store, "epoch"), per_epoch).for_seed(seed)
+    return Replay(store, art.images, toy.mean, toy.std, kept or units(store, "epoch"), per_epoch, batches).for_seed(seed)
 
 
 def test_render_is_crop_resize_flip_then_paste_from_the_partner_view(toy):
@@ -63,13 +63,17 @@ def test_sampled_crops_fit_and_follow_the_scale_range():
     assert (top >= 0).all() and (left >= 0).all() and (top + h <= 32).all() and (left + w <= 32).all()
     area = (h * w).float() / 1024
     assert area.min() >= 0.06 and area.max() <= 1 and 0.4 < area.mean() < 0.65  # scale U(0.08, 1), rounded sides
-    ep = sample_epoch(10, 4, 32, 32, generator(1))
-    assert torch.equal(crop_pixels(ep.crop, 32, 32), sample_crops(10, 32, 32, _after_randperm(1, 10)))
-    # CutMix partners come from the sample's own relabel batch of 4 (positions 0-3, 4-7, 8-9)
-    pos = {int(img): k for k, img in enumerate(ep.order)}
-    assert all(pos[int(p)] // 4 == k // 4 for k, p in enumerate(ep.mix_index))
-    kept = 1 - ((ep.mix_box[:, 2] - ep.mix_box[:, 0]) * (ep.mix_box[:, 3] - ep.mix_box[:, 1])).float() / 1024
-    torch.testing.assert_close(ep.mix_lambda, kept)  # λ is the area share actually kept
+    for mix_per, draws in (("sample", 10), ("batch", 3)):
+        ep = sample_epoch(10, 4, 32, 32, generator(1), mix_per=mix_per)
+        assert torch.equal(crop_pixels(ep.crop, 32, 32), sample_crops(10, 32, 32, _after_randperm(1, 10)))
+        # CutMix partners come from the sample's own relabel batch of 4 (positions 0-3, 4-7, 8-9)
+        pos = {int(img): k for k, img in enumerate(ep.order)}
+        assert all(pos[int(p)] // 4 == k // 4 for k, p in enumerate(ep.mix_index))
+        assert ep.mix_lambda.shape == (draws,) and ep.mix_box.shape == (draws, 4)
+        kept = 1 - ((ep.mix_box[:, 2] - ep.mix_box[:, 0]) * (ep.mix_box[:, 3] - ep.mix_box[:, 1])).float() / 1024
+        torch.testing.assert_close(ep.mix_lambda, kept)  # λ is the area share actually kept
+    lam, box = ep.mix(torch.tensor([0, 3, 4, 9]))  # one draw per relabel batch (the reference's one λ and box per batch)
+    assert lam.tolist() == ep.mix_lambda[[0, 0, 1, 2]].tolist() and torch.equal(box, ep.mix_box[[0, 0, 1, 2]])
 
 
 def _after_randperm(seed, n):
@@ -89,10 +93,32 @@ def test_replaying_the_stored_augmentation_reproduces_the_teachers_input_exactly
     torch.testing.assert_close(replay.targets(positions), (logits / 20).softmax(-1))
 
 
-def test_replay_gives_the_same_inputs_and_labels_at_any_batch_size(toy, tmp_path):
+def test_students_step_through_the_stored_relabel_batches_each_with_its_one_cutmix_draw(toy, tmp_path):
     _, art = _relabelled(toy, tmp_path)
-    replay = _replay(art, toy, units(art.relabel, "batch"), per_epoch=3)
-    positions = replay.draw(0, generator(5))
+    store = art.relabel
+    steps = []
+
+    class Record:
+        def __call__(self, model, batch):
+            steps.append(batch.stored)
+            return (model(batch.x) * 0).sum(), len(batch.x)
+
+    kept = prune_units(store, art.labels, Pruning(rho=2, pool="batch"))
+    data = TrainData(art.images, art.labels, toy.mean, toy.std, replay=_replay(art, toy, kept, per_epoch=3))
+    train(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)), data, {"r": Record()}, Recipe(epochs=4, batch_size=5),
+          seed=0, runtime=Runtime())
+    assert len(steps) == 12 and all(any(torch.equal(s, u) for u in kept) for s in steps)  # each step is one kept relabel batch
+    for s in steps:
+        e, rows = s // 18, s % 18
+        assert len(e.unique()) == 1 and rows.tolist() == list(range(int(rows[0]), int(rows[0]) + 6))
+        lam, box = store.epoch(int(e[0])).mix(rows)
+        assert len(lam.unique()) == 1 and len(box.unique(dim=0)) == 1  # the batch's one λ and box
+
+
+def test_shuffled_replay_gives_the_same_inputs_and_labels_at_any_batch_size(toy, tmp_path):
+    _, art = _relabelled(toy, tmp_path)
+    replay = _replay(art, toy, units(art.relabel, "batch"), per_epoch=3, batches="shuffled")
+    positions = torch.cat(replay.batches(0, generator(5), 18))
     assert len(positions) == 18
     whole_x, whole_y = replay.inputs(positions), replay.targets(positions)
     for size in (1, 4, 7):
@@ -128,7 +154,7 @@ def test_pruning_keeps_exactly_one_over_rho_and_batch_pools_mix_epochs(toy, tmp_
     epochs_of = {int(u[0]) // 18 for u in kept}
     assert len(epochs_of) > 1  # the pool holds batches of several stored epochs
     replay = _replay(art, toy, kept, per_epoch=3)
-    drawn = [replay.draw(e, generator(0)) for e in range(4)]
+    drawn = [torch.cat(replay.batches(e, generator(0), 18)) for e in range(4)]
     assert all(len(d) == 18 and set(d.tolist()) <= set(torch.cat(kept).tolist()) for d in drawn)
     assert any(len({int(p) // 18 for p in d}) > 1 for d in drawn)  # a new epoch made of batches from different epochs
     # two passes over the pool use every kept unit exactly twice
@@ -149,7 +175,8 @@ def test_metric_pruning_ranks_units_by_their_labels(toy, tmp_path):
     torch.testing.assert_close(conf[0], p0.max(1).values.double())
     correct = sample_scores(store, art.labels, "correct")
     assert torch.equal(correct[0], (p0.argmax(1) == art.labels[store.tensors["order"][0]]).double())
-    torch.testing.assert_close(sample_scores(store, art.labels, "cut_ratio"), store.tensors["mix_lambda"].double() - 1)
+    lam = torch.stack([store.epoch(e).mix(torch.arange(18))[0] for e in range(6)])
+    torch.testing.assert_close(sample_scores(store, art.labels, "cut_ratio"), lam.double() - 1)
     every = units(store, "batch")
     means = torch.tensor([conf.flatten()[u].mean().item() for u in every])
     easy = prune_units(store, art.labels, Pruning(rho=6, pool="batch", metric="confidence", keep="easy"))
@@ -250,9 +277,14 @@ def test_resumed_relabel_equals_an_uninterrupted_one(toy, tmp_path, monkeypatch)
 def test_fkd_students_train_on_the_pruned_pool_and_relabel_survives_relabelling(toy, tmp_path):
     path, art = _relabelled(toy, tmp_path)
     cfg = EvalConfig(methods=("fkd",), models=("convnet-w32",), seeds=1, protocol="fkd", epochs=2, lr=1e-3,
-                     batch_size=5, pruning=Pruning(rho=2, pool="batch"))
+                     pruning=Pruning(rho=2, pool="batch"))
     row = evaluate(art, toy, cfg, Runtime())[0]
     assert row["relabel_kept_samples"] == 36 and row["terms"] == ["replay"]
+    assert row["batch_size"] == 6 and row["replay_batches"] == "stored"  # the relabel batches, not the protocol's 256
+    with pytest.raises(LaddError, match="--batch-size 5: the student replays the stored relabel batches of 6 .*--replay-batches shuffled"):
+        evaluate(art, toy, cfg.model_copy(update={"batch_size": 5}), Runtime())
+    shuffled = cfg.model_copy(update={"batch_size": 5, "pruning": Pruning(rho=2, pool="batch", batches="shuffled")})
+    assert evaluate(art, toy, shuffled, Runtime())[0]["batch_size"] == 5
     assert row["label_bytes_raw"] == sum(b["raw"] for b in art.relabel.storage().values()) // 2
     assert row["flops_labels"] > 0 and 0 <= row["acc_mean"] <= 1
     whole = evaluate(art, toy, cfg.model_copy(update={"pruning": Pruning()}), Runtime())[0]  # ρ = 1 reuses the relabel's measured bytes

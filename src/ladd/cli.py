@@ -93,11 +93,12 @@ SoftLoss = Annotated[str, typer.Option("--soft-loss", help="Student loss on soft
 LocalReduction = Annotated[Optional[str], typer.Option("--local-reduction", help="How the N² local-view losses combine: mean or sum (LADD Eq. 5 and LIC Eq. 9 as written). Default: sum for region labels (LIC, RDED), mean for LADD's dense labels.")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: runs/<timestamp>/).")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
-EvalBatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Student batch size (default: the protocol's; a stored relabel replays at any batch size).")]
+EvalBatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Student batch size (default: the protocol's; method fkd: the relabel batch size unless --replay-batches shuffled).")]
 Prune = Annotated[float, typer.Option("--prune", help="Method fkd: keep 1/ρ of the stored relabel labels (ρ >= 1; LPLD uses 10, 20, 30, 40, 50, 100).")]
 PoolOpt = Annotated[str, typer.Option("--pool", help="Method fkd: what pruning keeps and replays: whole stored epochs (epoch) or relabel batches from any epoch forming new epochs (batch, LPLD's improved label pool).")]
 PruneMetric = Annotated[str, typer.Option("--prune-metric", help="Method fkd: which units pruning keeps: random (LPLD), or ranked by correct, confidence, diff, diff_signed, cut_ratio.")]
 PruneKeep = Annotated[str, typer.Option("--prune-keep", help="With a ranking --prune-metric: keep the easy, hard or uniformly spaced units.")]
+ReplayBatches = Annotated[str, typer.Option("--replay-batches", help="Method fkd: train on the stored relabel batches, one step each, at the relabel batch size (stored, as SRe²L/LPLD), or on the kept samples reshuffled into batches of --batch-size (shuffled).")]
 ArtifactArg = Annotated[Path, typer.Argument(help="An artifact folder written by `ladd distill` or `ladd run`.")]
 
 
@@ -254,6 +255,7 @@ def eval_(
     curve_every: Annotated[Optional[int], typer.Option("--curve-every", help="Record test accuracy every K epochs against the deployment FLOPs spent (flops_curve.png; default with --equal-cost curve: about 50 points).")] = None,
     real_epochs: Annotated[int, typer.Option("--real-epochs", help="--robust: epochs of the students trained on the full training split (HLR's real-data accuracy).")] = 30,
     batch_size: EvalBatchSize = None, prune: Prune = 1.0, pool: PoolOpt = "epoch", prune_metric: PruneMetric = "random", prune_keep: PruneKeep = "easy",
+    replay_batches: ReplayBatches = "stored",
     data_dir: DataDir = None, out: Out = None, device: Device = "auto",
 ):
     """Evaluate an artifact: accuracy mean ± std over seeds, stored bytes and FLOPs.
@@ -270,7 +272,7 @@ def eval_(
     cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, protocol=protocol, epochs=epochs, lr=lr,
                      select_lr=candidates, val_per_class=val_per_class, crops_per_step=_crops(crops_per_step),
                      local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size, curve_every=curve_every,
-                     pruning=Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep))
+                     pruning=Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep, batches=replay_batches))
     runtime = Runtime.from_name(device)
     plus_one = pipeline.plus_one(art, dataset, runtime) if "bytes" in kinds else None  # refused before any training if it cannot be made
     rows = evaluate(art, dataset, cfg, runtime) + rounding_rows(art, dataset, cfg, runtime)
@@ -313,6 +315,7 @@ def relabel(
     temperature: Annotated[float, typer.Option("--temperature", help="T of the student's KL loss (SRe²L: 20 with CutMix).")] = 20.0,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="FKD label quantization: store only the k largest probabilities and their indices (needs --label-kind probs).")] = None,
     cutmix: Annotated[bool, typer.Option("--cutmix/--no-cutmix", help="CutMix (λ ~ Beta(1, 1)) after crop and flip, as the reference.")] = True,
+    cutmix_per: Annotated[str, typer.Option("--cutmix-per", help="One CutMix λ and box per relabel batch (batch, the reference) or per sample.")] = "batch",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the stored augmentations (the reference's --fkd-seed 42).")] = 42,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a stored relabel made with other settings.")] = False,
     data_dir: DataDir = None, device: Device = "auto",
@@ -324,7 +327,7 @@ def relabel(
     teacher = _teacher_config(dataset, teacher_model, teacher_epochs, art.manifest["ipc"])
     cfg = RelabelConfig(epochs=epochs, batch_size=batch_size, teacher=teacher,
                         teacher_epoch=teacher_epoch, kind=label_kind, dtype=label_dtype, temperature=temperature, top_k=top_k,
-                        cutmix=cutmix, seed=seed)
+                        cutmix=cutmix, mix_per=cutmix_per, seed=seed)
     art = pipeline.relabel(art, artifact, dataset, cfg, Runtime.from_name(device), overwrite=overwrite)
     save_artifact(artifact, art)
     rel = art.manifest["relabel"]

@@ -3,14 +3,16 @@
     relabel.json              config, teacher provenance, images SHA-256, counts, every file's SHA-256
     epoch_0000.safetensors    one per relabel epoch, K = the artifact's N images, rows in visit order:
         order       int64   K        image index of each row (the explicit sample order; LPLD's
-                                     sampler_indices_epoch.json)
-        crop, flip, mix_index, mix_lambda, mix_box   (see `ladd.augment.fkd.Epoch`)
+                                     sampler_indices_epoch.json); relabel batch b = rows b·B …
+        crop, flip, mix_index, mix_lambda, mix_box   (see `ladd.augment.fkd.Epoch`; λ and box once
+                                     per relabel batch, or per row when relabel.json says mix_per "sample")
         labels      float16/32 K×C   teacher logits or probabilities (T applied), or with top-k:
         label_values float K×k + label_index int16 K×k
 
 One file per epoch so relabel checkpoints and resumes per epoch. The reference stores the same
 fields as pickled per-batch `.tar` files (VILA-Lab/SRe2L@8d00cba relabel/utils_fkd.py); here they
-are per sample and safetensors, so nothing is unpickled and replay works at any batch size.
+are safetensors with the partner as an image index, so nothing is unpickled and replay needs no
+patched loader.
 Loading checks each file's SHA-256, the tensor names, shapes and dtypes, the counts against
 relabel.json and the artifact, and finite values.
 """
@@ -54,8 +56,17 @@ class RelabelStore:
     def samples(self) -> int:
         return int(self.info["samples"])
 
+    @property
+    def batch_size(self) -> int:
+        return int(self.info["batch_size"])
+
+    @property
+    def mix_batch(self) -> int | None:
+        """Rows per CutMix draw (the relabel batch), or None for a draw per row (stores without `mix_per`)."""
+        return self.batch_size if self.info.get("mix_per", "sample") == "batch" else None
+
     def epoch(self, e: int) -> Epoch:
-        return Epoch(**{k: self.tensors[k][e] for k in ("order", *PARAMS)})
+        return Epoch(**{k: self.tensors[k][e] for k in ("order", *PARAMS)}, mix_batch=self.mix_batch)
 
     def targets(self, e: int, rows: torch.Tensor) -> torch.Tensor:
         """Probability targets of rows of epoch e: softmax(logits / T), or the stored
@@ -72,11 +83,16 @@ class RelabelStore:
         (e·K + k) if given: what a pruned label pool keeps. The sample order is not counted: it
         is a permutation a seed regenerates (the reference stores it as a JSON side file)."""
         out = {}
+        draws = None
+        if positions is not None and self.mix_batch is not None:  # the batches any kept row belongs to
+            per_epoch = self.tensors["mix_lambda"].shape[1]
+            draws = (positions // self.samples * per_epoch + positions % self.samples // self.mix_batch).unique()
         for name, parts in COMPONENTS.items():
             for p in parts:
                 if p in self.tensors:
                     t = self.tensors[p].flatten(0, 1)
-                    out[p] = t if positions is None else t[positions]
+                    at = draws if draws is not None and p in ("mix_lambda", "mix_box") else positions
+                    out[p] = t if at is None else t[at]
         return out
 
     def storage(self, positions: torch.Tensor | None = None) -> dict[str, dict[str, int]]:
@@ -142,8 +158,9 @@ def load_store(directory: Path, images: int, classes: int, images_sha256: str) -
 def _expected(info: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     n, c, k = info["samples"], info["classes"], info["top_k"]
     dtype = getattr(torch, info["dtype"])
+    draws = -(-n // info["batch_size"]) if info.get("mix_per", "sample") == "batch" else n
     want = {"order": ((n,), torch.int64), "crop": ((n, 4), torch.float32), "flip": ((n,), torch.bool),
-            "mix_index": ((n,), torch.int64), "mix_lambda": ((n,), torch.float32), "mix_box": ((n, 4), torch.int16)}
+            "mix_index": ((n,), torch.int64), "mix_lambda": ((draws,), torch.float32), "mix_box": ((draws, 4), torch.int16)}
     if k is None:
         want["labels"] = ((n, c), dtype)
     else:

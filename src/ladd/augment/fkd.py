@@ -1,11 +1,13 @@
 """FKD-style stored augmentation: sample RandomResizedCrop + flip + CutMix parameters once per
-sample and epoch, and render them exactly, one sample at a time, whatever the batch.
+epoch, and render them exactly, one sample at a time, whatever the batch.
 
 SRe²L's relabel (VILA-Lab/SRe2L@8d00cba relabel/utils_fkd.py) records per *batch* the crop
-coordinates, flip flags, a CutMix permutation of batch positions, λ and one box, so replay needs the
-same sampler seed and batch size and a patched PyTorch fetcher. Here every parameter is per sample
-and the CutMix partner is an *image index*, so a sample's input is a pure function of (stored
-epoch, sample): students replay it at any batch size with stock PyTorch.
+coordinates and flip flags of every sample, a CutMix permutation of batch positions, and one λ and
+one box for the whole batch; replay then needs the same sampler seed and batch size and a patched
+PyTorch fetcher. Here the CutMix partner is an *image index* and the rows of a relabel batch are
+contiguous, so a sample's input is a pure function of (stored epoch, row): students replay it with
+stock PyTorch, as the stored batches (LPLD) or reshuffled at any batch size. λ and the box are
+drawn once per relabel batch (`mix_per="batch"`, the reference) or once per sample (`"sample"`).
 
 Rendering is a per-sample integer crop, `F.interpolate` (bilinear, align_corners=False, no
 antialias, as torchvision's RandomResizedCrop on tensors) and a flip; computing each sample on its
@@ -39,13 +41,14 @@ ATTEMPTS = 10
 
 @dataclass(frozen=True)
 class Epoch:
-    """One stored epoch's parameters, row k = the k-th sample visited (`order[k]` = its image).
+    """One stored epoch's parameters, row k = the k-th sample visited (`order[k]` = its image);
+    relabel batch b is rows b·B … b·B + B − 1. D = ⌈K/B⌉ CutMix draws (one per batch) or K (one per row).
 
     crop       float32 K×4  (top/H, left/W, height/H, width/W): the reference's normalized coords
     flip       bool    K    horizontal flip after the crop
-    mix_index  int64   K    image index of the CutMix partner (drawn within the relabel batch)
-    mix_lambda float32 K    share of the sample's own pixels after the box is clipped
-    mix_box    int16   K×4  (y1, x1, y2, x2) pixels pasted from the partner's own augmented view
+    mix_index  int64   K    image index of the CutMix partner (a permutation of the relabel batch)
+    mix_lambda float32 D    share of the sample's own pixels after the box is clipped
+    mix_box    int16   D×4  (y1, x1, y2, x2) pixels pasted from the partner's own augmented view
     """
 
     order: torch.Tensor
@@ -54,9 +57,15 @@ class Epoch:
     mix_index: torch.Tensor
     mix_lambda: torch.Tensor
     mix_box: torch.Tensor
+    mix_batch: int | None = None  # B when one CutMix draw serves a relabel batch; None: one per row
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"order": self.order, **{k: getattr(self, k) for k in PARAMS}}
+
+    def mix(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """λ and box of each of `rows`."""
+        at = rows if self.mix_batch is None else rows // self.mix_batch
+        return self.mix_lambda[at], self.mix_box[at]
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
@@ -97,23 +106,28 @@ def sample_cutmix(n: int, height: int, width: int, gen: torch.Generator, beta: f
     return kept.float(), torch.stack([y1, x1, y2, x2], 1).to(torch.int16)
 
 
-def sample_epoch(n: int, batch_size: int, height: int, width: int, gen: torch.Generator, *, cutmix: bool = True) -> Epoch:
+def sample_epoch(n: int, batch_size: int, height: int, width: int, gen: torch.Generator, *, cutmix: bool = True,
+                 mix_per: str = "batch") -> Epoch:
     """An epoch of the relabel loader: a random order split into batches of `batch_size`, and per
     sample a crop, a flip and a CutMix partner drawn from its own batch (a permutation of the
-    batch, as the reference's `rand_index`). Without CutMix the partner is the sample itself and
-    the box is empty (λ = 1)."""
+    batch, as the reference's `rand_index`); λ and the box once per batch (`mix_per="batch"`, the
+    reference's) or once per sample. Without CutMix the partner is the sample itself and the box
+    is empty (λ = 1)."""
+    if mix_per not in ("batch", "sample"):
+        raise ValueError(f"mix_per {mix_per!r} is not batch or sample")
     order = torch.randperm(n, generator=gen)
     boxes = sample_crops(n, height, width, gen)
     scale = torch.tensor([height, width, height, width], dtype=torch.float64)
     crop = (boxes.double() / scale).float()
     flip = torch.rand(n, generator=gen) < 0.5
+    draws = math.ceil(n / batch_size) if mix_per == "batch" else n
     if cutmix:
         partner_pos = torch.cat([start + torch.randperm(len(chunk), generator=gen)
                                  for start, chunk in zip(range(0, n, batch_size), torch.arange(n).split(batch_size))])
-        lam, box = sample_cutmix(n, height, width, gen)
+        lam, box = sample_cutmix(draws, height, width, gen)
     else:
-        partner_pos, lam, box = torch.arange(n), torch.ones(n), torch.zeros(n, 4, dtype=torch.int16)
-    return Epoch(order, crop, flip, order[partner_pos], lam, box)
+        partner_pos, lam, box = torch.arange(n), torch.ones(draws), torch.zeros(draws, 4, dtype=torch.int16)
+    return Epoch(order, crop, flip, order[partner_pos], lam, box, batch_size if mix_per == "batch" else None)
 
 
 def crop_pixels(crop: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -145,7 +159,7 @@ def render(images: torch.Tensor, mean, std, epoch: Epoch, rows: torch.Tensor) ->
     crops, partner_crops = (crop_pixels(epoch.crop[r], height, width).tolist() for r in (rows, partner_rows))
     flips, partner_flips = epoch.flip[rows].tolist(), epoch.flip[partner_rows].tolist()
     out = []
-    for i, (y1, x1, y2, x2) in enumerate(epoch.mix_box[rows].tolist()):
+    for i, (y1, x1, y2, x2) in enumerate(epoch.mix(rows)[1].tolist()):
         x = view(own[i], crops[i], flips[i])
         if y2 > y1 and x2 > x1:
             partner = view(partners[i], partner_crops[i], partner_flips[i])

@@ -158,12 +158,14 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
 
         # a replayed relabel: the pruned pool is shared; each student draws its units by its own seed (train())
         trained_on = data if relabel is None else replace(data, replay=Replay(art.relabel, art.images.to(runtime.device), dataset.mean,
-                                                                           dataset.std, relabel["kept"], relabel["per_epoch"]))
+                                                                           dataset.std, relabel["kept"], relabel["per_epoch"],
+                                                                           cfg.pruning.batches))
+        run_cfg = cfg if relabel is None else cfg.model_copy(update={"batch_size": replay_batch_size(art, cfg)})
 
         for model_name in cfg.models:
             selection = students = None
             if cfg.select_lr:
-                lr, selection, students = select_lr(trained_on, terms, protocol, cfg, model_name, dataset, val, runtime, method)
+                lr, selection, students = select_lr(trained_on, terms, protocol, run_cfg, model_name, dataset, val, runtime, method)
                 lr_source = f"selected on the validation split ({cfg.val_per_class} per class of the training split)"
             elif cfg.lr is not None:  # asked for by name: wins over a learned lr
                 lr, lr_source = cfg.lr, "eval config"
@@ -171,7 +173,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 lr, lr_source = learned_lr, "learned by the image method"
             else:
                 lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name}"
-            recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size,
+            recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=run_cfg.batch_size,
                                      augment=cfg.augment, images=len(art.images))
             students = students or train_students(trained_on, terms, recipe, dataset, model_name, cfg.seeds, runtime, method,
                                                   curve_every=cfg.curve_every)
@@ -241,6 +243,18 @@ def rounding_rows(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Run
     return [{**r, "method": f"{r['method']} (uint8)", "rounded_of": r["method"]} for r in rows]
 
 
+def replay_batch_size(art: Artifact, cfg: EvalConfig) -> int | None:
+    """A replay of the stored relabel batches trains at the relabel batch size (SRe²L/LPLD refuse
+    any other); a shuffled replay at the protocol's or the one given."""
+    if cfg.pruning.batches == "shuffled":
+        return cfg.batch_size
+    stored = art.relabel.batch_size
+    if cfg.batch_size not in (None, stored):
+        raise LaddError(f"--batch-size {cfg.batch_size}: the student replays the stored relabel batches of {stored} "
+                        f"(as SRe²L/LPLD); leave --batch-size out, or add --replay-batches shuffled to train in other batches")
+    return stored
+
+
 def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
     """The pruned label pool of a stored relabel and what it costs: bytes of the six components
     of the kept units only, and teacher FLOPs of training plus labelling those units."""
@@ -263,6 +277,7 @@ def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
         "flops": made["teacher_train"] + int(made["label_generation"] * fraction),
         "prune": pruning.rho,
         "pool": pruning.pool,
+        "replay_batches": pruning.batches,
         "prune_metric": pruning.metric,
         "prune_keep": pruning.keep if pruning.metric != "random" else None,
         "relabel_epochs": store.epochs,

@@ -1,5 +1,5 @@
 """FKD-style stored relabel (SRe²L's relabel stage): for E epochs, draw every sample's training
-augmentation (RandomResizedCrop, flip, CutMix partner, λ and box), record the parameters and the
+augmentation (RandomResizedCrop, flip, CutMix partner; λ and box per relabel batch), record the parameters and the
 teacher's soft labels on the augmented image, and store them beside the artifact
 (`ladd.artifact.relabel`). Students then replay them (`ladd.labels.replay`) with no teacher.
 
@@ -45,6 +45,7 @@ class RelabelConfig(BaseModel):
     temperature: float = Field(20.0, gt=0)  # probs are stored at T; logits are softened at replay
     top_k: int | None = Field(None, ge=1)  # FKD's label quantization: top-k probabilities + indices
     cutmix: bool = True
+    mix_per: Literal["batch", "sample"] = "batch"  # one CutMix λ and box per relabel batch (the reference) or per sample
     seed: int = 42  # the reference's --fkd-seed
 
     @model_validator(mode="after")
@@ -74,7 +75,7 @@ def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelCon
     teacher.eval()
     if not info:
         info = {"kind": cfg.kind, "dtype": cfg.dtype, "temperature": cfg.temperature, "top_k": cfg.top_k,
-                "epochs": cfg.epochs, "samples": n, "classes": classes, "batch_size": cfg.batch_size,
+                "epochs": cfg.epochs, "samples": n, "classes": classes, "batch_size": cfg.batch_size, "mix_per": cfg.mix_per,
                 "images_sha256": images_sha, "sample_order": "row k of epoch e is image order[e, k]",
                 "config": settings, "teacher": provenance, "files": [], "complete": False}
         directory.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelCon
     with progress.bar("relabel", cfg.epochs) as advance:
         advance(done)
         for e in range(done, cfg.epochs):
-            epoch = sample_epoch(n, cfg.batch_size, h, w, generator(cfg.seed * 1_000_003 + e), cutmix=cfg.cutmix)
+            epoch = sample_epoch(n, cfg.batch_size, h, w, generator(cfg.seed * 1_000_003 + e), cutmix=cfg.cutmix, mix_per=cfg.mix_per)
             labels = _labels(teacher, images, dataset, epoch, cfg)
             info["files"].append(write_epoch(directory, e, epoch, labels))
             write_info(directory, info)

@@ -5,7 +5,10 @@ an epoch (`pool="batch"`, LPLD's improved label pool: batches from different epo
 epochs). `prune_units` keeps ⌊units/ρ⌋ of them: at random (LPLD's method) or ranked by a
 per-label metric (the baselines it compares against). A `Replay` then feeds the one trainer: each
 student epoch takes one epoch's worth of units from the pool (epoch pool: 1 unit, batch pool:
-⌈N/batch⌉ units), shuffles their samples, and renders each sample from its stored parameters.
+⌈N/batch⌉ units) and renders each sample from its stored parameters. As in SRe²L/LPLD, each
+stored relabel batch is one student step (`batches="stored"`: the batch the CutMix draw was made
+for, at the relabel batch size); `"shuffled"` mixes the kept units' samples into batches of any
+size instead (a sample's input does not depend on its batch, so this is well defined too).
 
 Units are drawn as a stream of reshuffled passes over the pool (every kept unit once per pass), so
 ρ = 1 replays every stored epoch once when the student trains as many epochs as were stored; LPLD
@@ -34,6 +37,7 @@ POOLS = ("epoch", "batch")
 # Label-level metrics LPLD compares random pruning against; each score is "higher = easier".
 METRICS = ("random", "correct", "confidence", "diff", "diff_signed", "cut_ratio")
 KEEPS = ("easy", "hard", "uniform")
+BATCHES = ("stored", "shuffled")
 
 
 class Pruning(BaseModel):
@@ -47,12 +51,14 @@ class Pruning(BaseModel):
     pool: str = "epoch"
     metric: str = "random"
     keep: str = "easy"
+    batches: str = "stored"  # student steps: the stored relabel batches (LPLD), or the kept samples reshuffled
 
     @model_validator(mode="after")
     def _check(self) -> "Pruning":
         if self.rho < 1:
             raise LaddError(f"--prune {self.rho:g} must be >= 1: it keeps 1/ρ of the stored labels (1 = keep all)")
-        for value, valid, option in ((self.pool, POOLS, "--pool"), (self.metric, METRICS, "--prune-metric"), (self.keep, KEEPS, "--prune-keep")):
+        for value, valid, option in ((self.pool, POOLS, "--pool"), (self.metric, METRICS, "--prune-metric"), (self.keep, KEEPS, "--prune-keep"),
+                                     (self.batches, BATCHES, "--replay-batches")):
             if value not in valid:
                 raise LaddError(f"{option} {value!r} is not one of {', '.join(valid)}")
         return self
@@ -92,8 +98,9 @@ def sample_scores(store: RelabelStore, hard: torch.Tensor, metric: str) -> torch
     t = store.tensors
     scores = []
     for e in range(store.epochs):
-        p = store.targets(e, torch.arange(store.samples))
-        own, partner, lam = hard[t["order"][e]], hard[t["mix_index"][e]], t["mix_lambda"][e].double()
+        rows = torch.arange(store.samples)
+        p = store.targets(e, rows)
+        own, partner, lam = hard[t["order"][e]], hard[t["mix_index"][e]], store.epoch(e).mix(rows)[0].double()
         p_own = p.gather(1, own[:, None])[:, 0].double()
         p_partner = p.gather(1, partner[:, None])[:, 0].double()
         share = torch.where(own == partner, lam, p_own / (p_own + p_partner).clamp_min(1e-12))
@@ -132,9 +139,10 @@ class Replay:
     """What the trainer's `fkd` term reads: per student epoch the stored positions to visit, and
     per position the rendered input and its probability target. Needs no teacher."""
 
-    def __init__(self, store: RelabelStore, images: torch.Tensor, mean, std, kept: list[torch.Tensor], per_epoch: int):
+    def __init__(self, store: RelabelStore, images: torch.Tensor, mean, std, kept: list[torch.Tensor], per_epoch: int,
+                 batches: str = "stored"):
         self.store, self.images, self.mean, self.std = store, images, mean, std
-        self.kept, self.per_epoch = kept, per_epoch
+        self.kept, self.per_epoch, self.stored_batches = kept, per_epoch, batches == "stored"
         self.temperature = float(store.info["temperature"])
         self._stream: list[int] = []
         self._stream_gen: torch.Generator | None = None
@@ -146,16 +154,21 @@ class Replay:
         mine._stream, mine._stream_gen = [], generator(seed)
         return mine
 
-    def draw(self, epoch: int, gen: torch.Generator) -> torch.Tensor:
-        """Positions of student epoch `epoch`, shuffled with the trainer's generator. The units
-        come from a stream that depends only on the seed, so a resumed run draws the same ones."""
+    def batches(self, epoch: int, gen: torch.Generator, batch_size: int) -> list[torch.Tensor]:
+        """The steps of student epoch `epoch`, as stored positions: each kept unit's relabel
+        batches in stored order, or all their samples shuffled with the trainer's generator and
+        split into `batch_size`. The units come from a stream that depends only on the seed, so a
+        resumed run draws the same ones."""
         if self._stream_gen is None:
-            raise RuntimeError("Replay.draw needs a seeded stream: call for_seed(seed) first")
+            raise RuntimeError("Replay.batches needs a seeded stream: call for_seed(seed) first")
         end = (epoch + 1) * self.per_epoch
         while len(self._stream) < end:
             self._stream += torch.randperm(len(self.kept), generator=self._stream_gen).tolist()
-        chosen = torch.cat([self.kept[u] for u in self._stream[epoch * self.per_epoch : end]])
-        return chosen[torch.randperm(len(chosen), generator=gen)]
+        units = [self.kept[u] for u in self._stream[epoch * self.per_epoch : end]]
+        if self.stored_batches:  # a unit is whole relabel batches of one epoch, rows in stored order
+            return [b for u in units for b in u.split(self.store.batch_size)]
+        chosen = torch.cat(units)
+        return list(chosen[torch.randperm(len(chosen), generator=gen)].split(batch_size))
 
     def image_index(self, positions: torch.Tensor) -> torch.Tensor:
         return self.store.tensors["order"].flatten()[positions.cpu()].to(positions.device)

@@ -159,8 +159,10 @@ def train(
                 model.train()
                 total, steps = 0.0, 0
                 # a replayed relabel visits stored positions (image, augmentation, label) instead of images
-                order = replay.draw(epoch, gen) if replay is not None else torch.randperm(n, generator=gen)
-                batches = order.split(recipe.batch_size)
+                if replay is not None:
+                    batches = replay.batches(epoch, gen, recipe.batch_size)
+                else:
+                    batches = torch.randperm(n, generator=gen).split(recipe.batch_size)
                 fractions = _fraction_steps(len(batches), saves_per_epoch) if checkpoint_dir is not None else {}
                 for idx in batches:
                     stored = None
