@@ -76,6 +76,29 @@ def test_scaling_fit_recovers_a_known_law_and_inverts():
         fit([1, 2, 3], [0.1, 0.2, 0.3])
 
 
+def test_shared_scaling_fit_recovers_one_exponent_and_constant_data_factors():
+    from ladd.experiments.scaling import fit_shared
+
+    ipcs = [1, 2, 5, 10, 20]
+    curves = {"hard": law(ipcs, 0.5, 0.2, 0.3), "top1": law([6 * i for i in ipcs], 0.5, 0.2, 0.3),
+              "top2": law([2.5 * i for i in ipcs], 0.5, 0.2, 0.3)}
+    p = fit_shared(ipcs, {k: list(v) for k, v in curves.items()})
+    assert p["rmse"] < 1e-5 and p["c"] == pytest.approx(0.2, rel=1e-3)
+    assert p["factor"] == pytest.approx({"top1": 6.0, "top2": 2.5}, rel=1e-3) and p["reference"] == "hard"
+
+
+def test_top_k_labels_are_charged_their_own_bytes(toy):
+    from ladd.labels.soft import keep_top_k
+
+    art = pipeline.distill(toy, pipeline.SourceConfig(), pipeline.ImagesConfig(ipc=2))
+    soft = torch.rand(6, 3, generator=torch.Generator().manual_seed(0)).softmax(-1)
+    art = common.relabeled(art, soft)
+    cfg = EvalConfig(methods=("soft",), models=("convnet-w32",), seeds=1, epochs=1)
+    full = evaluate(art, toy, cfg, Runtime())[0]["label_bytes_zip"]
+    top1 = evaluate(common.relabeled(art, keep_top_k(soft, 1)), toy, cfg, Runtime())[0]["label_bytes_zip"]
+    assert top1 < full
+
+
 def test_removals_drop_images_or_zero_knowledge_of_one_class(toy):
     art = pipeline.distill(toy, pipeline.SourceConfig(), pipeline.ImagesConfig(ipc=2))
     art = common.relabeled(art, torch.full((6, 3), 1 / 3))
@@ -139,7 +162,11 @@ def check_swap(p):
 
 
 def check_scaling(p):
-    from ladd.experiments.scaling import ipc_needed
+    from ladd.experiments.scaling import ipc_needed, stored_kb
+
+    cells = [(name, int(i), c) for name, by_ipc in p["grid"].items() for i, c in by_ipc.items()]
+    front = p["pareto"]  # no cell is cheaper and at least as accurate as a front cell
+    assert front and all(not any(stored_kb(c) < f["stored_kb"] and c["acc_mean"] >= f["acc_mean"] for _, _, c in cells) for f in front)
 
     accs = [p["grid"]["hard"][str(i)]["acc_mean"] for i in p["ipcs"]]
     hard = p["fits"]["hard"]

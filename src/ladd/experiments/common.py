@@ -87,8 +87,10 @@ def soft_labeled(art: Artifact, dataset: Dataset, setup: Setup, runtime: Runtime
 
 
 def relabeled(art: Artifact, soft: torch.Tensor) -> Artifact:
-    """The artifact with edited soft labels (swapped, cut, zeroed) in place of the teacher's."""
-    return Artifact(art.images, art.labels, art.manifest, soft_labels=soft)
+    """The artifact with edited soft labels (swapped, cut, zeroed, top-k) in place of the teacher's;
+    their bytes are measured again (the manifest's were the teacher's labels')."""
+    manifest = {k: v for k, v in art.manifest.items() if k != "storage"}
+    return Artifact(art.images, art.labels, manifest, soft_labels=soft)
 
 
 def students(art: Artifact, dataset: Dataset, setup: Setup, method: str, runtime: Runtime) -> dict:
