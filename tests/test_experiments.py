@@ -146,9 +146,10 @@ def _random_images(ipc: int):
     return pipeline.distill(pipeline.load_source(DIGITS), DIGITS, pipeline.ImagesConfig(ipc=ipc, seed=0))
 
 
-def _soft_labelled(art, epoch: float, saves_per_epoch: int = 1):
-    expert = ExpertConfig(model="convnet-w32", epochs=1, saves_per_epoch=saves_per_epoch)
-    return pipeline.label(art, pipeline.load_source(DIGITS), LabelConfig(method="soft", labeler=expert, epoch=epoch), Runtime())
+def _soft_labelled(art, epoch: float, saves_per_epoch: int = 1, data=None, **options):
+    expert = ExpertConfig(model="convnet-w32", epochs=1, saves_per_epoch=saves_per_epoch, seed=options.pop("seed", 0))
+    data = data or pipeline.load_source(DIGITS)
+    return pipeline.label(art, data, LabelConfig(method="soft", labeler=expert, epoch=epoch, **options), Runtime())
 
 
 def check_soft_vs_hard(p):
@@ -195,9 +196,26 @@ def check_bptt(p):
     learned = pipeline.label(art, pipeline.load_source(DIGITS), cfg, Runtime()).soft_labels.double().numpy()  # from its checkpoint
     by_epoch = [_soft_labelled(art, e, saves_per_epoch=2).soft_labels.double().numpy() for e in p["epochs"]]
     assert p["epochs"] == [0.5, 1.0]
-    jsd = np.array([[jensenshannon(learned[i], e[i], base=2) for e in by_epoch] for i in range(len(learned))])
+    jsd = np.array([[jensenshannon(learned[i], e[i]) for e in by_epoch] for i in range(len(learned))])
     lo, hi = jsd.min(1, keepdims=True), jsd.max(1, keepdims=True)
     np.testing.assert_allclose(p["mean_normalized_jsd"], ((jsd - lo) / np.maximum(hi - lo, 1e-12)).mean(0), atol=1e-5)
+    # the expert-pair baseline: expert seed 2 against the 2-expert ensemble, epoch by epoch
+    ensemble = [_soft_labelled(art, e, saves_per_epoch=2, ensemble=2).soft_labels.double().numpy() for e in p["epochs"]]
+    other = [_soft_labelled(art, e, saves_per_epoch=2, seed=2).soft_labels.double().numpy() for e in p["epochs"]]
+    pair = [np.mean([jensenshannon(o[i], e[i]) for i in range(len(o))]) for o, e in zip(other, ensemble)]
+    np.testing.assert_allclose(p["expert_pair_mean_jsd"], pair, atol=1e-5)
+
+
+def check_epoch_temperature(p):
+    from ladd.data import holdout
+    from ladd.labels.soft import entropy
+
+    val = holdout(pipeline.load_source(DIGITS), 5)
+    art = pipeline.distill(val, DIGITS, pipeline.ImagesConfig(ipc=1, seed=0))
+    row = next(r for r in p["rows"] if (r["epoch"], r["temperature"]) == (0.5, 2.0))
+    hot = _soft_labelled(art, 0.5, saves_per_epoch=2, data=val, temperature=2.0).soft_labels.float()
+    assert row["label_entropy"] == pytest.approx(float(entropy(hot).mean()), rel=1e-6)
+    assert p["best"]["1"]["acc_mean"] == max(r["acc_mean"] for r in p["rows"])
 
 
 def check_lic_ablation(p):
@@ -219,7 +237,9 @@ def check_lpld_pruning(p):
     ("scaling-law", ["--ipc", "1,2,3,4", "--top-k", "1,10"], "scaling"),
     ("removal", ["--ipc", "1", "--target-class", "3"], "removal"),
     ("ce-selection", ["--ipc", "1", "--quantiles", "2"], "ce_selection"),
-    ("bptt", ["--ipc", "1", "--bptt-iterations", "2", "--bptt-unroll", "2", "--bptt-backprop", "1", "--expert-saves-per-epoch", "2"], "bptt"),
+    ("bptt", ["--ipc", "1", "--bptt-iterations", "2", "--bptt-unroll", "2", "--bptt-backprop", "1", "--expert-saves-per-epoch", "2",
+              "--ensemble", "2"], "bptt"),
+    ("epoch-temperature", ["--ipc", "1", "--temperatures", "1,2", "--expert-saves-per-epoch", "2"], "epoch_temperature"),
     ("lic-ablation", ["--ipc", "1", "--iterations", "2", "--expert-lr", "0.05"], "lic_ablation"),
     ("lpld-pruning", ["--ipc", "2", "--iterations", "2", "--rho", "1,2", "--relabel-epochs", "2", "--relabel-batch", "10"], "lpld_pruning"),
 ])

@@ -624,6 +624,7 @@ ExpertModel = Annotated[str, typer.Option("--expert-model", help="Expert (teache
 ExpertEpochs = Annotated[int, typer.Option("--expert-epochs", help="Epochs the expert trains (SGD, no momentum/weight decay, DSA); a checkpoint each.")]
 ExpertLr = Annotated[float, typer.Option("--expert-lr", help="Expert learning rate (the reference uses a small one for fine-grained early checkpoints).")]
 ExpertSaves = Annotated[int, typer.Option("--expert-saves-per-epoch", help="Also checkpoint the expert at 1/f fractions of each epoch.")]
+ExpertDecay = Annotated[bool, typer.Option("--expert-decay/--expert-constant-lr", help="Expert lr ×0.1 after half its epochs (buffer.py --decay of MTT and the soft-label paper) instead of constant.")]
 ExpertEpoch = Annotated[Optional[str], typer.Option("--expert-epoch", help="Checkpoint that labels: a number, 'auto' (selected per IPC on a validation split carved from the training set), default the last.")]
 StudentModel = Annotated[str, typer.Option("--model", help="Student architecture.")]
 ValPerClass = Annotated[int, typer.Option("--val-per-class", help="Training images per class held out as the validation split for epoch selection.")]
@@ -632,11 +633,11 @@ IpcList = Annotated[str, typer.Option("--ipc", help="Comma-separated images per 
 ExpOut = Annotated[Path, typer.Option("--out", help="Output folder; re-running with the same folder resumes.")]
 
 
-def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_saves_per_epoch, model, epochs, lr, seeds, soft_loss, seed, val_per_class,
-           candidate_epochs, select_lr):
+def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_saves_per_epoch, expert_decay, model, epochs, lr, seeds, soft_loss,
+           seed, val_per_class, candidate_epochs, select_lr):
     from ladd.experiments.common import Setup
 
-    expert = ExpertConfig(model=expert_model, epochs=expert_epochs, lr=expert_lr, saves_per_epoch=expert_saves_per_epoch)
+    expert = ExpertConfig(model=expert_model, epochs=expert_epochs, lr=expert_lr, saves_per_epoch=expert_saves_per_epoch, decay=expert_decay)
     return Setup(source=SourceConfig(dataset=dataset, data_dir=data_dir), teacher=LabelConfig(method="soft", labeler=expert),
                  student_model=model, student_epochs=epochs, student_lr=lr, seeds=seeds, soft_loss=soft_loss, image_seed=seed,
                  val_per_class=val_per_class,
@@ -684,7 +685,7 @@ def _epoch(text: str | None, option: str = "--expert-epoch") -> float | str | No
 
 def _shared_options(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, expert_model: ExpertModel = "convnet-w64",
-    expert_epochs: ExpertEpochs = 10, expert_lr: ExpertLr = 0.01, expert_saves_per_epoch: ExpertSaves = 1,
+    expert_epochs: ExpertEpochs = 10, expert_lr: ExpertLr = 0.01, expert_saves_per_epoch: ExpertSaves = 1, expert_decay: ExpertDecay = False,
     model: StudentModel = QUICK_MODEL, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, seeds: Seeds = 3,
     soft_loss: SoftLoss = "ce", seed: Seed = 0, val_per_class: ValPerClass = 50, candidate_epochs: CandidateEpochs = None,
     select_lr: SelectLr = None, out: ExpOut = Path("runs/experiments"), device: Device = "auto",
@@ -731,6 +732,18 @@ def _soft_vs_hard(data, setup, runtime, out, ipc: IpcList = "1,10,50", expert_ep
     from ladd.experiments import soft_vs_hard
 
     soft_vs_hard.run(data, setup, _ints(ipc, "--ipc"), _epoch(expert_epoch), ensemble, runtime, out)
+
+
+@_experiment("epoch-temperature")
+def _epoch_temperature(data, setup, runtime, out, ipc: IpcList = "1,10",
+                       temperatures: Annotated[str, typer.Option("--temperatures", help="Comma-separated label temperatures T of softmax(z / T).")] = "0.5,1,2,4"):
+    """Expert epoch × label temperature: student validation accuracy on the grid, best pair per IPC (Fig. 5)."""
+    from ladd.experiments import epoch_temperature
+
+    values = _floats(temperatures, "--temperatures")
+    if any(t <= 0 for t in values):
+        raise LaddError(f"--temperatures {temperatures!r}: every temperature must be > 0")
+    epoch_temperature.run(data, setup, _ints(ipc, "--ipc"), sorted(set(values)), runtime, out)
 
 
 @_experiment("swap")
@@ -805,12 +818,15 @@ def _lpld_pruning(data, setup, runtime, out, ipc: IpcList = "10,50",
 
 @_experiment("bptt")
 def _bptt(data, setup, runtime, out, ipc: Ipc = 10, bptt_iterations: BpttIterations = 100, bptt_unroll: BpttUnroll = 20,
-          bptt_backprop: BpttBackprop = 10, expert_epoch: ExpertEpoch = None):
-    """Labels learned by truncated BPTT: JSD to each expert epoch's labels, and students (Fig. 8)."""
+          bptt_backprop: BpttBackprop = 10, expert_epoch: ExpertEpoch = None,
+          ensemble: Annotated[int, typer.Option("--ensemble", help="Experts (seeds 0..K-1) whose averaged labels the learned ones are also compared with; seed K is the expert-pair baseline.")] = 3):
+    """Labels learned by truncated BPTT: JSD to each expert epoch's labels, one expert's and an ensemble's, with the expert-pair baseline, and students (Fig. 8, 12)."""
     from ladd.experiments import bptt
 
+    if ensemble < 1:
+        raise LaddError(f"--ensemble {ensemble} must be >= 1")
     cfg = BpttConfig(model=setup.student_model, iterations=bptt_iterations, unroll=bptt_unroll, backprop=bptt_backprop)
-    bptt.run(data, setup, ipc, cfg, _epoch(expert_epoch), runtime, out)
+    bptt.run(data, setup, ipc, cfg, _epoch(expert_epoch), runtime, out, ensemble)
 
 
 def main() -> None:

@@ -39,22 +39,24 @@ def candidate_epochs(val: Dataset, setup: Setup, runtime: Runtime) -> list[float
     return sorted(setup.candidate_epochs)
 
 
-def curve(val: Dataset, setup: Setup, ipc: int, epochs: list[float], runtime: Runtime, cells: Cells) -> list[dict]:
+def curve(val: Dataset, setup: Setup, ipc: int, epochs: list[float], runtime: Runtime, cells: Cells,
+          temperature: float = 1.0) -> list[dict]:
     """On the held-out dataset `val`, per expert epoch: the expert's validation accuracy, its
     labels' mean entropy, and the validation accuracy of students trained on its labels (global
-    soft labels, or LADD's dense labels when the teacher's method is ladd)."""
+    soft labels, or LADD's dense labels when the teacher's method is ladd) at `temperature`."""
     art = real_images(val, setup, ipc)
     method = methods_for(LABEL_METHODS.canonical(setup.teacher.method))[-1]
     rows = []
     for epoch in epochs:
         def compute(epoch=epoch) -> dict:
-            labeled = pipeline.label(art, val, teacher_config(setup, epoch), runtime)
+            labeled = pipeline.label(art, val, teacher_config(setup, epoch, temperature=temperature), runtime)
             return {
                 "expert_val_acc": labeled.manifest["labels"]["labeler"]["test_acc"],
                 "label_entropy": float(entropy(labeled.soft_labels.float()).mean()),
                 **students(labeled, val, setup, method, runtime),
             }
-        rows.append({"ipc": ipc, "epoch": epoch, **cells.run({"experiment": "expert-epoch", "ipc": ipc, "epoch": epoch}, compute)})
+        key = {"experiment": "expert-epoch", "ipc": ipc, "epoch": epoch, **({} if temperature == 1.0 else {"temperature": temperature})}
+        rows.append({"ipc": ipc, "epoch": epoch, "temperature": temperature, **cells.run(key, compute)})
     return rows
 
 
