@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from ladd.core.io import command_line, write_json
+
 
 def _case(name: str, model_name: str, device: str, repeats: int, queue) -> None:
     from ladd import pipeline
@@ -100,9 +102,8 @@ def main() -> None:
                "ladd_k5_epoch_over_baseline": k5["seconds"] / base["seconds"],
                "ladd_k25_epoch_over_baseline": k25["seconds"] / base["seconds"]}
     print(json.dumps(summary, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "results": results,
-                                    "summary": summary}, indent=2))
+    write_json(args.out, {"command": command_line(), "torch": torch.__version__, "threads": torch.get_num_threads(), "results": results,
+                          "summary": summary})
     print(f"wrote {args.out}")
 
 

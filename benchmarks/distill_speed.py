@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import multiprocessing
 import os
 import statistics
@@ -54,6 +53,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ladd import pipeline
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.errors import LaddError
+from ladd.core.io import command_line, write_json
 from ladd.core.runtime import Runtime, generator, seeded
 from ladd.core.types import normalize
 from ladd.experts import ExpertConfig, build_for, ensure_expert, in_buffer
@@ -394,8 +394,7 @@ def main() -> None:
 
 def _write(path: Path, results: list[dict], summary: dict) -> None:
     """After every row, so a long run that is stopped keeps what it measured."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"results": results, "summary": summary}, indent=2))
+    write_json(path, {"command": command_line(), "results": results, "summary": summary})
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch
 
 from ladd import pipeline
 from ladd.artifact import load_artifact, save_artifact
-from ladd.core.io import read_json, write_json
+from ladd.core.io import command_line, read_json, write_json
 from ladd.core.runtime import Runtime
 from ladd.eval.protocol import EvalConfig, evaluate, robustness
 from ladd.experts import ExpertConfig
@@ -141,8 +141,8 @@ def main() -> None:
             if args.robust:
                 add_robustness(run, art, data, cfg, made, config, notes, title, args, runtime)
             rows += made
-            write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
-    write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
+            write_json(args.out, {"command": command_line(), "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
+    write_json(args.out, {"command": command_line(), "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
     print(f"wrote {args.out} and {runs}/ipc*-*/ (ladd report {runs}/ipc*)")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ladd import pipeline
 from ladd.artifact import load_artifact, save_artifact
-from ladd.core.io import write_json
+from ladd.core.io import command_line, write_json
 from ladd.core.runtime import Runtime
 from ladd.eval.protocol import EvalConfig, evaluate
 from ladd.experts import ExpertConfig
@@ -62,7 +62,7 @@ def main() -> None:
             chosen = f" lr {row['lr']:g} ({row['lr_source']})"
             print(f"IPC {ipc:>3} {method:<8} K={row['crops_per_step']!s:<4} {red:<4} acc {100 * row['acc_mean']:.2f} ± "
                   f"{100 * row['acc_std']:.2f}{chosen} ({args.seeds} seeds, {row['wall_seconds']:.0f} s)", flush=True)
-    write_json(args.out, {"benchmark": "ladd_accuracy", "args": {k: str(v) for k, v in vars(args).items()},
+    write_json(args.out, {"benchmark": "ladd_accuracy", "command": command_line(), "args": {k: str(v) for k, v in vars(args).items()},
                           "wall_seconds": time.perf_counter() - t_start, "rows": rows})
     print(f"wrote {args.out}")
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ladd import pipeline
-from ladd.core.io import write_json
+from ladd.core.io import command_line, write_json
 from ladd.core.runtime import Runtime
 from ladd.data import holdout
 from ladd.eval.protocol import EvalConfig, evaluate
@@ -65,7 +65,7 @@ def main() -> None:
         print(f"IPC {ipc:>3} random real images: validation {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}", flush=True)
         best[ipc] = max((r for r in rows if r["ipc"] == ipc and r["images"] == "mtt"), key=lambda r: r["val_acc_mean"])["lr_img"]
         print(f"IPC {ipc:>3}: best lr_img {best[ipc]:g} on the validation split", flush=True)
-    write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "dataset": val.name, "rows": rows, "best": best})
+    write_json(args.out, {"command": command_line(), "args": {k: str(v) for k, v in vars(args).items()}, "dataset": val.name, "rows": rows, "best": best})
     print(f"wrote {args.out}")
 
 

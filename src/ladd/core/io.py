@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
+import sys
 import tempfile
 from pathlib import Path
 
@@ -58,6 +60,14 @@ def read_json(path: Path, fix: str):
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
         raise LaddError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): {fix}") from e
+
+
+def command_line() -> str:
+    """The running command as one could type it again (`ladd eval A --seeds 3`, `python
+    benchmarks/x.py --ipc 1`): every result file records it, so each number says how it was made."""
+    program = Path(sys.argv[0])
+    head = "ladd" if program.name in ("ladd", "__main__.py") else f"python {sys.argv[0]}"
+    return " ".join([head, *map(shlex.quote, sys.argv[1:])])
 
 
 def write_json(path: Path, obj) -> None:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 import ladd  # noqa: E402
 from ladd import pipeline  # noqa: E402
 from ladd.artifact import Artifact  # noqa: E402
-from ladd.core.io import write_json, write_text  # noqa: E402
+from ladd.core.io import command_line, write_json, write_text  # noqa: E402
 from ladd.core.progress import console  # noqa: E402
 from ladd.core.runtime import Runtime  # noqa: E402
 from ladd.core.types import Dataset  # noqa: E402
@@ -106,7 +106,7 @@ def students(art: Artifact, dataset: Dataset, setup: Setup, method: str, runtime
 def write_report(out: Path, name: str, title: str, payload: dict, table: list[dict], notes: list[str], figure) -> None:
     """<out>/<name>.json (everything), .md (the table and notes), .png (the figure)."""
     out = Path(out)
-    write_json(out / f"{name}.json", {"ladd_version": ladd.__version__, "experiment": name, **payload})
+    write_json(out / f"{name}.json", {"ladd_version": ladd.__version__, "experiment": name, "command": command_line(), **payload})
     head = list(table[0]) if table else []
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in table]

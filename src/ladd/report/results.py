@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import ladd
-from ladd.core.io import write_json, write_text
+from ladd.core.io import command_line, write_json, write_text
 from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig
 from ladd.report.plots import accuracy_vs_cost, flops_curves
@@ -17,7 +17,8 @@ from ladd.train.terms import method_terms
 
 def write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None = None) -> list[Path]:
     out = Path(out)
-    write_json(out / "results.json", {"ladd_version": ladd.__version__, "flops_unit": UNIT, "config": config, "rows": rows, "notes": notes, **(extra or {})})
+    write_json(out / "results.json", {"ladd_version": ladd.__version__, "command": command_line(), "flops_unit": UNIT, "config": config,
+                                      "rows": rows, "notes": notes, **(extra or {})})
     write_text(out / "results.md", f"# {title}\n\n" + markdown(rows, notes) + "\n![accuracy vs cost](results.png)\n")
     accuracy_vs_cost(rows, out / "results.png")
     written = [out / "results.json", out / "results.md", out / "results.png"]
