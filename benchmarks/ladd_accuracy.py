@@ -2,7 +2,8 @@
 local reduction, with the same labeler for every cell. With --select-lr every cell (the baseline
 too) picks its student lr among the candidates on a validation split carved from the training
 split, so a reduction is compared at its own best lr (the paper tunes η); the test split is read
-once per final student. Prints a line per cell and writes JSON.
+once per final student. Prints a line per cell and writes JSON after each (a re-run with the same
+options skips the cells already there).
 
     python benchmarks/ladd_accuracy.py --ipc 1 10 --crops 0 --reductions mean sum \
         --select-lr 0.0003 0.001 0.003 0.01 0.03 --out docs/results/local_reduction.json
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from ladd import pipeline
 from ladd.artifact import load_artifact, save_artifact
-from ladd.core.io import command_line, write_json
+from ladd.core.io import command_line, read_json, write_json
 from ladd.core.runtime import Runtime
 from ladd.eval.protocol import EvalConfig, evaluate
 from ladd.experts import ExpertConfig
@@ -44,8 +45,10 @@ def main() -> None:
     src = pipeline.SourceConfig(dataset=args.dataset)
     data = pipeline.load_source(src)
     label_cfg = pipeline.LabelConfig(labeler=ExpertConfig(model=args.model, epochs=args.labeler_epochs))
-    rows = []
-    t_start = time.perf_counter()
+    settings = {k: str(v) for k, v in vars(args).items()}
+    done = read_json(args.out, f"delete {args.out} to start again") if args.out.is_file() else {}
+    rows = done.get("rows", []) if done.get("args") == settings else []  # an interrupted run with the same options resumes
+    t_start = time.perf_counter() - done.get("wall_seconds", 0) if rows else time.perf_counter()
     for ipc in args.ipc:
         art = pipeline.distill(data, src, pipeline.ImagesConfig(ipc=ipc))
         art = pipeline.label(art, data, label_cfg, runtime)
@@ -53,17 +56,22 @@ def main() -> None:
         art = load_artifact(args.runs / f"artifact_ipc{ipc}")
         cells = [("baseline", None, "mean")] + [("ladd", k, red) for k in args.crops for red in args.reductions]
         for method, k, red in cells:
+            key = {"ipc": ipc, "method": method, "crops": k, "reduction": red}
+            if any(r["cell"] == key for r in rows):
+                continue
             t0 = time.perf_counter()
             cfg = EvalConfig(methods=(method,), models=(args.model,), seeds=args.seeds, protocol=args.protocol, epochs=args.epochs,
                              crops_per_step="auto" if k == 0 else (k or "all"), local_reduction=red,
                              select_lr=tuple(args.select_lr), val_per_class=args.val_per_class)
-            row = {**evaluate(art, data, cfg, runtime)[0], "wall_seconds": time.perf_counter() - t0}
+            row = {**evaluate(art, data, cfg, runtime)[0], "cell": key, "wall_seconds": time.perf_counter() - t0}
             rows.append(row)
+            write_json(args.out, {"benchmark": "ladd_accuracy", "command": command_line(), "args": settings,
+                                  "wall_seconds": time.perf_counter() - t_start, "complete": False, "rows": rows})
             chosen = f" lr {row['lr']:g} ({row['lr_source']})"
             print(f"IPC {ipc:>3} {method:<8} K={row['crops_per_step']!s:<4} {red:<4} acc {100 * row['acc_mean']:.2f} ± "
                   f"{100 * row['acc_std']:.2f}{chosen} ({args.seeds} seeds, {row['wall_seconds']:.0f} s)", flush=True)
-    write_json(args.out, {"benchmark": "ladd_accuracy", "command": command_line(), "args": {k: str(v) for k, v in vars(args).items()},
-                          "wall_seconds": time.perf_counter() - t_start, "rows": rows})
+    write_json(args.out, {"benchmark": "ladd_accuracy", "command": command_line(), "args": settings,
+                          "wall_seconds": time.perf_counter() - t_start, "complete": True, "rows": rows})
     print(f"wrote {args.out}")
 
 

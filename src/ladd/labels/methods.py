@@ -70,10 +70,10 @@ def _cost(teacher: Teacher, dataset: Dataset, train_flops: int, forwards: int) -
 def ladd_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Labels:
     for side in dataset.shape[1:]:
         crop_geometry(side, cfg.n, cfg.r)  # refuse a bad N/R before spending time on a labeler
+    teacher, provenance, train_flops = build_teacher(dataset, cfg, runtime)
     repeated = repeated_crops(dataset.shape[1:], cfg.n, cfg.r)
     if repeated:
-        console.print(f"warning: {repeated}")
-    teacher, provenance, train_flops = build_teacher(dataset, cfg, runtime)
+        console.print(f"warning: {repeated}", soft_wrap=True, markup=False)
     dense, soft = dense_labels(teacher, art.images, dataset.mean, dataset.std, cfg.n, cfg.r)
     manifest = {"subsample": {"n": cfg.n, "r": cfg.r, **({"repeated_crops": repeated} if repeated else {})}, "labeler": provenance}
     return Labels(soft, dense, manifest, _cost(teacher, dataset, train_flops, len(art.images) * (cfg.n**2 + 1)))
