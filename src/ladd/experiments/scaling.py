@@ -112,24 +112,20 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ks: list[int], epoch, r
         ax.plot(dense, 100 * law(dense, p["a"], p["c"], p["d"]), "-", color=line[0].get_color(), alpha=0.6)
         scale = 1.0 if name == "hard" else shared["factor"][name]
         ax.plot(dense, 100 * law(dense * scale, shared["a"], shared["c"], shared["d"]), ":", color=line[0].get_color())
-    ax.set_xscale("log")
-    ax.set_xlabel("images per class")
-    ax.set_ylabel(f"test accuracy % ({setup.seeds} seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("fits: free (a·IPC)^c − d per budget (solid), shared a, c, d with IPC × f (dotted)", fontsize=9)
     ax = axes[1]
     for name, cells_ in grid.items():
         ax.plot([stored_kb(cells_[i]) for i in ipcs], [100 * cells_[i]["acc_mean"] for i in ipcs], "o", label=name)
     ax.plot([stored_kb(c) for _, _, c in front], [100 * c["acc_mean"] for _, _, c in front], "k--", lw=1, label="Pareto front")
     for name, ipc, c in front:
         ax.annotate(f"{name}, IPC {ipc}", (stored_kb(c), 100 * c["acc_mean"]), fontsize=6, xytext=(3, -8), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("stored KB (images + labels, zip)")
-    ax.set_ylabel(f"test accuracy % ({setup.seeds} seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("data–knowledge trade-off: the cheapest way to each accuracy", fontsize=9)
+    for ax, xlabel, title in ((axes[0], "images per class", "fits: free (a·IPC)^c − d per budget (solid), shared a, c, d with IPC × f (dotted)"),
+                              (axes[1], "stored KB (images + labels, zip)", "data–knowledge trade-off: the cheapest way to each accuracy")):
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"test accuracy % ({setup.seeds} seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=9)
     fig.suptitle(f"{dataset.name}: data-knowledge scaling")
     notes = ["top-k keeps the k largest probabilities of each soft label and zeroes the rest without renormalizing",
              "×data = IPC that hard labels need (inverted hard-label fit) for the soft labels' accuracy ÷ IPC; values outside the IPC grid are extrapolated",
