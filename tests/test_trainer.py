@@ -89,3 +89,16 @@ def test_lr_schedule_decays_once_at_half():
     with pytest.raises(ValueError, match=r"milestones \[0.8, 0.5\] must be increasing fractions"):
         Recipe(milestones=(0.8, 0.5))
     assert Recipe(epochs=1, lr=0.1).lr_at(0) == 0.1  # a 1-epoch run is not decayed from the start
+
+
+def test_importing_ladd_keeps_large_blocks_in_the_heap():
+    """ladd raises glibc's mmap threshold on import, so a 64 MB tensor (above glibc's largest default
+    threshold, 32 MB) comes from the heap, where a freed block is reused, not from its own mapping."""
+    from pathlib import Path
+
+    from ladd.core.allocator import keep_large_blocks
+
+    assert keep_large_blocks()
+    t = torch.empty(64 * 2**20, dtype=torch.uint8)
+    heap = [line.split()[0].split("-") for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith("[heap]")]
+    assert any(int(lo, 16) <= t.data_ptr() < int(hi, 16) for lo, hi in heap)
