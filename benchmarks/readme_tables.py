@@ -1,10 +1,10 @@
-"""The README's result tables, generated from the JSON files under docs/results/: each table sits
-between `<!-- results: NAME -->` and `<!-- /results -->` in README.md and is rewritten from its
-JSON, with the command that wrote the JSON beside it, so every number there can be checked and
-re-made. The test suite runs `--check`: the README must equal what the JSON says.
+"""The result tables of README.md and docs/results.md, generated from the JSON files under
+docs/results/: each table sits between `<!-- results: NAME -->` and `<!-- /results -->` and is
+rewritten from its JSON, with the command that wrote the JSON beside it, so every number can be
+checked and made again. The test suite runs `--check`: the documents must say what the JSON says.
 
-    python benchmarks/readme_tables.py           # rewrite the tables in README.md
-    python benchmarks/readme_tables.py --check   # exit 1 (and say which) if README.md is out of date
+    python benchmarks/readme_tables.py           # rewrite the tables
+    python benchmarks/readme_tables.py --check   # exit 1 (and say which) if a document is out of date
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ladd.report.tables import markdown, pm
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
+DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "results.md")
 BLOCK = re.compile(r"(<!-- results: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
@@ -26,85 +27,178 @@ def load(name: str) -> dict:
     return json.loads((RESULTS / name).read_text())
 
 
-def source(*names: str) -> str:
-    """The JSON files a table comes from and the command that wrote each."""
-    lines = []
-    for name in names:
-        lines.append(f"`{load(name)['command']}` → [docs/results/{name}](docs/results/{name})")
-    return "\n".join(f"{'Made by' if i == 0 else 'and'} {line}" + ("" if i == len(lines) - 1 else ";")
-                     for i, line in enumerate(lines)) + "."
-
-
 def table(head: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
 def lr_choice(row: dict) -> str:
-    """The validation accuracy of every lr candidate, the chosen one in bold."""
+    """Validation accuracy % of every lr candidate, the chosen one in bold."""
     sel = row["lr_selection"]
-    scores = sel["val_acc_by_lr"]
-    return ", ".join((f"**{lr}: {100 * acc:.1f}**" if float(lr) == sel["chosen"] else f"{lr}: {'diverged' if acc is None else f'{100 * acc:.1f}'}")
-                     for lr, acc in scores.items())
+    cells = []
+    for lr, acc in sel["val_acc_by_lr"].items():
+        text = f"{lr}: " + ("diverged" if acc is None else f"{100 * acc:.1f}")
+        cells.append(f"**{text}**" if float(lr) == sel["chosen"] else text)
+    return ", ".join(cells)
 
 
-# --- one renderer per table ---------------------------------------------------------------------
-
-def ladd_run() -> str:
-    files = ("ladd_run_ipc10.json", "ladd_run_ipc1.json")
+def ladd_run() -> tuple[str, list[str]]:
+    files = ["ladd_run_ipc10.json", "ladd_run_ipc1.json"]
     rows = [r for f in files for r in load(f)["rows"]]
-    return markdown(rows).rstrip("\n") + "\n\n" + source(*files)
+    walls = [next(n for n in load(f)["notes"] if n.startswith("total wall time")).split(",")[0].removeprefix("total wall time ") for f in files]
+    text = markdown(rows).rstrip("\n") + f"\n\nWall time, labeler training included: {walls[0]} (IPC 10), {walls[1]} (IPC 1)."
+    return text, files
 
 
-def local_reduction() -> str:
+def local_reduction() -> tuple[str, list[str]]:
     data = load("local_reduction.json")
-    rows = [[str(r["ipc"]), r["method"], r["local_reduction"] or "–", pm(r["acc_mean"], r["acc_std"]), f"{r['lr']:g}", lr_choice(r)]
+    rows = [[r["ipc"], r["method"], r["local_reduction"] or "–", pm(r["acc_mean"], r["acc_std"]), f"{r['lr']:g}", lr_choice(r)]
             for r in data["rows"]]
-    head = ["IPC", "method", "local views", "test acc % (3 seeds)", "lr", "validation acc % per lr candidate (chosen in bold)"]
-    return table(head, rows) + "\n\n" + source("local_reduction.json")
+    head = ["IPC", "students", "local views", "test acc % (3 seeds)", "chosen lr", "validation acc % per lr (chosen in bold)"]
+    return table(head, rows), ["local_reduction.json"]
+
+
+def lic_reduction() -> tuple[str, list[str]]:
+    files = [f"lic_reduction_ipc{ipc}-{red}.json" for ipc in (1, 10) for red in ("sum", "mean")]
+    rows = []
+    for f in files:
+        r = load(f)["rows"][0]
+        rows.append([r["ipc"], r["local_reduction"], pm(r["acc_mean"], r["acc_std"]), f"{r['lr']:g}", lr_choice(r)])
+    head = ["IPC", "over the tiles", "test acc % (3 seeds)", "chosen lr", "validation acc % per lr (chosen in bold)"]
+    return table(head, rows), files
+
+
+def lpld_pruning() -> tuple[str, list[str]]:
+    name = "lpld_pruning_ipc10.json"
+    rows = [[r["ipc"], r["images"], f"{r['diversity']['within_class_cosine']:.4f}", f"{r['diversity']['mmd2']:.4f}",
+             pm(r["hard"]["acc_mean"], r["hard"]["acc_std"]), f"{r['rho']:g}", r["pool"], pm(r["acc_mean"], r["acc_std"]),
+             f"{r['relabel_kept_samples']:,}", f"{r['label_bytes_raw']:,}", f"{r['label_to_image_ratio']:.2f}"] for r in load(name)["rows"]]
+    head = ["IPC", "images", "cosine ↓", "MMD² ↓", "hard labels %", "ρ", "pool", "fkd students %", "labels kept", "label bytes kept",
+            "labels / images"]
+    return table(head, rows), [name]
+
+
+def equal_cost() -> tuple[str, list[str]]:
+    name = "equal_cost_ipc10.json"
+    rows = [[r["method"], r.get("ipc"), pm(r["acc_mean"], r["acc_std"]), r["epochs"], f"{r['flops_deploy']:.3g}",
+             f"{r['flops_labels'] + r['flops_deploy']:.3g}", f"{(r['image_bytes_zip'] + r['label_bytes_zip']) / 1024:.1f}",
+             r.get("budget", "")] for r in load(name)["rows"]]
+    head = ["students", "IPC", "test acc % (3 seeds)", "epochs", "deployment FLOPs", "labels + deployment FLOPs", "stored KB", "budget"]
+    return table(head, rows), [name]
+
+
+def scaling_law() -> tuple[str, list[str]]:
+    name = "scaling_law.json"
+    d = load(name)
+    budgets = list(d["grid"])
+    rows = [[ipc, *[pm(d["grid"][b][str(ipc)]["acc_mean"], d["grid"][b][str(ipc)]["acc_std"]) for b in budgets]] for ipc in d["ipcs"]]
+    grid = table(["IPC", *[f"{b} %" for b in budgets]], rows)
+    fits = table(["labels", "free fit: a", "c", "d", "rmse (points)", "shared fit: data factor"],
+                 [[b, f"{p['a']:.3g}", f"{p['c']:.3g}", f"{p['d']:.3g}", f"{100 * p['rmse']:.2f}",
+                   "1 (reference)" if b == d["shared_fit"]["reference"] else f"{d['shared_fit']['factor'][b]:.2f}×"]
+                  for b, p in d["fits"].items()])
+    s = d["shared_fit"]
+    shared = f"Shared fit: a = {s['a']:.3g}, c = {s['c']:.3g}, d = {s['d']:.3g}, rmse {100 * s['rmse']:.2f} points."
+    front = "Pareto front (stored KB → test accuracy): " + ", ".join(
+        f"{p['labels']} at IPC {p['ipc']} ({p['stored_kb']:.1f} KB, {100 * p['acc_mean']:.2f}%)" for p in d["pareto"]) + "."
+    return "\n\n".join([grid, fits, shared, front]), [name]
+
+
+def epoch_temperature() -> tuple[str, list[str]]:
+    name = "epoch_temperature.json"
+    d = load(name)
+    temps, parts = d["temperatures"], []
+    for ipc in d["ipcs"]:
+        rows = [[f"{e:g}", *[f"{100 * next(r['acc_mean'] for r in d['rows'] if (r['ipc'], r['epoch'], r['temperature']) == (ipc, e, t)):.2f}"
+                             for t in temps]] for e in d["epochs"]]
+        best = d["best"][str(ipc)]
+        parts.append(f"IPC {ipc} (validation accuracy %, best: epoch {best['epoch']:g}, T {best['temperature']:g}):\n\n"
+                     + table(["expert epoch", *[f"T = {t:g}" for t in temps]], rows))
+    return "\n\n".join(parts), [name]
+
+
+def bptt_ensemble() -> tuple[str, list[str]]:
+    name = "bptt_vs_ensemble.json"
+    d = load(name)
+    rows = [[f"{e:g}", f"{a:.3f}", f"{b:.3f}", f"{c:.4f}", f"{p:.4f}"] for e, a, b, c, p in
+            zip(d["epochs"], d["mean_normalized_jsd"], d["mean_normalized_jsd_ensemble"], d["mean_jsd_ensemble"], d["expert_pair_mean_jsd"])]
+    head = ["expert epoch", "BPTT vs one expert (normalized)", f"BPTT vs ensemble of {d['ensemble']} (normalized)",
+            "BPTT vs ensemble (JSD)", f"expert seed {d['ensemble']} vs ensemble (JSD)"]
+    students = ", ".join(f"{k}: {pm(v['acc_mean'], v['acc_std'])}" for k, v in d["students"].items())
+    return (table(head, rows) + f"\n\nClosest epoch: {d['closest_epoch']:g} (one expert), {d['closest_epoch_ensemble']:g} (ensemble). "
+            f"Students (test acc %, {d['setup']['seeds']} seeds): {students}."), [name]
+
+
+def expert_decay() -> tuple[str, list[str]]:
+    files = ["soft_vs_hard--expert-constant-lr.json", "soft_vs_hard--expert-decay.json"]
+    rows = []
+    for f, schedule in zip(files, ("constant", "×0.1 after half")):
+        for r in load(f)["rows"]:
+            rows.append([schedule, r["ipc"], f"{r['expert_epoch']:g}", pm(r["hard"]["acc_mean"], r["hard"]["acc_std"]),
+                         pm(r["soft"]["acc_mean"], r["soft"]["acc_std"])])
+    return table(["expert lr", "IPC", "expert epoch (chosen on validation)", "hard labels %", "expert soft labels %"], rows), files
+
+
+def lic_ablation() -> tuple[str, list[str]]:
+    name = "lic_ablation_ipc1.json"
+    rows = [[r["ipc"], r["row"], r["students"], pm(r["acc_mean"], r["acc_std"]), f"{r['label_bytes_zip'] / 1024:.1f}"] for r in load(name)["rows"]]
+    return table(["IPC", "images / labels", "students", "test acc % (3 seeds)", "label KB (zip)"], rows), [name]
 
 
 RENDERERS = {
     "ladd-run": ladd_run,
     "local-reduction": local_reduction,
+    "lic-reduction": lic_reduction,
+    "lpld-pruning": lpld_pruning,
+    "equal-cost": equal_cost,
+    "scaling-law": scaling_law,
+    "epoch-temperature": epoch_temperature,
+    "bptt-ensemble": bptt_ensemble,
+    "expert-decay": expert_decay,
+    "lic-ablation": lic_ablation,
 }
 
 
-def render(readme: str) -> tuple[str, list[str]]:
-    """The README with every results block regenerated, and the names of unknown blocks."""
+def render(text: str, document: Path) -> tuple[str, list[str]]:
+    """The document with every results block regenerated, and the names of unknown blocks."""
     unknown = []
+    prefix = Path("results") if document.parent == RESULTS.parent else Path("docs/results")  # links relative to the document
 
     def fill(m: re.Match) -> str:
-        name = m["name"]
-        if name not in RENDERERS:
-            unknown.append(name)
+        if m["name"] not in RENDERERS:
+            unknown.append(m["name"])
             return m[0]
-        return m[1] + RENDERERS[name]() + "\n" + m[4]
+        body, files = RENDERERS[m["name"]]()
+        made = "; ".join(f"`{load(f)['command']}` → [{prefix / f}]({prefix / f})" for f in files)
+        return m[1] + body + f"\n\nMade by {made}.\n" + m[4]
 
-    return BLOCK.sub(fill, readme), unknown
+    return BLOCK.sub(fill, text), unknown
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--check", action="store_true", help="only compare; exit 1 if README.md differs from the JSON")
-    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    p.add_argument("--check", action="store_true", help="only compare; exit 1 if a document differs from the JSON")
     args = p.parse_args(argv)
-    text = args.readme.read_text()
-    new, unknown = render(text)
-    if unknown:
-        print(f"unknown results block(s) in {args.readme}: {', '.join(unknown)}", file=sys.stderr)
-        return 1
-    used = set(re.findall(r"docs/results/([\w.-]+\.json)", new))
-    orphans = sorted(p.name for p in RESULTS.glob("*.json") if p.name not in used)
-    if orphans:
-        print(f"docs/results holds JSON no README table shows: {', '.join(orphans)}", file=sys.stderr)
-        return 1
-    if args.check:
-        if new != text:
-            print(f"{args.readme} is out of date with docs/results: run python benchmarks/readme_tables.py", file=sys.stderr)
+    used, stale = set(), []
+    for document in DOCUMENTS:
+        text = document.read_text()
+        new, unknown = render(text, document)
+        if unknown:
+            print(f"unknown results block(s) in {document}: {', '.join(unknown)}", file=sys.stderr)
             return 1
-        return 0
-    args.readme.write_text(new)
-    print(f"rewrote {len(BLOCK.findall(new))} result tables in {args.readme}")
+        used |= set(re.findall(r"results/([\w.-]+\.json)", new))
+        if new != text:
+            stale.append(document)
+            if not args.check:
+                document.write_text(new)
+    orphans = sorted(f.name for f in RESULTS.glob("*.json") if f.name not in used)
+    if orphans:
+        print(f"docs/results holds JSON that no table shows: {', '.join(orphans)}", file=sys.stderr)
+        return 1
+    if args.check and stale:
+        print(f"{', '.join(map(str, stale))} out of date with docs/results: run python benchmarks/readme_tables.py", file=sys.stderr)
+        return 1
+    if not args.check:
+        print(f"rewrote the result tables of {', '.join(d.name for d in stale) or 'nothing (already current)'}")
     return 0
 
 

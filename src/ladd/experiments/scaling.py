@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 import numpy as np
 from scipy.optimize import curve_fit
 
@@ -116,13 +117,15 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ks: list[int], epoch, r
     for name, cells_ in grid.items():
         ax.plot([stored_kb(cells_[i]) for i in ipcs], [100 * cells_[i]["acc_mean"] for i in ipcs], "o", label=name)
     ax.plot([stored_kb(c) for _, _, c in front], [100 * c["acc_mean"] for _, _, c in front], "k--", lw=1, label="Pareto front")
-    for name, ipc, c in front:
-        ax.annotate(f"{name}, IPC {ipc}", (stored_kb(c), 100 * c["acc_mean"]), fontsize=6, xytext=(3, -8), textcoords="offset points")
     for ax, xlabel, title in ((axes[0], "images per class", "fits: free (a·IPC)^c − d per budget (solid), shared a, c, d with IPC × f (dotted)"),
                               (axes[1], "stored KB (images + labels, zip)", "data–knowledge trade-off: the cheapest way to each accuracy")):
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"test accuracy % ({setup.seeds} seeds)")
+        ax.set_ylim(top=100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title(title, fontsize=9)
