@@ -270,3 +270,13 @@ def test_experiment_select_lr_chooses_each_cells_lr_on_the_validation_split(tmp_
         scores = cell["lr_selection"]["val_acc_by_lr"]
         assert set(scores) == {"0.003", "0.03"} and cell["lr"] == float(max(scores, key=scores.get))
     assert "chosen per cell among 0.003, 0.03" in (tmp_path / "soft_vs_hard.md").read_text()
+
+
+def test_an_auto_expert_epoch_records_the_curve_it_was_chosen_from(tmp_path):
+    result = CliRunner().invoke(app, ["experiment", "soft-vs-hard", "--ipc", "1", "--expert-epoch", "auto", "--expert-saves-per-epoch", "2",
+                                      *FAST, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "soft_vs_hard.json").read_text())["rows"][0]
+    curve = row["selection"]
+    assert [c["epoch"] for c in curve] == [0.5, 1.0]
+    assert row["expert_epoch"] == max(curve, key=lambda c: (c["acc_mean"], -c["epoch"]))["epoch"]

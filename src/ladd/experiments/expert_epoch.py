@@ -73,8 +73,13 @@ def fixed_lr(setup: Setup) -> Setup:
 
 def select_epoch(dataset: Dataset, setup: Setup, ipc: int, runtime: Runtime, out: Path) -> float:
     """The chosen expert epoch for one IPC (cells cached under `out`)."""
+    return best(selection_curve(dataset, setup, ipc, runtime, out))
+
+
+def selection_curve(dataset: Dataset, setup: Setup, ipc: int, runtime: Runtime, out: Path) -> list[dict]:
+    """What `select_epoch` chooses from: `curve` on the validation split over the candidate epochs."""
     setup, val = fixed_lr(setup), holdout(dataset, setup.val_per_class)
-    return best(curve(val, setup, ipc, candidate_epochs(val, setup, runtime), runtime, Cells(out, setup)))
+    return curve(val, setup, ipc, candidate_epochs(val, setup, runtime), runtime, Cells(out, setup))
 
 
 def run(dataset: Dataset, setup: Setup, ipcs: list[int], runtime: Runtime, out: Path) -> dict[int, float]:
@@ -108,8 +113,12 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], runtime: Runtime, out: 
     return chosen
 
 
+def selection_dir(out: Path) -> Path:
+    return Path(out) / "selection"
+
+
 def resolve_epoch(dataset: Dataset, setup: Setup, ipc: int, epoch: float | str | None, runtime: Runtime, out: Path) -> float:
     """A given epoch, the last trained (None), or 'auto': selected on the validation split."""
     if epoch == "auto":
-        return select_epoch(dataset, setup, ipc, runtime, Path(out) / "selection")
+        return select_epoch(dataset, setup, ipc, runtime, selection_dir(out))
     return float(setup.teacher.labeler.epochs if epoch is None else epoch)

@@ -12,7 +12,7 @@ from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, real_images, soft_labeled, students, write_report
 from ladd.report.tables import pm
-from ladd.experiments.expert_epoch import resolve_epoch
+from ladd.experiments.expert_epoch import resolve_epoch, selection_curve, selection_dir
 
 
 def run(dataset: Dataset, setup: Setup, ipcs: list[int], epoch, ensemble: int, runtime: Runtime, out: Path) -> list[dict]:
@@ -22,6 +22,9 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], epoch, ensemble: int, r
         chosen = resolve_epoch(dataset, setup, ipc, epoch, runtime, out)
         art = real_images(dataset, setup, ipc)
         row = {"ipc": ipc, "expert_epoch": chosen}
+        if epoch == "auto":  # what the choice was made from: student validation accuracy per expert epoch
+            row["selection"] = [{k: r[k] for k in ("epoch", "expert_val_acc", "acc_mean")}
+                                for r in selection_curve(dataset, setup, ipc, runtime, selection_dir(out))]
         row["hard"] = cells.run({"experiment": "soft-vs-hard", "ipc": ipc, "labels": "hard"},
                                 lambda: students(art, dataset, setup, "baseline", runtime))
         for k in sorted({1, ensemble}):
