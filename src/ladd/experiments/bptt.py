@@ -86,7 +86,7 @@ def run(dataset: Dataset, setup: Setup, ipc: int, bptt: BpttConfig, epoch, runti
     axes[2].plot(epochs, to_ensemble.mean(0).numpy(), "s-", label="BPTT labels vs ensemble at epoch e")
     axes[2].plot(epochs, pair.mean(0).numpy(), "^:", color="gray", label=f"expert seed {ensemble} at e vs ensemble at e")
     axes[2].set_xlabel("expert epoch e")
-    axes[2].set_ylabel("mean Jensen-Shannon distance (natural log, not normalized)")
+    axes[2].set_ylabel("mean JSD (nats, not normalized)")
     axes[2].grid(alpha=0.3)
     axes[2].legend(fontsize=7)
     fig.suptitle(f"{dataset.name} IPC {ipc}: BPTT-learned labels vs expert labels by epoch")

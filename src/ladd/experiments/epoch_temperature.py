@@ -34,9 +34,10 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], temperatures: list[floa
                          for t in temperatures]) * 100
         im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
         for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w" if v < grid.mean() else "k")
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=9, color="w" if v < grid.mean() else "k")
         b = best[ipc]
-        ax.plot(epochs.index(b["epoch"]), temperatures.index(b["temperature"]), "r*", ms=14, label="best")
+        ax.add_patch(plt.Rectangle((epochs.index(b["epoch"]) - 0.5, temperatures.index(b["temperature"]) - 0.5), 1, 1, fill=False,
+                                   edgecolor="r", linewidth=2.5, label="best"))  # a frame: the cell's number stays readable
         ax.set_xticks(range(len(epochs)), [f"{e:g}" for e in epochs], fontsize=7)
         ax.set_yticks(range(len(temperatures)), [f"{t:g}" for t in temperatures])
         ax.set_xlabel("expert epoch")
