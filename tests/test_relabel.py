@@ -18,7 +18,7 @@ from ladd.eval.protocol import EvalConfig, evaluate
 from ladd.experts import ExpertConfig
 from ladd.labels import LabelConfig
 from ladd.labels.methods import build_teacher
-from ladd.labels.relabel import RelabelConfig
+from ladd.labels.relabel import PARTIAL, RelabelConfig
 from ladd.labels.replay import Pruning, Replay, prune_units, sample_scores, units
 from ladd.train.loop import Recipe, TrainData, train
 
@@ -263,7 +263,7 @@ def test_resumed_relabel_equals_an_uninterrupted_one(toy, tmp_path, monkeypatch)
     monkeypatch.setattr(mod, "write_epoch", stop_after_two)
     with pytest.raises(KeyboardInterrupt):
         _relabelled(toy, tmp_path, "cut")
-    assert len(json.loads((tmp_path / "cut" / RELABEL_DIR / "relabel.json").read_text())["files"]) == 2
+    assert len(json.loads((tmp_path / "cut" / PARTIAL / "relabel.json").read_text())["files"]) == 2
     monkeypatch.setattr(mod, "write_epoch", real)
     cut = tmp_path / "cut"
     art = pipeline.relabel(load_artifact(cut), cut, toy, RelabelConfig(epochs=4, batch_size=6, teacher=TEACHER, dtype="float32"), Runtime())

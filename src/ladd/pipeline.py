@@ -14,9 +14,10 @@ from dataclasses import replace
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ladd.artifact import Artifact
-from ladd.artifact.relabel import RELABEL_DIR, load_store
+from ladd.artifact import Artifact, load_artifact, save_artifact
+from ladd.artifact.relabel import load_store
 from ladd.core.errors import LaddError
+from ladd.core.io import lock
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.data import load_dataset
@@ -178,15 +179,24 @@ def relabel(art: Artifact, path: Path, dataset: Dataset, cfg: RelabelConfig, run
     referencing it, with the bytes of its six components and the label-to-image ratios (LPLD
     Table 24; all six components, and the soft labels alone) in the manifest. Save it with `save_artifact(path, ...)`."""
     check_same_data(art, dataset)
-    summary = make_relabel(art, path, dataset, cfg, runtime, overwrite=overwrite)
+    summary, directory = make_relabel(art, path, dataset, cfg, runtime, overwrite=overwrite)
     sha = art.manifest["files"]["images.safetensors"]["sha256"]
-    store = load_store(Path(path) / RELABEL_DIR, len(art.images), dataset.num_classes, sha)
+    store = load_store(directory, len(art.images), dataset.num_classes, sha)
     storage = store.storage()
     images_raw = art.manifest["storage"]["images"]["raw"]
     labels_raw = sum(b["raw"] for b in storage.values())
     manifest = {**art.manifest, "relabel": {**summary, "storage": storage, "label_to_image_ratio": labels_raw / images_raw,
                                             "soft_label_to_image_ratio": storage["labels"]["raw"] / images_raw}}
     return replace(art, manifest=manifest, relabel=store)
+
+
+def relabel_artifact(path: Path, dataset: Dataset, cfg: RelabelConfig, runtime: Runtime, *, overwrite: bool = False) -> Artifact:
+    """`relabel` of the artifact saved at `path`, saved there, all under the artifact's lock: a
+    second process relabelling it waits, then finds the relabel made and reuses it."""
+    with lock(path, "relabelling"):
+        art = relabel(load_artifact(path), path, dataset, cfg, runtime, overwrite=overwrite)
+        save_artifact(path, art)
+    return load_artifact(path)
 
 
 def random_counterpart(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> Artifact:

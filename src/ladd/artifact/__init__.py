@@ -7,15 +7,15 @@
     relabel/                  (optional: stored FKD-style augmentations + soft labels, `relabel.py`)
     manifest.json             schema, provenance, config, SHA-256 + shape + dtype of every file
 
-Written to a temporary sibling directory and renamed into place; loading verifies hashes,
-shapes and that every label row is a probability distribution. No pickle anywhere.
+Built in a hidden sibling directory and switched into place in one step (`core.io.replace_dir`),
+under the artifact's lock; loading verifies hashes, shapes and that every label row is a
+probability distribution. No pickle anywhere.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,7 +23,8 @@ import torch
 
 import ladd
 from ladd.core.errors import LaddError
-from ladd.core.io import load_verified, read_json, save_tensors, sha256, umask_mode, write_json
+from ladd.core.io import (fsync, load_verified, lock, read_json, replace_dir, restore, save_tensors, sha256, staging_dir, sweep,
+                          write_json)
 from ladd.core.types import PIXEL_DTYPES
 from ladd.cost.storage import component_bytes
 from ladd.artifact.relabel import RELABEL_DIR, RelabelStore, load_store
@@ -97,63 +98,55 @@ def _check(art: Artifact, where: str) -> None:
 
 
 def save_artifact(path: Path, art: Artifact) -> None:
-    """Write atomically: build in a temporary sibling directory, then swap it into place."""
+    """Write crash-safely: build in a hidden sibling directory, then switch it into place in one
+    step, so `path` always holds the old or the new artifact, whole (its relabel included)."""
     path = Path(path)
     _check(art, str(path))
-    if path.exists() and not (path / MANIFEST).is_file() and (not path.is_dir() or any(path.iterdir())):
-        raise LaddError(f"{path} exists and is not a ladd artifact: choose another --out (ladd replaces only artifacts)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    os.chmod(tmp, umask_mode(0o777))
-    try:
-        files = {}
-        for name, t in art.components().items():
-            fname = f"{name}.safetensors"
-            save_tensors(tmp / fname, {name: t})
-            files[fname] = {"sha256": sha256(tmp / fname), "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
-        manifest = {
-            **art.manifest,
-            "schema_version": SCHEMA_VERSION,
-            "ladd_version": ladd.__version__,
-            "files": files,
-            "storage": component_bytes(art.components()),
-        }
-        write_json(tmp / MANIFEST, manifest)
-        if art.relabel is not None:  # the stored relabel travels with the artifact
-            if art.relabel.directory.resolve() == (path / RELABEL_DIR).resolve():
-                os.replace(art.relabel.directory, tmp / RELABEL_DIR)
-            else:
-                shutil.copytree(art.relabel.directory, tmp / RELABEL_DIR)
-    except BaseException:
-        _restore_relabel(art, tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-        os.replace(path, old / "a")
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        if old is not None:
-            os.replace(old / "a", path)  # put the previous artifact back
-        _restore_relabel(art, tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    with lock(path):
+        sweep(path)
+        if path.exists() and not (path / MANIFEST).is_file() and (not path.is_dir() or any(path.iterdir())):
+            raise LaddError(f"{path} exists and is not a ladd artifact: choose another --out (ladd replaces only artifacts)")
+        tmp = staging_dir(path)
+        try:
+            _write(tmp, art)
+            replace_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
-def _restore_relabel(art: Artifact, tmp: Path) -> None:
-    """A failed save moves a relabel it had moved into `tmp` back where it was."""
-    if art.relabel is not None and (tmp / RELABEL_DIR).is_dir() and not art.relabel.directory.exists():
-        os.replace(tmp / RELABEL_DIR, art.relabel.directory)
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link a relabel file into the new artifact (no copy of gigabytes; the old artifact keeps
+    its own link until the switch), copying where the file system cannot link."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _write(tmp: Path, art: Artifact) -> None:
+    files = {}
+    for name, t in art.components().items():
+        fname = f"{name}.safetensors"
+        save_tensors(tmp / fname, {name: t})
+        files[fname] = {"sha256": sha256(tmp / fname), "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+    manifest = {
+        **art.manifest,
+        "schema_version": SCHEMA_VERSION,
+        "ladd_version": ladd.__version__,
+        "files": files,
+        "storage": component_bytes(art.components()),
+    }
+    if art.relabel is not None:  # the stored relabel travels with the artifact
+        shutil.copytree(art.relabel.directory, tmp / RELABEL_DIR, copy_function=_link_or_copy)
+        fsync(tmp / RELABEL_DIR)
+    write_json(tmp / MANIFEST, manifest)
 
 
 def load_artifact(path: Path) -> Artifact:
     """Load and verify: every file's SHA-256, shape and dtype against the manifest, and the labels."""
     path = Path(path)
+    restore(path)
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise LaddError(f"{path} is not a ladd artifact (no {MANIFEST}): create one with `ladd distill`")

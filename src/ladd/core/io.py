@@ -1,19 +1,34 @@
-"""Atomic file writes and hashing: a crash never leaves a half-written file under the final name."""
+"""Crash-safe writes, inter-process locks and hashing.
+
+A file is written beside its final name, fsynced, renamed over it, and its directory fsynced, so
+neither a SIGKILL nor a power loss leaves a half-written (or renamed but empty) file. A directory
+(an artifact, a cache entry) is built in a hidden sibling and switched into place in one step:
+`renameat2(RENAME_EXCHANGE)` where the kernel has it, else two renames whose gap `sweep` repairs.
+Writers of one path hold its `lock` (a `filelock` file lock, released by the kernel when its
+process dies), so a second process waits for, then reuses, what the first made.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 from safetensors.torch import load, save_file
 
 from ladd.core.errors import LaddError
+
+TMP, OLD, LOCK = ".tmp", ".old", ".lock"  # suffixes of a path's hidden siblings: `.NAME.xxxx.tmp`, …
 
 
 def umask_mode(mode: int) -> int:
@@ -23,18 +38,128 @@ def umask_mode(mode: int) -> int:
     return mode & ~mask
 
 
+def fsync(path: Path) -> None:
+    """Flush a file's or directory's contents (a directory: its entries, i.e. renames) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, write) -> None:
-    """`write(tmp)` into a temporary file beside `path`, then rename it over `path` (no half-written file)."""
+    """`write(tmp)` into a temporary file beside `path`, fsync it, rename it over `path` and fsync
+    the directory: after a crash `path` holds the old or the new bytes, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        fsync(tmp)
         os.chmod(tmp, umask_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync(path.parent)
+
+
+def staging_dir(path: Path) -> Path:
+    """A new hidden sibling of `path` to build a directory in before `replace_dir` switches it in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP, dir=path.parent))
+    os.chmod(tmp, umask_mode(0o777))
+    return tmp
+
+
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2); False where the kernel or file system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_dir(staged: Path, path: Path) -> None:
+    """Make the directory `staged` (from `staging_dir`, files written with `atomic_write`) appear at
+    `path` in one step, replacing what was there, and make it durable. Without RENAME_EXCHANGE the
+    old directory is first renamed to a `.NAME.xxxx.old` sibling: a crash in that gap leaves it
+    there, and `sweep` puts it back."""
+    fsync(staged)
+    if not path.exists():
+        os.replace(staged, path)
+    elif _exchange(staged, path):
+        shutil.rmtree(staged)  # now the old directory
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=OLD, dir=path.parent))
+        os.replace(path, old / "a")
+        os.replace(staged, path)
+        shutil.rmtree(old)
+    fsync(path.parent)
+
+
+_RAND = "[!.]" * 8  # mkstemp's random part: `.run.xxxxxxxx.tmp` is not a leftover of `run.v2`
+
+
+def sweep(path: Path) -> None:
+    """Clear what killed writers of `path` left beside it (staging directories, temporary files),
+    and put back a directory a crash left renamed aside; says what it did. Call it holding `lock(path)`."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    left = sorted(path.parent.glob(f".{path.name}.{_RAND}{OLD}"))
+    for old in left:
+        if not path.exists() and (old / "a").exists():
+            os.replace(old / "a", path)
+            print(f"restored {path} from an interrupted replacement", file=sys.stderr)
+        shutil.rmtree(old)
+    staged = sorted(path.parent.glob(f".{path.name}.{_RAND}{TMP}"))
+    if path.is_dir():
+        staged += sorted(path.glob(f".*{TMP}"))
+    for p in staged:
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    if staged:
+        print(f"removed {len(staged)} leftover(s) of an interrupted write at {path}", file=sys.stderr)
+
+
+def restore(path: Path) -> None:
+    """Put back a directory that a crash left renamed aside (between the two renames of
+    `replace_dir` without RENAME_EXCHANGE), so readers find it; nothing to do otherwise."""
+    path = Path(path)
+    if not path.exists() and path.parent.is_dir() and any(path.parent.glob(f".{path.name}.{_RAND}{OLD}")):
+        with lock(path):
+            sweep(path)
+
+
+_LOCKS: dict[str, FileLock] = {}
+
+
+@contextlib.contextmanager
+def lock(path: Path, what: str = "writing"):
+    """Hold the inter-process lock of `path` (`.NAME.lock` beside it; re-entrant in one thread),
+    saying so when another process holds it. The kernel drops a dead process's lock, so a killed
+    run never blocks the next one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = str(path.parent.resolve() / f".{path.name}{LOCK}")
+    file_lock = _LOCKS.setdefault(key, FileLock(key))
+    try:
+        file_lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another ladd process {what} {path} …", file=sys.stderr)
+        file_lock.acquire()
+    try:
+        yield
+    finally:
+        file_lock.release()
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -43,23 +168,46 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
+def load_safetensors(path: Path, digest: str | None = None, where: str = "", device: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file at `path` (whose SHA-256 must be `digest`, recorded in
+    `where`, when given), on `device`. The one place ladd parses safetensors: a missing, unreadable,
+    truncated or malformed file (a header longer than the file, non-JSON, a shape that does not fit
+    its bytes, an unknown dtype) is a one-line LaddError naming the file; the parser checks every
+    declared size against the bytes before allocating, so a hostile header cannot exhaust memory."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise LaddError(f"cannot read {path}: {e.strerror or e}") from e
+    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+        raise LaddError(f"{path} does not match the SHA-256 in {where}: the file was modified or corrupted")
+    try:
+        tensors = load(data)
+    except MemoryError as e:
+        raise LaddError(f"{path} is not a readable safetensors file (out of memory while parsing it)") from e
+    except Exception as e:  # SafetensorError, dtypes torch lacks (TypeError, ValueError), ...
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise LaddError(f"{path} is not a readable safetensors file ({detail}): replace it with a good copy") from e
+    return tensors if device is None else {k: v.to(device) for k, v in tensors.items()}
+
+
 def load_verified(path: Path, digest: str, where: str) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file whose SHA-256 must be `digest` (recorded in `where`);
     the bytes are read once, for the hash and the tensors."""
-    data = Path(path).read_bytes()
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise LaddError(f"{path} does not match the SHA-256 in {where}: the file was modified or corrupted")
-    return load(data)
+    return load_safetensors(path, digest, where)
 
 
 def read_json(path: Path, fix: str):
-    """A JSON file we wrote; a corrupt one is a one-line error that ends with how to `fix` it."""
-    from ladd.core.errors import LaddError
-
+    """A JSON file we wrote; a corrupt one (not JSON, not UTF-8, nested too deep, unreadable) is a
+    one-line error that ends with how to `fix` it."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_bytes())
     except json.JSONDecodeError as e:
         raise LaddError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): {fix}") from e
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise LaddError(f"{path} is not valid JSON ({'not UTF-8 text' if isinstance(e, UnicodeDecodeError) else 'nested too deeply'}): {fix}") from e
+    except OSError as e:
+        raise LaddError(f"cannot read {path}: {e.strerror or e}") from e
 
 
 def command_line() -> str:

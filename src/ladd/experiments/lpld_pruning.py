@@ -41,10 +41,7 @@ def recovered(dataset: Dataset, setup: Setup, method: str, ipc: int, iterations:
         cfg = pipeline.ImagesConfig(method=method, ipc=ipc, seed=setup.image_seed, params=params)
         save_artifact(path, pipeline.distill(dataset, setup.source, pipeline.continuing(dataset, cfg), runtime))
         art = load_artifact(path)  # the relabel store is bound to the saved images' checksum
-    if art.relabel is None:
-        art = pipeline.relabel(art, path, dataset, relabel, runtime)
-        save_artifact(path, art)
-    return art
+    return art if art.relabel is not None else pipeline.relabel_artifact(path, dataset, relabel, runtime)
 
 
 def run(dataset: Dataset, setup: Setup, ipcs: list[int], rhos: list[float], pools: list[str], relabel_epochs: int,

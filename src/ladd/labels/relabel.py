@@ -4,7 +4,10 @@ teacher's soft labels on the augmented image, and store them beside the artifact
 (`ladd.artifact.relabel`). Students then replay them (`ladd.labels.replay`) with no teacher.
 
 Epoch e draws from its own generator (seed, e), so a resumed relabel writes the same bytes as an
-uninterrupted one; each finished epoch is one file, listed in relabel.json as it is written.
+uninterrupted one; each finished epoch is one file, listed in relabel.json as it is written. A
+relabel is written into `ARTIFACT/relabel.partial/` and becomes `relabel/` only when the artifact
+is saved with it, so a stored relabel stays valid until its replacement is complete (`--overwrite`
+included), and resuming checks that the teacher is the one that labelled the stored epochs.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ladd.artifact import Artifact
 from ladd.artifact.relabel import RELABEL_DIR, read_info, write_epoch, write_info
+
+PARTIAL = "relabel.partial"  # where a relabel is written until the artifact is saved with it
 from ladd.augment.fkd import render, sample_epoch
 from ladd.core import progress
 from ladd.core.errors import LaddError
@@ -56,23 +61,38 @@ class RelabelConfig(BaseModel):
 
 
 def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelConfig, runtime: Runtime,
-            *, overwrite: bool = False) -> dict:
-    """Write (or resume) `artifact_dir/relabel/`; returns its summary for the artifact manifest."""
+            *, overwrite: bool = False) -> tuple[dict, Path]:
+    """Write (or resume) the relabel into `artifact_dir/relabel.partial/`, or find the artifact's
+    own `relabel/` already made so; returns its summary for the manifest and its folder."""
     n, classes = len(art.images), dataset.num_classes
     if cfg.top_k is not None and cfg.top_k > classes:
         raise LaddError(f"--top-k {cfg.top_k} is larger than the number of classes ({classes})")
-    directory = Path(artifact_dir) / RELABEL_DIR
+    installed, directory = Path(artifact_dir) / RELABEL_DIR, Path(artifact_dir) / PARTIAL
     images_sha = art.manifest["files"]["images.safetensors"]["sha256"]  # a saved artifact's, verified on load
-    teacher_cfg = LabelConfig(method="soft", labeler=cfg.teacher, epoch=cfg.teacher_epoch)
-    info = read_info(directory)
     settings = cfg.model_dump()
-    if info and (info["config"] != settings or info["images_sha256"] != images_sha):
+    made_so = lambda info: info["config"] == settings and info["images_sha256"] == images_sha  # noqa: E731
+    stored, info = read_info(installed), read_info(directory)
+    if stored and not made_so(stored) and not overwrite:
+        raise LaddError(f"{installed} holds a relabel made with other settings or images: pass --overwrite to replace it")
+    if info and not made_so(info):
         if not overwrite:
-            raise LaddError(f"{directory} holds a relabel made with other settings or images: pass --overwrite to replace it")
+            raise LaddError(f"{directory} holds an unfinished relabel made with other settings or images: "
+                            f"pass --overwrite to replace it")
         shutil.rmtree(directory)
         info = {}
+    teacher_cfg = LabelConfig(method="soft", labeler=cfg.teacher, epoch=cfg.teacher_epoch)
     teacher, provenance, train_flops = build_teacher(dataset, teacher_cfg, runtime)
     teacher.eval()
+    same_teacher = lambda info: info["teacher"]["checkpoint_sha256"] == provenance["checkpoint_sha256"]  # noqa: E731
+    if stored and made_so(stored) and same_teacher(stored):
+        return _summary(stored), installed
+    if info and not same_teacher(info):
+        if not overwrite:
+            raise LaddError(f"{directory} holds epochs labelled by another teacher (checkpoint SHA-256 "
+                            f"{info['teacher']['checkpoint_sha256'][:12]}…, now {provenance['checkpoint_sha256'][:12]}…): "
+                            f"pass --overwrite to start it again")
+        shutil.rmtree(directory)
+        info = {}
     if not info:
         info = {"kind": cfg.kind, "dtype": cfg.dtype, "temperature": cfg.temperature, "top_k": cfg.top_k,
                 "epochs": cfg.epochs, "samples": n, "classes": classes, "batch_size": cfg.batch_size, "mix_per": cfg.mix_per,
@@ -95,8 +115,13 @@ def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelCon
     info["flops"] = {"unit": flops.UNIT, "teacher_train": train_flops,
                      "label_generation": flops.per_sample(teacher, dataset.shape, backward=False) * n * cfg.epochs}
     write_info(directory, info)
-    return {"dir": RELABEL_DIR, "epochs": cfg.epochs, "samples": n, "kind": cfg.kind, "dtype": cfg.dtype,
-            "top_k": cfg.top_k, "temperature": cfg.temperature, "teacher": provenance}
+    return _summary(info), directory
+
+
+def _summary(info: dict) -> dict:
+    """What the artifact manifest repeats of relabel.json."""
+    keys = ("epochs", "samples", "kind", "dtype", "top_k", "temperature", "teacher")
+    return {"dir": RELABEL_DIR, **{k: info[k] for k in keys}}
 
 
 @torch.no_grad()
