@@ -27,12 +27,13 @@ RELABEL = RelabelConfig(epochs=3, batch_size=6, teacher=TEACHER, dtype="float32"
 
 def _artifact(value: int) -> Artifact:
     images = torch.full((3, 1, 4, 4), value, dtype=torch.uint8)
-    return Artifact(images, torch.arange(3), {"source": {"class_names": ["a", "b", "c"]}, "ipc": 1})
+    return Artifact(images, torch.arange(3), MANIFEST)
 
 
+MANIFEST = {"source": {"dataset": "toy", "class_names": ["a", "b", "c"], "shape": [1, 4, 4]}, "ipc": 1, "images": {"method": "random"}}
 # A child process saves artifact B over A and SIGKILLs itself at one named point of the save.
 _CHILD = """
-import os, signal, sys, torch
+import json, os, signal, sys, torch
 import ladd.core.io as io
 from ladd.artifact import Artifact, save_artifact
 point, path = sys.argv[1], sys.argv[2]
@@ -56,7 +57,7 @@ art_mod.write_json = write_json
 if point == "before-switch":
     art_mod.replace_dir = lambda staged, p: os.kill(os.getpid(), signal.SIGKILL)
 images = torch.full((3, 1, 4, 4), 2, dtype=torch.uint8)
-save_artifact(path, Artifact(images, torch.arange(3), {"source": {"class_names": ["a", "b", "c"]}, "ipc": 1}))
+save_artifact(path, Artifact(images, torch.arange(3), json.loads(sys.argv[3])))
 """
 
 
@@ -64,7 +65,7 @@ save_artifact(path, Artifact(images, torch.arange(3), {"source": {"class_names":
 def test_sigkill_during_a_save_leaves_the_old_artifact_whole(tmp_path, point):
     path = tmp_path / "art"
     save_artifact(path, _artifact(1))
-    child = subprocess.run([sys.executable, "-c", _CHILD, point, str(path)], capture_output=True, text=True)
+    child = subprocess.run([sys.executable, "-c", _CHILD, point, str(path), json.dumps(MANIFEST)], capture_output=True, text=True)
     assert child.returncode == -9, child.stderr
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".art.") and not p.name.endswith(".lock")]
     assert leftovers  # the killed save left its staging (or the renamed-aside old) directory

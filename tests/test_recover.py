@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from safetensors import safe_open
 from pydantic import ValidationError
 from torch import nn
 
@@ -17,7 +18,7 @@ from ladd.core.types import normalize
 from ladd.eval.diversity import diversity, gaussian_mmd2, mean_pairwise_cosine
 from ladd.images import ImageRequest, make_images
 from ladd.images.recover import RecoverParams, bn_objective, plan_units, prepare, recover_shard, unit_seed
-from ladd.images.squeeze import STATS, STATS_INFO, SqueezeConfig, class_statistics, squeeze, teacher_dir
+from ladd.images.squeeze import STATS, SqueezeConfig, class_statistics, squeeze, teacher_dir
 from ladd.pipeline import ImagesConfig, SourceConfig, distill
 
 TEACHER = {"teacher_model": "convnet-bn", "teacher_epochs": 1}
@@ -180,8 +181,7 @@ def test_bad_inputs_give_one_line_errors(toy, tmp_path):
     a = teacher_dir(toy, tmp_path / "a", "convnet-bn", 1, Runtime())
     b = teacher_dir(toy, tmp_path / "b", "convnet-bn", 2, Runtime())
     squeeze(toy, a, SqueezeConfig(), Runtime())
-    for name in (STATS, STATS_INFO):
-        (b / name).write_bytes((a / name).read_bytes())
+    (b / STATS).write_bytes((a / STATS).read_bytes())
     with pytest.raises(LaddError, match="another teacher checkpoint"):
         make_images("lpld", ImageRequest(toy, 1, params={**TEACHER, "iterations": 1}, teacher=b))
     with pytest.raises(LaddError, match="index must be in 0..1"):
@@ -190,7 +190,8 @@ def test_bad_inputs_give_one_line_errors(toy, tmp_path):
         distill(toy, SourceConfig(), ImagesConfig(method="random", ipc=1, teacher=str(a)))
     with pytest.raises(ValidationError, match=r"iteration\n  Extra inputs are not permitted"):
         RecoverParams(iteration=3)
-    info = json.loads((a / STATS_INFO).read_text())
+    with safe_open(a / STATS, "pt") as f:  # the description travels in the statistics file itself
+        info = json.loads(f.metadata()["ladd"])
     assert info["class_names"] == list(toy.class_names) and info["teacher"]["model"] == "convnet-bn"
 
 

@@ -3,8 +3,6 @@ these configs; notebooks and scripts call the same functions."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ladd.artifact import Artifact, load_artifact, save_artifact
 from ladd.artifact.relabel import load_store
 from ladd.core.errors import LaddError
-from ladd.core.io import lock
+from ladd.core.io import lock, sweep
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.data import load_dataset
@@ -25,7 +23,7 @@ from ladd.images import IMAGE_METHODS, ImageRequest, make_images, recover
 from ladd.images.recover import METHODS as RECOVER_METHODS
 from ladd.images.optimize import STATE
 from ladd.images.recipes import has_recipes, load_recipe
-from ladd.experts import cache_root
+from ladd.core.cache import entry
 from ladd.labels import LABEL_METHODS, LabelConfig
 from ladd.labels.relabel import RelabelConfig, relabel as make_relabel
 
@@ -73,7 +71,12 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
     if cfg.teacher is not None and method not in RECOVER_METHODS:
         raise LaddError(f"--teacher-dir is for --images {' or '.join(RECOVER_METHODS)}, not {method}: leave it out")
     request, recipe = image_request(dataset, cfg, runtime)
-    images = make_images(method, request)
+    if request.checkpoint_dir is None:
+        images = make_images(method, request)
+    else:
+        with lock(request.checkpoint_dir, "distilling into") as waited:  # the same distillation at once: the second resumes the first's result
+            sweep(request.checkpoint_dir)
+            images = make_images(method, replace(request, resume=request.resume or waited))
     manifest = {
         "source": {
             **source.model_dump(),
@@ -143,9 +146,8 @@ def checkpoint_dir(dataset: Dataset, cfg: ImagesConfig, params: dict) -> Path:
     for name in ("buffer", "teacher"):
         if getattr(cfg, name) is not None:
             images[name] = str(Path(getattr(cfg, name)).expanduser().resolve())
-    key = json.dumps([dataset.name, list(dataset.class_names), dataset.mean, images, params], sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return cache_root() / "distill" / f"{cfg.method}-{dataset.name}-ipc{cfg.ipc}-seed{cfg.seed}-{digest}"
+    key = [dataset.name, list(dataset.class_names), dataset.mean, images, params]
+    return entry("distill", f"{cfg.method}-{dataset.name}-ipc{cfg.ipc}-seed{cfg.seed}", key)
 
 
 def source_of(art: Artifact) -> SourceConfig:

@@ -145,19 +145,22 @@ _LOCKS: dict[str, FileLock] = {}
 @contextlib.contextmanager
 def lock(path: Path, what: str = "writing"):
     """Hold the inter-process lock of `path` (`.NAME.lock` beside it; re-entrant in one thread),
-    saying so when another process holds it. The kernel drops a dead process's lock, so a killed
-    run never blocks the next one."""
+    saying so when another process holds it; yields whether it had to wait (the other process may
+    have made what this one is about to). The kernel drops a dead process's lock, so a killed run
+    never blocks the next one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = str(path.parent.resolve() / f".{path.name}{LOCK}")
     file_lock = _LOCKS.setdefault(key, FileLock(key))
+    waited = False
     try:
         file_lock.acquire(timeout=0)
     except Timeout:
         print(f"waiting for another ladd process {what} {path} …", file=sys.stderr)
         file_lock.acquire()
+        waited = True
     try:
-        yield
+        yield waited
     finally:
         file_lock.release()
 
@@ -168,12 +171,14 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def load_safetensors(path: Path, digest: str | None = None, where: str = "", device: str | None = None) -> dict[str, torch.Tensor]:
+def load_safetensors(path: Path, digest: str | None = None, where: str = "", device: str | None = None, *,
+                     metadata: bool = False):
     """The tensors of the safetensors file at `path` (whose SHA-256 must be `digest`, recorded in
-    `where`, when given), on `device`. The one place ladd parses safetensors: a missing, unreadable,
-    truncated or malformed file (a header longer than the file, non-JSON, a shape that does not fit
-    its bytes, an unknown dtype) is a one-line LaddError naming the file; the parser checks every
-    declared size against the bytes before allocating, so a hostile header cannot exhaust memory."""
+    `where`, when given), on `device`; with `metadata`, (tensors, the header's string metadata).
+    The one place ladd parses safetensors: a missing, unreadable, truncated or malformed file (a
+    header longer than the file, non-JSON, a shape that does not fit its bytes, an unknown dtype)
+    is a one-line LaddError naming the file; the parser checks every declared size against the
+    bytes before allocating, so a hostile header cannot exhaust memory."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -183,12 +188,15 @@ def load_safetensors(path: Path, digest: str | None = None, where: str = "", dev
         raise LaddError(f"{path} does not match the SHA-256 in {where}: the file was modified or corrupted")
     try:
         tensors = load(data)
+        if metadata:  # the header is valid JSON now: the parser accepted it
+            meta = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
     except MemoryError as e:
         raise LaddError(f"{path} is not a readable safetensors file (out of memory while parsing it)") from e
     except Exception as e:  # SafetensorError, dtypes torch lacks (TypeError, ValueError), ...
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise LaddError(f"{path} is not a readable safetensors file ({detail}): replace it with a good copy") from e
-    return tensors if device is None else {k: v.to(device) for k, v in tensors.items()}
+    tensors = tensors if device is None else {k: v.to(device) for k, v in tensors.items()}
+    return (tensors, meta) if metadata else tensors
 
 
 def load_verified(path: Path, digest: str, where: str) -> dict[str, torch.Tensor]:

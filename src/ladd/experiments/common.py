@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 import ladd  # noqa: E402
 from ladd import pipeline  # noqa: E402
 from ladd.artifact import Artifact  # noqa: E402
-from ladd.core.io import command_line, write_json, write_text  # noqa: E402
+from ladd.core.io import command_line, lock, read_json, write_json, write_text  # noqa: E402
 from ladd.core.progress import console  # noqa: E402
 from ladd.core.runtime import Runtime  # noqa: E402
 from ladd.core.types import Dataset  # noqa: E402
@@ -53,6 +53,9 @@ class Setup(BaseModel):
     select_lr: tuple[float, ...] = ()
 
 
+CELL_FORMAT = 1  # bumped when a change to ladd changes what a cell computes: old cells are not reused
+
+
 class Cells:
     """JSON results of finished cells, keyed by everything that determines them."""
 
@@ -63,12 +66,15 @@ class Cells:
         self.setup = setup.model_dump(exclude={"candidate_epochs"} | (set() if setup.select_lr else {"select_lr"}))
 
     def run(self, key: dict, compute: Callable[[], dict]) -> dict:
-        full = {"setup": self.setup, **key}
+        """The cell's result: read back, or computed and written (under the cell's lock, so two
+        processes on one `--out` compute it once)."""
+        full = {"format": CELL_FORMAT, "setup": self.setup, **key}
         path = self.dir / (hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:16] + ".json")
-        if path.exists():
-            return json.loads(path.read_text())["result"]
-        result = compute()
-        write_json(path, {"key": full, "result": result})
+        with lock(path, "computing"):
+            if path.exists():
+                return read_json(path, f"delete {path} to compute the cell again")["result"]
+            result = compute()
+            write_json(path, {"key": full, "result": result})
         return result
 
 

@@ -13,9 +13,6 @@ cached by dataset and config and reused across runs, or kept in an explicit buff
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +21,8 @@ from torch import nn
 
 from ladd.augment.dsa import strategy_for
 from ladd.core.errors import LaddError
-from ladd.core.io import read_json, sha256, write_json
+from ladd.core.cache import cache_root, entry
+from ladd.core.io import lock, read_json, sha256, sweep, write_json
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime, seeded
 from ladd.core.types import Dataset
@@ -154,16 +152,10 @@ def load_expert(directory: Path, epoch: float, dataset: Dataset, runtime: Runtim
     return model, provenance
 
 
-def cache_root() -> Path:
-    """$LADD_CACHE, default ~/.cache/ladd: experts and distillation checkpoints live here."""
-    return Path(os.environ.get("LADD_CACHE", Path.home() / ".cache" / "ladd"))
-
-
 def cache_dir(dataset: Dataset, cfg: ExpertConfig) -> Path:
-    """Experts are reused across runs when dataset and training config agree."""
-    key = json.dumps([dataset.name, list(dataset.class_names), list(dataset.shape), dataset.mean, dataset.std, cfg.model_dump()])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return cache_root() / "experts" / f"{dataset.name}-{cfg.model}-seed{cfg.seed}-ep{cfg.epochs}-{digest}"
+    """Experts are reused across runs when dataset, training config and the experts' format agree."""
+    key = [dataset.name, list(dataset.class_names), list(dataset.shape), dataset.mean, dataset.std, cfg.model_dump()]
+    return entry("experts", f"{dataset.name}-{cfg.model}-seed{cfg.seed}-ep{cfg.epochs}", key)
 
 
 def registry(roots: list[Path] | None = None) -> list[dict]:
@@ -212,16 +204,18 @@ def ensure_buffer(dataset: Dataset, model: str, count: int, epochs: int, runtime
 def ensure_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path | None, runtime: Runtime) -> tuple[Path, dict]:
     """A fully trained expert for `cfg`: reused from `directory` (default: the cache) or trained there."""
     directory = Path(directory).expanduser() if directory else cache_dir(dataset, cfg)
-    info = read_info(directory)
-    if info.get("complete"):
-        check_matches(info, dataset, directory)
-        if ExpertConfig(**info["config"]) != cfg:  # parsed, so a field added since it was trained takes its default
-            raise LaddError(
-                f"the expert in {directory} was trained with {info['config']}, not {cfg.model_dump()}: "
-                f"pass the matching model and epochs, or another directory"
-            )
-        console.print(f"reusing the expert trained in {directory}")
-    else:
-        train_expert(dataset, cfg, directory, runtime)
+    with lock(directory, "training"):  # a second process waits, then reuses the expert
+        sweep(directory)
         info = read_info(directory)
+        if info.get("complete"):
+            check_matches(info, dataset, directory)
+            if ExpertConfig(**info["config"]) != cfg:  # parsed, so a field added since it was trained takes its default
+                raise LaddError(
+                    f"the expert in {directory} was trained with {info['config']}, not {cfg.model_dump()}: "
+                    f"pass the matching model and epochs, or another directory"
+                )
+            console.print(f"reusing the expert trained in {directory}")
+        else:
+            train_expert(dataset, cfg, directory, runtime)
+            info = read_info(directory)
     return directory, info

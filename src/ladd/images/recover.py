@@ -38,11 +38,12 @@ from torch import nn
 
 from ladd.core import progress
 from ladd.core.errors import LaddError
+from ladd.core.io import lock
 from ladd.core.progress import console
 from ladd.core.runtime import generator
 from ladd.core.types import ImageSet, to_pixels
 from ladd.images import IMAGE_METHODS, ImageRequest
-from ladd.images.optimize import STATE, Optimized, optimize_images
+from ladd.images.optimize import Optimized, optimize_images
 from ladd.images.squeeze import STATS, SqueezeConfig, bn_layers, channel_stats, load_class_statistics, load_teacher, require_bn, teacher_dir, write_class_statistics
 from ladd.models import build_model
 
@@ -173,13 +174,12 @@ class Recovery:
         labels = (slots // s.ipc).to(s.device)
         x0 = torch.randn(len(slots), *s.shape, generator=generator(unit_seed(s.seed, unit, "init"))).to(s.device)
         directory = self.unit_dir(unit)
-        resume = s.resume and directory is not None and (directory / STATE).exists()
         what = f"class {int(labels[0])}" if s.method == "lpld" else f"batch {unit}"
         targets = self.targets(labels)  # fixed for the unit: an lpld unit is one class
         return optimize_images(
             x0, lambda it, syn, gen: self.objective(jitter(syn, p, gen), labels, targets),
             iterations=p.iterations, lr=p.lr, betas=p.betas, cosine=True, project=lambda x: x.clamp_(self.low, self.high),
-            seed=unit_seed(s.seed, unit, "loop"), checkpoint_dir=directory, resume=resume, every=p.checkpoint_every,
+            seed=unit_seed(s.seed, unit, "loop"), checkpoint_dir=directory, resume=s.resume, every=p.checkpoint_every,
             description=f"{s.method.upper()} {what}",
         )
 
@@ -229,9 +229,10 @@ def prepare(req: ImageRequest, method: str) -> tuple[Recovery, dict]:
     teacher, prov = load_teacher(directory, ds, req.runtime)
     stats = None
     if method == "lpld":
-        if not (directory / STATS).exists():
-            console.print(f"no class-wise BN statistics beside the teacher yet: squeezing {directory}")
-            write_class_statistics(teacher, prov, ds, directory, SqueezeConfig(), req.runtime)
+        with lock(directory / STATS, "squeezing"):  # a second recover (shard) waits for, then reads, the statistics
+            if not (directory / STATS).exists():
+                console.print(f"no class-wise BN statistics beside the teacher yet: squeezing {directory}")
+                write_class_statistics(teacher, prov, ds, directory, SqueezeConfig(), req.runtime)
         stats = load_class_statistics(directory, ds, prov, list(bn_layers(teacher)))  # load_teacher required BN
     checkpoints = None if req.checkpoint_dir is None else Path(req.checkpoint_dir) / f"teacher-{prov['checkpoint_sha256'][:12]}"
     state = {k: v.cpu() for k, v in teacher.state_dict().items()}

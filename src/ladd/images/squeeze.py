@@ -18,24 +18,25 @@ teacher checkpoint's SHA-256, dataset and class order, so statistics of another 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from ladd.core import progress
 from ladd.core.errors import LaddError
-from ladd.core.io import read_json, save_tensors, write_json
+from ladd.core.io import lock, save_tensors
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset, normalize
 from ladd.experts import ExpertConfig, ensure_expert, load_expert, read_info
 from ladd.models import MODELS
 
-STATS = "class_bn_stats.safetensors"
-STATS_INFO = "class_bn_stats.json"
+STATS = "class_bn_stats.safetensors"  # the statistics, with their description as JSON metadata: one file, one atomic write
 
 
 class SqueezeConfig(BaseModel):
@@ -127,32 +128,34 @@ def class_statistics(model: nn.Module, dataset: Dataset, cfg: SqueezeConfig, run
 def squeeze(dataset: Dataset, directory: Path, cfg: SqueezeConfig, runtime: Runtime) -> Path:
     """Compute the teacher's class-wise statistics and store them beside it; returns the stats file."""
     model, prov = load_teacher(directory, dataset, runtime)
-    return write_class_statistics(model, prov, dataset, directory, cfg, runtime)
+    with lock(directory / STATS, "squeezing"):
+        return write_class_statistics(model, prov, dataset, directory, cfg, runtime)
 
 
 def write_class_statistics(model: nn.Module, prov: dict, dataset: Dataset, directory: Path, cfg: SqueezeConfig, runtime: Runtime) -> Path:
     """Squeeze with a teacher already loaded from `directory` (`prov`: its provenance)."""
     stats = class_statistics(model, dataset, cfg, runtime)
-    save_tensors(directory / STATS, stats)
-    write_json(directory / STATS_INFO, {
+    info = {
         "kind": "ladd-class-bn-stats",
         "teacher": {k: prov[k] for k in ("model", "epoch", "checkpoint_sha256", "config", "test_acc")},
         "dataset": dataset.name,
         "class_names": list(dataset.class_names),
         "layers": list(bn_layers(model)),
         "squeeze": cfg.model_dump(),
-    })
+    }
+    save_tensors(directory / STATS, stats, metadata={"ladd": json.dumps(info)})
     console.print(f"wrote class-wise BN statistics of {len(bn_layers(model))} layers × {dataset.num_classes} classes to {directory / STATS}")
     return directory / STATS
 
 
 def load_class_statistics(directory: Path, dataset: Dataset, teacher: dict, layers: list[str]) -> dict[str, torch.Tensor]:
     """The stored statistics, refused unless they were made from this teacher checkpoint and class order."""
-    info_path, path = directory / STATS_INFO, directory / STATS
-    if not info_path.exists() or not path.exists():
+    path = directory / STATS
+    if not path.exists():
         raise LaddError(f"no class-wise BN statistics in {directory}: run `ladd squeeze --dataset {dataset.name} --teacher-dir {directory}`")
     redo = f"run `ladd squeeze --dataset {dataset.name} --teacher-dir {directory}` again"
-    info = read_json(info_path, redo)
+    with safe_open(path, "pt") as f:
+        info = json.loads((f.metadata() or {}).get("ladd", "{}"))
     if info.get("teacher", {}).get("checkpoint_sha256") != teacher["checkpoint_sha256"]:
         raise LaddError(f"the class-wise BN statistics in {directory} were made from another teacher checkpoint than {teacher['directory']}: {redo}")
     if info.get("class_names") != list(dataset.class_names) or info.get("layers") != layers:

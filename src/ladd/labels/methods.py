@@ -5,7 +5,6 @@ learned by truncated back-propagation through students, no teacher)."""
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 
@@ -16,7 +15,9 @@ from ladd.core.progress import console
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
-from ladd.experts import cache_root, ensure_expert, load_expert
+from ladd.core.cache import entry
+from ladd.core.io import lock, sweep
+from ladd.experts import ensure_expert, load_expert
 from ladd.images.optimize import STATE
 from ladd.labels.bptt import learn_labels
 from ladd.labels import LABEL_METHODS, LabelConfig, Labels
@@ -92,10 +93,11 @@ def bptt_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runt
     and resumed automatically when the same images and settings are labelled again."""
     p = cfg.bptt
     content = hashlib.sha256(art.images.numpy().tobytes() + art.labels.numpy().tobytes()).hexdigest()
-    key = json.dumps([dataset.name, list(dataset.class_names), p.model_dump(), content])
-    directory = cache_root() / "labels" / f"bptt-{dataset.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    soft, info = learn_labels(art.images, art.labels, dataset.train, dataset, p, runtime, checkpoint_dir=directory,
-                              resume=(directory / STATE).exists())
+    directory = entry("labels", f"bptt-{dataset.name}", [dataset.name, list(dataset.class_names), p.model_dump(), content])
+    with lock(directory, "learning labels into"):  # a second process waits, then resumes the finished state
+        sweep(directory)
+        soft, info = learn_labels(art.images, art.labels, dataset.train, dataset, p, runtime, checkpoint_dir=directory,
+                                  resume=(directory / STATE).exists())
     if cfg.top_k is not None:
         soft = keep_top_k(soft, cfg.top_k)
     cost = {"unit": flops.UNIT, "labeler_train": 0, "label_generation": info.pop("flops")}  # counted, double backward included

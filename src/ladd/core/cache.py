@@ -1,0 +1,140 @@
+"""The cache ($LADD_CACHE, default ~/.cache/ladd): trained experts, distillation checkpoints,
+learned labels and selection cells, each an entry keyed by everything that determines it.
+
+Every key carries its kind's format version (`FORMATS`), bumped whenever a change to ladd alters
+what an entry of that kind would hold, so a fix never silently reuses what the old code made: the
+new key misses, and `ladd cache prune --stale` removes the old entries. `entries`, `verify` and
+`prune` are `ladd cache ls|verify|prune`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from safetensors import safe_open
+
+from ladd.core.io import LOCK, OLD, TMP, sha256
+
+# kind → format version of its entries. Bump one when what ladd would write there changes.
+FORMATS = {"experts": 1, "distill": 1, "labels": 1, "selection": 1}
+
+
+def cache_root() -> Path:
+    """$LADD_CACHE, default ~/.cache/ladd."""
+    return Path(os.environ.get("LADD_CACHE", Path.home() / ".cache" / "ladd"))
+
+
+def entry(kind: str, name: str, key) -> Path:
+    """The cache path of one entry: `<root>/<kind>/<name>-f<format>-<hash of key and format>`."""
+    digest = hashlib.sha256(json.dumps([FORMATS[kind], key], sort_keys=True).encode()).hexdigest()[:10]
+    return cache_root() / kind / f"{name}-f{FORMATS[kind]}-{digest}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    path: Path
+    bytes: int
+    modified: float  # newest file's mtime (seconds since the epoch)
+    status: str  # complete | incomplete | stale (older format) | newer (format) | leftover (of a killed write)
+
+    def row(self) -> dict:
+        return {"kind": self.kind, "entry": self.path.name, "size_mb": round(self.bytes / 1e6, 2),
+                "age_days": round((time.time() - self.modified) / 86400, 1), "status": self.status}
+
+
+def _format(name: str) -> int | None:
+    for part in reversed(name.split("-")):
+        if part[:1] == "f" and part[1:].isdigit():
+            return int(part[1:])
+    return None
+
+
+def _status(kind: str, path: Path) -> str:
+    if path.name.startswith(".") and path.name.endswith((TMP, OLD)):
+        return "leftover"
+    made = _format(path.name)
+    if made is None or made < FORMATS[kind]:
+        return "stale"
+    if made > FORMATS[kind]:
+        return "newer"  # made by a newer ladd: kept
+    if kind == "experts":
+        return "complete" if _json(path / "expert.json").get("complete") else "incomplete"
+    return "complete"
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def entries(kinds: list[str] | None = None) -> list[Entry]:
+    """Every entry of the cache (lock files aside), with its size, age and status."""
+    out = []
+    for kind in kinds or list(FORMATS):
+        folder = cache_root() / kind
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.name.endswith(LOCK):
+                continue
+            files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+            sizes = [p.stat() for p in files]
+            out.append(Entry(kind, path, sum(s.st_size for s in sizes), max((s.st_mtime for s in sizes), default=path.stat().st_mtime),
+                             _status(kind, path)))
+    return out
+
+
+def verify(e: Entry) -> str | None:
+    """Why the entry is broken (re-hashed, re-parsed), or None when it reads back whole."""
+    if e.status == "leftover" or not e.path.is_dir():
+        return None if e.status == "leftover" else "not a folder"
+    info = _json(e.path / "expert.json")
+    if e.kind == "experts" and info.get("complete"):
+        from ladd.train.loop import checkpoint_path  # the trainer's naming; core must not import it at load time
+
+        final = checkpoint_path(e.path, info["config"]["epochs"])
+        if not final.is_file():
+            return f"{final.name} is missing"
+        if sha256(final) != info.get("final_sha256"):
+            return f"{final.name} does not match the SHA-256 in expert.json"
+    for p in sorted(e.path.rglob("*")):
+        if p.suffix == ".safetensors":
+            try:
+                with safe_open(p, "pt") as f:
+                    for name in f.keys():
+                        f.get_slice(name)
+            except Exception as err:  # noqa: BLE001 - any parse failure means the file is broken
+                return f"{p.relative_to(e.path)} is unreadable ({type(err).__name__})"
+        elif p.suffix == ".json" and not _json(p):
+            return f"{p.relative_to(e.path)} is not valid JSON"
+    return None
+
+
+def prune(selected: list[Entry], dry_run: bool = False) -> tuple[list[Entry], list[Entry]]:
+    """Delete `selected` entries, skipping those a running ladd process holds; returns (removed, busy)."""
+    removed, busy = [], []
+    for e in selected:
+        lock = FileLock(str(e.path.parent / f".{e.path.name}{LOCK}"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            busy.append(e)
+            continue
+        try:
+            if not dry_run:
+                shutil.rmtree(e.path) if e.path.is_dir() else e.path.unlink(missing_ok=True)
+                Path(lock.lock_file).unlink(missing_ok=True)
+            removed.append(e)
+        finally:
+            lock.release()
+    return removed, busy
