@@ -57,7 +57,7 @@ def build_dataset(name: str, train: ImageSet, test: ImageSet, class_names) -> Da
     return Dataset(name, train, test, tuple(class_names), mean, std)
 
 
-from ladd.data import cifar, embedded, idx, imagefolder  # noqa: E402,F401  (registers the sources)
+from ladd.data import cifar, embedded, idx, imagefolder, imagenet  # noqa: E402,F401  (registers the sources)
 
 
 def holdout(dataset: Dataset, per_class: int, seed: int = 0) -> Dataset:
