@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from ladd.core.registry import Registry
 from ladd.experts import ExpertConfig
+from ladd.experts.pretrained import PretrainedConfig, omit_none
 from ladd.labels.bptt import BpttConfig
 
 
@@ -19,7 +20,7 @@ class LabelConfig(BaseModel):
     options (epoch, ensemble, temperature, top-k) apply to every teacher-made label: LADD's dense
     labels and the global soft labels alike."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     method: str = "ladd"
     n: int = 5
@@ -32,6 +33,11 @@ class LabelConfig(BaseModel):
     top_k: int | None = Field(None, ge=1)  # keep the k largest probabilities, zero the rest (no renorm)
     dtype: Literal["float32", "float16"] = "float32"
     bptt: BpttConfig = BpttConfig()  # the `bptt` method: labels learned by truncated BPTT (no teacher)
+    labeler_weights: PretrainedConfig | None = None  # a pretrained labeler (`--labeler-weights`) instead of an expert
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):  # unset labeler_weights is left out: dumps (cache keys, manifests) stay as they were
+        return omit_none(handler(self), "labeler_weights")
 
 
 @dataclass(frozen=True)

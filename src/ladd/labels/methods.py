@@ -18,6 +18,7 @@ from ladd.cost import flops
 from ladd.core.cache import entry
 from ladd.core.io import lock, sweep
 from ladd.experts import ensure_expert, load_expert
+from ladd.experts.pretrained import load_pretrained
 from ladd.images.optimize import STATE
 from ladd.labels.bptt import learn_labels
 from ladd.labels import LABEL_METHODS, LabelConfig, Labels
@@ -36,9 +37,11 @@ def teacher_epoch(cfg: LabelConfig) -> float:
 def build_teacher(dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> tuple[Teacher, dict, int]:
     """Train or reuse the K experts, load them at the chosen epoch; returns the teacher, its
     provenance and the training FLOPs spent up to that checkpoint."""
-    epoch = teacher_epoch(cfg)
     if cfg.top_k is not None and cfg.top_k > dataset.num_classes:
         raise LaddError(f"--top-k {cfg.top_k} is larger than the number of classes ({dataset.num_classes})")
+    if cfg.labeler_weights is not None:
+        return pretrained_teacher(dataset, cfg, runtime)
+    epoch = teacher_epoch(cfg)
     members, provenance, train_flops = [], [], 0
     for i in range(cfg.ensemble):
         expert_cfg = cfg.labeler.model_copy(update={"seed": cfg.labeler.seed + i})
@@ -57,6 +60,16 @@ def build_teacher(dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> tuple
     if cfg.ensemble > 1:
         summary["members"] = provenance
     return teacher, summary, train_flops
+
+
+def pretrained_teacher(dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> tuple[Teacher, dict, int]:
+    """A labeler (or relabel teacher) from a weights file (`ladd.experts.pretrained`): nothing is
+    trained (0 FLOPs), and there is one checkpoint, so neither an epoch nor an ensemble applies."""
+    if cfg.epoch is not None or cfg.ensemble > 1:
+        raise LaddError("a teacher from weights has no epochs and no ensemble members: leave out the teacher epoch and --ensemble")
+    model, provenance = load_pretrained(dataset, cfg.labeler_weights, runtime, cfg.labeler_dir)
+    summary = {**provenance, "ensemble": 1, "temperature": cfg.temperature, "top_k": cfg.top_k}
+    return Teacher([model], cfg.temperature, cfg.top_k), summary, 0
 
 
 def _cost(teacher: Teacher, dataset: Dataset, train_flops: int, forwards: int) -> dict:
