@@ -143,20 +143,24 @@ def _write(tmp: Path, art: Artifact) -> None:
     write_json(tmp / MANIFEST, manifest)
 
 
-def load_artifact(path: Path) -> Artifact:
-    """Load and verify: every file's SHA-256, shape and dtype against the manifest, and the labels."""
+def load_artifact(path: Path, *, complete: bool = False) -> Artifact:
+    """Load and verify: the manifest's schema (`artifact.manifest`), every file's SHA-256, shape and
+    dtype against it, and the labels. `complete`: also require the provenance the CLI records (its
+    commands read it); artifacts made through the Python API may record less."""
     path = Path(path)
     restore(path)
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise LaddError(f"{path} is not a ladd artifact (no {MANIFEST}): create one with `ladd distill`")
     manifest = read_json(mpath, "the artifact is corrupt")
-    if manifest.get("schema_version") != SCHEMA_VERSION:
+    if isinstance(manifest, dict) and manifest.get("schema_version") != SCHEMA_VERSION:
         raise LaddError(f"{mpath} has schema version {manifest.get('schema_version')!r}; this ladd reads {SCHEMA_VERSION}")
-    try:
-        art = Artifact(manifest=manifest, **_verified_tensors(path, manifest))
-    except (KeyError, TypeError, AttributeError) as e:
-        raise LaddError(f"{mpath} is malformed (bad or missing entry {e}): the artifact is corrupt") from e
+    from ladd.artifact.manifest import check_manifest
+
+    check_manifest(manifest, str(mpath), complete=complete)  # every field ladd reads back, typed: one line naming a bad one
+    art = Artifact(manifest=manifest, **_verified_tensors(path, manifest))
+    if len(art.images) == 0:
+        raise LaddError(f"{path} holds no images: the artifact is corrupt")
     _check(art, str(path))
     if "relabel" in manifest:
         classes = len(manifest["source"]["class_names"])
@@ -172,7 +176,10 @@ def _verified_tensors(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
         if not fpath.is_file():
             raise LaddError(f"{fpath} is missing: the artifact is incomplete")
         name = fname.removesuffix(".safetensors")
-        t = load_verified(fpath, meta["sha256"], "its manifest")[name]
+        stored = load_verified(fpath, meta["sha256"], "its manifest")
+        if list(stored) != [name]:
+            raise LaddError(f"{fpath} holds the tensors {sorted(stored)}, expected only {name!r}: the artifact is corrupt")
+        t = stored[name]
         if list(t.shape) != meta["shape"] or str(t.dtype).removeprefix("torch.") != meta["dtype"]:
             raise LaddError(f"{fpath} holds {t.dtype} {tuple(t.shape)}, but the manifest says {meta['dtype']} {meta['shape']}")
         tensors[name] = t

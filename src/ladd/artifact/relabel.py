@@ -127,9 +127,13 @@ def load_store(directory: Path, images: int, classes: int, images_sha256: str) -
     redo = "run `ladd relabel` on the artifact again"
     if not info:
         raise LaddError(f"{directory} holds no {INFO}: {redo}")
-    if not info.get("complete"):
-        raise LaddError(f"the relabel in {directory} stopped after {len(info.get('files', []))} of {info.get('epochs')} epochs: "
+    if isinstance(info, dict) and info.get("complete") is not True:
+        files = info.get("files")
+        raise LaddError(f"the relabel in {directory} stopped after {len(files) if isinstance(files, list) else 0} of {info.get('epochs')} epochs: "
                         f"run `ladd relabel` again to resume it")
+    from ladd.artifact.manifest import check_relabel_info
+
+    check_relabel_info(info, str(directory / INFO))  # every field read below, typed
     if info["images_sha256"] != images_sha256:
         raise LaddError(f"the relabel in {directory} was made for other images than the artifact's: {redo}")
     if info["samples"] != images or info["classes"] != classes:
@@ -179,7 +183,8 @@ def _check_epoch(t: dict[str, torch.Tensor], info: dict, path: Path) -> None:
         if not torch.isfinite(t[name].float()).all():
             raise LaddError(f"{path}: {name} contain NaN or infinite values")
     crop = t["crop"]
-    if (crop < 0).any() or (crop[:, 0] + crop[:, 2] > 1 + 1e-6).any() or (crop[:, 1] + crop[:, 3] > 1 + 1e-6).any():
+    if ((crop < 0).any() or (crop[:, 2:] <= 0).any() or (crop[:, 0] + crop[:, 2] > 1 + 1e-6).any()
+            or (crop[:, 1] + crop[:, 3] > 1 + 1e-6).any()):
         raise LaddError(f"{path}: a crop box leaves the image")
     if "label_index" in t and ((t["label_index"] < 0).any() or (t["label_index"] >= c).any()):
         raise LaddError(f"{path}: label_index points outside the {c} classes")

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
+from torch import nn
 
-from ladd.core.io import save_tensors
+from ladd.core.errors import LaddError
+from ladd.core.io import load_safetensors, save_tensors
 
 
 def save_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
@@ -25,20 +25,59 @@ def save_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict, opt: to
 
 
 def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, device) -> tuple[dict[str, torch.Tensor], dict]:
-    """Restore optimizer, generator and RNG states in place; return (tensors, meta)."""
-    with safe_open(path, "pt") as f:
-        meta = json.loads(f.metadata()["ladd"])
-    state = load_file(path)
+    """Restore optimizer, generator and RNG states in place; return (tensors, meta). A file that is
+    corrupt or from another run (other parameters) is a one-line LaddError, and nothing is restored."""
+    state, metadata = load_safetensors(path, metadata=True)
+    fix = "delete it (or its checkpoint folder) to start over"
+    try:
+        meta = json.loads(metadata["ladd"])
+        if not isinstance(meta, dict):
+            raise TypeError("its metadata is not a JSON object")
+        opt_state = opt.state_dict()
+        restored = {}
+        for key, value in state.items():
+            if key.startswith("opt."):
+                _, i, k = key.split(".", 2)
+                restored.setdefault(int(i), {})[k] = value.to(device)
+        params = [p for group in opt.param_groups for p in group["params"]]  # state index i = params[i]
+        for i, buffers in restored.items():
+            if not 0 <= i < len(params) or any(b.ndim and b.shape != params[i].shape for b in buffers.values()):
+                raise ValueError("its optimizer state is for other parameters")
+        probe = torch.Generator(device=gen.device)
+        probe.set_state(state["generator"])  # raises on a malformed state before anything is changed
+        rng = state["torch_rng"]
+        if rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
+            raise ValueError("its RNG state has the wrong size")
+        opt_state["state"].update(restored)
+        opt.load_state_dict(opt_state)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, RecursionError) as e:
+        raise LaddError(f"{path} is not a usable trainer state ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): {fix}") from e
     gen.set_state(state.pop("generator"))
     torch.set_rng_state(state.pop("torch_rng"))
     cuda_rng = state.pop("cuda_rng", None)
     if cuda_rng is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(cuda_rng)
     tensors = {k[2:]: v.to(device) for k, v in state.items() if k.startswith("t.")}
-    opt_state = opt.state_dict()
-    for key, value in state.items():
-        if key.startswith("opt."):
-            _, i, k = key.split(".", 2)
-            opt_state["state"].setdefault(int(i), {})[k] = value.to(device)
-    opt.load_state_dict(opt_state)
     return tensors, meta
+
+
+def check_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """`state` (loaded from `path`) must hold exactly `model`'s parameter and buffer names with their
+    shapes; else a one-line LaddError saying what differs (load_state_dict's is many lines)."""
+    want = model.state_dict()
+    missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    wrong = [k for k in want if k in state and tuple(state[k].shape) != tuple(want[k].shape)]
+    bad_type = [k for k in want if k in state and k not in wrong and want[k].is_floating_point() != state[k].is_floating_point()]
+    if missing or extra or wrong or bad_type:
+        what = ("missing " + ", ".join(missing[:3]) if missing else "unexpected " + ", ".join(extra[:3]) if extra
+                else f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, not {tuple(want[wrong[0]].shape)}" if wrong
+                else f"{bad_type[0]} is {state[bad_type[0]].dtype}, not {want[bad_type[0]].dtype}")
+        raise LaddError(f"{path} does not hold the weights of this {type(model).__name__} ({what}): "
+                        f"it was saved from another model or is corrupt")
+
+
+def restore_weights(model: nn.Module, path: Path, device=None) -> None:
+    """Load a safetensors state dict into `model`, checked first (`check_weights`): every failure is one line."""
+    state = load_safetensors(path, device=None if device is None else str(device))
+    check_weights(model, state, path)
+    model.load_state_dict(state)

@@ -28,7 +28,10 @@ def read(package: str, name: str, kind: str) -> tuple[Path, dict]:
         path = Path(name).expanduser()
         if not path.is_file():
             raise LaddError(f"{kind} file {path} does not exist")
-        text = path.read_text()
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise LaddError(f"cannot read {kind} file {path}: {e.strerror or e}") from e
     else:
         shipped = names(package)
         if name not in shipped:
@@ -37,8 +40,31 @@ def read(package: str, name: str, kind: str) -> tuple[Path, dict]:
             raise LaddError(f"unknown {kind} {name!r}{hint}: shipped {kind}s are {', '.join(shipped)}, "
                             f"or pass a file as a path such as ./{name}.toml")
         path = Path(name + ".toml")
-        text = resources.files(package).joinpath(path.name).read_text()
+        raw = resources.files(package).joinpath(path.name).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LaddError(f"{kind} {path} is not UTF-8 text (byte {e.start}): save it as UTF-8 TOML") from e
     try:
         return path, tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise LaddError(f"{kind} {path} is not valid TOML: {e}") from e
+    except RecursionError as e:
+        raise LaddError(f"{kind} {path} is not valid TOML: arrays or tables nested too deeply") from e
+
+
+def validate(model, data: dict, path: Path, kind: str, table: str = ""):
+    """`data` (a parsed TOML file, or its `table`) as `model`, typed strictly (a string is not a
+    number, a bool not an int; TOML dates are text): an unknown key, a wrong type or a bad value
+    is one line naming the file and the key."""
+    import json
+
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate_json(json.dumps(data, default=str), strict=True)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join([*([table] if table else []), *map(str, err["loc"])]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ").replace("an object", "a table")  # TOML's word for it
+        raise LaddError(f"{kind} {path}: {loc}: {msg}") from None

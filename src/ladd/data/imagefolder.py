@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -20,13 +21,26 @@ LAYOUT = "train/<class>/*.jpg and val/<class>/*.jpg (or Tiny-ImageNet's val/imag
 
 
 def _images_under(folder: Path) -> list[Path]:
-    """Recursive, so Tiny-ImageNet's train/<wnid>/images/*.JPEG is found; sorted for a stable order."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    """Recursive, so Tiny-ImageNet's train/<wnid>/images/*.JPEG is found; sorted for a stable order.
+    Symbolic links to folders are not followed (no loops); an unreadable folder is a LaddError."""
+    try:
+        return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    except OSError as e:
+        raise LaddError(f"cannot list {e.filename or folder} ({e.strerror or e}): fix its permissions or remove it") from e
+
+
+def class_name(folder: Path) -> str:
+    """A folder's name as a class name: a name that is not UTF-8 keeps its other bytes as \\xNN escapes,
+    so class names can always be printed and stored in JSON."""
+    return os.fsencode(folder.name).decode("utf-8", "backslashreplace")
 
 
 def class_dirs(folder: Path) -> dict[str, Path]:
     """Class name → its subfolder (hidden folders skipped)."""
-    return {p.name: p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    try:
+        return {class_name(p): p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    except OSError as e:
+        raise LaddError(f"cannot list {e.filename or folder} ({e.strerror or e}): fix its permissions or remove it") from e
 
 
 def _folder_items(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
@@ -52,7 +66,11 @@ def _annotated_items(val_dir: Path, classes: list[str]) -> list[tuple[Path, int]
     annotations = val_dir / "val_annotations.txt"
     index = {c: i for i, c in enumerate(classes)}
     items = []
-    for lineno, line in enumerate(annotations.read_text().splitlines(), 1):
+    try:
+        lines = annotations.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LaddError(f"cannot read {annotations} ({getattr(e, 'strerror', None) or e.__class__.__name__}): fix or re-download it") from e
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -77,17 +95,30 @@ def _square(image: Image.Image, size: int) -> Image.Image:
     return image.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + s, top + s))
 
 
+def decode(path: Path, size: int) -> np.ndarray:
+    """One image file as uint8 3×size×size. Any failure to decode it (not an image, truncated, an
+    unsupported mode, more pixels than PIL's decompression-bomb limit `Image.MAX_IMAGE_PIXELS`:
+    refused before its pixels are decoded) raises; `_load` turns it into a LaddError or a skip."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # a huge image is refused, not decoded
+        with Image.open(path) as image:
+            return np.asarray(_square(image, size)).transpose(2, 0, 1)
+
+
 def _load(items: list[tuple[Path, int]], size: int, skip_unreadable: bool, split: str) -> ImageSet:
-    images = np.empty((len(items), 3, size, size), np.uint8)
+    try:
+        images = np.empty((len(items), 3, size, size), np.uint8)
+    except (MemoryError, ValueError) as e:
+        raise LaddError(f"{len(items)} {split} images of {size}×{size} pixels do not fit in memory: lower --resolution") from e
     labels = np.empty(len(items), np.int64)
     n = 0
     for path, label in track(items, description=f"Loading {split} images", transient=True):
         try:
-            with Image.open(path) as image:
-                images[n] = np.asarray(_square(image, size)).transpose(2, 0, 1)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            images[n] = decode(path, size)
+        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, EOFError, … on bad files
+            why = "too many pixels" if isinstance(e, (Image.DecompressionBombWarning, Image.DecompressionBombError)) else type(e).__name__
             if not skip_unreadable:
-                raise LaddError(f"cannot read image {path} ({type(e).__name__}): fix or delete it, or pass --skip-unreadable to skip such files") from e
+                raise LaddError(f"cannot read image {path} ({why}): fix or delete it, or pass --skip-unreadable to skip such files") from e
             warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
             continue
         labels[n] = label

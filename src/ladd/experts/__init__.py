@@ -16,12 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file
 from torch import nn
 
 from ladd.augment.dsa import strategy_for
 from ladd.core.errors import LaddError
 from ladd.core.cache import cache_root, entry
+from ladd.core.checkpoint import restore_weights
 from ladd.core.io import lock, read_json, sha256, sweep, write_json
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime, seeded
@@ -125,6 +125,10 @@ def load_expert(directory: Path, epoch: float, dataset: Dataset, runtime: Runtim
     info = read_info(directory)
     if not info:
         raise LaddError(f"{directory} is not an expert directory (no {INFO}): train one with `ladd label`")
+    if info.get("kind") == "ladd-pretrained":  # a weights file set up as a teacher (`ladd.experts.pretrained`): no epochs
+        from ladd.experts.pretrained import load_pretrained_dir
+
+        return load_pretrained_dir(directory, dataset, runtime)
     check_matches(info, dataset, directory)
     ckpt = checkpoint_path(directory, epoch)
     if not ckpt.exists():
@@ -135,7 +139,7 @@ def load_expert(directory: Path, epoch: float, dataset: Dataset, runtime: Runtim
         raise LaddError(f"{ckpt} does not match the checksum recorded in {directory / INFO} (the file was changed "
                         f"after training): delete the expert directory and train again")
     model = build_for(dataset, info["config"]["model"], 0)
-    model.load_state_dict(load_file(ckpt))
+    restore_weights(model, ckpt)
     model.to(runtime.device).eval()
     final = epoch == info["config"]["epochs"] and "test_acc" in info  # measured once, when training ended (same data: checked above)
     test_acc = info["test_acc"] if final else accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std)

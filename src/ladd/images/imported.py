@@ -12,13 +12,15 @@ which is what LADD stores and counts.
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from ladd.core.errors import LaddError
+from ladd.core.io import load_safetensors
 from ladd.core.types import ImageSet
 from ladd.images import IMAGE_METHODS, ImageRequest
 
@@ -36,9 +38,10 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
-            return load_file(path)
+            return load_safetensors(path)
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
+                _check_npz_sizes(z, path)
                 arrays = {k: z[k] for k in z.files}  # each member decompressed once
                 return {k: torch.from_numpy(a) for k, a in arrays.items() if a.dtype.kind in "biuf"}  # names etc. skipped
         if suffix in (".pt", ".pth"):
@@ -53,6 +56,19 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     except Exception as e:  # corrupt or pickled-object files
         raise LaddError(f"cannot read {path}: {str(e).splitlines()[0]}") from e
     raise LaddError(f"cannot import {path}: use a .safetensors, .npz or .pt file")
+
+
+def _check_npz_sizes(z, path: Path) -> None:
+    """Refuse a member whose header declares more bytes than the member holds, before numpy
+    allocates them (a 12-byte member can declare a shape of terabytes)."""
+    for info in z.zip.infolist():
+        with z.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+        need = math.prod(shape) * dtype.itemsize
+        if need > info.file_size:
+            raise LaddError(f"{path}: {info.filename} declares {tuple(shape)} {dtype} ({need:,} bytes) but holds {info.file_size:,}")
 
 
 def _load_pt(path: Path):
@@ -73,9 +89,18 @@ def read_image_folder(path: Path) -> dict[str, torch.Tensor]:
         raise LaddError(f"{path} has no class subfolders and no images.pt/labels.pt: nothing to import")
     images, labels = [], []
     for k, folder in enumerate(classes):
-        for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in EXTENSIONS):
-            with Image.open(file) as im:
-                array = np.asarray(im)
+        try:
+            files = sorted(f for f in folder.iterdir() if f.suffix.lower() in EXTENSIONS)
+        except OSError as e:
+            raise LaddError(f"cannot list {folder} ({e.strerror or e}): fix its permissions or remove it") from e
+        for file in files:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused before decoding
+                    with Image.open(file) as im:
+                        array = np.asarray(im)
+            except Exception as e:  # not an image, truncated, too many pixels, unreadable: PIL raises many kinds
+                raise LaddError(f"cannot read image {file} ({type(e).__name__}): fix or delete it") from e
             images.append(torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1))
             labels.append(k)
     if not images:
@@ -94,6 +119,9 @@ def import_images(req: ImageRequest) -> ImageSet:
     if names is None:
         raise LaddError(f"{req.path} has tensors {sorted(tensors)}: expected 'images' and 'labels'")
     images, labels = tensors[names[0]], tensors[names[1]]
+    if images.numel() == 0 or labels.numel() == 0 or images.is_complex() or labels.is_complex():
+        raise LaddError(f"{req.path}: images {tuple(images.shape)} {images.dtype} and labels {tuple(labels.shape)} {labels.dtype} "
+                        f"must be non-empty real tensors")
     labels = (labels.argmax(1) if labels.ndim == 2 else labels).long()  # soft labels → their class
     ds = req.dataset
     if images.ndim == 4 and images.shape[1] != ds.shape[0] and images.shape[-1] == ds.shape[0]:

@@ -11,11 +11,36 @@ in a few values states only those. The default recipe for (method, dataset) is
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.core import shipped as files
 from ladd.core.errors import LaddError
 
 PACKAGE = "ladd.recipes"
+
+
+class RecipeFile(BaseModel):
+    """The keys a recipe file may hold; `params` and `[ipc.N]` are checked against the method's parameters."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    method: str
+    budget: str = "?"
+    source: str = ""
+    extends: str | None = None
+    params: dict[str, Any] = {}
+    ipc: dict[Annotated[str, Field(pattern=r"^[1-9][0-9]{0,8}$")], dict[str, Any]] = {}
+
+
+def params_model(method: str) -> type[BaseModel] | None:
+    """The pydantic model a method validates its recipe parameters with (None: a method without recipes)."""
+    from ladd.images import dm, gradient_matching, herding, lic, mtt, rded, recover
+
+    return {"dm": dm.DMParams, "dc": gradient_matching.GradientMatchingParams, "dsa": gradient_matching.GradientMatchingParams,
+            "herding": herding.HerdingParams, "lic": lic.LICParams, "mtt": mtt.MTTParams, "rded": rded.RDEDParams,
+            "sre2l": recover.RecoverParams, "lpld": recover.RecoverParams}.get(method)
 
 
 def shipped() -> list[str]:
@@ -36,10 +61,17 @@ def load_recipe(method: str, dataset: str, ipc: int, name: str | None = None) ->
         if name is None:
             raise LaddError(f"no recipe {' or '.join(candidates)} for --images {method}: shipped recipes are {', '.join(shipped())}, or pass a .toml file")
     path, data = files.read(PACKAGE, name, "recipe")
-    if data.get("method") != method:
-        raise LaddError(f"recipe {path} is for method {data.get('method')!r}, not {method!r}")
-    return {"name": path.stem, "method": method, "budget": data.get("budget", "?"), "source": data.get("source", ""),
-            "params": _params(path, data, ipc)}
+    recipe = files.validate(RecipeFile, data, path, "recipe")
+    if recipe.method != method:
+        raise LaddError(f"recipe {path} is for method {recipe.method!r}, not {method!r}")
+    params = _params(path, data, ipc)
+    model = params_model(method)
+    if model is not None:  # every IPC the file sets, so a typo in [ipc.50] fails at IPC 10 too, before any data is read
+        for n in sorted({str(ipc), *recipe.ipc}, key=int):
+            merged = _params(path, data, int(n))
+            files.validate(model, {k: v for k, v in merged.items() if k not in recipe.ipc.get(n, {})}, path, "recipe", "params")
+            files.validate(model, merged, path, "recipe", f"ipc.{n}")
+    return {"name": path.stem, "method": method, "budget": recipe.budget, "source": recipe.source, "params": params}
 
 
 def _params(path: Path, data: dict, ipc: int) -> dict:

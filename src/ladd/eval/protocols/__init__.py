@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from ladd.core import shipped as files
 from ladd.core.errors import LaddError
@@ -56,11 +56,10 @@ def shipped() -> list[str]:
 def load_protocol(name: str = DEFAULT) -> Protocol:
     """A shipped protocol by name (`dc`), or a .toml file with the same fields by path (`./mine.toml`)."""
     path, data = files.read(__name__, name, "evaluation protocol")
-    try:
-        protocol = Protocol(**data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise LaddError(f"protocol {path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    protocol = files.validate(Protocol, data, path, "protocol")
     for model in protocol.lr_by_model:
-        MODELS.canonical(model)  # an unknown model name fails here, with the registry's suggestions
+        try:
+            MODELS.canonical(model)  # an unknown model name fails here, with the registry's suggestions
+        except LaddError as e:
+            raise LaddError(f"protocol {path}: lr_by_model.{model}: {e}") from None
     return protocol
