@@ -110,13 +110,18 @@ def test_units_cover_every_slot_once():
 
 
 @pytest.mark.parametrize("method", ["sre2l", "lpld"])
-def test_resume_equals_uninterrupted(toy, tmp_path, interrupted, method):
+def test_resume_equals_uninterrupted(toy, tmp_path, interrupted, method, capsys):
     params = {**TEACHER, "iterations": 4, "checkpoint_every": 2, "jitter": 1, "crop_scale": 0.5}
     full = make_images(method, ImageRequest(toy, 2, seed=1, params=params))
+    capsys.readouterr()
     with interrupted(3):  # in the second unit, halfway
         make_images(method, ImageRequest(toy, 2, seed=1, params=params, checkpoint_dir=tmp_path))
+    assert capsys.readouterr().err.count(": checkpoint: iteration ") == 2  # logged once written (the 3rd: killed first)
     resumed = make_images(method, ImageRequest(toy, 2, seed=1, params=params, checkpoint_dir=tmp_path, resume=True))
     assert torch.equal(full.images, resumed.images) and torch.equal(full.labels, resumed.labels)
+    log = capsys.readouterr().err  # every unit says where it starts: its checkpoint, or afresh
+    assert "resuming from" in log and "(iteration 4/4)" in log and "(iteration 2/4)" in log
+    assert log.count("resuming from") + log.count("no checkpoint in") == len(plan_units(method, 3, 2, params.get("classes_per_batch", 100)))
 
 
 def test_sharded_and_parallel_equal_serial(toy, tmp_path):

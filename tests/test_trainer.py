@@ -1,8 +1,10 @@
 import pytest
 import torch
+from torch import nn
 
 import ladd.train.loop as loop
-from ladd.core.runtime import Runtime
+from ladd.core.errors import Diverged, LaddError
+from ladd.core.runtime import Runtime, Speed
 from ladd.experts import build_for
 from ladd.train.loop import Recipe, TrainData, accuracy, train
 from ladd.train.terms import method_terms
@@ -102,3 +104,159 @@ def test_importing_ladd_keeps_large_blocks_in_the_heap():
     t = torch.empty(64 * 2**20, dtype=torch.uint8)
     heap = [line.split()[0].split("-") for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith("[heap]")]
     assert any(int(lo, 16) <= t.data_ptr() < int(hi, 16) for lo, hi in heap)
+
+
+# --- speed settings (ladd.core.runtime.Speed): the same training, computed faster -------------
+SPEEDY = Recipe(epochs=2, lr=0.05, batch_size=8, dsa="color_crop_cutout_scale_rotate")
+
+
+def _trained(toy, speed=None, recipe=SPEEDY, method="baseline", **kw):
+    model = build_for(toy, "convnet-w32", 0)
+    log = train(model, _data(toy), method_terms(method), recipe, seed=4, runtime=Runtime(speed=speed or Speed()), **kw)
+    return model, log
+
+
+class _Recorded:
+    """A loss term that records each step's loss on the host (the test may sync; the trainer must not)."""
+
+    def __init__(self, term, poison_at: int | None = None):
+        self.term, self.poison_at, self.losses = term, poison_at, []
+
+    def __call__(self, model, batch):
+        loss, forwarded = self.term(model, batch)
+        if len(self.losses) == self.poison_at:
+            loss = loss * float("nan")
+        self.losses.append(loss.item())
+        return loss, forwarded
+
+
+def test_epoch_loss_is_the_host_sum_of_step_losses_without_a_sync_per_step(toy):
+    """The loss is summed on the device (float64) and read once per epoch: the logged mean is
+    exactly what summing each step's `loss.item()` on the host gave; checking every step changes nothing."""
+    recorded = _Recorded(method_terms("baseline")["global-hard"])
+    model = build_for(toy, "convnet-w32", 0)
+    log = train(model, _data(toy), {"global-hard": recorded}, SPEEDY, seed=4, runtime=Runtime())
+    steps = len(recorded.losses) // SPEEDY.epochs  # 18 images, batch 8: 3 steps
+    for epoch, logged in enumerate(log.epoch_loss):
+        total = 0.0
+        for value in recorded.losses[epoch * steps:(epoch + 1) * steps]:
+            total = total + value
+        assert logged == total / steps
+    checked, checked_log = _trained(toy, Speed(check_every=1))
+    assert checked_log.epoch_loss == log.epoch_loss
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, checked.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("check_every", [0, 2])
+def test_a_loss_turning_nan_mid_epoch_still_raises_diverged(toy, check_every):
+    """Step 4 (the second of epoch 1) turns NaN: Diverged names epoch 1, whether the check runs at
+    the end of the epoch or every 2 steps, so lr selection still scores the candidate as failed."""
+    nan = _Recorded(method_terms("baseline")["global-hard"], poison_at=4)
+    with pytest.raises(Diverged, match=r"loss became nan at epoch 1 .*lower the lr"):
+        train(build_for(toy, "convnet-w32", 0), _data(toy), {"global-hard": nan}, SPEEDY, seed=4,
+              runtime=Runtime(speed=Speed(check_every=check_every)))
+    assert len(nan.losses) == (6 if check_every == 0 else 5)  # epoch 1 runs out, or stops at its check
+
+
+def test_divergence_is_caught_before_a_nan_checkpoint_is_written(toy, tmp_path):
+    nan = _Recorded(method_terms("baseline")["global-hard"], poison_at=3)  # the first step of epoch 1
+    with pytest.raises(Diverged):
+        train(build_for(toy, "convnet-w32", 0), _data(toy), {"global-hard": nan}, SPEEDY, seed=4, runtime=Runtime(),
+              checkpoint_dir=tmp_path, saves_per_epoch=2)
+    assert sorted(p.name for p in tmp_path.glob("epoch_*")) == ["epoch_000.500.safetensors", "epoch_000.safetensors", "epoch_001.safetensors"]
+    assert len(nan.losses) == 5  # stopped at epoch 1's half-epoch save (step 2), not at its end
+
+
+def test_a_too_large_lr_diverges(toy):
+    with pytest.raises(Diverged):
+        _trained(toy, recipe=Recipe(epochs=3, lr=1e12, batch_size=6))
+
+
+def _close(a: nn.Module, b: nn.Module, rtol: float, atol: float) -> None:
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[k], v, rtol=rtol, atol=atol, msg=k)
+        assert b.state_dict()[k].is_contiguous(), k  # channels-last training gives the weights back contiguous
+
+
+@pytest.mark.parametrize("speed, rtol, atol, loss_rtol", [
+    (Speed(channels_last=True), 1e-4, 1e-5, 1e-5),
+    (Speed(precision="bf16"), 0.1, 0.02, 0.02),
+    (Speed(precision="bf16", channels_last=True), 0.1, 0.02, 0.02),
+], ids=["channels-last", "bf16", "bf16-channels-last"])
+def test_faster_paths_train_the_same_model(toy, speed, rtol, atol, loss_rtol):
+    """The LADD student (global + local dense terms) through each speed path lands where the plain
+    fp32 path does: to float rounding, or to bf16's 8-bit mantissa."""
+    dense = torch.softmax(torch.randn(18, 25, 3, generator=torch.Generator().manual_seed(0)), -1)
+    data = TrainData(toy.train.images, toy.train.labels, toy.mean, toy.std, dense=dense, geometry=(5, 0.625))
+    runs = []
+    for s in (Speed(), speed):
+        model = build_for(toy, "convnet-w32", 0)
+        log = train(model, data, method_terms("ladd", 3), SPEEDY, seed=4, runtime=Runtime(speed=s))
+        runs.append((model, log))
+    (plain, plain_log), (fast, fast_log) = runs
+    _close(plain, fast, rtol, atol)
+    torch.testing.assert_close(fast_log.epoch_loss, plain_log.epoch_loss, rtol=loss_rtol, atol=0)
+
+
+def test_compiled_network_trains_the_same_model(toy, monkeypatch):
+    """--compile runs the network through torch.compile (dynamo + AOT autograd; here the
+    aot_eager backend, which skips inductor's code generation to keep the test fast) and shares
+    the model's parameters: same weights as the eager path, to float rounding."""
+    monkeypatch.setattr(loop.flops, "compiled", lambda fn: torch.compile(fn, backend="aot_eager"))
+    plain, plain_log = _trained(toy)
+    compiled, compiled_log = _trained(toy, Speed(compile=True, precision="bf16"))
+    bf16, bf16_log = _trained(toy, Speed(precision="bf16"))
+    _close(bf16, compiled, 1e-4, 1e-5)  # compiling changes nothing, at bf16 too
+    _close(plain, compiled, 0.1, 0.02)
+    torch.testing.assert_close(compiled_log.epoch_loss, bf16_log.epoch_loss, rtol=1e-5, atol=0)
+
+
+def test_deterministic_runs_give_identical_weights_and_restore_the_global_switches(toy):
+    speed = Speed(deterministic=True)
+    first, log1 = _trained(toy, speed)
+    second, log2 = _trained(toy, speed)
+    assert log1.epoch_loss == log2.epoch_loss
+    for k, v in first.state_dict().items():
+        assert torch.equal(v, second.state_dict()[k]), k
+    assert not torch.are_deterministic_algorithms_enabled()  # switched on for the run only
+
+
+def test_speed_settings_that_cannot_work_are_refused():
+    with pytest.raises(LaddError, match="fp16 needs a CUDA device"):
+        Runtime(speed=Speed(precision="fp16"))
+    with pytest.raises(LaddError, match="--deterministic does not cover torch.compile"):
+        Runtime.from_name("cpu", Speed(compile=True, deterministic=True))
+
+
+def test_bf16_dense_labels_are_close_to_fp32(toy):
+    from ladd.labels.dense import dense_labels
+    from ladd.labels.soft import Teacher
+
+    teacher = Teacher([build_for(toy, "convnet-w32", 0).eval()])
+    plain = dense_labels(teacher, toy.train.images, toy.mean, toy.std, 3, 0.75)
+    fast = dense_labels(teacher, toy.train.images, toy.mean, toy.std, 3, 0.75, runtime=Runtime(speed=Speed(precision="bf16")))
+    for p, f in zip(plain, fast):
+        assert f.dtype == torch.float32
+        torch.testing.assert_close(f, p, rtol=0, atol=0.02)
+
+
+def test_training_commands_take_the_speed_options(monkeypatch, tmp_path):
+    """Every command with --device gets --precision/--compile/--channels-last/--deterministic
+    (one shared set) and hands them to the stage as the runtime's Speed."""
+    from typer.testing import CliRunner
+
+    import ladd.cli as cli
+    import ladd.experiments.swap as swap
+
+    seen = []
+    monkeypatch.setattr(cli, "ensure_buffer", lambda data, model, n, epochs, runtime, out: seen.append(runtime) or out)
+    monkeypatch.setattr(swap, "run", lambda data, setup, ipc, epoch, runtime, out: seen.append(runtime))
+    runner = CliRunner()
+    res = runner.invoke(cli.app, ["experts", "--dataset", "digits", "--device", "cpu", "--precision", "bf16", "--channels-last", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli.app, ["experiment", "swap", "--dataset", "digits", "--device", "cpu", "--deterministic", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert [r.speed for r in seen] == [Speed(precision="bf16", channels_last=True), Speed(deterministic=True)]
+    res = runner.invoke(cli.app, ["eval", str(tmp_path / "none"), "--device", "cpu", "--precision", "fp16"])
+    assert isinstance(res.exception, LaddError) and "fp16 needs a CUDA device" in str(res.exception)  # before the artifact is read

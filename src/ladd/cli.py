@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 import time
@@ -12,21 +13,27 @@ from typing import Annotated, Optional
 
 import typer
 from pydantic import ValidationError
+from typer._click.exceptions import MissingParameter, NoArgsIsHelpError, UsageError  # typer >= 0.29 carries its own click
 
 from ladd.artifact import load_artifact, save_artifact
 from ladd.core.errors import LaddError
 from ladd.core.io import write_json
+from ladd.core.limits import (
+    MAX_BATCH, MAX_COUNT, MAX_ENSEMBLE, MAX_EXPERTS, MAX_GRID, MAX_GRID_IMAGES, MAX_INDEX, MAX_PIXELS, MAX_QUANTILES, MAX_RHO, MAX_SAVES,
+    MAX_SEED, MAX_SEEDS, MAX_STEPS, MAX_TEMPERATURE, MAX_UNROLL, MAX_VIEWS, MAX_WORKERS, MAX_LR, MIN_LR, MIN_TEMPERATURE,
+)
 from ladd.core.progress import console
-from ladd.core.runtime import Runtime
+from ladd.core.runtime import Runtime, Speed
 from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for, rounding_rows
 from ladd.eval.protocols import load_protocol
-from ladd.experts import ExpertConfig, cache_root, ensure_buffer
-from ladd.images import IMAGE_METHODS
+from ladd.core.cache import entry
+from ladd.experts import ExpertConfig, ensure_buffer
+from ladd.images import IMAGE_METHODS, check_params
 from ladd.images.recipes import load_recipe
 from ladd.labels import LABEL_METHODS
 from ladd.labels.bptt import BpttConfig
 from ladd.labels.relabel import RelabelConfig
-from ladd.labels.replay import Pruning
+from ladd.labels.replay import BATCHES, KEEPS, METRICS, POOLS, Pruning
 from ladd import pipeline
 from ladd.pipeline import ImagesConfig, LabelConfig, SourceConfig
 from ladd.report.results import eval_notes, robustness_note, write_results
@@ -46,82 +53,26 @@ QUICK_MODEL = "convnet-w64"
 QUICK_PROTOCOL = "dc-cpu"
 QUICK_EPOCHS = 150
 
-# --- options shared by the subcommands: one name, one help text each -------------------------
-Dataset_ = Annotated[str, typer.Option("--dataset", help="Source dataset: mnist5k, digits, cifar10, cifar100, imagefolder, mnist-idx.")]
-DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder of an on-disk dataset (cifar10/100, imagefolder, mnist-idx).")]
-Resolution = Annotated[Optional[int], typer.Option("--resolution", help="imagefolder only: centre-crop and resize to this many pixels (default 128).")]
-SkipBad = Annotated[bool, typer.Option("--skip-unreadable", help="imagefolder only: skip unreadable image files with a warning instead of stopping.")]
-Ipc = Annotated[int, typer.Option("--ipc", help="Images per class.")]
-Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, dc, dsa, mtt, sre2l, lpld, lic, rded, or import (a set made by another tool).")]
-Recipe = Annotated[Optional[str], typer.Option("--recipe", help="Hyperparameters of a learned image method: a shipped recipe name (e.g. dm-paper, dm-mnist5k) or a .toml file. Default: the method's recipe for the dataset, else its paper recipe.")]
-FloatImages = Annotated[bool, typer.Option("--float-images", help="Learned image methods: store float32 pixels instead of uint8 (4× the image bytes; compare both with `ladd eval`).")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue a learned image method from its last checkpoint (same result as an uninterrupted run).")]
-Buffer = Annotated[Optional[str], typer.Option("--buffer", help="For --images mtt: the expert folder written by `ladd experts --out` (default: the expert cache).")]
-Param = Annotated[Optional[list[str]], typer.Option("--param", help="Override one recipe parameter, KEY=VALUE (repeatable; TOML values), e.g. --param compensate=false --param iterations=50.")]
-ImportPath = Annotated[Optional[str], typer.Option("--import-path", help="For --images import: a .safetensors, .npz or .pt file with 'images' and 'labels'.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the image stage (which real images are drawn).")]
-Grid = Annotated[int, typer.Option("--grid", help="LADD's N: each image is cut into N×N sub-images.")]
-Coverage = Annotated[float, typer.Option("--coverage", help="LADD's R: the fraction of each axis a sub-image covers, in (0, 1].")]
-LabelerModel = Annotated[Optional[str], typer.Option("--labeler-model", help="Labeler architecture (default: the first --model).")]
-LabelerLr = Annotated[float, typer.Option("--labeler-lr", help="Labeler learning rate (SGD, no momentum; the expert recipe, 0.01).")]
-LabelerEpochs = Annotated[int, typer.Option("--labeler-epochs", help="Epochs to train the labeler (a checkpoint is kept for each).")]
-LabelerEpoch = Annotated[Optional[str], typer.Option("--labeler-epoch", help="Early-stopped checkpoint that labels: an epoch (fractions if saved, e.g. 2.5), 'auto' (the epoch whose labels train the best student on a validation split carved from the training set), default the last trained.")]
-Labels_ = Annotated[str, typer.Option("--labels", help="Label method: ladd (dense sub-image labels + global soft labels), soft (global soft labels only: the soft-label baseline) or bptt (labels learned by truncated BPTT, no teacher).")]
-Ensemble = Annotated[int, typer.Option("--ensemble", help="Average the logits of K experts (seeds 0..K-1), then softmax.")]
-Temperature = Annotated[float, typer.Option("--temperature", help="T in softmax(logits / T); >1 flattens. (The no-distillation code's --temp multiplies logits: its t is 1/T.)")]
-TopK = Annotated[Optional[int], typer.Option("--top-k", help="Keep the k largest probabilities of every label, zero the rest, no renormalization.")]
-SavesPerEpoch = Annotated[int, typer.Option("--labeler-saves-per-epoch", help="Also checkpoint the labeler at 1/f fractions of each epoch (fine-grained early stopping).")]
-LabelerDir = Annotated[Optional[str], typer.Option("--labeler-dir", help="Labeler folder to train into or reuse (default: a cache under $LADD_CACHE or ~/.cache/ladd).")]
-LabelDtype = Annotated[str, typer.Option("--label-dtype", help="Stored dtype of soft/dense labels: float32 or float16.")]
-Model = Annotated[str, typer.Option("--model", help="Evaluation model(s), comma-separated, e.g. convnet,alexnet,vgg11,resnet18,vit.")]
-Methods = Annotated[Optional[str], typer.Option("--methods", help="Comma-separated: baseline, ladd, soft (= global-soft), global-both, local-hard, local-dense, local-both, or '+'-joined terms. Default: baseline plus the method the artifact's labels are for.")]
-Seeds = Annotated[int, typer.Option("--seeds", help="Students trained per method and model (seeds 0..K-1); mean ± std is reported.")]
-Epochs = Annotated[int, typer.Option("--epochs", help="Student training epochs, lr ×0.1 at half (the DC/DSA/DM reference protocol uses 1000 with DSA).")]
-Lr = Annotated[float, typer.Option("--lr", help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")]
-EvalEpochs = Annotated[Optional[int], typer.Option("--epochs", help="Student training epochs (default: the protocol's; dc = 1000, the DC/DSA/DM reference with DSA).")]
-EvalLr = Annotated[Optional[float], typer.Option("--lr", help="Student learning rate (default: an MTT artifact's learned lr, else the protocol's, per model).")]
-EvalSoftLoss = Annotated[Optional[str], typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")]
-Protocol_ = Annotated[str, typer.Option("--protocol", help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, lic, or a .toml file. Recorded in every result row.")]
-RunProtocol = Annotated[str, typer.Option("--protocol", help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, lic, or a .toml file. --epochs, --lr and --soft-loss override it only when given.")]
-SelectLr = Annotated[Optional[str], typer.Option("--select-lr", help="Comma-separated student lr candidates, e.g. 0.003,0.01,0.03: the one whose students score best on a validation split carved from the training split is used; the test split is never read to choose.")]
-EvalValPerClass = Annotated[int, typer.Option("--val-per-class", help="Training images per class held out as the validation split for --select-lr.")]
-Crops = Annotated[str, typer.Option("--crops-per-step", help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views).")]
-BpttIterations = Annotated[int, typer.Option("--bptt-iterations", help="bptt labels: label updates (each unrolls a fresh student).")]
-BpttUnroll = Annotated[int, typer.Option("--bptt-unroll", help="bptt labels: T, student steps per update.")]
-BpttBackprop = Annotated[int, typer.Option("--bptt-backprop", help="bptt labels: M <= T, last steps the label gradient flows through.")]
-SoftLoss = Annotated[str, typer.Option("--soft-loss", help="Student loss on soft/dense labels: ce (soft-target cross-entropy, the reference) or kl (same gradients, reads 0 at a perfect fit).")]
-LocalReduction = Annotated[Optional[str], typer.Option("--local-reduction", help="How the N² local-view losses combine: mean or sum (LADD Eq. 5 and LIC Eq. 9 as written). Default: sum for region labels (LIC, RDED), mean for LADD's dense labels.")]
-Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: runs/<timestamp>/).")]
-Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
-EvalBatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Student batch size (default: the protocol's; method fkd: the relabel batch size unless --replay-batches shuffled).")]
-Prune = Annotated[float, typer.Option("--prune", help="Method fkd: keep 1/ρ of the stored relabel labels (ρ >= 1; LPLD uses 10, 20, 30, 40, 50, 100).")]
-PoolOpt = Annotated[str, typer.Option("--pool", help="Method fkd: what pruning keeps and replays: whole stored epochs (epoch) or relabel batches from any epoch forming new epochs (batch, LPLD's improved label pool).")]
-PruneMetric = Annotated[str, typer.Option("--prune-metric", help="Method fkd: which units pruning keeps: random (LPLD), or ranked by correct, confidence, diff, diff_signed, cut_ratio.")]
-PruneKeep = Annotated[str, typer.Option("--prune-keep", help="With a ranking --prune-metric: keep the easy, hard or uniformly spaced units.")]
-ReplayBatches = Annotated[str, typer.Option("--replay-batches", help="Method fkd: train on the stored relabel batches, one step each, at the relabel batch size (stored, as SRe²L/LPLD), or on the kept samples reshuffled into batches of --batch-size (shuffled).")]
-ArtifactArg = Annotated[Path, typer.Argument(help="An artifact folder written by `ladd distill` or `ladd run`.")]
+# --- values: every numeric option is range-checked as it is read (typer's min/max, bounds from
+# ladd.core.limits; NaN and ±inf fall outside every range), and options holding lists or special
+# values are parsed by the functions below, also as they are read (`parser=_checked(...)`), so a
+# bad value stops the command before any data is loaded or anything written. `main` prints it on
+# one line naming the option.
 
 
-def _crops(text: str) -> int | str:
-    if text in ("all", "auto"):
+def _checked(option: str, parse, *args):
+    """A typer `parser=` for `option`: runs `parse(text, *args)` as the option is read (its error
+    names the option) and hands the text on; the command parses it again where it uses it."""
+
+    def check(text):
+        if isinstance(text, str):
+            try:
+                parse(text, *args)
+            except LaddError as e:
+                raise (e if option in str(e) else LaddError(f"{option}: {e}")) from None
         return text
-    if not text.isdigit() or int(text) < 1:
-        raise LaddError(f"--crops-per-step {text!r} is not a positive number, 'all' or 'auto'")
-    return int(text)
 
-
-def _params(pairs: list[str]) -> dict:
-    """--param KEY=VALUE pairs; VALUE is read as TOML (true, 50, 0.01, "embed"), else as a string."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise LaddError(f"--param {pair!r} is not KEY=VALUE, e.g. --param compensate=false")
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = value.strip()
-    return out
+    return check
 
 
 def _split(text: str, option: str = "--model") -> tuple[str, ...]:
@@ -129,6 +80,83 @@ def _split(text: str, option: str = "--model") -> tuple[str, ...]:
     if not names:
         raise LaddError(f"{option} is empty: give at least one name")
     return names
+
+
+def _whole_numbers(text: str, option: str, example: str, lo: int, hi: int) -> list[int]:
+    try:
+        values = [int(v) for v in _split(text, option)]
+    except ValueError:
+        raise LaddError(f"{option} {text!r} must be comma-separated whole numbers, e.g. {example}") from None
+    bad = next((v for v in values if not lo <= v <= hi), None)
+    if bad is not None:
+        raise LaddError(f"{option} {text!r}: {bad} is out of range: give whole numbers from {lo} to {hi}, e.g. {example}")
+    return values
+
+
+def _ints(text: str, option: str) -> list[int]:
+    """Comma-separated counts (images per class, k of top-k)."""
+    return _whole_numbers(text, option, "1,10,50", 1, MAX_COUNT)
+
+
+def _ints_from_zero(text: str, option: str, size: int) -> list[int]:
+    values = _whole_numbers(text, option, "0,1,2", 0, MAX_INDEX)
+    bad = [v for v in values if not 0 <= v < size]
+    if bad:
+        raise LaddError(f"{option}: index {bad[0]} is outside the test split (0..{size - 1})")
+    return values
+
+
+def _floats(text: str, option: str, lo: float, hi: float) -> list[float]:
+    try:
+        values = [float(v) for v in _split(text, option)]
+    except ValueError:
+        raise LaddError(f"{option} {text!r} must be comma-separated numbers from {lo:g} to {hi:g}") from None
+    bad = next((v for v in values if not lo <= v <= hi), None)  # NaN fails both comparisons
+    if bad is not None:
+        raise LaddError(f"{option} {text!r}: {bad:g} is out of range: give numbers from {lo:g} to {hi:g}")
+    return values
+
+
+def _epoch(text: str | None, option: str = "--expert-epoch") -> float | str | None:
+    if text in (None, "auto"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise LaddError(f"{option} {text!r} is not a number or 'auto'") from None
+    if not 0 <= value <= MAX_COUNT:
+        raise LaddError(f"{option} {text!r} is out of range: give a saved epoch (0 = the initialization, fractions if saved) or 'auto'")
+    return value
+
+
+def _crops(text: str) -> int | str:
+    if text in ("all", "auto"):
+        return text
+    if not text.isdigit() or not 1 <= int(text) <= MAX_VIEWS:
+        raise LaddError(f"--crops-per-step {text!r} is not a number from 1 to {MAX_VIEWS}, 'all' or 'auto'")
+    return int(text)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not 0 <= int(parts[0]) < int(parts[1]) <= MAX_WORKERS:
+        raise LaddError(f"--shard {text!r} must be i/n with whole numbers 0 <= i < n <= {MAX_WORKERS}, e.g. 0/4")
+    return int(parts[0]), int(parts[1])
+
+
+def _param(pair: str) -> tuple[str, object]:
+    """One --param KEY=VALUE; VALUE is read as TOML (true, 50, 0.01, "embed"), else as a string."""
+    key, sep, value = pair.partition("=")
+    if not sep or not key.strip():
+        raise LaddError(f"--param {pair!r} is not KEY=VALUE, e.g. --param compensate=false")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value.strip()
+
+
+def _params(pairs: list[str]) -> dict:
+    return dict(_param(pair) for pair in pairs)
 
 
 def _equal_cost(text: str | None) -> tuple[str, ...]:
@@ -143,16 +171,138 @@ def _equal_cost(text: str | None) -> tuple[str, ...]:
     return tuple(kinds)
 
 
+def _one_of(text: str, option: str, choices: tuple[str, ...]) -> str:
+    if text not in choices:
+        raise LaddError(f"{option} {text!r} is not one of {', '.join(choices)}")
+    return text
+
+
+def _models(text: str, option: str) -> tuple[str, ...]:
+    """Comma-separated model names, each known to the model registry."""
+    from ladd.models import MODELS
+
+    names = _split(text, option)
+    for name in names:
+        try:
+            MODELS.canonical(name)
+        except LaddError as e:
+            raise LaddError(f"{option}: {e}") from None
+    return names
+
+
+def _label_method(text: str) -> str:
+    return LABEL_METHODS.canonical(text)
+
+
+def _pools(text: str) -> tuple[str, ...]:
+    chosen = _split(text, "--pools")
+    if set(chosen) - {"epoch", "batch"}:
+        raise LaddError(f"--pools {text!r}: choose epoch and/or batch, e.g. epoch,batch")
+    return chosen
+
+
+# --- options shared by the subcommands: one name, one help text each -------------------------
+Dataset_ = Annotated[str, typer.Option("--dataset", help="Source dataset: mnist5k, digits, cifar10, cifar100, imagefolder, mnist-idx, imagenet, imagenette, imagewoof, imagefruit, imagemeow, imagesquawk, imageyellow.")]
+DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder of an on-disk dataset (cifar10/100, imagefolder, mnist-idx, imagenet and its subsets).")]
+Resolution = Annotated[Optional[int], typer.Option("--resolution", min=8, max=MAX_PIXELS, help="imagefolder, imagenet and its subsets: centre-crop and resize to this many pixels (default 128; imagenet 64).")]
+SkipBad = Annotated[bool, typer.Option("--skip-unreadable", help="imagefolder, imagenet and its subsets: skip unreadable image files with a warning instead of stopping.")]
+Ipc = Annotated[int, typer.Option("--ipc", min=1, max=MAX_COUNT, help="Images per class.")]
+Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, dc, dsa, mtt, sre2l, lpld, lic, rded, or import (a set made by another tool).")]
+Recipe = Annotated[Optional[str], typer.Option("--recipe", help="Hyperparameters of a learned image method: a shipped recipe name (e.g. dm-paper, dm-mnist5k) or a .toml file. Default: the method's recipe for the dataset, else its paper recipe.")]
+FloatImages = Annotated[bool, typer.Option("--float-images", help="Learned image methods: store float32 pixels instead of uint8 (4× the image bytes; compare both with `ladd eval`).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue a learned image method from its last checkpoint (same result as an uninterrupted run); with none saved yet, start afresh and say so.")]
+Buffer = Annotated[Optional[str], typer.Option("--buffer", help="For --images mtt: the expert folder written by `ladd experts --out` (default: the expert cache).")]
+Param = Annotated[Optional[list[str]], typer.Option("--param", parser=_checked("--param", _param), help="Override one recipe parameter, KEY=VALUE (repeatable; TOML values), e.g. --param compensate=false --param iterations=50.")]
+ImportPath = Annotated[Optional[str], typer.Option("--import-path", help="For --images import: a .safetensors, .npz or .pt file with 'images' and 'labels'.")]
+Seed = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the image stage (which real images are drawn).")]
+Grid = Annotated[int, typer.Option("--grid", min=2, max=MAX_GRID, help="LADD's N: each image is cut into N×N sub-images.")]
+Coverage = Annotated[float, typer.Option("--coverage", min=0.01, max=1.0, help="LADD's R: the fraction of each axis a sub-image covers, in (0, 1].")]
+LabelerModel = Annotated[Optional[str], typer.Option("--labeler-model", parser=_checked("--labeler-model", _models, "--labeler-model"), help="Labeler architecture (default: the first --model).")]
+LabelerLr = Annotated[float, typer.Option("--labeler-lr", min=MIN_LR, max=MAX_LR, help="Labeler learning rate (SGD, no momentum; the expert recipe, 0.01).")]
+LabelerEpochs = Annotated[int, typer.Option("--labeler-epochs", min=1, max=MAX_COUNT, help="Epochs to train the labeler (a checkpoint is kept for each).")]
+LabelerEpoch = Annotated[Optional[str], typer.Option("--labeler-epoch", parser=_checked("--labeler-epoch", _epoch, "--labeler-epoch"), help="Early-stopped checkpoint that labels: an epoch (fractions if saved, e.g. 2.5), 'auto' (the epoch whose labels train the best student on a validation split carved from the training set), default the last trained.")]
+Labels_ = Annotated[str, typer.Option("--labels", parser=_checked("--labels", _label_method), help="Label method: ladd (dense sub-image labels + global soft labels), soft (global soft labels only: the soft-label baseline) or bptt (labels learned by truncated BPTT, no teacher).")]
+Ensemble = Annotated[int, typer.Option("--ensemble", min=1, max=MAX_ENSEMBLE, help="Average the logits of K experts (seeds 0..K-1), then softmax.")]
+Temperature = Annotated[float, typer.Option("--temperature", min=MIN_TEMPERATURE, max=MAX_TEMPERATURE, help="T in softmax(logits / T); >1 flattens. (The no-distillation code's --temp multiplies logits: its t is 1/T.)")]
+TopK = Annotated[Optional[int], typer.Option("--top-k", min=1, max=MAX_COUNT, help="Keep the k largest probabilities of every label, zero the rest, no renormalization.")]
+SavesPerEpoch = Annotated[int, typer.Option("--labeler-saves-per-epoch", min=1, max=MAX_SAVES, help="Also checkpoint the labeler at 1/f fractions of each epoch (fine-grained early stopping).")]
+LabelerDir = Annotated[Optional[str], typer.Option("--labeler-dir", help="Labeler folder to train into or reuse (default: a cache under $LADD_CACHE or ~/.cache/ladd).")]
+LabelerWeights = Annotated[Optional[str], typer.Option("--labeler-weights", help="Pretrained labeler instead of a trained expert: a weights file (.pth/.pt, read with torch.load weights_only; or .safetensors) in torchvision's or timm's ResNet-18 layout (recognized as resnet18-imagenet, input normalization converted to ImageNet's) or ladd's (name the model with --labeler-model). See README 'Pretrained teachers'.")]
+LabelerClasses = Annotated[Optional[str], typer.Option("--labeler-classes", help="With --labeler-weights: the head row of each dataset class, in the dataset's class order (an ImageNet subset's ImageNet class indices), e.g. ImageNette: 0,217,482,491,497,566,569,571,574,701.")]
+LabelDtype = Annotated[str, typer.Option("--label-dtype", parser=_checked("--label-dtype", _one_of, "--label-dtype", ("float32", "float16")), help="Stored dtype of soft/dense labels: float32 or float16.")]
+Model = Annotated[str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Evaluation model(s), comma-separated, e.g. convnet,alexnet,vgg11,resnet18,vit.")]
+Methods = Annotated[Optional[str], typer.Option("--methods", help="Comma-separated: baseline, ladd, soft (= global-soft), global-both, local-hard, local-dense, local-both, or '+'-joined terms. Default: baseline plus the method the artifact's labels are for.")]
+Seeds = Annotated[int, typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Students trained per method and model (seeds 0..K-1); mean ± std is reported.")]
+Epochs = Annotated[int, typer.Option("--epochs", min=1, max=MAX_COUNT, help="Student training epochs, lr ×0.1 at half (the DC/DSA/DM reference protocol uses 1000 with DSA).")]
+Lr = Annotated[float, typer.Option("--lr", min=MIN_LR, max=MAX_LR, help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")]
+EvalEpochs = Annotated[Optional[int], typer.Option("--epochs", min=1, max=MAX_COUNT, help="Student training epochs (default: the protocol's; dc = 1000, the DC/DSA/DM reference with DSA).")]
+EvalLr = Annotated[Optional[float], typer.Option("--lr", min=MIN_LR, max=MAX_LR, help="Student learning rate (default: an MTT artifact's learned lr, else the protocol's, per model).")]
+EvalSoftLoss = Annotated[Optional[str], typer.Option("--soft-loss", parser=_checked("--soft-loss", _one_of, "--soft-loss", ("ce", "kl")), help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")]
+Protocol_ = Annotated[str, typer.Option("--protocol", parser=_checked("--protocol", load_protocol), help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, lic, or a .toml file. Recorded in every result row.")]
+RunProtocol = Annotated[str, typer.Option("--protocol", parser=_checked("--protocol", load_protocol), help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, lic, or a .toml file. --epochs, --lr and --soft-loss override it only when given.")]
+SelectLr = Annotated[Optional[str], typer.Option("--select-lr", parser=_checked("--select-lr", _floats, "--select-lr", MIN_LR, MAX_LR), help="Comma-separated student lr candidates, e.g. 0.003,0.01,0.03: the one whose students score best on a validation split carved from the training split is used; the test split is never read to choose.")]
+EvalValPerClass = Annotated[int, typer.Option("--val-per-class", min=1, max=MAX_COUNT, help="Training images per class held out as the validation split for --select-lr.")]
+Crops = Annotated[str, typer.Option("--crops-per-step", parser=_checked("--crops-per-step", _crops), help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views).")]
+BpttIterations = Annotated[int, typer.Option("--bptt-iterations", min=1, max=MAX_STEPS, help="bptt labels: label updates (each unrolls a fresh student).")]
+BpttUnroll = Annotated[int, typer.Option("--bptt-unroll", min=1, max=MAX_UNROLL, help="bptt labels: T, student steps per update.")]
+BpttBackprop = Annotated[int, typer.Option("--bptt-backprop", min=1, max=MAX_UNROLL, help="bptt labels: M <= T, last steps the label gradient flows through.")]
+SoftLoss = Annotated[str, typer.Option("--soft-loss", parser=_checked("--soft-loss", _one_of, "--soft-loss", ("ce", "kl")), help="Student loss on soft/dense labels: ce (soft-target cross-entropy, the reference) or kl (same gradients, reads 0 at a perfect fit).")]
+LocalReduction = Annotated[Optional[str], typer.Option("--local-reduction", parser=_checked("--local-reduction", _one_of, "--local-reduction", ("mean", "sum")), help="How the N² local-view losses combine: mean or sum (LADD Eq. 5 and LIC Eq. 9 as written). Default: sum for region labels (LIC, RDED), mean for LADD's dense labels.")]
+Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: runs/<timestamp>/).")]
+Device = Annotated[str, typer.Option("--device", parser=_checked("--device", Runtime.from_name), help="cpu, cuda, cuda:N or auto.")]
+# the trainer's speed options (`ladd.core.runtime.Speed`): every command with --device takes them (`_trains`)
+PrecisionOpt = Annotated[str, typer.Option("--precision", parser=_checked("--precision", _one_of, "--precision", ("fp32", "bf16", "fp16")), help="Forward passes of training and labelling: fp32 (the default; every recorded result), bf16 (autocast; GPUs and CPUs with AVX-512 BF16/AMX) or fp16 (autocast + gradient scaler; CUDA only). Weights, optimizer and losses stay fp32.")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the networks being trained (forward and backward): faster steps after a one-off compile of tens of seconds per process.")]
+ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="Train in the channels-last (NHWC) layout: cuDNN's fast layout on GPUs; slower for the ConvNets on CPU.")]
+DeterministicOpt = Annotated[bool, typer.Option("--deterministic", help="Deterministic kernels (torch.use_deterministic_algorithms, cuDNN deterministic, fixed cuBLAS workspace): the same seed gives the same weights on a GPU too (on CPU it already does). Not with --compile.")]
+
+
+def _speed_options(precision: PrecisionOpt = "fp32", compile: CompileOpt = False, channels_last: ChannelsLastOpt = False,
+                   deterministic: DeterministicOpt = False):
+    """The speed options every training command takes (this function only declares them)."""
+
+
+SPEED_OPTIONS = inspect.signature(_speed_options, eval_str=True).parameters
+
+
+def _trains(command):
+    """Give a command with --device the speed options, after its own: they reach its body as
+    `speed` (a `Speed`), checked against the device before the body runs (fp16 on a CPU is
+    refused before any data is loaded)."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "speed"]
+
+    def wrapper(**kw):
+        speed = Speed(**{k: kw.pop(k) for k in SPEED_OPTIONS})
+        Runtime.from_name(kw["device"], speed)
+        return command(**kw, speed=speed)
+
+    wrapper.__signature__ = inspect.Signature([*own, *SPEED_OPTIONS.values()])
+    wrapper.__name__, wrapper.__qualname__, wrapper.__doc__ = command.__name__, command.__qualname__, command.__doc__
+    return wrapper
+EvalBatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, max=MAX_BATCH, help="Student batch size (default: the protocol's; method fkd: the relabel batch size unless --replay-batches shuffled).")]
+Prune = Annotated[float, typer.Option("--prune", min=1.0, max=MAX_RHO, help="Method fkd: keep 1/ρ of the stored relabel labels (ρ >= 1; LPLD uses 10, 20, 30, 40, 50, 100).")]
+PoolOpt = Annotated[str, typer.Option("--pool", parser=_checked("--pool", _one_of, "--pool", POOLS), help="Method fkd: what pruning keeps and replays: whole stored epochs (epoch) or relabel batches from any epoch forming new epochs (batch, LPLD's improved label pool).")]
+PruneMetric = Annotated[str, typer.Option("--prune-metric", parser=_checked("--prune-metric", _one_of, "--prune-metric", METRICS), help="Method fkd: which units pruning keeps: random (LPLD), or ranked by correct, confidence, diff, diff_signed, cut_ratio.")]
+PruneKeep = Annotated[str, typer.Option("--prune-keep", parser=_checked("--prune-keep", _one_of, "--prune-keep", KEEPS), help="With a ranking --prune-metric: keep the easy, hard or uniformly spaced units.")]
+ReplayBatches = Annotated[str, typer.Option("--replay-batches", parser=_checked("--replay-batches", _one_of, "--replay-batches", BATCHES), help="Method fkd: train on the stored relabel batches, one step each, at the relabel batch size (stored, as SRe²L/LPLD), or on the kept samples reshuffled into batches of --batch-size (shuffled).")]
+ArtifactArg = Annotated[Path, typer.Argument(help="An artifact folder written by `ladd distill` or `ladd run`.")]
+
+
 def _default_out() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
 def _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
                   saves_per_epoch, ensemble, temperature, top_k, label_dtype, bptt: BpttConfig | None = None,
-                  labeler_lr: float = 0.01) -> LabelConfig:
+                  labeler_lr: float = 0.01, labeler_weights: str | None = None, labeler_classes: str | None = None) -> LabelConfig:
     """The label stage's config; an 'auto' epoch is left unset here and chosen by `_auto_epoch`."""
+    from ladd.experts.pretrained import pretrained_config
+
     epoch = _epoch(labeler_epoch, "--labeler-epoch")
+    weights = None if labeler_weights is None else pretrained_config(
+        labeler_weights, labeler_model, labeler_classes, option="--labeler-weights", model_option="--labeler-model", classes_option="--labeler-classes")
     return LabelConfig(
+        labeler_weights=weights,
         method=labels, n=grid, r=coverage, epoch=None if epoch == "auto" else epoch, labeler_dir=labeler_dir, dtype=label_dtype,
         ensemble=ensemble, temperature=temperature, top_k=top_k, bptt=bptt or BpttConfig(),
         labeler=ExpertConfig(model=labeler_model or models[0], epochs=labeler_epochs, lr=labeler_lr, saves_per_epoch=saves_per_epoch),
@@ -166,7 +316,7 @@ def _auto_epoch(cfg: LabelConfig, data, src: SourceConfig, ipc: int, runtime: Ru
     from ladd.experiments.expert_epoch import select_epoch
 
     setup = Setup(source=src, teacher=cfg.model_copy(update={"epoch": None, "labeler_dir": None}), **students)
-    epoch = select_epoch(data, setup, ipc, runtime, cache_root() / "selection")
+    epoch = select_epoch(data, setup, ipc, runtime, entry("selection", data.name, [data.name, list(data.class_names)]))
     console.print(f"--labeler-epoch auto: epoch {epoch:g} trains the best students on the validation split")
     return cfg.model_copy(update={"epoch": epoch})
 
@@ -182,7 +332,7 @@ def _write_results(out: Path, rows: list[dict], config: dict, notes: list[str], 
 def _open(artifact: Path, data_dir: str | None):
     """An artifact, its source config (with --data-dir where given) and that source's data,
     checked to be the data the artifact was made from."""
-    art = load_artifact(artifact)
+    art = load_artifact(artifact, complete=True)
     src = pipeline.source_of(art)
     if data_dir is not None:
         src = src.model_copy(update={"data_dir": data_dir})
@@ -196,44 +346,48 @@ def _source(dataset, data_dir, resolution, skip_unreadable) -> SourceConfig:
 
 
 @app.command()
+@_trains
 def distill(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random",
     import_path: ImportPath = None, seed: Seed = 0, model: Model = "convnet", recipe: Recipe = None,
     resume: Resume = False, float_images: FloatImages = False, buffer: Buffer = None, param: Param = None,
-    out: Out = None, device: Device = "auto",
+    out: Out = None, device: Device = "auto", speed: Speed = Speed(),
 ):
     """Image stage: select, learn or import IPC images per class; write an artifact (images + hard labels;
     LIC and RDED also store region labels)."""
     src = _source(dataset, data_dir, resolution, skip_unreadable)
     cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=_split(model)[0], recipe=recipe,
                        resume=resume, float_images=float_images, buffer=buffer, params=_params(param or []))
-    art = pipeline.distill(pipeline.load_source(src), src, cfg, Runtime.from_name(device))
+    check_params(IMAGE_METHODS.canonical(images), cfg.params)  # before any data is loaded
+    art = pipeline.distill(pipeline.load_source(src), src, cfg, Runtime.from_name(device, speed))
     out = out or _default_out() / "artifact"
     save_artifact(out, art)
     console.print(f"wrote artifact {out} ({len(art.images)} images)")
 
 
 @app.command()
+@_trains
 def label(
     artifact: ArtifactArg, labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, model: Model = "convnet",
     labeler_model: LabelerModel = None, labeler_epochs: LabelerEpochs = 10, labeler_lr: LabelerLr = 0.01, labeler_epoch: LabelerEpoch = None,
     labeler_dir: LabelerDir = None, labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1,
+    labeler_weights: LabelerWeights = None, labeler_classes: LabelerClasses = None,
     temperature: Temperature = 1.0, top_k: TopK = None, label_dtype: LabelDtype = "float32",
     bptt_iterations: BpttIterations = 100, bptt_unroll: BpttUnroll = 20, bptt_backprop: BpttBackprop = 10,
-    data_dir: DataDir = None, out: Out = None, device: Device = "auto",
+    data_dir: DataDir = None, out: Out = None, device: Device = "auto", speed: Speed = Speed(),
 ):
     """Label stage: soft labels from an early-stopped expert (LADD's dense sub-image labels, or the
     soft-label baseline's global labels).
 
     Trains (or reuses from the cache) the labeler, then stores a soft label for each sub-image
     (ladd) and each whole image. Writes into the artifact unless --out is given."""
-    art, src, data = _open(artifact, data_dir)
     models = _split(model)
     bptt = BpttConfig(model=models[0], iterations=bptt_iterations, unroll=bptt_unroll, backprop=bptt_backprop)
     cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
-                        labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, bptt, labeler_lr)
-    runtime = Runtime.from_name(device)
+                        labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, bptt, labeler_lr, labeler_weights, labeler_classes)
+    art, src, data = _open(artifact, data_dir)  # after every option is checked
+    runtime = Runtime.from_name(device, speed)
     if labeler_epoch == "auto":
         cfg = _auto_epoch(cfg, data, src, art.manifest["ipc"], runtime, student_model=models[0])
     art = pipeline.label(art, data, cfg, runtime)
@@ -241,22 +395,25 @@ def label(
     lab = art.manifest["labels"]
     stored = ", ".join(f"{n} {tuple(t.shape)}" for n, t in art.components().items() if n.endswith("labels") and n != "labels")
     made_by = f" (labeler epoch {lab['labeler']['epoch']:g}, test acc {100 * lab['labeler']['test_acc']:.2f}%)" if "labeler" in lab else ""
+    if lab.get("labeler", {}).get("pretrained"):
+        made_by = f" (pretrained labeler {Path(lab['labeler']['weights']).name}, test acc {100 * lab['labeler']['test_acc']:.2f}%)"
     console.print(f"wrote {lab['method']} labels ({stored}) to {out or artifact}{made_by}")
 
 
 @app.command("eval")
+@_trains
 def eval_(
     artifact: ArtifactArg, methods: Methods = None, model: Model = "convnet", seeds: Seeds = 5,
     protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None, select_lr: SelectLr = None,
     val_per_class: EvalValPerClass = 50, crops_per_step: Crops = "all", local_reduction: LocalReduction = None,
     soft_loss: EvalSoftLoss = None,
     robust: Annotated[bool, typer.Option("--robust", help="Also compute DD-Ranking's HLR, IOR, Label-Robust and Augmentation-Robust Scores against a random real subset at the same IPC, labelled the same way (first --model).")] = False,
-    equal_cost: Annotated[Optional[str], typer.Option("--equal-cost", help="LADD's equal-cost comparisons (Fig. 3), comma-separated: bytes (baseline++: hard labels at IPC + 1, re-running the image method), epochs (baseline=flops: hard labels for as many epochs as the label method's label + student FLOPs), curve (the paper's: same batch size and epochs, the label method read off its accuracy-over-FLOPs curve where it has spent the baseline's deployment FLOPs), or all.")] = None,
-    curve_every: Annotated[Optional[int], typer.Option("--curve-every", help="Record test accuracy every K epochs against the deployment FLOPs spent (flops_curve.png; default with --equal-cost curve: about 50 points).")] = None,
-    real_epochs: Annotated[int, typer.Option("--real-epochs", help="--robust: epochs of the students trained on the full training split (HLR's real-data accuracy).")] = 30,
+    equal_cost: Annotated[Optional[str], typer.Option("--equal-cost", parser=_checked("--equal-cost", _equal_cost), help="LADD's equal-cost comparisons (Fig. 3), comma-separated: bytes (baseline++: hard labels at IPC + 1, re-running the image method), epochs (baseline=flops: hard labels for as many epochs as the label method's label + student FLOPs), curve (the paper's: same batch size and epochs, the label method read off its accuracy-over-FLOPs curve where it has spent the baseline's deployment FLOPs), or all.")] = None,
+    curve_every: Annotated[Optional[int], typer.Option("--curve-every", min=1, max=MAX_COUNT, help="Record test accuracy every K epochs against the deployment FLOPs spent (flops_curve.png; default with --equal-cost curve: about 50 points).")] = None,
+    real_epochs: Annotated[int, typer.Option("--real-epochs", min=1, max=MAX_COUNT, help="--robust: epochs of the students trained on the full training split (HLR's real-data accuracy).")] = 30,
     batch_size: EvalBatchSize = None, prune: Prune = 1.0, pool: PoolOpt = "epoch", prune_metric: PruneMetric = "random", prune_keep: PruneKeep = "easy",
     replay_batches: ReplayBatches = "stored",
-    data_dir: DataDir = None, out: Out = None, device: Device = "auto",
+    data_dir: DataDir = None, out: Out = None, device: Device = "auto", speed: Speed = Speed(),
 ):
     """Evaluate an artifact: accuracy mean ± std over seeds, stored bytes and FLOPs.
 
@@ -265,7 +422,7 @@ def eval_(
     on a validation split carved from the training split."""
     art, _, dataset = _open(artifact, data_dir)
     chosen = _split(methods, "--methods") if methods else default_methods(art)
-    candidates = tuple(_floats(select_lr, "--select-lr")) if select_lr else ()
+    candidates = tuple(_floats(select_lr, "--select-lr", MIN_LR, MAX_LR)) if select_lr else ()
     kinds = _equal_cost(equal_cost)
     if "curve" in kinds and curve_every is None:
         curve_every = max(1, (epochs or load_protocol(protocol).epochs) // 50)
@@ -273,7 +430,7 @@ def eval_(
                      select_lr=candidates, val_per_class=val_per_class, crops_per_step=_crops(crops_per_step),
                      local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size, curve_every=curve_every,
                      pruning=Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep, batches=replay_batches))
-    runtime = Runtime.from_name(device)
+    runtime = Runtime.from_name(device, speed)
     plus_one = pipeline.plus_one(art, dataset, runtime) if "bytes" in kinds else None  # refused before any training if it cannot be made
     rows = evaluate(art, dataset, cfg, runtime) + rounding_rows(art, dataset, cfg, runtime)
     notes = eval_notes(art, cfg, rows)
@@ -289,12 +446,21 @@ def eval_(
         extra["robustness"] = scores
         notes.append(robustness_note(scores))
     out = out or _default_out()
-    _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump()}, notes, f"ladd eval · {dataset.name}", extra)
+    _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump(), "device": str(runtime.device), "speed": runtime.speed.model_dump()},
+                   notes, f"ladd eval · {dataset.name}", extra)
 
 
 TeacherDir = Annotated[Optional[str], typer.Option("--teacher-dir", help="BN teacher: an expert folder to reuse (its own config wins) or to train into. Default: the expert cache.")]
-TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", help="Teacher architecture (batch norm for squeeze/recover), e.g. convnet-bn (small sets) or resnet18-bn. Default: the dataset's lpld recipe.")]
-TeacherEpochs = Annotated[Optional[int], typer.Option("--teacher-epochs", help="Epochs the teacher trains (cached by config). Default: the dataset's lpld recipe.")]
+TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", parser=_checked("--teacher-model", _models, "--teacher-model"), help="Teacher architecture (batch norm for squeeze/recover), e.g. convnet-bn (small sets) or resnet18-bn. Default: the dataset's lpld recipe.")]
+TeacherEpochs = Annotated[Optional[int], typer.Option("--teacher-epochs", min=1, max=MAX_COUNT, help="Epochs the teacher trains (cached by config). Default: the dataset's lpld recipe.")]
+TeacherWeights = Annotated[Optional[str], typer.Option("--teacher-weights", help="Pretrained teacher instead of a trained one: a weights file (.pth/.pt, read with torch.load weights_only; or .safetensors) in torchvision's or timm's ResNet-18 layout (recognized as resnet18-imagenet, input normalization converted to ImageNet's) or ladd's (name the model with --teacher-model). See README 'Pretrained teachers'. With --teacher-dir: the folder that records it (and squeeze's statistics).")]
+TeacherClasses = Annotated[Optional[str], typer.Option("--teacher-classes", help="With --teacher-weights: the head row of each dataset class, in the dataset's class order (an ImageNet subset's ImageNet class indices), e.g. ImageNette: 0,217,482,491,497,566,569,571,574,701.")]
+
+
+def _teacher_weights(weights, model, classes):
+    from ladd.experts.pretrained import pretrained_config
+
+    return None if weights is None else pretrained_config(weights, model, classes)
 
 
 def _teacher_config(data, teacher_model, teacher_epochs, ipc: int) -> ExpertConfig:
@@ -304,21 +470,23 @@ def _teacher_config(data, teacher_model, teacher_epochs, ipc: int) -> ExpertConf
 
 
 @app.command()
+@_trains
 def relabel(
     artifact: ArtifactArg,
-    epochs: Annotated[int, typer.Option("--epochs", help="Relabel epochs: each stores one augmentation and soft label per image.")] = 20,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Relabel batch: CutMix partners are drawn within it; the unit of --pool batch.")] = 50,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=MAX_COUNT, help="Relabel epochs: each stores one augmentation and soft label per image.")] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=MAX_BATCH, help="Relabel batch: CutMix partners are drawn within it; the unit of --pool batch.")] = 50,
     teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
-    teacher_epoch: Annotated[Optional[float], typer.Option("--teacher-epoch", help="Teacher checkpoint that labels (default: the last).")] = None,
+    teacher_epoch: Annotated[Optional[float], typer.Option("--teacher-epoch", min=0, max=MAX_COUNT, help="Teacher checkpoint that labels (default: the last).")] = None,
+    teacher_weights: TeacherWeights = None, teacher_classes: TeacherClasses = None,
     label_kind: Annotated[str, typer.Option("--label-kind", help="Store teacher logits (softened by T at replay) or probabilities at T.")] = "logits",
     label_dtype: Annotated[str, typer.Option("--label-dtype", help="float16 (the reference's --use-fp16) or float32.")] = "float16",
-    temperature: Annotated[float, typer.Option("--temperature", help="T of the student's KL loss (SRe²L: 20 with CutMix).")] = 20.0,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="FKD label quantization: store only the k largest probabilities and their indices (needs --label-kind probs).")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", min=MIN_TEMPERATURE, max=MAX_TEMPERATURE, help="T of the student's KL loss (SRe²L: 20 with CutMix).")] = 20.0,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, max=MAX_COUNT, help="FKD label quantization: store only the k largest probabilities and their indices (needs --label-kind probs).")] = None,
     cutmix: Annotated[bool, typer.Option("--cutmix/--no-cutmix", help="CutMix (λ ~ Beta(1, 1)) after crop and flip, as the reference.")] = True,
     cutmix_per: Annotated[str, typer.Option("--cutmix-per", help="One CutMix λ and box per relabel batch (batch, the reference) or per sample.")] = "batch",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the stored augmentations (the reference's --fkd-seed 42).")] = 42,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the stored augmentations (the reference's --fkd-seed 42).")] = 42,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a stored relabel made with other settings.")] = False,
-    data_dir: DataDir = None, device: Device = "auto",
+    data_dir: DataDir = None, device: Device = "auto", speed: Speed = Speed(),
 ):
     """Relabel stage (SRe²L/FKD, stored): per epoch and image, draw a RandomResizedCrop, flip and
     CutMix partner, store them with the teacher's soft label in ARTIFACT/relabel/ (safetensors, one
@@ -327,27 +495,27 @@ def relabel(
     teacher = _teacher_config(dataset, teacher_model, teacher_epochs, art.manifest["ipc"])
     cfg = RelabelConfig(epochs=epochs, batch_size=batch_size, teacher=teacher,
                         teacher_epoch=teacher_epoch, kind=label_kind, dtype=label_dtype, temperature=temperature, top_k=top_k,
-                        cutmix=cutmix, mix_per=cutmix_per, seed=seed)
-    art = pipeline.relabel(art, artifact, dataset, cfg, Runtime.from_name(device), overwrite=overwrite)
-    save_artifact(artifact, art)
+                        cutmix=cutmix, mix_per=cutmix_per, seed=seed, teacher_weights=_teacher_weights(teacher_weights, teacher_model, teacher_classes))
+    art = pipeline.relabel_artifact(artifact, dataset, cfg, Runtime.from_name(device, speed), overwrite=overwrite)
     rel = art.manifest["relabel"]
     console.print(f"wrote {epochs} relabel epochs × {rel['samples']} images to {artifact / 'relabel'} "
                   f"({sum(b['raw'] for b in rel['storage'].values()):,} B, {rel['label_to_image_ratio']:.2f}× the images)")
 
 
 @app.command()
+@_trains
 def experts(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, model: Model = "convnet",
-    num_experts: Annotated[int, typer.Option("--num-experts", help="Experts to train (seeds 0..E-1); MTT samples among them.")] = 100,
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per expert; every epoch is checkpointed (the trajectory).")] = 50,
+    num_experts: Annotated[int, typer.Option("--num-experts", min=1, max=MAX_EXPERTS, help="Experts to train (seeds 0..E-1); MTT samples among them.")] = 100,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=MAX_COUNT, help="Epochs per expert; every epoch is checkpointed (the trajectory).")] = 50,
     out: Annotated[Optional[Path], typer.Option("--out", help="Buffer folder: experts go to OUT/expert_000 … for `--images mtt --buffer OUT` (default: the expert cache).")] = None,
-    device: Device = "auto",
+    device: Device = "auto", speed: Speed = Speed(),
 ):
     """Train expert trajectories (MTT's buffer): E experts, a checkpoint every epoch, cached and resumable."""
     src = _source(dataset, data_dir, resolution, skip_unreadable)
     data = pipeline.load_source(src)
-    runtime = Runtime.from_name(device)
+    runtime = Runtime.from_name(device, speed)
     folder = ensure_buffer(data, _split(model)[0], num_experts, epochs, runtime, out)
     console.print(f"{num_experts} experts of {epochs} epochs ready under {folder}")
 
@@ -356,7 +524,7 @@ def experts(
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Run folders holding results.json (from `ladd eval` or `ladd run`).")],
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("runs/report"),
-    images: Annotated[int, typer.Option("--images", help="Synthetic images shown per class in each run's image grid.")] = 4,
+    images: Annotated[int, typer.Option("--images", min=1, max=MAX_GRID_IMAGES, help="Synthetic images shown per class in each run's image grid.")] = 4,
 ):
     """Compare runs side by side: markdown, CSV and JSON tables; accuracy vs IPC, bytes (Pareto front)
     and FLOPs; per-class accuracy; image grids with top soft labels and LADD's N×N dense labels."""
@@ -367,13 +535,14 @@ def report(
 
 
 @app.command()
+@_trains
 def gradcam(
     artifact: ArtifactArg,
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated evaluation methods; one student each (seed 0), e.g. baseline,ladd.")] = "baseline,ladd",
     model: Model = "convnet", protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None,
-    test_images: Annotated[str, typer.Option("--test-images", help="Comma-separated indices into the real test split.")] = "0,1,2,3,4,5,6,7",
+    test_images: Annotated[str, typer.Option("--test-images", parser=_checked("--test-images", _whole_numbers, "--test-images", "0,1,2", 0, MAX_INDEX), help="Comma-separated indices into the real test split.")] = "0,1,2,3,4,5,6,7",
     data_dir: DataDir = None, out: Annotated[Path, typer.Option("--out", help="Folder for gradcam_<method>.png.")] = Path("runs/gradcam"),
-    device: Device = "auto",
+    device: Device = "auto", speed: Speed = Speed(),
 ):
     """Grad-CAM maps of students trained on the artifact, on chosen test images (LADD Fig. 4)."""
     from ladd.augment.dsa import strategy_for
@@ -382,7 +551,7 @@ def gradcam(
     from ladd.train.terms import method_terms
 
     art, _, dataset = _open(artifact, data_dir)
-    runtime = Runtime.from_name(device)
+    runtime = Runtime.from_name(device, speed)
     index = _ints_from_zero(test_images, "--test-images", len(dataset.test))
     chosen = load_protocol(protocol)
     data = train_data(art, dataset)
@@ -437,7 +606,7 @@ def teachers(
 @app.command()
 def info(artifact: ArtifactArg):
     """Verify an artifact (hashes, shapes, label validity) and summarize what it stores."""
-    art = load_artifact(artifact)
+    art = load_artifact(artifact, complete=True)
     m = art.manifest
     console.print(f"[bold]{artifact}[/] · ladd {m['ladd_version']} · schema {m['schema_version']} · hashes verified")
     recipe = (m["images"].get("recipe") or {}).get("name")
@@ -470,6 +639,7 @@ def info(artifact: ArtifactArg):
 
 
 @app.command()
+@_trains
 def run(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random", import_path: ImportPath = None,
@@ -477,9 +647,10 @@ def run(
     labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, labeler_model: LabelerModel = None,
     labeler_epochs: LabelerEpochs = 10, labeler_lr: LabelerLr = 0.01, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
     labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1, temperature: Temperature = 1.0, top_k: TopK = None,
+    labeler_weights: LabelerWeights = None, labeler_classes: LabelerClasses = None,
     label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: Methods = None,
     seeds: Seeds = 3, protocol: RunProtocol = QUICK_PROTOCOL, epochs: EvalEpochs = None, lr: EvalLr = None, crops_per_step: Crops = "auto",
-    local_reduction: LocalReduction = None, soft_loss: EvalSoftLoss = None, out: Out = None, device: Device = "auto",
+    local_reduction: LocalReduction = None, soft_loss: EvalSoftLoss = None, out: Out = None, device: Device = "auto", speed: Speed = Speed(),
 ):
     """Everything end to end: images → labeler → dense labels → baseline (hard labels) vs LADD.
 
@@ -491,18 +662,19 @@ def run(
     estimate of the full loss: --crops-per-step all), 3 seeds instead of 5.
     """
     t0 = time.perf_counter()
-    runtime = Runtime.from_name(device)
+    runtime = Runtime.from_name(device, speed)
     src = _source(dataset, data_dir, resolution, skip_unreadable)
     models = _split(model)
-    data = pipeline.load_source(src)
     label_cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
-                              labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, labeler_lr=labeler_lr)
+                              labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, labeler_lr=labeler_lr,
+                              labeler_weights=labeler_weights, labeler_classes=labeler_classes)
     chosen = _split(methods, "--methods") if methods else methods_for(LABEL_METHODS.canonical(labels))
     # only what the user typed overrides the protocol (and an MTT artifact's learned lr)
     cfg = EvalConfig(methods=chosen, models=models, seeds=seeds, protocol=protocol, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step),
                      local_reduction=local_reduction, soft_loss=soft_loss)  # fail before any training
     images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe,
                               resume=resume, float_images=float_images, buffer=buffer)
+    data = pipeline.load_source(src)  # after every option is checked
     art = pipeline.distill(data, src, images_cfg, runtime)
     if labeler_epoch == "auto":
         chosen_protocol = load_protocol(protocol)  # the selection's students train as the final ones will
@@ -515,7 +687,8 @@ def run(
     art = load_artifact(out / "artifact")  # evaluate exactly what was stored (e.g. float16 labels)
     rows = evaluate(art, data, cfg, runtime) + rounding_rows(art, data, cfg, runtime)
     notes = eval_notes(art, cfg, rows) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
-    config = {"source": src.model_dump(), "images": images_cfg.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device)}
+    config = {"source": src.model_dump(), "images": images_cfg.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device),
+              "speed": runtime.speed.model_dump()}
     _write_results(out, rows, config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
 
 
@@ -523,41 +696,49 @@ def run(
 RecoverImages = Annotated[str, typer.Option("--images", help="Recover method: sre2l (global BN statistics, batches mixing classes) or lpld (class-wise BN statistics, one class per batch).")]
 
 
-def _teacher(data, teacher_dir, teacher_model, teacher_epochs, ipc: int, runtime: Runtime) -> str:
-    """The teacher folder: --teacher-dir as is, else the model/epochs given or the dataset's lpld recipe, trained or reused."""
+def _teacher(data, teacher_dir, teacher_model, teacher_epochs, ipc: int, runtime: Runtime, weights=None, classes=None) -> str:
+    """The teacher folder: --teacher-weights set up (in --teacher-dir or the cache), else --teacher-dir as is,
+    else the model/epochs given or the dataset's lpld recipe, trained or reused."""
+    from ladd.experts.pretrained import prepare
     from ladd.images.squeeze import teacher_dir as resolve
 
+    if weights is not None:
+        return str(prepare(data, _teacher_weights(weights, teacher_model, classes), teacher_dir))
     teacher = _teacher_config(data, teacher_model, teacher_epochs, ipc)
     return str(resolve(data, teacher_dir, teacher.model, teacher.epochs, runtime))
 
 
 @app.command()
+@_trains
 def squeeze(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None, skip_unreadable: SkipBad = False,
     teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch of the statistics pass.")] = 256,
-    momentum: Annotated[float, typer.Option("--momentum", help="EMA momentum of the class-wise statistics (LPLD Eq. 7; BN's 0.1).")] = 0.1,
-    seed: Annotated[int, typer.Option("--seed", help="Order of the statistics pass.")] = 0, device: Device = "auto",
+    teacher_weights: TeacherWeights = None, teacher_classes: TeacherClasses = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=MAX_BATCH, help="Batch of the statistics pass.")] = 256,
+    momentum: Annotated[float, typer.Option("--momentum", min=1e-6, max=1.0, help="EMA momentum of the class-wise statistics (LPLD Eq. 7; BN's 0.1).")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Order of the statistics pass.")] = 0, device: Device = "auto", speed: Speed = Speed(),
 ):
     """SRe²L/LPLD squeeze: train (or reuse) a BN teacher, then store its class-wise BN statistics beside it."""
     from ladd.images.squeeze import SqueezeConfig, squeeze as run_squeeze
 
     src = _source(dataset, data_dir, resolution, skip_unreadable)
-    data, runtime = pipeline.load_source(src), Runtime.from_name(device)
+    data, runtime = pipeline.load_source(src), Runtime.from_name(device, speed)
     cfg = SqueezeConfig(batch_size=batch_size, momentum=momentum, seed=seed)
-    directory = Path(_teacher(data, teacher_dir, teacher_model, teacher_epochs, 1, runtime))
+    directory = Path(_teacher(data, teacher_dir, teacher_model, teacher_epochs, 1, runtime, teacher_weights, teacher_classes))
     run_squeeze(data, directory, cfg, runtime)
     console.print(f"teacher and class-wise statistics in {directory} (use --teacher-dir {directory})")
 
 
 @app.command()
+@_trains
 def recover(
     images: RecoverImages = "lpld", dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, seed: Seed = 0, recipe: Recipe = None,
     teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
-    workers: Annotated[int, typer.Option("--workers", help="Processes recovering independent batches (LPLD: classes) in parallel; the images do not depend on it.")] = 1,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: recover only batches i, i+n, … into their checkpoints (e.g. on n machines); then run again with --resume and no --shard to assemble.")] = None,
-    resume: Resume = False, float_images: FloatImages = False, out: Out = None, device: Device = "auto",
+    teacher_weights: TeacherWeights = None, teacher_classes: TeacherClasses = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS, help="Processes recovering independent batches (LPLD: classes) in parallel; the images do not depend on it.")] = 1,
+    shard: Annotated[Optional[str], typer.Option("--shard", parser=_checked("--shard", _shard), help="i/n: recover only batches i, i+n, … into their checkpoints (e.g. on n machines); then run again with --resume and no --shard to assemble.")] = None,
+    resume: Resume = False, float_images: FloatImages = False, out: Out = None, device: Device = "auto", speed: Speed = Speed(),
 ):
     """SRe²L/LPLD recover: synthesize IPC images per class from a BN teacher (the same image
     methods `ladd distill --images sre2l|lpld` runs); checkpointed per batch (LPLD: per class)."""
@@ -567,9 +748,9 @@ def recover(
     if method not in METHODS:
         raise LaddError(f"--images {images}: recover runs {' or '.join(METHODS)}; other methods run through `ladd distill`")
     src = _source(dataset, data_dir, resolution, skip_unreadable)
-    data, runtime = pipeline.load_source(src), Runtime.from_name(device)
-    if teacher_dir is None and (teacher_model or teacher_epochs):
-        teacher_dir = _teacher(data, None, teacher_model, teacher_epochs, ipc, runtime)
+    data, runtime = pipeline.load_source(src), Runtime.from_name(device, speed)
+    if teacher_weights is not None or (teacher_dir is None and (teacher_model or teacher_epochs)):
+        teacher_dir = _teacher(data, teacher_dir, teacher_model, teacher_epochs, ipc, runtime, teacher_weights, teacher_classes)
     cfg = ImagesConfig(method=method, ipc=ipc, seed=seed, recipe=recipe, resume=resume, float_images=float_images,
                        teacher=teacher_dir, workers=workers)
     if shard is not None:
@@ -583,28 +764,25 @@ def recover(
     console.print(f"wrote artifact {out} ({len(art.images)} images, {method})")
 
 
-def _shard(text: str) -> tuple[int, int]:
-    parts = text.split("/")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or int(parts[1]) < 1:
-        raise LaddError(f"--shard {text!r} must be i/n with whole numbers, n >= 1, e.g. 0/4")
-    return int(parts[0]), int(parts[1])
 
 
 @app.command()
+@_trains
 def diversity(
     artifact: ArtifactArg, teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
-    real_per_class: Annotated[int, typer.Option("--real-per-class", help="Real training images per class the synthetic ones are compared with.")] = 500,
-    seed: Annotated[int, typer.Option("--seed", help="Which real images are drawn.")] = 0,
+    teacher_weights: TeacherWeights = None, teacher_classes: TeacherClasses = None,
+    real_per_class: Annotated[int, typer.Option("--real-per-class", min=1, max=MAX_COUNT, help="Real training images per class the synthetic ones are compared with.")] = 500,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Which real images are drawn.")] = 0,
     data_dir: DataDir = None, out: Annotated[Optional[Path], typer.Option("--out", help="JSON file (default: runs/<timestamp>/diversity.json).")] = None,
-    device: Device = "auto",
+    device: Device = "auto", speed: Speed = Speed(),
 ):
     """Diversity of any artifact in a teacher's feature space: mean within-class cosine similarity (LPLD Table 1) and MMD² to the real data (Eq. 5)."""
     from ladd.eval.diversity import diversity as measure
     from ladd.images.squeeze import load_teacher
 
     art, _, data = _open(artifact, data_dir)
-    runtime = Runtime.from_name(device)
-    directory = Path(_teacher(data, teacher_dir, teacher_model, teacher_epochs, art.manifest["ipc"], runtime))
+    runtime = Runtime.from_name(device, speed)
+    directory = Path(_teacher(data, teacher_dir, teacher_model, teacher_epochs, art.manifest["ipc"], runtime, teacher_weights, teacher_classes))
     model, prov = load_teacher(directory, data, runtime, need_bn=False)
     result = {"artifact": str(artifact), "teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
               **measure(model, art.images, art.labels, data, real_per_class, seed)}
@@ -620,16 +798,16 @@ experiment_app = typer.Typer(help="Soft-label experiments (A Label is Worth a Th
                              no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 
-ExpertModel = Annotated[str, typer.Option("--expert-model", help="Expert (teacher) architecture.")]
-ExpertEpochs = Annotated[int, typer.Option("--expert-epochs", help="Epochs the expert trains (SGD, no momentum/weight decay, DSA); a checkpoint each.")]
-ExpertLr = Annotated[float, typer.Option("--expert-lr", help="Expert learning rate (the reference uses a small one for fine-grained early checkpoints).")]
-ExpertSaves = Annotated[int, typer.Option("--expert-saves-per-epoch", help="Also checkpoint the expert at 1/f fractions of each epoch.")]
+ExpertModel = Annotated[str, typer.Option("--expert-model", parser=_checked("--expert-model", _models, "--expert-model"), help="Expert (teacher) architecture.")]
+ExpertEpochs = Annotated[int, typer.Option("--expert-epochs", min=1, max=MAX_COUNT, help="Epochs the expert trains (SGD, no momentum/weight decay, DSA); a checkpoint each.")]
+ExpertLr = Annotated[float, typer.Option("--expert-lr", min=MIN_LR, max=MAX_LR, help="Expert learning rate (the reference uses a small one for fine-grained early checkpoints).")]
+ExpertSaves = Annotated[int, typer.Option("--expert-saves-per-epoch", min=1, max=MAX_SAVES, help="Also checkpoint the expert at 1/f fractions of each epoch.")]
 ExpertDecay = Annotated[bool, typer.Option("--expert-decay/--expert-constant-lr", help="Expert lr ×0.1 after half its epochs (buffer.py --decay of MTT and the soft-label paper) instead of constant.")]
-ExpertEpoch = Annotated[Optional[str], typer.Option("--expert-epoch", help="Checkpoint that labels: a number, 'auto' (selected per IPC on a validation split carved from the training set), default the last.")]
-StudentModel = Annotated[str, typer.Option("--model", help="Student architecture.")]
-ValPerClass = Annotated[int, typer.Option("--val-per-class", help="Training images per class held out as the validation split for epoch selection.")]
-CandidateEpochs = Annotated[Optional[str], typer.Option("--candidate-epochs", help="Comma-separated expert epochs that 'auto' selection tries (default: every saved one).")]
-IpcList = Annotated[str, typer.Option("--ipc", help="Comma-separated images per class.")]
+ExpertEpoch = Annotated[Optional[str], typer.Option("--expert-epoch", parser=_checked("--expert-epoch", _epoch), help="Checkpoint that labels: a number, 'auto' (selected per IPC on a validation split carved from the training set), default the last.")]
+StudentModel = Annotated[str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Student architecture.")]
+ValPerClass = Annotated[int, typer.Option("--val-per-class", min=1, max=MAX_COUNT, help="Training images per class held out as the validation split for epoch selection.")]
+CandidateEpochs = Annotated[Optional[str], typer.Option("--candidate-epochs", parser=_checked("--candidate-epochs", _floats, "--candidate-epochs", 0.0, MAX_COUNT), help="Comma-separated expert epochs that 'auto' selection tries (default: every saved one).")]
+IpcList = Annotated[str, typer.Option("--ipc", parser=_checked("--ipc", _ints, "--ipc"), help="Comma-separated images per class.")]
 ExpOut = Annotated[Path, typer.Option("--out", help="Output folder; re-running with the same folder resumes.")]
 
 
@@ -641,46 +819,8 @@ def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_sav
     return Setup(source=SourceConfig(dataset=dataset, data_dir=data_dir), teacher=LabelConfig(method="soft", labeler=expert),
                  student_model=model, student_epochs=epochs, student_lr=lr, seeds=seeds, soft_loss=soft_loss, image_seed=seed,
                  val_per_class=val_per_class,
-                 candidate_epochs=None if candidate_epochs is None else tuple(_floats(candidate_epochs, "--candidate-epochs")),
-                 select_lr=tuple(_floats(select_lr, "--select-lr")) if select_lr else ())
-
-
-def _whole_numbers(text: str, option: str, example: str) -> list[int]:
-    try:
-        return [int(v) for v in _split(text, option)]
-    except ValueError:
-        raise LaddError(f"{option} {text!r} must be comma-separated whole numbers, e.g. {example}") from None
-
-
-def _ints(text: str, option: str) -> list[int]:
-    values = _whole_numbers(text, option, "1,10,50")
-    if any(v < 1 for v in values):
-        raise LaddError(f"{option} {text!r}: every value must be >= 1")
-    return values
-
-
-def _ints_from_zero(text: str, option: str, size: int) -> list[int]:
-    values = _whole_numbers(text, option, "0,1,2")
-    bad = [v for v in values if not 0 <= v < size]
-    if bad:
-        raise LaddError(f"{option}: index {bad[0]} is outside the test split (0..{size - 1})")
-    return values
-
-
-def _floats(text: str, option: str) -> list[float]:
-    try:
-        return [float(v) for v in _split(text, option)]
-    except ValueError:
-        raise LaddError(f"{option} {text!r} must be comma-separated numbers, e.g. 0.003,0.01,0.03") from None
-
-
-def _epoch(text: str | None, option: str = "--expert-epoch") -> float | str | None:
-    if text in (None, "auto"):
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise LaddError(f"{option} {text!r} is not a number or 'auto'") from None
+                 candidate_epochs=None if candidate_epochs is None else tuple(_floats(candidate_epochs, "--candidate-epochs", 0.0, MAX_COUNT)),
+                 select_lr=tuple(_floats(select_lr, "--select-lr", MIN_LR, MAX_LR)) if select_lr else ())
 
 
 def _shared_options(
@@ -703,10 +843,11 @@ def _experiment(name: str):
 
         def command(**kw):
             opts = {k: kw.pop(k) for k in shared}
+            runtime = Runtime.from_name(opts["device"], Speed(**{k: kw.pop(k) for k in SPEED_OPTIONS}))
             setup = _setup(**{k: v for k, v in opts.items() if k not in ("out", "device")})
-            body(pipeline.load_source(setup.source), setup, Runtime.from_name(opts["device"]), opts["out"], **kw)
+            body(pipeline.load_source(setup.source), setup, runtime, opts["out"], **kw)
 
-        command.__signature__ = inspect.Signature([*own, *shared.values()])
+        command.__signature__ = inspect.Signature([*own, *shared.values(), *SPEED_OPTIONS.values()])
         command.__doc__ = body.__doc__
         experiment_app.command(name)(command)
         return body
@@ -727,7 +868,7 @@ def _expert_epoch(data, setup, runtime, out, ipc: IpcList = "1,10"):
 
 @_experiment("soft-vs-hard")
 def _soft_vs_hard(data, setup, runtime, out, ipc: IpcList = "1,10,50", expert_epoch: ExpertEpoch = "auto",
-                  ensemble: Annotated[int, typer.Option("--ensemble", help="Also evaluate an ensemble of K experts' averaged logits (1 = no).")] = 1):
+                  ensemble: Annotated[int, typer.Option("--ensemble", min=1, max=MAX_ENSEMBLE, help="Also evaluate an ensemble of K experts' averaged logits (1 = no).")] = 1):
     """Random real images with hard labels vs the expert's soft labels (and an ensemble's), across IPC."""
     from ladd.experiments import soft_vs_hard
 
@@ -736,13 +877,11 @@ def _soft_vs_hard(data, setup, runtime, out, ipc: IpcList = "1,10,50", expert_ep
 
 @_experiment("epoch-temperature")
 def _epoch_temperature(data, setup, runtime, out, ipc: IpcList = "1,10",
-                       temperatures: Annotated[str, typer.Option("--temperatures", help="Comma-separated label temperatures T of softmax(z / T).")] = "0.5,1,2,4"):
+                       temperatures: Annotated[str, typer.Option("--temperatures", parser=_checked("--temperatures", _floats, "--temperatures", MIN_TEMPERATURE, MAX_TEMPERATURE), help="Comma-separated label temperatures T of softmax(z / T).")] = "0.5,1,2,4"):
     """Expert epoch × label temperature: student validation accuracy on the grid, best pair per IPC (Fig. 5)."""
     from ladd.experiments import epoch_temperature
 
-    values = _floats(temperatures, "--temperatures")
-    if any(t <= 0 for t in values):
-        raise LaddError(f"--temperatures {temperatures!r}: every temperature must be > 0")
+    values = _floats(temperatures, "--temperatures", MIN_TEMPERATURE, MAX_TEMPERATURE)
     epoch_temperature.run(data, setup, _ints(ipc, "--ipc"), sorted(set(values)), runtime, out)
 
 
@@ -755,7 +894,7 @@ def _swap(data, setup, runtime, out, ipc: Ipc = 10, expert_epoch: ExpertEpoch = 
 
 
 @_experiment("scaling-law")
-def _scaling(data, setup, runtime, out, ipc: IpcList = "1,2,5,10,20", top_k: Annotated[str, typer.Option("--top-k", help="Comma-separated k of the top-k soft labels.")] = "1,2,3,5,10",
+def _scaling(data, setup, runtime, out, ipc: IpcList = "1,2,5,10,20", top_k: Annotated[str, typer.Option("--top-k", parser=_checked("--top-k", _ints, "--top-k"), help="Comma-separated k of the top-k soft labels.")] = "1,2,3,5,10",
              expert_epoch: ExpertEpoch = None):
     """Data-knowledge scaling: IPC × top-k grid, fits acc = (a·IPC)^c − d, data-size reduction factor (Fig. 6)."""
     from ladd.experiments import scaling
@@ -764,7 +903,7 @@ def _scaling(data, setup, runtime, out, ipc: IpcList = "1,2,5,10,20", top_k: Ann
 
 
 @_experiment("removal")
-def _removal(data, setup, runtime, out, ipc: Ipc = 10, target_class: Annotated[int, typer.Option("--target-class", help="Index of the class whose images or label knowledge is removed.")] = 0,
+def _removal(data, setup, runtime, out, ipc: Ipc = 10, target_class: Annotated[int, typer.Option("--target-class", min=0, max=MAX_COUNT, help="Index of the class whose images or label knowledge is removed.")] = 0,
              expert_epoch: ExpertEpoch = None):
     """Remove a class's images vs remove its knowledge from the labels: zero-shot accuracy on that class (Fig. 7)."""
     from ladd.experiments import removal
@@ -773,7 +912,7 @@ def _removal(data, setup, runtime, out, ipc: Ipc = 10, target_class: Annotated[i
 
 
 @_experiment("ce-selection")
-def _ce_selection(data, setup, runtime, out, ipc: Ipc = 10, quantiles: Annotated[int, typer.Option("--quantiles", help="CE quantiles per class (0 = easiest).")] = 5,
+def _ce_selection(data, setup, runtime, out, ipc: Ipc = 10, quantiles: Annotated[int, typer.Option("--quantiles", min=1, max=MAX_QUANTILES, help="CE quantiles per class (0 = easiest).")] = 5,
                   expert_epoch: ExpertEpoch = None):
     """Students on the easiest … hardest expert-CE quantile of real images vs random images (Appendix B)."""
     from ladd.experiments import ce_selection
@@ -786,7 +925,7 @@ def _ce_selection(data, setup, runtime, out, ipc: Ipc = 10, quantiles: Annotated
 @_experiment("lic-ablation")
 def _lic_ablation(data, setup, runtime, out, ipc: IpcList = "1,10",
                   ladd_labels: Annotated[bool, typer.Option("--ladd-labels/--no-ladd-labels", help="Also LADD's dense labels (5×5, R 62.5%) on the LIC images.")] = True,
-                  iterations: Annotated[Optional[int], typer.Option("--iterations", help="LIC compensation iterations M and SRe²L recover iterations (default: each recipe's).")] = None):
+                  iterations: Annotated[Optional[int], typer.Option("--iterations", min=1, max=MAX_STEPS, help="LIC compensation iterations M and SRe²L recover iterations (default: each recipe's).")] = None):
     """LIC's stages one by one (Table 7): squeezed random → + selection → + compensation → + region relabel; vs random and RDED.
 
     The observer is the expert (--expert-model/--expert-epochs/--expert-lr)."""
@@ -797,48 +936,198 @@ def _lic_ablation(data, setup, runtime, out, ipc: IpcList = "1,10",
 
 @_experiment("lpld-pruning")
 def _lpld_pruning(data, setup, runtime, out, ipc: IpcList = "10,50",
-                  rho: Annotated[str, typer.Option("--rho", help="Comma-separated pruning factors: keep 1/ρ of the stored labels (LPLD: 10 … 100).")] = "1,10,40",
-                  pools: Annotated[str, typer.Option("--pools", help="Comma-separated label pools: epoch and/or batch (LPLD's improved pool).")] = "epoch,batch",
-                  relabel_epochs: Annotated[int, typer.Option("--relabel-epochs", help="Stored relabel epochs, also the students' epochs (ρ = 1 replays each once).")] = 200,
-                  relabel_batch: Annotated[int, typer.Option("--relabel-batch", help="Relabel batch (the unit of the batch pool) and student batch.")] = 25,
-                  iterations: Annotated[Optional[int], typer.Option("--iterations", help="Recover iterations (default: the recipes').")] = None):
+                  rho: Annotated[str, typer.Option("--rho", parser=_checked("--rho", _floats, "--rho", 1.0, MAX_RHO), help="Comma-separated pruning factors: keep 1/ρ of the stored labels (LPLD: 10 … 100).")] = "1,10,40",
+                  pools: Annotated[str, typer.Option("--pools", parser=_checked("--pools", _pools), help="Comma-separated label pools: epoch and/or batch (LPLD's improved pool).")] = "epoch,batch",
+                  relabel_epochs: Annotated[int, typer.Option("--relabel-epochs", min=1, max=MAX_COUNT, help="Stored relabel epochs, also the students' epochs (ρ = 1 replays each once).")] = 200,
+                  relabel_batch: Annotated[int, typer.Option("--relabel-batch", min=1, max=MAX_BATCH, help="Relabel batch (the unit of the batch pool) and student batch.")] = 25,
+                  iterations: Annotated[Optional[int], typer.Option("--iterations", min=1, max=MAX_STEPS, help="Recover iterations (default: the recipes').")] = None):
     """SRe²L vs LPLD end to end: squeeze, recover both sets, relabel (stored), diversity, and students replaying 1/ρ of the labels.
 
     The BN teacher is the dataset's lpld recipe teacher; --model/--seeds set the students, --expert-* do not apply."""
     from ladd.experiments import lpld_pruning
 
-    rhos = _floats(rho, "--rho")
-    if any(r < 1 for r in rhos):
-        raise LaddError(f"--rho {rho!r}: every factor must be >= 1 (ρ keeps 1/ρ of the labels)")
-    chosen = _split(pools, "--pools")
-    if not chosen or set(chosen) - {"epoch", "batch"}:
-        raise LaddError(f"--pools {pools!r}: choose epoch and/or batch")
-    lpld_pruning.run(data, setup, _ints(ipc, "--ipc"), rhos, chosen, relabel_epochs, relabel_batch, iterations, runtime, out)
+    lpld_pruning.run(data, setup, _ints(ipc, "--ipc"), _floats(rho, "--rho", 1.0, MAX_RHO), _pools(pools), relabel_epochs, relabel_batch, iterations, runtime, out)
 
 
 @_experiment("bptt")
 def _bptt(data, setup, runtime, out, ipc: Ipc = 10, bptt_iterations: BpttIterations = 100, bptt_unroll: BpttUnroll = 20,
           bptt_backprop: BpttBackprop = 10, expert_epoch: ExpertEpoch = None,
-          ensemble: Annotated[int, typer.Option("--ensemble", help="Experts (seeds 0..K-1) whose averaged labels the learned ones are also compared with; seed K is the expert-pair baseline.")] = 3):
+          ensemble: Annotated[int, typer.Option("--ensemble", min=1, max=MAX_ENSEMBLE, help="Experts (seeds 0..K-1) whose averaged labels the learned ones are also compared with; seed K is the expert-pair baseline.")] = 3):
     """Labels learned by truncated BPTT: JSD to each expert epoch's labels, one expert's and an ensemble's, with the expert-pair baseline, and students (Fig. 8, 12)."""
     from ladd.experiments import bptt
 
-    if ensemble < 1:
-        raise LaddError(f"--ensemble {ensemble} must be >= 1")
     cfg = BpttConfig(model=setup.student_model, iterations=bptt_iterations, unroll=bptt_unroll, backprop=bptt_backprop)
     bptt.run(data, setup, ipc, cfg, _epoch(expert_epoch), runtime, out, ensemble)
 
 
+# --- dataset stores: `ladd data prepare|info` (ladd.data.store) ---------------------------------------
+data_app = typer.Typer(help="Decode on-disk datasets once into memory-mapped stores ($LADD_CACHE/data) and list them.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+Workers = Annotated[Optional[int], typer.Option("--workers", min=1, max=MAX_WORKERS, help="Processes decoding the images (default: $LADD_WORKERS, else every CPU).")]
+
+
+@data_app.command("prepare")
+def data_prepare(dataset: Dataset_, data_dir: DataDir = None, resolution: Resolution = None, skip_unreadable: SkipBad = False,
+                 workers: Workers = None):
+    """Build a dataset's store now (other commands build it on first use) and print what it holds."""
+    from ladd.data.store import prepare
+
+    info = prepare(dataset, data_dir=data_dir, resolution=resolution, skip_unreadable=skip_unreadable, workers=workers)
+    if info["path"] is None:
+        console.print(f"{info['dataset']} is shipped in a package and read into memory: it has no store to prepare")
+        return
+    verb = f"built in {info['decode_seconds']:.1f} s with {info['workers']} worker(s)" if info["built"] else f"reused (opened in {info['seconds']:.2f} s)"
+    skipped = f", {info['skipped']} unreadable images skipped" if info["skipped"] else ""
+    console.print(f"{info['dataset']}: store {verb}\n  {info['path']}\n  {info['classes']} classes, images {'×'.join(map(str, info['shape']))}, "
+                  f"train {info['train']}, test {info['test']}, {info['bytes'] / 1e9:.3f} GB{skipped}\n  mean {info['mean']}, std {info['std']}",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
+@data_app.command("info")
+def data_info(json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the listing as JSON to this file.")] = None):
+    """The dataset stores in the cache: dataset, image size, images per split, size on disk, decode time."""
+    from rich.table import Table
+
+    from ladd.core.cache import cache_root
+    from ladd.data.store import stores
+
+    rows = stores()
+    table = Table(title=f"{len(rows)} dataset stores, {sum(r['bytes'] for r in rows) / 1e9:.2f} GB in {cache_root() / 'data'}")
+    for col in ("dataset", "images", "train", "test", "GB", "decode s", "workers", "status", "entry"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(v) for v in (r.get("dataset"), "×".join(map(str, r.get("shape") or [])), r.get("train"), r.get("test"),
+                                         f"{r['bytes'] / 1e9:.3f}", r.get("decode_seconds"), r.get("workers"), r["status"], r["entry"])))
+    console.print(table)
+    if json_out is not None:
+        write_json(json_out, {"root": str(cache_root()), "stores": rows})
+
+
+# --- the cache: `ladd cache ls|verify|prune` -------------------------------------------------------
+cache_app = typer.Typer(help="See, re-hash and clean the cache ($LADD_CACHE, default ~/.cache/ladd).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+Kind = Annotated[Optional[list[str]], typer.Option("--kind", help="Only entries of this kind (experts, distill, labels, selection); repeatable.")]
+
+
+def _entries(kind: list[str] | None):
+    from ladd.core import cache
+
+    unknown = sorted(set(kind or []) - set(cache.FORMATS))
+    if unknown:
+        raise LaddError(f"--kind {unknown[0]} is not a cache kind: choose from {', '.join(cache.FORMATS)}")
+    return cache.entries(kind)
+
+
+def _entry_table(entries, title: str, why: dict | None = None):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("kind", "entry", "MB", "age (days)", "status", *(["problem"] if why is not None else [])):
+        table.add_column(col)
+    for e in entries:
+        r = e.row()
+        table.add_row(r["kind"], r["entry"], f"{r['size_mb']:.2f}", f"{r['age_days']:.1f}", r["status"],
+                      *([why.get(e.path, "")] if why is not None else []))
+    console.print(table)
+
+
+@cache_app.command("ls")
+def cache_ls(kind: Kind = None, json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the listing as JSON to this file.")] = None):
+    """Every cache entry: kind, size, age, and whether it is complete, incomplete, stale (made by an
+    older format of its kind, never reused) or the leftover of a killed write."""
+    from ladd.core.cache import cache_root
+
+    entries = _entries(kind)
+    _entry_table(entries, f"{len(entries)} entries, {sum(e.bytes for e in entries) / 1e6:.1f} MB in {cache_root()}")
+    if json_out is not None:
+        write_json(json_out, {"root": str(cache_root()), "entries": [{**e.row(), "path": str(e.path)} for e in entries]})
+
+
+@cache_app.command("verify")
+def cache_verify(kind: Kind = None):
+    """Re-hash and re-read every entry (experts' final weights against their recorded SHA-256, every
+    safetensors and JSON file parsed); exit 1 when one is broken (`ladd cache prune --broken` removes it)."""
+    from ladd.core.cache import verify
+
+    entries = _entries(kind)
+    why = {e.path: problem for e in entries if (problem := verify(e)) is not None}
+    _entry_table([e for e in entries if e.path in why], f"{len(entries)} entries verified, {len(why)} broken", why)
+    if why:
+        raise typer.Exit(1)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    kind: Kind = None,
+    stale: Annotated[bool, typer.Option("--stale", help="Entries of an older format, and leftovers of killed writes.")] = False,
+    incomplete: Annotated[bool, typer.Option("--incomplete", help="Experts whose training never finished.")] = False,
+    broken: Annotated[bool, typer.Option("--broken", help="Entries `ladd cache verify` finds broken.")] = False,
+    older_than: Annotated[Optional[float], typer.Option("--older-than", min=0, max=1e6, help="Entries not written for this many days.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every entry (of --kind).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+):
+    """Remove cache entries: choose which with --stale, --incomplete, --broken, --older-than or --all
+    (combined: any of them). Entries a running ladd process holds are skipped."""
+    import time as clock
+
+    from ladd.core.cache import prune, verify
+
+    if not (stale or incomplete or broken or all_ or older_than is not None):
+        raise LaddError("say what to prune: --stale, --incomplete, --broken, --older-than DAYS or --all (try --dry-run first)")
+    chosen = [e for e in _entries(kind) if all_ or (stale and e.status in ("stale", "leftover")) or (incomplete and e.status == "incomplete")
+              or (older_than is not None and clock.time() - e.modified > older_than * 86400) or (broken and verify(e) is not None)]
+    removed, busy = prune(chosen, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    _entry_table(removed, f"{verb} {len(removed)} entries, {sum(e.bytes for e in removed) / 1e6:.1f} MB")
+    for e in busy:
+        console.print(f"skipped {e.path}: a running ladd process holds it")
+
+
+def _usage(e: UsageError) -> str:
+    """Typer's own refusals (an unknown option, a value that does not parse or is out of range) as
+    one line naming the option, with the range it takes."""
+    param = getattr(e, "param", None)
+    cause = e.__cause__
+    if param is None or not getattr(param, "opts", None) or isinstance(e, MissingParameter):
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        return e.format_message() + hint
+    name = "/".join(param.opts) if param.param_type_name == "option" else param.human_readable_name
+    value = f" {cause.errors()[0]['input']}" if isinstance(cause, ValidationError) and cause.errors() else ""
+    lo, hi = getattr(param, "min", None), getattr(param, "max", None)
+    if lo is not None and hi is not None:
+        whole = isinstance(lo, int) and isinstance(hi, int)
+        show = (lambda v: str(v)) if whole else (lambda v: f"{v:g}")  # noqa: E731
+        return f"{name}{value} is not allowed: give a {'whole number' if whole else 'number'} from {show(lo)} to {show(hi)}"
+    return f"invalid value for {name}{value}: {e.message.removeprefix('Value error, ')}"
+
+
+@functools.cache
+def _command():
+    """The click command of `app`, built once (every command is registered at import)."""
+    return typer.main.get_command(app)
+
+
 def main() -> None:
+    code = 0
     try:
-        app()
+        code = _command().main(standalone_mode=False)
+    except NoArgsIsHelpError:  # `ladd` or `ladd experiment` alone: the help is already printed
+        sys.exit(2)
+    except UsageError as e:
+        print(f"error: {_usage(e)}".replace("\n", " "), file=sys.stderr)
+        sys.exit(2)
     except LaddError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}".replace("\n", " "), file=sys.stderr)
         sys.exit(2)
     except ValidationError as e:
         err = e.errors()[0]
         print(f"error: invalid value for {'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # unwritable --out, a file where a folder should be, a full disk
-        print(f"error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
+        what = f"{e.strerror or e}: {e.filename}" if e.filename else f"{e.strerror or e}"
+        print(f"error: {LaddError(what)}", file=sys.stderr)  # one line, whatever the file name holds
         sys.exit(2)
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

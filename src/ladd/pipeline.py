@@ -203,11 +203,16 @@ def relabel_artifact(path: Path, dataset: Dataset, cfg: RelabelConfig, runtime: 
 
 def random_counterpart(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> Artifact:
     """A random real subset at the artifact's IPC, labelled by the artifact's own label config
-    (same labeler, same geometry): DD-Ranking's "random" reference for IOR and ARS. Its image
+    (same labeler, same geometry; region labels by the same observer on the same tile grid):
+    DD-Ranking's "random" reference for IOR and ARS. Its image
     seed is the artifact's + 1, so a random artifact is compared with a different subset."""
     seed = int(art.manifest.get("images", {}).get("seed", 0)) + 1
     rnd = distill(dataset, source_of(art), ImagesConfig(method="random", ipc=art.manifest["ipc"], seed=seed), runtime)
     lab = art.manifest.get("labels")
+    if lab is not None and lab["method"] == "region":  # LIC, RDED: the artifact's observer labels the same tile grid
+        from ladd.images.observer import relabel_regions
+
+        return with_region_labels(rnd, *relabel_regions(art.manifest, rnd.images, dataset, runtime))
     return rnd if lab is None else label(rnd, dataset, LabelConfig(**lab["config"]), runtime)
 
 

@@ -98,7 +98,7 @@ class DSA:
     def apply(self, x: torch.Tensor, params: DSAParams) -> torch.Tensor:
         """Apply sampled parameters to a float batch; batch-1 parameters broadcast to any batch."""
         b = x.shape[0]
-        v = {k: t.to(x.device).expand(b, *t.shape[1:]) for k, t in params.values.items()}
+        v = {k: t.to(x.device, non_blocking=True).expand(b, *t.shape[1:]) for k, t in params.values.items()}
         return getattr(self, f"_{params.op}")(x, **v)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator, *, shared: bool = False) -> torch.Tensor:

@@ -153,8 +153,8 @@ def render(images: torch.Tensor, mean, std, epoch: Epoch, rows: torch.Tensor) ->
     position = torch.empty_like(epoch.order)
     position[epoch.order] = torch.arange(len(epoch.order))  # image → its row in this epoch
     partner_rows = position[epoch.mix_index[rows]]
-    own = normalize(images[epoch.order[rows].to(images.device)], mean, std)
-    partners = normalize(images[epoch.mix_index[rows].to(images.device)], mean, std)
+    own = normalize(images[epoch.order[rows].to(images.device, non_blocking=True)], mean, std)
+    partners = normalize(images[epoch.mix_index[rows].to(images.device, non_blocking=True)], mean, std)
     # every per-sample parameter as Python numbers in one conversion each, not a tensor op per sample
     crops, partner_crops = (crop_pixels(epoch.crop[r], height, width).tolist() for r in (rows, partner_rows))
     flips, partner_flips = epoch.flip[rows].tolist(), epoch.flip[partner_rows].tolist()

@@ -60,8 +60,8 @@ def views(x: torch.Tensor, n: int, r: float, index: torch.Tensor | None = None) 
     if index is None:
         index = torch.arange(n * n, device=x.device).expand(b, -1)
     k = index.shape[1]
-    oy_t = torch.tensor(oy, device=x.device)[index // n]  # B×K
-    ox_t = torch.tensor(ox, device=x.device)[index % n]
+    oy_t = torch.tensor(oy).to(x.device, non_blocking=True)[index // n]  # B×K (no host wait on CUDA)
+    ox_t = torch.tensor(ox).to(x.device, non_blocking=True)[index % n]
     rows = oy_t[..., None] + torch.arange(ch, device=x.device)  # B×K×ch
     cols = ox_t[..., None] + torch.arange(cw, device=x.device)  # B×K×cw
     batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)

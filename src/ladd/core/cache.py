@@ -23,7 +23,8 @@ from safetensors import safe_open
 from ladd.core.io import LOCK, OLD, TMP, sha256
 
 # kind → format version of its entries. Bump one when what ladd would write there changes.
-FORMATS = {"experts": 1, "distill": 1, "labels": 1, "selection": 1}
+FORMATS = {"experts": 1, "distill": 1, "labels": 1, "selection": 1, "teachers": 1,  # teachers: pretrained (`ladd.experts.pretrained`)
+           "data": 1}  # dataset stores (`ladd.data.store`): bump when decoding (imagefolder.decode/_square) changes the pixels
 
 
 def cache_root() -> Path:
@@ -67,6 +68,8 @@ def _status(kind: str, path: Path) -> str:
         return "newer"  # made by a newer ladd: kept
     if kind == "experts":
         return "complete" if _json(path / "expert.json").get("complete") else "incomplete"
+    if kind == "data":  # a store's folder appears whole, store.json in it; without it, it was damaged since
+        return "complete" if (path / "store.json").is_file() else "incomplete"
     return "complete"
 
 
@@ -107,6 +110,12 @@ def verify(e: Entry) -> str | None:
             return f"{final.name} is missing"
         if sha256(final) != info.get("final_sha256"):
             return f"{final.name} does not match the SHA-256 in expert.json"
+    if e.kind == "data":
+        from ladd.data.store import verify as verify_store  # arrays re-hashed against store.json, re-opened
+
+        problem = verify_store(e.path)
+        if problem is not None:
+            return problem
     for p in sorted(e.path.rglob("*")):
         if p.suffix == ".safetensors":
             try:

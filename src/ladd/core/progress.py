@@ -1,24 +1,53 @@
-"""Progress bars for long loops (rich), quiet when output is not a terminal or when disabled."""
+"""Progress and run log on stderr (rich). On a terminal, long loops show a live bar; elsewhere (a
+log file, a batch scheduler) they print an occasional plain line instead, so a killed run's log
+says how far it got. `LADD_NO_PROGRESS` silences both. `log` lines (checkpoints written, runs
+resumed) are always printed, terminal or not."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
 
+# without a terminal: a line each time another 1/LINE_STEPS of the loop is done, but none sooner
+# than LINE_MIN_S after the last one (short loops stay silent), and one at least every LINE_EVERY_S
+LINE_STEPS = 10
+LINE_MIN_S = 5.0
+LINE_EVERY_S = 30.0
+
+
+def quiet() -> bool:
+    return bool(os.environ.get("LADD_NO_PROGRESS"))
+
 
 def enabled() -> bool:
-    return sys.stderr.isatty() and not os.environ.get("LADD_NO_PROGRESS")
+    """Whether a live bar is shown (a terminal, progress not silenced)."""
+    return sys.stderr.isatty() and not quiet()
+
+
+def log(message: str) -> None:
+    """One plain line on stderr, terminal or not (no markup, no wrapping: paths stay intact)."""
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 @contextlib.contextmanager
 def bar(description: str, total: int):
-    """Yield `advance(n=1, **fields)`; a `status` field is shown after the counter (e.g. the loss)."""
+    """Yield `advance(n=1, status="")`; `status` is shown after the counter (e.g. the loss)."""
+    if not enabled():
+        with _lines(description, total) as advance:
+            yield advance
+        return
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -28,7 +57,6 @@ def bar(description: str, total: int):
         TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=not enabled(),
     )
     with progress:
         task = progress.add_task(description, total=total, status="")
@@ -37,3 +65,30 @@ def bar(description: str, total: int):
             progress.update(task, advance=n, status=status)
 
         yield advance
+
+
+@contextlib.contextmanager
+def _lines(description: str, total: int):
+    """`bar` without a terminal: occasional `description: done/total (pct) status · elapsed, ~left` lines."""
+    silent = quiet()
+    created = last = time.monotonic()
+    done, first, first_at, shown = 0, None, created, 0
+
+    def advance(n: int = 1, status: str = "") -> None:
+        nonlocal done, first, first_at, last, shown
+        now = time.monotonic()
+        done += n
+        if first is None:  # the first call may skip what a resumed run had done: the rate counts from it
+            first, first_at = done, now
+        if silent or total <= 0 or n == 0:
+            return
+        step = min(done, total) * LINE_STEPS // total  # whole steps done (integers: exact)
+        if not ((step > shown and now - last >= LINE_MIN_S) or now - last >= LINE_EVERY_S):
+            return
+        shown, last = step, now
+        fresh = done - first
+        left = f", ~{_duration((now - first_at) / fresh * (total - done))} left" if fresh > 0 and done < total else ""
+        log(f"{description}: {done}/{total} ({100 * min(done / total, 1):.0f}%){' · ' + status if status else ''} · "
+            f"{_duration(now - created)} elapsed{left}")
+
+    yield advance

@@ -1,23 +1,74 @@
-"""Device and seeding: one place decides where tensors live and how randomness is drawn."""
+"""Device, speed settings and seeding: one place decides where tensors live, how the trainer
+computes (precision, compilation, memory layout, determinism) and how randomness is drawn."""
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.core.errors import LaddError
+
+Precision = Literal["fp32", "bf16", "fp16"]
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to be deterministic (CUDA's reproducibility notes)
+
+
+class Speed(BaseModel):
+    """How networks train and label (`ladd.train.loop.train`, dense labels, relabel), separate from
+    what they compute: the defaults are the plain fp32 path, which every recorded result used.
+
+    - `precision` bf16/fp16: forward passes under `torch.autocast` (weights, gradients and the
+      optimizer stay fp32; logits are cast to fp32 before any loss or softmax). fp16 trains with a
+      `GradScaler` and needs CUDA: CPU autocast has no scaler and its fp16 kernels are slower than
+      fp32, so fp16 on CPU is refused (use bf16: CPUs with AVX-512 BF16/AMX run it natively).
+    - `compile`: `torch.compile` the network (forward and backward; augmentation and loss terms stay
+      eager). One graph serves every fresh network of an architecture; the first compile costs
+      tens of seconds per process (inductor caches it on disk for the next).
+    - `channels_last`: NHWC weights and activations (cuDNN's tensor-core layout on GPUs; slower for
+      the ConvNets on CPU, benchmarks/trainer_speed.py).
+    - `deterministic`: `torch.use_deterministic_algorithms(True)`, cuDNN benchmark off and
+      deterministic, cuBLAS's fixed workspace, so the same seed gives the same weights on a GPU
+      too (on CPU it already does). An op with no deterministic CUDA kernel then stops the run
+      with an error naming it. Not with `compile` (inductor's kernels are not covered).
+    - `check_every`: steps between checks that the loss is finite (0 = once per epoch). Each check
+      makes the host wait for the device; a run that diverges still raises `Diverged`, at the
+      check (and before any checkpoint of NaN weights is written).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    precision: Precision = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    deterministic: bool = False
+    check_every: int = Field(0, ge=0)
+
+    def changed(self) -> dict:
+        """The settings that differ from the plain path ({} for the defaults): what results record."""
+        return self.model_dump(exclude_defaults=True)
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where to compute. CPU by default; nothing in ladd assumes CUDA."""
+    """Where and how to compute. CPU and fp32 by default; nothing in ladd assumes CUDA."""
 
     device: torch.device = torch.device("cpu")
+    speed: Speed = field(default_factory=Speed)
+
+    def __post_init__(self):
+        s = self.speed
+        if s.precision == "fp16" and self.device.type != "cuda":
+            raise LaddError(f"--precision fp16 needs a CUDA device (it trains with a gradient scaler), not {self.device}: use --precision bf16")
+        if s.deterministic and s.compile:
+            raise LaddError("--deterministic does not cover torch.compile's generated kernels: leave out --compile or --deterministic")
 
     @classmethod
-    def from_name(cls, name: str = "auto") -> "Runtime":
+    def from_name(cls, name: str = "auto", speed: Speed | None = None) -> "Runtime":
         if name == "auto":
             name = "cuda" if torch.cuda.is_available() else "cpu"
         try:
@@ -28,7 +79,58 @@ class Runtime:
             raise LaddError(f"device {name!r} asked for but CUDA is not available here: use --device cpu")
         if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
             raise LaddError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        return cls(device)
+        speed = speed or Speed()
+        if speed.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)  # read when cuBLAS starts: before any CUDA work
+        return cls(device, speed)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    # --- what the trainer and the labelling passes use -------------------------------------
+    def autocast(self):
+        """The precision's autocast on this device (a no-op for fp32)."""
+        if self.speed.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=DTYPES[self.speed.precision])
+
+    def scaler(self) -> "torch.amp.GradScaler | None":
+        """fp16's loss scaler (CUDA only, see `Speed`); None otherwise."""
+        return torch.amp.GradScaler(self.device.type) if self.speed.precision == "fp16" else None
+
+    def put(self, t: torch.Tensor) -> torch.Tensor:
+        """A CPU tensor on the device without the host waiting: on CUDA copied from pinned memory
+        (the caching host allocator keeps the block until the copy has run)."""
+        if self.cuda and t.device.type == "cpu":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def fetch(self, t: torch.Tensor) -> torch.Tensor:
+        """A device tensor copied to the host without waiting (into pinned memory on CUDA): read it
+        only after `wait()`."""
+        return t.to("cpu", non_blocking=True) if self.cuda else t.cpu()
+
+    def wait(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def settings(self):
+        """The process-wide switches `deterministic` needs, set for the duration and restored after."""
+        if not self.speed.deterministic:
+            yield
+            return
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                  torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]
 
 
 def generator(seed: int) -> torch.Generator:

@@ -64,8 +64,9 @@ class Dataset:
 
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     """Pixels (uint8, or float32 in 0..255) → float, standardized per channel with a dataset's mean/std."""
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    # built on the host and copied without waiting: called every training step, it must not sync
+    mean_t = torch.tensor(mean, dtype=torch.float32).to(images.device, non_blocking=True).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).to(images.device, non_blocking=True).view(1, -1, 1, 1)
     return (images.float() / 255.0 - mean_t) / std_t
 
 
@@ -83,12 +84,41 @@ def quantize(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.round().clamp(0, 255).to(torch.uint8)
 
 
+def pixel_histogram(images: torch.Tensor, chunk_pixels: int = 1 << 24) -> torch.Tensor:
+    """C×256 int64: how many times each uint8 value occurs in each channel, read a chunk at a time
+    (about `chunk_pixels` values), so a memory-mapped split is never held in memory whole."""
+    c = images.shape[1]
+    hist = torch.zeros(c, 256, dtype=torch.int64)
+    rows = max(1, chunk_pixels // max(1, images[0].numel())) if len(images) else 1
+    for start in range(0, len(images), rows):
+        chunk = images[start : start + rows]
+        for k in range(c):
+            hist[k] += torch.bincount(chunk[:, k].reshape(-1), minlength=256)
+    return hist
+
+
+def histogram_stats(hist) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std in [0, 1] units from a C×256 pixel histogram. The sums are exact integers,
+    so the result does not depend on how the pixels were chunked or which process counted them: the
+    dataset store (its decode workers count) and `channel_stats` on the same pixels agree exactly."""
+    hist = torch.as_tensor(hist, dtype=torch.int64)
+    values = torch.arange(256, dtype=torch.int64)
+    n = hist.sum(1)
+    s1, s2 = (hist * values).sum(1), (hist * values * values).sum(1)  # exact: < 2^63 for any real dataset
+    mean = s1.double() / n.double() / 255.0
+    std = (s2.double() / n.double() / 255.0**2 - mean * mean).clamp_min(1e-12).sqrt()
+    return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
+
+
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean/std of uint8 images in [0, 1] units, computed in chunks to bound memory."""
+    """Per-channel mean/std of uint8 images in [0, 1] units, from a pixel histogram counted in chunks
+    (memory bounded by the chunk, whatever the number of images)."""
+    if images.dtype == torch.uint8:
+        return histogram_stats(pixel_histogram(images))
     c = images.shape[1]
     total = torch.zeros(c, dtype=torch.float64)
     total_sq = torch.zeros(c, dtype=torch.float64)
-    for chunk in images.split(4096):
+    for chunk in images.split(256):
         x = chunk.double() / 255.0
         total += x.sum(dim=(0, 2, 3))
         total_sq += (x * x).sum(dim=(0, 2, 3))

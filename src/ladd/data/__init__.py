@@ -25,10 +25,13 @@ class SourceOptions:
     data_dir: Path | None = None
     resolution: int | None = None
     skip_unreadable: bool = False
+    workers: int | None = None  # processes decoding a source into its store (`ladd.data.store`); None: $LADD_WORKERS or all CPUs
 
 
-def load_dataset(name: str, *, data_dir=None, resolution=None, skip_unreadable=False) -> Dataset:
-    """Load a registered dataset; all bad input surfaces as a one-line `LaddError`."""
+def load_dataset(name: str, *, data_dir=None, resolution=None, skip_unreadable=False, workers=None) -> Dataset:
+    """Load a registered dataset; all bad input surfaces as a one-line `LaddError`. On-disk sources
+    are decoded once into a memory-mapped store (`ladd.data.store`; `workers` processes decode it)
+    and opened from it afterwards."""
     source = SOURCES.get(name)
     if data_dir is not None:
         data_dir = Path(data_dir).expanduser()
@@ -36,7 +39,9 @@ def load_dataset(name: str, *, data_dir=None, resolution=None, skip_unreadable=F
             raise LaddError(f"data dir {data_dir} does not exist or is not a folder: check --data-dir")
     if resolution is not None and resolution < 1:
         raise LaddError(f"resolution must be a positive number of pixels, got {resolution}: fix --resolution")
-    dataset = source(SourceOptions(data_dir, resolution, skip_unreadable))
+    if workers is not None and workers < 1:
+        raise LaddError(f"workers must be a whole number >= 1, got {workers}: fix --workers")
+    dataset = source(SourceOptions(data_dir, resolution, skip_unreadable, workers))
     # Fixed-size sources do not resize; failing beats silently training at a size the user did not ask for.
     if resolution is not None and dataset.shape[1:] != (resolution, resolution):
         size = "×".join(map(str, dataset.shape[1:]))
@@ -57,13 +62,14 @@ def build_dataset(name: str, train: ImageSet, test: ImageSet, class_names) -> Da
     return Dataset(name, train, test, tuple(class_names), mean, std)
 
 
-from ladd.data import cifar, embedded, idx, imagefolder, imagenet  # noqa: E402,F401  (registers the sources)
+from ladd.data import cifar, embedded, idx, imagefolder, imagenet, stream  # noqa: E402,F401  (registers the sources)
 
 
 def holdout(dataset: Dataset, per_class: int, seed: int = 0) -> Dataset:
     """The training split minus `per_class` random images of each class, with those images as the
     test split: selection (expert epochs, hyperparameters) runs on this dataset and never sees the
-    real test split. Normalization stays the full training split's, so checkpoints transfer."""
+    real test split. Normalization stays the full training split's, so checkpoints transfer.
+    The training remainder of a stored split is an index view of it (`stream.rows`), not a copy."""
     labels = dataset.train.labels
     gen = torch.Generator().manual_seed(seed)
     val = []
@@ -77,4 +83,7 @@ def holdout(dataset: Dataset, per_class: int, seed: int = 0) -> Dataset:
     keep = torch.ones(len(labels), dtype=torch.bool)
     keep[val] = False
     name = f"{dataset.name}-holdout{per_class}s{seed}"
-    return replace(dataset, name=name, train=dataset.train.subset(keep.nonzero().flatten()), test=dataset.train.subset(val))
+    rest = keep.nonzero().flatten()
+    regions = None if dataset.train.regions is None else dataset.train.regions[rest]
+    train = ImageSet(stream.rows(dataset.train.images, rest), labels[rest], dataset.train.info, regions, dataset.train.flops)
+    return replace(dataset, name=name, train=train, test=dataset.train.subset(val))

@@ -15,7 +15,7 @@ import torch
 
 from ladd.core.errors import LaddError
 from ladd.core.types import ImageSet
-from ladd.data import SOURCES, SourceOptions, build_dataset, require_data_dir
+from ladd.data import SOURCES, SourceOptions, build_dataset, require_data_dir, store
 
 try:  # numpy >= 2 moved the module; old and new pickles name either spelling
     from numpy._core.multiarray import _reconstruct
@@ -101,21 +101,33 @@ def _names(path: Path, key: bytes) -> list[str]:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in _field(load_pickle(path), key, path)]
 
 
+CIFAR10_FILES = ("batches.meta", *(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+CIFAR100_FILES = ("meta", "train", "test")
+
+
 @SOURCES.register("cifar10")
 def cifar10(options: SourceOptions):
     """CIFAR-10: 50,000 train images in data_batch_1..5, 10,000 test images in test_batch."""
     folder = _folder(options, "cifar10", "cifar-10-batches-py")
-    names = _names(folder / "batches.meta", b"label_names")
-    train = _batches([folder / f"data_batch_{i}" for i in range(1, 6)], b"labels", len(names))
-    test = _batches([folder / "test_batch"], b"labels", len(names))
-    return build_dataset("cifar10", train, test, names)
+
+    def parse():
+        names = _names(folder / "batches.meta", b"label_names")
+        train = _batches([folder / f"data_batch_{i}" for i in range(1, 6)], b"labels", len(names))
+        test = _batches([folder / "test_batch"], b"labels", len(names))
+        return build_dataset("cifar10", train, test, names)
+
+    return store.file_dataset("cifar10", [folder / f for f in CIFAR10_FILES], options, parse)  # parsed once, memory-mapped after
 
 
 @SOURCES.register("cifar100")
 def cifar100(options: SourceOptions):
     """CIFAR-100 with its 100 fine labels (the 20 coarse superclasses are not used)."""
     folder = _folder(options, "cifar100", "cifar-100-python")
-    names = _names(folder / "meta", b"fine_label_names")
-    train = _batches([folder / "train"], b"fine_labels", len(names))
-    test = _batches([folder / "test"], b"fine_labels", len(names))
-    return build_dataset("cifar100", train, test, names)
+
+    def parse():
+        names = _names(folder / "meta", b"fine_label_names")
+        train = _batches([folder / "train"], b"fine_labels", len(names))
+        test = _batches([folder / "test"], b"fine_labels", len(names))
+        return build_dataset("cifar100", train, test, names)
+
+    return store.file_dataset("cifar100", [folder / f for f in CIFAR100_FILES], options, parse)

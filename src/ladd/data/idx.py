@@ -11,7 +11,7 @@ import torch
 
 from ladd.core.errors import LaddError
 from ladd.core.types import ImageSet
-from ladd.data import SOURCES, SourceOptions, build_dataset, require_data_dir
+from ladd.data import SOURCES, SourceOptions, build_dataset, require_data_dir, store
 from ladd.data.embedded import DIGIT_NAMES
 
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # 0x0803: uint8 with 3 dims; 0x0801: uint8 with 1 dim
@@ -59,4 +59,6 @@ def _split(folder: Path, prefix: str) -> ImageSet:
 def mnist_idx(options: SourceOptions):
     """The full MNIST (or any same-format set such as Fashion-MNIST) from its four IDX files."""
     folder = require_data_dir(options, "mnist-idx", ", ".join(FILES) + " (each may be .gz)")
-    return build_dataset("mnist-idx", _split(folder, "train"), _split(folder, "t10k"), DIGIT_NAMES)
+    files = [folder / name for base in FILES for name in (base, f"{base}.gz")]  # whichever exist: both are keyed
+    return store.file_dataset("mnist-idx", files, options,  # parsed once, memory-mapped after
+                              lambda: build_dataset("mnist-idx", _split(folder, "train"), _split(folder, "t10k"), DIGIT_NAMES))

@@ -13,7 +13,7 @@ from rich.progress import track
 
 from ladd.core.errors import LaddError
 from ladd.core.types import ImageSet
-from ladd.data import SOURCES, SourceOptions, build_dataset, require_data_dir
+from ladd.data import SOURCES, SourceOptions, require_data_dir
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEFAULT_RESOLUTION = 128
@@ -105,6 +105,12 @@ def decode(path: Path, size: int) -> np.ndarray:
             return np.asarray(_square(image, size)).transpose(2, 0, 1)
 
 
+def unreadable(path: Path, error: Exception) -> str:
+    """The one-line message of a file `decode` failed on (also what the dataset store's workers report)."""
+    why = "too many pixels" if isinstance(error, (Image.DecompressionBombWarning, Image.DecompressionBombError)) else type(error).__name__
+    return f"cannot read image {path} ({why}): fix or delete it, or pass --skip-unreadable to skip such files"
+
+
 def _load(items: list[tuple[Path, int]], size: int, skip_unreadable: bool, split: str) -> ImageSet:
     try:
         images = np.empty((len(items), 3, size, size), np.uint8)
@@ -116,9 +122,8 @@ def _load(items: list[tuple[Path, int]], size: int, skip_unreadable: bool, split
         try:
             images[n] = decode(path, size)
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, EOFError, … on bad files
-            why = "too many pixels" if isinstance(e, (Image.DecompressionBombWarning, Image.DecompressionBombError)) else type(e).__name__
             if not skip_unreadable:
-                raise LaddError(f"cannot read image {path} ({why}): fix or delete it, or pass --skip-unreadable to skip such files") from e
+                raise LaddError(unreadable(path, e)) from e
             warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
             continue
         labels[n] = label
@@ -145,6 +150,6 @@ def imagefolder(options: SourceOptions):
     else:
         test_items = _folder_items(val_dir, classes)
     size = options.resolution or DEFAULT_RESOLUTION
-    train = _load(train_items, size, options.skip_unreadable, "train")
-    test = _load(test_items, size, options.skip_unreadable, "val")
-    return build_dataset("imagefolder", train, test, classes)
+    from ladd.data import store  # decoded in parallel once, memory-mapped afterwards
+
+    return store.folder_dataset("imagefolder", root, train_items, test_items, classes, size, options)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ladd.core.errors import LaddError
 from ladd.core.types import Dataset
-from ladd.data import SOURCES, SourceOptions, build_dataset, imagefolder, require_data_dir
+from ladd.data import SOURCES, SourceOptions, imagefolder, require_data_dir, store
 
 WNID = re.compile(r"n\d{8}")
 # Full ImageNet at 64 px is 1.28M × 12 KiB ≈ 16 GB of uint8 in memory (128 px: ≈ 63 GB); the subsets
@@ -210,9 +210,7 @@ def load_imagenet(options: SourceOptions, dataset: str, selection: tuple[str, ..
     train_items = _class_items(train_dir, classes, train_dirs, dataset)
     test_items = _val_items(val_dir, classes, search, dataset, every_class=selection is None)
     size = options.resolution or resolution
-    train = imagefolder._load(train_items, size, options.skip_unreadable, "train")
-    test = imagefolder._load(test_items, size, options.skip_unreadable, "val")
-    base = build_dataset(dataset, train, test, classes)
+    base = store.folder_dataset(dataset, root, train_items, test_items, classes, size, options)  # decoded once, memory-mapped after
     descriptions = _descriptions(_find(SYNSET_MAPPING, search), classes)
     return ImageNetDataset(**{f.name: getattr(base, f.name) for f in fields(Dataset)}, descriptions=descriptions)
 

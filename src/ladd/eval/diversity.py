@@ -18,6 +18,7 @@ from torch import nn
 from ladd.core.errors import LaddError
 from ladd.core.runtime import generator
 from ladd.core.types import Dataset, normalize
+from ladd.data.stream import gather
 
 
 @torch.no_grad()
@@ -62,7 +63,7 @@ def diversity(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, data
             raise LaddError(f"the artifact has no image of class {name!r}: diversity needs every class")
         members = (dataset.train.labels == c).nonzero().flatten()
         members = members[torch.randperm(len(members), generator=gen)[:real_per_class]]
-        real = embed(model, dataset.train.images[members], dataset)
+        real = embed(model, gather(dataset.train.images, members), dataset)
         rows.append({
             "class": name,
             "cosine": mean_pairwise_cosine(mine) if len(mine) > 1 else None,

@@ -43,7 +43,7 @@ TERM_COMPONENTS = {
 
 
 class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     methods: tuple[str, ...] = Field(("baseline", "ladd"), min_length=1)
     models: tuple[str, ...] = Field(("convnet",), min_length=1)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset, normalize
+from ladd.data.stream import chunks, gather
 from ladd.experiments.common import Cells, Setup, real_images, soft_labeled, students, teacher_config, write_report
 from ladd.report.tables import pm
 from ladd.experiments.expert_epoch import resolve_epoch
@@ -45,7 +46,7 @@ def run(dataset: Dataset, setup: Setup, ipc: int, quantiles: int, epoch, runtime
     chosen = resolve_epoch(dataset, setup, ipc, epoch, runtime, out)
     teacher, _, _ = build_teacher(dataset, teacher_config(setup, chosen), runtime)
     with torch.no_grad():  # CE on the expert's logits (the reference passes probabilities as logits: a quirk not kept)
-        logits = torch.cat([teacher.logits(normalize(c.to(teacher.device), dataset.mean, dataset.std)).cpu() for c in dataset.train.images.split(512)])
+        logits = torch.cat([teacher.logits(normalize(c.to(teacher.device), dataset.mean, dataset.std)).cpu() for c in chunks(dataset.train.images, 512)])
     ce = F.cross_entropy(logits, dataset.train.labels, reduction="none")
     members = quantile_members(ce, dataset.train.labels, dataset.num_classes, quantiles)
     base = real_images(dataset, setup, ipc)
@@ -53,7 +54,7 @@ def run(dataset: Dataset, setup: Setup, ipc: int, quantiles: int, epoch, runtime
     for q in range(quantiles):
         idx = select(members[q], ipc, setup.image_seed)
         manifest = {**base.manifest, "images": {**base.manifest["images"], "method": f"ce-quantile-{q}"}}
-        variants[f"quantile {q}"] = replace(base, images=dataset.train.images[idx], labels=dataset.train.labels[idx], manifest=manifest)
+        variants[f"quantile {q}"] = replace(base, images=gather(dataset.train.images, idx), labels=dataset.train.labels[idx], manifest=manifest)
     rows = []
     for name, art in variants.items():
         res = cells.run({"experiment": "ce-selection", "ipc": ipc, "epoch": chosen, "quantiles": quantiles, "variant": name},

@@ -23,6 +23,7 @@ import ladd  # noqa: E402
 from ladd import pipeline  # noqa: E402
 from ladd.artifact import Artifact  # noqa: E402
 from ladd.core.io import command_line, lock, read_json, write_json, write_text  # noqa: E402
+from ladd.core import progress  # noqa: E402
 from ladd.core.progress import console  # noqa: E402
 from ladd.core.runtime import Runtime  # noqa: E402
 from ladd.core.types import Dataset  # noqa: E402
@@ -35,7 +36,7 @@ class Setup(BaseModel):
     """Source, expert and student settings shared by the experiments. CPU-scale defaults:
     width-64 ConvNets, 150 student epochs, 3 seeds (the reference: width 128, 1000–3000 epochs)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     source: pipeline.SourceConfig = pipeline.SourceConfig()
     # how the expert is trained and labels (epoch set per experiment); method "ladd" selects for dense labels
@@ -61,6 +62,7 @@ class Cells:
 
     def __init__(self, out: Path, setup: Setup):
         self.dir = Path(out) / "cells"
+        self.resumed = False
         # which epochs are tried never changes one cell's result, so it is not part of the key;
         # neither is an empty select_lr, so cells written before it existed stay valid
         self.setup = setup.model_dump(exclude={"candidate_epochs"} | (set() if setup.select_lr else {"select_lr"}))
@@ -72,9 +74,13 @@ class Cells:
         path = self.dir / (hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:16] + ".json")
         with lock(path, "computing"):
             if path.exists():
+                if not self.resumed:  # said once: a re-run may skip many cells
+                    progress.log(f"resuming from the finished cells in {self.dir}")
+                    self.resumed = True
                 return read_json(path, f"delete {path} to compute the cell again")["result"]
             result = compute()
             write_json(path, {"key": full, "result": result})
+            progress.log(f"checkpoint: cell done -> {path}")
         return result
 
 

@@ -38,7 +38,7 @@ class ExpertConfig(BaseModel):
 
     model: str = "convnet"
     epochs: int = Field(10, ge=1)  # epochs trained (checkpoints 0..epochs are saved)
-    lr: float = Field(0.01, gt=0)
+    lr: float = Field(0.01, gt=0, allow_inf_nan=False)
     batch_size: int = Field(256, ge=1)
     seed: int = 0
     saves_per_epoch: int = Field(1, ge=1)  # >1 also keeps checkpoints at fractions of an epoch
@@ -199,6 +199,8 @@ def in_buffer(buffer: Path, seed: int) -> Path:
 def ensure_buffer(dataset: Dataset, model: str, count: int, epochs: int, runtime: Runtime, out: Path | None = None) -> Path:
     """MTT's expert trajectories (`ladd experts`): experts of seeds 0..count-1, each `epochs` long,
     in `out` (`OUT/expert_000 …`) or the cache; finished ones are reused. Returns their folder."""
+    if count < 1:
+        raise LaddError(f"{count} experts asked for: train at least one (--num-experts 1 or more)")
     for seed in range(count):
         cfg = ExpertConfig(model=model, epochs=epochs, seed=seed)
         directory, _ = ensure_expert(dataset, cfg, None if out is None else in_buffer(out, seed), runtime)

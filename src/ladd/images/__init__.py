@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pydantic import ValidationError
+
 from ladd.core.errors import LaddError
 from ladd.core.registry import Registry
 from ladd.core.runtime import Runtime
@@ -30,6 +32,28 @@ class ImageRequest:
 
 
 IMAGE_METHODS: Registry[Callable[[ImageRequest], ImageSet]] = Registry("image method")
+
+
+def check_params(method: str, params: dict) -> None:
+    """Recipe parameters overridden by name (`--param KEY=VALUE`), checked against the method's
+    parameter model before anything runs; errors of a single field name it. (Checks across fields
+    and the recipe's own values run when the method starts.)"""
+    from ladd.images.recipes import params_model
+
+    if not params:
+        return
+    model = params_model(method)
+    if model is None:
+        raise LaddError(f"--param is for image methods with recipes, not {method}: leave it out")
+    try:
+        model(**params)
+    except ValidationError as e:
+        err = next((err for err in e.errors() if err["loc"] and err["loc"][0] in params), None)
+        if err is None:
+            return
+        key = err["loc"][0]
+        valid = f" (parameters of {method}: {', '.join(model.model_fields)})" if err["type"] == "extra_forbidden" else ""
+        raise LaddError(f"--param {key}={params[key]!r}: {err['msg']}{valid}") from None
 
 
 def check_ipc(dataset: Dataset, ipc: int) -> None:

@@ -26,8 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.runtime import seeded
+from ladd.core.limits import MAX_BATCH, MAX_PIXEL_LR, MAX_STEPS
 from ladd.core.types import ImageSet, normalize, to_pixels
 from ladd.cost import flops
+from ladd.data.stream import gather
 from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
 from ladd.images.optimize import optimize_images
 from ladd.images.random import random_images
@@ -38,15 +40,15 @@ class DMParams(BaseModel):
     """Defaults: main_DM.py (CIFAR IPC 1/10/50): 20,000 iterations, lr_img 1.0, SGD momentum 0.5,
     256 real images per class, init from real images, DSA with all ops."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    iterations: int = Field(20000, ge=1)
-    lr_img: float = Field(1.0, gt=0)
-    momentum: float = Field(0.5, ge=0)
-    batch_real: int = Field(256, ge=1)
+    iterations: int = Field(20000, ge=1, le=MAX_STEPS)
+    lr_img: float = Field(1.0, gt=0, le=MAX_PIXEL_LR)
+    momentum: float = Field(0.5, ge=0, le=1)
+    batch_real: int = Field(256, ge=1, le=MAX_BATCH)
     init: Literal["real", "noise"] = "real"
-    checkpoint_every: int = Field(100, ge=1)
-    real_chunk: int = Field(256, ge=1)  # real images per forward call: bounds memory (256 was fastest on 2 cores)
+    checkpoint_every: int = Field(100, ge=1, le=MAX_STEPS)
+    real_chunk: int = Field(256, ge=1, le=MAX_BATCH)  # real images per forward call: bounds memory (256 was fastest on 2 cores)
     real_precision: Literal["bfloat16", "float32"] = "bfloat16"  # of the no-grad real-feature branch
     compile: bool = True  # torch.compile the real branch (a one-off ~20 s compile per process)
 
@@ -123,7 +125,7 @@ def dm_images(req: ImageRequest) -> ImageSet:
         real_labels = ds.train.labels[idx].to(device)
         params = dsa.sample(ds.num_classes, (h, w), gen)  # one siamese draw per class
         real = torch.cat([
-            real_features(net, dsa.apply(normalize(ds.train.images[chunk].to(device), ds.mean, ds.std), params.index(ds.train.labels[chunk])))
+            real_features(net, dsa.apply(normalize(gather(ds.train.images, chunk).to(device), ds.mean, ds.std), params.index(ds.train.labels[chunk])))
             for chunk in idx.split(p.real_chunk)
         ])
         syn_features = net.embed(dsa.apply(syn, params.index(syn_labels)))

@@ -30,8 +30,10 @@ from torch.func import functional_call
 
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.runtime import seeded
+from ladd.core.limits import MAX_BATCH, MAX_LR, MAX_PIXEL_LR, MAX_STEPS, MAX_UNROLL
 from ladd.core.types import ImageSet, normalize, to_pixels
 from ladd.cost import flops
+from ladd.data.stream import gather
 from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
 from ladd.images.dm import initial_images
 from ladd.images.optimize import optimize_images
@@ -43,18 +45,18 @@ class GradientMatchingParams(BaseModel):
     images per class, batch_train 256; outer/inner loops per IPC from utils.get_loops (the recipes
     carry the table). Init from real images (the DSA README's setting)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    iterations: int = Field(1000, ge=1)
-    lr_img: float = Field(0.1, gt=0)
-    momentum: float = Field(0.5, ge=0)
-    lr_net: float = Field(0.01, gt=0)
-    batch_real: int = Field(256, ge=1)
-    batch_train: int = Field(256, ge=1)
-    outer_loop: int = Field(10, ge=1)
-    inner_loop: int = Field(50, ge=0)
+    iterations: int = Field(1000, ge=1, le=MAX_STEPS)
+    lr_img: float = Field(0.1, gt=0, le=MAX_PIXEL_LR)
+    momentum: float = Field(0.5, ge=0, le=1)
+    lr_net: float = Field(0.01, gt=0, le=MAX_LR)
+    batch_real: int = Field(256, ge=1, le=MAX_BATCH)
+    batch_train: int = Field(256, ge=1, le=MAX_BATCH)
+    outer_loop: int = Field(10, ge=1, le=MAX_UNROLL)
+    inner_loop: int = Field(50, ge=0, le=MAX_UNROLL)
     init: Literal["real", "noise"] = "real"
-    checkpoint_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(10, ge=1, le=MAX_STEPS)
     compile: bool = True  # torch.compile real-batch gradients and inner-loop training (a one-off compile per process)
 
 
@@ -115,7 +117,7 @@ def _matching(req: ImageRequest, augment: bool) -> ImageSet:
         net.train()
         loss = torch.zeros((), device=device)
         for k, members in enumerate(by_class):
-            real = normalize(ds.train.images[members[torch.randperm(len(members), generator=gen)[: p.batch_real]]].to(device), ds.mean, ds.std)
+            real = normalize(gather(ds.train.images, members[torch.randperm(len(members), generator=gen)[: p.batch_real]]).to(device), ds.mean, ds.std)
             mine = syn[syn_of[k]]
             if dsa is not None:
                 draw = dsa.sample(1, (h, w), gen, shared=True)

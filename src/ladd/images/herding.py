@@ -10,17 +10,19 @@ from dataclasses import replace
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from ladd.core.limits import MAX_COUNT, MAX_SEED
 from ladd.core.types import ImageSet, normalize
 from ladd.cost import flops
+from ladd.data.stream import gather
 from ladd.experts import ExpertConfig, ensure_expert, load_expert, read_info
 from ladd.images import IMAGE_METHODS, ImageRequest, check_ipc
 
 
 class HerdingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    expert_epochs: int = Field(10, ge=1)  # the feature extractor: an expert trained this long
-    expert_seed: int = 0
+    expert_epochs: int = Field(10, ge=1, le=MAX_COUNT)  # the feature extractor: an expert trained this long
+    expert_seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 def herd(features: torch.Tensor, k: int) -> list[int]:
@@ -53,9 +55,9 @@ def herding_images(req: ImageRequest) -> ImageSet:
         picks = []
         for c in range(ds.num_classes):
             members = (ds.train.labels == c).nonzero().flatten()
-            feats = torch.cat([
-                expert.embed(normalize(chunk.to(req.runtime.device), ds.mean, ds.std)).cpu()
-                for chunk in ds.train.images[members].split(512)
+            feats = torch.cat([  # a class is read 512 images at a time, never gathered whole
+                expert.embed(normalize(gather(ds.train.images, chunk).to(req.runtime.device), ds.mean, ds.std)).cpu()
+                for chunk in members.split(512)
             ])
             picks.append(members[herd(feats, req.ipc)])
         return torch.cat(picks)

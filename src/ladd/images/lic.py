@@ -29,8 +29,10 @@ from pydantic import Field
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.errors import LaddError
 from ladd.core.runtime import generator
+from ladd.core.limits import MAX_COUNT, MAX_PIXEL_LR, MAX_STEPS, MAX_VIEWS
 from ladd.core.types import Dataset, ImageSet, normalize
 from ladd.cost import flops
+from ladd.data.stream import gather
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.observer import ObserverParams, features, layer_names, load_observer, observer_ce, region_cost, region_labels
 from ladd.images.optimize import optimize_images
@@ -41,13 +43,13 @@ class LICParams(ObserverParams):
     select: bool = True  # stage 1: key-sample selection (else random real images)
     compensate: bool = True  # stage 3: information compensation (else the plain squeezed images)
     relabel: bool = True  # stage 4: region soft labels from the observer (else hard labels only)
-    tiles: int = Field(4, ge=4)  # N originals per image, a square (paper: N = 4)
-    candidates: int = Field(300, ge=1)  # |T'_c| per class (paper / CIM --mipc 300)
-    iterations: int = Field(200, ge=0)  # M compensation steps (paper / CIM --niter 200)
-    lr: float = Field(0.01, gt=0)  # Adam (CIM: AdamW, weight decay off = Adam) on Δx in [0, 1] pixel units
+    tiles: int = Field(4, ge=4, le=MAX_VIEWS)  # N originals per image, a square (paper: N = 4)
+    candidates: int = Field(300, ge=1, le=MAX_COUNT)  # |T'_c| per class (paper / CIM --mipc 300)
+    iterations: int = Field(200, ge=0, le=MAX_STEPS)  # M compensation steps (paper / CIM --niter 200)
+    lr: float = Field(0.01, gt=0, le=MAX_PIXEL_LR)  # Adam (CIM: AdamW, weight decay off = Adam) on Δx in [0, 1] pixel units
     layer: str = "embed"  # observer layer whose features are matched (`embed`: the deepest)
     augment: str = "crop_cutout_flip"  # DSA ops shared by a tile and its original (CIM --dsa_strategy); flip dropped for digits
-    checkpoint_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(50, ge=1, le=MAX_STEPS)
 
 
 def pick_per_class(dataset: Dataset, k: int, candidates: int | None, score, gen: torch.Generator) -> torch.Tensor:
@@ -103,13 +105,13 @@ def lic_images(req: ImageRequest) -> ImageSet:
     gen = generator(req.seed)
 
     def score(idx):  # s_i = −CE(observer(x_i), y_i)
-        x = normalize(ds.train.images[idx].to(device), ds.mean, ds.std)
-        return -observer_ce(observer, x, ds.train.labels[idx].to(device)).cpu()
+        return torch.cat([-observer_ce(observer, normalize(gather(ds.train.images, part).to(device), ds.mean, ds.std), ds.train.labels[part].to(device)).cpu()
+                          for part in idx.split(512)])  # candidates scored 512 at a time
 
     idx, cost = flops.count(pick_per_class, ds, p.tiles * req.ipc, p.candidates if p.select else None, score, gen)
     groups = idx.view(ds.num_classes * req.ipc, p.tiles)  # consecutive picks (score order) share an image
     labels = ds.train.labels[groups[:, 0]]
-    originals = ds.train.images[groups].to(device).float() / 255  # B×N×C×H×W in [0, 1]
+    originals = gather(ds.train.images, groups).to(device).float() / 255  # B×N×C×H×W in [0, 1]
     syn0 = squeeze(originals)
     info = {"observer": provenance, "tiles": p.tiles, "grid": n, "selected": groups.tolist()}
     if p.compensate and p.iterations > 0:

@@ -26,12 +26,14 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file
 from torch import nn
 from torch.func import functional_call
 
 from ladd.augment.dsa import DSA, strategy_for
+from ladd.core.checkpoint import check_weights
 from ladd.core.errors import LaddError
+from ladd.core.io import load_safetensors
+from ladd.core.limits import MAX_BATCH, MAX_COUNT, MAX_EXPERTS, MAX_LR, MAX_PIXEL_LR, MAX_STEPS, MAX_UNROLL
 from ladd.core.types import ImageSet, to_pixels
 from ladd.cost import flops
 from ladd.experts import ExpertConfig, build_for, cache_dir, check_matches, in_buffer, read_info
@@ -46,20 +48,20 @@ class MTTParams(BaseModel):
     lr_lr 1e-5, lr_teacher 0.01 as the initial student lr, 5000 iterations) and buffer.py
     (100 experts × 50 epochs). Per-setting values live in the recipes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    iterations: int = Field(5000, ge=1)
-    syn_steps: int = Field(20, ge=1)
-    expert_epochs: int = Field(3, ge=1)  # M: how far ahead of the start the student is matched
-    max_start_epoch: int = Field(25, ge=1)
-    lr_img: float = Field(1000.0, gt=0)
-    lr_lr: float = Field(1e-5, gt=0)
-    lr_teacher: float = Field(0.01, gt=0)  # initial value of the learned student lr
-    momentum: float = Field(0.5, ge=0)
-    batch_syn: int | None = Field(None, ge=1)  # images per student step; None = the whole set
-    num_experts: int = Field(100, ge=1)
-    expert_train_epochs: int = Field(50, ge=1)
-    checkpoint_every: int = Field(100, ge=1)
+    iterations: int = Field(5000, ge=1, le=MAX_STEPS)
+    syn_steps: int = Field(20, ge=1, le=MAX_UNROLL)
+    expert_epochs: int = Field(3, ge=1, le=MAX_COUNT)  # M: how far ahead of the start the student is matched
+    max_start_epoch: int = Field(25, ge=1, le=MAX_COUNT)
+    lr_img: float = Field(1000.0, gt=0, le=MAX_PIXEL_LR)
+    lr_lr: float = Field(1e-5, gt=0, le=MAX_LR)
+    lr_teacher: float = Field(0.01, gt=0, le=MAX_LR)  # initial value of the learned student lr
+    momentum: float = Field(0.5, ge=0, le=1)
+    batch_syn: int | None = Field(None, ge=1, le=MAX_BATCH)  # images per student step; None = the whole set
+    num_experts: int = Field(100, ge=1, le=MAX_EXPERTS)
+    expert_train_epochs: int = Field(50, ge=1, le=MAX_COUNT)
+    checkpoint_every: int = Field(100, ge=1, le=MAX_STEPS)
     compile: bool = True  # compile the student gradient (StudentGradient; a one-off compile per batch size)
 
 
@@ -168,8 +170,9 @@ def mtt_images(req: ImageRequest) -> ImageSet:
     def step(it: int, syn: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         expert = dirs[int(torch.randint(len(dirs), (1,), generator=gen))]
         t = int(torch.randint(p.max_start_epoch, (1,), generator=gen))
-        start = load_file(checkpoint_path(expert, t), device=str(device))
-        target = load_file(checkpoint_path(expert, t + p.expert_epochs), device=str(device))
+        start, target = (load_safetensors(checkpoint_path(expert, e), device=str(device)) for e in (t, t + p.expert_epochs))
+        for e, state in ((t, start), (t + p.expert_epochs, target)):
+            check_weights(net, state, checkpoint_path(expert, e))  # one line, not a KeyError in the unroll
         batches = [torch.randperm(len(syn), generator=gen)[:batch].to(device) for _ in range(p.syn_steps)]
         return trajectory_loss(gradient, start, target, syn, labels, syn_lr, batches, lambda x: dsa(x, gen))
 

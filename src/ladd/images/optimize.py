@@ -2,8 +2,10 @@
 
 A method supplies `step(iteration, syn, gen) -> loss`; the loop updates the images, shows
 progress, and every `every` iterations saves images, optimizer and generator state in one file,
-so `resume=True` continues with the same result as an uninterrupted run. SRe²L/LPLD recover
-uses the Adam + cosine-lr + pixel-clipping options. FLOPs (step + backward) are counted for one
+so `resume=True` continues with the same result as an uninterrupted run (and starts afresh when
+nothing was saved yet: a requeued job killed before its first checkpoint); each checkpoint
+written and each resume is logged on stderr. SRe²L/LPLD recover uses the Adam + cosine-lr +
+pixel-clipping options. FLOPs (step + backward) are counted for one
 cycle of iterations and kept in the checkpoint: iterations repeat their work every `cycle` (1 for
 most methods; DC's `outer_loop` rounds of one network, whose later rounds also train it), so the
 loop's cost is known however often it was interrupted, without counting every iteration.
@@ -79,9 +81,9 @@ def optimize_images(
         return loss
 
     with seeded(seed):
-        if state is not None and resume:
-            if not state.exists():
-                raise LaddError(f"--resume: no checkpoint in {checkpoint_dir}; run once without --resume")
+        if state is not None and resume and not state.exists():  # e.g. a requeue after a kill before the first checkpoint
+            progress.log(f"{description}: --resume, but no checkpoint in {checkpoint_dir} yet: starting from iteration 0/{iterations}")
+        elif state is not None and resume:
             tensors, meta = load_state(state, opt, gen, syn.device)
             with torch.no_grad():
                 syn.copy_(tensors["syn"])
@@ -89,6 +91,7 @@ def optimize_images(
                     t.copy_(tensors[name])
             start, losses = int(meta["iteration"]), list(meta["losses"])
             per_position = meta.get("flops_per_position", per_position)
+            progress.log(f"{description}: resuming from {state} (iteration {start}/{iterations})")
         with progress.bar(description, iterations) as advance:
             advance(start)
             for it in range(start, iterations):
@@ -107,6 +110,7 @@ def optimize_images(
                 if state is not None and ((it + 1) % every == 0 or it + 1 == iterations):
                     tensors = {"syn": syn.detach(), **{k: t.detach() for k, (t, _) in extra.items()}}
                     save_state(state, tensors, {"iteration": it + 1, "losses": losses, "flops_per_position": per_position}, opt, gen)
+                    progress.log(f"{description}: checkpoint: iteration {it + 1}/{iterations} -> {state}")
                 advance(status=f"loss {losses[-1]:.4g}")
             if any(per_position[it % cycle] is None for it in range(iterations)):
                 # a finished checkpoint from before ladd counted FLOPs: run the last cycle again, counted, unapplied

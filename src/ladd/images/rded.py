@@ -18,17 +18,19 @@ from pydantic import Field
 
 from ladd.core.errors import LaddError
 from ladd.core.runtime import generator
+from ladd.core.limits import MAX_COUNT, MAX_VIEWS
 from ladd.core.types import ImageSet, normalize, to_pixels
 from ladd.cost import flops
+from ladd.data.stream import gather
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.observer import ObserverParams, load_observer, observer_ce, region_cost, region_labels
 from ladd.images.mosaic import grid_side, shrink, tile
 
 
 class RDEDParams(ObserverParams):
-    tiles: int = Field(4, ge=4)  # N patches per image = factor² (RDED --factor 2 for ImageNet)
-    candidates: int = Field(300, ge=1)  # real images per class (--mipc 300)
-    crops: int = Field(5, ge=1)  # patches drawn per real image (--num_crop 5)
+    tiles: int = Field(4, ge=4, le=MAX_VIEWS)  # N patches per image = factor² (RDED --factor 2 for ImageNet)
+    candidates: int = Field(300, ge=1, le=MAX_COUNT)  # real images per class (--mipc 300)
+    crops: int = Field(5, ge=1, le=MAX_COUNT)  # patches drawn per real image (--num_crop 5)
     scale_min: float = Field(0.08, gt=0, le=1)  # RandomResizedCrop area range (torchvision default)
     scale_max: float = Field(1.0, gt=0, le=1)
     relabel: bool = True  # region soft labels from the observer (else hard labels only)
@@ -77,7 +79,7 @@ def rded_images(req: ImageRequest) -> ImageSet:
             if len(pool) < k:
                 raise LaddError(f"class {ds.class_names[cls]!r}: {len(pool)} candidate images are fewer than tiles × IPC = {k}: "
                                 f"raise candidates (at most {len(members)}) or lower --ipc or tiles")
-            x = normalize(ds.train.images[pool].to(device), ds.mean, ds.std)
+            x = normalize(gather(ds.train.images, pool).to(device), ds.mean, ds.std)
             patches = random_resized_crops(x, p.crops, (h // n, w // n), (p.scale_min, p.scale_max), gen)
             y = torch.full((len(pool) * p.crops,), cls, device=device)
             ce = observer_ce(observer, zero_pad(patches.flatten(0, 1), (h, w)), y).view(len(pool), p.crops).cpu()

@@ -41,6 +41,7 @@ from ladd.core.errors import LaddError
 from ladd.core.io import lock
 from ladd.core.progress import console
 from ladd.core.runtime import generator
+from ladd.core.limits import MAX_COUNT, MAX_PIXELS, MAX_PIXEL_LR, MAX_STEPS
 from ladd.core.types import ImageSet, to_pixels
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.optimize import Optimized, optimize_images
@@ -53,20 +54,20 @@ METHODS = ("sre2l", "lpld")
 class RecoverParams(BaseModel):
     """Defaults: SRe²L's ImageNet recover (VILA-Lab/SRe2L@8d00cba SRe2L/recover/data_synthesis.py, recover.sh)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     teacher_model: str = "resnet18-bn"  # trained through the expert cache unless a teacher directory is given
-    teacher_epochs: int = Field(10, ge=1)
-    iterations: int = Field(4000, ge=1)  # recover.sh: 4K
-    lr: float = Field(0.25, gt=0)  # Adam lr, cosine-annealed
+    teacher_epochs: int = Field(10, ge=1, le=MAX_COUNT)
+    iterations: int = Field(4000, ge=1, le=MAX_STEPS)  # recover.sh: 4K
+    lr: float = Field(0.25, gt=0, le=MAX_PIXEL_LR)  # Adam lr, cosine-annealed
     betas: tuple[float, float] = (0.5, 0.9)
-    r_bn: float = Field(0.01, ge=0)  # weight of the BN term
-    first_bn_multiplier: float = Field(10.0, ge=0)  # the first BN layer's distance counts ×10
-    jitter: int = Field(32, ge=0)  # random roll by up to ±jitter pixels per axis
+    r_bn: float = Field(0.01, ge=0, le=1e6)  # weight of the BN term
+    first_bn_multiplier: float = Field(10.0, ge=0, le=1e6)  # the first BN layer's distance counts ×10
+    jitter: int = Field(32, ge=0, le=MAX_PIXELS)  # random roll by up to ±jitter pixels per axis
     flip: bool = True  # random horizontal flip of the batch
     crop_scale: float = Field(0.08, gt=0, le=1)  # RandomResizedCrop area scale (crop_scale, 1); 1 = no crop
-    classes_per_batch: int = Field(100, ge=1)  # sre2l: classes mixed in one batch (batch 100 = 100 classes)
-    checkpoint_every: int = Field(100, ge=1)
+    classes_per_batch: int = Field(100, ge=1, le=MAX_COUNT)  # sre2l: classes mixed in one batch (batch 100 = 100 classes)
+    checkpoint_every: int = Field(100, ge=1, le=MAX_STEPS)
 
 
 def bn_objective(stats: list[tuple[torch.Tensor, torch.Tensor]], targets: list[tuple[torch.Tensor, torch.Tensor]], first_multiplier: float) -> torch.Tensor:

@@ -23,16 +23,15 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from ladd.core import progress
 from ladd.core.errors import LaddError
-from ladd.core.io import lock, save_tensors
+from ladd.core.io import load_safetensors, lock, save_tensors
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset, normalize
+from ladd.data.stream import gather
 from ladd.experts import ExpertConfig, ensure_expert, load_expert, read_info
 from ladd.models import MODELS
 
@@ -40,7 +39,7 @@ STATS = "class_bn_stats.safetensors"  # the statistics, with their description a
 
 
 class SqueezeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     batch_size: int = Field(256, ge=1)  # of the statistics pass
     momentum: float = Field(0.1, gt=0, le=1)  # LPLD: BN's default momentum
@@ -115,7 +114,7 @@ def class_statistics(model: nn.Module, dataset: Dataset, cfg: SqueezeConfig, run
             for idx in order.split(cfg.batch_size):
                 labels = dataset.train.labels[idx].to(runtime.device)
                 batch_labels[:] = [labels]
-                model(normalize(dataset.train.images[idx].to(runtime.device), dataset.mean, dataset.std))
+                model(normalize(gather(dataset.train.images, idx).to(runtime.device), dataset.mean, dataset.std))
                 seen[labels.unique()] = True
                 advance(len(idx))
     finally:
@@ -154,13 +153,17 @@ def load_class_statistics(directory: Path, dataset: Dataset, teacher: dict, laye
     if not path.exists():
         raise LaddError(f"no class-wise BN statistics in {directory}: run `ladd squeeze --dataset {dataset.name} --teacher-dir {directory}`")
     redo = f"run `ladd squeeze --dataset {dataset.name} --teacher-dir {directory}` again"
-    with safe_open(path, "pt") as f:
-        info = json.loads((f.metadata() or {}).get("ladd", "{}"))
+    stats, meta = load_safetensors(path, metadata=True)  # a corrupt file is one line naming it
+    try:
+        info = json.loads(meta.get("ladd", "{}"))
+    except ValueError:
+        info = None
+    if not isinstance(info, dict) or not isinstance(info.get("teacher", {}), dict):
+        raise LaddError(f"{path} does not describe its statistics (its 'ladd' metadata is not a JSON object): {redo}")
     if info.get("teacher", {}).get("checkpoint_sha256") != teacher["checkpoint_sha256"]:
         raise LaddError(f"the class-wise BN statistics in {directory} were made from another teacher checkpoint than {teacher['directory']}: {redo}")
     if info.get("class_names") != list(dataset.class_names) or info.get("layers") != layers:
         raise LaddError(f"the class-wise BN statistics in {directory} were made for other classes or BN layers than {dataset.name}'s teacher: {redo}")
-    stats = load_file(path)
     k = dataset.num_classes
     for name in layers:
         for kind in ("mean", "var"):

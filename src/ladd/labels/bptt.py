@@ -56,12 +56,13 @@ from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset, ImageSet, normalize
+from ladd.data.stream import gather
 from ladd.experts import build_for
 from ladd.images.optimize import optimize_images
 
 
 class BpttConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = "convnet"  # student architecture; RaT-BPTT README runs --arch convnet
     iterations: int = Field(100, ge=1)  # outer label updates; ladd choice, CPU-sized
@@ -85,7 +86,7 @@ class BpttConfig(BaseModel):
 def check_backprop(backprop: int, unroll: int) -> None:
     """One check for the config and the pure function, so both refuse the same values."""
     if not 1 <= backprop <= unroll:
-        raise LaddError(f"backprop must be between 1 and unroll ({unroll}), got {backprop}: "
+        raise LaddError(f"backprop must be between 1 and unroll ({unroll}), got {backprop} (--bptt-backprop, --bptt-unroll): "
                         f"it is how many of the last student steps the label gradient flows through")
 
 
@@ -150,7 +151,7 @@ def learn_labels(
         init = {n: p.detach().to(device) for n, p in student.named_parameters()}
         batches = [torch.randperm(len(syn), generator=gen)[:batch].to(device) for _ in range(cfg.unroll)]
         idx = torch.randperm(len(target), generator=gen)[:cfg.batch_target]
-        tx = normalize(target.images[idx].to(device), dataset.mean, dataset.std)
+        tx = normalize(gather(target.images, idx).to(device), dataset.mean, dataset.std)
         augment = (lambda x: dsa(x, gen)) if cfg.dsa else (lambda x: x)
         return unrolled_label_loss(net, init, syn, logits, augment(tx), target.labels[idx].to(device),
                                    cfg.student_lr, batches, cfg.backprop, augment=augment)

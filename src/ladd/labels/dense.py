@@ -7,6 +7,7 @@ import torch
 
 from ladd.augment.subsample import views
 from ladd.core import progress
+from ladd.core.runtime import Runtime
 from ladd.core.types import normalize
 from ladd.labels.soft import Teacher
 
@@ -19,29 +20,39 @@ CROPS_PER_PASS = {"cpu": 50, "cuda": 4096}
 
 @torch.no_grad()
 def dense_labels(
-    teacher: Teacher, images: torch.Tensor, mean, std, n: int, r: float, *, crops_per_pass: int | None = None
+    teacher: Teacher, images: torch.Tensor, mean, std, n: int, r: float, *, crops_per_pass: int | None = None,
+    runtime: Runtime | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dense B×N²×C, global soft B×C) for images B×C×H×W.
 
     All crops of a chunk of images go through the teacher in one forward pass (no loop over crops);
-    the chunk size only trades speed for memory.
+    the chunk size only trades speed for memory. The teacher runs under the runtime's precision
+    (`Speed.precision`; softmax, temperature and top-k in fp32), and results are copied back
+    without the host waiting for each chunk.
     """
     device = teacher.device
+    runtime = runtime or Runtime(device)
     crops_per_pass = crops_per_pass or CROPS_PER_PASS.get(device.type, 4096)
     per_chunk = max(1, crops_per_pass // (n * n))
     dense, soft = [], []
     chunks = images.split(per_chunk)
-    with progress.bar("dense labels", len(chunks)) as advance:
+    with progress.bar("dense labels", len(chunks)) as advance, runtime.settings(), runtime.autocast():
         for chunk in chunks:
-            x = normalize(chunk.to(device), mean, std)
+            x = normalize(chunk.to(device, non_blocking=True), mean, std)
             v = views(x, n, r)  # b×N²×C×H×W
-            dense.append(teacher(v.flatten(0, 1)).view(x.shape[0], n * n, -1).cpu())
-            soft.append(teacher(x).cpu())
+            dense.append(runtime.fetch(teacher(v.flatten(0, 1)).view(x.shape[0], n * n, -1)))
+            soft.append(runtime.fetch(teacher(x)))
             advance()
+    runtime.wait()
     return torch.cat(dense), torch.cat(soft)
 
 
 @torch.no_grad()
-def global_labels(teacher: Teacher, images: torch.Tensor, mean, std, *, batch_size: int = 256) -> torch.Tensor:
+def global_labels(teacher: Teacher, images: torch.Tensor, mean, std, *, batch_size: int = 256,
+                  runtime: Runtime | None = None) -> torch.Tensor:
     """The teacher's soft label of each whole, un-augmented image (as the reference labels once)."""
-    return torch.cat([teacher(normalize(c.to(teacher.device), mean, std)).cpu() for c in images.split(batch_size)])
+    runtime = runtime or Runtime(teacher.device)
+    with runtime.settings(), runtime.autocast():
+        out = [runtime.fetch(teacher(normalize(c.to(teacher.device, non_blocking=True), mean, std))) for c in images.split(batch_size)]
+    runtime.wait()
+    return torch.cat(out)

@@ -88,7 +88,7 @@ def ladd_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runt
     repeated = repeated_crops(dataset.shape[1:], cfg.n, cfg.r)
     if repeated:
         console.print(f"warning: {repeated}", soft_wrap=True, markup=False)
-    dense, soft = dense_labels(teacher, art.images, dataset.mean, dataset.std, cfg.n, cfg.r)
+    dense, soft = dense_labels(teacher, art.images, dataset.mean, dataset.std, cfg.n, cfg.r, runtime=runtime)
     manifest = {"subsample": {"n": cfg.n, "r": cfg.r, **({"repeated_crops": repeated} if repeated else {})}, "labeler": provenance}
     return Labels(soft, dense, manifest, _cost(teacher, dataset, train_flops, len(art.images) * (cfg.n**2 + 1)))
 
@@ -96,7 +96,7 @@ def ladd_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runt
 @LABEL_METHODS.register("soft", aliases=("expert", "expert-soft"))
 def soft_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Labels:
     teacher, provenance, train_flops = build_teacher(dataset, cfg, runtime)
-    soft = global_labels(teacher, art.images, dataset.mean, dataset.std)
+    soft = global_labels(teacher, art.images, dataset.mean, dataset.std, runtime=runtime)
     return Labels(soft, None, {"labeler": provenance}, _cost(teacher, dataset, train_flops, len(art.images)))
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from ladd.artifact import Artifact
 from ladd.artifact.relabel import RELABEL_DIR, read_info, write_epoch, write_info
@@ -30,6 +30,7 @@ from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset
 from ladd.cost import flops
 from ladd.experts import ExpertConfig
+from ladd.experts.pretrained import PretrainedConfig, omit_none
 from ladd.labels import LabelConfig
 from ladd.labels.methods import build_teacher
 
@@ -44,14 +45,19 @@ class RelabelConfig(BaseModel):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(50, ge=1)  # relabel batch: CutMix partners are drawn within it; LPLD's batch unit
     teacher: ExpertConfig = ExpertConfig(model="convnet-bn")
-    teacher_epoch: float | None = Field(None, ge=0)  # default: the teacher's last epoch
+    teacher_epoch: float | None = Field(None, ge=0, allow_inf_nan=False)  # default: the teacher's last epoch
     kind: Literal["logits", "probs"] = "logits"
     dtype: Literal["float16", "float32"] = "float16"
-    temperature: float = Field(20.0, gt=0)  # probs are stored at T; logits are softened at replay
+    temperature: float = Field(20.0, gt=0, allow_inf_nan=False)  # probs are stored at T; logits are softened at replay
     top_k: int | None = Field(None, ge=1)  # FKD's label quantization: top-k probabilities + indices
     cutmix: bool = True
     mix_per: Literal["batch", "sample"] = "batch"  # one CutMix λ and box per relabel batch (the reference) or per sample
     seed: int = 42  # the reference's --fkd-seed
+    teacher_weights: PretrainedConfig | None = None  # a pretrained teacher (`--teacher-weights`) instead of `teacher`
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):  # unset teacher_weights is left out, so stored relabels made before it still match
+        return omit_none(handler(self), "teacher_weights")
 
     @model_validator(mode="after")
     def _top_k_stores_probs(self) -> "RelabelConfig":
@@ -80,7 +86,7 @@ def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelCon
                             f"pass --overwrite to replace it")
         shutil.rmtree(directory)
         info = {}
-    teacher_cfg = LabelConfig(method="soft", labeler=cfg.teacher, epoch=cfg.teacher_epoch)
+    teacher_cfg = LabelConfig(method="soft", labeler=cfg.teacher, epoch=cfg.teacher_epoch, labeler_weights=cfg.teacher_weights)
     teacher, provenance, train_flops = build_teacher(dataset, teacher_cfg, runtime)
     teacher.eval()
     same_teacher = lambda info: info["teacher"]["checkpoint_sha256"] == provenance["checkpoint_sha256"]  # noqa: E731
@@ -107,7 +113,7 @@ def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelCon
         advance(done)
         for e in range(done, cfg.epochs):
             epoch = sample_epoch(n, cfg.batch_size, h, w, generator(cfg.seed * 1_000_003 + e), cutmix=cfg.cutmix, mix_per=cfg.mix_per)
-            labels = _labels(teacher, images, dataset, epoch, cfg)
+            labels = _labels(teacher, images, dataset, epoch, cfg, runtime)
             info["files"].append(write_epoch(directory, e, epoch, labels))
             write_info(directory, info)
             advance()
@@ -125,14 +131,18 @@ def _summary(info: dict) -> dict:
 
 
 @torch.no_grad()
-def _labels(teacher, images, dataset: Dataset, epoch, cfg: RelabelConfig) -> dict[str, torch.Tensor]:
-    """The teacher's logits (or probabilities at T, or their top-k) on every augmented sample."""
+def _labels(teacher, images, dataset: Dataset, epoch, cfg: RelabelConfig, runtime: Runtime) -> dict[str, torch.Tensor]:
+    """The teacher's logits (or probabilities at T, or their top-k) on every augmented sample:
+    the teacher under the runtime's precision (fp32 logits), the epoch's logits kept on the device
+    and copied to the host once."""
     dtype = getattr(torch, cfg.dtype)
     out = []
-    for rows in torch.arange(len(epoch.order)).split(cfg.batch_size):
-        x = render(images, dataset.mean, dataset.std, epoch, rows)
-        out.append(teacher.logits(x).float().cpu())
-    logits = torch.cat(out)
+    with runtime.settings(), runtime.autocast():
+        for rows in torch.arange(len(epoch.order)).split(cfg.batch_size):
+            x = render(images, dataset.mean, dataset.std, epoch, rows)
+            out.append(teacher.logits(x))
+    logits = runtime.fetch(torch.cat(out))
+    runtime.wait()
     if cfg.kind == "logits":
         return {"labels": logits.to(dtype)}
     probs = (logits / cfg.temperature).softmax(-1)

@@ -45,7 +45,7 @@ class Pruning(BaseModel):
     LPLD; the others rank units and keep the `keep` end). Refused on construction, with the CLI
     option's name, so a bad value fails before any training."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     rho: float = 1.0
     pool: str = "epoch"

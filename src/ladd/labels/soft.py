@@ -74,7 +74,8 @@ class Teacher(nn.Module):
         return next(self.parameters()).device
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x) for m in self.members]).mean(0)
+        """fp32 logits, also when the members run under autocast (`Runtime.autocast`)."""
+        return torch.stack([m(x).float() for m in self.members]).mean(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return keep_top_k(soften(self.logits(x), self.temperature), self.top_k)

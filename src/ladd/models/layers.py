@@ -18,6 +18,15 @@ class Classifier(nn.Module):
         return self.classifier(self.embed(x))
 
 
+class GlobalAvgPool(nn.Module):
+    """Mean over H×W, kept as N×C×1×1: `nn.AdaptiveAvgPool2d(1)` bit for bit on CPU, but its
+    backward is deterministic on CUDA too (adaptive pooling's is not, so
+    `torch.use_deterministic_algorithms` refuses it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
 def input_padding(im_size: tuple[int, int], multiple: int) -> tuple[nn.Module, tuple[int, int], tuple[int, int]]:
     """Zero-pad an input up to the next multiple of `multiple` on each side, centred.
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ladd.models import MODELS
-from ladd.models.layers import Classifier, norm2d
+from ladd.models.layers import Classifier, GlobalAvgPool, norm2d
 
 
 class BasicBlock(nn.Module):
@@ -52,7 +52,7 @@ class ResNet18(Classifier):
         for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
             layers += [BasicBlock(c_in, c_out, stride, norm), BasicBlock(c_out, c_out, 1, norm)]
             c_in = c_out
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers += [GlobalAvgPool(), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(512, num_classes)
 

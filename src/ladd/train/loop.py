@@ -3,6 +3,11 @@
 Data stay resident on the device (distilled sets are small; source sets are uint8) and are
 normalized and augmented a batch at a time. A step sums the named loss terms; each term's mean
 loss and the number of inputs it forwarded are logged, so FLOPs follow from samples seen.
+
+The host never waits for the device inside an epoch: the loss is summed on the device and checked
+for NaN/inf once per epoch (or every `Speed.check_every` steps, and before a fractional checkpoint),
+and batch indices are moved once per epoch. How the network computes (precision, torch.compile,
+channels-last, deterministic kernels) is the runtime's `Speed`; the defaults are the plain fp32 path.
 """
 
 from __future__ import annotations
@@ -14,16 +19,17 @@ from typing import Any, Callable, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from safetensors.torch import load_file
 from torch import nn
 
 from ladd.augment.dsa import DSA
 from ladd.core import progress
-from ladd.core.checkpoint import load_state, save_state
+from ladd.core.checkpoint import load_state, restore_weights, save_state
 from ladd.core.errors import Diverged, LaddError
 from ladd.core.io import save_tensors
 from ladd.core.runtime import Runtime, generator, seeded
 from ladd.core.types import normalize
+from ladd.data import stream
+from ladd.cost import flops
 from ladd.train.terms import Batch, Term
 
 
@@ -31,7 +37,7 @@ class Optimization(BaseModel):
     """How a network is optimized: the fields the trainer's `Recipe` and the evaluation protocols
     (`ladd.eval.protocols.Protocol`) share, declared once."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     epochs: int = Field(300, ge=1)
     lr: float = Field(0.01, gt=0)
@@ -101,8 +107,9 @@ class TrainData:
 
     def to(self, device: torch.device) -> "TrainData":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        images = self.images if stream.stored(self.images) else move(self.images)  # a stored split is read by batch, never moved whole
         return TrainData(
-            move(self.images), move(self.hard), self.mean, self.std, move(self.soft), move(self.dense), self.geometry,
+            images, move(self.hard), self.mean, self.std, move(self.soft), move(self.dense), self.geometry,
             self.replay,
         )
 
@@ -132,9 +139,13 @@ def train(
     `saves_per_epoch` f > 1 also saves weights at each 1/f of an epoch (`epoch_002.500`): the
     fine-grained early checkpoints soft-label experts are chosen from. `after_epoch(epochs done,
     model, log)` runs after every epoch (e.g. to record an accuracy-over-FLOPs curve); it sees the
-    training weights, and the model is back in training mode afterwards."""
+    training weights, and the model is back in training mode afterwards. A loss that becomes NaN or
+    infinite raises `Diverged` at the next finiteness check (see the module docstring)."""
     data = data.to(runtime.device)
     model.to(runtime.device)
+    network = _network(model, runtime)
+    scaler = runtime.scaler()
+    check_every = runtime.speed.check_every
     gen = generator(seed)
     replay = None if data.replay is None else data.replay.for_seed(seed)
     dsa = DSA(recipe.dsa) if recipe.dsa else None
@@ -146,31 +157,33 @@ def train(
     log = TrainLog(samples={name: 0 for name in terms})
     start_epoch = 0
     n = data.images.shape[0]
-    with seeded(seed):
+    with seeded(seed), runtime.settings():
         if checkpoint_dir is not None:
-            start_epoch = _resume(checkpoint_dir, model, opt, gen, log)
+            start_epoch = _resume(checkpoint_dir, model, opt, gen, log, description, recipe.epochs)
             if start_epoch == 0:
-                _save(checkpoint_dir, 0, model, opt, gen, log)
+                _save(checkpoint_dir, 0, model, opt, gen, log, description, recipe.epochs)
         with progress.bar(description, recipe.epochs) as advance:
             advance(start_epoch)
             for epoch in range(start_epoch, recipe.epochs):
                 for group in opt.param_groups:
                     group["lr"] = recipe.lr_at(epoch)
                 model.train()
-                total, steps = 0.0, 0
+                # float64 on the device: the same sum of the float32 step losses as adding them on the host
+                total, steps = torch.zeros((), dtype=torch.float64, device=runtime.device), 0
                 # a replayed relabel visits stored positions (image, augmentation, label) instead of images
                 if replay is not None:
                     batches = replay.batches(epoch, gen, recipe.batch_size)
-                else:
-                    batches = torch.randperm(n, generator=gen).split(recipe.batch_size)
+                else:  # drawn on the CPU generator, moved once per epoch
+                    batches = runtime.put(torch.randperm(n, generator=gen)).split(recipe.batch_size)
                 fractions = _fraction_steps(len(batches), saves_per_epoch) if checkpoint_dir is not None else {}
+                # the pixels of each batch, on the device: indexed in place (in memory) or read ahead (a stored split)
+                pixels = stream.batches(data.images, batches if replay is None else [replay.image_index(b) for b in batches], runtime.device)
                 for idx in batches:
                     stored = None
                     if replay is not None:
-                        stored, idx = idx, replay.image_index(idx)
-                    idx = idx.to(runtime.device)
+                        stored, idx = idx, replay.image_index(idx).to(runtime.device, non_blocking=True)
                     batch = Batch(
-                        x=normalize(data.images[idx], data.mean, data.std),
+                        x=normalize(next(pixels), data.mean, data.std),
                         hard=data.hard[idx],
                         soft=None if data.soft is None else data.soft[idx],
                         dense=None if data.dense is None else data.dense[idx],
@@ -182,28 +195,65 @@ def train(
                     )
                     loss = torch.zeros((), device=runtime.device)
                     for name, term in terms.items():
-                        term_loss, forwarded = term(model, batch)
+                        term_loss, forwarded = term(network, batch)
                         loss = loss + term_loss
                         log.samples[name] += forwarded
-                    if not torch.isfinite(loss):
-                        raise Diverged(f"{description}: loss became {loss.item()} at epoch {epoch}: lower the lr")
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    if scaler is None:
+                        loss.backward()
+                        opt.step()
+                    else:  # fp16: scaled gradients; a step whose gradients overflowed is skipped
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
                     if ema is not None:
                         ema.update()
-                    total, steps = total + loss.item(), steps + 1
+                    total, steps = total + loss.detach(), steps + 1
+                    if steps in fractions or (check_every and steps % check_every == 0):
+                        _finite(total, description, epoch, steps)  # never checkpoint NaN weights
                     if steps in fractions:
                         save_tensors(checkpoint_path(checkpoint_dir, epoch + fractions[steps]), model.state_dict())
-                log.epoch_loss.append(total / steps)
+                mean_loss = _finite(total, description, epoch, steps) / steps
+                log.epoch_loss.append(mean_loss)
                 if checkpoint_dir is not None:
-                    _save(checkpoint_dir, epoch + 1, model, opt, gen, log)
+                    _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs)
                 if after_epoch is not None:
                     after_epoch(epoch + 1, model, log)
-                advance(status=f"loss {total / steps:.3f}")
+                advance(status=f"loss {mean_loss:.3f}")
     if ema is not None:
         ema.copy_to(model)
+    if runtime.speed.channels_last:
+        model.to(memory_format=torch.contiguous_format)  # saved and inspected weights keep the standard layout
     return log
+
+
+def _finite(total: torch.Tensor, description: str, epoch: int, steps: int) -> float:
+    """The summed loss as a float (the host waits for the device here), or `Diverged`."""
+    value = total.item()
+    if not math.isfinite(value):
+        raise Diverged(f"{description}: loss became {value} at epoch {epoch} (within its first {steps} steps): lower the lr")
+    return value
+
+
+def _network(model: nn.Module, runtime: Runtime) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What the loss terms call: `model` itself on the plain path; else a callable sharing its
+    parameters that lays inputs out channels-last, runs the (compiled) network under the
+    precision's autocast and returns fp32 logits, so every loss is computed in fp32."""
+    speed = runtime.speed
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if not (speed.compile or speed.channels_last or speed.precision != "fp32"):
+        return model
+    fn = flops.compiled(model) if speed.compile else model
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if speed.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with runtime.autocast():
+            out = fn(x)
+        return out.float()
+
+    return forward
 
 
 class _Ema:
@@ -235,7 +285,7 @@ def predict(model: nn.Module, images: torch.Tensor, mean, std, *, batch_size: in
     """Logits for uint8 images, in eval mode, a batch at a time."""
     model.eval()
     device = next(model.parameters()).device
-    out = [model(normalize(chunk.to(device), mean, std)) for chunk in images.split(batch_size)]
+    out = [model(normalize(chunk.to(device), mean, std)) for chunk in stream.chunks(images, batch_size)]  # a stored split: read by chunk
     return torch.cat(out)
 
 
@@ -272,22 +322,26 @@ def _fraction_steps(steps: int, saves_per_epoch: int) -> dict[int, float]:
             if 0 < round(j * steps / saves_per_epoch) < steps}
 
 
-def _save(directory: Path, epoch: int, model, opt, gen, log: TrainLog) -> None:
+def _save(directory: Path, epoch: int, model, opt, gen, log: TrainLog, description: str, epochs: int) -> None:
     """Weights first, then the state naming their epoch: a crash between the two writes leaves
-    the previous, consistent state, so a resume never mixes epochs."""
-    save_tensors(checkpoint_path(directory, epoch), model.state_dict())
+    the previous, consistent state, so a resume never mixes epochs. Logged on stderr."""
+    weights = checkpoint_path(directory, epoch)
+    save_tensors(weights, model.state_dict())
     meta = {"epoch": epoch, "samples": log.samples, "epoch_loss": log.epoch_loss}
     save_state(Path(directory) / STATE, {}, meta, opt, gen)
+    progress.log(f"{description}: checkpoint: epoch {epoch}/{epochs} -> {weights}")
 
 
-def _resume(directory: Path, model, opt, gen, log: TrainLog) -> int:
+def _resume(directory: Path, model, opt, gen, log: TrainLog, description: str, epochs: int) -> int:
     path = Path(directory) / STATE
     if not path.exists():
         return 0
     device = next(model.parameters()).device
     _, meta = load_state(path, opt, gen, device)
     epoch = int(meta["epoch"])
-    model.load_state_dict(load_file(checkpoint_path(directory, epoch), device=str(device)))
+    weights = checkpoint_path(directory, epoch)
+    restore_weights(model, weights, device)
     log.samples.update(meta["samples"])
     log.epoch_loss[:] = meta["epoch_loss"]
+    progress.log(f"{description}: resuming from {weights} (epoch {epoch}/{epochs})")
     return epoch

@@ -12,7 +12,6 @@ from typing import Any, Callable, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ladd.augment.subsample import views
 from ladd.core.errors import LaddError
@@ -35,8 +34,10 @@ class Batch:
 
 
 class Term(Protocol):
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
-        """Return (loss averaged over the batch's images, number of model inputs it forwarded)."""
+    def __call__(self, model: Callable[[torch.Tensor], torch.Tensor], batch: Batch) -> tuple[torch.Tensor, int]:
+        """Return (loss averaged over the batch's images, number of model inputs it forwarded).
+        `model` is the network or the trainer's wrapper of it (compiled, autocast: fp32 logits
+        either way); a term only calls it."""
 
 
 SoftLoss = Literal["ce", "kl"]
@@ -94,7 +95,7 @@ class LocalTerm:
         if k == total:
             index = torch.arange(total, device=batch.x.device).expand(b, -1)
         else:
-            index = torch.rand(b, total, generator=batch.gen).argsort(dim=1)[:, :k].to(batch.x.device)
+            index = torch.rand(b, total, generator=batch.gen).argsort(dim=1)[:, :k].to(batch.x.device, non_blocking=True)
         v = views(batch.x, n, r, index).flatten(0, 1)  # (B·K)×C×H×W
         if self.target == "hard":
             y = batch.hard.repeat_interleave(k)
