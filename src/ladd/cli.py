@@ -1006,7 +1006,7 @@ def data_info(json_out: Annotated[Optional[Path], typer.Option("--json", help="A
 # --- the cache: `ladd cache ls|verify|prune` -------------------------------------------------------
 cache_app = typer.Typer(help="See, re-hash and clean the cache ($LADD_CACHE, default ~/.cache/ladd).", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-Kind = Annotated[Optional[list[str]], typer.Option("--kind", help="Only entries of this kind (experts, distill, labels, selection); repeatable.")]
+Kind = Annotated[Optional[list[str]], typer.Option("--kind", help="Only entries of this kind (experts, distill, labels, selection, teachers, data); repeatable.")]
 
 
 def _entries(kind: list[str] | None):

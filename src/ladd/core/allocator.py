@@ -14,11 +14,20 @@ import sys
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 KEEP = 1 << 30
+DOCUMENTED_MAX = 32 << 20  # mallopt(3)'s upper limit for M_MMAP_THRESHOLD on 64-bit; glibc 2.36 accepts more
 
 
 def keep_large_blocks() -> bool:
-    """Raise glibc's mmap and trim thresholds to `KEEP`; False where there is no glibc `mallopt`."""
+    """Raise glibc's mmap and trim thresholds to `KEEP`; False where there is no glibc `mallopt` or
+    it refuses `KEEP` as the mmap threshold, in which case the documented maximum (32 MB) is set
+    instead, so blocks up to that size still stay in the heap (the trim threshold is set either way)."""
     if not sys.platform.startswith("linux"):
         return False
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, KEEP)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP))
+    if mallopt is None:
+        return False
+    trimmed = bool(mallopt(M_TRIM_THRESHOLD, KEEP))
+    if mallopt(M_MMAP_THRESHOLD, KEEP):
+        return trimmed
+    mallopt(M_MMAP_THRESHOLD, DOCUMENTED_MAX)
+    return False

@@ -1,5 +1,6 @@
 """The cache ($LADD_CACHE, default ~/.cache/ladd): trained experts, distillation checkpoints,
-learned labels and selection cells, each an entry keyed by everything that determines it.
+learned labels, selection cells and dataset stores (`ladd.data.store`), each an entry keyed by
+everything that determines it.
 
 Every key carries its kind's format version (`FORMATS`), bumped whenever a change to ladd alters
 what an entry of that kind would hold, so a fix never silently reuses what the old code made: the

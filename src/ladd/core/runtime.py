@@ -24,8 +24,9 @@ class Speed(BaseModel):
 
     - `precision` bf16/fp16: forward passes under `torch.autocast` (weights, gradients and the
       optimizer stay fp32; logits are cast to fp32 before any loss or softmax). fp16 trains with a
-      `GradScaler` and needs CUDA: CPU autocast has no scaler and its fp16 kernels are slower than
-      fp32, so fp16 on CPU is refused (use bf16: CPUs with AVX-512 BF16/AMX run it natively).
+      `GradScaler` and is for CUDA: on a CPU it is refused, since bf16 keeps fp32's range (no
+      scaler) and is what CPU kernels accelerate (AVX-512 BF16/AMX; on a Sapphire Rapids core
+      oneDNN's fp16 convolutions ran slower than fp32 ones).
     - `compile`: `torch.compile` the network (forward and backward; augmentation and loss terms stay
       eager). One graph serves every fresh network of an architecture; the first compile costs
       tens of seconds per process (inductor caches it on disk for the next).
@@ -34,7 +35,9 @@ class Speed(BaseModel):
     - `deterministic`: `torch.use_deterministic_algorithms(True)`, cuDNN benchmark off and
       deterministic, cuBLAS's fixed workspace, so the same seed gives the same weights on a GPU
       too (on CPU it already does). An op with no deterministic CUDA kernel then stops the run
-      with an error naming it. Not with `compile` (inductor's kernels are not covered).
+      with a one-line error naming it. Not with `compile` (inductor's kernels are not covered).
+      cuBLAS reads its workspace setting when it starts: `Runtime.from_name` sets it, so build
+      the runtime before any CUDA work.
     - `check_every`: steps between checks that the loss is finite (0 = once per epoch). Each check
       makes the host wait for the device; a run that diverges still raises `Diverged`, at the
       check (and before any checkpoint of NaN weights is written).
@@ -128,6 +131,10 @@ class Runtime:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
         try:
             yield
+        except RuntimeError as e:  # torch names the op that has no deterministic kernel
+            if "deterministic" not in str(e):
+                raise
+            raise LaddError(f"--deterministic: {str(e).splitlines()[0]}: leave out --deterministic for this model or device") from e
         finally:
             torch.use_deterministic_algorithms(before[0], warn_only=before[1])
             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]

@@ -36,6 +36,7 @@ import shutil
 import threading
 import time
 import warnings
+import weakref
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from datetime import datetime, timezone
 from multiprocessing import get_context
@@ -62,7 +63,7 @@ MIN_PER_WORKER = 512  # fewer images than this per worker: decode in this proces
 WORKERS_ENV = "LADD_WORKERS"
 
 BUILT: list[str] = []  # stores built by this process, in order (`ladd data prepare` says built or reused)
-_OPENED: dict[str, tuple[tuple[int, int], Dataset]] = {}  # path → (store.json identity, its Dataset): mapped once per process
+_OPENED: dict[str, tuple[tuple[int, int], weakref.ref]] = {}  # path → (store.json identity, its Dataset while in use): mapped once
 
 
 def default_workers() -> int:
@@ -213,8 +214,8 @@ def open_store(path: Path) -> Dataset:
     st = os.stat(meta)  # FileNotFoundError: no store (a store's folder only ever appears whole)
     ident = (st.st_ino, st.st_mtime_ns)
     cached = _OPENED.get(str(path))
-    if cached is not None and cached[0] == ident:
-        return cached[1]
+    if cached is not None and cached[0] == ident and cached[1]() is not None:
+        return cached[1]()
     try:
         info = read_json(meta, "the store is rebuilt")
         shape = tuple(info["shape"])
@@ -234,7 +235,7 @@ def open_store(path: Path) -> Dataset:
         raise _Damaged(f"{Path(e.filename).name} is missing") from e
     except (LaddError, KeyError, TypeError, ValueError, OSError) as e:  # bad JSON, a truncated or garbled .npy
         raise _Damaged(" ".join(str(e).split()) or type(e).__name__) from e
-    _OPENED[str(path)] = (ident, dataset)
+    _OPENED[str(path)] = (ident, weakref.ref(dataset))
     return dataset
 
 

@@ -19,9 +19,11 @@ sets keep their fast path and every result is the same either way.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
-import queue
-import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,8 @@ import torch
 
 from ladd.core.errors import LaddError
 
-PREFETCH = 4  # batches `batches` reads ahead of the trainer
+PREFETCH = 6  # batches `batches` reads ahead of the trainer
+READERS = 3  # threads reading them
 
 
 @dataclass(frozen=True)
@@ -42,18 +45,24 @@ class _Mapped:
     path: Path
     offset: int  # file offset of its first byte (after the .npy header)
     fd: int  # kept open: reads keep working even if `ladd cache prune` removes the store
-    array: np.ndarray  # keeps the mapping alive while registered
 
 
-_MAPS: list[_Mapped] = []
+_MAPS: dict[int, _Mapped] = {}  # by start address; an entry goes when its array is freed
+
+
+def _forget(start: int, fd: int) -> None:
+    _MAPS.pop(start, None)
+    os.close(fd)
 
 
 def register(array: np.memmap, path: Path) -> torch.Tensor:
     """The tensor of a memory-mapped .npy array (`np.load(mmap_mode="c")`), registered so the readers
-    here can find its file and read it with pread."""
+    here can find its file and read it with pread (until the last tensor over it is freed)."""
     tensor = torch.from_numpy(array)
     if array.nbytes:
-        _MAPS.append(_Mapped(tensor.data_ptr(), array.nbytes, Path(path), int(array.offset), os.open(path, os.O_RDONLY), array))
+        start, fd = tensor.data_ptr(), os.open(path, os.O_RDONLY)
+        _MAPS[start] = _Mapped(start, array.nbytes, Path(path), int(array.offset), fd)
+        weakref.finalize(array, _forget, start, fd)  # torch's tensors keep `array` alive
     return tensor
 
 
@@ -63,7 +72,7 @@ def _located(images) -> tuple[_Mapped, int] | None:
     if not isinstance(images, torch.Tensor) or images.device.type != "cpu" or images.numel() == 0 or not images.is_contiguous():
         return None
     ptr = images.data_ptr()
-    for m in _MAPS:
+    for m in list(_MAPS.values()):
         if m.start <= ptr < m.start + m.nbytes:
             return m, m.offset + (ptr - m.start)
     return None
@@ -153,9 +162,9 @@ def rows(images, index: torch.Tensor):
 
 def batches(images, index_batches, device: torch.device):
     """`images[idx]` on `device` for each idx of `index_batches`, in order. An in-memory tensor is
-    indexed on its device as it is (the trainer's fast path for small sets); a stored split is read by
-    a background thread (pread, sorted by file offset) up to PREFETCH batches ahead, into pinned
-    memory when `device` is CUDA, then copied without blocking."""
+    indexed on its device as it is (the trainer's fast path for small sets); a stored split is read
+    by READERS threads (pread sorted by file offset; the GIL is released while the kernel copies)
+    up to PREFETCH batches ahead, into pinned memory when `device` is CUDA, then copied without blocking."""
     if not stored(images):
         for idx in index_batches:
             yield images[idx.to(images.device)]
@@ -166,46 +175,24 @@ def batches(images, index_batches, device: torch.device):
     if any(idx.device.type != "cpu" for idx in index_batches):  # indices already on the device: one copy back per epoch
         index_batches = list(torch.cat(index_batches).cpu().split([len(idx) for idx in index_batches]))
     shape = tuple(images.shape[1:])
-    ready: queue.Queue = queue.Queue(PREFETCH)
-    stop = threading.Event()
-    done = object()
 
-    def produce():
-        try:
-            for idx in index_batches:
-                idx = idx.cpu()
-                buf = torch.empty((len(idx), *shape), dtype=images.dtype, pin_memory=pin)
-                item = gather(images, idx, buf)
-                while not stop.is_set():
-                    try:
-                        ready.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            item = done
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
-            item = e
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+    def read(idx: torch.Tensor) -> torch.Tensor:
+        return gather(images, idx, torch.empty((len(idx), *shape), dtype=images.dtype, pin_memory=pin))
 
-    worker = threading.Thread(target=produce, name="ladd-batches", daemon=True)
-    worker.start()
+    pool = ThreadPoolExecutor(READERS, thread_name_prefix="ladd-read")
+    pending: collections.deque = collections.deque()
+    todo = iter(index_batches)
     try:
-        while True:
-            item = ready.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item.to(device, non_blocking=pin)
+        for idx in itertools.islice(todo, PREFETCH):
+            pending.append(pool.submit(read, idx))
+        while pending:
+            batch = pending.popleft().result()
+            idx = next(todo, None)
+            if idx is not None:
+                pending.append(pool.submit(read, idx))
+            yield batch.to(device, non_blocking=pin)
     finally:
-        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 class IndexView:
