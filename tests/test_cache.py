@@ -61,6 +61,7 @@ def test_a_format_bump_changes_every_key_so_old_entries_are_not_reused(toy, monk
     monkeypatch.setitem(cache.FORMATS, "experts", cache.FORMATS["experts"] + 1)
     new = cache_dir(toy, CFG)
     assert new != old and new.parent == old.parent
+    assert cache_dir(toy, CFG, "bf16") != new == cache_dir(toy, CFG, "fp32")  # a bf16-trained expert is never reused for fp32
 
 
 def _cli(*args):

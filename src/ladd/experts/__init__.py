@@ -156,9 +156,12 @@ def load_expert(directory: Path, epoch: float, dataset: Dataset, runtime: Runtim
     return model, provenance
 
 
-def cache_dir(dataset: Dataset, cfg: ExpertConfig) -> Path:
-    """Experts are reused across runs when dataset, training config and the experts' format agree."""
+def cache_dir(dataset: Dataset, cfg: ExpertConfig, precision: str = "fp32") -> Path:
+    """Experts are reused across runs when dataset, training config, precision and the experts'
+    format agree (fp32 keys name no precision: the keys of every expert trained before it was an option)."""
     key = [dataset.name, list(dataset.class_names), list(dataset.shape), dataset.mean, dataset.std, cfg.model_dump()]
+    if precision != "fp32":
+        key.append(precision)
     return entry("experts", f"{dataset.name}-{cfg.model}-seed{cfg.seed}-ep{cfg.epochs}", key)
 
 
@@ -209,7 +212,7 @@ def ensure_buffer(dataset: Dataset, model: str, count: int, epochs: int, runtime
 
 def ensure_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path | None, runtime: Runtime) -> tuple[Path, dict]:
     """A fully trained expert for `cfg`: reused from `directory` (default: the cache) or trained there."""
-    directory = Path(directory).expanduser() if directory else cache_dir(dataset, cfg)
+    directory = Path(directory).expanduser() if directory else cache_dir(dataset, cfg, runtime.speed.precision)
     with lock(directory, "training"):  # a second process waits, then reuses the expert
         sweep(directory)
         info = read_info(directory)
