@@ -174,6 +174,25 @@ def test_parallel_build_equals_serial_and_a_bad_file_stops_it_cleanly(tmp_path, 
     assert torch.equal(skipped.train.images[:8], ref.images[:8]) and torch.equal(skipped.train.images[8:], ref.images[9:])  # bee/3.png was 8
 
 
+UNGUARDED = """
+import sys
+from ladd.data import load_dataset, store
+store.MIN_PER_WORKER = 1
+load_dataset("imagefolder", data_dir=sys.argv[1], resolution=%d, workers=2)
+"""
+
+
+def test_a_script_without_a_main_guard_gets_an_error_not_a_deadlock(tmp_path):
+    """Spawned decode workers re-import the main script; one that loads a dataset at its top level
+    would wait forever for the store its parent is building."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED % RES)
+    run = subprocess.run([sys.executable, str(script), str(write_folder(tmp_path / "data"))], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "LADD_NO_PROGRESS": "1"})
+    assert run.returncode != 0
+    assert "decode worker process died" in run.stderr and 'if __name__ == "__main__":' in run.stderr
+
+
 def test_stream_readers_equal_indexing(tmp_path):
     ds = load_dataset("imagefolder", data_dir=write_folder(tmp_path / "data", train=6), resolution=RES)
     images, ram = ds.train.images, ds.train.images.clone()

@@ -31,6 +31,7 @@ writable, torch does not warn, and a stray in-place write never reaches the file
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import shutil
 import threading
@@ -38,8 +39,8 @@ import time
 import warnings
 import weakref
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
@@ -50,7 +51,16 @@ import ladd
 from ladd.core import progress
 from ladd.core.cache import FORMATS, entries, entry
 from ladd.core.errors import LaddError
-from ladd.core.io import fsync, lock, read_json, replace_dir, sha256, staging_dir, sweep, write_json
+from ladd.core.io import (
+    fsync,
+    lock,
+    read_json,
+    replace_dir,
+    sha256,
+    staging_dir,
+    sweep,
+    write_json,
+)
 from ladd.core.types import Dataset, ImageSet, histogram_stats
 from ladd.data import stream
 
@@ -152,7 +162,13 @@ class _Damaged(Exception):
     pass
 
 
+MAIN_GUARD = ("decode workers are spawned processes that re-import the script that started them: "
+              "put the script's code under `if __name__ == \"__main__\":`")
+
+
 def _get(name: str, key: dict, dataset: str, build, workers: int | None) -> Dataset:
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # a spawned worker importing an unguarded script
+        raise LaddError(f"a dataset was loaded while a worker process was starting: {MAIN_GUARD}")
     path = entry(KIND, name, key)
     try:
         return open_store(path)
@@ -161,13 +177,12 @@ def _get(name: str, key: dict, dataset: str, build, workers: int | None) -> Data
     except _Damaged as e:
         progress.log(f"the dataset store {path} is damaged ({e}): building it again")
     workers = default_workers() if workers is None else workers
-    with lock(path, "building the dataset store") as waited:
+    with lock(path, "building the dataset store"):
         sweep(path)
-        if waited:  # the other process may have built it
-            try:
-                return open_store(path)
-            except (FileNotFoundError, _Damaged):
-                pass
+        try:  # another process may have built it meanwhile (we waited for it, or it finished just before)
+            return open_store(path)
+        except (FileNotFoundError, _Damaged):
+            pass
         staged = staging_dir(path)
         try:
             info = build(staged, workers)
@@ -290,7 +305,7 @@ def _decode_task(file: str, offset: int, start: int, paths: list, size: int):
 
 
 def _pool(workers: int):
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_watch_parent, initargs=(os.getpid(),))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_watch_parent, initargs=(os.getpid(),))
 
 
 def _decode(staged: Path, splits: dict, size: int, skip: bool, workers: int) -> dict:
@@ -351,7 +366,11 @@ def _decode_split(file: Path, items, size: int, skip: bool, pool, name: str):
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        take(future.result(), advance)
+                        try:
+                            result = future.result()
+                        except BrokenProcessPool as e:
+                            raise LaddError(f"a decode worker process died ({e}); if ladd runs from a script, {MAIN_GUARD}") from e
+                        take(result, advance)
             finally:
                 for future in pending:
                     future.cancel()

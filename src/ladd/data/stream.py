@@ -233,8 +233,8 @@ class IndexView:
         return len(self.index)
 
     def __getitem__(self, key):
-        if isinstance(key, tuple):
-            return gather(self, key[0])[(slice(None), *key[1:])]
+        if isinstance(key, tuple):  # rows first, then the rest of the key on them
+            return self[key[0]][key[1:]] if isinstance(key[0], int) else gather(self, key[0])[(slice(None), *key[1:])]
         if isinstance(key, int):
             return gather(self, torch.tensor([key]))[0]
         return gather(self, key)
