@@ -47,7 +47,8 @@ def write_folder(root: Path, train: int = 4, val: int = 2, seed: int = 0) -> Pat
 def direct(root: Path, split: str = "train") -> ImageSet:
     """The split decoded in memory, one file after another (no store)."""
     items = imagefolder._folder_items(root / split, list(CLASSES))
-    return imagefolder._load(items, RES, False, split)
+    images = torch.stack([torch.from_numpy(imagefolder.decode(path, RES).copy()) for path, _ in items])
+    return ImageSet(images, torch.tensor([label for _, label in items]))
 
 
 def store_dirs() -> list[Path]:

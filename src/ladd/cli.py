@@ -271,7 +271,10 @@ def _trains(command):
     refused before any data is loaded)."""
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "speed"]
 
-    def wrapper(**kw):
+    def wrapper(*args, **kw):
+        bound = wrapper.__signature__.bind(*args, **kw)  # called from Python too: unnamed options take their defaults
+        bound.apply_defaults()
+        kw = dict(bound.arguments)
         speed = Speed(**{k: kw.pop(k) for k in SPEED_OPTIONS})
         Runtime.from_name(kw["device"], speed)
         return command(**kw, speed=speed)

@@ -7,12 +7,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from rich.progress import track
 
 from ladd.core.errors import LaddError
-from ladd.core.types import ImageSet
 from ladd.data import SOURCES, SourceOptions, require_data_dir
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -98,7 +95,7 @@ def _square(image: Image.Image, size: int) -> Image.Image:
 def decode(path: Path, size: int) -> np.ndarray:
     """One image file as uint8 3×size×size. Any failure to decode it (not an image, truncated, an
     unsupported mode, more pixels than PIL's decompression-bomb limit `Image.MAX_IMAGE_PIXELS`:
-    refused before its pixels are decoded) raises; `_load` turns it into a LaddError or a skip."""
+    refused before its pixels are decoded) raises; the store turns it into a LaddError or a skip."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)  # a huge image is refused, not decoded
         with Image.open(path) as image:
@@ -109,28 +106,6 @@ def unreadable(path: Path, error: Exception) -> str:
     """The one-line message of a file `decode` failed on (also what the dataset store's workers report)."""
     why = "too many pixels" if isinstance(error, (Image.DecompressionBombWarning, Image.DecompressionBombError)) else type(error).__name__
     return f"cannot read image {path} ({why}): fix or delete it, or pass --skip-unreadable to skip such files"
-
-
-def _load(items: list[tuple[Path, int]], size: int, skip_unreadable: bool, split: str) -> ImageSet:
-    try:
-        images = np.empty((len(items), 3, size, size), np.uint8)
-    except (MemoryError, ValueError) as e:
-        raise LaddError(f"{len(items)} {split} images of {size}×{size} pixels do not fit in memory: lower --resolution") from e
-    labels = np.empty(len(items), np.int64)
-    n = 0
-    for path, label in track(items, description=f"Loading {split} images", transient=True):
-        try:
-            images[n] = decode(path, size)
-        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, EOFError, … on bad files
-            if not skip_unreadable:
-                raise LaddError(unreadable(path, e)) from e
-            warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
-            continue
-        labels[n] = label
-        n += 1
-    if n == 0:
-        raise LaddError(f"every {split} image was unreadable: check the files under --data-dir")
-    return ImageSet(torch.from_numpy(images[:n]), torch.from_numpy(labels[:n]))
 
 
 @SOURCES.register("imagefolder")
