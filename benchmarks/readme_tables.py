@@ -144,6 +144,27 @@ def lic_ablation() -> tuple[str, list[str]]:
     return table(["IPC", "images / labels", "students", "test acc % (3 seeds)", "label KB (zip)"], rows), [name]
 
 
+def chaos() -> tuple[str, list[str]]:
+    """benchmarks/chaos.py: each long stage SIGKILLed at random moments and resumed, compared with an
+    uninterrupted run; then two identical commands at once on one cache."""
+    name = "chaos.json"
+    d = load(name)
+    mark = lambda v: "–" if v is None else ("yes" if v else "**no**")  # noqa: E731
+    num = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
+    stages = table(["stage", "command", "uninterrupted s", "kills", "finished after the kills", "same bytes", "lost work s"],
+                   [[s["stage"], f"`{s['command']}`", num(s["reference_s"]), s["kills"], mark(s["survived"]), mark(s["identical"]),
+                     num(s["lost_s"])] for s in d["stages"]])
+    parts = [stages]
+    if d.get("concurrent"):
+        parts.append(table(["two at once", "both finish, valid", "identical", "trained once"],
+                           [[c["case"], mark(c["ok"]), mark(c["identical"]), mark(c["trained_once"])] for c in d["concurrent"]]))
+    c = d["conditions"]
+    parts.append(f"{c['cpu_count']} CPU cores, {c['threads']} thread(s) per ladd process; each kill at a moment uniform over the middle "
+                 f"80% of the work its attempt had left (T, the uninterrupted wall time, less start-up and the work earlier "
+                 f"attempts kept; seed {d['seed']}). Lost work = all attempts' wall time − T.")
+    return "\n\n".join(parts), [name]
+
+
 RENDERERS = {
     "ladd-run": ladd_run,
     "local-reduction": local_reduction,
@@ -155,6 +176,7 @@ RENDERERS = {
     "bptt-ensemble": bptt_ensemble,
     "expert-decay": expert_decay,
     "lic-ablation": lic_ablation,
+    "chaos": chaos,
 }
 
 
