@@ -165,6 +165,51 @@ def chaos() -> tuple[str, list[str]]:
     return "\n\n".join(parts), [name]
 
 
+def trainer_speed() -> tuple[str, list[str]]:
+    """benchmarks/trainer_speed.py: GFLOP/s per case and speed setting, against the matmul peak of the same run."""
+    name = "trainer_speed.json"
+    d = load(name)
+    variants = list(dict.fromkeys(r["variant"] for r in d["results"]))
+    cases = list(dict.fromkeys(r["case"] for r in d["results"]))
+    cell = {(r["case"], r["variant"]): r for r in d["results"]}
+    rows = [[case, *(f"{cell[case, v]['gflops_per_s']:.0f} ({cell[case, v]['pct_fp32_peak']:.0f}%)" if (case, v) in cell else "–"
+                     for v in variants), f"{max(cell[case, v]['sys_s'] for v in variants if (case, v) in cell):.2f}"]
+            for case in cases]
+    peak, c = d["matmul_peak_gflops"], d["conditions"]
+    text = table(["case", *[f"{v} GFLOP/s (% fp32 peak)" for v in variants], "max sys s"], rows)
+    text += (f"\n\nMatmul peak measured in the same run: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s "
+             f"({c['cpu']}, {c['affinity']} cores, {c['torch_threads']} torch threads, {c['cpu_capability']}, torch {c['torch']}; "
+             f"load average {c['loadavg_start'][0]:.1f} before, {c['loadavg_end'][0]:.1f} after). `plain` checks the loss on the host "
+             f"every step (the old trainer), `no-sync` is the default.")
+    return text, [name]
+
+
+def data_store() -> tuple[str, list[str]]:
+    """benchmarks/data_store.py: the store's build, read-back speed and the peak memory of training on it."""
+    name = "data_store.json"
+    d = load(name)
+    f, r, rss = d["folder"], d["read"], d["rss"]
+    builds = table(["decode workers", "build s", "images/s", "peak RSS MB", "store GB"],
+                   [[b["workers"], f"{b['seconds']:.1f}", f"{b['images_per_s']:.0f}", f"{b['peak_rss_mb']:.0f}", f"{b['store_bytes'] / 1e9:.2f}"]
+                    for b in (v for k, v in d["build"].items() if k.startswith("workers_"))])
+    reads = table(["read one epoch, batches of " + str(r["batch_size"]), "images/s"],
+                  [["trainer's read-ahead (pread, threads)", f"{r['prefetch_pread_images_per_s']:,.0f}"],
+                   ["`stream.gather` (pread)", f"{r['pread_gather_images_per_s']:,.0f}"],
+                   [f"DataLoader, {r['dataloader_workers']} workers", f"{r['dataloader_images_per_s']:,.0f}"],
+                   [f"indexing the memory map (+{r['mmap_index_rss_file_added_mb']:,.0f} MB resident)", f"{r['mmap_index_images_per_s']:,.0f}"]])
+    builds += f"\n\nSpeed-up of the parallel build: {d['build']['speedup']:.2f}×."
+    probe = table(["labeler trained one epoch, then tested", "RSS after open MB", "peak RSS MB", "train images/s", "test acc"],
+                  [[label, f"{p['rss_after_open_mb']:.0f}", f"{p['peak_rss_mb']:.0f}", f"{p['train_images_per_s']:.0f}", f"{p['test_acc']:.4f}"]
+                   for label, p in (("from the store", rss["store"]), ("splits copied into memory", rss["in_ram"]))])
+    c = d["config"]
+    text = (f"A synthetic ImageNet-like folder: {f['files']:,} JPEGs ({f['bytes'] / 1e9:.2f} GB, {c['classes']} classes, "
+            f"{c['images']:,} to train), stored at {c['resolution']} px; {c['cpus']} CPU cores. The store opened in "
+            f"{r['open_seconds']:.2f} s (listing and stat-ing every file for its key).\n\n{builds}\n\n{reads}\n\n{probe}\n\n"
+            f"The probe trains a {rss['store']['model']} at batch {rss['store']['batch_size']}: on the {rss['store_gb']:.2f} GB store its "
+            f"peak RSS stays {'under' if rss['peak_under_2gb'] else 'over'} 2 GB.")
+    return text, [name]
+
+
 RENDERERS = {
     "ladd-run": ladd_run,
     "local-reduction": local_reduction,
@@ -177,6 +222,8 @@ RENDERERS = {
     "expert-decay": expert_decay,
     "lic-ablation": lic_ablation,
     "chaos": chaos,
+    "trainer-speed": trainer_speed,
+    "data-store": data_store,
 }
 
 

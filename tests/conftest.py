@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 
 import pytest
 import torch
@@ -58,3 +59,18 @@ def interrupted(monkeypatch):
             monkeypatch.setattr(opt_mod, "save_state", real_save)
 
     return after_checkpoint
+
+
+def ladd_main(capsys, *args) -> tuple[int, str]:
+    """`ladd ARGS` in this process (as `python -m ladd` runs it): (exit code, stderr)."""
+    from ladd import cli
+
+    argv, sys.argv = sys.argv, ["ladd", *map(str, args)]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = argv
+    return code, capsys.readouterr().err

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import tomllib
 import typing
 
@@ -23,7 +22,7 @@ from ladd.core.runtime import Runtime
 from ladd.images import IMAGE_METHODS
 from ladd.images.recipes import params_model
 
-from conftest import make_dataset
+from conftest import ladd_main, make_dataset
 
 ARTIFACT_COMMANDS = {"label", "eval", "gradcam", "diversity", "info", "export", "relabel"}
 
@@ -146,19 +145,6 @@ COMMANDS = dict(_commands())
 CASES = _cases()
 PARAM_CASES = _param_cases()
 
-
-def ladd_main(capsys, *args) -> tuple[int, str]:
-    """`ladd ARGS` in this process (as `python -m ladd` runs it): (exit code, stderr)."""
-    argv = sys.argv
-    sys.argv = ["ladd", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = argv
-    return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,8 @@ checkpoint), with the same result as a run without it."""
 from __future__ import annotations
 
 import re
-import sys
 
-from ladd import cli
+from conftest import ladd_main
 from ladd.core import progress
 from ladd.core.runtime import Runtime
 from ladd.experts import build_for
@@ -18,18 +17,6 @@ from ladd.train.terms import method_terms
 DM = ["distill", "--dataset", "digits", "--ipc", "1", "--images", "dm", "--model", "convnet-w32", "--device", "cpu",
       "--param", "iterations=4", "--param", "checkpoint_every=2", "--param", "batch_real=4", "--param", "compile=false"]
 
-
-def ladd_main(capsys, *args) -> tuple[int, str]:
-    """`ladd ARGS` in this process: (exit code, stderr)."""
-    argv, sys.argv = sys.argv, ["ladd", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = argv
-    return code, capsys.readouterr().err
 
 
 def test_resume_without_a_checkpoint_starts_fresh_with_the_same_artifact(capsys, tmp_path, monkeypatch):
