@@ -30,7 +30,7 @@ from ladd.labels import LabelConfig
 from ladd.labels.relabel import RelabelConfig
 from ladd.models import build_model
 from ladd.models.weights import IMAGENET_MEAN, IMAGENET_STD, infer_model, load_weights, renormalize, torchvision_names
-from tests.conftest import make_dataset
+from conftest import make_dataset
 
 # torchvision.models.resnet18().state_dict(): every name and shape, in order. timm's resnet18 has exactly these names
 # (its act1, maxpool and global_pool hold no tensors); files saved before PyTorch 0.4.1 lack the 20 num_batches_tracked.
