@@ -210,6 +210,23 @@ def data_store() -> tuple[str, list[str]]:
     return text, [name]
 
 
+def speed_run() -> tuple[str, list[str]]:
+    """`ladd run` (IPC 10, 3 seeds) with the default trainer and with `--compile --precision bf16`:
+    accuracy and the students' GFLOP/s (deployment FLOPs over training seconds)."""
+    files = ["speed_run_fp32.json", "speed_run_compile_bf16.json"]
+    rows = []
+    for name in files:
+        d = load(name)
+        speed = d["config"]["speed"]
+        setting = "fp32 (default)" if speed["precision"] == "fp32" and not speed["compile"] else \
+            " + ".join([*(["compile"] if speed["compile"] else []), speed["precision"]])
+        wall = next(n for n in d["notes"] if n.startswith("total wall time")).split(",")[0].removeprefix("total wall time ")
+        rows += [[setting, r["method"], pm(r["acc_mean"], r["acc_std"]), f"{r['flops_deploy'] / r['seconds'] / 1e9:.0f}",
+                  f"{r['seconds']:.1f}", wall] for r in d["rows"]]
+    head = ["trainer", "students", "test acc % (3 seeds)", "student GFLOP/s", "s per student", "run wall time"]
+    return table(head, rows), files
+
+
 RENDERERS = {
     "ladd-run": ladd_run,
     "local-reduction": local_reduction,
@@ -224,6 +241,7 @@ RENDERERS = {
     "chaos": chaos,
     "trainer-speed": trainer_speed,
     "data-store": data_store,
+    "speed-run": speed_run,
 }
 
 
