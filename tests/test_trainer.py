@@ -260,3 +260,24 @@ def test_training_commands_take_the_speed_options(monkeypatch, tmp_path):
     assert [r.speed for r in seen] == [Speed(precision="bf16", channels_last=True), Speed(deterministic=True)]
     res = runner.invoke(cli.app, ["eval", str(tmp_path / "none"), "--device", "cpu", "--precision", "fp16"])
     assert isinstance(res.exception, LaddError) and "fp16 needs a CUDA device" in str(res.exception)  # before the artifact is read
+
+
+def test_prediction_batches_hold_a_fixed_number_of_pixels():
+    from ladd.train.loop import predict
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            seen.append(len(x))
+            return x.mean((1, 2, 3))[:, None] + self.w
+
+    for side, batch in ((8, 512), (32, 512), (64, 128), (128, 32)):
+        seen.clear()
+        images = torch.zeros(600, 1, side, side, dtype=torch.uint8)
+        out = predict(Probe(), images, (0.5,), (0.5,))
+        assert out.shape == (600, 1) and max(seen) == batch and sum(seen) == 600

@@ -280,11 +280,17 @@ class _Ema:
         model.load_state_dict(self.shadow)
 
 
+PREDICT_PIXELS = 512 * 32 * 32  # pixels per prediction batch: 512 images up to 32 px, 32 at 128 px
+
+
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, mean, std, *, batch_size: int = 512) -> torch.Tensor:
-    """Logits for uint8 images, in eval mode, a batch at a time."""
+def predict(model: nn.Module, images: torch.Tensor, mean, std, *, batch_size: int | None = None) -> torch.Tensor:
+    """Logits for uint8 images, in eval mode, a batch at a time. The default batch holds a fixed
+    number of pixels, so activation memory does not grow with the resolution (512 images at 128 px
+    hold 16 times the activations of 512 at 32 px)."""
     model.eval()
     device = next(model.parameters()).device
+    batch_size = batch_size or max(1, min(512, PREDICT_PIXELS // (images.shape[-2] * images.shape[-1])))
     out = [model(normalize(chunk.to(device), mean, std)) for chunk in stream.chunks(images, batch_size)]  # a stored split: read by chunk
     return torch.cat(out)
 
