@@ -265,6 +265,11 @@ def _speed_options(precision: PrecisionOpt = "fp32", compile: CompileOpt = False
 SPEED_OPTIONS = inspect.signature(_speed_options, eval_str=True).parameters
 
 
+def _pop_speed(kw: dict) -> Speed:
+    """The speed options, taken out of a command's keyword arguments."""
+    return Speed(**{k: kw.pop(k) for k in SPEED_OPTIONS})
+
+
 def _trains(command):
     """Give a command with --device the speed options, after its own: they reach its body as
     `speed` (a `Speed`), checked against the device before the body runs (fp16 on a CPU is
@@ -275,7 +280,7 @@ def _trains(command):
         bound = wrapper.__signature__.bind(*args, **kw)  # called from Python too: unnamed options take their defaults
         bound.apply_defaults()
         kw = dict(bound.arguments)
-        speed = Speed(**{k: kw.pop(k) for k in SPEED_OPTIONS})
+        speed = _pop_speed(kw)
         Runtime.from_name(kw["device"], speed)
         return command(**kw, speed=speed)
 
@@ -846,7 +851,7 @@ def _experiment(name: str):
 
         def command(**kw):
             opts = {k: kw.pop(k) for k in shared}
-            runtime = Runtime.from_name(opts["device"], Speed(**{k: kw.pop(k) for k in SPEED_OPTIONS}))
+            runtime = Runtime.from_name(opts["device"], _pop_speed(kw))
             setup = _setup(**{k: v for k, v in opts.items() if k not in ("out", "device")})
             body(pipeline.load_source(setup.source), setup, runtime, opts["out"], **kw)
 

@@ -23,7 +23,7 @@ import torch
 
 import ladd
 from ladd.core.errors import LaddError
-from ladd.core.io import (fsync, load_verified, lock, read_json, replace_dir, restore, save_tensors, sha256, staging_dir, sweep,
+from ladd.core.io import (fsync, load_safetensors, lock, read_json, replace_dir, restore, save_tensors, sha256, staging_dir, sweep,
                           write_json)
 from ladd.core.types import PIXEL_DTYPES
 from ladd.cost.storage import component_bytes
@@ -176,7 +176,7 @@ def _verified_tensors(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
         if not fpath.is_file():
             raise LaddError(f"{fpath} is missing: the artifact is incomplete")
         name = fname.removesuffix(".safetensors")
-        stored = load_verified(fpath, meta["sha256"], "its manifest")
+        stored = load_safetensors(fpath, meta["sha256"], "its manifest")
         if list(stored) != [name]:
             raise LaddError(f"{fpath} holds the tensors {sorted(stored)}, expected only {name!r}: the artifact is corrupt")
         t = stored[name]

@@ -26,7 +26,7 @@ import torch
 
 from ladd.augment.fkd import PARAMS, Epoch
 from ladd.core.errors import LaddError
-from ladd.core.io import load_verified, read_json, save_tensors, sha256, write_json
+from ladd.core.io import load_safetensors, read_json, save_tensors, sha256, write_json
 from ladd.cost.storage import component_bytes
 
 RELABEL_DIR = "relabel"
@@ -147,7 +147,7 @@ def load_store(directory: Path, images: int, classes: int, images_sha256: str) -
         path = directory / epoch_file(e)
         if not path.is_file():
             raise LaddError(f"{path} is missing: the relabel is incomplete, {redo}")
-        tensors = load_verified(path, digest, INFO)
+        tensors = load_safetensors(path, digest, INFO)
         if set(tensors) != set(want):
             raise LaddError(f"{path} holds {sorted(tensors)}, expected {sorted(want)}")
         for name, (shape, dtype) in want.items():

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-from safetensors import safe_open
 
-from ladd.core.io import LOCK, OLD, TMP, sha256
+from ladd.core.errors import LaddError
+from ladd.core.io import LOCK, OLD, TMP, load_safetensors, lock_path, sha256
 
 # kind → format version of its entries. Bump one when what ladd would write there changes.
 FORMATS = {"experts": 1, "distill": 1, "labels": 1, "selection": 1, "teachers": 1,  # teachers: pretrained (`ladd.experts.pretrained`)
@@ -120,11 +120,9 @@ def verify(e: Entry) -> str | None:
     for p in sorted(e.path.rglob("*")):
         if p.suffix == ".safetensors":
             try:
-                with safe_open(p, "pt") as f:
-                    for name in f.keys():
-                        f.get_slice(name)
-            except Exception as err:  # noqa: BLE001 - any parse failure means the file is broken
-                return f"{p.relative_to(e.path)} is unreadable ({type(err).__name__})"
+                load_safetensors(p)  # ladd's one parser: every declared size checked against the bytes
+            except LaddError:
+                return f"{p.relative_to(e.path)} is unreadable"
         elif p.suffix == ".json" and not _json(p):
             return f"{p.relative_to(e.path)} is not valid JSON"
     return None
@@ -134,7 +132,7 @@ def prune(selected: list[Entry], dry_run: bool = False) -> tuple[list[Entry], li
     """Delete `selected` entries, skipping those a running ladd process holds; returns (removed, busy)."""
     removed, busy = [], []
     for e in selected:
-        lock = FileLock(str(e.path.parent / f".{e.path.name}{LOCK}"))
+        lock = FileLock(str(lock_path(e.path)))  # its own lock, not this process's re-entrant one: busy means held anywhere
         try:
             lock.acquire(timeout=0)
         except Timeout:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -75,9 +76,15 @@ def staging_dir(path: Path) -> Path:
 _RENAME_EXCHANGE, _AT_FDCWD = 2, -100
 
 
+@functools.cache
+def _renameat2():
+    """libc's renameat2, looked up once; None where libc has none."""
+    return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one step (Linux renameat2); False where the kernel or file system cannot."""
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    renameat2 = _renameat2()
     if renameat2 is None:
         return False
     if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
@@ -142,15 +149,20 @@ def restore(path: Path) -> None:
 _LOCKS: dict[str, FileLock] = {}
 
 
+def lock_path(path: Path) -> Path:
+    """Where the lock of `path` lives: `.NAME.lock` beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.parent.resolve() / f".{path.name}{LOCK}"
+
+
 @contextlib.contextmanager
 def lock(path: Path, what: str = "writing"):
     """Hold the inter-process lock of `path` (`.NAME.lock` beside it; re-entrant in one thread),
     saying so when another process holds it; yields whether it had to wait (the other process may
     have made what this one is about to). The kernel drops a dead process's lock, so a killed run
     never blocks the next one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = str(path.parent.resolve() / f".{path.name}{LOCK}")
+    key = str(lock_path(path))
     file_lock = _LOCKS.setdefault(key, FileLock(key))
     waited = False
     try:
@@ -197,12 +209,6 @@ def load_safetensors(path: Path, digest: str | None = None, where: str = "", dev
         raise LaddError(f"{path} is not a readable safetensors file ({detail}): replace it with a good copy") from e
     tensors = tensors if device is None else {k: v.to(device) for k, v in tensors.items()}
     return (tensors, meta) if metadata else tensors
-
-
-def load_verified(path: Path, digest: str, where: str) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file whose SHA-256 must be `digest` (recorded in `where`);
-    the bytes are read once, for the hash and the tensors."""
-    return load_safetensors(path, digest, where)
 
 
 def read_json(path: Path, fix: str):
