@@ -51,10 +51,6 @@ class Speed(BaseModel):
     deterministic: bool = False
     check_every: int = Field(0, ge=0)
 
-    def changed(self) -> dict:
-        """The settings that differ from the plain path ({} for the defaults): what results record."""
-        return self.model_dump(exclude_defaults=True)
-
 
 @dataclass(frozen=True)
 class Runtime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -62,11 +63,16 @@ class Dataset:
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
 
 
+@functools.lru_cache(maxsize=16)
+def _channel_stats_on(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset's mean/std as 1×C×1×1 tensors on `device`, made once (normalize runs every step)."""
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # noqa: E731
+    return as_tensor(mean), as_tensor(std)
+
+
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     """Pixels (uint8, or float32 in 0..255) → float, standardized per channel with a dataset's mean/std."""
-    # built on the host and copied without waiting: called every training step, it must not sync
-    mean_t = torch.tensor(mean, dtype=torch.float32).to(images.device, non_blocking=True).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).to(images.device, non_blocking=True).view(1, -1, 1, 1)
+    mean_t, std_t = _channel_stats_on(tuple(mean), tuple(std), images.device)
     return (images.float() / 255.0 - mean_t) / std_t
 
 

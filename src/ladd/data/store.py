@@ -61,7 +61,7 @@ from ladd.core.io import (
     sweep,
     write_json,
 )
-from ladd.core.types import Dataset, ImageSet, histogram_stats
+from ladd.core.types import Dataset, ImageSet, histogram_stats, pixel_histogram
 from ladd.data import stream
 
 KIND = "data"
@@ -195,8 +195,7 @@ def _get(name: str, key: dict, dataset: str, build, workers: int | None) -> Data
                                 "or point LADD_CACHE at a disk with room") from e
             raise
     BUILT.append(str(path))
-    _OPENED.pop(str(path), None)
-    return open_store(path)
+    return open_store(path)  # a new store.json (new inode): `open_store`'s cache cannot hold the old one
 
 
 def _finish(staged: Path, dataset: str, info: dict) -> None:
@@ -295,7 +294,7 @@ def _decode_task(file: str, offset: int, start: int, paths: list, size: int):
             ok[i] = False
             failures.append((i, unreadable(Path(p), e)))
     good = buf[ok]
-    hist = np.stack([np.bincount(good[:, c].reshape(-1), minlength=256) for c in range(3)]).astype(np.int64)
+    hist = pixel_histogram(torch.from_numpy(good)).numpy()  # the same count build_dataset's stats are made of
     fd = os.open(file, os.O_WRONLY)
     try:
         _pwrite(fd, memoryview(buf).cast("B"), offset + start * buf[0].nbytes)

@@ -153,10 +153,10 @@ def chunks(images, size: int):
 def rows(images, index: torch.Tensor):
     """The rows `index` of a split: a lazy `IndexView` of a stored split (nothing copied), a copy of
     an in-memory one (as `images[index]`)."""
+    if isinstance(images, IndexView):
+        return IndexView(images.base, images.index[index.cpu().long()])
     if stored(images):
-        base = images.base if isinstance(images, IndexView) else images
-        index = index.cpu().long() if not isinstance(images, IndexView) else images.index[index.cpu().long()]
-        return IndexView(base, index)
+        return IndexView(images, index.cpu().long())
     return images[index]
 
 

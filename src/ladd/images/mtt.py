@@ -167,12 +167,17 @@ def mtt_images(req: ImageRequest) -> ImageSet:
     syn_lr = torch.tensor(p.lr_teacher, device=device, requires_grad=True)
     batch = p.batch_syn or len(syn0)
 
+    checked: set[Path] = set()  # checkpoints whose names and shapes fit the network (files do not change during a run)
+
     def step(it: int, syn: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         expert = dirs[int(torch.randint(len(dirs), (1,), generator=gen))]
         t = int(torch.randint(p.max_start_epoch, (1,), generator=gen))
-        start, target = (load_safetensors(checkpoint_path(expert, e), device=str(device)) for e in (t, t + p.expert_epochs))
-        for e, state in ((t, start), (t + p.expert_epochs, target)):
-            check_weights(net, state, checkpoint_path(expert, e))  # one line, not a KeyError in the unroll
+        paths = [checkpoint_path(expert, e) for e in (t, t + p.expert_epochs)]
+        start, target = (load_safetensors(q, device=str(device)) for q in paths)
+        for q, state in zip(paths, (start, target)):
+            if q not in checked:
+                check_weights(net, state, q)  # one line, not a KeyError in the unroll
+                checked.add(q)
         batches = [torch.randperm(len(syn), generator=gen)[:batch].to(device) for _ in range(p.syn_steps)]
         return trajectory_loss(gradient, start, target, syn, labels, syn_lr, batches, lambda x: dsa(x, gen))
 

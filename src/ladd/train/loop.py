@@ -177,11 +177,12 @@ def train(
                     batches = runtime.put(torch.randperm(n, generator=gen)).split(recipe.batch_size)
                 fractions = _fraction_steps(len(batches), saves_per_epoch) if checkpoint_dir is not None else {}
                 # the pixels of each batch, on the device: indexed in place (in memory) or read ahead (a stored split)
-                pixels = stream.batches(data.images, batches if replay is None else [replay.image_index(b) for b in batches], runtime.device)
-                for idx in batches:
+                rows = batches if replay is None else [replay.image_index(b) for b in batches]  # image index of each position
+                pixels = stream.batches(data.images, rows, runtime.device)
+                for position, idx in zip(batches, rows):
                     stored = None
                     if replay is not None:
-                        stored, idx = idx, replay.image_index(idx).to(runtime.device, non_blocking=True)
+                        stored, idx = position, idx.to(runtime.device, non_blocking=True)
                     batch = Batch(
                         x=normalize(next(pixels), data.mean, data.std),
                         hard=data.hard[idx],
