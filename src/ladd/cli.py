@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 import time
 import tomllib
@@ -11,11 +12,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch.distributed as td
 import typer
 from pydantic import ValidationError
 from typer._click.exceptions import MissingParameter, NoArgsIsHelpError, UsageError  # typer >= 0.29 carries its own click
 
 from ladd.artifact import load_artifact, save_artifact
+from ladd.core import dist
 from ladd.core.errors import LaddError
 from ladd.core.io import write_json
 from ladd.core.limits import (
@@ -1118,6 +1121,9 @@ def _command():
 def main() -> None:
     code = 0
     try:
+        dist.init()
+        if dist.rank() > 0:  # under torchrun rank 0 prints the results; every rank prints its errors
+            sys.stdout = open(os.devnull, "w")
         code = _command().main(standalone_mode=False)
     except NoArgsIsHelpError:  # `ladd` or `ladd experiment` alone: the help is already printed
         sys.exit(2)
@@ -1125,8 +1131,12 @@ def main() -> None:
         print(f"error: {_usage(e)}".replace("\n", " "), file=sys.stderr)
         sys.exit(2)
     except LaddError as e:
-        print(f"error: {e}".replace("\n", " "), file=sys.stderr)
+        print(f"error: {dist.where()}{e}".replace("\n", " "), file=sys.stderr)
         sys.exit(2)
+    except td.DistError as e:  # a peer process of this torchrun job died or stopped answering
+        print(f"error: {dist.where()}another process of this job stopped ({str(e).splitlines()[0][:200]}): "
+              f"fix what it printed, then launch the same command again with --resume to continue", file=sys.stderr)
+        sys.exit(3)
     except ValidationError as e:
         err = e.errors()[0]
         print(f"error: invalid value for {'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
@@ -1138,4 +1148,6 @@ def main() -> None:
     except typer.Abort:
         print("Aborted!", file=sys.stderr)
         sys.exit(1)
+    finally:
+        dist.close()
     sys.exit(code if isinstance(code, int) else 0)

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.artifact import Artifact, load_artifact, save_artifact
 from ladd.artifact.relabel import load_store
+from ladd.core import dist
 from ladd.core.errors import LaddError
-from ladd.core.io import lock, sweep
+from ladd.core.io import sweep
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.data import load_dataset
@@ -74,8 +75,8 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
     if request.checkpoint_dir is None:
         images = make_images(method, request)
     else:
-        with lock(request.checkpoint_dir, "distilling into") as waited:  # the same distillation at once: the second resumes the first's result
-            sweep(request.checkpoint_dir)
+        with dist.locked(request.checkpoint_dir, "distilling into") as waited:  # the same distillation at once: the second resumes the first's result
+            dist.first(lambda: sweep(request.checkpoint_dir))
             images = make_images(method, replace(request, resume=request.resume or waited))
     manifest = {
         "source": {
@@ -195,7 +196,7 @@ def relabel(art: Artifact, path: Path, dataset: Dataset, cfg: RelabelConfig, run
 def relabel_artifact(path: Path, dataset: Dataset, cfg: RelabelConfig, runtime: Runtime, *, overwrite: bool = False) -> Artifact:
     """`relabel` of the artifact saved at `path`, saved there, all under the artifact's lock: a
     second process relabelling it waits, then finds the relabel made and reuses it."""
-    with lock(path, "relabelling"):
+    with dist.locked(path, "relabelling"):
         art = relabel(load_artifact(path), path, dataset, cfg, runtime, overwrite=overwrite)
         save_artifact(path, art)
     return load_artifact(path)

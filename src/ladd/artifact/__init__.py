@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 import ladd
+from ladd.core import dist
 from ladd.core.errors import LaddError
 from ladd.core.io import (fsync, load_safetensors, lock, read_json, replace_dir, restore, save_tensors, sha256, staging_dir, sweep,
                           write_json)
@@ -99,9 +100,14 @@ def _check(art: Artifact, where: str) -> None:
 
 def save_artifact(path: Path, art: Artifact) -> None:
     """Write crash-safely: build in a hidden sibling directory, then switch it into place in one
-    step, so `path` always holds the old or the new artifact, whole (its relabel included)."""
+    step, so `path` always holds the old or the new artifact, whole (its relabel included).
+    Under torchrun rank 0 writes and every rank returns once it is written."""
     path = Path(path)
     _check(art, str(path))
+    dist.first(lambda: _save(path, art))
+
+
+def _save(path: Path, art: Artifact) -> None:
     with lock(path):
         sweep(path)
         if path.exists() and not (path / MANIFEST).is_file() and (not path.is_dir() or any(path.iterdir())):

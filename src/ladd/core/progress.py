@@ -1,7 +1,8 @@
 """Progress and run log on stderr (rich). On a terminal, long loops show a live bar; elsewhere (a
 log file, a batch scheduler) they print an occasional plain line instead, so a killed run's log
 says how far it got. `LADD_NO_PROGRESS` silences both. `log` lines (checkpoints written, runs
-resumed) are always printed, terminal or not."""
+resumed) are always printed, terminal or not. Under torchrun only rank 0 prints them (errors come
+from every rank, prefixed with it)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ LINE_EVERY_S = 30.0
 
 
 def quiet() -> bool:
-    return bool(os.environ.get("LADD_NO_PROGRESS"))
+    return bool(os.environ.get("LADD_NO_PROGRESS")) or not _first_rank()
+
+
+def _first_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def enabled() -> bool:
@@ -33,6 +38,8 @@ def enabled() -> bool:
 
 def log(message: str) -> None:
     """One plain line on stderr, terminal or not (no markup, no wrapping: paths stay intact)."""
+    if not _first_rank():
+        return
     console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 

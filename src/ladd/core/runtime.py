@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from ladd.core import dist
 from ladd.core.errors import LaddError
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -74,6 +75,8 @@ class Runtime:
             device = torch.device(name)
         except RuntimeError as e:
             raise LaddError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from e
+        if device.type == "cuda" and device.index is None and dist.launched():
+            device = torch.device("cuda", dist.local_rank() % max(1, torch.cuda.device_count()))  # torchrun: one GPU per rank
         if device.type == "cuda" and not torch.cuda.is_available():
             raise LaddError(f"device {name!r} asked for but CUDA is not available here: use --device cpu")
         if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():

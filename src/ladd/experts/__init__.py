@@ -22,8 +22,8 @@ from ladd.augment.dsa import strategy_for
 from ladd.core.errors import LaddError
 from ladd.core.cache import cache_root, entry
 from ladd.core.checkpoint import restore_weights
-from ladd.core.io import lock, read_json, sha256, sweep, write_json
-from ladd.core.progress import console
+from ladd.core.io import read_json, sha256, sweep, write_json
+from ladd.core import dist, progress
 from ladd.core.runtime import Runtime, seeded
 from ladd.core.types import Dataset
 from ladd.models import build_model
@@ -70,7 +70,7 @@ def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: 
         "recipe": recipe.model_dump(),
         "complete": False,
     }
-    write_json(info_path, info)
+    dist.first(lambda: write_json(info_path, info))
     data = TrainData(dataset.train.images, dataset.train.labels, dataset.mean, dataset.std)
     log = train(
         model, data, method_terms("baseline"), recipe, seed=cfg.seed, runtime=runtime,
@@ -78,8 +78,8 @@ def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: 
     )
     final = checkpoint_path(directory, cfg.epochs)
     test_acc = accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std)
-    write_json(info_path, {**info, "complete": True, "samples_seen": sum(log.samples.values()),
-                           "final_sha256": sha256(final), "test_acc": round(test_acc, 6)})
+    dist.first(lambda: write_json(info_path, {**info, "complete": True, "samples_seen": sum(log.samples.values()),
+                                              "final_sha256": sha256(final), "test_acc": round(test_acc, 6)}))
     return directory
 
 
@@ -211,11 +211,11 @@ def ensure_buffer(dataset: Dataset, model: str, count: int, epochs: int, runtime
 
 
 def ensure_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path | None, runtime: Runtime) -> tuple[Path, dict]:
-    """A fully trained expert for `cfg`: reused from `directory` (default: the cache) or trained there."""
+    """A fully trained expert for `cfg`: reused from `directory` (default: the cache) or trained
+    there — under torchrun by all ranks together (DDP), rank 0 writing."""
     directory = Path(directory).expanduser() if directory else cache_dir(dataset, cfg, runtime.speed.precision)
-    with lock(directory, "training"):  # a second process waits, then reuses the expert
-        sweep(directory)
-        info = read_info(directory)
+    with dist.locked(directory, "training"):  # a second process waits, then reuses the expert
+        info = dist.first(lambda: (sweep(directory), read_info(directory))[1])
         if info.get("complete"):
             check_matches(info, dataset, directory)
             if ExpertConfig(**info["config"]) != cfg:  # parsed, so a field added since it was trained takes its default
@@ -223,7 +223,7 @@ def ensure_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path | None, r
                     f"the expert in {directory} was trained with {info['config']}, not {cfg.model_dump()}: "
                     f"pass the matching model and epochs, or another directory"
                 )
-            console.print(f"reusing the expert trained in {directory}")
+            progress.log(f"reusing the expert trained in {directory}")
         else:
             train_expert(dataset, cfg, directory, runtime)
             info = read_info(directory)

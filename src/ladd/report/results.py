@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import ladd
+from ladd.core import dist
 from ladd.core.io import command_line, write_json, write_text
 from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig
@@ -16,7 +17,11 @@ from ladd.train.terms import method_terms
 
 
 def write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None = None) -> list[Path]:
-    out = Path(out)
+    """results.json/.md/.png (+ flops_curve.png) into `out`; under torchrun rank 0 writes them."""
+    return dist.first(lambda: _write(Path(out), rows, config, notes, title, extra))
+
+
+def _write(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None) -> list[Path]:
     write_json(out / "results.json", {"ladd_version": ladd.__version__, "command": command_line(), "flops_unit": UNIT, "config": config,
                                       "rows": rows, "notes": notes, **(extra or {})})
     write_text(out / "results.md", f"# {title}\n\n" + markdown(rows, notes) + "\n![accuracy vs cost](results.png)\n")

@@ -13,6 +13,7 @@ channels-last, deterministic kernels) is the runtime's `Speed`; the defaults are
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -20,9 +21,10 @@ from typing import Any, Callable, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ladd.augment.dsa import DSA
-from ladd.core import progress
+from ladd.core import dist, progress
 from ladd.core.checkpoint import load_state, restore_weights, save_state
 from ladd.core.errors import Diverged, LaddError
 from ladd.core.io import save_tensors
@@ -140,16 +142,24 @@ def train(
     fine-grained early checkpoints soft-label experts are chosen from. `after_epoch(epochs done,
     model, log)` runs after every epoch (e.g. to record an accuracy-over-FLOPs curve); it sees the
     training weights, and the model is back in training mode afterwards. A loss that becomes NaN or
-    infinite raises `Diverged` at the next finiteness check (see the module docstring)."""
+    infinite raises `Diverged` at the next finiteness check (see the module docstring).
+
+    Under torchrun (`dist.active()`) the ranks train one network with DistributedDataParallel:
+    every rank draws the same permutation and augmentation parameters as one process and
+    forwards its contiguous share of each global batch (batch_size is the global batch), its loss
+    weighted so the averaged gradient is the global batch's mean; rank 0 writes the checkpoints.
+    The result equals one process's up to float summation order where the network has no
+    BatchNorm (BatchNorm layers normalize with each rank's share, as the references train
+    without SyncBN)."""
     data = data.to(runtime.device)
     model.to(runtime.device)
-    network = _network(model, runtime)
+    ddp = dist.active()
+    network = _network(_ddp(model, runtime) if ddp else model, runtime)
     scaler = runtime.scaler()
     check_every = runtime.speed.check_every
     gen = generator(seed)
     replay = None if data.replay is None else data.replay.for_seed(seed)
     dsa = DSA(recipe.dsa) if recipe.dsa else None
-    augment = (lambda x, g: dsa(x, g)) if dsa else (lambda x, g: x)
     opt = recipe.make_optimizer(model.parameters())
     if recipe.ema is not None and checkpoint_dir is not None:
         raise LaddError("an EMA recipe is for evaluation students, which are not checkpointed: leave out ema or checkpoint_dir")
@@ -160,7 +170,8 @@ def train(
     with seeded(seed), runtime.settings():
         if checkpoint_dir is not None:
             start_epoch = _resume(checkpoint_dir, model, opt, gen, log, description, recipe.epochs)
-            if start_epoch == 0:
+            dist.barrier()  # every rank has read the state before rank 0 writes
+            if start_epoch == 0 and dist.main():
                 _save(checkpoint_dir, 0, model, opt, gen, log, description, recipe.epochs)
         with progress.bar(description, recipe.epochs) as advance:
             advance(start_epoch)
@@ -170,6 +181,7 @@ def train(
                 model.train()
                 # float64 on the device: the same sum of the float32 step losses as adding them on the host
                 total, steps = torch.zeros((), dtype=torch.float64, device=runtime.device), 0
+                seen = dict.fromkeys(terms, 0)
                 # a replayed relabel visits stored positions (image, augmentation, label) instead of images
                 if replay is not None:
                     batches = replay.batches(epoch, gen, recipe.batch_size)
@@ -177,9 +189,12 @@ def train(
                     batches = runtime.put(torch.randperm(n, generator=gen)).split(recipe.batch_size)
                 fractions = _fraction_steps(len(batches), saves_per_epoch) if checkpoint_dir is not None else {}
                 # the pixels of each batch, on the device: indexed in place (in memory) or read ahead (a stored split)
+                sizes = [len(b) for b in batches]
+                shares = [dist.part(size) for size in sizes]
+                batches = [b[s] for b, s in zip(batches, shares)]  # under DDP this rank's share of each global batch
                 rows = batches if replay is None else [replay.image_index(b) for b in batches]  # image index of each position
                 pixels = stream.batches(data.images, rows, runtime.device)
-                for position, idx in zip(batches, rows):
+                for position, idx, share, size in zip(batches, rows, shares, sizes):
                     stored = None
                     if replay is not None:
                         stored, idx = position, idx.to(runtime.device, non_blocking=True)
@@ -189,16 +204,21 @@ def train(
                         soft=None if data.soft is None else data.soft[idx],
                         dense=None if data.dense is None else data.dense[idx],
                         geometry=data.geometry,
-                        augment=augment,
+                        augment=_augmenter(dsa, (share.start, share.stop, size) if ddp else None),
                         gen=gen,
                         replay=replay,
                         stored=stored,
+                        rows=(share.start, share.stop, size) if ddp else None,
                     )
                     loss = torch.zeros((), device=runtime.device)
-                    for name, term in terms.items():
+                    if len(idx) == 0:  # fewer rows than ranks: this rank adds zero gradients
+                        loss = sum(p.sum() for p in model.parameters()) * 0.0
+                    for name, term in terms.items() if len(idx) else ():
                         term_loss, forwarded = term(network, batch)
                         loss = loss + term_loss
-                        log.samples[name] += forwarded
+                        seen[name] += forwarded
+                    if ddp:  # DDP averages over ranks: weight by this rank's share of the global batch
+                        loss = loss * (len(idx) * dist.world() / size)
                     opt.zero_grad(set_to_none=True)
                     if scaler is None:
                         loss.backward()
@@ -212,11 +232,17 @@ def train(
                     total, steps = total + loss.detach(), steps + 1
                     if steps in fractions or (check_every and steps % check_every == 0):
                         _finite(total, description, epoch, steps)  # never checkpoint NaN weights
-                    if steps in fractions:
+                    if steps in fractions and dist.main():
                         save_tensors(checkpoint_path(checkpoint_dir, epoch + fractions[steps]), model.state_dict())
+                if ddp:  # the global batch's loss and every rank's forwarded inputs
+                    counts = torch.tensor(list(seen.values()), dtype=torch.float64, device=runtime.device)
+                    total = dist.all_sum(total) / dist.world()
+                    seen = dict(zip(seen, (int(c) for c in dist.all_sum(counts).tolist())))
+                for name, count in seen.items():
+                    log.samples[name] += count
                 mean_loss = _finite(total, description, epoch, steps) / steps
                 log.epoch_loss.append(mean_loss)
-                if checkpoint_dir is not None:
+                if checkpoint_dir is not None and dist.main():
                     _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs)
                 if after_epoch is not None:
                     after_epoch(epoch + 1, model, log)
@@ -226,6 +252,31 @@ def train(
     if runtime.speed.channels_last:
         model.to(memory_format=torch.contiguous_format)  # saved and inspected weights keep the standard layout
     return log
+
+
+def _ddp(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """The model under DistributedDataParallel (one device per rank). Its reducer warns that a
+    1-channel first conv's gradient strides differ from its bucket's, which only size-1
+    dimensions do: silenced."""
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    return DistributedDataParallel(model, device_ids=[runtime.device] if runtime.cuda else None)
+
+
+def _augmenter(dsa: DSA | None, rows: tuple[int, int, int] | None) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """A step's augmentation. Under DDP the parameters are drawn for the whole global batch (an
+    input tensor of m views per image holds m·size rows) and this rank applies its rows."""
+    if dsa is None:
+        return lambda x, g: x
+    if rows is None:
+        return dsa
+    first, end, size = rows
+
+    def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        m = x.shape[0] // max(1, end - first)
+        params = dsa.sample(size * m, tuple(x.shape[-2:]), g)
+        return dsa.apply(x, params.index(torch.arange(first * m, end * m)))
+
+    return augment
 
 
 def _finite(total: torch.Tensor, description: str, epoch: int, steps: int) -> float:

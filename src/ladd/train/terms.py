@@ -31,6 +31,15 @@ class Batch:
     gen: torch.Generator
     replay: Any = None  # a stored relabel being replayed (`ladd.labels.replay.Replay`)
     stored: torch.Tensor | None = None  # its positions (epoch·N + row) this batch visits
+    rows: tuple[int, int, int] | None = None  # under DDP: (first, end, size) of this rank's rows in the global batch
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        """U[0, 1) draws, one row per image, on the CPU generator: under DDP this rank's rows of
+        the draw one process makes for the whole batch, so every rank's stream stays the same."""
+        if self.rows is None:
+            return torch.rand(self.x.shape[0], *shape, generator=self.gen)
+        first, end, size = self.rows
+        return torch.rand(size, *shape, generator=self.gen)[first:end]
 
 
 class Term(Protocol):
@@ -95,7 +104,7 @@ class LocalTerm:
         if k == total:
             index = torch.arange(total, device=batch.x.device).expand(b, -1)
         else:
-            index = torch.rand(b, total, generator=batch.gen).argsort(dim=1)[:, :k].to(batch.x.device, non_blocking=True)
+            index = batch.rand(total).argsort(dim=1)[:, :k].to(batch.x.device, non_blocking=True)
         v = views(batch.x, n, r, index).flatten(0, 1)  # (B·K)×C×H×W
         if self.target == "hard":
             y = batch.hard.repeat_interleave(k)

@@ -1,0 +1,177 @@
+"""Several processes of one command, launched by torchrun: who this process is, how work divides,
+and the few collectives ladd needs.
+
+`torchrun --nproc_per_node P [--nnodes M …] -m ladd COMMAND …` starts P·M copies of the command;
+`init()` (the CLI calls it first) joins them into one process group from torchrun's environment:
+Gloo for CPU tensors, NCCL for CUDA ones. Without torchrun everything here is the one-process
+case (rank 0 of 1), so callers use these helpers unconditionally.
+
+Work divides in two ways, each giving the one-process result:
+- **data-parallel**: the ranks share one computation (one network under DDP, one squeeze): each
+  takes `part(n)` of every batch and the ranks reduce (`all_sum`);
+- **assignment**: independent units (students, recover batches, relabel epochs, label chunks) go
+  round-robin, `mine(n)` = rank, rank + world, …; `gather` brings the results to every rank.
+`alone()` runs a block as one process (a whole student on one rank), so the rank-aware code
+inside neither splits nor waits. Rank 0 writes every shared file (`first`); caches are filled
+under the file locks of `core.io`, so ranks and separate jobs never train the same entry twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime
+import os
+from typing import Any, Callable, TypeVar
+
+import torch
+import torch.distributed as td
+
+from ladd.core.errors import LaddError
+
+T = TypeVar("T")
+_alone = contextvars.ContextVar("ladd_dist_alone", default=False)
+TIMEOUT_ENV = "LADD_DIST_TIMEOUT_MIN"  # how long a rank waits for the others (default 60 minutes)
+
+
+def launched() -> bool:
+    """Whether torchrun started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init() -> None:
+    """Join torchrun's process group (a no-op without torchrun or when joined already)."""
+    if not launched() or td.is_initialized():
+        return
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and td.is_nccl_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank() % torch.cuda.device_count())
+    minutes = float(os.environ.get(TIMEOUT_ENV, "60"))
+    td.init_process_group(backend, timeout=datetime.timedelta(minutes=minutes))
+
+
+def close() -> None:
+    if td.is_initialized():
+        td.destroy_process_group()
+
+
+def active() -> bool:
+    """Whether rank-aware code splits its work here (several ranks, not inside `alone()`)."""
+    return td.is_initialized() and td.get_world_size() > 1 and not _alone.get()
+
+
+def world() -> int:
+    return td.get_world_size() if active() else 1
+
+
+def rank() -> int:
+    return td.get_rank() if active() else 0
+
+
+def main() -> bool:
+    """Whether this process writes the shared files (rank 0, or the only process)."""
+    return rank() == 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def where() -> str:
+    """'rank 1 of 4: ' for messages from a rank; '' for one process."""
+    return f"rank {td.get_rank()} of {td.get_world_size()}: " if td.is_initialized() and td.get_world_size() > 1 else ""
+
+
+@contextlib.contextmanager
+def alone():
+    """Run the block as one process: `world()` is 1 and nothing inside waits for other ranks."""
+    token = _alone.set(True)
+    try:
+        yield
+    finally:
+        _alone.reset(token)
+
+
+def mine(n: int) -> range:
+    """The units of `n` this rank does: rank, rank + world, …"""
+    return range(rank(), n, world())
+
+
+def part(n: int) -> slice:
+    """This rank's contiguous share of `n` rows (shares differ by at most one row)."""
+    r, w = rank(), world()
+    return slice(n * r // w, n * (r + 1) // w)
+
+
+def barrier() -> None:
+    if active():
+        td.barrier()
+
+
+def gather(obj: T) -> list[T]:
+    """Every rank's `obj`, in rank order, on every rank (`[obj]` for one process)."""
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * td.get_world_size()
+    td.all_gather_object(out, obj)
+    return out
+
+
+def merge(units: dict[int, T]) -> dict[int, T]:
+    """Unit → result maps from every rank merged into one (each rank did its `mine` units)."""
+    merged: dict[int, T] = {}
+    for d in gather(units):
+        merged.update(d)
+    return merged
+
+
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum `t` over the ranks, in place (float summation order differs from one process's)."""
+    if active():
+        td.all_reduce(t)
+    return t
+
+
+def broadcast(obj: T) -> T:
+    """Rank 0's `obj` on every rank."""
+    if not active():
+        return obj
+    box = [obj]
+    td.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def first(fn: Callable[[], T]) -> T:
+    """Run `fn` on rank 0 only and return its value on every rank; when it fails there, the other
+    ranks fail too with its message instead of waiting."""
+    if not active():
+        return fn()
+    value, error = None, None
+    if main():
+        try:
+            value = fn()
+        except Exception as e:  # shared below, re-raised here unchanged
+            error = e
+    sent = broadcast((value, None if error is None else f"{type(error).__name__}: {error}"))
+    if error is not None:
+        raise error
+    if sent[1] is not None:
+        raise LaddError(f"rank 0 failed ({sent[1]}), so this rank stops too")
+    return sent[0]
+
+
+@contextlib.contextmanager
+def locked(path, what: str = "writing"):
+    """`core.io.lock(path)` for the whole group: rank 0 holds it while every rank works inside
+    (another job waits for the group; the ranks never wait for each other's lock). Yields, on
+    every rank, whether rank 0 had to wait for it."""
+    from ladd.core.io import lock
+
+    if not active():
+        with lock(path, what) as waited:
+            yield waited
+        return
+    with lock(path, what) if main() else contextlib.nullcontext(False) as waited:
+        waited = broadcast(waited)  # the others wait here until rank 0 holds it
+        yield waited
+        barrier()

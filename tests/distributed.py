@@ -1,0 +1,61 @@
+"""Launching ranks in tests: `spawn` runs a function on 2 Gloo ranks in fresh processes (what
+torchrun sets up, without its agent); `torchrun` runs a `ladd` command through torch.distributed.run.
+Both give each process one thread, as the benchmarks do."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch.multiprocessing as mp
+
+ENV = {"OMP_NUM_THREADS": "1", "LADD_NO_PROGRESS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank(rank: int, world: int, port: int, fn, args, queue) -> None:
+    os.environ.update(ENV, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    import torch
+
+    from ladd.core import dist
+
+    torch.set_num_threads(1)
+    dist.init()
+    try:
+        queue.put((rank, fn(*args)))
+    finally:
+        dist.close()
+
+
+def spawn(fn, *args, world: int = 2) -> list:
+    """`fn(*args)` on `world` ranks (fn importable at module level); each rank's return value, in
+    rank order. Values travel by pickle between the test's own processes."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    mp.start_processes(_rank, args=(world, free_port(), fn, args, queue), nprocs=world, start_method="spawn")
+    results = dict(queue.get() for _ in range(world))
+    return [results[r] for r in range(world)]
+
+
+def torchrun(*args, cwd: Path | None = None, nproc: int = 2, env: dict | None = None, timeout: float = 300,
+             launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node NPROC -m ladd ARGS` (extra `launcher` options before
+    -m); stdout and stderr captured as text."""
+    run = [sys.executable, "-m", "torch.distributed.run", *(launcher or ("--standalone",)), "--nproc_per_node", str(nproc),
+           "-m", "ladd", *map(str, args)]
+    return subprocess.run(run, cwd=cwd, env={**os.environ, **ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+
+
+def ladd(*args, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The same command as one process."""
+    return subprocess.run([sys.executable, "-m", "ladd", *map(str, args)], cwd=cwd, env={**os.environ, **ENV, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
