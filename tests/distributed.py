@@ -4,12 +4,14 @@ Both give each process one thread, as the benchmarks do."""
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import torch.multiprocessing as mp
 
 ENV = {"OMP_NUM_THREADS": "1", "LADD_NO_PROGRESS": "1"}
@@ -31,7 +33,9 @@ def _rank(rank: int, world: int, port: int, fn, args, queue) -> None:
     torch.set_num_threads(1)
     dist.init()
     try:
-        queue.put((rank, fn(*args)))
+        buffer = io.BytesIO()
+        torch.save(fn(*args), buffer)  # as bytes: tensors shared by file descriptor die with this process
+        queue.put((rank, buffer.getvalue()))
     finally:
         dist.close()
 
@@ -41,9 +45,11 @@ def spawn(fn, *args, world: int = 2) -> list:
     rank order. Values travel by pickle between the test's own processes."""
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    mp.start_processes(_rank, args=(world, free_port(), fn, args, queue), nprocs=world, start_method="spawn")
-    results = dict(queue.get() for _ in range(world))
-    return [results[r] for r in range(world)]
+    context = mp.start_processes(_rank, args=(world, free_port(), fn, args, queue), nprocs=world, start_method="spawn", join=False)
+    results = dict(queue.get() for _ in range(world))  # read before joining: a large result fills the pipe
+    while not context.join():
+        pass
+    return [torch.load(io.BytesIO(results[r]), weights_only=False) for r in range(world)]  # our own processes' bytes
 
 
 def torchrun(*args, cwd: Path | None = None, nproc: int = 2, env: dict | None = None, timeout: float = 300,

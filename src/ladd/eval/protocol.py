@@ -3,10 +3,13 @@
 split after the final epoch, and report mean ± std (population std, numpy's default, as the
 reference code reports). No epoch, lr or checkpoint is ever picked by test accuracy: a tuned
 student lr (`select_lr`) is chosen on a validation split carved from the training split
-(`data.holdout`), and each row records which split chose what."""
+(`data.holdout`), and each row records which split chose what. Under torchrun the students of an
+`evaluate` call are independent: `train_plans` spreads them over the ranks (or trains each under
+DDP), and every rank ends with one process's rows."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, replace
@@ -18,13 +21,14 @@ from torch import nn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ladd.artifact import Artifact
+from ladd.core import dist
 from ladd.core.errors import Diverged, LaddError
 from ladd.augment.dsa import strategy_for
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset, quantize
 from ladd.cost import flops
 from ladd.cost.storage import component_bytes
-from ladd.data import holdout
+from ladd.data import holdout, stream
 from ladd.eval.protocols import DEFAULT, Protocol, load_protocol
 from ladd.experts import build_for
 from ladd.labels.replay import Pruning, Replay, prune_units, units_per_epoch
@@ -129,7 +133,8 @@ def train_data(art: Artifact, dataset: Dataset) -> TrainData:
 
 
 def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:
-    """One result row per (method, model)."""
+    """One result row per (method, model). Every student of the call (methods × models × lr
+    candidates × seeds) is trained by one `train_plans`, so under torchrun they spread over the ranks."""
     protocol = load_protocol(cfg.protocol)
     learned_lr = (art.manifest.get("images", {}).get("learned") or {}).get("lr")  # MTT learns the student lr
     soft_loss = cfg.soft_loss or protocol.soft_loss
@@ -142,7 +147,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
     crops = crops_for(cfg.crops_per_step, len(art.images), geometry[0] if geometry else 1)
     val = validation_split(dataset, cfg.val_per_class, art.images) if cfg.select_lr else None  # carved once, shared
     reduction = cfg.local_reduction or local_reduction_for(art)
-    rows = []
+    jobs = []  # per (method, model): what its row records and its plans (one per lr candidate)
     for method in cfg.methods:
         terms = method_terms(method, crops, reduction, soft_loss)
         used = sorted({TERM_COMPONENTS[t] for t in terms})
@@ -160,64 +165,75 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
         trained_on = data if relabel is None else replace(data, replay=Replay(art.relabel, art.images.to(runtime.device), dataset.mean,
                                                                            dataset.std, relabel["kept"], relabel["per_epoch"],
                                                                            cfg.pruning.batches))
-        run_cfg = cfg if relabel is None else cfg.model_copy(update={"batch_size": replay_batch_size(art, cfg)})
+        batch_size = cfg.batch_size if relabel is None else replay_batch_size(art, cfg)
 
         for model_name in cfg.models:
-            selection = students = None
             if cfg.select_lr:
-                lr, selection, students = select_lr(trained_on, terms, protocol, run_cfg, model_name, dataset, val, runtime, method)
-                lr_source = f"selected on the validation split ({cfg.val_per_class} per class of the training split)"
+                lr, lr_source = None, f"selected on the validation split ({cfg.val_per_class} per class of the training split)"
             elif cfg.lr is not None:  # asked for by name: wins over a learned lr
                 lr, lr_source = cfg.lr, "eval config"
             elif learned_lr is not None:
                 lr, lr_source = learned_lr, "learned by the image method"
             else:
                 lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name}"
-            recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=run_cfg.batch_size,
-                                     augment=cfg.augment, images=len(art.images))
-            students = students or train_students(trained_on, terms, recipe, dataset, model_name, cfg.seeds, runtime, method,
-                                                  curve_every=cfg.curve_every)
-            accs, per_class = students.test(dataset)
-            # every seed forwards the same number of inputs: measure the per-sample cost once
-            per_input = flops.training(students.models[-1], dataset.shape, 1)
-            deploy = per_input * sum(students.log.samples.values())
-            rows.append({
-                "method": method,
-                "terms": list(terms),
-                "model": model_name,
-                "dataset": dataset.name,
-                "ipc": ipc,
-                "images_method": art.manifest.get("images", {}).get("method"),
-                "distilled_with": art.manifest.get("images", {}).get("model"),  # the network learned images were made with
-                "acc_mean": float(np.mean(accs)),
-                "acc_std": float(np.std(accs)),
-                "n_seeds": cfg.seeds,
-                "accs": accs,
-                "class_acc_mean": np.mean(per_class, axis=0).tolist(),
-                "image_bytes_raw": storage["images"]["raw"],
-                "image_bytes_zip": storage["images"]["zip"],
-                "label_components": used,
-                "label_bytes_raw": label_raw,
-                "label_bytes_zip": label_zip,
-                "label_overhead_pct": 100.0 * label_zip / storage["images"]["zip"],
-                "flops_distill": distill_flops,
-                "flops_labels": label_flops,
-                "flops_deploy": deploy,
-                "flops": (distill_flops or 0) + label_flops + deploy,
-                "seconds": float(np.mean(students.seconds)),
-                "epochs": recipe.epochs,
-                "lr": lr,
-                "lr_source": lr_source,
-                **protocol_fields(protocol, cfg, recipe),
-                "lr_selection": selection,
-                "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
-                "local_reduction": reduction if any(t.startswith("local") for t in terms) else None,
-                "soft_loss": soft_loss,
-                "labeler_test_acc": (art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler
-                                     else art.relabel.info["teacher"]["test_acc"] if relabel is not None else None),
-                **({} if relabel is None else {k: v for k, v in relabel.items() if k not in ("kept", "per_epoch", "bytes_raw", "bytes_zip", "flops")}),
-                **({} if students.curves is None else {"curve": curve_points(students.curves, per_input)}),
-            })
+            plans = [Plan(trained_on, terms, protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=c,
+                                                             batch_size=batch_size, augment=cfg.augment, images=len(art.images)),
+                          model_name, cfg.seeds, f"{method} lr {c:g} (validation)" if cfg.select_lr else method, cfg.curve_every)
+                     for c in cfg.select_lr or (lr,)]
+            jobs.append((method, terms, used, label_raw, label_zip, label_flops, uses_labeler, relabel, model_name, lr, lr_source, plans))
+
+    trained = iter(train_plans([p for job in jobs for p in job[-1]], dataset, runtime))
+    rows = []
+    for method, terms, used, label_raw, label_zip, label_flops, uses_labeler, relabel, model_name, lr, lr_source, plans in jobs:
+        candidates, chosen, selection = [next(trained) for _ in plans], 0, None
+        if cfg.select_lr:
+            chosen, selection = select_lr(cfg.select_lr, candidates, val)
+            lr = cfg.select_lr[chosen]
+        elif candidates[0].diverged is not None:
+            raise candidates[0].diverged
+        students, recipe = candidates[chosen], plans[chosen].recipe
+        accs, per_class = students.test(dataset)
+        # every seed forwards the same number of inputs: measure the per-sample cost once, on a fresh student
+        per_input = flops.training(build_for(dataset, model_name, 0), dataset.shape, 1)
+        deploy = per_input * sum(students.log.samples.values())
+        rows.append({
+            "method": method,
+            "terms": list(terms),
+            "model": model_name,
+            "dataset": dataset.name,
+            "ipc": ipc,
+            "images_method": art.manifest.get("images", {}).get("method"),
+            "distilled_with": art.manifest.get("images", {}).get("model"),  # the network learned images were made with
+            "acc_mean": float(np.mean(accs)),
+            "acc_std": float(np.std(accs)),
+            "n_seeds": cfg.seeds,
+            "accs": accs,
+            "class_acc_mean": np.mean(per_class, axis=0).tolist(),
+            "image_bytes_raw": storage["images"]["raw"],
+            "image_bytes_zip": storage["images"]["zip"],
+            "label_components": used,
+            "label_bytes_raw": label_raw,
+            "label_bytes_zip": label_zip,
+            "label_overhead_pct": 100.0 * label_zip / storage["images"]["zip"],
+            "flops_distill": distill_flops,
+            "flops_labels": label_flops,
+            "flops_deploy": deploy,
+            "flops": (distill_flops or 0) + label_flops + deploy,
+            "seconds": float(np.mean(students.seconds)),
+            "trained_by": students.layout,
+            "epochs": recipe.epochs,
+            "lr": lr,
+            "lr_source": lr_source,
+            **protocol_fields(protocol, cfg, recipe),
+            "lr_selection": selection,
+            "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
+            "local_reduction": reduction if any(t.startswith("local") for t in terms) else None,
+            "soft_loss": soft_loss,
+            "labeler_test_acc": (art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler
+                                 else art.relabel.info["teacher"]["test_acc"] if relabel is not None else None),
+            **({} if relabel is None else {k: v for k, v in relabel.items() if k not in ("kept", "per_epoch", "bytes_raw", "bytes_zip", "flops")}),
+            **({} if students.curves is None else {"curve": curve_points(students.curves, per_input)}),
+        })
     return rows
 
 
@@ -305,48 +321,114 @@ def protocol_fields(protocol: Protocol, cfg: EvalConfig, recipe) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class Plan:
+    """One configuration's students: seeds 0 .. seeds-1 trained on `data` with `terms` and `recipe`."""
+
+    data: TrainData
+    terms: dict
+    recipe: Recipe
+    model_name: str
+    seeds: int
+    description: str  # progress text; " · model · seed" is added
+    curve_every: int | None = None  # record test accuracy every K epochs and after the last
+
+
 @dataclass
 class Students:
-    """Students trained on one configuration (seed i = models[i]), each tested later, once."""
+    """One plan's students (seed i), each tested later, once. `models` holds the students this
+    process trained (every seed unless they were spread over ranks); the rest is known on every rank."""
 
-    models: list[nn.Module]
+    models: dict[int, nn.Module]
     seconds: list[float]  # training time per student
-    log: TrainLog  # the last student's (every seed forwards the same number of inputs)
+    log: TrainLog | None  # the last student's (every seed forwards the same number of inputs)
+    layout: dict  # how the call's students were divided over ranks (`_layout`), plus which rank trained each seed
     curves: list[list[tuple[int, int, float]]] | None = None  # per seed: (epochs done, inputs forwarded, test accuracy)
+    diverged: Diverged | None = None  # the first seed whose training diverged (then nothing is tested)
 
     def test(self, split: Dataset) -> tuple[list[float], list[list[float]]]:
         """Accuracy and per-class accuracy of every student on `split.test` (the real test split,
-        or a validation split standing in for it during selection)."""
-        scored = [class_accuracy(m, split.test.images, split.test.labels, split.mean, split.std, split.num_classes) for m in self.models]
-        return [a for a, _ in scored], [c for _, c in scored]
+        or a validation split standing in for it during selection): each rank tests the students it holds."""
+        scored = {seed: class_accuracy(m, split.test.images, split.test.labels, split.mean, split.std, split.num_classes)
+                  for seed, m in self.models.items()}
+        if self.layout["layout"] == "assignment":
+            scored = dist.merge(scored)
+        return [scored[s][0] for s in sorted(scored)], [scored[s][1] for s in sorted(scored)]
+
+
+def _layout(students: int, stored: bool) -> dict:
+    """How `students` independent students divide over torchrun's ranks. Assignment (each rank trains
+    whole students, no communication while training) when every rank gets one; DDP (every student
+    trained by all ranks) when there are fewer students than ranks, or when the training set is read
+    from a dataset store, which each rank would otherwise read whole for every student."""
+    ranks = dist.world()
+    if ranks == 1:
+        return {"layout": "one process", "ranks": 1, "students": students}
+    if stored or students < ranks:
+        why = "the training set is read from a dataset store" if stored else "fewer students than ranks"
+        return {"layout": "ddp", "ranks": ranks, "students": students, "why": why}
+    return {"layout": "assignment", "ranks": ranks, "students": students}
+
+
+def train_plans(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> list[Students]:
+    """Every plan's students, with one process's results. Under torchrun the students (plan-major,
+    then seed) go round-robin to the ranks or are each trained by all of them, as `_layout` chooses.
+    A student whose training diverges is recorded in its plan's `diverged`, not raised, so every rank
+    learns of it and an lr search goes on."""
+    units = [(p, seed) for p, plan in enumerate(plans) for seed in range(plan.seeds)]
+    layout = _layout(len(units), any(stream.stored(plan.data.images) for plan in plans))
+    spread = layout["layout"] == "assignment"
+    models, done = {}, {}
+    for u in dist.mine(len(units)) if spread else range(len(units)):
+        with dist.alone() if spread else contextlib.nullcontext():
+            model, done[u] = _train_one(plans[units[u][0]], units[u][1], dataset, runtime)
+        if model is not None:
+            models[u] = model
+    if spread:
+        done = dist.merge(done)
+    out, first = [], 0
+    for plan in plans:
+        seeds = range(first, first + plan.seeds)
+        results = [done[u] for u in seeds]  # (seconds, log, curve, diverged) per seed
+        ranks = {"seed_ranks": [u % layout["ranks"] for u in seeds]} if spread else {}
+        out.append(Students({u - first: models[u] for u in seeds if u in models},
+                            [r[0] for r in results], results[-1][1], {**layout, **ranks},
+                            [r[2] for r in results] if plan.curve_every else None,
+                            next((r[3] for r in results if r[3] is not None), None)))
+        first += plan.seeds
+    return out
+
+
+def _train_one(plan: Plan, seed: int, dataset: Dataset, runtime: Runtime) -> tuple[nn.Module | None, tuple]:
+    """One student: (model or None if it diverged, (seconds, log, curve, Diverged or None)). Time spent
+    recording the curve's test accuracy is not counted in the seconds."""
+    t0, tested, curve = time.perf_counter(), 0.0, []
+    model = build_for(dataset, plan.model_name, seed)
+
+    def record(epochs: int, model: nn.Module, log: TrainLog) -> None:
+        nonlocal tested
+        if epochs % plan.curve_every == 0 or epochs == plan.recipe.epochs:
+            t = time.perf_counter()
+            acc, _ = class_accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std, dataset.num_classes)
+            curve.append((epochs, sum(log.samples.values()), acc))
+            tested += time.perf_counter() - t
+
+    try:
+        log = train(model, plan.data, plan.terms, plan.recipe, seed=seed, runtime=runtime,
+                    description=f"{plan.description} · {plan.model_name} · seed {seed}", after_epoch=record if plan.curve_every else None)
+    except Diverged as e:
+        return None, (time.perf_counter() - t0 - tested, None, curve, e)
+    return model, (time.perf_counter() - t0 - tested, log, curve, None)
 
 
 def train_students(data: TrainData, terms, recipe: Recipe, dataset: Dataset, model_name: str, seeds: int,
                    runtime: Runtime, method: str, curve_every: int | None = None) -> Students:
-    """Train `seeds` fresh students (seeds 0 .. seeds-1) on `data`; `dataset` gives their input shape and classes.
-    With `curve_every` K, each student's test accuracy is also recorded after every K-th epoch and the
-    last (training weights; time spent testing is not counted in `seconds`)."""
-    models, secs, log, curves = [], [], None, [] if curve_every else None
-    for seed in range(seeds):
-        t0, tested = time.perf_counter(), 0.0
-        model = build_for(dataset, model_name, seed)
-        curve = []
-
-        def record(done: int, model: nn.Module, log: TrainLog) -> None:
-            nonlocal tested
-            if done % curve_every == 0 or done == recipe.epochs:
-                t = time.perf_counter()
-                acc, _ = class_accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std, dataset.num_classes)
-                curve.append((done, sum(log.samples.values()), acc))
-                tested += time.perf_counter() - t
-
-        log = train(model, data, terms, recipe, seed=seed, runtime=runtime, description=f"{method} · {model_name} · seed {seed}",
-                    after_epoch=record if curve_every else None)
-        models.append(model)
-        secs.append(time.perf_counter() - t0 - tested)
-        if curves is not None:
-            curves.append(curve)
-    return Students(models, secs, log, curves)
+    """Train `seeds` fresh students (seeds 0 .. seeds-1) on `data` (see `train_plans`); `dataset`
+    gives their input shape and classes. A diverged student raises `Diverged`."""
+    students = train_plans([Plan(data, terms, recipe, model_name, seeds, method, curve_every)], dataset, runtime)[0]
+    if students.diverged is not None:
+        raise students.diverged
+    return students
 
 
 def validation_split(dataset: Dataset, per_class: int, images: torch.Tensor) -> Dataset:
@@ -358,28 +440,17 @@ def validation_split(dataset: Dataset, per_class: int, images: torch.Tensor) -> 
     return replace(val, test=val.test.subset(keep.nonzero().flatten()))
 
 
-def select_lr(data: TrainData, terms, protocol: Protocol, cfg: EvalConfig, model_name: str, dataset: Dataset, val: Dataset,
-              runtime: Runtime, method: str) -> tuple[float, dict, Students]:
-    """The candidate lr whose students (seed 0 .. seeds-1) score best on the validation split
-    (ties → the first candidate; a candidate whose training diverges scores None), and those students: they are exactly the final students (same
-    data, recipe and seeds), so they are tested on the real test split instead of trained again.
-    The real test split is never read here."""
-    scores, best = {}, None
-    for lr in cfg.select_lr:
-        recipe = protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size,
-                                 augment=cfg.augment, images=len(data.images))
-        try:
-            students = train_students(data, terms, recipe, dataset, model_name, cfg.seeds, runtime, f"{method} lr {lr:g} (validation)")
-        except Diverged:  # a too-large candidate loses the selection; it does not end it
-            scores[lr] = None
-            continue
-        scores[lr] = float(np.mean(students.test(val)[0]))
-        if best is None or scores[lr] > scores[best[0]]:
-            best = (lr, students)
-    if best is None:
-        raise LaddError(f"--select-lr: training diverged at every candidate ({', '.join(f'{c:g}' for c in cfg.select_lr)}): add smaller ones")
-    lr, students = best
-    return lr, {"chosen": lr, "on": val.name, "val_acc_by_lr": {f"{c:g}": a for c, a in scores.items()}}, students
+def select_lr(candidates: tuple[float, ...], students: list[Students], val: Dataset) -> tuple[int, dict]:
+    """The index of the candidate lr whose students score best on the validation split (ties → the
+    first candidate; a candidate whose training diverged scores None) and the record of the choice.
+    The chosen students are exactly the final students (same data, recipe and seeds), so they are
+    tested on the real test split afterwards instead of trained again; the real test split is never read here."""
+    scores = [None if s.diverged is not None else float(np.mean(s.test(val)[0])) for s in students]
+    scored = [i for i, score in enumerate(scores) if score is not None]
+    if not scored:
+        raise LaddError(f"--select-lr: training diverged at every candidate ({', '.join(f'{c:g}' for c in candidates)}): add smaller ones")
+    best = max(scored, key=scores.__getitem__)  # the first of equal scores
+    return best, {"chosen": candidates[best], "on": val.name, "val_acc_by_lr": {f"{c:g}": a for c, a in zip(candidates, scores)}}
 
 
 # The robustness accuracies that depend only on the data, the IPC and the label config, not on the

@@ -12,6 +12,11 @@ gradients, and the real branch — targets only, no autograd — runs in bfloat1
 branch, whose gradient is the update, stays float32. Deviation: one DSA op family is drawn per
 iteration for all classes (each class still gets its own parameters); the reference draws the
 family per class.
+
+Under torchrun the classes go round-robin to the ranks (`dist.mine`): every rank draws the whole
+iteration's randomness (network, real batches, DSA parameters) and computes only its classes' terms,
+whose gradients touch only its classes' images; `optimize_images(split=True)` sums them, so every
+rank takes one process's step.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torch.func import functional_call
 from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.augment.dsa import DSA, strategy_for
+from ladd.core import dist
 from ladd.core.runtime import seeded
 from ladd.core.limits import MAX_BATCH, MAX_PIXEL_LR, MAX_STEPS
 from ladd.core.types import ImageSet, normalize, to_pixels
@@ -109,6 +115,7 @@ def dm_images(req: ImageRequest) -> ImageSet:
     ds, device = req.dataset, req.runtime.device
     syn0, syn_labels = initial_images(req, p.init)
     by_class = [(ds.train.labels == c).nonzero().flatten() for c in range(ds.num_classes)]
+    syn_of = [(syn_labels == c).nonzero().flatten() for c in range(ds.num_classes)]
     dsa = DSA(strategy_for(ds.name))
     c, h, w = ds.shape
 
@@ -121,18 +128,22 @@ def dm_images(req: ImageRequest) -> ImageSet:
         net.requires_grad_(False)
         if real_features is None:
             real_features = RealFeatures(net, getattr(torch, p.real_precision), p.compile)
-        idx = torch.cat([m[torch.randperm(len(m), generator=gen)[: p.batch_real]] for m in by_class])
-        real_labels = ds.train.labels[idx].to(device)
+        picks = [m[torch.randperm(len(m), generator=gen)[: p.batch_real]] for m in by_class]
         params = dsa.sample(ds.num_classes, (h, w), gen)  # one siamese draw per class
+        mine = list(dist.mine(ds.num_classes))  # every class's draws above, so the stream is one process's
+        if not mine:
+            return torch.zeros((), device=device)
+        idx, rows = torch.cat([picks[k] for k in mine]), torch.cat([syn_of[k] for k in mine])
         real = torch.cat([
             real_features(net, dsa.apply(normalize(gather(ds.train.images, chunk).to(device), ds.mean, ds.std), params.index(ds.train.labels[chunk])))
             for chunk in idx.split(p.real_chunk)
         ])
-        syn_features = net.embed(dsa.apply(syn, params.index(syn_labels)))
-        return dm_objective(real, real_labels, syn_features, syn_labels, ds.num_classes)
+        syn_features = net.embed(dsa.apply(syn[rows], params.index(syn_labels[rows])))
+        return dm_objective(real, ds.train.labels[idx].to(device), syn_features, syn_labels[rows], ds.num_classes)
 
     out = optimize_images(
         syn0, step, iterations=p.iterations, lr=p.lr_img, momentum=p.momentum, seed=req.seed,
         checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every, description=f"DM IPC {req.ipc}",
+        split=True,
     )
     return ImageSet(to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu(), syn_labels.cpu(), flops=out.flops)

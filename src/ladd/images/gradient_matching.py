@@ -15,6 +15,11 @@ pooling). Compiled reductions round differently from eager ones (~1e-4 relative 
 `compile = false` turns it off. The synthetic branch stays eager: its gradient is differentiated
 again, and compiling it as a function (`torch.func.grad` under `torch.compile`, MTT's route)
 measured no faster at 10 images per class.
+
+Under torchrun the classes' matching terms go round-robin to the ranks (`dist.mine`); every rank
+draws every class's real batch and DSA parameters, and `optimize_images(split=True)` sums the
+image gradients, so all ranks hold the same images after each round and train the same network on
+them in the inner loop (replicated: it is the same work on every rank).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ladd.augment.dsa import DSA, strategy_for
+from ladd.core import dist
 from ladd.core.runtime import seeded
 from ladd.core.limits import MAX_BATCH, MAX_LR, MAX_PIXEL_LR, MAX_STEPS, MAX_UNROLL
 from ladd.core.types import ImageSet, normalize, to_pixels
@@ -116,22 +122,25 @@ def _matching(req: ImageRequest, augment: bool) -> ImageSet:
         params = list(net.parameters())
         net.train()
         loss = torch.zeros((), device=device)
+        mine = set(dist.mine(ds.num_classes))
         for k, members in enumerate(by_class):
-            real = normalize(gather(ds.train.images, members[torch.randperm(len(members), generator=gen)[: p.batch_real]]).to(device), ds.mean, ds.std)
-            mine = syn[syn_of[k]]
+            pick = members[torch.randperm(len(members), generator=gen)[: p.batch_real]]
+            draw = None if dsa is None else dsa.sample(1, (h, w), gen, shared=True)
+            if k not in mine:  # another rank's class: its draws only, so the stream stays one process's
+                continue
+            real, own = normalize(gather(ds.train.images, pick).to(device), ds.mean, ds.std), syn[syn_of[k]]
             if dsa is not None:
-                draw = dsa.sample(1, (h, w), gen, shared=True)
-                real, mine = dsa.apply(real, draw), dsa.apply(mine, draw)
+                real, own = dsa.apply(real, draw), dsa.apply(own, draw)
             target = torch.full((len(real),), k, device=device)
             g_real = torch.autograd.grad(real_loss(net, real, target), params)
-            g_syn = torch.autograd.grad(F.cross_entropy(net(mine), target[: len(mine)]), params, create_graph=True)
+            g_syn = torch.autograd.grad(F.cross_entropy(net(own), target[: len(own)]), params, create_graph=True)
             loss = loss + match_loss(g_syn, g_real)
         return loss
 
     out = optimize_images(
         syn0, step, iterations=p.iterations * p.outer_loop, lr=p.lr_img, momentum=p.momentum, seed=req.seed,
         checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every * p.outer_loop, cycle=p.outer_loop,
-        description=f"{'DSA' if augment else 'DC'} IPC {req.ipc}",
+        description=f"{'DSA' if augment else 'DC'} IPC {req.ipc}", split=True,
     )
     return ImageSet(to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu(), syn_labels.cpu(), flops=out.flops)
 

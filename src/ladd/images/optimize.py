@@ -9,6 +9,13 @@ pixel-clipping options. FLOPs (step + backward) are counted for one
 cycle of iterations and kept in the checkpoint: iterations repeat their work every `cycle` (1 for
 most methods; DC's `outer_loop` rounds of one network, whose later rounds also train it), so the
 loop's cost is known however often it was interrupted, without counting every iteration.
+
+Under torchrun every rank runs the loop with the same generator draws and holds the same images;
+rank 0 writes the checkpoints and every rank resumes from them. With `split`, a step computes only
+this rank's share of the loss (DM's and DC's classes, `dist.mine`): gradients and the logged loss
+are summed over the ranks, so every rank takes the one-process update — exactly, when the shares
+touch disjoint pixels (the other ranks add zeros). Counted iterations run whole on every rank
+(`dist.alone`), so the FLOPs are one process's, with no collective, however the step divides.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from ladd.core import progress
+from ladd.core import dist, progress
 from ladd.core.checkpoint import load_state, save_state
 from ladd.core.errors import LaddError
 from ladd.core.runtime import generator, seeded
@@ -53,6 +60,7 @@ def optimize_images(
     cosine: bool = False,
     project: Callable[[torch.Tensor], None] | None = None,
     cycle: int = 1,
+    split: bool = False,
 ) -> Optimized:
     """Optimize a float image tensor.
 
@@ -60,7 +68,8 @@ def optimize_images(
     place by the same SGD (own lr, same momentum) and checkpointed with the images. `betas` picks
     Adam instead of SGD; `cosine` anneals every lr as lr·½(1 + cos(π·it/iterations)); `project`
     runs on the images (no grad) after each update, e.g. to clip them to valid pixels; iteration
-    `it` does the work of iteration `it % cycle` (for FLOPs)."""
+    `it` does the work of iteration `it % cycle` (for FLOPs); `split`: the step returns this
+    rank's share of the loss (module docstring)."""
     syn = syn.detach().clone().requires_grad_(True)
     extra = extra or {}
     groups = [{"params": [syn], "lr": lr}] + [{"params": [t], "lr": r} for t, r in extra.values()]
@@ -74,11 +83,23 @@ def optimize_images(
 
     def iterate(it: int) -> torch.Tensor:
         loss = step(it, syn, gen)
-        if not torch.isfinite(loss):
-            raise LaddError(f"{description}: loss became {loss.item()} at iteration {it}: lower lr_img in the recipe")
+        shared = split and dist.active()  # not inside a counted iteration, which runs whole (`alone`)
+        total = dist.all_sum(loss.detach().clone()) if shared else loss
+        if not torch.isfinite(total):  # the global loss: every rank stops together
+            raise LaddError(f"{description}: loss became {total.item()} at iteration {it}: lower lr_img in the recipe")
         opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=learned)  # not into network weights (DC's net, MTT's start point): never used
-        return loss
+        if loss.requires_grad:  # a rank with no share of the loss returns a constant zero
+            loss.backward(inputs=learned)  # not into network weights (DC's net, MTT's start point): never used
+        if shared:
+            for t in learned:
+                if t.grad is None:
+                    t.grad = torch.zeros_like(t)
+                dist.all_sum(t.grad)
+        return total
+
+    def counted(it: int) -> tuple[torch.Tensor, int]:
+        with dist.alone():
+            return count_flops(iterate, it)
 
     with seeded(seed):
         if state is not None and resume and not state.exists():  # e.g. a requeue after a kill before the first checkpoint
@@ -96,7 +117,7 @@ def optimize_images(
             advance(start)
             for it in range(start, iterations):
                 if per_position[it % cycle] is None:  # first time at this point of the cycle: count it
-                    loss, per_position[it % cycle] = count_flops(iterate, it)
+                    loss, per_position[it % cycle] = counted(it)
                 else:
                     loss = iterate(it)
                 if cosine:
@@ -107,7 +128,7 @@ def optimize_images(
                     with torch.no_grad():
                         project(syn)
                 losses.append(loss.item())
-                if state is not None and ((it + 1) % every == 0 or it + 1 == iterations):
+                if state is not None and ((it + 1) % every == 0 or it + 1 == iterations) and dist.main():
                     tensors = {"syn": syn.detach(), **{k: t.detach() for k, (t, _) in extra.items()}}
                     save_state(state, tensors, {"iteration": it + 1, "losses": losses, "flops_per_position": per_position}, opt, gen)
                     progress.log(f"{description}: checkpoint: iteration {it + 1}/{iterations} -> {state}")
@@ -115,6 +136,6 @@ def optimize_images(
             if any(per_position[it % cycle] is None for it in range(iterations)):
                 # a finished checkpoint from before ladd counted FLOPs: run the last cycle again, counted, unapplied
                 for it in range(max(0, iterations - cycle), iterations):
-                    per_position[it % cycle] = count_flops(iterate, it)[1]
+                    per_position[it % cycle] = counted(it)[1]
                 opt.zero_grad(set_to_none=True)
     return Optimized(syn.detach(), losses, sum(per_position[it % cycle] for it in range(iterations)))

@@ -1,12 +1,16 @@
 """LADD's dense labels (Algorithm 1): y^d_{i,j} = teacher(S_j(x_i)) for the N² sub-images, plus
-the teacher's global soft label teacher(x_i), used by the soft-label methods."""
+the teacher's global soft label teacher(x_i), used by the soft-label methods.
+
+Under torchrun the ranks share the chunks of one process's chunking (`dist.mine`) and gather the
+results, so every rank holds the same bytes as one process: a chunk is never re-cut, because a
+forward pass on another batch size may round differently."""
 
 from __future__ import annotations
 
 import torch
 
 from ladd.augment.subsample import views
-from ladd.core import progress
+from ladd.core import dist, progress
 from ladd.core.runtime import Runtime
 from ladd.core.types import normalize
 from ladd.labels.soft import Teacher
@@ -34,16 +38,16 @@ def dense_labels(
     runtime = runtime or Runtime(device)
     crops_per_pass = crops_per_pass or CROPS_PER_PASS.get(device.type, 4096)
     per_chunk = max(1, crops_per_pass // (n * n))
-    dense, soft = [], []
     chunks = images.split(per_chunk)
-    with progress.bar("dense labels", len(chunks)) as advance, runtime.settings(), runtime.autocast():
-        for chunk in chunks:
-            x = normalize(chunk.to(device, non_blocking=True), mean, std)
+    mine, done = dist.mine(len(chunks)), {}
+    with progress.bar("dense labels", len(mine)) as advance, runtime.settings(), runtime.autocast():
+        for i in mine:
+            x = normalize(chunks[i].to(device, non_blocking=True), mean, std)
             v = views(x, n, r)  # b×N²×C×H×W
-            dense.append(runtime.fetch(teacher(v.flatten(0, 1)).view(x.shape[0], n * n, -1)))
-            soft.append(runtime.fetch(teacher(x)))
+            done[i] = (runtime.fetch(teacher(v.flatten(0, 1)).view(x.shape[0], n * n, -1)), runtime.fetch(teacher(x)))
             advance()
     runtime.wait()
+    dense, soft = zip(*_in_order(done, len(chunks)))
     return torch.cat(dense), torch.cat(soft)
 
 
@@ -52,7 +56,15 @@ def global_labels(teacher: Teacher, images: torch.Tensor, mean, std, *, batch_si
                   runtime: Runtime | None = None) -> torch.Tensor:
     """The teacher's soft label of each whole, un-augmented image (as the reference labels once)."""
     runtime = runtime or Runtime(teacher.device)
+    chunks = images.split(batch_size)
     with runtime.settings(), runtime.autocast():
-        out = [runtime.fetch(teacher(normalize(c.to(teacher.device, non_blocking=True), mean, std))) for c in images.split(batch_size)]
+        done = {i: runtime.fetch(teacher(normalize(chunks[i].to(teacher.device, non_blocking=True), mean, std)))
+                for i in dist.mine(len(chunks))}
     runtime.wait()
-    return torch.cat(out)
+    return torch.cat(_in_order(done, len(chunks)))
+
+
+def _in_order(done: dict, count: int) -> list:
+    """Every rank's chunk results (this rank's in `done`, fetched to the host), in chunk order."""
+    merged = dist.merge(done)
+    return [merged[i] for i in range(count)]

@@ -16,7 +16,8 @@ from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
 from ladd.core.cache import entry
-from ladd.core.io import lock, sweep
+from ladd.core import dist
+from ladd.core.io import sweep
 from ladd.experts import ensure_expert, load_expert
 from ladd.experts.pretrained import load_pretrained
 from ladd.images.optimize import STATE
@@ -103,14 +104,20 @@ def soft_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runt
 @LABEL_METHODS.register("bptt", aliases=("learned",))
 def bptt_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Labels:
     """Learned against the training split (never the test split); checkpointed under the cache
-    and resumed automatically when the same images and settings are labelled again."""
+    and resumed automatically when the same images and settings are labelled again. Under torchrun
+    rank 0 learns them as one process would (one checkpoint writer) and the others take its labels."""
     p = cfg.bptt
     content = hashlib.sha256(art.images.numpy().tobytes() + art.labels.numpy().tobytes()).hexdigest()
     directory = entry("labels", f"bptt-{dataset.name}", [dataset.name, list(dataset.class_names), p.model_dump(), content])
-    with lock(directory, "learning labels into"):  # a second process waits, then resumes the finished state
-        sweep(directory)
-        soft, info = learn_labels(art.images, art.labels, dataset.train, dataset, p, runtime, checkpoint_dir=directory,
-                                  resume=(directory / STATE).exists())
+
+    def learn() -> tuple:
+        with dist.alone():
+            sweep(directory)
+            return learn_labels(art.images, art.labels, dataset.train, dataset, p, runtime, checkpoint_dir=directory,
+                                resume=(directory / STATE).exists())
+
+    with dist.locked(directory, "learning labels into"):  # another job waits, then resumes the finished state
+        soft, info = dist.first(learn)
     if cfg.top_k is not None:
         soft = keep_top_k(soft, cfg.top_k)
     cost = {"unit": flops.UNIT, "labeler_train": 0, "label_generation": info.pop("flops")}  # counted, double backward included

@@ -8,6 +8,10 @@ uninterrupted one; each finished epoch is one file, listed in relabel.json as it
 relabel is written into `ARTIFACT/relabel.partial/` and becomes `relabel/` only when the artifact
 is saved with it, so a stored relabel stays valid until its replacement is complete (`--overwrite`
 included), and resuming checks that the teacher is the one that labelled the stored epochs.
+
+Under torchrun the epochs go round-robin: in each round every rank writes one epoch file, and rank
+0 lists the round's files in relabel.json (the only writer of it), so the folder holds the same
+bytes as one process's, and a re-launch resumes after the last listed epoch.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from ladd.artifact.relabel import RELABEL_DIR, read_info, write_epoch, write_inf
 
 PARTIAL = "relabel.partial"  # where a relabel is written until the artifact is saved with it
 from ladd.augment.fkd import render, sample_epoch
-from ladd.core import progress
+from ladd.core import dist, progress
 from ladd.core.errors import LaddError
+from ladd.core.io import sweep
 from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset
 from ladd.cost import flops
@@ -77,14 +82,13 @@ def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelCon
     images_sha = art.manifest["files"]["images.safetensors"]["sha256"]  # a saved artifact's, verified on load
     settings = cfg.model_dump()
     made_so = lambda info: info["config"] == settings and info["images_sha256"] == images_sha  # noqa: E731
-    stored, info = read_info(installed), read_info(directory)
+    stored, info = dist.first(lambda: (sweep(directory), read_info(installed), read_info(directory))[1:])
     if stored and not made_so(stored) and not overwrite:
         raise LaddError(f"{installed} holds a relabel made with other settings or images: pass --overwrite to replace it")
     if info and not made_so(info):
         if not overwrite:
             raise LaddError(f"{directory} holds an unfinished relabel made with other settings or images: "
                             f"pass --overwrite to replace it")
-        shutil.rmtree(directory)
         info = {}
     teacher_cfg = LabelConfig(method="soft", labeler=cfg.teacher, epoch=cfg.teacher_epoch, labeler_weights=cfg.teacher_weights)
     teacher, provenance, train_flops = build_teacher(dataset, teacher_cfg, runtime)
@@ -97,31 +101,41 @@ def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelCon
             raise LaddError(f"{directory} holds epochs labelled by another teacher (checkpoint SHA-256 "
                             f"{info['teacher']['checkpoint_sha256'][:12]}…, now {provenance['checkpoint_sha256'][:12]}…): "
                             f"pass --overwrite to start it again")
-        shutil.rmtree(directory)
         info = {}
     if not info:
         info = {"kind": cfg.kind, "dtype": cfg.dtype, "temperature": cfg.temperature, "top_k": cfg.top_k,
                 "epochs": cfg.epochs, "samples": n, "classes": classes, "batch_size": cfg.batch_size, "mix_per": cfg.mix_per,
                 "images_sha256": images_sha, "sample_order": "row k of epoch e is image order[e, k]",
                 "config": settings, "teacher": provenance, "files": [], "complete": False}
-        directory.mkdir(parents=True, exist_ok=True)
-        write_info(directory, info)
+        dist.first(lambda: _start(directory, info))
     _, _, h, w = art.images.shape
     images = art.images.to(runtime.device)
     done = len(info["files"])
     with progress.bar("relabel", cfg.epochs) as advance:
         advance(done)
-        for e in range(done, cfg.epochs):
-            epoch = sample_epoch(n, cfg.batch_size, h, w, generator(cfg.seed * 1_000_003 + e), cutmix=cfg.cutmix, mix_per=cfg.mix_per)
-            labels = _labels(teacher, images, dataset, epoch, cfg, runtime)
-            info["files"].append(write_epoch(directory, e, epoch, labels))
-            write_info(directory, info)
-            advance()
+        for start in range(done, cfg.epochs, dist.world()):  # a round: epoch start + r on rank r
+            e, digest = start + dist.rank(), None
+            if e < cfg.epochs:
+                epoch = sample_epoch(n, cfg.batch_size, h, w, generator(cfg.seed * 1_000_003 + e), cutmix=cfg.cutmix, mix_per=cfg.mix_per)
+                digest = write_epoch(directory, e, epoch, _labels(teacher, images, dataset, epoch, cfg, runtime))
+            written = [d for d in dist.gather(digest) if d is not None]  # in rank order = epoch order
+            info["files"] += written
+            dist.first(lambda: write_info(directory, info))
+            advance(len(written))
     info["complete"] = True
     info["flops"] = {"unit": flops.UNIT, "teacher_train": train_flops,
                      "label_generation": flops.per_sample(teacher, dataset.shape, backward=False) * n * cfg.epochs}
-    write_info(directory, info)
+    dist.first(lambda: write_info(directory, info))
     return _summary(info), directory
+
+
+def _start(directory: Path, info: dict) -> None:
+    """A fresh relabel folder holding only `info` (what was there made with other settings or
+    another teacher, or before its relabel.json, is removed)."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    write_info(directory, info)
 
 
 def _summary(info: dict) -> dict:

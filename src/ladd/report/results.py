@@ -74,7 +74,20 @@ def students_notes(rows: list[dict]) -> list[str]:
         key = (r["model"], r["optimizer"], r["lr"], r["lr_source"], r["epochs"], r.get("batch_size"), r["schedule"])
         settings.setdefault(key, []).append(r["method"])
     return [f"students {model} ({', '.join(methods)}): {optimizer} lr {lr:g} ({source}), {epochs} epochs, batch {batch}, {schedule} schedule"
-            for (model, optimizer, lr, source, epochs, batch, schedule), methods in settings.items()]
+            for (model, optimizer, lr, source, epochs, batch, schedule), methods in settings.items()] + layout_notes(rows)
+
+
+def layout_notes(rows: list[dict]) -> list[str]:
+    """How torchrun's ranks shared the students (`eval.protocol.train_plans`), one note per layout;
+    none for one process."""
+    layouts: dict[tuple, list[str]] = {}
+    for r in rows:
+        by = r.get("trained_by") or {}  # rows made before ladd recorded it lack it
+        if by.get("ranks", 1) > 1:
+            layouts.setdefault((by["layout"], by["ranks"], by["students"], by.get("why")), []).append(f"{r['method']} · {r['model']}")
+    return [(f"students: {students} spread over {ranks} ranks (assignment), each trained whole by one rank; rank 0 gathered the rows"
+             if layout == "assignment" else f"students: {students}, each trained by all {ranks} ranks (DDP, {why})")
+            + f": {', '.join(which)}" for (layout, ranks, students, why), which in layouts.items()]
 
 
 def robustness_note(scores: dict) -> str:

@@ -1,0 +1,122 @@
+"""torchrun: the trainer under DDP equals one process, experts train with every rank, a killed
+rank stops the job and a re-launch continues, and two 'nodes' on localhost give the same result."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distributed import ENV, free_port, ladd, spawn, torchrun
+from conftest import make_dataset
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _train(batch_size: int) -> dict:
+    """A ConvNet trained 2 epochs on a toy set with DSA and LADD's two terms (global + K drawn
+    sub-images against dense labels): weights, log, and how many rows this rank forwarded."""
+    from ladd.core import dist
+    from ladd.core.runtime import Runtime
+    from ladd.experts import build_for
+    from ladd.train.loop import Recipe, TrainData, train
+    from ladd.train.terms import method_terms
+
+    toy = make_dataset(n_per_class=10, classes=3, size=16)
+    g = torch.Generator().manual_seed(0)
+    dense = torch.softmax(torch.randn(len(toy.train), 4, 3, generator=g), -1)
+    data = TrainData(toy.train.images, toy.train.labels, toy.mean, toy.std, dense=dense, geometry=(2, 0.5))
+    model = build_for(toy, "convnet", 0)
+    rows = []
+    model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    recipe = Recipe(epochs=2, batch_size=batch_size, lr=0.01, dsa="color_crop_cutout_scale_rotate")
+    log = train(model, data, method_terms("ladd", crops_per_step=2), recipe, seed=0, runtime=Runtime.from_name("cpu"))
+    return {"state": model.state_dict(), "samples": log.samples, "loss": log.epoch_loss, "rows": sum(rows), "world": dist.world()}
+
+
+def test_ddp_training_equals_one_process():
+    # batch 7 over 30 images: shares of 3 and 4 rows, and a last batch of 2 (one row per rank)
+    one = _train(7)
+    ranks = spawn(_train, 7)
+    assert [r["world"] for r in ranks] == [2, 2] and one["world"] == 1
+    for r in ranks:
+        for k, v in one["state"].items():
+            assert torch.allclose(r["state"][k], v, atol=1e-6, rtol=0), k  # only the gradient sums' order differs
+        assert r["samples"] == one["samples"]  # inputs forwarded by all ranks together
+        assert r["loss"] == pytest.approx(one["loss"], abs=1e-6)
+    assert ranks[0]["rows"] + ranks[1]["rows"] == one["rows"]  # each rank forwarded only its share
+    assert 0 < ranks[1]["rows"] < one["rows"]
+
+
+def _weights(directory: Path, epoch: int) -> dict:
+    return load_file(directory / f"epoch_{epoch:03d}.safetensors")
+
+
+def _close(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5, rtol=0) for k in a)
+
+
+def test_experts_train_with_every_rank_and_a_killed_rank_resumes(tmp_path):
+    epochs = 16
+    args = ("experts", "--dataset", "digits", "--num-experts", "1", "--epochs", epochs)
+    assert ladd(*args, "--out", tmp_path / "one").returncode == 0
+    # a launch whose rank 1 is killed mid-training: the job fails, naming the lost rank
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ladd",
+              *map(str, args), "--out", str(tmp_path / "two")]
+    import os
+
+    job = subprocess.Popen(launch, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    expert = tmp_path / "two" / "expert_000"
+    deadline = time.monotonic() + 120
+    while not (expert / "epoch_003.safetensors").exists():
+        assert job.poll() is None and time.monotonic() < deadline, "the job ended before it could be killed"
+        time.sleep(0.05)
+    victim = _worker(job.pid, rank=1)
+    os.kill(victim, signal.SIGKILL)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode != 0
+    assert "Signal 9" in err or "SIGKILL" in err, err[-2000:]
+    done = max(int(p.stem.removeprefix("epoch_")) for p in expert.glob("epoch_*.safetensors"))
+    assert done < epochs  # stopped part-way
+    # the same command again continues from the last checkpoint and ends where one process ends
+    again = torchrun(*args, "--out", tmp_path / "two")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from" in again.stderr and "epoch 0/" not in again.stderr
+    for epoch in range(epochs + 1):
+        assert _close(_weights(expert, epoch), _weights(tmp_path / "one" / "expert_000", epoch)), epoch
+
+
+def _worker(agent: int, rank: int) -> int:
+    """The pid of torchrun's worker process of `rank`."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for child in Path(f"/proc/{agent}/task/{agent}/children").read_text().split():
+            environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            if f"RANK={rank}".encode() in environ:
+                return int(child)
+        time.sleep(0.05)
+    raise AssertionError(f"no worker of rank {rank} under {agent}")
+
+
+def test_two_nodes_on_localhost_give_the_one_process_result(tmp_path):
+    args = ("experts", "--dataset", "digits", "--num-experts", "1", "--epochs", "2")
+    assert ladd(*args, "--out", tmp_path / "one").returncode == 0
+    port = free_port()
+    node = lambda i: ("--nnodes", "2", "--node_rank", str(i), "--rdzv_backend", "c10d",  # noqa: E731
+                      "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "ladd-test")
+    import os
+
+    second = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *node(1), "--nproc_per_node", "1", "-m", "ladd",
+                               *map(str, args), "--out", str(tmp_path / "two")], env={**os.environ, **ENV},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = torchrun(*args, "--out", tmp_path / "two", nproc=1, launcher=node(0))
+    _, err = second.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + err[-2000:]
+    for epoch in (1, 2):
+        assert _close(_weights(tmp_path / "two" / "expert_000", epoch), _weights(tmp_path / "one" / "expert_000", epoch))
