@@ -227,6 +227,28 @@ def speed_run() -> tuple[str, list[str]]:
     return table(head, rows), files
 
 
+def distributed() -> tuple[str, list[str]]:
+    """benchmarks/distributed.py: 1 vs P processes per stage, and ImageNet-1K's stages over GPUs."""
+    name = "distributed.json"
+    d = load(name)
+    c, p = d["config"], d["config"]["nproc"]
+    rows = [[s["stage"], f"{s['amount']:,} {s['unit']}", f"{s['p1']['seconds']:.1f}", f"{s[f'p{p}']['seconds']:.1f}",
+             f"{s['speedup']:.2f}×", f"{s['efficiency']:.0%}", f"{s['p1']['peak_rss_mb']:,.0f}", f"{s[f'p{p}']['peak_rss_mb']:,.0f}"]
+            for s in d["stages"]]
+    head = ["stage (mnist5k)", "work", "1 process s", f"{p} processes s", "speed-up", "efficiency", "peak RSS MB, 1", f"peak RSS MB per rank, {p}"]
+    o = d["launch_overhead_s"]
+    im = d["imagenet"]
+    gpus = list(im["stages"][0]["hours"])
+    cap = table(["ImageNet-1K stage (ResNet-18, 224 px)", "PFLOP"] + [f"hours on {g} GPUs" for g in gpus],
+                [[s["stage"], f"{s['flops'] / 1e15:,.0f}"] + [f"{s['hours'][g]:.1f}" for g in gpus] for s in im["stages"]])
+    text = (f"{c['cpus']} CPU cores, {c['backend']}, {c['threads_per_process']} thread per process; wall time of the whole command, "
+            f"start-up included (a launch alone: {o['1']:.1f} s for one process, {o[str(p)]:.1f} s under torchrun).\n\n"
+            + table(head, rows)
+            + f"\n\nImageNet-1K, counted FLOPs (a forward {im['forward_flops'] / 1e9:.2f} GFLOP, a training step {im['train_step_flops'] / 1e9:.2f} "
+            f"GFLOP per image) at an **assumed** {im['gpu_tflops_assumed']:g} TFLOP/s sustained per GPU (not measured here):\n\n" + cap)
+    return text, [name]
+
+
 RENDERERS = {
     "ladd-run": ladd_run,
     "local-reduction": local_reduction,
@@ -242,6 +264,7 @@ RENDERERS = {
     "trainer-speed": trainer_speed,
     "data-store": data_store,
     "speed-run": speed_run,
+    "distributed": distributed,
 }
 
 

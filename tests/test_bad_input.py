@@ -40,7 +40,6 @@ SPECIAL_BAD = {
     "--labeler-epoch": ["-1", "nan", "inf", "1e30", "abc"],
     "--expert-epoch": ["-1", "nan", "inf", "1e30", "abc"],
     "--crops-per-step": ["0", "-1", "nan", "1e30", str(10**12), "abc"],
-    "--shard": ["0/0", "4/4", "-1/4", "nan/4", "0/inf", f"0/{10**12}", "abc"],
     "--pools": ["epochs", "abc", ","],
     "--equal-cost": ["abc", ","],
     "--param": ["x", "=1"],

@@ -283,7 +283,33 @@ def test_imagefolder(folder_root):
         expected = torch.tensor(COLORS[ds.class_names[label]], dtype=torch.uint8).view(3, 1, 1).expand(3, 8, 8)
         assert torch.equal(image, expected)
     assert_train_stats(ds)
-    assert load_dataset("imagefolder", data_dir=folder_root).shape == (3, 128, 128)  # default resolution
+
+
+def _sized_folder(root, sizes):
+    """One class per size in `sizes` (train: 2 images, val: 1), flat grey PNGs."""
+    for k, size in enumerate(sizes):
+        for split, count in (("train", 2), ("val", 1)):
+            for i in range(count):
+                path = root / split / f"c{k}" / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", size, (60 * k, 60, 60)).save(path)
+    return root
+
+
+def test_imagefolder_defaults_to_the_images_own_size_and_says_so(tmp_path, capsys):
+    """No --resolution: a folder of 20×20 images stays 20 px (not blown up to 128); a shared
+    non-square size keeps its centre square; mixed or larger sizes are resized to 128 as before."""
+    ds = load_dataset("imagefolder", data_dir=_sized_folder(tmp_path / "a", [(20, 20)] * 2))
+    assert ds.shape == (3, 20, 20)
+    assert "imagefolder: all images are 20×20 px: using 20 px (give --resolution to change)" in capsys.readouterr().err
+    assert load_dataset("imagefolder", data_dir=_sized_folder(tmp_path / "b", [(24, 16)] * 2)).shape == (3, 16, 16)
+    assert load_dataset("imagefolder", data_dir=_sized_folder(tmp_path / "c", [(20, 20), (24, 24)])).shape == (3, 128, 128)
+    assert "the images differ in size (20×20 and 24×24 px): using 128 px" in capsys.readouterr().err
+    big = _sized_folder(tmp_path / "d", [(130, 140)] * 2)
+    assert load_dataset("imagefolder", data_dir=big).shape == (3, 128, 128)
+    assert f"{big / 'train' / 'c0' / '0.png'} is 130×140 px: using 128 px" in capsys.readouterr().err
+    assert load_dataset("imagefolder", data_dir=big, resolution=8).shape == (3, 8, 8)  # an explicit size wins, silently
+    assert "imagefolder:" not in capsys.readouterr().err
 
 
 def test_tiny_imagenet_layout(tmp_path):

@@ -1,14 +1,18 @@
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
 
-from ladd.artifact import Artifact
+from ladd import pipeline
+from ladd.artifact import Artifact, load_artifact, save_artifact
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.eval.protocol import EvalConfig, evaluate
-from ladd.eval.protocols import load_protocol, shipped
+from ladd.eval.protocols import DEFAULT, load_protocol, shipped
+from ladd.experts import ExpertConfig
+from ladd.labels.relabel import RelabelConfig
 from ladd.train.loop import Recipe, _Ema
 
 from conftest import make_dataset
@@ -149,3 +153,23 @@ def test_lic_protocol_is_cims_evaluator_with_the_batch_chosen_by_set_size():
     assert [lic.batch_for(n) for n in (10, 11, 500, 501, 20000, 20001)] == [10, 50, 50, 100, 100, 200]
     assert recipe.batch_size == 50 and lic.recipe("convnet", None, images=10, batch_size=7).batch_size == 7
     assert load_protocol("dc").batch_for(10) == 256  # no batch_sizes: always batch_size
+
+
+def test_replaying_methods_default_to_the_fkd_protocol_and_refuse_an_sgd_one(toy, tmp_path, capsys):
+    """SGD protocols train a replayed relabel to chance (its KL at T = 20 has tiny gradients), so
+    fkd's rows use the fkd protocol unless one is given, and a given SGD protocol is refused."""
+    path = tmp_path / "art"
+    save_artifact(path, pipeline.distill(toy, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(ipc=6)))
+    relabel = RelabelConfig(epochs=1, batch_size=6, teacher=ExpertConfig(model="convnet-w32", epochs=1, batch_size=6))
+    save_artifact(path, pipeline.relabel(load_artifact(path), path, toy, relabel, Runtime()))
+    cfg = EvalConfig(methods=("baseline", "fkd"), models=("convnet-w32",), seeds=1, epochs=1)
+    rows = evaluate(load_artifact(path), toy, cfg, Runtime())
+    assert [(r["method"], r["protocol"], r["optimizer"]) for r in rows] == [("baseline", DEFAULT, load_protocol(DEFAULT).optimizer),
+                                                                           ("fkd", "fkd", "adamw")]
+    assert "method fkd: protocol fkd, the default for replaying a stored relabel" in capsys.readouterr().err
+    for method, protocol in (("fkd", "dc-cpu"), ("sre2l", "glad"), ("local-dense+replay", "dc")):
+        with pytest.raises(LaddError, match=rf"--protocol {protocol} trains method {re.escape(method)} to chance: .* needs AdamW, not sgd; "
+                                            rf"give an AdamW protocol \(fkd, lic\), or leave --protocol out to train \S+ under protocol fkd$"):
+            EvalConfig(methods=("baseline", method), protocol=protocol)
+    assert EvalConfig(methods=("relabel",), protocol="lic").protocol == "lic"  # AdamW: accepted as given
+    assert EvalConfig(methods=("baseline",), protocol="dc-cpu").protocol == "dc-cpu"

@@ -1,5 +1,5 @@
-"""SRe²L / LPLD: class-wise BN statistics, the recover objective, per-unit resume and shards,
-diversity metrics, and the errors a user can hit."""
+"""SRe²L / LPLD: class-wise BN statistics, the recover objective, per-unit resume, diversity
+metrics, and the errors a user can hit (torchrun: tests/test_dist_images.py)."""
 
 import json
 import subprocess
@@ -17,7 +17,7 @@ from ladd.core.runtime import Runtime, generator
 from ladd.core.types import normalize
 from ladd.eval.diversity import diversity, gaussian_mmd2, mean_pairwise_cosine
 from ladd.images import ImageRequest, make_images
-from ladd.images.recover import RecoverParams, bn_objective, plan_units, prepare, recover_shard, unit_seed
+from ladd.images.recover import RecoverParams, bn_objective, plan_units, prepare, unit_seed
 from ladd.images.squeeze import STATS, SqueezeConfig, class_statistics, squeeze, teacher_dir
 from ladd.pipeline import ImagesConfig, SourceConfig, distill
 
@@ -124,23 +124,6 @@ def test_resume_equals_uninterrupted(toy, tmp_path, interrupted, method, capsys)
     assert log.count("resuming from") + log.count("no checkpoint in") == len(plan_units(method, 3, 2, params.get("classes_per_batch", 100)))
 
 
-def test_sharded_and_parallel_equal_serial(toy, tmp_path):
-    params = {**TEACHER, "iterations": 3, "jitter": 1}
-    serial = make_images("lpld", ImageRequest(toy, 2, seed=4, params=params))
-    req = ImageRequest(toy, 2, seed=4, params=params, checkpoint_dir=tmp_path)
-    assert recover_shard(req, "lpld", 0, 2) == [0, 2] and recover_shard(req, "lpld", 1, 2) == [1]
-    assembled = make_images("lpld", ImageRequest(toy, 2, seed=4, params=params, checkpoint_dir=tmp_path, resume=True))
-    assert torch.equal(serial.images, assembled.images)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # workers run one thread each: compare at the same thread count
-    try:
-        reference = make_images("sre2l", ImageRequest(toy, 2, seed=4, params=params))
-        parallel = make_images("sre2l", ImageRequest(toy, 2, seed=4, params=params, workers=2))
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(reference.images, parallel.images)
-
-
 def test_cosine_and_mmd_equal_direct_computation():
     g = torch.Generator().manual_seed(0)
     f = torch.randn(5, 3, generator=g, dtype=torch.float64)
@@ -189,8 +172,6 @@ def test_bad_inputs_give_one_line_errors(toy, tmp_path):
     (b / STATS).write_bytes((a / STATS).read_bytes())
     with pytest.raises(LaddError, match="another teacher checkpoint"):
         make_images("lpld", ImageRequest(toy, 1, params={**TEACHER, "iterations": 1}, teacher=b))
-    with pytest.raises(LaddError, match="index must be in 0..1"):
-        recover_shard(ImageRequest(toy, 1, params=TEACHER, checkpoint_dir=tmp_path), "lpld", 2, 2)
     with pytest.raises(LaddError, match="--teacher-dir is for --images sre2l or lpld"):
         distill(toy, SourceConfig(), ImagesConfig(method="random", ipc=1, teacher=str(a)))
     with pytest.raises(ValidationError, match=r"iteration\n  Extra inputs are not permitted"):
@@ -217,10 +198,6 @@ def test_cli_squeeze_recover_diversity(tmp_path):
     assert len(d["per_class"]) == 10 and -1 <= d["within_class_cosine"] <= 1 and d["mmd2"] >= 0
 
 
-def test_cli_refuses_other_methods_and_bad_shards():
+def test_cli_refuses_other_methods():
     with pytest.raises(LaddError, match="recover runs sre2l or lpld"):
         cli.recover(images="dm")
-    for bad in ("1-2", "a/2", "0/0"):
-        with pytest.raises(LaddError, match="must be i/n"):
-            cli._shard(bad)
-    assert cli._shard("3/4") == (3, 4)

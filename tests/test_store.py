@@ -312,3 +312,18 @@ def test_workers_setting(monkeypatch):
     assert store.default_workers() >= 1
     with pytest.raises(LaddError, match="--workers"):
         load_dataset("digits", workers=0)
+
+
+def test_the_images_own_size_keys_the_same_store_as_that_resolution_given(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        for k, name in enumerate(CLASSES):
+            path = root / split / name / "0.png"
+            path.parent.mkdir(parents=True)
+            Image.new("RGB", (RES, RES), (80 * k, 40, 40)).save(path)
+    auto = load_dataset("imagefolder", data_dir=root)
+    assert auto.shape == (3, RES, RES)
+    forget_open_stores(monkeypatch)
+    monkeypatch.setattr(store, "_decode_task", fail)
+    monkeypatch.setattr(imagefolder, "decode", fail)
+    assert store.store_of(load_dataset("imagefolder", data_dir=root, resolution=RES)) == store.store_of(auto)

@@ -28,7 +28,7 @@ from ladd.core.limits import (
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime, Speed
 from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for, rounding_rows
-from ladd.eval.protocols import load_protocol
+from ladd.eval.protocols import DEFAULT as DEFAULT_PROTOCOL, load_protocol
 from ladd.core.cache import entry
 from ladd.experts import ExpertConfig, ensure_buffer
 from ladd.images import IMAGE_METHODS, check_params
@@ -140,13 +140,6 @@ def _crops(text: str) -> int | str:
     return int(text)
 
 
-def _shard(text: str) -> tuple[int, int]:
-    parts = text.split("/")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not 0 <= int(parts[0]) < int(parts[1]) <= MAX_WORKERS:
-        raise LaddError(f"--shard {text!r} must be i/n with whole numbers 0 <= i < n <= {MAX_WORKERS}, e.g. 0/4")
-    return int(parts[0]), int(parts[1])
-
-
 def _param(pair: str) -> tuple[str, object]:
     """One --param KEY=VALUE; VALUE is read as TOML (true, 50, 0.01, "embed"), else as a string."""
     key, sep, value = pair.partition("=")
@@ -242,6 +235,7 @@ EvalEpochs = Annotated[Optional[int], typer.Option("--epochs", min=1, max=MAX_CO
 EvalLr = Annotated[Optional[float], typer.Option("--lr", min=MIN_LR, max=MAX_LR, help="Student learning rate (default: an MTT artifact's learned lr, else the protocol's, per model).")]
 EvalSoftLoss = Annotated[Optional[str], typer.Option("--soft-loss", parser=_checked("--soft-loss", _one_of, "--soft-loss", ("ce", "kl")), help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")]
 Protocol_ = Annotated[str, typer.Option("--protocol", parser=_checked("--protocol", load_protocol), help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, lic, or a .toml file. Recorded in every result row.")]
+EvalProtocol = Annotated[Optional[str], typer.Option("--protocol", parser=_checked("--protocol", load_protocol), help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, lic, or a .toml file. Default: dc; fkd for methods that replay a stored relabel (fkd/sre2l/relabel). Recorded in every result row.")]
 RunProtocol = Annotated[str, typer.Option("--protocol", parser=_checked("--protocol", load_protocol), help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, lic, or a .toml file. --epochs, --lr and --soft-loss override it only when given.")]
 SelectLr = Annotated[Optional[str], typer.Option("--select-lr", parser=_checked("--select-lr", _floats, "--select-lr", MIN_LR, MAX_LR), help="Comma-separated student lr candidates, e.g. 0.003,0.01,0.03: the one whose students score best on a validation split carved from the training split is used; the test split is never read to choose.")]
 EvalValPerClass = Annotated[int, typer.Option("--val-per-class", min=1, max=MAX_COUNT, help="Training images per class held out as the validation split for --select-lr.")]
@@ -415,7 +409,7 @@ def label(
 @_trains
 def eval_(
     artifact: ArtifactArg, methods: Methods = None, model: Model = "convnet", seeds: Seeds = 5,
-    protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None, select_lr: SelectLr = None,
+    protocol: EvalProtocol = None, epochs: EvalEpochs = None, lr: EvalLr = None, select_lr: SelectLr = None,
     val_per_class: EvalValPerClass = 50, crops_per_step: Crops = "all", local_reduction: LocalReduction = None,
     soft_loss: EvalSoftLoss = None,
     robust: Annotated[bool, typer.Option("--robust", help="Also compute DD-Ranking's HLR, IOR, Label-Robust and Augmentation-Robust Scores against a random real subset at the same IPC, labelled the same way (first --model).")] = False,
@@ -436,7 +430,7 @@ def eval_(
     candidates = tuple(_floats(select_lr, "--select-lr", MIN_LR, MAX_LR)) if select_lr else ()
     kinds = _equal_cost(equal_cost)
     if "curve" in kinds and curve_every is None:
-        curve_every = max(1, (epochs or load_protocol(protocol).epochs) // 50)
+        curve_every = max(1, (epochs or load_protocol(protocol or DEFAULT_PROTOCOL).epochs) // 50)
     cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, protocol=protocol, epochs=epochs, lr=lr,
                      select_lr=candidates, val_per_class=val_per_class, crops_per_step=_crops(crops_per_step),
                      local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size, curve_every=curve_every,
@@ -747,12 +741,11 @@ def recover(
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, seed: Seed = 0, recipe: Recipe = None,
     teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
     teacher_weights: TeacherWeights = None, teacher_classes: TeacherClasses = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS, help="Processes recovering independent batches (LPLD: classes) in parallel; the images do not depend on it.")] = 1,
-    shard: Annotated[Optional[str], typer.Option("--shard", parser=_checked("--shard", _shard), help="i/n: recover only batches i, i+n, … into their checkpoints (e.g. on n machines); then run again with --resume and no --shard to assemble.")] = None,
     resume: Resume = False, float_images: FloatImages = False, out: Out = None, device: Device = "auto", speed: Speed = Speed(),
 ):
     """SRe²L/LPLD recover: synthesize IPC images per class from a BN teacher (the same image
-    methods `ladd distill --images sre2l|lpld` runs); checkpointed per batch (LPLD: per class)."""
+    methods `ladd distill --images sre2l|lpld` runs); checkpointed per batch (LPLD: per class).
+    Under torchrun the batches are shared out over the ranks; --resume continues each from its checkpoint."""
     from ladd.images.recover import METHODS
 
     method = IMAGE_METHODS.canonical(images)
@@ -763,12 +756,7 @@ def recover(
     if teacher_weights is not None or (teacher_dir is None and (teacher_model or teacher_epochs)):
         teacher_dir = _teacher(data, teacher_dir, teacher_model, teacher_epochs, ipc, runtime, teacher_weights, teacher_classes)
     cfg = ImagesConfig(method=method, ipc=ipc, seed=seed, recipe=recipe, resume=resume, float_images=float_images,
-                       teacher=teacher_dir, workers=workers)
-    if shard is not None:
-        index, count = _shard(shard)
-        done = pipeline.recover_shard(data, cfg, index, count, runtime)
-        console.print(f"shard {index}/{count}: {len(done)} batches recovered into their checkpoints; assemble with the same options, --resume and no --shard")
-        return
+                       teacher=teacher_dir)
     art = pipeline.distill(data, src, cfg, runtime)
     out = out or _default_out() / "artifact"
     save_artifact(out, art)
@@ -1123,7 +1111,7 @@ def main() -> None:
     try:
         dist.init()
         if dist.rank() > 0:  # under torchrun rank 0 prints the results; every rank prints its errors
-            sys.stdout = open(os.devnull, "w")
+            sys.stdout, console.quiet = open(os.devnull, "w"), True
         code = _command().main(standalone_mode=False)
     except NoArgsIsHelpError:  # `ladd` or `ladd experiment` alone: the help is already printed
         sys.exit(2)
@@ -1135,7 +1123,7 @@ def main() -> None:
         sys.exit(2)
     except td.DistError as e:  # a peer process of this torchrun job died or stopped answering
         print(f"error: {dist.where()}another process of this job stopped ({str(e).splitlines()[0][:200]}): "
-              f"fix what it printed, then launch the same command again with --resume to continue", file=sys.stderr)
+              f"launch the same command again to continue from the last checkpoint (with --resume where the command has it)", file=sys.stderr)
         sys.exit(3)
     except ValidationError as e:
         err = e.errors()[0]

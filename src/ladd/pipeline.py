@@ -20,7 +20,7 @@ from ladd.core.io import sweep
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.data import load_dataset
-from ladd.images import IMAGE_METHODS, ImageRequest, make_images, recover
+from ladd.images import IMAGE_METHODS, ImageRequest, make_images
 from ladd.images.recover import METHODS as RECOVER_METHODS
 from ladd.images.optimize import STATE
 from ladd.images.recipes import has_recipes, load_recipe
@@ -51,7 +51,6 @@ class ImagesConfig(BaseModel):
     resume: bool = False
     buffer: str | None = None  # MTT: expert folder from `ladd experts --out`; default: the expert cache
     teacher: str | None = None  # SRe²L/LPLD: BN teacher directory (`ladd squeeze`); default: the recipe's teacher
-    workers: int = Field(1, ge=1)  # SRe²L/LPLD: parallel recover processes (the result does not depend on it)
     params: dict[str, Any] = {}  # recipe parameters overridden by name (`--param KEY=VALUE`), e.g. LIC's stage switches
 
 
@@ -87,7 +86,7 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
             "shape": list(dataset.shape),
         },
         "ipc": len(images) // dataset.num_classes,
-        "images": {**cfg.model_dump(exclude={"resume", "workers"}), "method": method, "recipe": recipe, "learned": images.info,
+        "images": {**cfg.model_dump(exclude={"resume"}), "method": method, "recipe": recipe, "learned": images.info,
                    "flops": images.flops},
     }
     art = Artifact(images.images, images.labels, manifest)
@@ -114,16 +113,8 @@ def image_request(dataset: Dataset, cfg: ImagesConfig, runtime: Runtime) -> tupl
     path = None if cfg.import_path is None else Path(cfg.import_path).expanduser()
     resolve = lambda p: None if p is None else Path(p).expanduser()  # noqa: E731
     request = ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume,
-                           cfg.float_images, resolve(cfg.buffer), resolve(cfg.teacher), cfg.workers)
+                           cfg.float_images, resolve(cfg.buffer), resolve(cfg.teacher))
     return request, recipe
-
-
-def recover_shard(dataset: Dataset, cfg: ImagesConfig, index: int, count: int, runtime: Runtime = Runtime()) -> list[int]:
-    """`ladd recover --shard i/n`: recover one shard of SRe²L/LPLD's units into their checkpoints."""
-    method = IMAGE_METHODS.canonical(cfg.method)
-    if method not in RECOVER_METHODS:
-        raise LaddError(f"--shard is for --images {' or '.join(RECOVER_METHODS)}, not {method}")
-    return recover.recover_shard(image_request(dataset, cfg, runtime)[0], method, index, count)
 
 
 def continuing(dataset: Dataset, cfg: ImagesConfig) -> ImagesConfig:
@@ -132,18 +123,17 @@ def continuing(dataset: Dataset, cfg: ImagesConfig) -> ImagesConfig:
     directory = image_request(dataset, cfg, Runtime())[0].checkpoint_dir
     if directory is None:  # not a learned method
         return cfg
-    recovers = IMAGE_METHODS.canonical(cfg.method) in RECOVER_METHODS
-    started = directory.exists() if recovers else (directory / STATE).exists()  # recover: a checkpoint per unit inside
+    started = any(directory.rglob(STATE))  # recover, LIC: a checkpoint per unit in a folder of its own
     return cfg.model_copy(update={"resume": started})
 
 
 def checkpoint_dir(dataset: Dataset, cfg: ImagesConfig, params: dict) -> Path:
     """Where a learned method checkpoints: keyed by everything that changes the learned images (an
-    MTT buffer or a teacher by its absolute path; runs without one keep their key). Never `workers`,
-    nor `float_images` (only how the final images are stored: `--float-images --resume` after a
+    MTT buffer or a teacher by its absolute path; runs without one keep their key). Never
+    `float_images` (only how the final images are stored: `--float-images --resume` after a
     uint8 run reuses its finished state)."""
     uint8 = cfg.model_copy(update={"float_images": False})  # both storage choices share one checkpoint
-    images = uint8.model_dump(exclude={"resume", "buffer", "teacher", "workers", "params"})  # `params` are merged into `params`
+    images = uint8.model_dump(exclude={"resume", "buffer", "teacher", "params"})  # `params` are merged into `params`
     for name in ("buffer", "teacher"):
         if getattr(cfg, name) is not None:
             images[name] = str(Path(getattr(cfg, name)).expanduser().resolve())

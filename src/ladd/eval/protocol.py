@@ -23,13 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ladd.artifact import Artifact
 from ladd.core import dist
 from ladd.core.errors import Diverged, LaddError
+from ladd.core.progress import log
 from ladd.augment.dsa import strategy_for
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset, quantize
 from ladd.cost import flops
 from ladd.cost.storage import component_bytes
 from ladd.data import holdout, stream
-from ladd.eval.protocols import DEFAULT, Protocol, load_protocol
+from ladd.eval.protocols import DEFAULT, Protocol, load_protocol, shipped as shipped_protocols
 from ladd.experts import build_for
 from ladd.labels.replay import Pruning, Replay, prune_units, units_per_epoch
 from ladd.models import MODELS
@@ -52,7 +53,8 @@ class EvalConfig(BaseModel):
     methods: tuple[str, ...] = Field(("baseline", "ladd"), min_length=1)
     models: tuple[str, ...] = Field(("convnet",), min_length=1)
     seeds: int = Field(3, ge=1)
-    protocol: str = DEFAULT  # a shipped protocol name (dc, dc-cpu, glad, fkd, lic) or a .toml path
+    # a shipped protocol name (dc, dc-cpu, glad, fkd, lic) or a .toml path; None = each method's default (`protocol_for`)
+    protocol: str | None = None
     # None = the protocol's value; a number overrides it (recorded as an override)
     epochs: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
@@ -85,8 +87,32 @@ class EvalConfig(BaseModel):
         if self.select_lr and self.curve_every is not None:
             raise LaddError("the FLOPs curve reads the test split during training, which --select-lr's candidates must not: "
                             "choose the lr with --select-lr first, then pass it with --lr")
-        load_protocol(self.protocol)
+        for method in self.methods:
+            protocol_for(self, method)
         return self
+
+
+# Students replaying a stored relabel (method fkd) fit a KL to labels softened at the relabel's
+# temperature (T = 20): its gradients are about T² smaller than a cross-entropy's, which AdamW's
+# steps ignore but SGD's do not. Digits, IPC 10 random, 20 relabel epochs, convnet students for
+# 100 epochs, 1 seed: 85% under fkd or lic (AdamW), 16% under dc-cpu and 10% under glad (SGD): chance.
+REPLAY_PROTOCOL = "fkd"
+
+
+def protocol_for(cfg: EvalConfig, method: str) -> Protocol:
+    """The protocol `method`'s students train under: the one given, else `fkd` for a method that
+    replays a stored relabel and DEFAULT for the others. A given protocol that would train a
+    replaying method to chance (not AdamW) is refused rather than run."""
+    replays = "replay" in method_terms(method)
+    if cfg.protocol is None:
+        return load_protocol(REPLAY_PROTOCOL if replays else DEFAULT)
+    protocol = load_protocol(cfg.protocol)
+    if replays and protocol.optimizer != "adamw":
+        adamw = ", ".join(n for n in shipped_protocols() if load_protocol(n).optimizer == "adamw")
+        raise LaddError(f"--protocol {cfg.protocol} trains method {method} to chance: its KL on temperature-softened stored labels "
+                        f"needs AdamW, not {protocol.optimizer}; give an AdamW protocol ({adamw}), or leave --protocol out "
+                        f"to train {method} under protocol {REPLAY_PROTOCOL}")
+    return protocol
 
 
 def methods_for(label_method: str | None) -> tuple[str, ...]:
@@ -135,9 +161,7 @@ def train_data(art: Artifact, dataset: Dataset) -> TrainData:
 def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:
     """One result row per (method, model). Every student of the call (methods × models × lr
     candidates × seeds) is trained by one `train_plans`, so under torchrun they spread over the ranks."""
-    protocol = load_protocol(cfg.protocol)
     learned_lr = (art.manifest.get("images", {}).get("learned") or {}).get("lr")  # MTT learns the student lr
-    soft_loss = cfg.soft_loss or protocol.soft_loss
     data = train_data(art, dataset)
     storage = art.manifest.get("storage") or component_bytes(art.components())
     made = art.manifest.get("flops", {})
@@ -149,6 +173,10 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
     reduction = cfg.local_reduction or local_reduction_for(art)
     jobs = []  # per (method, model): what its row records and its plans (one per lr candidate)
     for method in cfg.methods:
+        protocol = protocol_for(cfg, method)
+        if cfg.protocol is None and protocol.name == REPLAY_PROTOCOL:
+            log(f"method {method}: protocol {REPLAY_PROTOCOL}, the default for replaying a stored relabel (an SGD protocol trains it to chance)")
+        soft_loss = cfg.soft_loss or protocol.soft_loss
         terms = method_terms(method, crops, reduction, soft_loss)
         used = sorted({TERM_COMPONENTS[t] for t in terms})
         label_zip = sum(storage[c]["zip"] for c in used if c in storage)
@@ -180,11 +208,12 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                                                              batch_size=batch_size, augment=cfg.augment, images=len(art.images)),
                           model_name, cfg.seeds, f"{method} lr {c:g} (validation)" if cfg.select_lr else method, cfg.curve_every)
                      for c in cfg.select_lr or (lr,)]
-            jobs.append((method, terms, used, label_raw, label_zip, label_flops, uses_labeler, relabel, model_name, lr, lr_source, plans))
+            jobs.append((method, protocol, soft_loss, terms, used, label_raw, label_zip, label_flops, uses_labeler, relabel, model_name, lr,
+                         lr_source, plans))
 
     trained = iter(train_plans([p for job in jobs for p in job[-1]], dataset, runtime))
     rows = []
-    for method, terms, used, label_raw, label_zip, label_flops, uses_labeler, relabel, model_name, lr, lr_source, plans in jobs:
+    for method, protocol, soft_loss, terms, used, label_raw, label_zip, label_flops, uses_labeler, relabel, model_name, lr, lr_source, plans in jobs:
         candidates, chosen, selection = [next(trained) for _ in plans], 0, None
         if cfg.select_lr:
             chosen, selection = select_lr(cfg.select_lr, candidates, val)
@@ -478,7 +507,7 @@ def robustness(art: Artifact, random_art: Artifact, dataset: Dataset, cfg: EvalC
     def real_hard() -> list[float]:
         """Students on the whole training split with hard labels, at the protocol's lr: trained and
         tested directly (an `evaluate` would also zip the training split for its byte count)."""
-        protocol = load_protocol(cfg.protocol)
+        protocol = protocol_for(cfg, "baseline")
         recipe = protocol.recipe(model, strategy_for(dataset.name), epochs=real_epochs, lr=protocol.lr_for(model),
                                  batch_size=cfg.batch_size, augment=cfg.augment, images=len(dataset.train))
         real = TrainData(dataset.train.images, dataset.train.labels, dataset.mean, dataset.std)

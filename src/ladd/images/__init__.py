@@ -28,7 +28,6 @@ class ImageRequest:
     float_images: bool = False  # learned methods: keep float32 pixels instead of rounding to uint8
     buffer: Path | None = None  # MTT: expert folder written by `ladd experts --out`; None = the expert cache
     teacher: Path | None = None  # SRe²L/LPLD: BN teacher directory (`ladd squeeze`); None = the recipe's teacher in the cache
-    workers: int = 1  # SRe²L/LPLD: processes recovering independent units in parallel
 
 
 IMAGE_METHODS: Registry[Callable[[ImageRequest], ImageSet]] = Registry("image method")

@@ -12,21 +12,28 @@ synthetic images; features of an intermediate observer layer).
 2. Squeeze: groups of N (in score order) resized to 1/√N of each side and tiled √N × √N.
 3. Compensation: learn Δx so the expanded tiles of x* + Δx match their originals in the observer's
    features under shared random augmentation (Eq. 8). Images are independent: each image's loss
-   is its own mean squared feature error and the losses are summed, so with Adam's per-pixel
-   steps the whole set optimizes in one batch exactly as image by image would.
+   is its own mean squared feature error (Adam steps per pixel), so each class is a *unit*
+   optimized on its own, with its own seed and checkpoint, as recover's units are.
 4. Relabel: the observer's soft label of every tile (LADD dense labels with n = √N, R = 1/√N).
+
+Under torchrun the classes go round-robin to the ranks (`dist.mine`) for scoring and
+compensation and are gathered on every rank: the candidate draws come from one generator that
+every rank runs through for all classes, so the images are one process's.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
 from ladd.augment.dsa import DSA, strategy_for
+from ladd.core import dist
 from ladd.core.errors import LaddError
 from ladd.core.runtime import generator
 from ladd.core.limits import MAX_COUNT, MAX_PIXEL_LR, MAX_STEPS, MAX_VIEWS
@@ -35,7 +42,8 @@ from ladd.cost import flops
 from ladd.data.stream import gather
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.observer import ObserverParams, features, layer_names, load_observer, observer_ce, region_cost, region_labels
-from ladd.images.optimize import optimize_images
+from ladd.images.optimize import Optimized, optimize_images
+from ladd.images.recover import unit_seed
 from ladd.images.mosaic import expand, grid_side, squeeze
 
 
@@ -54,8 +62,9 @@ class LICParams(ObserverParams):
 
 def pick_per_class(dataset: Dataset, k: int, candidates: int | None, score, gen: torch.Generator) -> torch.Tensor:
     """C×k training indices: per class the k best-scoring of a random candidate subset (`score`
-    maps indices to scores, higher is better), or k random images when `candidates` is None."""
-    picks = []
+    maps indices to scores, higher is better), or k random images when `candidates` is None.
+    Every rank draws every class's subset (one stream, as one process) and scores its own classes."""
+    pools = []
     for c in range(dataset.num_classes):
         members = (dataset.train.labels == c).nonzero().flatten()
         members = members[torch.randperm(len(members), generator=gen)]
@@ -64,11 +73,12 @@ def pick_per_class(dataset: Dataset, k: int, candidates: int | None, score, gen:
             what = f"the {len(pool)} candidates" if candidates is not None and len(members) > candidates else f"the {len(members)} training images"
             raise LaddError(f"class {dataset.class_names[c]!r}: {what} are fewer than tiles × IPC = {k}: "
                             f"raise candidates (at most {len(members)}) or lower --ipc or tiles")
-        if candidates is None:
-            picks.append(pool[:k])
-        else:
-            picks.append(pool[torch.sort(score(pool), descending=True, stable=True).indices[:k]])
-    return torch.stack(picks)
+        pools.append(pool)
+    if candidates is None:
+        return torch.stack([pool[:k] for pool in pools])
+    picks = dist.merge({c: pools[c][torch.sort(score(pools[c]), descending=True, stable=True).indices[:k]]
+                        for c in dist.mine(dataset.num_classes)})
+    return torch.stack([picks[c] for c in range(dataset.num_classes)])
 
 
 def compensation_loss(observer, layer: str, syn: torch.Tensor, originals: torch.Tensor, mean, std,
@@ -94,6 +104,31 @@ def ops_for(augment: str, dataset: str) -> DSA | None:
     return DSA("_".join(ops)) if ops else None
 
 
+def compensate(observer, p: LICParams, syn0: torch.Tensor, originals: torch.Tensor, ipc: int, dataset: Dataset, seed: int,
+               checkpoint_dir: Path | None, resume: bool) -> dict[int, Optimized]:
+    """{class: its compensated images} for this rank's classes, each optimized as one process
+    (it checkpoints in `checkpoint_dir/class_NNNNN`)."""
+    dsa = ops_for(p.augment, dataset.name)
+
+    def one(c: int) -> Optimized:
+        real = originals[c * ipc : (c + 1) * ipc]
+        with dist.alone():
+            return optimize_images(
+                syn0[c * ipc : (c + 1) * ipc], lambda it, syn, g: compensation_loss(observer, p.layer, syn, real, dataset.mean, dataset.std, dsa, g),
+                iterations=p.iterations, lr=p.lr, seed=unit_seed(seed, c, "lic"), betas=(0.9, 0.999),
+                checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"class_{c:05d}", resume=resume,
+                every=p.checkpoint_every, description=f"LIC compensation class {c}",
+            )
+
+    return {c: one(c) for c in dist.mine(dataset.num_classes)}
+
+
+def stored(x: torch.Tensor, keep_float: bool) -> torch.Tensor:
+    """Images in [0, 1] → the pixels stored: 0..255, rounded to uint8 unless `keep_float`."""
+    pixels = x.detach().clamp(0, 1).cpu() * 255
+    return pixels if keep_float else pixels.round().to(torch.uint8)
+
+
 @IMAGE_METHODS.register("lic")
 def lic_images(req: ImageRequest) -> ImageSet:
     p = LICParams(**req.params)
@@ -109,28 +144,26 @@ def lic_images(req: ImageRequest) -> ImageSet:
                           for part in idx.split(512)])  # candidates scored 512 at a time
 
     idx, cost = flops.count(pick_per_class, ds, p.tiles * req.ipc, p.candidates if p.select else None, score, gen)
+    cost = sum(dist.gather(cost))  # each rank scored its classes
     groups = idx.view(ds.num_classes * req.ipc, p.tiles)  # consecutive picks (score order) share an image
     labels = ds.train.labels[groups[:, 0]]
     originals = gather(ds.train.images, groups).to(device).float() / 255  # B×N×C×H×W in [0, 1]
     syn0 = squeeze(originals)
     info = {"observer": provenance, "tiles": p.tiles, "grid": n, "selected": groups.tolist()}
     if p.compensate and p.iterations > 0:
-        dsa = ops_for(p.augment, ds.name)
         t0, cpu0 = time.perf_counter(), time.process_time()
-        out = optimize_images(
-            syn0, lambda it, syn, g: compensation_loss(observer, p.layer, syn, originals, ds.mean, ds.std, dsa, g),
-            iterations=p.iterations, lr=p.lr, seed=req.seed, betas=(0.9, 0.999),
-            checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every, description=f"LIC compensation IPC {req.ipc}",
-        )
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        syn, losses, cost = out.images, out.losses, cost + out.flops
-        info["compensation"] = {"loss_first": losses[0], "loss_last": losses[-1], "iterations": len(losses),
-                                "seconds": round(seconds, 3), "seconds_per_image": round(seconds / len(syn), 5),
-                                "cpu_seconds_per_image": round(cpu / len(syn), 5)}
+        mine = compensate(observer, p, syn0, originals, req.ipc, ds, req.seed, req.checkpoint_dir, req.resume)
+        cpu = sum(dist.gather(time.process_time() - cpu0))
+        done = dist.merge({c: replace(out, images=stored(out.images, req.float_images)) for c, out in mine.items()})
+        units = [done[c] for c in range(ds.num_classes)]
+        images = torch.cat([u.images for u in units])
+        seconds = time.perf_counter() - t0
+        cost += sum(u.flops for u in units)
+        info["compensation"] = {"loss_first": sum(u.losses[0] for u in units), "loss_last": sum(u.losses[-1] for u in units),
+                                "iterations": p.iterations, "seconds": round(seconds, 3), "seconds_per_image": round(seconds / len(images), 5),
+                                "cpu_seconds_per_image": round(cpu / len(images), 5)}
     else:
-        syn = syn0
-    pixels = syn.detach().clamp(0, 1) * 255
-    images = (pixels if req.float_images else pixels.round().to(torch.uint8)).cpu()
+        images = stored(syn0, req.float_images)
     regions = None
     if p.relabel:
         regions = region_labels(observer, images, ds.mean, ds.std, n)

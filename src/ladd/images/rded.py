@@ -8,6 +8,10 @@ to 1/√N of each side; each patch is scored by the observer's cross-entropy on 
 and image j is tiled from patches j, IPC + j, 2·IPC + j, … (`mix_images`), so every image mixes
 score ranks. Region soft labels come from the observer on each tile (RDED relabels online with the
 observer; ladd stores them once, as LADD dense labels with n = √N, R = 1/√N).
+
+Under torchrun every rank draws every class's candidates and crops (one generator, in class
+order, as one process) and crops and scores only its classes (`dist.mine`); the classes' images
+are gathered on every rank, so they are one process's.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from ladd.core import dist
 from ladd.core.errors import LaddError
 from ladd.core.runtime import generator
 from ladd.core.limits import MAX_COUNT, MAX_VIEWS
@@ -36,18 +41,22 @@ class RDEDParams(ObserverParams):
     relabel: bool = True  # region soft labels from the observer (else hard labels only)
 
 
-def random_resized_crops(images: torch.Tensor, crops: int, size: tuple[int, int], scale: tuple[float, float],
-                         gen: torch.Generator) -> torch.Tensor:
-    """B×C×H×W float → B×crops×C×size: square crops of a uniform area fraction at uniform positions."""
-    b, c, h, w = images.shape
+def crop_boxes(b: int, crops: int, h: int, w: int, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    """B×crops×3 (side, top, left) of square crops of a uniform area fraction at uniform positions:
+    the draws, apart from the cropping, so every rank can make them for every class."""
     area = torch.empty(b, crops).uniform_(*scale, generator=gen) * h * w
     side = area.sqrt().round().clamp(1, min(h, w)).long()
     top = (torch.rand(b, crops, generator=gen) * (h - side + 1)).long()
     left = (torch.rand(b, crops, generator=gen) * (w - side + 1)).long()
-    out = torch.empty(b, crops, c, *size, device=images.device)
+    return torch.stack([side, top, left], -1)
+
+
+def random_resized_crops(images: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """B×C×H×W float and B×crops×3 `crop_boxes` → B×crops×C×size."""
+    b, c = images.shape[:2]
+    out = torch.empty(b, boxes.shape[1], c, *size, device=images.device)
     for i in range(b):
-        for j in range(crops):
-            s, y, x = int(side[i, j]), int(top[i, j]), int(left[i, j])
+        for j, (s, y, x) in enumerate(boxes[i].tolist()):
             out[i, j] = shrink(images[i : i + 1, :, y : y + s, x : x + s], size)[0]
     return out
 
@@ -71,29 +80,35 @@ def rded_images(req: ImageRequest) -> ImageSet:
     gen = generator(req.seed)
     k = p.tiles * req.ipc
 
-    def select() -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-        images, labels, scores = [], [], []
-        for cls in range(ds.num_classes):
-            members = (ds.train.labels == cls).nonzero().flatten()
-            pool = members[torch.randperm(len(members), generator=gen)[: p.candidates]]
-            if len(pool) < k:
-                raise LaddError(f"class {ds.class_names[cls]!r}: {len(pool)} candidate images are fewer than tiles × IPC = {k}: "
-                                f"raise candidates (at most {len(members)}) or lower --ipc or tiles")
-            x = normalize(gather(ds.train.images, pool).to(device), ds.mean, ds.std)
-            patches = random_resized_crops(x, p.crops, (h // n, w // n), (p.scale_min, p.scale_max), gen)
-            y = torch.full((len(pool) * p.crops,), cls, device=device)
-            ce = observer_ce(observer, zero_pad(patches.flatten(0, 1), (h, w)), y).view(len(pool), p.crops).cpu()
-            best_ce, best = ce.min(1)
-            best_patches = patches[torch.arange(len(pool)), best.to(device)]
-            order = torch.sort(best_ce, stable=True).indices[:k]
-            chosen = best_patches[order.to(device)]  # k = N·IPC patches, lowest CE first
-            images.append(tile(chosen.view(p.tiles, req.ipc, c, h // n, w // n).transpose(0, 1)))
-            labels.append(torch.full((req.ipc,), cls))
-            scores.append(best_ce[order].mean().item())
-        return torch.cat(images), torch.cat(labels), scores
+    draws = []  # every class's candidates and crops, from the one generator in class order (as one process)
+    for cls in range(ds.num_classes):
+        members = (ds.train.labels == cls).nonzero().flatten()
+        pool = members[torch.randperm(len(members), generator=gen)[: p.candidates]]
+        if len(pool) < k:
+            raise LaddError(f"class {ds.class_names[cls]!r}: {len(pool)} candidate images are fewer than tiles × IPC = {k}: "
+                            f"raise candidates (at most {len(members)}) or lower --ipc or tiles")
+        draws.append((pool, crop_boxes(len(pool), p.crops, h, w, (p.scale_min, p.scale_max), gen)))
 
-    (images, labels, scores), scoring = flops.count(select)  # scoring is what making the images costs
-    pixels = to_pixels(images, ds.mean, ds.std).cpu()
+    def select(cls: int) -> tuple[torch.Tensor, float]:
+        """The class's IPC images (pixels) and the mean CE of the patches they tile."""
+        pool, boxes = draws[cls]
+        x = normalize(gather(ds.train.images, pool).to(device), ds.mean, ds.std)
+        patches = random_resized_crops(x, boxes, (h // n, w // n))
+        y = torch.full((len(pool) * p.crops,), cls, device=device)
+        ce = observer_ce(observer, zero_pad(patches.flatten(0, 1), (h, w)), y).view(len(pool), p.crops).cpu()
+        best_ce, best = ce.min(1)
+        best_patches = patches[torch.arange(len(pool)), best.to(device)]
+        order = torch.sort(best_ce, stable=True).indices[:k]
+        chosen = best_patches[order.to(device)]  # k = N·IPC patches, lowest CE first
+        images = tile(chosen.view(p.tiles, req.ipc, c, h // n, w // n).transpose(0, 1))
+        return to_pixels(images, ds.mean, ds.std).cpu(), best_ce[order].mean().item()
+
+    # each rank scores its classes; scoring is what making the images costs
+    mine, scoring = flops.count(lambda: {cls: select(cls) for cls in dist.mine(ds.num_classes)})
+    done, scoring = dist.merge(mine), sum(dist.gather(scoring))
+    pixels = torch.cat([done[cls][0] for cls in range(ds.num_classes)])
+    labels = torch.arange(ds.num_classes).repeat_interleave(req.ipc)
+    scores = [done[cls][1] for cls in range(ds.num_classes)]
     info = {"observer": provenance, "tiles": p.tiles, "grid": n, "mean_patch_ce": [round(s, 6) for s in scores]}
     regions = None
     if p.relabel:

@@ -15,19 +15,16 @@ logits — the CE term — always use its global running statistics (LPLD Eq. 6)
   `ladd squeeze` (computed on first use when the teacher has none yet).
 
 A batch is a *unit*: units are independent, each has its own seed (derived from the run seed
-and the unit index) and its own checkpoint, so recover runs units in parallel processes
-(`workers`), in separate shards (`recover_shard`), and resumes per unit — with the same images
-as one uninterrupted serial run (at the same thread count). Hyperparameters: recipes
-`sre2l-*.toml` / `lpld-*.toml`.
+and the unit index) and its own checkpoint. Under torchrun units go round-robin to the ranks
+(`dist.mine`), each rank checkpointing the units it runs, and are gathered on every rank; a run
+resumes per unit, whatever the number of ranks — with the same images as one uninterrupted
+process (at the same thread count). Hyperparameters: recipes `sre2l-*.toml` / `lpld-*.toml`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,9 +33,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from ladd.core import progress
+from ladd.core import dist
 from ladd.core.errors import LaddError
-from ladd.core.io import lock
 from ladd.core.progress import console
 from ladd.core.runtime import generator
 from ladd.core.limits import MAX_COUNT, MAX_PIXELS, MAX_PIXEL_LR, MAX_STEPS
@@ -46,7 +42,6 @@ from ladd.core.types import ImageSet, to_pixels
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.optimize import Optimized, optimize_images
 from ladd.images.squeeze import STATS, SqueezeConfig, bn_layers, channel_stats, load_class_statistics, load_teacher, require_bn, teacher_dir, write_class_statistics
-from ladd.models import build_model
 
 METHODS = ("sre2l", "lpld")
 
@@ -105,17 +100,16 @@ def plan_units(method: str, classes: int, ipc: int, classes_per_batch: int) -> l
 
 
 def unit_seed(seed: int, unit: int, role: str) -> int:
-    """Independent of how units are spread over processes and shards."""
+    """Independent of how units are spread over ranks."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{unit}:{role}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
 class Spec:
-    """Everything a process needs to recover any unit (picklable: sent once to each worker)."""
+    """Everything a unit's recovery depends on besides the teacher."""
 
     method: str
     teacher_model: str
-    teacher_state: dict[str, torch.Tensor]
     shape: tuple[int, int, int]
     classes: int
     mean: tuple[float, ...]
@@ -132,13 +126,8 @@ class Spec:
 class Recovery:
     """A frozen teacher with hooks reading the batch statistics entering each BN layer."""
 
-    def __init__(self, spec: Spec, teacher: nn.Module | None = None):
+    def __init__(self, spec: Spec, teacher: nn.Module):
         self.spec, self.p = spec, spec.params
-        c, h, w = spec.shape
-        if teacher is None:
-            teacher = build_model(spec.teacher_model, channels=c, num_classes=spec.classes, im_size=(h, w))
-            teacher.load_state_dict(spec.teacher_state)
-            teacher.to(spec.device).requires_grad_(False).eval()
         self.teacher = teacher
         self.layers = require_bn(teacher, spec.teacher_model)
         self.units = plan_units(spec.method, spec.classes, spec.ipc, self.p.classes_per_batch)
@@ -185,41 +174,6 @@ class Recovery:
         )
 
 
-_WORKER: Recovery | None = None
-
-
-def _start_worker(spec: Spec, threads: int) -> None:
-    global _WORKER
-    os.environ["LADD_NO_PROGRESS"] = "1"  # one bar, the parent's, counts units
-    torch.set_num_threads(threads)
-    _WORKER = Recovery(spec)
-
-
-def _run_in_worker(unit: int) -> tuple[int, Optimized]:
-    out = _WORKER.run(unit)
-    return unit, replace(out, images=out.images.cpu())
-
-
-def run_units(recovery: Recovery, units: list[int], workers: int) -> dict[int, Optimized]:
-    """Recover `units` in this process or in `workers` spawned processes; {unit: its result}."""
-    if workers <= 1 or len(units) <= 1:
-        out = {}
-        for u in units:
-            result = recovery.run(u)
-            out[u] = replace(result, images=result.images.cpu())
-        return out
-    spec = recovery.spec
-    threads = max(1, torch.get_num_threads() // workers)
-    out = {}
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx, initializer=_start_worker, initargs=(spec, threads)) as pool:
-        with progress.bar(f"{spec.method.upper()} units · {workers} workers", len(units)) as advance:
-            for u, result in pool.map(_run_in_worker, units):
-                out[u] = result
-                advance(status=f"loss {result.losses[-1]:.4g}")
-    return out
-
-
 def prepare(req: ImageRequest, method: str) -> tuple[Recovery, dict]:
     """Teacher (trained or reused), LPLD's class statistics (squeezed on first use), the unit plan."""
     p = RecoverParams(**req.params)
@@ -230,44 +184,36 @@ def prepare(req: ImageRequest, method: str) -> tuple[Recovery, dict]:
     teacher, prov = load_teacher(directory, ds, req.runtime)
     stats = None
     if method == "lpld":
-        with lock(directory / STATS, "squeezing"):  # a second recover (shard) waits for, then reads, the statistics
-            if not (directory / STATS).exists():
+        with dist.locked(directory / STATS, "squeezing"):  # a second job waits for, then reads, the statistics
+            if not dist.first((directory / STATS).exists):
                 console.print(f"no class-wise BN statistics beside the teacher yet: squeezing {directory}")
                 write_class_statistics(teacher, prov, ds, directory, SqueezeConfig(), req.runtime)
         stats = load_class_statistics(directory, ds, prov, list(bn_layers(teacher)))  # load_teacher required BN
     checkpoints = None if req.checkpoint_dir is None else Path(req.checkpoint_dir) / f"teacher-{prov['checkpoint_sha256'][:12]}"
-    state = {k: v.cpu() for k, v in teacher.state_dict().items()}
-    spec = Spec(method, prov["model"], state, ds.shape, ds.num_classes, ds.mean, ds.std, p, stats, req.ipc, req.seed,
+    spec = Spec(method, prov["model"], ds.shape, ds.num_classes, ds.mean, ds.std, p, stats, req.ipc, req.seed,
                 checkpoints, req.resume, str(req.runtime.device))
     return Recovery(spec, teacher), prov
 
 
 def recover_images(req: ImageRequest, method: str) -> ImageSet:
+    """Every unit, each on one rank (as one process: it checkpoints its own units), gathered in pixels."""
     recovery, prov = prepare(req, method)
-    units = list(range(len(recovery.units)))
-    done = run_units(recovery, units, req.workers)
     ds = req.dataset
-    x = torch.empty(ds.num_classes * req.ipc, *ds.shape)
-    for u, result in done.items():
-        x[recovery.units[u]] = result.images
+    mine = {}
+    for u in dist.mine(len(recovery.units)):
+        with dist.alone():
+            result = recovery.run(u)
+        mine[u] = replace(result, images=to_pixels(result.images.cpu(), ds.mean, ds.std, keep_float=req.float_images))
+    done = dist.merge(mine)
+    units = range(len(recovery.units))
+    x = torch.empty(ds.num_classes * req.ipc, *ds.shape, dtype=done[0].images.dtype)
+    for u in units:
+        x[recovery.units[u]] = done[u].images
     labels = torch.arange(ds.num_classes).repeat_interleave(req.ipc)
     info = {"teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
-            "units": len(units), "final_loss_mean": sum(r.losses[-1] for r in done.values()) / len(done)}
+            "units": len(units), "final_loss_mean": sum(done[u].losses[-1] for u in units) / len(units)}
     # the teacher is charged to the labels it makes (relabel), as LADD's labeler is
-    return ImageSet(to_pixels(x, ds.mean, ds.std, keep_float=req.float_images), labels, info, flops=sum(r.flops for r in done.values()))
-
-
-def recover_shard(req: ImageRequest, method: str, index: int, count: int) -> list[int]:
-    """Recover shard `index` of `count` (units index, index+count, …) into their checkpoints;
-    a later run with resume assembles every unit. Returns the units done."""
-    if not 0 <= index < count:
-        raise LaddError(f"--shard {index}/{count}: the index must be in 0..{count - 1}")
-    if req.checkpoint_dir is None:
-        raise LaddError("--shard needs checkpoints to assemble the shards from: it runs only through `ladd recover`")
-    recovery, _ = prepare(req, method)
-    units = list(range(len(recovery.units)))[index::count]
-    run_units(recovery, units, req.workers)
-    return units
+    return ImageSet(x, labels, info, flops=sum(done[u].flops for u in units))
 
 
 @IMAGE_METHODS.register("sre2l")

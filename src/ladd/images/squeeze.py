@@ -11,6 +11,8 @@ recover/models/resnet_class.py). Deviations: a class's first batch initializes i
 reference starts from BN's 0/1, which still weighs 19% after the 16 batches of mnist5k's 4,000 training images),
 and the pass runs without augmentation (the reference uses RandomResizedCrop + flip, which is
 wrong for digits), so the statistics are a pure function of weights, data and batch order.
+Under torchrun the batches are shared out and the EMA, unrolled into a weighted sum over batches
+(`ema_weights`), is all-reduced; rank 0 writes the file.
 
 The statistics are stored beside the teacher (`class_bn_stats.safetensors` + `.json`) with the
 teacher checkpoint's SHA-256, dataset and class order, so statistics of another teacher are refused.
@@ -25,9 +27,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from ladd.core import progress
+from ladd.core import dist, progress
 from ladd.core.errors import LaddError
-from ladd.core.io import load_safetensors, lock, save_tensors
+from ladd.core.io import load_safetensors, save_tensors
 from ladd.core.progress import console
 from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset, normalize
@@ -83,51 +85,65 @@ def load_teacher(directory: Path, dataset: Dataset, runtime: Runtime, need_bn: b
     return model.requires_grad_(False).eval(), prov
 
 
+def ema_weights(batch_labels: list[torch.Tensor], k: int, momentum: float) -> torch.Tensor:
+    """B×K weight of each batch's value in each class's final estimate: the EMA unrolled. A class
+    present in batches b_1 … b_T ends at Σ_t w_t·value_t with w_1 = (1 − m)^(T−1) and
+    w_t = m·(1 − m)^(T−t) for t > 1 (its first batch initializes it), so the estimate is a sum over
+    batches, which ranks split and all-reduce."""
+    present = torch.stack([torch.bincount(labels, minlength=k) > 0 for labels in batch_labels]).double()
+    t = present.cumsum(0)  # 1-based position of the batch among the class's batches
+    remaining = present.sum(0) - t
+    w = (1 - momentum) ** remaining * torch.where(t == 1, 1.0, momentum)
+    return w * present
+
+
 @torch.no_grad()
 def class_statistics(model: nn.Module, dataset: Dataset, cfg: SqueezeConfig, runtime: Runtime) -> dict[str, torch.Tensor]:
-    """{"mean.<layer>": K×C, "var.<layer>": K×C, "count": K} by one eval-mode pass (module docstring)."""
+    """{"mean.<layer>": K×C, "var.<layer>": K×C, "count": K} by one eval-mode pass (module docstring).
+    Under torchrun each rank passes its contiguous share of the batches (`dist.part`) and adds its
+    batches' weighted values; the sums are all-reduced, so the result is one process's up to the
+    order of a float64 sum (rounded to float32: equal, or 1 ulp apart)."""
     layers = bn_layers(model)
     k = dataset.num_classes
-    est: dict[str, torch.Tensor] = {}
-    seen = torch.zeros(k, dtype=torch.bool, device=runtime.device)
-    batch_labels: list[torch.Tensor] = []
+    order = torch.randperm(len(dataset.train), generator=generator(cfg.seed))
+    batches = order.split(cfg.batch_size)
+    weights = ema_weights([dataset.train.labels[idx] for idx in batches], k, cfg.momentum).to(runtime.device)
+    est = {f"{kind}.{name}": torch.zeros(k, m.num_features, dtype=torch.float64, device=runtime.device)
+           for name, m in layers.items() for kind in ("mean", "var")}
+    current: list[tuple[torch.Tensor, torch.Tensor]] = []  # this batch's labels and class weights
 
     def hook(name):
         def update(_module, inputs, _output):
-            x, labels = inputs[0].double(), batch_labels[0]
-            n = torch.bincount(labels, minlength=k).unsqueeze(1)
-            present = n.squeeze(1) > 0
-            first = present & ~seen
+            x, (labels, w) = inputs[0].double(), current[0]
+            n = torch.bincount(labels, minlength=k).unsqueeze(1).clamp_min(1)
             # per-class mean and biased variance over every pixel of the class's images
-            m1 = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x.mean((2, 3))) / n.clamp_min(1)
-            m2 = torch.zeros_like(m1).index_add_(0, labels, (x * x).mean((2, 3))) / n.clamp_min(1)
-            for key, value in ((f"mean.{name}", m1), (f"var.{name}", m2 - m1 * m1)):
-                table = est.setdefault(key, torch.zeros_like(m1))
-                table[present] = (1 - cfg.momentum) * table[present] + cfg.momentum * value[present]
-                table[first] = value[first]
+            m1 = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x.mean((2, 3))) / n
+            m2 = torch.zeros_like(m1).index_add_(0, labels, (x * x).mean((2, 3))) / n
+            est[f"mean.{name}"] += w.unsqueeze(1) * m1
+            est[f"var.{name}"] += w.unsqueeze(1) * (m2 - m1 * m1)
         return update
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
-    order = torch.randperm(len(dataset.train), generator=generator(cfg.seed))
+    mine = range(len(batches))[dist.part(len(batches))]
     try:
-        with progress.bar("squeeze: class-wise BN statistics", len(order)) as advance:
-            for idx in order.split(cfg.batch_size):
-                labels = dataset.train.labels[idx].to(runtime.device)
-                batch_labels[:] = [labels]
+        with progress.bar("squeeze: class-wise BN statistics", len(mine)) as advance:
+            for b in mine:
+                idx = batches[b]
+                current[:] = [(dataset.train.labels[idx].to(runtime.device), weights[b])]
                 model(normalize(gather(dataset.train.images, idx).to(runtime.device), dataset.mean, dataset.std))
-                seen[labels.unique()] = True
-                advance(len(idx))
+                advance()
     finally:
         for h in handles:
             h.remove()
-    est["count"] = torch.bincount(dataset.train.labels, minlength=k)
-    return {n: t.float().cpu() for n, t in est.items()}
+    stats = {n: dist.all_sum(t).float().cpu() for n, t in est.items()}
+    stats["count"] = torch.bincount(dataset.train.labels, minlength=k)
+    return stats
 
 
 def squeeze(dataset: Dataset, directory: Path, cfg: SqueezeConfig, runtime: Runtime) -> Path:
     """Compute the teacher's class-wise statistics and store them beside it; returns the stats file."""
     model, prov = load_teacher(directory, dataset, runtime)
-    with lock(directory / STATS, "squeezing"):
+    with dist.locked(directory / STATS, "squeezing"):
         return write_class_statistics(model, prov, dataset, directory, cfg, runtime)
 
 
@@ -142,7 +158,7 @@ def write_class_statistics(model: nn.Module, prov: dict, dataset: Dataset, direc
         "layers": list(bn_layers(model)),
         "squeeze": cfg.model_dump(),
     }
-    save_tensors(directory / STATS, stats, metadata={"ladd": json.dumps(info)})
+    dist.first(lambda: save_tensors(directory / STATS, stats, metadata={"ladd": json.dumps(info)}))
     console.print(f"wrote class-wise BN statistics of {len(bn_layers(model))} layers × {dataset.num_classes} classes to {directory / STATS}")
     return directory / STATS
 
