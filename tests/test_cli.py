@@ -270,3 +270,18 @@ def test_run_and_eval_train_an_mtt_artifact_at_its_learned_lr_and_say_so(tmp_pat
     assert res.exit_code == 0, res.output
     assert [r.lr for r in recipes] == [learned, learned]
     assert f"lr {learned:g} (learned by the image method)" in " ".join(json.loads((tmp_path / "ev" / "results.json").read_text())["notes"])
+
+
+def test_npz_export_without_suffix_is_imported_back_by_distill(tmp_path):
+    from typer.testing import CliRunner
+
+    from ladd.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["distill", "--dataset", "digits", "--ipc", "1", "--out", str(tmp_path / "art")]).exit_code == 0
+    res = runner.invoke(app, ["export", str(tmp_path / "art"), "--format", "npz", "--out", str(tmp_path / "set")])
+    assert res.exit_code == 0 and "set.npz" in res.output.replace("\n", ""), res.output
+    res = runner.invoke(app, ["distill", "--dataset", "digits", "--images", "import", "--import-path", str(tmp_path / "set.npz"),
+                              "--out", str(tmp_path / "back")])
+    assert res.exit_code == 0, res.output
+    assert load_artifact(tmp_path / "back").images.equal(load_artifact(tmp_path / "art").images)

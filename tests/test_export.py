@@ -60,3 +60,29 @@ def test_a_saved_artifact_exports_through_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["000_c0", "001_c1", "002_c2"]
     assert len(list((tmp_path / "f").rglob("*.png"))) == len(load_artifact(tmp_path / "art").images)
+
+
+def test_npz_export_gets_its_suffix_and_imports(tmp_path):
+    ds = make_dataset()
+    art = _artifact(ds)
+    path = export(art, tmp_path / "set", "npz")
+    assert path == tmp_path / "set.npz" and path.is_file() and not (tmp_path / "set").exists()
+    back = make_images("import", ImageRequest(ds, 1, path=path))
+    assert torch.equal(back.images, art.images) and torch.equal(back.labels, art.labels)
+    with pytest.raises(LaddError, match="set.npz already exists"):
+        export(art, tmp_path / "set", "npz")
+
+
+@pytest.mark.parametrize("fmt", ["pt", "npz", "folder"])
+def test_exports_get_ordinary_modes(tmp_path, fmt):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = export(_artifact(make_dataset()), tmp_path / "x", fmt)
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in [path, *path.rglob("*")] if p.is_dir()}
+    assert modes <= {0o755}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in [path, *path.rglob("*")] if p.is_file()} == {0o644}

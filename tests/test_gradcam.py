@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,3 +42,23 @@ def test_gradcam_command_trains_a_student_and_writes_its_figure(tmp_path):
                                  "--test-images", "0,1", "--out", str(tmp_path / "cam"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cam" / "gradcam_baseline.png").stat().st_size > 0
+
+
+def test_gradcam_figure_overlays_each_map_on_its_image(tmp_path, monkeypatch):
+    from ladd.report import plots
+    from ladd.report.gradcam import figure
+
+    saved, real = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: (saved.append(fig), real(fig, path))[1])
+    torch.manual_seed(0)
+    net, images = GapNet(), torch.randint(0, 256, (3, 1, 6, 6), dtype=torch.uint8)
+    figure(net, images, torch.tensor([0, 1, 2]), (0.5,), (0.25,), ["a", "b", "c"], tmp_path / "cam.png", "t")
+    grid = [ax for ax in saved[0].axes if ax.get_images()]
+    top, bottom = grid[:3], grid[3:]
+    assert [len(ax.get_images()) for ax in top] == [1, 1, 1] and [len(ax.get_images()) for ax in bottom] == [2, 2, 2]
+    maps = grad_cam(net, (images.float() / 255 - 0.5) / 0.25)[0]
+    for ax, cam in zip(bottom, maps):
+        image, overlay = (im.get_array() for im in ax.get_images())
+        assert image.shape == (6, 6) and overlay.shape == (6, 6, 4)  # the map drawn over the image, same pixels
+        assert np.allclose(overlay[..., 3], 0.75 * cam.numpy(), atol=1e-6)  # opaque where the map is high only
+    assert (tmp_path / "cam.png").stat().st_size > 0

@@ -5,18 +5,19 @@
   `lr.pt` when the image method learned a student lr (MTT). Plain tensors: torch.load(...,
   weights_only=True) reads them.
 - `npz`: `images` (uint8, or float32 0..255 for unquantized learned images), `labels` (int64),
-  `soft_labels` when present and `class_names`; np.load(..., allow_pickle=False) reads it.
+  `soft_labels` when present and `class_names`; np.load(..., allow_pickle=False) reads it. An
+  `--out` without the `.npz` suffix gets it: the importer recognizes the format by its suffix.
 - `folder`: `<index>_<class name>/<n>.png`, one PNG per image (8-bit, so float pixels are rounded);
   the zero-padded index keeps the class order when a reader sorts folder names.
 
-`ladd distill --images import --import-path` reads all three back (round-trip tested).
+`ladd distill --images import --import-path` reads all three back (round-trip tested). Files and
+folders get the modes of ordinary ones (umask applied), not a temporary folder's private 0700.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +26,20 @@ from PIL import Image
 
 from ladd.artifact import Artifact
 from ladd.core.errors import LaddError
-from ladd.core.io import atomic_write
+from ladd.core.io import atomic_write, staging_dir
 
 FORMATS = ("pt", "npz", "folder")
 
 
 def export(art: Artifact, out: Path, fmt: str) -> Path:
-    """Write `art` to `out` in `fmt`; atomic (a temporary sibling renamed into place). Returns the path."""
+    """Write `art` to `out` in `fmt` (npz: `out` with the `.npz` suffix added when missing); atomic
+    (a temporary sibling renamed into place; `staging_dir` gives it an ordinary folder's mode).
+    Returns the path written."""
     if fmt not in FORMATS:
         raise LaddError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     out = Path(out).expanduser()
+    if fmt == "npz" and out.suffix.lower() != ".npz":
+        out = out.with_name(out.name + ".npz")
     if out.exists():
         raise LaddError(f"{out} already exists: choose a new --out path")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +54,7 @@ def export(art: Artifact, out: Path, fmt: str) -> Path:
 
         atomic_write(out, save)
         return out
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp = staging_dir(out)
     try:
         if fmt == "pt":
             torch.save(art.images.float() / 255, tmp / "images.pt")

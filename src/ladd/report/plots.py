@@ -2,61 +2,85 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
 
-from ladd.core.io import read_json  # noqa: E402
+
+def accuracy_label(rows: list[dict]) -> str:
+    """The accuracy axis' label: "mean ± std" only where more than one seed was trained."""
+    seeds = {r["n_seeds"] for r in rows}
+    if seeds == {1}:
+        return "test accuracy % (1 seed)"
+    return "test accuracy % (mean ± std over " + (f"{seeds.pop()} seeds)" if len(seeds) == 1 else "seeds)")
+
+
+def cost_axis(ax, values: list[float], engineering: bool = True) -> None:
+    """A log x axis whose tick labels never overlap: 1-2-5 ticks up to two decades wide, decades
+    beyond, in engineering notation (200 G, 1.5 T; FLOPs) or plain numbers (0.5, 20; KB, which a
+    "500 m" would misread); widened to a factor 6.25 around the data when narrower, so at least
+    two ticks show (matplotlib's default labels every minor tick of a narrow log axis as 3×10¹¹,
+    4×10¹¹, … and they run into each other)."""
+    lo, hi = min(values) / 1.3, max(values) * 1.3
+    if hi / lo < 6.25:
+        mid = math.sqrt(lo * hi)
+        lo, hi = mid / 2.5, mid * 2.5
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if hi / lo <= 100 else (1.0,)))
+    ax.xaxis.set_major_formatter(EngFormatter(sep="\u2009") if engineering else FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def accuracy_vs_cost(rows: list[dict], path: Path) -> None:
     """Two panels, one point per row with its ± std bar: accuracy vs zipped bytes, and vs FLOPs."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     panels = (
-        (lambda r: (r["image_bytes_zip"] + r["label_bytes_zip"]) / 1024, "stored KB (images + labels, zip)"),
-        (lambda r: r["flops"], "FLOPs (images + labels + one student)"),
+        (lambda r: (r["image_bytes_zip"] + r["label_bytes_zip"]) / 1024, "stored KB (images + labels, zip)", False),
+        (lambda r: r["flops"], "FLOPs (images + labels + one student)", True),
     )
-    for ax, (x_of, xlabel) in zip(axes, panels):
+    for ax, (x_of, xlabel, engineering) in zip(axes, panels):
         for r in rows:
             ax.errorbar(x_of(r), 100 * r["acc_mean"], yerr=100 * r["acc_std"], fmt="o", capsize=3,
                         label=f"{r['method']} · {r['model']} · IPC {r['ipc']}")
-        ax.set_xscale("log")
+        cost_axis(ax, [x_of(r) for r in rows], engineering)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"test accuracy % (mean ± std, {rows[0]['n_seeds']} seeds)")
+        ax.set_ylabel(accuracy_label(rows))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{rows[0]['dataset']}: accuracy vs cost")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def flops_curves(rows: list[dict], path: Path) -> None:
     """LADD's Fig. 3: test accuracy (mean ± std over seeds) against the deployment FLOPs spent so
     far, one line per row that recorded a curve; equal-FLOPs rows are drawn as stars."""
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    xs = []
     for i, r in enumerate(r for r in rows if r.get("curve")):
         x = [p["flops_deploy"] for p in r["curve"]]
         y = [100 * p["acc_mean"] for p in r["curve"]]
         err = [100 * p["acc_std"] for p in r["curve"]]
         ax.plot(x, y, "-", color=f"C{i}", label=f"{r['method']} · {r['model']} ({r['epochs']} epochs, batch {r.get('batch_size')})")
         ax.fill_between(x, [a - e for a, e in zip(y, err)], [a + e for a, e in zip(y, err)], color=f"C{i}", alpha=0.2)
+        xs += x
     for r in rows:
         if "equal_flops_of" in r:
             ax.errorbar(r["flops_deploy"], 100 * r["acc_mean"], yerr=100 * r["acc_std"], fmt="*", ms=12, color="k", capsize=3,
                         label=f"{r['method']}: {r['budget']}")
-    ax.set_xscale("log")
+            xs.append(r["flops_deploy"])
+    cost_axis(ax, xs)
     ax.set_xlabel("deployment FLOPs spent (one student)")
-    ax.set_ylabel(f"test accuracy % ({rows[0]['n_seeds']} seeds)")
+    ax.set_ylabel(accuracy_label(rows))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"{rows[0]['dataset']} IPC {rows[0]['ipc']}: accuracy over training FLOPs (same batch size and epochs)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _images(rows: list[dict]) -> dict[int, str]:
@@ -111,7 +135,7 @@ def report_plots(rows: list[dict], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     acc = lambda r: 100 * r["acc_mean"]  # noqa: E731
     stored = lambda r: (r["image_bytes_zip"] + r["label_bytes_zip"]) / 1024  # noqa: E731
-    ylabel = "test accuracy % (mean ± std over seeds)"
+    ylabel = accuracy_label(rows)
     source, label, colours, markers = _styles(rows)
     several_ipc = len({r["ipc"] for r in rows}) > 1
     paths = []
@@ -124,7 +148,10 @@ def report_plots(rows: list[dict], out: Path) -> list[Path]:
         group = sorted(group, key=lambda r: r["ipc"])
         ax.errorbar([r["ipc"] for r in group], [acc(r) for r in group], yerr=[100 * r["acc_std"] for r in group],
                     color=colours[src], marker=markers[lab], capsize=3, lw=1, alpha=0.85)
+    ipcs = sorted({r["ipc"] for r in rows})
     ax.set_xscale("log")
+    ax.set_xticks(ipcs, [str(i) for i in ipcs])  # the IPCs run, not 10⁰, 10¹
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("images per class")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -144,7 +171,7 @@ def report_plots(rows: list[dict], out: Path) -> list[Path]:
         if front:
             idx = pareto([(x_of(r), acc(r)) for r in rows])
             extra = ax.plot([x_of(rows[i]) for i in idx], [acc(rows[i]) for i in idx], "k--", lw=1, label="Pareto front")
-        ax.set_xscale("log")
+        cost_axis(ax, [x_of(r) for r in rows], engineering=not front)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -159,21 +186,43 @@ def report_plots(rows: list[dict], out: Path) -> list[Path]:
 
 
 def per_class(rows: list[dict], names: list[str], path: Path) -> Path:
-    """Heat map: one row per result, one column per class, mean test accuracy % over seeds."""
+    """Heat map of per-class test accuracy % (mean over seeds): one row per result, one column per
+    class, named. Rows of different class sets (runs on different datasets) get a panel each,
+    all on one colour scale (0–100)."""
     import numpy as np
 
-    grid = 100 * np.array([r["class_acc_mean"] for r in rows])
-    fig, ax = plt.subplots(figsize=(0.5 * grid.shape[1] + 4, 0.28 * len(rows) + 1.5), constrained_layout=True)
-    im = ax.imshow(grid, cmap="viridis", aspect="auto")
-    if grid.size <= 600:
-        for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, f"{v:.0f}", ha="center", va="center", color=_ink(im, v), fontsize=6)
-    ax.set_xticks(range(grid.shape[1]), [str(c) for c in range(grid.shape[1])], fontsize=7)
-    ax.set_yticks(range(len(rows)), names, fontsize=7)
-    ax.set_xlabel("class index")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="test accuracy % (mean over seeds)")
-    ax.set_title("per-class accuracy")
+    panels: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        panels.setdefault((r["dataset"], tuple(r["class_names"])), []).append(i)
+    widest = max(len(classes) for _, classes in panels)
+    width = min(max(0.45 * widest + 4, 7), 22)
+    label_room = {key: _class_ticks(key[1], width)[2] for key in panels}
+    heights = [0.3 * len(idx) + 0.7 + label_room[key] for key, idx in panels.items()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, sum(heights) + 0.6), height_ratios=heights, squeeze=False,
+                             constrained_layout=True)
+    for ax, ((dataset, classes), idx) in zip(axes[:, 0], panels.items()):
+        grid = 100 * np.array([rows[i]["class_acc_mean"] for i in idx], dtype=float)
+        im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+        if len(classes) <= 30:  # cells wide enough for a number
+            for (i, j), v in np.ndenumerate(grid):
+                if not np.isnan(v):  # equal-FLOPs rows record no per-class accuracy
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", color=_ink(im, v), fontsize=6)
+        ticks, rotation, _ = _class_ticks(classes, width)
+        ax.set_xticks(ticks, [classes[j] for j in ticks], rotation=rotation, fontsize=7)
+        ax.set_yticks(range(len(idx)), [names[i] for i in idx], fontsize=7)
+        ax.set_title(f"{dataset} ({len(classes)} classes)", fontsize=8)
+    fig.colorbar(im, ax=axes[:, 0], label="accuracy %", fraction=0.03, pad=0.01)
+    fig.suptitle("per-class test accuracy % (mean over seeds)", fontsize=9)
     return save_figure(fig, path)
+
+
+def _class_ticks(classes: tuple[str, ...], width: float) -> tuple[list[int], int, float]:
+    """(columns to label, label rotation, inches the labels need below the axes): every class
+    while ~10 pt per label fit the axes (else every k-th), names longer than 3 characters upright."""
+    step = math.ceil(len(classes) * 10 / (72 * (width - 4)))
+    longest = max(len(c) for c in classes)
+    rotation = 90 if longest > 3 else 0
+    return list(range(0, len(classes), step)), rotation, (0.08 * min(longest, 20) if rotation else 0.2)
 
 
 def cross_architecture(rows: list[dict], path: Path) -> Path:
@@ -212,18 +261,11 @@ def _ink(im, value: float) -> str:
     return "k" if im.norm(value) > 0.55 else "w"
 
 
-def artifact_figures(run: Path, out: Path, per_class: int) -> list[Path]:
-    """The run's synthetic images with their top soft labels, and for LADD one image's N×N
-    sub-images with their dense labels. Skipped when the run's artifact is not on disk."""
-    from ladd.artifact import load_artifact
+def artifact_figures(art, run: str, out: Path, per_class: int) -> list[Path]:
+    """Run `run`'s synthetic images (the Artifact `art`) with their top soft labels, and for LADD
+    one image's N×N sub-images with their dense labels."""
     from ladd.augment.subsample import views
 
-    config = read_json(run / "results.json", "re-run `ladd eval` into that folder").get("config", {})
-    candidates = [run / "artifact"] + ([Path(config["artifact"])] if "artifact" in config else [])
-    path = next((p for p in candidates if (p / "manifest.json").is_file()), None)
-    if path is None:
-        return []
-    art = load_artifact(path)
     names = art.manifest.get("source", {}).get("class_names") or [str(k) for k in range(int(art.labels.max()) + 1)]
     classes = sorted(set(art.labels.tolist()))[:10]
     picks = [[i for i, y in enumerate(art.labels.tolist()) if y == k][:per_class] for k in classes]
@@ -239,9 +281,9 @@ def artifact_figures(run: Path, out: Path, per_class: int) -> list[Path]:
                 continue
             ax.imshow(image_pixels(art.images[i]), cmap="gray")
             ax.set_title(_top(art.soft_labels[i] if art.soft_labels is not None else None, names, int(art.labels[i])), fontsize=6)
-    fig.suptitle(f"{run.name}: {art.manifest.get('images', {}).get('method', '?')} images, IPC {art.manifest.get('ipc')}" +
+    fig.suptitle(f"{run}: {art.manifest.get('images', {}).get('method', '?')} images, IPC {art.manifest.get('ipc')}" +
                  (" · top soft labels" if art.soft_labels is not None else " · hard labels"), fontsize=8)
-    paths = [save_figure(fig, out / f"images_{run.name}.png")]
+    paths = [save_figure(fig, out / f"images_{run}.png")]
     if art.dense_labels is not None and art.geometry is not None:
         n, r = art.geometry
         crops = views(art.images[:1].float(), n, r)[0]
@@ -250,8 +292,8 @@ def artifact_figures(run: Path, out: Path, per_class: int) -> list[Path]:
             ax.axis("off")
             ax.imshow(image_pixels(crops[j]), cmap="gray")
             ax.set_title(_top(art.dense_labels[0, j], names, None, k=1), fontsize=6)
-        fig.suptitle(f"{run.name}: image 0 ({names[int(art.labels[0])]}) as {n}×{n} sub-images (R = {r}) with their dense labels", fontsize=8)
-        paths.append(save_figure(fig, out / f"crops_{run.name}.png"))
+        fig.suptitle(f"{run}: image 0 ({names[int(art.labels[0])]}) as {n}×{n} sub-images (R = {r}) with their dense labels", fontsize=8)
+        paths.append(save_figure(fig, out / f"crops_{run}.png"))
     return paths
 
 
@@ -269,6 +311,7 @@ def _top(probs, names, hard: int | None, k: int = 2) -> str:
 
 
 def save_figure(fig, path: Path) -> Path:
+    """Every ladd figure is written here: one resolution."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

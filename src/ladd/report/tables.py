@@ -1,6 +1,6 @@
 """Result tables: one row per trained variant, as markdown (results.md) and for the terminal.
 
-Columns: test accuracy mean ± std over seeds; image and label bytes after zip DEFLATE (KB = 1024 B);
+Columns: test accuracy mean ± std over seeds (the mean alone for one seed); image and label bytes after zip DEFLATE (KB = 1024 B);
 label bytes as a percentage of image bytes; FLOPs of making the images and the labels + one student's training;
 wall seconds per seed."""
 
@@ -23,12 +23,14 @@ COLUMNS = (
 
 
 # `ladd report`: several runs side by side, with the protocol and DD-Ranking's scores.
+CHANGED = "†"  # after the run of a row whose artifact no longer holds the images it was evaluated on
 REPORT_COLUMNS = (("run", "run"), ("protocol", "protocol")) + COLUMNS[:-1] + (("lrs", "LRS %"), ("ars", "ARS %"))
 
 
-def pm(mean: float, std: float) -> str:
-    """A fraction's mean ± std in percent, as every table prints it."""
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+def pm(mean: float, std: float, n: int | None = None) -> str:
+    """A fraction's mean ± std in percent, as every table prints it; over n = 1 run the mean alone
+    (a "± 0.00" would claim a spread that was never measured)."""
+    return f"{100 * mean:.2f}" if n == 1 else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 def _pct(v) -> str:
@@ -37,14 +39,14 @@ def _pct(v) -> str:
 
 def cells(row: dict) -> dict[str, str]:
     return {
-        "run": row.get("run", ""),
+        "run": row.get("run", "") + (f" {CHANGED}" if row.get("artifact_changed") else ""),
         "protocol": row.get("protocol", "—"),
         "lrs": _pct(row.get("lrs")),
         "ars": _pct(row.get("ars")),
         "method": row["method"] + (f" ρ={row['prune']:g} {row['pool']}" if "prune" in row else ""),  # stored-relabel pool
         "model": row["model"],
         "ipc": str(row["ipc"]),
-        "acc": pm(row["acc_mean"], row["acc_std"]),
+        "acc": pm(row["acc_mean"], row["acc_std"], row["n_seeds"]),
         "seeds": str(row["n_seeds"]),
         "image_kb": f"{row['image_bytes_zip'] / 1024:.1f}",
         "label_kb": f"{row['label_bytes_zip'] / 1024:.2f}",
