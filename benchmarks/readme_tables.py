@@ -239,13 +239,15 @@ def distributed() -> tuple[str, list[str]]:
     o = d["launch_overhead_s"]
     im = d["imagenet"]
     gpus = list(im["stages"][0]["hours"])
-    cap = table(["ImageNet-1K stage (ResNet-18, 224 px)", "PFLOP"] + [f"hours on {g} GPUs" for g in gpus],
-                [[s["stage"], f"{s['flops'] / 1e15:,.0f}"] + [f"{s['hours'][g]:.1f}" for g in gpus] for s in im["stages"]])
+    hm = lambda h: f"{round(h * 60) // 60}:{round(h * 60) % 60:02d}"  # noqa: E731
+    cap = table(["ImageNet-1K stage (ResNet-18, 224 px)", "PFLOP"] + [f"h:mm on {g} GPUs" for g in gpus],
+                [[s["stage"], f"{s['flops'] / 1e15:,.0f}"] + [hm(s["hours"][g]) for g in gpus] for s in im["stages"]])
     text = (f"{c['cpus']} CPU cores, {c['backend']}, {c['threads_per_process']} thread per process; wall time of the whole command, "
             f"start-up included (a launch alone: {o['1']:.1f} s for one process, {o[str(p)]:.1f} s under torchrun).\n\n"
             + table(head, rows)
             + f"\n\nImageNet-1K, counted FLOPs (a forward {im['forward_flops'] / 1e9:.2f} GFLOP, a training step {im['train_step_flops'] / 1e9:.2f} "
-            f"GFLOP per image) at an **assumed** {im['gpu_tflops_assumed']:g} TFLOP/s sustained per GPU (not measured here):\n\n" + cap)
+            f"GFLOP per image) at an **assumed** {im['gpu_tflops_assumed']:g} TFLOP/s sustained per GPU, i.e. "
+            f"{im['train_images_per_s_per_gpu']:,.0f} training images/s (not measured here; data loading not counted):\n\n" + cap)
     return text, [name]
 
 

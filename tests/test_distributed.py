@@ -3,6 +3,7 @@ rank stops the job and a re-launch continues, and two 'nodes' on localhost give 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -69,8 +70,6 @@ def test_experts_train_with_every_rank_and_a_killed_rank_resumes(tmp_path):
     # a launch whose rank 1 is killed mid-training: the job fails, naming the lost rank
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ladd",
               *map(str, args), "--out", str(tmp_path / "two")]
-    import os
-
     job = subprocess.Popen(launch, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     expert = tmp_path / "two" / "expert_000"
     deadline = time.monotonic() + 120
@@ -110,13 +109,26 @@ def test_two_nodes_on_localhost_give_the_one_process_result(tmp_path):
     port = free_port()
     node = lambda i: ("--nnodes", "2", "--node_rank", str(i), "--rdzv_backend", "c10d",  # noqa: E731
                       "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "ladd-test")
-    import os
-
     second = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *node(1), "--nproc_per_node", "1", "-m", "ladd",
                                *map(str, args), "--out", str(tmp_path / "two")], env={**os.environ, **ENV},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = torchrun(*args, "--out", tmp_path / "two", nproc=1, launcher=node(0))
     _, err = second.communicate(timeout=120)
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + err[-2000:]
+    for epoch in (1, 2):
+        assert _close(_weights(tmp_path / "two" / "expert_000", epoch), _weights(tmp_path / "one" / "expert_000", epoch))
+
+
+def test_an_expert_on_a_dataset_store_trains_under_torchrun_and_the_store_is_built_once(tmp_path):
+    from test_store import write_folder
+
+    data = write_folder(tmp_path / "data", train=6)
+    args = ("experts", "--dataset", "imagefolder", "--data-dir", data, "--resolution", "12", "--num-experts", "1", "--epochs", "2")
+    two = torchrun(*args, "--out", tmp_path / "two")  # both ranks open the folder: one decodes it, the other waits
+    assert two.returncode == 0, two.stderr[-2000:]
+    stores = list((Path(os.environ["LADD_CACHE"]) / "data").iterdir())
+    assert len([s for s in stores if not s.name.startswith(".")]) == 1
+    one = ladd(*args, "--out", tmp_path / "one")  # reuses that store: each rank read its share of it by index
+    assert one.returncode == 0, one.stderr[-2000:]
     for epoch in (1, 2):
         assert _close(_weights(tmp_path / "two" / "expert_000", epoch), _weights(tmp_path / "one" / "expert_000", epoch))
