@@ -132,3 +132,33 @@ def test_an_expert_on_a_dataset_store_trains_under_torchrun_and_the_store_is_bui
     assert one.returncode == 0, one.stderr[-2000:]
     for epoch in (1, 2):
         assert _close(_weights(tmp_path / "two" / "expert_000", epoch), _weights(tmp_path / "one" / "expert_000", epoch))
+
+
+def _helpers() -> dict:
+    from ladd.core import dist
+    from ladd.core.errors import LaddError
+
+    out = {"mine": list(dist.mine(5)), "part": dist.part(7), "merged": dist.merge({u: u * u for u in dist.mine(5)}),
+           "summed": dist.all_sum(torch.tensor([dist.rank() + 1.0])).item(), "first": dist.first(lambda: dist.rank())}
+    with dist.alone():
+        out["alone"] = (dist.world(), list(dist.mine(3)))
+
+    def fail():
+        raise LaddError("bad input on rank 0")
+
+    try:
+        dist.first(fail)
+    except LaddError as e:
+        out["error"] = str(e)
+    return out
+
+
+def test_rank_helpers_divide_work_and_share_rank_zeros_outcome():
+    r0, r1 = spawn(_helpers)
+    assert (r0["mine"], r1["mine"]) == ([0, 2, 4], [1, 3])
+    assert (r0["part"], r1["part"]) == (slice(0, 3), slice(3, 7))
+    assert r0["merged"] == r1["merged"] == {u: u * u for u in range(5)}
+    assert r0["summed"] == r1["summed"] == 3.0 and r0["first"] == r1["first"] == 0
+    assert r0["alone"] == r1["alone"] == (1, [0, 1, 2])  # inside alone() each rank is one process
+    assert r0["error"] == "bad input on rank 0"
+    assert r1["error"] == "rank 0 failed (LaddError: bad input on rank 0), so this rank stops too"
