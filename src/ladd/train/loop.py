@@ -231,7 +231,8 @@ def train(
                         ema.update()
                     total, steps = total + loss.detach(), steps + 1
                     if steps in fractions or (check_every and steps % check_every == 0):
-                        _finite(total, description, epoch, steps)  # never checkpoint NaN weights
+                        # never checkpoint NaN weights; under DDP every rank sees the sum, so all stop together
+                        _finite(dist.all_sum(total.clone()) if ddp else total, description, epoch, steps)
                     if steps in fractions and dist.main():
                         save_tensors(checkpoint_path(checkpoint_dir, epoch + fractions[steps]), model.state_dict())
                 if ddp:  # the global batch's loss and every rank's forwarded inputs
