@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from ladd.report.tables import markdown, pm
+from ladd.report.tables import markdown, pm_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -51,7 +51,7 @@ def ladd_run() -> tuple[str, list[str]]:
 
 def local_reduction() -> tuple[str, list[str]]:
     data = load("local_reduction.json")
-    rows = [[r["ipc"], r["method"], r["local_reduction"] or "–", pm(r["acc_mean"], r["acc_std"]), f"{r['lr']:g}", lr_choice(r)]
+    rows = [[r["ipc"], r["method"], r["local_reduction"] or "–", pm_of(r), f"{r['lr']:g}", lr_choice(r)]
             for r in data["rows"]]
     head = ["IPC", "students", "local views", "test acc % (3 seeds)", "chosen lr", "validation acc % per lr (chosen in bold)"]
     return table(head, rows), ["local_reduction.json"]
@@ -62,7 +62,7 @@ def lic_reduction() -> tuple[str, list[str]]:
     rows = []
     for f in files:
         r = load(f)["rows"][0]
-        rows.append([r["ipc"], r["local_reduction"], pm(r["acc_mean"], r["acc_std"]), f"{r['lr']:g}", lr_choice(r)])
+        rows.append([r["ipc"], r["local_reduction"], pm_of(r), f"{r['lr']:g}", lr_choice(r)])
     head = ["IPC", "over the tiles", "test acc % (3 seeds)", "chosen lr", "validation acc % per lr (chosen in bold)"]
     return table(head, rows), files
 
@@ -70,7 +70,7 @@ def lic_reduction() -> tuple[str, list[str]]:
 def lpld_pruning() -> tuple[str, list[str]]:
     name = "lpld_pruning_ipc10.json"
     rows = [[r["ipc"], r["images"], f"{r['diversity']['within_class_cosine']:.4f}", f"{r['diversity']['mmd2']:.4f}",
-             pm(r["hard"]["acc_mean"], r["hard"]["acc_std"]), f"{r['rho']:g}", r["pool"], pm(r["acc_mean"], r["acc_std"]),
+             pm_of(r["hard"]), f"{r['rho']:g}", r["pool"], pm_of(r),
              f"{r['relabel_kept_samples']:,}", f"{r['label_bytes_raw']:,}", f"{r['label_to_image_ratio']:.2f}"] for r in load(name)["rows"]]
     head = ["IPC", "images", "cosine ↓", "MMD² ↓", "hard labels %", "ρ", "pool", "fkd students %", "labels kept", "label bytes kept",
             "labels / images"]
@@ -79,7 +79,7 @@ def lpld_pruning() -> tuple[str, list[str]]:
 
 def equal_cost() -> tuple[str, list[str]]:
     name = "equal_cost_ipc10.json"
-    rows = [[r["method"], r.get("ipc"), pm(r["acc_mean"], r["acc_std"]), r["epochs"], f"{r['flops_deploy']:.3g}",
+    rows = [[r["method"], r.get("ipc"), pm_of(r), r["epochs"], f"{r['flops_deploy']:.3g}",
              f"{r['flops_labels'] + r['flops_deploy']:.3g}", f"{(r['image_bytes_zip'] + r['label_bytes_zip']) / 1024:.1f}",
              r.get("budget", "")] for r in load(name)["rows"]]
     head = ["students", "IPC", "test acc % (3 seeds)", "epochs", "deployment FLOPs", "labels + deployment FLOPs", "stored KB", "budget"]
@@ -90,7 +90,7 @@ def scaling_law() -> tuple[str, list[str]]:
     name = "scaling_law.json"
     d = load(name)
     budgets = list(d["grid"])
-    rows = [[ipc, *[pm(d["grid"][b][str(ipc)]["acc_mean"], d["grid"][b][str(ipc)]["acc_std"]) for b in budgets]] for ipc in d["ipcs"]]
+    rows = [[ipc, *[pm_of(d["grid"][b][str(ipc)]) for b in budgets]] for ipc in d["ipcs"]]
     grid = table(["IPC", *[f"{b} %" for b in budgets]], rows)
     fits = table(["labels", "free fit: a", "c", "d", "rmse (points)", "shared fit: data factor"],
                  [[b, f"{p['a']:.3g}", f"{p['c']:.3g}", f"{p['d']:.3g}", f"{100 * p['rmse']:.2f}",
@@ -123,7 +123,7 @@ def bptt_ensemble() -> tuple[str, list[str]]:
             zip(d["epochs"], d["mean_normalized_jsd"], d["mean_normalized_jsd_ensemble"], d["mean_jsd_ensemble"], d["expert_pair_mean_jsd"])]
     head = ["expert epoch", "BPTT vs one expert (normalized)", f"BPTT vs ensemble of {d['ensemble']} (normalized)",
             "BPTT vs ensemble (JSD)", f"expert seed {d['ensemble']} vs ensemble (JSD)"]
-    students = ", ".join(f"{k}: {pm(v['acc_mean'], v['acc_std'])}" for k, v in d["students"].items())
+    students = ", ".join(f"{k}: {pm_of(v)}" for k, v in d["students"].items())
     return (table(head, rows) + f"\n\nClosest epoch: {d['closest_epoch']:g} (one expert), {d['closest_epoch_ensemble']:g} (ensemble). "
             f"Students (test acc %, {d['setup']['seeds']} seeds): {students}."), [name]
 
@@ -133,14 +133,14 @@ def expert_decay() -> tuple[str, list[str]]:
     rows = []
     for f, schedule in zip(files, ("constant", "×0.1 after half")):
         for r in load(f)["rows"]:
-            rows.append([schedule, r["ipc"], f"{r['expert_epoch']:g}", pm(r["hard"]["acc_mean"], r["hard"]["acc_std"]),
-                         pm(r["soft"]["acc_mean"], r["soft"]["acc_std"])])
+            rows.append([schedule, r["ipc"], f"{r['expert_epoch']:g}", pm_of(r["hard"]),
+                         pm_of(r["soft"])])
     return table(["expert lr", "IPC", "expert epoch (chosen on validation)", "hard labels %", "expert soft labels %"], rows), files
 
 
 def lic_ablation() -> tuple[str, list[str]]:
     name = "lic_ablation_ipc1.json"
-    rows = [[r["ipc"], r["row"], r["students"], pm(r["acc_mean"], r["acc_std"]), f"{r['label_bytes_zip'] / 1024:.1f}"] for r in load(name)["rows"]]
+    rows = [[r["ipc"], r["row"], r["students"], pm_of(r), f"{r['label_bytes_zip'] / 1024:.1f}"] for r in load(name)["rows"]]
     return table(["IPC", "images / labels", "students", "test acc % (3 seeds)", "label KB (zip)"], rows), [name]
 
 
@@ -221,7 +221,7 @@ def speed_run() -> tuple[str, list[str]]:
         setting = "fp32 (default)" if speed["precision"] == "fp32" and not speed["compile"] else \
             " + ".join([*(["compile"] if speed["compile"] else []), speed["precision"]])
         wall = next(n for n in d["notes"] if n.startswith("total wall time")).split(",")[0].removeprefix("total wall time ")
-        rows += [[setting, r["method"], pm(r["acc_mean"], r["acc_std"]), f"{r['flops_deploy'] / r['seconds'] / 1e9:.0f}",
+        rows += [[setting, r["method"], pm_of(r), f"{r['flops_deploy'] / r['seconds'] / 1e9:.0f}",
                   f"{r['seconds']:.1f}", wall] for r in d["rows"]]
     head = ["trainer", "students", "test acc % (3 seeds)", "student GFLOP/s", "s per student", "run wall time"]
     return table(head, rows), files

@@ -17,7 +17,7 @@ from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset, normalize
 from ladd.data.stream import chunks, gather
 from ladd.experiments.common import Cells, Setup, real_images, soft_labeled, students, teacher_config, write_report
-from ladd.report.tables import pm
+from ladd.report.tables import pm_of
 from ladd.experiments.expert_epoch import resolve_epoch
 from ladd.labels.methods import build_teacher
 
@@ -60,7 +60,7 @@ def run(dataset: Dataset, setup: Setup, ipc: int, quantiles: int, epoch, runtime
         res = cells.run({"experiment": "ce-selection", "ipc": ipc, "epoch": chosen, "quantiles": quantiles, "variant": name},
                         lambda art=art: students(soft_labeled(art, dataset, setup, runtime, epoch=chosen), dataset, setup, "soft", runtime))
         rows.append({"variant": name, **res})
-    table = [{"images": r["variant"], "acc %": pm(r["acc_mean"], r["acc_std"])} for r in rows]
+    table = [{"images": r["variant"], "acc %": pm_of(r)} for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     q_rows = rows[1:]
     ax.errorbar(range(quantiles), [100 * r["acc_mean"] for r in q_rows], yerr=[100 * r["acc_std"] for r in q_rows], fmt="o-", capsize=3, label="CE quantile")

@@ -16,7 +16,7 @@ from ladd.core.types import Dataset
 from ladd.data import holdout
 from ladd.experiments.common import Cells, Setup, write_report
 from ladd.experiments.expert_epoch import candidate_epochs, curve, fixed_lr
-from ladd.report.tables import pm
+from ladd.report.tables import pm_of
 
 
 def run(dataset: Dataset, setup: Setup, ipcs: list[int], temperatures: list[float], runtime: Runtime, out: Path) -> dict:
@@ -27,7 +27,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], temperatures: list[floa
     best = {ipc: max((r for r in rows if r["ipc"] == ipc), key=lambda r: (r["acc_mean"], -r["epoch"], -abs(np.log(r["temperature"]))))
             for ipc in ipcs}  # ties: the earliest epoch, then the temperature closest to 1
     table = [{"IPC": r["ipc"], "expert epoch": f"{r['epoch']:g}", "T": f"{r['temperature']:g}", "label entropy": f"{r['label_entropy']:.3f}",
-              "student val acc %": pm(r["acc_mean"], r["acc_std"]), "best": "✓" if r is best[r["ipc"]] else ""} for r in rows]
+              "student val acc %": pm_of(r), "best": "✓" if r is best[r["ipc"]] else ""} for r in rows]
     fig, axes = plt.subplots(1, len(ipcs), figsize=(5.5 * len(ipcs), 4), constrained_layout=True, squeeze=False)
     for ax, ipc in zip(axes[0], ipcs):
         grid = np.array([[next(r["acc_mean"] for r in rows if (r["ipc"], r["temperature"], r["epoch"]) == (ipc, t, e)) for e in epochs]

@@ -18,7 +18,7 @@ from ladd.data import holdout
 from ladd import pipeline
 from ladd.eval.protocol import methods_for
 from ladd.experiments.common import Cells, Setup, real_images, students, teacher_config, write_report
-from ladd.report.tables import pm
+from ladd.report.tables import pm_of
 from ladd.labels import LABEL_METHODS
 from ladd.experts import ensure_expert
 from ladd.labels.soft import entropy
@@ -89,7 +89,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], runtime: Runtime, out: 
     curves = {ipc: curve(val, setup, ipc, epochs, runtime, cells) for ipc in ipcs}
     chosen = {ipc: best(rows) for ipc, rows in curves.items()}
     table = [{"IPC": ipc, "expert epoch": f"{r['epoch']:g}", "expert val acc %": f"{100 * r['expert_val_acc']:.2f}",
-              "label entropy": f"{r['label_entropy']:.3f}", "student val acc %": pm(r["acc_mean"], r["acc_std"]),
+              "label entropy": f"{r['label_entropy']:.3f}", "student val acc %": pm_of(r),
               "chosen": "✓" if r["epoch"] == chosen[ipc] else ""} for ipc, rows in curves.items() for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
     for ipc, rows in curves.items():

@@ -19,7 +19,7 @@ from ladd import pipeline
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, students, write_report
-from ladd.report.tables import pm
+from ladd.report.tables import pm_of
 
 # (row, image method, stage switches, student method): the Table 7 progression first. Students of
 # squeezed images train on the expanded tiles (the sub-sampler's views: `local-*` terms), with the
@@ -93,7 +93,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ladd_labels: bool, runt
                 return {**students(labelled, dataset, setup, "ladd", runtime), "distill_seconds": round(seconds, 2), "compensation": None}
 
             rows.append({"ipc": ipc, "row": "LIC images + LADD labels", "images": "lic", "students": "ladd", **cells.run(key, compute_ladd)})
-    table = [{"IPC": r["ipc"], "images / labels": r["row"], "students": r["students"], "acc %": pm(r["acc_mean"], r["acc_std"]),
+    table = [{"IPC": r["ipc"], "images / labels": r["row"], "students": r["students"], "acc %": pm_of(r),
               "label KB (zip)": f"{r['label_bytes_zip'] / 1024:.1f}",
               "compensation s/image": f"{r['compensation']['seconds_per_image']:.3f}" if r.get("compensation") else "–"} for r in rows]
     fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)

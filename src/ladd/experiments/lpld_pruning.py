@@ -20,7 +20,7 @@ from ladd.core.types import Dataset
 from ladd.eval.diversity import diversity
 from ladd.eval.protocol import EvalConfig, evaluate
 from ladd.experiments.common import Cells, Setup, students, write_report
-from ladd.report.tables import pm
+from ladd.report.tables import pm_of
 from ladd.experts import ExpertConfig
 from ladd.images.recipes import load_recipe
 from ladd.images.squeeze import load_teacher, teacher_dir
@@ -77,8 +77,8 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], rhos: list[float], pool
                                  "hard": hard, "diversity": {k: div[k] for k in ("within_class_cosine", "mmd2", "real_within_class_cosine")},
                                  "stored_label_to_image_ratio": ratio})
     table = [{"IPC": r["ipc"], "images": r["images"], "cosine ↓": f"{r['diversity']['within_class_cosine'] or float('nan'):.4f}",
-              "MMD² ↓": f"{r['diversity']['mmd2']:.4f}", "hard labels %": pm(r["hard"]["acc_mean"], r["hard"]["acc_std"]),
-              "ρ": f"{r['rho']:g}", "pool": r["pool"], "fkd %": pm(r["acc_mean"], r["acc_std"]),
+              "MMD² ↓": f"{r['diversity']['mmd2']:.4f}", "hard labels %": pm_of(r["hard"]),
+              "ρ": f"{r['rho']:g}", "pool": r["pool"], "fkd %": pm_of(r),
               "labels kept": r["relabel_kept_samples"], "label B kept (raw)": f"{r['label_bytes_raw']:,}",
               "labels / images": f"{r['label_to_image_ratio']:.2f}"} for r in rows]
     fig, axes = plt.subplots(1, len(ipcs), figsize=(5.5 * len(ipcs), 4), constrained_layout=True, squeeze=False)

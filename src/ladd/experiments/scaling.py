@@ -24,7 +24,7 @@ from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, real_images, relabeled, soft_labeled, students, write_report
-from ladd.report.tables import pm
+from ladd.report.tables import pm_of
 from ladd.experiments.expert_epoch import resolve_epoch
 from ladd.labels.soft import keep_top_k
 from ladd.report.plots import pareto
@@ -102,7 +102,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ks: list[int], epoch, r
     reduction = {name: {ipc: ipc_needed(grid[name][ipc]["acc_mean"], fits["hard"]) / ipc for ipc in ipcs} for name in grid if name != "hard"}
     cells_all = [(name, ipc, grid[name][ipc]) for name in grid for ipc in ipcs]
     front = [cells_all[i] for i in pareto([(stored_kb(c), c["acc_mean"]) for _, _, c in cells_all])]
-    table = [{"IPC": ipc, **{f"{name} acc %": pm(grid[name][ipc]["acc_mean"], grid[name][ipc]["acc_std"]) for name in grid},
+    table = [{"IPC": ipc, **{f"{name} acc %": pm_of(grid[name][ipc]) for name in grid},
               **{f"×data {name}": f"{reduction[name][ipc]:.1f}" for name in reduction}} for ipc in ipcs]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), constrained_layout=True)
     ax = axes[0]

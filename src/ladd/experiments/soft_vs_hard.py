@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, real_images, soft_labeled, students, write_report
-from ladd.report.tables import pm
+from ladd.report.tables import pm_of
 from ladd.experiments.expert_epoch import resolve_epoch, selection_curve, selection_dir
 
 
@@ -35,7 +35,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], epoch, ensemble: int, r
     variants = [v for v in ("hard", "soft", f"ensemble{ensemble}") if v in rows[0]]
     chosen_lr = lambda cell: f" (lr {cell['lr']:g})" if setup.select_lr else ""  # noqa: E731
     table = [{"IPC": r["ipc"], "expert epoch": f"{r['expert_epoch']:g}",
-              **{f"{v} acc %": pm(r[v]["acc_mean"], r[v]["acc_std"]) + chosen_lr(r[v]) for v in variants},
+              **{f"{v} acc %": pm_of(r[v]) + chosen_lr(r[v]) for v in variants},
               "soft label KB (zip)": f"{r['soft']['label_bytes_zip'] / 1024:.1f}"} for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for v in variants:

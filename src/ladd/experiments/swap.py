@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, real_images, relabeled, soft_labeled, students, write_report
-from ladd.report.tables import pm
+from ladd.report.tables import pm_of
 from ladd.experiments.expert_epoch import resolve_epoch
 from ladd.labels.soft import swap_kth
 
@@ -26,7 +26,7 @@ def run(dataset: Dataset, setup: Setup, ipc: int, epoch, runtime: Runtime, out: 
     for i in range(1, dataset.num_classes + 1):
         res = cells.run({**key, "rank": i}, lambda i=i: students(relabeled(art, swap_kth(art.soft_labels, i)), dataset, setup, "soft", runtime))
         rows.append({"rank": i, **res, "relative": res["acc_mean"] / base["acc_mean"]})
-    table = [{"swapped rank": r["rank"] or "none", "acc %": pm(r["acc_mean"], r["acc_std"]), "relative": f"{r['relative']:.3f}"} for r in rows]
+    table = [{"swapped rank": r["rank"] or "none", "acc %": pm_of(r), "relative": f"{r['relative']:.3f}"} for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     ax.plot([r["rank"] for r in rows[1:]], [r["relative"] for r in rows[1:]], "o-")
     ax.axhline(1.0, ls=":", color="gray")

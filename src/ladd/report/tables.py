@@ -33,6 +33,12 @@ def pm(mean: float, std: float, n: int | None = None) -> str:
     return f"{100 * mean:.2f}" if n == 1 else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
+def pm_of(row: dict) -> str:
+    """`pm` of a result's acc_mean/acc_std, over its seeds (`accs` or `n_seeds`, when it records them)."""
+    n = len(row["accs"]) if "accs" in row else row.get("n_seeds")
+    return pm(row["acc_mean"], row["acc_std"], n)
+
+
 def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
