@@ -91,7 +91,7 @@ def layout_notes(rows: list[dict]) -> list[str]:
 
 
 def robustness_note(scores: dict) -> str:
-    score = {k: pm(scores[f"{k}_mean"], scores[f"{k}_std"]) for k in ("hlr", "ior", "lrs", "ars")}
+    score = {k: pm(scores[f"{k}_mean"], scores[f"{k}_std"], scores["runs"]) for k in ("hlr", "ior", "lrs", "ars")}
     return (f"DD-Ranking scores ({scores['method']}, {scores['model']}, {scores['runs']} runs): HLR {score['hlr']}, IOR {score['ior']}, "
             f"LRS {score['lrs']}, ARS {score['ars']} (vs random real images, seed {scores['random_images']}; "
             f"real-data students {scores['real_epochs']} epochs)")
