@@ -115,6 +115,18 @@ def test_refuses_to_replace_a_folder_that_is_not_an_artifact(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")] == []
 
 
+def test_manifest_of_another_schema_version_is_refused_in_one_line(tmp_path):
+    save_artifact(tmp_path / "a", _art())
+    mpath = tmp_path / "a" / "manifest.json"
+    m = json.loads(mpath.read_text())
+    for old in (0, None):  # an older ladd's version, or none recorded
+        m["schema_version"] = old
+        mpath.write_text(json.dumps(m))
+        with pytest.raises(LaddError, match=rf"manifest.json has schema version {old}; this ladd reads 1: make the artifact again") as e:
+            load_artifact(tmp_path / "a")
+        assert "\n" not in str(e.value)
+
+
 def test_malformed_manifest_is_one_error(tmp_path):
     save_artifact(tmp_path / "a", _art())
     mpath = tmp_path / "a" / "manifest.json"

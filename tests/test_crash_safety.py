@@ -107,6 +107,20 @@ def test_sweep_removes_only_the_leftovers_of_its_own_path(tmp_path, capsys):
     assert "removed 2 leftover(s) of an interrupted write" in capsys.readouterr().err
 
 
+def test_umask_mode_reads_the_umask_without_setting_it(monkeypatch):
+    old = os.umask(0o027)
+    try:
+        calls = []
+        real = os.umask
+        monkeypatch.setattr(io.os, "umask", lambda m: (calls.append(m), real(m))[1])
+        assert io.umask_mode(0o666) == 0o640 and io.umask_mode(0o777) == 0o750
+        assert calls == [] or not Path("/proc/self/status").exists()  # Linux: read, never set
+        monkeypatch.setattr(io, "open", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError()), raising=False)
+        assert io.umask_mode(0o666) == 0o640 and calls == [0o077, 0o027]  # elsewhere: set and restored
+    finally:
+        os.umask(old)
+
+
 def _saved(toy, tmp_path) -> Path:
     path = tmp_path / "art"
     save_artifact(path, pipeline.distill(toy, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(ipc=6)))

@@ -4,6 +4,7 @@ import torch
 from safetensors.torch import save_file
 
 from ladd.core.errors import LaddError
+from ladd.core.types import normalize
 from ladd.images import ImageRequest, make_images
 
 
@@ -48,10 +49,12 @@ def test_import_refuses_pickled_objects_and_wrong_shapes(toy, tmp_path):
         make_images("import", ImageRequest(toy, 1))
 
 
-def test_import_reads_0_255_floats_and_refuses_nan(toy, tmp_path):
+def test_import_reads_0_255_and_standardized_floats_and_refuses_nan(toy, tmp_path):
     images, labels = toy.train.images[:6], toy.train.labels[:6]
     save_file({"images": images.float(), "labels": labels}, tmp_path / "a.safetensors")
     assert torch.equal(make_images("import", ImageRequest(toy, 1, path=tmp_path / "a.safetensors")).images, images)
+    save_file({"images": normalize(images, toy.mean, toy.std), "labels": labels}, tmp_path / "n.safetensors")
+    assert torch.equal(make_images("import", ImageRequest(toy, 1, path=tmp_path / "n.safetensors")).images, images)  # standardized
     bad = images.float()
     bad[0, 0, 0, 0] = float("nan")
     save_file({"images": bad, "labels": labels}, tmp_path / "b.safetensors")

@@ -239,6 +239,10 @@ def test_stored_files_are_validated_on_load(toy, tmp_path):
         load_artifact(path)
     rewrite(lambda t: t.update(original))
     load_artifact(path)
+    info_path.write_text(json.dumps({k: v for k, v in info.items() if k != "mix_per"}))  # as an older ladd wrote it
+    with pytest.raises(LaddError, match=r"relabel.json is malformed at mix_per: Field required \(run `ladd relabel` on the artifact again\)"):
+        load_artifact(path)
+    info_path.write_text(json.dumps(info))
     (directory / epoch_file(2)).write_bytes((directory / epoch_file(3)).read_bytes())
     with pytest.raises(LaddError, match="does not match the SHA-256"):
         load_artifact(path)

@@ -188,3 +188,19 @@ def test_flops_tick_labels_are_engineering_and_do_not_overlap(tmp_path, monkeypa
         assert len(boxes) >= 2 and all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))
         assert not any("10^" in t.get_text() or "times" in t.get_text() for t in shown)
     assert any(t.get_text().endswith(("T", "G")) for t in fig.axes[1].get_xticklabels())
+
+
+def test_plots_leave_matplotlib_state_alone(tmp_path):
+    """ladd draws on bare Figures: importing its plotting and experiments and writing a figure neither
+    imports pyplot nor selects a backend, so a notebook or GUI program keeps its own."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, matplotlib, ladd.experiments.common, ladd.report.gradcam\n"
+            "from ladd.report.plots import save_figure, subplots\n"
+            "fig, ax = subplots(figsize=(2, 2)); ax.plot([0, 1]); save_figure(fig, __import__('pathlib').Path(sys.argv[1]))\n"
+            "print('matplotlib.pyplot' in sys.modules, matplotlib.rcParams._get_backend_or_none())")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # a backend the user chose is not ladd's choice
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.png")], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["False", "None"] and (tmp_path / "f.png").stat().st_size > 0

@@ -160,7 +160,8 @@ def load_artifact(path: Path, *, complete: bool = False) -> Artifact:
         raise LaddError(f"{path} is not a ladd artifact (no {MANIFEST}): create one with `ladd distill`")
     manifest = read_json(mpath, "the artifact is corrupt")
     if isinstance(manifest, dict) and manifest.get("schema_version") != SCHEMA_VERSION:
-        raise LaddError(f"{mpath} has schema version {manifest.get('schema_version')!r}; this ladd reads {SCHEMA_VERSION}")
+        raise LaddError(f"{mpath} has schema version {manifest.get('schema_version')!r}; this ladd reads {SCHEMA_VERSION}: "
+                        "make the artifact again with this ladd")
     from ladd.artifact.manifest import check_manifest
 
     check_manifest(manifest, str(mpath), complete=complete)  # every field ladd reads back, typed: one line naming a bad one

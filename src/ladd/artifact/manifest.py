@@ -220,7 +220,7 @@ class RelabelInfo(_Model):
     samples: Positive
     classes: Positive
     batch_size: Positive
-    mix_per: Literal["batch", "sample"] = "sample"
+    mix_per: Literal["batch", "sample"]
     images_sha256: Sha256
     files: list[Sha256]
     complete: Literal[True]

@@ -62,8 +62,8 @@ class RelabelStore:
 
     @property
     def mix_batch(self) -> int | None:
-        """Rows per CutMix draw (the relabel batch), or None for a draw per row (stores without `mix_per`)."""
-        return self.batch_size if self.info.get("mix_per", "sample") == "batch" else None
+        """Rows per CutMix draw (the relabel batch), or None for a draw per row (`mix_per` "sample")."""
+        return self.batch_size if self.info["mix_per"] == "batch" else None
 
     def epoch(self, e: int) -> Epoch:
         return Epoch(**{k: self.tensors[k][e] for k in ("order", *PARAMS)}, mix_batch=self.mix_batch)
@@ -162,7 +162,7 @@ def load_store(directory: Path, images: int, classes: int, images_sha256: str) -
 def _expected(info: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     n, c, k = info["samples"], info["classes"], info["top_k"]
     dtype = getattr(torch, info["dtype"])
-    draws = -(-n // info["batch_size"]) if info.get("mix_per", "sample") == "batch" else n
+    draws = -(-n // info["batch_size"]) if info["mix_per"] == "batch" else n
     want = {"order": ((n,), torch.int64), "crop": ((n, 4), torch.float32), "flip": ((n,), torch.bool),
             "mix_index": ((n,), torch.int64), "mix_lambda": ((draws,), torch.float32), "mix_box": ((draws, 4), torch.int16)}
     if k is None:

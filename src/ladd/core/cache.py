@@ -24,7 +24,8 @@ from ladd.core.errors import LaddError
 from ladd.core.io import LOCK, OLD, TMP, load_safetensors, lock_path, sha256
 
 # kind → format version of its entries. Bump one when what ladd would write there changes.
-FORMATS = {"experts": 1, "distill": 2, "labels": 1, "selection": 1, "teachers": 1,  # teachers: pretrained (`ladd.experts.pretrained`)
+# distill 3, labels 2: their checkpoints record `core.checkpoint.FORMAT` (a finished one is read on every re-run)
+FORMATS = {"experts": 1, "distill": 3, "labels": 2, "selection": 1, "teachers": 1,  # teachers: pretrained (`ladd.experts.pretrained`)
            "data": 1}  # dataset stores (`ladd.data.store`): bump when decoding (imagefolder.decode/_square) changes the pixels
 
 

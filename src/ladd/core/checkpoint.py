@@ -1,5 +1,6 @@
 """Resumable state in one safetensors file: tensors, optimizer buffers, generator and RNG states,
-and JSON metadata. One file, written atomically, so a resume never mixes two moments."""
+and JSON metadata. One file, written atomically, so a resume never mixes two moments. Every file
+records `FORMAT`; a resume refuses any other (older ladd versions' states are not converted)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from torch import nn
 from ladd.core.errors import LaddError
 from ladd.core.io import load_safetensors, save_tensors
 
+FORMAT = "1"  # bumped when what a state file holds changes (a string: safetensors metadata are strings)
+
 
 def save_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
     state = {f"t.{k}": v for k, v in tensors.items()}
@@ -21,14 +24,18 @@ def save_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict, opt: to
         state["cuda_rng"] = torch.cuda.get_rng_state()
     for i, s in opt.state_dict()["state"].items():
         state.update({f"opt.{i}.{k}": v for k, v in s.items() if isinstance(v, torch.Tensor)})
-    save_tensors(Path(path), state, metadata={"ladd": json.dumps(meta)})
+    save_tensors(Path(path), state, metadata={"format": FORMAT, "ladd": json.dumps(meta)})
 
 
 def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, device) -> tuple[dict[str, torch.Tensor], dict]:
     """Restore optimizer, generator and RNG states in place; return (tensors, meta). A file that is
-    corrupt or from another run (other parameters) is a one-line LaddError, and nothing is restored."""
+    corrupt, of another format or from another run (other parameters) is a one-line LaddError, and
+    nothing is restored."""
     state, metadata = load_safetensors(path, metadata=True)
     fix = "delete it (or its checkpoint folder) to start over"
+    if metadata.get("format") != FORMAT:
+        made = "no format" if "format" not in metadata else f"format {metadata['format'][:20]!r}"
+        raise LaddError(f"{path} is a checkpoint of another ladd version ({made}; this ladd reads format {FORMAT!r}): {fix}")
     try:
         meta = json.loads(metadata["ladd"])
         if not isinstance(meta, dict):

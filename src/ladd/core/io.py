@@ -21,6 +21,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -32,10 +33,26 @@ from ladd.core.errors import LaddError
 TMP, OLD, LOCK = ".tmp", ".old", ".lock"  # suffixes of a path's hidden siblings: `.NAME.xxxx.tmp`, …
 
 
+_UMASK = threading.Lock()
+
+
 def umask_mode(mode: int) -> int:
-    """`mode` less the process umask (mkstemp/mkdtemp create private 0600/0700 entries)."""
-    mask = os.umask(0)
-    os.umask(mask)
+    """`mode` less the process umask (mkstemp/mkdtemp create private 0600/0700 entries). The umask
+    is read from /proc/self/status on Linux: `os.umask` can only read it by setting it, and while
+    it is set every thread of the process (a user's, a data loader's) creates files with the wrong
+    mode. Where that file is missing or lacks the line (other systems, Linux before 4.7), the umask
+    is set and restored under a lock, to 0o077 meanwhile: a file made in that moment is private,
+    never world-writable."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return mode & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _UMASK:
+        mask = os.umask(0o077)
+        os.umask(mask)
     return mode & ~mask
 
 

@@ -76,12 +76,16 @@ def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (images.float() / 255.0 - mean_t) / std_t
 
 
+def denormalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """Standardized values back to pixels in [0, 1] units, unclamped (`normalize` undone but for its /255)."""
+    mean_t, std_t = _channel_stats_on(tuple(mean), tuple(std), x.device)
+    return x * std_t + mean_t
+
+
 def to_pixels(x: torch.Tensor, mean, std, *, keep_float: bool = False) -> torch.Tensor:
     """Inverse of `normalize`, clamped to valid pixels: rounded to uint8 (what is stored and
     counted by default), or float32 in [0, 255] when `keep_float`."""
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    pixels = (x.detach() * std_t + mean_t).clamp(0, 1) * 255
+    pixels = denormalize(x.detach(), mean, std).clamp(0, 1) * 255
     return pixels.float() if keep_float else quantize(pixels)
 
 

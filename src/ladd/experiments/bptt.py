@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 
 from ladd import pipeline
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, real_images, soft_labeled, students, teacher_config, write_report
+from ladd.report.plots import subplots
 from ladd.report.tables import pm_of
 from ladd.experiments.expert_epoch import resolve_epoch
 from ladd.experts import ensure_expert
@@ -71,7 +71,7 @@ def run(dataset: Dataset, setup: Setup, ipc: int, bptt: BpttConfig, epoch, runti
     mean_ensemble = normalized(to_ensemble).mean(0)
     closest_ensemble = epochs[int(mean_ensemble.argmin())]
     table = [{"labels": k, "acc %": pm_of(v)} for k, v in results.items()]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4), constrained_layout=True)
+    fig, axes = subplots(1, 3, figsize=(17, 4))
     im = axes[0].imshow(dist.numpy(), aspect="auto", cmap="viridis", extent=(epochs[0] - 0.5, epochs[-1] + 0.5, len(dist), 0))
     fig.colorbar(im, ax=axes[0], label="normalized JSD (per image)")
     axes[0].set_xlabel("expert epoch")

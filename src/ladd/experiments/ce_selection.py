@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
@@ -17,6 +16,7 @@ from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset, normalize
 from ladd.data.stream import chunks, gather
 from ladd.experiments.common import Cells, Setup, real_images, soft_labeled, students, teacher_config, write_report
+from ladd.report.plots import subplots
 from ladd.report.tables import pm_of
 from ladd.experiments.expert_epoch import resolve_epoch
 from ladd.labels.methods import build_teacher
@@ -61,7 +61,7 @@ def run(dataset: Dataset, setup: Setup, ipc: int, quantiles: int, epoch, runtime
                         lambda art=art: students(soft_labeled(art, dataset, setup, runtime, epoch=chosen), dataset, setup, "soft", runtime))
         rows.append({"variant": name, **res})
     table = [{"images": r["variant"], "acc %": pm_of(r)} for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    fig, ax = subplots(figsize=(6, 4))
     q_rows = rows[1:]
     ax.errorbar(range(quantiles), [100 * r["acc_mean"] for r in q_rows], yerr=[100 * r["acc_std"] for r in q_rows], fmt="o-", capsize=3, label="CE quantile")
     ax.axhline(100 * rows[0]["acc_mean"], ls=":", color="gray", label="random images")

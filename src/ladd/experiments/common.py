@@ -12,24 +12,20 @@ import json
 from pathlib import Path
 from typing import Callable, Literal
 
-import matplotlib
+import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
-
-import ladd  # noqa: E402
-from ladd import pipeline  # noqa: E402
-from ladd.artifact import Artifact  # noqa: E402
-from ladd.core.io import command_line, lock, read_json, write_json, write_text  # noqa: E402
-from ladd.core import progress  # noqa: E402
-from ladd.core.progress import console  # noqa: E402
-from ladd.core.runtime import Runtime  # noqa: E402
-from ladd.core.types import Dataset  # noqa: E402
-from ladd.eval.protocol import EvalConfig, evaluate  # noqa: E402
-from ladd.experts import ExpertConfig  # noqa: E402
-from ladd.labels import LabelConfig  # noqa: E402
+import ladd
+from ladd import pipeline
+from ladd.artifact import Artifact
+from ladd.core.io import command_line, lock, read_json, write_json, write_text
+from ladd.core import progress
+from ladd.core.progress import console
+from ladd.core.runtime import Runtime
+from ladd.core.types import Dataset
+from ladd.eval.protocol import EvalConfig, evaluate
+from ladd.experts import ExpertConfig
+from ladd.labels import LabelConfig
 
 
 class Setup(BaseModel):
@@ -54,7 +50,7 @@ class Setup(BaseModel):
     select_lr: tuple[float, ...] = ()
 
 
-CELL_FORMAT = 1  # bumped when a change to ladd changes what a cell computes: old cells are not reused
+CELL_FORMAT = 2  # bumped when a change to ladd changes what a cell computes or how it is keyed: old cells are not reused
 
 
 class Cells:
@@ -63,9 +59,8 @@ class Cells:
     def __init__(self, out: Path, setup: Setup):
         self.dir = Path(out) / "cells"
         self.resumed = False
-        # which epochs are tried never changes one cell's result, so it is not part of the key;
-        # neither is an empty select_lr, so cells written before it existed stay valid
-        self.setup = setup.model_dump(exclude={"candidate_epochs"} | (set() if setup.select_lr else {"select_lr"}))
+        # which epochs are tried never changes one cell's result, so it is not part of the key
+        self.setup = setup.model_dump(exclude={"candidate_epochs"})
 
     def run(self, key: dict, compute: Callable[[], dict]) -> dict:
         """The cell's result: read back, or computed and written (under the cell's lock, so two
@@ -125,7 +120,6 @@ def write_report(out: Path, name: str, title: str, payload: dict, table: list[di
     lines += [""] + [f"- {n}" for n in notes] + ["", f"![{name}]({name}.png)", ""]
     write_text(out / f"{name}.md", "\n".join(lines))
     figure.savefig(out / f"{name}.png", dpi=120)
-    plt.close(figure)
     for line in lines[2 : 4 + len(table)]:
         console.print(line, markup=False)
     console.print(f"wrote {out / name}.json, .md and .png")

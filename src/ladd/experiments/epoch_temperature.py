@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+from matplotlib.patches import Rectangle
 import numpy as np
 
 from ladd.core.runtime import Runtime
@@ -16,6 +16,7 @@ from ladd.core.types import Dataset
 from ladd.data import holdout
 from ladd.experiments.common import Cells, Setup, write_report
 from ladd.experiments.expert_epoch import candidate_epochs, curve, fixed_lr
+from ladd.report.plots import subplots
 from ladd.report.tables import pm_of
 
 
@@ -28,7 +29,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], temperatures: list[floa
             for ipc in ipcs}  # ties: the earliest epoch, then the temperature closest to 1
     table = [{"IPC": r["ipc"], "expert epoch": f"{r['epoch']:g}", "T": f"{r['temperature']:g}", "label entropy": f"{r['label_entropy']:.3f}",
               "student val acc %": pm_of(r), "best": "✓" if r is best[r["ipc"]] else ""} for r in rows]
-    fig, axes = plt.subplots(1, len(ipcs), figsize=(5.5 * len(ipcs), 4), constrained_layout=True, squeeze=False)
+    fig, axes = subplots(1, len(ipcs), figsize=(5.5 * len(ipcs), 4), squeeze=False)
     for ax, ipc in zip(axes[0], ipcs):
         grid = np.array([[next(r["acc_mean"] for r in rows if (r["ipc"], r["temperature"], r["epoch"]) == (ipc, t, e)) for e in epochs]
                          for t in temperatures]) * 100
@@ -36,7 +37,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], temperatures: list[floa
         for (i, j), v in np.ndenumerate(grid):
             ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=9, color="w" if v < grid.mean() else "k")
         b = best[ipc]
-        ax.add_patch(plt.Rectangle((epochs.index(b["epoch"]) - 0.5, temperatures.index(b["temperature"]) - 0.5), 1, 1, fill=False,
+        ax.add_patch(Rectangle((epochs.index(b["epoch"]) - 0.5, temperatures.index(b["temperature"]) - 0.5), 1, 1, fill=False,
                                    edgecolor="r", linewidth=2.5, label="best"))  # a frame: the cell's number stays readable
         ax.set_xticks(range(len(epochs)), [f"{e:g}" for e in epochs], fontsize=7)
         ax.set_yticks(range(len(temperatures)), [f"{t:g}" for t in temperatures])

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
@@ -18,6 +16,7 @@ from ladd.data import holdout
 from ladd import pipeline
 from ladd.eval.protocol import methods_for
 from ladd.experiments.common import Cells, Setup, real_images, students, teacher_config, write_report
+from ladd.report.plots import subplots
 from ladd.report.tables import pm_of
 from ladd.labels import LABEL_METHODS
 from ladd.experts import ensure_expert
@@ -91,7 +90,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], runtime: Runtime, out: 
     table = [{"IPC": ipc, "expert epoch": f"{r['epoch']:g}", "expert val acc %": f"{100 * r['expert_val_acc']:.2f}",
               "label entropy": f"{r['label_entropy']:.3f}", "student val acc %": pm_of(r),
               "chosen": "✓" if r["epoch"] == chosen[ipc] else ""} for ipc, rows in curves.items() for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    fig, axes = subplots(1, 3, figsize=(14, 4))
     for ipc, rows in curves.items():
         x = [r["epoch"] for r in rows]
         axes[0].plot(x, [100 * r["expert_val_acc"] for r in rows], "k.-")

@@ -13,12 +13,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from ladd import pipeline
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, students, write_report
+from ladd.report.plots import subplots
 from ladd.report.tables import pm_of
 
 # (row, image method, stage switches, student method): the Table 7 progression first. Students of
@@ -96,7 +95,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ladd_labels: bool, runt
     table = [{"IPC": r["ipc"], "images / labels": r["row"], "students": r["students"], "acc %": pm_of(r),
               "label KB (zip)": f"{r['label_bytes_zip'] / 1024:.1f}",
               "compensation s/image": f"{r['compensation']['seconds_per_image']:.3f}" if r.get("compensation") else "–"} for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    fig, ax = subplots(figsize=(8, 4.5))
     names = list(dict.fromkeys(r["row"] for r in rows))
     width = 0.8 / len(ipcs)
     for i, ipc in enumerate(ipcs):

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from ladd import pipeline
 from ladd.artifact import load_artifact, save_artifact
 from ladd.core.runtime import Runtime
@@ -20,6 +18,7 @@ from ladd.core.types import Dataset
 from ladd.eval.diversity import diversity
 from ladd.eval.protocol import EvalConfig, evaluate
 from ladd.experiments.common import Cells, Setup, students, write_report
+from ladd.report.plots import subplots
 from ladd.report.tables import pm_of
 from ladd.experts import ExpertConfig
 from ladd.images.recipes import load_recipe
@@ -81,7 +80,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], rhos: list[float], pool
               "ρ": f"{r['rho']:g}", "pool": r["pool"], "fkd %": pm_of(r),
               "labels kept": r["relabel_kept_samples"], "label B kept (raw)": f"{r['label_bytes_raw']:,}",
               "labels / images": f"{r['label_to_image_ratio']:.2f}"} for r in rows]
-    fig, axes = plt.subplots(1, len(ipcs), figsize=(5.5 * len(ipcs), 4), constrained_layout=True, squeeze=False)
+    fig, axes = subplots(1, len(ipcs), figsize=(5.5 * len(ipcs), 4), squeeze=False)
     for ax, ipc in zip(axes[0], ipcs):
         for color, method in zip(("tab:blue", "tab:orange"), IMAGE_SETS):
             for pool in pools:

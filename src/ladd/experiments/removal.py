@@ -13,12 +13,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, real_images, relabeled, soft_labeled, students, write_report
+from ladd.report.plots import subplots
 from ladd.report.tables import pm_of
 from ladd.experiments.expert_epoch import resolve_epoch
 
@@ -55,7 +54,7 @@ def run(dataset: Dataset, setup: Setup, ipc: int, target: int, epoch, runtime: R
         rows.append({"variant": name, "class_acc": res["class_acc_mean"][target], **res})
     cname = dataset.class_names[target]
     table = [{"variant": r["variant"], f"class {cname!r} acc %": f"{100 * r['class_acc']:.2f}", "overall acc %": pm_of(r)} for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    fig, ax = subplots(figsize=(7, 4))
     ax.bar([r["variant"] for r in rows], [100 * r["class_acc"] for r in rows])
     ax.set_ylabel(f"accuracy on class {cname!r} % (mean of {setup.seeds} seeds)")
     ax.tick_params(axis="x", labelsize=8)

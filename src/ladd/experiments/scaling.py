@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 import numpy as np
 from scipy.optimize import curve_fit
@@ -27,7 +26,7 @@ from ladd.experiments.common import Cells, Setup, real_images, relabeled, soft_l
 from ladd.report.tables import pm_of
 from ladd.experiments.expert_epoch import resolve_epoch
 from ladd.labels.soft import keep_top_k
-from ladd.report.plots import pareto
+from ladd.report.plots import pareto, subplots
 
 
 def law(ipc, a, c, d):
@@ -104,7 +103,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ks: list[int], epoch, r
     front = [cells_all[i] for i in pareto([(stored_kb(c), c["acc_mean"]) for _, _, c in cells_all])]
     table = [{"IPC": ipc, **{f"{name} acc %": pm_of(grid[name][ipc]) for name in grid},
               **{f"×data {name}": f"{reduction[name][ipc]:.1f}" for name in reduction}} for ipc in ipcs]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), constrained_layout=True)
+    fig, axes = subplots(1, 2, figsize=(13, 4.5))
     ax = axes[0]
     dense = np.geomspace(min(ipcs), max(ipcs), 100)
     for name, cells_ in grid.items():

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, real_images, soft_labeled, students, write_report
+from ladd.report.plots import subplots
 from ladd.report.tables import pm_of
 from ladd.experiments.expert_epoch import resolve_epoch, selection_curve, selection_dir
 
@@ -37,7 +36,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], epoch, ensemble: int, r
     table = [{"IPC": r["ipc"], "expert epoch": f"{r['expert_epoch']:g}",
               **{f"{v} acc %": pm_of(r[v]) + chosen_lr(r[v]) for v in variants},
               "soft label KB (zip)": f"{r['soft']['label_bytes_zip'] / 1024:.1f}"} for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    fig, ax = subplots(figsize=(6, 4))
     for v in variants:
         ax.errorbar([r["ipc"] for r in rows], [100 * r[v]["acc_mean"] for r in rows], yerr=[100 * r[v]["acc_std"] for r in rows],
                     fmt="o-", capsize=3, label=v)

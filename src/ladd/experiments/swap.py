@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, real_images, relabeled, soft_labeled, students, write_report
+from ladd.report.plots import subplots
 from ladd.report.tables import pm_of
 from ladd.experiments.expert_epoch import resolve_epoch
 from ladd.labels.soft import swap_kth
@@ -27,7 +26,7 @@ def run(dataset: Dataset, setup: Setup, ipc: int, epoch, runtime: Runtime, out: 
         res = cells.run({**key, "rank": i}, lambda i=i: students(relabeled(art, swap_kth(art.soft_labels, i)), dataset, setup, "soft", runtime))
         rows.append({"rank": i, **res, "relative": res["acc_mean"] / base["acc_mean"]})
     table = [{"swapped rank": r["rank"] or "none", "acc %": pm_of(r), "relative": f"{r['relative']:.3f}"} for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    fig, ax = subplots(figsize=(6, 4))
     ax.plot([r["rank"] for r in rows[1:]], [r["relative"] for r in rows[1:]], "o-")
     ax.axhline(1.0, ls=":", color="gray")
     ax.set_xlabel("i: the i-th largest probability swapped with the smallest")

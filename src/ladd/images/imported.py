@@ -21,7 +21,7 @@ import torch
 
 from ladd.core.errors import LaddError
 from ladd.core.io import load_safetensors
-from ladd.core.types import ImageSet
+from ladd.core.types import ImageSet, denormalize, quantize
 from ladd.images import IMAGE_METHODS, ImageRequest
 
 KEYS = (("images", "labels"), ("x", "y"), ("image", "label"))
@@ -137,8 +137,6 @@ def import_images(req: ImageRequest) -> ImageSet:
         if x.min() >= 0 and 1 < x.max() <= 255:
             x = x / 255
         elif x.min() < 0 or x.max() > 1:
-            mean = torch.tensor(ds.mean).view(1, -1, 1, 1)
-            std = torch.tensor(ds.std).view(1, -1, 1, 1)
-            x = x * std + mean
-        images = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+            x = denormalize(x, ds.mean, ds.std)
+        images = quantize(x.clamp(0, 1) * 255)
     return ImageSet(images.contiguous(), labels, flops=None)  # what another tool spent is unknown

@@ -111,7 +111,7 @@ def optimize_images(
                 for name, (t, _) in extra.items():
                     t.copy_(tensors[name])
             start, losses = int(meta["iteration"]), list(meta["losses"])
-            per_position = meta.get("flops_per_position", per_position)
+            per_position = meta["flops_per_position"]
             progress.log(f"{description}: resuming from {state} (iteration {start}/{iterations})")
         with progress.bar(description, iterations) as advance:
             advance(start)
@@ -133,9 +133,4 @@ def optimize_images(
                     save_state(state, tensors, {"iteration": it + 1, "losses": losses, "flops_per_position": per_position}, opt, gen)
                     progress.log(f"{description}: checkpoint: iteration {it + 1}/{iterations} -> {state}")
                 advance(status=f"loss {losses[-1]:.4g}")
-            if any(per_position[it % cycle] is None for it in range(iterations)):
-                # a finished checkpoint from before ladd counted FLOPs: run the last cycle again, counted, unapplied
-                for it in range(max(0, iterations - cycle), iterations):
-                    per_position[it % cycle] = counted(it)[1]
-                opt.zero_grad(set_to_none=True)
     return Optimized(syn.detach(), losses, sum(per_position[it % cycle] for it in range(iterations)))

@@ -48,24 +48,26 @@ def figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, s
     """One column per test image: the image, and below it the Grad-CAM of the predicted class
     overlaid on it (opacity rising with the map, so the image shows through where the map is low;
     a wrong prediction's title in red)."""
+    from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
-    from ladd.report.plots import image_pixels, plt, save_figure
+    from ladd.report.plots import image_pixels, save_figure, subplots
 
     device = next(model.parameters()).device
     maps, pred = grad_cam(model, normalize(images.to(device), mean, std))
-    fig, axes = plt.subplots(2, len(images), figsize=(1.7 * len(images) + 0.8, 3.6), squeeze=False, constrained_layout=True)
+    fig, axes = subplots(2, len(images), figsize=(1.7 * len(images) + 0.8, 3.6), squeeze=False)
     for j in range(len(images)):
         shown = image_pixels(images[j])
         for ax in axes[:, j]:
             ax.imshow(shown, cmap="gray")
             ax.axis("off")
         cam = maps[j].cpu().numpy()
-        overlay = plt.get_cmap("jet")(cam)
+        overlay = colormaps["jet"](cam)
         overlay[..., 3] = 0.75 * cam
         axes[1, j].imshow(overlay)
         axes[0, j].set_title(f"true {names[int(labels[j])]}", fontsize=7)
         axes[1, j].set_title(f"pred {names[int(pred[j])]}", fontsize=7, color="k" if pred[j] == labels[j].to(pred.device) else "r")
-    fig.colorbar(ScalarMappable(plt.Normalize(0, 1), "jet"), ax=axes[1, :], label="Grad-CAM", shrink=0.9)
+    fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes[1, :], label="Grad-CAM", shrink=0.9)
     fig.suptitle(title, fontsize=8)
     return save_figure(fig, path)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogLocator, NullFormatter, NullLocator
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kw):
+    """(figure, axes) as `pyplot.subplots` with constrained layout, but a bare `Figure` that no
+    pyplot window manager holds: ladd only writes figures to files, so it needs no display backend,
+    never selects one for the user's process (a notebook keeps its own) and has nothing to close."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def accuracy_label(rows: list[dict]) -> str:
@@ -39,7 +44,7 @@ def cost_axis(ax, values: list[float], engineering: bool = True) -> None:
 
 def accuracy_vs_cost(rows: list[dict], path: Path) -> None:
     """Two panels, one point per row with its ± std bar: accuracy vs zipped bytes, and vs FLOPs."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig, axes = subplots(1, 2, figsize=(10, 4))
     panels = (
         (lambda r: (r["image_bytes_zip"] + r["label_bytes_zip"]) / 1024, "stored KB (images + labels, zip)", False),
         (lambda r: r["flops"], "FLOPs (images + labels + one student)", True),
@@ -60,7 +65,7 @@ def accuracy_vs_cost(rows: list[dict], path: Path) -> None:
 def flops_curves(rows: list[dict], path: Path) -> None:
     """LADD's Fig. 3: test accuracy (mean ± std over seeds) against the deployment FLOPs spent so
     far, one line per row that recorded a curve; equal-FLOPs rows are drawn as stars."""
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    fig, ax = subplots(figsize=(7, 4.5))
     xs = []
     for i, r in enumerate(r for r in rows if r.get("curve")):
         x = [p["flops_deploy"] for p in r["curve"]]
@@ -140,7 +145,7 @@ def report_plots(rows: list[dict], out: Path) -> list[Path]:
     several_ipc = len({r["ipc"] for r in rows}) > 1
     paths = []
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    fig, ax = subplots(figsize=(8, 4.5))
     lines: dict[tuple[str, str], list[dict]] = {}  # runs at different IPC join one line
     for r in rows:
         lines.setdefault((source(r), label(r)), []).append(r)
@@ -161,7 +166,7 @@ def report_plots(rows: list[dict], out: Path) -> list[Path]:
 
     for x_of, xlabel, name, front in ((stored, "stored KB (images + labels, zip)", "acc_vs_bytes.png", True),
                                       (lambda r: r["flops"], "FLOPs (images + labels + one student)", "acc_vs_flops.png", False)):
-        fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+        fig, ax = subplots(figsize=(8, 4.5))
         for r in rows:
             ax.errorbar(x_of(r), acc(r), yerr=100 * r["acc_std"], color=colours[source(r)], marker=markers[label(r)],
                         capsize=3, ls="", alpha=0.85)
@@ -198,8 +203,7 @@ def per_class(rows: list[dict], names: list[str], path: Path) -> Path:
     width = min(max(0.45 * widest + 4, 7), 22)
     label_room = {key: _class_ticks(key[1], width)[2] for key in panels}
     heights = [0.3 * len(idx) + 0.7 + label_room[key] for key, idx in panels.items()]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(width, sum(heights) + 0.6), height_ratios=heights, squeeze=False,
-                             constrained_layout=True)
+    fig, axes = subplots(len(panels), 1, figsize=(width, sum(heights) + 0.6), height_ratios=heights, squeeze=False)
     for ax, ((dataset, classes), idx) in zip(axes[:, 0], panels.items()):
         grid = 100 * np.array([rows[i]["class_acc_mean"] for i in idx], dtype=float)
         im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
@@ -233,8 +237,8 @@ def cross_architecture(rows: list[dict], path: Path) -> Path:
     methods = sorted({r["method"] for r in rows})
     sources = sorted({str(r.get("distilled_with")) for r in rows})
     targets = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(1, len(methods), figsize=(1.6 * len(targets) * len(methods) + 2, 1.0 * len(sources) + 2),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = subplots(1, len(methods), figsize=(1.6 * len(targets) * len(methods) + 2, 1.0 * len(sources) + 2),
+                         squeeze=False)
     for ax, method in zip(axes[0], methods):
         grid = np.full((len(sources), len(targets)), np.nan)
         for i, s in enumerate(sources):
@@ -273,7 +277,7 @@ def artifact_figures(art, run: str, out: Path, per_class: int) -> list[Path]:
     if cols == 1:  # one image per class (IPC 1): classes side by side, five to a row
         picks = [sum(picks[r:r + 5], []) for r in range(0, len(picks), 5)]
         cols = max(len(p) for p in picks)
-    fig, axes = plt.subplots(len(picks), cols, figsize=(1.6 * max(cols, 4), 1.6 * len(picks) + 0.3), squeeze=False, constrained_layout=True)
+    fig, axes = subplots(len(picks), cols, figsize=(1.6 * max(cols, 4), 1.6 * len(picks) + 0.3), squeeze=False)
     for ax_row, idx in zip(axes, picks):
         for ax, i in zip(ax_row, idx + [None] * (cols - len(idx))):
             ax.axis("off")
@@ -287,7 +291,7 @@ def artifact_figures(art, run: str, out: Path, per_class: int) -> list[Path]:
     if art.dense_labels is not None and art.geometry is not None:
         n, r = art.geometry
         crops = views(art.images[:1].float(), n, r)[0]
-        fig, axes = plt.subplots(n, n, figsize=(1.5 * n, 1.5 * n), squeeze=False, constrained_layout=True)
+        fig, axes = subplots(n, n, figsize=(1.5 * n, 1.5 * n), squeeze=False)
         for j, ax in enumerate(axes.flat):
             ax.axis("off")
             ax.imshow(image_pixels(crops[j]), cmap="gray")
@@ -314,5 +318,4 @@ def save_figure(fig, path: Path) -> Path:
     """Every ladd figure is written here: one resolution."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
