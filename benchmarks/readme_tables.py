@@ -180,7 +180,7 @@ def trainer_speed() -> tuple[str, list[str]]:
     text += (f"\n\nMatmul peak measured in the same run: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s "
              f"({c['cpu']}, {c['affinity']} cores, {c['torch_threads']} torch threads, {c['cpu_capability']}, torch {c['torch']}; "
              f"load average {c['loadavg_start'][0]:.1f} before, {c['loadavg_end'][0]:.1f} after). `plain` checks the loss on the host "
-             f"every step (the old trainer), `no-sync` is the default.")
+             f"every step, `no-sync` (the default) once per epoch.")
     return text, [name]
 
 
