@@ -54,14 +54,17 @@ def stages(work: Path, args) -> list[dict]:
     return [
         {"stage": "expert training (DDP)", "unit": "images",
          "amount": train * args.expert_epochs,
-         "command": lambda out: ["experts", "--dataset", "mnist5k", "--num-experts", "1", "--epochs", str(args.expert_epochs), "--out", out]},
+         "command": lambda out: ["experts", "--dataset", "mnist5k", "--model", "convnet", "--num-experts", "1", "--epochs", str(args.expert_epochs),
+                                 "--out", out]},
         {"stage": f"LADD evaluation, {args.seeds} seeds (assignment)", "unit": "student epochs",
          "amount": args.seeds * args.eval_epochs,
-         "command": lambda out: ["eval", art, "--methods", "ladd", "--seeds", str(args.seeds), "--epochs", str(args.eval_epochs),
+         "command": lambda out: ["eval", art, "--methods", "ladd", "--model", "convnet", "--protocol", "dc", "--seeds", str(args.seeds),
+                                 "--epochs", str(args.eval_epochs),
                                  "--crops-per-step", str(args.crops), "--out", out]},
         {"stage": "dense + global labels (chunks)", "unit": "images",
          "amount": 10 * args.ipc,
-         "command": lambda out: ["label", art, "--labels", "ladd", "--grid", str(args.grid), "--labeler-epochs", "2", "--out", out]},
+         "command": lambda out: ["label", art, "--labels", "ladd", "--model", "convnet", "--grid", str(args.grid), "--labeler-epochs", "2",
+                                 "--out", out]},
         {"stage": "relabel (epochs)", "unit": "samples",
          "amount": 10 * args.ipc * args.relabel_epochs,
          "command": lambda out: ["relabel", out, "--epochs", str(args.relabel_epochs), "--teacher-model", "convnet", "--teacher-epochs", "2"]},
@@ -116,7 +119,7 @@ def main() -> None:
         # set-up, untimed: the artifact, the cached labeler and teacher (and a labelled artifact to relabel and evaluate)
         launch(["distill", "--dataset", "mnist5k", "--ipc", str(args.ipc), "--images", "random", "--out", str(work / "base")], 1, env)
         copy_artifact(work / "base", work / "artifact")
-        launch(["label", str(work / "artifact"), "--labels", "ladd", "--grid", str(args.grid), "--labeler-epochs", "2",
+        launch(["label", str(work / "artifact"), "--labels", "ladd", "--model", "convnet", "--grid", str(args.grid), "--labeler-epochs", "2",
                 "--out", str(work / "artifact")], 1, env)
         launch(["relabel", str(work / "artifact"), "--epochs", "1", "--teacher-model", "convnet", "--teacher-epochs", "2",
                 "--overwrite"], 1, env)

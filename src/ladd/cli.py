@@ -17,7 +17,7 @@ import typer
 from pydantic import ValidationError
 from typer._click.exceptions import MissingParameter, NoArgsIsHelpError, UsageError  # typer >= 0.29 carries its own click
 
-from ladd.artifact import load_artifact, save_artifact
+from ladd.artifact import MANIFEST, load_artifact, save_artifact
 from ladd.core import dist
 from ladd.core.errors import LaddError
 from ladd.core.io import write_json
@@ -25,10 +25,10 @@ from ladd.core.limits import (
     MAX_BATCH, MAX_COUNT, MAX_ENSEMBLE, MAX_EXPERTS, MAX_GRID, MAX_GRID_IMAGES, MAX_INDEX, MAX_PIXELS, MAX_QUANTILES, MAX_RHO, MAX_SAVES,
     MAX_SEED, MAX_SEEDS, MAX_STEPS, MAX_TEMPERATURE, MAX_UNROLL, MAX_VIEWS, MAX_WORKERS, MAX_LR, MIN_LR, MIN_TEMPERATURE,
 )
-from ladd.core.progress import console
+from ladd.core.progress import console, log
 from ladd.core.runtime import Runtime, Speed
 from ladd.eval.protocol import EvalConfig, default_methods, evaluate, methods_for, rounding_rows
-from ladd.eval.protocols import DEFAULT as DEFAULT_PROTOCOL, load_protocol
+from ladd.eval.protocols import DEFAULT_PRESET, PRESETS, load_protocol
 from ladd.core.cache import entry
 from ladd.experts import ExpertConfig, ensure_buffer
 from ladd.images import IMAGE_METHODS, check_params
@@ -50,11 +50,12 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Quick defaults of `ladd run` (see its help for what they trade away); dc-cpu is the dc protocol
-# with 150 epochs. The experiments' students train for QUICK_EPOCHS too.
-QUICK_MODEL = "convnet-w64"
-QUICK_PROTOCOL = "dc-cpu"
-QUICK_EPOCHS = 150
+# One default network for every command: the default preset's (`ladd eval`/`ladd run --preset`),
+# so the stages run one by one make what `ladd run` makes. The experiments' students train for
+# the default preset's protocol epochs.
+QUICK = PRESETS[DEFAULT_PRESET]
+DEFAULT_MODEL = QUICK.model
+QUICK_EPOCHS = load_protocol(QUICK.protocol).epochs
 
 # --- values: every numeric option is range-checked as it is read (typer's min/max, bounds from
 # ladd.core.limits; NaN and ±inf fall outside every range), and options holding lists or special
@@ -198,7 +199,7 @@ def _pools(text: str) -> tuple[str, ...]:
 
 
 # --- options shared by the subcommands: one name, one help text each -------------------------
-Dataset_ = Annotated[str, typer.Option("--dataset", help="Source dataset: mnist5k, digits, cifar10, cifar100, imagefolder, mnist-idx, imagenet, imagenette, imagewoof, imagefruit, imagemeow, imagesquawk, imageyellow.")]
+Dataset_ = Annotated[str, typer.Option("--dataset", help="Source dataset: mnist5k (5,000 MNIST images, shipped), digits (8×8 digits, shipped), cifar10, cifar100, imagefolder, mnist-idx, imagenet, imagenette, imagewoof, imagefruit, imagemeow, imagesquawk, imageyellow.")]
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder of an on-disk dataset (cifar10/100, imagefolder, mnist-idx, imagenet and its subsets).")]
 Resolution = Annotated[Optional[int], typer.Option("--resolution", min=8, max=MAX_PIXELS, help="imagefolder, imagenet and its subsets: centre-crop and resize to this many pixels (default 128; imagenet 64).")]
 SkipBad = Annotated[bool, typer.Option("--skip-unreadable", help="imagefolder, imagenet and its subsets: skip unreadable image files with a warning instead of stopping.")]
@@ -207,6 +208,7 @@ Images = Annotated[str, typer.Option("--images", help="Image method: random, her
 Recipe = Annotated[Optional[str], typer.Option("--recipe", help="Hyperparameters of a learned image method: a shipped recipe name (e.g. dm-paper, dm-mnist5k) or a .toml file. Default: the method's recipe for the dataset, else its paper recipe.")]
 FloatImages = Annotated[bool, typer.Option("--float-images", help="Learned image methods: store float32 pixels instead of uint8 (4× the image bytes; compare both with `ladd eval`).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue a learned image method from its last checkpoint (same result as an uninterrupted run); with none saved yet, start afresh and say so.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the artifact already at --out (without it, or --resume continuing the command that wrote it, an existing artifact is never replaced).")]
 Buffer = Annotated[Optional[str], typer.Option("--buffer", help="For --images mtt: the expert folder written by `ladd experts --out` (default: the expert cache).")]
 Param = Annotated[Optional[list[str]], typer.Option("--param", parser=_checked("--param", _param), help="Override one recipe parameter, KEY=VALUE (repeatable; TOML values), e.g. --param compensate=false --param iterations=50.")]
 ImportPath = Annotated[Optional[str], typer.Option("--import-path", help="For --images import: a .safetensors, .npz or .pt file with 'images' and 'labels'.")]
@@ -226,20 +228,25 @@ LabelerDir = Annotated[Optional[str], typer.Option("--labeler-dir", help="Labele
 LabelerWeights = Annotated[Optional[str], typer.Option("--labeler-weights", help="Pretrained labeler instead of a trained expert: a weights file (.pth/.pt, read with torch.load weights_only; or .safetensors) in torchvision's or timm's ResNet-18 layout (recognized as resnet18-imagenet, input normalization converted to ImageNet's) or ladd's (name the model with --labeler-model). See README 'Pretrained teachers'.")]
 LabelerClasses = Annotated[Optional[str], typer.Option("--labeler-classes", help="With --labeler-weights: the head row of each dataset class, in the dataset's class order (an ImageNet subset's ImageNet class indices), e.g. ImageNette: 0,217,482,491,497,566,569,571,574,701.")]
 LabelDtype = Annotated[str, typer.Option("--label-dtype", parser=_checked("--label-dtype", _one_of, "--label-dtype", ("float32", "float16")), help="Stored dtype of soft/dense labels: float32 or float16.")]
-Model = Annotated[str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Evaluation model(s), comma-separated, e.g. convnet,alexnet,vgg11,resnet18,vit.")]
-Methods = Annotated[Optional[str], typer.Option("--methods", help="Comma-separated: baseline, ladd, soft (= global-soft), global-both, local-hard, local-dense, local-both, or '+'-joined terms. Default: baseline plus the method the artifact's labels are for.")]
+_PRESETS_HELP = "; ".join(f"{n}: --model {p.model} --protocol {p.protocol} --seeds {p.seeds} --crops-per-step {p.crops_per_step}" for n, p in PRESETS.items())
+Preset_ = Annotated[str, typer.Option("--preset", parser=_checked("--preset", _one_of, "--preset", tuple(PRESETS)), help=f"Evaluation budget, the defaults of --model, --protocol, --seeds and --crops-per-step (each given option wins): {_PRESETS_HELP}. quick finishes in minutes on a CPU; paper is the LADD paper's protocol.")]
+DistillModel = Annotated[str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Network the image method distills with: DM's and DC/DSA's random networks, MTT's expert trajectories (`ladd experts --model`), herding's feature expert. random, import, sre2l/lpld, lic and rded do not use it.")]
+LabelModel = Annotated[str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Labeler architecture (unless --labeler-model is given); also the students of --labeler-epoch auto and of bptt labels.")]
+ExpertsModel = Annotated[str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Expert architecture; `ladd distill --images mtt` reads the experts of its own --model (the same default).")]
+EvalModel = Annotated[Optional[str], typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Student architecture(s), comma-separated, e.g. convnet,alexnet,vgg11,resnet18,vit (default: the --preset's).")]
+Methods = Annotated[Optional[str], typer.Option("--methods", help="Comma-separated: baseline, ladd, soft (= global-soft), global-both, local-hard, local-dense, local-both, fkd (replays a stored relabel: `ladd relabel`), or '+'-joined terms. Default: baseline plus the method the artifact's labels are for.")]
 Seeds = Annotated[int, typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Students trained per method and model (seeds 0..K-1); mean ± std is reported.")]
+EvalSeeds = Annotated[Optional[int], typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Students trained per method and model (seeds 0..K-1); mean ± std is reported (default: the --preset's).")]
 Epochs = Annotated[int, typer.Option("--epochs", min=1, max=MAX_COUNT, help="Student training epochs, lr ×0.1 at half (the DC/DSA/DM reference protocol uses 1000 with DSA).")]
 Lr = Annotated[float, typer.Option("--lr", min=MIN_LR, max=MAX_LR, help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")]
 EvalEpochs = Annotated[Optional[int], typer.Option("--epochs", min=1, max=MAX_COUNT, help="Student training epochs (default: the protocol's; dc = 1000, the DC/DSA/DM reference with DSA).")]
 EvalLr = Annotated[Optional[float], typer.Option("--lr", min=MIN_LR, max=MAX_LR, help="Student learning rate (default: an MTT artifact's learned lr, else the protocol's, per model).")]
 EvalSoftLoss = Annotated[Optional[str], typer.Option("--soft-loss", parser=_checked("--soft-loss", _one_of, "--soft-loss", ("ce", "kl")), help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")]
-Protocol_ = Annotated[str, typer.Option("--protocol", parser=_checked("--protocol", load_protocol), help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, lic, or a .toml file. Recorded in every result row.")]
-EvalProtocol = Annotated[Optional[str], typer.Option("--protocol", parser=_checked("--protocol", load_protocol), help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc, dc-cpu, glad, fkd, lic, or a .toml file. Default: dc; fkd for methods that replay a stored relabel (fkd/sre2l/relabel). Recorded in every result row.")]
-RunProtocol = Annotated[str, typer.Option("--protocol", parser=_checked("--protocol", load_protocol), help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, lic, or a .toml file. --epochs, --lr and --soft-loss override it only when given.")]
+Protocol_ = Annotated[str, typer.Option("--protocol", parser=_checked("--protocol", load_protocol), help="Protocol the students train under (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, lic, or a .toml file.")]
+EvalProtocol = Annotated[Optional[str], typer.Option("--protocol", parser=_checked("--protocol", load_protocol), help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, lic, or a .toml file; --epochs, --lr and --soft-loss override it only when given. Default: the --preset's; fkd for methods that replay a stored relabel (fkd). Recorded in every result row.")]
 SelectLr = Annotated[Optional[str], typer.Option("--select-lr", parser=_checked("--select-lr", _floats, "--select-lr", MIN_LR, MAX_LR), help="Comma-separated student lr candidates, e.g. 0.003,0.01,0.03: the one whose students score best on a validation split carved from the training split is used; the test split is never read to choose.")]
 EvalValPerClass = Annotated[int, typer.Option("--val-per-class", min=1, max=MAX_COUNT, help="Training images per class held out as the validation split for --select-lr.")]
-Crops = Annotated[str, typer.Option("--crops-per-step", parser=_checked("--crops-per-step", _crops), help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views).")]
+Crops = Annotated[Optional[str], typer.Option("--crops-per-step", parser=_checked("--crops-per-step", _crops), help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views). Default: the --preset's.")]
 BpttIterations = Annotated[int, typer.Option("--bptt-iterations", min=1, max=MAX_STEPS, help="bptt labels: label updates (each unrolls a fresh student).")]
 BpttUnroll = Annotated[int, typer.Option("--bptt-unroll", min=1, max=MAX_UNROLL, help="bptt labels: T, student steps per update.")]
 BpttBackprop = Annotated[int, typer.Option("--bptt-backprop", min=1, max=MAX_UNROLL, help="bptt labels: M <= T, last steps the label gradient flows through.")]
@@ -290,11 +297,43 @@ PoolOpt = Annotated[str, typer.Option("--pool", parser=_checked("--pool", _one_o
 PruneMetric = Annotated[str, typer.Option("--prune-metric", parser=_checked("--prune-metric", _one_of, "--prune-metric", METRICS), help="Method fkd: which units pruning keeps: random (LPLD), or ranked by correct, confidence, diff, diff_signed, cut_ratio.")]
 PruneKeep = Annotated[str, typer.Option("--prune-keep", parser=_checked("--prune-keep", _one_of, "--prune-keep", KEEPS), help="With a ranking --prune-metric: keep the easy, hard or uniformly spaced units.")]
 ReplayBatches = Annotated[str, typer.Option("--replay-batches", parser=_checked("--replay-batches", _one_of, "--replay-batches", BATCHES), help="Method fkd: train on the stored relabel batches, one step each, at the relabel batch size (stored, as SRe²L/LPLD), or on the kept samples reshuffled into batches of --batch-size (shuffled).")]
-ArtifactArg = Annotated[Path, typer.Argument(help="An artifact folder written by `ladd distill` or `ladd run`.")]
+
+
+def _not_a_run_folder(path: Path | None) -> Path | None:
+    """An artifact argument given a run folder (`ladd run --out DIR`): name the artifact inside it."""
+    if path is not None and not (path / MANIFEST).is_file() and (path / "artifact" / MANIFEST).is_file():
+        raise LaddError(f"{path} is a run folder, not an artifact: pass {path / 'artifact'}")
+    return path
+
+
+ArtifactArg = Annotated[Path, typer.Argument(callback=_not_a_run_folder, help="An artifact folder written by `ladd distill` or `ladd run` (`ladd run --out DIR` writes DIR/artifact).")]
 
 
 def _default_out() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _new_artifact(path: Path, overwrite: bool) -> Path:
+    """Where a command writes a new artifact, refused before any work when an artifact is there
+    already and neither --overwrite nor --resume (the same command, continued) was given: results
+    evaluated on it would silently describe other images."""
+    if not overwrite and (path / MANIFEST).is_file():
+        raise LaddError(f"{path} already holds an artifact: add --overwrite to replace it, or choose another --out")
+    return path
+
+
+def _evaluated(rows: list[dict], path: Path, art) -> list[dict]:
+    """Rows naming the artifact they were evaluated on (absolute, so `ladd report` finds it from any
+    folder) and its images' SHA-256 (so it notices when a later command replaced them)."""
+    where = {"artifact": str(path.resolve()), "artifact_sha256": art.manifest["files"]["images.safetensors"]["sha256"]}
+    return [{**row, **where} for row in rows]
+
+
+def _eval_config(preset: str, methods: tuple[str, ...], model: str | None, seeds: int | None, crops_per_step: str | None, **given) -> EvalConfig:
+    """The students' config: every option given, the rest from the preset."""
+    chosen = PRESETS[preset]
+    return EvalConfig(methods=methods, models=_split(model) if model else (chosen.model,), seeds=seeds or chosen.seeds,
+                      crops_per_step=_crops(crops_per_step or chosen.crops_per_step), default_protocol=chosen.protocol, **given)
 
 
 def _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
@@ -340,14 +379,19 @@ def _open(artifact: Path, data_dir: str | None):
     art = load_artifact(artifact, complete=True)
     src = pipeline.source_of(art)
     if data_dir is not None:
-        src = src.model_copy(update={"data_dir": data_dir})
+        src = src.model_copy(update={"data_dir": _absolute(data_dir)})
     data = pipeline.load_source(src)
     pipeline.check_same_data(art, data)
     return art, src, data
 
 
+def _absolute(data_dir: str | None) -> str | None:
+    """--data-dir as recorded (artifacts, results): absolute, so it means the same from any folder."""
+    return None if data_dir is None else str(Path(data_dir).expanduser().resolve())
+
+
 def _source(dataset, data_dir, resolution, skip_unreadable) -> SourceConfig:
-    return SourceConfig(dataset=dataset, data_dir=data_dir, resolution=resolution, skip_unreadable=skip_unreadable)
+    return SourceConfig(dataset=dataset, data_dir=_absolute(data_dir), resolution=resolution, skip_unreadable=skip_unreadable)
 
 
 @app.command()
@@ -355,18 +399,18 @@ def _source(dataset, data_dir, resolution, skip_unreadable) -> SourceConfig:
 def distill(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random",
-    import_path: ImportPath = None, seed: Seed = 0, model: Model = "convnet", recipe: Recipe = None,
+    import_path: ImportPath = None, seed: Seed = 0, model: DistillModel = DEFAULT_MODEL, recipe: Recipe = None,
     resume: Resume = False, float_images: FloatImages = False, buffer: Buffer = None, param: Param = None,
-    out: Out = None, device: Device = "auto", speed: Speed = Speed(),
+    out: Out = None, overwrite: Overwrite = False, device: Device = "auto", speed: Speed = Speed(),
 ):
     """Image stage: select, learn or import IPC images per class; write an artifact (images + hard labels;
     LIC and RDED also store region labels)."""
+    out = _new_artifact(out or _default_out() / "artifact", overwrite or resume)
     src = _source(dataset, data_dir, resolution, skip_unreadable)
     cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=_split(model)[0], recipe=recipe,
                        resume=resume, float_images=float_images, buffer=buffer, params=_params(param or []))
     check_params(IMAGE_METHODS.canonical(images), cfg.params)  # before any data is loaded
     art = pipeline.distill(pipeline.load_source(src), src, cfg, Runtime.from_name(device, speed))
-    out = out or _default_out() / "artifact"
     save_artifact(out, art)
     console.print(f"wrote artifact {out} ({len(art.images)} images)")
 
@@ -374,19 +418,23 @@ def distill(
 @app.command()
 @_trains
 def label(
-    artifact: ArtifactArg, labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, model: Model = "convnet",
+    artifact: ArtifactArg, labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, model: LabelModel = DEFAULT_MODEL,
     labeler_model: LabelerModel = None, labeler_epochs: LabelerEpochs = 10, labeler_lr: LabelerLr = 0.01, labeler_epoch: LabelerEpoch = None,
     labeler_dir: LabelerDir = None, labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1,
     labeler_weights: LabelerWeights = None, labeler_classes: LabelerClasses = None,
     temperature: Temperature = 1.0, top_k: TopK = None, label_dtype: LabelDtype = "float32",
     bptt_iterations: BpttIterations = 100, bptt_unroll: BpttUnroll = 20, bptt_backprop: BpttBackprop = 10,
-    data_dir: DataDir = None, out: Out = None, device: Device = "auto", speed: Speed = Speed(),
+    data_dir: DataDir = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the labelled artifact here instead of into ARTIFACT.")] = None,
+    overwrite: Overwrite = False, device: Device = "auto", speed: Speed = Speed(),
 ):
     """Label stage: soft labels from an early-stopped expert (LADD's dense sub-image labels, or the
     soft-label baseline's global labels).
 
     Trains (or reuses from the cache) the labeler, then stores a soft label for each sub-image
     (ladd) and each whole image. Writes into the artifact unless --out is given."""
+    if out is not None and out.resolve() != artifact.resolve():
+        _new_artifact(out, overwrite)
     models = _split(model)
     bptt = BpttConfig(model=models[0], iterations=bptt_iterations, unroll=bptt_unroll, backprop=bptt_backprop)
     cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
@@ -408,9 +456,9 @@ def label(
 @app.command("eval")
 @_trains
 def eval_(
-    artifact: ArtifactArg, methods: Methods = None, model: Model = "convnet", seeds: Seeds = 5,
+    artifact: ArtifactArg, methods: Methods = None, preset: Preset_ = DEFAULT_PRESET, model: EvalModel = None, seeds: EvalSeeds = None,
     protocol: EvalProtocol = None, epochs: EvalEpochs = None, lr: EvalLr = None, select_lr: SelectLr = None,
-    val_per_class: EvalValPerClass = 50, crops_per_step: Crops = "all", local_reduction: LocalReduction = None,
+    val_per_class: EvalValPerClass = 50, crops_per_step: Crops = None, local_reduction: LocalReduction = None,
     soft_loss: EvalSoftLoss = None,
     robust: Annotated[bool, typer.Option("--robust", help="Also compute DD-Ranking's HLR, IOR, Label-Robust and Augmentation-Robust Scores against a random real subset at the same IPC, labelled the same way (first --model).")] = False,
     equal_cost: Annotated[Optional[str], typer.Option("--equal-cost", parser=_checked("--equal-cost", _equal_cost), help="LADD's equal-cost comparisons (Fig. 3), comma-separated: bytes (baseline++: hard labels at IPC + 1, re-running the image method), epochs (baseline=flops: hard labels for as many epochs as the label method's label + student FLOPs), curve (the paper's: same batch size and epochs, the label method read off its accuracy-over-FLOPs curve where it has spent the baseline's deployment FLOPs), or all.")] = None,
@@ -424,17 +472,18 @@ def eval_(
 
     Trains fresh students for each method × model × seed under a named protocol and tests each
     once, after its final epoch, on the real test split; anything tuned (--select-lr) is chosen
-    on a validation split carved from the training split."""
+    on a validation split carved from the training split. The defaults are `ladd run`'s (--preset
+    quick); --preset paper is the LADD paper's protocol."""
     art, _, dataset = _open(artifact, data_dir)
     chosen = _split(methods, "--methods") if methods else default_methods(art)
     candidates = tuple(_floats(select_lr, "--select-lr", MIN_LR, MAX_LR)) if select_lr else ()
     kinds = _equal_cost(equal_cost)
     if "curve" in kinds and curve_every is None:
-        curve_every = max(1, (epochs or load_protocol(protocol or DEFAULT_PROTOCOL).epochs) // 50)
-    cfg = EvalConfig(methods=chosen, models=_split(model), seeds=seeds, protocol=protocol, epochs=epochs, lr=lr,
-                     select_lr=candidates, val_per_class=val_per_class, crops_per_step=_crops(crops_per_step),
-                     local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size, curve_every=curve_every,
-                     pruning=Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep, batches=replay_batches))
+        curve_every = max(1, (epochs or load_protocol(protocol or PRESETS[preset].protocol).epochs) // 50)
+    cfg = _eval_config(preset, chosen, model, seeds, crops_per_step, protocol=protocol, epochs=epochs, lr=lr,
+                       select_lr=candidates, val_per_class=val_per_class,
+                       local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size, curve_every=curve_every,
+                       pruning=Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep, batches=replay_batches))
     runtime = Runtime.from_name(device, speed)
     plus_one = pipeline.plus_one(art, dataset, runtime) if "bytes" in kinds else None  # refused before any training if it cannot be made
     rows = evaluate(art, dataset, cfg, runtime) + rounding_rows(art, dataset, cfg, runtime)
@@ -451,8 +500,9 @@ def eval_(
         extra["robustness"] = scores
         notes.append(robustness_note(scores))
     out = out or _default_out()
-    _write_results(out, rows, {"artifact": str(artifact), "eval": cfg.model_dump(), "device": str(runtime.device), "speed": runtime.speed.model_dump()},
-                   notes, f"ladd eval · {dataset.name}", extra)
+    config = {"artifact": str(artifact.resolve()), "preset": preset, "eval": cfg.model_dump(), "device": str(runtime.device),
+              "speed": runtime.speed.model_dump()}
+    _write_results(out, _evaluated(rows, artifact, art), config, notes, f"ladd eval · {dataset.name}", extra)
 
 
 TeacherDir = Annotated[Optional[str], typer.Option("--teacher-dir", help="BN teacher: an expert folder to reuse (its own config wins) or to train into. Default: the expert cache.")]
@@ -511,7 +561,7 @@ def relabel(
 @_trains
 def experts(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
-    skip_unreadable: SkipBad = False, model: Model = "convnet",
+    skip_unreadable: SkipBad = False, model: ExpertsModel = DEFAULT_MODEL,
     num_experts: Annotated[int, typer.Option("--num-experts", min=1, max=MAX_EXPERTS, help="Experts to train (seeds 0..E-1); MTT samples among them.")] = 100,
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=MAX_COUNT, help="Epochs per expert; every epoch is checkpointed (the trajectory).")] = 50,
     out: Annotated[Optional[Path], typer.Option("--out", help="Buffer folder: experts go to OUT/expert_000 … for `--images mtt --buffer OUT` (default: the expert cache).")] = None,
@@ -544,7 +594,8 @@ def report(
 def gradcam(
     artifact: ArtifactArg,
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated evaluation methods; one student each (seed 0), e.g. baseline,ladd.")] = "baseline,ladd",
-    model: Model = "convnet", protocol: Protocol_ = "dc", epochs: EvalEpochs = None, lr: EvalLr = None,
+    model: Annotated[str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Student architecture.")] = DEFAULT_MODEL,
+    protocol: Protocol_ = QUICK.protocol, epochs: EvalEpochs = None, lr: EvalLr = None,
     test_images: Annotated[str, typer.Option("--test-images", parser=_checked("--test-images", _whole_numbers, "--test-images", "0,1,2", 0, MAX_INDEX), help="Comma-separated indices into the real test split.")] = "0,1,2,3,4,5,6,7",
     data_dir: DataDir = None, out: Annotated[Path, typer.Option("--out", help="Folder for gradcam_<method>.png.")] = Path("runs/gradcam"),
     device: Device = "auto", speed: Speed = Speed(),
@@ -648,53 +699,57 @@ def info(artifact: ArtifactArg):
 def run(
     dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random", import_path: ImportPath = None,
-    seed: Seed = 0, recipe: Recipe = None, resume: Resume = False, float_images: FloatImages = False, buffer: Buffer = None,
+    seed: Seed = 0, recipe: Recipe = None, resume: Resume = False, float_images: FloatImages = False, buffer: Buffer = None, param: Param = None,
     labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, labeler_model: LabelerModel = None,
     labeler_epochs: LabelerEpochs = 10, labeler_lr: LabelerLr = 0.01, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
     labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1, temperature: Temperature = 1.0, top_k: TopK = None,
     labeler_weights: LabelerWeights = None, labeler_classes: LabelerClasses = None,
-    label_dtype: LabelDtype = "float32", model: Model = QUICK_MODEL, methods: Methods = None,
-    seeds: Seeds = 3, protocol: RunProtocol = QUICK_PROTOCOL, epochs: EvalEpochs = None, lr: EvalLr = None, crops_per_step: Crops = "auto",
-    local_reduction: LocalReduction = None, soft_loss: EvalSoftLoss = None, out: Out = None, device: Device = "auto", speed: Speed = Speed(),
+    label_dtype: LabelDtype = "float32", preset: Preset_ = DEFAULT_PRESET, model: EvalModel = None, methods: Methods = None,
+    seeds: EvalSeeds = None, protocol: EvalProtocol = None, epochs: EvalEpochs = None, lr: EvalLr = None, crops_per_step: Crops = None,
+    local_reduction: LocalReduction = None, soft_loss: EvalSoftLoss = None, out: Out = None, overwrite: Overwrite = False,
+    device: Device = "auto", speed: Speed = Speed(),
 ):
     """Everything end to end: images → labeler → dense labels → baseline (hard labels) vs LADD.
 
     With no options: mnist5k, IPC 10, random real images, a 10-epoch ConvNet labeler, N=5,
-    R=62.5%, students evaluated over 3 seeds under the dc-cpu protocol. The quick default finishes
-    in minutes on 2 CPU cores and trades away: width-64 ConvNets (the papers use width 128: --model
-    convnet), 150 student epochs (the reference protocol uses 1000: --protocol dc), 5 of the 25 local views per image and
-    step on large sets (K=5 for IPC 10 on 10 classes, all 25 for IPC 1; scaled by 25/K, an unbiased
-    estimate of the full loss: --crops-per-step all), 3 seeds instead of 5.
+    R=62.5%, students evaluated over 3 seeds under the dc-cpu protocol (--preset quick). The quick
+    preset finishes in minutes on 2 CPU cores and trades away: width-64 ConvNets (the papers use
+    width 128), 150 student epochs (the reference protocol uses 1000), 5 of the 25 local views per
+    image and step on large sets (K=5 for IPC 10 on 10 classes, all 25 for IPC 1; scaled by 25/K,
+    an unbiased estimate of the full loss), 3 seeds instead of 5; --preset paper restores all four.
+    The first --model also distills (learned image methods) and labels (unless --labeler-model).
     """
     t0 = time.perf_counter()
+    out = out or _default_out()
+    _new_artifact(out / "artifact", overwrite or resume)
     runtime = Runtime.from_name(device, speed)
     src = _source(dataset, data_dir, resolution, skip_unreadable)
-    models = _split(model)
+    models = _split(model) if model else (PRESETS[preset].model,)
     label_cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
                               labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, labeler_lr=labeler_lr,
                               labeler_weights=labeler_weights, labeler_classes=labeler_classes)
     chosen = _split(methods, "--methods") if methods else methods_for(LABEL_METHODS.canonical(labels))
     # only what the user typed overrides the protocol (and an MTT artifact's learned lr)
-    cfg = EvalConfig(methods=chosen, models=models, seeds=seeds, protocol=protocol, epochs=epochs, lr=lr, crops_per_step=_crops(crops_per_step),
-                     local_reduction=local_reduction, soft_loss=soft_loss)  # fail before any training
+    cfg = _eval_config(preset, chosen, model, seeds, crops_per_step, protocol=protocol, epochs=epochs, lr=lr,
+                       local_reduction=local_reduction, soft_loss=soft_loss)  # fail before any training
     images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe,
-                              resume=resume, float_images=float_images, buffer=buffer)
+                              resume=resume, float_images=float_images, buffer=buffer, params=_params(param or []))
+    check_params(IMAGE_METHODS.canonical(images), images_cfg.params)
     data = pipeline.load_source(src)  # after every option is checked
     art = pipeline.distill(data, src, images_cfg, runtime)
     if labeler_epoch == "auto":
-        chosen_protocol = load_protocol(protocol)  # the selection's students train as the final ones will
+        chosen_protocol = load_protocol(protocol or cfg.default_protocol)  # the selection's students train as the final ones will
         label_cfg = _auto_epoch(label_cfg, data, src, art.manifest["ipc"], runtime, student_model=models[0],
                                 student_epochs=epochs or chosen_protocol.epochs, student_lr=lr or chosen_protocol.lr_for(models[0]),
-                                seeds=seeds, soft_loss=soft_loss or chosen_protocol.soft_loss)
+                                seeds=cfg.seeds, soft_loss=soft_loss or chosen_protocol.soft_loss)
     art = pipeline.label(art, data, label_cfg, runtime)
-    out = out or _default_out()
     save_artifact(out / "artifact", art)
     art = load_artifact(out / "artifact")  # evaluate exactly what was stored (e.g. float16 labels)
     rows = evaluate(art, data, cfg, runtime) + rounding_rows(art, data, cfg, runtime)
     notes = eval_notes(art, cfg, rows) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
-    config = {"source": src.model_dump(), "images": images_cfg.model_dump(), "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device),
-              "speed": runtime.speed.model_dump()}
-    _write_results(out, rows, config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
+    config = {"artifact": str((out / "artifact").resolve()), "preset": preset, "source": src.model_dump(), "images": images_cfg.model_dump(),
+              "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device), "speed": runtime.speed.model_dump()}
+    _write_results(out, _evaluated(rows, out / "artifact", art), config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
 
 
 # --- SRe²L / LPLD: `ladd squeeze`, `ladd recover`, `ladd diversity` -----------------------------
@@ -741,7 +796,8 @@ def recover(
     skip_unreadable: SkipBad = False, ipc: Ipc = 10, seed: Seed = 0, recipe: Recipe = None,
     teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
     teacher_weights: TeacherWeights = None, teacher_classes: TeacherClasses = None,
-    resume: Resume = False, float_images: FloatImages = False, out: Out = None, device: Device = "auto", speed: Speed = Speed(),
+    resume: Resume = False, float_images: FloatImages = False, param: Param = None, out: Out = None, overwrite: Overwrite = False,
+    device: Device = "auto", speed: Speed = Speed(),
 ):
     """SRe²L/LPLD recover: synthesize IPC images per class from a BN teacher (the same image
     methods `ladd distill --images sre2l|lpld` runs); checkpointed per batch (LPLD: per class).
@@ -751,14 +807,16 @@ def recover(
     method = IMAGE_METHODS.canonical(images)
     if method not in METHODS:
         raise LaddError(f"--images {images}: recover runs {' or '.join(METHODS)}; other methods run through `ladd distill`")
+    out = _new_artifact(out or _default_out() / "artifact", overwrite or resume)
+    params = _params(param or [])
+    check_params(method, params)  # before any data is loaded
     src = _source(dataset, data_dir, resolution, skip_unreadable)
     data, runtime = pipeline.load_source(src), Runtime.from_name(device, speed)
     if teacher_weights is not None or (teacher_dir is None and (teacher_model or teacher_epochs)):
         teacher_dir = _teacher(data, teacher_dir, teacher_model, teacher_epochs, ipc, runtime, teacher_weights, teacher_classes)
     cfg = ImagesConfig(method=method, ipc=ipc, seed=seed, recipe=recipe, resume=resume, float_images=float_images,
-                       teacher=teacher_dir)
+                       teacher=teacher_dir, params=params)
     art = pipeline.distill(data, src, cfg, runtime)
-    out = out or _default_out() / "artifact"
     save_artifact(out, art)
     console.print(f"wrote artifact {out} ({len(art.images)} images, {method})")
 
@@ -783,7 +841,7 @@ def diversity(
     runtime = Runtime.from_name(device, speed)
     directory = Path(_teacher(data, teacher_dir, teacher_model, teacher_epochs, art.manifest["ipc"], runtime, teacher_weights, teacher_classes))
     model, prov = load_teacher(directory, data, runtime, need_bn=False)
-    result = {"artifact": str(artifact), "teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
+    result = {"artifact": str(artifact.resolve()), "teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
               **measure(model, art.images, art.labels, data, real_per_class, seed)}
     out = out or _default_out() / "diversity.json"
     write_json(out, result)
@@ -815,7 +873,7 @@ def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_sav
     from ladd.experiments.common import Setup
 
     expert = ExpertConfig(model=expert_model, epochs=expert_epochs, lr=expert_lr, saves_per_epoch=expert_saves_per_epoch, decay=expert_decay)
-    return Setup(source=SourceConfig(dataset=dataset, data_dir=data_dir), teacher=LabelConfig(method="soft", labeler=expert),
+    return Setup(source=SourceConfig(dataset=dataset, data_dir=_absolute(data_dir)), teacher=LabelConfig(method="soft", labeler=expert),
                  student_model=model, student_epochs=epochs, student_lr=lr, seeds=seeds, soft_loss=soft_loss, image_seed=seed,
                  val_per_class=val_per_class,
                  candidate_epochs=None if candidate_epochs is None else tuple(_floats(candidate_epochs, "--candidate-epochs", 0.0, MAX_COUNT)),
@@ -823,9 +881,9 @@ def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_sav
 
 
 def _shared_options(
-    dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, expert_model: ExpertModel = "convnet-w64",
+    dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, expert_model: ExpertModel = DEFAULT_MODEL,
     expert_epochs: ExpertEpochs = 10, expert_lr: ExpertLr = 0.01, expert_saves_per_epoch: ExpertSaves = 1, expert_decay: ExpertDecay = False,
-    model: StudentModel = QUICK_MODEL, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, seeds: Seeds = 3,
+    model: StudentModel = DEFAULT_MODEL, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, seeds: Seeds = 3,
     soft_loss: SoftLoss = "ce", seed: Seed = 0, val_per_class: ValPerClass = 50, candidate_epochs: CandidateEpochs = None,
     select_lr: SelectLr = None, out: ExpOut = Path("runs/experiments"), device: Device = "auto",
 ):
@@ -1106,13 +1164,39 @@ def _command():
     return typer.main.get_command(app)
 
 
+def _run(args: list[str]) -> int:
+    """Run the command line and return its exit code. Invoked here rather than through typer's
+    `main`, which turns Ctrl-C into a silent exit 130: the KeyboardInterrupt reaches `main`."""
+    command = _command()
+    try:
+        with command.make_context("ladd", args) as ctx:
+            command.invoke(ctx)
+    except typer.Exit as e:  # --help, `ladd cache verify` finding a broken entry
+        return e.exit_code
+    return 0
+
+
+def _interrupted(args: list[str]) -> str:
+    """What to do after Ctrl-C: re-run, with --resume where the command has it."""
+    command = _command()
+    for word in args:  # down the command groups (`ladd experiment NAME`) to the command that ran
+        if word not in getattr(command, "commands", {}):
+            break
+        command = command.commands[word]
+    resumes = any("--resume" in p.opts for p in getattr(command, "params", []))
+    return f"interrupted — re-run the same command{' with --resume' if resumes else ''} to continue"
+
+
 def main() -> None:
     code = 0
     try:
         dist.init()
         if dist.rank() > 0:  # under torchrun rank 0 prints the results; every rank prints its errors
             sys.stdout, console.quiet = open(os.devnull, "w"), True
-        code = _command().main(standalone_mode=False)
+        code = _run(sys.argv[1:])
+    except KeyboardInterrupt:
+        log(f"\n{_interrupted(sys.argv[1:])}")  # once, by rank 0 under torchrun
+        sys.exit(130)
     except NoArgsIsHelpError:  # `ladd` or `ladd experiment` alone: the help is already printed
         sys.exit(2)
     except UsageError as e:
@@ -1133,9 +1217,6 @@ def main() -> None:
         what = f"{e.strerror or e}: {e.filename}" if e.filename else f"{e.strerror or e}"
         print(f"error: {LaddError(what)}", file=sys.stderr)  # one line, whatever the file name holds
         sys.exit(2)
-    except typer.Abort:
-        print("Aborted!", file=sys.stderr)
-        sys.exit(1)
     finally:
         dist.close()
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(code)

@@ -148,12 +148,27 @@ def source_of(art: Artifact) -> SourceConfig:
 
 
 def check_same_data(art: Artifact, dataset: Dataset) -> None:
-    src = art.manifest["source"]
-    if src["class_names"] != list(dataset.class_names) or src["shape"] != list(dataset.shape):
-        raise LaddError(
-            f"the artifact was made from {src['dataset']} ({len(src['class_names'])} classes, shape {src['shape']}); "
-            f"it cannot be used with {dataset.name} ({dataset.num_classes} classes, shape {list(dataset.shape)})"
-        )
+    """Refuse data other than the artifact's, saying what differs: class names (or their order),
+    image shape, or normalization (the same classes and size from another folder or copy)."""
+    src, name = art.manifest["source"], dataset.name
+    names, made = list(dataset.class_names), src["class_names"]
+    if len(made) != len(names):
+        why = f"it has {len(made)} classes, {name} has {len(names)}"
+    elif made != names:
+        i = next(i for i, (a, b) in enumerate(zip(made, names)) if a != b)
+        why = f"its class {i} is {made[i]!r}, {name}'s is {names[i]!r}" + (" (the same classes in another order)" if sorted(made) == sorted(names) else "")
+    elif src["shape"] != list(dataset.shape):
+        why = f"its images are {'×'.join(map(str, src['shape']))}, {name}'s are {'×'.join(map(str, dataset.shape))} (another --resolution?)"
+    elif "mean" in src and any(abs(a - b) > 1e-4 for a, b in zip(src["mean"] + src["std"], list(dataset.mean) + list(dataset.std))):
+        why = (f"its training images' mean/std are {_rounded(src['mean'])}/{_rounded(src['std'])}, {name}'s are "
+               f"{_rounded(dataset.mean)}/{_rounded(dataset.std)} (the same classes and size from other images: another --data-dir?)")
+    else:
+        return
+    raise LaddError(f"the artifact was made from {src['dataset']} and cannot be used with {name}: {why}")
+
+
+def _rounded(values) -> list[float]:
+    return [round(float(v), 4) for v in values]
 
 
 def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Artifact:

@@ -48,6 +48,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def approx(seconds: float) -> str:
+    """A duration as a person says it: 40 s, 12 min, 3.5 h."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    return f"{round(seconds / 60)} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
+
+
 @contextlib.contextmanager
 def bar(description: str, total: int):
     """Yield `advance(n=1, status="")`; `status` is shown after the counter (e.g. the loss)."""

@@ -49,10 +49,16 @@ def load_dataset(name: str, *, data_dir=None, resolution=None, skip_unreadable=F
     return dataset
 
 
+# on-disk sources with a shipped stand-in that needs no download (`--dataset mnist` is mnist-idx)
+SHIPPED_INSTEAD = {"mnist-idx": "mnist5k (5,000 MNIST images shipped with ladd)"}
+
+
 def require_data_dir(options: SourceOptions, dataset: str, holding: str) -> Path:
-    """The folder of an on-disk source, or an error telling the user which folder to pass."""
+    """The folder of an on-disk source, or an error telling the user which folder to pass (or
+    which shipped dataset needs none)."""
     if options.data_dir is None:
-        raise LaddError(f"dataset {dataset!r} reads from disk: pass --data-dir PATH to the folder holding {holding}")
+        instead = f", or use --dataset {SHIPPED_INSTEAD[dataset]}, which needs no --data-dir" if dataset in SHIPPED_INSTEAD else ""
+        raise LaddError(f"dataset {dataset!r} reads from disk: pass --data-dir PATH to the folder holding {holding}{instead}")
     return options.data_dir
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ladd.artifact import Artifact
-from ladd.core import dist
+from ladd.core import dist, progress
 from ladd.core.errors import Diverged, LaddError
 from ladd.core.progress import log
 from ladd.augment.dsa import strategy_for
@@ -55,6 +55,7 @@ class EvalConfig(BaseModel):
     seeds: int = Field(3, ge=1)
     # a shipped protocol name (dc, dc-cpu, glad, fkd, lic) or a .toml path; None = each method's default (`protocol_for`)
     protocol: str | None = None
+    default_protocol: str = DEFAULT  # that default for methods that do not replay a stored relabel (a CLI preset's protocol)
     # None = the protocol's value; a number overrides it (recorded as an override)
     epochs: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
@@ -101,11 +102,11 @@ REPLAY_PROTOCOL = "fkd"
 
 def protocol_for(cfg: EvalConfig, method: str) -> Protocol:
     """The protocol `method`'s students train under: the one given, else `fkd` for a method that
-    replays a stored relabel and DEFAULT for the others. A given protocol that would train a
+    replays a stored relabel and `cfg.default_protocol` for the others. A given protocol that would train a
     replaying method to chance (not AdamW) is refused rather than run."""
     replays = "replay" in method_terms(method)
     if cfg.protocol is None:
-        return load_protocol(REPLAY_PROTOCOL if replays else DEFAULT)
+        return load_protocol(REPLAY_PROTOCOL if replays else cfg.default_protocol)
     protocol = load_protocol(cfg.protocol)
     if replays and protocol.optimizer != "adamw":
         adamw = ", ".join(n for n in shipped_protocols() if load_protocol(n).optimizer == "adamw")
@@ -128,7 +129,7 @@ def default_methods(art: Artifact) -> tuple[str, ...]:
     return methods_for(art.manifest.get("labels", {}).get("method"))
 
 
-# LADD's local term when no reduction is given: the mean over the N² views (README, "Choices that differ from the papers")
+# LADD's local term when no reduction is given: the mean over the N² views (docs/methods.md, "Where ladd differs from the papers")
 LADD_REDUCTION = "mean"
 
 
@@ -404,6 +405,7 @@ def train_plans(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> list[S
     then seed) go round-robin to the ranks or are each trained by all of them, as `_layout` chooses.
     A student whose training diverges is recorded in its plan's `diverged`, not raised, so every rank
     learns of it and an lr search goes on."""
+    expect_duration(plans, dataset, runtime)
     units = [(p, seed) for p, plan in enumerate(plans) for seed in range(plan.seeds)]
     layout = _layout(len(units), any(stream.stored(plan.data.images) for plan in plans))
     spread = layout["layout"] == "assignment"
@@ -426,6 +428,39 @@ def train_plans(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> list[S
                             next((r[3] for r in results if r[3] is not None), None)))
         first += plan.seeds
     return out
+
+
+# an evaluation is timed before it starts when timing costs at most 1/PROBE_SHARE of its student epochs
+PROBE_EPOCHS = 3
+PROBE_SHARE = 20
+
+
+def expect_duration(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> None:
+    """Say how long the students of `plans` will take, before they start: one student of each kind
+    (data, loss terms, model, batch) trains PROBE_EPOCHS epochs, and its fastest epoch after the
+    first (which pays for warm-up and compilation) is scaled to the kind's epochs × seeds. Skipped
+    when progress is silenced (and on ranks > 0), when a training set is read from a dataset
+    store, and when the timing would cost more than 1/PROBE_SHARE of the training."""
+    kinds: dict[tuple, list[Plan]] = {}
+    for plan in plans:
+        kinds.setdefault((id(plan.data), id(plan.terms), plan.model_name, plan.recipe.batch_size), []).append(plan)
+    epochs = [plan.recipe.epochs for plan in plans for _ in range(plan.seeds)]
+    if (progress.quiet() or sum(epochs) < PROBE_SHARE * PROBE_EPOCHS * len(kinds)
+            or any(stream.stored(plan.data.images) for plan in plans)):
+        return
+    seconds = 0.0
+    for group in kinds.values():
+        plan, ends = group[0], []
+        try:
+            with dist.alone():
+                train(build_for(dataset, plan.model_name, 0), plan.data, plan.terms, plan.recipe.model_copy(update={"epochs": PROBE_EPOCHS}),
+                      seed=0, runtime=runtime, description=f"timing {plan.description} · {plan.model_name}",
+                      after_epoch=lambda *_: ends.append(time.perf_counter()))
+        except Diverged:  # the students will say so
+            return
+        seconds += min(b - a for a, b in zip(ends, ends[1:])) * sum(p.recipe.epochs * p.seeds for p in group)
+    shape = f"× {epochs[0]} epochs" if len(set(epochs)) == 1 else f"({sum(epochs):,} epochs in all)"
+    log(f"expected ≈ {progress.approx(seconds / dist.world())} for {len(epochs)} student{'s' * (len(epochs) > 1)} {shape}")
 
 
 def _train_one(plan: Plan, seed: int, dataset: Dataset, runtime: Runtime) -> tuple[nn.Module | None, tuple]:

@@ -210,6 +210,9 @@ def ensure_buffer(dataset: Dataset, model: str, count: int, epochs: int, runtime
     return directory.parent
 
 
+_reused: set[Path] = set()  # experts this process has said it reuses
+
+
 def ensure_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path | None, runtime: Runtime) -> tuple[Path, dict]:
     """A fully trained expert for `cfg`: reused from `directory` (default: the cache) or trained
     there — under torchrun by all ranks together (DDP), rank 0 writing."""
@@ -223,7 +226,9 @@ def ensure_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path | None, r
                     f"the expert in {directory} was trained with {info['config']}, not {cfg.model_dump()}: "
                     f"pass the matching model and epochs, or another directory"
                 )
-            progress.log(f"reusing the expert trained in {directory}")
+            if directory not in _reused:  # once per expert and command: MTT and experiments load experts again and again
+                _reused.add(directory)
+                progress.log(f"reusing the expert trained in {directory}")
         else:
             train_expert(dataset, cfg, directory, runtime)
             info = read_info(directory)

@@ -2,13 +2,17 @@
 (optimizer, schedule, epochs, per-model lr, EMA, augmentation, soft-label loss) and cites where
 each value comes from. `ladd eval --protocol NAME` picks one (or a .toml path), and every result
 row records the protocol it was trained under, so numbers from different budgets are never mixed
-silently. Explicit `--epochs` / `--lr` override a protocol and are recorded as overrides."""
+silently. Explicit `--epochs` / `--lr` override a protocol and are recorded as overrides.
+
+`PRESETS` name the two evaluation budgets of the command line (`--preset quick|paper`): which
+protocol, student architecture, seeds and local views `ladd eval` and `ladd run` use unless an
+option says otherwise, so the stages run one by one reproduce `ladd run`."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.core import shipped as files
 from ladd.core.errors import LaddError
@@ -16,6 +20,26 @@ from ladd.models import MODELS
 from ladd.train.loop import Optimization, Recipe
 
 DEFAULT = "dc"
+
+
+class Preset(BaseModel):
+    """A named evaluation budget: what the students default to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: str  # of every method but those replaying a stored relabel (they train under fkd)
+    model: str  # also the default network of every other command (distill, label, experts, gradcam)
+    seeds: int
+    crops_per_step: Literal["all", "auto"]  # of LADD's N² local views per image and step (`eval.protocol.crops_for`)
+
+
+PRESETS = {
+    # minutes on 2 CPU cores (every committed `ladd run` result): width-64 ConvNets, dc with 150 epochs, ~500 local views an epoch
+    "quick": Preset(protocol="dc-cpu", model="convnet-w64", seeds=3, crops_per_step="auto"),
+    # the LADD paper's protocol: ConvNet-128 (depth from the resolution: 3 at 32 px), dc's 1000 epochs, 5 seeds, every local view
+    "paper": Preset(protocol="dc", model="convnet", seeds=5, crops_per_step="all"),
+}
+DEFAULT_PRESET = "quick"
 
 
 class Protocol(Optimization):
