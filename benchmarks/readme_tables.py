@@ -251,6 +251,20 @@ def distributed() -> tuple[str, list[str]]:
     return text, [name]
 
 
+def replay_render() -> tuple[str, list[str]]:
+    """benchmarks/replay_render.py: the stored relabel's render, per-sample loop vs batched, and the student step around it."""
+    name = "replay_render.json"
+    d = load(name)
+    c = d["conditions"]
+    rows = [[r["image_px"], r["rows"], f"{r['render_loop_ms_median']:.2f}", f"{r['render_batched_ms_median']:.2f}", f"{r['render_speedup']:.2f}×",
+             f"{r['step_loop_ms_median']:.0f}", f"{r['step_batched_ms_median']:.0f}", f"{r['render_share_of_step_loop']:.1%}",
+             f"{r['max_abs_diff']:.1e}"] for r in d["results"]]
+    head = ["px", "rows", "render ms, per-sample loop", "render ms, batched", "speed-up", "student step ms, loop", "student step ms, batched",
+            "render share of the step", "max abs Δ (normalized)"]
+    return (table(head, rows) + f"\n\nMedians of interleaved rounds; {c['cpu_count']} CPU cores, {c['torch_threads']} torch thread, load average "
+            f"{c['loadavg_start'][0]:.1f} before, {c['loadavg_end'][0]:.1f} after (other processes were running)."), [name]
+
+
 RENDERERS = {
     "ladd-run": ladd_run,
     "local-reduction": local_reduction,
@@ -267,6 +281,7 @@ RENDERERS = {
     "data-store": data_store,
     "speed-run": speed_run,
     "distributed": distributed,
+    "replay-render": replay_render,
 }
 
 

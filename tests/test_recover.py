@@ -2,6 +2,7 @@
 metrics, and the errors a user can hit (torchrun: tests/test_dist_images.py)."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -9,15 +10,17 @@ import pytest
 import torch
 from safetensors import safe_open
 from pydantic import ValidationError
+import torch.nn.functional as F
 from torch import nn
 
 from ladd import cli
+from ladd.augment.fkd import crop_boxes
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime, generator
 from ladd.core.types import normalize
 from ladd.eval.diversity import diversity, gaussian_mmd2, mean_pairwise_cosine
 from ladd.images import ImageRequest, make_images
-from ladd.images.recover import RecoverParams, bn_objective, plan_units, prepare, unit_seed
+from ladd.images.recover import RecoverParams, bn_objective, jitter, plan_units, prepare, unit_seed
 from ladd.images.squeeze import STATS, SqueezeConfig, class_statistics, squeeze, teacher_dir
 from ladd.pipeline import ImagesConfig, SourceConfig, distill
 
@@ -98,6 +101,30 @@ def test_recover_lowers_its_objective(toy, method):
             before, after = float(rec.objective(x0, labels)), float(rec.objective(x, labels))
         assert after < 0.8 * before, (unit, before, after)
         assert len(losses) == 15
+
+
+def _clamped_box(u: list[float], h: int, w: int, scale: float) -> list[int]:
+    """recover's crop as written before it shared fkd's sampler: one draw, each side cut to the image."""
+    area = (scale + (1 - scale) * u[0]) * h * w
+    ratio = math.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[1])
+    ch, cw = min(h, max(1, round(math.sqrt(area / ratio)))), min(w, max(1, round(math.sqrt(area * ratio))))
+    return [int(u[2] * (h - ch + 1)), int(u[3] * (w - cw + 1)), ch, cw]
+
+
+@pytest.mark.parametrize(("h", "w"), [(32, 32), (28, 40), (224, 224)])
+def test_recover_crops_are_the_ones_its_cached_images_were_made_with(h, w):
+    for scale in (0.08, 0.5):
+        u = torch.rand(3000, 5, generator=generator(h + w)).double()  # recover draws float32
+        boxes = crop_boxes(u[:, :1], u[:, 1:2], u[:, 2:4], h, w, (scale, 1.0), fit="clamp")
+        assert boxes.tolist() == [_clamped_box(row, h, w, scale) for row in u.tolist()]
+    x, p = torch.randn(2, 3, h, w), RecoverParams(crop_scale=0.3, jitter=3)
+    for seed in range(6):  # jitter's draws, in order: area, aspect, top, left, flip, then the roll
+        g = generator(seed)
+        u, roll = torch.rand(5, generator=g).tolist(), torch.randint(-3, 4, (2,), generator=g).tolist()
+        top, left, ch, cw = _clamped_box(u, h, w, 0.3)
+        want = F.interpolate(x[..., top : top + ch, left : left + cw], size=(h, w), mode="bilinear", align_corners=False)
+        want = want.flip(-1) if u[4] < 0.5 else want
+        assert torch.equal(jitter(x, p, generator(seed)), torch.roll(want, shifts=roll, dims=(2, 3)))
 
 
 def test_units_cover_every_slot_once():

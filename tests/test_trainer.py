@@ -82,6 +82,31 @@ def test_crash_between_weights_and_state_resumes_consistently(toy, tmp_path, mon
         assert torch.equal(v, resumed.state_dict()[k]), k
 
 
+def test_ema_weights_are_the_direct_average_of_every_steps_weights(toy):
+    """β-EMA from the initial weights, updated after every step: parameters and BN running
+    statistics averaged, num_batches_tracked copied; the model ends with the average."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 64, 3))
+    states = []  # the state each step starts from, then the final one
+
+    def term(network, batch):
+        states.append(_weights(model))
+        return nn.functional.cross_entropy(network(batch.x), batch.hard), len(batch.x)
+
+    beta = 0.8
+    train(model, _data(toy), {"ce": term}, Recipe(epochs=2, lr=0.1, batch_size=6, ema=beta), seed=0, runtime=Runtime(),
+          after_epoch=lambda epoch, m, log: states.append(_weights(m)) if epoch == 2 else None)
+    assert len(states) == 2 * 3 + 1
+    average = {k: v.double() for k, v in states[0].items()}
+    for state in states[1:]:
+        average = {k: beta * average[k] + (1 - beta) * v if v.is_floating_point() else v for k, v in state.items()}
+    assert int(model.state_dict()["1.num_batches_tracked"]) == 6
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v.double(), average[k].double(), rtol=0, atol=1e-6, msg=k)
+        if v.is_floating_point():
+            assert not torch.allclose(v, states[-1][k]), k  # not the last weights
+
+
 def test_lr_schedule_decays_once_at_half():
     r = Recipe(epochs=10, lr=0.1)
     assert [r.lr_at(e) for e in (0, 4, 5, 9)] == [0.1, 0.1, pytest.approx(0.01), pytest.approx(0.01)]

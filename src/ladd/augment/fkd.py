@@ -1,5 +1,5 @@
 """FKD-style stored augmentation: sample RandomResizedCrop + flip + CutMix parameters once per
-epoch, and render them exactly, one sample at a time, whatever the batch.
+epoch, and render them a batch at a time, each sample the same whatever shares its batch.
 
 SRe²L's relabel (VILA-Lab/SRe2L@8d00cba relabel/utils_fkd.py) records per *batch* the crop
 coordinates and flip flags of every sample, a CutMix permutation of batch positions, and one λ and
@@ -9,10 +9,15 @@ contiguous, so a sample's input is a pure function of (stored epoch, row): stude
 stock PyTorch, as the stored batches (LPLD) or reshuffled at any batch size. λ and the box are
 drawn once per relabel batch (`mix_per="batch"`, the reference) or once per sample (`"sample"`).
 
-Rendering is a per-sample integer crop, `F.interpolate` (bilinear, align_corners=False, no
-antialias, as torchvision's RandomResizedCrop on tensors) and a flip; computing each sample on its
-own keeps the result bitwise independent of which other samples share its batch (a batched warp,
-e.g. kornia's, is not guaranteed to be).
+Rendering crops each sample at integer pixels, resizes it back bilinearly as `F.interpolate`
+(align_corners=False, no antialias, as torchvision's RandomResizedCrop on tensors) and flips it, for
+the whole batch in one `grid_sample` given interpolate's source coordinates, held inside each crop
+as interpolate holds them (kornia's `crop_and_resize`, also a grid_sample, maps corner pixel to
+corner pixel: other sample points). Every output pixel is computed on its own, so a sample is the
+same bits whatever shares its batch. It equals one `F.interpolate` per sample up to grid_sample's
+float32 normalized coordinates, which move a tap by about 1e-7 · side pixels: up to 1.2e-5 at
+32 px, 2.9e-5 at 64 px and 1.4e-4 at 224 px on random images normalized with std 0.25, under 1%
+of a uint8 step (benchmarks/replay_render.py).
 """
 
 from __future__ import annotations
@@ -68,27 +73,43 @@ class Epoch:
         return self.mix_lambda[at], self.mix_box[at]
 
 
-def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=gen, dtype=torch.float64) * (hi - lo) + lo
+def crop_boxes(area_u: torch.Tensor, aspect_u: torch.Tensor, position_u: torch.Tensor, height: int, width: int,
+               scale=SCALE, ratio=RATIO, *, fit: str = "retry") -> torch.Tensor:
+    """RandomResizedCrop boxes as int64 (top, left, h, w) from float64 uniforms in [0, 1): area and
+    log-aspect draws n×A (A attempts), position draws n×2. The area is `scale` × the image's, the
+    aspect log-uniform in `ratio`; a box that does not fit the image is, by `fit`:
+
+    - "retry": replaced by the next attempt, the whole image when none fits — torchvision's
+      RandomResizedCrop.get_params (A = 10) for images whose own aspect lies in `ratio`; the SRe²L
+      relabel's rule (VILA-Lab/SRe2L@8d00cba relabel/utils_fkd.py);
+    - "clamp": each side cut to the image (A = 1) — recover's jitter, one draw per step. SRe²L's
+      recover calls torchvision's transform (VILA-Lab/SRe2L@16b1cc3 recover/data_synthesis.py);
+      ladd's recover keeps its own rule so the images it made (distill cache format 2) stay valid.
+    """
+    target = height * width * (area_u * (scale[1] - scale[0]) + scale[0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(aspect_u * (log_hi - log_lo) + log_lo)
+    w = torch.sqrt(target * aspect).round().long()
+    h = torch.sqrt(target / aspect).round().long()
+    if fit == "clamp":
+        h, w = h[:, 0].clamp(1, height), w[:, 0].clamp(1, width)
+    elif fit == "retry":
+        fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+        first = fits.float().argmax(1, keepdim=True)  # index of the first fitting attempt
+        h, w = h.gather(1, first)[:, 0], w.gather(1, first)[:, 0]
+        none = ~fits.any(1)
+        h[none], w[none] = height, width
+    else:
+        raise ValueError(f"fit {fit!r} is not retry or clamp")
+    top = (position_u[:, 0] * (height - h + 1)).floor().long()
+    left = (position_u[:, 1] * (width - w + 1)).floor().long()
+    return torch.stack([top, left, h, w], 1)
 
 
 def sample_crops(n: int, height: int, width: int, gen: torch.Generator, scale=SCALE, ratio=RATIO) -> torch.Tensor:
-    """n RandomResizedCrop boxes as int64 (top, left, h, w): torchvision's get_params rule,
-    vectorized (the first of 10 attempts that fits, else the whole image)."""
-    area = height * width
-    target = area * _uniform(n * ATTEMPTS, *scale, gen)
-    aspect = torch.exp(_uniform(n * ATTEMPTS, math.log(ratio[0]), math.log(ratio[1]), gen))
-    w = torch.sqrt(target * aspect).round().long().view(n, ATTEMPTS)
-    h = torch.sqrt(target / aspect).round().long().view(n, ATTEMPTS)
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = fits.float().argmax(1, keepdim=True)  # index of the first fitting attempt
-    h, w = h.gather(1, first)[:, 0], w.gather(1, first)[:, 0]
-    none = ~fits.any(1)
-    h[none], w[none] = height, width
-    u = torch.rand(n, 2, generator=gen, dtype=torch.float64)
-    top = (u[:, 0] * (height - h + 1)).floor().long()
-    left = (u[:, 1] * (width - w + 1)).floor().long()
-    return torch.stack([top, left, h, w], 1)
+    """n boxes by torchvision's rule (`crop_boxes`, fit "retry"), every attempt drawn up front."""
+    area_u, aspect_u = (torch.rand(n, ATTEMPTS, generator=gen, dtype=torch.float64) for _ in range(2))
+    return crop_boxes(area_u, aspect_u, torch.rand(n, 2, generator=gen, dtype=torch.float64), height, width, scale, ratio)
 
 
 def sample_cutmix(n: int, height: int, width: int, gen: torch.Generator, beta: float = CUTMIX_BETA) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,32 +158,46 @@ def crop_pixels(crop: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (crop.double() * scale).round().long()
 
 
-def view(image: torch.Tensor, crop_px: list[int], flip: bool) -> torch.Tensor:
-    """One image (C×H×W float) cropped at (top, left, h, w) pixels, resized back to H×W and optionally flipped."""
-    _, height, width = image.shape
-    top, left, h, w = crop_px
-    out = F.interpolate(image[None, :, top : top + h, left : left + w], size=(height, width), mode="bilinear",
-                        align_corners=False, antialias=False)[0]
-    return out.flip(-1) if flip else out
+def _coords(start: torch.Tensor, length: torch.Tensor, size: int) -> torch.Tensor:
+    """Per sample, the source coordinate of each of `size` output pixels along one axis when pixels
+    start … start + length − 1 are resized to `size` by F.interpolate (bilinear, align_corners=False:
+    scale·(o + ½) − ½, rounded to float32 once as PyTorch's CPU kernel's fused multiply-add does),
+    held inside the crop — interpolate clamps at the crop's edges, grid_sample at the image's —
+    and normalized for grid_sample(align_corners=True)."""
+    scale = (length.float() / size).double()
+    src = (scale[:, None] * (torch.arange(size, dtype=torch.float64, device=length.device) + 0.5) - 0.5).float()
+    src = torch.minimum(src.clamp(min=0), (length - 1)[:, None].float()) + start[:, None]
+    return (src.double() * (2 / max(size - 1, 1)) - 1).float()
+
+
+def views(x: torch.Tensor, crop_px: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Images x (B×C×H×W float) each cropped at its (top, left, h, w) pixels, resized back to H×W
+    and flipped where `flip`, by one grid_sample over the batch (a flip reverses a sample's columns)."""
+    b, _, height, width = x.shape
+    top, left, h, w = crop_px.to(x.device).unbind(1)
+    cols = _coords(left, w, width)
+    grid = torch.empty(b, height, width, 2, device=x.device)
+    grid[..., 0] = torch.where(flip.to(x.device)[:, None], cols.flip(1), cols)[:, None, :]
+    grid[..., 1] = _coords(top, h, height)[:, :, None]
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def render(images: torch.Tensor, mean, std, epoch: Epoch, rows: torch.Tensor) -> torch.Tensor:
     """Normalized inputs of the stored samples at `rows` of `epoch` (a B×C×H×W tensor): each
-    sample's view with the box pasted from its partner's view of the same epoch."""
+    sample's view with the box pasted from its partner's view of the same epoch. The partners'
+    views are rendered in the same call, unless no row has a box (CutMix off)."""
     _, _, height, width = images.shape
-    position = torch.empty_like(epoch.order)
-    position[epoch.order] = torch.arange(len(epoch.order))  # image → its row in this epoch
-    partner_rows = position[epoch.mix_index[rows]]
-    own = normalize(images[epoch.order[rows].to(images.device, non_blocking=True)], mean, std)
-    partners = normalize(images[epoch.mix_index[rows].to(images.device, non_blocking=True)], mean, std)
-    # every per-sample parameter as Python numbers in one conversion each, not a tensor op per sample
-    crops, partner_crops = (crop_pixels(epoch.crop[r], height, width).tolist() for r in (rows, partner_rows))
-    flips, partner_flips = epoch.flip[rows].tolist(), epoch.flip[partner_rows].tolist()
-    out = []
-    for i, (y1, x1, y2, x2) in enumerate(epoch.mix(rows)[1].tolist()):
-        x = view(own[i], crops[i], flips[i])
-        if y2 > y1 and x2 > x1:
-            partner = view(partners[i], partner_crops[i], partner_flips[i])
-            x[:, y1:y2, x1:x2] = partner[:, y1:y2, x1:x2]
-        out.append(x)
-    return torch.stack(out)
+    y1, x1, y2, x2 = (t[:, None, None] for t in epoch.mix(rows)[1].long().unbind(1))
+    at, index = rows, epoch.order[rows]
+    if ((y2 > y1) & (x2 > x1)).any():
+        position = torch.empty_like(epoch.order)
+        position[epoch.order] = torch.arange(len(epoch.order))  # image → its row in this epoch
+        partners = epoch.mix_index[rows]
+        at, index = torch.cat([rows, position[partners]]), torch.cat([index, partners])
+    x = views(normalize(images[index.to(images.device, non_blocking=True)], mean, std),
+              crop_pixels(epoch.crop[at], height, width), epoch.flip[at])
+    if len(at) == len(rows):
+        return x
+    ys, xs = torch.arange(height)[None, :, None], torch.arange(width)[None, None, :]
+    box = ((ys >= y1) & (ys < y2) & (xs >= x1) & (xs < x2)).to(x.device, non_blocking=True)
+    return torch.where(box[:, None], x[len(rows) :], x[: len(rows)])

