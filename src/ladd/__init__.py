@@ -1,4 +1,6 @@
-"""ladd: label-centric dataset distillation (LADD, soft labels, decoupled distillation)."""
+"""ladd: label-centric dataset distillation (LADD, soft labels, decoupled distillation).
+
+The Python API is `ladd.api` (`from ladd import api`): the command line's stages as functions."""
 
 from ladd.core.allocator import keep_large_blocks
 

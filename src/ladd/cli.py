@@ -17,7 +17,7 @@ import typer
 from pydantic import ValidationError
 from typer._click.exceptions import MissingParameter, NoArgsIsHelpError, UsageError  # typer >= 0.29 carries its own click
 
-from ladd.artifact import MANIFEST, load_artifact, save_artifact
+from ladd.artifact import MANIFEST, describe, load_artifact, save_artifact
 from ladd.core import dist
 from ladd.core.errors import LaddError
 from ladd.core.io import write_json
@@ -577,14 +577,22 @@ def experts(
 
 @app.command()
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders holding results.json (from `ladd eval` or `ladd run`).")],
+    runs: Annotated[Optional[list[Path]], typer.Argument(help="Run folders holding results.json (from `ladd eval` or `ladd run`).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("runs/report"),
     images: Annotated[int, typer.Option("--images", min=1, max=MAX_GRID_IMAGES, help="Synthetic images shown per class in each run's image grid.")] = 4,
+    schema: Annotated[bool, typer.Option("--schema", help="Print the JSON Schema of a results.json row and exit (no RUNS).")] = False,
 ):
     """Compare runs side by side: markdown, CSV and JSON tables; accuracy vs IPC, bytes (Pareto front)
     and FLOPs; per-class accuracy; image grids with top soft labels and LADD's N×N dense labels."""
     from ladd.report.build import build_report
 
+    if schema:
+        from ladd.eval.rows import row_schema
+
+        typer.echo(row_schema(), nl=False)
+        return
+    if not runs:
+        raise LaddError("give the run folders to report (RUNS), or --schema")
     written = build_report(runs, out, images=images)
     console.print(f"wrote {len(written)} files to {out}: " + ", ".join(p.name for p in written))
 
@@ -601,24 +609,12 @@ def gradcam(
     device: Device = "auto", speed: Speed = Speed(),
 ):
     """Grad-CAM maps of students trained on the artifact, on chosen test images (LADD Fig. 4)."""
-    from ladd.augment.dsa import strategy_for
-    from ladd.eval.protocol import crops_for, local_reduction_for, train_data, train_students
-    from ladd.report.gradcam import figure
-    from ladd.train.terms import method_terms
+    from ladd.report.gradcam import student_figures
 
     art, _, dataset = _open(artifact, data_dir)
     runtime = Runtime.from_name(device, speed)
     index = _ints_from_zero(test_images, "--test-images", len(dataset.test))
-    chosen = load_protocol(protocol)
-    data = train_data(art, dataset)
-    crops = crops_for("all", len(art.images), art.geometry[0] if art.geometry else 1)
-    for method in _split(methods, "--methods"):
-        recipe = chosen.recipe(_split(model)[0], strategy_for(dataset.name), epochs=epochs, lr=lr, images=len(art.images))
-        terms = method_terms(method, crops, local_reduction_for(art), chosen.soft_loss)
-        student = train_students(data, terms, recipe, dataset, _split(model)[0], 1, runtime, method).models[0]
-        path = figure(student, dataset.test.images[index], dataset.test.labels[index], dataset.mean, dataset.std,
-                      dataset.class_names, out / f"gradcam_{method}.png",
-                      f"{method} student ({_split(model)[0]}, protocol {chosen.name}, {recipe.epochs} epochs): Grad-CAM of the predicted class")
+    for path in student_figures(art, dataset, _split(methods, "--methods"), _split(model)[0], protocol, index, out, runtime, epochs=epochs, lr=lr):
         console.print(f"wrote {path}")
 
 
@@ -662,36 +658,10 @@ def teachers(
 @app.command()
 def info(artifact: ArtifactArg):
     """Verify an artifact (hashes, shapes, label validity) and summarize what it stores."""
-    art = load_artifact(artifact, complete=True)
-    m = art.manifest
-    console.print(f"[bold]{artifact}[/] · ladd {m['ladd_version']} · schema {m['schema_version']} · hashes verified")
-    recipe = (m["images"].get("recipe") or {}).get("name")
-    console.print(
-        f"source {m['source']['dataset']} · {len(m['source']['class_names'])} classes · IPC {m['ipc']} · "
-        f"images: {m['images']['method']}" + (f" (recipe {recipe})" if recipe else "")
-        + (f" · made with {m['images']['flops']:.3g} FLOPs" if m["images"].get("flops") is not None else "")
-    )
-    for name, b in m["storage"].items():
-        console.print(f"  {name:<13} {str(m['files'][name + '.safetensors']['shape']):<22} {b['raw']:>10,} B raw  {b['zip']:>10,} B zip")
-    if "labels" in m:
-        lab = m["labels"]
-        geometry = f" · N={lab['subsample']['n']} R={lab['subsample']['r']}" if "subsample" in lab else ""
-        teacher = lab.get("labeler")
-        made_by = (f" · labeler {teacher['model']} epoch {teacher['epoch']:g}" + (f" × {teacher['ensemble']} experts" if teacher.get("ensemble", 1) > 1 else "")
-                   + f" (test acc {100 * teacher['test_acc']:.2f}%)") if teacher else ""
-        if "observer" in lab:  # region labels of squeezed images (LIC, RDED)
-            made_by = f" · observer {lab['observer']['model']} ({100 * lab['observer']['train_check_acc']:.1f}% on training images)"
-        console.print(f"labels: {lab['method']}{geometry}{made_by}")
-    if "relabel" in m:
-        rel = m["relabel"]
-        top = f" top-{rel['top_k']}" if rel["top_k"] else ""
-        console.print(f"relabel: {rel['epochs']} epochs × {rel['samples']} samples · {rel['dtype']} {rel['kind']}{top} · T {rel['temperature']:g} · "
-                      f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g} (test acc {100 * rel['teacher']['test_acc']:.2f}%)")
-        for name, b in rel["storage"].items():
-            console.print(f"  {name:<13} {b['raw']:>10,} B raw  {b['zip']:>10,} B zip")
-        total = sum(b["raw"] for b in rel["storage"].values())
-        console.print(f"  {'total':<13} {total:>10,} B raw · label-to-image ratio {rel['label_to_image_ratio']:.2f} "
-                      f"(soft labels alone {rel['soft_label_to_image_ratio']:.2f}; LPLD Table 24)")
+    header, *lines = describe(load_artifact(artifact, complete=True))
+    console.print(f"[bold]{artifact}[/] · {header} · hashes verified")
+    for line in lines:
+        console.print(line)
 
 
 @app.command()

@@ -193,3 +193,37 @@ def _verified_tensors(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
     if "images" not in tensors or "labels" not in tensors:
         raise LaddError(f"{path / MANIFEST} lists no images or labels file: the artifact is incomplete")
     return tensors
+
+
+def describe(art: Artifact) -> list[str]:
+    """What an artifact stores, one line each (`ladd info` prints them): format, source and images,
+    each component's shape and bytes, label provenance, the stored relabel's settings and bytes."""
+    m = art.manifest
+    recipe = (m["images"].get("recipe") or {}).get("name")
+    lines = [
+        f"ladd {m['ladd_version']} · schema {m['schema_version']}",
+        f"source {m['source']['dataset']} · {len(m['source']['class_names'])} classes · IPC {m['ipc']} · "
+        f"images: {m['images']['method']}" + (f" (recipe {recipe})" if recipe else "")
+        + (f" · made with {m['images']['flops']:.3g} FLOPs" if m["images"].get("flops") is not None else ""),
+    ]
+    for name, b in m["storage"].items():
+        lines.append(f"  {name:<13} {str(m['files'][name + '.safetensors']['shape']):<22} {b['raw']:>10,} B raw  {b['zip']:>10,} B zip")
+    if "labels" in m:
+        lab = m["labels"]
+        geometry = f" · N={lab['subsample']['n']} R={lab['subsample']['r']}" if "subsample" in lab else ""
+        teacher = lab.get("labeler")
+        made_by = (f" · labeler {teacher['model']} epoch {teacher['epoch']:g}" + (f" × {teacher['ensemble']} experts" if teacher.get("ensemble", 1) > 1 else "")
+                   + f" (test acc {100 * teacher['test_acc']:.2f}%)") if teacher else ""
+        if "observer" in lab:  # region labels of squeezed images (LIC, RDED)
+            made_by = f" · observer {lab['observer']['model']} ({100 * lab['observer']['train_check_acc']:.1f}% on training images)"
+        lines.append(f"labels: {lab['method']}{geometry}{made_by}")
+    if "relabel" in m:
+        rel = m["relabel"]
+        top = f" top-{rel['top_k']}" if rel["top_k"] else ""
+        lines.append(f"relabel: {rel['epochs']} epochs × {rel['samples']} samples · {rel['dtype']} {rel['kind']}{top} · T {rel['temperature']:g} · "
+                     f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g} (test acc {100 * rel['teacher']['test_acc']:.2f}%)")
+        lines += [f"  {name:<13} {b['raw']:>10,} B raw  {b['zip']:>10,} B zip" for name, b in rel["storage"].items()]
+        total = sum(b["raw"] for b in rel["storage"].values())
+        lines.append(f"  {'total':<13} {total:>10,} B raw · label-to-image ratio {rel['label_to_image_ratio']:.2f} "
+                     f"(soft labels alone {rel['soft_label_to_image_ratio']:.2f}; LPLD Table 24)")
+    return lines

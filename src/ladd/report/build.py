@@ -29,6 +29,7 @@ from pathlib import Path
 from ladd.core.errors import LaddError
 from ladd.core.io import fsync, read_json, staging_dir, write_json, write_text
 from ladd.core.progress import console
+from ladd.eval.rows import checked_rows, results_version
 from ladd.report import plots
 from ladd.report.tables import CHANGED, REPORT_COLUMNS, markdown
 
@@ -59,14 +60,17 @@ def load_run(run: Path) -> Run:
     """A run's rows, each tagged with its run's name and (from its artifact) its classes' names;
     robustness scores joined onto the row of the method and model they were computed for. An
     artifact whose images are not those the rows recorded (`artifact_sha256`: a later command
-    replaced them) is not used, and its rows are marked `artifact_changed`."""
+    replaced them) is not used, and its rows are marked `artifact_changed`. Rows are checked against
+    `eval.rows` (a results.json without `schema_version` is version 0, read leniently)."""
     run = Path(run)
     path = run / "results.json"
     if not path.is_file():
         raise LaddError(f"{run} has no results.json: pass folders written by `ladd eval` or `ladd run`")
     results = read_json(path, "re-run `ladd eval` into that folder")
+    version = results_version(results, str(path))  # before anything else: a newer version may be laid out otherwise
     if "rows" not in results:
         raise LaddError(f"{path} holds no result rows (an experiment's results?): pass `ladd eval`/`ladd run` folders")
+    results["rows"] = checked_rows(results["rows"], version, str(path))
     config = results.get("config", {})
     artifact, problem, changed, manifest = find_artifact(run, config), None, False, {}
     try:

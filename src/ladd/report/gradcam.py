@@ -71,3 +71,27 @@ def figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, s
     fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes[1, :], label="Grad-CAM", shrink=0.9)
     fig.suptitle(title, fontsize=8)
     return save_figure(fig, path)
+
+
+def student_figures(art, dataset, methods, model: str, protocol: str, index: list[int], out: Path, runtime,
+                    *, epochs: int | None = None, lr: float | None = None) -> list[Path]:
+    """Train one student (seed 0) per evaluation method on the artifact under `protocol` (epochs and
+    lr overridable), every local view each step, and write `out/gradcam_<method>.png` of each on
+    the real test images `index` (`ladd gradcam`). Returns the figures' paths."""
+    from ladd.augment.dsa import strategy_for
+    from ladd.eval.protocol import crops_for, local_reduction_for, train_data, train_students
+    from ladd.eval.protocols import load_protocol
+    from ladd.train.terms import method_terms
+
+    chosen = load_protocol(protocol)
+    data = train_data(art, dataset)
+    crops = crops_for("all", len(art.images), art.geometry[0] if art.geometry else 1)
+    recipe = chosen.recipe(model, strategy_for(dataset.name), epochs=epochs, lr=lr, images=len(art.images))
+    paths = []
+    for method in methods:
+        terms = method_terms(method, crops, local_reduction_for(art), chosen.soft_loss)
+        student = train_students(data, terms, recipe, dataset, model, 1, runtime, method).models[0]
+        paths.append(figure(student, dataset.test.images[index], dataset.test.labels[index], dataset.mean, dataset.std,
+                            dataset.class_names, Path(out) / f"gradcam_{method}.png",
+                            f"{method} student ({model}, protocol {chosen.name}, {recipe.epochs} epochs): Grad-CAM of the predicted class"))
+    return paths

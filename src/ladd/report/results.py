@@ -11,18 +11,21 @@ from ladd.core import dist
 from ladd.core.io import command_line, write_json, write_text
 from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig
+from ladd.eval.rows import SCHEMA_VERSION, checked_rows
 from ladd.report.plots import accuracy_vs_cost, flops_curves
 from ladd.report.tables import markdown, pm
 from ladd.train.terms import method_terms
 
 
 def write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None = None) -> list[Path]:
-    """results.json/.md/.png (+ flops_curve.png) into `out`; under torchrun rank 0 writes them."""
+    """results.json/.md/.png (+ flops_curve.png) into `out`; under torchrun rank 0 writes them.
+    The rows are checked against `eval.rows.Row` first, so no file carries a row `ladd report` would refuse."""
+    rows = checked_rows(rows, where=f"{out}/results.json")
     return dist.first(lambda: _write(Path(out), rows, config, notes, title, extra))
 
 
 def _write(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None) -> list[Path]:
-    write_json(out / "results.json", {"ladd_version": ladd.__version__, "command": command_line(), "flops_unit": UNIT, "config": config,
+    write_json(out / "results.json", {"schema_version": SCHEMA_VERSION, "ladd_version": ladd.__version__, "command": command_line(), "flops_unit": UNIT, "config": config,
                                       "rows": rows, "notes": notes, **(extra or {})})
     write_text(out / "results.md", f"# {title}\n\n" + markdown(rows, notes) + "\n![accuracy vs cost](results.png)\n")
     accuracy_vs_cost(rows, out / "results.png")
