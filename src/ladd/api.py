@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ladd import pipeline
 from ladd.artifact import Artifact, describe, load_artifact as _load_artifact, save_artifact as _save_artifact
+from ladd.core import plugins
 from ladd.core.runtime import Runtime, Speed
 from ladd.core.types import Dataset
 from ladd.eval.protocol import EvalConfig, default_methods, evaluate as _evaluate, rounding_rows
@@ -41,6 +42,8 @@ __all__ = [
     "SourceConfig", "ImagesConfig", "LabelConfig", "ExpertConfig", "RelabelConfig", "EvalConfig", "Speed", "Runtime",
     "Artifact", "Dataset", "PRESETS",
 ]
+
+plugins.load()  # scripts see the installed plugins' methods, datasets, models and protocols, as the CLI does
 
 
 def runtime(device: str = "auto", speed: Speed | None = None) -> Runtime:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from typer._click.exceptions import MissingParameter, NoArgsIsHelpError, UsageError  # typer >= 0.29 carries its own click
 
 from ladd.artifact import MANIFEST, describe, load_artifact, save_artifact
-from ladd.core import dist
+from ladd.core import dist, track
 from ladd.core.errors import LaddError
 from ladd.core.io import write_json
 from ladd.core.limits import (
@@ -253,6 +253,7 @@ BpttBackprop = Annotated[int, typer.Option("--bptt-backprop", min=1, max=MAX_UNR
 SoftLoss = Annotated[str, typer.Option("--soft-loss", parser=_checked("--soft-loss", _one_of, "--soft-loss", ("ce", "kl")), help="Student loss on soft/dense labels: ce (soft-target cross-entropy, the reference) or kl (same gradients, reads 0 at a perfect fit).")]
 LocalReduction = Annotated[Optional[str], typer.Option("--local-reduction", parser=_checked("--local-reduction", _one_of, "--local-reduction", ("mean", "sum")), help="How the N² local-view losses combine: mean or sum (LADD Eq. 5 and LIC Eq. 9 as written). Default: sum for region labels (LIC, RDED), mean for LADD's dense labels.")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: runs/<timestamp>/).")]
+Track = Annotated[Optional[str], typer.Option("--track", parser=_checked("--track", _one_of, "--track", track.KINDS), help="Also send every student's per-epoch loss and lr (and test accuracy with --curve-every) and the final rows to csv (curves.csv, rows.csv), tensorboard (pip install 'ladd[tensorboard]'; tensorboard --logdir OUT) or wandb (pip install 'ladd[wandb]'; an offline run under OUT/wandb, uploaded later by wandb sync), in the output folder.")]
 Device = Annotated[str, typer.Option("--device", parser=_checked("--device", Runtime.from_name), help="cpu, cuda, cuda:N or auto.")]
 # the trainer's speed options (`ladd.core.runtime.Speed`): every command with --device takes them (`_trains`)
 PrecisionOpt = Annotated[str, typer.Option("--precision", parser=_checked("--precision", _one_of, "--precision", ("fp32", "bf16", "fp16")), help="Forward passes of training and labelling: fp32 (the default; every recorded result), bf16 (autocast; GPUs and CPUs with AVX-512 BF16/AMX) or fp16 (autocast + gradient scaler; CUDA only). Weights, optimizer and losses stay fp32.")]
@@ -466,7 +467,7 @@ def eval_(
     real_epochs: Annotated[int, typer.Option("--real-epochs", min=1, max=MAX_COUNT, help="--robust: epochs of the students trained on the full training split (HLR's real-data accuracy).")] = 30,
     batch_size: EvalBatchSize = None, prune: Prune = 1.0, pool: PoolOpt = "epoch", prune_metric: PruneMetric = "random", prune_keep: PruneKeep = "easy",
     replay_batches: ReplayBatches = "stored",
-    data_dir: DataDir = None, out: Out = None, device: Device = "auto", speed: Speed = Speed(),
+    data_dir: DataDir = None, out: Out = None, track_: Track = None, device: Device = "auto", speed: Speed = Speed(),
 ):
     """Evaluate an artifact: accuracy mean ± std over seeds, stored bytes and FLOPs.
 
@@ -486,23 +487,24 @@ def eval_(
                        pruning=Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep, batches=replay_batches))
     runtime = Runtime.from_name(device, speed)
     plus_one = pipeline.plus_one(art, dataset, runtime) if "bytes" in kinds else None  # refused before any training if it cannot be made
-    rows = evaluate(art, dataset, cfg, runtime) + rounding_rows(art, dataset, cfg, runtime)
-    notes = eval_notes(art, cfg, rows)
-    extra = {}
-    if kinds:
-        from ladd.eval.protocol import equal_cost as equal_cost_rows
-
-        rows += equal_cost_rows(art, plus_one, dataset, cfg, runtime, rows, kinds)
-    if robust:
-        from ladd.eval.protocol import robustness
-
-        scores = robustness(art, pipeline.random_counterpart(art, dataset, runtime), dataset, cfg, runtime, real_epochs, rows)
-        extra["robustness"] = scores
-        notes.append(robustness_note(scores))
     out = out or _default_out()
-    config = {"artifact": str(artifact.resolve()), "preset": preset, "eval": cfg.model_dump(), "device": str(runtime.device),
-              "speed": runtime.speed.model_dump()}
-    _write_results(out, _evaluated(rows, artifact, art), config, notes, f"ladd eval · {dataset.name}", extra)
+    with track.using(track.make_tracker(track_, out)):
+        rows = evaluate(art, dataset, cfg, runtime) + rounding_rows(art, dataset, cfg, runtime)
+        notes = eval_notes(art, cfg, rows)
+        extra = {}
+        if kinds:
+            from ladd.eval.protocol import equal_cost as equal_cost_rows
+
+            rows += equal_cost_rows(art, plus_one, dataset, cfg, runtime, rows, kinds)
+        if robust:
+            from ladd.eval.protocol import robustness
+
+            scores = robustness(art, pipeline.random_counterpart(art, dataset, runtime), dataset, cfg, runtime, real_epochs, rows)
+            extra["robustness"] = scores
+            notes.append(robustness_note(scores))
+        config = {"artifact": str(artifact.resolve()), "preset": preset, "eval": cfg.model_dump(), "device": str(runtime.device),
+                  "speed": runtime.speed.model_dump()}
+        _write_results(out, _evaluated(rows, artifact, art), config, notes, f"ladd eval · {dataset.name}", extra)
 
 
 TeacherDir = Annotated[Optional[str], typer.Option("--teacher-dir", help="BN teacher: an expert folder to reuse (its own config wins) or to train into. Default: the expert cache.")]
@@ -677,7 +679,7 @@ def run(
     label_dtype: LabelDtype = "float32", preset: Preset_ = DEFAULT_PRESET, model: EvalModel = None, methods: Methods = None,
     seeds: EvalSeeds = None, protocol: EvalProtocol = None, epochs: EvalEpochs = None, lr: EvalLr = None, crops_per_step: Crops = None,
     local_reduction: LocalReduction = None, soft_loss: EvalSoftLoss = None, out: Out = None, overwrite: Overwrite = False,
-    device: Device = "auto", speed: Speed = Speed(),
+    track_: Track = None, device: Device = "auto", speed: Speed = Speed(),
 ):
     """Everything end to end: images → labeler → dense labels → baseline (hard labels) vs LADD.
 
@@ -715,11 +717,12 @@ def run(
     art = pipeline.label(art, data, label_cfg, runtime)
     save_artifact(out / "artifact", art)
     art = load_artifact(out / "artifact")  # evaluate exactly what was stored (e.g. float16 labels)
-    rows = evaluate(art, data, cfg, runtime) + rounding_rows(art, data, cfg, runtime)
-    notes = eval_notes(art, cfg, rows) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
-    config = {"artifact": str((out / "artifact").resolve()), "preset": preset, "source": src.model_dump(), "images": images_cfg.model_dump(),
-              "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device), "speed": runtime.speed.model_dump()}
-    _write_results(out, _evaluated(rows, out / "artifact", art), config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
+    with track.using(track.make_tracker(track_, out)):  # the students (labelers and experts are cached, not tracked)
+        rows = evaluate(art, data, cfg, runtime) + rounding_rows(art, data, cfg, runtime)
+        notes = eval_notes(art, cfg, rows) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
+        config = {"artifact": str((out / "artifact").resolve()), "preset": preset, "source": src.model_dump(), "images": images_cfg.model_dump(),
+                  "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device), "speed": runtime.speed.model_dump()}
+        _write_results(out, _evaluated(rows, out / "artifact", art), config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
 
 
 # --- SRe²L / LPLD: `ladd squeeze`, `ladd recover`, `ladd diversity` -----------------------------
@@ -1161,6 +1164,8 @@ def main() -> None:
     code = 0
     try:
         dist.init()
+        from ladd.core import plugins
+        plugins.load()  # third-party methods, datasets, models and protocols (entry points `ladd.plugins`)
         if dist.rank() > 0:  # under torchrun rank 0 prints the results; every rank prints its errors
             sys.stdout, console.quiet = open(os.devnull, "w"), True
         code = _run(sys.argv[1:])

@@ -1,8 +1,12 @@
-"""One generic name → object registry for sources, models, image methods and label methods."""
+"""One generic name → object registry for sources, models, image methods, label methods, loss
+terms and protocols. Each registry names the modules that hold its built-ins and imports them on
+first use, so registration is stated where the registry is made rather than by imports placed at
+the bottom of a package (and plugins, `ladd.core.plugins`, register after the built-ins)."""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import re
 from typing import Callable, Generic, TypeVar
 
@@ -16,20 +20,30 @@ def normalize(name: str) -> str:
     return re.sub(r"[\s_\-.]", "", name).lower()
 
 
+class NameTaken(ValueError):
+    """A name or alias registered twice: a programming error in ladd, a refused plugin outside it."""
+
+
 class Registry(Generic[T]):
     """Explicit names (plus aliases); registering a name twice raises; unknown names list the valid ones."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, builtins: Callable[[], None] | None = None):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._names: dict[str, str] = {}  # normalized name or alias -> canonical name
+        self._builtins = builtins  # registers the built-ins: run once, before the first lookup
+
+    def _load(self) -> None:
+        if self._builtins is not None:
+            builtins, self._builtins = self._builtins, None  # cleared first: a built-in looking a name up as it is imported does not start over
+            builtins()
 
     def register(self, name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
         def add(obj: T) -> T:
             for key in (name, *aliases):
                 norm = normalize(key)
                 if norm in self._names:
-                    raise ValueError(f"{self.kind} name {key!r} is already registered (as {self._names[norm]!r})")
+                    raise NameTaken(f"{self.kind} name {key!r} is already registered (as {self._names[norm]!r})")
                 self._names[norm] = name
             self._items[name] = obj
             return obj
@@ -37,6 +51,7 @@ class Registry(Generic[T]):
         return add
 
     def canonical(self, name: str) -> str:
+        self._load()
         norm = normalize(name)
         if norm not in self._names:
             valid = ", ".join(self.names())
@@ -49,7 +64,19 @@ class Registry(Generic[T]):
         return self._items[self.canonical(name)]
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
+        self._load()
         return normalize(name) in self._names
+
+
+def modules(package: str, *names: str) -> Callable[[], None]:
+    """The built-ins of a registry: importing these modules of `package` runs their `register` decorators."""
+
+    def load() -> None:
+        for name in names:
+            importlib.import_module(f"{package}.{name}")
+
+    return load

@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 
 from ladd.core.errors import LaddError
-from ladd.core.registry import Registry
+from ladd.core.registry import Registry, modules
 from ladd.core.types import Dataset, ImageSet, channel_stats
+from ladd.data import stream
 
-SOURCES = Registry("dataset")
+SOURCES = Registry("dataset", modules(__name__, "cifar", "embedded", "idx", "imagefolder", "imagenet"))
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,6 @@ def build_dataset(name: str, train: ImageSet, test: ImageSet, class_names) -> Da
     """Assemble a Dataset; mean/std come from the TRAIN split only, so test data never leaks into training."""
     mean, std = channel_stats(train.images)
     return Dataset(name, train, test, tuple(class_names), mean, std)
-
-
-from ladd.data import cifar, embedded, idx, imagefolder, imagenet, stream  # noqa: E402,F401  (registers the sources)
 
 
 def holdout(dataset: Dataset, per_class: int, seed: int = 0) -> Dataset:

@@ -21,7 +21,7 @@ from torch import nn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ladd.artifact import Artifact
-from ladd.core import dist, progress
+from ladd.core import dist, progress, track
 from ladd.core.errors import Diverged, LaddError
 from ladd.core.progress import log
 from ladd.augment.dsa import strategy_for
@@ -410,13 +410,19 @@ def train_plans(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> list[S
     layout = _layout(len(units), any(stream.stored(plan.data.images) for plan in plans))
     spread = layout["layout"] == "assignment"
     models, done = {}, {}
-    for u in dist.mine(len(units)) if spread else range(len(units)):
+    here = dist.mine(len(units)) if spread else range(len(units))
+    for u in here:
         with dist.alone() if spread else contextlib.nullcontext():
             model, done[u] = _train_one(plans[units[u][0]], units[u][1], dataset, runtime)
         if model is not None:
             models[u] = model
     if spread:
         done = dist.merge(done)
+        for u in set(range(len(units))) - set(here):  # other ranks' students: their curves reach rank 0's tracker now
+            _, log, curve, _ = done[u]
+            tested = {epochs: acc for epochs, _, acc in curve}
+            for epoch in range(1, len(log.epoch_loss) + 1 if log is not None else 1):
+                _track_epoch(plans[units[u][0]], units[u][1], epoch, log, tested.get(epoch))
     out, first = [], 0
     for plan in plans:
         seeds = range(first, first + plan.seeds)
@@ -471,18 +477,31 @@ def _train_one(plan: Plan, seed: int, dataset: Dataset, runtime: Runtime) -> tup
 
     def record(epochs: int, model: nn.Module, log: TrainLog) -> None:
         nonlocal tested
-        if epochs % plan.curve_every == 0 or epochs == plan.recipe.epochs:
+        acc = None
+        if plan.curve_every and (epochs % plan.curve_every == 0 or epochs == plan.recipe.epochs):
             t = time.perf_counter()
             acc, _ = class_accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std, dataset.num_classes)
             curve.append((epochs, sum(log.samples.values()), acc))
             tested += time.perf_counter() - t
+        _track_epoch(plan, seed, epochs, log, acc)
 
     try:
         log = train(model, plan.data, plan.terms, plan.recipe, seed=seed, runtime=runtime,
-                    description=f"{plan.description} · {plan.model_name} · seed {seed}", after_epoch=record if plan.curve_every else None)
+                    description=f"{plan.description} · {plan.model_name} · seed {seed}",
+                    after_epoch=record if plan.curve_every or track.current() else None)
     except Diverged as e:
         return None, (time.perf_counter() - t0 - tested, None, curve, e)
     return model, (time.perf_counter() - t0 - tested, log, curve, None)
+
+
+def _track_epoch(plan: Plan, seed: int, epochs: int, log: TrainLog, test_acc: float | None) -> None:
+    """A student's epoch to the current tracker (if any): its mean loss, the lr it trained with
+    and, where a curve is recorded, its test accuracy."""
+    tracker = track.current()
+    if tracker is None:
+        return
+    values = {"loss": log.epoch_loss[epochs - 1], "lr": plan.recipe.lr_at(epochs - 1)}
+    tracker.log(epochs, values if test_acc is None else {**values, "test_acc": test_acc}, f"{plan.description}/{plan.model_name}/seed{seed}")
 
 
 def train_students(data: TrainData, terms, recipe: Recipe, dataset: Dataset, model_name: str, seeds: int,

@@ -31,6 +31,7 @@ class TrainedBy(BaseModel):
     ranks: int
     students: int
     why: str | None = None  # ddp only: why the students were not spread over the ranks
+    seed_ranks: list[int] | None = None  # assignment only: the rank that trained each seed
 
 
 class LrSelection(BaseModel):

@@ -9,7 +9,7 @@ from typing import Callable
 from pydantic import ValidationError
 
 from ladd.core.errors import LaddError
-from ladd.core.registry import Registry
+from ladd.core.registry import Registry, modules
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset, ImageSet
 
@@ -30,7 +30,8 @@ class ImageRequest:
     teacher: Path | None = None  # SRe²L/LPLD: BN teacher directory (`ladd squeeze`); None = the recipe's teacher in the cache
 
 
-IMAGE_METHODS: Registry[Callable[[ImageRequest], ImageSet]] = Registry("image method")
+IMAGE_METHODS: Registry[Callable[[ImageRequest], ImageSet]] = Registry(
+    "image method", modules(__name__, "dm", "gradient_matching", "herding", "imported", "lic", "mtt", "random", "recover", "rded"))
 
 
 def check_params(method: str, params: dict) -> None:
@@ -68,5 +69,3 @@ def check_ipc(dataset: Dataset, ipc: int) -> None:
 def make_images(method: str, request: ImageRequest) -> ImageSet:
     return IMAGE_METHODS.get(method)(request)
 
-
-from ladd.images import dm, gradient_matching, herding, imported, lic, mtt, random, recover, rded  # noqa: E402,F401  (register the methods)

@@ -9,7 +9,7 @@ from typing import Callable, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
-from ladd.core.registry import Registry
+from ladd.core.registry import Registry, modules
 from ladd.experts import ExpertConfig
 from ladd.experts.pretrained import PretrainedConfig, omit_none
 from ladd.labels.bptt import BpttConfig
@@ -50,6 +50,4 @@ class Labels:
     flops: dict
 
 
-LABEL_METHODS: Registry[Callable[..., Labels]] = Registry("label method")
-
-from ladd.labels import methods  # noqa: E402,F401  (register the methods)
+LABEL_METHODS: Registry[Callable[..., Labels]] = Registry("label method", modules(__name__, "methods"))

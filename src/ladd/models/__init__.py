@@ -12,12 +12,9 @@ from typing import Callable
 from torch import nn
 
 from ladd.core.errors import LaddError
-from ladd.core.registry import Registry
+from ladd.core.registry import Registry, modules
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
-
-# Imported for their side effect: each family registers its builders in MODELS.
-from ladd.models import alexnet, convnet, resnet, vgg, vit  # noqa: E402, F401
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", modules(__name__, "alexnet", "convnet", "resnet", "vgg", "vit"))
 
 MIN_SIZE, MAX_SIZE = 8, 512
 

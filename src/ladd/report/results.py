@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import ladd
-from ladd.core import dist
+from ladd.core import dist, track
 from ladd.core.io import command_line, write_json, write_text
 from ladd.cost.flops import UNIT
 from ladd.eval.protocol import EvalConfig
@@ -21,6 +21,9 @@ def write_results(out: Path, rows: list[dict], config: dict, notes: list[str], t
     """results.json/.md/.png (+ flops_curve.png) into `out`; under torchrun rank 0 writes them.
     The rows are checked against `eval.rows.Row` first, so no file carries a row `ladd report` would refuse."""
     rows = checked_rows(rows, where=f"{out}/results.json")
+    if (tracker := track.current()) is not None:  # rank 0's only
+        for row in rows:
+            tracker.row(row)
     return dist.first(lambda: _write(Path(out), rows, config, notes, title, extra))
 
 

@@ -3,6 +3,7 @@
 each value comes from. `ladd eval --protocol NAME` picks one (or a .toml path), and every result
 row records the protocol it was trained under, so numbers from different budgets are never mixed
 silently. Explicit `--epochs` / `--lr` override a protocol and are recorded as overrides.
+Plugins (`ladd.core.plugins`) add protocols by name to `PROTOCOLS`: a `Protocol` or a .toml path.
 
 `PRESETS` name the two evaluation budgets of the command line (`--preset quick|paper`): which
 protocol, student architecture, seeds and local views `ladd eval` and `ladd run` use unless an
@@ -10,12 +11,14 @@ option says otherwise, so the stages run one by one reproduce `ladd run`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.core import shipped as files
 from ladd.core.errors import LaddError
+from ladd.core.registry import Registry
 from ladd.models import MODELS
 from ladd.train.loop import Optimization, Recipe
 
@@ -77,10 +80,23 @@ def shipped() -> list[str]:
     return files.names(__name__)
 
 
+def _shipped_protocols() -> None:
+    for name in shipped():
+        PROTOCOLS.register(name)(None)  # None: read the shipped file (so a plugin cannot take its name)
+
+
+# protocol name -> None (shipped), a plugin's Protocol, or a plugin's .toml path
+PROTOCOLS: Registry[Protocol | str | Path | None] = Registry("protocol", _shipped_protocols)
+
+
 def load_protocol(name: str = DEFAULT) -> Protocol:
-    """A shipped protocol by name (`dc`), or a .toml file with the same fields by path (`./mine.toml`)."""
-    path, data = files.read(__name__, name, "evaluation protocol")
-    protocol = files.validate(Protocol, data, path, "protocol")
+    """A shipped protocol by name (`dc`), a plugin's by name, or a .toml file with the same fields by path (`./mine.toml`)."""
+    entry = None if files.looks_like_path(name) or name not in PROTOCOLS else PROTOCOLS.get(name)
+    if isinstance(entry, Protocol):
+        path, protocol = Path(name), entry
+    else:
+        path, data = files.read(__name__, name if entry is None else str(Path(entry).expanduser().absolute()), "evaluation protocol")
+        protocol = files.validate(Protocol, data, path, "protocol")
     for model in protocol.lr_by_model:
         try:
             MODELS.canonical(model)  # an unknown model name fails here, with the registry's suggestions
