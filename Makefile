@@ -22,6 +22,7 @@ run: install
 	$(BIN)/ladd run
 
 test: install
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/python -m pytest
 
 bench: install

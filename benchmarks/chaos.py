@@ -125,8 +125,8 @@ class Attempt:
     def tail(self, lines: int = 6) -> list[str]:
         """The error lines of its output (else its last lines)."""
         text = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
-        errors = [l.strip() for l in text if any(w in l.lower() for w in ERROR_WORDS) and l.strip()]
-        return (errors or [l.strip() for l in text if l.strip()])[-lines:]
+        errors = [line.strip() for line in text if any(w in line.lower() for w in ERROR_WORDS) and line.strip()]
+        return (errors or [line.strip() for line in text if line.strip()])[-lines:]
 
     def summary(self) -> dict:
         return {"rc": self.rc, "wall_s": round(self.wall_s, 2), "killed_at_s": None if self.killed_at is None else round(self.killed_at, 2),
@@ -414,7 +414,7 @@ class Bench:
                 break
             tail = a.tail()
             row["notes"].append(f"attempt {len(attempts)} (after {row['kills']} kill(s)) exited {a.rc}: " + " | ".join(tail))
-            if resume and stage.resume and any("no checkpoint" in l for l in tail) and not same_command and fallbacks == 0:
+            if resume and stage.resume and any("no checkpoint" in line for line in tail) and not same_command and fallbacks == 0:
                 fallbacks += 1
                 resume = False  # killed before its first checkpoint: a user starts over without --resume
                 row["notes"].append("re-ran without --resume (killed before the first checkpoint)")
@@ -495,7 +495,7 @@ class Bench:
                 row["notes"].append("results differ: " + ", ".join(diff[:8]))
         once, notes = compare_counts(ref["counts"], w.counts(), len(set(cwds)))
         row["trained_once"] = once
-        text = [l.read_text(errors="replace") if l.exists() else "" for l in logs]
+        text = [log.read_text(errors="replace") if log.exists() else "" for log in logs]
         reuse = [t.count("reusing the expert") for t in text]
         waits = [t.count("waiting for another ladd process") for t in text]
         row["notes"] += [*notes, (f"'reusing the expert' lines per process: {reuse}; 'waiting for another ladd process' lines: {waits}; "

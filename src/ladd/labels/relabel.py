@@ -25,8 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 
 from ladd.artifact import Artifact
 from ladd.artifact.relabel import RELABEL_DIR, read_info, write_epoch, write_info
-
-PARTIAL = "relabel.partial"  # where a relabel is written until the artifact is saved with it
 from ladd.augment.fkd import render, sample_epoch
 from ladd.core import dist, progress
 from ladd.core.errors import LaddError
@@ -38,6 +36,8 @@ from ladd.experts import ExpertConfig
 from ladd.experts.pretrained import PretrainedConfig, omit_none
 from ladd.labels import LabelConfig
 from ladd.labels.methods import build_teacher
+
+PARTIAL = "relabel.partial"  # where a relabel is written until the artifact is saved with it
 
 
 class RelabelConfig(BaseModel):
