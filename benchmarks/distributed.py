@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,14 +37,14 @@ def launch(args: list[str], procs: int, env: dict) -> dict:
     largest process it started."""
     head = [sys.executable, "-m", "ladd"] if procs == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", "ladd"]
-    start = time.perf_counter()
-    child = subprocess.Popen(head + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    err = child.stderr.read()
-    child.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"`{shlex.join(head + args)}` failed:\n{err[-3000:]}")
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: wait4 below reads nothing until the child ends
+        start = time.perf_counter()
+        child = subprocess.Popen(head + args, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            raise SystemExit(f"`{shlex.join(head + args)}` failed:\n{err.read().decode(errors='replace')[-3000:]}")
     return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}  # the child or its largest descendant
 
 
@@ -65,14 +66,10 @@ def stages(work: Path, args) -> list[dict]:
          "amount": 10 * args.ipc,
          "command": lambda out: ["label", art, "--labels", "ladd", "--model", "convnet", "--grid", str(args.grid), "--labeler-epochs", "2",
                                  "--out", out]},
-        {"stage": "relabel (epochs)", "unit": "samples",
+        {"stage": "relabel (epochs)", "unit": "samples", "in_place": True,  # relabels the artifact at `out`
          "amount": 10 * args.ipc * args.relabel_epochs,
          "command": lambda out: ["relabel", out, "--epochs", str(args.relabel_epochs), "--teacher-model", "convnet", "--teacher-epochs", "2"]},
     ]
-
-
-def copy_artifact(src: Path, dst: Path) -> None:
-    subprocess.run(["cp", "-r", str(src), str(dst)], check=True)
 
 
 def imagenet_capacity(gpu_tflops: float, gpus: list[int]) -> dict:
@@ -118,7 +115,7 @@ def main() -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "LADD_NO_PROGRESS": "1", "LADD_CACHE": str(work / "cache")}
         # set-up, untimed: the artifact, the cached labeler and teacher (and a labelled artifact to relabel and evaluate)
         launch(["distill", "--dataset", "mnist5k", "--ipc", str(args.ipc), "--images", "random", "--out", str(work / "base")], 1, env)
-        copy_artifact(work / "base", work / "artifact")
+        shutil.copytree(work / "base", work / "artifact")
         launch(["label", str(work / "artifact"), "--labels", "ladd", "--model", "convnet", "--grid", str(args.grid), "--labeler-epochs", "2",
                 "--out", str(work / "artifact")], 1, env)
         launch(["relabel", str(work / "artifact"), "--epochs", "1", "--teacher-model", "convnet", "--teacher-epochs", "2",
@@ -129,8 +126,8 @@ def main() -> None:
             row = {"stage": s["stage"], "unit": s["unit"], "amount": s["amount"]}
             for procs in (1, args.nproc):
                 out = work / f"out-{len(rows)}-{procs}"
-                if s["stage"].startswith("relabel"):  # relabels the artifact in place
-                    copy_artifact(work / "base", out)
+                if s.get("in_place"):
+                    shutil.copytree(work / "base", out)
                 r = launch(s["command"](str(out)), procs, env)
                 row[f"p{procs}"] = {**r, "per_s": s["amount"] / r["seconds"]}
                 print(f"{s['stage']:<45} {procs} process(es): {r['seconds']:7.1f} s, {s['amount'] / r['seconds']:9.1f} {s['unit']}/s, "

@@ -26,8 +26,6 @@ def free_port() -> int:
 def _rank(rank: int, world: int, port: int, fn, args, queue) -> None:
     os.environ.update(ENV, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    import torch
-
     from ladd.core import dist
 
     torch.set_num_threads(1)
@@ -56,12 +54,14 @@ def torchrun(*args, cwd: Path | None = None, nproc: int = 2, env: dict | None = 
              launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node NPROC -m ladd ARGS` (extra `launcher` options before
     -m); stdout and stderr captured as text."""
-    run = [sys.executable, "-m", "torch.distributed.run", *(launcher or ("--standalone",)), "--nproc_per_node", str(nproc),
-           "-m", "ladd", *map(str, args)]
-    return subprocess.run(run, cwd=cwd, env={**os.environ, **ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    return _run(["-m", "torch.distributed.run", *(launcher or ("--standalone",)), "--nproc_per_node", str(nproc)], args, cwd, env, timeout)
 
 
 def ladd(*args, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """The same command as one process."""
-    return subprocess.run([sys.executable, "-m", "ladd", *map(str, args)], cwd=cwd, env={**os.environ, **ENV, **(env or {})},
+    return _run([], args, cwd, env, timeout)
+
+
+def _run(launch: list[str], args, cwd, env, timeout) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *launch, "-m", "ladd", *map(str, args)], cwd=cwd, env={**os.environ, **ENV, **(env or {})},
                           capture_output=True, text=True, timeout=timeout)

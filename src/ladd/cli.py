@@ -331,10 +331,11 @@ def _evaluated(rows: list[dict], path: Path, art) -> list[dict]:
 
 
 def _eval_config(preset: str, methods: tuple[str, ...], model: str | None, seeds: int | None, crops_per_step: str | None, **given) -> EvalConfig:
-    """The students' config: every option given, the rest from the preset."""
-    chosen = PRESETS[preset]
-    return EvalConfig(methods=methods, models=_split(model) if model else (chosen.model,), seeds=seeds or chosen.seeds,
-                      crops_per_step=_crops(crops_per_step or chosen.crops_per_step), default_protocol=chosen.protocol, **given)
+    """The students' config: every option given, the rest from the preset (`ladd.api.eval_config`)."""
+    from ladd.api import eval_config  # here, not at import: importing ladd.api loads the plugins, which `main` does inside its error handling
+
+    options = {"models": model and _split(model), "seeds": seeds, "crops_per_step": crops_per_step and _crops(crops_per_step)}
+    return eval_config(preset, methods=methods, **{k: v for k, v in options.items() if v}, **given)
 
 
 def _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,

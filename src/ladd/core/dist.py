@@ -125,6 +125,13 @@ def merge(units: dict[int, T]) -> dict[int, T]:
     return merged
 
 
+def in_order(done: dict[int, T], count: int) -> list[T]:
+    """Results of units 0 … count − 1 on every rank, in unit order, from each rank's `done`
+    (its `mine(count)` units' results, on the host)."""
+    merged = merge(done)
+    return [merged[u] for u in range(count)]
+
+
 def all_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum `t` over the ranks, in place (float summation order differs from one process's)."""
     if active():

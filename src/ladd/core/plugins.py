@@ -60,7 +60,7 @@ def load() -> None:
         return
     regs = registries()
     for field in fields(regs):
-        getattr(regs, field.name).names()  # the built-ins first, so a plugin taking one of their names is refused
+        getattr(regs, field.name).load_builtins()
     for ep in found:
         where = f"plugin {ep.name!r} ({ep.value})"
         try:

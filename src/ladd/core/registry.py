@@ -33,7 +33,9 @@ class Registry(Generic[T]):
         self._names: dict[str, str] = {}  # normalized name or alias -> canonical name
         self._builtins = builtins  # registers the built-ins: run once, before the first lookup
 
-    def _load(self) -> None:
+    def load_builtins(self) -> None:
+        """Register the built-ins now if they are not yet (every lookup does so first; a plugin
+        registers after them, so taking one of their names is refused)."""
         if self._builtins is not None:
             builtins, self._builtins = self._builtins, None  # cleared first: a built-in looking a name up as it is imported does not start over
             builtins()
@@ -51,7 +53,7 @@ class Registry(Generic[T]):
         return add
 
     def canonical(self, name: str) -> str:
-        self._load()
+        self.load_builtins()
         norm = normalize(name)
         if norm not in self._names:
             valid = ", ".join(self.names())
@@ -64,11 +66,11 @@ class Registry(Generic[T]):
         return self._items[self.canonical(name)]
 
     def names(self) -> list[str]:
-        self._load()
+        self.load_builtins()
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
-        self._load()
+        self.load_builtins()
         return normalize(name) in self._names
 
 

@@ -10,7 +10,6 @@ import numpy as np
 from PIL import Image
 
 from ladd.core.errors import LaddError
-from ladd.core.progress import log
 from ladd.data import SOURCES, SourceOptions, require_data_dir
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -150,10 +149,9 @@ def imagefolder(options: SourceOptions):
         test_items = _annotated_items(val_dir, classes)
     else:
         test_items = _folder_items(val_dir, classes)
-    size = options.resolution
-    if size is None:
-        size, why = default_size([path for path, _ in train_items + test_items])
-        log(f"imagefolder: {why}: using {size} px (give --resolution to change)")
     from ladd.data import store  # decoded in parallel once, memory-mapped afterwards
 
-    return store.folder_dataset("imagefolder", root, train_items, test_items, classes, size, options)
+    # no --resolution: `default_size` reads the headers once; its answer is kept with the store
+    return store.folder_dataset("imagefolder", root, train_items, test_items, classes, options.resolution, options,
+                                default=lambda: default_size([path for path, _ in train_items + test_items]),
+                                default_sizes=range(DEFAULT_RESOLUTION, 0, -1))

@@ -8,6 +8,8 @@ cifar10/100, mnist-idx) writes its splits under `$LADD_CACHE/data/<name>-f<FORMA
     store.json        dataset, class names, shape, per-split counts (and per class), the train
                       split's mean/std, each file's bytes and SHA-256, what was skipped, decode
                       seconds and workers
+    default_size.json imagefolder without --resolution: the size its rule chose for these files
+                      and why, written after the store, so later loads read no image header
 
 Image folders are decoded by `workers` processes (`--workers` of `ladd data prepare`, else
 $LADD_WORKERS, else every CPU this process may use), each writing its images straight into the
@@ -30,7 +32,9 @@ writable, torch does not warn, and a stray in-place write never reaches the file
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import multiprocessing
 import os
 import shutil
@@ -96,17 +100,53 @@ def default_workers() -> int:
 # --- what sources call -----------------------------------------------------------------------------
 
 
-def folder_dataset(dataset: str, root: Path, train_items, test_items, classes, size: int, options) -> Dataset:
+def folder_dataset(dataset: str, root: Path, train_items, test_items, classes, size: int | None, options,
+                   default: Callable[[], tuple[int, str]] | None = None, default_sizes: range = range(0)) -> Dataset:
     """The dataset of decoded image files (`(path, label)` items per split, already listed and
-    checked by the source), from its store, built first if there is none."""
+    checked by the source), from its store, built first if there is none. `size` None: the source's
+    `default()` → (size, why) picks it among `default_sizes` (it may read every file's header) once
+    per listing of the files: the answer is noted in the store it chose (`DEFAULT_NOTE`) and read back
+    from there while the files are unchanged. The choice and its reason are logged on every load."""
     splits = {"train": train_items, "test": test_items}
-    key = {"source": dataset, "root": str(Path(root).resolve()), "resolution": size, "crop": CROP,
-           "skip_unreadable": bool(options.skip_unreadable), "classes": list(classes), "files": _listing(root, splits)}
+    listing = _listing(root, splits)
+
+    def where(side: int) -> Path:
+        key = {"source": dataset, "root": str(Path(root).resolve()), "resolution": side, "crop": CROP,
+               "skip_unreadable": bool(options.skip_unreadable), "classes": list(classes), "files": listing}
+        return entry(KIND, f"{dataset}-{side}px", key)
+
+    decided = False  # the default rule worked its answer out on this load: it is noted once the store exists
+    if size is None:
+        noted = _noted_default(where, default_sizes)
+        decided = noted is None
+        size, why = default() if decided else noted
+        progress.log(f"{dataset}: {why}: using {size} px (give --resolution to change)")
 
     def build(staged: Path, workers: int) -> dict:
         return {**_decode(staged, splits, size, options.skip_unreadable, workers), "class_names": list(classes)}
 
-    return _get(f"{dataset}-{size}px", key, dataset, build, options.workers)
+    path = where(size)
+    opened = _get(path, dataset, build, options.workers)
+    if decided:
+        with contextlib.suppress(OSError):  # a read-only cache: decided again next time
+            write_json(path / DEFAULT_NOTE, {"size": size, "why": why})
+    return opened
+
+
+DEFAULT_NOTE = "default_size.json"  # in a store: the default-size rule's (size, why) for its files, so later loads open no image
+
+
+def _noted_default(where: Callable[[int], Path], sides: range) -> tuple[int, str] | None:
+    """The (size, why) noted by the default-size rule in the store of one of `sides` for these files
+    (a store's key holds their listing), or None."""
+    for side in sides:
+        try:
+            note = json.loads((where(side) / DEFAULT_NOTE).read_text())
+            if note["size"] == side:
+                return side, str(note["why"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def file_dataset(dataset: str, files: list[Path], options, parse: Callable[[], Dataset]) -> Dataset:
@@ -124,7 +164,7 @@ def file_dataset(dataset: str, files: list[Path], options, parse: Callable[[], D
             _write_npy(staged / f"{split}.labels.npy", part.labels.numpy().astype(np.int64))
         return {**info, "decode_seconds": round(time.perf_counter() - t0, 3)}
 
-    return _get(dataset, key, dataset, build, options.workers)
+    return _get(entry(KIND, dataset, key), dataset, build, options.workers)
 
 
 # --- keys ----------------------------------------------------------------------------------------
@@ -166,10 +206,9 @@ MAIN_GUARD = ("decode workers are spawned processes that re-import the script th
               "put the script's code under `if __name__ == \"__main__\":`")
 
 
-def _get(name: str, key: dict, dataset: str, build, workers: int | None) -> Dataset:
+def _get(path: Path, dataset: str, build, workers: int | None) -> Dataset:
     if getattr(multiprocessing.current_process(), "_inheriting", False):  # a spawned worker importing an unguarded script
         raise LaddError(f"a dataset was loaded while a worker process was starting: {MAIN_GUARD}")
-    path = entry(KIND, name, key)
     try:
         return open_store(path)
     except FileNotFoundError:

@@ -213,7 +213,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                          lr_source, plans))
 
     trained = iter(train_plans([p for job in jobs for p in job[-1]], dataset, runtime))
-    rows = []
+    rows, per_input_of = [], {}
     for method, protocol, soft_loss, terms, used, label_raw, label_zip, label_flops, uses_labeler, relabel, model_name, lr, lr_source, plans in jobs:
         candidates, chosen, selection = [next(trained) for _ in plans], 0, None
         if cfg.select_lr:
@@ -223,8 +223,10 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             raise candidates[0].diverged
         students, recipe = candidates[chosen], plans[chosen].recipe
         accs, per_class = students.test(dataset)
-        # every seed forwards the same number of inputs: measure the per-sample cost once, on a fresh student
-        per_input = flops.training(build_for(dataset, model_name, 0), dataset.shape, 1)
+        # every seed forwards the same number of inputs: measure the per-sample cost once per model, on a fresh student
+        if model_name not in per_input_of:
+            per_input_of[model_name] = flops.training(build_for(dataset, model_name, 0), dataset.shape, 1)
+        per_input = per_input_of[model_name]
         deploy = per_input * sum(students.log.samples.values())
         rows.append({
             "method": method,
@@ -418,11 +420,12 @@ def train_plans(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> list[S
             models[u] = model
     if spread:
         done = dist.merge(done)
-        for u in set(range(len(units))) - set(here):  # other ranks' students: their curves reach rank 0's tracker now
-            _, log, curve, _ = done[u]
-            tested = {epochs: acc for epochs, _, acc in curve}
-            for epoch in range(1, len(log.epoch_loss) + 1 if log is not None else 1):
-                _track_epoch(plans[units[u][0]], units[u][1], epoch, log, tested.get(epoch))
+        if track.current() is not None:  # rank 0's tracker: the other ranks' students' curves reach it now
+            for u in (u for u in range(len(units)) if u not in here):
+                _, log, curve, _ = done[u]
+                tested = {epochs: acc for epochs, _, acc in curve}
+                for epoch in range(1, len(log.epoch_loss) + 1 if log is not None else 1):
+                    _track_epoch(plans[units[u][0]], units[u][1], epoch, log, tested.get(epoch))
     out, first = [], 0
     for plan in plans:
         seeds = range(first, first + plan.seeds)

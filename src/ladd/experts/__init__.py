@@ -76,11 +76,16 @@ def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: 
         model, data, method_terms("baseline"), recipe, seed=cfg.seed, runtime=runtime,
         description=f"expert {cfg.model} · seed {cfg.seed}", checkpoint_dir=directory, saves_per_epoch=cfg.saves_per_epoch,
     )
-    final = checkpoint_path(directory, cfg.epochs)
-    test_acc = accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std)
-    dist.first(lambda: write_json(info_path, {**info, "complete": True, "samples_seen": sum(log.samples.values()),
-                                              "final_sha256": sha256(final), "test_acc": round(test_acc, 6)}))
+    dist.first(lambda: _complete(info_path, info, log, model, dataset, checkpoint_path(directory, cfg.epochs)))
     return directory
+
+
+def _complete(info_path: Path, info: dict, log, model, dataset: Dataset, final: Path) -> None:
+    """Mark the expert complete: its samples seen, final checkpoint's hash and test accuracy
+    (rank 0 alone, under torchrun: the other ranks hold the same weights)."""
+    test_acc = accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std)
+    write_json(info_path, {**info, "complete": True, "samples_seen": sum(log.samples.values()),
+                           "final_sha256": sha256(final), "test_acc": round(test_acc, 6)})
 
 
 def read_info(directory: Path) -> dict:

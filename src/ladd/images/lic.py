@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -37,13 +36,12 @@ from ladd.core import dist
 from ladd.core.errors import LaddError
 from ladd.core.runtime import generator
 from ladd.core.limits import MAX_COUNT, MAX_PIXEL_LR, MAX_STEPS, MAX_VIEWS
-from ladd.core.types import Dataset, ImageSet, normalize
+from ladd.core.types import Dataset, ImageSet, normalize, quantize
 from ladd.cost import flops
 from ladd.data.stream import gather
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.observer import ObserverParams, features, layer_names, load_observer, observer_ce, region_cost, region_labels
-from ladd.images.optimize import Optimized, optimize_images
-from ladd.images.recover import unit_seed
+from ladd.images.optimize import Optimized, optimize_images, run_units, unit_seed
 from ladd.images.mosaic import expand, grid_side, squeeze
 
 
@@ -76,9 +74,8 @@ def pick_per_class(dataset: Dataset, k: int, candidates: int | None, score, gen:
         pools.append(pool)
     if candidates is None:
         return torch.stack([pool[:k] for pool in pools])
-    picks = dist.merge({c: pools[c][torch.sort(score(pools[c]), descending=True, stable=True).indices[:k]]
-                        for c in dist.mine(dataset.num_classes)})
-    return torch.stack([picks[c] for c in range(dataset.num_classes)])
+    return torch.stack(dist.in_order({c: pools[c][torch.sort(score(pools[c]), descending=True, stable=True).indices[:k]]
+                                 for c in dist.mine(dataset.num_classes)}, dataset.num_classes))
 
 
 def compensation_loss(observer, layer: str, syn: torch.Tensor, originals: torch.Tensor, mean, std,
@@ -105,28 +102,27 @@ def ops_for(augment: str, dataset: str) -> DSA | None:
 
 
 def compensate(observer, p: LICParams, syn0: torch.Tensor, originals: torch.Tensor, ipc: int, dataset: Dataset, seed: int,
-               checkpoint_dir: Path | None, resume: bool) -> dict[int, Optimized]:
-    """{class: its compensated images} for this rank's classes, each optimized as one process
-    (it checkpoints in `checkpoint_dir/class_NNNNN`)."""
+               checkpoint_dir: Path | None, resume: bool, keep_float: bool) -> list[Optimized]:
+    """Every class's compensated images (stored pixels), each class a unit (`run_units`: one
+    rank's, checkpointed in `checkpoint_dir/class_NNNNN`)."""
     dsa = ops_for(p.augment, dataset.name)
 
     def one(c: int) -> Optimized:
         real = originals[c * ipc : (c + 1) * ipc]
-        with dist.alone():
-            return optimize_images(
-                syn0[c * ipc : (c + 1) * ipc], lambda it, syn, g: compensation_loss(observer, p.layer, syn, real, dataset.mean, dataset.std, dsa, g),
-                iterations=p.iterations, lr=p.lr, seed=unit_seed(seed, c, "lic"), betas=(0.9, 0.999),
-                checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"class_{c:05d}", resume=resume,
-                every=p.checkpoint_every, description=f"LIC compensation class {c}",
-            )
+        return optimize_images(
+            syn0[c * ipc : (c + 1) * ipc], lambda it, syn, g: compensation_loss(observer, p.layer, syn, real, dataset.mean, dataset.std, dsa, g),
+            iterations=p.iterations, lr=p.lr, seed=unit_seed(seed, c, "lic"), betas=(0.9, 0.999),
+            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"class_{c:05d}", resume=resume,
+            every=p.checkpoint_every, description=f"LIC compensation class {c}",
+        )
 
-    return {c: one(c) for c in dist.mine(dataset.num_classes)}
+    return run_units(dataset.num_classes, one, lambda x: stored(x, keep_float))
 
 
 def stored(x: torch.Tensor, keep_float: bool) -> torch.Tensor:
     """Images in [0, 1] → the pixels stored: 0..255, rounded to uint8 unless `keep_float`."""
     pixels = x.detach().clamp(0, 1).cpu() * 255
-    return pixels if keep_float else pixels.round().to(torch.uint8)
+    return pixels if keep_float else quantize(pixels)
 
 
 @IMAGE_METHODS.register("lic")
@@ -152,10 +148,8 @@ def lic_images(req: ImageRequest) -> ImageSet:
     info = {"observer": provenance, "tiles": p.tiles, "grid": n, "selected": groups.tolist()}
     if p.compensate and p.iterations > 0:
         t0, cpu0 = time.perf_counter(), time.process_time()
-        mine = compensate(observer, p, syn0, originals, req.ipc, ds, req.seed, req.checkpoint_dir, req.resume)
+        units = compensate(observer, p, syn0, originals, req.ipc, ds, req.seed, req.checkpoint_dir, req.resume, req.float_images)
         cpu = sum(dist.gather(time.process_time() - cpu0))
-        done = dist.merge({c: replace(out, images=stored(out.images, req.float_images)) for c, out in mine.items()})
-        units = [done[c] for c in range(ds.num_classes)]
         images = torch.cat([u.images for u in units])
         seconds = time.perf_counter() - t0
         cost += sum(u.flops for u in units)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from ladd.core import dist
 from ladd.core.checkpoint import restore_weights
 from ladd.core.errors import LaddError
 from ladd.core.io import sha256
@@ -149,12 +150,16 @@ def region_cost(model: nn.Module, shape: tuple[int, int, int], provenance: dict,
 @torch.no_grad()
 def region_labels(model: nn.Module, pixels: torch.Tensor, mean, std, n: int, batch_size: int = 64) -> torch.Tensor:
     """B×n²×C soft labels, one per tile: the observer on each tile upsampled to full size — the
-    views LADD's sub-sampler gives with (n, 1/n), so students read them as dense labels (Eq. 9)."""
-    out = []
-    for chunk in pixels.split(batch_size):
-        v = expand(normalize(chunk.to(next(model.parameters()).device), mean, std), n)
-        out.append(model(v.flatten(0, 1)).softmax(-1).view(len(chunk), n * n, -1).cpu())
-    return torch.cat(out)
+    views LADD's sub-sampler gives with (n, 1/n), so students read them as dense labels (Eq. 9).
+    Under torchrun the ranks share the chunks (`dist.mine`, never re-cut) and gather them."""
+    device = next(model.parameters()).device
+
+    def label(chunk: torch.Tensor) -> torch.Tensor:
+        v = expand(normalize(chunk.to(device), mean, std), n)
+        return model(v.flatten(0, 1)).softmax(-1).view(len(chunk), n * n, -1).cpu()
+
+    chunks = pixels.split(batch_size)
+    return torch.cat(dist.in_order({i: label(chunks[i]) for i in dist.mine(len(chunks))}, len(chunks)))
 
 
 def observer_params(manifest: dict) -> ObserverParams:

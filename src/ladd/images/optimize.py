@@ -16,12 +16,16 @@ this rank's share of the loss (DM's and DC's classes, `dist.mine`): gradients an
 are summed over the ranks, so every rank takes the one-process update — exactly, when the shares
 touch disjoint pixels (the other ranks add zeros). Counted iterations run whole on every rank
 (`dist.alone`), so the FLOPs are one process's, with no collective, however the step divides.
+Independent *units* (a recover batch, an LPLD or LIC class) are the other layout: `run_units`
+gives each to one rank, optimized there as one process with its own seed (`unit_seed`) and
+checkpoint, and gathers them (`dist.in_order`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -134,3 +138,19 @@ def optimize_images(
                     progress.log(f"{description}: checkpoint: iteration {it + 1}/{iterations} -> {state}")
                 advance(status=f"loss {losses[-1]:.4g}")
     return Optimized(syn.detach(), losses, sum(per_position[it % cycle] for it in range(iterations)))
+
+
+def unit_seed(seed: int, unit: int, role: str) -> int:
+    """A unit's seed for `role`, independent of how units are spread over ranks."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{unit}:{role}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def run_units(count: int, run: Callable[[int], Optimized], pixels: Callable[[torch.Tensor], torch.Tensor]) -> list[Optimized]:
+    """Every unit's result, in unit order on every rank: each unit is `run` on one rank as one
+    process (`dist.alone`: it checkpoints its own folder) and its images become host pixels by `pixels`."""
+    done = {}
+    for u in dist.mine(count):
+        with dist.alone():
+            out = run(u)
+        done[u] = replace(out, images=pixels(out.images.cpu()))
+    return dist.in_order(done, count)

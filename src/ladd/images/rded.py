@@ -41,7 +41,7 @@ class RDEDParams(ObserverParams):
     relabel: bool = True  # region soft labels from the observer (else hard labels only)
 
 
-def crop_boxes(b: int, crops: int, h: int, w: int, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+def patch_boxes(b: int, crops: int, h: int, w: int, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
     """B×crops×3 (side, top, left) of square crops of a uniform area fraction at uniform positions:
     the draws, apart from the cropping, so every rank can make them for every class."""
     area = torch.empty(b, crops).uniform_(*scale, generator=gen) * h * w
@@ -52,7 +52,7 @@ def crop_boxes(b: int, crops: int, h: int, w: int, scale: tuple[float, float], g
 
 
 def random_resized_crops(images: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """B×C×H×W float and B×crops×3 `crop_boxes` → B×crops×C×size."""
+    """B×C×H×W float and B×crops×3 `patch_boxes` → B×crops×C×size."""
     b, c = images.shape[:2]
     out = torch.empty(b, boxes.shape[1], c, *size, device=images.device)
     for i in range(b):
@@ -87,7 +87,7 @@ def rded_images(req: ImageRequest) -> ImageSet:
         if len(pool) < k:
             raise LaddError(f"class {ds.class_names[cls]!r}: {len(pool)} candidate images are fewer than tiles × IPC = {k}: "
                             f"raise candidates (at most {len(members)}) or lower --ipc or tiles")
-        draws.append((pool, crop_boxes(len(pool), p.crops, h, w, (p.scale_min, p.scale_max), gen)))
+        draws.append((pool, patch_boxes(len(pool), p.crops, h, w, (p.scale_min, p.scale_max), gen)))
 
     def select(cls: int) -> tuple[torch.Tensor, float]:
         """The class's IPC images (pixels) and the mean CE of the patches they tile."""
@@ -105,10 +105,10 @@ def rded_images(req: ImageRequest) -> ImageSet:
 
     # each rank scores its classes; scoring is what making the images costs
     mine, scoring = flops.count(lambda: {cls: select(cls) for cls in dist.mine(ds.num_classes)})
-    done, scoring = dist.merge(mine), sum(dist.gather(scoring))
-    pixels = torch.cat([done[cls][0] for cls in range(ds.num_classes)])
+    done, scoring = dist.in_order(mine, ds.num_classes), sum(dist.gather(scoring))
+    pixels = torch.cat([images for images, _ in done])
     labels = torch.arange(ds.num_classes).repeat_interleave(req.ipc)
-    scores = [done[cls][1] for cls in range(ds.num_classes)]
+    scores = [score for _, score in done]
     info = {"observer": provenance, "tiles": p.tiles, "grid": n, "mean_patch_ce": [round(s, 6) for s in scores]}
     regions = None
     if p.relabel:

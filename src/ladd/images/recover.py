@@ -23,8 +23,7 @@ process (at the same thread count). Hyperparameters: recipes `sre2l-*.toml` / `l
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,7 +39,7 @@ from ladd.core.runtime import generator
 from ladd.core.limits import MAX_COUNT, MAX_PIXELS, MAX_PIXEL_LR, MAX_STEPS
 from ladd.core.types import ImageSet, to_pixels
 from ladd.images import IMAGE_METHODS, ImageRequest
-from ladd.images.optimize import Optimized, optimize_images
+from ladd.images.optimize import Optimized, optimize_images, run_units, unit_seed
 from ladd.images.squeeze import STATS, SqueezeConfig, bn_layers, channel_stats, load_class_statistics, load_teacher, require_bn, teacher_dir, write_class_statistics
 
 METHODS = ("sre2l", "lpld")
@@ -95,11 +94,6 @@ def plan_units(method: str, classes: int, ipc: int, classes_per_batch: int) -> l
     if method == "lpld":
         return [torch.arange(c * ipc, (c + 1) * ipc) for c in range(classes)]
     return [chunk * ipc + j for j in range(ipc) for chunk in torch.arange(classes).split(classes_per_batch)]
-
-
-def unit_seed(seed: int, unit: int, role: str) -> int:
-    """Independent of how units are spread over ranks."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{unit}:{role}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
@@ -197,21 +191,15 @@ def recover_images(req: ImageRequest, method: str) -> ImageSet:
     """Every unit, each on one rank (as one process: it checkpoints its own units), gathered in pixels."""
     recovery, prov = prepare(req, method)
     ds = req.dataset
-    mine = {}
-    for u in dist.mine(len(recovery.units)):
-        with dist.alone():
-            result = recovery.run(u)
-        mine[u] = replace(result, images=to_pixels(result.images.cpu(), ds.mean, ds.std, keep_float=req.float_images))
-    done = dist.merge(mine)
-    units = range(len(recovery.units))
+    done = run_units(len(recovery.units), recovery.run, lambda x: to_pixels(x, ds.mean, ds.std, keep_float=req.float_images))
     x = torch.empty(ds.num_classes * req.ipc, *ds.shape, dtype=done[0].images.dtype)
-    for u in units:
-        x[recovery.units[u]] = done[u].images
+    for slots, unit in zip(recovery.units, done):
+        x[slots] = unit.images
     labels = torch.arange(ds.num_classes).repeat_interleave(req.ipc)
     info = {"teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
-            "units": len(units), "final_loss_mean": sum(done[u].losses[-1] for u in units) / len(units)}
+            "units": len(done), "final_loss_mean": sum(u.losses[-1] for u in done) / len(done)}
     # the teacher is charged to the labels it makes (relabel), as LADD's labeler is
-    return ImageSet(x, labels, info, flops=sum(done[u].flops for u in units))
+    return ImageSet(x, labels, info, flops=sum(u.flops for u in done))
 
 
 @IMAGE_METHODS.register("sre2l")

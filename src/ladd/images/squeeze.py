@@ -110,17 +110,16 @@ def class_statistics(model: nn.Module, dataset: Dataset, cfg: SqueezeConfig, run
     weights = ema_weights([dataset.train.labels[idx] for idx in batches], k, cfg.momentum).to(runtime.device)
     est = {f"{kind}.{name}": torch.zeros(k, m.num_features, dtype=torch.float64, device=runtime.device)
            for name, m in layers.items() for kind in ("mean", "var")}
-    current: list[tuple[torch.Tensor, torch.Tensor]] = []  # this batch's labels and class weights
+    current: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # this batch's labels, K×1 class sizes and weights
 
     def hook(name):
         def update(_module, inputs, _output):
-            x, (labels, w) = inputs[0].double(), current[0]
-            n = torch.bincount(labels, minlength=k).unsqueeze(1).clamp_min(1)
+            x, (labels, n, w) = inputs[0].double(), current[0]
             # per-class mean and biased variance over every pixel of the class's images
             m1 = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x.mean((2, 3))) / n
             m2 = torch.zeros_like(m1).index_add_(0, labels, (x * x).mean((2, 3))) / n
-            est[f"mean.{name}"] += w.unsqueeze(1) * m1
-            est[f"var.{name}"] += w.unsqueeze(1) * (m2 - m1 * m1)
+            est[f"mean.{name}"] += w * m1
+            est[f"var.{name}"] += w * (m2 - m1 * m1)
         return update
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
@@ -129,7 +128,8 @@ def class_statistics(model: nn.Module, dataset: Dataset, cfg: SqueezeConfig, run
         with progress.bar("squeeze: class-wise BN statistics", len(mine)) as advance:
             for b in mine:
                 idx = batches[b]
-                current[:] = [(dataset.train.labels[idx].to(runtime.device), weights[b])]
+                labels = dataset.train.labels[idx].to(runtime.device)
+                current[:] = [(labels, torch.bincount(labels, minlength=k).unsqueeze(1).clamp_min(1), weights[b].unsqueeze(1))]
                 model(normalize(gather(dataset.train.images, idx).to(runtime.device), dataset.mean, dataset.std))
                 advance()
     finally:

@@ -47,7 +47,7 @@ def dense_labels(
             done[i] = (runtime.fetch(teacher(v.flatten(0, 1)).view(x.shape[0], n * n, -1)), runtime.fetch(teacher(x)))
             advance()
     runtime.wait()
-    dense, soft = zip(*_in_order(done, len(chunks)))
+    dense, soft = zip(*dist.in_order(done, len(chunks)))
     return torch.cat(dense), torch.cat(soft)
 
 
@@ -61,10 +61,4 @@ def global_labels(teacher: Teacher, images: torch.Tensor, mean, std, *, batch_si
         done = {i: runtime.fetch(teacher(normalize(chunks[i].to(teacher.device, non_blocking=True), mean, std)))
                 for i in dist.mine(len(chunks))}
     runtime.wait()
-    return torch.cat(_in_order(done, len(chunks)))
-
-
-def _in_order(done: dict, count: int) -> list:
-    """Every rank's chunk results (this rank's in `done`, fetched to the host), in chunk order."""
-    merged = dist.merge(done)
-    return [merged[i] for i in range(count)]
+    return torch.cat(dist.in_order(done, len(chunks)))

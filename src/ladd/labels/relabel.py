@@ -82,7 +82,12 @@ def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelCon
     images_sha = art.manifest["files"]["images.safetensors"]["sha256"]  # a saved artifact's, verified on load
     settings = cfg.model_dump()
     made_so = lambda info: info["config"] == settings and info["images_sha256"] == images_sha  # noqa: E731
-    stored, info = dist.first(lambda: (sweep(directory), read_info(installed), read_info(directory))[1:])
+
+    def look() -> tuple[dict, dict]:
+        sweep(directory)  # rank 0 alone: what an interrupted write left
+        return read_info(installed), read_info(directory)
+
+    stored, info = dist.first(look)
     if stored and not made_so(stored) and not overwrite:
         raise LaddError(f"{installed} holds a relabel made with other settings or images: pass --overwrite to replace it")
     if info and not made_so(info):

@@ -198,25 +198,27 @@ def train(
                     stored = None
                     if replay is not None:
                         stored, idx = position, idx.to(runtime.device, non_blocking=True)
+                    span = (share.start, share.stop, size) if ddp else None  # this rank's rows of the global batch
                     batch = Batch(
                         x=normalize(next(pixels), data.mean, data.std),
                         hard=data.hard[idx],
                         soft=None if data.soft is None else data.soft[idx],
                         dense=None if data.dense is None else data.dense[idx],
                         geometry=data.geometry,
-                        augment=_augmenter(dsa, (share.start, share.stop, size) if ddp else None),
+                        augment=_augmenter(dsa, span),
                         gen=gen,
                         replay=replay,
                         stored=stored,
-                        rows=(share.start, share.stop, size) if ddp else None,
+                        rows=span,
                     )
-                    loss = torch.zeros((), device=runtime.device)
                     if len(idx) == 0:  # fewer rows than ranks: this rank adds zero gradients
                         loss = sum(p.sum() for p in model.parameters()) * 0.0
-                    for name, term in terms.items() if len(idx) else ():
-                        term_loss, forwarded = term(network, batch)
-                        loss = loss + term_loss
-                        seen[name] += forwarded
+                    else:
+                        loss = torch.zeros((), device=runtime.device)
+                        for name, term in terms.items():
+                            term_loss, forwarded = term(network, batch)
+                            loss = loss + term_loss
+                            seen[name] += forwarded
                     if ddp:  # DDP averages over ranks: weight by this rank's share of the global batch
                         loss = loss * (len(idx) * dist.world() / size)
                     opt.zero_grad(set_to_none=True)
