@@ -51,6 +51,8 @@ def init() -> None:
 
 
 def close() -> None:
+    """Leave the group. After a success the CLI has passed a barrier first; after an error it does
+    not wait, so torchrun sees the failure and stops the other ranks."""
     if td.is_initialized():
         td.destroy_process_group()
 
