@@ -23,6 +23,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/python -m pytest
 
 bench: install

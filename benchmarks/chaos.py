@@ -55,8 +55,25 @@ from ladd.core.io import command_line, write_json
 
 LADD = [sys.executable, "-m", "ladd"]
 POLL_S = 0.01
-VOLATILE = {"command", "seconds", "wall_s", "wall_time", "time", "timestamp", "created", "created_at", "started", "finished",
-            "elapsed", "elapsed_s", "date", "duration", "hostname", "host", "pid"}
+VOLATILE = {
+    "command",
+    "seconds",
+    "wall_s",
+    "wall_time",
+    "time",
+    "timestamp",
+    "created",
+    "created_at",
+    "started",
+    "finished",
+    "elapsed",
+    "elapsed_s",
+    "date",
+    "duration",
+    "hostname",
+    "host",
+    "pid",
+}
 ERROR_WORDS = ("error", "traceback", "exception", "refus", "corrupt", "invalid", "no checkpoint", "killed")
 
 # a kill moment: seconds after the attempt's start, or a factory called at its start that returns
@@ -68,38 +85,97 @@ Kill = float | Callable[[], Callable[[], bool]]
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str
-    args: tuple[str, ...]        # after `ladd`, paths relative to the run's working folder
-    output: str                  # what the command makes, relative to the working folder
-    kind: str                    # artifact | eval | experiment: how outputs are compared
-    needs: str | None = None     # fixture copied to `output`'s input ("art") first: random | labelled
-    resume: str | None = None    # the flag that continues an interrupted run, if the command needs one
+    args: tuple[str, ...]  # after `ladd`, paths relative to the run's working folder
+    output: str  # what the command makes, relative to the working folder
+    kind: str  # artifact | eval | experiment: how outputs are compared
+    needs: str | None = None  # fixture copied to `output`'s input ("art") first: random | labelled
+    resume: str | None = None  # the flag that continues an interrupted run, if the command needs one
     input: str = "art"
 
 
 def distill_stage(ipc: int = 10, iterations: int = 200, every: int = 20) -> Stage:
-    return Stage("distill", ("distill", "--dataset", "digits", "--images", "dm", "--ipc", str(ipc), "--param", f"iterations={iterations}",
-                             "--param", f"checkpoint_every={every}", "--device", "cpu", "--out", "art"), "art", "artifact", resume="--resume")
+    return Stage(
+        "distill",
+        (
+            "distill",
+            "--dataset",
+            "digits",
+            "--images",
+            "dm",
+            "--ipc",
+            str(ipc),
+            "--param",
+            f"iterations={iterations}",
+            "--param",
+            f"checkpoint_every={every}",
+            "--device",
+            "cpu",
+            "--out",
+            "art",
+        ),
+        "art",
+        "artifact",
+        resume="--resume",
+    )
 
 
-STAGES: dict[str, Stage] = {s.name: s for s in [
-    distill_stage(),
-    Stage("label", ("label", "art", "--grid", "4", "--labeler-epochs", "60", "--device", "cpu"), "art", "artifact", needs="random"),
-    Stage("relabel", ("relabel", "art", "--epochs", "40", "--device", "cpu"), "art", "artifact", needs="random"),
-    Stage("eval", ("eval", "art", "--seeds", "3", "--epochs", "30", "--protocol", "dc-cpu", "--device", "cpu", "--out", "result"),
-          "result", "eval", needs="labelled"),
-    Stage("recover", ("recover", "--images", "sre2l", "--dataset", "digits", "--ipc", "10", "--device", "cpu", "--out", "art"),
-          "art", "artifact", resume="--resume"),
-    Stage("experiment", ("experiment", "soft-vs-hard", "--dataset", "digits", "--ipc", "1,10,20", "--expert-epochs", "20",
-                         "--epochs", "100", "--seeds", "3", "--expert-epoch", "10", "--device", "cpu", "--out", "exp"), "exp", "experiment"),
-]}
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in [
+        distill_stage(),
+        Stage("label", ("label", "art", "--grid", "4", "--labeler-epochs", "60", "--device", "cpu"), "art", "artifact", needs="random"),
+        Stage("relabel", ("relabel", "art", "--epochs", "40", "--device", "cpu"), "art", "artifact", needs="random"),
+        Stage(
+            "eval",
+            ("eval", "art", "--seeds", "3", "--epochs", "30", "--protocol", "dc-cpu", "--device", "cpu", "--out", "result"),
+            "result",
+            "eval",
+            needs="labelled",
+        ),
+        Stage(
+            "recover",
+            ("recover", "--images", "sre2l", "--dataset", "digits", "--ipc", "10", "--device", "cpu", "--out", "art"),
+            "art",
+            "artifact",
+            resume="--resume",
+        ),
+        Stage(
+            "experiment",
+            (
+                "experiment",
+                "soft-vs-hard",
+                "--dataset",
+                "digits",
+                "--ipc",
+                "1,10,20",
+                "--expert-epochs",
+                "20",
+                "--epochs",
+                "100",
+                "--seeds",
+                "3",
+                "--expert-epoch",
+                "10",
+                "--device",
+                "cpu",
+                "--out",
+                "exp",
+            ),
+            "exp",
+            "experiment",
+        ),
+    ]
+}
 
 # concurrency cases: stage → whether both processes share one working folder (one artifact / --out)
 CONCURRENT = {"label": False, "relabel": True, "distill": False, "recover": False, "experiment": True}
 
 FIXTURES = {
     "random": [("distill", "--dataset", "digits", "--images", "random", "--ipc", "10", "--device", "cpu", "--out", "art")],
-    "labelled": [("distill", "--dataset", "digits", "--images", "random", "--ipc", "10", "--device", "cpu", "--out", "art"),
-                 ("label", "art", "--grid", "4", "--labeler-epochs", "10", "--device", "cpu")],
+    "labelled": [
+        ("distill", "--dataset", "digits", "--images", "random", "--ipc", "10", "--device", "cpu", "--out", "art"),
+        ("label", "art", "--grid", "4", "--labeler-epochs", "10", "--device", "cpu"),
+    ],
 }
 
 
@@ -129,8 +205,13 @@ class Attempt:
         return (errors or [line.strip() for line in text if line.strip()])[-lines:]
 
     def summary(self) -> dict:
-        return {"rc": self.rc, "wall_s": round(self.wall_s, 2), "killed_at_s": None if self.killed_at is None else round(self.killed_at, 2),
-                "resume": any(a.startswith("--resume") for a in self.args), "log": str(self.log)}
+        return {
+            "rc": self.rc,
+            "wall_s": round(self.wall_s, 2),
+            "killed_at_s": None if self.killed_at is None else round(self.killed_at, 2),
+            "resume": any(a.startswith("--resume") for a in self.args),
+            "log": str(self.log),
+        }
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -156,7 +237,7 @@ def attempt(args, cwd: Path, env: dict, log: Path, kill: Kill | None = None, tim
     try:
         while proc.poll() is None:
             elapsed = time.monotonic() - t0
-            due = (when() if when is not None else kill is not None and elapsed >= kill)
+            due = when() if when is not None else kill is not None and elapsed >= kill
             if due or elapsed > timeout:
                 _kill_group(proc)
                 proc.wait()
@@ -177,9 +258,11 @@ def attempt(args, cwd: Path, env: dict, log: Path, kill: Kill | None = None, tim
 def after_write(root: Path, pattern: str, count: int = 1) -> Callable[[], Callable[[], bool]]:
     """A kill point for tests: once `count` new versions of files matching `pattern` under `root`
     (e.g. a checkpoint) were written after the attempt started."""
+
     def arm():
         seen = _versions(root, pattern)
         return lambda: len(_versions(root, pattern) - seen) >= count
+
     return arm
 
 
@@ -197,7 +280,11 @@ def _versions(root: Path, pattern: str) -> set:
 # --- what was written: a watcher of file versions --------------------------------------------------
 CATEGORIES = {  # name → (where: cache | cwd, test on the relative path, whether each file is written once)
     "expert checkpoints": ("cache", lambda p: p.name.startswith("epoch_") and p.suffix == ".safetensors", True),
-    "image checkpoints": ("cache", lambda p: p.suffix == ".safetensors" and not p.name.startswith("epoch_") and "experts" not in p.parts, False),
+    "image checkpoints": (
+        "cache",
+        lambda p: p.suffix == ".safetensors" and not p.name.startswith("epoch_") and "experts" not in p.parts,
+        False,
+    ),
     "relabel epochs": ("cwd", lambda p: p.name.startswith("epoch_") and p.suffix == ".safetensors" and "relabel.partial" in p.parts, True),
     "experiment cells": ("cwd", lambda p: p.suffix == ".json" and "cells" in p.parts, True),
 }
@@ -379,8 +466,18 @@ class Bench:
     def chaos(self, stage: Stage, kills: list[Kill], same_command: bool = False) -> dict:
         """Reference, then the same command killed at each of `kills` and run again until it
         finishes; the stage's row of the results."""
-        row = {"stage": stage.name, "command": shown(self.args(stage, same_command)), "reference_s": None, "kills": 0,
-               "kills_planned": len(kills), "survived": False, "identical": None, "lost_s": None, "notes": [], "attempts": []}
+        row = {
+            "stage": stage.name,
+            "command": shown(self.args(stage, same_command)),
+            "reference_s": None,
+            "kills": 0,
+            "kills_planned": len(kills),
+            "survived": False,
+            "identical": None,
+            "lost_s": None,
+            "notes": [],
+            "attempts": [],
+        }
         try:
             ref = self.reference(stage, same_command)
         except RuntimeError as e:
@@ -438,8 +535,15 @@ class Bench:
     def concurrent(self, stage: Stage, shared_cwd: bool) -> dict:
         """Two identical commands at once on one cache (one working folder or two)."""
         how = "one working folder" if shared_cwd else "two working folders"
-        row = {"case": stage.name, "command": shown(stage.args), "how": f"2 processes, one cache, {how}", "ok": False, "identical": None,
-               "trained_once": None, "notes": []}
+        row = {
+            "case": stage.name,
+            "command": shown(stage.args),
+            "how": f"2 processes, one cache, {how}",
+            "ok": False,
+            "identical": None,
+            "trained_once": None,
+            "notes": [],
+        }
         try:
             ref = self.reference(stage)
         except RuntimeError as e:
@@ -498,8 +602,13 @@ class Bench:
         text = [log.read_text(errors="replace") if log.exists() else "" for log in logs]
         reuse = [t.count("reusing the expert") for t in text]
         waits = [t.count("waiting for another ladd process") for t in text]
-        row["notes"] += [*notes, (f"'reusing the expert' lines per process: {reuse}; 'waiting for another ladd process' lines: {waits}; "
-                                  f"wall {wall:.1f} s (one run: {ref['attempt'].wall_s:.1f} s)")]
+        row["notes"] += [
+            *notes,
+            (
+                f"'reusing the expert' lines per process: {reuse}; 'waiting for another ladd process' lines: {waits}; "
+                f"wall {wall:.1f} s (one run: {ref['attempt'].wall_s:.1f} s)"
+            ),
+        ]
         return row
 
 
@@ -515,13 +624,29 @@ def table(head: list[str], rows: list[list]) -> str:
 def tables(data: dict) -> str:
     parts = []
     if data["stages"]:
-        parts.append(table(["stage", "reference s", "kills", "survived", "identical", "lost s"],
-                           [[s["stage"], s["reference_s"] if s["reference_s"] is not None else "–", f"{s['kills']}/{s['kills_planned']}",
-                             _mark(s["survived"]), _mark(s["identical"]), s["lost_s"] if s["lost_s"] is not None else "–"]
-                            for s in data["stages"]]))
+        parts.append(
+            table(
+                ["stage", "reference s", "kills", "survived", "identical", "lost s"],
+                [
+                    [
+                        s["stage"],
+                        s["reference_s"] if s["reference_s"] is not None else "–",
+                        f"{s['kills']}/{s['kills_planned']}",
+                        _mark(s["survived"]),
+                        _mark(s["identical"]),
+                        s["lost_s"] if s["lost_s"] is not None else "–",
+                    ]
+                    for s in data["stages"]
+                ],
+            )
+        )
     if data["concurrent"]:
-        parts.append(table(["case", "both ok", "identical", "trained once"],
-                           [[c["case"], _mark(c["ok"]), _mark(c["identical"]), _mark(c["trained_once"])] for c in data["concurrent"]]))
+        parts.append(
+            table(
+                ["case", "both ok", "identical", "trained once"],
+                [[c["case"], _mark(c["ok"]), _mark(c["identical"]), _mark(c["trained_once"])] for c in data["concurrent"]],
+            )
+        )
     return "\n\n".join(parts)
 
 
@@ -530,8 +655,15 @@ def conditions(threads: int) -> dict:
 
     import ladd
 
-    return {"cpu_count": os.cpu_count(), "threads": threads, "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "torch": torch.__version__, "ladd": ladd.__version__, "platform": platform.platform()}
+    return {
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ladd": ladd.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def _names(text: str, known, option: str) -> list[str]:
@@ -560,8 +692,15 @@ def main(argv: list[str] | None = None) -> int:
     cases = _names(args.concurrent, CONCURRENT, "--concurrent") if args.concurrent is not None else [s for s in stages if s in CONCURRENT]
     t0 = time.monotonic()
     bench = Bench(args.work, args.threads, log=lambda m: print(m, flush=True), timeout=args.timeout)
-    data = {"command": command_line(), "conditions": conditions(args.threads), "kills": args.kills, "seed": args.seed,
-            "same_command": args.same_command, "stages": [], "concurrent": []}
+    data = {
+        "command": command_line(),
+        "conditions": conditions(args.threads),
+        "kills": args.kills,
+        "seed": args.seed,
+        "same_command": args.same_command,
+        "stages": [],
+        "concurrent": [],
+    }
 
     def save():
         data["conditions"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -581,16 +720,22 @@ def main(argv: list[str] | None = None) -> int:
         row = bench.chaos(STAGES[name], moments, args.same_command)
         row["kill_moments_s"] = [round(m, 2) for m in moments]
         data["stages"].append(row)
-        print(f"[{name}] survived {row['survived']}, identical {row['identical']}, lost {row['lost_s']} s"
-              + "".join(f"\n    {n}" for n in row["notes"]), flush=True)
+        print(
+            f"[{name}] survived {row['survived']}, identical {row['identical']}, lost {row['lost_s']} s"
+            + "".join(f"\n    {n}" for n in row["notes"]),
+            flush=True,
+        )
         save()
     for name in cases:
         if args.same_command:
             bench.references.pop(name, None)  # the concurrent commands run without --resume
         row = bench.concurrent(STAGES[name], CONCURRENT[name])
         data["concurrent"].append(row)
-        print(f"[concurrent {name}] ok {row['ok']}, identical {row['identical']}, trained once {row['trained_once']}"
-              + "".join(f"\n    {n}" for n in row["notes"]), flush=True)
+        print(
+            f"[concurrent {name}] ok {row['ok']}, identical {row['identical']}, trained once {row['trained_once']}"
+            + "".join(f"\n    {n}" for n in row["notes"]),
+            flush=True,
+        )
         save()
     save()
     print()

@@ -87,8 +87,13 @@ def make_folder(root: Path, images: int, classes: int, seed: int, workers: int) 
     t0 = time.perf_counter()
     with ProcessPoolExecutor(workers) as pool:
         total = sum(pool.map(_write_images, jobs, chunksize=1))
-    info = {"recipe": recipe, "root": str(root), "files": images + recipe["val_images"], "bytes": total,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    info = {
+        "recipe": recipe,
+        "root": str(root),
+        "files": images + recipe["val_images"],
+        "bytes": total,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     marker.write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -172,8 +177,14 @@ def read_speeds(cache: Path, folder: Path, resolution: int, batch_size: int, loa
     speeds["pread_gather_images_per_s"] = timed(stream.gather(images, idx) for idx in order)
     from ladd.data.store import store_of
 
-    loader = DataLoader(_Batches(str(store_of(ds) / "train.images.npy"), order), batch_size=None, shuffle=False, num_workers=loader_workers,
-                        multiprocessing_context="spawn" if loader_workers else None, prefetch_factor=4 if loader_workers else None)
+    loader = DataLoader(
+        _Batches(str(store_of(ds) / "train.images.npy"), order),
+        batch_size=None,
+        shuffle=False,
+        num_workers=loader_workers,
+        multiprocessing_context="spawn" if loader_workers else None,
+        prefetch_factor=4 if loader_workers else None,
+    )
     t = time.perf_counter()
     batches = iter(loader)
     first = next(batches)  # the workers' start, timed apart
@@ -220,18 +231,37 @@ def train_probe(cache: Path, folder: Path, resolution: int, model_name: str, bat
     model = build_for(ds, model_name, 0)
     runtime = Runtime.from_name(device)
     t0 = time.perf_counter()
-    train(model, TrainData(ds.train.images, ds.train.labels, ds.mean, ds.std), method_terms("baseline"),
-          Recipe(epochs=1, batch_size=batch, milestones=()), seed=0, runtime=runtime, description="labeler (probe)")
+    train(
+        model,
+        TrainData(ds.train.images, ds.train.labels, ds.mean, ds.std),
+        method_terms("baseline"),
+        Recipe(epochs=1, batch_size=batch, milestones=()),
+        seed=0,
+        runtime=runtime,
+        description="labeler (probe)",
+    )
     seconds = time.perf_counter() - t0
     acc = (predict(model, ds.test.images, ds.mean, ds.std, batch_size=batch).argmax(1).cpu() == ds.test.labels).float().mean().item()
-    return {"in_ram": in_ram, "model": model_name, "batch_size": batch, "rss_after_open_mb": opened, "peak_rss_mb": _status_mb("VmHWM"),
-            "rss_file_mb": _status_mb("RssFile"), "train_images_per_s": round(len(ds.train) / seconds, 1), "test_acc": round(acc, 4)}
+    return {
+        "in_ram": in_ram,
+        "model": model_name,
+        "batch_size": batch,
+        "rss_after_open_mb": opened,
+        "peak_rss_mb": _status_mb("VmHWM"),
+        "rss_file_mb": _status_mb("RssFile"),
+        "train_images_per_s": round(len(ds.train) / seconds, 1),
+        "test_acc": round(acc, 4),
+    }
 
 
 def probe(kind: str, *args) -> dict:
     """One measurement in its own process (its peak RSS is its own); the result is its last stdout line."""
-    run = subprocess.run([sys.executable, __file__, f"--_{kind}", *map(str, args)], env={**os.environ, "LADD_NO_PROGRESS": "1"},
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, __file__, f"--_{kind}", *map(str, args)],
+        env={**os.environ, "LADD_NO_PROGRESS": "1"},
+        capture_output=True,
+        text=True,
+    )
     if run.returncode:
         print(run.stdout[-3000:], run.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"the {kind} probe failed")
@@ -250,14 +280,22 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=cpus, help="decode workers of the parallel build (default every CPU)")
     parser.add_argument("--loader-workers", type=int, default=min(4, cpus), help="DataLoader worker processes in the read test")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--folder", type=Path, default=None, help="the synthetic folder (generated there unless it holds one of this recipe)")
+    parser.add_argument(
+        "--folder", type=Path, default=None, help="the synthetic folder (generated there unless it holds one of this recipe)"
+    )
     parser.add_argument("--work", type=Path, default=None, help="caches and artifacts of the run (default: a temporary folder, removed)")
     parser.add_argument("--skip-serial", action="store_true", help="skip the 1-worker build")
-    parser.add_argument("--rss-model", default="convnet-w32", help="the probe labeler's model (activation memory grows with width × pixels)")
+    parser.add_argument(
+        "--rss-model", default="convnet-w32", help="the probe labeler's model (activation memory grows with width × pixels)"
+    )
     parser.add_argument("--rss-batch", type=int, default=64, help="the probe labeler's batch size")
     parser.add_argument("--skip-in-ram", action="store_true", help="skip the in-memory contrast of the RSS probe")
-    parser.add_argument("--cli", action="store_true", help="also run ladd distill/label/eval as children (their default batches: "
-                        "256 to train, 512 to test, whose activations at 128 px dominate their RSS; slow on CPU at full size)")
+    parser.add_argument(
+        "--cli",
+        action="store_true",
+        help="also run ladd distill/label/eval as children (their default batches: "
+        "256 to train, 512 to test, whose activations at 128 px dominate their RSS; slow on CPU at full size)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -280,13 +318,30 @@ def main() -> None:
             cache = work / f"cache-w{workers}"
             shutil.rmtree(cache, ignore_errors=True)
             print(f"build with {workers} worker(s) …", flush=True)
-            run = run_child(ladd("data", "prepare", "--dataset", "imagefolder", "--data-dir", str(folder), "--resolution", str(a.resolution),
-                                 "--workers", str(workers)), {**base_env, "LADD_CACHE": str(cache)})
+            run = run_child(
+                ladd(
+                    "data",
+                    "prepare",
+                    "--dataset",
+                    "imagefolder",
+                    "--data-dir",
+                    str(folder),
+                    "--resolution",
+                    str(a.resolution),
+                    "--workers",
+                    str(workers),
+                ),
+                {**base_env, "LADD_CACHE": str(cache)},
+            )
             [store] = [p for p in (cache / "data").iterdir() if not p.name.startswith(".")]
             info = json.loads((store / "store.json").read_text())
-            builds[f"workers_{workers}"] = {**run, "decode_seconds": info["decode_seconds"], "workers": info["workers"],
-                                            "images_per_s": round((info["splits"]["train"]["count"] + info["splits"]["test"]["count"]) / info["decode_seconds"], 1),
-                                            "store_bytes": sum(f["bytes"] for f in info["files"].values())}
+            builds[f"workers_{workers}"] = {
+                **run,
+                "decode_seconds": info["decode_seconds"],
+                "workers": info["workers"],
+                "images_per_s": round((info["splits"]["train"]["count"] + info["splits"]["test"]["count"]) / info["decode_seconds"], 1),
+                "store_bytes": sum(f["bytes"] for f in info["files"].values()),
+            }
             print(f"  {builds[f'workers_{workers}']}", flush=True)
         if "workers_1" in builds and a.workers != 1:
             builds["speedup"] = round(builds["workers_1"]["decode_seconds"] / builds[f"workers_{a.workers}"]["decode_seconds"], 2)
@@ -304,17 +359,58 @@ def main() -> None:
         if not a.skip_in_ram:
             rss["in_ram"] = probe("train", cache, folder, a.resolution, a.rss_model, a.rss_batch, a.device, 1)
             print(f"  in memory:      {rss['in_ram']}", flush=True)
-        rss.update({"store_gb": round(store_bytes / GB, 3), "goal": "peak RSS < 2 GB while the store is > 2 GB",
-                    "store_over_2gb": store_bytes > 2 * GB, "peak_under_2gb": rss["store"]["peak_rss_mb"] < 2048})
+        rss.update(
+            {
+                "store_gb": round(store_bytes / GB, 3),
+                "goal": "peak RSS < 2 GB while the store is > 2 GB",
+                "store_over_2gb": store_bytes > 2 * GB,
+                "peak_under_2gb": rss["store"]["peak_rss_mb"] < 2048,
+            }
+        )
         if a.cli:  # the commands themselves, at their default batch sizes (256 to train, 512 to test)
             env = {**base_env, "LADD_CACHE": str(cache)}
             art = work / "artifact"
             common = ["--data-dir", str(folder), "--device", a.device]
-            cli = {"distill": run_child(ladd("distill", "--dataset", "imagefolder", "--resolution", str(a.resolution), "--ipc", "1",
-                                             "--images", "random", "--out", str(art), *common), env)}
-            cli["label"] = run_child(ladd("label", str(art), "--labels", "soft", "--labeler-epochs", "1", "--labeler-model", a.rss_model, *common), env)
-            cli["eval"] = run_child(ladd("eval", str(art), "--methods", "soft", "--seeds", "1", "--epochs", "2", "--model", a.rss_model,
-                                         "--out", str(work / "eval"), *common), env)
+            cli = {
+                "distill": run_child(
+                    ladd(
+                        "distill",
+                        "--dataset",
+                        "imagefolder",
+                        "--resolution",
+                        str(a.resolution),
+                        "--ipc",
+                        "1",
+                        "--images",
+                        "random",
+                        "--out",
+                        str(art),
+                        *common,
+                    ),
+                    env,
+                )
+            }
+            cli["label"] = run_child(
+                ladd("label", str(art), "--labels", "soft", "--labeler-epochs", "1", "--labeler-model", a.rss_model, *common), env
+            )
+            cli["eval"] = run_child(
+                ladd(
+                    "eval",
+                    str(art),
+                    "--methods",
+                    "soft",
+                    "--seeds",
+                    "1",
+                    "--epochs",
+                    "2",
+                    "--model",
+                    a.rss_model,
+                    "--out",
+                    str(work / "eval"),
+                    *common,
+                ),
+                env,
+            )
             for name, r in cli.items():
                 print(f"  ladd {name}: {r}", flush=True)
             rss["cli"] = cli

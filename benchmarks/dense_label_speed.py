@@ -59,8 +59,7 @@ def _case(name: str, model_name: str, device: str, repeats: int, queue) -> None:
             soft = torch.full((len(art.images), data.num_classes), 1 / data.num_classes)
             dense = soft[:, None].expand(-1, n * n, -1).contiguous()
             td = TrainData(art.images, art.labels, data.mean, data.std, soft, dense, (n, r))
-            train(model, td, method_terms(method, int(k)), Recipe(epochs=1, dsa="color_crop_cutout_scale_rotate"),
-                  seed=0, runtime=runtime)
+            train(model, td, method_terms(method, int(k)), Recipe(epochs=1, dsa="color_crop_cutout_scale_rotate"), seed=0, runtime=runtime)
     if runtime.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - t0) / repeats
@@ -97,13 +96,17 @@ def main() -> None:
         rate = f"{res['crops_per_s']:.0f} crops/s" if res["crops_per_s"] else ""
         print(f"{name:<16} {res['seconds']:.3f} s {rate:>16}  peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
     batched, big, loop, base, k5, k25 = results
-    summary = {"batched_default_over_per_crop_loop": loop["seconds"] / batched["seconds"],
-               "batched_2048_over_per_crop_loop": loop["seconds"] / big["seconds"],
-               "ladd_k5_epoch_over_baseline": k5["seconds"] / base["seconds"],
-               "ladd_k25_epoch_over_baseline": k25["seconds"] / base["seconds"]}
+    summary = {
+        "batched_default_over_per_crop_loop": loop["seconds"] / batched["seconds"],
+        "batched_2048_over_per_crop_loop": loop["seconds"] / big["seconds"],
+        "ladd_k5_epoch_over_baseline": k5["seconds"] / base["seconds"],
+        "ladd_k25_epoch_over_baseline": k25["seconds"] / base["seconds"],
+    }
     print(json.dumps(summary, indent=2))
-    write_json(args.out, {"command": command_line(), "torch": torch.__version__, "threads": torch.get_num_threads(), "results": results,
-                          "summary": summary})
+    write_json(
+        args.out,
+        {"command": command_line(), "torch": torch.__version__, "threads": torch.get_num_threads(), "results": results, "summary": summary},
+    )
     print(f"wrote {args.out}")
 
 

@@ -68,6 +68,7 @@ from ladd.train.loop import checkpoint_path
 
 WARMUP = 2  # untimed iterations: FLOPs counting (eager), then compilation
 
+
 # --- the reference loop structures -------------------------------------------------------------
 def reference_dm(req: ImageRequest) -> list[float]:
     """main_DM.py: per class, real and synthetic batches through the network separately."""
@@ -233,9 +234,16 @@ def ladd_times(method: str):
     return run
 
 
-IMPLS = {"reference-dm": reference_dm, "reference-dc": reference_dc, "reference-dsa": partial(reference_dc, augment=True),
-         "reference-mtt": reference_mtt, "ladd-dm": ladd_times("dm"), "ladd-dc": ladd_times("dc"),
-         "ladd-dsa": ladd_times("dsa"), "ladd-mtt": ladd_times("mtt")}
+IMPLS = {
+    "reference-dm": reference_dm,
+    "reference-dc": reference_dc,
+    "reference-dsa": partial(reference_dc, augment=True),
+    "reference-mtt": reference_mtt,
+    "ladd-dm": ladd_times("dm"),
+    "ladd-dc": ladd_times("dc"),
+    "ladd-dsa": ladd_times("dsa"),
+    "ladd-mtt": ladd_times("mtt"),
+}
 
 
 # --- measuring -----------------------------------------------------------------------------------
@@ -333,8 +341,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/bench/distill_speed.json"))
     args = p.parse_args()
     runtime = Runtime.from_name(args.device)
-    base = {"dataset": args.dataset, "ipc": args.ipc, "model": args.model, "device": str(runtime.device),
-            "threads": args.threads, "buffer": None}
+    base = {
+        "dataset": args.dataset,
+        "ipc": args.ipc,
+        "model": args.model,
+        "device": str(runtime.device),
+        "threads": args.threads,
+        "buffer": None,
+    }
 
     def recipe(method: str) -> dict:
         return {**load_recipe(method, args.dataset, args.ipc)["params"], "iterations": args.iterations + WARMUP}
@@ -342,18 +356,27 @@ def main() -> None:
     rows = []  # (method, implementation, reference it is compared with, spec)
     if "dm" in args.methods:
         dm_p = recipe("dm")
-        rows += [("dm", "ladd (recipe: bf16 real branch, compiled)", "dm", {"impl": "ladd-dm", "params": dm_p}),
-                 ("dm", "ladd (float32, eager)", "dm", {"impl": "ladd-dm", "params": {**dm_p, "real_precision": "float32", "compile": False}}),
-                 ("dm", "reference structure", "dm", {"impl": "reference-dm", "params": dm_p})]
+        rows += [
+            ("dm", "ladd (recipe: bf16 real branch, compiled)", "dm", {"impl": "ladd-dm", "params": dm_p}),
+            ("dm", "ladd (float32, eager)", "dm", {"impl": "ladd-dm", "params": {**dm_p, "real_precision": "float32", "compile": False}}),
+            ("dm", "reference structure", "dm", {"impl": "reference-dm", "params": dm_p}),
+        ]
     for m in ("dc", "dsa"):
         if m in args.methods:
             gm_p = recipe(m)
-            rows += [(m, "ladd (recipe: compiled)", m, {"impl": f"ladd-{m}", "params": gm_p}),
-                     (m, "ladd (eager)", m, {"impl": f"ladd-{m}", "params": {**gm_p, "compile": False}}),
-                     (m, "reference structure", m, {"impl": f"reference-{m}", "params": gm_p})]
+            rows += [
+                (m, "ladd (recipe: compiled)", m, {"impl": f"ladd-{m}", "params": gm_p}),
+                (m, "ladd (eager)", m, {"impl": f"ladd-{m}", "params": {**gm_p, "compile": False}}),
+                (m, "reference structure", m, {"impl": f"reference-{m}", "params": gm_p}),
+            ]
     summary = {
-        "dataset": args.dataset, "ipc": args.ipc, "model": args.model, "device": str(runtime.device),
-        "threads": args.threads or torch.get_num_threads(), "torch": torch.__version__, "timed_iterations": args.iterations,
+        "dataset": args.dataset,
+        "ipc": args.ipc,
+        "model": args.model,
+        "device": str(runtime.device),
+        "threads": args.threads or torch.get_num_threads(),
+        "torch": torch.__version__,
+        "timed_iterations": args.iterations,
         "memory": ("peak allocated CUDA tensor memory" if runtime.device.type == "cuda" else "peak resident set (VmHWM)")
         + " above the start of distillation, one fresh process per row",
         "speedup_vs_reference": "the reference structure's seconds per iteration / this row's",
@@ -362,11 +385,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if "mtt" in args.methods:
             buffer, mtt_p, summary["mtt_experts"] = mtt_experts(args, recipe("mtt"), runtime, Path(tmp) / "buffer")
-            for batch_syn in dict.fromkeys((None, mtt_p.get("batch_syn"), args.batch_syn)):  # all images per step, the recipe's, --batch-syn
+            for batch_syn in dict.fromkeys(
+                (None, mtt_p.get("batch_syn"), args.batch_syn)
+            ):  # all images per step, the recipe's, --batch-syn
                 q, tag = {**mtt_p, "batch_syn": batch_syn}, f"batch_syn {batch_syn or 'all'}"
-                rows += [("mtt", f"ladd ({tag}, compiled)", f"mtt {tag}", {"impl": "ladd-mtt", "params": q, "buffer": buffer}),
-                         ("mtt", f"ladd ({tag}, eager)", f"mtt {tag}", {"impl": "ladd-mtt", "params": {**q, "compile": False}, "buffer": buffer}),
-                         ("mtt", f"reference structure ({tag})", f"mtt {tag}", {"impl": "reference-mtt", "params": q, "buffer": buffer})]
+                rows += [
+                    ("mtt", f"ladd ({tag}, compiled)", f"mtt {tag}", {"impl": "ladd-mtt", "params": q, "buffer": buffer}),
+                    (
+                        "mtt",
+                        f"ladd ({tag}, eager)",
+                        f"mtt {tag}",
+                        {"impl": "ladd-mtt", "params": {**q, "compile": False}, "buffer": buffer},
+                    ),
+                    ("mtt", f"reference structure ({tag})", f"mtt {tag}", {"impl": "reference-mtt", "params": q, "buffer": buffer}),
+                ]
         for method, impl, group, spec in rows:
             print(f"measuring {method}: {impl} …", flush=True)
             row = {"method": method, "implementation": impl, "group": group, "params": spec["params"]}

@@ -35,8 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def launch(args: list[str], procs: int, env: dict) -> dict:
     """Run `ladd ARGS` as one process or under torchrun; wall seconds and peak RSS (MB) of the
     largest process it started."""
-    head = [sys.executable, "-m", "ladd"] if procs == 1 else \
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", "ladd"]
+    head = (
+        [sys.executable, "-m", "ladd"]
+        if procs == 1
+        else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", "ladd"]
+    )
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: wait4 below reads nothing until the child ends
         start = time.perf_counter()
         child = subprocess.Popen(head + args, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -53,22 +56,82 @@ def stages(work: Path, args) -> list[dict]:
     art = str(work / "artifact")
     train = 4000  # mnist5k's training images
     return [
-        {"stage": "expert training (DDP)", "unit": "images",
-         "amount": train * args.expert_epochs,
-         "command": lambda out: ["experts", "--dataset", "mnist5k", "--model", "convnet", "--num-experts", "1", "--epochs", str(args.expert_epochs),
-                                 "--out", out]},
-        {"stage": f"LADD evaluation, {args.seeds} seeds (assignment)", "unit": "student epochs",
-         "amount": args.seeds * args.eval_epochs,
-         "command": lambda out: ["eval", art, "--methods", "ladd", "--model", "convnet", "--protocol", "dc", "--seeds", str(args.seeds),
-                                 "--epochs", str(args.eval_epochs),
-                                 "--crops-per-step", str(args.crops), "--out", out]},
-        {"stage": "dense + global labels (chunks)", "unit": "images",
-         "amount": 10 * args.ipc,
-         "command": lambda out: ["label", art, "--labels", "ladd", "--model", "convnet", "--grid", str(args.grid), "--labeler-epochs", "2",
-                                 "--out", out]},
-        {"stage": "relabel (epochs)", "unit": "samples", "in_place": True,  # relabels the artifact at `out`
-         "amount": 10 * args.ipc * args.relabel_epochs,
-         "command": lambda out: ["relabel", out, "--epochs", str(args.relabel_epochs), "--teacher-model", "convnet", "--teacher-epochs", "2"]},
+        {
+            "stage": "expert training (DDP)",
+            "unit": "images",
+            "amount": train * args.expert_epochs,
+            "command": lambda out: [
+                "experts",
+                "--dataset",
+                "mnist5k",
+                "--model",
+                "convnet",
+                "--num-experts",
+                "1",
+                "--epochs",
+                str(args.expert_epochs),
+                "--out",
+                out,
+            ],
+        },
+        {
+            "stage": f"LADD evaluation, {args.seeds} seeds (assignment)",
+            "unit": "student epochs",
+            "amount": args.seeds * args.eval_epochs,
+            "command": lambda out: [
+                "eval",
+                art,
+                "--methods",
+                "ladd",
+                "--model",
+                "convnet",
+                "--protocol",
+                "dc",
+                "--seeds",
+                str(args.seeds),
+                "--epochs",
+                str(args.eval_epochs),
+                "--crops-per-step",
+                str(args.crops),
+                "--out",
+                out,
+            ],
+        },
+        {
+            "stage": "dense + global labels (chunks)",
+            "unit": "images",
+            "amount": 10 * args.ipc,
+            "command": lambda out: [
+                "label",
+                art,
+                "--labels",
+                "ladd",
+                "--model",
+                "convnet",
+                "--grid",
+                str(args.grid),
+                "--labeler-epochs",
+                "2",
+                "--out",
+                out,
+            ],
+        },
+        {
+            "stage": "relabel (epochs)",
+            "unit": "samples",
+            "in_place": True,  # relabels the artifact at `out`
+            "amount": 10 * args.ipc * args.relabel_epochs,
+            "command": lambda out: [
+                "relabel",
+                out,
+                "--epochs",
+                str(args.relabel_epochs),
+                "--teacher-model",
+                "convnet",
+                "--teacher-epochs",
+                "2",
+            ],
+        },
     ]
 
 
@@ -90,9 +153,13 @@ def imagenet_capacity(gpu_tflops: float, gpus: list[int]) -> dict:
         "recover, 50,000 images × 1,000 iterations (batches over ranks)": step * 50_000 * 1000,
     }
     rate = gpu_tflops * 1e12
-    return {"gpu_tflops_assumed": gpu_tflops, "forward_flops": forward, "train_step_flops": step,
-            "train_images_per_s_per_gpu": rate / step,
-            "stages": [{"stage": k, "flops": v, "hours": {str(g): v / (rate * g) / 3600 for g in gpus}} for k, v in work.items()]}
+    return {
+        "gpu_tflops_assumed": gpu_tflops,
+        "forward_flops": forward,
+        "train_step_flops": step,
+        "train_images_per_s_per_gpu": rate / step,
+        "stages": [{"stage": k, "flops": v, "hours": {str(g): v / (rate * g) / 3600 for g in gpus}} for k, v in work.items()],
+    }
 
 
 def main() -> None:
@@ -105,8 +172,12 @@ def main() -> None:
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--grid", type=int, default=8)
     p.add_argument("--relabel-epochs", type=int, default=100)
-    p.add_argument("--gpu-tflops", type=float, default=40.0,
-                   help="assumed sustained TFLOP/s per GPU for the ImageNet-1K estimate (40: ~3,800 ResNet-18 training images/s, A100-class mixed precision)")
+    p.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=40.0,
+        help="assumed sustained TFLOP/s per GPU for the ImageNet-1K estimate (40: ~3,800 ResNet-18 training images/s, A100-class mixed precision)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/bench/distributed.json"))
     args = p.parse_args()
 
@@ -116,10 +187,29 @@ def main() -> None:
         # set-up, untimed: the artifact, the cached labeler and teacher (and a labelled artifact to relabel and evaluate)
         launch(["distill", "--dataset", "mnist5k", "--ipc", str(args.ipc), "--images", "random", "--out", str(work / "base")], 1, env)
         shutil.copytree(work / "base", work / "artifact")
-        launch(["label", str(work / "artifact"), "--labels", "ladd", "--model", "convnet", "--grid", str(args.grid), "--labeler-epochs", "2",
-                "--out", str(work / "artifact")], 1, env)
-        launch(["relabel", str(work / "artifact"), "--epochs", "1", "--teacher-model", "convnet", "--teacher-epochs", "2",
-                "--overwrite"], 1, env)
+        launch(
+            [
+                "label",
+                str(work / "artifact"),
+                "--labels",
+                "ladd",
+                "--model",
+                "convnet",
+                "--grid",
+                str(args.grid),
+                "--labeler-epochs",
+                "2",
+                "--out",
+                str(work / "artifact"),
+            ],
+            1,
+            env,
+        )
+        launch(
+            ["relabel", str(work / "artifact"), "--epochs", "1", "--teacher-model", "convnet", "--teacher-epochs", "2", "--overwrite"],
+            1,
+            env,
+        )
         overhead = {str(k): launch(["cache", "ls"], k, env)["seconds"] for k in (1, args.nproc)}
         rows = []
         for s in stages(work, args):
@@ -130,16 +220,24 @@ def main() -> None:
                     shutil.copytree(work / "base", out)
                 r = launch(s["command"](str(out)), procs, env)
                 row[f"p{procs}"] = {**r, "per_s": s["amount"] / r["seconds"]}
-                print(f"{s['stage']:<45} {procs} process(es): {r['seconds']:7.1f} s, {s['amount'] / r['seconds']:9.1f} {s['unit']}/s, "
-                      f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+                print(
+                    f"{s['stage']:<45} {procs} process(es): {r['seconds']:7.1f} s, {s['amount'] / r['seconds']:9.1f} {s['unit']}/s, "
+                    f"peak RSS {r['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
             row["speedup"] = row["p1"]["seconds"] / row[f"p{args.nproc}"]["seconds"]
             row["efficiency"] = row["speedup"] / args.nproc
             rows.append(row)
             print(f"{'':<45} speed-up {row['speedup']:.2f}×, efficiency {row['efficiency']:.0%}", flush=True)
     result = {
         "command": "OMP_NUM_THREADS=1 python benchmarks/distributed.py " + shlex.join(sys.argv[1:]),
-        "config": {**{k: v for k, v in vars(args).items() if k != "out"}, "cpus": os.cpu_count(), "dataset": "mnist5k",
-                   "backend": "gloo", "threads_per_process": 1},
+        "config": {
+            **{k: v for k, v in vars(args).items() if k != "out"},
+            "cpus": os.cpu_count(),
+            "dataset": "mnist5k",
+            "backend": "gloo",
+            "threads_per_process": 1,
+        },
         "launch_overhead_s": overhead,
         "stages": rows,
         "imagenet": imagenet_capacity(args.gpu_tflops, [8, 16, 32, 64]),

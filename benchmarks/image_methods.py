@@ -49,12 +49,21 @@ def shared_reference(runs: Path, ipc: int, real_epochs: int) -> dict | None:
     return same or other
 
 
-def add_robustness(run: Path, art, data, cfg: EvalConfig, rows: list[dict], config: dict, notes: list[str], title: str,
-                   args, runtime: Runtime) -> None:
+def add_robustness(
+    run: Path, art, data, cfg: EvalConfig, rows: list[dict], config: dict, notes: list[str], title: str, args, runtime: Runtime
+) -> None:
     """DD-Ranking's scores of the run's LADD labels, reusing what other runs already measured."""
     ipc = art.manifest["ipc"]
-    scores = robustness(art, pipeline.random_counterpart(art, data, runtime), data, cfg, runtime, args.real_epochs, rows,
-                        reference=shared_reference(run.parent, ipc, args.real_epochs))
+    scores = robustness(
+        art,
+        pipeline.random_counterpart(art, data, runtime),
+        data,
+        cfg,
+        runtime,
+        args.real_epochs,
+        rows,
+        reference=shared_reference(run.parent, ipc, args.real_epochs),
+    )
     notes = [*notes, robustness_note(scores)]
     print(f"IPC {ipc:>3} {run.name}: {notes[-1]}", flush=True)
     write_results(run, rows, config, notes, title, {"robustness": scores})
@@ -104,8 +113,9 @@ def main() -> None:
     src = pipeline.SourceConfig(dataset=args.dataset)
     data = pipeline.load_source(src)
     label_cfg = pipeline.LabelConfig(labeler=ExpertConfig(model=args.eval_model, epochs=10))
-    cfg = EvalConfig(methods=tuple(args.labels), models=(args.eval_model,), seeds=args.seeds,
-                     epochs=args.epochs, crops_per_step=args.crops_per_step)
+    cfg = EvalConfig(
+        methods=tuple(args.labels), models=(args.eval_model,), seeds=args.seeds, epochs=args.epochs, crops_per_step=args.crops_per_step
+    )
     rows = []
     for ipc in args.ipc:
         for method in args.methods:
@@ -129,13 +139,24 @@ def main() -> None:
             made = evaluate(art, data, cfg, runtime)
             recipe = art.manifest["images"].get("recipe") or {}
             for row in made:
-                row.update(images=method, recipe=recipe.get("name"), distill_seconds=distill_s,
-                           distill_iterations=recipe.get("params", {}).get("iterations"),
-                           peak_rss_mb_so_far=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-                print(f"IPC {ipc:>3} {method:<8} {row['method']:<8} {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}"
-                      f"  distill {distill_s:.0f} s", flush=True)
-            config = {"artifact": str(run / "artifact"), "eval": cfg.model_dump(), "benchmark": "image_methods.py",
-                      "images": {"method": method, "ipc": ipc, "recipe": recipe.get("name")}}
+                row.update(
+                    images=method,
+                    recipe=recipe.get("name"),
+                    distill_seconds=distill_s,
+                    distill_iterations=recipe.get("params", {}).get("iterations"),
+                    peak_rss_mb_so_far=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                )
+                print(
+                    f"IPC {ipc:>3} {method:<8} {row['method']:<8} {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}"
+                    f"  distill {distill_s:.0f} s",
+                    flush=True,
+                )
+            config = {
+                "artifact": str(run / "artifact"),
+                "eval": cfg.model_dump(),
+                "benchmark": "image_methods.py",
+                "images": {"method": method, "ipc": ipc, "recipe": recipe.get("name")},
+            }
             notes = eval_notes(art, cfg, made)
             write_results(run, made, config, notes, title)  # kept if the robustness scores below are interrupted
             if args.robust:

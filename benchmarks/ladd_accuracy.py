@@ -60,18 +60,47 @@ def main() -> None:
             if any(r["cell"] == key for r in rows):
                 continue
             t0 = time.perf_counter()
-            cfg = EvalConfig(methods=(method,), models=(args.model,), seeds=args.seeds, protocol=args.protocol, epochs=args.epochs,
-                             crops_per_step="auto" if k == 0 else (k or "all"), local_reduction=red,
-                             select_lr=tuple(args.select_lr), val_per_class=args.val_per_class)
+            cfg = EvalConfig(
+                methods=(method,),
+                models=(args.model,),
+                seeds=args.seeds,
+                protocol=args.protocol,
+                epochs=args.epochs,
+                crops_per_step="auto" if k == 0 else (k or "all"),
+                local_reduction=red,
+                select_lr=tuple(args.select_lr),
+                val_per_class=args.val_per_class,
+            )
             row = {**evaluate(art, data, cfg, runtime)[0], "cell": key, "wall_seconds": time.perf_counter() - t0}
             rows.append(row)
-            write_json(args.out, {"benchmark": "ladd_accuracy", "command": command_line(), "args": settings,
-                                  "wall_seconds": time.perf_counter() - t_start, "complete": False, "rows": rows})
+            write_json(
+                args.out,
+                {
+                    "benchmark": "ladd_accuracy",
+                    "command": command_line(),
+                    "args": settings,
+                    "wall_seconds": time.perf_counter() - t_start,
+                    "complete": False,
+                    "rows": rows,
+                },
+            )
             chosen = f" lr {row['lr']:g} ({row['lr_source']})"
-            print(f"IPC {ipc:>3} {method:<8} K={row['crops_per_step']!s:<4} {red:<4} acc {100 * row['acc_mean']:.2f} ± "
-                  f"{100 * row['acc_std']:.2f}{chosen} ({args.seeds} seeds, {row['wall_seconds']:.0f} s)", flush=True)
-    write_json(args.out, {"benchmark": "ladd_accuracy", "command": command_line(), "args": settings,
-                          "wall_seconds": time.perf_counter() - t_start, "complete": True, "rows": rows})
+            print(
+                f"IPC {ipc:>3} {method:<8} K={row['crops_per_step']!s:<4} {red:<4} acc {100 * row['acc_mean']:.2f} ± "
+                f"{100 * row['acc_std']:.2f}{chosen} ({args.seeds} seeds, {row['wall_seconds']:.0f} s)",
+                flush=True,
+            )
+    write_json(
+        args.out,
+        {
+            "benchmark": "ladd_accuracy",
+            "command": command_line(),
+            "args": settings,
+            "wall_seconds": time.perf_counter() - t_start,
+            "complete": True,
+            "rows": rows,
+        },
+    )
     print(f"wrote {args.out}")
 
 

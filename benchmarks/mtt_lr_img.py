@@ -50,22 +50,37 @@ def main() -> None:
         ensure_buffer(val, args.model, recipe["params"]["num_experts"], recipe["params"]["expert_train_epochs"], runtime)
         for lr in args.lr_img:
             t0 = time.perf_counter()
-            images = pipeline.continuing(val, pipeline.ImagesConfig(method="mtt", ipc=ipc, model=args.model, recipe=recipe["name"],
-                                                                    params={"lr_img": lr}))
+            images = pipeline.continuing(
+                val, pipeline.ImagesConfig(method="mtt", ipc=ipc, model=args.model, recipe=recipe["name"], params={"lr_img": lr})
+            )
             art = pipeline.distill(val, src, images, runtime)
             seconds = time.perf_counter() - t0
             (row,) = evaluate(art, val, cfg, runtime)
-            rows.append({"ipc": ipc, "images": "mtt", "lr_img": lr, "val_acc_mean": row["acc_mean"], "val_acc_std": row["acc_std"],
-                         "distill_seconds": seconds})
-            print(f"IPC {ipc:>3} lr_img {lr:g}: validation {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f} "
-                  f"(distill {seconds:.0f} s)", flush=True)
+            rows.append(
+                {
+                    "ipc": ipc,
+                    "images": "mtt",
+                    "lr_img": lr,
+                    "val_acc_mean": row["acc_mean"],
+                    "val_acc_std": row["acc_std"],
+                    "distill_seconds": seconds,
+                }
+            )
+            print(
+                f"IPC {ipc:>3} lr_img {lr:g}: validation {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f} "
+                f"(distill {seconds:.0f} s)",
+                flush=True,
+            )
         random = pipeline.distill(val, src, pipeline.ImagesConfig(method="random", ipc=ipc), runtime)
         (row,) = evaluate(random, val, cfg, runtime)
         rows.append({"ipc": ipc, "images": "random", "val_acc_mean": row["acc_mean"], "val_acc_std": row["acc_std"]})
         print(f"IPC {ipc:>3} random real images: validation {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}", flush=True)
         best[ipc] = max((r for r in rows if r["ipc"] == ipc and r["images"] == "mtt"), key=lambda r: r["val_acc_mean"])["lr_img"]
         print(f"IPC {ipc:>3}: best lr_img {best[ipc]:g} on the validation split", flush=True)
-    write_json(args.out, {"command": command_line(), "args": {k: str(v) for k, v in vars(args).items()}, "dataset": val.name, "rows": rows, "best": best})
+    write_json(
+        args.out,
+        {"command": command_line(), "args": {k: str(v) for k, v in vars(args).items()}, "dataset": val.name, "rows": rows, "best": best},
+    )
     print(f"wrote {args.out}")
 
 

@@ -44,15 +44,16 @@ def lr_choice(row: dict) -> str:
 def ladd_run() -> tuple[str, list[str]]:
     files = ["ladd_run_ipc10.json", "ladd_run_ipc1.json"]
     rows = [r for f in files for r in load(f)["rows"]]
-    walls = [next(n for n in load(f)["notes"] if n.startswith("total wall time")).split(",")[0].removeprefix("total wall time ") for f in files]
+    walls = [
+        next(n for n in load(f)["notes"] if n.startswith("total wall time")).split(",")[0].removeprefix("total wall time ") for f in files
+    ]
     text = markdown(rows).rstrip("\n") + f"\n\nWall time, labeler training included: {walls[0]} (IPC 10), {walls[1]} (IPC 1)."
     return text, files
 
 
 def local_reduction() -> tuple[str, list[str]]:
     data = load("local_reduction.json")
-    rows = [[r["ipc"], r["method"], r["local_reduction"] or "–", pm_of(r), f"{r['lr']:g}", lr_choice(r)]
-            for r in data["rows"]]
+    rows = [[r["ipc"], r["method"], r["local_reduction"] or "–", pm_of(r), f"{r['lr']:g}", lr_choice(r)] for r in data["rows"]]
     head = ["IPC", "students", "local views", "test acc % (3 seeds)", "chosen lr", "validation acc % per lr (chosen in bold)"]
     return table(head, rows), ["local_reduction.json"]
 
@@ -69,19 +70,53 @@ def lic_reduction() -> tuple[str, list[str]]:
 
 def lpld_pruning() -> tuple[str, list[str]]:
     name = "lpld_pruning_ipc10.json"
-    rows = [[r["ipc"], r["images"], f"{r['diversity']['within_class_cosine']:.4f}", f"{r['diversity']['mmd2']:.4f}",
-             pm_of(r["hard"]), f"{r['rho']:g}", r["pool"], pm_of(r),
-             f"{r['relabel_kept_samples']:,}", f"{r['label_bytes_raw']:,}", f"{r['label_to_image_ratio']:.2f}"] for r in load(name)["rows"]]
-    head = ["IPC", "images", "cosine ↓", "MMD² ↓", "hard labels %", "ρ", "pool", "fkd students %", "labels kept", "label bytes kept",
-            "labels / images"]
+    rows = [
+        [
+            r["ipc"],
+            r["images"],
+            f"{r['diversity']['within_class_cosine']:.4f}",
+            f"{r['diversity']['mmd2']:.4f}",
+            pm_of(r["hard"]),
+            f"{r['rho']:g}",
+            r["pool"],
+            pm_of(r),
+            f"{r['relabel_kept_samples']:,}",
+            f"{r['label_bytes_raw']:,}",
+            f"{r['label_to_image_ratio']:.2f}",
+        ]
+        for r in load(name)["rows"]
+    ]
+    head = [
+        "IPC",
+        "images",
+        "cosine ↓",
+        "MMD² ↓",
+        "hard labels %",
+        "ρ",
+        "pool",
+        "fkd students %",
+        "labels kept",
+        "label bytes kept",
+        "labels / images",
+    ]
     return table(head, rows), [name]
 
 
 def equal_cost() -> tuple[str, list[str]]:
     name = "equal_cost_ipc10.json"
-    rows = [[r["method"], r.get("ipc"), pm_of(r), r["epochs"], f"{r['flops_deploy']:.3g}",
-             f"{r['flops_labels'] + r['flops_deploy']:.3g}", f"{(r['image_bytes_zip'] + r['label_bytes_zip']) / 1024:.1f}",
-             r.get("budget", "")] for r in load(name)["rows"]]
+    rows = [
+        [
+            r["method"],
+            r.get("ipc"),
+            pm_of(r),
+            r["epochs"],
+            f"{r['flops_deploy']:.3g}",
+            f"{r['flops_labels'] + r['flops_deploy']:.3g}",
+            f"{(r['image_bytes_zip'] + r['label_bytes_zip']) / 1024:.1f}",
+            r.get("budget", ""),
+        ]
+        for r in load(name)["rows"]
+    ]
     head = ["students", "IPC", "test acc % (3 seeds)", "epochs", "deployment FLOPs", "labels + deployment FLOPs", "stored KB", "budget"]
     return table(head, rows), [name]
 
@@ -92,14 +127,27 @@ def scaling_law() -> tuple[str, list[str]]:
     budgets = list(d["grid"])
     rows = [[ipc, *[pm_of(d["grid"][b][str(ipc)]) for b in budgets]] for ipc in d["ipcs"]]
     grid = table(["IPC", *[f"{b} %" for b in budgets]], rows)
-    fits = table(["labels", "free fit: a", "c", "d", "rmse (points)", "shared fit: data factor"],
-                 [[b, f"{p['a']:.3g}", f"{p['c']:.3g}", f"{p['d']:.3g}", f"{100 * p['rmse']:.2f}",
-                   "1 (reference)" if b == d["shared_fit"]["reference"] else f"{d['shared_fit']['factor'][b]:.2f}×"]
-                  for b, p in d["fits"].items()])
+    fits = table(
+        ["labels", "free fit: a", "c", "d", "rmse (points)", "shared fit: data factor"],
+        [
+            [
+                b,
+                f"{p['a']:.3g}",
+                f"{p['c']:.3g}",
+                f"{p['d']:.3g}",
+                f"{100 * p['rmse']:.2f}",
+                "1 (reference)" if b == d["shared_fit"]["reference"] else f"{d['shared_fit']['factor'][b]:.2f}×",
+            ]
+            for b, p in d["fits"].items()
+        ],
+    )
     s = d["shared_fit"]
     shared = f"Shared fit: a = {s['a']:.3g}, c = {s['c']:.3g}, d = {s['d']:.3g}, rmse {100 * s['rmse']:.2f} points."
-    front = "Pareto front (stored KB → test accuracy): " + ", ".join(
-        f"{p['labels']} at IPC {p['ipc']} ({p['stored_kb']:.1f} KB, {100 * p['acc_mean']:.2f}%)" for p in d["pareto"]) + "."
+    front = (
+        "Pareto front (stored KB → test accuracy): "
+        + ", ".join(f"{p['labels']} at IPC {p['ipc']} ({p['stored_kb']:.1f} KB, {100 * p['acc_mean']:.2f}%)" for p in d["pareto"])
+        + "."
+    )
     return "\n\n".join([grid, fits, shared, front]), [name]
 
 
@@ -108,24 +156,45 @@ def epoch_temperature() -> tuple[str, list[str]]:
     d = load(name)
     temps, parts = d["temperatures"], []
     for ipc in d["ipcs"]:
-        rows = [[f"{e:g}", *[f"{100 * next(r['acc_mean'] for r in d['rows'] if (r['ipc'], r['epoch'], r['temperature']) == (ipc, e, t)):.2f}"
-                             for t in temps]] for e in d["epochs"]]
+        rows = [
+            [
+                f"{e:g}",
+                *[
+                    f"{100 * next(r['acc_mean'] for r in d['rows'] if (r['ipc'], r['epoch'], r['temperature']) == (ipc, e, t)):.2f}"
+                    for t in temps
+                ],
+            ]
+            for e in d["epochs"]
+        ]
         best = d["best"][str(ipc)]
-        parts.append(f"IPC {ipc} (validation accuracy %, best: epoch {best['epoch']:g}, T {best['temperature']:g}):\n\n"
-                     + table(["expert epoch", *[f"T = {t:g}" for t in temps]], rows))
+        parts.append(
+            f"IPC {ipc} (validation accuracy %, best: epoch {best['epoch']:g}, T {best['temperature']:g}):\n\n"
+            + table(["expert epoch", *[f"T = {t:g}" for t in temps]], rows)
+        )
     return "\n\n".join(parts), [name]
 
 
 def bptt_ensemble() -> tuple[str, list[str]]:
     name = "bptt_vs_ensemble.json"
     d = load(name)
-    rows = [[f"{e:g}", f"{a:.3f}", f"{b:.3f}", f"{c:.4f}", f"{p:.4f}"] for e, a, b, c, p in
-            zip(d["epochs"], d["mean_normalized_jsd"], d["mean_normalized_jsd_ensemble"], d["mean_jsd_ensemble"], d["expert_pair_mean_jsd"])]
-    head = ["expert epoch", "BPTT vs one expert (normalized)", f"BPTT vs ensemble of {d['ensemble']} (normalized)",
-            "BPTT vs ensemble (JSD)", f"expert seed {d['ensemble']} vs ensemble (JSD)"]
+    rows = [
+        [f"{e:g}", f"{a:.3f}", f"{b:.3f}", f"{c:.4f}", f"{p:.4f}"]
+        for e, a, b, c, p in zip(
+            d["epochs"], d["mean_normalized_jsd"], d["mean_normalized_jsd_ensemble"], d["mean_jsd_ensemble"], d["expert_pair_mean_jsd"]
+        )
+    ]
+    head = [
+        "expert epoch",
+        "BPTT vs one expert (normalized)",
+        f"BPTT vs ensemble of {d['ensemble']} (normalized)",
+        "BPTT vs ensemble (JSD)",
+        f"expert seed {d['ensemble']} vs ensemble (JSD)",
+    ]
     students = ", ".join(f"{k}: {pm_of(v)}" for k, v in d["students"].items())
-    return (table(head, rows) + f"\n\nClosest epoch: {d['closest_epoch']:g} (one expert), {d['closest_epoch_ensemble']:g} (ensemble). "
-            f"Students (test acc %, {d['setup']['seeds']} seeds): {students}."), [name]
+    return (
+        table(head, rows) + f"\n\nClosest epoch: {d['closest_epoch']:g} (one expert), {d['closest_epoch_ensemble']:g} (ensemble). "
+        f"Students (test acc %, {d['setup']['seeds']} seeds): {students}."
+    ), [name]
 
 
 def expert_decay() -> tuple[str, list[str]]:
@@ -133,8 +202,7 @@ def expert_decay() -> tuple[str, list[str]]:
     rows = []
     for f, schedule in zip(files, ("constant", "×0.1 after half")):
         for r in load(f)["rows"]:
-            rows.append([schedule, r["ipc"], f"{r['expert_epoch']:g}", pm_of(r["hard"]),
-                         pm_of(r["soft"])])
+            rows.append([schedule, r["ipc"], f"{r['expert_epoch']:g}", pm_of(r["hard"]), pm_of(r["soft"])])
     return table(["expert lr", "IPC", "expert epoch (chosen on validation)", "hard labels %", "expert soft labels %"], rows), files
 
 
@@ -149,19 +217,42 @@ def chaos() -> tuple[str, list[str]]:
     uninterrupted run; then two identical commands at once on one cache."""
     name = "chaos.json"
     d = load(name)
-    mark = lambda v: "–" if v is None else ("yes" if v else "**no**")  # noqa: E731
-    num = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
-    stages = table(["stage", "command", "uninterrupted s", "kills", "finished after the kills", "same bytes", "lost work s"],
-                   [[s["stage"], f"`{s['command']}`", num(s["reference_s"]), s["kills"], mark(s["survived"]), mark(s["identical"]),
-                     num(s["lost_s"])] for s in d["stages"]])
+
+    def mark(v):
+        return "–" if v is None else ("yes" if v else "**no**")
+
+    def num(v):
+        return "–" if v is None else f"{v:.1f}"
+
+    stages = table(
+        ["stage", "command", "uninterrupted s", "kills", "finished after the kills", "same bytes", "lost work s"],
+        [
+            [
+                s["stage"],
+                f"`{s['command']}`",
+                num(s["reference_s"]),
+                s["kills"],
+                mark(s["survived"]),
+                mark(s["identical"]),
+                num(s["lost_s"]),
+            ]
+            for s in d["stages"]
+        ],
+    )
     parts = [stages]
     if d.get("concurrent"):
-        parts.append(table(["two at once", "both finish, valid", "identical", "trained once"],
-                           [[c["case"], mark(c["ok"]), mark(c["identical"]), mark(c["trained_once"])] for c in d["concurrent"]]))
+        parts.append(
+            table(
+                ["two at once", "both finish, valid", "identical", "trained once"],
+                [[c["case"], mark(c["ok"]), mark(c["identical"]), mark(c["trained_once"])] for c in d["concurrent"]],
+            )
+        )
     c = d["conditions"]
-    parts.append(f"{c['cpu_count']} CPU cores, {c['threads']} thread(s) per ladd process; each kill at a moment uniform over the middle "
-                 f"80% of the work its attempt had left (T, the uninterrupted wall time, less start-up and the work earlier "
-                 f"attempts kept; seed {d['seed']}). Lost work = all attempts' wall time − T.")
+    parts.append(
+        f"{c['cpu_count']} CPU cores, {c['threads']} thread(s) per ladd process; each kill at a moment uniform over the middle "
+        f"80% of the work its attempt had left (T, the uninterrupted wall time, less start-up and the work earlier "
+        f"attempts kept; seed {d['seed']}). Lost work = all attempts' wall time − T."
+    )
     return "\n\n".join(parts), [name]
 
 
@@ -172,15 +263,25 @@ def trainer_speed() -> tuple[str, list[str]]:
     variants = list(dict.fromkeys(r["variant"] for r in d["results"]))
     cases = list(dict.fromkeys(r["case"] for r in d["results"]))
     cell = {(r["case"], r["variant"]): r for r in d["results"]}
-    rows = [[case, *(f"{cell[case, v]['gflops_per_s']:.0f} ({cell[case, v]['pct_fp32_peak']:.0f}%)" if (case, v) in cell else "–"
-                     for v in variants), f"{max(cell[case, v]['sys_s'] for v in variants if (case, v) in cell):.2f}"]
-            for case in cases]
+    rows = [
+        [
+            case,
+            *(
+                f"{cell[case, v]['gflops_per_s']:.0f} ({cell[case, v]['pct_fp32_peak']:.0f}%)" if (case, v) in cell else "–"
+                for v in variants
+            ),
+            f"{max(cell[case, v]['sys_s'] for v in variants if (case, v) in cell):.2f}",
+        ]
+        for case in cases
+    ]
     peak, c = d["matmul_peak_gflops"], d["conditions"]
     text = table(["case", *[f"{v} GFLOP/s (% fp32 peak)" for v in variants], "max sys s"], rows)
-    text += (f"\n\nMatmul peak measured in the same run: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s "
-             f"({c['cpu']}, {c['affinity']} cores, {c['torch_threads']} torch threads, {c['cpu_capability']}, torch {c['torch']}; "
-             f"load average {c['loadavg_start'][0]:.1f} before, {c['loadavg_end'][0]:.1f} after). `plain` checks the loss on the host "
-             f"every step, `no-sync` (the default) once per epoch.")
+    text += (
+        f"\n\nMatmul peak measured in the same run: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s "
+        f"({c['cpu']}, {c['affinity']} cores, {c['torch_threads']} torch threads, {c['cpu_capability']}, torch {c['torch']}; "
+        f"load average {c['loadavg_start'][0]:.1f} before, {c['loadavg_end'][0]:.1f} after). `plain` checks the loss on the host "
+        f"every step, `no-sync` (the default) once per epoch."
+    )
     return text, [name]
 
 
@@ -189,24 +290,38 @@ def data_store() -> tuple[str, list[str]]:
     name = "data_store.json"
     d = load(name)
     f, r, rss = d["folder"], d["read"], d["rss"]
-    builds = table(["decode workers", "build s", "images/s", "peak RSS MB", "store GB"],
-                   [[b["workers"], f"{b['seconds']:.1f}", f"{b['images_per_s']:.0f}", f"{b['peak_rss_mb']:.0f}", f"{b['store_bytes'] / 1e9:.2f}"]
-                    for b in (v for k, v in d["build"].items() if k.startswith("workers_"))])
-    reads = table(["read one epoch, batches of " + str(r["batch_size"]), "images/s"],
-                  [["trainer's read-ahead (pread, threads)", f"{r['prefetch_pread_images_per_s']:,.0f}"],
-                   ["`stream.gather` (pread)", f"{r['pread_gather_images_per_s']:,.0f}"],
-                   [f"DataLoader, {r['dataloader_workers']} workers", f"{r['dataloader_images_per_s']:,.0f}"],
-                   [f"indexing the memory map (+{r['mmap_index_rss_file_added_mb']:,.0f} MB resident)", f"{r['mmap_index_images_per_s']:,.0f}"]])
+    builds = table(
+        ["decode workers", "build s", "images/s", "peak RSS MB", "store GB"],
+        [
+            [b["workers"], f"{b['seconds']:.1f}", f"{b['images_per_s']:.0f}", f"{b['peak_rss_mb']:.0f}", f"{b['store_bytes'] / 1e9:.2f}"]
+            for b in (v for k, v in d["build"].items() if k.startswith("workers_"))
+        ],
+    )
+    reads = table(
+        ["read one epoch, batches of " + str(r["batch_size"]), "images/s"],
+        [
+            ["trainer's read-ahead (pread, threads)", f"{r['prefetch_pread_images_per_s']:,.0f}"],
+            ["`stream.gather` (pread)", f"{r['pread_gather_images_per_s']:,.0f}"],
+            [f"DataLoader, {r['dataloader_workers']} workers", f"{r['dataloader_images_per_s']:,.0f}"],
+            [f"indexing the memory map (+{r['mmap_index_rss_file_added_mb']:,.0f} MB resident)", f"{r['mmap_index_images_per_s']:,.0f}"],
+        ],
+    )
     builds += f"\n\nSpeed-up of the parallel build: {d['build']['speedup']:.2f}×."
-    probe = table(["labeler trained one epoch, then tested", "RSS after open MB", "peak RSS MB", "train images/s", "test acc"],
-                  [[label, f"{p['rss_after_open_mb']:.0f}", f"{p['peak_rss_mb']:.0f}", f"{p['train_images_per_s']:.0f}", f"{p['test_acc']:.4f}"]
-                   for label, p in (("from the store", rss["store"]), ("splits copied into memory", rss["in_ram"]))])
+    probe = table(
+        ["labeler trained one epoch, then tested", "RSS after open MB", "peak RSS MB", "train images/s", "test acc"],
+        [
+            [label, f"{p['rss_after_open_mb']:.0f}", f"{p['peak_rss_mb']:.0f}", f"{p['train_images_per_s']:.0f}", f"{p['test_acc']:.4f}"]
+            for label, p in (("from the store", rss["store"]), ("splits copied into memory", rss["in_ram"]))
+        ],
+    )
     c = d["config"]
-    text = (f"A synthetic ImageNet-like folder: {f['files']:,} JPEGs ({f['bytes'] / 1e9:.2f} GB, {c['classes']} classes, "
-            f"{c['images']:,} to train), stored at {c['resolution']} px; {c['cpus']} CPU cores. The store opened in "
-            f"{r['open_seconds']:.2f} s (listing and stat-ing every file for its key).\n\n{builds}\n\n{reads}\n\n{probe}\n\n"
-            f"The probe trains a {rss['store']['model']} at batch {rss['store']['batch_size']}: on the {rss['store_gb']:.2f} GB store its "
-            f"peak RSS stays {'under' if rss['peak_under_2gb'] else 'over'} 2 GB.")
+    text = (
+        f"A synthetic ImageNet-like folder: {f['files']:,} JPEGs ({f['bytes'] / 1e9:.2f} GB, {c['classes']} classes, "
+        f"{c['images']:,} to train), stored at {c['resolution']} px; {c['cpus']} CPU cores. The store opened in "
+        f"{r['open_seconds']:.2f} s (listing and stat-ing every file for its key).\n\n{builds}\n\n{reads}\n\n{probe}\n\n"
+        f"The probe trains a {rss['store']['model']} at batch {rss['store']['batch_size']}: on the {rss['store_gb']:.2f} GB store its "
+        f"peak RSS stays {'under' if rss['peak_under_2gb'] else 'over'} 2 GB."
+    )
     return text, [name]
 
 
@@ -218,11 +333,16 @@ def speed_run() -> tuple[str, list[str]]:
     for name in files:
         d = load(name)
         speed = d["config"]["speed"]
-        setting = "fp32 (default)" if speed["precision"] == "fp32" and not speed["compile"] else \
-            " + ".join([*(["compile"] if speed["compile"] else []), speed["precision"]])
+        setting = (
+            "fp32 (default)"
+            if speed["precision"] == "fp32" and not speed["compile"]
+            else " + ".join([*(["compile"] if speed["compile"] else []), speed["precision"]])
+        )
         wall = next(n for n in d["notes"] if n.startswith("total wall time")).split(",")[0].removeprefix("total wall time ")
-        rows += [[setting, r["method"], pm_of(r), f"{r['flops_deploy'] / r['seconds'] / 1e9:.0f}",
-                  f"{r['seconds']:.1f}", wall] for r in d["rows"]]
+        rows += [
+            [setting, r["method"], pm_of(r), f"{r['flops_deploy'] / r['seconds'] / 1e9:.0f}", f"{r['seconds']:.1f}", wall]
+            for r in d["rows"]
+        ]
     head = ["trainer", "students", "test acc % (3 seeds)", "student GFLOP/s", "s per student", "run wall time"]
     return table(head, rows), files
 
@@ -232,22 +352,48 @@ def distributed() -> tuple[str, list[str]]:
     name = "distributed.json"
     d = load(name)
     c, p = d["config"], d["config"]["nproc"]
-    rows = [[s["stage"], f"{s['amount']:,} {s['unit']}", f"{s['p1']['seconds']:.1f}", f"{s[f'p{p}']['seconds']:.1f}",
-             f"{s['speedup']:.2f}×", f"{s['efficiency']:.0%}", f"{s['p1']['peak_rss_mb']:,.0f}", f"{s[f'p{p}']['peak_rss_mb']:,.0f}"]
-            for s in d["stages"]]
-    head = ["stage (mnist5k)", "work", "1 process s", f"{p} processes s", "speed-up", "efficiency", "peak RSS MB, 1", f"peak RSS MB per rank, {p}"]
+    rows = [
+        [
+            s["stage"],
+            f"{s['amount']:,} {s['unit']}",
+            f"{s['p1']['seconds']:.1f}",
+            f"{s[f'p{p}']['seconds']:.1f}",
+            f"{s['speedup']:.2f}×",
+            f"{s['efficiency']:.0%}",
+            f"{s['p1']['peak_rss_mb']:,.0f}",
+            f"{s[f'p{p}']['peak_rss_mb']:,.0f}",
+        ]
+        for s in d["stages"]
+    ]
+    head = [
+        "stage (mnist5k)",
+        "work",
+        "1 process s",
+        f"{p} processes s",
+        "speed-up",
+        "efficiency",
+        "peak RSS MB, 1",
+        f"peak RSS MB per rank, {p}",
+    ]
     o = d["launch_overhead_s"]
     im = d["imagenet"]
     gpus = list(im["stages"][0]["hours"])
-    hm = lambda h: f"{round(h * 60) // 60}:{round(h * 60) % 60:02d}"  # noqa: E731
-    cap = table(["ImageNet-1K stage (ResNet-18, 224 px)", "PFLOP"] + [f"h:mm on {g} GPUs" for g in gpus],
-                [[s["stage"], f"{s['flops'] / 1e15:,.0f}"] + [hm(s["hours"][g]) for g in gpus] for s in im["stages"]])
-    text = (f"{c['cpus']} CPU cores, {c['backend']}, {c['threads_per_process']} thread per process; wall time of the whole command, "
-            f"start-up included (a launch alone: {o['1']:.1f} s for one process, {o[str(p)]:.1f} s under torchrun).\n\n"
-            + table(head, rows)
-            + f"\n\nImageNet-1K, counted FLOPs (a forward {im['forward_flops'] / 1e9:.2f} GFLOP, a training step {im['train_step_flops'] / 1e9:.2f} "
-            f"GFLOP per image) at an **assumed** {im['gpu_tflops_assumed']:g} TFLOP/s sustained per GPU, i.e. "
-            f"{im['train_images_per_s_per_gpu']:,.0f} training images/s (not measured here; data loading not counted):\n\n" + cap)
+
+    def hm(h):
+        return f"{round(h * 60) // 60}:{round(h * 60) % 60:02d}"
+
+    cap = table(
+        ["ImageNet-1K stage (ResNet-18, 224 px)", "PFLOP"] + [f"h:mm on {g} GPUs" for g in gpus],
+        [[s["stage"], f"{s['flops'] / 1e15:,.0f}"] + [hm(s["hours"][g]) for g in gpus] for s in im["stages"]],
+    )
+    text = (
+        f"{c['cpus']} CPU cores, {c['backend']}, {c['threads_per_process']} thread per process; wall time of the whole command, "
+        f"start-up included (a launch alone: {o['1']:.1f} s for one process, {o[str(p)]:.1f} s under torchrun).\n\n"
+        + table(head, rows)
+        + f"\n\nImageNet-1K, counted FLOPs (a forward {im['forward_flops'] / 1e9:.2f} GFLOP, a training step {im['train_step_flops'] / 1e9:.2f} "
+        f"GFLOP per image) at an **assumed** {im['gpu_tflops_assumed']:g} TFLOP/s sustained per GPU, i.e. "
+        f"{im['train_images_per_s_per_gpu']:,.0f} training images/s (not measured here; data loading not counted):\n\n" + cap
+    )
     return text, [name]
 
 
@@ -256,13 +402,36 @@ def replay_render() -> tuple[str, list[str]]:
     name = "replay_render.json"
     d = load(name)
     c = d["conditions"]
-    rows = [[r["image_px"], r["rows"], f"{r['render_loop_ms_median']:.2f}", f"{r['render_batched_ms_median']:.2f}", f"{r['render_speedup']:.2f}×",
-             f"{r['step_loop_ms_median']:.0f}", f"{r['step_batched_ms_median']:.0f}", f"{r['render_share_of_step_loop']:.1%}",
-             f"{r['max_abs_diff']:.1e}"] for r in d["results"]]
-    head = ["px", "rows", "render ms, per-sample loop", "render ms, batched", "speed-up", "student step ms, loop", "student step ms, batched",
-            "render share of the step", "max abs Δ (normalized)"]
-    return (table(head, rows) + f"\n\nMedians of interleaved rounds; {c['cpu_count']} CPU cores, {c['torch_threads']} torch thread, load average "
-            f"{c['loadavg_start'][0]:.1f} before, {c['loadavg_end'][0]:.1f} after (other processes were running)."), [name]
+    rows = [
+        [
+            r["image_px"],
+            r["rows"],
+            f"{r['render_loop_ms_median']:.2f}",
+            f"{r['render_batched_ms_median']:.2f}",
+            f"{r['render_speedup']:.2f}×",
+            f"{r['step_loop_ms_median']:.0f}",
+            f"{r['step_batched_ms_median']:.0f}",
+            f"{r['render_share_of_step_loop']:.1%}",
+            f"{r['max_abs_diff']:.1e}",
+        ]
+        for r in d["results"]
+    ]
+    head = [
+        "px",
+        "rows",
+        "render ms, per-sample loop",
+        "render ms, batched",
+        "speed-up",
+        "student step ms, loop",
+        "student step ms, batched",
+        "render share of the step",
+        "max abs Δ (normalized)",
+    ]
+    return (
+        table(head, rows)
+        + f"\n\nMedians of interleaved rounds; {c['cpu_count']} CPU cores, {c['torch_threads']} torch thread, load average "
+        f"{c['loadavg_start'][0]:.1f} before, {c['loadavg_end'][0]:.1f} after (other processes were running)."
+    ), [name]
 
 
 RENDERERS = {

@@ -101,16 +101,21 @@ def case(size: int, device: torch.device, steps: int, rounds: int) -> dict:
     for fn in (loop_render, render):  # warm-up: oneDNN primitives, allocator
         step(fn, batches[0])
     for r in range(rounds):
-        for name in (("loop", "batched") if r % 2 == 0 else ("batched", "loop")):
+        for name in ("loop", "batched") if r % 2 == 0 else ("batched", "loop"):
             times[f"render_{name}"].append(timed(renders[name], "render"))
             times[f"step_{name}"].append(timed(loop_render if name == "loop" else render, "step"))
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"image_px": size, "rows": ROWS, "model": "convnet", "max_abs_diff": diff,
-            **{f"{k}_ms_median": round(v, 3) for k, v in med.items()},
-            "render_speedup": round(med["render_loop"] / med["render_batched"], 2),
-            "render_share_of_step_loop": round(med["render_loop"] / med["step_loop"], 4),
-            "step_speedup": round(med["step_loop"] / med["step_batched"], 3),
-            "rounds_ms": {k: [round(t, 3) for t in v] for k, v in times.items()}}
+    return {
+        "image_px": size,
+        "rows": ROWS,
+        "model": "convnet",
+        "max_abs_diff": diff,
+        **{f"{k}_ms_median": round(v, 3) for k, v in med.items()},
+        "render_speedup": round(med["render_loop"] / med["render_batched"], 2),
+        "render_share_of_step_loop": round(med["render_loop"] / med["step_loop"], 4),
+        "step_speedup": round(med["step_loop"] / med["step_batched"], 3),
+        "rounds_ms": {k: [round(t, 3) for t in v] for k, v in times.items()},
+    }
 
 
 def main() -> None:
@@ -124,21 +129,36 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = Runtime.from_name(args.device).device
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    conditions = {"torch": torch.__version__, "device": str(device), "cpu": cpu, "cpu_count": os.cpu_count(),
-                  "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                  "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                  "loadavg_start": os.getloadavg(),
-                  "load": "a shared machine: other processes may run meanwhile, so A/B alternate within each round "
-                          "and medians over rounds are reported, with the load average before and after"}
+    cpu = (
+        next(
+            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    conditions = {
+        "torch": torch.__version__,
+        "device": str(device),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "loadavg_start": os.getloadavg(),
+        "load": "a shared machine: other processes may run meanwhile, so A/B alternate within each round "
+        "and medians over rounds are reported, with the load average before and after",
+    }
     results = []
     print(f"{'px':>4} {'render loop':>12} {'batched':>8} {'×':>5} {'step loop':>10} {'batched':>8} {'×':>6} {'max |Δ|':>9}  (ms, medians)")
     for size in (int(s) for s in args.sizes.split(",")):
         res = case(size, device, args.steps, args.rounds)
         results.append(res)
-        print(f"{size:>4} {res['render_loop_ms_median']:>12.2f} {res['render_batched_ms_median']:>8.2f} {res['render_speedup']:>5.2f} "
-              f"{res['step_loop_ms_median']:>10.2f} {res['step_batched_ms_median']:>8.2f} {res['step_speedup']:>6.3f} {res['max_abs_diff']:>9.2e}", flush=True)
+        print(
+            f"{size:>4} {res['render_loop_ms_median']:>12.2f} {res['render_batched_ms_median']:>8.2f} {res['render_speedup']:>5.2f} "
+            f"{res['step_loop_ms_median']:>10.2f} {res['step_batched_ms_median']:>8.2f} {res['step_speedup']:>6.3f} {res['max_abs_diff']:>9.2e}",
+            flush=True,
+        )
     conditions["loadavg_end"] = os.getloadavg()
     write_json(args.out, {"command": command_line(), "conditions": conditions, "results": results})
     print(f"wrote {args.out}")

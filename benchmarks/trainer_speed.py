@@ -93,8 +93,16 @@ def student_case(data: Dataset, model: str, method: str, epochs: int) -> dict:
     protocol = load_protocol(PROTOCOL)
     terms = method_terms(method, crops_for("auto", n, N), LADD_REDUCTION, protocol.soft_loss)
     recipe = protocol.recipe(model, strategy_for(data.name), epochs=epochs, images=n)
-    return {"case": f"{model} {method} mnist5k IPC 10", "dataset": data, "data": train_data, "terms": terms, "recipe": recipe,
-            "model": model, "unit": "epoch", "per": epochs}
+    return {
+        "case": f"{model} {method} mnist5k IPC 10",
+        "dataset": data,
+        "data": train_data,
+        "terms": terms,
+        "recipe": recipe,
+        "model": model,
+        "unit": "epoch",
+        "per": epochs,
+    }
 
 
 def resnet_case(batch: int, steps: int, px: int = 64) -> dict:
@@ -106,15 +114,33 @@ def resnet_case(batch: int, steps: int, px: int = 64) -> dict:
     data = build_dataset("random64", split, split, tuple(str(c) for c in range(10)))
     protocol = load_protocol(PROTOCOL)
     recipe = protocol.recipe("resnet18", strategy_for(data.name), epochs=steps, batch_size=batch, images=batch)
-    return {"case": f"resnet18 {px}px batch {batch}", "dataset": data, "data": TrainData(images, labels, data.mean, data.std),
-            "terms": method_terms("baseline"), "recipe": recipe, "model": "resnet18", "unit": "step", "per": steps}
+    return {
+        "case": f"resnet18 {px}px batch {batch}",
+        "dataset": data,
+        "data": TrainData(images, labels, data.mean, data.std),
+        "terms": method_terms("baseline"),
+        "recipe": recipe,
+        "model": "resnet18",
+        "unit": "step",
+        "per": steps,
+    }
 
 
 def measure(case: dict, variant: str, runtime: Runtime, warm_epochs: int, repeats: int) -> dict:
     """The fastest of `repeats` timed runs after one warm-up run; CPU times are the fastest run's."""
     data, shape = case["dataset"], case["dataset"].shape
-    run = lambda recipe: train(build_for(data, case["model"], 0), case["data"], case["terms"], recipe, seed=0,  # noqa: E731
-                               runtime=runtime, description=f"{case['case']} · {variant}")
+
+    def run(recipe):
+        return train(
+            build_for(data, case["model"], 0),
+            case["data"],
+            case["terms"],
+            recipe,
+            seed=0,
+            runtime=runtime,
+            description=f"{case['case']} · {variant}",
+        )
+
     t0 = time.perf_counter()
     run(case["recipe"].model_copy(update={"epochs": warm_epochs}))
     sync(runtime.device)
@@ -129,22 +155,50 @@ def measure(case: dict, variant: str, runtime: Runtime, warm_epochs: int, repeat
     samples = sum(log.samples.values())
     total = flops.training(build_for(data, case["model"], 0).to(runtime.device), shape, samples)
     user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
-    return {"case": case["case"], "variant": variant, "speed": runtime.speed.model_dump(), "unit": case["unit"],
-            "seconds": seconds, "seconds_per_unit": seconds / case["per"], "units": case["per"], "samples": samples, "flops": total,
-            "gflops_per_s": total / seconds / 1e9, "warmup_seconds": warm, "user_s": user, "sys_s": system,
-            "sys_pct": 100 * system / max(user + system, 1e-9), "minor_faults": after.ru_minflt - before.ru_minflt,
-            "final_loss": log.epoch_loss[-1]}
+    return {
+        "case": case["case"],
+        "variant": variant,
+        "speed": runtime.speed.model_dump(),
+        "unit": case["unit"],
+        "seconds": seconds,
+        "seconds_per_unit": seconds / case["per"],
+        "units": case["per"],
+        "samples": samples,
+        "flops": total,
+        "gflops_per_s": total / seconds / 1e9,
+        "warmup_seconds": warm,
+        "user_s": user,
+        "sys_s": system,
+        "sys_pct": 100 * system / max(user + system, 1e-9),
+        "minor_faults": after.ru_minflt - before.ru_minflt,
+        "final_loss": log.epoch_loss[-1],
+    }
 
 
 def conditions(device: torch.device) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = (
+        next(
+            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
     return {
-        "torch": torch.__version__, "device": str(device), "cpu": cpu, "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkldnn": torch.backends.mkldnn.is_available(),
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME") if k in os.environ},
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "env": {
+            k: os.environ[k]
+            for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+            if k in os.environ
+        },
         "glibc_keep_large_blocks": keep_large_blocks(),  # ladd's mallopt (ladd.core.allocator), applied on import
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "loadavg_start": os.getloadavg(),
@@ -155,12 +209,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated, from " + ", ".join(VARIANTS))
-    p.add_argument("--cases", default="w64,convnet,resnet18", help="comma-separated: w64 (ladd run's students), convnet (ConvNet-128), resnet18")
-    p.add_argument("--epochs", type=int, default=20, help="timed epochs of the ConvNet-W64 baseline (LADD and ConvNet-128 run fewer: each is slower)")
+    p.add_argument(
+        "--cases", default="w64,convnet,resnet18", help="comma-separated: w64 (ladd run's students), convnet (ConvNet-128), resnet18"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=20, help="timed epochs of the ConvNet-W64 baseline (LADD and ConvNet-128 run fewer: each is slower)"
+    )
     p.add_argument("--resnet-batches", default="64", help="comma-separated ResNet-18 batch sizes, e.g. 64,128")
     p.add_argument("--resnet-steps", type=int, default=2, help="timed ResNet-18 steps per variant")
     p.add_argument("--warmup", type=int, default=1, help="epochs (steps) of the untimed warm-up run before each timed one")
-    p.add_argument("--repeats", type=int, default=1, help="timed runs per case and variant; the fastest counts (more resist a loaded machine)")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="timed runs per case and variant; the fastest counts (more resist a loaded machine)"
+    )
     p.add_argument("--matmul", type=int, default=2048, help="n of the n×n matmul that measures the peak")
     p.add_argument("--out", type=Path, default=Path("runs/bench/trainer_speed.json"))
     args = p.parse_args()
@@ -173,7 +233,9 @@ def main() -> None:
     if device.type != "cuda":
         chosen = [v for v in chosen if VARIANTS[v].precision != "fp16"]  # refused on CPU (Runtime)
 
-    measure_peaks = lambda: {"fp32": peak(device, torch.float32, args.matmul, 5), "bf16": peak(device, torch.bfloat16, args.matmul, 5)}  # noqa: E731
+    def measure_peaks():
+        return {"fp32": peak(device, torch.float32, args.matmul, 5), "bf16": peak(device, torch.bfloat16, args.matmul, 5)}
+
     peaks = measure_peaks()
     print(f"matmul peak ({args.matmul}³): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
 
@@ -181,9 +243,15 @@ def main() -> None:
     wanted = set(args.cases.split(","))
     mnist = pipeline.load_source(pipeline.SourceConfig()) if wanted & {"w64", "convnet"} else None
     if "w64" in wanted:
-        cases += [student_case(mnist, "convnet-w64", "baseline", args.epochs), student_case(mnist, "convnet-w64", "ladd", max(1, args.epochs // 4))]
+        cases += [
+            student_case(mnist, "convnet-w64", "baseline", args.epochs),
+            student_case(mnist, "convnet-w64", "ladd", max(1, args.epochs // 4)),
+        ]
     if "convnet" in wanted:
-        cases += [student_case(mnist, "convnet", "baseline", max(1, args.epochs // 2)), student_case(mnist, "convnet", "ladd", max(1, args.epochs // 10))]
+        cases += [
+            student_case(mnist, "convnet", "baseline", max(1, args.epochs // 2)),
+            student_case(mnist, "convnet", "ladd", max(1, args.epochs // 10)),
+        ]
     if "resnet18" in wanted:
         cases += [resnet_case(int(b), args.resnet_steps) for b in args.resnet_batches.split(",")]
 
@@ -198,22 +266,38 @@ def main() -> None:
             res["speedup_vs_plain"] = plain["seconds"] / res["seconds"] if plain else None
             results.append(res)
             speedup = f"{res['speedup_vs_plain']:.2f}" if res["speedup_vs_plain"] else "—"
-            print(f"{res['case']:<34} {variant:<14} {res['seconds_per_unit']:>8.3f} {res['gflops_per_s']:>8.1f} "
-                  f"{speedup:>7} {res['user_s']:>7.1f} {res['sys_s']:>6.2f} {res['warmup_seconds']:>9.1f}", flush=True)
+            print(
+                f"{res['case']:<34} {variant:<14} {res['seconds_per_unit']:>8.3f} {res['gflops_per_s']:>8.1f} "
+                f"{speedup:>7} {res['user_s']:>7.1f} {res['sys_s']:>6.2f} {res['warmup_seconds']:>9.1f}",
+                flush=True,
+            )
     # the peak again at the end: a machine loaded at the start would otherwise inflate every percentage
     again = measure_peaks()
     best = {k: max(peaks[k], again[k]) for k in peaks}
     for res in results:
         res["pct_fp32_peak"] = 100 * res["gflops_per_s"] / best["fp32"]
-    print(f"matmul peak at the end: fp32 {again['fp32']:.0f}, bf16 {again['bf16']:.0f} GFLOP/s; % of the fp32 peak against the best "
-          f"({best['fp32']:.0f}):")
+    print(
+        f"matmul peak at the end: fp32 {again['fp32']:.0f}, bf16 {again['bf16']:.0f} GFLOP/s; % of the fp32 peak against the best "
+        f"({best['fp32']:.0f}):"
+    )
     for res in results:
         print(f"  {res['case']:<34} {res['variant']:<14} {res['pct_fp32_peak']:>6.1f}%")
     info["loadavg_end"] = os.getloadavg()
-    write_json(args.out, {"command": command_line(), "conditions": info, "matmul_peak_gflops": best,
-                          "matmul_peak_gflops_start_end": [peaks, again], "flops_unit": flops.UNIT, "results": results})
-    print(f"load average before/after: {info['loadavg_start'][0]:.1f} / {info['loadavg_end'][0]:.1f} "
-          f"on {info['affinity']} CPUs ({info['torch_threads']} torch threads)")
+    write_json(
+        args.out,
+        {
+            "command": command_line(),
+            "conditions": info,
+            "matmul_peak_gflops": best,
+            "matmul_peak_gflops_start_end": [peaks, again],
+            "flops_unit": flops.UNIT,
+            "results": results,
+        },
+    )
+    print(
+        f"load average before/after: {info['loadavg_start'][0]:.1f} / {info['loadavg_end'][0]:.1f} "
+        f"on {info['affinity']} CPUs ({info['torch_threads']} torch threads)"
+    )
     print(f"wrote {args.out}")
 
 

@@ -24,8 +24,7 @@ def free_port() -> int:
 
 
 def _rank(rank: int, world: int, port: int, fn, args, queue) -> None:
-    os.environ.update(ENV, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(ENV, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     from ladd.core import dist
 
     torch.set_num_threads(1)
@@ -50,8 +49,9 @@ def spawn(fn, *args, world: int = 2) -> list:
     return [torch.load(io.BytesIO(results[r]), weights_only=False) for r in range(world)]  # our own processes' bytes
 
 
-def torchrun(*args, cwd: Path | None = None, nproc: int = 2, env: dict | None = None, timeout: float = 300,
-             launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def torchrun(
+    *args, cwd: Path | None = None, nproc: int = 2, env: dict | None = None, timeout: float = 300, launcher: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node NPROC -m ladd ARGS` (extra `launcher` options before
     -m); stdout and stderr captured as text."""
     return _run(["-m", "torch.distributed.run", *(launcher or ("--standalone",)), "--nproc_per_node", str(nproc)], args, cwd, env, timeout)
@@ -63,5 +63,11 @@ def ladd(*args, cwd: Path | None = None, env: dict | None = None, timeout: float
 
 
 def _run(launch: list[str], args, cwd, env, timeout) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *launch, "-m", "ladd", *map(str, args)], cwd=cwd, env={**os.environ, **ENV, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *launch, "-m", "ladd", *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, **ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -16,8 +16,13 @@ W32 = "convnet-w32"
 
 
 def test_notebook_session_example_runs_and_writes_a_run_and_a_report(tmp_path):
-    res = subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path / "out")], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(EXAMPLE), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     run = tmp_path / "out" / "run"
     rows = json.loads((run / "results.json").read_text())["rows"]
@@ -53,8 +58,22 @@ def test_api_stages_make_the_cli_s_artifact_and_results(tmp_path):
     art = api.load_artifact(api.save_artifact(tmp_path / "api", api.label(art, data, cfg)))
     assert _files(tmp_path / "api") == _files(tmp_path / "cli")
 
-    _cli("eval", tmp_path / "cli", "--model", W32, "--seeds", "1", "--epochs", "1", "--crops-per-step", "2",
-         "--out", tmp_path / "cli-run", "--device", "cpu")
+    _cli(
+        "eval",
+        tmp_path / "cli",
+        "--model",
+        W32,
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--crops-per-step",
+        "2",
+        "--out",
+        tmp_path / "cli-run",
+        "--device",
+        "cpu",
+    )
     cfg = api.eval_config(methods=("baseline", "ladd"), models=(W32,), seeds=1, epochs=1, crops_per_step=2)
     rows = api.evaluate(art, data, cfg)
     cli_rows = json.loads((tmp_path / "cli-run" / "results.json").read_text())["rows"]

@@ -133,8 +133,13 @@ def _param_cases():
     for method, key, kind, lo, hi in _param_fields():
         for v in PARAM_BAD:
             value = tomllib.loads(f"v = {v}")["v"]
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or float(value).is_integer()) \
-                and lo <= value <= hi and (kind is float or abs(value) < 2**63)
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and (kind is float or float(value).is_integer())
+                and lo <= value <= hi
+                and (kind is float or abs(value) < 2**63)
+            )
             if not ok:
                 cases.append(pytest.param(method, key, v, id=f"{method} {key}={v}"))
     return cases
@@ -143,7 +148,6 @@ def _param_cases():
 COMMANDS = dict(_commands())
 CASES = _cases()
 PARAM_CASES = _param_cases()
-
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +201,9 @@ def test_bad_value_is_refused_on_one_line_before_anything_runs(capsys, sealed, a
 
 @pytest.mark.parametrize("method,key,value", PARAM_CASES)
 def test_bad_recipe_parameter_is_refused_before_anything_runs(capsys, sealed, method, key, value):
-    code, err = ladd_main(capsys, "distill", "--dataset", "digits", "--images", method, "--param", f"{key}={value}", "--out", sealed / "out")
+    code, err = ladd_main(
+        capsys, "distill", "--dataset", "digits", "--images", method, "--param", f"{key}={value}", "--out", sealed / "out"
+    )
     _refused(code, err, f"--param {key}=")
 
 
@@ -238,8 +244,22 @@ def test_robust_eval_of_region_labelled_artifacts(capsys, tmp_path, monkeypatch,
     extra = ["--param", "compensate=false"] if method == "lic" else ["--param", "candidates=20", "--param", "crops=2"]
     code, err = ladd_main(capsys, "distill", "--dataset", "digits", "--ipc", "1", "--images", method, *extra, "--out", art)
     assert code == 0, err
-    code, err = ladd_main(capsys, "eval", art, "--robust", "--model", "convnet-w32", "--seeds", "1", "--epochs", "1",
-                          "--real-epochs", "1", "--out", tmp_path / "ev")
+    code, err = ladd_main(
+        capsys,
+        "eval",
+        art,
+        "--robust",
+        "--model",
+        "convnet-w32",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--real-epochs",
+        "1",
+        "--out",
+        tmp_path / "ev",
+    )
     assert code == 0, err
     scores = json.loads((tmp_path / "ev" / "results.json").read_text())["robustness"]
     assert scores["method"] == "local-dense" and scores["runs"] == 1 and 0 <= scores["lrs_mean"] <= 1

@@ -78,8 +78,7 @@ def test_truncated_gradient_equals_full_backprop_from_a_detached_midpoint():
     assert not torch.allclose(g_full, g_trunc)
 
 
-TINY = dict(model="convnet-w32", iterations=4, unroll=3, backprop=2, batch_syn=4, batch_target=8,
-            checkpoint_every=2)
+TINY = dict(model="convnet-w32", iterations=4, unroll=3, backprop=2, batch_syn=4, batch_target=8, checkpoint_every=2)
 
 
 def _run(toy, seed=1, **kw):

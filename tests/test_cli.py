@@ -28,8 +28,18 @@ def test_run_end_to_end_writes_results_and_artifact(tmp_path):
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["baseline", "ladd"]
     for r in rows:
-        for key in ("model", "ipc", "acc_mean", "acc_std", "n_seeds", "image_bytes_zip", "label_bytes_zip",
-                    "label_overhead_pct", "flops", "seconds"):
+        for key in (
+            "model",
+            "ipc",
+            "acc_mean",
+            "acc_std",
+            "n_seeds",
+            "image_bytes_zip",
+            "label_bytes_zip",
+            "label_overhead_pct",
+            "flops",
+            "seconds",
+        ):
             assert key in r
         assert r["n_seeds"] == 2 and len(r["accs"]) == 2 and r["ipc"] == 1
     base, ladd_row = rows
@@ -52,7 +62,9 @@ def test_stages_one_by_one(tmp_path):
     assert res.returncode == 0, res.stderr
     loaded = load_artifact(art)
     assert loaded.dense_labels.shape == (20, 9, 10) and str(loaded.dense_labels.dtype) == "torch.float16"
-    res = ladd("eval", art, "--model", "convnet-w32", "--seeds", "1", "--epochs", "1", "--methods", "baseline,local-both", "--out", tmp_path / "ev")
+    res = ladd(
+        "eval", art, "--model", "convnet-w32", "--seeds", "1", "--epochs", "1", "--methods", "baseline,local-both", "--out", tmp_path / "ev"
+    )
     assert res.returncode == 0, res.stderr
     assert [r["method"] for r in json.loads((tmp_path / "ev" / "results.json").read_text())["rows"]] == ["baseline", "local-both"]
 
@@ -75,9 +87,15 @@ def test_stages_one_by_one(tmp_path):
         (["run", *TINY, "--labeler-epoch", "late"], "--labeler-epoch 'late' is not a number or 'auto'"),
         (["run", *TINY, "--labeler-epoch", "3"], "--labeler-epoch 3 is outside the trained range 0..1"),
         (["run", *TINY, "--labels", "soft", "--top-k", "11"], "top-k 11 is larger than the number of classes (10)"),
-        (["distill", "--dataset", "digits", "--images", "lic", "--param", "tiles=9"], "N=9 does not tile 8×8 images into √N×√N equal squares: valid N here: 4, 16"),
+        (
+            ["distill", "--dataset", "digits", "--images", "lic", "--param", "tiles=9"],
+            "N=9 does not tile 8×8 images into √N×√N equal squares: valid N here: 4, 16",
+        ),
         (["distill", "--dataset", "digits", "--images", "rded", "--param", "tiles"], "--param 'tiles' is not KEY=VALUE"),
-        (["distill", "--dataset", "digits", "--images", "lic", "--param", "selekt=false"], "--param selekt=False: Extra inputs are not permitted (parameters of lic: "),
+        (
+            ["distill", "--dataset", "digits", "--images", "lic", "--param", "selekt=false"],
+            "--param selekt=False: Extra inputs are not permitted (parameters of lic: ",
+        ),
     ],
 )
 def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, args, message):
@@ -90,16 +108,33 @@ def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, args, message):
 
 def test_auto_epoch_is_chosen_on_the_validation_split(toy):
     cfg = LabelConfig(method="ladd", n=2, r=0.75, labeler=ExpertConfig(model="convnet-w32", epochs=1, batch_size=4, saves_per_epoch=2))
-    chosen = _auto_epoch(cfg, toy, pipeline.SourceConfig(), 1, Runtime(), student_model="convnet-w32", student_epochs=2,
-                         seeds=1, val_per_class=2)
+    chosen = _auto_epoch(
+        cfg, toy, pipeline.SourceConfig(), 1, Runtime(), student_model="convnet-w32", student_epochs=2, seeds=1, val_per_class=2
+    )
     assert chosen.epoch in (0.5, 1.0) and chosen.model_copy(update={"epoch": None}) == cfg
 
 
 def test_soft_labels_then_default_eval(tmp_path):
     art = tmp_path / "art"
     assert ladd("distill", "--dataset", "digits", "--ipc", "1", "--out", art).returncode == 0
-    res = ladd("label", art, "--labels", "soft", "--model", "convnet-w32", "--labeler-epochs", "1",
-               "--labeler-lr", "0.02", "--labeler-saves-per-epoch", "2", "--labeler-epoch", "0.5", "--temperature", "2")
+    res = ladd(
+        "label",
+        art,
+        "--labels",
+        "soft",
+        "--model",
+        "convnet-w32",
+        "--labeler-epochs",
+        "1",
+        "--labeler-lr",
+        "0.02",
+        "--labeler-saves-per-epoch",
+        "2",
+        "--labeler-epoch",
+        "0.5",
+        "--temperature",
+        "2",
+    )
     assert res.returncode == 0, res.stderr
     loaded = load_artifact(art)
     lab = loaded.manifest["labels"]
@@ -162,14 +197,18 @@ def test_experts_out_writes_a_buffer_that_mtt_reads(tmp_path):
     from ladd.cli import app
 
     recipe = tmp_path / "tiny-mtt.toml"
-    recipe.write_text('method = "mtt"\n[params]\niterations = 1\nsyn_steps = 1\nexpert_epochs = 1\nmax_start_epoch = 1\n'
-                      'num_experts = 1\nexpert_train_epochs = 2\n')
+    recipe.write_text(
+        'method = "mtt"\n[params]\niterations = 1\nsyn_steps = 1\nexpert_epochs = 1\nmax_start_epoch = 1\n'
+        "num_experts = 1\nexpert_train_epochs = 2\n"
+    )
     buf, art = tmp_path / "buf", tmp_path / "art"
     common = ["--dataset", "digits", "--model", "convnet-w32", "--device", "cpu"]
     res = CliRunner().invoke(app, ["experts", *common, "--num-experts", "1", "--epochs", "2", "--out", str(buf)])
     assert res.exit_code == 0, res.output
     assert (buf / "expert_000" / "epoch_002.safetensors").exists()
-    res = CliRunner().invoke(app, ["distill", *common, "--ipc", "1", "--images", "mtt", "--recipe", str(recipe), "--buffer", str(buf), "--out", str(art)])
+    res = CliRunner().invoke(
+        app, ["distill", *common, "--ipc", "1", "--images", "mtt", "--recipe", str(recipe), "--buffer", str(buf), "--out", str(art)]
+    )
     assert res.exit_code == 0, res.output
     assert load_artifact(art).manifest["images"]["buffer"] == str(buf)
 
@@ -182,13 +221,39 @@ def test_relabel_then_info_and_pruned_fkd_eval(tmp_path):
     info = ladd("info", art)
     assert info.returncode == 0 and "relabel: 2 epochs × 20 samples" in info.stderr and "label-to-image ratio" in info.stderr
     out = tmp_path / "eval"
-    res = ladd("eval", art, "--methods", "fkd", "--model", "convnet-w32", "--seeds", "1", "--epochs", "1", "--protocol", "fkd",
-               "--lr", "0.001", "--batch-size", "7", "--prune", "2", "--pool", "batch", "--replay-batches", "shuffled", "--out", out)
+    res = ladd(
+        "eval",
+        art,
+        "--methods",
+        "fkd",
+        "--model",
+        "convnet-w32",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--protocol",
+        "fkd",
+        "--lr",
+        "0.001",
+        "--batch-size",
+        "7",
+        "--prune",
+        "2",
+        "--pool",
+        "batch",
+        "--replay-batches",
+        "shuffled",
+        "--out",
+        out,
+    )
     assert res.returncode == 0, res.stderr
     row = json.loads((out / "results.json").read_text())["rows"][0]
     assert row["relabel_kept_samples"] == 20 and row["pool"] == "batch" and "| fkd ρ=2 batch |" in (out / "results.md").read_text()
     res = ladd("eval", art, "--methods", "fkd", "--epochs", "1", "--prune", "0.5")
-    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "--prune 0.5 is not allowed: give a number from 1 to" in res.stderr, res.stderr
+    assert (
+        res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "--prune 0.5 is not allowed: give a number from 1 to" in res.stderr
+    ), res.stderr
 
 
 def test_eval_under_a_protocol_then_report_end_to_end(tmp_path):
@@ -236,10 +301,30 @@ def test_run_trains_students_as_its_protocol_says_unless_an_option_is_given(tmp_
     assert len(recipes) == 2 and all(r == expected for r in recipes)  # baseline and ladd
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert all(r["protocol_overrides"] == {} and r["lr_source"] == f"protocol {protocol}" for r in results["rows"])
-    assert f"students convnet-w32 (baseline, ladd): {expected.optimizer} lr {expected.lr:g} (protocol {protocol}), {expected.epochs} epochs" in " ".join(results["notes"])
+    assert (
+        f"students convnet-w32 (baseline, ladd): {expected.optimizer} lr {expected.lr:g} (protocol {protocol}), {expected.epochs} epochs"
+        in " ".join(results["notes"])
+    )
     recipes.clear()
-    res = CliRunner().invoke(app, ["run", *TINY, "--seeds", "1", "--protocol", protocol, "--epochs", "3", "--lr", "0.5",
-                                   "--soft-loss", "kl", "--out", str(tmp_path / "b")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            *TINY,
+            "--seeds",
+            "1",
+            "--protocol",
+            protocol,
+            "--epochs",
+            "3",
+            "--lr",
+            "0.5",
+            "--soft-loss",
+            "kl",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert all(r == expected.model_copy(update={"epochs": 3, "lr": 0.5}) for r in recipes)
     rows = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
@@ -254,10 +339,14 @@ def test_run_and_eval_train_an_mtt_artifact_at_its_learned_lr_and_say_so(tmp_pat
 
     ensure_buffer(pipeline.load_source(pipeline.SourceConfig(dataset="digits")), "convnet-w32", 1, 2, Runtime())
     recipe = tmp_path / "tiny-mtt.toml"
-    recipe.write_text('method = "mtt"\n[params]\niterations = 2\nsyn_steps = 2\nexpert_epochs = 1\nmax_start_epoch = 1\n'
-                      'num_experts = 1\nexpert_train_epochs = 2\ncompile = false\n')
+    recipe.write_text(
+        'method = "mtt"\n[params]\niterations = 2\nsyn_steps = 2\nexpert_epochs = 1\nmax_start_epoch = 1\n'
+        "num_experts = 1\nexpert_train_epochs = 2\ncompile = false\n"
+    )
     recipes = _recorded_students(monkeypatch)
-    res = CliRunner().invoke(app, ["run", *TINY, "--images", "mtt", "--recipe", str(recipe), "--seeds", "1", "--out", str(tmp_path / "run")])
+    res = CliRunner().invoke(
+        app, ["run", *TINY, "--images", "mtt", "--recipe", str(recipe), "--seeds", "1", "--out", str(tmp_path / "run")]
+    )
     assert res.exit_code == 0, res.output
     learned = load_artifact(tmp_path / "run" / "artifact").manifest["images"]["learned"]["lr"]
     assert learned != 0.01 and [r.lr for r in recipes] == [learned, learned]
@@ -265,8 +354,21 @@ def test_run_and_eval_train_an_mtt_artifact_at_its_learned_lr_and_say_so(tmp_pat
     assert all(r["lr"] == learned and r["lr_source"] == "learned by the image method" for r in results["rows"])
     assert f"sgd lr {learned:g} (learned by the image method)" in " ".join(results["notes"])
     recipes.clear()
-    res = CliRunner().invoke(app, ["eval", str(tmp_path / "run" / "artifact"), "--model", "convnet-w32", "--seeds", "1", "--epochs", "1",
-                                   "--out", str(tmp_path / "ev")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(tmp_path / "run" / "artifact"),
+            "--model",
+            "convnet-w32",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert [r.lr for r in recipes] == [learned, learned]
     assert f"lr {learned:g} (learned by the image method)" in " ".join(json.loads((tmp_path / "ev" / "results.json").read_text())["notes"])
@@ -281,7 +383,19 @@ def test_npz_export_without_suffix_is_imported_back_by_distill(tmp_path):
     assert runner.invoke(app, ["distill", "--dataset", "digits", "--ipc", "1", "--out", str(tmp_path / "art")]).exit_code == 0
     res = runner.invoke(app, ["export", str(tmp_path / "art"), "--format", "npz", "--out", str(tmp_path / "set")])
     assert res.exit_code == 0 and "set.npz" in res.output.replace("\n", ""), res.output
-    res = runner.invoke(app, ["distill", "--dataset", "digits", "--images", "import", "--import-path", str(tmp_path / "set.npz"),
-                              "--out", str(tmp_path / "back")])
+    res = runner.invoke(
+        app,
+        [
+            "distill",
+            "--dataset",
+            "digits",
+            "--images",
+            "import",
+            "--import-path",
+            str(tmp_path / "set.npz"),
+            "--out",
+            str(tmp_path / "back"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert load_artifact(tmp_path / "back").images.equal(load_artifact(tmp_path / "art").images)

@@ -41,7 +41,9 @@ def test_unknown_dataset_lists_valid_names():
     assert_one_line_error(e, "unknown dataset 'cifar11'", "cifar10", "imagefolder", "mnist5k")
 
 
-@pytest.mark.parametrize("name, folder", [("cifar10", "cifar-10-batches-py"), ("mnist", "train-images-idx3-ubyte"), ("imagefolder", "train/")])
+@pytest.mark.parametrize(
+    "name, folder", [("cifar10", "cifar-10-batches-py"), ("mnist", "train-images-idx3-ubyte"), ("imagefolder", "train/")]
+)
 def test_on_disk_source_without_data_dir(name, folder):
     with pytest.raises(LaddError) as e:
         load_dataset(name)

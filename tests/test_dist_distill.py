@@ -76,8 +76,22 @@ def test_classes_split_over_ranks_give_one_process_images(tmp_path):
 
 def test_torchrun_dm_equals_one_process(tmp_path):
     """The CLI: `torchrun … ladd distill --images dm` writes one process's artifact and checkpoint."""
-    args = ("distill", "--dataset", "digits", "--ipc", "1", "--images", "dm", "--float-images",
-            "--param", "iterations=4", "--param", "checkpoint_every=2", "--param", "compile=false")
+    args = (
+        "distill",
+        "--dataset",
+        "digits",
+        "--ipc",
+        "1",
+        "--images",
+        "dm",
+        "--float-images",
+        "--param",
+        "iterations=4",
+        "--param",
+        "checkpoint_every=2",
+        "--param",
+        "compile=false",
+    )
     one = ladd(*args, "--out", tmp_path / "one", env={"LADD_CACHE": str(tmp_path / "c1")})
     two = torchrun(*args, "--out", tmp_path / "two", env={"LADD_CACHE": str(tmp_path / "c2")})
     assert one.returncode == 0, one.stderr

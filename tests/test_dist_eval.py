@@ -83,8 +83,12 @@ def test_students_go_round_robin_to_the_ranks_and_give_one_process_rows_a_single
         for row in rows:
             chosen = SPREAD.select_lr.index(row["lr"])
             first = (SPREAD.methods.index(row["method"]) * 2 + chosen) * 3  # the chosen candidate's first unit
-            assert row["trained_by"] == {"layout": "assignment", "ranks": 2, "students": 12,
-                                         "seed_ranks": [(first + s) % 2 for s in range(3)]}
+            assert row["trained_by"] == {
+                "layout": "assignment",
+                "ranks": 2,
+                "students": 12,
+                "seed_ranks": [(first + s) % 2 for s in range(3)],
+            }
 
     # DDP: both ranks train the one student together; float summation order differs, so within one test image
     test_images = len(pipeline.load_source(SourceConfig(dataset="digits")).test)
@@ -104,7 +108,7 @@ def test_ladd_eval_under_torchrun_writes_the_results_of_one_process_and_names_th
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        (one, _), = _evaluate_recording(artifact, [cfg])  # the same command as one process
+        ((one, _),) = _evaluate_recording(artifact, [cfg])  # the same command as one process
     finally:
         torch.set_num_threads(threads)
     cli_rows = [{k: v for k, v in r.items() if k not in ("artifact", "artifact_sha256")} for r in written["rows"]]  # added by the CLI
@@ -124,6 +128,8 @@ def test_layout_assignment_needs_a_student_per_rank_and_an_in_memory_training_se
     stored = protocol._layout(40, True)
     assert stored["layout"] == "ddp" and "dataset store" in stored["why"]
     row = {"method": "baseline", "model": "convnet", "trained_by": stored}
-    assert layout_notes([row]) == ["students: 40, each trained by all 4 ranks (DDP, the training set is read from a dataset store): baseline · convnet"]
+    assert layout_notes([row]) == [
+        "students: 40, each trained by all 4 ranks (DDP, the training set is read from a dataset store): baseline · convnet"
+    ]
     one_process = {"layout": "one process", "ranks": 1, "students": 1}
     assert layout_notes([{**row, "trained_by": one_process}, {"method": "made before", "model": "convnet"}]) == []

@@ -33,6 +33,7 @@ def ok(res) -> str:
 @pytest.fixture
 def one(capsys, monkeypatch):
     """`one(*args, cache=...)`: `ladd ARGS` as one process, here, on one thread; its stderr."""
+
     def run(*args, cache: Path | None = None) -> str:
         if cache is not None:
             monkeypatch.setenv("LADD_CACHE", str(cache))
@@ -44,6 +45,7 @@ def one(capsys, monkeypatch):
             torch.set_num_threads(threads)
         assert code == 0, err[-3000:]
         return err
+
     return run
 
 
@@ -67,8 +69,10 @@ def test_squeeze_and_lpld_recover_equal_one_process(tmp_path, one):
     shutil.copytree(teacher, again)
     (again / STATS).unlink()  # the same teacher without statistics: the 2 ranks squeeze it (as `ladd squeeze` did), then recover
     recipe = tmp_path / "tiny.toml"
-    recipe.write_text('method = "lpld"\n[params]\nteacher_model = "convnet-bn"\nteacher_epochs = 1\n'
-                      'iterations = 2\njitter = 1\nflip = false\ncrop_scale = 1.0\ncheckpoint_every = 1\n')
+    recipe.write_text(
+        'method = "lpld"\n[params]\nteacher_model = "convnet-bn"\nteacher_epochs = 1\n'
+        "iterations = 2\njitter = 1\nflip = false\ncrop_scale = 1.0\ncheckpoint_every = 1\n"
+    )
     recover = ("recover", "--images", "lpld", *DIGITS, "--ipc", "2", "--recipe", recipe, "--teacher-dir", again)
     log = ok(torchrun(*recover, "--out", tmp_path / "two", env={"LADD_CACHE": str(tmp_path / "c2")}))
     a, b = load_file(teacher / STATS), load_file(again / STATS)

@@ -56,8 +56,16 @@ def _labels(tmp: Path, name: str) -> dict:
         bptt = LABEL_METHODS.get("bptt")(art, toy, BPTT, runtime).soft
     finally:
         rel.write_epoch, methods.learn_labels, os.environ["LADD_CACHE"] = write_epoch, learn_labels, cache
-    return {"dense": dense, "soft": soft, "global": whole, "bptt": bptt, "rows": sum(rows), "epochs": epochs,
-            "learned": len(learned), "world": dist.world()}
+    return {
+        "dense": dense,
+        "soft": soft,
+        "global": whole,
+        "bptt": bptt,
+        "rows": sum(rows),
+        "epochs": epochs,
+        "learned": len(learned),
+        "world": dist.world(),
+    }
 
 
 def test_label_chunks_and_relabel_epochs_divide_between_ranks(tmp_path):

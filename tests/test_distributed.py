@@ -68,8 +68,19 @@ def test_experts_train_with_every_rank_and_a_killed_rank_resumes(tmp_path):
     args = ("experts", "--dataset", "digits", "--num-experts", "1", "--epochs", epochs)
     assert ladd(*args, "--out", tmp_path / "one").returncode == 0
     # a launch whose rank 1 is killed mid-training: the job fails, naming the lost rank
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ladd",
-              *map(str, args), "--out", str(tmp_path / "two")]
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "ladd",
+        *map(str, args),
+        "--out",
+        str(tmp_path / "two"),
+    ]
     job = subprocess.Popen(launch, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     expert = tmp_path / "two" / "expert_000"
     deadline = time.monotonic() + 120
@@ -107,11 +118,40 @@ def test_two_nodes_on_localhost_give_the_one_process_result(tmp_path):
     args = ("experts", "--dataset", "digits", "--num-experts", "1", "--epochs", "2")
     assert ladd(*args, "--out", tmp_path / "one").returncode == 0
     port = free_port()
-    node = lambda i: ("--nnodes", "2", "--node_rank", str(i), "--rdzv_backend", "c10d",  # noqa: E731
-                      "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "ladd-test")
-    second = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *node(1), "--nproc_per_node", "1", "-m", "ladd",
-                               *map(str, args), "--out", str(tmp_path / "two")], env={**os.environ, **ENV},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def node(i):
+        return (
+            "--nnodes",
+            "2",
+            "--node_rank",
+            str(i),
+            "--rdzv_backend",
+            "c10d",
+            "--rdzv_endpoint",
+            f"127.0.0.1:{port}",
+            "--rdzv_id",
+            "ladd-test",
+        )
+
+    second = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            *node(1),
+            "--nproc_per_node",
+            "1",
+            "-m",
+            "ladd",
+            *map(str, args),
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env={**os.environ, **ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = torchrun(*args, "--out", tmp_path / "two", nproc=1, launcher=node(0))
     _, err = second.communicate(timeout=120)
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + err[-2000:]
@@ -138,8 +178,13 @@ def _helpers() -> dict:
     from ladd.core import dist
     from ladd.core.errors import LaddError
 
-    out = {"mine": list(dist.mine(5)), "part": dist.part(7), "merged": dist.merge({u: u * u for u in dist.mine(5)}),
-           "summed": dist.all_sum(torch.tensor([dist.rank() + 1.0])).item(), "first": dist.first(lambda: dist.rank())}
+    out = {
+        "mine": list(dist.mine(5)),
+        "part": dist.part(7),
+        "merged": dist.merge({u: u * u for u in dist.mine(5)}),
+        "summed": dist.all_sum(torch.tensor([dist.rank() + 1.0])).item(),
+        "first": dist.first(lambda: dist.rank()),
+    }
     with dist.alone():
         out["alone"] = (dist.world(), list(dist.mine(3)))
 

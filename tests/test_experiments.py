@@ -39,8 +39,13 @@ class _Poison:
         raise AssertionError(f"the test split was read ({name})")
 
 
-TINY = common.Setup(teacher=LabelConfig(method="soft", labeler=ExpertConfig(model="convnet-w32", epochs=2, batch_size=4, saves_per_epoch=2)),
-                    student_model="convnet-w32", student_epochs=2, seeds=1, val_per_class=2)
+TINY = common.Setup(
+    teacher=LabelConfig(method="soft", labeler=ExpertConfig(model="convnet-w32", epochs=2, batch_size=4, saves_per_epoch=2)),
+    student_model="convnet-w32",
+    student_epochs=2,
+    seeds=1,
+    val_per_class=2,
+)
 
 
 def test_epoch_selection_never_reads_the_test_split_and_resumes(toy, tmp_path, monkeypatch):
@@ -80,8 +85,11 @@ def test_shared_scaling_fit_recovers_one_exponent_and_constant_data_factors():
     from ladd.experiments.scaling import fit_shared
 
     ipcs = [1, 2, 5, 10, 20]
-    curves = {"hard": law(ipcs, 0.5, 0.2, 0.3), "top1": law([6 * i for i in ipcs], 0.5, 0.2, 0.3),
-              "top2": law([2.5 * i for i in ipcs], 0.5, 0.2, 0.3)}
+    curves = {
+        "hard": law(ipcs, 0.5, 0.2, 0.3),
+        "top1": law([6 * i for i in ipcs], 0.5, 0.2, 0.3),
+        "top2": law([2.5 * i for i in ipcs], 0.5, 0.2, 0.3),
+    }
     p = fit_shared(ipcs, {k: list(v) for k, v in curves.items()})
     assert p["rmse"] < 1e-5 and p["c"] == pytest.approx(0.2, rel=1e-3)
     assert p["factor"] == pytest.approx({"top1": 6.0, "top2": 2.5}, rel=1e-3) and p["reference"] == "hard"
@@ -121,7 +129,9 @@ def test_bptt_label_method_learns_distributions_and_resumes_from_its_cache(toy, 
     import ladd.labels.bptt as bptt
 
     art = pipeline.distill(toy, pipeline.SourceConfig(), pipeline.ImagesConfig(ipc=2))
-    cfg = LabelConfig(method="bptt", bptt=BpttConfig(model="convnet-w32", iterations=2, unroll=2, backprop=1, batch_target=6, checkpoint_every=1))
+    cfg = LabelConfig(
+        method="bptt", bptt=BpttConfig(model="convnet-w32", iterations=2, unroll=2, backprop=1, batch_target=6, checkpoint_every=1)
+    )
     first = pipeline.label(art, toy, cfg, Runtime())
     assert first.dense_labels is None and first.soft_labels.shape == (6, 3)
     torch.testing.assert_close(first.soft_labels.sum(-1), torch.ones(6))
@@ -131,8 +141,24 @@ def test_bptt_label_method_learns_distributions_and_resumes_from_its_cache(toy, 
     torch.testing.assert_close(again.soft_labels, first.soft_labels)
 
 
-FAST = ["--dataset", "digits", "--expert-model", "convnet-w32", "--expert-epochs", "1", "--model", "convnet-w32",
-        "--epochs", "1", "--seeds", "1", "--val-per-class", "5", "--device", "cpu"]
+FAST = [
+    "--dataset",
+    "digits",
+    "--expert-model",
+    "convnet-w32",
+    "--expert-epochs",
+    "1",
+    "--model",
+    "convnet-w32",
+    "--epochs",
+    "1",
+    "--seeds",
+    "1",
+    "--val-per-class",
+    "5",
+    "--device",
+    "cpu",
+]
 DIGITS = pipeline.SourceConfig(dataset="digits")
 
 
@@ -231,18 +257,41 @@ def check_lpld_pruning(p):
         assert r["label_to_image_ratio"] == pytest.approx(r["label_bytes_raw"] / r["image_bytes_raw"])
 
 
-@pytest.mark.parametrize("command, extra, outputs", [
-    ("soft-vs-hard", ["--ipc", "1,2", "--expert-epoch", "1", "--ensemble", "2"], "soft_vs_hard"),
-    ("swap", ["--ipc", "1"], "swap"),
-    ("scaling-law", ["--ipc", "1,2,3,4", "--top-k", "1,10"], "scaling"),
-    ("removal", ["--ipc", "1", "--target-class", "3"], "removal"),
-    ("ce-selection", ["--ipc", "1", "--quantiles", "2"], "ce_selection"),
-    ("bptt", ["--ipc", "1", "--bptt-iterations", "2", "--bptt-unroll", "2", "--bptt-backprop", "1", "--expert-saves-per-epoch", "2",
-              "--ensemble", "2"], "bptt"),
-    ("epoch-temperature", ["--ipc", "1", "--temperatures", "1,2", "--expert-saves-per-epoch", "2"], "epoch_temperature"),
-    ("lic-ablation", ["--ipc", "1", "--iterations", "2", "--expert-lr", "0.05"], "lic_ablation"),
-    ("lpld-pruning", ["--ipc", "2", "--iterations", "2", "--rho", "1,2", "--relabel-epochs", "2", "--relabel-batch", "10"], "lpld_pruning"),
-])
+@pytest.mark.parametrize(
+    "command, extra, outputs",
+    [
+        ("soft-vs-hard", ["--ipc", "1,2", "--expert-epoch", "1", "--ensemble", "2"], "soft_vs_hard"),
+        ("swap", ["--ipc", "1"], "swap"),
+        ("scaling-law", ["--ipc", "1,2,3,4", "--top-k", "1,10"], "scaling"),
+        ("removal", ["--ipc", "1", "--target-class", "3"], "removal"),
+        ("ce-selection", ["--ipc", "1", "--quantiles", "2"], "ce_selection"),
+        (
+            "bptt",
+            [
+                "--ipc",
+                "1",
+                "--bptt-iterations",
+                "2",
+                "--bptt-unroll",
+                "2",
+                "--bptt-backprop",
+                "1",
+                "--expert-saves-per-epoch",
+                "2",
+                "--ensemble",
+                "2",
+            ],
+            "bptt",
+        ),
+        ("epoch-temperature", ["--ipc", "1", "--temperatures", "1,2", "--expert-saves-per-epoch", "2"], "epoch_temperature"),
+        ("lic-ablation", ["--ipc", "1", "--iterations", "2", "--expert-lr", "0.05"], "lic_ablation"),
+        (
+            "lpld-pruning",
+            ["--ipc", "2", "--iterations", "2", "--rho", "1,2", "--relabel-epochs", "2", "--relabel-batch", "10"],
+            "lpld_pruning",
+        ),
+    ],
+)
 def test_every_experiment_command_writes_json_markdown_and_png_and_a_number_checks_out(tmp_path, command, extra, outputs):
     result = CliRunner().invoke(app, ["experiment", command, *FAST, *extra, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -262,8 +311,9 @@ def test_experiment_bad_input_is_one_line(tmp_path):
 
 
 def test_experiment_select_lr_chooses_each_cells_lr_on_the_validation_split(tmp_path):
-    result = CliRunner().invoke(app, ["experiment", "soft-vs-hard", "--ipc", "1", "--expert-epoch", "1", "--select-lr", "0.003,0.03",
-                                      *FAST, "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        app, ["experiment", "soft-vs-hard", "--ipc", "1", "--expert-epoch", "1", "--select-lr", "0.003,0.03", *FAST, "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     row = json.loads((tmp_path / "soft_vs_hard.json").read_text())["rows"][0]
     for cell in (row["hard"], row["soft"]):
@@ -273,8 +323,22 @@ def test_experiment_select_lr_chooses_each_cells_lr_on_the_validation_split(tmp_
 
 
 def test_an_auto_expert_epoch_records_the_curve_it_was_chosen_from(tmp_path):
-    result = CliRunner().invoke(app, ["experiment", "soft-vs-hard", "--ipc", "1", "--expert-epoch", "auto", "--expert-saves-per-epoch", "2",
-                                      *FAST, "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "experiment",
+            "soft-vs-hard",
+            "--ipc",
+            "1",
+            "--expert-epoch",
+            "auto",
+            "--expert-saves-per-epoch",
+            "2",
+            *FAST,
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     row = json.loads((tmp_path / "soft_vs_hard.json").read_text())["rows"][0]
     curve = row["selection"]

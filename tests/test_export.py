@@ -13,7 +13,11 @@ from conftest import make_dataset
 def _artifact(ds, soft=True):
     images, labels = ds.train.images[::2], ds.train.labels[::2]
     manifest = {"source": {"class_names": list(ds.class_names)}, "images": {"learned": {"lr": 0.02}}}
-    probs = torch.softmax(torch.randn(len(labels), ds.num_classes, generator=torch.Generator().manual_seed(0)) + 5 * torch.nn.functional.one_hot(labels, ds.num_classes), 1)
+    probs = torch.softmax(
+        torch.randn(len(labels), ds.num_classes, generator=torch.Generator().manual_seed(0))
+        + 5 * torch.nn.functional.one_hot(labels, ds.num_classes),
+        1,
+    )
     return Artifact(images, labels, manifest, soft_labels=probs if soft else None)
 
 

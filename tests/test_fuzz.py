@@ -53,12 +53,23 @@ from ladd.images.recipes import load_recipe, params_model
 from ladd.labels.relabel import RelabelConfig
 
 EXAMPLES = int(os.environ.get("LADD_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=False,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                       HealthCheck.data_too_large, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=False,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 # --- what every case must end in -------------------------------------------------------------------
+
 
 def outcome(call):
     """The loader's result, or the LaddError it raised (checked to be one non-empty line); any
@@ -79,8 +90,11 @@ def cli(*args) -> tuple[int, str]:
     from ladd.cli import main
 
     err = io.StringIO()
-    with (mock.patch.object(sys, "argv", ["ladd", *map(str, args)]), contextlib.redirect_stderr(err),
-          contextlib.redirect_stdout(io.StringIO())):
+    with (
+        mock.patch.object(sys, "argv", ["ladd", *map(str, args)]),
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
         try:
             main()
             code = 0
@@ -101,6 +115,7 @@ def siblings(path: Path) -> list[str]:
 
 
 # --- a small artifact with every component: labels, soft + dense labels, a stored relabel -----------
+
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
@@ -154,7 +169,7 @@ def _replay_one(art) -> None:
 # --- JSON documents (manifest.json, relabel.json) mutated at every level ------------------------------
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
     max_leaves=6,
 )
@@ -172,8 +187,36 @@ def _paths(obj, prefix=()):
 
 def _nasty(value):
     """Values of every other JSON type and edge values, for `value`'s place."""
-    return st.sampled_from([None, True, False, 0, -1, 1, 2**63, 2**64 + 1, 0.5, -0.0, 1e308, float("nan"), float("inf"),
-                            "", "x", "1", "../../x", "a\nb", [], {}, [value], {"k": value}, str(value)[:20]]) | JSON
+    return (
+        st.sampled_from(
+            [
+                None,
+                True,
+                False,
+                0,
+                -1,
+                1,
+                2**63,
+                2**64 + 1,
+                0.5,
+                -0.0,
+                1e308,
+                float("nan"),
+                float("inf"),
+                "",
+                "x",
+                "1",
+                "../../x",
+                "a\nb",
+                [],
+                {},
+                [value],
+                {"k": value},
+                str(value)[:20],
+            ]
+        )
+        | JSON
+    )
 
 
 def mutate(data, doc):
@@ -227,8 +270,22 @@ def test_relabel_info_fuzz(base, data):
             _replay_one(art)
 
 
-@pytest.mark.parametrize("text", ["", "[]", "null", "1", '"x"', "{", "\xff\xfe", "[" * 100_000, '{"schema_version": 1}',
-                                  '{"schema_version": 2}', '{"schema_version": "1"}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "[]",
+        "null",
+        "1",
+        '"x"',
+        "{",
+        "\xff\xfe",
+        "[" * 100_000,
+        '{"schema_version": 1}',
+        '{"schema_version": 2}',
+        '{"schema_version": "1"}',
+    ],
+)
 def test_manifest_that_is_not_a_manifest(base, text):
     with copy_of(base) as path:
         (path / MANIFEST).write_bytes(text.encode("latin-1"))
@@ -250,13 +307,59 @@ def test_api_artifacts_may_record_less_provenance_than_the_cli_needs(tmp_path):
 
 # --- safetensors: hostile headers, truncated and malformed files -----------------------------------
 
-DTYPES = ["BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2",
-          "C64", "F4", "XX", ""]
+DTYPES = [
+    "BOOL",
+    "U8",
+    "I8",
+    "I16",
+    "U16",
+    "I32",
+    "U32",
+    "I64",
+    "U64",
+    "F16",
+    "BF16",
+    "F32",
+    "F64",
+    "F8_E4M3",
+    "F8_E5M2",
+    "C64",
+    "F4",
+    "XX",
+    "",
+]
 SIZES = st.integers(0, 6) | st.sampled_from([2**31, 2**32 + 1, 2**40, 2**63, 2**64 - 1, 2**64, -1])
-NAMES = st.sampled_from(["images", "labels", "soft_labels", "dense_labels", "weight", "bias", "generator", "torch_rng",
-                         "order", "crop", "labels", "t.x", "opt.0.momentum_buffer", "__metadata__", ""]) | st.text(max_size=6)
-TENSOR_DTYPES = [torch.uint8, torch.int64, torch.float32, torch.float16, torch.bfloat16, torch.bool, torch.int16,
-                 torch.float64, torch.int8, torch.int32]
+NAMES = st.sampled_from(
+    [
+        "images",
+        "labels",
+        "soft_labels",
+        "dense_labels",
+        "weight",
+        "bias",
+        "generator",
+        "torch_rng",
+        "order",
+        "crop",
+        "labels",
+        "t.x",
+        "opt.0.momentum_buffer",
+        "__metadata__",
+        "",
+    ]
+) | st.text(max_size=6)
+TENSOR_DTYPES = [
+    torch.uint8,
+    torch.int64,
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.bool,
+    torch.int16,
+    torch.float64,
+    torch.int8,
+    torch.int32,
+]
 
 
 @st.composite
@@ -265,23 +368,30 @@ def hostile_safetensors(draw) -> bytes:
     if kind == "raw":
         return draw(st.binary(max_size=64))
     if kind in ("valid", "truncated", "flipped"):
-        tensors = {draw(NAMES.filter(lambda n: n and n != "__metadata__"), label="name"):
-                   torch.zeros(draw(st.lists(st.integers(0, 4), max_size=4), label="shape"),
-                               dtype=draw(st.sampled_from(TENSOR_DTYPES), label="dtype"))
-                   for _ in range(draw(st.integers(1, 3)))}
+        tensors = {
+            draw(NAMES.filter(lambda n: n and n != "__metadata__"), label="name"): torch.zeros(
+                draw(st.lists(st.integers(0, 4), max_size=4), label="shape"), dtype=draw(st.sampled_from(TENSOR_DTYPES), label="dtype")
+            )
+            for _ in range(draw(st.integers(1, 3)))
+        }
         blob = safetensors_bytes(tensors, metadata=draw(st.none() | st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2)))
         if kind == "truncated":
             return blob[: draw(st.integers(0, max(0, len(blob) - 1)), label="cut")]
         if kind == "flipped":
             at = draw(st.integers(0, len(blob) - 1), label="at")
-            return blob[:at] + bytes([blob[at] ^ draw(st.integers(1, 255), label="xor")]) + blob[at + 1:]
+            return blob[:at] + bytes([blob[at] ^ draw(st.integers(1, 255), label="xor")]) + blob[at + 1 :]
         return blob
     # a header built field by field: wrong types, shapes that overflow or do not fit the bytes
-    entry = st.fixed_dictionaries({
-        "dtype": st.sampled_from(DTYPES) | JSON,
-        "shape": st.lists(SIZES, max_size=4) | JSON,
-        "data_offsets": st.lists(SIZES, min_size=2, max_size=2) | JSON,
-    }) | JSON
+    entry = (
+        st.fixed_dictionaries(
+            {
+                "dtype": st.sampled_from(DTYPES) | JSON,
+                "shape": st.lists(SIZES, max_size=4) | JSON,
+                "data_offsets": st.lists(SIZES, min_size=2, max_size=2) | JSON,
+            }
+        )
+        | JSON
+    )
     header = draw(st.dictionaries(NAMES, entry, max_size=3) | JSON, label="header")
     raw = draw(st.sampled_from([json.dumps(header).encode(), json.dumps(header).encode()[:-1], b"\xff\xfe{}", b"{" * 10_000]), label="text")
     payload = draw(st.binary(max_size=64), label="payload")
@@ -394,9 +504,13 @@ def _npy(shape, descr: str, payload: bytes, version: int = 1) -> bytes:
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's own, while it reads a hostile header
 @FUZZ
-@given(shape=st.lists(SIZES, max_size=3).map(tuple) | st.sampled_from(["()", "(-1,)", "'x'", "(1,"]),
-       descr=st.sampled_from(["<f4", "|u1", "<i8", "|O", "<U3", "|b1", "<c8", "xx", "V8"]),
-       payload=st.binary(max_size=32), version=st.sampled_from([1, 2, 3, 7]), compress=st.booleans())
+@given(
+    shape=st.lists(SIZES, max_size=3).map(tuple) | st.sampled_from(["()", "(-1,)", "'x'", "(1,"]),
+    descr=st.sampled_from(["<f4", "|u1", "<i8", "|O", "<U3", "|b1", "<c8", "xx", "V8"]),
+    payload=st.binary(max_size=32),
+    version=st.sampled_from([1, 2, 3, 7]),
+    compress=st.booleans(),
+)
 def test_npz_import_fuzz(shape, descr, payload, version, compress):
     """`--images import` of an .npz: hostile member headers (a shape of terabytes, object arrays,
     bad versions) are refused before numpy allocates anything."""
@@ -460,6 +574,7 @@ def test_a_damaged_expert_checkpoint_is_one_line(base, damage):
 
 # --- recipe and protocol TOML ----------------------------------------------------------------------
 
+
 def _toml_string(s: str) -> str:
     return '"' + "".join("\\" + c if c in '"\\' else f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in s) + '"'
 
@@ -490,8 +605,12 @@ def toml(doc: dict) -> str:
 
 
 TOML_VALUE = st.recursive(
-    st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats() | st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
-    | st.dates() | st.datetimes(),
+    st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
+    | st.dates()
+    | st.datetimes(),
     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3),
     max_leaves=6,
 )
@@ -502,8 +621,11 @@ def mutate_table(data, doc: dict, keys: list[str]) -> dict:
     table) any TOML value, or make a table a scalar."""
     doc = copy.deepcopy(doc)
     for _ in range(data.draw(st.integers(1, 3), label="edits")):
-        tables = [doc, *[v for v in doc.values() if isinstance(v, dict)],
-                  *[v for t in doc.values() if isinstance(t, dict) for v in t.values() if isinstance(v, dict)]]
+        tables = [
+            doc,
+            *[v for v in doc.values() if isinstance(v, dict)],
+            *[v for t in doc.values() if isinstance(t, dict) for v in t.values() if isinstance(v, dict)],
+        ]
         table = data.draw(st.sampled_from(tables), label="table")
         op = data.draw(st.sampled_from(["set", "delete"]) if table else st.just("set"), label="op")
         if op == "delete":
@@ -563,10 +685,12 @@ def test_toml_bytes_fuzz(data, tmp_path):
     raw = resources.files(package).joinpath(f"{name}.toml").read_bytes()
     for _ in range(data.draw(st.integers(1, 3))):
         at = data.draw(st.integers(0, len(raw)), label="at")
-        insert = data.draw(st.sampled_from([b"\xff", b"\xc3", b"[", b"]", b'"', b"=", b"\n[params]\n", b"x = [" * 2000, b"\x00"])
-                           | st.binary(max_size=8), label="insert")
+        insert = data.draw(
+            st.sampled_from([b"\xff", b"\xc3", b"[", b"]", b'"', b"=", b"\n[params]\n", b"x = [" * 2000, b"\x00"]) | st.binary(max_size=8),
+            label="insert",
+        )
         cut = data.draw(st.integers(0, 16), label="cut")
-        raw = raw[:at] + insert + raw[at + cut:]
+        raw = raw[:at] + insert + raw[at + cut :]
     file = tmp_path / "t.toml"
     file.write_bytes(raw)
     if kind == "protocol":
@@ -575,15 +699,18 @@ def test_toml_bytes_fuzz(data, tmp_path):
         outcome(lambda: load_recipe("mtt", "digits", 10, str(file)))
 
 
-@pytest.mark.parametrize("text,match", [
-    ('name=1\nbudget="b"\nsource="s"\nepochs=10\nlr=0.1\n', r"p.toml: name: Input should be a valid string"),
-    ('name="x"\nbudget="b"\nsource="s"\nepochs=10\nlr=0.1\ncolour="red"\n', r"p.toml: colour: Extra inputs are not permitted"),
-    ('name="x"\nbudget="b"\nsource="s"\nepochs="10"\nlr=0.1\n', r"p.toml: epochs: Input should be a valid integer"),
-    ('name="x"\nbudget="b"\nsource="s"\nepochs=true\nlr=0.1\n', r"p.toml: epochs: Input should be a valid integer"),
-    ('name="x"\nbudget="b"\nsource="s"\nepochs=10\nlr=0.1\n[milestones]\na=1\n', r"p.toml: milestones: "),
-    ("name = [\n", r"p.toml is not valid TOML"),
-    ('name = "caf\xe9"\n', r"p.toml is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ('name=1\nbudget="b"\nsource="s"\nepochs=10\nlr=0.1\n', r"p.toml: name: Input should be a valid string"),
+        ('name="x"\nbudget="b"\nsource="s"\nepochs=10\nlr=0.1\ncolour="red"\n', r"p.toml: colour: Extra inputs are not permitted"),
+        ('name="x"\nbudget="b"\nsource="s"\nepochs="10"\nlr=0.1\n', r"p.toml: epochs: Input should be a valid integer"),
+        ('name="x"\nbudget="b"\nsource="s"\nepochs=true\nlr=0.1\n', r"p.toml: epochs: Input should be a valid integer"),
+        ('name="x"\nbudget="b"\nsource="s"\nepochs=10\nlr=0.1\n[milestones]\na=1\n', r"p.toml: milestones: "),
+        ("name = [\n", r"p.toml is not valid TOML"),
+        ('name = "caf\xe9"\n', r"p.toml is not UTF-8 text"),
+    ],
+)
 def test_protocol_errors_name_the_file_and_key(tmp_path, text, match):
     file = tmp_path / "p.toml"
     file.write_bytes(text.encode("latin-1"))
@@ -591,19 +718,22 @@ def test_protocol_errors_name_the_file_and_key(tmp_path, text, match):
         load_protocol(str(file))
 
 
-@pytest.mark.parametrize("text,match", [
-    ('method = "dm"\ncolour = 1\n', r"r.toml: colour: Extra inputs are not permitted"),
-    ('method = "dm"\nparams = 3\n', r"r.toml: params: Input should be a table"),
-    ('method = "dm"\n[params]\nlr_img = "fast"\n', r"r.toml: params.lr_img: Input should be a valid number"),
-    ('method = "dm"\n[params]\nlr_imag = 1.0\n', r"r.toml: params.lr_imag: Extra inputs are not permitted"),
-    ('method = "dm"\n[ipc.50]\nlr_img = "x"\n', r"r.toml: ipc.50.lr_img: Input should be a valid number"),
-    ('method = "dm"\n[ipc.fifty]\nlr_img = 1.0\n', r"r.toml: ipc.fifty.\[key\]: String should match pattern"),
-    ('method = "dm"\nipc = [1]\n', r"r.toml: ipc: Input should be a table"),
-    ('method = "dm"\nextends = 3\n', r"r.toml: extends: Input should be a valid string"),
-    ('method = 3\n', r"r.toml: method: Input should be a valid string"),
-    ('method = "dm"\n[params\n', r"r.toml is not valid TOML"),
-    ('method = "dm"\nsource = "\xff"\n', r"r.toml is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ('method = "dm"\ncolour = 1\n', r"r.toml: colour: Extra inputs are not permitted"),
+        ('method = "dm"\nparams = 3\n', r"r.toml: params: Input should be a table"),
+        ('method = "dm"\n[params]\nlr_img = "fast"\n', r"r.toml: params.lr_img: Input should be a valid number"),
+        ('method = "dm"\n[params]\nlr_imag = 1.0\n', r"r.toml: params.lr_imag: Extra inputs are not permitted"),
+        ('method = "dm"\n[ipc.50]\nlr_img = "x"\n', r"r.toml: ipc.50.lr_img: Input should be a valid number"),
+        ('method = "dm"\n[ipc.fifty]\nlr_img = 1.0\n', r"r.toml: ipc.fifty.\[key\]: String should match pattern"),
+        ('method = "dm"\nipc = [1]\n', r"r.toml: ipc: Input should be a table"),
+        ('method = "dm"\nextends = 3\n', r"r.toml: extends: Input should be a valid string"),
+        ("method = 3\n", r"r.toml: method: Input should be a valid string"),
+        ('method = "dm"\n[params\n', r"r.toml is not valid TOML"),
+        ('method = "dm"\nsource = "\xff"\n', r"r.toml is not UTF-8 text"),
+    ],
+)
 def test_recipe_errors_name_the_file_and_key_before_any_data_is_read(tmp_path, text, match):
     file = tmp_path / "r.toml"
     file.write_bytes(text.encode("latin-1"))
@@ -622,6 +752,7 @@ def test_cli_refuses_a_bad_recipe_in_one_line_and_writes_nothing(tmp_path):
 
 # --- data folders ----------------------------------------------------------------------------------
 
+
 def _png(size=(4, 4), color=(200, 10, 10)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, "PNG")
@@ -636,8 +767,10 @@ def _jpeg(size=(16, 16)) -> bytes:
 
 def _png_declaring(width: int, height: int) -> bytes:
     """A PNG whose header declares width×height pixels (a decompression bomb's header), with one tiny IDAT."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 

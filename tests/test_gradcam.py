@@ -38,8 +38,25 @@ def test_gradcam_command_trains_a_student_and_writes_its_figure(tmp_path):
     runner = CliRunner()
     art = tmp_path / "art"
     assert runner.invoke(app, ["distill", "--dataset", "digits", "--ipc", "1", "--out", str(art)]).exit_code == 0
-    result = runner.invoke(app, ["gradcam", str(art), "--methods", "baseline", "--model", "convnet-w32", "--epochs", "1",
-                                 "--test-images", "0,1", "--out", str(tmp_path / "cam"), "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "gradcam",
+            str(art),
+            "--methods",
+            "baseline",
+            "--model",
+            "convnet-w32",
+            "--epochs",
+            "1",
+            "--test-images",
+            "0,1",
+            "--out",
+            str(tmp_path / "cam"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cam" / "gradcam_baseline.png").stat().st_size > 0
 

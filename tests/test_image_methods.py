@@ -44,8 +44,7 @@ def test_herding_matches_brute_force_greedy():
     chosen = herd(feats, 4)
     mu, picked = feats.mean(0), []
     for _ in range(4):
-        best = min((i for i in range(12) if i not in picked),
-                   key=lambda i: float(((mu - feats[picked + [i]].mean(0)) ** 2).sum()))
+        best = min((i for i in range(12) if i not in picked), key=lambda i: float(((mu - feats[picked + [i]].mean(0)) ** 2).sum()))
         picked.append(best)
     assert chosen == picked and len(set(chosen)) == 4
 
@@ -108,8 +107,10 @@ def test_dc_lowers_its_gradient_matching_objective(toy):
 
 @pytest.mark.parametrize(
     "method,params",
-    [("dm", {"iterations": 6, "batch_real": 4, "checkpoint_every": 2, "compile": False}),
-     ("dsa", {"iterations": 3, "outer_loop": 2, "inner_loop": 1, "batch_real": 4, "checkpoint_every": 1, "compile": False})],
+    [
+        ("dm", {"iterations": 6, "batch_real": 4, "checkpoint_every": 2, "compile": False}),
+        ("dsa", {"iterations": 3, "outer_loop": 2, "inner_loop": 1, "batch_real": 4, "checkpoint_every": 1, "compile": False}),
+    ],
 )
 def test_resume_equals_uninterrupted(toy, tmp_path, interrupted, method, params):
     req = dict(seed=1, model="convnet-w32", params=params)
@@ -230,12 +231,18 @@ def test_continuing_turns_resume_on_once_a_learned_run_left_checkpoints(toy):
 
 def test_loop_flops_add_up_every_iteration_also_after_resume(tmp_path, interrupted):
     w = torch.randn(6, 5)
+
     # odd iterations do a second matmul, as DC's later rounds also train their network
-    step = lambda it, syn, gen: (w @ syn).square().sum() * (1 if it % 2 == 0 else (w @ syn).sum())  # noqa: E731
+    def step(it, syn, gen):
+        return (w @ syn).square().sum() * (1 if it % 2 == 0 else (w @ syn).sum())
+
     x0 = torch.randn(5, 3)
     one = 2 * (2 * 6 * 5 * 3)  # a 6×5 @ 5×3 matmul (2 FLOPs per multiply-add) and its gradient for syn (w needs none)
     want = 3 * one + 3 * 2 * one  # 6 iterations, 3 of each kind
-    run = lambda **kw: optimize_images(x0, step, iterations=6, lr=1e-3, seed=0, checkpoint_dir=tmp_path, every=2, cycle=2, **kw)  # noqa: E731
+
+    def run(**kw):
+        return optimize_images(x0, step, iterations=6, lr=1e-3, seed=0, checkpoint_dir=tmp_path, every=2, cycle=2, **kw)
+
     assert run().flops == want
     with interrupted(1):
         run()
@@ -243,8 +250,18 @@ def test_loop_flops_add_up_every_iteration_also_after_resume(tmp_path, interrupt
 
 
 def test_resume_refuses_a_checkpoint_of_another_format_in_one_line(tmp_path):
-    run = lambda **kw: optimize_images(torch.randn(5, 3), lambda it, syn, gen: syn.square().sum(), iterations=2,  # noqa: E731
-                                       lr=1e-3, seed=0, checkpoint_dir=tmp_path, every=1, **kw)
+    def run(**kw):
+        return optimize_images(
+            torch.randn(5, 3),
+            lambda it, syn, gen: syn.square().sum(),
+            iterations=2,
+            lr=1e-3,
+            seed=0,
+            checkpoint_dir=tmp_path,
+            every=1,
+            **kw,
+        )
+
     run()
     with safe_open(tmp_path / STATE, "pt") as f:  # as an older ladd wrote it: no format in the metadata
         tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()["ladd"]

@@ -42,7 +42,9 @@ def test_import_refuses_pickled_objects_and_wrong_shapes(toy, tmp_path):
     torch.save({"images": object(), "labels": [1]}, path)
     with pytest.raises(LaddError, match="cannot read"):
         make_images("import", ImageRequest(toy, 1, path=path))
-    save_file({"images": torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "labels": torch.zeros(2, dtype=torch.long)}, tmp_path / "s.safetensors")
+    save_file(
+        {"images": torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "labels": torch.zeros(2, dtype=torch.long)}, tmp_path / "s.safetensors"
+    )
     with pytest.raises(LaddError, match="needs N×1×8×8"):
         make_images("import", ImageRequest(toy, 1, path=tmp_path / "s.safetensors"))
     with pytest.raises(LaddError, match="--import-path"):

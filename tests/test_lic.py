@@ -76,7 +76,10 @@ def test_compensation_lowers_the_feature_matching_loss(toy12):
         observer = build_model("convnet-w32", channels=1, num_classes=3, im_size=(8, 8)).requires_grad_(False)
     originals = toy12.train.images[:8].view(2, 4, 1, 8, 8).float() / 255
     x0 = squeeze(originals)
-    loss = lambda x: compensation_loss(observer, "features.2", x, originals, toy12.mean, toy12.std, None, generator(0))  # noqa: E731
+
+    def loss(x):
+        return compensation_loss(observer, "features.2", x, originals, toy12.mean, toy12.std, None, generator(0))
+
     out = optimize_images(x0, lambda it, s, g: loss(s), iterations=20, lr=0.01, momentum=0, seed=0, betas=(0.9, 0.999))
     assert loss(out.images).item() < 0.9 * loss(x0).item() and out.losses[-1] < out.losses[0]
 
@@ -92,8 +95,12 @@ def test_lic_end_to_end_stores_one_region_distribution_per_tile(toy12, tmp_path)
     tiles = F.interpolate(untile(normalize(out.images, toy12.mean, toy12.std), 2).flatten(0, 1), size=(8, 8), mode="bilinear")
     torch.testing.assert_close(out.regions, observer(tiles).softmax(-1).view(6, 4, 3))
     # stored as LADD dense labels with the tile geometry; the default evaluation reads them as Eq. 9
-    art = pipeline.with_region_labels(pipeline.Artifact(out.images, out.labels, {"source": {"class_names": list(toy12.class_names)}}),
-                                      out.regions, out.info["observer"], out.info["flops"])
+    art = pipeline.with_region_labels(
+        pipeline.Artifact(out.images, out.labels, {"source": {"class_names": list(toy12.class_names)}}),
+        out.regions,
+        out.info["observer"],
+        out.info["flops"],
+    )
     save_artifact(tmp_path / "a", art)
     back = load_artifact(tmp_path / "a")
     assert back.geometry == (2, 0.5) and torch.equal(back.dense_labels, out.regions)
@@ -202,8 +209,9 @@ def test_distill_stores_region_labels_as_dense_labels_and_params_override_the_re
 
 def test_region_labels_and_a_stored_relabel_train_one_student_together(toy12, tmp_path):
     """LIC's optional extra: Eq. 9 on the tiles plus FKD-style stored augmentation labels, `local-dense+replay`."""
-    art = pipeline.distill(toy12, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(
-        method="rded", ipc=2, params={**OBSERVER, "candidates": 10}))
+    art = pipeline.distill(
+        toy12, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(method="rded", ipc=2, params={**OBSERVER, "candidates": 10})
+    )
     path = tmp_path / "rded"
     save_artifact(path, art)
     cfg = RelabelConfig(epochs=2, batch_size=3, teacher=ExpertConfig(model="convnet-w32", epochs=1, batch_size=6))

@@ -56,16 +56,27 @@ def test_compiled_student_gradient_keeps_the_trajectory_gradient(norm):
     syn, labels = torch.randn(6, 1, 8, 8, requires_grad=True), torch.tensor([0, 1, 2, 0, 1, 2])
     lr = torch.tensor(0.1, requires_grad=True)
     batches = [torch.tensor([0, 1, 2, 3]), torch.tensor([2, 3, 4, 5]), torch.tensor([5, 0, 1, 4])]
-    grads = [torch.autograd.grad(trajectory_loss(StudentGradient(net, compile=c), start, target, syn, labels, lr,
-                                                 batches, lambda t: t), [syn, lr]) for c in (False, True)]
+    grads = [
+        torch.autograd.grad(
+            trajectory_loss(StudentGradient(net, compile=c), start, target, syn, labels, lr, batches, lambda t: t), [syn, lr]
+        )
+        for c in (False, True)
+    ]
     for eager, compiled in zip(*grads):
         torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-7)
     assert grads[0][0].abs().sum() > 0
     assert counters["frames"]["ok"] == 1  # compiled once, reused by the other two steps
 
 
-TINY = {"iterations": 3, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 1, "lr_img": 10.0,
-        "num_experts": 2, "expert_train_epochs": 2}
+TINY = {
+    "iterations": 3,
+    "syn_steps": 2,
+    "expert_epochs": 1,
+    "max_start_epoch": 1,
+    "lr_img": 10.0,
+    "num_experts": 2,
+    "expert_train_epochs": 2,
+}
 
 
 def test_mtt_without_a_buffer_says_how_to_make_one(toy):
@@ -101,8 +112,13 @@ def test_mtt_end_to_end_lowers_the_trajectory_matching_loss(toy):
 
     def objective(images: torch.Tensor, lr: float) -> float:
         syn, lr = normalize(images, toy.mean, toy.std), torch.tensor(lr)
-        losses = [trajectory_loss(gradient, load_file(checkpoint_path(d, t)), load_file(checkpoint_path(d, t + 1)), syn, out.labels, lr,
-                                  batches, lambda x: x).item() for d in buffer_dirs(req, MTTParams(**params)) for t in range(2)]
+        losses = [
+            trajectory_loss(
+                gradient, load_file(checkpoint_path(d, t)), load_file(checkpoint_path(d, t + 1)), syn, out.labels, lr, batches, lambda x: x
+            ).item()
+            for d in buffer_dirs(req, MTTParams(**params))
+            for t in range(2)
+        ]
         return sum(losses) / len(losses)
 
     start = random_images(req)  # MTT's initialization
@@ -156,7 +172,9 @@ def test_buffer_of_another_architecture_or_too_short_is_refused(toy, tmp_path):
 
 
 def test_buffer_is_part_of_the_checkpoint_key_and_only_for_mtt(toy, tmp_path):
-    key = lambda **kw: pipeline.checkpoint_dir(toy, pipeline.ImagesConfig(method="mtt", **kw), {})  # noqa: E731
+    def key(**kw):
+        return pipeline.checkpoint_dir(toy, pipeline.ImagesConfig(method="mtt", **kw), {})
+
     assert len({key(), key(buffer=str(tmp_path / "a")), key(buffer=str(tmp_path / "b"))}) == 3
     src = pipeline.SourceConfig(dataset="toy")
     with pytest.raises(LaddError, match="--buffer is for --images mtt, not dm"):

@@ -24,7 +24,9 @@ def _students_not_trained(monkeypatch) -> list:
     from ladd.train.loop import TrainLog
 
     recipes = []
-    monkeypatch.setattr(protocol_mod, "train", lambda model, data, terms, recipe, **kw: recipes.append(recipe) or TrainLog({n: 1 for n in terms}))
+    monkeypatch.setattr(
+        protocol_mod, "train", lambda model, data, terms, recipe, **kw: recipes.append(recipe) or TrainLog({n: 1 for n in terms})
+    )
     return recipes
 
 
@@ -54,7 +56,9 @@ def test_out_never_replaces_an_artifact_unless_told_to(tmp_path, capsys, art, mo
         _one_line(*ladd_main(capsys, *command, "--out", art), f"{art} already holds an artifact", "--overwrite")
     run = tmp_path / "run"
     shutil.copytree(art, run / "artifact")
-    _one_line(*ladd_main(capsys, "run", "--dataset", "digits", "--out", run), f"{run / 'artifact'} already holds an artifact", "--overwrite")
+    _one_line(
+        *ladd_main(capsys, "run", "--dataset", "digits", "--out", run), f"{run / 'artifact'} already holds an artifact", "--overwrite"
+    )
     monkeypatch.undo()
     code, err = ladd_main(capsys, "distill", "--dataset", "digits", "--ipc", "1", "--seed", "1", "--out", art, "--overwrite")
     assert code == 0 and (art / "manifest.json").read_bytes() != before, err
@@ -86,7 +90,10 @@ def test_the_stages_one_by_one_make_and_score_what_run_does(tmp_path, capsys, mo
     assert made[0] == made[1]  # the same images and labels, byte for byte
     run, stages = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("run", "stages"))
     assert run["config"]["eval"] == stages["config"]["eval"]
-    same = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "artifact")} for r in rows]  # noqa: E731
+
+    def same(rows):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "artifact")} for r in rows]
+
     assert same(run["rows"]) == same(stages["rows"])
     assert {(r.epochs, r.lr) for r in recipes} == {(150, 0.01)} and len(recipes) == 2 * 2 * 3  # dc-cpu, baseline and ladd, 3 seeds
     assert {(r["model"], r["protocol"], r["n_seeds"]) for r in run["rows"]} == {("convnet-w64", "dc-cpu", 3)}
@@ -94,11 +101,22 @@ def test_the_stages_one_by_one_make_and_score_what_run_does(tmp_path, capsys, mo
 
 def test_a_preset_sets_the_defaults_and_every_option_given_wins(monkeypatch, tmp_path, capsys, art):
     quick = cli._eval_config("quick", ("baseline",), None, None, None)
-    assert (quick.models, quick.seeds, quick.crops_per_step, quick.default_protocol, quick.protocol) == (("convnet-w64",), 3, "auto", "dc-cpu", None)
+    assert (quick.models, quick.seeds, quick.crops_per_step, quick.default_protocol, quick.protocol) == (
+        ("convnet-w64",),
+        3,
+        "auto",
+        "dc-cpu",
+        None,
+    )
     paper = cli._eval_config("paper", ("baseline",), None, None, None)
     assert (paper.models, paper.seeds, paper.crops_per_step, paper.default_protocol) == (("convnet",), 5, "all", "dc")
     given = cli._eval_config("paper", ("baseline",), "convnet-w32,alexnet", 2, "3", protocol="glad")
-    assert (given.models, given.seeds, given.crops_per_step, protocol_for(given, "baseline").name) == (("convnet-w32", "alexnet"), 2, 3, "glad")
+    assert (given.models, given.seeds, given.crops_per_step, protocol_for(given, "baseline").name) == (
+        ("convnet-w32", "alexnet"),
+        2,
+        3,
+        "glad",
+    )
     both = EvalConfig(methods=("baseline", "fkd"), default_protocol="dc-cpu")  # a replaying method still gets the protocol it needs
     assert [protocol_for(both, m).name for m in both.methods] == ["dc-cpu", "fkd"]
     recipes = _students_not_trained(monkeypatch)
@@ -121,10 +139,13 @@ def test_an_evaluation_says_how_long_it_will_take_and_one_seed_shows_no_spread(t
     assert rows[0]["accs"] == rows[1]["accs"]  # the timing run leaves the students as they were
 
 
-@pytest.mark.parametrize("command,patch,advice", [
-    (["distill", "--dataset", "digits", "--ipc", "1"], "distill", "re-run the same command with --resume to continue"),
-    (["eval", "ART", "--seeds", "1"], "evaluate", "re-run the same command to continue"),
-])
+@pytest.mark.parametrize(
+    "command,patch,advice",
+    [
+        (["distill", "--dataset", "digits", "--ipc", "1"], "distill", "re-run the same command with --resume to continue"),
+        (["eval", "ART", "--seeds", "1"], "evaluate", "re-run the same command to continue"),
+    ],
+)
 def test_ctrl_c_says_how_to_continue_and_exits_130(tmp_path, capsys, art, monkeypatch, command, patch, advice):
     def interrupt(*a, **k):
         raise KeyboardInterrupt
@@ -140,9 +161,15 @@ def test_errors_say_what_to_use_instead(tmp_path, capsys, art, monkeypatch):
     shutil.copytree(art, run / "artifact")
     for command in ("eval", "label", "info", "export"):
         _one_line(*ladd_main(capsys, command, run), f"{run} is a run folder, not an artifact: pass {run / 'artifact'}")
-    _one_line(*ladd_main(capsys, "distill", "--dataset", "mnist", "--out", tmp_path / "m"), "'mnist-idx'", "--data-dir", "--dataset mnist5k")
-    _one_line(*ladd_main(capsys, "recover", "--dataset", "digits", "--param", "iteratons=2", "--out", tmp_path / "r"),
-              "--param iteratons=2", "parameters of lpld:", "iterations")
+    _one_line(
+        *ladd_main(capsys, "distill", "--dataset", "mnist", "--out", tmp_path / "m"), "'mnist-idx'", "--data-dir", "--dataset mnist5k"
+    )
+    _one_line(
+        *ladd_main(capsys, "recover", "--dataset", "digits", "--param", "iteratons=2", "--out", tmp_path / "r"),
+        "--param iteratons=2",
+        "parameters of lpld:",
+        "iterations",
+    )
     seen = []
 
     def stop(data, src, cfg, runtime):
@@ -162,10 +189,12 @@ def test_an_artifact_and_other_data_say_what_differs():
     cases = {
         "it has 3 classes, toy has 4": make_dataset(classes=4),
         "its class 0 is 'c0', toy's is 'c1' (the same classes in another order)": data.__class__(
-            data.name, data.train, data.test, ("c1", "c0", "c2"), data.mean, data.std),
+            data.name, data.train, data.test, ("c1", "c0", "c2"), data.mean, data.std
+        ),
         "its images are 1×8×8, toy's are 1×12×12 (another --resolution?)": make_dataset(classes=3, size=12),
         "its training images' mean/std are [0.5]/[0.25], toy's are [0.4]/[0.25]": data.__class__(
-            data.name, data.train, data.test, data.class_names, (0.4,), data.std),
+            data.name, data.train, data.test, data.class_names, (0.4,), data.std
+        ),
     }
     for reason, other in cases.items():
         with pytest.raises(LaddError, match="the artifact was made from toy and cannot be used with toy: ") as e:
@@ -184,10 +213,14 @@ def test_a_reused_expert_is_announced_once(toy, capsys):
 
 def test_each_model_option_says_what_its_command_does_with_it():
     commands = typer.main.get_command(cli.app).commands
-    helps = {name: next(p.help for p in commands[name].params if p.name == "model") for name in ("distill", "label", "experts", "eval", "run")}
+    helps = {
+        name: next(p.help for p in commands[name].params if p.name == "model") for name in ("distill", "label", "experts", "eval", "run")
+    }
     assert not any("Evaluation model" in h for h in helps.values())
     assert "distills with" in helps["distill"] and "Labeler" in helps["label"] and "Expert" in helps["experts"]
     assert "Student" in helps["eval"] and len(set(helps.values())) == 4  # eval and run share theirs
     assert "fkd" in next(p.help for p in commands["eval"].params if p.name == "methods")
-    default = {name: next(p.default for p in commands[name].params if p.name == "model") for name in ("distill", "label", "experts", "gradcam")}
+    default = {
+        name: next(p.default for p in commands[name].params if p.name == "model") for name in ("distill", "label", "experts", "gradcam")
+    }
     assert set(default.values()) == {"convnet-w64"}  # the quick preset's, which `ladd run` students default to

@@ -34,13 +34,13 @@ def register(ladd):
     ladd.protocols.register("tiny-budget")(Path(__file__).parent / "tiny_budget.toml")
 '''
 
-PROTOCOL = '''
+PROTOCOL = """
 name = "tiny-budget"
 budget = "a plugin's protocol"
 source = "tests/test_plugins.py"
 epochs = 1
 lr = 0.01
-'''
+"""
 
 
 def install(tmp_path, name, module, files=()):
@@ -49,7 +49,8 @@ def install(tmp_path, name, module, files=()):
     of its own; the environment that sees it."""
     src = tmp_path / f"{name}-src"
     (src / name).mkdir(parents=True)
-    (src / "pyproject.toml").write_text(textwrap.dedent(f'''
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent(f'''
         [build-system]
         requires = ["setuptools"]
         build-backend = "setuptools.build_meta"
@@ -64,7 +65,8 @@ def install(tmp_path, name, module, files=()):
 
         [project.entry-points."ladd.plugins"]
         {name} = "{name}:register"
-    '''))
+    ''')
+    )
     (src / name / "__init__.py").write_text(module)
     for fname, text in files:
         (src / name / fname).write_text(text)
@@ -85,8 +87,10 @@ def test_plugin_image_method_term_and_protocol_through_the_cli(tmp_path):
     res = ladd("distill", "--dataset", "digits", "--ipc", "1", "--images", "tiny", "--out", out, env=env)
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "manifest.json").read_text())["images"]["method"] == "tiny"
-    check = ("from ladd import api; from ladd.eval.protocols import load_protocol; from ladd.train.terms import method_terms;"
-             "print(list(method_terms('tiny')), load_protocol('tiny-budget').epochs)")
+    check = (
+        "from ladd import api; from ladd.eval.protocols import load_protocol; from ladd.train.terms import method_terms;"
+        "print(list(method_terms('tiny')), load_protocol('tiny-budget').epochs)"
+    )
     res = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["['tiny-ce']", "1"]

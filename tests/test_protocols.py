@@ -80,8 +80,9 @@ def _artifact(ds):
 
 def test_rows_record_protocol_and_lr_selection_never_reads_the_test_split():
     ds = _split_dataset()
-    cfg = EvalConfig(methods=("baseline",), models=("convnet-w32",), seeds=1, protocol="fkd", epochs=2,
-                     select_lr=(1e-4, 3e-3), val_per_class=3)
+    cfg = EvalConfig(
+        methods=("baseline",), models=("convnet-w32",), seeds=1, protocol="fkd", epochs=2, select_lr=(1e-4, 3e-3), val_per_class=3
+    )
     row = evaluate(_artifact(ds), ds, cfg, Runtime())[0]
     assert (row["protocol"], row["optimizer"], row["schedule"], row["soft_loss"]) == ("fkd", "adamw", "cosine", "kl")
     assert row["protocol_overrides"] == {"epochs": 2} and row["reported"].startswith("final epoch")
@@ -136,7 +137,9 @@ def test_a_file_named_like_a_shipped_protocol_or_recipe_does_not_shadow_it(tmp_p
     assert load_protocol("dc").epochs == 1000 and load_recipe("dm", "mnist5k", 10, "dm-paper")["params"]["iterations"] != 3
     assert load_protocol("./dc.toml").epochs == 7 and load_protocol("dc.toml").epochs == 7  # a path reads the file
     assert load_recipe("dm", "mnist5k", 10, "./dm-paper")["params"]["iterations"] == 3
-    with pytest.raises(LaddError, match=r"unknown evaluation protocol 'dcx' \(did you mean dc\?\).* or pass a file as a path such as ./dcx.toml"):
+    with pytest.raises(
+        LaddError, match=r"unknown evaluation protocol 'dcx' \(did you mean dc\?\).* or pass a file as a path such as ./dcx.toml"
+    ):
         load_protocol("dcx")
     with pytest.raises(LaddError, match="evaluation protocol file missing.toml does not exist"):
         load_protocol("missing.toml")
@@ -164,12 +167,17 @@ def test_replaying_methods_default_to_the_fkd_protocol_and_refuse_an_sgd_one(toy
     save_artifact(path, pipeline.relabel(load_artifact(path), path, toy, relabel, Runtime()))
     cfg = EvalConfig(methods=("baseline", "fkd"), models=("convnet-w32",), seeds=1, epochs=1)
     rows = evaluate(load_artifact(path), toy, cfg, Runtime())
-    assert [(r["method"], r["protocol"], r["optimizer"]) for r in rows] == [("baseline", DEFAULT, load_protocol(DEFAULT).optimizer),
-                                                                           ("fkd", "fkd", "adamw")]
+    assert [(r["method"], r["protocol"], r["optimizer"]) for r in rows] == [
+        ("baseline", DEFAULT, load_protocol(DEFAULT).optimizer),
+        ("fkd", "fkd", "adamw"),
+    ]
     assert "method fkd: protocol fkd, the default for replaying a stored relabel" in capsys.readouterr().err
     for method, protocol in (("fkd", "dc-cpu"), ("sre2l", "glad"), ("local-dense+replay", "dc")):
-        with pytest.raises(LaddError, match=rf"--protocol {protocol} trains method {re.escape(method)} to chance: .* needs AdamW, not sgd; "
-                                            rf"give an AdamW protocol \(fkd, lic\), or leave --protocol out to train \S+ under protocol fkd$"):
+        with pytest.raises(
+            LaddError,
+            match=rf"--protocol {protocol} trains method {re.escape(method)} to chance: .* needs AdamW, not sgd; "
+            rf"give an AdamW protocol \(fkd, lic\), or leave --protocol out to train \S+ under protocol fkd$",
+        ):
             EvalConfig(methods=("baseline", method), protocol=protocol)
     assert EvalConfig(methods=("relabel",), protocol="lic").protocol == "lic"  # AdamW: accepted as given
     assert EvalConfig(methods=("baseline",), protocol="dc-cpu").protocol == "dc-cpu"

@@ -38,9 +38,12 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def test_every_relative_link_of_the_documents_exists():
-    broken = [f"{doc.relative_to(ROOT)} → {target}" for doc in DOCUMENTS
-              for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text())
-              if "://" not in target and not (doc.parent / target).exists()]
+    broken = [
+        f"{doc.relative_to(ROOT)} → {target}"
+        for doc in DOCUMENTS
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text())
+        if "://" not in target and not (doc.parent / target).exists()
+    ]
     assert not broken, f"links to files a user does not have: {broken}"
 
 

@@ -159,8 +159,13 @@ def test_cosine_and_mmd_equal_direct_computation():
     assert mean_pairwise_cosine(torch.eye(3, dtype=torch.float64)) == pytest.approx(0.0)
     assert mean_pairwise_cosine(torch.ones(4, 2, dtype=torch.float64)) == pytest.approx(1.0)
     x, y, s = f, torch.randn(4, 3, generator=g, dtype=torch.float64) + 1, 1.7
-    k = lambda a, b: float(torch.exp(-((a - b) ** 2).sum() / (2 * s**2)))  # noqa: E731
-    mean_k = lambda A, B: sum(k(a, b) for a in A for b in B) / (len(A) * len(B))  # noqa: E731
+
+    def k(a, b):
+        return float(torch.exp(-((a - b) ** 2).sum() / (2 * s**2)))
+
+    def mean_k(A, B):
+        return sum(k(a, b) for a in A for b in B) / (len(A) * len(B))
+
     assert gaussian_mmd2(x, y, s) == pytest.approx(mean_k(x, x) + mean_k(y, y) - 2 * mean_k(x, y))
     assert gaussian_mmd2(x, x, s) == pytest.approx(0.0, abs=1e-12)
 
@@ -212,14 +217,46 @@ def test_cli_squeeze_recover_diversity(tmp_path):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text('method = "lpld"\n[params]\nteacher_model = "convnet-bn"\nteacher_epochs = 1\niterations = 2\njitter = 1\n')
     teacher = tmp_path / "teacher"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "ladd", *map(str, a)], capture_output=True, text=True)  # noqa: E731
-    res = run("squeeze", "--dataset", "digits", "--teacher-dir", teacher, "--teacher-model", "convnet-bn", "--teacher-epochs", "1", "--device", "cpu")
+
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "ladd", *map(str, a)], capture_output=True, text=True)
+
+    res = run(
+        "squeeze",
+        "--dataset",
+        "digits",
+        "--teacher-dir",
+        teacher,
+        "--teacher-model",
+        "convnet-bn",
+        "--teacher-epochs",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert res.returncode == 0, res.stderr
     assert (teacher / STATS).exists()
-    res = run("recover", "--images", "lpld", "--dataset", "digits", "--ipc", "2", "--recipe", recipe, "--teacher-dir", teacher,
-              "--out", tmp_path / "art", "--device", "cpu")
+    res = run(
+        "recover",
+        "--images",
+        "lpld",
+        "--dataset",
+        "digits",
+        "--ipc",
+        "2",
+        "--recipe",
+        recipe,
+        "--teacher-dir",
+        teacher,
+        "--out",
+        tmp_path / "art",
+        "--device",
+        "cpu",
+    )
     assert res.returncode == 0, res.stderr
-    res = run("diversity", tmp_path / "art", "--teacher-dir", teacher, "--real-per-class", "20", "--out", tmp_path / "d.json", "--device", "cpu")
+    res = run(
+        "diversity", tmp_path / "art", "--teacher-dir", teacher, "--real-per-class", "20", "--out", tmp_path / "d.json", "--device", "cpu"
+    )
     assert res.returncode == 0, res.stderr
     d = json.loads((tmp_path / "d.json").read_text())
     assert len(d["per_class"]) == 10 and -1 <= d["within_class_cosine"] <= 1 and d["mmd2"] >= 0

@@ -47,9 +47,14 @@ def test_render_is_crop_resize_flip_then_paste_from_the_partner_view(toy):
     x = normalize(images, toy.mean, toy.std)
     full = torch.tensor([0.0, 0.0, 1.0, 1.0])
     crop = torch.stack([full, torch.tensor([0.25, 0.125, 0.5, 0.75]), full, full])
-    ep = Epoch(order=torch.tensor([2, 0, 1, 3]), crop=crop, flip=torch.tensor([False, False, True, False]),
-               mix_index=torch.tensor([2, 0, 1, 1]), mix_lambda=torch.tensor([1.0, 1.0, 1.0, 0.75]),
-               mix_box=torch.tensor([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 4, 4]], dtype=torch.int16))
+    ep = Epoch(
+        order=torch.tensor([2, 0, 1, 3]),
+        crop=crop,
+        flip=torch.tensor([False, False, True, False]),
+        mix_index=torch.tensor([2, 0, 1, 1]),
+        mix_lambda=torch.tensor([1.0, 1.0, 1.0, 0.75]),
+        mix_box=torch.tensor([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 4, 4]], dtype=torch.int16),
+    )
     out = render(images, toy.mean, toy.std, ep, torch.arange(4))
     close = partial(torch.testing.assert_close, rtol=0, atol=RENDER_TOL)
     close(out[0], x[2])  # whole image, no flip, empty box: the image itself
@@ -156,8 +161,14 @@ def test_students_step_through_the_stored_relabel_batches_each_with_its_one_cutm
 
     kept = prune_units(store, art.labels, Pruning(rho=2, pool="batch"))
     data = TrainData(art.images, art.labels, toy.mean, toy.std, replay=_replay(art, toy, kept, per_epoch=3))
-    train(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)), data, {"r": Record()}, Recipe(epochs=4, batch_size=5),
-          seed=0, runtime=Runtime())
+    train(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)),
+        data,
+        {"r": Record()},
+        Recipe(epochs=4, batch_size=5),
+        seed=0,
+        runtime=Runtime(),
+    )
     assert len(steps) == 12 and all(any(torch.equal(s, u) for u in kept) for s in steps)  # each step is one kept relabel batch
     for s in steps:
         e, rows = s // 18, s % 18
@@ -187,8 +198,14 @@ def test_shuffled_replay_gives_the_same_inputs_and_labels_at_any_batch_size(toy,
 
     for size in (4, 18):
         data = TrainData(art.images, art.labels, toy.mean, toy.std, replay=replay)
-        train(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)), data, {"r": Record()},
-              Recipe(epochs=2, batch_size=size), seed=0, runtime=Runtime())
+        train(
+            torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)),
+            data,
+            {"r": Record()},
+            Recipe(epochs=2, batch_size=size),
+            seed=0,
+            runtime=Runtime(),
+        )
     assert seen[4].keys() == seen[18].keys() and len(seen[4]) == 36  # the trainer visits the same stored samples
     assert all(torch.equal(seen[4][p][0], seen[18][p][0]) and torch.equal(seen[4][p][1], seen[18][p][1]) for p in seen[4])
 
@@ -232,7 +249,10 @@ def test_metric_pruning_ranks_units_by_their_labels(toy, tmp_path):
     means = torch.tensor([conf.flatten()[u].mean().item() for u in every])
     easy = prune_units(store, art.labels, Pruning(rho=6, pool="batch", metric="confidence", keep="easy"))
     hard = prune_units(store, art.labels, Pruning(rho=6, pool="batch", metric="confidence", keep="hard"))
-    index = lambda kept: {next(i for i, u in enumerate(every) if torch.equal(u, k)) for k in kept}  # noqa: E731
+
+    def index(kept):
+        return {next(i for i, u in enumerate(every) if torch.equal(u, k)) for k in kept}
+
     assert index(easy) == set(means.argsort(descending=True)[:3].tolist())
     assert index(hard) == set(means.argsort()[:3].tolist())
     assert len(prune_units(store, art.labels, Pruning(rho=6, pool="batch", metric="diff", keep="uniform"))) == 3
@@ -291,7 +311,9 @@ def test_stored_files_are_validated_on_load(toy, tmp_path):
     rewrite(lambda t: t.update(original))
     load_artifact(path)
     info_path.write_text(json.dumps({k: v for k, v in info.items() if k != "mix_per"}))  # as an older ladd wrote it
-    with pytest.raises(LaddError, match=r"relabel.json is malformed at mix_per: Field required \(run `ladd relabel` on the artifact again\)"):
+    with pytest.raises(
+        LaddError, match=r"relabel.json is malformed at mix_per: Field required \(run `ladd relabel` on the artifact again\)"
+    ):
         load_artifact(path)
     info_path.write_text(json.dumps(info))
     (directory / epoch_file(2)).write_bytes((directory / epoch_file(3)).read_bytes())
@@ -331,8 +353,9 @@ def test_resumed_relabel_equals_an_uninterrupted_one(toy, tmp_path, monkeypatch)
 
 def test_fkd_students_train_on_the_pruned_pool_and_relabel_survives_relabelling(toy, tmp_path):
     path, art = _relabelled(toy, tmp_path)
-    cfg = EvalConfig(methods=("fkd",), models=("convnet-w32",), seeds=1, protocol="fkd", epochs=2, lr=1e-3,
-                     pruning=Pruning(rho=2, pool="batch"))
+    cfg = EvalConfig(
+        methods=("fkd",), models=("convnet-w32",), seeds=1, protocol="fkd", epochs=2, lr=1e-3, pruning=Pruning(rho=2, pool="batch")
+    )
     row = evaluate(art, toy, cfg, Runtime())[0]
     assert row["relabel_kept_samples"] == 36 and row["terms"] == ["replay"]
     assert row["batch_size"] == 6 and row["replay_batches"] == "stored"  # the relabel batches, not the protocol's 256

@@ -20,8 +20,12 @@ def _ladd_artifact(ds):
     g = torch.Generator().manual_seed(0)
     soft = torch.softmax(torch.randn(len(labels), ds.num_classes, generator=g), 1)
     dense = torch.softmax(torch.randn(len(labels), 4, ds.num_classes, generator=g), 2)
-    manifest = {"source": {"class_names": list(ds.class_names)}, "ipc": 2, "images": {"method": "random"},
-                "labels": {"method": "ladd", "subsample": {"n": 2, "r": 0.75}}}
+    manifest = {
+        "source": {"class_names": list(ds.class_names)},
+        "ipc": 2,
+        "images": {"method": "random"},
+        "labels": {"method": "ladd", "subsample": {"n": 2, "r": 0.75}},
+    }
     return Artifact(images, labels, manifest, soft_labels=soft, dense_labels=dense)
 
 
@@ -29,8 +33,11 @@ def _run(tmp_path, name, methods, ds):
     art = _ladd_artifact(ds)
     save_artifact(tmp_path / name / "artifact", art)
     rows = evaluate(art, ds, EvalConfig(methods=methods, models=("convnet-w32",), seeds=2, epochs=1), Runtime())
-    robust = {"method": methods[-1], "model": "convnet-w32", **{f"{k}_mean": v for k, v in
-              {"hlr": 0.1, "ior": 0.2, "lrs": 0.4, "ars": 0.5}.items()}}
+    robust = {
+        "method": methods[-1],
+        "model": "convnet-w32",
+        **{f"{k}_mean": v for k, v in {"hlr": 0.1, "ior": 0.2, "lrs": 0.4, "ars": 0.5}.items()},
+    }
     write_json(tmp_path / name / "results.json", {"rows": rows, "config": {}, "robustness": robust})
     return rows
 
@@ -41,8 +48,18 @@ def test_report_files_are_produced_and_match_results_json(tmp_path):
     b = _run(tmp_path, "b", ("soft",), ds)
     written = build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "rep")
     names = {p.name for p in written}
-    assert {"report.md", "report.csv", "report.json", "acc_vs_ipc.png", "acc_vs_bytes.png", "acc_vs_flops.png",
-            "per_class.png", "images_a.png", "crops_a.png", "images_b.png"} <= names
+    assert {
+        "report.md",
+        "report.csv",
+        "report.json",
+        "acc_vs_ipc.png",
+        "acc_vs_bytes.png",
+        "acc_vs_flops.png",
+        "per_class.png",
+        "images_a.png",
+        "crops_a.png",
+        "images_b.png",
+    } <= names
     assert all(p.stat().st_size > 0 for p in written)
     with (tmp_path / "rep" / "report.csv").open() as f:
         table = list(csv.DictReader(f))
@@ -137,9 +154,16 @@ def _eval_folder(tmp_path, artifact: str, sha: str | None) -> None:
     """An evaluation folder as `ladd eval` writes it: config.artifact as given, rows with the images' SHA-256."""
     ds = make_dataset()
     save_artifact(tmp_path / "arts" / "dm", _ladd_artifact(ds))
-    rows = evaluate(load_artifact(tmp_path / "arts" / "dm"), ds, EvalConfig(methods=("baseline",), models=("convnet-w32",), seeds=1, epochs=1), Runtime())
-    write_json(tmp_path / "evals" / "dm" / "results.json", {"rows": [{**r, **({"artifact_sha256": sha} if sha else {})} for r in rows],
-                                                            "config": {"artifact": artifact}})
+    rows = evaluate(
+        load_artifact(tmp_path / "arts" / "dm"),
+        ds,
+        EvalConfig(methods=("baseline",), models=("convnet-w32",), seeds=1, epochs=1),
+        Runtime(),
+    )
+    write_json(
+        tmp_path / "evals" / "dm" / "results.json",
+        {"rows": [{**r, **({"artifact_sha256": sha} if sha else {})} for r in rows], "config": {"artifact": artifact}},
+    )
 
 
 def test_report_refuses_the_images_of_an_artifact_replaced_since_evaluation(tmp_path, capsys):
@@ -166,8 +190,19 @@ def test_one_seed_shows_the_mean_alone():
     from ladd.report.tables import cells, pm
 
     assert pm(0.5, 0.0, 1) == "50.00" and pm(0.5, 0.01, 3) == "50.00 ± 1.00"
-    row = {"method": "baseline", "model": "convnet", "ipc": 1, "acc_mean": 0.5, "acc_std": 0.0, "n_seeds": 1, "image_bytes_zip": 1024,
-           "label_bytes_zip": 0, "label_overhead_pct": 0.0, "flops": 1.0, "seconds": 1.0}
+    row = {
+        "method": "baseline",
+        "model": "convnet",
+        "ipc": 1,
+        "acc_mean": 0.5,
+        "acc_std": 0.0,
+        "n_seeds": 1,
+        "image_bytes_zip": 1024,
+        "label_bytes_zip": 0,
+        "label_overhead_pct": 0.0,
+        "flops": 1.0,
+        "seconds": 1.0,
+    }
     assert cells(row)["acc"] == "50.00"
 
 
@@ -176,14 +211,30 @@ def test_flops_tick_labels_are_engineering_and_do_not_overlap(tmp_path, monkeypa
     from ladd.report.plots import accuracy_vs_cost
 
     figures = _figures(monkeypatch)
-    rows = [{"method": f"m{i}", "model": "convnet", "ipc": 10, "dataset": "digits", "acc_mean": 0.5, "acc_std": 0.01, "n_seeds": 3,
-             "image_bytes_zip": 4000, "label_bytes_zip": 100, "flops": f} for i, f in enumerate(flops)]
+    rows = [
+        {
+            "method": f"m{i}",
+            "model": "convnet",
+            "ipc": 10,
+            "dataset": "digits",
+            "acc_mean": 0.5,
+            "acc_std": 0.01,
+            "n_seeds": 3,
+            "image_bytes_zip": 4000,
+            "label_bytes_zip": 100,
+            "flops": f,
+        }
+        for i, f in enumerate(flops)
+    ]
     accuracy_vs_cost(rows, tmp_path / "results.png")
     fig = figures["results.png"]
     fig.canvas.draw()
     for ax in fig.axes:
-        shown = [t for t in ax.get_xticklabels(which="both") if t.get_text() and t.get_visible()
-                 and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+        shown = [
+            t
+            for t in ax.get_xticklabels(which="both")
+            if t.get_text() and t.get_visible() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]
+        ]
         boxes = sorted((t.get_window_extent() for t in shown), key=lambda b: b.x0)
         assert len(boxes) >= 2 and all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))
         assert not any("10^" in t.get_text() or "times" in t.get_text() for t in shown)
@@ -197,10 +248,12 @@ def test_plots_leave_matplotlib_state_alone(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, matplotlib, ladd.experiments.common, ladd.report.gradcam\n"
-            "from ladd.report.plots import save_figure, subplots\n"
-            "fig, ax = subplots(figsize=(2, 2)); ax.plot([0, 1]); save_figure(fig, __import__('pathlib').Path(sys.argv[1]))\n"
-            "print('matplotlib.pyplot' in sys.modules, matplotlib.rcParams._get_backend_or_none())")
+    code = (
+        "import sys, matplotlib, ladd.experiments.common, ladd.report.gradcam\n"
+        "from ladd.report.plots import save_figure, subplots\n"
+        "fig, ax = subplots(figsize=(2, 2)); ax.plot([0, 1]); save_figure(fig, __import__('pathlib').Path(sys.argv[1]))\n"
+        "print('matplotlib.pyplot' in sys.modules, matplotlib.rcParams._get_backend_or_none())"
+    )
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # a backend the user chose is not ladd's choice
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.png")], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.split() == ["False", "None"] and (tmp_path / "f.png").stat().st_size > 0

@@ -29,8 +29,16 @@ def test_scores_equal_hand_computed_values():
     assert robust.ars(0.8, 0.7, 0.5, 0.2) == pytest.approx(0.363140, abs=1e-6)
     # weights move the balance: w = 1 scores IOR alone
     assert robust.lrs(0.3, 0.1, w=1.0) == pytest.approx(robust.normalize(0.1))
-    s = robust.scores({"real_hard": [0.9, 0.9], "syn_hard": [0.6, 0.7], "syn_any": [0.8, 0.8], "random_any": [0.7, 0.6],
-                       "syn_any_no_aug": [0.5, 0.5], "random_any_no_aug": [0.2, 0.2]})
+    s = robust.scores(
+        {
+            "real_hard": [0.9, 0.9],
+            "syn_hard": [0.6, 0.7],
+            "syn_any": [0.8, 0.8],
+            "random_any": [0.7, 0.6],
+            "syn_any_no_aug": [0.5, 0.5],
+            "random_any_no_aug": [0.2, 0.2],
+        }
+    )
     assert s["hlr"] == pytest.approx([0.3, 0.2]) and s["ior"] == pytest.approx([0.1, 0.2])
     assert s["hlr_mean"] == pytest.approx(0.25) and s["hlr_std"] == pytest.approx(0.05)
     assert s["lrs_mean"] == pytest.approx((robust.normalize(-0.1) + robust.normalize(0.0)) / 2)
@@ -101,7 +109,9 @@ def test_baseline_plus_plus_of_an_imported_set_is_refused_before_any_training(tm
     with pytest.raises(LaddError, match="baseline\\+\\+ needs one more image per class .* an imported set has none to give"):
         pipeline.plus_one(art, ds, Runtime())
     save_artifact(tmp_path / "art", art)
-    res = CliRunner().invoke(app, ["eval", str(tmp_path / "art"), "--equal-cost", "bytes", "--epochs", "1", "--seeds", "1", "--out", str(tmp_path / "ev")])
+    res = CliRunner().invoke(
+        app, ["eval", str(tmp_path / "art"), "--equal-cost", "bytes", "--epochs", "1", "--seeds", "1", "--out", str(tmp_path / "ev")]
+    )
     assert isinstance(res.exception, LaddError) and "imported set" in str(res.exception)
     assert not (tmp_path / "ev").exists()
 
@@ -121,15 +131,28 @@ def test_flops_curves_end_at_the_final_students_and_the_paper_comparison_reads_t
         assert row["curve"][-1]["accs"] == row["accs"] and row["curve"][-1]["flops_deploy"] == row["flops_deploy"]
         assert row["curve"][0]["flops_deploy"] * 2 == row["flops_deploy"]  # the same inputs every epoch
     assert both["flops_deploy"] == 2 * base["flops_deploy"]  # global-both forwards every image twice per step
-    (read,) = equal_cost(labelled, None, ds, cfg.model_copy(update={"methods": ("baseline", "soft")}), Runtime(),
-                         [base, {**both, "method": "soft"}], ("curve",))
+    (read,) = equal_cost(
+        labelled,
+        None,
+        ds,
+        cfg.model_copy(update={"methods": ("baseline", "soft")}),
+        Runtime(),
+        [base, {**both, "method": "soft"}],
+        ("curve",),
+    )
     assert read["method"] == "soft @ baseline FLOPs" and read["flops_deploy"] == base["flops_deploy"]
     assert read["accs"] == both["curve"][0]["accs"] and "after 2.0 of its 4 epochs" in read["budget"]  # half its FLOPs: epoch 2
     written = write_results(tmp_path, [base, both, read], {}, [], "t")
     assert (tmp_path / "flops_curve.png") in written
 
-    row = {"method": "m", "epochs": 10, "flops_distill": None, "flops_labels": 5, "class_acc_mean": [1.0],
-           "curve": [{"epoch": 2, "flops_deploy": 100, "accs": [0.2, 0.4]}, {"epoch": 4, "flops_deploy": 200, "accs": [0.6, 0.4]}]}
+    row = {
+        "method": "m",
+        "epochs": 10,
+        "flops_distill": None,
+        "flops_labels": 5,
+        "class_acc_mean": [1.0],
+        "curve": [{"epoch": 2, "flops_deploy": 100, "accs": [0.2, 0.4]}, {"epoch": 4, "flops_deploy": 200, "accs": [0.6, 0.4]}],
+    }
     r = at_flops(row, 150, "baseline")
     assert r["accs"] == pytest.approx([0.4, 0.4]) and r["flops"] == 155 and "after 3.0 of its 10 epochs" in r["budget"]
     with pytest.raises(LaddError, match=r"m cannot be read at baseline's 50 deployment FLOPs: its first recorded point is at 100 FLOPs"):

@@ -48,8 +48,11 @@ def test_results_json_carries_the_schema_version_and_report_reads_it(rows, tmp_p
 
 
 def test_an_old_results_json_without_schema_version_still_reports(rows, tmp_path):
-    old = [{k: v for k, v in r.items() if k not in ("trained_by", "images_method", "batch_size", "artifact", "artifact_sha256")}
-           | {"dropped_key": 1} for r in rows]  # older ladd lacked some keys and wrote others since dropped
+    old = [
+        {k: v for k, v in r.items() if k not in ("trained_by", "images_method", "batch_size", "artifact", "artifact_sha256")}
+        | {"dropped_key": 1}
+        for r in rows
+    ]  # older ladd lacked some keys and wrote others since dropped
     write_json(tmp_path / "old" / "results.json", {"rows": old, "config": {}})
     assert len(load_run(tmp_path / "old").rows) == len(rows)
     assert (tmp_path / "rep" / "report.md") in build_report([tmp_path / "old"], tmp_path / "rep")

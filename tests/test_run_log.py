@@ -14,9 +14,27 @@ from ladd.experts import build_for
 from ladd.train.loop import Recipe, TrainData, train
 from ladd.train.terms import method_terms
 
-DM = ["distill", "--dataset", "digits", "--ipc", "1", "--images", "dm", "--model", "convnet-w32", "--device", "cpu",
-      "--param", "iterations=4", "--param", "checkpoint_every=2", "--param", "batch_real=4", "--param", "compile=false"]
-
+DM = [
+    "distill",
+    "--dataset",
+    "digits",
+    "--ipc",
+    "1",
+    "--images",
+    "dm",
+    "--model",
+    "convnet-w32",
+    "--device",
+    "cpu",
+    "--param",
+    "iterations=4",
+    "--param",
+    "checkpoint_every=2",
+    "--param",
+    "batch_real=4",
+    "--param",
+    "compile=false",
+]
 
 
 def test_resume_without_a_checkpoint_starts_fresh_with_the_same_artifact(capsys, tmp_path, monkeypatch):
@@ -43,12 +61,28 @@ def test_resume_without_a_checkpoint_starts_fresh_with_the_same_artifact(capsys,
 def test_trainer_logs_each_checkpoint_and_its_resume(capsys, tmp_path, toy):
     data = TrainData(toy.train.images, toy.train.labels, toy.mean, toy.std)
     recipe = Recipe(epochs=2, lr=0.05, batch_size=8)
-    train(build_for(toy, "convnet-w32", 0), data, method_terms("baseline"), recipe, seed=0, runtime=Runtime(),
-          description="labeler", checkpoint_dir=tmp_path)
+    train(
+        build_for(toy, "convnet-w32", 0),
+        data,
+        method_terms("baseline"),
+        recipe,
+        seed=0,
+        runtime=Runtime(),
+        description="labeler",
+        checkpoint_dir=tmp_path,
+    )
     lines = capsys.readouterr().err.splitlines()
     assert lines == [f"labeler: checkpoint: epoch {e}/2 -> {tmp_path / f'epoch_00{e}.safetensors'}" for e in range(3)]
-    train(build_for(toy, "convnet-w32", 0), data, method_terms("baseline"), recipe, seed=0, runtime=Runtime(),
-          description="labeler", checkpoint_dir=tmp_path)
+    train(
+        build_for(toy, "convnet-w32", 0),
+        data,
+        method_terms("baseline"),
+        recipe,
+        seed=0,
+        runtime=Runtime(),
+        description="labeler",
+        checkpoint_dir=tmp_path,
+    )
     assert capsys.readouterr().err.splitlines() == [f"labeler: resuming from {tmp_path / 'epoch_002.safetensors'} (epoch 2/2)"]
 
 
@@ -64,7 +98,9 @@ def test_long_loops_print_occasional_lines_without_a_terminal(capsys, monkeypatc
         for _ in range(50):
             advance(status="loss 0.5")
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 10 and all(re.fullmatch(r"work: \d+/50 \(\d+%\) · loss 0\.5 · 0:00:00 elapsed(, ~0:00:00 left)?", x) for x in lines), lines
+    assert len(lines) == 10 and all(
+        re.fullmatch(r"work: \d+/50 \(\d+%\) · loss 0\.5 · 0:00:00 elapsed(, ~0:00:00 left)?", x) for x in lines
+    ), lines
     assert lines[0].startswith("work: 5/50 (10%)") and lines[-1].startswith("work: 50/50 (100%)")
 
     monkeypatch.setattr(progress, "LINE_MIN_S", 1e9)
@@ -73,7 +109,11 @@ def test_long_loops_print_occasional_lines_without_a_terminal(capsys, monkeypatc
         advance(40)  # a resumed loop skips what was done
         advance()
         advance()
-    assert [x.split(" · ")[0] for x in capsys.readouterr().err.splitlines()] == ["slow: 40/1000000 (0%)", "slow: 41/1000000 (0%)", "slow: 42/1000000 (0%)"]
+    assert [x.split(" · ")[0] for x in capsys.readouterr().err.splitlines()] == [
+        "slow: 40/1000000 (0%)",
+        "slow: 41/1000000 (0%)",
+        "slow: 42/1000000 (0%)",
+    ]
 
     monkeypatch.setenv("LADD_NO_PROGRESS", "1")  # silenced; log lines are not
     with progress.bar("quiet", 10) as advance:

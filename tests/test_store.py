@@ -70,7 +70,13 @@ def test_built_once_then_memory_mapped_and_reused(tmp_path, monkeypatch):
     ds = load_dataset("imagefolder", data_dir=root, resolution=RES)
     [path] = [p for p in store_dirs() if not p.name.endswith(".lock")]
     assert path.name.startswith(f"imagefolder-{RES}px-f{cache.FORMATS['data']}-")
-    assert sorted(p.name for p in path.iterdir()) == ["store.json", "test.images.npy", "test.labels.npy", "train.images.npy", "train.labels.npy"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "store.json",
+        "test.images.npy",
+        "test.labels.npy",
+        "train.images.npy",
+        "train.labels.npy",
+    ]
     assert store.store_of(ds) == path and stream.stored(ds.train.images) and stream.stored(ds.test.images)
     # reads equal a direct decode, the mean/std the in-memory computation
     ref_train, ref_test = direct(root), direct(root, "val")
@@ -130,8 +136,9 @@ load_dataset("imagefolder", data_dir=sys.argv[1], resolution=%d, workers=1)
 def test_a_killed_build_leaves_nothing_half_used(tmp_path, monkeypatch):
     root = write_folder(tmp_path / "data")
     marker = tmp_path / "marker"
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED % RES), str(root), str(marker)],
-                             env={**os.environ, "LADD_NO_PROGRESS": "1"})
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED % RES), str(root), str(marker)], env={**os.environ, "LADD_NO_PROGRESS": "1"}
+    )
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():
@@ -172,7 +179,9 @@ def test_parallel_build_equals_serial_and_a_bad_file_stops_it_cleanly(tmp_path, 
     ref = direct(root)
     assert torch.equal(ds.train.images, ref.images) and torch.equal(ds.train.labels, ref.labels)
     assert (ds.mean, ds.std) == channel_stats(ref.images)
-    assert torch.equal(skipped.train.images[:8], ref.images[:8]) and torch.equal(skipped.train.images[8:], ref.images[9:])  # bee/3.png was 8
+    assert torch.equal(skipped.train.images[:8], ref.images[:8]) and torch.equal(
+        skipped.train.images[8:], ref.images[9:]
+    )  # bee/3.png was 8
 
 
 UNGUARDED = """
@@ -188,8 +197,13 @@ def test_a_script_without_a_main_guard_gets_an_error_not_a_deadlock(tmp_path):
     would wait forever for the store its parent is building."""
     script = tmp_path / "unguarded.py"
     script.write_text(UNGUARDED % RES)
-    run = subprocess.run([sys.executable, str(script), str(write_folder(tmp_path / "data"))], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "LADD_NO_PROGRESS": "1"})
+    run = subprocess.run(
+        [sys.executable, str(script), str(write_folder(tmp_path / "data"))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LADD_NO_PROGRESS": "1"},
+    )
     assert run.returncode != 0
     assert "decode worker process died" in run.stderr and 'if __name__ == "__main__":' in run.stderr
 
@@ -199,8 +213,14 @@ def test_stream_readers_equal_indexing(tmp_path):
     images, ram = ds.train.images, ds.train.images.clone()
     assert stream.stored(images) and not stream.stored(ram)
     g = torch.Generator().manual_seed(0)
-    for idx in (torch.randint(len(ram), (7,), generator=g), torch.tensor([3, 3, 4, 5, 0]), torch.arange(4, 9),
-                torch.randint(len(ram), (2, 3), generator=g), ram[:, 0, 0, 0] > 100, torch.tensor([-1, 0])):
+    for idx in (
+        torch.randint(len(ram), (7,), generator=g),
+        torch.tensor([3, 3, 4, 5, 0]),
+        torch.arange(4, 9),
+        torch.randint(len(ram), (2, 3), generator=g),
+        ram[:, 0, 0, 0] > 100,
+        torch.tensor([-1, 0]),
+    ):
         assert torch.equal(stream.gather(images, idx), ram[idx])
     assert all(torch.equal(a, b) for a, b in zip(stream.chunks(images, 5), ram.split(5), strict=True))
     order = torch.randperm(len(ram), generator=g).split(4)
@@ -210,8 +230,10 @@ def test_stream_readers_equal_indexing(tmp_path):
     assert torch.equal(view[torch.tensor([2, 0])], ram[[7, 1]]) and torch.equal(view[1], ram[4])
     assert torch.equal(torch.cat(list(view.split(3))), ram[[1, 4, 7, 8]]) and torch.equal(view.float(), ram[[1, 4, 7, 8]].float())
     assert torch.equal(stream.rows(view, torch.tensor([3])).materialize(), ram[[8]])
-    assert torch.equal(predict(build_for(ds, "convnet", 0), images, ds.mean, ds.std, batch_size=5),
-                       predict(build_for(ds, "convnet", 0), ram, ds.mean, ds.std, batch_size=5))
+    assert torch.equal(
+        predict(build_for(ds, "convnet", 0), images, ds.mean, ds.std, batch_size=5),
+        predict(build_for(ds, "convnet", 0), ram, ds.mean, ds.std, batch_size=5),
+    )
 
 
 def test_a_stored_split_trains_a_student_exactly_like_the_in_memory_one(tmp_path):
@@ -222,7 +244,9 @@ def test_a_stored_split_trains_a_student_exactly_like_the_in_memory_one(tmp_path
 
     def student(d):
         model = build_for(d, "convnet", 0)
-        log = train(model, TrainData(d.train.images, d.train.labels, d.mean, d.std), method_terms("baseline"), recipe, seed=1, runtime=runtime)
+        log = train(
+            model, TrainData(d.train.images, d.train.labels, d.mean, d.std), method_terms("baseline"), recipe, seed=1, runtime=runtime
+        )
         return model, log
 
     for a, b in ((ds, ram), (holdout(ds, 1), holdout(ram, 1))):
@@ -236,7 +260,9 @@ def test_a_stored_split_trains_a_student_exactly_like_the_in_memory_one(tmp_path
 
 
 def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
-    head = lambda magic, dims: magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)  # noqa: E731
+    def head(magic, dims):
+        return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+
     (folder / f"{prefix}-images-idx3-ubyte").write_bytes(head(2051, images.shape) + images.tobytes())
     with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
         f.write(head(2049, labels.shape) + labels.tobytes())

@@ -14,8 +14,13 @@ def _batch(b=3, c=4, size=8, n=3, r=0.5, with_labels=True):
     dense = torch.rand(b, n * n, c, generator=g).softmax(-1)
     soft = torch.rand(b, c, generator=g).softmax(-1)
     return Batch(
-        x=x, hard=torch.randint(c, (b,), generator=g), soft=soft if with_labels else None,
-        dense=dense if with_labels else None, geometry=(n, r), augment=lambda t, gen: t, gen=g,
+        x=x,
+        hard=torch.randint(c, (b,), generator=g),
+        soft=soft if with_labels else None,
+        dense=dense if with_labels else None,
+        geometry=(n, r),
+        augment=lambda t, gen: t,
+        gen=g,
     )
 
 

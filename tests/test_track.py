@@ -26,8 +26,9 @@ def _artifact(toy):
 def _students(toy, seeds=1, epochs=2):
     """Students trained as `evaluate` trains them, with their TrainLog."""
     recipe = load_protocol("dc-cpu").recipe("convnet-w32", None, epochs=epochs, lr=0.01)
-    return train_students(train_data(_artifact(toy), toy), method_terms("baseline", None, "mean"), recipe, toy,
-                          "convnet-w32", seeds, Runtime(), "baseline"), recipe
+    return train_students(
+        train_data(_artifact(toy), toy), method_terms("baseline", None, "mean"), recipe, toy, "convnet-w32", seeds, Runtime(), "baseline"
+    ), recipe
 
 
 def _csv(path):
@@ -102,14 +103,34 @@ def test_cli_eval_track_csv(tmp_path):
     ladd = [sys.executable, "-m", "ladd"]
     assert subprocess.run([*ladd, "distill", "--dataset", "digits", "--ipc", "1", "--out", art], capture_output=True).returncode == 0
     out = tmp_path / "ev"
-    res = subprocess.run([*ladd, "eval", art, "--model", "convnet-w32", "--seeds", "1", "--epochs", "2", "--methods", "baseline",
-                          "--track", "csv", "--out", out], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            *ladd,
+            "eval",
+            art,
+            "--model",
+            "convnet-w32",
+            "--seeds",
+            "1",
+            "--epochs",
+            "2",
+            "--methods",
+            "baseline",
+            "--track",
+            "csv",
+            "--out",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     assert [r["epoch"] for r in _csv(out / track.CURVES)] == ["1", "2"]
-    assert [r["acc_mean"] for r in _csv(out / track.ROWS)] == [str(r["acc_mean"]) for r in json.loads((out / "results.json").read_text())["rows"]]
+    assert [r["acc_mean"] for r in _csv(out / track.ROWS)] == [
+        str(r["acc_mean"]) for r in json.loads((out / "results.json").read_text())["rows"]
+    ]
     res = subprocess.run([*ladd, "eval", art, "--track", "mlflow"], capture_output=True, text=True)
     assert res.returncode != 0 and "--track 'mlflow' is not one of csv, tensorboard, wandb" in res.stderr
-
 
 
 def test_under_torchrun_only_rank_0_tracks(tmp_path):
@@ -118,8 +139,9 @@ def test_under_torchrun_only_rank_0_tracks(tmp_path):
 
     art, out = tmp_path / "art", tmp_path / "ev"
     assert one_process("distill", "--dataset", "digits", "--ipc", "1", "--out", art).returncode == 0
-    done = torchrun("eval", art, "--model", "convnet-w32", "--methods", "baseline", "--seeds", "1", "--epochs", "2",
-                    "--track", "csv", "--out", out)
+    done = torchrun(
+        "eval", art, "--model", "convnet-w32", "--methods", "baseline", "--seeds", "1", "--epochs", "2", "--track", "csv", "--out", out
+    )
     assert done.returncode == 0, done.stderr
     assert [(r["student"], r["epoch"]) for r in _csv(out / track.CURVES)] == [("baseline/convnet-w32/seed0", e) for e in ("1", "2")]
     assert len(_csv(out / track.ROWS)) == 1

@@ -50,7 +50,15 @@ def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "_save", crash_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        train(build_for(toy, "convnet-w32", 0), _data(toy), method_terms("baseline"), RECIPE, seed=2, runtime=Runtime(), checkpoint_dir=tmp_path / "b")
+        train(
+            build_for(toy, "convnet-w32", 0),
+            _data(toy),
+            method_terms("baseline"),
+            RECIPE,
+            seed=2,
+            runtime=Runtime(),
+            checkpoint_dir=tmp_path / "b",
+        )
     monkeypatch.setattr(loop, "_save", real_save)
     resumed = build_for(toy, "convnet-w32", 5)  # different init: it must come from the checkpoint
     log = train(resumed, _data(toy), method_terms("baseline"), RECIPE, seed=2, runtime=Runtime(), checkpoint_dir=tmp_path / "b")
@@ -74,7 +82,15 @@ def test_crash_between_weights_and_state_resumes_consistently(toy, tmp_path, mon
 
     monkeypatch.setattr(ckpt, "save_tensors", crash_on_state_of_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        train(build_for(toy, "convnet-w32", 0), _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime(), checkpoint_dir=tmp_path)
+        train(
+            build_for(toy, "convnet-w32", 0),
+            _data(toy),
+            method_terms("baseline"),
+            RECIPE,
+            seed=3,
+            runtime=Runtime(),
+            checkpoint_dir=tmp_path,
+        )
     monkeypatch.setattr(ckpt, "save_tensors", real)
     resumed = build_for(toy, "convnet-w32", 0)
     train(resumed, _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime(), checkpoint_dir=tmp_path)
@@ -94,8 +110,15 @@ def test_ema_weights_are_the_direct_average_of_every_steps_weights(toy):
         return nn.functional.cross_entropy(network(batch.x), batch.hard), len(batch.x)
 
     beta = 0.8
-    train(model, _data(toy), {"ce": term}, Recipe(epochs=2, lr=0.1, batch_size=6, ema=beta), seed=0, runtime=Runtime(),
-          after_epoch=lambda epoch, m, log: states.append(_weights(m)) if epoch == 2 else None)
+    train(
+        model,
+        _data(toy),
+        {"ce": term},
+        Recipe(epochs=2, lr=0.1, batch_size=6, ema=beta),
+        seed=0,
+        runtime=Runtime(),
+        after_epoch=lambda epoch, m, log: states.append(_weights(m)) if epoch == 2 else None,
+    )
     assert len(states) == 2 * 3 + 1
     average = {k: v.double() for k, v in states[0].items()}
     for state in states[1:]:
@@ -164,7 +187,7 @@ def test_epoch_loss_is_the_host_sum_of_step_losses_without_a_sync_per_step(toy):
     steps = len(recorded.losses) // SPEEDY.epochs  # 18 images, batch 8: 3 steps
     for epoch, logged in enumerate(log.epoch_loss):
         total = 0.0
-        for value in recorded.losses[epoch * steps:(epoch + 1) * steps]:
+        for value in recorded.losses[epoch * steps : (epoch + 1) * steps]:
             total = total + value
         assert logged == total / steps
     checked, checked_log = _trained(toy, Speed(check_every=1))
@@ -179,17 +202,35 @@ def test_a_loss_turning_nan_mid_epoch_still_raises_diverged(toy, check_every):
     the end of the epoch or every 2 steps, so lr selection still scores the candidate as failed."""
     nan = _Recorded(method_terms("baseline")["global-hard"], poison_at=4)
     with pytest.raises(Diverged, match=r"loss became nan at epoch 1 .*lower the lr"):
-        train(build_for(toy, "convnet-w32", 0), _data(toy), {"global-hard": nan}, SPEEDY, seed=4,
-              runtime=Runtime(speed=Speed(check_every=check_every)))
+        train(
+            build_for(toy, "convnet-w32", 0),
+            _data(toy),
+            {"global-hard": nan},
+            SPEEDY,
+            seed=4,
+            runtime=Runtime(speed=Speed(check_every=check_every)),
+        )
     assert len(nan.losses) == (6 if check_every == 0 else 5)  # epoch 1 runs out, or stops at its check
 
 
 def test_divergence_is_caught_before_a_nan_checkpoint_is_written(toy, tmp_path):
     nan = _Recorded(method_terms("baseline")["global-hard"], poison_at=3)  # the first step of epoch 1
     with pytest.raises(Diverged):
-        train(build_for(toy, "convnet-w32", 0), _data(toy), {"global-hard": nan}, SPEEDY, seed=4, runtime=Runtime(),
-              checkpoint_dir=tmp_path, saves_per_epoch=2)
-    assert sorted(p.name for p in tmp_path.glob("epoch_*")) == ["epoch_000.500.safetensors", "epoch_000.safetensors", "epoch_001.safetensors"]
+        train(
+            build_for(toy, "convnet-w32", 0),
+            _data(toy),
+            {"global-hard": nan},
+            SPEEDY,
+            seed=4,
+            runtime=Runtime(),
+            checkpoint_dir=tmp_path,
+            saves_per_epoch=2,
+        )
+    assert sorted(p.name for p in tmp_path.glob("epoch_*")) == [
+        "epoch_000.500.safetensors",
+        "epoch_000.safetensors",
+        "epoch_001.safetensors",
+    ]
     assert len(nan.losses) == 5  # stopped at epoch 1's half-epoch save (step 2), not at its end
 
 
@@ -204,11 +245,15 @@ def _close(a: nn.Module, b: nn.Module, rtol: float, atol: float) -> None:
         assert b.state_dict()[k].is_contiguous(), k  # channels-last training gives the weights back contiguous
 
 
-@pytest.mark.parametrize("speed, rtol, atol, loss_rtol", [
-    (Speed(channels_last=True), 1e-4, 1e-5, 1e-5),
-    (Speed(precision="bf16"), 0.1, 0.02, 0.02),
-    (Speed(precision="bf16", channels_last=True), 0.1, 0.02, 0.02),
-], ids=["channels-last", "bf16", "bf16-channels-last"])
+@pytest.mark.parametrize(
+    "speed, rtol, atol, loss_rtol",
+    [
+        (Speed(channels_last=True), 1e-4, 1e-5, 1e-5),
+        (Speed(precision="bf16"), 0.1, 0.02, 0.02),
+        (Speed(precision="bf16", channels_last=True), 0.1, 0.02, 0.02),
+    ],
+    ids=["channels-last", "bf16", "bf16-channels-last"],
+)
 def test_faster_paths_train_the_same_model(toy, speed, rtol, atol, loss_rtol):
     """The LADD student (global + local dense terms) through each speed path lands where the plain
     fp32 path does: to float rounding, or to bf16's 8-bit mantissa."""
@@ -278,9 +323,13 @@ def test_training_commands_take_the_speed_options(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "ensure_buffer", lambda data, model, n, epochs, runtime, out: seen.append(runtime) or out)
     monkeypatch.setattr(swap, "run", lambda data, setup, ipc, epoch, runtime, out: seen.append(runtime))
     runner = CliRunner()
-    res = runner.invoke(cli.app, ["experts", "--dataset", "digits", "--device", "cpu", "--precision", "bf16", "--channels-last", "--out", str(tmp_path)])
+    res = runner.invoke(
+        cli.app, ["experts", "--dataset", "digits", "--device", "cpu", "--precision", "bf16", "--channels-last", "--out", str(tmp_path)]
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(cli.app, ["experiment", "swap", "--dataset", "digits", "--device", "cpu", "--deterministic", "--out", str(tmp_path)])
+    res = runner.invoke(
+        cli.app, ["experiment", "swap", "--dataset", "digits", "--device", "cpu", "--deterministic", "--out", str(tmp_path)]
+    )
     assert res.exit_code == 0, res.output
     assert [r.speed for r in seen] == [Speed(precision="bf16", channels_last=True), Speed(deterministic=True)]
     res = runner.invoke(cli.app, ["eval", str(tmp_path / "none"), "--device", "cpu", "--precision", "fp16"])

@@ -12,8 +12,12 @@ from conftest import ladd_main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # Appended to the README's own command lines: the same options the walkthrough uses, smaller budgets
-TINY = {"distill": ["--param", "iterations=4", "--param", "checkpoint_every=2"], "label": ["--labeler-epochs", "2"],
-        "eval": ["--seeds", "1", "--epochs", "2"], "report": []}
+TINY = {
+    "distill": ["--param", "iterations=4", "--param", "checkpoint_every=2"],
+    "label": ["--labeler-epochs", "2"],
+    "eval": ["--seeds", "1", "--epochs", "2"],
+    "report": [],
+}
 
 
 def walkthrough_steps() -> list[tuple[list[list[str]], str]]:

@@ -182,6 +182,7 @@ def random_state(seed: int = 0, drop_tracked: bool = False) -> dict[str, torch.T
 
 def reference_forward(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """torchvision's resnet18 in eval mode, written out with torch.nn.functional on the state dict."""
+
     def bn(t, p):
         return F.batch_norm(t, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"], sd[f"{p}.bias"], False, 0.0, 1e-5)
 
@@ -191,7 +192,11 @@ def reference_forward(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Ten
             p, stride = f"layer{layer}.{block}", 2 if layer > 1 and block == 0 else 1
             out = F.relu(bn(F.conv2d(x, sd[f"{p}.conv1.weight"], stride=stride, padding=1), f"{p}.bn1"))
             out = bn(F.conv2d(out, sd[f"{p}.conv2.weight"], padding=1), f"{p}.bn2")
-            skip = bn(F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=stride), f"{p}.downsample.1") if f"{p}.downsample.0.weight" in sd else x
+            skip = (
+                bn(F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=stride), f"{p}.downsample.1")
+                if f"{p}.downsample.0.weight" in sd
+                else x
+            )
             x = F.relu(out + skip)
     return F.linear(x.mean((2, 3)), sd["fc.weight"], sd["fc.bias"])
 
@@ -228,7 +233,9 @@ def one_line_error(fn, *args, **kwargs) -> str:
 def test_the_table_is_torchvisions_resnet18_and_ladd_has_the_same_architecture():
     assert len(TORCHVISION_RESNET18) == 122 and len({n for n, _ in TORCHVISION_RESNET18}) == 122
     assert sum(1 for n, _ in TORCHVISION_RESNET18 if not n.endswith("num_batches_tracked")) == 102
-    params = sum(torch.Size(s).numel() for n, s in TORCHVISION_RESNET18 if not n.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    params = sum(
+        torch.Size(s).numel() for n, s in TORCHVISION_RESNET18 if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     assert params == 11_689_512  # torchvision's documented parameter count for resnet18
     model = imagenet_resnet()
     assert sum(p.numel() for p in model.parameters()) == params
@@ -280,7 +287,8 @@ def test_bad_files_are_one_line_errors_naming_the_key(tv, tmp_path):
     assert "does not exist" in one_line_error(load_weights, model, tmp_path / "nope.pth")
     save_file({"head.w": torch.zeros(2)}, str(tmp_path / "alien.safetensors"))
     assert "none of its 1 names (the first: head.w) is a ResNet18 name in ladd or torchvision layout" in one_line_error(
-        load_weights, model, tmp_path / "alien.safetensors")
+        load_weights, model, tmp_path / "alien.safetensors"
+    )
     (tmp_path / "w.ckpt").write_bytes(b"x")
     assert "is not .pth, .pt, .bin, .safetensors" in one_line_error(load_weights, model, tmp_path / "w.ckpt")
 
@@ -406,7 +414,9 @@ def test_cli_squeeze_and_recover_from_weights(tmp_path):
     assert (tmp_path / "t" / STATS).exists()
     recipe = tmp_path / "tiny.toml"
     recipe.write_text('method = "lpld"\n[params]\niterations = 1\njitter = 1\n')
-    cli.recover(images="lpld", dataset="digits", ipc=1, recipe=str(recipe), teacher_dir=str(tmp_path / "t"), out=tmp_path / "art", device="cpu")
+    cli.recover(
+        images="lpld", dataset="digits", ipc=1, recipe=str(recipe), teacher_dir=str(tmp_path / "t"), out=tmp_path / "art", device="cpu"
+    )
     teacher = load_artifact(tmp_path / "art").manifest["images"]["learned"]["teacher"]
     assert teacher["checkpoint_sha256"] == sha256(weights) and teacher["epoch"] == 0
     cli.label(tmp_path / "art", labels="soft", labeler_weights=str(weights), labeler_model="convnet-bn", device="cpu")

@@ -34,13 +34,31 @@ from ladd.pipeline import ImagesConfig, SourceConfig
 
 __all__ = [
     # stages
-    "load_dataset", "distill", "label", "relabel", "evaluate", "save_results", "report",
-    "load_artifact", "save_artifact", "describe",
+    "load_dataset",
+    "distill",
+    "label",
+    "relabel",
+    "evaluate",
+    "save_results",
+    "report",
+    "load_artifact",
+    "save_artifact",
+    "describe",
     # settings
-    "runtime", "eval_config",
+    "runtime",
+    "eval_config",
     # typed configs and values
-    "SourceConfig", "ImagesConfig", "LabelConfig", "ExpertConfig", "RelabelConfig", "EvalConfig", "Speed", "Runtime",
-    "Artifact", "Dataset", "PRESETS",
+    "SourceConfig",
+    "ImagesConfig",
+    "LabelConfig",
+    "ExpertConfig",
+    "RelabelConfig",
+    "EvalConfig",
+    "Speed",
+    "Runtime",
+    "Artifact",
+    "Dataset",
+    "PRESETS",
 ]
 
 plugins.load()  # scripts see the installed plugins' methods, datasets, models and protocols, as the CLI does
@@ -82,8 +100,12 @@ def eval_config(preset: str = DEFAULT_PRESET, **given) -> EvalConfig:
     views and protocol from the preset ('quick': minutes on a CPU; 'paper'), any `EvalConfig`
     field given overriding it (e.g. `seeds=1, epochs=2, methods=("baseline", "ladd")`)."""
     chosen = PRESETS[preset]
-    defaults = {"models": (chosen.model,), "seeds": chosen.seeds, "crops_per_step": chosen.crops_per_step,
-                "default_protocol": chosen.protocol}
+    defaults = {
+        "models": (chosen.model,),
+        "seeds": chosen.seeds,
+        "crops_per_step": chosen.crops_per_step,
+        "default_protocol": chosen.protocol,
+    }
     return EvalConfig(**{**defaults, **given})
 
 
@@ -96,8 +118,9 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig | None = None, run
     return _evaluate(art, dataset, cfg, runtime) + rounding_rows(art, dataset, cfg, runtime)
 
 
-def save_results(out: str | Path, rows: list[dict], art: Artifact, artifact_path: str | Path, cfg: EvalConfig,
-                 title: str = "ladd api") -> list[Path]:
+def save_results(
+    out: str | Path, rows: list[dict], art: Artifact, artifact_path: str | Path, cfg: EvalConfig, title: str = "ladd api"
+) -> list[Path]:
     """A run folder as `ladd eval` writes it (results.json/.md/.png and the notes on how the numbers
     were made), its rows naming the saved artifact they were evaluated on, so `report` finds its
     images. Returns the files written."""

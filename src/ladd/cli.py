@@ -22,8 +22,27 @@ from ladd.core import dist, track
 from ladd.core.errors import LaddError
 from ladd.core.io import write_json
 from ladd.core.limits import (
-    MAX_BATCH, MAX_COUNT, MAX_ENSEMBLE, MAX_EXPERTS, MAX_GRID, MAX_GRID_IMAGES, MAX_INDEX, MAX_PIXELS, MAX_QUANTILES, MAX_RHO, MAX_SAVES,
-    MAX_SEED, MAX_SEEDS, MAX_STEPS, MAX_TEMPERATURE, MAX_UNROLL, MAX_VIEWS, MAX_WORKERS, MAX_LR, MIN_LR, MIN_TEMPERATURE,
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_ENSEMBLE,
+    MAX_EXPERTS,
+    MAX_GRID,
+    MAX_GRID_IMAGES,
+    MAX_INDEX,
+    MAX_PIXELS,
+    MAX_QUANTILES,
+    MAX_RHO,
+    MAX_SAVES,
+    MAX_SEED,
+    MAX_SEEDS,
+    MAX_STEPS,
+    MAX_TEMPERATURE,
+    MAX_UNROLL,
+    MAX_VIEWS,
+    MAX_WORKERS,
+    MAX_LR,
+    MIN_LR,
+    MIN_TEMPERATURE,
 )
 from ladd.core.progress import console, log
 from ladd.core.runtime import Runtime, Speed
@@ -199,71 +218,378 @@ def _pools(text: str) -> tuple[str, ...]:
 
 
 # --- options shared by the subcommands: one name, one help text each -------------------------
-Dataset_ = Annotated[str, typer.Option("--dataset", help="Source dataset: mnist5k (5,000 MNIST images, shipped), digits (8×8 digits, shipped), cifar10, cifar100, imagefolder, mnist-idx, imagenet, imagenette, imagewoof, imagefruit, imagemeow, imagesquawk, imageyellow.")]
-DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder of an on-disk dataset (cifar10/100, imagefolder, mnist-idx, imagenet and its subsets).")]
-Resolution = Annotated[Optional[int], typer.Option("--resolution", min=8, max=MAX_PIXELS, help="imagefolder, imagenet and its subsets: centre-crop and resize to this many pixels (default 128; imagenet 64).")]
-SkipBad = Annotated[bool, typer.Option("--skip-unreadable", help="imagefolder, imagenet and its subsets: skip unreadable image files with a warning instead of stopping.")]
+Dataset_ = Annotated[
+    str,
+    typer.Option(
+        "--dataset",
+        help="Source dataset: mnist5k (5,000 MNIST images, shipped), digits (8×8 digits, shipped), cifar10, cifar100, imagefolder, mnist-idx, imagenet, imagenette, imagewoof, imagefruit, imagemeow, imagesquawk, imageyellow.",
+    ),
+]
+DataDir = Annotated[
+    Optional[str],
+    typer.Option("--data-dir", help="Folder of an on-disk dataset (cifar10/100, imagefolder, mnist-idx, imagenet and its subsets)."),
+]
+Resolution = Annotated[
+    Optional[int],
+    typer.Option(
+        "--resolution",
+        min=8,
+        max=MAX_PIXELS,
+        help="imagefolder, imagenet and its subsets: centre-crop and resize to this many pixels (default 128; imagenet 64).",
+    ),
+]
+SkipBad = Annotated[
+    bool,
+    typer.Option(
+        "--skip-unreadable", help="imagefolder, imagenet and its subsets: skip unreadable image files with a warning instead of stopping."
+    ),
+]
 Ipc = Annotated[int, typer.Option("--ipc", min=1, max=MAX_COUNT, help="Images per class.")]
-Images = Annotated[str, typer.Option("--images", help="Image method: random, herding, dm, dc, dsa, mtt, sre2l, lpld, lic, rded, or import (a set made by another tool).")]
-Recipe = Annotated[Optional[str], typer.Option("--recipe", help="Hyperparameters of a learned image method: a shipped recipe name (e.g. dm-paper, dm-mnist5k) or a .toml file. Default: the method's recipe for the dataset, else its paper recipe.")]
-FloatImages = Annotated[bool, typer.Option("--float-images", help="Learned image methods: store float32 pixels instead of uint8 (4× the image bytes; compare both with `ladd eval`).")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue a learned image method from its last checkpoint (same result as an uninterrupted run); with none saved yet, start afresh and say so.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the artifact already at --out (without it, or --resume continuing the command that wrote it, an existing artifact is never replaced).")]
-Buffer = Annotated[Optional[str], typer.Option("--buffer", help="For --images mtt: the expert folder written by `ladd experts --out` (default: the expert cache).")]
-Param = Annotated[Optional[list[str]], typer.Option("--param", parser=_checked("--param", _param), help="Override one recipe parameter, KEY=VALUE (repeatable; TOML values), e.g. --param compensate=false --param iterations=50.")]
-ImportPath = Annotated[Optional[str], typer.Option("--import-path", help="For --images import: a .safetensors, .npz or .pt file with 'images' and 'labels'.")]
+Images = Annotated[
+    str,
+    typer.Option(
+        "--images", help="Image method: random, herding, dm, dc, dsa, mtt, sre2l, lpld, lic, rded, or import (a set made by another tool)."
+    ),
+]
+Recipe = Annotated[
+    Optional[str],
+    typer.Option(
+        "--recipe",
+        help="Hyperparameters of a learned image method: a shipped recipe name (e.g. dm-paper, dm-mnist5k) or a .toml file. Default: the method's recipe for the dataset, else its paper recipe.",
+    ),
+]
+FloatImages = Annotated[
+    bool,
+    typer.Option(
+        "--float-images",
+        help="Learned image methods: store float32 pixels instead of uint8 (4× the image bytes; compare both with `ladd eval`).",
+    ),
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue a learned image method from its last checkpoint (same result as an uninterrupted run); with none saved yet, start afresh and say so.",
+    ),
+]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace the artifact already at --out (without it, or --resume continuing the command that wrote it, an existing artifact is never replaced).",
+    ),
+]
+Buffer = Annotated[
+    Optional[str],
+    typer.Option("--buffer", help="For --images mtt: the expert folder written by `ladd experts --out` (default: the expert cache)."),
+]
+Param = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--param",
+        parser=_checked("--param", _param),
+        help="Override one recipe parameter, KEY=VALUE (repeatable; TOML values), e.g. --param compensate=false --param iterations=50.",
+    ),
+]
+ImportPath = Annotated[
+    Optional[str], typer.Option("--import-path", help="For --images import: a .safetensors, .npz or .pt file with 'images' and 'labels'.")
+]
 Seed = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the image stage (which real images are drawn).")]
 Grid = Annotated[int, typer.Option("--grid", min=2, max=MAX_GRID, help="LADD's N: each image is cut into N×N sub-images.")]
-Coverage = Annotated[float, typer.Option("--coverage", min=0.01, max=1.0, help="LADD's R: the fraction of each axis a sub-image covers, in (0, 1].")]
-LabelerModel = Annotated[Optional[str], typer.Option("--labeler-model", parser=_checked("--labeler-model", _models, "--labeler-model"), help="Labeler architecture (default: the first --model).")]
-LabelerLr = Annotated[float, typer.Option("--labeler-lr", min=MIN_LR, max=MAX_LR, help="Labeler learning rate (SGD, no momentum; the expert recipe, 0.01).")]
-LabelerEpochs = Annotated[int, typer.Option("--labeler-epochs", min=1, max=MAX_COUNT, help="Epochs to train the labeler (a checkpoint is kept for each).")]
-LabelerEpoch = Annotated[Optional[str], typer.Option("--labeler-epoch", parser=_checked("--labeler-epoch", _epoch, "--labeler-epoch"), help="Early-stopped checkpoint that labels: an epoch (fractions if saved, e.g. 2.5), 'auto' (the epoch whose labels train the best student on a validation split carved from the training set), default the last trained.")]
-Labels_ = Annotated[str, typer.Option("--labels", parser=_checked("--labels", _label_method), help="Label method: ladd (dense sub-image labels + global soft labels), soft (global soft labels only: the soft-label baseline) or bptt (labels learned by truncated BPTT, no teacher).")]
-Ensemble = Annotated[int, typer.Option("--ensemble", min=1, max=MAX_ENSEMBLE, help="Average the logits of K experts (seeds 0..K-1), then softmax.")]
-Temperature = Annotated[float, typer.Option("--temperature", min=MIN_TEMPERATURE, max=MAX_TEMPERATURE, help="T in softmax(logits / T); >1 flattens. (The no-distillation code's --temp multiplies logits: its t is 1/T.)")]
-TopK = Annotated[Optional[int], typer.Option("--top-k", min=1, max=MAX_COUNT, help="Keep the k largest probabilities of every label, zero the rest, no renormalization.")]
-SavesPerEpoch = Annotated[int, typer.Option("--labeler-saves-per-epoch", min=1, max=MAX_SAVES, help="Also checkpoint the labeler at 1/f fractions of each epoch (fine-grained early stopping).")]
-LabelerDir = Annotated[Optional[str], typer.Option("--labeler-dir", help="Labeler folder to train into or reuse (default: a cache under $LADD_CACHE or ~/.cache/ladd).")]
-LabelerWeights = Annotated[Optional[str], typer.Option("--labeler-weights", help="Pretrained labeler instead of a trained expert: a weights file (.pth/.pt, read with torch.load weights_only; or .safetensors) in torchvision's or timm's ResNet-18 layout (recognized as resnet18-imagenet, input normalization converted to ImageNet's) or ladd's (name the model with --labeler-model). See README 'Pretrained teachers'.")]
-LabelerClasses = Annotated[Optional[str], typer.Option("--labeler-classes", help="With --labeler-weights: the head row of each dataset class, in the dataset's class order (an ImageNet subset's ImageNet class indices), e.g. ImageNette: 0,217,482,491,497,566,569,571,574,701.")]
-LabelDtype = Annotated[str, typer.Option("--label-dtype", parser=_checked("--label-dtype", _one_of, "--label-dtype", ("float32", "float16")), help="Stored dtype of soft/dense labels: float32 or float16.")]
-_PRESETS_HELP = "; ".join(f"{n}: --model {p.model} --protocol {p.protocol} --seeds {p.seeds} --crops-per-step {p.crops_per_step}" for n, p in PRESETS.items())
-Preset_ = Annotated[str, typer.Option("--preset", parser=_checked("--preset", _one_of, "--preset", tuple(PRESETS)), help=f"Evaluation budget, the defaults of --model, --protocol, --seeds and --crops-per-step (each given option wins): {_PRESETS_HELP}. quick finishes in minutes on a CPU; paper is the LADD paper's protocol.")]
-DistillModel = Annotated[str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Network the image method distills with: DM's and DC/DSA's random networks, MTT's expert trajectories (`ladd experts --model`), herding's feature expert. random, import, sre2l/lpld, lic and rded do not use it.")]
-LabelModel = Annotated[str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Labeler architecture (unless --labeler-model is given); also the students of --labeler-epoch auto and of bptt labels.")]
-ExpertsModel = Annotated[str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Expert architecture; `ladd distill --images mtt` reads the experts of its own --model (the same default).")]
-EvalModel = Annotated[Optional[str], typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Student architecture(s), comma-separated, e.g. convnet,alexnet,vgg11,resnet18,vit (default: the --preset's).")]
-Methods = Annotated[Optional[str], typer.Option("--methods", help="Comma-separated: baseline, ladd, soft (= global-soft), global-both, local-hard, local-dense, local-both, fkd (replays a stored relabel: `ladd relabel`), or '+'-joined terms. Default: baseline plus the method the artifact's labels are for.")]
-Seeds = Annotated[int, typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Students trained per method and model (seeds 0..K-1); mean ± std is reported.")]
-EvalSeeds = Annotated[Optional[int], typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Students trained per method and model (seeds 0..K-1); mean ± std is reported (default: the --preset's).")]
-Epochs = Annotated[int, typer.Option("--epochs", min=1, max=MAX_COUNT, help="Student training epochs, lr ×0.1 at half (the DC/DSA/DM reference protocol uses 1000 with DSA).")]
-Lr = Annotated[float, typer.Option("--lr", min=MIN_LR, max=MAX_LR, help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")]
-EvalEpochs = Annotated[Optional[int], typer.Option("--epochs", min=1, max=MAX_COUNT, help="Student training epochs (default: the protocol's; dc = 1000, the DC/DSA/DM reference with DSA).")]
-EvalLr = Annotated[Optional[float], typer.Option("--lr", min=MIN_LR, max=MAX_LR, help="Student learning rate (default: an MTT artifact's learned lr, else the protocol's, per model).")]
-EvalSoftLoss = Annotated[Optional[str], typer.Option("--soft-loss", parser=_checked("--soft-loss", _one_of, "--soft-loss", ("ce", "kl")), help="Student loss on soft/dense labels: ce or kl (default: the protocol's).")]
-Protocol_ = Annotated[str, typer.Option("--protocol", parser=_checked("--protocol", load_protocol), help="Protocol the students train under (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, lic, or a .toml file.")]
-EvalProtocol = Annotated[Optional[str], typer.Option("--protocol", parser=_checked("--protocol", load_protocol), help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, lic, or a .toml file; --epochs, --lr and --soft-loss override it only when given. Default: the --preset's; fkd for methods that replay a stored relabel (fkd). Recorded in every result row.")]
-SelectLr = Annotated[Optional[str], typer.Option("--select-lr", parser=_checked("--select-lr", _floats, "--select-lr", MIN_LR, MAX_LR), help="Comma-separated student lr candidates, e.g. 0.003,0.01,0.03: the one whose students score best on a validation split carved from the training split is used; the test split is never read to choose.")]
-EvalValPerClass = Annotated[int, typer.Option("--val-per-class", min=1, max=MAX_COUNT, help="Training images per class held out as the validation split for --select-lr.")]
-Crops = Annotated[Optional[str], typer.Option("--crops-per-step", parser=_checked("--crops-per-step", _crops), help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views). Default: the --preset's.")]
-BpttIterations = Annotated[int, typer.Option("--bptt-iterations", min=1, max=MAX_STEPS, help="bptt labels: label updates (each unrolls a fresh student).")]
+Coverage = Annotated[
+    float, typer.Option("--coverage", min=0.01, max=1.0, help="LADD's R: the fraction of each axis a sub-image covers, in (0, 1].")
+]
+LabelerModel = Annotated[
+    Optional[str],
+    typer.Option(
+        "--labeler-model",
+        parser=_checked("--labeler-model", _models, "--labeler-model"),
+        help="Labeler architecture (default: the first --model).",
+    ),
+]
+LabelerLr = Annotated[
+    float, typer.Option("--labeler-lr", min=MIN_LR, max=MAX_LR, help="Labeler learning rate (SGD, no momentum; the expert recipe, 0.01).")
+]
+LabelerEpochs = Annotated[
+    int, typer.Option("--labeler-epochs", min=1, max=MAX_COUNT, help="Epochs to train the labeler (a checkpoint is kept for each).")
+]
+LabelerEpoch = Annotated[
+    Optional[str],
+    typer.Option(
+        "--labeler-epoch",
+        parser=_checked("--labeler-epoch", _epoch, "--labeler-epoch"),
+        help="Early-stopped checkpoint that labels: an epoch (fractions if saved, e.g. 2.5), 'auto' (the epoch whose labels train the best student on a validation split carved from the training set), default the last trained.",
+    ),
+]
+Labels_ = Annotated[
+    str,
+    typer.Option(
+        "--labels",
+        parser=_checked("--labels", _label_method),
+        help="Label method: ladd (dense sub-image labels + global soft labels), soft (global soft labels only: the soft-label baseline) or bptt (labels learned by truncated BPTT, no teacher).",
+    ),
+]
+Ensemble = Annotated[
+    int, typer.Option("--ensemble", min=1, max=MAX_ENSEMBLE, help="Average the logits of K experts (seeds 0..K-1), then softmax.")
+]
+Temperature = Annotated[
+    float,
+    typer.Option(
+        "--temperature",
+        min=MIN_TEMPERATURE,
+        max=MAX_TEMPERATURE,
+        help="T in softmax(logits / T); >1 flattens. (The no-distillation code's --temp multiplies logits: its t is 1/T.)",
+    ),
+]
+TopK = Annotated[
+    Optional[int],
+    typer.Option(
+        "--top-k", min=1, max=MAX_COUNT, help="Keep the k largest probabilities of every label, zero the rest, no renormalization."
+    ),
+]
+SavesPerEpoch = Annotated[
+    int,
+    typer.Option(
+        "--labeler-saves-per-epoch",
+        min=1,
+        max=MAX_SAVES,
+        help="Also checkpoint the labeler at 1/f fractions of each epoch (fine-grained early stopping).",
+    ),
+]
+LabelerDir = Annotated[
+    Optional[str],
+    typer.Option("--labeler-dir", help="Labeler folder to train into or reuse (default: a cache under $LADD_CACHE or ~/.cache/ladd)."),
+]
+LabelerWeights = Annotated[
+    Optional[str],
+    typer.Option(
+        "--labeler-weights",
+        help="Pretrained labeler instead of a trained expert: a weights file (.pth/.pt, read with torch.load weights_only; or .safetensors) in torchvision's or timm's ResNet-18 layout (recognized as resnet18-imagenet, input normalization converted to ImageNet's) or ladd's (name the model with --labeler-model). See README 'Pretrained teachers'.",
+    ),
+]
+LabelerClasses = Annotated[
+    Optional[str],
+    typer.Option(
+        "--labeler-classes",
+        help="With --labeler-weights: the head row of each dataset class, in the dataset's class order (an ImageNet subset's ImageNet class indices), e.g. ImageNette: 0,217,482,491,497,566,569,571,574,701.",
+    ),
+]
+LabelDtype = Annotated[
+    str,
+    typer.Option(
+        "--label-dtype",
+        parser=_checked("--label-dtype", _one_of, "--label-dtype", ("float32", "float16")),
+        help="Stored dtype of soft/dense labels: float32 or float16.",
+    ),
+]
+_PRESETS_HELP = "; ".join(
+    f"{n}: --model {p.model} --protocol {p.protocol} --seeds {p.seeds} --crops-per-step {p.crops_per_step}" for n, p in PRESETS.items()
+)
+Preset_ = Annotated[
+    str,
+    typer.Option(
+        "--preset",
+        parser=_checked("--preset", _one_of, "--preset", tuple(PRESETS)),
+        help=f"Evaluation budget, the defaults of --model, --protocol, --seeds and --crops-per-step (each given option wins): {_PRESETS_HELP}. quick finishes in minutes on a CPU; paper is the LADD paper's protocol.",
+    ),
+]
+DistillModel = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        parser=_checked("--model", _models, "--model"),
+        help="Network the image method distills with: DM's and DC/DSA's random networks, MTT's expert trajectories (`ladd experts --model`), herding's feature expert. random, import, sre2l/lpld, lic and rded do not use it.",
+    ),
+]
+LabelModel = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        parser=_checked("--model", _models, "--model"),
+        help="Labeler architecture (unless --labeler-model is given); also the students of --labeler-epoch auto and of bptt labels.",
+    ),
+]
+ExpertsModel = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        parser=_checked("--model", _models, "--model"),
+        help="Expert architecture; `ladd distill --images mtt` reads the experts of its own --model (the same default).",
+    ),
+]
+EvalModel = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        parser=_checked("--model", _models, "--model"),
+        help="Student architecture(s), comma-separated, e.g. convnet,alexnet,vgg11,resnet18,vit (default: the --preset's).",
+    ),
+]
+Methods = Annotated[
+    Optional[str],
+    typer.Option(
+        "--methods",
+        help="Comma-separated: baseline, ladd, soft (= global-soft), global-both, local-hard, local-dense, local-both, fkd (replays a stored relabel: `ladd relabel`), or '+'-joined terms. Default: baseline plus the method the artifact's labels are for.",
+    ),
+]
+Seeds = Annotated[
+    int, typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Students trained per method and model (seeds 0..K-1); mean ± std is reported.")
+]
+EvalSeeds = Annotated[
+    Optional[int],
+    typer.Option(
+        "--seeds",
+        min=1,
+        max=MAX_SEEDS,
+        help="Students trained per method and model (seeds 0..K-1); mean ± std is reported (default: the --preset's).",
+    ),
+]
+Epochs = Annotated[
+    int,
+    typer.Option(
+        "--epochs",
+        min=1,
+        max=MAX_COUNT,
+        help="Student training epochs, lr ×0.1 at half (the DC/DSA/DM reference protocol uses 1000 with DSA).",
+    ),
+]
+Lr = Annotated[
+    float, typer.Option("--lr", min=MIN_LR, max=MAX_LR, help="Student SGD learning rate (momentum 0.9, weight decay 5e-4, batch 256).")
+]
+EvalEpochs = Annotated[
+    Optional[int],
+    typer.Option(
+        "--epochs",
+        min=1,
+        max=MAX_COUNT,
+        help="Student training epochs (default: the protocol's; dc = 1000, the DC/DSA/DM reference with DSA).",
+    ),
+]
+EvalLr = Annotated[
+    Optional[float],
+    typer.Option(
+        "--lr",
+        min=MIN_LR,
+        max=MAX_LR,
+        help="Student learning rate (default: an MTT artifact's learned lr, else the protocol's, per model).",
+    ),
+]
+EvalSoftLoss = Annotated[
+    Optional[str],
+    typer.Option(
+        "--soft-loss",
+        parser=_checked("--soft-loss", _one_of, "--soft-loss", ("ce", "kl")),
+        help="Student loss on soft/dense labels: ce or kl (default: the protocol's).",
+    ),
+]
+Protocol_ = Annotated[
+    str,
+    typer.Option(
+        "--protocol",
+        parser=_checked("--protocol", load_protocol),
+        help="Protocol the students train under (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, lic, or a .toml file.",
+    ),
+]
+EvalProtocol = Annotated[
+    Optional[str],
+    typer.Option(
+        "--protocol",
+        parser=_checked("--protocol", load_protocol),
+        help="Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, glad, fkd, lic, or a .toml file; --epochs, --lr and --soft-loss override it only when given. Default: the --preset's; fkd for methods that replay a stored relabel (fkd). Recorded in every result row.",
+    ),
+]
+SelectLr = Annotated[
+    Optional[str],
+    typer.Option(
+        "--select-lr",
+        parser=_checked("--select-lr", _floats, "--select-lr", MIN_LR, MAX_LR),
+        help="Comma-separated student lr candidates, e.g. 0.003,0.01,0.03: the one whose students score best on a validation split carved from the training split is used; the test split is never read to choose.",
+    ),
+]
+EvalValPerClass = Annotated[
+    int,
+    typer.Option(
+        "--val-per-class", min=1, max=MAX_COUNT, help="Training images per class held out as the validation split for --select-lr."
+    ),
+]
+Crops = Annotated[
+    Optional[str],
+    typer.Option(
+        "--crops-per-step",
+        parser=_checked("--crops-per-step", _crops),
+        help="K of the N² local views drawn per image and step, scaled by N²/K: a number, 'all', or 'auto' (all views for tiny sets, down to 5 so an epoch sees ~500 local views). Default: the --preset's.",
+    ),
+]
+BpttIterations = Annotated[
+    int, typer.Option("--bptt-iterations", min=1, max=MAX_STEPS, help="bptt labels: label updates (each unrolls a fresh student).")
+]
 BpttUnroll = Annotated[int, typer.Option("--bptt-unroll", min=1, max=MAX_UNROLL, help="bptt labels: T, student steps per update.")]
-BpttBackprop = Annotated[int, typer.Option("--bptt-backprop", min=1, max=MAX_UNROLL, help="bptt labels: M <= T, last steps the label gradient flows through.")]
-SoftLoss = Annotated[str, typer.Option("--soft-loss", parser=_checked("--soft-loss", _one_of, "--soft-loss", ("ce", "kl")), help="Student loss on soft/dense labels: ce (soft-target cross-entropy, the reference) or kl (same gradients, reads 0 at a perfect fit).")]
-LocalReduction = Annotated[Optional[str], typer.Option("--local-reduction", parser=_checked("--local-reduction", _one_of, "--local-reduction", ("mean", "sum")), help="How the N² local-view losses combine: mean or sum (LADD Eq. 5 and LIC Eq. 9 as written). Default: sum for region labels (LIC, RDED), mean for LADD's dense labels.")]
+BpttBackprop = Annotated[
+    int, typer.Option("--bptt-backprop", min=1, max=MAX_UNROLL, help="bptt labels: M <= T, last steps the label gradient flows through.")
+]
+SoftLoss = Annotated[
+    str,
+    typer.Option(
+        "--soft-loss",
+        parser=_checked("--soft-loss", _one_of, "--soft-loss", ("ce", "kl")),
+        help="Student loss on soft/dense labels: ce (soft-target cross-entropy, the reference) or kl (same gradients, reads 0 at a perfect fit).",
+    ),
+]
+LocalReduction = Annotated[
+    Optional[str],
+    typer.Option(
+        "--local-reduction",
+        parser=_checked("--local-reduction", _one_of, "--local-reduction", ("mean", "sum")),
+        help="How the N² local-view losses combine: mean or sum (LADD Eq. 5 and LIC Eq. 9 as written). Default: sum for region labels (LIC, RDED), mean for LADD's dense labels.",
+    ),
+]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: runs/<timestamp>/).")]
-Track = Annotated[Optional[str], typer.Option("--track", parser=_checked("--track", _one_of, "--track", track.KINDS), help="Also send every student's per-epoch loss and lr (and test accuracy with --curve-every) and the final rows to csv (curves.csv, rows.csv), tensorboard (pip install 'ladd[tensorboard]'; tensorboard --logdir OUT) or wandb (pip install 'ladd[wandb]'; an offline run under OUT/wandb, uploaded later by wandb sync), in the output folder.")]
+Track = Annotated[
+    Optional[str],
+    typer.Option(
+        "--track",
+        parser=_checked("--track", _one_of, "--track", track.KINDS),
+        help="Also send every student's per-epoch loss and lr (and test accuracy with --curve-every) and the final rows to csv (curves.csv, rows.csv), tensorboard (pip install 'ladd[tensorboard]'; tensorboard --logdir OUT) or wandb (pip install 'ladd[wandb]'; an offline run under OUT/wandb, uploaded later by wandb sync), in the output folder.",
+    ),
+]
 Device = Annotated[str, typer.Option("--device", parser=_checked("--device", Runtime.from_name), help="cpu, cuda, cuda:N or auto.")]
 # the trainer's speed options (`ladd.core.runtime.Speed`): every command with --device takes them (`_trains`)
-PrecisionOpt = Annotated[str, typer.Option("--precision", parser=_checked("--precision", _one_of, "--precision", ("fp32", "bf16", "fp16")), help="Forward passes of training and labelling: fp32 (the default; every recorded result), bf16 (autocast; GPUs and CPUs with AVX-512 BF16/AMX) or fp16 (autocast + gradient scaler; CUDA only). Weights, optimizer and losses stay fp32.")]
-CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the networks being trained (forward and backward): faster steps after a one-off compile of tens of seconds per process.")]
-ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="Train in the channels-last (NHWC) layout: cuDNN's fast layout on GPUs; slower for the ConvNets on CPU.")]
-DeterministicOpt = Annotated[bool, typer.Option("--deterministic", help="Deterministic kernels (torch.use_deterministic_algorithms, cuDNN deterministic, fixed cuBLAS workspace): the same seed gives the same weights on a GPU too (on CPU it already does). Not with --compile.")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        parser=_checked("--precision", _one_of, "--precision", ("fp32", "bf16", "fp16")),
+        help="Forward passes of training and labelling: fp32 (the default; every recorded result), bf16 (autocast; GPUs and CPUs with AVX-512 BF16/AMX) or fp16 (autocast + gradient scaler; CUDA only). Weights, optimizer and losses stay fp32.",
+    ),
+]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the networks being trained (forward and backward): faster steps after a one-off compile of tens of seconds per process.",
+    ),
+]
+ChannelsLastOpt = Annotated[
+    bool,
+    typer.Option(
+        "--channels-last", help="Train in the channels-last (NHWC) layout: cuDNN's fast layout on GPUs; slower for the ConvNets on CPU."
+    ),
+]
+DeterministicOpt = Annotated[
+    bool,
+    typer.Option(
+        "--deterministic",
+        help="Deterministic kernels (torch.use_deterministic_algorithms, cuDNN deterministic, fixed cuBLAS workspace): the same seed gives the same weights on a GPU too (on CPU it already does). Not with --compile.",
+    ),
+]
 
 
-def _speed_options(precision: PrecisionOpt = "fp32", compile: CompileOpt = False, channels_last: ChannelsLastOpt = False,
-                   deterministic: DeterministicOpt = False):
+def _speed_options(
+    precision: PrecisionOpt = "fp32",
+    compile: CompileOpt = False,
+    channels_last: ChannelsLastOpt = False,
+    deterministic: DeterministicOpt = False,
+):
     """The speed options every training command takes (this function only declares them)."""
 
 
@@ -292,12 +618,58 @@ def _trains(command):
     wrapper.__signature__ = inspect.Signature([*own, *SPEED_OPTIONS.values()])
     wrapper.__name__, wrapper.__qualname__, wrapper.__doc__ = command.__name__, command.__qualname__, command.__doc__
     return wrapper
-EvalBatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, max=MAX_BATCH, help="Student batch size (default: the protocol's; method fkd: the relabel batch size unless --replay-batches shuffled).")]
-Prune = Annotated[float, typer.Option("--prune", min=1.0, max=MAX_RHO, help="Method fkd: keep 1/ρ of the stored relabel labels (ρ >= 1; LPLD uses 10, 20, 30, 40, 50, 100).")]
-PoolOpt = Annotated[str, typer.Option("--pool", parser=_checked("--pool", _one_of, "--pool", POOLS), help="Method fkd: what pruning keeps and replays: whole stored epochs (epoch) or relabel batches from any epoch forming new epochs (batch, LPLD's improved label pool).")]
-PruneMetric = Annotated[str, typer.Option("--prune-metric", parser=_checked("--prune-metric", _one_of, "--prune-metric", METRICS), help="Method fkd: which units pruning keeps: random (LPLD), or ranked by correct, confidence, diff, diff_signed, cut_ratio.")]
-PruneKeep = Annotated[str, typer.Option("--prune-keep", parser=_checked("--prune-keep", _one_of, "--prune-keep", KEEPS), help="With a ranking --prune-metric: keep the easy, hard or uniformly spaced units.")]
-ReplayBatches = Annotated[str, typer.Option("--replay-batches", parser=_checked("--replay-batches", _one_of, "--replay-batches", BATCHES), help="Method fkd: train on the stored relabel batches, one step each, at the relabel batch size (stored, as SRe²L/LPLD), or on the kept samples reshuffled into batches of --batch-size (shuffled).")]
+
+
+EvalBatchSize = Annotated[
+    Optional[int],
+    typer.Option(
+        "--batch-size",
+        min=1,
+        max=MAX_BATCH,
+        help="Student batch size (default: the protocol's; method fkd: the relabel batch size unless --replay-batches shuffled).",
+    ),
+]
+Prune = Annotated[
+    float,
+    typer.Option(
+        "--prune",
+        min=1.0,
+        max=MAX_RHO,
+        help="Method fkd: keep 1/ρ of the stored relabel labels (ρ >= 1; LPLD uses 10, 20, 30, 40, 50, 100).",
+    ),
+]
+PoolOpt = Annotated[
+    str,
+    typer.Option(
+        "--pool",
+        parser=_checked("--pool", _one_of, "--pool", POOLS),
+        help="Method fkd: what pruning keeps and replays: whole stored epochs (epoch) or relabel batches from any epoch forming new epochs (batch, LPLD's improved label pool).",
+    ),
+]
+PruneMetric = Annotated[
+    str,
+    typer.Option(
+        "--prune-metric",
+        parser=_checked("--prune-metric", _one_of, "--prune-metric", METRICS),
+        help="Method fkd: which units pruning keeps: random (LPLD), or ranked by correct, confidence, diff, diff_signed, cut_ratio.",
+    ),
+]
+PruneKeep = Annotated[
+    str,
+    typer.Option(
+        "--prune-keep",
+        parser=_checked("--prune-keep", _one_of, "--prune-keep", KEEPS),
+        help="With a ranking --prune-metric: keep the easy, hard or uniformly spaced units.",
+    ),
+]
+ReplayBatches = Annotated[
+    str,
+    typer.Option(
+        "--replay-batches",
+        parser=_checked("--replay-batches", _one_of, "--replay-batches", BATCHES),
+        help="Method fkd: train on the stored relabel batches, one step each, at the relabel batch size (stored, as SRe²L/LPLD), or on the kept samples reshuffled into batches of --batch-size (shuffled).",
+    ),
+]
 
 
 def _not_a_run_folder(path: Path | None) -> Path | None:
@@ -307,7 +679,13 @@ def _not_a_run_folder(path: Path | None) -> Path | None:
     return path
 
 
-ArtifactArg = Annotated[Path, typer.Argument(callback=_not_a_run_folder, help="An artifact folder written by `ladd distill` or `ladd run` (`ladd run --out DIR` writes DIR/artifact).")]
+ArtifactArg = Annotated[
+    Path,
+    typer.Argument(
+        callback=_not_a_run_folder,
+        help="An artifact folder written by `ladd distill` or `ladd run` (`ladd run --out DIR` writes DIR/artifact).",
+    ),
+]
 
 
 def _default_out() -> Path:
@@ -330,27 +708,65 @@ def _evaluated(rows: list[dict], path: Path, art) -> list[dict]:
     return [{**row, **where} for row in rows]
 
 
-def _eval_config(preset: str, methods: tuple[str, ...], model: str | None, seeds: int | None, crops_per_step: str | None, **given) -> EvalConfig:
+def _eval_config(
+    preset: str, methods: tuple[str, ...], model: str | None, seeds: int | None, crops_per_step: str | None, **given
+) -> EvalConfig:
     """The students' config: every option given, the rest from the preset (`ladd.api.eval_config`)."""
-    from ladd.api import eval_config  # here, not at import: importing ladd.api loads the plugins, which `main` does inside its error handling
+    from ladd.api import (
+        eval_config,
+    )  # here, not at import: importing ladd.api loads the plugins, which `main` does inside its error handling
 
     options = {"models": model and _split(model), "seeds": seeds, "crops_per_step": crops_per_step and _crops(crops_per_step)}
     return eval_config(preset, methods=methods, **{k: v for k, v in options.items() if v}, **given)
 
 
-def _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
-                  saves_per_epoch, ensemble, temperature, top_k, label_dtype, bptt: BpttConfig | None = None,
-                  labeler_lr: float = 0.01, labeler_weights: str | None = None, labeler_classes: str | None = None) -> LabelConfig:
+def _label_config(
+    models,
+    labels,
+    grid,
+    coverage,
+    labeler_model,
+    labeler_epochs,
+    labeler_epoch,
+    labeler_dir,
+    saves_per_epoch,
+    ensemble,
+    temperature,
+    top_k,
+    label_dtype,
+    bptt: BpttConfig | None = None,
+    labeler_lr: float = 0.01,
+    labeler_weights: str | None = None,
+    labeler_classes: str | None = None,
+) -> LabelConfig:
     """The label stage's config; an 'auto' epoch is left unset here and chosen by `_auto_epoch`."""
     from ladd.experts.pretrained import pretrained_config
 
     epoch = _epoch(labeler_epoch, "--labeler-epoch")
-    weights = None if labeler_weights is None else pretrained_config(
-        labeler_weights, labeler_model, labeler_classes, option="--labeler-weights", model_option="--labeler-model", classes_option="--labeler-classes")
+    weights = (
+        None
+        if labeler_weights is None
+        else pretrained_config(
+            labeler_weights,
+            labeler_model,
+            labeler_classes,
+            option="--labeler-weights",
+            model_option="--labeler-model",
+            classes_option="--labeler-classes",
+        )
+    )
     return LabelConfig(
         labeler_weights=weights,
-        method=labels, n=grid, r=coverage, epoch=None if epoch == "auto" else epoch, labeler_dir=labeler_dir, dtype=label_dtype,
-        ensemble=ensemble, temperature=temperature, top_k=top_k, bptt=bptt or BpttConfig(),
+        method=labels,
+        n=grid,
+        r=coverage,
+        epoch=None if epoch == "auto" else epoch,
+        labeler_dir=labeler_dir,
+        dtype=label_dtype,
+        ensemble=ensemble,
+        temperature=temperature,
+        top_k=top_k,
+        bptt=bptt or BpttConfig(),
         labeler=ExpertConfig(model=labeler_model or models[0], epochs=labeler_epochs, lr=labeler_lr, saves_per_epoch=saves_per_epoch),
     )
 
@@ -399,18 +815,41 @@ def _source(dataset, data_dir, resolution, skip_unreadable) -> SourceConfig:
 @app.command()
 @_trains
 def distill(
-    dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
-    skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random",
-    import_path: ImportPath = None, seed: Seed = 0, model: DistillModel = DEFAULT_MODEL, recipe: Recipe = None,
-    resume: Resume = False, float_images: FloatImages = False, buffer: Buffer = None, param: Param = None,
-    out: Out = None, overwrite: Overwrite = False, device: Device = "auto", speed: Speed = Speed(),
+    dataset: Dataset_ = "mnist5k",
+    data_dir: DataDir = None,
+    resolution: Resolution = None,
+    skip_unreadable: SkipBad = False,
+    ipc: Ipc = 10,
+    images: Images = "random",
+    import_path: ImportPath = None,
+    seed: Seed = 0,
+    model: DistillModel = DEFAULT_MODEL,
+    recipe: Recipe = None,
+    resume: Resume = False,
+    float_images: FloatImages = False,
+    buffer: Buffer = None,
+    param: Param = None,
+    out: Out = None,
+    overwrite: Overwrite = False,
+    device: Device = "auto",
+    speed: Speed = Speed(),
 ):
     """Image stage: select, learn or import IPC images per class; write an artifact (images + hard labels;
     LIC and RDED also store region labels)."""
     out = _new_artifact(out or _default_out() / "artifact", overwrite or resume)
     src = _source(dataset, data_dir, resolution, skip_unreadable)
-    cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=_split(model)[0], recipe=recipe,
-                       resume=resume, float_images=float_images, buffer=buffer, params=_params(param or []))
+    cfg = ImagesConfig(
+        method=images,
+        ipc=ipc,
+        seed=seed,
+        import_path=import_path,
+        model=_split(model)[0],
+        recipe=recipe,
+        resume=resume,
+        float_images=float_images,
+        buffer=buffer,
+        params=_params(param or []),
+    )
     check_params(IMAGE_METHODS.canonical(images), cfg.params)  # before any data is loaded
     art = pipeline.distill(pipeline.load_source(src), src, cfg, Runtime.from_name(device, speed))
     save_artifact(out, art)
@@ -420,15 +859,31 @@ def distill(
 @app.command()
 @_trains
 def label(
-    artifact: ArtifactArg, labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, model: LabelModel = DEFAULT_MODEL,
-    labeler_model: LabelerModel = None, labeler_epochs: LabelerEpochs = 10, labeler_lr: LabelerLr = 0.01, labeler_epoch: LabelerEpoch = None,
-    labeler_dir: LabelerDir = None, labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1,
-    labeler_weights: LabelerWeights = None, labeler_classes: LabelerClasses = None,
-    temperature: Temperature = 1.0, top_k: TopK = None, label_dtype: LabelDtype = "float32",
-    bptt_iterations: BpttIterations = 100, bptt_unroll: BpttUnroll = 20, bptt_backprop: BpttBackprop = 10,
+    artifact: ArtifactArg,
+    labels: Labels_ = "ladd",
+    grid: Grid = 5,
+    coverage: Coverage = 0.625,
+    model: LabelModel = DEFAULT_MODEL,
+    labeler_model: LabelerModel = None,
+    labeler_epochs: LabelerEpochs = 10,
+    labeler_lr: LabelerLr = 0.01,
+    labeler_epoch: LabelerEpoch = None,
+    labeler_dir: LabelerDir = None,
+    labeler_saves_per_epoch: SavesPerEpoch = 1,
+    ensemble: Ensemble = 1,
+    labeler_weights: LabelerWeights = None,
+    labeler_classes: LabelerClasses = None,
+    temperature: Temperature = 1.0,
+    top_k: TopK = None,
+    label_dtype: LabelDtype = "float32",
+    bptt_iterations: BpttIterations = 100,
+    bptt_unroll: BpttUnroll = 20,
+    bptt_backprop: BpttBackprop = 10,
     data_dir: DataDir = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the labelled artifact here instead of into ARTIFACT.")] = None,
-    overwrite: Overwrite = False, device: Device = "auto", speed: Speed = Speed(),
+    overwrite: Overwrite = False,
+    device: Device = "auto",
+    speed: Speed = Speed(),
 ):
     """Label stage: soft labels from an early-stopped expert (LADD's dense sub-image labels, or the
     soft-label baseline's global labels).
@@ -439,8 +894,25 @@ def label(
         _new_artifact(out, overwrite)
     models = _split(model)
     bptt = BpttConfig(model=models[0], iterations=bptt_iterations, unroll=bptt_unroll, backprop=bptt_backprop)
-    cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
-                        labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, bptt, labeler_lr, labeler_weights, labeler_classes)
+    cfg = _label_config(
+        models,
+        labels,
+        grid,
+        coverage,
+        labeler_model,
+        labeler_epochs,
+        labeler_epoch,
+        labeler_dir,
+        labeler_saves_per_epoch,
+        ensemble,
+        temperature,
+        top_k,
+        label_dtype,
+        bptt,
+        labeler_lr,
+        labeler_weights,
+        labeler_classes,
+    )
     art, src, data = _open(artifact, data_dir)  # after every option is checked
     runtime = Runtime.from_name(device, speed)
     if labeler_epoch == "auto":
@@ -458,17 +930,63 @@ def label(
 @app.command("eval")
 @_trains
 def eval_(
-    artifact: ArtifactArg, methods: Methods = None, preset: Preset_ = DEFAULT_PRESET, model: EvalModel = None, seeds: EvalSeeds = None,
-    protocol: EvalProtocol = None, epochs: EvalEpochs = None, lr: EvalLr = None, select_lr: SelectLr = None,
-    val_per_class: EvalValPerClass = 50, crops_per_step: Crops = None, local_reduction: LocalReduction = None,
+    artifact: ArtifactArg,
+    methods: Methods = None,
+    preset: Preset_ = DEFAULT_PRESET,
+    model: EvalModel = None,
+    seeds: EvalSeeds = None,
+    protocol: EvalProtocol = None,
+    epochs: EvalEpochs = None,
+    lr: EvalLr = None,
+    select_lr: SelectLr = None,
+    val_per_class: EvalValPerClass = 50,
+    crops_per_step: Crops = None,
+    local_reduction: LocalReduction = None,
     soft_loss: EvalSoftLoss = None,
-    robust: Annotated[bool, typer.Option("--robust", help="Also compute DD-Ranking's HLR, IOR, Label-Robust and Augmentation-Robust Scores against a random real subset at the same IPC, labelled the same way (first --model).")] = False,
-    equal_cost: Annotated[Optional[str], typer.Option("--equal-cost", parser=_checked("--equal-cost", _equal_cost), help="LADD's equal-cost comparisons (Fig. 3), comma-separated: bytes (baseline++: hard labels at IPC + 1, re-running the image method), epochs (baseline=flops: hard labels for as many epochs as the label method's label + student FLOPs), curve (the paper's: same batch size and epochs, the label method read off its accuracy-over-FLOPs curve where it has spent the baseline's deployment FLOPs), or all.")] = None,
-    curve_every: Annotated[Optional[int], typer.Option("--curve-every", min=1, max=MAX_COUNT, help="Record test accuracy every K epochs against the deployment FLOPs spent (flops_curve.png; default with --equal-cost curve: about 50 points).")] = None,
-    real_epochs: Annotated[int, typer.Option("--real-epochs", min=1, max=MAX_COUNT, help="--robust: epochs of the students trained on the full training split (HLR's real-data accuracy).")] = 30,
-    batch_size: EvalBatchSize = None, prune: Prune = 1.0, pool: PoolOpt = "epoch", prune_metric: PruneMetric = "random", prune_keep: PruneKeep = "easy",
+    robust: Annotated[
+        bool,
+        typer.Option(
+            "--robust",
+            help="Also compute DD-Ranking's HLR, IOR, Label-Robust and Augmentation-Robust Scores against a random real subset at the same IPC, labelled the same way (first --model).",
+        ),
+    ] = False,
+    equal_cost: Annotated[
+        Optional[str],
+        typer.Option(
+            "--equal-cost",
+            parser=_checked("--equal-cost", _equal_cost),
+            help="LADD's equal-cost comparisons (Fig. 3), comma-separated: bytes (baseline++: hard labels at IPC + 1, re-running the image method), epochs (baseline=flops: hard labels for as many epochs as the label method's label + student FLOPs), curve (the paper's: same batch size and epochs, the label method read off its accuracy-over-FLOPs curve where it has spent the baseline's deployment FLOPs), or all.",
+        ),
+    ] = None,
+    curve_every: Annotated[
+        Optional[int],
+        typer.Option(
+            "--curve-every",
+            min=1,
+            max=MAX_COUNT,
+            help="Record test accuracy every K epochs against the deployment FLOPs spent (flops_curve.png; default with --equal-cost curve: about 50 points).",
+        ),
+    ] = None,
+    real_epochs: Annotated[
+        int,
+        typer.Option(
+            "--real-epochs",
+            min=1,
+            max=MAX_COUNT,
+            help="--robust: epochs of the students trained on the full training split (HLR's real-data accuracy).",
+        ),
+    ] = 30,
+    batch_size: EvalBatchSize = None,
+    prune: Prune = 1.0,
+    pool: PoolOpt = "epoch",
+    prune_metric: PruneMetric = "random",
+    prune_keep: PruneKeep = "easy",
     replay_batches: ReplayBatches = "stored",
-    data_dir: DataDir = None, out: Out = None, track_: Track = None, device: Device = "auto", speed: Speed = Speed(),
+    data_dir: DataDir = None,
+    out: Out = None,
+    track_: Track = None,
+    device: Device = "auto",
+    speed: Speed = Speed(),
 ):
     """Evaluate an artifact: accuracy mean ± std over seeds, stored bytes and FLOPs.
 
@@ -482,10 +1000,23 @@ def eval_(
     kinds = _equal_cost(equal_cost)
     if "curve" in kinds and curve_every is None:
         curve_every = max(1, (epochs or load_protocol(protocol or PRESETS[preset].protocol).epochs) // 50)
-    cfg = _eval_config(preset, chosen, model, seeds, crops_per_step, protocol=protocol, epochs=epochs, lr=lr,
-                       select_lr=candidates, val_per_class=val_per_class,
-                       local_reduction=local_reduction, soft_loss=soft_loss, batch_size=batch_size, curve_every=curve_every,
-                       pruning=Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep, batches=replay_batches))
+    cfg = _eval_config(
+        preset,
+        chosen,
+        model,
+        seeds,
+        crops_per_step,
+        protocol=protocol,
+        epochs=epochs,
+        lr=lr,
+        select_lr=candidates,
+        val_per_class=val_per_class,
+        local_reduction=local_reduction,
+        soft_loss=soft_loss,
+        batch_size=batch_size,
+        curve_every=curve_every,
+        pruning=Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep, batches=replay_batches),
+    )
     runtime = Runtime.from_name(device, speed)
     plus_one = pipeline.plus_one(art, dataset, runtime) if "bytes" in kinds else None  # refused before any training if it cannot be made
     out = out or _default_out()
@@ -503,16 +1034,50 @@ def eval_(
             scores = robustness(art, pipeline.random_counterpart(art, dataset, runtime), dataset, cfg, runtime, real_epochs, rows)
             extra["robustness"] = scores
             notes.append(robustness_note(scores))
-        config = {"artifact": str(artifact.resolve()), "preset": preset, "eval": cfg.model_dump(), "device": str(runtime.device),
-                  "speed": runtime.speed.model_dump()}
+        config = {
+            "artifact": str(artifact.resolve()),
+            "preset": preset,
+            "eval": cfg.model_dump(),
+            "device": str(runtime.device),
+            "speed": runtime.speed.model_dump(),
+        }
         _write_results(out, _evaluated(rows, artifact, art), config, notes, f"ladd eval · {dataset.name}", extra)
 
 
-TeacherDir = Annotated[Optional[str], typer.Option("--teacher-dir", help="BN teacher: an expert folder to reuse (its own config wins) or to train into. Default: the expert cache.")]
-TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", parser=_checked("--teacher-model", _models, "--teacher-model"), help="Teacher architecture (batch norm for squeeze/recover), e.g. convnet-bn (small sets) or resnet18-bn. Default: the dataset's lpld recipe.")]
-TeacherEpochs = Annotated[Optional[int], typer.Option("--teacher-epochs", min=1, max=MAX_COUNT, help="Epochs the teacher trains (cached by config). Default: the dataset's lpld recipe.")]
-TeacherWeights = Annotated[Optional[str], typer.Option("--teacher-weights", help="Pretrained teacher instead of a trained one: a weights file (.pth/.pt, read with torch.load weights_only; or .safetensors) in torchvision's or timm's ResNet-18 layout (recognized as resnet18-imagenet, input normalization converted to ImageNet's) or ladd's (name the model with --teacher-model). See README 'Pretrained teachers'. With --teacher-dir: the folder that records it (and squeeze's statistics).")]
-TeacherClasses = Annotated[Optional[str], typer.Option("--teacher-classes", help="With --teacher-weights: the head row of each dataset class, in the dataset's class order (an ImageNet subset's ImageNet class indices), e.g. ImageNette: 0,217,482,491,497,566,569,571,574,701.")]
+TeacherDir = Annotated[
+    Optional[str],
+    typer.Option(
+        "--teacher-dir", help="BN teacher: an expert folder to reuse (its own config wins) or to train into. Default: the expert cache."
+    ),
+]
+TeacherModel = Annotated[
+    Optional[str],
+    typer.Option(
+        "--teacher-model",
+        parser=_checked("--teacher-model", _models, "--teacher-model"),
+        help="Teacher architecture (batch norm for squeeze/recover), e.g. convnet-bn (small sets) or resnet18-bn. Default: the dataset's lpld recipe.",
+    ),
+]
+TeacherEpochs = Annotated[
+    Optional[int],
+    typer.Option(
+        "--teacher-epochs", min=1, max=MAX_COUNT, help="Epochs the teacher trains (cached by config). Default: the dataset's lpld recipe."
+    ),
+]
+TeacherWeights = Annotated[
+    Optional[str],
+    typer.Option(
+        "--teacher-weights",
+        help="Pretrained teacher instead of a trained one: a weights file (.pth/.pt, read with torch.load weights_only; or .safetensors) in torchvision's or timm's ResNet-18 layout (recognized as resnet18-imagenet, input normalization converted to ImageNet's) or ladd's (name the model with --teacher-model). See README 'Pretrained teachers'. With --teacher-dir: the folder that records it (and squeeze's statistics).",
+    ),
+]
+TeacherClasses = Annotated[
+    Optional[str],
+    typer.Option(
+        "--teacher-classes",
+        help="With --teacher-weights: the head row of each dataset class, in the dataset's class order (an ImageNet subset's ImageNet class indices), e.g. ImageNette: 0,217,482,491,497,566,569,571,574,701.",
+    ),
+]
 
 
 def _teacher_weights(weights, model, classes):
@@ -531,44 +1096,102 @@ def _teacher_config(data, teacher_model, teacher_epochs, ipc: int) -> ExpertConf
 @_trains
 def relabel(
     artifact: ArtifactArg,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, max=MAX_COUNT, help="Relabel epochs: each stores one augmentation and soft label per image.")] = 20,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=MAX_BATCH, help="Relabel batch: CutMix partners are drawn within it; the unit of --pool batch.")] = 50,
-    teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
-    teacher_epoch: Annotated[Optional[float], typer.Option("--teacher-epoch", min=0, max=MAX_COUNT, help="Teacher checkpoint that labels (default: the last).")] = None,
-    teacher_weights: TeacherWeights = None, teacher_classes: TeacherClasses = None,
-    label_kind: Annotated[str, typer.Option("--label-kind", help="Store teacher logits (softened by T at replay) or probabilities at T.")] = "logits",
+    epochs: Annotated[
+        int, typer.Option("--epochs", min=1, max=MAX_COUNT, help="Relabel epochs: each stores one augmentation and soft label per image.")
+    ] = 20,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size", min=1, max=MAX_BATCH, help="Relabel batch: CutMix partners are drawn within it; the unit of --pool batch."
+        ),
+    ] = 50,
+    teacher_model: TeacherModel = None,
+    teacher_epochs: TeacherEpochs = None,
+    teacher_epoch: Annotated[
+        Optional[float], typer.Option("--teacher-epoch", min=0, max=MAX_COUNT, help="Teacher checkpoint that labels (default: the last).")
+    ] = None,
+    teacher_weights: TeacherWeights = None,
+    teacher_classes: TeacherClasses = None,
+    label_kind: Annotated[
+        str, typer.Option("--label-kind", help="Store teacher logits (softened by T at replay) or probabilities at T.")
+    ] = "logits",
     label_dtype: Annotated[str, typer.Option("--label-dtype", help="float16 (the reference's --use-fp16) or float32.")] = "float16",
-    temperature: Annotated[float, typer.Option("--temperature", min=MIN_TEMPERATURE, max=MAX_TEMPERATURE, help="T of the student's KL loss (SRe²L: 20 with CutMix).")] = 20.0,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, max=MAX_COUNT, help="FKD label quantization: store only the k largest probabilities and their indices (needs --label-kind probs).")] = None,
-    cutmix: Annotated[bool, typer.Option("--cutmix/--no-cutmix", help="CutMix (λ ~ Beta(1, 1)) after crop and flip, as the reference.")] = True,
-    cutmix_per: Annotated[str, typer.Option("--cutmix-per", help="One CutMix λ and box per relabel batch (batch, the reference) or per sample.")] = "batch",
-    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the stored augmentations (the reference's --fkd-seed 42).")] = 42,
+    temperature: Annotated[
+        float,
+        typer.Option("--temperature", min=MIN_TEMPERATURE, max=MAX_TEMPERATURE, help="T of the student's KL loss (SRe²L: 20 with CutMix)."),
+    ] = 20.0,
+    top_k: Annotated[
+        Optional[int],
+        typer.Option(
+            "--top-k",
+            min=1,
+            max=MAX_COUNT,
+            help="FKD label quantization: store only the k largest probabilities and their indices (needs --label-kind probs).",
+        ),
+    ] = None,
+    cutmix: Annotated[
+        bool, typer.Option("--cutmix/--no-cutmix", help="CutMix (λ ~ Beta(1, 1)) after crop and flip, as the reference.")
+    ] = True,
+    cutmix_per: Annotated[
+        str, typer.Option("--cutmix-per", help="One CutMix λ and box per relabel batch (batch, the reference) or per sample.")
+    ] = "batch",
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the stored augmentations (the reference's --fkd-seed 42).")
+    ] = 42,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a stored relabel made with other settings.")] = False,
-    data_dir: DataDir = None, device: Device = "auto", speed: Speed = Speed(),
+    data_dir: DataDir = None,
+    device: Device = "auto",
+    speed: Speed = Speed(),
 ):
     """Relabel stage (SRe²L/FKD, stored): per epoch and image, draw a RandomResizedCrop, flip and
     CutMix partner, store them with the teacher's soft label in ARTIFACT/relabel/ (safetensors, one
     file per epoch; an interrupted run resumes). Students replay them: `ladd eval --methods fkd`."""
     art, _, dataset = _open(artifact, data_dir)
     teacher = _teacher_config(dataset, teacher_model, teacher_epochs, art.manifest["ipc"])
-    cfg = RelabelConfig(epochs=epochs, batch_size=batch_size, teacher=teacher,
-                        teacher_epoch=teacher_epoch, kind=label_kind, dtype=label_dtype, temperature=temperature, top_k=top_k,
-                        cutmix=cutmix, mix_per=cutmix_per, seed=seed, teacher_weights=_teacher_weights(teacher_weights, teacher_model, teacher_classes))
+    cfg = RelabelConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        teacher=teacher,
+        teacher_epoch=teacher_epoch,
+        kind=label_kind,
+        dtype=label_dtype,
+        temperature=temperature,
+        top_k=top_k,
+        cutmix=cutmix,
+        mix_per=cutmix_per,
+        seed=seed,
+        teacher_weights=_teacher_weights(teacher_weights, teacher_model, teacher_classes),
+    )
     art = pipeline.relabel_artifact(artifact, dataset, cfg, Runtime.from_name(device, speed), overwrite=overwrite)
     rel = art.manifest["relabel"]
-    console.print(f"wrote {epochs} relabel epochs × {rel['samples']} images to {artifact / 'relabel'} "
-                  f"({sum(b['raw'] for b in rel['storage'].values()):,} B, {rel['label_to_image_ratio']:.2f}× the images)")
+    console.print(
+        f"wrote {epochs} relabel epochs × {rel['samples']} images to {artifact / 'relabel'} "
+        f"({sum(b['raw'] for b in rel['storage'].values()):,} B, {rel['label_to_image_ratio']:.2f}× the images)"
+    )
 
 
 @app.command()
 @_trains
 def experts(
-    dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
-    skip_unreadable: SkipBad = False, model: ExpertsModel = DEFAULT_MODEL,
-    num_experts: Annotated[int, typer.Option("--num-experts", min=1, max=MAX_EXPERTS, help="Experts to train (seeds 0..E-1); MTT samples among them.")] = 100,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, max=MAX_COUNT, help="Epochs per expert; every epoch is checkpointed (the trajectory).")] = 50,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Buffer folder: experts go to OUT/expert_000 … for `--images mtt --buffer OUT` (default: the expert cache).")] = None,
-    device: Device = "auto", speed: Speed = Speed(),
+    dataset: Dataset_ = "mnist5k",
+    data_dir: DataDir = None,
+    resolution: Resolution = None,
+    skip_unreadable: SkipBad = False,
+    model: ExpertsModel = DEFAULT_MODEL,
+    num_experts: Annotated[
+        int, typer.Option("--num-experts", min=1, max=MAX_EXPERTS, help="Experts to train (seeds 0..E-1); MTT samples among them.")
+    ] = 100,
+    epochs: Annotated[
+        int, typer.Option("--epochs", min=1, max=MAX_COUNT, help="Epochs per expert; every epoch is checkpointed (the trajectory).")
+    ] = 50,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", help="Buffer folder: experts go to OUT/expert_000 … for `--images mtt --buffer OUT` (default: the expert cache)."
+        ),
+    ] = None,
+    device: Device = "auto",
+    speed: Speed = Speed(),
 ):
     """Train expert trajectories (MTT's buffer): E experts, a checkpoint every epoch, cached and resumable."""
     src = _source(dataset, data_dir, resolution, skip_unreadable)
@@ -582,7 +1205,9 @@ def experts(
 def report(
     runs: Annotated[Optional[list[Path]], typer.Argument(help="Run folders holding results.json (from `ladd eval` or `ladd run`).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("runs/report"),
-    images: Annotated[int, typer.Option("--images", min=1, max=MAX_GRID_IMAGES, help="Synthetic images shown per class in each run's image grid.")] = 4,
+    images: Annotated[
+        int, typer.Option("--images", min=1, max=MAX_GRID_IMAGES, help="Synthetic images shown per class in each run's image grid.")
+    ] = 4,
     schema: Annotated[bool, typer.Option("--schema", help="Print the JSON Schema of a results.json row and exit (no RUNS).")] = False,
 ):
     """Compare runs side by side: markdown, CSV and JSON tables; accuracy vs IPC, bytes (Pareto front)
@@ -604,12 +1229,27 @@ def report(
 @_trains
 def gradcam(
     artifact: ArtifactArg,
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated evaluation methods; one student each (seed 0), e.g. baseline,ladd.")] = "baseline,ladd",
-    model: Annotated[str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Student architecture.")] = DEFAULT_MODEL,
-    protocol: Protocol_ = QUICK.protocol, epochs: EvalEpochs = None, lr: EvalLr = None,
-    test_images: Annotated[str, typer.Option("--test-images", parser=_checked("--test-images", _whole_numbers, "--test-images", "0,1,2", 0, MAX_INDEX), help="Comma-separated indices into the real test split.")] = "0,1,2,3,4,5,6,7",
-    data_dir: DataDir = None, out: Annotated[Path, typer.Option("--out", help="Folder for gradcam_<method>.png.")] = Path("runs/gradcam"),
-    device: Device = "auto", speed: Speed = Speed(),
+    methods: Annotated[
+        str, typer.Option("--methods", help="Comma-separated evaluation methods; one student each (seed 0), e.g. baseline,ladd.")
+    ] = "baseline,ladd",
+    model: Annotated[
+        str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Student architecture.")
+    ] = DEFAULT_MODEL,
+    protocol: Protocol_ = QUICK.protocol,
+    epochs: EvalEpochs = None,
+    lr: EvalLr = None,
+    test_images: Annotated[
+        str,
+        typer.Option(
+            "--test-images",
+            parser=_checked("--test-images", _whole_numbers, "--test-images", "0,1,2", 0, MAX_INDEX),
+            help="Comma-separated indices into the real test split.",
+        ),
+    ] = "0,1,2,3,4,5,6,7",
+    data_dir: DataDir = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for gradcam_<method>.png.")] = Path("runs/gradcam"),
+    device: Device = "auto",
+    speed: Speed = Speed(),
 ):
     """Grad-CAM maps of students trained on the artifact, on chosen test images (LADD Fig. 4)."""
     from ladd.report.gradcam import student_figures
@@ -617,14 +1257,18 @@ def gradcam(
     art, _, dataset = _open(artifact, data_dir)
     runtime = Runtime.from_name(device, speed)
     index = _ints_from_zero(test_images, "--test-images", len(dataset.test))
-    for path in student_figures(art, dataset, _split(methods, "--methods"), _split(model)[0], protocol, index, out, runtime, epochs=epochs, lr=lr):
+    for path in student_figures(
+        art, dataset, _split(methods, "--methods"), _split(model)[0], protocol, index, out, runtime, epochs=epochs, lr=lr
+    ):
         console.print(f"wrote {path}")
 
 
 @app.command("export")
 def export_(
     artifact: ArtifactArg,
-    format: Annotated[str, typer.Option("--format", help="pt (DD-Ranking images.pt + labels.pt), npz, or folder (class subfolders of PNGs).")] = "pt",
+    format: Annotated[
+        str, typer.Option("--format", help="pt (DD-Ranking images.pt + labels.pt), npz, or folder (class subfolders of PNGs).")
+    ] = "pt",
     out: Annotated[Path, typer.Option("--out", help="File (npz) or folder (pt, folder) to create; must not exist.")] = Path("export"),
 ):
     """Export an artifact for other tools; `ladd distill --images import --import-path OUT` reads it back."""
@@ -636,7 +1280,9 @@ def export_(
 
 @app.command()
 def teachers(
-    directory: Annotated[Optional[list[Path]], typer.Argument(help="Folders to search for trained networks (default: the expert cache).")] = None,
+    directory: Annotated[
+        Optional[list[Path]], typer.Argument(help="Folders to search for trained networks (default: the expert cache).")
+    ] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the listing as JSON to this file.")] = None,
 ):
     """List every trained teacher / labeler / expert: dataset, classes, normalization, seed, test accuracy, checksum."""
@@ -651,8 +1297,17 @@ def teachers(
     for r in rows:
         norm = "/".join(f"{m:.3f}" for m in r["mean"]) + " / " + "/".join(f"{s:.3f}" for s in r["std"])
         acc = "incomplete" if not r["complete"] else ("—" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f}")
-        table.add_row(r["dataset"], r["model"], str(r["seed"]), str(r["epochs"]), str(r["classes"]), norm, acc,
-                      (r["final_sha256"] or "—")[:12], r["directory"])
+        table.add_row(
+            r["dataset"],
+            r["model"],
+            str(r["seed"]),
+            str(r["epochs"]),
+            str(r["classes"]),
+            norm,
+            acc,
+            (r["final_sha256"] or "—")[:12],
+            r["directory"],
+        )
     console.print(table)
     if json_out is not None:
         write_json(json_out, {"networks": rows})
@@ -670,17 +1325,49 @@ def info(artifact: ArtifactArg):
 @app.command()
 @_trains
 def run(
-    dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
-    skip_unreadable: SkipBad = False, ipc: Ipc = 10, images: Images = "random", import_path: ImportPath = None,
-    seed: Seed = 0, recipe: Recipe = None, resume: Resume = False, float_images: FloatImages = False, buffer: Buffer = None, param: Param = None,
-    labels: Labels_ = "ladd", grid: Grid = 5, coverage: Coverage = 0.625, labeler_model: LabelerModel = None,
-    labeler_epochs: LabelerEpochs = 10, labeler_lr: LabelerLr = 0.01, labeler_epoch: LabelerEpoch = None, labeler_dir: LabelerDir = None,
-    labeler_saves_per_epoch: SavesPerEpoch = 1, ensemble: Ensemble = 1, temperature: Temperature = 1.0, top_k: TopK = None,
-    labeler_weights: LabelerWeights = None, labeler_classes: LabelerClasses = None,
-    label_dtype: LabelDtype = "float32", preset: Preset_ = DEFAULT_PRESET, model: EvalModel = None, methods: Methods = None,
-    seeds: EvalSeeds = None, protocol: EvalProtocol = None, epochs: EvalEpochs = None, lr: EvalLr = None, crops_per_step: Crops = None,
-    local_reduction: LocalReduction = None, soft_loss: EvalSoftLoss = None, out: Out = None, overwrite: Overwrite = False,
-    track_: Track = None, device: Device = "auto", speed: Speed = Speed(),
+    dataset: Dataset_ = "mnist5k",
+    data_dir: DataDir = None,
+    resolution: Resolution = None,
+    skip_unreadable: SkipBad = False,
+    ipc: Ipc = 10,
+    images: Images = "random",
+    import_path: ImportPath = None,
+    seed: Seed = 0,
+    recipe: Recipe = None,
+    resume: Resume = False,
+    float_images: FloatImages = False,
+    buffer: Buffer = None,
+    param: Param = None,
+    labels: Labels_ = "ladd",
+    grid: Grid = 5,
+    coverage: Coverage = 0.625,
+    labeler_model: LabelerModel = None,
+    labeler_epochs: LabelerEpochs = 10,
+    labeler_lr: LabelerLr = 0.01,
+    labeler_epoch: LabelerEpoch = None,
+    labeler_dir: LabelerDir = None,
+    labeler_saves_per_epoch: SavesPerEpoch = 1,
+    ensemble: Ensemble = 1,
+    temperature: Temperature = 1.0,
+    top_k: TopK = None,
+    labeler_weights: LabelerWeights = None,
+    labeler_classes: LabelerClasses = None,
+    label_dtype: LabelDtype = "float32",
+    preset: Preset_ = DEFAULT_PRESET,
+    model: EvalModel = None,
+    methods: Methods = None,
+    seeds: EvalSeeds = None,
+    protocol: EvalProtocol = None,
+    epochs: EvalEpochs = None,
+    lr: EvalLr = None,
+    crops_per_step: Crops = None,
+    local_reduction: LocalReduction = None,
+    soft_loss: EvalSoftLoss = None,
+    out: Out = None,
+    overwrite: Overwrite = False,
+    track_: Track = None,
+    device: Device = "auto",
+    speed: Speed = Speed(),
 ):
     """Everything end to end: images → labeler → dense labels → baseline (hard labels) vs LADD.
 
@@ -698,36 +1385,96 @@ def run(
     runtime = Runtime.from_name(device, speed)
     src = _source(dataset, data_dir, resolution, skip_unreadable)
     models = _split(model) if model else (PRESETS[preset].model,)
-    label_cfg = _label_config(models, labels, grid, coverage, labeler_model, labeler_epochs, labeler_epoch, labeler_dir,
-                              labeler_saves_per_epoch, ensemble, temperature, top_k, label_dtype, labeler_lr=labeler_lr,
-                              labeler_weights=labeler_weights, labeler_classes=labeler_classes)
+    label_cfg = _label_config(
+        models,
+        labels,
+        grid,
+        coverage,
+        labeler_model,
+        labeler_epochs,
+        labeler_epoch,
+        labeler_dir,
+        labeler_saves_per_epoch,
+        ensemble,
+        temperature,
+        top_k,
+        label_dtype,
+        labeler_lr=labeler_lr,
+        labeler_weights=labeler_weights,
+        labeler_classes=labeler_classes,
+    )
     chosen = _split(methods, "--methods") if methods else methods_for(LABEL_METHODS.canonical(labels))
     # only what the user typed overrides the protocol (and an MTT artifact's learned lr)
-    cfg = _eval_config(preset, chosen, model, seeds, crops_per_step, protocol=protocol, epochs=epochs, lr=lr,
-                       local_reduction=local_reduction, soft_loss=soft_loss)  # fail before any training
-    images_cfg = ImagesConfig(method=images, ipc=ipc, seed=seed, import_path=import_path, model=models[0], recipe=recipe,
-                              resume=resume, float_images=float_images, buffer=buffer, params=_params(param or []))
+    cfg = _eval_config(
+        preset,
+        chosen,
+        model,
+        seeds,
+        crops_per_step,
+        protocol=protocol,
+        epochs=epochs,
+        lr=lr,
+        local_reduction=local_reduction,
+        soft_loss=soft_loss,
+    )  # fail before any training
+    images_cfg = ImagesConfig(
+        method=images,
+        ipc=ipc,
+        seed=seed,
+        import_path=import_path,
+        model=models[0],
+        recipe=recipe,
+        resume=resume,
+        float_images=float_images,
+        buffer=buffer,
+        params=_params(param or []),
+    )
     check_params(IMAGE_METHODS.canonical(images), images_cfg.params)
     data = pipeline.load_source(src)  # after every option is checked
     art = pipeline.distill(data, src, images_cfg, runtime)
     if labeler_epoch == "auto":
         chosen_protocol = load_protocol(protocol or cfg.default_protocol)  # the selection's students train as the final ones will
-        label_cfg = _auto_epoch(label_cfg, data, src, art.manifest["ipc"], runtime, student_model=models[0],
-                                student_epochs=epochs or chosen_protocol.epochs, student_lr=lr or chosen_protocol.lr_for(models[0]),
-                                seeds=cfg.seeds, soft_loss=soft_loss or chosen_protocol.soft_loss)
+        label_cfg = _auto_epoch(
+            label_cfg,
+            data,
+            src,
+            art.manifest["ipc"],
+            runtime,
+            student_model=models[0],
+            student_epochs=epochs or chosen_protocol.epochs,
+            student_lr=lr or chosen_protocol.lr_for(models[0]),
+            seeds=cfg.seeds,
+            soft_loss=soft_loss or chosen_protocol.soft_loss,
+        )
     art = pipeline.label(art, data, label_cfg, runtime)
     save_artifact(out / "artifact", art)
     art = load_artifact(out / "artifact")  # evaluate exactly what was stored (e.g. float16 labels)
     with track.using(track.make_tracker(track_, out)):  # the students (labelers and experts are cached, not tracked)
         rows = evaluate(art, data, cfg, runtime) + rounding_rows(art, data, cfg, runtime)
-        notes = eval_notes(art, cfg, rows) + [f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"]
-        config = {"artifact": str((out / "artifact").resolve()), "preset": preset, "source": src.model_dump(), "images": images_cfg.model_dump(),
-                  "labels": label_cfg.model_dump(), "eval": cfg.model_dump(), "device": str(runtime.device), "speed": runtime.speed.model_dump()}
+        notes = eval_notes(art, cfg, rows) + [
+            f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included (unless the labeler was reused from the cache)"
+        ]
+        config = {
+            "artifact": str((out / "artifact").resolve()),
+            "preset": preset,
+            "source": src.model_dump(),
+            "images": images_cfg.model_dump(),
+            "labels": label_cfg.model_dump(),
+            "eval": cfg.model_dump(),
+            "device": str(runtime.device),
+            "speed": runtime.speed.model_dump(),
+        }
         _write_results(out, _evaluated(rows, out / "artifact", art), config, notes, f"ladd run · {data.name} · IPC {art.manifest['ipc']}")
 
 
 # --- SRe²L / LPLD: `ladd squeeze`, `ladd recover`, `ladd diversity` -----------------------------
-RecoverImages = Annotated[str, typer.Option("--images", help="Recover method: sre2l (global BN statistics, batches mixing classes) or lpld (class-wise BN statistics, one class per batch).")]
+RecoverImages = Annotated[
+    str,
+    typer.Option(
+        "--images",
+        help="Recover method: sre2l (global BN statistics, batches mixing classes) or lpld (class-wise BN statistics, one class per batch).",
+    ),
+]
 
 
 def _teacher(data, teacher_dir, teacher_model, teacher_epochs, ipc: int, runtime: Runtime, weights=None, classes=None) -> str:
@@ -745,12 +1492,22 @@ def _teacher(data, teacher_dir, teacher_model, teacher_epochs, ipc: int, runtime
 @app.command()
 @_trains
 def squeeze(
-    dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None, skip_unreadable: SkipBad = False,
-    teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
-    teacher_weights: TeacherWeights = None, teacher_classes: TeacherClasses = None,
+    dataset: Dataset_ = "mnist5k",
+    data_dir: DataDir = None,
+    resolution: Resolution = None,
+    skip_unreadable: SkipBad = False,
+    teacher_dir: TeacherDir = None,
+    teacher_model: TeacherModel = None,
+    teacher_epochs: TeacherEpochs = None,
+    teacher_weights: TeacherWeights = None,
+    teacher_classes: TeacherClasses = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=MAX_BATCH, help="Batch of the statistics pass.")] = 256,
-    momentum: Annotated[float, typer.Option("--momentum", min=1e-6, max=1.0, help="EMA momentum of the class-wise statistics (LPLD Eq. 7; BN's 0.1).")] = 0.1,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Order of the statistics pass.")] = 0, device: Device = "auto", speed: Speed = Speed(),
+    momentum: Annotated[
+        float, typer.Option("--momentum", min=1e-6, max=1.0, help="EMA momentum of the class-wise statistics (LPLD Eq. 7; BN's 0.1).")
+    ] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Order of the statistics pass.")] = 0,
+    device: Device = "auto",
+    speed: Speed = Speed(),
 ):
     """SRe²L/LPLD squeeze: train (or reuse) a BN teacher, then store its class-wise BN statistics beside it."""
     from ladd.images.squeeze import SqueezeConfig, squeeze as run_squeeze
@@ -766,12 +1523,26 @@ def squeeze(
 @app.command()
 @_trains
 def recover(
-    images: RecoverImages = "lpld", dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, resolution: Resolution = None,
-    skip_unreadable: SkipBad = False, ipc: Ipc = 10, seed: Seed = 0, recipe: Recipe = None,
-    teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
-    teacher_weights: TeacherWeights = None, teacher_classes: TeacherClasses = None,
-    resume: Resume = False, float_images: FloatImages = False, param: Param = None, out: Out = None, overwrite: Overwrite = False,
-    device: Device = "auto", speed: Speed = Speed(),
+    images: RecoverImages = "lpld",
+    dataset: Dataset_ = "mnist5k",
+    data_dir: DataDir = None,
+    resolution: Resolution = None,
+    skip_unreadable: SkipBad = False,
+    ipc: Ipc = 10,
+    seed: Seed = 0,
+    recipe: Recipe = None,
+    teacher_dir: TeacherDir = None,
+    teacher_model: TeacherModel = None,
+    teacher_epochs: TeacherEpochs = None,
+    teacher_weights: TeacherWeights = None,
+    teacher_classes: TeacherClasses = None,
+    resume: Resume = False,
+    float_images: FloatImages = False,
+    param: Param = None,
+    out: Out = None,
+    overwrite: Overwrite = False,
+    device: Device = "auto",
+    speed: Speed = Speed(),
 ):
     """SRe²L/LPLD recover: synthesize IPC images per class from a BN teacher (the same image
     methods `ladd distill --images sre2l|lpld` runs); checkpointed per batch (LPLD: per class).
@@ -788,24 +1559,32 @@ def recover(
     data, runtime = pipeline.load_source(src), Runtime.from_name(device, speed)
     if teacher_weights is not None or (teacher_dir is None and (teacher_model or teacher_epochs)):
         teacher_dir = _teacher(data, teacher_dir, teacher_model, teacher_epochs, ipc, runtime, teacher_weights, teacher_classes)
-    cfg = ImagesConfig(method=method, ipc=ipc, seed=seed, recipe=recipe, resume=resume, float_images=float_images,
-                       teacher=teacher_dir, params=params)
+    cfg = ImagesConfig(
+        method=method, ipc=ipc, seed=seed, recipe=recipe, resume=resume, float_images=float_images, teacher=teacher_dir, params=params
+    )
     art = pipeline.distill(data, src, cfg, runtime)
     save_artifact(out, art)
     console.print(f"wrote artifact {out} ({len(art.images)} images, {method})")
 
 
-
-
 @app.command()
 @_trains
 def diversity(
-    artifact: ArtifactArg, teacher_dir: TeacherDir = None, teacher_model: TeacherModel = None, teacher_epochs: TeacherEpochs = None,
-    teacher_weights: TeacherWeights = None, teacher_classes: TeacherClasses = None,
-    real_per_class: Annotated[int, typer.Option("--real-per-class", min=1, max=MAX_COUNT, help="Real training images per class the synthetic ones are compared with.")] = 500,
+    artifact: ArtifactArg,
+    teacher_dir: TeacherDir = None,
+    teacher_model: TeacherModel = None,
+    teacher_epochs: TeacherEpochs = None,
+    teacher_weights: TeacherWeights = None,
+    teacher_classes: TeacherClasses = None,
+    real_per_class: Annotated[
+        int,
+        typer.Option("--real-per-class", min=1, max=MAX_COUNT, help="Real training images per class the synthetic ones are compared with."),
+    ] = 500,
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Which real images are drawn.")] = 0,
-    data_dir: DataDir = None, out: Annotated[Optional[Path], typer.Option("--out", help="JSON file (default: runs/<timestamp>/diversity.json).")] = None,
-    device: Device = "auto", speed: Speed = Speed(),
+    data_dir: DataDir = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="JSON file (default: runs/<timestamp>/diversity.json).")] = None,
+    device: Device = "auto",
+    speed: Speed = Speed(),
 ):
     """Diversity of any artifact in a teacher's feature space: mean within-class cosine similarity (LPLD Table 1) and MMD² to the real data (Eq. 5)."""
     from ladd.eval.diversity import diversity as measure
@@ -813,53 +1592,142 @@ def diversity(
 
     art, _, data = _open(artifact, data_dir)
     runtime = Runtime.from_name(device, speed)
-    directory = Path(_teacher(data, teacher_dir, teacher_model, teacher_epochs, art.manifest["ipc"], runtime, teacher_weights, teacher_classes))
+    directory = Path(
+        _teacher(data, teacher_dir, teacher_model, teacher_epochs, art.manifest["ipc"], runtime, teacher_weights, teacher_classes)
+    )
     model, prov = load_teacher(directory, data, runtime, need_bn=False)
-    result = {"artifact": str(artifact.resolve()), "teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
-              **measure(model, art.images, art.labels, data, real_per_class, seed)}
+    result = {
+        "artifact": str(artifact.resolve()),
+        "teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
+        **measure(model, art.images, art.labels, data, real_per_class, seed),
+    }
     out = out or _default_out() / "diversity.json"
     write_json(out, result)
     cos = result["within_class_cosine"]
-    console.print(f"{artifact}: within-class cosine similarity {'n/a (IPC 1)' if cos is None else f'{cos:.4f}'} "
-                  f"(real images {result['real_within_class_cosine']:.4f}) · MMD² to real {result['mmd2']:.4f} · wrote {out}")
+    console.print(
+        f"{artifact}: within-class cosine similarity {'n/a (IPC 1)' if cos is None else f'{cos:.4f}'} "
+        f"(real images {result['real_within_class_cosine']:.4f}) · MMD² to real {result['mmd2']:.4f} · wrote {out}"
+    )
 
 
 # --- experiments: `ladd experiment NAME` ---------------------------------------------------------
-experiment_app = typer.Typer(help="Soft-label experiments (A Label is Worth a Thousand Images): JSON + markdown + PNG into --out, resumable.",
-                             no_args_is_help=True)
+experiment_app = typer.Typer(
+    help="Soft-label experiments (A Label is Worth a Thousand Images): JSON + markdown + PNG into --out, resumable.", no_args_is_help=True
+)
 app.add_typer(experiment_app, name="experiment")
 
-ExpertModel = Annotated[str, typer.Option("--expert-model", parser=_checked("--expert-model", _models, "--expert-model"), help="Expert (teacher) architecture.")]
-ExpertEpochs = Annotated[int, typer.Option("--expert-epochs", min=1, max=MAX_COUNT, help="Epochs the expert trains (SGD, no momentum/weight decay, DSA); a checkpoint each.")]
-ExpertLr = Annotated[float, typer.Option("--expert-lr", min=MIN_LR, max=MAX_LR, help="Expert learning rate (the reference uses a small one for fine-grained early checkpoints).")]
-ExpertSaves = Annotated[int, typer.Option("--expert-saves-per-epoch", min=1, max=MAX_SAVES, help="Also checkpoint the expert at 1/f fractions of each epoch.")]
-ExpertDecay = Annotated[bool, typer.Option("--expert-decay/--expert-constant-lr", help="Expert lr ×0.1 after half its epochs (buffer.py --decay of MTT and the soft-label paper) instead of constant.")]
-ExpertEpoch = Annotated[Optional[str], typer.Option("--expert-epoch", parser=_checked("--expert-epoch", _epoch), help="Checkpoint that labels: a number, 'auto' (selected per IPC on a validation split carved from the training set), default the last.")]
+ExpertModel = Annotated[
+    str, typer.Option("--expert-model", parser=_checked("--expert-model", _models, "--expert-model"), help="Expert (teacher) architecture.")
+]
+ExpertEpochs = Annotated[
+    int,
+    typer.Option(
+        "--expert-epochs", min=1, max=MAX_COUNT, help="Epochs the expert trains (SGD, no momentum/weight decay, DSA); a checkpoint each."
+    ),
+]
+ExpertLr = Annotated[
+    float,
+    typer.Option(
+        "--expert-lr",
+        min=MIN_LR,
+        max=MAX_LR,
+        help="Expert learning rate (the reference uses a small one for fine-grained early checkpoints).",
+    ),
+]
+ExpertSaves = Annotated[
+    int, typer.Option("--expert-saves-per-epoch", min=1, max=MAX_SAVES, help="Also checkpoint the expert at 1/f fractions of each epoch.")
+]
+ExpertDecay = Annotated[
+    bool,
+    typer.Option(
+        "--expert-decay/--expert-constant-lr",
+        help="Expert lr ×0.1 after half its epochs (buffer.py --decay of MTT and the soft-label paper) instead of constant.",
+    ),
+]
+ExpertEpoch = Annotated[
+    Optional[str],
+    typer.Option(
+        "--expert-epoch",
+        parser=_checked("--expert-epoch", _epoch),
+        help="Checkpoint that labels: a number, 'auto' (selected per IPC on a validation split carved from the training set), default the last.",
+    ),
+]
 StudentModel = Annotated[str, typer.Option("--model", parser=_checked("--model", _models, "--model"), help="Student architecture.")]
-ValPerClass = Annotated[int, typer.Option("--val-per-class", min=1, max=MAX_COUNT, help="Training images per class held out as the validation split for epoch selection.")]
-CandidateEpochs = Annotated[Optional[str], typer.Option("--candidate-epochs", parser=_checked("--candidate-epochs", _floats, "--candidate-epochs", 0.0, MAX_COUNT), help="Comma-separated expert epochs that 'auto' selection tries (default: every saved one).")]
+ValPerClass = Annotated[
+    int,
+    typer.Option(
+        "--val-per-class", min=1, max=MAX_COUNT, help="Training images per class held out as the validation split for epoch selection."
+    ),
+]
+CandidateEpochs = Annotated[
+    Optional[str],
+    typer.Option(
+        "--candidate-epochs",
+        parser=_checked("--candidate-epochs", _floats, "--candidate-epochs", 0.0, MAX_COUNT),
+        help="Comma-separated expert epochs that 'auto' selection tries (default: every saved one).",
+    ),
+]
 IpcList = Annotated[str, typer.Option("--ipc", parser=_checked("--ipc", _ints, "--ipc"), help="Comma-separated images per class.")]
 ExpOut = Annotated[Path, typer.Option("--out", help="Output folder; re-running with the same folder resumes.")]
 
 
-def _setup(dataset, data_dir, expert_model, expert_epochs, expert_lr, expert_saves_per_epoch, expert_decay, model, epochs, lr, seeds, soft_loss,
-           seed, val_per_class, candidate_epochs, select_lr):
+def _setup(
+    dataset,
+    data_dir,
+    expert_model,
+    expert_epochs,
+    expert_lr,
+    expert_saves_per_epoch,
+    expert_decay,
+    model,
+    epochs,
+    lr,
+    seeds,
+    soft_loss,
+    seed,
+    val_per_class,
+    candidate_epochs,
+    select_lr,
+):
     from ladd.experiments.common import Setup
 
-    expert = ExpertConfig(model=expert_model, epochs=expert_epochs, lr=expert_lr, saves_per_epoch=expert_saves_per_epoch, decay=expert_decay)
-    return Setup(source=SourceConfig(dataset=dataset, data_dir=_absolute(data_dir)), teacher=LabelConfig(method="soft", labeler=expert),
-                 student_model=model, student_epochs=epochs, student_lr=lr, seeds=seeds, soft_loss=soft_loss, image_seed=seed,
-                 val_per_class=val_per_class,
-                 candidate_epochs=None if candidate_epochs is None else tuple(_floats(candidate_epochs, "--candidate-epochs", 0.0, MAX_COUNT)),
-                 select_lr=tuple(_floats(select_lr, "--select-lr", MIN_LR, MAX_LR)) if select_lr else ())
+    expert = ExpertConfig(
+        model=expert_model, epochs=expert_epochs, lr=expert_lr, saves_per_epoch=expert_saves_per_epoch, decay=expert_decay
+    )
+    return Setup(
+        source=SourceConfig(dataset=dataset, data_dir=_absolute(data_dir)),
+        teacher=LabelConfig(method="soft", labeler=expert),
+        student_model=model,
+        student_epochs=epochs,
+        student_lr=lr,
+        seeds=seeds,
+        soft_loss=soft_loss,
+        image_seed=seed,
+        val_per_class=val_per_class,
+        candidate_epochs=None if candidate_epochs is None else tuple(_floats(candidate_epochs, "--candidate-epochs", 0.0, MAX_COUNT)),
+        select_lr=tuple(_floats(select_lr, "--select-lr", MIN_LR, MAX_LR)) if select_lr else (),
+    )
 
 
 def _shared_options(
-    dataset: Dataset_ = "mnist5k", data_dir: DataDir = None, expert_model: ExpertModel = DEFAULT_MODEL,
-    expert_epochs: ExpertEpochs = 10, expert_lr: ExpertLr = 0.01, expert_saves_per_epoch: ExpertSaves = 1, expert_decay: ExpertDecay = False,
-    model: StudentModel = DEFAULT_MODEL, epochs: Epochs = QUICK_EPOCHS, lr: Lr = 0.01, seeds: Seeds = 3,
-    soft_loss: SoftLoss = "ce", seed: Seed = 0, val_per_class: ValPerClass = 50, candidate_epochs: CandidateEpochs = None,
-    select_lr: SelectLr = None, out: ExpOut = Path("runs/experiments"), device: Device = "auto",
+    dataset: Dataset_ = "mnist5k",
+    data_dir: DataDir = None,
+    expert_model: ExpertModel = DEFAULT_MODEL,
+    expert_epochs: ExpertEpochs = 10,
+    expert_lr: ExpertLr = 0.01,
+    expert_saves_per_epoch: ExpertSaves = 1,
+    expert_decay: ExpertDecay = False,
+    model: StudentModel = DEFAULT_MODEL,
+    epochs: Epochs = QUICK_EPOCHS,
+    lr: Lr = 0.01,
+    seeds: Seeds = 3,
+    soft_loss: SoftLoss = "ce",
+    seed: Seed = 0,
+    val_per_class: ValPerClass = 50,
+    candidate_epochs: CandidateEpochs = None,
+    select_lr: SelectLr = None,
+    out: ExpOut = Path("runs/experiments"),
+    device: Device = "auto",
 ):
     """The options every experiment takes (this function only declares them)."""
 
@@ -898,8 +1766,17 @@ def _expert_epoch(data, setup, runtime, out, ipc: IpcList = "1,10"):
 
 
 @_experiment("soft-vs-hard")
-def _soft_vs_hard(data, setup, runtime, out, ipc: IpcList = "1,10,50", expert_epoch: ExpertEpoch = "auto",
-                  ensemble: Annotated[int, typer.Option("--ensemble", min=1, max=MAX_ENSEMBLE, help="Also evaluate an ensemble of K experts' averaged logits (1 = no).")] = 1):
+def _soft_vs_hard(
+    data,
+    setup,
+    runtime,
+    out,
+    ipc: IpcList = "1,10,50",
+    expert_epoch: ExpertEpoch = "auto",
+    ensemble: Annotated[
+        int, typer.Option("--ensemble", min=1, max=MAX_ENSEMBLE, help="Also evaluate an ensemble of K experts' averaged logits (1 = no).")
+    ] = 1,
+):
     """Random real images with hard labels vs the expert's soft labels (and an ensemble's), across IPC."""
     from ladd.experiments import soft_vs_hard
 
@@ -907,8 +1784,21 @@ def _soft_vs_hard(data, setup, runtime, out, ipc: IpcList = "1,10,50", expert_ep
 
 
 @_experiment("epoch-temperature")
-def _epoch_temperature(data, setup, runtime, out, ipc: IpcList = "1,10",
-                       temperatures: Annotated[str, typer.Option("--temperatures", parser=_checked("--temperatures", _floats, "--temperatures", MIN_TEMPERATURE, MAX_TEMPERATURE), help="Comma-separated label temperatures T of softmax(z / T).")] = "0.5,1,2,4"):
+def _epoch_temperature(
+    data,
+    setup,
+    runtime,
+    out,
+    ipc: IpcList = "1,10",
+    temperatures: Annotated[
+        str,
+        typer.Option(
+            "--temperatures",
+            parser=_checked("--temperatures", _floats, "--temperatures", MIN_TEMPERATURE, MAX_TEMPERATURE),
+            help="Comma-separated label temperatures T of softmax(z / T).",
+        ),
+    ] = "0.5,1,2,4",
+):
     """Expert epoch × label temperature: student validation accuracy on the grid, best pair per IPC (Fig. 5)."""
     from ladd.experiments import epoch_temperature
 
@@ -925,8 +1815,17 @@ def _swap(data, setup, runtime, out, ipc: Ipc = 10, expert_epoch: ExpertEpoch = 
 
 
 @_experiment("scaling-law")
-def _scaling(data, setup, runtime, out, ipc: IpcList = "1,2,5,10,20", top_k: Annotated[str, typer.Option("--top-k", parser=_checked("--top-k", _ints, "--top-k"), help="Comma-separated k of the top-k soft labels.")] = "1,2,3,5,10",
-             expert_epoch: ExpertEpoch = None):
+def _scaling(
+    data,
+    setup,
+    runtime,
+    out,
+    ipc: IpcList = "1,2,5,10,20",
+    top_k: Annotated[
+        str, typer.Option("--top-k", parser=_checked("--top-k", _ints, "--top-k"), help="Comma-separated k of the top-k soft labels.")
+    ] = "1,2,3,5,10",
+    expert_epoch: ExpertEpoch = None,
+):
     """Data-knowledge scaling: IPC × top-k grid, fits acc = (a·IPC)^c − d, data-size reduction factor (Fig. 6)."""
     from ladd.experiments import scaling
 
@@ -934,8 +1833,17 @@ def _scaling(data, setup, runtime, out, ipc: IpcList = "1,2,5,10,20", top_k: Ann
 
 
 @_experiment("removal")
-def _removal(data, setup, runtime, out, ipc: Ipc = 10, target_class: Annotated[int, typer.Option("--target-class", min=0, max=MAX_COUNT, help="Index of the class whose images or label knowledge is removed.")] = 0,
-             expert_epoch: ExpertEpoch = None):
+def _removal(
+    data,
+    setup,
+    runtime,
+    out,
+    ipc: Ipc = 10,
+    target_class: Annotated[
+        int, typer.Option("--target-class", min=0, max=MAX_COUNT, help="Index of the class whose images or label knowledge is removed.")
+    ] = 0,
+    expert_epoch: ExpertEpoch = None,
+):
     """Remove a class's images vs remove its knowledge from the labels: zero-shot accuracy on that class (Fig. 7)."""
     from ladd.experiments import removal
 
@@ -943,20 +1851,41 @@ def _removal(data, setup, runtime, out, ipc: Ipc = 10, target_class: Annotated[i
 
 
 @_experiment("ce-selection")
-def _ce_selection(data, setup, runtime, out, ipc: Ipc = 10, quantiles: Annotated[int, typer.Option("--quantiles", min=1, max=MAX_QUANTILES, help="CE quantiles per class (0 = easiest).")] = 5,
-                  expert_epoch: ExpertEpoch = None):
+def _ce_selection(
+    data,
+    setup,
+    runtime,
+    out,
+    ipc: Ipc = 10,
+    quantiles: Annotated[int, typer.Option("--quantiles", min=1, max=MAX_QUANTILES, help="CE quantiles per class (0 = easiest).")] = 5,
+    expert_epoch: ExpertEpoch = None,
+):
     """Students on the easiest … hardest expert-CE quantile of real images vs random images (Appendix B)."""
     from ladd.experiments import ce_selection
 
     ce_selection.run(data, setup, ipc, quantiles, _epoch(expert_epoch), runtime, out)
 
 
-
-
 @_experiment("lic-ablation")
-def _lic_ablation(data, setup, runtime, out, ipc: IpcList = "1,10",
-                  ladd_labels: Annotated[bool, typer.Option("--ladd-labels/--no-ladd-labels", help="Also LADD's dense labels (5×5, R 62.5%) on the LIC images.")] = True,
-                  iterations: Annotated[Optional[int], typer.Option("--iterations", min=1, max=MAX_STEPS, help="LIC compensation iterations M and SRe²L recover iterations (default: each recipe's).")] = None):
+def _lic_ablation(
+    data,
+    setup,
+    runtime,
+    out,
+    ipc: IpcList = "1,10",
+    ladd_labels: Annotated[
+        bool, typer.Option("--ladd-labels/--no-ladd-labels", help="Also LADD's dense labels (5×5, R 62.5%) on the LIC images.")
+    ] = True,
+    iterations: Annotated[
+        Optional[int],
+        typer.Option(
+            "--iterations",
+            min=1,
+            max=MAX_STEPS,
+            help="LIC compensation iterations M and SRe²L recover iterations (default: each recipe's).",
+        ),
+    ] = None,
+):
     """LIC's stages one by one (Table 7): squeezed random → + selection → + compensation → + region relabel; vs random and RDED.
 
     The observer is the expert (--expert-model/--expert-epochs/--expert-lr)."""
@@ -966,24 +1895,79 @@ def _lic_ablation(data, setup, runtime, out, ipc: IpcList = "1,10",
 
 
 @_experiment("lpld-pruning")
-def _lpld_pruning(data, setup, runtime, out, ipc: IpcList = "10,50",
-                  rho: Annotated[str, typer.Option("--rho", parser=_checked("--rho", _floats, "--rho", 1.0, MAX_RHO), help="Comma-separated pruning factors: keep 1/ρ of the stored labels (LPLD: 10 … 100).")] = "1,10,40",
-                  pools: Annotated[str, typer.Option("--pools", parser=_checked("--pools", _pools), help="Comma-separated label pools: epoch and/or batch (LPLD's improved pool).")] = "epoch,batch",
-                  relabel_epochs: Annotated[int, typer.Option("--relabel-epochs", min=1, max=MAX_COUNT, help="Stored relabel epochs, also the students' epochs (ρ = 1 replays each once).")] = 200,
-                  relabel_batch: Annotated[int, typer.Option("--relabel-batch", min=1, max=MAX_BATCH, help="Relabel batch (the unit of the batch pool) and student batch.")] = 25,
-                  iterations: Annotated[Optional[int], typer.Option("--iterations", min=1, max=MAX_STEPS, help="Recover iterations (default: the recipes').")] = None):
+def _lpld_pruning(
+    data,
+    setup,
+    runtime,
+    out,
+    ipc: IpcList = "10,50",
+    rho: Annotated[
+        str,
+        typer.Option(
+            "--rho",
+            parser=_checked("--rho", _floats, "--rho", 1.0, MAX_RHO),
+            help="Comma-separated pruning factors: keep 1/ρ of the stored labels (LPLD: 10 … 100).",
+        ),
+    ] = "1,10,40",
+    pools: Annotated[
+        str,
+        typer.Option(
+            "--pools", parser=_checked("--pools", _pools), help="Comma-separated label pools: epoch and/or batch (LPLD's improved pool)."
+        ),
+    ] = "epoch,batch",
+    relabel_epochs: Annotated[
+        int,
+        typer.Option(
+            "--relabel-epochs", min=1, max=MAX_COUNT, help="Stored relabel epochs, also the students' epochs (ρ = 1 replays each once)."
+        ),
+    ] = 200,
+    relabel_batch: Annotated[
+        int, typer.Option("--relabel-batch", min=1, max=MAX_BATCH, help="Relabel batch (the unit of the batch pool) and student batch.")
+    ] = 25,
+    iterations: Annotated[
+        Optional[int], typer.Option("--iterations", min=1, max=MAX_STEPS, help="Recover iterations (default: the recipes').")
+    ] = None,
+):
     """SRe²L vs LPLD end to end: squeeze, recover both sets, relabel (stored), diversity, and students replaying 1/ρ of the labels.
 
     The BN teacher is the dataset's lpld recipe teacher; --model/--seeds set the students, --expert-* do not apply."""
     from ladd.experiments import lpld_pruning
 
-    lpld_pruning.run(data, setup, _ints(ipc, "--ipc"), _floats(rho, "--rho", 1.0, MAX_RHO), _pools(pools), relabel_epochs, relabel_batch, iterations, runtime, out)
+    lpld_pruning.run(
+        data,
+        setup,
+        _ints(ipc, "--ipc"),
+        _floats(rho, "--rho", 1.0, MAX_RHO),
+        _pools(pools),
+        relabel_epochs,
+        relabel_batch,
+        iterations,
+        runtime,
+        out,
+    )
 
 
 @_experiment("bptt")
-def _bptt(data, setup, runtime, out, ipc: Ipc = 10, bptt_iterations: BpttIterations = 100, bptt_unroll: BpttUnroll = 20,
-          bptt_backprop: BpttBackprop = 10, expert_epoch: ExpertEpoch = None,
-          ensemble: Annotated[int, typer.Option("--ensemble", min=1, max=MAX_ENSEMBLE, help="Experts (seeds 0..K-1) whose averaged labels the learned ones are also compared with; seed K is the expert-pair baseline.")] = 3):
+def _bptt(
+    data,
+    setup,
+    runtime,
+    out,
+    ipc: Ipc = 10,
+    bptt_iterations: BpttIterations = 100,
+    bptt_unroll: BpttUnroll = 20,
+    bptt_backprop: BpttBackprop = 10,
+    expert_epoch: ExpertEpoch = None,
+    ensemble: Annotated[
+        int,
+        typer.Option(
+            "--ensemble",
+            min=1,
+            max=MAX_ENSEMBLE,
+            help="Experts (seeds 0..K-1) whose averaged labels the learned ones are also compared with; seed K is the expert-pair baseline.",
+        ),
+    ] = 3,
+):
     """Labels learned by truncated BPTT: JSD to each expert epoch's labels, one expert's and an ensemble's, with the expert-pair baseline, and students (Fig. 8, 12)."""
     from ladd.experiments import bptt
 
@@ -992,14 +1976,20 @@ def _bptt(data, setup, runtime, out, ipc: Ipc = 10, bptt_iterations: BpttIterati
 
 
 # --- dataset stores: `ladd data prepare|info` (ladd.data.store) ---------------------------------------
-data_app = typer.Typer(help="Decode on-disk datasets once into memory-mapped stores ($LADD_CACHE/data) and list them.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Decode on-disk datasets once into memory-mapped stores ($LADD_CACHE/data) and list them.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
-Workers = Annotated[Optional[int], typer.Option("--workers", min=1, max=MAX_WORKERS, help="Processes decoding the images (default: $LADD_WORKERS, else every CPU).")]
+Workers = Annotated[
+    Optional[int],
+    typer.Option("--workers", min=1, max=MAX_WORKERS, help="Processes decoding the images (default: $LADD_WORKERS, else every CPU)."),
+]
 
 
 @data_app.command("prepare")
-def data_prepare(dataset: Dataset_, data_dir: DataDir = None, resolution: Resolution = None, skip_unreadable: SkipBad = False,
-                 workers: Workers = None):
+def data_prepare(
+    dataset: Dataset_, data_dir: DataDir = None, resolution: Resolution = None, skip_unreadable: SkipBad = False, workers: Workers = None
+):
     """Build a dataset's store now (other commands build it on first use) and print what it holds."""
     from ladd.data.store import prepare
 
@@ -1007,11 +1997,19 @@ def data_prepare(dataset: Dataset_, data_dir: DataDir = None, resolution: Resolu
     if info["path"] is None:
         console.print(f"{info['dataset']} is shipped in a package and read into memory: it has no store to prepare")
         return
-    verb = f"built in {info['decode_seconds']:.1f} s with {info['workers']} worker(s)" if info["built"] else f"reused (opened in {info['seconds']:.2f} s)"
+    verb = (
+        f"built in {info['decode_seconds']:.1f} s with {info['workers']} worker(s)"
+        if info["built"]
+        else f"reused (opened in {info['seconds']:.2f} s)"
+    )
     skipped = f", {info['skipped']} unreadable images skipped" if info["skipped"] else ""
-    console.print(f"{info['dataset']}: store {verb}\n  {info['path']}\n  {info['classes']} classes, images {'×'.join(map(str, info['shape']))}, "
-                  f"train {info['train']}, test {info['test']}, {info['bytes'] / 1e9:.3f} GB{skipped}\n  mean {info['mean']}, std {info['std']}",
-                  markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"{info['dataset']}: store {verb}\n  {info['path']}\n  {info['classes']} classes, images {'×'.join(map(str, info['shape']))}, "
+        f"train {info['train']}, test {info['test']}, {info['bytes'] / 1e9:.3f} GB{skipped}\n  mean {info['mean']}, std {info['std']}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @data_app.command("info")
@@ -1027,8 +2025,22 @@ def data_info(json_out: Annotated[Optional[Path], typer.Option("--json", help="A
     for col in ("dataset", "images", "train", "test", "GB", "decode s", "workers", "status", "entry"):
         table.add_column(col)
     for r in rows:
-        table.add_row(*(str(v) for v in (r.get("dataset"), "×".join(map(str, r.get("shape") or [])), r.get("train"), r.get("test"),
-                                         f"{r['bytes'] / 1e9:.3f}", r.get("decode_seconds"), r.get("workers"), r["status"], r["entry"])))
+        table.add_row(
+            *(
+                str(v)
+                for v in (
+                    r.get("dataset"),
+                    "×".join(map(str, r.get("shape") or [])),
+                    r.get("train"),
+                    r.get("test"),
+                    f"{r['bytes'] / 1e9:.3f}",
+                    r.get("decode_seconds"),
+                    r.get("workers"),
+                    r["status"],
+                    r["entry"],
+                )
+            )
+        )
     console.print(table)
     if json_out is not None:
         write_json(json_out, {"root": str(cache_root()), "stores": rows})
@@ -1037,7 +2049,10 @@ def data_info(json_out: Annotated[Optional[Path], typer.Option("--json", help="A
 # --- the cache: `ladd cache ls|verify|prune` -------------------------------------------------------
 cache_app = typer.Typer(help="See, re-hash and clean the cache ($LADD_CACHE, default ~/.cache/ladd).", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-Kind = Annotated[Optional[list[str]], typer.Option("--kind", help="Only entries of this kind (experts, distill, labels, selection, teachers, data); repeatable.")]
+Kind = Annotated[
+    Optional[list[str]],
+    typer.Option("--kind", help="Only entries of this kind (experts, distill, labels, selection, teachers, data); repeatable."),
+]
 
 
 def _entries(kind: list[str] | None):
@@ -1057,13 +2072,22 @@ def _entry_table(entries, title: str, why: dict | None = None):
         table.add_column(col)
     for e in entries:
         r = e.row()
-        table.add_row(r["kind"], r["entry"], f"{r['size_mb']:.2f}", f"{r['age_days']:.1f}", r["status"],
-                      *([why.get(e.path, "")] if why is not None else []))
+        table.add_row(
+            r["kind"],
+            r["entry"],
+            f"{r['size_mb']:.2f}",
+            f"{r['age_days']:.1f}",
+            r["status"],
+            *([why.get(e.path, "")] if why is not None else []),
+        )
     console.print(table)
 
 
 @cache_app.command("ls")
-def cache_ls(kind: Kind = None, json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the listing as JSON to this file.")] = None):
+def cache_ls(
+    kind: Kind = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the listing as JSON to this file.")] = None,
+):
     """Every cache entry: kind, size, age, and whether it is complete, incomplete, stale (made by an
     older format of its kind, never reused) or the leftover of a killed write."""
     from ladd.core.cache import cache_root
@@ -1093,7 +2117,9 @@ def cache_prune(
     stale: Annotated[bool, typer.Option("--stale", help="Entries of an older format, and leftovers of killed writes.")] = False,
     incomplete: Annotated[bool, typer.Option("--incomplete", help="Experts whose training never finished.")] = False,
     broken: Annotated[bool, typer.Option("--broken", help="Entries `ladd cache verify` finds broken.")] = False,
-    older_than: Annotated[Optional[float], typer.Option("--older-than", min=0, max=1e6, help="Entries not written for this many days.")] = None,
+    older_than: Annotated[
+        Optional[float], typer.Option("--older-than", min=0, max=1e6, help="Entries not written for this many days.")
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every entry (of --kind).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
 ):
@@ -1105,8 +2131,15 @@ def cache_prune(
 
     if not (stale or incomplete or broken or all_ or older_than is not None):
         raise LaddError("say what to prune: --stale, --incomplete, --broken, --older-than DAYS or --all (try --dry-run first)")
-    chosen = [e for e in _entries(kind) if all_ or (stale and e.status in ("stale", "leftover")) or (incomplete and e.status == "incomplete")
-              or (older_than is not None and clock.time() - e.modified > older_than * 86400) or (broken and verify(e) is not None)]
+    chosen = [
+        e
+        for e in _entries(kind)
+        if all_
+        or (stale and e.status in ("stale", "leftover"))
+        or (incomplete and e.status == "incomplete")
+        or (older_than is not None and clock.time() - e.modified > older_than * 86400)
+        or (broken and verify(e) is not None)
+    ]
     removed, busy = prune(chosen, dry_run)
     verb = "would remove" if dry_run else "removed"
     _entry_table(removed, f"{verb} {len(removed)} entries, {sum(e.bytes for e in removed) / 1e6:.1f} MB")
@@ -1127,7 +2160,7 @@ def _usage(e: UsageError) -> str:
     lo, hi = getattr(param, "min", None), getattr(param, "max", None)
     if lo is not None and hi is not None:
         whole = isinstance(lo, int) and isinstance(hi, int)
-        show = (lambda v: str(v)) if whole else (lambda v: f"{v:g}")  # noqa: E731
+        show = (lambda v: str(v)) if whole else (lambda v: f"{v:g}")
         return f"{name}{value} is not allowed: give a {'whole number' if whole else 'number'} from {show(lo)} to {show(hi)}"
     return f"invalid value for {name}{value}: {e.message.removeprefix('Value error, ')}"
 
@@ -1166,6 +2199,7 @@ def main() -> None:
     try:
         dist.init()
         from ladd.core import plugins
+
         plugins.load()  # third-party methods, datasets, models and protocols (entry points `ladd.plugins`)
         if dist.rank() > 0:  # under torchrun rank 0 prints the results; every rank prints its errors
             sys.stdout, console.quiet = open(os.devnull, "w"), True
@@ -1183,8 +2217,11 @@ def main() -> None:
         print(f"error: {dist.where()}{e}".replace("\n", " "), file=sys.stderr)
         sys.exit(2)
     except td.DistError as e:  # a peer process of this torchrun job died or stopped answering
-        print(f"error: {dist.where()}another process of this job stopped ({str(e).splitlines()[0][:200]}): "
-              f"launch the same command again to continue from the last checkpoint (with --resume where the command has it)", file=sys.stderr)
+        print(
+            f"error: {dist.where()}another process of this job stopped ({str(e).splitlines()[0][:200]}): "
+            f"launch the same command again to continue from the last checkpoint (with --resume where the command has it)",
+            file=sys.stderr,
+        )
         sys.exit(3)
     except ValidationError as e:
         err = e.errors()[0]

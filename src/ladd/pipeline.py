@@ -74,7 +74,9 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
     if request.checkpoint_dir is None:
         images = make_images(method, request)
     else:
-        with dist.locked(request.checkpoint_dir, "distilling into") as waited:  # the same distillation at once: the second resumes the first's result
+        with dist.locked(
+            request.checkpoint_dir, "distilling into"
+        ) as waited:  # the same distillation at once: the second resumes the first's result
             dist.first(lambda: sweep(request.checkpoint_dir))
             images = make_images(method, replace(request, resume=request.resume or waited))
     manifest = {
@@ -86,8 +88,7 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
             "shape": list(dataset.shape),
         },
         "ipc": len(images) // dataset.num_classes,
-        "images": {**cfg.model_dump(exclude={"resume"}), "method": method, "recipe": recipe, "learned": images.info,
-                   "flops": images.flops},
+        "images": {**cfg.model_dump(exclude={"resume"}), "method": method, "recipe": recipe, "learned": images.info, "flops": images.flops},
     }
     art = Artifact(images.images, images.labels, manifest)
     return art if images.regions is None else with_region_labels(art, images.regions, images.info["observer"], images.info["flops"])
@@ -111,9 +112,24 @@ def image_request(dataset: Dataset, cfg: ImagesConfig, runtime: Runtime) -> tupl
     params = {**(recipe["params"] if recipe else {}), **cfg.params}
     checkpoints = checkpoint_dir(dataset, cfg, params) if recipe else None
     path = None if cfg.import_path is None else Path(cfg.import_path).expanduser()
-    resolve = lambda p: None if p is None else Path(p).expanduser()  # noqa: E731
-    request = ImageRequest(dataset, cfg.ipc, cfg.seed, path, cfg.model, runtime, params, checkpoints, cfg.resume,
-                           cfg.float_images, resolve(cfg.buffer), resolve(cfg.teacher))
+
+    def resolve(p):
+        return None if p is None else Path(p).expanduser()
+
+    request = ImageRequest(
+        dataset,
+        cfg.ipc,
+        cfg.seed,
+        path,
+        cfg.model,
+        runtime,
+        params,
+        checkpoints,
+        cfg.resume,
+        cfg.float_images,
+        resolve(cfg.buffer),
+        resolve(cfg.teacher),
+    )
     return request, recipe
 
 
@@ -156,12 +172,16 @@ def check_same_data(art: Artifact, dataset: Dataset) -> None:
         why = f"it has {len(made)} classes, {name} has {len(names)}"
     elif made != names:
         i = next(i for i, (a, b) in enumerate(zip(made, names)) if a != b)
-        why = f"its class {i} is {made[i]!r}, {name}'s is {names[i]!r}" + (" (the same classes in another order)" if sorted(made) == sorted(names) else "")
+        why = f"its class {i} is {made[i]!r}, {name}'s is {names[i]!r}" + (
+            " (the same classes in another order)" if sorted(made) == sorted(names) else ""
+        )
     elif src["shape"] != list(dataset.shape):
         why = f"its images are {'×'.join(map(str, src['shape']))}, {name}'s are {'×'.join(map(str, dataset.shape))} (another --resolution?)"
     elif "mean" in src and any(abs(a - b) > 1e-4 for a, b in zip(src["mean"] + src["std"], list(dataset.mean) + list(dataset.std))):
-        why = (f"its training images' mean/std are {_rounded(src['mean'])}/{_rounded(src['std'])}, {name}'s are "
-               f"{_rounded(dataset.mean)}/{_rounded(dataset.std)} (the same classes and size from other images: another --data-dir?)")
+        why = (
+            f"its training images' mean/std are {_rounded(src['mean'])}/{_rounded(src['std'])}, {name}'s are "
+            f"{_rounded(dataset.mean)}/{_rounded(dataset.std)} (the same classes and size from other images: another --data-dir?)"
+        )
     else:
         return
     raise LaddError(f"the artifact was made from {src['dataset']} and cannot be used with {name}: {why}")
@@ -177,7 +197,10 @@ def label(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -
     method = LABEL_METHODS.canonical(cfg.method)
     out = LABEL_METHODS.get(method)(art, dataset, cfg, runtime)
     dtype = getattr(torch, cfg.dtype)
-    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+
+    def cast(t):
+        return None if t is None else t.to(dtype)
+
     manifest = {"method": method, "dtype": cfg.dtype, "top_k": cfg.top_k, **out.manifest, "config": cfg.model_dump()}
     return art.with_labels(cast(out.soft), cast(out.dense), manifest, out.flops)
 
@@ -193,8 +216,15 @@ def relabel(art: Artifact, path: Path, dataset: Dataset, cfg: RelabelConfig, run
     storage = store.storage()
     images_raw = art.manifest["storage"]["images"]["raw"]
     labels_raw = sum(b["raw"] for b in storage.values())
-    manifest = {**art.manifest, "relabel": {**summary, "storage": storage, "label_to_image_ratio": labels_raw / images_raw,
-                                            "soft_label_to_image_ratio": storage["labels"]["raw"] / images_raw}}
+    manifest = {
+        **art.manifest,
+        "relabel": {
+            **summary,
+            "storage": storage,
+            "label_to_image_ratio": labels_raw / images_raw,
+            "soft_label_to_image_ratio": storage["labels"]["raw"] / images_raw,
+        },
+    }
     return replace(art, manifest=manifest, relabel=store)
 
 
@@ -227,8 +257,10 @@ def plus_one(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> A
     hard labels get about the bytes LADD's labels add (a learned method distills again)."""
     made = art.manifest.get("images", {})
     if made.get("method") == "import":
-        raise LaddError("baseline++ needs one more image per class from the method that made the images, and an imported set "
-                        "has none to give: leave out --equal-cost, or distill the images with ladd")
+        raise LaddError(
+            "baseline++ needs one more image per class from the method that made the images, and an imported set "
+            "has none to give: leave out --equal-cost, or distill the images with ladd"
+        )
     fields = {k: made[k] for k in ImagesConfig.model_fields if k in made and k not in ("recipe", "resume")}
     recipe = (made.get("recipe") or {}).get("name")
     cfg = ImagesConfig(**{**fields, "ipc": art.manifest["ipc"] + 1, "recipe": recipe})

@@ -24,8 +24,19 @@ import torch
 import ladd
 from ladd.core import dist
 from ladd.core.errors import LaddError
-from ladd.core.io import (fsync, load_safetensors, lock, read_json, replace_dir, restore, save_tensors, sha256, staging_dir, sweep,
-                          write_json)
+from ladd.core.io import (
+    fsync,
+    load_safetensors,
+    lock,
+    read_json,
+    replace_dir,
+    restore,
+    save_tensors,
+    sha256,
+    staging_dir,
+    sweep,
+    write_json,
+)
 from ladd.core.types import PIXEL_DTYPES
 from ladd.cost.storage import component_bytes
 from ladd.artifact.relabel import RELABEL_DIR, RelabelStore, load_store
@@ -160,8 +171,10 @@ def load_artifact(path: Path, *, complete: bool = False) -> Artifact:
         raise LaddError(f"{path} is not a ladd artifact (no {MANIFEST}): create one with `ladd distill`")
     manifest = read_json(mpath, "the artifact is corrupt")
     if isinstance(manifest, dict) and manifest.get("schema_version") != SCHEMA_VERSION:
-        raise LaddError(f"{mpath} has schema version {manifest.get('schema_version')!r}; this ladd reads {SCHEMA_VERSION}: "
-                        "make the artifact again with this ladd")
+        raise LaddError(
+            f"{mpath} has schema version {manifest.get('schema_version')!r}; this ladd reads {SCHEMA_VERSION}: "
+            "make the artifact again with this ladd"
+        )
     from ladd.artifact.manifest import check_manifest
 
     check_manifest(manifest, str(mpath), complete=complete)  # every field ladd reads back, typed: one line naming a bad one
@@ -203,7 +216,8 @@ def describe(art: Artifact) -> list[str]:
     lines = [
         f"ladd {m['ladd_version']} · schema {m['schema_version']}",
         f"source {m['source']['dataset']} · {len(m['source']['class_names'])} classes · IPC {m['ipc']} · "
-        f"images: {m['images']['method']}" + (f" (recipe {recipe})" if recipe else "")
+        f"images: {m['images']['method']}"
+        + (f" (recipe {recipe})" if recipe else "")
         + (f" · made with {m['images']['flops']:.3g} FLOPs" if m["images"].get("flops") is not None else ""),
     ]
     for name, b in m["storage"].items():
@@ -212,18 +226,29 @@ def describe(art: Artifact) -> list[str]:
         lab = m["labels"]
         geometry = f" · N={lab['subsample']['n']} R={lab['subsample']['r']}" if "subsample" in lab else ""
         teacher = lab.get("labeler")
-        made_by = (f" · labeler {teacher['model']} epoch {teacher['epoch']:g}" + (f" × {teacher['ensemble']} experts" if teacher.get("ensemble", 1) > 1 else "")
-                   + f" (test acc {100 * teacher['test_acc']:.2f}%)") if teacher else ""
+        made_by = (
+            (
+                f" · labeler {teacher['model']} epoch {teacher['epoch']:g}"
+                + (f" × {teacher['ensemble']} experts" if teacher.get("ensemble", 1) > 1 else "")
+                + f" (test acc {100 * teacher['test_acc']:.2f}%)"
+            )
+            if teacher
+            else ""
+        )
         if "observer" in lab:  # region labels of squeezed images (LIC, RDED)
             made_by = f" · observer {lab['observer']['model']} ({100 * lab['observer']['train_check_acc']:.1f}% on training images)"
         lines.append(f"labels: {lab['method']}{geometry}{made_by}")
     if "relabel" in m:
         rel = m["relabel"]
         top = f" top-{rel['top_k']}" if rel["top_k"] else ""
-        lines.append(f"relabel: {rel['epochs']} epochs × {rel['samples']} samples · {rel['dtype']} {rel['kind']}{top} · T {rel['temperature']:g} · "
-                     f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g} (test acc {100 * rel['teacher']['test_acc']:.2f}%)")
+        lines.append(
+            f"relabel: {rel['epochs']} epochs × {rel['samples']} samples · {rel['dtype']} {rel['kind']}{top} · T {rel['temperature']:g} · "
+            f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g} (test acc {100 * rel['teacher']['test_acc']:.2f}%)"
+        )
         lines += [f"  {name:<13} {b['raw']:>10,} B raw  {b['zip']:>10,} B zip" for name, b in rel["storage"].items()]
         total = sum(b["raw"] for b in rel["storage"].values())
-        lines.append(f"  {'total':<13} {total:>10,} B raw · label-to-image ratio {rel['label_to_image_ratio']:.2f} "
-                     f"(soft labels alone {rel['soft_label_to_image_ratio']:.2f}; LPLD Table 24)")
+        lines.append(
+            f"  {'total':<13} {total:>10,} B raw · label-to-image ratio {rel['label_to_image_ratio']:.2f} "
+            f"(soft labels alone {rel['soft_label_to_image_ratio']:.2f}; LPLD Table 24)"
+        )
     return lines

@@ -48,6 +48,7 @@ def export(art: Artifact, out: Path, fmt: str) -> Path:
         arrays = {"images": art.images.numpy(), "labels": art.labels.numpy(), "class_names": np.array(classes, dtype=str)}
         if art.soft_labels is not None:
             arrays["soft_labels"] = art.soft_labels.float().numpy()
+
         def save(tmp: str) -> None:
             with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a bare path
                 np.savez(f, **arrays)

@@ -26,8 +26,12 @@ COMPONENTS = ("images", "labels", "soft_labels", "dense_labels")
 RELABEL_COMPONENTS = ("crop", "flip", "mix_index", "mix_lambda", "mix_box", "labels")
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 # dimensions and dtypes of each stored component (images: N×C×H×W pixels, labels: N, soft: N×C, dense: N×N²×C)
-LAYOUT = {"images": (4, ("uint8", "float32")), "labels": (1, ("int64",)), "soft_labels": (2, FLOAT_DTYPES),
-          "dense_labels": (3, FLOAT_DTYPES)}
+LAYOUT = {
+    "images": (4, ("uint8", "float32")),
+    "labels": (1, ("int64",)),
+    "soft_labels": (2, FLOAT_DTYPES),
+    "dense_labels": (3, FLOAT_DTYPES),
+}
 
 Count = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]

@@ -32,8 +32,14 @@ from ladd.cost.storage import component_bytes
 RELABEL_DIR = "relabel"
 INFO = "relabel.json"
 # The six stored components of LPLD Table 24 and the tensors each is made of.
-COMPONENTS = {"crop": ("crop",), "flip": ("flip",), "mix_index": ("mix_index",), "mix_lambda": ("mix_lambda",),
-              "mix_box": ("mix_box",), "labels": ("labels", "label_values", "label_index")}
+COMPONENTS = {
+    "crop": ("crop",),
+    "flip": ("flip",),
+    "mix_index": ("mix_index",),
+    "mix_lambda": ("mix_lambda",),
+    "mix_box": ("mix_box",),
+    "labels": ("labels", "label_values", "label_index"),
+}
 
 
 def epoch_file(e: int) -> str:
@@ -98,8 +104,10 @@ class RelabelStore:
     def storage(self, positions: torch.Tensor | None = None) -> dict[str, dict[str, int]]:
         """Raw and zip bytes of the six components (top-k labels: values + indices)."""
         per_tensor = component_bytes(self.components(positions))
-        return {name: {kind: sum(per_tensor[p][kind] for p in parts if p in per_tensor) for kind in ("raw", "zip")}
-                for name, parts in COMPONENTS.items()}
+        return {
+            name: {kind: sum(per_tensor[p][kind] for p in parts if p in per_tensor) for kind in ("raw", "zip")}
+            for name, parts in COMPONENTS.items()
+        }
 
 
 def write_epoch(directory: Path, e: int, epoch: Epoch, labels: dict[str, torch.Tensor]) -> str:
@@ -129,16 +137,20 @@ def load_store(directory: Path, images: int, classes: int, images_sha256: str) -
         raise LaddError(f"{directory} holds no {INFO}: {redo}")
     if isinstance(info, dict) and info.get("complete") is not True:
         files = info.get("files")
-        raise LaddError(f"the relabel in {directory} stopped after {len(files) if isinstance(files, list) else 0} of {info.get('epochs')} epochs: "
-                        f"run `ladd relabel` again to resume it")
+        raise LaddError(
+            f"the relabel in {directory} stopped after {len(files) if isinstance(files, list) else 0} of {info.get('epochs')} epochs: "
+            f"run `ladd relabel` again to resume it"
+        )
     from ladd.artifact.manifest import check_relabel_info
 
     check_relabel_info(info, str(directory / INFO))  # every field read below, typed
     if info["images_sha256"] != images_sha256:
         raise LaddError(f"the relabel in {directory} was made for other images than the artifact's: {redo}")
     if info["samples"] != images or info["classes"] != classes:
-        raise LaddError(f"{directory / INFO} counts {info['samples']} samples × {info['classes']} classes, "
-                        f"the artifact has {images} × {classes}: {redo}")
+        raise LaddError(
+            f"{directory / INFO} counts {info['samples']} samples × {info['classes']} classes, "
+            f"the artifact has {images} × {classes}: {redo}"
+        )
     if len(info["files"]) != info["epochs"]:
         raise LaddError(f"{directory / INFO} lists {len(info['files'])} epoch files for {info['epochs']} epochs: {redo}")
     want = _expected(info)
@@ -163,8 +175,14 @@ def _expected(info: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     n, c, k = info["samples"], info["classes"], info["top_k"]
     dtype = getattr(torch, info["dtype"])
     draws = -(-n // info["batch_size"]) if info["mix_per"] == "batch" else n
-    want = {"order": ((n,), torch.int64), "crop": ((n, 4), torch.float32), "flip": ((n,), torch.bool),
-            "mix_index": ((n,), torch.int64), "mix_lambda": ((draws,), torch.float32), "mix_box": ((draws, 4), torch.int16)}
+    want = {
+        "order": ((n,), torch.int64),
+        "crop": ((n, 4), torch.float32),
+        "flip": ((n,), torch.bool),
+        "mix_index": ((n,), torch.int64),
+        "mix_lambda": ((draws,), torch.float32),
+        "mix_box": ((draws, 4), torch.int16),
+    }
     if k is None:
         want["labels"] = ((n, c), dtype)
     else:
@@ -183,8 +201,12 @@ def _check_epoch(t: dict[str, torch.Tensor], info: dict, path: Path) -> None:
         if not torch.isfinite(t[name].float()).all():
             raise LaddError(f"{path}: {name} contain NaN or infinite values")
     crop = t["crop"]
-    if ((crop < 0).any() or (crop[:, 2:] <= 0).any() or (crop[:, 0] + crop[:, 2] > 1 + 1e-6).any()
-            or (crop[:, 1] + crop[:, 3] > 1 + 1e-6).any()):
+    if (
+        (crop < 0).any()
+        or (crop[:, 2:] <= 0).any()
+        or (crop[:, 0] + crop[:, 2] > 1 + 1e-6).any()
+        or (crop[:, 1] + crop[:, 3] > 1 + 1e-6).any()
+    ):
         raise LaddError(f"{path}: a crop box leaves the image")
     if "label_index" in t and ((t["label_index"] < 0).any() or (t["label_index"] >= c).any()):
         raise LaddError(f"{path}: label_index points outside the {c} classes")

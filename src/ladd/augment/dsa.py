@@ -125,9 +125,7 @@ class DSA:
     def _rotate(self, x, angle):
         a = (angle - 0.5) * 2 * self.rotate / 180 * math.pi
         zero = torch.zeros_like(a)
-        theta = torch.stack(
-            [torch.stack([a.cos(), -a.sin(), zero], -1), torch.stack([a.sin(), a.cos(), zero], -1)], 1
-        )
+        theta = torch.stack([torch.stack([a.cos(), -a.sin(), zero], -1), torch.stack([a.sin(), a.cos(), zero], -1)], 1)
         return _warp(x, theta)
 
     def _crop(self, x, ty, tx):

@@ -73,8 +73,17 @@ class Epoch:
         return self.mix_lambda[at], self.mix_box[at]
 
 
-def crop_boxes(area_u: torch.Tensor, aspect_u: torch.Tensor, position_u: torch.Tensor, height: int, width: int,
-               scale=SCALE, ratio=RATIO, *, fit: str = "retry") -> torch.Tensor:
+def crop_boxes(
+    area_u: torch.Tensor,
+    aspect_u: torch.Tensor,
+    position_u: torch.Tensor,
+    height: int,
+    width: int,
+    scale=SCALE,
+    ratio=RATIO,
+    *,
+    fit: str = "retry",
+) -> torch.Tensor:
     """RandomResizedCrop boxes as int64 (top, left, h, w) from float64 uniforms in [0, 1): area and
     log-aspect draws n×A (A attempts), position draws n×2. The area is `scale` × the image's, the
     aspect log-uniform in `ratio`; a box that does not fit the image is, by `fit`:
@@ -127,8 +136,9 @@ def sample_cutmix(n: int, height: int, width: int, gen: torch.Generator, beta: f
     return kept.float(), torch.stack([y1, x1, y2, x2], 1).to(torch.int16)
 
 
-def sample_epoch(n: int, batch_size: int, height: int, width: int, gen: torch.Generator, *, cutmix: bool = True,
-                 mix_per: str = "batch") -> Epoch:
+def sample_epoch(
+    n: int, batch_size: int, height: int, width: int, gen: torch.Generator, *, cutmix: bool = True, mix_per: str = "batch"
+) -> Epoch:
     """An epoch of the relabel loader: a random order split into batches of `batch_size`, and per
     sample a crop, a flip and a CutMix partner drawn from its own batch (a permutation of the
     batch, as the reference's `rand_index`); λ and the box once per batch (`mix_per="batch"`, the
@@ -143,8 +153,12 @@ def sample_epoch(n: int, batch_size: int, height: int, width: int, gen: torch.Ge
     flip = torch.rand(n, generator=gen) < 0.5
     draws = math.ceil(n / batch_size) if mix_per == "batch" else n
     if cutmix:
-        partner_pos = torch.cat([start + torch.randperm(len(chunk), generator=gen)
-                                 for start, chunk in zip(range(0, n, batch_size), torch.arange(n).split(batch_size))])
+        partner_pos = torch.cat(
+            [
+                start + torch.randperm(len(chunk), generator=gen)
+                for start, chunk in zip(range(0, n, batch_size), torch.arange(n).split(batch_size))
+            ]
+        )
         lam, box = sample_cutmix(draws, height, width, gen)
     else:
         partner_pos, lam, box = torch.arange(n), torch.ones(draws), torch.zeros(draws, 4, dtype=torch.int16)
@@ -194,8 +208,9 @@ def render(images: torch.Tensor, mean, std, epoch: Epoch, rows: torch.Tensor) ->
         position[epoch.order] = torch.arange(len(epoch.order))  # image → its row in this epoch
         partners = epoch.mix_index[rows]
         at, index = torch.cat([rows, position[partners]]), torch.cat([index, partners])
-    x = views(normalize(images[index.to(images.device, non_blocking=True)], mean, std),
-              crop_pixels(epoch.crop[at], height, width), epoch.flip[at])
+    x = views(
+        normalize(images[index.to(images.device, non_blocking=True)], mean, std), crop_pixels(epoch.crop[at], height, width), epoch.flip[at]
+    )
     if len(at) == len(rows):
         return x
     ys, xs = torch.arange(height)[None, :, None], torch.arange(width)[None, None, :]

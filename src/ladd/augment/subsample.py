@@ -43,9 +43,11 @@ def repeated_crops(shape: tuple[int, int], n: int, r: float) -> str | None:
         return None
     (ch, oy), (cw, ox) = axes
     most = min(shape[0] - ch, shape[1] - cw) + 1
-    return (f"N={n}, R={r:g} on {shape[0]}×{shape[1]} images: {ch}×{cw} px crops at offsets {', '.join(map(str, oy))} (rows) and "
-            f"{', '.join(map(str, ox))} (columns), so only {distinct[0] * distinct[1]} of the {n * n} sub-images differ and the "
-            f"rest repeat them with the same dense label: choose N <= {most} for this R (or a smaller R)")
+    return (
+        f"N={n}, R={r:g} on {shape[0]}×{shape[1]} images: {ch}×{cw} px crops at offsets {', '.join(map(str, oy))} (rows) and "
+        f"{', '.join(map(str, ox))} (columns), so only {distinct[0] * distinct[1]} of the {n * n} sub-images differ and the "
+        f"rest repeat them with the same dense label: choose N <= {most} for this R (or a smaller R)"
+    )
 
 
 def views(x: torch.Tensor, n: int, r: float, index: torch.Tensor | None = None) -> torch.Tensor:

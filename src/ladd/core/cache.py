@@ -25,8 +25,14 @@ from ladd.core.io import LOCK, OLD, TMP, load_safetensors, lock_path, sha256
 
 # kind → format version of its entries. Bump one when what ladd would write there changes.
 # distill 3, labels 2: their checkpoints record `core.checkpoint.FORMAT` (a finished one is read on every re-run)
-FORMATS = {"experts": 1, "distill": 3, "labels": 2, "selection": 1, "teachers": 1,  # teachers: pretrained (`ladd.experts.pretrained`)
-           "data": 1}  # dataset stores (`ladd.data.store`): bump when decoding (imagefolder.decode/_square) changes the pixels
+FORMATS = {
+    "experts": 1,
+    "distill": 3,
+    "labels": 2,
+    "selection": 1,
+    "teachers": 1,  # teachers: pretrained (`ladd.experts.pretrained`)
+    "data": 1,
+}  # dataset stores (`ladd.data.store`): bump when decoding (imagefolder.decode/_square) changes the pixels
 
 
 def cache_root() -> Path:
@@ -49,8 +55,13 @@ class Entry:
     status: str  # complete | incomplete | stale (older format) | newer (format) | leftover (of a killed write)
 
     def row(self) -> dict:
-        return {"kind": self.kind, "entry": self.path.name, "size_mb": round(self.bytes / 1e6, 2),
-                "age_days": round((time.time() - self.modified) / 86400, 1), "status": self.status}
+        return {
+            "kind": self.kind,
+            "entry": self.path.name,
+            "size_mb": round(self.bytes / 1e6, 2),
+            "age_days": round((time.time() - self.modified) / 86400, 1),
+            "status": self.status,
+        }
 
 
 def _format(name: str) -> int | None:
@@ -94,8 +105,15 @@ def entries(kinds: list[str] | None = None) -> list[Entry]:
                 continue
             files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
             sizes = [p.stat() for p in files]
-            out.append(Entry(kind, path, sum(s.st_size for s in sizes), max((s.st_mtime for s in sizes), default=path.stat().st_mtime),
-                             _status(kind, path)))
+            out.append(
+                Entry(
+                    kind,
+                    path,
+                    sum(s.st_size for s in sizes),
+                    max((s.st_mtime for s in sizes), default=path.stat().st_mtime),
+                    _status(kind, path),
+                )
+            )
     return out
 
 

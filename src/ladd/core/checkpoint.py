@@ -58,7 +58,9 @@ def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, dev
         opt_state["state"].update(restored)
         opt.load_state_dict(opt_state)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, RecursionError) as e:
-        raise LaddError(f"{path} is not a usable trainer state ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): {fix}") from e
+        raise LaddError(
+            f"{path} is not a usable trainer state ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): {fix}"
+        ) from e
     gen.set_state(state.pop("generator"))
     torch.set_rng_state(state.pop("torch_rng"))
     cuda_rng = state.pop("cuda_rng", None)
@@ -76,11 +78,18 @@ def check_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) 
     wrong = [k for k in want if k in state and tuple(state[k].shape) != tuple(want[k].shape)]
     bad_type = [k for k in want if k in state and k not in wrong and want[k].is_floating_point() != state[k].is_floating_point()]
     if missing or extra or wrong or bad_type:
-        what = ("missing " + ", ".join(missing[:3]) if missing else "unexpected " + ", ".join(extra[:3]) if extra
-                else f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, not {tuple(want[wrong[0]].shape)}" if wrong
-                else f"{bad_type[0]} is {state[bad_type[0]].dtype}, not {want[bad_type[0]].dtype}")
-        raise LaddError(f"{path} does not hold the weights of this {type(model).__name__} ({what}): "
-                        f"it was saved from another model or is corrupt")
+        what = (
+            "missing " + ", ".join(missing[:3])
+            if missing
+            else "unexpected " + ", ".join(extra[:3])
+            if extra
+            else f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, not {tuple(want[wrong[0]].shape)}"
+            if wrong
+            else f"{bad_type[0]} is {state[bad_type[0]].dtype}, not {want[bad_type[0]].dtype}"
+        )
+        raise LaddError(
+            f"{path} does not hold the weights of this {type(model).__name__} ({what}): it was saved from another model or is corrupt"
+        )
 
 
 def restore_weights(model: nn.Module, path: Path, device=None) -> None:

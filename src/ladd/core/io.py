@@ -200,8 +200,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def load_safetensors(path: Path, digest: str | None = None, where: str = "", device: str | None = None, *,
-                     metadata: bool = False):
+def load_safetensors(path: Path, digest: str | None = None, where: str = "", device: str | None = None, *, metadata: bool = False):
     """The tensors of the safetensors file at `path` (whose SHA-256 must be `digest`, recorded in
     `where`, when given), on `device`; with `metadata`, (tensors, the header's string metadata).
     The one place ladd parses safetensors: a missing, unreadable, truncated or malformed file (a
@@ -236,7 +235,9 @@ def read_json(path: Path, fix: str):
     except json.JSONDecodeError as e:
         raise LaddError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): {fix}") from e
     except (UnicodeDecodeError, RecursionError) as e:
-        raise LaddError(f"{path} is not valid JSON ({'not UTF-8 text' if isinstance(e, UnicodeDecodeError) else 'nested too deeply'}): {fix}") from e
+        raise LaddError(
+            f"{path} is not valid JSON ({'not UTF-8 text' if isinstance(e, UnicodeDecodeError) else 'nested too deeply'}): {fix}"
+        ) from e
     except OSError as e:
         raise LaddError(f"cannot read {path}: {e.strerror or e}") from e
 

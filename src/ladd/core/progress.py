@@ -102,7 +102,9 @@ def _lines(description: str, total: int):
         shown, last = step, now
         fresh = done - first
         left = f", ~{_duration((now - first_at) / fresh * (total - done))} left" if fresh > 0 and done < total else ""
-        log(f"{description}: {done}/{total} ({100 * min(done / total, 1):.0f}%){' · ' + status if status else ''} · "
-            f"{_duration(now - created)} elapsed{left}")
+        log(
+            f"{description}: {done}/{total} ({100 * min(done / total, 1):.0f}%){' · ' + status if status else ''} · "
+            f"{_duration(now - created)} elapsed{left}"
+        )
 
     yield advance

@@ -37,7 +37,10 @@ class Registry(Generic[T]):
         """Register the built-ins now if they are not yet (every lookup does so first; a plugin
         registers after them, so taking one of their names is refused)."""
         if self._builtins is not None:
-            builtins, self._builtins = self._builtins, None  # cleared first: a built-in looking a name up as it is imported does not start over
+            builtins, self._builtins = (
+                self._builtins,
+                None,
+            )  # cleared first: a built-in looking a name up as it is imported does not start over
             builtins()
 
     def register(self, name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:

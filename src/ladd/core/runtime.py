@@ -63,7 +63,9 @@ class Runtime:
     def __post_init__(self):
         s = self.speed
         if s.precision == "fp16" and self.device.type != "cuda":
-            raise LaddError(f"--precision fp16 needs a CUDA device (it trains with a gradient scaler), not {self.device}: use --precision bf16")
+            raise LaddError(
+                f"--precision fp16 needs a CUDA device (it trains with a gradient scaler), not {self.device}: use --precision bf16"
+            )
         if s.deterministic and s.compile:
             raise LaddError("--deterministic does not cover torch.compile's generated kernels: leave out --compile or --deterministic")
 
@@ -124,8 +126,12 @@ class Runtime:
             yield
             return
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-        before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-                  torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+        before = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark,
+            torch.backends.cudnn.deterministic,
+        )
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
         try:

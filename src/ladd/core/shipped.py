@@ -37,8 +37,9 @@ def read(package: str, name: str, kind: str) -> tuple[Path, dict]:
         if name not in shipped:
             close = difflib.get_close_matches(name, shipped, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise LaddError(f"unknown {kind} {name!r}{hint}: shipped {kind}s are {', '.join(shipped)}, "
-                            f"or pass a file as a path such as ./{name}.toml")
+            raise LaddError(
+                f"unknown {kind} {name!r}{hint}: shipped {kind}s are {', '.join(shipped)}, or pass a file as a path such as ./{name}.toml"
+            )
         path = Path(name + ".toml")
         raw = resources.files(package).joinpath(path.name).read_bytes()
     try:

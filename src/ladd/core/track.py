@@ -110,8 +110,7 @@ class WandbTracker:
         self._wandb = wandb
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self._run = wandb.init(mode="offline", dir=str(folder), project="ladd", name=folder.name,
-                               settings=wandb.Settings(silent=True))
+        self._run = wandb.init(mode="offline", dir=str(folder), project="ladd", name=folder.name, settings=wandb.Settings(silent=True))
         self._axes: set[str] = set()
         self._rows: list[dict] = []
 

@@ -66,7 +66,10 @@ class Dataset:
 @functools.lru_cache(maxsize=16)
 def _channel_stats_on(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """A dataset's mean/std as 1×C×1×1 tensors on `device`, made once (normalize runs every step)."""
-    as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # noqa: E731
+
+    def as_tensor(v):
+        return torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
     return as_tensor(mean), as_tensor(std)
 
 

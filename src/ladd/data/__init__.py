@@ -80,8 +80,10 @@ def holdout(dataset: Dataset, per_class: int, seed: int = 0) -> Dataset:
     for k in range(dataset.num_classes):
         members = (labels == k).nonzero().flatten()
         if len(members) <= per_class:
-            raise LaddError(f"class {dataset.class_names[k]!r} has {len(members)} training images: "
-                            f"a validation split of {per_class} per class leaves none to train on (lower it)")
+            raise LaddError(
+                f"class {dataset.class_names[k]!r} has {len(members)} training images: "
+                f"a validation split of {per_class} per class leaves none to train on (lower it)"
+            )
         val.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
     val = torch.cat(val).sort().values
     keep = torch.ones(len(labels), dtype=torch.bool)

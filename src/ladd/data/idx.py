@@ -60,5 +60,9 @@ def mnist_idx(options: SourceOptions):
     """The full MNIST (or any same-format set such as Fashion-MNIST) from its four IDX files."""
     folder = require_data_dir(options, "mnist-idx", ", ".join(FILES) + " (each may be .gz)")
     files = [folder / name for base in FILES for name in (base, f"{base}.gz")]  # whichever exist: both are keyed
-    return store.file_dataset("mnist-idx", files, options,  # parsed once, memory-mapped after
-                              lambda: build_dataset("mnist-idx", _split(folder, "train"), _split(folder, "t10k"), DIGIT_NAMES))
+    return store.file_dataset(
+        "mnist-idx",
+        files,
+        options,  # parsed once, memory-mapped after
+        lambda: build_dataset("mnist-idx", _split(folder, "train"), _split(folder, "t10k"), DIGIT_NAMES),
+    )

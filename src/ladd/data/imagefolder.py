@@ -152,6 +152,14 @@ def imagefolder(options: SourceOptions):
     from ladd.data import store  # decoded in parallel once, memory-mapped afterwards
 
     # no --resolution: `default_size` reads the headers once; its answer is kept with the store
-    return store.folder_dataset("imagefolder", root, train_items, test_items, classes, options.resolution, options,
-                                default=lambda: default_size([path for path, _ in train_items + test_items]),
-                                default_sizes=range(DEFAULT_RESOLUTION, 0, -1))
+    return store.folder_dataset(
+        "imagefolder",
+        root,
+        train_items,
+        test_items,
+        classes,
+        options.resolution,
+        options,
+        default=lambda: default_size([path for path, _ in train_items + test_items]),
+        default_sizes=range(DEFAULT_RESOLUTION, 0, -1),
+    )

@@ -42,8 +42,9 @@ SUBSET_RESOLUTION = imagefolder.DEFAULT_RESOLUTION
 SOLUTION_CSV = "LOC_val_solution.csv"
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
 KAGGLE_DATA = Path("ILSVRC", "Data", "CLS-LOC")  # where Kaggle's download keeps train/ and val/
-LAYOUT = (f"train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, or a flat val/*.JPEG with {SOLUTION_CSV} "
-          "in the data dir or its parent (Kaggle's layout)")
+LAYOUT = (
+    f"train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, or a flat val/*.JPEG with {SOLUTION_CSV} in the data dir or its parent (Kaggle's layout)"
+)
 
 # ImageNet-1K class indices (into the sorted WNIDs) of each subset, in MTT's order. Source:
 # GeorgeCazenavette/mtt-distillation@50dccea47ba48b9cfb3b9c59375d7da92e4e603b utils.py, class
@@ -125,8 +126,10 @@ def _class_items(split_dir: Path, classes: list[str], dirs: dict[str, Path], dat
     """(path, label) for <split>/<wnid>/... in class order, then file order (as imagefolder does)."""
     missing = [wnid for wnid in classes if wnid not in dirs]  # checked before listing any (slow) folder
     if missing:
-        raise LaddError(f"{dataset} needs class {missing[0]} but folder {split_dir / missing[0]} does not exist: "
-                        f"point --data-dir at a full ImageNet-1K folder ({LAYOUT})")
+        raise LaddError(
+            f"{dataset} needs class {missing[0]} but folder {split_dir / missing[0]} does not exist: "
+            f"point --data-dir at a full ImageNet-1K folder ({LAYOUT})"
+        )
     items = []
     for label, wnid in enumerate(classes):
         paths = imagefolder._images_under(dirs[wnid])
@@ -182,8 +185,9 @@ def _val_items(val_dir: Path, classes: list[str], search: list[Path], dataset: s
     solution = _find(SOLUTION_CSV, search)
     if solution is None:
         where = ", ".join(str(folder) for folder in search)
-        raise LaddError(f"{val_dir} has no val/<wnid>/ class folders and no {SOLUTION_CSV} was found (looked in {where}): "
-                        f"{dataset} expects {LAYOUT}")
+        raise LaddError(
+            f"{val_dir} has no val/<wnid>/ class folders and no {SOLUTION_CSV} was found (looked in {where}): {dataset} expects {LAYOUT}"
+        )
     return _solution_items(val_dir, solution, classes, every_class)
 
 
@@ -203,8 +207,9 @@ def load_imagenet(options: SourceOptions, dataset: str, selection: tuple[str, ..
             raise LaddError(f"no class folders under {train_dir}: {dataset} expects {LAYOUT}")
         odd = [c for c in classes if c not in known]
         if odd:
-            raise LaddError(f"{train_dir / odd[0]} is not an ImageNet-1K class (WNID): remove it, "
-                            "or use --dataset imagefolder for other classes")
+            raise LaddError(
+                f"{train_dir / odd[0]} is not an ImageNet-1K class (WNID): remove it, or use --dataset imagefolder for other classes"
+            )
     else:
         classes = sorted(selection)
     train_items = _class_items(train_dir, classes, train_dirs, dataset)

@@ -100,8 +100,17 @@ def default_workers() -> int:
 # --- what sources call -----------------------------------------------------------------------------
 
 
-def folder_dataset(dataset: str, root: Path, train_items, test_items, classes, size: int | None, options,
-                   default: Callable[[], tuple[int, str]] | None = None, default_sizes: range = range(0)) -> Dataset:
+def folder_dataset(
+    dataset: str,
+    root: Path,
+    train_items,
+    test_items,
+    classes,
+    size: int | None,
+    options,
+    default: Callable[[], tuple[int, str]] | None = None,
+    default_sizes: range = range(0),
+) -> Dataset:
     """The dataset of decoded image files (`(path, label)` items per split, already listed and
     checked by the source), from its store, built first if there is none. `size` None: the source's
     `default()` → (size, why) picks it among `default_sizes` (it may read every file's header) once
@@ -111,8 +120,15 @@ def folder_dataset(dataset: str, root: Path, train_items, test_items, classes, s
     listing = _listing(root, splits)
 
     def where(side: int) -> Path:
-        key = {"source": dataset, "root": str(Path(root).resolve()), "resolution": side, "crop": CROP,
-               "skip_unreadable": bool(options.skip_unreadable), "classes": list(classes), "files": listing}
+        key = {
+            "source": dataset,
+            "root": str(Path(root).resolve()),
+            "resolution": side,
+            "crop": CROP,
+            "skip_unreadable": bool(options.skip_unreadable),
+            "classes": list(classes),
+            "files": listing,
+        }
         return entry(KIND, f"{dataset}-{side}px", key)
 
     decided = False  # the default rule worked its answer out on this load: it is noted once the store exists
@@ -186,7 +202,7 @@ def _listing(root: Path, splits: dict) -> str:
         h.update(f"[{split}]\n".encode())
         for path, label in items:
             name = os.fsencode(path)
-            name = name[len(prefix):] if name.startswith(prefix) else name
+            name = name[len(prefix) :] if name.startswith(prefix) else name
             h.update(name + b"\0" + f"{label} {_stat(path)}\n".encode())
     return h.hexdigest()
 
@@ -202,8 +218,10 @@ class _Damaged(Exception):
     pass
 
 
-MAIN_GUARD = ("decode workers are spawned processes that re-import the script that started them: "
-              "put the script's code under `if __name__ == \"__main__\":`")
+MAIN_GUARD = (
+    "decode workers are spawned processes that re-import the script that started them: "
+    'put the script\'s code under `if __name__ == "__main__":`'
+)
 
 
 def _get(path: Path, dataset: str, build, workers: int | None) -> Dataset:
@@ -230,8 +248,9 @@ def _get(path: Path, dataset: str, build, workers: int | None) -> Dataset:
         except BaseException as e:
             shutil.rmtree(staged, ignore_errors=True)
             if isinstance(e, OSError):  # the cache's disk (full, read-only, ...); unreadable images are LaddErrors
-                raise LaddError(f"cannot write the dataset store {path} ({e.strerror or e}): free space there, "
-                                "or point LADD_CACHE at a disk with room") from e
+                raise LaddError(
+                    f"cannot write the dataset store {path} ({e.strerror or e}): free space there, or point LADD_CACHE at a disk with room"
+                ) from e
             raise
     BUILT.append(str(path))
     return open_store(path)  # a new store.json (new inode): `open_store`'s cache cannot hold the old one
@@ -245,18 +264,35 @@ def _finish(staged: Path, dataset: str, info: dict) -> None:
         images = np.load(staged / f"{split}.images.npy", mmap_mode="r")
         labels = np.load(staged / f"{split}.labels.npy")
         shape = list(images.shape[1:])
-        splits[split] = {"count": int(len(labels)), "per_class": np.bincount(labels, minlength=len(info["class_names"])).tolist(),
-                         "images": f"{split}.images.npy", "labels": f"{split}.labels.npy"}
+        splits[split] = {
+            "count": int(len(labels)),
+            "per_class": np.bincount(labels, minlength=len(info["class_names"])).tolist(),
+            "images": f"{split}.images.npy",
+            "labels": f"{split}.labels.npy",
+        }
         del images
     for p in sorted(staged.glob("*.npy")):
         fsync(p)
         files[p.name] = {"bytes": p.stat().st_size, "sha256": sha256(p)}
-    write_json(staged / META, {
-        "kind": "ladd-data-store", "format": FORMATS[KIND], "dataset": dataset, "class_names": info["class_names"], "shape": shape,
-        "mean": info["mean"], "std": info["std"], "splits": splits, "files": files, "skipped": info["skipped"],
-        "decode_seconds": info["decode_seconds"], "workers": info["workers"],
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "ladd": ladd.__version__,
-    })
+    write_json(
+        staged / META,
+        {
+            "kind": "ladd-data-store",
+            "format": FORMATS[KIND],
+            "dataset": dataset,
+            "class_names": info["class_names"],
+            "shape": shape,
+            "mean": info["mean"],
+            "std": info["std"],
+            "splits": splits,
+            "files": files,
+            "skipped": info["skipped"],
+            "decode_seconds": info["decode_seconds"],
+            "workers": info["workers"],
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "ladd": ladd.__version__,
+        },
+    )
 
 
 def open_store(path: Path) -> Dataset:
@@ -280,7 +316,11 @@ def open_store(path: Path) -> Dataset:
             labels = np.load(path / part["labels"], allow_pickle=False)
             if images.dtype != np.uint8 or images.shape != (part["count"], *shape):
                 raise _Damaged(f"{part['images']} holds {images.dtype} {images.shape}, store.json says uint8 {(part['count'], *shape)}")
-            if labels.dtype != np.int64 or labels.shape != (part["count"],) or (len(labels) and not 0 <= labels.min() <= labels.max() < len(classes)):
+            if (
+                labels.dtype != np.int64
+                or labels.shape != (part["count"],)
+                or (len(labels) and not 0 <= labels.min() <= labels.max() < len(classes))
+            ):
                 raise _Damaged(f"{part['labels']} does not hold {part['count']} labels of {len(classes)} classes")
             parts[split] = ImageSet(stream.register(images, path / part["images"]), torch.from_numpy(labels))
         dataset = Dataset(info["dataset"], parts["train"], parts["test"], classes, tuple(info["mean"]), tuple(info["std"]))
@@ -373,8 +413,13 @@ def _decode(staged: Path, splits: dict, size: int, skip: bool, workers: int) -> 
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     mean, std = histogram_stats(hist)
-    return {"mean": list(mean), "std": list(std), "skipped": skipped,
-            "decode_seconds": round(time.perf_counter() - t0, 3), "workers": workers}
+    return {
+        "mean": list(mean),
+        "std": list(std),
+        "skipped": skipped,
+        "decode_seconds": round(time.perf_counter() - t0, 3),
+        "workers": workers,
+    }
 
 
 def _decode_split(file: Path, items, size: int, skip: bool, pool, name: str):
@@ -443,17 +488,25 @@ def describe(path: Path) -> dict:
     except LaddError:
         return {}
     splits = info.get("splits", {})
-    return {"dataset": info.get("dataset"), "shape": info.get("shape"), "classes": len(info.get("class_names", [])),
-            "train": splits.get("train", {}).get("count"), "test": splits.get("test", {}).get("count"),
-            "mean": info.get("mean"), "std": info.get("std"), "skipped": len(info.get("skipped", [])),
-            "decode_seconds": info.get("decode_seconds"), "workers": info.get("workers"), "created": info.get("created"),
-            "bytes": sum(f.get("bytes", 0) for f in info.get("files", {}).values())}
+    return {
+        "dataset": info.get("dataset"),
+        "shape": info.get("shape"),
+        "classes": len(info.get("class_names", [])),
+        "train": splits.get("train", {}).get("count"),
+        "test": splits.get("test", {}).get("count"),
+        "mean": info.get("mean"),
+        "std": info.get("std"),
+        "skipped": len(info.get("skipped", [])),
+        "decode_seconds": info.get("decode_seconds"),
+        "workers": info.get("workers"),
+        "created": info.get("created"),
+        "bytes": sum(f.get("bytes", 0) for f in info.get("files", {}).values()),
+    }
 
 
 def stores() -> list[dict]:
     """Every store in the cache: its entry (kind data) and what it holds."""
-    return [{"path": str(e.path), "entry": e.path.name, "status": e.status, "bytes": e.bytes, **describe(e.path)}
-            for e in entries([KIND])]
+    return [{"path": str(e.path), "entry": e.path.name, "status": e.status, "bytes": e.bytes, **describe(e.path)} for e in entries([KIND])]
 
 
 def verify(path: Path) -> str | None:

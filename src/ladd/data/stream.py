@@ -112,8 +112,10 @@ def _pread_rows(fd: int, offset: int, row: int, rows: np.ndarray, out: np.ndarra
                 break
             got += more
         if got != want:
-            raise LaddError(f"{path} is shorter than its header says (a damaged dataset store): remove it with "
-                            "`ladd cache prune --kind data --broken` and load the dataset again")
+            raise LaddError(
+                f"{path} is shorter than its header says (a damaged dataset store): remove it with "
+                "`ladd cache prune --kind data --broken` and load the dataset again"
+            )
         i = j
 
 
@@ -255,7 +257,9 @@ class IndexView:
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
-        swap = lambda a: a.materialize() if isinstance(a, IndexView) else [swap(b) for b in a] if isinstance(a, (list, tuple)) else a  # noqa: E731
+        def swap(a):
+            return a.materialize() if isinstance(a, IndexView) else [swap(b) for b in a] if isinstance(a, (list, tuple)) else a
+
         return func(*swap(args), **{k: swap(v) for k, v in (kwargs or {}).items()})
 
     def __repr__(self) -> str:

@@ -45,12 +45,16 @@ def median_distance(features: torch.Tensor) -> float:
 
 def gaussian_mmd2(x: torch.Tensor, y: torch.Tensor, sigma: float) -> float:
     """Biased MMD² with k(a, b) = exp(−‖a − b‖² / 2σ²)."""
-    k = lambda a, b: torch.exp(-torch.cdist(a, b) ** 2 / (2 * sigma**2))  # noqa: E731
+
+    def k(a, b):
+        return torch.exp(-(torch.cdist(a, b) ** 2) / (2 * sigma**2))
+
     return float(k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean())
 
 
-def diversity(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dataset: Dataset,
-              real_per_class: int = 500, seed: int = 0) -> dict:
+def diversity(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, real_per_class: int = 500, seed: int = 0
+) -> dict:
     """Per-class and mean within-class cosine similarity (synthetic and real) and MMD²."""
     if real_per_class < 2:
         raise LaddError(f"--real-per-class {real_per_class} must be >= 2")
@@ -64,12 +68,23 @@ def diversity(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, data
         members = (dataset.train.labels == c).nonzero().flatten()
         members = members[torch.randperm(len(members), generator=gen)[:real_per_class]]
         real = embed(model, gather(dataset.train.images, members), dataset)
-        rows.append({
-            "class": name,
-            "cosine": mean_pairwise_cosine(mine) if len(mine) > 1 else None,
-            "real_cosine": mean_pairwise_cosine(real),
-            "mmd2": gaussian_mmd2(mine, real, median_distance(real)),
-        })
-    mean = lambda key: None if any(r[key] is None for r in rows) else sum(r[key] for r in rows) / len(rows)  # noqa: E731
-    return {"within_class_cosine": mean("cosine"), "real_within_class_cosine": mean("real_cosine"), "mmd2": mean("mmd2"),
-            "real_per_class": real_per_class, "seed": seed, "per_class": rows}
+        rows.append(
+            {
+                "class": name,
+                "cosine": mean_pairwise_cosine(mine) if len(mine) > 1 else None,
+                "real_cosine": mean_pairwise_cosine(real),
+                "mmd2": gaussian_mmd2(mine, real, median_distance(real)),
+            }
+        )
+
+    def mean(key):
+        return None if any(r[key] is None for r in rows) else sum(r[key] for r in rows) / len(rows)
+
+    return {
+        "within_class_cosine": mean("cosine"),
+        "real_within_class_cosine": mean("real_cosine"),
+        "mmd2": mean("mmd2"),
+        "real_per_class": real_per_class,
+        "seed": seed,
+        "per_class": rows,
+    }

@@ -86,8 +86,10 @@ class EvalConfig(BaseModel):
         if self.select_lr and self.lr is not None:
             raise LaddError("give either --lr (one fixed learning rate) or --select-lr (candidates chosen on a validation split), not both")
         if self.select_lr and self.curve_every is not None:
-            raise LaddError("the FLOPs curve reads the test split during training, which --select-lr's candidates must not: "
-                            "choose the lr with --select-lr first, then pass it with --lr")
+            raise LaddError(
+                "the FLOPs curve reads the test split during training, which --select-lr's candidates must not: "
+                "choose the lr with --select-lr first, then pass it with --lr"
+            )
         for method in self.methods:
             protocol_for(self, method)
         return self
@@ -110,9 +112,11 @@ def protocol_for(cfg: EvalConfig, method: str) -> Protocol:
     protocol = load_protocol(cfg.protocol)
     if replays and protocol.optimizer != "adamw":
         adamw = ", ".join(n for n in shipped_protocols() if load_protocol(n).optimizer == "adamw")
-        raise LaddError(f"--protocol {cfg.protocol} trains method {method} to chance: its KL on temperature-softened stored labels "
-                        f"needs AdamW, not {protocol.optimizer}; give an AdamW protocol ({adamw}), or leave --protocol out "
-                        f"to train {method} under protocol {REPLAY_PROTOCOL}")
+        raise LaddError(
+            f"--protocol {cfg.protocol} trains method {method} to chance: its KL on temperature-softened stored labels "
+            f"needs AdamW, not {protocol.optimizer}; give an AdamW protocol ({adamw}), or leave --protocol out "
+            f"to train {method} under protocol {REPLAY_PROTOCOL}"
+        )
     return protocol
 
 
@@ -176,7 +180,9 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
     for method in cfg.methods:
         protocol = protocol_for(cfg, method)
         if cfg.protocol is None and protocol.name == REPLAY_PROTOCOL:
-            log(f"method {method}: protocol {REPLAY_PROTOCOL}, the default for replaying a stored relabel (an SGD protocol trains it to chance)")
+            log(
+                f"method {method}: protocol {REPLAY_PROTOCOL}, the default for replaying a stored relabel (an SGD protocol trains it to chance)"
+            )
         soft_loss = cfg.soft_loss or protocol.soft_loss
         terms = method_terms(method, crops, reduction, soft_loss)
         used = sorted({TERM_COMPONENTS[t] for t in terms})
@@ -191,9 +197,22 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             label_flops += relabel["flops"]
 
         # a replayed relabel: the pruned pool is shared; each student draws its units by its own seed (train())
-        trained_on = data if relabel is None else replace(data, replay=Replay(art.relabel, art.images.to(runtime.device), dataset.mean,
-                                                                           dataset.std, relabel["kept"], relabel["per_epoch"],
-                                                                           cfg.pruning.batches))
+        trained_on = (
+            data
+            if relabel is None
+            else replace(
+                data,
+                replay=Replay(
+                    art.relabel,
+                    art.images.to(runtime.device),
+                    dataset.mean,
+                    dataset.std,
+                    relabel["kept"],
+                    relabel["per_epoch"],
+                    cfg.pruning.batches,
+                ),
+            )
+        )
         batch_size = cfg.batch_size if relabel is None else replay_batch_size(art, cfg)
 
         for model_name in cfg.models:
@@ -205,16 +224,63 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 lr, lr_source = learned_lr, "learned by the image method"
             else:
                 lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name}"
-            plans = [Plan(trained_on, terms, protocol.recipe(model_name, strategy_for(dataset.name), epochs=cfg.epochs, lr=c,
-                                                             batch_size=batch_size, augment=cfg.augment, images=len(art.images)),
-                          model_name, cfg.seeds, f"{method} lr {c:g} (validation)" if cfg.select_lr else method, cfg.curve_every)
-                     for c in cfg.select_lr or (lr,)]
-            jobs.append((method, protocol, soft_loss, terms, used, label_raw, label_zip, label_flops, uses_labeler, relabel, model_name, lr,
-                         lr_source, plans))
+            plans = [
+                Plan(
+                    trained_on,
+                    terms,
+                    protocol.recipe(
+                        model_name,
+                        strategy_for(dataset.name),
+                        epochs=cfg.epochs,
+                        lr=c,
+                        batch_size=batch_size,
+                        augment=cfg.augment,
+                        images=len(art.images),
+                    ),
+                    model_name,
+                    cfg.seeds,
+                    f"{method} lr {c:g} (validation)" if cfg.select_lr else method,
+                    cfg.curve_every,
+                )
+                for c in cfg.select_lr or (lr,)
+            ]
+            jobs.append(
+                (
+                    method,
+                    protocol,
+                    soft_loss,
+                    terms,
+                    used,
+                    label_raw,
+                    label_zip,
+                    label_flops,
+                    uses_labeler,
+                    relabel,
+                    model_name,
+                    lr,
+                    lr_source,
+                    plans,
+                )
+            )
 
     trained = iter(train_plans([p for job in jobs for p in job[-1]], dataset, runtime))
     rows, per_input_of = [], {}
-    for method, protocol, soft_loss, terms, used, label_raw, label_zip, label_flops, uses_labeler, relabel, model_name, lr, lr_source, plans in jobs:
+    for (
+        method,
+        protocol,
+        soft_loss,
+        terms,
+        used,
+        label_raw,
+        label_zip,
+        label_flops,
+        uses_labeler,
+        relabel,
+        model_name,
+        lr,
+        lr_source,
+        plans,
+    ) in jobs:
         candidates, chosen, selection = [next(trained) for _ in plans], 0, None
         if cfg.select_lr:
             chosen, selection = select_lr(cfg.select_lr, candidates, val)
@@ -228,44 +294,55 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             per_input_of[model_name] = flops.training(build_for(dataset, model_name, 0), dataset.shape, 1)
         per_input = per_input_of[model_name]
         deploy = per_input * sum(students.log.samples.values())
-        rows.append({
-            "method": method,
-            "terms": list(terms),
-            "model": model_name,
-            "dataset": dataset.name,
-            "ipc": ipc,
-            "images_method": art.manifest.get("images", {}).get("method"),
-            "distilled_with": art.manifest.get("images", {}).get("model"),  # the network learned images were made with
-            "acc_mean": float(np.mean(accs)),
-            "acc_std": float(np.std(accs)),
-            "n_seeds": cfg.seeds,
-            "accs": accs,
-            "class_acc_mean": np.mean(per_class, axis=0).tolist(),
-            "image_bytes_raw": storage["images"]["raw"],
-            "image_bytes_zip": storage["images"]["zip"],
-            "label_components": used,
-            "label_bytes_raw": label_raw,
-            "label_bytes_zip": label_zip,
-            "label_overhead_pct": 100.0 * label_zip / storage["images"]["zip"],
-            "flops_distill": distill_flops,
-            "flops_labels": label_flops,
-            "flops_deploy": deploy,
-            "flops": (distill_flops or 0) + label_flops + deploy,
-            "seconds": float(np.mean(students.seconds)),
-            "trained_by": students.layout,
-            "epochs": recipe.epochs,
-            "lr": lr,
-            "lr_source": lr_source,
-            **protocol_fields(protocol, cfg, recipe),
-            "lr_selection": selection,
-            "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
-            "local_reduction": reduction if any(t.startswith("local") for t in terms) else None,
-            "soft_loss": soft_loss,
-            "labeler_test_acc": (art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler
-                                 else art.relabel.info["teacher"]["test_acc"] if relabel is not None else None),
-            **({} if relabel is None else {k: v for k, v in relabel.items() if k not in ("kept", "per_epoch", "bytes_raw", "bytes_zip", "flops")}),
-            **({} if students.curves is None else {"curve": curve_points(students.curves, per_input)}),
-        })
+        rows.append(
+            {
+                "method": method,
+                "terms": list(terms),
+                "model": model_name,
+                "dataset": dataset.name,
+                "ipc": ipc,
+                "images_method": art.manifest.get("images", {}).get("method"),
+                "distilled_with": art.manifest.get("images", {}).get("model"),  # the network learned images were made with
+                "acc_mean": float(np.mean(accs)),
+                "acc_std": float(np.std(accs)),
+                "n_seeds": cfg.seeds,
+                "accs": accs,
+                "class_acc_mean": np.mean(per_class, axis=0).tolist(),
+                "image_bytes_raw": storage["images"]["raw"],
+                "image_bytes_zip": storage["images"]["zip"],
+                "label_components": used,
+                "label_bytes_raw": label_raw,
+                "label_bytes_zip": label_zip,
+                "label_overhead_pct": 100.0 * label_zip / storage["images"]["zip"],
+                "flops_distill": distill_flops,
+                "flops_labels": label_flops,
+                "flops_deploy": deploy,
+                "flops": (distill_flops or 0) + label_flops + deploy,
+                "seconds": float(np.mean(students.seconds)),
+                "trained_by": students.layout,
+                "epochs": recipe.epochs,
+                "lr": lr,
+                "lr_source": lr_source,
+                **protocol_fields(protocol, cfg, recipe),
+                "lr_selection": selection,
+                "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
+                "local_reduction": reduction if any(t.startswith("local") for t in terms) else None,
+                "soft_loss": soft_loss,
+                "labeler_test_acc": (
+                    art.manifest.get("labels", {}).get("labeler", {}).get("test_acc")
+                    if uses_labeler
+                    else art.relabel.info["teacher"]["test_acc"]
+                    if relabel is not None
+                    else None
+                ),
+                **(
+                    {}
+                    if relabel is None
+                    else {k: v for k, v in relabel.items() if k not in ("kept", "per_epoch", "bytes_raw", "bytes_zip", "flops")}
+                ),
+                **({} if students.curves is None else {"curve": curve_points(students.curves, per_input)}),
+            }
+        )
     return rows
 
 
@@ -275,8 +352,15 @@ def curve_points(curves: list[list[tuple[int, int, float]]], per_input: int) -> 
     for recorded in zip(*curves):  # the seeds record at the same epochs with the same sample counts
         accs = [acc for _, _, acc in recorded]
         epoch, samples, _ = recorded[0]
-        points.append({"epoch": epoch, "flops_deploy": per_input * samples, "accs": accs,
-                       "acc_mean": float(np.mean(accs)), "acc_std": float(np.std(accs))})
+        points.append(
+            {
+                "epoch": epoch,
+                "flops_deploy": per_input * samples,
+                "accs": accs,
+                "acc_mean": float(np.mean(accs)),
+                "acc_std": float(np.std(accs)),
+            }
+        )
     return points
 
 
@@ -298,8 +382,10 @@ def replay_batch_size(art: Artifact, cfg: EvalConfig) -> int | None:
         return cfg.batch_size
     stored = art.relabel.batch_size
     if cfg.batch_size not in (None, stored):
-        raise LaddError(f"--batch-size {cfg.batch_size}: the student replays the stored relabel batches of {stored} "
-                        f"(as SRe²L/LPLD); leave --batch-size out, or add --replay-batches shuffled to train in other batches")
+        raise LaddError(
+            f"--batch-size {cfg.batch_size}: the student replays the stored relabel batches of {stored} "
+            f"(as SRe²L/LPLD); leave --batch-size out, or add --replay-batches shuffled to train in other batches"
+        )
     return stored
 
 
@@ -349,7 +435,9 @@ def protocol_fields(protocol: Protocol, cfg: EvalConfig, recipe) -> dict:
         "ema": recipe.ema,
         "augment": recipe.dsa,
         "reported": "final epoch" + (f" (EMA {recipe.ema} of the weights)" if recipe.ema else "") + ", test split read once per student",
-        "selected_on": {"student lr": f"validation split, {cfg.val_per_class} per class carved from the training split"} if cfg.select_lr else {},
+        "selected_on": {"student lr": f"validation split, {cfg.val_per_class} per class carved from the training split"}
+        if cfg.select_lr
+        else {},
     }
 
 
@@ -381,8 +469,10 @@ class Students:
     def test(self, split: Dataset) -> tuple[list[float], list[list[float]]]:
         """Accuracy and per-class accuracy of every student on `split.test` (the real test split,
         or a validation split standing in for it during selection): each rank tests the students it holds."""
-        scored = {seed: class_accuracy(m, split.test.images, split.test.labels, split.mean, split.std, split.num_classes)
-                  for seed, m in self.models.items()}
+        scored = {
+            seed: class_accuracy(m, split.test.images, split.test.labels, split.mean, split.std, split.num_classes)
+            for seed, m in self.models.items()
+        }
         if self.layout["layout"] == "assignment":
             scored = dist.merge(scored)
         return [scored[s][0] for s in sorted(scored)], [scored[s][1] for s in sorted(scored)]
@@ -431,10 +521,16 @@ def train_plans(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> list[S
         seeds = range(first, first + plan.seeds)
         results = [done[u] for u in seeds]  # (seconds, log, curve, diverged) per seed
         ranks = {"seed_ranks": [u % layout["ranks"] for u in seeds]} if spread else {}
-        out.append(Students({u - first: models[u] for u in seeds if u in models},
-                            [r[0] for r in results], results[-1][1], {**layout, **ranks},
-                            [r[2] for r in results] if plan.curve_every else None,
-                            next((r[3] for r in results if r[3] is not None), None)))
+        out.append(
+            Students(
+                {u - first: models[u] for u in seeds if u in models},
+                [r[0] for r in results],
+                results[-1][1],
+                {**layout, **ranks},
+                [r[2] for r in results] if plan.curve_every else None,
+                next((r[3] for r in results if r[3] is not None), None),
+            )
+        )
         first += plan.seeds
     return out
 
@@ -454,17 +550,23 @@ def expect_duration(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> No
     for plan in plans:
         kinds.setdefault((id(plan.data), id(plan.terms), plan.model_name, plan.recipe.batch_size), []).append(plan)
     epochs = [plan.recipe.epochs for plan in plans for _ in range(plan.seeds)]
-    if (progress.quiet() or sum(epochs) < PROBE_SHARE * PROBE_EPOCHS * len(kinds)
-            or any(stream.stored(plan.data.images) for plan in plans)):
+    if progress.quiet() or sum(epochs) < PROBE_SHARE * PROBE_EPOCHS * len(kinds) or any(stream.stored(plan.data.images) for plan in plans):
         return
     seconds = 0.0
     for group in kinds.values():
         plan, ends = group[0], []
         try:
             with dist.alone():
-                train(build_for(dataset, plan.model_name, 0), plan.data, plan.terms, plan.recipe.model_copy(update={"epochs": PROBE_EPOCHS}),
-                      seed=0, runtime=runtime, description=f"timing {plan.description} · {plan.model_name}",
-                      after_epoch=lambda *_: ends.append(time.perf_counter()))
+                train(
+                    build_for(dataset, plan.model_name, 0),
+                    plan.data,
+                    plan.terms,
+                    plan.recipe.model_copy(update={"epochs": PROBE_EPOCHS}),
+                    seed=0,
+                    runtime=runtime,
+                    description=f"timing {plan.description} · {plan.model_name}",
+                    after_epoch=lambda *_: ends.append(time.perf_counter()),
+                )
         except Diverged:  # the students will say so
             return
         seconds += min(b - a for a, b in zip(ends, ends[1:])) * sum(p.recipe.epochs * p.seeds for p in group)
@@ -489,9 +591,16 @@ def _train_one(plan: Plan, seed: int, dataset: Dataset, runtime: Runtime) -> tup
         _track_epoch(plan, seed, epochs, log, acc)
 
     try:
-        log = train(model, plan.data, plan.terms, plan.recipe, seed=seed, runtime=runtime,
-                    description=f"{plan.description} · {plan.model_name} · seed {seed}",
-                    after_epoch=record if plan.curve_every or track.current() else None)
+        log = train(
+            model,
+            plan.data,
+            plan.terms,
+            plan.recipe,
+            seed=seed,
+            runtime=runtime,
+            description=f"{plan.description} · {plan.model_name} · seed {seed}",
+            after_epoch=record if plan.curve_every or track.current() else None,
+        )
     except Diverged as e:
         return None, (time.perf_counter() - t0 - tested, None, curve, e)
     return model, (time.perf_counter() - t0 - tested, log, curve, None)
@@ -504,11 +613,22 @@ def _track_epoch(plan: Plan, seed: int, epochs: int, log: TrainLog, test_acc: fl
     if tracker is None:
         return
     values = {"loss": log.epoch_loss[epochs - 1], "lr": plan.recipe.lr_at(epochs - 1)}
-    tracker.log(epochs, values if test_acc is None else {**values, "test_acc": test_acc}, f"{plan.description}/{plan.model_name}/seed{seed}")
+    tracker.log(
+        epochs, values if test_acc is None else {**values, "test_acc": test_acc}, f"{plan.description}/{plan.model_name}/seed{seed}"
+    )
 
 
-def train_students(data: TrainData, terms, recipe: Recipe, dataset: Dataset, model_name: str, seeds: int,
-                   runtime: Runtime, method: str, curve_every: int | None = None) -> Students:
+def train_students(
+    data: TrainData,
+    terms,
+    recipe: Recipe,
+    dataset: Dataset,
+    model_name: str,
+    seeds: int,
+    runtime: Runtime,
+    method: str,
+    curve_every: int | None = None,
+) -> Students:
     """Train `seeds` fresh students (seeds 0 .. seeds-1) on `data` (see `train_plans`); `dataset`
     gives their input shape and classes. A diverged student raises `Diverged`."""
     students = train_plans([Plan(data, terms, recipe, model_name, seeds, method, curve_every)], dataset, runtime)[0]
@@ -544,9 +664,18 @@ def select_lr(candidates: tuple[float, ...], students: list[Students], val: Data
 REFERENCE_ACCS = ("real_hard", "random_any", "random_any_no_aug")
 
 
-def robustness(art: Artifact, random_art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime,
-               real_epochs: int, rows: list[dict] = (), w: float = 0.5, gamma: float = 0.5,
-               reference: dict[str, list[float]] | None = None) -> dict:
+def robustness(
+    art: Artifact,
+    random_art: Artifact,
+    dataset: Dataset,
+    cfg: EvalConfig,
+    runtime: Runtime,
+    real_epochs: int,
+    rows: list[dict] = (),
+    w: float = 0.5,
+    gamma: float = 0.5,
+    reference: dict[str, list[float]] | None = None,
+) -> dict:
     """DD-Ranking's HLR, IOR, LRS and ARS (eval/robust.py) for the artifact's own label method on
     the first model: `random_art` is a random real subset at the same IPC labelled the same way.
     Accuracies already in `rows` (same method and model) are reused, not retrained, and so are the
@@ -559,16 +688,29 @@ def robustness(art: Artifact, random_art: Artifact, dataset: Dataset, cfg: EvalC
 
     def accs(a: Artifact, m: str, **update) -> list[float]:
         done = next((r for r in rows if (r["method"], r["model"]) == (m, model)), None) if a is art and not update else None
-        return done["accs"] if done else evaluate(a, dataset, cfg.model_copy(update={"methods": (m,), "models": (model,), **update}), runtime)[0]["accs"]
+        return (
+            done["accs"]
+            if done
+            else evaluate(a, dataset, cfg.model_copy(update={"methods": (m,), "models": (model,), **update}), runtime)[0]["accs"]
+        )
 
     def real_hard() -> list[float]:
         """Students on the whole training split with hard labels, at the protocol's lr: trained and
         tested directly (an `evaluate` would also zip the training split for its byte count)."""
         protocol = protocol_for(cfg, "baseline")
-        recipe = protocol.recipe(model, strategy_for(dataset.name), epochs=real_epochs, lr=protocol.lr_for(model),
-                                 batch_size=cfg.batch_size, augment=cfg.augment, images=len(dataset.train))
+        recipe = protocol.recipe(
+            model,
+            strategy_for(dataset.name),
+            epochs=real_epochs,
+            lr=protocol.lr_for(model),
+            batch_size=cfg.batch_size,
+            augment=cfg.augment,
+            images=len(dataset.train),
+        )
         real = TrainData(dataset.train.images, dataset.train.labels, dataset.mean, dataset.std)
-        return train_students(real, method_terms("baseline"), recipe, dataset, model, cfg.seeds, runtime, "full training split").test(dataset)[0]
+        return train_students(real, method_terms("baseline"), recipe, dataset, model, cfg.seeds, runtime, "full training split").test(
+            dataset
+        )[0]
 
     measured = {
         "real_hard": real_hard,
@@ -579,15 +721,28 @@ def robustness(art: Artifact, random_art: Artifact, dataset: Dataset, cfg: EvalC
         "random_any_no_aug": lambda: accs(random_art, method, augment=False),
     }
     measured = {k: reference[k] if k in reference else run() for k, run in measured.items()}
-    return {"method": method, "model": model, "real_epochs": real_epochs, "reused": sorted(reference),
-            "random_images": random_art.manifest.get("images", {}).get("seed"), **robust.scores(measured, w, gamma)}
+    return {
+        "method": method,
+        "model": model,
+        "real_epochs": real_epochs,
+        "reused": sorted(reference),
+        "random_images": random_art.manifest.get("images", {}).get("seed"),
+        **robust.scores(measured, w, gamma),
+    }
 
 
 EQUAL_COST = ("bytes", "epochs", "curve")
 
 
-def equal_cost(art: Artifact, plus_one: Artifact | None, dataset: Dataset, cfg: EvalConfig, runtime: Runtime, rows: list[dict],
-               kinds: tuple[str, ...] = ("bytes", "epochs")) -> list[dict]:
+def equal_cost(
+    art: Artifact,
+    plus_one: Artifact | None,
+    dataset: Dataset,
+    cfg: EvalConfig,
+    runtime: Runtime,
+    rows: list[dict],
+    kinds: tuple[str, ...] = ("bytes", "epochs"),
+) -> list[dict]:
     """LADD's equal-cost comparisons (Fig. 3), for every model:
     bytes   `baseline++`: hard labels on the image method's IPC + 1 set (about the bytes the labels add);
     epochs  `baseline=flops`: hard labels trained for as many epochs as match the label method's
@@ -601,7 +756,9 @@ def equal_cost(art: Artifact, plus_one: Artifact | None, dataset: Dataset, cfg: 
         one = cfg.model_copy(update={"methods": ("baseline",), "models": (model,), "curve_every": None})
         if "bytes" in kinds:
             row = evaluate(plus_one, dataset, one, runtime)[0]
-            extra.append({**row, "method": "baseline++", "budget": f"hard labels at IPC {plus_one.manifest['ipc']} (IPC + 1)", "ipc": row["ipc"]})
+            extra.append(
+                {**row, "method": "baseline++", "budget": f"hard labels at IPC {plus_one.manifest['ipc']} (IPC + 1)", "ipc": row["ipc"]}
+            )
         base = next((r for r in rows if (r["method"], r["model"]) == ("baseline", model)), None)
         labelled = next((r for r in rows if (r["method"], r["model"]) == (method, model)), None)
         if base is None or labelled is None or method == "baseline":
@@ -610,7 +767,9 @@ def equal_cost(art: Artifact, plus_one: Artifact | None, dataset: Dataset, cfg: 
             cost = labelled["flops_labels"] + labelled["flops_deploy"]  # both share the images' FLOPs
             epochs = max(1, round(base["epochs"] * cost / base["flops_deploy"]))
             row = evaluate(art, dataset, one.model_copy(update={"epochs": epochs}), runtime)[0]
-            extra.append({**row, "method": "baseline=flops", "budget": f"{epochs} epochs: the label + student FLOPs of {method} ({cost:.3g})"})
+            extra.append(
+                {**row, "method": "baseline=flops", "budget": f"{epochs} epochs: the label + student FLOPs of {method} ({cost:.3g})"}
+            )
         if "curve" in kinds:
             extra.append(at_flops(labelled, base["flops_deploy"], "baseline"))
     return extra
@@ -621,12 +780,21 @@ def at_flops(row: dict, budget: int, of: str) -> dict:
     curve = row.get("curve")
     if not curve or curve[0]["flops_deploy"] > budget:
         first = "no curve" if not curve else f"its first recorded point is at {curve[0]['flops_deploy']:.3g} FLOPs"
-        raise LaddError(f"{row['method']} cannot be read at {of}'s {budget:.3g} deployment FLOPs: {first}; record it more often (--curve-every)")
+        raise LaddError(
+            f"{row['method']} cannot be read at {of}'s {budget:.3g} deployment FLOPs: {first}; record it more often (--curve-every)"
+        )
     flops = [p["flops_deploy"] for p in curve]
     accs = [float(np.interp(budget, flops, [p["accs"][seed] for p in curve])) for seed in range(len(curve[0]["accs"]))]
     epoch = float(np.interp(budget, flops, [p["epoch"] for p in curve]))
     done = {**{k: v for k, v in row.items() if k != "curve"}, "class_acc_mean": [float("nan")] * len(row["class_acc_mean"])}  # not recorded
-    return {**done, "method": f"{row['method']} @ {of} FLOPs", "equal_flops_of": of, "accs": accs,
-            "acc_mean": float(np.mean(accs)), "acc_std": float(np.std(accs)), "flops_deploy": budget,
-            "flops": (row["flops_distill"] or 0) + row["flops_labels"] + budget,
-            "budget": f"{row['method']} after {epoch:.1f} of its {row['epochs']} epochs, where it has spent {of}'s {budget:.3g} deployment FLOPs"}
+    return {
+        **done,
+        "method": f"{row['method']} @ {of} FLOPs",
+        "equal_flops_of": of,
+        "accs": accs,
+        "acc_mean": float(np.mean(accs)),
+        "acc_std": float(np.std(accs)),
+        "flops_deploy": budget,
+        "flops": (row["flops_distill"] or 0) + row["flops_labels"] + budget,
+        "budget": f"{row['method']} after {epoch:.1f} of its {row['epochs']} epochs, where it has spent {of}'s {budget:.3g} deployment FLOPs",
+    }

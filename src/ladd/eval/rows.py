@@ -168,7 +168,9 @@ def results_version(results: dict, where: str = "results.json") -> int:
     """The schema version of a results.json (0 when it has none); a newer one than this ladd knows is refused."""
     version = results.get("schema_version", 0)
     if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= SCHEMA_VERSION:
-        raise LaddError(f"{where} has schema_version {version!r}; this ladd reads versions 0 to {SCHEMA_VERSION}: upgrade ladd to report it")
+        raise LaddError(
+            f"{where} has schema_version {version!r}; this ladd reads versions 0 to {SCHEMA_VERSION}: upgrade ladd to report it"
+        )
     return version
 
 

@@ -48,11 +48,19 @@ def run(dataset: Dataset, setup: Setup, ipc: int, bptt: BpttConfig, epoch, runti
     learned = pipeline.label(art, dataset, teacher_config(setup, method="bptt", bptt=bptt), runtime)
     directory, _ = ensure_expert(dataset, setup.teacher.labeler, None, runtime)
     epochs = [e for e in saved_epochs(directory) if e > 0]
-    labels = lambda e, **kw: soft_labeled(art, dataset, setup, runtime, epoch=e, **kw).soft_labels.float()  # noqa: E731
+
+    def labels(e, **kw):
+        return soft_labeled(art, dataset, setup, runtime, epoch=e, **kw).soft_labels.float()
+
     by_epoch = [labels(e) for e in epochs]
     dist = normalized_distances(learned.soft_labels.float(), by_epoch)
-    pair_setup = setup.model_copy(update={"teacher": setup.teacher.model_copy(update={"labeler": setup.teacher.labeler.model_copy(
-        update={"seed": setup.teacher.labeler.seed + ensemble})})})
+    pair_setup = setup.model_copy(
+        update={
+            "teacher": setup.teacher.model_copy(
+                update={"labeler": setup.teacher.labeler.model_copy(update={"seed": setup.teacher.labeler.seed + ensemble})}
+            )
+        }
+    )
     by_epoch_ensemble = [labels(e, ensemble=ensemble) for e in epochs]
     other = [soft_labeled(art, dataset, pair_setup, runtime, epoch=e).soft_labels.float() for e in epochs]
     to_ensemble = distances(learned.soft_labels.float(), by_epoch_ensemble)
@@ -63,8 +71,10 @@ def run(dataset: Dataset, setup: Setup, ipc: int, bptt: BpttConfig, epoch, runti
     results = {
         "hard": cells.run({**key, "labels": "hard"}, lambda: students(art, dataset, setup, "baseline", runtime)),
         "bptt": cells.run({**key, "labels": "bptt"}, lambda: students(learned, dataset, setup, "soft", runtime)),
-        f"expert epoch {chosen:g}": cells.run({**key, "labels": "expert", "epoch": chosen}, lambda: students(
-            soft_labeled(art, dataset, setup, runtime, epoch=chosen), dataset, setup, "soft", runtime)),
+        f"expert epoch {chosen:g}": cells.run(
+            {**key, "labels": "expert", "epoch": chosen},
+            lambda: students(soft_labeled(art, dataset, setup, runtime, epoch=chosen), dataset, setup, "soft", runtime),
+        ),
     }
     mean = dist.mean(0)
     closest = epochs[int(mean.argmin())]
@@ -90,16 +100,28 @@ def run(dataset: Dataset, setup: Setup, ipc: int, bptt: BpttConfig, epoch, runti
     axes[2].grid(alpha=0.3)
     axes[2].legend(fontsize=7)
     fig.suptitle(f"{dataset.name} IPC {ipc}: BPTT-learned labels vs expert labels by epoch")
-    notes = [f"BPTT: T = {bptt.unroll} student steps, back-propagated through the last M = {bptt.backprop}, {bptt.iterations} label updates, student {bptt.model}",
-             f"learned labels are closest on average to the expert's epoch-{closest:g} labels and to the {ensemble}-expert ensemble's "
-             f"epoch-{closest_ensemble:g} labels",
-             f"expert-pair baseline: an expert of another seed is at mean JSD {pair.mean(0).min():.3f}–{pair.mean(0).max():.3f} from the "
-             f"ensemble at the same epoch; the learned labels are at {to_ensemble.mean(0).min():.3f} from the closest ensemble epoch",
-             f"learned-label target loss {learned.manifest['labels']['bptt']['initial_loss']:.3f} → {learned.manifest['labels']['bptt']['final_loss']:.3f}"]
-    payload = {"setup": setup.model_dump(), "ipc": ipc, "bptt": bptt.model_dump(), "epochs": epochs, "mean_normalized_jsd": mean.tolist(),
-               "closest_epoch": closest, "ensemble": ensemble, "mean_normalized_jsd_ensemble": mean_ensemble.tolist(),
-               "closest_epoch_ensemble": closest_ensemble, "mean_jsd_ensemble": to_ensemble.mean(0).tolist(),
-               "expert_pair_mean_jsd": pair.mean(0).tolist(), "expert_pair_final_mean_normalized_jsd": normalized(pair_to_final).mean(0).tolist(),
-               "students": results}
+    notes = [
+        f"BPTT: T = {bptt.unroll} student steps, back-propagated through the last M = {bptt.backprop}, {bptt.iterations} label updates, student {bptt.model}",
+        f"learned labels are closest on average to the expert's epoch-{closest:g} labels and to the {ensemble}-expert ensemble's "
+        f"epoch-{closest_ensemble:g} labels",
+        f"expert-pair baseline: an expert of another seed is at mean JSD {pair.mean(0).min():.3f}–{pair.mean(0).max():.3f} from the "
+        f"ensemble at the same epoch; the learned labels are at {to_ensemble.mean(0).min():.3f} from the closest ensemble epoch",
+        f"learned-label target loss {learned.manifest['labels']['bptt']['initial_loss']:.3f} → {learned.manifest['labels']['bptt']['final_loss']:.3f}",
+    ]
+    payload = {
+        "setup": setup.model_dump(),
+        "ipc": ipc,
+        "bptt": bptt.model_dump(),
+        "epochs": epochs,
+        "mean_normalized_jsd": mean.tolist(),
+        "closest_epoch": closest,
+        "ensemble": ensemble,
+        "mean_normalized_jsd_ensemble": mean_ensemble.tolist(),
+        "closest_epoch_ensemble": closest_ensemble,
+        "mean_jsd_ensemble": to_ensemble.mean(0).tolist(),
+        "expert_pair_mean_jsd": pair.mean(0).tolist(),
+        "expert_pair_final_mean_normalized_jsd": normalized(pair_to_final).mean(0).tolist(),
+        "students": results,
+    }
     write_report(out, "bptt", f"BPTT-learned labels · {dataset.name} · IPC {ipc}", payload, table, notes, fig)
     return payload

@@ -46,7 +46,9 @@ def run(dataset: Dataset, setup: Setup, ipc: int, quantiles: int, epoch, runtime
     chosen = resolve_epoch(dataset, setup, ipc, epoch, runtime, out)
     teacher, _, _ = build_teacher(dataset, teacher_config(setup, chosen), runtime)
     with torch.no_grad():  # CE on the expert's logits (the reference passes probabilities as logits: a quirk not kept)
-        logits = torch.cat([teacher.logits(normalize(c.to(teacher.device), dataset.mean, dataset.std)).cpu() for c in chunks(dataset.train.images, 512)])
+        logits = torch.cat(
+            [teacher.logits(normalize(c.to(teacher.device), dataset.mean, dataset.std)).cpu() for c in chunks(dataset.train.images, 512)]
+        )
     ce = F.cross_entropy(logits, dataset.train.labels, reduction="none")
     members = quantile_members(ce, dataset.train.labels, dataset.num_classes, quantiles)
     base = real_images(dataset, setup, ipc)
@@ -54,16 +56,27 @@ def run(dataset: Dataset, setup: Setup, ipc: int, quantiles: int, epoch, runtime
     for q in range(quantiles):
         idx = select(members[q], ipc, setup.image_seed)
         manifest = {**base.manifest, "images": {**base.manifest["images"], "method": f"ce-quantile-{q}"}}
-        variants[f"quantile {q}"] = replace(base, images=gather(dataset.train.images, idx), labels=dataset.train.labels[idx], manifest=manifest)
+        variants[f"quantile {q}"] = replace(
+            base, images=gather(dataset.train.images, idx), labels=dataset.train.labels[idx], manifest=manifest
+        )
     rows = []
     for name, art in variants.items():
-        res = cells.run({"experiment": "ce-selection", "ipc": ipc, "epoch": chosen, "quantiles": quantiles, "variant": name},
-                        lambda art=art: students(soft_labeled(art, dataset, setup, runtime, epoch=chosen), dataset, setup, "soft", runtime))
+        res = cells.run(
+            {"experiment": "ce-selection", "ipc": ipc, "epoch": chosen, "quantiles": quantiles, "variant": name},
+            lambda art=art: students(soft_labeled(art, dataset, setup, runtime, epoch=chosen), dataset, setup, "soft", runtime),
+        )
         rows.append({"variant": name, **res})
     table = [{"images": r["variant"], "acc %": pm_of(r)} for r in rows]
     fig, ax = subplots(figsize=(6, 4))
     q_rows = rows[1:]
-    ax.errorbar(range(quantiles), [100 * r["acc_mean"] for r in q_rows], yerr=[100 * r["acc_std"] for r in q_rows], fmt="o-", capsize=3, label="CE quantile")
+    ax.errorbar(
+        range(quantiles),
+        [100 * r["acc_mean"] for r in q_rows],
+        yerr=[100 * r["acc_std"] for r in q_rows],
+        fmt="o-",
+        capsize=3,
+        label="CE quantile",
+    )
     ax.axhline(100 * rows[0]["acc_mean"], ls=":", color="gray", label="random images")
     ax.set_xlabel("expert cross-entropy quantile (0 = easiest)")
     ax.set_ylabel(f"test accuracy % ({setup.seeds} seeds, soft labels)")
@@ -71,6 +84,13 @@ def run(dataset: Dataset, setup: Setup, ipc: int, quantiles: int, epoch, runtime
     ax.legend()
     ax.set_title(f"{dataset.name} IPC {ipc}: image selection by expert CE (epoch {chosen:g})")
     notes = [f"CE of the expert (epoch {chosen:g}) on each training image's true label, ranked within its class into {quantiles} quantiles"]
-    write_report(out, "ce_selection", f"Image selection by expert cross-entropy · {dataset.name} · IPC {ipc}",
-                 {"setup": setup.model_dump(), "ipc": ipc, "epoch": chosen, "rows": rows}, table, notes, fig)
+    write_report(
+        out,
+        "ce_selection",
+        f"Image selection by expert cross-entropy · {dataset.name} · IPC {ipc}",
+        {"setup": setup.model_dump(), "ipc": ipc, "epoch": chosen, "rows": rows},
+        table,
+        notes,
+        fig,
+    )
     return rows

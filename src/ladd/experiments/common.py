@@ -103,8 +103,16 @@ def relabeled(art: Artifact, soft: torch.Tensor) -> Artifact:
 def students(art: Artifact, dataset: Dataset, setup: Setup, method: str, runtime: Runtime) -> dict:
     """Mean ± std test accuracy (on `dataset.test`) of `setup.seeds` fresh students; with
     `setup.select_lr`, their lr is the candidate whose students scored best on the validation split."""
-    cfg = EvalConfig(methods=(method,), models=(setup.student_model,), seeds=setup.seeds, epochs=setup.student_epochs,
-                     lr=None if setup.select_lr else setup.student_lr, soft_loss=setup.soft_loss, select_lr=setup.select_lr, val_per_class=setup.val_per_class)
+    cfg = EvalConfig(
+        methods=(method,),
+        models=(setup.student_model,),
+        seeds=setup.seeds,
+        epochs=setup.student_epochs,
+        lr=None if setup.select_lr else setup.student_lr,
+        soft_loss=setup.soft_loss,
+        select_lr=setup.select_lr,
+        val_per_class=setup.val_per_class,
+    )
     row = evaluate(art, dataset, cfg, runtime)[0]
     keep = ("acc_mean", "acc_std", "accs", "class_acc_mean", "label_bytes_zip", "image_bytes_zip", "flops", "seconds", "lr", "lr_selection")
     return {k: row[k] for k in keep}

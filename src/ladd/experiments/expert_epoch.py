@@ -33,13 +33,16 @@ def candidate_epochs(val: Dataset, setup: Setup, runtime: Runtime) -> list[float
         return saved
     missing = [e for e in setup.candidate_epochs if e not in saved]
     if missing:
-        raise LaddError(f"candidate expert epoch(s) {', '.join(f'{e:g}' for e in missing)} were not saved: "
-                        f"choose among {', '.join(f'{e:g}' for e in saved)}")
+        raise LaddError(
+            f"candidate expert epoch(s) {', '.join(f'{e:g}' for e in missing)} were not saved: "
+            f"choose among {', '.join(f'{e:g}' for e in saved)}"
+        )
     return sorted(setup.candidate_epochs)
 
 
-def curve(val: Dataset, setup: Setup, ipc: int, epochs: list[float], runtime: Runtime, cells: Cells,
-          temperature: float = 1.0) -> list[dict]:
+def curve(
+    val: Dataset, setup: Setup, ipc: int, epochs: list[float], runtime: Runtime, cells: Cells, temperature: float = 1.0
+) -> list[dict]:
     """On the held-out dataset `val`, per expert epoch: the expert's validation accuracy, its
     labels' mean entropy, and the validation accuracy of students trained on its labels (global
     soft labels, or LADD's dense labels when the teacher's method is ladd) at `temperature`."""
@@ -47,6 +50,7 @@ def curve(val: Dataset, setup: Setup, ipc: int, epochs: list[float], runtime: Ru
     method = methods_for(LABEL_METHODS.canonical(setup.teacher.method))[-1]
     rows = []
     for epoch in epochs:
+
         def compute(epoch=epoch) -> dict:
             labeled = pipeline.label(art, val, teacher_config(setup, epoch, temperature=temperature), runtime)
             return {
@@ -54,6 +58,7 @@ def curve(val: Dataset, setup: Setup, ipc: int, epochs: list[float], runtime: Ru
                 "label_entropy": float(entropy(labeled.soft_labels.float()).mean()),
                 **students(labeled, val, setup, method, runtime),
             }
+
         key = {"experiment": "expert-epoch", "ipc": ipc, "epoch": epoch, **({} if temperature == 1.0 else {"temperature": temperature})}
         rows.append({"ipc": ipc, "epoch": epoch, "temperature": temperature, **cells.run(key, compute)})
     return rows
@@ -87,15 +92,26 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], runtime: Runtime, out: 
     epochs = candidate_epochs(val, setup, runtime)
     curves = {ipc: curve(val, setup, ipc, epochs, runtime, cells) for ipc in ipcs}
     chosen = {ipc: best(rows) for ipc, rows in curves.items()}
-    table = [{"IPC": ipc, "expert epoch": f"{r['epoch']:g}", "expert val acc %": f"{100 * r['expert_val_acc']:.2f}",
-              "label entropy": f"{r['label_entropy']:.3f}", "student val acc %": pm_of(r),
-              "chosen": "✓" if r["epoch"] == chosen[ipc] else ""} for ipc, rows in curves.items() for r in rows]
+    table = [
+        {
+            "IPC": ipc,
+            "expert epoch": f"{r['epoch']:g}",
+            "expert val acc %": f"{100 * r['expert_val_acc']:.2f}",
+            "label entropy": f"{r['label_entropy']:.3f}",
+            "student val acc %": pm_of(r),
+            "chosen": "✓" if r["epoch"] == chosen[ipc] else "",
+        }
+        for ipc, rows in curves.items()
+        for r in rows
+    ]
     fig, axes = subplots(1, 3, figsize=(14, 4))
     for ipc, rows in curves.items():
         x = [r["epoch"] for r in rows]
         axes[0].plot(x, [100 * r["expert_val_acc"] for r in rows], "k.-")
         axes[1].plot(x, [r["label_entropy"] for r in rows], ".-", label=f"IPC {ipc}")
-        axes[2].errorbar(x, [100 * r["acc_mean"] for r in rows], yerr=[100 * r["acc_std"] for r in rows], fmt=".-", capsize=2, label=f"IPC {ipc}")
+        axes[2].errorbar(
+            x, [100 * r["acc_mean"] for r in rows], yerr=[100 * r["acc_std"] for r in rows], fmt=".-", capsize=2, label=f"IPC {ipc}"
+        )
         axes[2].axvline(chosen[ipc], ls=":", color=axes[2].lines[-1].get_color())
     for ax, ylabel in zip(axes, ("expert val accuracy %", "mean label entropy (nats)", "student val accuracy %")):
         ax.set_xlabel("expert epoch")
@@ -104,11 +120,20 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], runtime: Runtime, out: 
     axes[1].legend()
     axes[2].legend()
     fig.suptitle(f"{dataset.name}: expert epoch vs soft-label student (validation split, dotted = chosen)")
-    notes = [f"validation: {setup.val_per_class} training images per class held out; expert trained on the rest; the test split is never read",
-             f"labels: {setup.teacher.method}; students: {setup.student_model}, {setup.student_epochs} epochs, lr {setup.student_lr}, {setup.seeds} seeds, soft-label loss {setup.soft_loss}",
-             "chosen epoch per IPC: " + ", ".join(f"IPC {i} → {e:g}" for i, e in chosen.items())]
-    write_report(out, "expert_epoch", f"Expert epoch selection · {dataset.name}", {"setup": setup.model_dump(), "chosen": chosen, "rows": [r for rows in curves.values() for r in rows]},
-                 table, notes, fig)
+    notes = [
+        f"validation: {setup.val_per_class} training images per class held out; expert trained on the rest; the test split is never read",
+        f"labels: {setup.teacher.method}; students: {setup.student_model}, {setup.student_epochs} epochs, lr {setup.student_lr}, {setup.seeds} seeds, soft-label loss {setup.soft_loss}",
+        "chosen epoch per IPC: " + ", ".join(f"IPC {i} → {e:g}" for i, e in chosen.items()),
+    ]
+    write_report(
+        out,
+        "expert_epoch",
+        f"Expert epoch selection · {dataset.name}",
+        {"setup": setup.model_dump(), "chosen": chosen, "rows": [r for rows in curves.values() for r in rows]},
+        table,
+        notes,
+        fig,
+    )
     return chosen
 
 

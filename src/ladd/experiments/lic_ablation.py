@@ -46,8 +46,9 @@ def observer_params(setup: Setup) -> dict:
     return {"observer_model": e.model, "observer_epochs": e.epochs, "observer_lr": e.lr, "observer_seed": e.seed}
 
 
-def run(dataset: Dataset, setup: Setup, ipcs: list[int], ladd_labels: bool, runtime: Runtime, out: Path,
-        iterations: int | None = None) -> list[dict]:
+def run(
+    dataset: Dataset, setup: Setup, ipcs: list[int], ladd_labels: bool, runtime: Runtime, out: Path, iterations: int | None = None
+) -> list[dict]:
     cells = Cells(out, setup)
     observer = observer_params(setup)
     rows = []
@@ -71,48 +72,82 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ladd_labels: bool, runt
             return made[key]
 
         for name, method, switches, student in STAGES:
-            key = {"experiment": "lic-ablation", "ipc": ipc, "row": name, "students": student, "iterations": iterations, "observer": observer}
+            key = {
+                "experiment": "lic-ablation",
+                "ipc": ipc,
+                "row": name,
+                "students": student,
+                "iterations": iterations,
+                "observer": observer,
+            }
 
             def compute(method=method, switches=switches, student=student):
                 art, seconds = images(method, switches)
                 if student == "soft":
                     art = pipeline.label(art, dataset, pipeline.LabelConfig(method="soft", labeler=setup.teacher.labeler), runtime)
                 learned = art.manifest["images"].get("learned") or {}
-                return {**students(art, dataset, setup, student, runtime), "distill_seconds": round(seconds, 2),
-                        "compensation": learned.get("compensation")}
+                return {
+                    **students(art, dataset, setup, student, runtime),
+                    "distill_seconds": round(seconds, 2),
+                    "compensation": learned.get("compensation"),
+                }
 
             rows.append({"ipc": ipc, "row": name, "images": method, "students": student, **cells.run(key, compute)})
         if ladd_labels:
-            key = {"experiment": "lic-ablation", "ipc": ipc, "row": "LIC images + LADD labels", "iterations": iterations,
-                   "observer": observer, "labels": setup.teacher.labeler.model_dump()}
+            key = {
+                "experiment": "lic-ablation",
+                "ipc": ipc,
+                "row": "LIC images + LADD labels",
+                "iterations": iterations,
+                "observer": observer,
+                "labels": setup.teacher.labeler.model_dump(),
+            }
 
             def compute_ladd():
                 art, seconds = images("lic", (True, True))
                 labelled = pipeline.label(art, dataset, pipeline.LabelConfig(method="ladd", labeler=setup.teacher.labeler), runtime)
                 return {**students(labelled, dataset, setup, "ladd", runtime), "distill_seconds": round(seconds, 2), "compensation": None}
 
-            rows.append({"ipc": ipc, "row": "LIC images + LADD labels", "images": "lic", "students": "ladd", **cells.run(key, compute_ladd)})
-    table = [{"IPC": r["ipc"], "images / labels": r["row"], "students": r["students"], "acc %": pm_of(r),
-              "label KB (zip)": f"{r['label_bytes_zip'] / 1024:.1f}",
-              "compensation s/image": f"{r['compensation']['seconds_per_image']:.3f}" if r.get("compensation") else "–"} for r in rows]
+            rows.append(
+                {"ipc": ipc, "row": "LIC images + LADD labels", "images": "lic", "students": "ladd", **cells.run(key, compute_ladd)}
+            )
+    table = [
+        {
+            "IPC": r["ipc"],
+            "images / labels": r["row"],
+            "students": r["students"],
+            "acc %": pm_of(r),
+            "label KB (zip)": f"{r['label_bytes_zip'] / 1024:.1f}",
+            "compensation s/image": f"{r['compensation']['seconds_per_image']:.3f}" if r.get("compensation") else "–",
+        }
+        for r in rows
+    ]
     fig, ax = subplots(figsize=(8, 4.5))
     names = list(dict.fromkeys(r["row"] for r in rows))
     width = 0.8 / len(ipcs)
     for i, ipc in enumerate(ipcs):
         sub = {r["row"]: r for r in rows if r["ipc"] == ipc}
         xs = [j + i * width for j, n in enumerate(names) if n in sub]
-        ax.bar(xs, [100 * sub[n]["acc_mean"] for n in names if n in sub], width, yerr=[100 * sub[n]["acc_std"] for n in names if n in sub],
-               capsize=2, label=f"IPC {ipc}")
+        ax.bar(
+            xs,
+            [100 * sub[n]["acc_mean"] for n in names if n in sub],
+            width,
+            yerr=[100 * sub[n]["acc_std"] for n in names if n in sub],
+            capsize=2,
+            label=f"IPC {ipc}",
+        )
     ax.set_xticks([j + width * (len(ipcs) - 1) / 2 for j in range(len(names))], names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(f"test accuracy % ({setup.seeds} seeds)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
     ax.set_title(f"{dataset.name}: LIC stages (Table 7) against random, RDED and SRe²L")
     e = setup.teacher.labeler
-    notes = [f"observer (and LADD labeler): {e.model}, {e.epochs} epochs, lr {e.lr}, seed {e.seed}; images seed {setup.image_seed}",
-             f"students: {setup.student_model}, {setup.student_epochs} epochs, lr {setup.student_lr}, final-epoch test accuracy; "
-             "baseline = whole images, hard labels; local-hard = expanded tiles, the image's hard label; "
-             "local-dense = expanded tiles, region labels (Eq. 9); ladd = whole image hard + LADD's 5×5 dense labels",
-             "LIC recipe for the dataset" + (f", compensation iterations {iterations}" if iterations is not None else "")]
+    notes = [
+        f"observer (and LADD labeler): {e.model}, {e.epochs} epochs, lr {e.lr}, seed {e.seed}; images seed {setup.image_seed}",
+        f"students: {setup.student_model}, {setup.student_epochs} epochs, lr {setup.student_lr}, final-epoch test accuracy; "
+        "baseline = whole images, hard labels; local-hard = expanded tiles, the image's hard label; "
+        "local-dense = expanded tiles, region labels (Eq. 9); ladd = whole image hard + LADD's 5×5 dense labels",
+        "LIC recipe for the dataset" + (f", compensation iterations {iterations}" if iterations is not None else ""),
+    ]
     write_report(out, "lic_ablation", f"LIC ablation · {dataset.name}", {"setup": setup.model_dump(), "rows": rows}, table, notes, fig)
     return rows

@@ -49,8 +49,10 @@ def run(dataset: Dataset, setup: Setup, ipc: int, target: int, epoch, runtime: R
     }
     rows = []
     for name, (variant, method) in variants.items():
-        res = cells.run({"experiment": "removal", "ipc": ipc, "target": target, "epoch": chosen, "variant": name},
-                        lambda v=variant, m=method: students(v, dataset, setup, m, runtime))
+        res = cells.run(
+            {"experiment": "removal", "ipc": ipc, "target": target, "epoch": chosen, "variant": name},
+            lambda v=variant, m=method: students(v, dataset, setup, m, runtime),
+        )
         rows.append({"variant": name, "class_acc": res["class_acc_mean"][target], **res})
     cname = dataset.class_names[target]
     table = [{"variant": r["variant"], f"class {cname!r} acc %": f"{100 * r['class_acc']:.2f}", "overall acc %": pm_of(r)} for r in rows]
@@ -59,6 +61,16 @@ def run(dataset: Dataset, setup: Setup, ipc: int, target: int, epoch, runtime: R
     ax.set_ylabel(f"accuracy on class {cname!r} % (mean of {setup.seeds} seeds)")
     ax.tick_params(axis="x", labelsize=8)
     ax.set_title(f"{dataset.name} IPC {ipc}: removing class {cname!r}'s images vs its label knowledge")
-    notes = [f"target class {target} ({cname!r}); expert epoch {chosen:g}; 'remove images' trains on {ipc * (dataset.num_classes - 1)} images"]
-    write_report(out, "removal", f"Remove images vs remove labels · {dataset.name} · IPC {ipc}", {"setup": setup.model_dump(), "target": target, "epoch": chosen, "rows": rows}, table, notes, fig)
+    notes = [
+        f"target class {target} ({cname!r}); expert epoch {chosen:g}; 'remove images' trains on {ipc * (dataset.num_classes - 1)} images"
+    ]
+    write_report(
+        out,
+        "removal",
+        f"Remove images vs remove labels · {dataset.name} · IPC {ipc}",
+        {"setup": setup.model_dump(), "target": target, "epoch": chosen, "rows": rows},
+        table,
+        notes,
+        fig,
+    )
     return rows

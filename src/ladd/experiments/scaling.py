@@ -63,8 +63,14 @@ def fit_shared(ipcs: list[int], curves: dict[str, list[float]], reference: str =
     params, _ = curve_fit(model, x, y, p0=p0, bounds=(lower, upper), maxfev=50000)
     a, c, d, *log_f = params
     residual = float(np.sqrt(np.mean((model(x, *params) - y) ** 2)))
-    return {"a": float(a), "c": float(c), "d": float(d), "factor": {n: float(np.exp(v)) for n, v in zip(names, log_f)},
-            "reference": reference, "rmse": residual}
+    return {
+        "a": float(a),
+        "c": float(c),
+        "d": float(d),
+        "factor": {n: float(np.exp(v)) for n, v in zip(names, log_f)},
+        "reference": reference,
+        "rmse": residual,
+    }
 
 
 def ipc_needed(acc: float, params: dict) -> float:
@@ -86,28 +92,49 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ks: list[int], epoch, r
     grid = {"hard": {}, **{f"top{k}": {} for k in ks}}
     for ipc in ipcs:
         art = real_images(dataset, setup, ipc)
-        grid["hard"][ipc] = cells.run({"experiment": "scaling", "ipc": ipc, "labels": "hard"},
-                                      lambda: students(art, dataset, setup, "baseline", runtime))
+        grid["hard"][ipc] = cells.run(
+            {"experiment": "scaling", "ipc": ipc, "labels": "hard"}, lambda: students(art, dataset, setup, "baseline", runtime)
+        )
         chosen = resolve_epoch(dataset, setup, ipc, epoch, runtime, out)
         labeled = None
         for k in ks:
+
             def compute(k=k) -> dict:
                 nonlocal labeled
                 labeled = labeled or soft_labeled(art, dataset, setup, runtime, epoch=chosen)
-                return {**students(relabeled(labeled, keep_top_k(labeled.soft_labels, k)), dataset, setup, "soft", runtime), "epoch": chosen}
+                return {
+                    **students(relabeled(labeled, keep_top_k(labeled.soft_labels, k)), dataset, setup, "soft", runtime),
+                    "epoch": chosen,
+                }
+
             grid[f"top{k}"][ipc] = cells.run({"experiment": "scaling", "ipc": ipc, "labels": f"top{k}", "epoch": chosen}, compute)
     fits = {name: fit(ipcs, [cells_[i]["acc_mean"] for i in ipcs]) for name, cells_ in grid.items()}
     shared = fit_shared(ipcs, {name: [cells_[i]["acc_mean"] for i in ipcs] for name, cells_ in grid.items()})
-    reduction = {name: {ipc: ipc_needed(grid[name][ipc]["acc_mean"], fits["hard"]) / ipc for ipc in ipcs} for name in grid if name != "hard"}
+    reduction = {
+        name: {ipc: ipc_needed(grid[name][ipc]["acc_mean"], fits["hard"]) / ipc for ipc in ipcs} for name in grid if name != "hard"
+    }
     cells_all = [(name, ipc, grid[name][ipc]) for name in grid for ipc in ipcs]
     front = [cells_all[i] for i in pareto([(stored_kb(c), c["acc_mean"]) for _, _, c in cells_all])]
-    table = [{"IPC": ipc, **{f"{name} acc %": pm_of(grid[name][ipc]) for name in grid},
-              **{f"×data {name}": f"{reduction[name][ipc]:.1f}" for name in reduction}} for ipc in ipcs]
+    table = [
+        {
+            "IPC": ipc,
+            **{f"{name} acc %": pm_of(grid[name][ipc]) for name in grid},
+            **{f"×data {name}": f"{reduction[name][ipc]:.1f}" for name in reduction},
+        }
+        for ipc in ipcs
+    ]
     fig, axes = subplots(1, 2, figsize=(13, 4.5))
     ax = axes[0]
     dense = np.geomspace(min(ipcs), max(ipcs), 100)
     for name, cells_ in grid.items():
-        line = ax.errorbar(ipcs, [100 * cells_[i]["acc_mean"] for i in ipcs], yerr=[100 * cells_[i]["acc_std"] for i in ipcs], fmt="o", capsize=2, label=name)
+        line = ax.errorbar(
+            ipcs,
+            [100 * cells_[i]["acc_mean"] for i in ipcs],
+            yerr=[100 * cells_[i]["acc_std"] for i in ipcs],
+            fmt="o",
+            capsize=2,
+            label=name,
+        )
         p = fits[name]
         ax.plot(dense, 100 * law(dense, p["a"], p["c"], p["d"]), "-", color=line[0].get_color(), alpha=0.6)
         scale = 1.0 if name == "hard" else shared["factor"][name]
@@ -116,8 +143,10 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ks: list[int], epoch, r
     for name, cells_ in grid.items():
         ax.plot([stored_kb(cells_[i]) for i in ipcs], [100 * cells_[i]["acc_mean"] for i in ipcs], "o", label=name)
     ax.plot([stored_kb(c) for _, _, c in front], [100 * c["acc_mean"] for _, _, c in front], "k--", lw=1, label="Pareto front")
-    for ax, xlabel, title in ((axes[0], "images per class", "fits: free (a·IPC)^c − d per budget (solid), shared a, c, d with IPC × f (dotted)"),
-                              (axes[1], "stored KB (images + labels, zip)", "data–knowledge trade-off: the cheapest way to each accuracy")):
+    for ax, xlabel, title in (
+        (axes[0], "images per class", "fits: free (a·IPC)^c − d per budget (solid), shared a, c, d with IPC × f (dotted)"),
+        (axes[1], "stored KB (images + labels, zip)", "data–knowledge trade-off: the cheapest way to each accuracy"),
+    ):
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -129,13 +158,25 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ks: list[int], epoch, r
         ax.legend(fontsize=8)
         ax.set_title(title, fontsize=9)
     fig.suptitle(f"{dataset.name}: data-knowledge scaling")
-    notes = ["top-k keeps the k largest probabilities of each soft label and zeroes the rest without renormalizing",
-             "×data = IPC that hard labels need (inverted hard-label fit) for the soft labels' accuracy ÷ IPC; values outside the IPC grid are extrapolated",
-             "free fits: " + "; ".join(f"{n}: a={p['a']:.3g} c={p['c']:.3g} d={p['d']:.3g} (rmse {100 * p['rmse']:.2f} pts)" for n, p in fits.items()),
-             f"shared fit (one exponent c={shared['c']:.3g}, a={shared['a']:.3g}, d={shared['d']:.3g}, rmse {100 * shared['rmse']:.2f} pts): "
-             "constant data-size factors " + ", ".join(f"{n} {f:.2f}×" for n, f in shared["factor"].items()),
-             "Pareto front (stored KB → accuracy): " + ", ".join(f"{n} IPC {i} ({stored_kb(c):.1f} KB, {100 * c['acc_mean']:.2f}%)" for n, i, c in front)]
-    payload = {"setup": setup.model_dump(), "ipcs": ipcs, "ks": ks, "grid": grid, "fits": fits, "shared_fit": shared,
-               "reduction": reduction, "pareto": [{"labels": n, "ipc": i, "stored_kb": stored_kb(c), "acc_mean": c["acc_mean"]} for n, i, c in front]}
+    notes = [
+        "top-k keeps the k largest probabilities of each soft label and zeroes the rest without renormalizing",
+        "×data = IPC that hard labels need (inverted hard-label fit) for the soft labels' accuracy ÷ IPC; values outside the IPC grid are extrapolated",
+        "free fits: "
+        + "; ".join(f"{n}: a={p['a']:.3g} c={p['c']:.3g} d={p['d']:.3g} (rmse {100 * p['rmse']:.2f} pts)" for n, p in fits.items()),
+        f"shared fit (one exponent c={shared['c']:.3g}, a={shared['a']:.3g}, d={shared['d']:.3g}, rmse {100 * shared['rmse']:.2f} pts): "
+        "constant data-size factors " + ", ".join(f"{n} {f:.2f}×" for n, f in shared["factor"].items()),
+        "Pareto front (stored KB → accuracy): "
+        + ", ".join(f"{n} IPC {i} ({stored_kb(c):.1f} KB, {100 * c['acc_mean']:.2f}%)" for n, i, c in front),
+    ]
+    payload = {
+        "setup": setup.model_dump(),
+        "ipcs": ipcs,
+        "ks": ks,
+        "grid": grid,
+        "fits": fits,
+        "shared_fit": shared,
+        "reduction": reduction,
+        "pareto": [{"labels": n, "ipc": i, "stored_kb": stored_kb(c), "acc_mean": c["acc_mean"]} for n, i, c in front],
+    }
     write_report(out, "scaling", f"Data-knowledge scaling law · {dataset.name}", payload, table, notes, fig)
     return payload

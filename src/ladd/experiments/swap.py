@@ -23,7 +23,9 @@ def run(dataset: Dataset, setup: Setup, ipc: int, epoch, runtime: Runtime, out: 
     base = cells.run({**key, "rank": 0}, lambda: students(art, dataset, setup, "soft", runtime))
     rows = [{"rank": 0, **base, "relative": 1.0}]
     for i in range(1, dataset.num_classes + 1):
-        res = cells.run({**key, "rank": i}, lambda i=i: students(relabeled(art, swap_kth(art.soft_labels, i)), dataset, setup, "soft", runtime))
+        res = cells.run(
+            {**key, "rank": i}, lambda i=i: students(relabeled(art, swap_kth(art.soft_labels, i)), dataset, setup, "soft", runtime)
+        )
         rows.append({"rank": i, **res, "relative": res["acc_mean"] / base["acc_mean"]})
     table = [{"swapped rank": r["rank"] or "none", "acc %": pm_of(r), "relative": f"{r['relative']:.3f}"} for r in rows]
     fig, ax = subplots(figsize=(6, 4))
@@ -33,6 +35,16 @@ def run(dataset: Dataset, setup: Setup, ipc: int, epoch, runtime: Runtime, out: 
     ax.set_ylabel("student accuracy relative to unswapped")
     ax.grid(alpha=0.3)
     ax.set_title(f"{dataset.name} IPC {ipc}: label swap test (expert epoch {chosen:g})")
-    notes = ["swapping permutes each label: rank 1 moves the top class to the bottom; the last rank swaps the smallest with itself (= unswapped)"]
-    write_report(out, "swap", f"Label swap test · {dataset.name} · IPC {ipc}", {"setup": setup.model_dump(), "ipc": ipc, "epoch": chosen, "rows": rows}, table, notes, fig)
+    notes = [
+        "swapping permutes each label: rank 1 moves the top class to the bottom; the last rank swaps the smallest with itself (= unswapped)"
+    ]
+    write_report(
+        out,
+        "swap",
+        f"Label swap test · {dataset.name} · IPC {ipc}",
+        {"setup": setup.model_dump(), "ipc": ipc, "epoch": chosen, "rows": rows},
+        table,
+        notes,
+        fig,
+    )
     return rows

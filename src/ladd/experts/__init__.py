@@ -56,8 +56,13 @@ def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: 
             raise LaddError(f"{directory} holds an expert trained with {info['config']}: use another directory")
     model = build_for(dataset, cfg.model, cfg.seed)
     recipe = Recipe(
-        epochs=cfg.epochs, lr=cfg.lr, momentum=0.0, weight_decay=0.0, batch_size=cfg.batch_size,
-        milestones=(0.5,) if cfg.decay else (), dsa=strategy_for(dataset.name),
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=cfg.batch_size,
+        milestones=(0.5,) if cfg.decay else (),
+        dsa=strategy_for(dataset.name),
     )
     info = {
         "kind": "ladd-expert",
@@ -73,8 +78,15 @@ def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: 
     dist.first(lambda: write_json(info_path, info))
     data = TrainData(dataset.train.images, dataset.train.labels, dataset.mean, dataset.std)
     log = train(
-        model, data, method_terms("baseline"), recipe, seed=cfg.seed, runtime=runtime,
-        description=f"expert {cfg.model} · seed {cfg.seed}", checkpoint_dir=directory, saves_per_epoch=cfg.saves_per_epoch,
+        model,
+        data,
+        method_terms("baseline"),
+        recipe,
+        seed=cfg.seed,
+        runtime=runtime,
+        description=f"expert {cfg.model} · seed {cfg.seed}",
+        checkpoint_dir=directory,
+        saves_per_epoch=cfg.saves_per_epoch,
     )
     dist.first(lambda: _complete(info_path, info, log, model, dataset, checkpoint_path(directory, cfg.epochs)))
     return directory
@@ -84,8 +96,16 @@ def _complete(info_path: Path, info: dict, log, model, dataset: Dataset, final: 
     """Mark the expert complete: its samples seen, final checkpoint's hash and test accuracy
     (rank 0 alone, under torchrun: the other ranks hold the same weights)."""
     test_acc = accuracy(model, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std)
-    write_json(info_path, {**info, "complete": True, "samples_seen": sum(log.samples.values()),
-                           "final_sha256": sha256(final), "test_acc": round(test_acc, 6)})
+    write_json(
+        info_path,
+        {
+            **info,
+            "complete": True,
+            "samples_seen": sum(log.samples.values()),
+            "final_sha256": sha256(final),
+            "test_acc": round(test_acc, 6),
+        },
+    )
 
 
 def read_info(directory: Path) -> dict:
@@ -113,8 +133,10 @@ def check_matches(info: dict, dataset: Dataset, directory: Path) -> None:
             f"not {dataset.name}'s {_names(dataset.class_names)} (different classes or class order): {retrain}"
         )
     if info["shape"] != list(dataset.shape):
-        raise LaddError(f"expert in {directory} was trained on {info['dataset']} images of shape {info['shape']}, "
-                        f"not {dataset.name}'s {list(dataset.shape)} (different image shape): {retrain}")
+        raise LaddError(
+            f"expert in {directory} was trained on {info['dataset']} images of shape {info['shape']}, "
+            f"not {dataset.name}'s {list(dataset.shape)} (different image shape): {retrain}"
+        )
     if any(abs(a - b) > 1e-4 for a, b in zip(info["mean"] + info["std"], list(dataset.mean) + list(dataset.std))):
         raise LaddError(f"expert in {directory} used another normalization than {dataset.name}: {retrain}")
 
@@ -141,8 +163,10 @@ def load_expert(directory: Path, epoch: float, dataset: Dataset, runtime: Runtim
         raise LaddError(f"expert epoch {epoch:g} was not saved in {directory}; saved epochs: {', '.join(saved)}")
     digest = sha256(ckpt)
     if epoch == info["config"]["epochs"] and info.get("final_sha256") not in (None, digest):
-        raise LaddError(f"{ckpt} does not match the checksum recorded in {directory / INFO} (the file was changed "
-                        f"after training): delete the expert directory and train again")
+        raise LaddError(
+            f"{ckpt} does not match the checksum recorded in {directory / INFO} (the file was changed "
+            f"after training): delete the expert directory and train again"
+        )
     model = build_for(dataset, info["config"]["model"], 0)
     restore_weights(model, ckpt)
     model.to(runtime.device).eval()
@@ -180,22 +204,24 @@ def registry(roots: list[Path] | None = None) -> list[dict]:
             info = read_info(info_path.parent)
             if info.get("kind") != "ladd-expert":
                 continue
-            rows.append({
-                "directory": str(info_path.parent),
-                "dataset": info["dataset"],
-                "classes": len(info["class_names"]),
-                "class_names": info["class_names"],
-                "mean": info["mean"],
-                "std": info["std"],
-                "model": info["config"]["model"],
-                "seed": info["config"]["seed"],
-                "epochs": info["config"]["epochs"],
-                "config": info["config"],
-                "recipe": info["recipe"],
-                "complete": info.get("complete", False),
-                "test_acc": info.get("test_acc"),
-                "final_sha256": info.get("final_sha256"),
-            })
+            rows.append(
+                {
+                    "directory": str(info_path.parent),
+                    "dataset": info["dataset"],
+                    "classes": len(info["class_names"]),
+                    "class_names": info["class_names"],
+                    "mean": info["mean"],
+                    "std": info["std"],
+                    "model": info["config"]["model"],
+                    "seed": info["config"]["seed"],
+                    "epochs": info["config"]["epochs"],
+                    "config": info["config"],
+                    "recipe": info["recipe"],
+                    "complete": info.get("complete", False),
+                    "test_acc": info.get("test_acc"),
+                    "final_sha256": info.get("final_sha256"),
+                }
+            )
     return rows
 
 

@@ -90,8 +90,15 @@ def parse_classes(text: str | Sequence[int] | None, option: str) -> tuple[int, .
     return tuple(rows)
 
 
-def pretrained_config(weights: str | Path, model: str | None, classes, *, option: str = "--teacher-weights",
-                      model_option: str = "--teacher-model", classes_option: str = "--teacher-classes") -> PretrainedConfig:
+def pretrained_config(
+    weights: str | Path,
+    model: str | None,
+    classes,
+    *,
+    option: str = "--teacher-weights",
+    model_option: str = "--teacher-model",
+    classes_option: str = "--teacher-classes",
+) -> PretrainedConfig:
     """The config of a weights file given on the command line: path resolved, model given or
     recognized from the file (torchvision/timm ResNet-18 → resnet18-imagenet), rows parsed."""
     path = Path(weights).expanduser().resolve()
@@ -100,8 +107,10 @@ def pretrained_config(weights: str | Path, model: str | None, classes, *, option
     if model is None:
         model = infer_model(path)
         if model is None:
-            raise LaddError(f"{option} {path}: its names are not a torchvision/timm ResNet-18's, so name the ladd model "
-                            f"its weights are for with {model_option} (e.g. the model a ladd expert was trained as)")
+            raise LaddError(
+                f"{option} {path}: its names are not a torchvision/timm ResNet-18's, so name the ladd model "
+                f"its weights are for with {model_option} (e.g. the model a ladd expert was trained as)"
+            )
     return PretrainedConfig(weights=str(path), model=MODELS.canonical(model), classes=parse_classes(classes, classes_option))
 
 
@@ -113,18 +122,33 @@ def checkpoint_digest(file_sha: str, classes: Sequence[int] | None) -> str:
 
 
 def _describe(dataset: Dataset, cfg: PretrainedConfig, file_sha: str) -> dict:
-    return {"kind": KIND, "weights": cfg.weights, "weights_sha256": file_sha, "model": cfg.model,
-            "classes": None if cfg.classes is None else list(cfg.classes), "config": cfg.model_dump(),
-            "dataset": dataset.name, "class_names": list(dataset.class_names), "shape": list(dataset.shape),
-            "mean": list(dataset.mean), "std": list(dataset.std), "complete": True}
+    return {
+        "kind": KIND,
+        "weights": cfg.weights,
+        "weights_sha256": file_sha,
+        "model": cfg.model,
+        "classes": None if cfg.classes is None else list(cfg.classes),
+        "config": cfg.model_dump(),
+        "dataset": dataset.name,
+        "class_names": list(dataset.class_names),
+        "shape": list(dataset.shape),
+        "mean": list(dataset.mean),
+        "std": list(dataset.std),
+        "complete": True,
+    }
 
 
 def _check_dataset(info: dict, dataset: Dataset, directory: Path) -> None:
-    same = (info.get("class_names") == list(dataset.class_names) and info.get("shape") == list(dataset.shape)
-            and all(abs(a - b) <= 1e-4 for a, b in zip(info.get("mean", []) + info.get("std", []), list(dataset.mean) + list(dataset.std))))
+    same = (
+        info.get("class_names") == list(dataset.class_names)
+        and info.get("shape") == list(dataset.shape)
+        and all(abs(a - b) <= 1e-4 for a, b in zip(info.get("mean", []) + info.get("std", []), list(dataset.mean) + list(dataset.std)))
+    )
     if not same:
-        raise LaddError(f"the pretrained teacher in {directory} was set up for {info.get('dataset')} (other classes, class order, "
-                        f"image shape or normalization than {dataset.name}'s): use it with that dataset or another folder")
+        raise LaddError(
+            f"the pretrained teacher in {directory} was set up for {info.get('dataset')} (other classes, class order, "
+            f"image shape or normalization than {dataset.name}'s): use it with that dataset or another folder"
+        )
 
 
 def prepare(dataset: Dataset, cfg: PretrainedConfig, directory: str | Path | None = None) -> Path:
@@ -134,8 +158,16 @@ def prepare(dataset: Dataset, cfg: PretrainedConfig, directory: str | Path | Non
         raise LaddError(f"weights file {path} does not exist")
     file_sha = sha256(path)
     if directory is None:
-        key = [dataset.name, list(dataset.class_names), list(dataset.shape), dataset.mean, dataset.std, cfg.model, file_sha,
-               None if cfg.classes is None else list(cfg.classes)]
+        key = [
+            dataset.name,
+            list(dataset.class_names),
+            list(dataset.shape),
+            dataset.mean,
+            dataset.std,
+            cfg.model,
+            file_sha,
+            None if cfg.classes is None else list(cfg.classes),
+        ]
         directory = entry("teachers", f"{dataset.name}-{cfg.model}-{file_sha[:12]}", key)
     directory = Path(directory).expanduser()
     with lock(directory, "preparing the teacher in"):
@@ -146,8 +178,10 @@ def prepare(dataset: Dataset, cfg: PretrainedConfig, directory: str | Path | Non
                 raise LaddError(f"{directory} holds a trained expert, not a pretrained teacher: give another folder for the weights")
             _check_dataset(info, dataset, directory)
             if (info.get("weights_sha256"), info.get("model"), info.get("classes")) != (file_sha, cfg.model, want["classes"]):
-                raise LaddError(f"{directory} describes another pretrained teacher ({info.get('model')}, weights SHA-256 "
-                                f"{str(info.get('weights_sha256'))[:12]}…, head rows {info.get('classes')}): give another folder")
+                raise LaddError(
+                    f"{directory} describes another pretrained teacher ({info.get('model')}, weights SHA-256 "
+                    f"{str(info.get('weights_sha256'))[:12]}…, head rows {info.get('classes')}): give another folder"
+                )
             if info.get("weights") != cfg.weights:  # the same file, moved or copied: read it from where it is now
                 write_json(directory / INFO, {**info, "weights": cfg.weights, "config": cfg.model_dump()})
         else:  # refuse weights that do not fit before recording them
@@ -170,8 +204,10 @@ def load_pretrained_dir(directory: Path, dataset: Dataset, runtime: Runtime) -> 
     classes = info.get("classes")
     file_sha, layout = apply_weights(model, path, classes)
     if file_sha != info["weights_sha256"]:
-        raise LaddError(f"{path} has changed since the teacher in {directory} was set up (SHA-256 {file_sha[:12]}…, "
-                        f"recorded {info['weights_sha256'][:12]}…): give the weights again in another folder")
+        raise LaddError(
+            f"{path} has changed since the teacher in {directory} was set up (SHA-256 {file_sha[:12]}…, "
+            f"recorded {info['weights_sha256'][:12]}…): give the weights again in another folder"
+        )
     if layout in EXTERNAL:
         renormalize(model, dataset.mean, dataset.std, IMAGENET_MEAN, IMAGENET_STD)
         norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "converted_from": "dataset"}
@@ -183,8 +219,10 @@ def load_pretrained_dir(directory: Path, dataset: Dataset, runtime: Runtime) -> 
         with lock(directory, "recording the teacher's accuracy in"):
             info = {**read_info(directory), "test_acc": acc}
             write_json(directory / INFO, info)
-        console.print(f"pretrained {info['model']} from {path.name}: {100 * acc:.2f}% on {dataset.name}'s test split"
-                      + (" (near chance: check the head rows and their order)" if acc < 1.5 / dataset.num_classes else ""))
+        console.print(
+            f"pretrained {info['model']} from {path.name}: {100 * acc:.2f}% on {dataset.name}'s test split"
+            + (" (near chance: check the head rows and their order)" if acc < 1.5 / dataset.num_classes else "")
+        )
     provenance = {
         "directory": str(directory),
         "model": info["model"],
@@ -203,6 +241,8 @@ def load_pretrained_dir(directory: Path, dataset: Dataset, runtime: Runtime) -> 
     return model, provenance
 
 
-def load_pretrained(dataset: Dataset, cfg: PretrainedConfig, runtime: Runtime, directory: str | Path | None = None) -> tuple[nn.Module, dict]:
+def load_pretrained(
+    dataset: Dataset, cfg: PretrainedConfig, runtime: Runtime, directory: str | Path | None = None
+) -> tuple[nn.Module, dict]:
     """`prepare` + `load_pretrained_dir`: the teacher for `cfg` and its provenance."""
     return load_pretrained_dir(prepare(dataset, cfg, directory), dataset, runtime)

@@ -31,7 +31,8 @@ class ImageRequest:
 
 
 IMAGE_METHODS: Registry[Callable[[ImageRequest], ImageSet]] = Registry(
-    "image method", modules(__name__, "dm", "gradient_matching", "herding", "imported", "lic", "mtt", "random", "recover", "rded"))
+    "image method", modules(__name__, "dm", "gradient_matching", "herding", "imported", "lic", "mtt", "random", "recover", "rded")
+)
 
 
 def check_params(method: str, params: dict) -> None:
@@ -68,4 +69,3 @@ def check_ipc(dataset: Dataset, ipc: int) -> None:
 
 def make_images(method: str, request: ImageRequest) -> ImageSet:
     return IMAGE_METHODS.get(method)(request)
-

@@ -101,8 +101,9 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, classes: int) -> t
     return sums / torch.bincount(labels, minlength=classes).clamp_min(1).unsqueeze(1).to(features.dtype)
 
 
-def dm_objective(real_features: torch.Tensor, real_labels: torch.Tensor, syn_features: torch.Tensor,
-                 syn_labels: torch.Tensor, classes: int) -> torch.Tensor:
+def dm_objective(
+    real_features: torch.Tensor, real_labels: torch.Tensor, syn_features: torch.Tensor, syn_labels: torch.Tensor, classes: int
+) -> torch.Tensor:
     """Σ_c ‖mean φ(real_c) − mean φ(syn_c)‖²."""
     diff = class_means(real_features, real_labels, classes) - class_means(syn_features, syn_labels, classes)
     return (diff**2).sum()
@@ -134,16 +135,29 @@ def dm_images(req: ImageRequest) -> ImageSet:
         if not mine:
             return torch.zeros((), device=device)
         idx, rows = torch.cat([picks[k] for k in mine]), torch.cat([syn_of[k] for k in mine])
-        real = torch.cat([
-            real_features(net, dsa.apply(normalize(gather(ds.train.images, chunk).to(device), ds.mean, ds.std), params.index(ds.train.labels[chunk])))
-            for chunk in idx.split(p.real_chunk)
-        ])
+        real = torch.cat(
+            [
+                real_features(
+                    net,
+                    dsa.apply(normalize(gather(ds.train.images, chunk).to(device), ds.mean, ds.std), params.index(ds.train.labels[chunk])),
+                )
+                for chunk in idx.split(p.real_chunk)
+            ]
+        )
         syn_features = net.embed(dsa.apply(syn[rows], params.index(syn_labels[rows])))
         return dm_objective(real, ds.train.labels[idx].to(device), syn_features, syn_labels[rows], ds.num_classes)
 
     out = optimize_images(
-        syn0, step, iterations=p.iterations, lr=p.lr_img, momentum=p.momentum, seed=req.seed,
-        checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every, description=f"DM IPC {req.ipc}",
+        syn0,
+        step,
+        iterations=p.iterations,
+        lr=p.lr_img,
+        momentum=p.momentum,
+        seed=req.seed,
+        checkpoint_dir=req.checkpoint_dir,
+        resume=req.resume,
+        every=p.checkpoint_every,
+        description=f"DM IPC {req.ipc}",
         split=True,
     )
     return ImageSet(to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu(), syn_labels.cpu(), flops=out.flops)

@@ -109,7 +109,7 @@ def _matching(req: ImageRequest, augment: bool) -> ImageSet:
 
     def step(it: int, syn: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """One outer round; a new network every `outer_loop` rounds (iterations × outer_loop rounds in all).
-    Checkpoints fall on network boundaries, so a resume never needs a half-trained network."""
+        Checkpoints fall on network boundaries, so a resume never needs a half-trained network."""
         nonlocal net, net_opt, real_loss, train_loss
         if it % p.outer_loop == 0:
             with seeded(int(torch.randint(2**31, (1,), generator=gen))):
@@ -138,9 +138,18 @@ def _matching(req: ImageRequest, augment: bool) -> ImageSet:
         return loss
 
     out = optimize_images(
-        syn0, step, iterations=p.iterations * p.outer_loop, lr=p.lr_img, momentum=p.momentum, seed=req.seed,
-        checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every * p.outer_loop, cycle=p.outer_loop,
-        description=f"{'DSA' if augment else 'DC'} IPC {req.ipc}", split=True,
+        syn0,
+        step,
+        iterations=p.iterations * p.outer_loop,
+        lr=p.lr_img,
+        momentum=p.momentum,
+        seed=req.seed,
+        checkpoint_dir=req.checkpoint_dir,
+        resume=req.resume,
+        every=p.checkpoint_every * p.outer_loop,
+        cycle=p.outer_loop,
+        description=f"{'DSA' if augment else 'DC'} IPC {req.ipc}",
+        split=True,
     )
     return ImageSet(to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu(), syn_labels.cpu(), flops=out.flops)
 

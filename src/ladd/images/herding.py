@@ -55,10 +55,12 @@ def herding_images(req: ImageRequest) -> ImageSet:
         picks = []
         for c in range(ds.num_classes):
             members = (ds.train.labels == c).nonzero().flatten()
-            feats = torch.cat([  # a class is read 512 images at a time, never gathered whole
-                expert.embed(normalize(gather(ds.train.images, chunk).to(req.runtime.device), ds.mean, ds.std)).cpu()
-                for chunk in members.split(512)
-            ])
+            feats = torch.cat(
+                [  # a class is read 512 images at a time, never gathered whole
+                    expert.embed(normalize(gather(ds.train.images, chunk).to(req.runtime.device), ds.mean, ds.std)).cpu()
+                    for chunk in members.split(512)
+                ]
+            )
             picks.append(members[herd(feats, req.ipc)])
         return torch.cat(picks)
 

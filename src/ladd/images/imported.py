@@ -113,15 +113,19 @@ def read_image_folder(path: Path) -> dict[str, torch.Tensor]:
 @IMAGE_METHODS.register("import", aliases=("imported",))
 def import_images(req: ImageRequest) -> ImageSet:
     if req.path is None:
-        raise LaddError("--images import needs --import-path PATH (.safetensors, .npz, .pt, a folder with images.pt + labels.pt, or an image folder)")
+        raise LaddError(
+            "--images import needs --import-path PATH (.safetensors, .npz, .pt, a folder with images.pt + labels.pt, or an image folder)"
+        )
     tensors = read_tensors(Path(req.path))
     names = next((k for k in KEYS if k[0] in tensors and k[1] in tensors), None)
     if names is None:
         raise LaddError(f"{req.path} has tensors {sorted(tensors)}: expected 'images' and 'labels'")
     images, labels = tensors[names[0]], tensors[names[1]]
     if images.numel() == 0 or labels.numel() == 0 or images.is_complex() or labels.is_complex():
-        raise LaddError(f"{req.path}: images {tuple(images.shape)} {images.dtype} and labels {tuple(labels.shape)} {labels.dtype} "
-                        f"must be non-empty real tensors")
+        raise LaddError(
+            f"{req.path}: images {tuple(images.shape)} {images.dtype} and labels {tuple(labels.shape)} {labels.dtype} "
+            f"must be non-empty real tensors"
+        )
     labels = (labels.argmax(1) if labels.ndim == 2 else labels).long()  # soft labels → their class
     ds = req.dataset
     if images.ndim == 4 and images.shape[1] != ds.shape[0] and images.shape[-1] == ds.shape[0]:

@@ -68,18 +68,29 @@ def pick_per_class(dataset: Dataset, k: int, candidates: int | None, score, gen:
         members = members[torch.randperm(len(members), generator=gen)]
         pool = members if candidates is None else members[:candidates]
         if len(pool) < k:
-            what = f"the {len(pool)} candidates" if candidates is not None and len(members) > candidates else f"the {len(members)} training images"
-            raise LaddError(f"class {dataset.class_names[c]!r}: {what} are fewer than tiles × IPC = {k}: "
-                            f"raise candidates (at most {len(members)}) or lower --ipc or tiles")
+            what = (
+                f"the {len(pool)} candidates"
+                if candidates is not None and len(members) > candidates
+                else f"the {len(members)} training images"
+            )
+            raise LaddError(
+                f"class {dataset.class_names[c]!r}: {what} are fewer than tiles × IPC = {k}: "
+                f"raise candidates (at most {len(members)}) or lower --ipc or tiles"
+            )
         pools.append(pool)
     if candidates is None:
         return torch.stack([pool[:k] for pool in pools])
-    return torch.stack(dist.in_order({c: pools[c][torch.sort(score(pools[c]), descending=True, stable=True).indices[:k]]
-                                 for c in dist.mine(dataset.num_classes)}, dataset.num_classes))
+    return torch.stack(
+        dist.in_order(
+            {c: pools[c][torch.sort(score(pools[c]), descending=True, stable=True).indices[:k]] for c in dist.mine(dataset.num_classes)},
+            dataset.num_classes,
+        )
+    )
 
 
-def compensation_loss(observer, layer: str, syn: torch.Tensor, originals: torch.Tensor, mean, std,
-                      dsa: DSA | None, gen: torch.Generator) -> torch.Tensor:
+def compensation_loss(
+    observer, layer: str, syn: torch.Tensor, originals: torch.Tensor, mean, std, dsa: DSA | None, gen: torch.Generator
+) -> torch.Tensor:
     """Eq. 8: Σ_images mean ‖φ(A(expand(x* + Δx)_k)) − φ(A(x_k))‖² over its tiles k, with the same
     augmentation A for a tile and its original (one draw per image). Pixels in [0, 1]."""
     b, k = originals.shape[:2]
@@ -101,8 +112,18 @@ def ops_for(augment: str, dataset: str) -> DSA | None:
     return DSA("_".join(ops)) if ops else None
 
 
-def compensate(observer, p: LICParams, syn0: torch.Tensor, originals: torch.Tensor, ipc: int, dataset: Dataset, seed: int,
-               checkpoint_dir: Path | None, resume: bool, keep_float: bool) -> list[Optimized]:
+def compensate(
+    observer,
+    p: LICParams,
+    syn0: torch.Tensor,
+    originals: torch.Tensor,
+    ipc: int,
+    dataset: Dataset,
+    seed: int,
+    checkpoint_dir: Path | None,
+    resume: bool,
+    keep_float: bool,
+) -> list[Optimized]:
     """Every class's compensated images (stored pixels), each class a unit (`run_units`: one
     rank's, checkpointed in `checkpoint_dir/class_NNNNN`)."""
     dsa = ops_for(p.augment, dataset.name)
@@ -110,10 +131,16 @@ def compensate(observer, p: LICParams, syn0: torch.Tensor, originals: torch.Tens
     def one(c: int) -> Optimized:
         real = originals[c * ipc : (c + 1) * ipc]
         return optimize_images(
-            syn0[c * ipc : (c + 1) * ipc], lambda it, syn, g: compensation_loss(observer, p.layer, syn, real, dataset.mean, dataset.std, dsa, g),
-            iterations=p.iterations, lr=p.lr, seed=unit_seed(seed, c, "lic"), betas=(0.9, 0.999),
-            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"class_{c:05d}", resume=resume,
-            every=p.checkpoint_every, description=f"LIC compensation class {c}",
+            syn0[c * ipc : (c + 1) * ipc],
+            lambda it, syn, g: compensation_loss(observer, p.layer, syn, real, dataset.mean, dataset.std, dsa, g),
+            iterations=p.iterations,
+            lr=p.lr,
+            seed=unit_seed(seed, c, "lic"),
+            betas=(0.9, 0.999),
+            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"class_{c:05d}",
+            resume=resume,
+            every=p.checkpoint_every,
+            description=f"LIC compensation class {c}",
         )
 
     return run_units(dataset.num_classes, one, lambda x: stored(x, keep_float))
@@ -136,8 +163,14 @@ def lic_images(req: ImageRequest) -> ImageSet:
     gen = generator(req.seed)
 
     def score(idx):  # s_i = −CE(observer(x_i), y_i)
-        return torch.cat([-observer_ce(observer, normalize(gather(ds.train.images, part).to(device), ds.mean, ds.std), ds.train.labels[part].to(device)).cpu()
-                          for part in idx.split(512)])  # candidates scored 512 at a time
+        return torch.cat(
+            [
+                -observer_ce(
+                    observer, normalize(gather(ds.train.images, part).to(device), ds.mean, ds.std), ds.train.labels[part].to(device)
+                ).cpu()
+                for part in idx.split(512)
+            ]
+        )  # candidates scored 512 at a time
 
     idx, cost = flops.count(pick_per_class, ds, p.tiles * req.ipc, p.candidates if p.select else None, score, gen)
     cost = sum(dist.gather(cost))  # each rank scored its classes
@@ -153,9 +186,14 @@ def lic_images(req: ImageRequest) -> ImageSet:
         images = torch.cat([u.images for u in units])
         seconds = time.perf_counter() - t0
         cost += sum(u.flops for u in units)
-        info["compensation"] = {"loss_first": sum(u.losses[0] for u in units), "loss_last": sum(u.losses[-1] for u in units),
-                                "iterations": p.iterations, "seconds": round(seconds, 3), "seconds_per_image": round(seconds / len(images), 5),
-                                "cpu_seconds_per_image": round(cpu / len(images), 5)}
+        info["compensation"] = {
+            "loss_first": sum(u.losses[0] for u in units),
+            "loss_last": sum(u.losses[-1] for u in units),
+            "iterations": p.iterations,
+            "seconds": round(seconds, 3),
+            "seconds_per_image": round(seconds / len(images), 5),
+            "cpu_seconds_per_image": round(cpu / len(images), 5),
+        }
     else:
         images = stored(syn0, req.float_images)
     regions = None

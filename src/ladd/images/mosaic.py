@@ -25,8 +25,10 @@ def grid_side(tiles: int, shape: tuple[int, int, int]) -> int:
     valid = [k * k for k in range(2, min(h, w) // 2 + 1) if h % k == 0 and w % k == 0]
     side = math.isqrt(tiles)
     if tiles < 4 or side * side != tiles or h % side or w % side:
-        raise LaddError(f"tiles N={tiles} does not tile {h}×{w} images into √N×√N equal squares: "
-                        f"valid N here: {', '.join(map(str, valid[:8])) or 'none'}")
+        raise LaddError(
+            f"tiles N={tiles} does not tile {h}×{w} images into √N×√N equal squares: "
+            f"valid N here: {', '.join(map(str, valid[:8])) or 'none'}"
+        )
     return side
 
 

@@ -86,8 +86,13 @@ class StudentGradient:
 
 
 def trajectory_loss(
-    gradient: StudentGradient, start: dict[str, torch.Tensor], target: dict[str, torch.Tensor], syn: torch.Tensor,
-    labels: torch.Tensor, syn_lr: torch.Tensor, batches: list[torch.Tensor],
+    gradient: StudentGradient,
+    start: dict[str, torch.Tensor],
+    target: dict[str, torch.Tensor],
+    syn: torch.Tensor,
+    labels: torch.Tensor,
+    syn_lr: torch.Tensor,
+    batches: list[torch.Tensor],
     augment: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """Unroll one SGD step per index batch from `start`; normalized distance to `target`."""
@@ -119,8 +124,10 @@ def buffer_dirs(req: ImageRequest, p: MTTParams) -> list[Path]:
 
 
 def _experts_command(req: ImageRequest, p: MTTParams, out: Path | str | None = None, epochs: int | None = None) -> str:
-    return (f"ladd experts --dataset {req.dataset.name} --model {req.model} --num-experts {p.num_experts} "
-            f"--epochs {epochs or p.expert_train_epochs}" + ("" if out is None else f" --out {out}"))
+    return (
+        f"ladd experts --dataset {req.dataset.name} --model {req.model} --num-experts {p.num_experts} "
+        f"--epochs {epochs or p.expert_train_epochs}" + ("" if out is None else f" --out {out}")
+    )
 
 
 def _explicit_buffer(req: ImageRequest, p: MTTParams) -> list[Path]:
@@ -139,15 +146,21 @@ def _explicit_buffer(req: ImageRequest, p: MTTParams) -> list[Path]:
         check_matches(info, req.dataset, d)
         cfg = info["config"]
         if cfg["model"] != req.model:
-            raise LaddError(f"expert {d} is a {cfg['model']}, but MTT distills with {req.model}: pass --model "
-                            f"{cfg['model']} or make a {req.model} buffer with {_experts_command(req, p, 'NEW_DIR')}")
+            raise LaddError(
+                f"expert {d} is a {cfg['model']}, but MTT distills with {req.model}: pass --model "
+                f"{cfg['model']} or make a {req.model} buffer with {_experts_command(req, p, 'NEW_DIR')}"
+            )
         if cfg["epochs"] < needed:
-            raise LaddError(f"expert {d} was trained for {cfg['epochs']} epochs, but the recipe matches up to epoch {needed} "
-                            f"(max_start_epoch + expert_epochs): make a buffer with {_experts_command(req, p, 'NEW_DIR')}")
+            raise LaddError(
+                f"expert {d} was trained for {cfg['epochs']} epochs, but the recipe matches up to epoch {needed} "
+                f"(max_start_epoch + expert_epochs): make a buffer with {_experts_command(req, p, 'NEW_DIR')}"
+            )
         epochs, ready = cfg["epochs"], ready + 1
     if ready < p.num_experts:
-        raise LaddError(f"--buffer {root} holds {ready} finished experts, the recipe needs num_experts {p.num_experts}: "
-                        f"add them with {_experts_command(req, p, root, epochs)} (finished ones are reused)")
+        raise LaddError(
+            f"--buffer {root} holds {ready} finished experts, the recipe needs num_experts {p.num_experts}: "
+            f"add them with {_experts_command(req, p, root, epochs)} (finished ones are reused)"
+        )
     return dirs
 
 
@@ -156,8 +169,10 @@ def mtt_images(req: ImageRequest) -> ImageSet:
     check_ipc(req.dataset, req.ipc)
     p = MTTParams(**req.params)
     if p.max_start_epoch + p.expert_epochs > p.expert_train_epochs:
-        raise LaddError(f"max_start_epoch {p.max_start_epoch} + expert_epochs {p.expert_epochs} exceeds the "
-                        f"{p.expert_train_epochs} epochs the experts were trained for: lower them in the recipe")
+        raise LaddError(
+            f"max_start_epoch {p.max_start_epoch} + expert_epochs {p.expert_epochs} exceeds the "
+            f"{p.expert_train_epochs} epochs the experts were trained for: lower them in the recipe"
+        )
     dirs = buffer_dirs(req, p)
     ds, device = req.dataset, req.runtime.device
     syn0, labels = initial_images(req, "real")
@@ -182,14 +197,24 @@ def mtt_images(req: ImageRequest) -> ImageSet:
         return trajectory_loss(gradient, start, target, syn, labels, syn_lr, batches, lambda x: dsa(x, gen))
 
     out = optimize_images(
-        syn0, step, iterations=p.iterations, lr=p.lr_img, momentum=p.momentum, seed=req.seed,
-        checkpoint_dir=req.checkpoint_dir, resume=req.resume, every=p.checkpoint_every,
-        description=f"MTT IPC {req.ipc}", extra={"syn_lr": (syn_lr, p.lr_lr)},
+        syn0,
+        step,
+        iterations=p.iterations,
+        lr=p.lr_img,
+        momentum=p.momentum,
+        seed=req.seed,
+        checkpoint_dir=req.checkpoint_dir,
+        resume=req.resume,
+        every=p.checkpoint_every,
+        description=f"MTT IPC {req.ipc}",
+        extra={"syn_lr": (syn_lr, p.lr_lr)},
     )
     info = {"lr": float(syn_lr.detach()), "final_loss": out.losses[-1]}
     if info["lr"] <= 0:  # students cannot train at it; the reference has no guard either
-        raise LaddError(f"MTT's learned student lr ended at {info['lr']:.3g} <= 0: lower lr_lr (now {p.lr_lr:g}) in the recipe "
-                        "or with --param lr_lr=...")
+        raise LaddError(
+            f"MTT's learned student lr ended at {info['lr']:.3g} <= 0: lower lr_lr (now {p.lr_lr:g}) in the recipe "
+            "or with --param lr_lr=..."
+        )
     # the expert buffer exists only for MTT: its training is part of what the images cost
     buffer = flops.training(net, ds.shape, sum(read_info(d)["samples_seen"] for d in dirs))
     return ImageSet(to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu(), labels.cpu(), info, flops=buffer + out.flops)

@@ -57,8 +57,12 @@ def observer_check(model: nn.Module, dataset: Dataset, per_class: int) -> float:
     """Accuracy on up to `per_class` random training images of each class (never the test split)."""
     gen = generator(0)
     labels = dataset.train.labels
-    idx = torch.cat([m[torch.randperm(len(m), generator=gen)[:per_class]]
-                     for m in ((labels == c).nonzero().flatten() for c in range(dataset.num_classes))])
+    idx = torch.cat(
+        [
+            m[torch.randperm(len(m), generator=gen)[:per_class]]
+            for m in ((labels == c).nonzero().flatten() for c in range(dataset.num_classes))
+        ]
+    )
     return accuracy(model, gather(dataset.train.images, idx), labels[idx], dataset.mean, dataset.std)
 
 
@@ -80,8 +84,10 @@ def load_observer(dataset: Dataset, p: ObserverParams, runtime: Runtime) -> tupl
         try:
             restore_weights(model, path)
         except LaddError as e:
-            raise LaddError(f"observer_checkpoint {path} is not a {p.observer_model} for {dataset.name} "
-                            f"{list(dataset.shape)} with {dataset.num_classes} classes ({e})") from e
+            raise LaddError(
+                f"observer_checkpoint {path} is not a {p.observer_model} for {dataset.name} "
+                f"{list(dataset.shape)} with {dataset.num_classes} classes ({e})"
+            ) from e
         model.to(runtime.device).eval()
         provenance = {"model": p.observer_model, "checkpoint": str(path), "checkpoint_sha256": sha256(path), "samples_seen": 0}
     model.requires_grad_(False)
@@ -91,7 +97,8 @@ def load_observer(dataset: Dataset, p: ObserverParams, runtime: Runtime) -> tupl
         raise LaddError(
             f"the observer classifies {100 * acc:.1f}% of {dataset.name}'s training images correctly, at chance "
             f"(needs >= {100 * floor:.1f}%): its class order or normalization does not match the data; "
-            f"train it on {dataset.name} or fix the class order")
+            f"train it on {dataset.name} or fix the class order"
+        )
     return model, {**provenance, "train_check_acc": round(acc, 6)}
 
 
@@ -106,8 +113,9 @@ def _pretrained_observer(dataset: Dataset, p: ObserverParams, runtime: Runtime) 
         raise LaddError("give observer_weights or observer_checkpoint, not both")
     path = Path(p.observer_weights).expanduser()
     model_name = (infer_model(path) if path.is_file() else None) or p.observer_model
-    cfg = pretrained_config(path, model_name, p.observer_classes, option="observer_weights",
-                            model_option="observer_model", classes_option="observer_classes")
+    cfg = pretrained_config(
+        path, model_name, p.observer_classes, option="observer_weights", model_option="observer_model", classes_option="observer_classes"
+    )
     model, prov = load_pretrained(dataset, cfg, runtime)
     keep = ("model", "weights", "weights_sha256", "checkpoint_sha256", "classes", "layout", "input_normalization", "directory")
     return model, {**{k: prov[k] for k in keep}, "samples_seen": 0}
@@ -142,9 +150,11 @@ def observer_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
 def region_cost(model: nn.Module, shape: tuple[int, int, int], provenance: dict, tiles: int) -> dict:
     """FLOPs charged to the region labels, as for LADD's labels: observer training (0 for a given
     checkpoint) + one forward per tile."""
-    return {"unit": flops.UNIT,
-            "labeler_train": flops.training(model, shape, provenance["samples_seen"]),
-            "label_generation": flops.per_sample(model, shape, backward=False) * tiles}
+    return {
+        "unit": flops.UNIT,
+        "labeler_train": flops.training(model, shape, provenance["samples_seen"]),
+        "label_generation": flops.per_sample(model, shape, backward=False) * tiles,
+    }
 
 
 @torch.no_grad()
@@ -179,8 +189,10 @@ def relabel_regions(manifest: dict, pixels: torch.Tensor, dataset: Dataset, runt
     observer, provenance = load_observer(dataset, observer_params(manifest), runtime)
     recorded = lab.get("observer", {}).get("checkpoint_sha256")
     if recorded is not None and provenance.get("checkpoint_sha256") != recorded:
-        raise LaddError(f"the observer that labelled this artifact (checkpoint SHA-256 {recorded[:12]}) is not the one its "
-                        f"recorded settings give here ({provenance.get('checkpoint_sha256', '?')[:12]}): its region labels "
-                        f"cannot be reproduced on other images; distill the artifact again with this cache")
+        raise LaddError(
+            f"the observer that labelled this artifact (checkpoint SHA-256 {recorded[:12]}) is not the one its "
+            f"recorded settings give here ({provenance.get('checkpoint_sha256', '?')[:12]}): its region labels "
+            f"cannot be reproduced on other images; distill the artifact again with this cache"
+        )
     regions = region_labels(observer, pixels, dataset.mean, dataset.std, int(lab["subsample"]["n"]))
     return regions, provenance, region_cost(observer, dataset.shape, provenance, regions.shape[0] * regions.shape[1])

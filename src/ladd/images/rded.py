@@ -85,8 +85,10 @@ def rded_images(req: ImageRequest) -> ImageSet:
         members = (ds.train.labels == cls).nonzero().flatten()
         pool = members[torch.randperm(len(members), generator=gen)[: p.candidates]]
         if len(pool) < k:
-            raise LaddError(f"class {ds.class_names[cls]!r}: {len(pool)} candidate images are fewer than tiles × IPC = {k}: "
-                            f"raise candidates (at most {len(members)}) or lower --ipc or tiles")
+            raise LaddError(
+                f"class {ds.class_names[cls]!r}: {len(pool)} candidate images are fewer than tiles × IPC = {k}: "
+                f"raise candidates (at most {len(members)}) or lower --ipc or tiles"
+            )
         draws.append((pool, patch_boxes(len(pool), p.crops, h, w, (p.scale_min, p.scale_max), gen)))
 
     def select(cls: int) -> tuple[torch.Tensor, float]:

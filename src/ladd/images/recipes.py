@@ -38,9 +38,17 @@ def params_model(method: str) -> type[BaseModel] | None:
     """The pydantic model a method validates its recipe parameters with (None: a method without recipes)."""
     from ladd.images import dm, gradient_matching, herding, lic, mtt, rded, recover
 
-    return {"dm": dm.DMParams, "dc": gradient_matching.GradientMatchingParams, "dsa": gradient_matching.GradientMatchingParams,
-            "herding": herding.HerdingParams, "lic": lic.LICParams, "mtt": mtt.MTTParams, "rded": rded.RDEDParams,
-            "sre2l": recover.RecoverParams, "lpld": recover.RecoverParams}.get(method)
+    return {
+        "dm": dm.DMParams,
+        "dc": gradient_matching.GradientMatchingParams,
+        "dsa": gradient_matching.GradientMatchingParams,
+        "herding": herding.HerdingParams,
+        "lic": lic.LICParams,
+        "mtt": mtt.MTTParams,
+        "rded": rded.RDEDParams,
+        "sre2l": recover.RecoverParams,
+        "lpld": recover.RecoverParams,
+    }.get(method)
 
 
 def shipped() -> list[str]:
@@ -59,7 +67,9 @@ def load_recipe(method: str, dataset: str, ipc: int, name: str | None = None) ->
         candidates = [f"{method}-{dataset}", f"{method}-paper"]
         name = next((c for c in candidates if c in shipped()), None)
         if name is None:
-            raise LaddError(f"no recipe {' or '.join(candidates)} for --images {method}: shipped recipes are {', '.join(shipped())}, or pass a .toml file")
+            raise LaddError(
+                f"no recipe {' or '.join(candidates)} for --images {method}: shipped recipes are {', '.join(shipped())}, or pass a .toml file"
+            )
     path, data = files.read(PACKAGE, name, "recipe")
     recipe = files.validate(RecipeFile, data, path, "recipe")
     if recipe.method != method:

@@ -40,7 +40,17 @@ from ladd.core.limits import MAX_COUNT, MAX_PIXELS, MAX_PIXEL_LR, MAX_STEPS
 from ladd.core.types import ImageSet, to_pixels
 from ladd.images import IMAGE_METHODS, ImageRequest
 from ladd.images.optimize import Optimized, optimize_images, run_units, unit_seed
-from ladd.images.squeeze import STATS, SqueezeConfig, bn_layers, channel_stats, load_class_statistics, load_teacher, require_bn, teacher_dir, write_class_statistics
+from ladd.images.squeeze import (
+    STATS,
+    SqueezeConfig,
+    bn_layers,
+    channel_stats,
+    load_class_statistics,
+    load_teacher,
+    require_bn,
+    teacher_dir,
+    write_class_statistics,
+)
 
 METHODS = ("sre2l", "lpld")
 
@@ -64,11 +74,15 @@ class RecoverParams(BaseModel):
     checkpoint_every: int = Field(100, ge=1, le=MAX_STEPS)
 
 
-def bn_objective(stats: list[tuple[torch.Tensor, torch.Tensor]], targets: list[tuple[torch.Tensor, torch.Tensor]], first_multiplier: float) -> torch.Tensor:
+def bn_objective(
+    stats: list[tuple[torch.Tensor, torch.Tensor]], targets: list[tuple[torch.Tensor, torch.Tensor]], first_multiplier: float
+) -> torch.Tensor:
     """Σ_l w_l (‖μ_l − μ̂_l‖₂ + ‖σ²_l − σ̂²_l‖₂), w_0 = first_multiplier, else 1."""
     total = stats[0][0].new_zeros(())
     for i, ((mu, var), (t_mu, t_var)) in enumerate(zip(stats, targets)):
-        total = total + (first_multiplier if i == 0 else 1.0) * (torch.linalg.vector_norm(mu - t_mu) + torch.linalg.vector_norm(var - t_var))
+        total = total + (first_multiplier if i == 0 else 1.0) * (
+            torch.linalg.vector_norm(mu - t_mu) + torch.linalg.vector_norm(var - t_var)
+        )
     return total
 
 
@@ -138,7 +152,9 @@ class Recovery:
         stats = self.spec.class_stats
         return [(stats[f"mean.{n}"][c].to(labels.device), stats[f"var.{n}"][c].to(labels.device)) for n in self.layers]
 
-    def objective(self, x: torch.Tensor, labels: torch.Tensor, targets: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+    def objective(
+        self, x: torch.Tensor, labels: torch.Tensor, targets: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> torch.Tensor:
         """CE + r_bn · BN distance of one forward pass (no jitter); `targets` = `self.targets(labels)`,
         passed in by `run`, which computes them once per unit."""
         self.batch_stats.clear()
@@ -159,9 +175,17 @@ class Recovery:
         what = f"class {int(labels[0])}" if s.method == "lpld" else f"batch {unit}"
         targets = self.targets(labels)  # fixed for the unit: an lpld unit is one class
         return optimize_images(
-            x0, lambda it, syn, gen: self.objective(jitter(syn, p, gen), labels, targets),
-            iterations=p.iterations, lr=p.lr, betas=p.betas, cosine=True, project=lambda x: x.clamp_(self.low, self.high),
-            seed=unit_seed(s.seed, unit, "loop"), checkpoint_dir=directory, resume=s.resume, every=p.checkpoint_every,
+            x0,
+            lambda it, syn, gen: self.objective(jitter(syn, p, gen), labels, targets),
+            iterations=p.iterations,
+            lr=p.lr,
+            betas=p.betas,
+            cosine=True,
+            project=lambda x: x.clamp_(self.low, self.high),
+            seed=unit_seed(s.seed, unit, "loop"),
+            checkpoint_dir=directory,
+            resume=s.resume,
+            every=p.checkpoint_every,
             description=f"{s.method.upper()} {what}",
         )
 
@@ -182,8 +206,21 @@ def prepare(req: ImageRequest, method: str) -> tuple[Recovery, dict]:
                 write_class_statistics(teacher, prov, ds, directory, SqueezeConfig(), req.runtime)
         stats = load_class_statistics(directory, ds, prov, list(bn_layers(teacher)))  # load_teacher required BN
     checkpoints = None if req.checkpoint_dir is None else Path(req.checkpoint_dir) / f"teacher-{prov['checkpoint_sha256'][:12]}"
-    spec = Spec(method, prov["model"], ds.shape, ds.num_classes, ds.mean, ds.std, p, stats, req.ipc, req.seed,
-                checkpoints, req.resume, str(req.runtime.device))
+    spec = Spec(
+        method,
+        prov["model"],
+        ds.shape,
+        ds.num_classes,
+        ds.mean,
+        ds.std,
+        p,
+        stats,
+        req.ipc,
+        req.seed,
+        checkpoints,
+        req.resume,
+        str(req.runtime.device),
+    )
     return Recovery(spec, teacher), prov
 
 
@@ -196,8 +233,11 @@ def recover_images(req: ImageRequest, method: str) -> ImageSet:
     for slots, unit in zip(recovery.units, done):
         x[slots] = unit.images
     labels = torch.arange(ds.num_classes).repeat_interleave(req.ipc)
-    info = {"teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
-            "units": len(done), "final_loss_mean": sum(u.losses[-1] for u in done) / len(done)}
+    info = {
+        "teacher": {k: prov[k] for k in ("directory", "model", "epoch", "checkpoint_sha256", "test_acc")},
+        "units": len(done),
+        "final_loss_mean": sum(u.losses[-1] for u in done) / len(done),
+    }
     # the teacher is charged to the labels it makes (relabel), as LADD's labeler is
     return ImageSet(x, labels, info, flops=sum(u.flops for u in done))
 

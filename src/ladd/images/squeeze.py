@@ -108,8 +108,11 @@ def class_statistics(model: nn.Module, dataset: Dataset, cfg: SqueezeConfig, run
     order = torch.randperm(len(dataset.train), generator=generator(cfg.seed))
     batches = order.split(cfg.batch_size)
     weights = ema_weights([dataset.train.labels[idx] for idx in batches], k, cfg.momentum).to(runtime.device)
-    est = {f"{kind}.{name}": torch.zeros(k, m.num_features, dtype=torch.float64, device=runtime.device)
-           for name, m in layers.items() for kind in ("mean", "var")}
+    est = {
+        f"{kind}.{name}": torch.zeros(k, m.num_features, dtype=torch.float64, device=runtime.device)
+        for name, m in layers.items()
+        for kind in ("mean", "var")
+    }
     current: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # this batch's labels, K×1 class sizes and weights
 
     def hook(name):
@@ -120,6 +123,7 @@ def class_statistics(model: nn.Module, dataset: Dataset, cfg: SqueezeConfig, run
             m2 = torch.zeros_like(m1).index_add_(0, labels, (x * x).mean((2, 3))) / n
             est[f"mean.{name}"] += w * m1
             est[f"var.{name}"] += w * (m2 - m1 * m1)
+
         return update
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
@@ -159,7 +163,9 @@ def write_class_statistics(model: nn.Module, prov: dict, dataset: Dataset, direc
         "squeeze": cfg.model_dump(),
     }
     dist.first(lambda: save_tensors(directory / STATS, stats, metadata={"ladd": json.dumps(info)}))
-    console.print(f"wrote class-wise BN statistics of {len(bn_layers(model))} layers × {dataset.num_classes} classes to {directory / STATS}")
+    console.print(
+        f"wrote class-wise BN statistics of {len(bn_layers(model))} layers × {dataset.num_classes} classes to {directory / STATS}"
+    )
     return directory / STATS
 
 
@@ -167,7 +173,9 @@ def load_class_statistics(directory: Path, dataset: Dataset, teacher: dict, laye
     """The stored statistics, refused unless they were made from this teacher checkpoint and class order."""
     path = directory / STATS
     if not path.exists():
-        raise LaddError(f"no class-wise BN statistics in {directory}: run `ladd squeeze --dataset {dataset.name} --teacher-dir {directory}`")
+        raise LaddError(
+            f"no class-wise BN statistics in {directory}: run `ladd squeeze --dataset {dataset.name} --teacher-dir {directory}`"
+        )
     redo = f"run `ladd squeeze --dataset {dataset.name} --teacher-dir {directory}` again"
     stats, meta = load_safetensors(path, metadata=True)  # a corrupt file is one line naming it
     try:
@@ -177,9 +185,13 @@ def load_class_statistics(directory: Path, dataset: Dataset, teacher: dict, laye
     if not isinstance(info, dict) or not isinstance(info.get("teacher", {}), dict):
         raise LaddError(f"{path} does not describe its statistics (its 'ladd' metadata is not a JSON object): {redo}")
     if info.get("teacher", {}).get("checkpoint_sha256") != teacher["checkpoint_sha256"]:
-        raise LaddError(f"the class-wise BN statistics in {directory} were made from another teacher checkpoint than {teacher['directory']}: {redo}")
+        raise LaddError(
+            f"the class-wise BN statistics in {directory} were made from another teacher checkpoint than {teacher['directory']}: {redo}"
+        )
     if info.get("class_names") != list(dataset.class_names) or info.get("layers") != layers:
-        raise LaddError(f"the class-wise BN statistics in {directory} were made for other classes or BN layers than {dataset.name}'s teacher: {redo}")
+        raise LaddError(
+            f"the class-wise BN statistics in {directory} were made for other classes or BN layers than {dataset.name}'s teacher: {redo}"
+        )
     k = dataset.num_classes
     for name in layers:
         for kind in ("mean", "var"):

@@ -86,8 +86,10 @@ class BpttConfig(BaseModel):
 def check_backprop(backprop: int, unroll: int) -> None:
     """One check for the config and the pure function, so both refuse the same values."""
     if not 1 <= backprop <= unroll:
-        raise LaddError(f"backprop must be between 1 and unroll ({unroll}), got {backprop} (--bptt-backprop, --bptt-unroll): "
-                        f"it is how many of the last student steps the label gradient flows through")
+        raise LaddError(
+            f"backprop must be between 1 and unroll ({unroll}), got {backprop} (--bptt-backprop, --bptt-unroll): "
+            f"it is how many of the last student steps the label gradient flows through"
+        )
 
 
 def to_probabilities(label_param: torch.Tensor) -> torch.Tensor:
@@ -108,9 +110,17 @@ def _sgd_step(net, names, buffers, params, x, targets, lr, graph: bool) -> list[
 
 
 def unrolled_label_loss(
-    net: nn.Module, init: dict[str, torch.Tensor], syn_x: torch.Tensor, label_param: torch.Tensor,
-    target_x: torch.Tensor, target_y: torch.Tensor, lr: float, batches: list[torch.Tensor], backprop: int,
-    *, augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    net: nn.Module,
+    init: dict[str, torch.Tensor],
+    syn_x: torch.Tensor,
+    label_param: torch.Tensor,
+    target_x: torch.Tensor,
+    target_y: torch.Tensor,
+    lr: float,
+    batches: list[torch.Tensor],
+    backprop: int,
+    *,
+    augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
 ) -> torch.Tensor:
     """Run one SGD step per index batch from `init` on syn_x[idx] with soft targets from
     `label_param`; only the last `backprop` steps keep a graph to the labels. Returns the
@@ -133,8 +143,16 @@ def unrolled_label_loss(
 
 
 def learn_labels(
-    images: torch.Tensor, hard: torch.Tensor, target: ImageSet, dataset: Dataset, cfg: BpttConfig,
-    runtime: Runtime, *, seed: int = 0, checkpoint_dir: Path | None = None, resume: bool = False,
+    images: torch.Tensor,
+    hard: torch.Tensor,
+    target: ImageSet,
+    dataset: Dataset,
+    cfg: BpttConfig,
+    runtime: Runtime,
+    *,
+    seed: int = 0,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """Soft labels (N×C float32, CPU) for frozen `images` (uint8 or float 0..255), learned so that a
     student trained on them does well on `target` (the training split; never pass the test split).
@@ -150,16 +168,25 @@ def learn_labels(
         student = build_for(dataset, cfg.model, int(torch.randint(2**31, (1,), generator=gen)))
         init = {n: p.detach().to(device) for n, p in student.named_parameters()}
         batches = [torch.randperm(len(syn), generator=gen)[:batch].to(device) for _ in range(cfg.unroll)]
-        idx = torch.randperm(len(target), generator=gen)[:cfg.batch_target]
+        idx = torch.randperm(len(target), generator=gen)[: cfg.batch_target]
         tx = normalize(gather(target.images, idx).to(device), dataset.mean, dataset.std)
         augment = (lambda x: dsa(x, gen)) if cfg.dsa else (lambda x: x)
-        return unrolled_label_loss(net, init, syn, logits, augment(tx), target.labels[idx].to(device),
-                                   cfg.student_lr, batches, cfg.backprop, augment=augment)
+        return unrolled_label_loss(
+            net, init, syn, logits, augment(tx), target.labels[idx].to(device), cfg.student_lr, batches, cfg.backprop, augment=augment
+        )
 
     logits0 = initial_logits(hard.cpu(), dataset.num_classes, cfg.init_confidence).to(device)
     out = optimize_images(
-        logits0, step, iterations=cfg.iterations, lr=cfg.label_lr, momentum=cfg.momentum, seed=seed,
-        checkpoint_dir=checkpoint_dir, resume=resume, every=cfg.checkpoint_every, description="BPTT labels",
+        logits0,
+        step,
+        iterations=cfg.iterations,
+        lr=cfg.label_lr,
+        momentum=cfg.momentum,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        every=cfg.checkpoint_every,
+        description="BPTT labels",
     )
     return to_probabilities(out.images).float().cpu(), {**_summary(out.losses), "flops": out.flops}
 
@@ -178,5 +205,9 @@ def _check_inputs(images: torch.Tensor, hard: torch.Tensor, target: ImageSet, da
 def _summary(losses: list[float]) -> dict:
     """Start, end and ten evenly spaced points of the target loss (each from a fresh student, so noisy)."""
     picks = sorted({round(i * (len(losses) - 1) / 9) for i in range(10)})
-    return {"initial_loss": losses[0], "final_loss": losses[-1], "iterations": len(losses),
-            "loss_curve": {str(i): losses[i] for i in picks}}
+    return {
+        "initial_loss": losses[0],
+        "final_loss": losses[-1],
+        "iterations": len(losses),
+        "loss_curve": {str(i): losses[i] for i in picks},
+    }

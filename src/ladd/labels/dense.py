@@ -24,7 +24,14 @@ CROPS_PER_PASS = {"cpu": 50, "cuda": 4096}
 
 @torch.no_grad()
 def dense_labels(
-    teacher: Teacher, images: torch.Tensor, mean, std, n: int, r: float, *, crops_per_pass: int | None = None,
+    teacher: Teacher,
+    images: torch.Tensor,
+    mean,
+    std,
+    n: int,
+    r: float,
+    *,
+    crops_per_pass: int | None = None,
     runtime: Runtime | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dense B×N²×C, global soft B×C) for images B×C×H×W.
@@ -52,13 +59,15 @@ def dense_labels(
 
 
 @torch.no_grad()
-def global_labels(teacher: Teacher, images: torch.Tensor, mean, std, *, batch_size: int = 256,
-                  runtime: Runtime | None = None) -> torch.Tensor:
+def global_labels(
+    teacher: Teacher, images: torch.Tensor, mean, std, *, batch_size: int = 256, runtime: Runtime | None = None
+) -> torch.Tensor:
     """The teacher's soft label of each whole, un-augmented image (as the reference labels once)."""
     runtime = runtime or Runtime(teacher.device)
     chunks = images.split(batch_size)
     with runtime.settings(), runtime.autocast():
-        done = {i: runtime.fetch(teacher(normalize(chunks[i].to(teacher.device, non_blocking=True), mean, std)))
-                for i in dist.mine(len(chunks))}
+        done = {
+            i: runtime.fetch(teacher(normalize(chunks[i].to(teacher.device, non_blocking=True), mean, std))) for i in dist.mine(len(chunks))
+        }
     runtime.wait()
     return torch.cat(dist.in_order(done, len(chunks)))

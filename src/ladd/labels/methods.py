@@ -55,9 +55,18 @@ def build_teacher(dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> tuple
         provenance.append(prov)
         train_flops += flops.training(model, dataset.shape, int(info["samples_seen"] * epoch / cfg.labeler.epochs))  # up to the checkpoint
     teacher = Teacher(members, cfg.temperature, cfg.top_k)
-    test_acc = provenance[0]["test_acc"] if cfg.ensemble == 1 else accuracy(teacher, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std)
-    summary = {**provenance[0], "test_acc": round(test_acc, 6), "ensemble": cfg.ensemble,
-               "temperature": cfg.temperature, "top_k": cfg.top_k}
+    test_acc = (
+        provenance[0]["test_acc"]
+        if cfg.ensemble == 1
+        else accuracy(teacher, dataset.test.images, dataset.test.labels, dataset.mean, dataset.std)
+    )
+    summary = {
+        **provenance[0],
+        "test_acc": round(test_acc, 6),
+        "ensemble": cfg.ensemble,
+        "temperature": cfg.temperature,
+        "top_k": cfg.top_k,
+    }
     if cfg.ensemble > 1:
         summary["members"] = provenance
     return teacher, summary, train_flops
@@ -113,8 +122,9 @@ def bptt_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runt
     def learn() -> tuple:
         with dist.alone():
             sweep(directory)
-            return learn_labels(art.images, art.labels, dataset.train, dataset, p, runtime, checkpoint_dir=directory,
-                                resume=(directory / STATE).exists())
+            return learn_labels(
+                art.images, art.labels, dataset.train, dataset, p, runtime, checkpoint_dir=directory, resume=(directory / STATE).exists()
+            )
 
     with dist.locked(directory, "learning labels into"):  # another job waits, then resumes the finished state
         soft, info = dist.first(learn)

@@ -71,8 +71,9 @@ class RelabelConfig(BaseModel):
         return self
 
 
-def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelConfig, runtime: Runtime,
-            *, overwrite: bool = False) -> tuple[dict, Path]:
+def relabel(
+    art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelConfig, runtime: Runtime, *, overwrite: bool = False
+) -> tuple[dict, Path]:
     """Write (or resume) the relabel into `artifact_dir/relabel.partial/`, or find the artifact's
     own `relabel/` already made so; returns its summary for the manifest and its folder."""
     n, classes = len(art.images), dataset.num_classes
@@ -81,7 +82,9 @@ def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelCon
     installed, directory = Path(artifact_dir) / RELABEL_DIR, Path(artifact_dir) / PARTIAL
     images_sha = art.manifest["files"]["images.safetensors"]["sha256"]  # a saved artifact's, verified on load
     settings = cfg.model_dump()
-    made_so = lambda info: info["config"] == settings and info["images_sha256"] == images_sha  # noqa: E731
+
+    def made_so(info):
+        return info["config"] == settings and info["images_sha256"] == images_sha
 
     def look() -> tuple[dict, dict]:
         sweep(directory)  # rank 0 alone: what an interrupted write left
@@ -92,26 +95,43 @@ def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelCon
         raise LaddError(f"{installed} holds a relabel made with other settings or images: pass --overwrite to replace it")
     if info and not made_so(info):
         if not overwrite:
-            raise LaddError(f"{directory} holds an unfinished relabel made with other settings or images: "
-                            f"pass --overwrite to replace it")
+            raise LaddError(f"{directory} holds an unfinished relabel made with other settings or images: pass --overwrite to replace it")
         info = {}
     teacher_cfg = LabelConfig(method="soft", labeler=cfg.teacher, epoch=cfg.teacher_epoch, labeler_weights=cfg.teacher_weights)
     teacher, provenance, train_flops = build_teacher(dataset, teacher_cfg, runtime)
     teacher.eval()
-    same_teacher = lambda info: info["teacher"]["checkpoint_sha256"] == provenance["checkpoint_sha256"]  # noqa: E731
+
+    def same_teacher(info):
+        return info["teacher"]["checkpoint_sha256"] == provenance["checkpoint_sha256"]
+
     if stored and made_so(stored) and same_teacher(stored):
         return _summary(stored), installed
     if info and not same_teacher(info):
         if not overwrite:
-            raise LaddError(f"{directory} holds epochs labelled by another teacher (checkpoint SHA-256 "
-                            f"{info['teacher']['checkpoint_sha256'][:12]}…, now {provenance['checkpoint_sha256'][:12]}…): "
-                            f"pass --overwrite to start it again")
+            raise LaddError(
+                f"{directory} holds epochs labelled by another teacher (checkpoint SHA-256 "
+                f"{info['teacher']['checkpoint_sha256'][:12]}…, now {provenance['checkpoint_sha256'][:12]}…): "
+                f"pass --overwrite to start it again"
+            )
         info = {}
     if not info:
-        info = {"kind": cfg.kind, "dtype": cfg.dtype, "temperature": cfg.temperature, "top_k": cfg.top_k,
-                "epochs": cfg.epochs, "samples": n, "classes": classes, "batch_size": cfg.batch_size, "mix_per": cfg.mix_per,
-                "images_sha256": images_sha, "sample_order": "row k of epoch e is image order[e, k]",
-                "config": settings, "teacher": provenance, "files": [], "complete": False}
+        info = {
+            "kind": cfg.kind,
+            "dtype": cfg.dtype,
+            "temperature": cfg.temperature,
+            "top_k": cfg.top_k,
+            "epochs": cfg.epochs,
+            "samples": n,
+            "classes": classes,
+            "batch_size": cfg.batch_size,
+            "mix_per": cfg.mix_per,
+            "images_sha256": images_sha,
+            "sample_order": "row k of epoch e is image order[e, k]",
+            "config": settings,
+            "teacher": provenance,
+            "files": [],
+            "complete": False,
+        }
         dist.first(lambda: _start(directory, info))
     _, _, h, w = art.images.shape
     images = art.images.to(runtime.device)
@@ -128,8 +148,11 @@ def relabel(art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelCon
             dist.first(lambda: write_info(directory, info))
             advance(len(written))
     info["complete"] = True
-    info["flops"] = {"unit": flops.UNIT, "teacher_train": train_flops,
-                     "label_generation": flops.per_sample(teacher, dataset.shape, backward=False) * n * cfg.epochs}
+    info["flops"] = {
+        "unit": flops.UNIT,
+        "teacher_train": train_flops,
+        "label_generation": flops.per_sample(teacher, dataset.shape, backward=False) * n * cfg.epochs,
+    }
     dist.first(lambda: write_info(directory, info))
     return _summary(info), directory
 

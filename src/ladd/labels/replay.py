@@ -57,8 +57,12 @@ class Pruning(BaseModel):
     def _check(self) -> "Pruning":
         if self.rho < 1:
             raise LaddError(f"--prune {self.rho:g} must be >= 1: it keeps 1/ρ of the stored labels (1 = keep all)")
-        for value, valid, option in ((self.pool, POOLS, "--pool"), (self.metric, METRICS, "--prune-metric"), (self.keep, KEEPS, "--prune-keep"),
-                                     (self.batches, BATCHES, "--replay-batches")):
+        for value, valid, option in (
+            (self.pool, POOLS, "--pool"),
+            (self.metric, METRICS, "--prune-metric"),
+            (self.keep, KEEPS, "--prune-keep"),
+            (self.batches, BATCHES, "--replay-batches"),
+        ):
             if value not in valid:
                 raise LaddError(f"{option} {value!r} is not one of {', '.join(valid)}")
         return self
@@ -79,8 +83,9 @@ def keep_count(total: int, prune: float, pool: str) -> int:
     """⌊total/ρ⌋ units (ρ >= 1); a pool too small for ρ is refused."""
     kept = math.floor(total / prune + 1e-9)
     if kept < 1:
-        raise LaddError(f"--prune {prune:g} keeps 0 of the {total} stored {pool} units: "
-                        f"relabel more epochs, lower --prune, or use --pool batch")
+        raise LaddError(
+            f"--prune {prune:g} keeps 0 of the {total} stored {pool} units: relabel more epochs, lower --prune, or use --pool batch"
+        )
     return kept
 
 
@@ -104,13 +109,15 @@ def sample_scores(store: RelabelStore, hard: torch.Tensor, metric: str) -> torch
         p_own = p.gather(1, own[:, None])[:, 0].double()
         p_partner = p.gather(1, partner[:, None])[:, 0].double()
         share = torch.where(own == partner, lam, p_own / (p_own + p_partner).clamp_min(1e-12))
-        scores.append({
-            "correct": (p.argmax(1) == own).double(),
-            "confidence": p.max(1).values.double(),
-            "diff": -(share - lam).abs(),
-            "diff_signed": share - lam,
-            "cut_ratio": -(1 - lam),
-        }[metric])
+        scores.append(
+            {
+                "correct": (p.argmax(1) == own).double(),
+                "confidence": p.max(1).values.double(),
+                "diff": -(share - lam).abs(),
+                "diff_signed": share - lam,
+                "cut_ratio": -(1 - lam),
+            }[metric]
+        )
     return torch.stack(scores)
 
 
@@ -139,8 +146,9 @@ class Replay:
     """What the trainer's `fkd` term reads: per student epoch the stored positions to visit, and
     per position the rendered input and its probability target. Needs no teacher."""
 
-    def __init__(self, store: RelabelStore, images: torch.Tensor, mean, std, kept: list[torch.Tensor], per_epoch: int,
-                 batches: str = "stored"):
+    def __init__(
+        self, store: RelabelStore, images: torch.Tensor, mean, std, kept: list[torch.Tensor], per_epoch: int, batches: str = "stored"
+    ):
         self.store, self.images, self.mean, self.std = store, images, mean, std
         self.kept, self.per_epoch, self.stored_batches = kept, per_epoch, batches == "stored"
         self.temperature = float(store.info["temperature"])

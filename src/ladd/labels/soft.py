@@ -54,7 +54,10 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
 def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Jensen-Shannon distance (square root of the divergence, natural log) between rows."""
     m = (p + q) / 2
-    kl = lambda a: (torch.special.xlogy(a, a) - torch.special.xlogy(a, m)).sum(-1)  # noqa: E731
+
+    def kl(a):
+        return (torch.special.xlogy(a, a) - torch.special.xlogy(a, m)).sum(-1)
+
     return ((kl(p) + kl(q)) / 2).clamp_min(0).sqrt()
 
 

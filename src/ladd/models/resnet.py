@@ -38,8 +38,7 @@ class ResNet18(Classifier):
     parameter's shape but the stem conv's.
     """
 
-    def __init__(self, *, channels: int, num_classes: int, im_size: tuple[int, int], norm: str = "instancenorm",
-                 stem: str = "cifar"):
+    def __init__(self, *, channels: int, num_classes: int, im_size: tuple[int, int], norm: str = "instancenorm", stem: str = "cifar"):
         super().__init__()
         if stem not in ("cifar", "imagenet"):
             raise ValueError(f"unknown ResNet stem {stem!r}; expected cifar or imagenet")
@@ -62,4 +61,6 @@ class ResNet18(Classifier):
 
 MODELS.register("resnet18")(ResNet18)
 MODELS.register("resnet18-bn")(partial(ResNet18, norm="batchnorm"))
-MODELS.register("resnet18-imagenet", aliases=("resnet18-bn-imagenet", "torchvision-resnet18"))(partial(ResNet18, norm="batchnorm", stem="imagenet"))
+MODELS.register("resnet18-imagenet", aliases=("resnet18-bn-imagenet", "torchvision-resnet18"))(
+    partial(ResNet18, norm="batchnorm", stem="imagenet")
+)

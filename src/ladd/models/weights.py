@@ -78,10 +78,13 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as e:  # weights_only refused an object that is not a tensor or plain container
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", f"{e} {e.__context__}")
         if found is None:
-            raise LaddError(f"{path} is not a readable torch weights file (torch.load weights_only: "
-                            f"{_first_line(e.__context__ or e)})") from None
-        raise LaddError(f"{path} holds objects other than tensors ({found.group(1)}), which are not loaded (torch.load "
-                        f"weights_only refuses them): save only the state dict, e.g. torch.save(model.state_dict(), path)") from None
+            raise LaddError(
+                f"{path} is not a readable torch weights file (torch.load weights_only: {_first_line(e.__context__ or e)})"
+            ) from None
+        raise LaddError(
+            f"{path} holds objects other than tensors ({found.group(1)}), which are not loaded (torch.load "
+            f"weights_only refuses them): save only the state dict, e.g. torch.save(model.state_dict(), path)"
+        ) from None
     except (RuntimeError, OSError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError, MemoryError) as e:
         raise LaddError(f"{path} is not a readable torch weights file ({type(e).__name__}: {_first_line(e)})") from None
     for wrapper in ("state_dict", "model"):
@@ -106,7 +109,14 @@ def torchvision_names(model: nn.Module) -> dict[str, str] | None:
     if not isinstance(model, ResNet18):
         return None
     prefix: dict[str, str] = {"classifier": "fc"}
-    inner = {"body.0": "conv1", "body.1": "bn1", "body.3": "conv2", "body.4": "bn2", "shortcut.0": "downsample.0", "shortcut.1": "downsample.1"}
+    inner = {
+        "body.0": "conv1",
+        "body.1": "bn1",
+        "body.3": "conv2",
+        "body.4": "bn2",
+        "shortcut.0": "downsample.0",
+        "shortcut.1": "downsample.1",
+    }
     stage, index, width, stem = 0, 0, None, ["conv1", "bn1"]
     for i, module in enumerate(model.features):
         if isinstance(module, BasicBlock):
@@ -148,10 +158,15 @@ def _select_head(state: dict[str, torch.Tensor], head: list[str], classes: Seque
     if len(set(classes)) != len(classes):
         raise LaddError(f"the head rows {list(classes)} repeat a row: give each dataset class its own row")
     index = torch.tensor(list(classes), dtype=torch.long)
-    return {**state, **{k: state[k].index_select(0, index) for k in head if k in state and state[k].ndim >= 1 and state[k].shape[0] == rows}}
+    return {
+        **state,
+        **{k: state[k].index_select(0, index) for k in head if k in state and state[k].ndim >= 1 and state[k].shape[0] == rows},
+    }
 
 
-def map_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, classes: Sequence[int] | None = None) -> tuple[dict[str, torch.Tensor], str]:
+def map_state(
+    model: nn.Module, state: dict[str, torch.Tensor], path: Path, classes: Sequence[int] | None = None
+) -> tuple[dict[str, torch.Tensor], str]:
     """(`state` renamed to `model`'s names and checked, the layout it was in); see the module docstring."""
     options = layouts(model)
     overlap = {name: len(set(names.values()) & set(state)) for name, names in options.items()}
@@ -160,8 +175,10 @@ def map_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, clas
     want = model.state_dict()
     what = type(model).__name__
     if overlap[layout] == 0:
-        raise LaddError(f"{path}: none of its {len(state)} names (the first: {next(iter(state))}) is a {what} name in "
-                        f"{' or '.join(options)} layout: it holds the weights of another model")
+        raise LaddError(
+            f"{path}: none of its {len(state)} names (the first: {next(iter(state))}) is a {what} name in "
+            f"{' or '.join(options)} layout: it holds the weights of another model"
+        )
     if classes is not None:
         head = [names[k] for k in ("classifier.weight", "classifier.bias") if k in names]
         state = _select_head(state, head, list(classes), path)
@@ -171,23 +188,29 @@ def map_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, clas
         if ext not in state:
             if key.rpartition(".")[2] in OPTIONAL:
                 continue
-            raise LaddError(f"{path} ({layout} layout) has no {ext} (shape {_shape(target)}), which {what} needs: "
-                            f"it holds the weights of another model")
+            raise LaddError(
+                f"{path} ({layout} layout) has no {ext} (shape {_shape(target)}), which {what} needs: it holds the weights of another model"
+            )
         got = state[ext]
         if tuple(got.shape) != tuple(target.shape):
             why = "it holds the weights of another architecture or number of input channels"
             if key.startswith("classifier.") and got.ndim >= 1 and target.ndim >= 1 and got.shape[0] != target.shape[0]:
-                why = (f"its head has {got.shape[0]} classes, the dataset {target.shape[0]}: pick the head rows of the dataset's "
-                       f"classes (each one's ImageNet index, in the dataset's class order)" if classes is None else
-                       f"{len(classes)} head rows were picked for {target.shape[0]} dataset classes")
+                why = (
+                    f"its head has {got.shape[0]} classes, the dataset {target.shape[0]}: pick the head rows of the dataset's "
+                    f"classes (each one's ImageNet index, in the dataset's class order)"
+                    if classes is None
+                    else f"{len(classes)} head rows were picked for {target.shape[0]} dataset classes"
+                )
             raise LaddError(f"{path} ({layout} layout): {ext} has shape {_shape(got)}, {what} needs {_shape(target)}: {why}")
         if got.is_floating_point() != target.is_floating_point():
             raise LaddError(f"{path} ({layout} layout): {ext} is {got.dtype}, {what} needs {target.dtype}")
     extra = [k for k in state if k not in wanted_file_names]
     if extra:
-        raise LaddError(f"{path} ({layout} layout) has {extra[0]} (shape {_shape(state[extra[0]])}), which {what} does not"
-                        + (f" (and {len(extra) - 1} more unexpected names)" if len(extra) > 1 else "")
-                        + ": it holds the weights of another model")
+        raise LaddError(
+            f"{path} ({layout} layout) has {extra[0]} (shape {_shape(state[extra[0]])}), which {what} does not"
+            + (f" (and {len(extra) - 1} more unexpected names)" if len(extra) > 1 else "")
+            + ": it holds the weights of another model"
+        )
     mapped = {key: state[ext].to(want[key].dtype) if ext in state else want[key] for key, ext in names.items()}
     return mapped, layout
 
@@ -222,8 +245,13 @@ def infer_model(path: Path, state: dict[str, torch.Tensor] | None = None) -> str
     return "resnet18-imagenet" if required <= set(state) <= names else None
 
 
-def renormalize(model: nn.Module, data_mean: Sequence[float], data_std: Sequence[float],
-                mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> nn.Module:
+def renormalize(
+    model: nn.Module,
+    data_mean: Sequence[float],
+    data_std: Sequence[float],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> nn.Module:
     """Make `model` take inputs normalized with the dataset's (data_mean, data_std) while its
     weights see them normalized with (mean, std): x ↦ x·(data_std/std) + (data_mean − mean)/std,
     per channel, before `model.features` (so `forward` and `embed` both see it). The two factors

@@ -81,8 +81,10 @@ def load_run(run: Path) -> Run:
     if artifact is None:
         problem = problem or f"{run.name}: its artifact ({config.get('artifact', run / 'artifact')}) is not on disk: images not shown"
     elif recorded and recorded != {manifest.get("files", {}).get("images.safetensors", {}).get("sha256")}:
-        problem = (f"{CHANGED} {run.name}: artifact {artifact} changed since evaluation (its images' SHA-256 is not the one "
-                   "results.json recorded): images not shown")
+        problem = (
+            f"{CHANGED} {run.name}: artifact {artifact} changed since evaluation (its images' SHA-256 is not the one "
+            "results.json recorded): images not shown"
+        )
         artifact, changed, manifest = None, True, {}
     robust = results.get("robustness")
     made = config.get("images", {}).get("method")  # `ladd run` rows of older versions lack it
@@ -132,13 +134,22 @@ def build_report(run_dirs: list[Path], out: Path, *, images: int = 4) -> list[Pa
             figures += plots.artifact_figures(art, run.name, tmp, images)
         for problem in problems:
             console.print(f"warning: {problem}", soft_wrap=True, markup=False)
-        notes = [f"runs: {', '.join(str(r) for r in run_dirs)}",
-                 ("accuracy: as each run reports it (final epoch, real test split, mean ± population std over seeds; the mean alone "
-                  "for one seed); protocol per row"),
-                 "KB = 1024 B after zip DEFLATE; LRS/ARS: DD-Ranking scores in % (only rows evaluated with `ladd eval --robust`)",
-                 *problems]
-        write_text(tmp / "report.md", "# ladd report\n\n" + markdown(rows, notes, REPORT_COLUMNS) + "\n"
-                   + "".join(f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in figures))
+        notes = [
+            f"runs: {', '.join(str(r) for r in run_dirs)}",
+            (
+                "accuracy: as each run reports it (final epoch, real test split, mean ± population std over seeds; the mean alone "
+                "for one seed); protocol per row"
+            ),
+            "KB = 1024 B after zip DEFLATE; LRS/ARS: DD-Ranking scores in % (only rows evaluated with `ladd eval --robust`)",
+            *problems,
+        ]
+        write_text(
+            tmp / "report.md",
+            "# ladd report\n\n"
+            + markdown(rows, notes, REPORT_COLUMNS)
+            + "\n"
+            + "".join(f"![{p.stem.replace('_', ' ')}]({p.name})\n" for p in figures),
+        )
         write_csv(rows, tmp / "report.csv")
         write_json(tmp / "report.json", {"runs": [str(r) for r in run_dirs], "rows": rows, "notes": notes})
         names = ["report.md", "report.csv", "report.json"] + [p.name for p in figures]
@@ -151,8 +162,30 @@ def build_report(run_dirs: list[Path], out: Path, *, images: int = 4) -> list[Pa
     return [out / name for name in names]
 
 
-CSV_FIELDS = ("run", "method", "model", "dataset", "ipc", "protocol", "acc_mean", "acc_std", "n_seeds", "image_bytes_zip",
-              "label_bytes_zip", "flops_distill", "flops_labels", "flops_deploy", "flops", "epochs", "lr", "lr_source", "hlr", "ior", "lrs", "ars")
+CSV_FIELDS = (
+    "run",
+    "method",
+    "model",
+    "dataset",
+    "ipc",
+    "protocol",
+    "acc_mean",
+    "acc_std",
+    "n_seeds",
+    "image_bytes_zip",
+    "label_bytes_zip",
+    "flops_distill",
+    "flops_labels",
+    "flops_deploy",
+    "flops",
+    "epochs",
+    "lr",
+    "lr_source",
+    "hlr",
+    "ior",
+    "lrs",
+    "ars",
+)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

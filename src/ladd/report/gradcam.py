@@ -20,7 +20,9 @@ from ladd.core.types import normalize
 def last_conv(model: nn.Module) -> nn.Conv2d:
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise LaddError(f"{type(model).__name__} has no Conv2d layer: Grad-CAM needs a convolutional model (convnet, alexnet, vgg11, resnet18)")
+        raise LaddError(
+            f"{type(model).__name__} has no Conv2d layer: Grad-CAM needs a convolutional model (convnet, alexnet, vgg11, resnet18)"
+        )
     return convs[-1]
 
 
@@ -73,8 +75,19 @@ def figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, s
     return save_figure(fig, path)
 
 
-def student_figures(art, dataset, methods, model: str, protocol: str, index: list[int], out: Path, runtime,
-                    *, epochs: int | None = None, lr: float | None = None) -> list[Path]:
+def student_figures(
+    art,
+    dataset,
+    methods,
+    model: str,
+    protocol: str,
+    index: list[int],
+    out: Path,
+    runtime,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+) -> list[Path]:
     """Train one student (seed 0) per evaluation method on the artifact under `protocol` (epochs and
     lr overridable), every local view each step, and write `out/gradcam_<method>.png` of each on
     the real test images `index` (`ladd gradcam`). Returns the figures' paths."""
@@ -91,7 +104,16 @@ def student_figures(art, dataset, methods, model: str, protocol: str, index: lis
     for method in methods:
         terms = method_terms(method, crops, local_reduction_for(art), chosen.soft_loss)
         student = train_students(data, terms, recipe, dataset, model, 1, runtime, method).models[0]
-        paths.append(figure(student, dataset.test.images[index], dataset.test.labels[index], dataset.mean, dataset.std,
-                            dataset.class_names, Path(out) / f"gradcam_{method}.png",
-                            f"{method} student ({model}, protocol {chosen.name}, {recipe.epochs} epochs): Grad-CAM of the predicted class"))
+        paths.append(
+            figure(
+                student,
+                dataset.test.images[index],
+                dataset.test.labels[index],
+                dataset.mean,
+                dataset.std,
+                dataset.class_names,
+                Path(out) / f"gradcam_{method}.png",
+                f"{method} student ({model}, protocol {chosen.name}, {recipe.epochs} epochs): Grad-CAM of the predicted class",
+            )
+        )
     return paths

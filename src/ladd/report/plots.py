@@ -51,8 +51,14 @@ def accuracy_vs_cost(rows: list[dict], path: Path) -> None:
     )
     for ax, (x_of, xlabel, engineering) in zip(axes, panels):
         for r in rows:
-            ax.errorbar(x_of(r), 100 * r["acc_mean"], yerr=100 * r["acc_std"], fmt="o", capsize=3,
-                        label=f"{r['method']} · {r['model']} · IPC {r['ipc']}")
+            ax.errorbar(
+                x_of(r),
+                100 * r["acc_mean"],
+                yerr=100 * r["acc_std"],
+                fmt="o",
+                capsize=3,
+                label=f"{r['method']} · {r['model']} · IPC {r['ipc']}",
+            )
         cost_axis(ax, [x_of(r) for r in rows], engineering)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(accuracy_label(rows))
@@ -76,8 +82,16 @@ def flops_curves(rows: list[dict], path: Path) -> None:
         xs += x
     for r in rows:
         if "equal_flops_of" in r:
-            ax.errorbar(r["flops_deploy"], 100 * r["acc_mean"], yerr=100 * r["acc_std"], fmt="*", ms=12, color="k", capsize=3,
-                        label=f"{r['method']}: {r['budget']}")
+            ax.errorbar(
+                r["flops_deploy"],
+                100 * r["acc_mean"],
+                yerr=100 * r["acc_std"],
+                fmt="*",
+                ms=12,
+                color="k",
+                capsize=3,
+                label=f"{r['method']}: {r['budget']}",
+            )
             xs.append(r["flops_deploy"])
     cost_axis(ax, xs)
     ax.set_xlabel("deployment FLOPs spent (one student)")
@@ -105,8 +119,12 @@ def _styles(rows: list[dict]):
     """Colour per image source, marker per label method (+ model, + protocol when several)."""
     source = _images(rows)
     models, protocols = {r["model"] for r in rows}, {r.get("protocol") for r in rows}
-    label = lambda r: " · ".join([r["method"]] + ([r["model"]] if len(models) > 1 else []) +  # noqa: E731
-                                 ([str(r.get("protocol"))] if len(protocols) > 1 else []))
+
+    def label(r):
+        return " · ".join(
+            [r["method"]] + ([r["model"]] if len(models) > 1 else []) + ([str(r.get("protocol"))] if len(protocols) > 1 else [])
+        )
+
     colours = {k: f"C{i % 10}" for i, k in enumerate(dict.fromkeys(source[id(r)] for r in rows))}
     markers = {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(dict.fromkeys(label(r) for r in rows))}
     return (lambda r: source[id(r)]), label, colours, markers
@@ -116,12 +134,24 @@ def _legends(ax, colours: dict, markers: dict, extra=()) -> None:
     """Two legends beside the axes: colour = images, marker = labels (and students)."""
     from matplotlib.lines import Line2D
 
-    first = ax.legend(handles=[Line2D([], [], color=c, marker="o", ls="", label=k) for k, c in colours.items()],
-                      title="images", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    first = ax.legend(
+        handles=[Line2D([], [], color=c, marker="o", ls="", label=k) for k, c in colours.items()],
+        title="images",
+        fontsize=7,
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1),
+    )
     ax.add_artist(first)
     # the last legend is the one constrained_layout makes room for: the wider entries go here
-    ax.legend(handles=[Line2D([], [], color="0.3", marker=m, ls="", label=k) for k, m in markers.items()] + list(extra),
-              title="labels", fontsize=7, title_fontsize=7, loc="lower left", bbox_to_anchor=(1.02, 0))
+    ax.legend(
+        handles=[Line2D([], [], color="0.3", marker=m, ls="", label=k) for k, m in markers.items()] + list(extra),
+        title="labels",
+        fontsize=7,
+        title_fontsize=7,
+        loc="lower left",
+        bbox_to_anchor=(1.02, 0),
+    )
 
 
 def pareto(points: list[tuple[float, float]]) -> list[int]:
@@ -138,8 +168,13 @@ def report_plots(rows: list[dict], out: Path) -> list[Path]:
     """accuracy vs IPC, vs stored bytes (with the Pareto front), vs FLOPs, and per-class accuracy.
     Every plot draws images in one colour each and label methods with one marker each."""
     out.mkdir(parents=True, exist_ok=True)
-    acc = lambda r: 100 * r["acc_mean"]  # noqa: E731
-    stored = lambda r: (r["image_bytes_zip"] + r["label_bytes_zip"]) / 1024  # noqa: E731
+
+    def acc(r):
+        return 100 * r["acc_mean"]
+
+    def stored(r):
+        return (r["image_bytes_zip"] + r["label_bytes_zip"]) / 1024
+
     ylabel = accuracy_label(rows)
     source, label, colours, markers = _styles(rows)
     several_ipc = len({r["ipc"] for r in rows}) > 1
@@ -151,8 +186,16 @@ def report_plots(rows: list[dict], out: Path) -> list[Path]:
         lines.setdefault((source(r), label(r)), []).append(r)
     for (src, lab), group in lines.items():
         group = sorted(group, key=lambda r: r["ipc"])
-        ax.errorbar([r["ipc"] for r in group], [acc(r) for r in group], yerr=[100 * r["acc_std"] for r in group],
-                    color=colours[src], marker=markers[lab], capsize=3, lw=1, alpha=0.85)
+        ax.errorbar(
+            [r["ipc"] for r in group],
+            [acc(r) for r in group],
+            yerr=[100 * r["acc_std"] for r in group],
+            color=colours[src],
+            marker=markers[lab],
+            capsize=3,
+            lw=1,
+            alpha=0.85,
+        )
     ipcs = sorted({r["ipc"] for r in rows})
     ax.set_xscale("log")
     ax.set_xticks(ipcs, [str(i) for i in ipcs])  # the IPCs run, not 10⁰, 10¹
@@ -164,12 +207,15 @@ def report_plots(rows: list[dict], out: Path) -> list[Path]:
     ax.set_title("accuracy vs IPC")
     paths.append(save_figure(fig, out / "acc_vs_ipc.png"))
 
-    for x_of, xlabel, name, front in ((stored, "stored KB (images + labels, zip)", "acc_vs_bytes.png", True),
-                                      (lambda r: r["flops"], "FLOPs (images + labels + one student)", "acc_vs_flops.png", False)):
+    for x_of, xlabel, name, front in (
+        (stored, "stored KB (images + labels, zip)", "acc_vs_bytes.png", True),
+        (lambda r: r["flops"], "FLOPs (images + labels + one student)", "acc_vs_flops.png", False),
+    ):
         fig, ax = subplots(figsize=(8, 4.5))
         for r in rows:
-            ax.errorbar(x_of(r), acc(r), yerr=100 * r["acc_std"], color=colours[source(r)], marker=markers[label(r)],
-                        capsize=3, ls="", alpha=0.85)
+            ax.errorbar(
+                x_of(r), acc(r), yerr=100 * r["acc_std"], color=colours[source(r)], marker=markers[label(r)], capsize=3, ls="", alpha=0.85
+            )
             if several_ipc:
                 ax.annotate(str(r["ipc"]), (x_of(r), acc(r)), fontsize=6, xytext=(4, -2), textcoords="offset points")
         extra = []
@@ -237,8 +283,7 @@ def cross_architecture(rows: list[dict], path: Path) -> Path:
     methods = sorted({r["method"] for r in rows})
     sources = sorted({str(r.get("distilled_with")) for r in rows})
     targets = sorted({r["model"] for r in rows})
-    fig, axes = subplots(1, len(methods), figsize=(1.6 * len(targets) * len(methods) + 2, 1.0 * len(sources) + 2),
-                         squeeze=False)
+    fig, axes = subplots(1, len(methods), figsize=(1.6 * len(targets) * len(methods) + 2, 1.0 * len(sources) + 2), squeeze=False)
     for ax, method in zip(axes[0], methods):
         grid = np.full((len(sources), len(targets)), np.nan)
         for i, s in enumerate(sources):
@@ -275,7 +320,7 @@ def artifact_figures(art, run: str, out: Path, per_class: int) -> list[Path]:
     picks = [[i for i, y in enumerate(art.labels.tolist()) if y == k][:per_class] for k in classes]
     cols = max(len(p) for p in picks)
     if cols == 1:  # one image per class (IPC 1): classes side by side, five to a row
-        picks = [sum(picks[r:r + 5], []) for r in range(0, len(picks), 5)]
+        picks = [sum(picks[r : r + 5], []) for r in range(0, len(picks), 5)]
         cols = max(len(p) for p in picks)
     fig, axes = subplots(len(picks), cols, figsize=(1.6 * max(cols, 4), 1.6 * len(picks) + 0.3), squeeze=False)
     for ax_row, idx in zip(axes, picks):
@@ -285,8 +330,11 @@ def artifact_figures(art, run: str, out: Path, per_class: int) -> list[Path]:
                 continue
             ax.imshow(image_pixels(art.images[i]), cmap="gray")
             ax.set_title(_top(art.soft_labels[i] if art.soft_labels is not None else None, names, int(art.labels[i])), fontsize=6)
-    fig.suptitle(f"{run}: {art.manifest.get('images', {}).get('method', '?')} images, IPC {art.manifest.get('ipc')}" +
-                 (" · top soft labels" if art.soft_labels is not None else " · hard labels"), fontsize=8)
+    fig.suptitle(
+        f"{run}: {art.manifest.get('images', {}).get('method', '?')} images, IPC {art.manifest.get('ipc')}"
+        + (" · top soft labels" if art.soft_labels is not None else " · hard labels"),
+        fontsize=8,
+    )
     paths = [save_figure(fig, out / f"images_{run}.png")]
     if art.dense_labels is not None and art.geometry is not None:
         n, r = art.geometry

@@ -28,8 +28,19 @@ def write_results(out: Path, rows: list[dict], config: dict, notes: list[str], t
 
 
 def _write(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None) -> list[Path]:
-    write_json(out / "results.json", {"schema_version": SCHEMA_VERSION, "ladd_version": ladd.__version__, "command": command_line(), "flops_unit": UNIT, "config": config,
-                                      "rows": rows, "notes": notes, **(extra or {})})
+    write_json(
+        out / "results.json",
+        {
+            "schema_version": SCHEMA_VERSION,
+            "ladd_version": ladd.__version__,
+            "command": command_line(),
+            "flops_unit": UNIT,
+            "config": config,
+            "rows": rows,
+            "notes": notes,
+            **(extra or {}),
+        },
+    )
     write_text(out / "results.md", f"# {title}\n\n" + markdown(rows, notes) + "\n![accuracy vs cost](results.png)\n")
     accuracy_vs_cost(rows, out / "results.png")
     written = [out / "results.json", out / "results.md", out / "results.png"]
@@ -49,26 +60,36 @@ def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
         + ("; student lr chosen on a validation split carved from the training split" if cfg.select_lr else ""),
         f"{UNIT}. FLOPs = images (the method's loops and scoring passes, networks trained only for them) + labels "
         "(labeler training + label generation, methods that use the labeler) + deploy (one student)"
-        + ("" if first.get("flops_distill") is not None else "; the images' FLOPs are unknown (imported, or made before ladd counted them): not included"),
+        + (
+            ""
+            if first.get("flops_distill") is not None
+            else "; the images' FLOPs are unknown (imported, or made before ladd counted them): not included"
+        ),
     ]
     notes += students_notes(rows)
     for r in rows:
         if "rounded_of" in r:  # eval.protocol.rounding_rows
             kept = next(k for k in rows if k["method"] == r["rounded_of"] and k["model"] == r["model"])
-            notes.append(f"images stored as float32 (--float-images); rounded to the uint8 pixels the default stores, "
-                         f"{kept['method']} on {r['model']} scores {100 * r['acc_mean']:.2f} instead of {100 * kept['acc_mean']:.2f} "
-                         f"({100 * (r['acc_mean'] - kept['acc_mean']):+.2f} points) in {r['image_bytes_zip'] / 1024:.1f} instead of "
-                         f"{kept['image_bytes_zip'] / 1024:.1f} KB")
+            notes.append(
+                f"images stored as float32 (--float-images); rounded to the uint8 pixels the default stores, "
+                f"{kept['method']} on {r['model']} scores {100 * r['acc_mean']:.2f} instead of {100 * kept['acc_mean']:.2f} "
+                f"({100 * (r['acc_mean'] - kept['acc_mean']):+.2f} points) in {r['image_bytes_zip'] / 1024:.1f} instead of "
+                f"{kept['image_bytes_zip'] / 1024:.1f} KB"
+            )
     lab = art.manifest.get("labels", {}).get("labeler")
     if lab:
         members = f" × {lab['ensemble']} experts (logits averaged)" if lab.get("ensemble", 1) > 1 else ""
-        notes.append(f"labeler: {lab['model']} epoch {lab['epoch']:g}{members}, T = {lab.get('temperature', 1.0):g}, "
-                     f"top-k {lab.get('top_k') or 'all'}; its own test accuracy {100 * lab['test_acc']:.2f}%")
+        notes.append(
+            f"labeler: {lab['model']} epoch {lab['epoch']:g}{members}, T = {lab.get('temperature', 1.0):g}, "
+            f"top-k {lab.get('top_k') or 'all'}; its own test accuracy {100 * lab['test_acc']:.2f}%"
+        )
     rel = art.manifest.get("relabel")
     if rel and any("replay" in method_terms(m) for m in cfg.methods):
-        notes.append(f"fkd: replays {rel['epochs']} stored relabel epochs × {rel['samples']} samples ({rel['dtype']} {rel['kind']}, T = {rel['temperature']:g}, "
-                     f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g}, test acc {100 * rel['teacher']['test_acc']:.2f}%), "
-                     f"keeping 1/{cfg.pruning.rho:g} of them as a {cfg.pruning.pool} pool ({cfg.pruning.metric}); lbl KB = the kept six components")
+        notes.append(
+            f"fkd: replays {rel['epochs']} stored relabel epochs × {rel['samples']} samples ({rel['dtype']} {rel['kind']}, T = {rel['temperature']:g}, "
+            f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g}, test acc {100 * rel['teacher']['test_acc']:.2f}%), "
+            f"keeping 1/{cfg.pruning.rho:g} of them as a {cfg.pruning.pool} pool ({cfg.pruning.metric}); lbl KB = the kept six components"
+        )
     return notes
 
 
@@ -79,8 +100,10 @@ def students_notes(rows: list[dict]) -> list[str]:
     for r in rows:
         key = (r["model"], r["optimizer"], r["lr"], r["lr_source"], r["epochs"], r.get("batch_size"), r["schedule"])
         settings.setdefault(key, []).append(r["method"])
-    return [f"students {model} ({', '.join(methods)}): {optimizer} lr {lr:g} ({source}), {epochs} epochs, batch {batch}, {schedule} schedule"
-            for (model, optimizer, lr, source, epochs, batch, schedule), methods in settings.items()] + layout_notes(rows)
+    return [
+        f"students {model} ({', '.join(methods)}): {optimizer} lr {lr:g} ({source}), {epochs} epochs, batch {batch}, {schedule} schedule"
+        for (model, optimizer, lr, source, epochs, batch, schedule), methods in settings.items()
+    ] + layout_notes(rows)
 
 
 def layout_notes(rows: list[dict]) -> list[str]:
@@ -91,13 +114,21 @@ def layout_notes(rows: list[dict]) -> list[str]:
         by = r.get("trained_by") or {}  # rows made before ladd recorded it lack it
         if by.get("ranks", 1) > 1:
             layouts.setdefault((by["layout"], by["ranks"], by["students"], by.get("why")), []).append(f"{r['method']} · {r['model']}")
-    return [(f"students: {students} spread over {ranks} ranks (assignment), each trained whole by one rank; rank 0 gathered the rows"
-             if layout == "assignment" else f"students: {students}, each trained by all {ranks} ranks (DDP, {why})")
-            + f": {', '.join(which)}" for (layout, ranks, students, why), which in layouts.items()]
+    return [
+        (
+            f"students: {students} spread over {ranks} ranks (assignment), each trained whole by one rank; rank 0 gathered the rows"
+            if layout == "assignment"
+            else f"students: {students}, each trained by all {ranks} ranks (DDP, {why})"
+        )
+        + f": {', '.join(which)}"
+        for (layout, ranks, students, why), which in layouts.items()
+    ]
 
 
 def robustness_note(scores: dict) -> str:
     score = {k: pm(scores[f"{k}_mean"], scores[f"{k}_std"], scores["runs"]) for k in ("hlr", "ior", "lrs", "ars")}
-    return (f"DD-Ranking scores ({scores['method']}, {scores['model']}, {scores['runs']} runs): HLR {score['hlr']}, IOR {score['ior']}, "
-            f"LRS {score['lrs']}, ARS {score['ars']} (vs random real images, seed {scores['random_images']}; "
-            f"real-data students {scores['real_epochs']} epochs)")
+    return (
+        f"DD-Ranking scores ({scores['method']}, {scores['model']}, {scores['runs']} runs): HLR {score['hlr']}, IOR {score['ior']}, "
+        f"LRS {score['lrs']}, ARS {score['ars']} (vs random real images, seed {scores['random_images']}; "
+        f"real-data students {scores['real_epochs']} epochs)"
+    )

@@ -108,10 +108,18 @@ class TrainData:
     replay: Any = None  # a stored relabel to replay (`ladd.labels.replay.Replay`): epochs visit its positions
 
     def to(self, device: torch.device) -> "TrainData":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        def move(t):
+            return None if t is None else t.to(device)
+
         images = self.images if stream.stored(self.images) else move(self.images)  # a stored split is read by batch, never moved whole
         return TrainData(
-            images, move(self.hard), self.mean, self.std, move(self.soft), move(self.dense), self.geometry,
+            images,
+            move(self.hard),
+            self.mean,
+            self.std,
+            move(self.soft),
+            move(self.dense),
+            self.geometry,
             self.replay,
         )
 
@@ -383,8 +391,11 @@ def saved_epochs(directory: Path) -> list[float]:
 
 def _fraction_steps(steps: int, saves_per_epoch: int) -> dict[int, float]:
     """Step count after which each fractional save j/f happens (whole epochs are saved anyway)."""
-    return {round(j * steps / saves_per_epoch): j / saves_per_epoch for j in range(1, saves_per_epoch)
-            if 0 < round(j * steps / saves_per_epoch) < steps}
+    return {
+        round(j * steps / saves_per_epoch): j / saves_per_epoch
+        for j in range(1, saves_per_epoch)
+        if 0 < round(j * steps / saves_per_epoch) < steps
+    }
 
 
 def _save(directory: Path, epoch: int, model, opt, gen, log: TrainLog, description: str, epochs: int) -> None:

@@ -67,13 +67,28 @@ class Protocol(Optimization):
     def batch_for(self, images: int | None) -> int:
         return next((batch for most, batch in self.batch_sizes if images is not None and images <= most), self.batch_size)
 
-    def recipe(self, model: str, dsa: str | None, *, epochs: int | None = None, lr: float | None = None,
-               batch_size: int | None = None, augment: bool | None = None, images: int | None = None) -> Recipe:
+    def recipe(
+        self,
+        model: str,
+        dsa: str | None,
+        *,
+        epochs: int | None = None,
+        lr: float | None = None,
+        batch_size: int | None = None,
+        augment: bool | None = None,
+        images: int | None = None,
+    ) -> Recipe:
         """The trainer's recipe for `model` on a set of `images`; arguments that are not None override the protocol."""
         shared = self.model_dump(include=set(Optimization.model_fields))
-        return Recipe(**{**shared, "epochs": epochs or self.epochs, "lr": lr or self.lr_for(model),
-                         "batch_size": batch_size or self.batch_for(images)},
-                      dsa=dsa if (self.augment if augment is None else augment) else None)
+        return Recipe(
+            **{
+                **shared,
+                "epochs": epochs or self.epochs,
+                "lr": lr or self.lr_for(model),
+                "batch_size": batch_size or self.batch_for(images),
+            },
+            dsa=dsa if (self.augment if augment is None else augment) else None,
+        )
 
 
 def shipped() -> list[str]:
