@@ -176,7 +176,8 @@ def main() -> None:
         "--gpu-tflops",
         type=float,
         default=40.0,
-        help="assumed sustained TFLOP/s per GPU for the ImageNet-1K estimate (40: ~3,800 ResNet-18 training images/s, A100-class mixed precision)",
+        help="assumed sustained TFLOP/s per GPU for the ImageNet-1K estimate "
+        "(40: ~3,800 ResNet-18 training images/s, A100-class mixed precision)",
     )
     p.add_argument("--out", type=Path, default=Path("runs/bench/distributed.json"))
     args = p.parse_args()

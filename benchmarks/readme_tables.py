@@ -390,7 +390,8 @@ def distributed() -> tuple[str, list[str]]:
         f"{c['cpus']} CPU cores, {c['backend']}, {c['threads_per_process']} thread per process; wall time of the whole command, "
         f"start-up included (a launch alone: {o['1']:.1f} s for one process, {o[str(p)]:.1f} s under torchrun).\n\n"
         + table(head, rows)
-        + f"\n\nImageNet-1K, counted FLOPs (a forward {im['forward_flops'] / 1e9:.2f} GFLOP, a training step {im['train_step_flops'] / 1e9:.2f} "
+        + f"\n\nImageNet-1K, counted FLOPs (a forward {im['forward_flops'] / 1e9:.2f} GFLOP, "
+        f"a training step {im['train_step_flops'] / 1e9:.2f} "
         f"GFLOP per image) at an **assumed** {im['gpu_tflops_assumed']:g} TFLOP/s sustained per GPU, i.e. "
         f"{im['train_images_per_s_per_gpu']:,.0f} training images/s (not measured here; data loading not counted):\n\n" + cap
     )

@@ -150,13 +150,15 @@ def main() -> None:
         "and medians over rounds are reported, with the load average before and after",
     }
     results = []
-    print(f"{'px':>4} {'render loop':>12} {'batched':>8} {'×':>5} {'step loop':>10} {'batched':>8} {'×':>6} {'max |Δ|':>9}  (ms, medians)")
+    header = f"{'px':>4} {'render loop':>12} {'batched':>8} {'×':>5} {'step loop':>10} {'batched':>8} {'×':>6} {'max |Δ|':>9}"
+    print(f"{header}  (ms, medians)")
     for size in (int(s) for s in args.sizes.split(",")):
         res = case(size, device, args.steps, args.rounds)
         results.append(res)
         print(
             f"{size:>4} {res['render_loop_ms_median']:>12.2f} {res['render_batched_ms_median']:>8.2f} {res['render_speedup']:>5.2f} "
-            f"{res['step_loop_ms_median']:>10.2f} {res['step_batched_ms_median']:>8.2f} {res['step_speedup']:>6.3f} {res['max_abs_diff']:>9.2e}",
+            f"{res['step_loop_ms_median']:>10.2f} {res['step_batched_ms_median']:>8.2f} "
+            f"{res['step_speedup']:>6.3f} {res['max_abs_diff']:>9.2e}",
             flush=True,
         )
     conditions["loadavg_end"] = os.getloadavg()

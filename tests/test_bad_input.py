@@ -17,6 +17,8 @@ import pytest
 import typer
 
 from ladd import cli, pipeline
+from ladd.core.errors import ConfigError, RunError
+from ladd.cli import common, outputs
 from ladd.artifact import load_artifact, save_artifact
 from ladd.core.runtime import Runtime
 from ladd.images import IMAGE_METHODS
@@ -170,7 +172,8 @@ def sealed(tmp_path, monkeypatch, artifact):
         raise AssertionError("data was loaded before the bad value was refused")
 
     monkeypatch.setattr(pipeline, "load_source", forbidden)
-    monkeypatch.setattr(cli, "load_artifact", forbidden)
+    for module in (common, outputs):
+        monkeypatch.setattr(module, "load_artifact", forbidden)
     before = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in artifact.iterdir())
     yield work
     assert list(work.iterdir()) == [], "something was written"
@@ -187,7 +190,7 @@ def _positional(path: tuple[str, ...], artifact) -> list:
 
 
 def _refused(code: int, err: str, option: str) -> None:
-    assert code == 2, err
+    assert code == (RunError.exit_code if "CUDA is not available" in err else ConfigError.exit_code), err
     assert err.startswith("error: ") and err.count("\n") == 1, err  # one line
     assert option in err and "Traceback" not in err, err
 

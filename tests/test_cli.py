@@ -10,7 +10,7 @@ from ladd import pipeline
 from ladd.artifact import load_artifact
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
-from ladd.cli import _auto_epoch
+from ladd.cli.stages import auto_epoch
 from ladd.experts import ExpertConfig
 from ladd.labels import LabelConfig
 
@@ -100,15 +100,18 @@ def test_stages_one_by_one(tmp_path):
 )
 def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, args, message):
     res = ladd(*args, "--out", tmp_path / "o") if args[0] in ("run", "distill") else ladd(*args)
-    assert res.returncode == 2, res.stderr
+    assert res.returncode == (4 if message == "not a ladd artifact" else 2), res.stderr  # 4: a missing artifact (ArtifactError)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
-    assert not (tmp_path / "o").exists()  # nothing half-written
+    # nothing half-written: at most the run log, saying why the run stopped
+    assert not (tmp_path / "o").exists() or [p.name for p in (tmp_path / "o").iterdir()] == ["ladd.log"]
+    if (tmp_path / "o").exists():
+        assert message in (tmp_path / "o" / "ladd.log").read_text().splitlines()[-1]
 
 
 def test_auto_epoch_is_chosen_on_the_validation_split(toy):
     cfg = LabelConfig(method="ladd", n=2, r=0.75, labeler=ExpertConfig(model="convnet-w32", epochs=1, batch_size=4, saves_per_epoch=2))
-    chosen = _auto_epoch(
+    chosen = auto_epoch(
         cfg, toy, pipeline.SourceConfig(), 1, Runtime(), student_model="convnet-w32", student_epochs=2, seeds=1, val_per_class=2
     )
     assert chosen.epoch in (0.5, 1.0) and chosen.model_copy(update={"epoch": None}) == cfg

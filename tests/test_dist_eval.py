@@ -114,7 +114,10 @@ def test_ladd_eval_under_torchrun_writes_the_results_of_one_process_and_names_th
     cli_rows = [{k: v for k, v in r.items() if k not in ("artifact", "artifact_sha256")} for r in written["rows"]]  # added by the CLI
     assert cfg.methods == ("baseline", "soft") and _same(cli_rows) == _same(json.loads(json.dumps(one)))
     assert [r["trained_by"]["seed_ranks"] for r in written["rows"]] == [[0, 1, 0], [1, 0, 1]]  # baseline, soft
-    layout = "students: 6 spread over 2 ranks (assignment), each trained whole by one rank; rank 0 gathered the rows: baseline · convnet-w64, soft · convnet-w64"
+    layout = (
+        "students: 6 spread over 2 ranks (assignment), each trained whole by one rank; "
+        "rank 0 gathered the rows: baseline · convnet-w64, soft · convnet-w64"
+    )
     assert [n for n in written["notes"] if n != layout] == eval_notes(art, cfg, one) and layout in written["notes"]
 
 

@@ -101,7 +101,8 @@ def test_label_chunks_and_relabel_epochs_divide_between_ranks(tmp_path):
     for r in ranks:  # every rank holds one process's bytes
         for k in ("dense", "soft", "global", "bptt"):
             assert torch.equal(r[k], one[k]), k
-    # dense: 9 chunks of 2 images (2×2 crops + the image each) → ranks 0 and 1 forward 5 and 4 chunks; global: chunks 0, 2, 4 (4+4+2 images) and 1, 3
+    # dense: 9 chunks of 2 images (2×2 crops + the image each) → ranks 0 and 1 forward 5 and 4 chunks;
+    # global: chunks 0, 2, 4 (4+4+2 images) and 1, 3
     assert one["rows"] == 18 * 5 + 18 and [r["rows"] for r in ranks] == [5 * 2 * 5 + 10, 4 * 2 * 5 + 8]
     assert one["epochs"] == [1, 2, 3] and [r["epochs"] for r in ranks] == [[1, 3], [2]]  # resumed after epoch 0
     assert one["learned"] == 1 and [r["learned"] for r in ranks] == [1, 0]  # BPTT: rank 0 learns, rank 1 takes its labels

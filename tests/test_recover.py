@@ -13,7 +13,7 @@ from pydantic import ValidationError
 import torch.nn.functional as F
 from torch import nn
 
-from ladd import cli
+from ladd.cli import sre2l
 from ladd.augment.fkd import crop_boxes
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime, generator
@@ -264,4 +264,4 @@ def test_cli_squeeze_recover_diversity(tmp_path):
 
 def test_cli_refuses_other_methods():
     with pytest.raises(LaddError, match="recover runs sre2l or lpld"):
-        cli.recover(images="dm")
+        sre2l.recover(images="dm")

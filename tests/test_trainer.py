@@ -317,10 +317,11 @@ def test_training_commands_take_the_speed_options(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     import ladd.cli as cli
+    import ladd.cli.stages as stages
     import ladd.experiments.swap as swap
 
     seen = []
-    monkeypatch.setattr(cli, "ensure_buffer", lambda data, model, n, epochs, runtime, out: seen.append(runtime) or out)
+    monkeypatch.setattr(stages, "ensure_buffer", lambda data, model, n, epochs, runtime, out: seen.append(runtime) or out)
     monkeypatch.setattr(swap, "run", lambda data, setup, ipc, epoch, runtime, out: seen.append(runtime))
     runner = CliRunner()
     res = runner.invoke(

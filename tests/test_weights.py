@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ladd import cli, pipeline
+from ladd.cli import sre2l, stages
 from ladd.artifact import load_artifact, save_artifact
 from ladd.core.errors import LaddError
 from ladd.core.io import sha256
@@ -410,17 +411,17 @@ def test_cli_squeeze_and_recover_from_weights(tmp_path):
     model = build_model("convnet-bn", channels=1, num_classes=10, im_size=(8, 8))
     save_file(model.state_dict(), str(tmp_path / "teacher.safetensors"))
     weights = tmp_path / "teacher.safetensors"
-    cli.squeeze(dataset="digits", teacher_weights=str(weights), teacher_model="convnet-bn", teacher_dir=str(tmp_path / "t"), device="cpu")
+    sre2l.squeeze(dataset="digits", teacher_weights=str(weights), teacher_model="convnet-bn", teacher_dir=str(tmp_path / "t"), device="cpu")
     assert (tmp_path / "t" / STATS).exists()
     recipe = tmp_path / "tiny.toml"
     recipe.write_text('method = "lpld"\n[params]\niterations = 1\njitter = 1\n')
-    cli.recover(
+    sre2l.recover(
         images="lpld", dataset="digits", ipc=1, recipe=str(recipe), teacher_dir=str(tmp_path / "t"), out=tmp_path / "art", device="cpu"
     )
     teacher = load_artifact(tmp_path / "art").manifest["images"]["learned"]["teacher"]
     assert teacher["checkpoint_sha256"] == sha256(weights) and teacher["epoch"] == 0
-    cli.label(tmp_path / "art", labels="soft", labeler_weights=str(weights), labeler_model="convnet-bn", device="cpu")
-    cli.relabel(tmp_path / "art", epochs=1, batch_size=10, teacher_weights=str(weights), teacher_model="convnet-bn", device="cpu")
+    stages.label(tmp_path / "art", labels="soft", labeler_weights=str(weights), labeler_model="convnet-bn", device="cpu")
+    sre2l.relabel(tmp_path / "art", epochs=1, batch_size=10, teacher_weights=str(weights), teacher_model="convnet-bn", device="cpu")
     manifest = load_artifact(tmp_path / "art").manifest
     assert manifest["labels"]["labeler"]["checkpoint_sha256"] == manifest["relabel"]["teacher"]["checkpoint_sha256"] == sha256(weights)
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ladd.artifact import Artifact, load_artifact, save_artifact
 from ladd.artifact.relabel import load_store
 from ladd.core import dist
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError, DataError
 from ladd.core.io import sweep
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
@@ -27,6 +27,7 @@ from ladd.images.recipes import has_recipes, load_recipe
 from ladd.core.cache import entry
 from ladd.labels import LABEL_METHODS, LabelConfig
 from ladd.labels.relabel import RelabelConfig, relabel as make_relabel
+from ladd.models import DEFAULT_MODEL
 
 
 class SourceConfig(BaseModel):
@@ -45,7 +46,7 @@ class ImagesConfig(BaseModel):
     ipc: int = Field(10, ge=1)
     seed: int = 0
     import_path: str | None = None
-    model: str = "convnet"  # the network learned methods distill with
+    model: str = DEFAULT_MODEL  # the network learned methods distill with
     float_images: bool = False  # learned methods: store float32 pixels instead of uint8
     recipe: str | None = None  # shipped recipe name or .toml path; default per (method, dataset)
     resume: bool = False
@@ -67,9 +68,9 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
     """Image stage → an artifact holding images and hard labels."""
     method = IMAGE_METHODS.canonical(cfg.method)
     if cfg.buffer is not None and method != "mtt":
-        raise LaddError(f"--buffer is for --images mtt, not {method}: leave it out")
+        raise ConfigError(f"--buffer is for --images mtt, not {method}: leave it out")
     if cfg.teacher is not None and method not in RECOVER_METHODS:
-        raise LaddError(f"--teacher-dir is for --images {' or '.join(RECOVER_METHODS)}, not {method}: leave it out")
+        raise ConfigError(f"--teacher-dir is for --images {' or '.join(RECOVER_METHODS)}, not {method}: leave it out")
     request, recipe = image_request(dataset, cfg, runtime)
     if request.checkpoint_dir is None:
         images = make_images(method, request)
@@ -108,7 +109,7 @@ def image_request(dataset: Dataset, cfg: ImagesConfig, runtime: Runtime) -> tupl
     method = IMAGE_METHODS.canonical(cfg.method)
     recipe = load_recipe(method, dataset.name, cfg.ipc, cfg.recipe) if has_recipes(method) else None
     if cfg.params and recipe is None:
-        raise LaddError(f"--param is for image methods with recipes, not {method}: leave it out")
+        raise ConfigError(f"--param is for image methods with recipes, not {method}: leave it out")
     params = {**(recipe["params"] if recipe else {}), **cfg.params}
     checkpoints = checkpoint_dir(dataset, cfg, params) if recipe else None
     path = None if cfg.import_path is None else Path(cfg.import_path).expanduser()
@@ -176,7 +177,8 @@ def check_same_data(art: Artifact, dataset: Dataset) -> None:
             " (the same classes in another order)" if sorted(made) == sorted(names) else ""
         )
     elif src["shape"] != list(dataset.shape):
-        why = f"its images are {'×'.join(map(str, src['shape']))}, {name}'s are {'×'.join(map(str, dataset.shape))} (another --resolution?)"
+        made_shape, shape = ("×".join(map(str, s)) for s in (src["shape"], dataset.shape))
+        why = f"its images are {made_shape}, {name}'s are {shape} (another --resolution?)"
     elif "mean" in src and any(abs(a - b) > 1e-4 for a, b in zip(src["mean"] + src["std"], list(dataset.mean) + list(dataset.std))):
         why = (
             f"its training images' mean/std are {_rounded(src['mean'])}/{_rounded(src['std'])}, {name}'s are "
@@ -184,7 +186,7 @@ def check_same_data(art: Artifact, dataset: Dataset) -> None:
         )
     else:
         return
-    raise LaddError(f"the artifact was made from {src['dataset']} and cannot be used with {name}: {why}")
+    raise DataError(f"the artifact was made from {src['dataset']} and cannot be used with {name}: {why}")
 
 
 def _rounded(values) -> list[float]:
@@ -257,7 +259,7 @@ def plus_one(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> A
     hard labels get about the bytes LADD's labels add (a learned method distills again)."""
     made = art.manifest.get("images", {})
     if made.get("method") == "import":
-        raise LaddError(
+        raise ConfigError(
             "baseline++ needs one more image per class from the method that made the images, and an imported set "
             "has none to give: leave out --equal-cost, or distill the images with ladd"
         )

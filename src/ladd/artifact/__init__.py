@@ -23,7 +23,7 @@ import torch
 
 import ladd
 from ladd.core import dist
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError
 from ladd.core.io import (
     fsync,
     load_safetensors,
@@ -78,34 +78,34 @@ def check_distribution(t: torch.Tensor, name: str, tol: float = 1e-2, *, partial
     `partial` rows (top-k labels, zeroed without renormalizing) sum to at most 1."""
     t = t.float()
     if not torch.isfinite(t).all():
-        raise LaddError(f"{name} contain NaN or infinite values")
+        raise ArtifactError(f"{name} contain NaN or infinite values")
     if (t < 0).any():
-        raise LaddError(f"{name} contain negative probabilities (min {t.min().item():.3g})")
+        raise ArtifactError(f"{name} contain negative probabilities (min {t.min().item():.3g})")
     excess = t.sum(-1) - 1
     dev = (excess.clamp_min(0) if partial else excess.abs()).max().item() if t.numel() else 0.0
     if dev > tol:
-        raise LaddError(f"{name} are not normalized: a row sums to 1 ± {dev:.3g}")
+        raise ArtifactError(f"{name} are not normalized: a row sums to 1 ± {dev:.3g}")
 
 
 def _check(art: Artifact, where: str) -> None:
     n = art.images.shape[0]
     if art.images.dtype not in PIXEL_DTYPES or art.images.ndim != 4:
-        raise LaddError(f"{where}: images must be uint8 or float32 N×C×H×W, got {art.images.dtype} {tuple(art.images.shape)}")
+        raise ArtifactError(f"{where}: images must be uint8 or float32 N×C×H×W, got {art.images.dtype} {tuple(art.images.shape)}")
     if art.images.dtype == torch.float32 and not (torch.isfinite(art.images).all() and 0 <= art.images.min() and art.images.max() <= 255):
-        raise LaddError(f"{where}: float32 images must be finite pixel values in [0, 255]")
+        raise ArtifactError(f"{where}: float32 images must be finite pixel values in [0, 255]")
     partial = art.manifest.get("labels", {}).get("top_k") is not None
     classes = len(art.manifest.get("source", {}).get("class_names", [])) or int(art.labels.max()) + 1
     if art.labels.dtype != torch.int64 or art.labels.shape != (n,) or (n and (art.labels.min() < 0 or art.labels.max() >= classes)):
-        raise LaddError(f"{where}: labels must be {n} class indices in [0, {classes})")
+        raise ArtifactError(f"{where}: labels must be {n} class indices in [0, {classes})")
     if art.soft_labels is not None:
         if art.soft_labels.shape != (n, classes):
-            raise LaddError(f"{where}: soft labels have shape {tuple(art.soft_labels.shape)}, expected ({n}, {classes})")
+            raise ArtifactError(f"{where}: soft labels have shape {tuple(art.soft_labels.shape)}, expected ({n}, {classes})")
         check_distribution(art.soft_labels, f"{where}: soft labels", partial=partial)
     if art.dense_labels is not None:
         g = art.geometry
         want = (n, g[0] ** 2 if g else -1, classes)
         if tuple(art.dense_labels.shape) != want:
-            raise LaddError(f"{where}: dense labels have shape {tuple(art.dense_labels.shape)}, expected {want} (N×N²×C)")
+            raise ArtifactError(f"{where}: dense labels have shape {tuple(art.dense_labels.shape)}, expected {want} (N×N²×C)")
         check_distribution(art.dense_labels, f"{where}: dense labels", partial=partial)
 
 
@@ -122,7 +122,7 @@ def _save(path: Path, art: Artifact) -> None:
     with lock(path):
         sweep(path)
         if path.exists() and not (path / MANIFEST).is_file() and (not path.is_dir() or any(path.iterdir())):
-            raise LaddError(f"{path} exists and is not a ladd artifact: choose another --out (ladd replaces only artifacts)")
+            raise ArtifactError(f"{path} exists and is not a ladd artifact: choose another --out (ladd replaces only artifacts)")
         tmp = staging_dir(path)
         try:
             _write(tmp, art)
@@ -168,10 +168,10 @@ def load_artifact(path: Path, *, complete: bool = False) -> Artifact:
     restore(path)
     mpath = path / MANIFEST
     if not mpath.is_file():
-        raise LaddError(f"{path} is not a ladd artifact (no {MANIFEST}): create one with `ladd distill`")
+        raise ArtifactError(f"{path} is not a ladd artifact (no {MANIFEST}): create one with `ladd distill`")
     manifest = read_json(mpath, "the artifact is corrupt")
     if isinstance(manifest, dict) and manifest.get("schema_version") != SCHEMA_VERSION:
-        raise LaddError(
+        raise ArtifactError(
             f"{mpath} has schema version {manifest.get('schema_version')!r}; this ladd reads {SCHEMA_VERSION}: "
             "make the artifact again with this ladd"
         )
@@ -180,7 +180,7 @@ def load_artifact(path: Path, *, complete: bool = False) -> Artifact:
     check_manifest(manifest, str(mpath), complete=complete)  # every field ladd reads back, typed: one line naming a bad one
     art = Artifact(manifest=manifest, **_verified_tensors(path, manifest))
     if len(art.images) == 0:
-        raise LaddError(f"{path} holds no images: the artifact is corrupt")
+        raise ArtifactError(f"{path} holds no images: the artifact is corrupt")
     _check(art, str(path))
     if "relabel" in manifest:
         classes = len(manifest["source"]["class_names"])
@@ -194,17 +194,17 @@ def _verified_tensors(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
     for fname, meta in manifest["files"].items():
         fpath = path / fname
         if not fpath.is_file():
-            raise LaddError(f"{fpath} is missing: the artifact is incomplete")
+            raise ArtifactError(f"{fpath} is missing: the artifact is incomplete")
         name = fname.removesuffix(".safetensors")
         stored = load_safetensors(fpath, meta["sha256"], "its manifest")
         if list(stored) != [name]:
-            raise LaddError(f"{fpath} holds the tensors {sorted(stored)}, expected only {name!r}: the artifact is corrupt")
+            raise ArtifactError(f"{fpath} holds the tensors {sorted(stored)}, expected only {name!r}: the artifact is corrupt")
         t = stored[name]
         if list(t.shape) != meta["shape"] or str(t.dtype).removeprefix("torch.") != meta["dtype"]:
-            raise LaddError(f"{fpath} holds {t.dtype} {tuple(t.shape)}, but the manifest says {meta['dtype']} {meta['shape']}")
+            raise ArtifactError(f"{fpath} holds {t.dtype} {tuple(t.shape)}, but the manifest says {meta['dtype']} {meta['shape']}")
         tensors[name] = t
     if "images" not in tensors or "labels" not in tensors:
-        raise LaddError(f"{path / MANIFEST} lists no images or labels file: the artifact is incomplete")
+        raise ArtifactError(f"{path / MANIFEST} lists no images or labels file: the artifact is incomplete")
     return tensors
 
 
@@ -242,7 +242,8 @@ def describe(art: Artifact) -> list[str]:
         rel = m["relabel"]
         top = f" top-{rel['top_k']}" if rel["top_k"] else ""
         lines.append(
-            f"relabel: {rel['epochs']} epochs × {rel['samples']} samples · {rel['dtype']} {rel['kind']}{top} · T {rel['temperature']:g} · "
+            f"relabel: {rel['epochs']} epochs × {rel['samples']} samples · {rel['dtype']} {rel['kind']}{top} · "
+            f"T {rel['temperature']:g} · "
             f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g} (test acc {100 * rel['teacher']['test_acc']:.2f}%)"
         )
         lines += [f"  {name:<13} {b['raw']:>10,} B raw  {b['zip']:>10,} B zip" for name, b in rel["storage"].items()]

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from ladd.artifact import Artifact
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, ConfigError
 from ladd.core.io import atomic_write, staging_dir
 
 FORMATS = ("pt", "npz", "folder")
@@ -36,12 +36,12 @@ def export(art: Artifact, out: Path, fmt: str) -> Path:
     (a temporary sibling renamed into place; `staging_dir` gives it an ordinary folder's mode).
     Returns the path written."""
     if fmt not in FORMATS:
-        raise LaddError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     out = Path(out).expanduser()
     if fmt == "npz" and out.suffix.lower() != ".npz":
         out = out.with_name(out.name + ".npz")
     if out.exists():
-        raise LaddError(f"{out} already exists: choose a new --out path")
+        raise ArtifactError(f"{out} already exists: choose a new --out path")
     out.parent.mkdir(parents=True, exist_ok=True)
     classes = art.manifest.get("source", {}).get("class_names") or [str(k) for k in range(int(art.labels.max()) + 1)]
     if fmt == "npz":

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError
 
 COMPONENTS = ("images", "labels", "soft_labels", "dense_labels")
 RELABEL_COMPONENTS = ("crop", "flip", "mix_index", "mix_lambda", "mix_box", "labels")
@@ -191,7 +191,7 @@ def check_manifest(manifest, where: str, *, complete: bool = False) -> dict:
             node = manifest
             for key in path:
                 if not isinstance(node, dict) or key not in node:
-                    raise LaddError(f"{where} is malformed at {'.'.join(path)}: Field required (the artifact is corrupt)")
+                    raise ArtifactError(f"{where} is malformed at {'.'.join(path)}: Field required (the artifact is corrupt)")
                 node = node[key]
     return manifest
 
@@ -240,11 +240,11 @@ def check_relabel_info(info, where: str) -> dict:
 
 def _check(model: type[BaseModel], data, where: str, fix: str) -> dict:
     if not isinstance(data, dict):
-        raise LaddError(f"{where} holds a JSON {type(data).__name__}, not an object: {fix}")
+        raise ArtifactError(f"{where} holds a JSON {type(data).__name__}, not an object: {fix}")
     try:
         model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(map(str, err["loc"])) or "(top level)"
-        raise LaddError(f"{where} is malformed at {loc}: {err['msg'].removeprefix('Value error, ')} ({fix})") from None
+        raise ArtifactError(f"{where} is malformed at {loc}: {err['msg'].removeprefix('Value error, ')} ({fix})") from None
     return data

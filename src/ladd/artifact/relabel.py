@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ladd.augment.fkd import PARAMS, Epoch
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError
 from ladd.core.io import load_safetensors, read_json, save_tensors, sha256, write_json
 from ladd.cost.storage import component_bytes
 
@@ -134,10 +134,10 @@ def load_store(directory: Path, images: int, classes: int, images_sha256: str) -
     info = read_info(directory)
     redo = "run `ladd relabel` on the artifact again"
     if not info:
-        raise LaddError(f"{directory} holds no {INFO}: {redo}")
+        raise ArtifactError(f"{directory} holds no {INFO}: {redo}")
     if isinstance(info, dict) and info.get("complete") is not True:
         files = info.get("files")
-        raise LaddError(
+        raise ArtifactError(
             f"the relabel in {directory} stopped after {len(files) if isinstance(files, list) else 0} of {info.get('epochs')} epochs: "
             f"run `ladd relabel` again to resume it"
         )
@@ -145,27 +145,27 @@ def load_store(directory: Path, images: int, classes: int, images_sha256: str) -
 
     check_relabel_info(info, str(directory / INFO))  # every field read below, typed
     if info["images_sha256"] != images_sha256:
-        raise LaddError(f"the relabel in {directory} was made for other images than the artifact's: {redo}")
+        raise ArtifactError(f"the relabel in {directory} was made for other images than the artifact's: {redo}")
     if info["samples"] != images or info["classes"] != classes:
-        raise LaddError(
+        raise ArtifactError(
             f"{directory / INFO} counts {info['samples']} samples × {info['classes']} classes, "
             f"the artifact has {images} × {classes}: {redo}"
         )
     if len(info["files"]) != info["epochs"]:
-        raise LaddError(f"{directory / INFO} lists {len(info['files'])} epoch files for {info['epochs']} epochs: {redo}")
+        raise ArtifactError(f"{directory / INFO} lists {len(info['files'])} epoch files for {info['epochs']} epochs: {redo}")
     want = _expected(info)
     stacks: dict[str, list[torch.Tensor]] = {k: [] for k in want}
     for e, digest in enumerate(info["files"]):
         path = directory / epoch_file(e)
         if not path.is_file():
-            raise LaddError(f"{path} is missing: the relabel is incomplete, {redo}")
+            raise ArtifactError(f"{path} is missing: the relabel is incomplete, {redo}")
         tensors = load_safetensors(path, digest, INFO)
         if set(tensors) != set(want):
-            raise LaddError(f"{path} holds {sorted(tensors)}, expected {sorted(want)}")
+            raise ArtifactError(f"{path} holds {sorted(tensors)}, expected {sorted(want)}")
         for name, (shape, dtype) in want.items():
             t = tensors[name]
             if tuple(t.shape) != shape or t.dtype != dtype:
-                raise LaddError(f"{path}: {name} is {t.dtype} {tuple(t.shape)}, expected {dtype} {shape}")
+                raise ArtifactError(f"{path}: {name} is {t.dtype} {tuple(t.shape)}, expected {dtype} {shape}")
             stacks[name].append(t)
         _check_epoch(tensors, info, path)
     return RelabelStore(directory, info, {k: torch.stack(v) for k, v in stacks.items()})
@@ -194,12 +194,12 @@ def _expected(info: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
 def _check_epoch(t: dict[str, torch.Tensor], info: dict, path: Path) -> None:
     n, c = info["samples"], info["classes"]
     if not torch.equal(t["order"].sort().values, torch.arange(n)):
-        raise LaddError(f"{path}: order is not a permutation of the {n} images")
+        raise ArtifactError(f"{path}: order is not a permutation of the {n} images")
     if (t["mix_index"] < 0).any() or (t["mix_index"] >= n).any():
-        raise LaddError(f"{path}: mix_index points outside the {n} images")
+        raise ArtifactError(f"{path}: mix_index points outside the {n} images")
     for name in ("crop", "mix_lambda", *(("labels",) if "labels" in t else ("label_values",))):
         if not torch.isfinite(t[name].float()).all():
-            raise LaddError(f"{path}: {name} contain NaN or infinite values")
+            raise ArtifactError(f"{path}: {name} contain NaN or infinite values")
     crop = t["crop"]
     if (
         (crop < 0).any()
@@ -207,6 +207,6 @@ def _check_epoch(t: dict[str, torch.Tensor], info: dict, path: Path) -> None:
         or (crop[:, 0] + crop[:, 2] > 1 + 1e-6).any()
         or (crop[:, 1] + crop[:, 3] > 1 + 1e-6).any()
     ):
-        raise LaddError(f"{path}: a crop box leaves the image")
+        raise ArtifactError(f"{path}: a crop box leaves the image")
     if "label_index" in t and ((t["label_index"] < 0).any() or (t["label_index"] >= c).any()):
-        raise LaddError(f"{path}: label_index points outside the {c} classes")
+        raise ArtifactError(f"{path}: label_index points outside the {c} classes")

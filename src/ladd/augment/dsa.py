@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 
 OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
@@ -58,7 +58,7 @@ class DSA:
     def __post_init__(self):
         unknown = [op for op in self.ops if op not in OPS]
         if not self.ops or unknown:
-            raise LaddError(f"bad DSA strategy {self.strategy!r}: use '_'-joined ops from {', '.join(OPS)}")
+            raise ConfigError(f"bad DSA strategy {self.strategy!r}: use '_'-joined ops from {', '.join(OPS)}")
 
     @property
     def ops(self) -> tuple[str, ...]:

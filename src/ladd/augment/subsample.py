@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 
 
 def _round(v: float) -> int:
@@ -24,12 +24,12 @@ def crop_geometry(size: int, n: int, r: float) -> tuple[int, list[int]]:
     the other: N=5, R=0.625 on 128 px gives 80 px crops at offsets 0, 12, 24, 36, 48.
     """
     if n < 2:
-        raise LaddError(f"N={n} sub-images per axis is too few: LADD needs N >= 2 (default 5)")
+        raise ConfigError(f"N={n} sub-images per axis is too few: LADD needs N >= 2 (default 5)")
     if not 0.0 < r <= 1.0:
-        raise LaddError(f"R={r} is outside (0, 1]: R is the fraction of each axis a crop covers (default 0.625)")
+        raise ConfigError(f"R={r} is outside (0, 1]: R is the fraction of each axis a crop covers (default 0.625)")
     crop = _round(r * size)
     if crop < 2:
-        raise LaddError(f"R={r} on {size} px images gives {crop} px crops: raise R so crops are at least 2 px")
+        raise ConfigError(f"R={r} on {size} px images gives {crop} px crops: raise R so crops are at least 2 px")
     return crop, [_round(k * (size - crop) / (n - 1)) for k in range(n)]
 
 

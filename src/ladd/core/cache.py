@@ -21,6 +21,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ladd.core.errors import LaddError
+from ladd.core.logs import logger
 from ladd.core.io import LOCK, OLD, TMP, load_safetensors, lock_path, sha256
 
 # kind → format version of its entries. Bump one when what ladd would write there changes.
@@ -43,7 +44,9 @@ def cache_root() -> Path:
 def entry(kind: str, name: str, key) -> Path:
     """The cache path of one entry: `<root>/<kind>/<name>-f<format>-<hash of key and format>`."""
     digest = hashlib.sha256(json.dumps([FORMATS[kind], key], sort_keys=True).encode()).hexdigest()[:10]
-    return cache_root() / kind / f"{name}-f{FORMATS[kind]}-{digest}"
+    path = cache_root() / kind / f"{name}-f{FORMATS[kind]}-{digest}"
+    logger.debug("cache %s: %s (%s)", kind, path, "exists" if path.exists() else "new")
+    return path
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError
 from ladd.core.io import load_safetensors, save_tensors
 
 FORMAT = "1"  # bumped when what a state file holds changes (a string: safetensors metadata are strings)
@@ -35,7 +35,7 @@ def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, dev
     fix = "delete it (or its checkpoint folder) to start over"
     if metadata.get("format") != FORMAT:
         made = "no format" if "format" not in metadata else f"format {metadata['format'][:20]!r}"
-        raise LaddError(f"{path} is a checkpoint of another ladd version ({made}; this ladd reads format {FORMAT!r}): {fix}")
+        raise ArtifactError(f"{path} is a checkpoint of another ladd version ({made}; this ladd reads format {FORMAT!r}): {fix}")
     try:
         meta = json.loads(metadata["ladd"])
         if not isinstance(meta, dict):
@@ -58,7 +58,7 @@ def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, dev
         opt_state["state"].update(restored)
         opt.load_state_dict(opt_state)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, RecursionError) as e:
-        raise LaddError(
+        raise ArtifactError(
             f"{path} is not a usable trainer state ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): {fix}"
         ) from e
     gen.set_state(state.pop("generator"))
@@ -87,7 +87,7 @@ def check_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) 
             if wrong
             else f"{bad_type[0]} is {state[bad_type[0]].dtype}, not {want[bad_type[0]].dtype}"
         )
-        raise LaddError(
+        raise ArtifactError(
             f"{path} does not hold the weights of this {type(model).__name__} ({what}): it was saved from another model or is corrupt"
         )
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, TypeVar
 import torch
 import torch.distributed as td
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import RunError
 
 T = TypeVar("T")
 _alone = contextvars.ContextVar("ladd_dist_alone", default=False)
@@ -165,7 +165,7 @@ def first(fn: Callable[[], T]) -> T:
     if error is not None:
         raise error
     if sent[1] is not None:
-        raise LaddError(f"rank 0 failed ({sent[1]}), so this rank stops too")
+        raise RunError(f"rank 0 failed ({sent[1]}), so this rank stops too")
     return sent[0]
 
 

@@ -28,7 +28,7 @@ import torch
 from filelock import FileLock, Timeout
 from safetensors.torch import load, save_file
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError
 
 TMP, OLD, LOCK = ".tmp", ".old", ".lock"  # suffixes of a path's hidden siblings: `.NAME.xxxx.tmp`, …
 
@@ -211,18 +211,18 @@ def load_safetensors(path: Path, digest: str | None = None, where: str = "", dev
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise LaddError(f"cannot read {path}: {e.strerror or e}") from e
+        raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from e
     if digest is not None and hashlib.sha256(data).hexdigest() != digest:
-        raise LaddError(f"{path} does not match the SHA-256 in {where}: the file was modified or corrupted")
+        raise ArtifactError(f"{path} does not match the SHA-256 in {where}: the file was modified or corrupted")
     try:
         tensors = load(data)
         if metadata:  # the header is valid JSON now: the parser accepted it
             meta = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
     except MemoryError as e:
-        raise LaddError(f"{path} is not a readable safetensors file (out of memory while parsing it)") from e
+        raise ArtifactError(f"{path} is not a readable safetensors file (out of memory while parsing it)") from e
     except Exception as e:  # SafetensorError, dtypes torch lacks (TypeError, ValueError), ...
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise LaddError(f"{path} is not a readable safetensors file ({detail}): replace it with a good copy") from e
+        raise ArtifactError(f"{path} is not a readable safetensors file ({detail}): replace it with a good copy") from e
     tensors = tensors if device is None else {k: v.to(device) for k, v in tensors.items()}
     return (tensors, meta) if metadata else tensors
 
@@ -233,13 +233,13 @@ def read_json(path: Path, fix: str):
     try:
         return json.loads(Path(path).read_bytes())
     except json.JSONDecodeError as e:
-        raise LaddError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): {fix}") from e
+        raise ArtifactError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): {fix}") from e
     except (UnicodeDecodeError, RecursionError) as e:
-        raise LaddError(
+        raise ArtifactError(
             f"{path} is not valid JSON ({'not UTF-8 text' if isinstance(e, UnicodeDecodeError) else 'nested too deeply'}): {fix}"
         ) from e
     except OSError as e:
-        raise LaddError(f"cannot read {path}: {e.strerror or e}") from e
+        raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from e
 
 
 def command_line() -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from importlib.metadata import entry_points
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 from ladd.core.registry import NameTaken, Registry
 
 GROUP = "ladd.plugins"
@@ -66,6 +66,6 @@ def load() -> None:
         try:
             ep.load()(regs)
         except NameTaken as e:
-            raise LaddError(f"{where}: {e}: a plugin cannot replace a name ladd or another plugin has") from None
+            raise ConfigError(f"{where}: {e}: a plugin cannot replace a name ladd or another plugin has") from None
         except Exception as e:
-            raise LaddError(f"{where} failed: {type(e).__name__}: {e}") from e
+            raise ConfigError(f"{where} failed: {type(e).__name__}: {e}") from e

@@ -1,20 +1,20 @@
-"""Progress and run log on stderr (rich). On a terminal, long loops show a live bar; elsewhere (a
-log file, a batch scheduler) they print an occasional plain line instead, so a killed run's log
-says how far it got. `LADD_NO_PROGRESS` silences both. `log` lines (checkpoints written, runs
-resumed) are always printed, terminal or not. Under torchrun only rank 0 prints them (errors come
-from every rank, prefixed with it)."""
+"""Progress on stderr (rich). On a terminal, long loops show a live bar; elsewhere (a log file, a
+batch scheduler) they log an occasional plain line instead, so a killed run's log says how far it
+got. `LADD_NO_PROGRESS` or `--quiet` silences both. `log` lines (checkpoints written, runs
+resumed) go to the run log (`ladd.core.logs`), terminal or not. Under torchrun only rank 0 prints
+them (errors come from every rank, prefixed with it)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+from ladd.core.logs import console, logger, level
 
 # without a terminal: a line each time another 1/LINE_STEPS of the loop is done, but none sooner
 # than LINE_MIN_S after the last one (short loops stay silent), and one at least every LINE_EVERY_S
@@ -24,7 +24,7 @@ LINE_EVERY_S = 30.0
 
 
 def quiet() -> bool:
-    return bool(os.environ.get("LADD_NO_PROGRESS")) or not _first_rank()
+    return bool(os.environ.get("LADD_NO_PROGRESS")) or not _first_rank() or level() > logging.INFO
 
 
 def _first_rank() -> bool:
@@ -37,10 +37,9 @@ def enabled() -> bool:
 
 
 def log(message: str) -> None:
-    """One plain line on stderr, terminal or not (no markup, no wrapping: paths stay intact)."""
-    if not _first_rank():
-        return
-    console.print(message, markup=False, highlight=False, soft_wrap=True)
+    """One info line of the run log: stderr (plain, no wrapping: paths stay intact) and the log file."""
+    if _first_rank():
+        logger.info(message)
 
 
 def _duration(seconds: float) -> str:

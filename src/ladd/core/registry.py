@@ -10,7 +10,7 @@ import importlib
 import re
 from typing import Callable, Generic, TypeVar
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ class Registry(Generic[T]):
             valid = ", ".join(self.names())
             close = difflib.get_close_matches(norm, list(self._names), n=1)
             hint = f" Did you mean {self._names[close[0]]!r}?" if close else ""
-            raise LaddError(f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {valid}")
+            raise ConfigError(f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {valid}")
         return self._names[norm]
 
     def get(self, name: str) -> T:

@@ -12,7 +12,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.core import dist
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError, RunError
 
 Precision = Literal["fp32", "bf16", "fp16"]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -63,11 +63,11 @@ class Runtime:
     def __post_init__(self):
         s = self.speed
         if s.precision == "fp16" and self.device.type != "cuda":
-            raise LaddError(
+            raise ConfigError(
                 f"--precision fp16 needs a CUDA device (it trains with a gradient scaler), not {self.device}: use --precision bf16"
             )
         if s.deterministic and s.compile:
-            raise LaddError("--deterministic does not cover torch.compile's generated kernels: leave out --compile or --deterministic")
+            raise ConfigError("--deterministic does not cover torch.compile's generated kernels: leave out --compile or --deterministic")
 
     @classmethod
     def from_name(cls, name: str = "auto", speed: Speed | None = None) -> "Runtime":
@@ -76,13 +76,13 @@ class Runtime:
         try:
             device = torch.device(name)
         except RuntimeError as e:
-            raise LaddError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from e
+            raise ConfigError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from e
         if device.type == "cuda" and device.index is None and dist.launched():
             device = torch.device("cuda", dist.local_rank() % max(1, torch.cuda.device_count()))  # torchrun: one GPU per rank
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise LaddError(f"device {name!r} asked for but CUDA is not available here: use --device cpu")
+            raise RunError(f"device {name!r} asked for but CUDA is not available here: use --device cpu")
         if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise LaddError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise RunError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
         speed = speed or Speed()
         if speed.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)  # read when cuBLAS starts: before any CUDA work
@@ -139,7 +139,7 @@ class Runtime:
         except RuntimeError as e:  # torch names the op that has no deterministic kernel
             if "deterministic" not in str(e):
                 raise
-            raise LaddError(f"--deterministic: {str(e).splitlines()[0]}: leave out --deterministic for this model or device") from e
+            raise ConfigError(f"--deterministic: {str(e).splitlines()[0]}: leave out --deterministic for this model or device") from e
         finally:
             torch.use_deterministic_algorithms(before[0], warn_only=before[1])
             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]

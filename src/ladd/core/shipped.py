@@ -10,7 +10,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 
 
 def looks_like_path(text: str) -> bool:
@@ -27,17 +27,17 @@ def read(package: str, name: str, kind: str) -> tuple[Path, dict]:
     if looks_like_path(name):
         path = Path(name).expanduser()
         if not path.is_file():
-            raise LaddError(f"{kind} file {path} does not exist")
+            raise ConfigError(f"{kind} file {path} does not exist")
         try:
             raw = path.read_bytes()
         except OSError as e:
-            raise LaddError(f"cannot read {kind} file {path}: {e.strerror or e}") from e
+            raise ConfigError(f"cannot read {kind} file {path}: {e.strerror or e}") from e
     else:
         shipped = names(package)
         if name not in shipped:
             close = difflib.get_close_matches(name, shipped, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise LaddError(
+            raise ConfigError(
                 f"unknown {kind} {name!r}{hint}: shipped {kind}s are {', '.join(shipped)}, or pass a file as a path such as ./{name}.toml"
             )
         path = Path(name + ".toml")
@@ -45,13 +45,13 @@ def read(package: str, name: str, kind: str) -> tuple[Path, dict]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise LaddError(f"{kind} {path} is not UTF-8 text (byte {e.start}): save it as UTF-8 TOML") from e
+        raise ConfigError(f"{kind} {path} is not UTF-8 text (byte {e.start}): save it as UTF-8 TOML") from e
     try:
         return path, tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise LaddError(f"{kind} {path} is not valid TOML: {e}") from e
+        raise ConfigError(f"{kind} {path} is not valid TOML: {e}") from e
     except RecursionError as e:
-        raise LaddError(f"{kind} {path} is not valid TOML: arrays or tables nested too deeply") from e
+        raise ConfigError(f"{kind} {path} is not valid TOML: arrays or tables nested too deeply") from e
 
 
 def validate(model, data: dict, path: Path, kind: str, table: str = ""):
@@ -68,4 +68,4 @@ def validate(model, data: dict, path: Path, kind: str, table: str = ""):
         err = e.errors()[0]
         loc = ".".join([*([table] if table else []), *map(str, err["loc"])]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ").replace("an object", "a table")  # TOML's word for it
-        raise LaddError(f"{kind} {path}: {loc}: {msg}") from None
+        raise ConfigError(f"{kind} {path}: {loc}: {msg}") from None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator, Literal, Protocol
 
 from ladd.core import dist
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 
 Kind = Literal["csv", "tensorboard", "wandb"]
 KINDS: tuple[str, ...] = ("csv", "tensorboard", "wandb")
@@ -82,7 +82,7 @@ class TensorBoardTracker:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise LaddError("--track tensorboard needs the tensorboard package: pip install 'ladd[tensorboard]'") from None
+            raise ConfigError("--track tensorboard needs the tensorboard package: pip install 'ladd[tensorboard]'") from None
         self._writer = SummaryWriter(log_dir=str(Path(folder) / "tensorboard"))
 
     def log(self, step: int, values: dict[str, float], prefix: str) -> None:
@@ -106,7 +106,7 @@ class WandbTracker:
         try:
             import wandb
         except ImportError:
-            raise LaddError("--track wandb needs the wandb package: pip install 'ladd[wandb]'") from None
+            raise ConfigError("--track wandb needs the wandb package: pip install 'ladd[wandb]'") from None
         self._wandb = wandb
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ def make_tracker(kind: str | None, folder: Path) -> Tracker | None:
     if kind is None or not dist.main():
         return None
     if kind not in KINDS:
-        raise LaddError(f"--track {kind}: choose one of {', '.join(KINDS)}")
+        raise ConfigError(f"--track {kind}: choose one of {', '.join(KINDS)}")
     return {"csv": CsvTracker, "tensorboard": TensorBoardTracker, "wandb": WandbTracker}[kind](Path(folder))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError, DataError
 from ladd.core.registry import Registry, modules
 from ladd.core.types import Dataset, ImageSet, channel_stats
 from ladd.data import stream
@@ -37,16 +37,16 @@ def load_dataset(name: str, *, data_dir=None, resolution=None, skip_unreadable=F
     if data_dir is not None:
         data_dir = Path(data_dir).expanduser()
         if not data_dir.is_dir():
-            raise LaddError(f"data dir {data_dir} does not exist or is not a folder: check --data-dir")
+            raise DataError(f"data dir {data_dir} does not exist or is not a folder: check --data-dir")
     if resolution is not None and resolution < 1:
-        raise LaddError(f"resolution must be a positive number of pixels, got {resolution}: fix --resolution")
+        raise ConfigError(f"resolution must be a positive number of pixels, got {resolution}: fix --resolution")
     if workers is not None and workers < 1:
-        raise LaddError(f"workers must be a whole number >= 1, got {workers}: fix --workers")
+        raise ConfigError(f"workers must be a whole number >= 1, got {workers}: fix --workers")
     dataset = source(SourceOptions(data_dir, resolution, skip_unreadable, workers))
     # Fixed-size sources do not resize; failing beats silently training at a size the user did not ask for.
     if resolution is not None and dataset.shape[1:] != (resolution, resolution):
         size = "×".join(map(str, dataset.shape[1:]))
-        raise LaddError(f"dataset {SOURCES.canonical(name)!r} has a fixed size of {size}: drop --resolution {resolution}")
+        raise ConfigError(f"dataset {SOURCES.canonical(name)!r} has a fixed size of {size}: drop --resolution {resolution}")
     return dataset
 
 
@@ -59,7 +59,7 @@ def require_data_dir(options: SourceOptions, dataset: str, holding: str) -> Path
     which shipped dataset needs none)."""
     if options.data_dir is None:
         instead = f", or use --dataset {SHIPPED_INSTEAD[dataset]}, which needs no --data-dir" if dataset in SHIPPED_INSTEAD else ""
-        raise LaddError(f"dataset {dataset!r} reads from disk: pass --data-dir PATH to the folder holding {holding}{instead}")
+        raise ConfigError(f"dataset {dataset!r} reads from disk: pass --data-dir PATH to the folder holding {holding}{instead}")
     return options.data_dir
 
 
@@ -80,7 +80,7 @@ def holdout(dataset: Dataset, per_class: int, seed: int = 0) -> Dataset:
     for k in range(dataset.num_classes):
         members = (labels == k).nonzero().flatten()
         if len(members) <= per_class:
-            raise LaddError(
+            raise ConfigError(
                 f"class {dataset.class_names[k]!r} has {len(members)} training images: "
                 f"a validation split of {per_class} per class leaves none to train on (lower it)"
             )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import DataError, LaddError
 from ladd.core.types import ImageSet
 from ladd.data import SOURCES, SourceOptions, build_dataset, require_data_dir, store
 
@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - numpy 1.x
 def _latin1(text: str, encoding: str = "latin1") -> bytes:
     """Python 3 pickles at protocol <= 2 store bytes as `_codecs.encode(text, 'latin1')`; allow only that."""
     if encoding not in ("latin1", "latin-1"):
-        raise LaddError(f"pickle asks to encode bytes as {encoding!r}, not latin1: the file is not a CIFAR pickle")
+        raise DataError(f"pickle asks to encode bytes as {encoding!r}, not latin1: the file is not a CIFAR pickle")
     return codecs.encode(text, "latin1")
 
 
@@ -50,7 +50,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise LaddError(
+            raise DataError(
                 f"{self.path} references {module}.{name}, which a CIFAR pickle never needs: refusing to load it "
                 "(it could run code); re-download the dataset from its official source"
             ) from None
@@ -59,7 +59,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 def load_pickle(path: Path):
     """Load one CIFAR pickle safely; a missing or damaged file is a LaddError naming it."""
     if not path.is_file():
-        raise LaddError(f"missing {path}: extract the official CIFAR python archive there (or fix --data-dir)")
+        raise DataError(f"missing {path}: extract the official CIFAR python archive there (or fix --data-dir)")
     try:
         with path.open("rb") as f:
             return RestrictedUnpickler(f, path).load()
@@ -67,12 +67,12 @@ def load_pickle(path: Path):
         raise
     except Exception as e:  # a damaged pickle can fail in many ways; all mean "re-download"
         reason = " ".join(f"{type(e).__name__}: {e}".split())
-        raise LaddError(f"{path} is not a readable CIFAR pickle ({reason}): re-download it") from e
+        raise DataError(f"{path} is not a readable CIFAR pickle ({reason}): re-download it") from e
 
 
 def _field(obj, key: bytes, path: Path):
     if not isinstance(obj, dict) or key not in obj:
-        raise LaddError(f"{path} has no {key!r} entry: it is not a CIFAR file of the expected kind, re-download it")
+        raise DataError(f"{path} has no {key!r} entry: it is not a CIFAR file of the expected kind, re-download it")
     return obj[key]
 
 
@@ -83,9 +83,9 @@ def _batches(paths: list[Path], label_key: bytes, num_classes: int) -> ImageSet:
         data = np.asarray(_field(batch, b"data", path))
         batch_labels = np.asarray(_field(batch, label_key, path), dtype=np.int64)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise LaddError(f"{path} holds {data.dtype} data of shape {data.shape}, not uint8 (N, 3072): re-download it")
+            raise DataError(f"{path} holds {data.dtype} data of shape {data.shape}, not uint8 (N, 3072): re-download it")
         if batch_labels.shape != (data.shape[0],) or batch_labels.min(initial=0) < 0 or batch_labels.max(initial=0) >= num_classes:
-            raise LaddError(f"{path} has labels that do not match its {data.shape[0]} images or {num_classes} classes: re-download it")
+            raise DataError(f"{path} has labels that do not match its {data.shape[0]} images or {num_classes} classes: re-download it")
         images.append(data.reshape(-1, 3, 32, 32))  # rows are R, G, B planes of 32×32, i.e. already CHW
         labels.append(batch_labels)
     return ImageSet(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))

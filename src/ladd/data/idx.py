@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import DataError
 from ladd.core.types import ImageSet
 from ladd.data import SOURCES, SourceOptions, build_dataset, require_data_dir, store
 from ladd.data.embedded import DIGIT_NAMES
@@ -22,7 +22,7 @@ def _find(folder: Path, base: str) -> Path:
     for path in (folder / base, folder / f"{base}.gz"):
         if path.is_file():
             return path
-    raise LaddError(f"missing {folder / base} (or .gz): mnist-idx needs {', '.join(FILES)} in --data-dir")
+    raise DataError(f"missing {folder / base} (or .gz): mnist-idx needs {', '.join(FILES)} in --data-dir")
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -31,17 +31,17 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as e:
-        raise LaddError(f"cannot read {path} ({' '.join(str(e).split())}): re-download it") from e
+        raise DataError(f"cannot read {path} ({' '.join(str(e).split())}): re-download it") from e
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if found != magic:
-        raise LaddError(f"{path} is not an IDX file of the expected kind (magic {found}, expected {magic}): re-download it")
+        raise DataError(f"{path} is not an IDX file of the expected kind (magic {found}, expected {magic}): re-download it")
     if len(raw) < header:
-        raise LaddError(f"{path} is truncated inside its header: re-download it")
+        raise DataError(f"{path} is truncated inside its header: re-download it")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     if len(raw) - header != int(np.prod(dims)):
-        raise LaddError(f"{path} holds {len(raw) - header} data bytes but its header says {dims}: re-download it")
+        raise DataError(f"{path} holds {len(raw) - header} data bytes but its header says {dims}: re-download it")
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims).copy()  # copy: writable, owns its memory
 
 
@@ -49,9 +49,9 @@ def _split(folder: Path, prefix: str) -> ImageSet:
     images_path, labels_path = _find(folder, f"{prefix}-images-idx3-ubyte"), _find(folder, f"{prefix}-labels-idx1-ubyte")
     images, labels = read_idx(images_path, IMAGES_MAGIC), read_idx(labels_path, LABELS_MAGIC)
     if len(images) != len(labels):
-        raise LaddError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels: re-download them")
+        raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels: re-download them")
     if labels.size and labels.max() >= len(DIGIT_NAMES):
-        raise LaddError(f"{labels_path} has label {labels.max()}, but IDX datasets have 10 classes: re-download it")
+        raise DataError(f"{labels_path} has label {labels.max()}, but IDX datasets have 10 classes: re-download it")
     return ImageSet(torch.from_numpy(images[:, None]), torch.from_numpy(labels.astype(np.int64)))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import DataError
 from ladd.data import SOURCES, SourceOptions, require_data_dir
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -23,7 +23,7 @@ def _images_under(folder: Path) -> list[Path]:
     try:
         return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
     except OSError as e:
-        raise LaddError(f"cannot list {e.filename or folder} ({e.strerror or e}): fix its permissions or remove it") from e
+        raise DataError(f"cannot list {e.filename or folder} ({e.strerror or e}): fix its permissions or remove it") from e
 
 
 def class_name(folder: Path) -> str:
@@ -37,7 +37,7 @@ def class_dirs(folder: Path) -> dict[str, Path]:
     try:
         return {class_name(p): p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
     except OSError as e:
-        raise LaddError(f"cannot list {e.filename or folder} ({e.strerror or e}): fix its permissions or remove it") from e
+        raise DataError(f"cannot list {e.filename or folder} ({e.strerror or e}): fix its permissions or remove it") from e
 
 
 def _folder_items(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
@@ -45,15 +45,15 @@ def _folder_items(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]
     dirs = class_dirs(split_dir)
     missing = [c for c in classes if c not in dirs]
     if missing:
-        raise LaddError(f"class {missing[0]!r} is in train/ but missing from {split_dir}: every class needs a folder in both splits")
+        raise DataError(f"class {missing[0]!r} is in train/ but missing from {split_dir}: every class needs a folder in both splits")
     extra = sorted(set(dirs) - set(classes))
     if extra:
-        raise LaddError(f"{split_dir / extra[0]} is a class that train/ does not have: remove it or add it to train/")
+        raise DataError(f"{split_dir / extra[0]} is a class that train/ does not have: remove it or add it to train/")
     items = []
     for label, name in enumerate(classes):
         paths = _images_under(dirs[name])
         if not paths:
-            raise LaddError(f"no images found under {dirs[name]} (looked for {', '.join(sorted(EXTENSIONS))})")
+            raise DataError(f"no images found under {dirs[name]} (looked for {', '.join(sorted(EXTENSIONS))})")
         items += [(p, label) for p in paths]
     return items
 
@@ -66,19 +66,19 @@ def _annotated_items(val_dir: Path, classes: list[str]) -> list[tuple[Path, int]
     try:
         lines = annotations.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise LaddError(f"cannot read {annotations} ({getattr(e, 'strerror', None) or e.__class__.__name__}): fix or re-download it") from e
+        raise DataError(f"cannot read {annotations} ({getattr(e, 'strerror', None) or e.__class__.__name__}): fix or re-download it") from e
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         fields = line.split("\t")
         if len(fields) < 2:
-            raise LaddError(f"{annotations} line {lineno} is not 'file<TAB>class<TAB>...': fix or re-download it")
+            raise DataError(f"{annotations} line {lineno} is not 'file<TAB>class<TAB>...': fix or re-download it")
         if fields[1] not in index:
-            raise LaddError(f"{annotations} line {lineno} names class {fields[1]!r}, which has no folder under train/")
+            raise DataError(f"{annotations} line {lineno} names class {fields[1]!r}, which has no folder under train/")
         items.append((val_dir / "images" / fields[0], index[fields[1]]))
     missing = sorted(set(classes) - {classes[label] for _, label in items})
     if missing:
-        raise LaddError(f"class {missing[0]!r} is in train/ but has no images in {annotations}")
+        raise DataError(f"class {missing[0]!r} is in train/ but has no images in {annotations}")
     return items
 
 
@@ -140,10 +140,10 @@ def imagefolder(options: SourceOptions):
     train_dir, val_dir = root / "train", root / "val"
     for split_dir in (train_dir, val_dir):
         if not split_dir.is_dir():
-            raise LaddError(f"{root} has no {split_dir.name}/ folder: imagefolder expects {LAYOUT}")
+            raise DataError(f"{root} has no {split_dir.name}/ folder: imagefolder expects {LAYOUT}")
     classes = sorted(class_dirs(train_dir))
     if not classes:
-        raise LaddError(f"no images found under {train_dir}: put them in class folders, {train_dir}/<class>/*.jpg")
+        raise DataError(f"no images found under {train_dir}: put them in class folders, {train_dir}/<class>/*.jpg")
     train_items = _folder_items(train_dir, classes)
     if (val_dir / "val_annotations.txt").is_file():
         test_items = _annotated_items(val_dir, classes)

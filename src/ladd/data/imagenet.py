@@ -30,7 +30,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import DataError
 from ladd.core.types import Dataset
 from ladd.data import SOURCES, SourceOptions, imagefolder, require_data_dir, store
 
@@ -108,7 +108,7 @@ def _read_lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise LaddError(f"cannot read {path} ({getattr(e, 'strerror', None) or type(e).__name__}): fix or re-download it") from e
+        raise DataError(f"cannot read {path} ({getattr(e, 'strerror', None) or type(e).__name__}): fix or re-download it") from e
 
 
 def _descriptions(mapping: Path | None, classes: list[str]) -> tuple[str, ...]:
@@ -126,7 +126,7 @@ def _class_items(split_dir: Path, classes: list[str], dirs: dict[str, Path], dat
     """(path, label) for <split>/<wnid>/... in class order, then file order (as imagefolder does)."""
     missing = [wnid for wnid in classes if wnid not in dirs]  # checked before listing any (slow) folder
     if missing:
-        raise LaddError(
+        raise DataError(
             f"{dataset} needs class {missing[0]} but folder {split_dir / missing[0]} does not exist: "
             f"point --data-dir at a full ImageNet-1K folder ({LAYOUT})"
         )
@@ -134,7 +134,7 @@ def _class_items(split_dir: Path, classes: list[str], dirs: dict[str, Path], dat
     for label, wnid in enumerate(classes):
         paths = imagefolder._images_under(dirs[wnid])
         if not paths:
-            raise LaddError(f"no images found under {dirs[wnid]} (looked for {', '.join(sorted(imagefolder.EXTENSIONS))})")
+            raise DataError(f"no images found under {dirs[wnid]} (looked for {', '.join(sorted(imagefolder.EXTENSIONS))})")
         items += [(p, label) for p in paths]
     return items
 
@@ -145,32 +145,32 @@ def _solution_items(val_dir: Path, solution: Path, classes: list[str], every_row
     try:
         files = {p.stem: p for p in val_dir.iterdir() if p.suffix.lower() in imagefolder.EXTENSIONS and p.is_file()}
     except OSError as e:
-        raise LaddError(f"cannot list {val_dir} ({e.strerror or e}): fix its permissions") from e
+        raise DataError(f"cannot list {val_dir} ({e.strerror or e}): fix its permissions") from e
     index = {c: i for i, c in enumerate(classes)}
     rows = csv.reader(_read_lines(solution))
     if [h.strip() for h in next(rows, [])[:2]] != ["ImageId", "PredictionString"]:
-        raise LaddError(f"{solution} does not start with the header 'ImageId,PredictionString': fix or re-download it")
+        raise DataError(f"{solution} does not start with the header 'ImageId,PredictionString': fix or re-download it")
     items, seen = [], set()
     for lineno, row in enumerate(rows, 2):
         if not any(cell.strip() for cell in row):
             continue
         tokens = row[1].split() if len(row) >= 2 else []
         if not tokens or not WNID.fullmatch(tokens[0]):
-            raise LaddError(f"{solution} line {lineno} is not 'ImageId,<wnid> ...': fix or re-download it")
+            raise DataError(f"{solution} line {lineno} is not 'ImageId,<wnid> ...': fix or re-download it")
         image_id, wnid = row[0].strip(), tokens[0]
         if image_id in seen:
-            raise LaddError(f"{solution} line {lineno} lists {image_id} a second time: fix or re-download it")
+            raise DataError(f"{solution} line {lineno} lists {image_id} a second time: fix or re-download it")
         seen.add(image_id)
         if wnid not in index:
             if every_row:
-                raise LaddError(f"{solution} line {lineno} names class {wnid}, which has no folder under train/")
+                raise DataError(f"{solution} line {lineno} names class {wnid}, which has no folder under train/")
             continue
         if image_id not in files:
-            raise LaddError(f"{solution} line {lineno} lists image {image_id}, which is not in {val_dir}")
+            raise DataError(f"{solution} line {lineno} lists image {image_id}, which is not in {val_dir}")
         items.append((files[image_id], index[wnid]))
     missing = sorted(set(classes) - {classes[label] for _, label in items})
     if missing:
-        raise LaddError(f"class {missing[0]} has no images in {solution}: every class needs validation images")
+        raise DataError(f"class {missing[0]} has no images in {solution}: every class needs validation images")
     # class order, then file name: the order val/<wnid>/ folders give, so both layouts load the same tensors
     return sorted(items, key=lambda item: (item[1], item[0].name))
 
@@ -180,12 +180,12 @@ def _val_items(val_dir: Path, classes: list[str], search: list[Path], dataset: s
     if dirs:
         extra = sorted(set(dirs) - set(classes)) if every_class else []
         if extra:
-            raise LaddError(f"{val_dir / extra[0]} is a class that train/ does not have: remove it or add it to train/")
+            raise DataError(f"{val_dir / extra[0]} is a class that train/ does not have: remove it or add it to train/")
         return _class_items(val_dir, classes, dirs, dataset)
     solution = _find(SOLUTION_CSV, search)
     if solution is None:
         where = ", ".join(str(folder) for folder in search)
-        raise LaddError(
+        raise DataError(
             f"{val_dir} has no val/<wnid>/ class folders and no {SOLUTION_CSV} was found (looked in {where}): {dataset} expects {LAYOUT}"
         )
     return _solution_items(val_dir, solution, classes, every_class)
@@ -198,16 +198,16 @@ def load_imagenet(options: SourceOptions, dataset: str, selection: tuple[str, ..
     train_dir, val_dir = root / "train", root / "val"
     for split_dir in (train_dir, val_dir):
         if not split_dir.is_dir():
-            raise LaddError(f"{root} has no {split_dir.name}/ folder: {dataset} expects {LAYOUT}")
+            raise DataError(f"{root} has no {split_dir.name}/ folder: {dataset} expects {LAYOUT}")
     train_dirs = imagefolder.class_dirs(train_dir)
     known = set(imagenet_wnids())
     if selection is None:
         classes = sorted(train_dirs)
         if not classes:
-            raise LaddError(f"no class folders under {train_dir}: {dataset} expects {LAYOUT}")
+            raise DataError(f"no class folders under {train_dir}: {dataset} expects {LAYOUT}")
         odd = [c for c in classes if c not in known]
         if odd:
-            raise LaddError(
+            raise DataError(
                 f"{train_dir / odd[0]} is not an ImageNet-1K class (WNID): remove it, or use --dataset imagefolder for other classes"
             )
     else:

@@ -54,7 +54,7 @@ import torch
 import ladd
 from ladd.core import progress
 from ladd.core.cache import FORMATS, entries, entry
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError, DataError, LaddError, RunError
 from ladd.core.io import (
     fsync,
     lock,
@@ -89,7 +89,7 @@ def default_workers() -> int:
         except ValueError:
             workers = 0
         if workers < 1:
-            raise LaddError(f"{WORKERS_ENV}={text!r} is not a whole number >= 1: fix or unset it")
+            raise ConfigError(f"{WORKERS_ENV}={text!r} is not a whole number >= 1: fix or unset it")
         return workers
     try:
         return len(os.sched_getaffinity(0))
@@ -226,7 +226,7 @@ MAIN_GUARD = (
 
 def _get(path: Path, dataset: str, build, workers: int | None) -> Dataset:
     if getattr(multiprocessing.current_process(), "_inheriting", False):  # a spawned worker importing an unguarded script
-        raise LaddError(f"a dataset was loaded while a worker process was starting: {MAIN_GUARD}")
+        raise RunError(f"a dataset was loaded while a worker process was starting: {MAIN_GUARD}")
     try:
         return open_store(path)
     except FileNotFoundError:
@@ -248,7 +248,7 @@ def _get(path: Path, dataset: str, build, workers: int | None) -> Dataset:
         except BaseException as e:
             shutil.rmtree(staged, ignore_errors=True)
             if isinstance(e, OSError):  # the cache's disk (full, read-only, ...); unreadable images are LaddErrors
-                raise LaddError(
+                raise RunError(
                     f"cannot write the dataset store {path} ({e.strerror or e}): free space there, or point LADD_CACHE at a disk with room"
                 ) from e
             raise
@@ -404,7 +404,7 @@ def _decode(staged: Path, splits: dict, size: int, skip: bool, workers: int) -> 
                 skipped.append(os.fsdecode(items[i][0]))
                 warnings.warn(f"skipping unreadable image {items[i][0]}", stacklevel=2)
             if not keep.any():
-                raise LaddError(f"every {name} image was unreadable: check the files under --data-dir")
+                raise DataError(f"every {name} image was unreadable: check the files under --data-dir")
             if not keep.all():
                 _compact(staged / f"{split}.images.npy", keep)
             labels = np.fromiter((label for _, label in items), np.int64, len(items))[keep]
@@ -436,7 +436,7 @@ def _decode_split(file: Path, items, size: int, skip: bool, pool, name: str):
         hist[...] += counts
         failed.extend((start + i, why) for i, why in failures)
         if failures and not skip:
-            raise LaddError(min(failed)[1])
+            raise DataError(min(failed)[1])
         advance(len(tasks[start // PER_TASK][3]))
 
     with progress.bar(f"Decoding {name} images into the dataset store", len(items)) as advance:
@@ -452,7 +452,7 @@ def _decode_split(file: Path, items, size: int, skip: bool, pool, name: str):
                         try:
                             result = future.result()
                         except BrokenProcessPool as e:
-                            raise LaddError(f"a decode worker process died ({e}); if ladd runs from a script, {MAIN_GUARD}") from e
+                            raise RunError(f"a decode worker process died ({e}); if ladd runs from a script, {MAIN_GUARD}") from e
                         take(result, advance)
             finally:
                 for future in pending:

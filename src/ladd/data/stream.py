@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError
 
 PREFETCH = 6  # batches `batches` reads ahead of the trainer
 READERS = 3  # threads reading them
@@ -112,7 +112,7 @@ def _pread_rows(fd: int, offset: int, row: int, rows: np.ndarray, out: np.ndarra
                 break
             got += more
         if got != want:
-            raise LaddError(
+            raise ArtifactError(
                 f"{path} is shorter than its header says (a damaged dataset store): remove it with "
                 "`ladd cache prune --kind data --broken` and load the dataset again"
             )

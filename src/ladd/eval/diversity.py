@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, ConfigError
 from ladd.core.runtime import generator
 from ladd.core.types import Dataset, normalize
 from ladd.data.stream import gather
@@ -31,7 +31,7 @@ def mean_pairwise_cosine(features: torch.Tensor) -> float:
     """Mean cos(f_i, f_j) over pairs i ≠ j."""
     n = len(features)
     if n < 2:
-        raise LaddError("within-class cosine similarity needs at least 2 images per class (IPC >= 2)")
+        raise ConfigError("within-class cosine similarity needs at least 2 images per class (IPC >= 2)")
     unit = torch.nn.functional.normalize(features, dim=1)
     sims = unit @ unit.T
     return float((sims.sum() - sims.diagonal().sum()) / (n * (n - 1)))
@@ -57,14 +57,14 @@ def diversity(
 ) -> dict:
     """Per-class and mean within-class cosine similarity (synthetic and real) and MMD²."""
     if real_per_class < 2:
-        raise LaddError(f"--real-per-class {real_per_class} must be >= 2")
+        raise ConfigError(f"--real-per-class {real_per_class} must be >= 2")
     syn = embed(model, images, dataset)
     gen = generator(seed)
     rows = []
     for c, name in enumerate(dataset.class_names):
         mine = syn[labels == c]
         if len(mine) == 0:
-            raise LaddError(f"the artifact has no image of class {name!r}: diversity needs every class")
+            raise ArtifactError(f"the artifact has no image of class {name!r}: diversity needs every class")
         members = (dataset.train.labels == c).nonzero().flatten()
         members = members[torch.randperm(len(members), generator=gen)[:real_per_class]]
         real = embed(model, gather(dataset.train.images, members), dataset)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ladd.artifact import Artifact
 from ladd.core import dist, progress, track
-from ladd.core.errors import Diverged, LaddError
+from ladd.core.errors import ArtifactError, ConfigError, Diverged, RunError
 from ladd.core.progress import log
 from ladd.augment.dsa import strategy_for
 from ladd.core.runtime import Runtime
@@ -76,17 +76,19 @@ class EvalConfig(BaseModel):
     def _known_names(self) -> "EvalConfig":
         """Unknown methods or models fail here, before any training, not mid-evaluation."""
         if isinstance(self.crops_per_step, int) and self.crops_per_step < 1:
-            raise LaddError(f"--crops-per-step {self.crops_per_step} must be >= 1, 'all' or 'auto'")
+            raise ConfigError(f"--crops-per-step {self.crops_per_step} must be >= 1, 'all' or 'auto'")
         for method in self.methods:
             method_terms(method)
         for model in self.models:
             MODELS.canonical(model)
         if any(lr <= 0 for lr in self.select_lr):
-            raise LaddError(f"--select-lr {','.join(map(str, self.select_lr))}: every learning rate must be > 0")
+            raise ConfigError(f"--select-lr {','.join(map(str, self.select_lr))}: every learning rate must be > 0")
         if self.select_lr and self.lr is not None:
-            raise LaddError("give either --lr (one fixed learning rate) or --select-lr (candidates chosen on a validation split), not both")
+            raise ConfigError(
+                "give either --lr (one fixed learning rate) or --select-lr (candidates chosen on a validation split), not both"
+            )
         if self.select_lr and self.curve_every is not None:
-            raise LaddError(
+            raise ConfigError(
                 "the FLOPs curve reads the test split during training, which --select-lr's candidates must not: "
                 "choose the lr with --select-lr first, then pass it with --lr"
             )
@@ -112,7 +114,7 @@ def protocol_for(cfg: EvalConfig, method: str) -> Protocol:
     protocol = load_protocol(cfg.protocol)
     if replays and protocol.optimizer != "adamw":
         adamw = ", ".join(n for n in shipped_protocols() if load_protocol(n).optimizer == "adamw")
-        raise LaddError(
+        raise ConfigError(
             f"--protocol {cfg.protocol} trains method {method} to chance: its KL on temperature-softened stored labels "
             f"needs AdamW, not {protocol.optimizer}; give an AdamW protocol ({adamw}), or leave --protocol out "
             f"to train {method} under protocol {REPLAY_PROTOCOL}"
@@ -181,7 +183,8 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
         protocol = protocol_for(cfg, method)
         if cfg.protocol is None and protocol.name == REPLAY_PROTOCOL:
             log(
-                f"method {method}: protocol {REPLAY_PROTOCOL}, the default for replaying a stored relabel (an SGD protocol trains it to chance)"
+                f"method {method}: protocol {REPLAY_PROTOCOL}, the default for replaying a stored relabel "
+                "(an SGD protocol trains it to chance)"
             )
         soft_loss = cfg.soft_loss or protocol.soft_loss
         terms = method_terms(method, crops, reduction, soft_loss)
@@ -382,7 +385,7 @@ def replay_batch_size(art: Artifact, cfg: EvalConfig) -> int | None:
         return cfg.batch_size
     stored = art.relabel.batch_size
     if cfg.batch_size not in (None, stored):
-        raise LaddError(
+        raise ConfigError(
             f"--batch-size {cfg.batch_size}: the student replays the stored relabel batches of {stored} "
             f"(as SRe²L/LPLD); leave --batch-size out, or add --replay-batches shuffled to train in other batches"
         )
@@ -394,7 +397,7 @@ def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
     of the kept units only, and teacher FLOPs of training plus labelling those units."""
     store = art.relabel
     if store is None:
-        raise LaddError("the fkd method replays stored relabel labels, which the artifact lacks: run `ladd relabel ARTIFACT` first")
+        raise ArtifactError("the fkd method replays stored relabel labels, which the artifact lacks: run `ladd relabel ARTIFACT` first")
     pruning = cfg.pruning
     kept = prune_units(store, art.labels, pruning)
     positions = torch.cat(kept)
@@ -654,7 +657,7 @@ def select_lr(candidates: tuple[float, ...], students: list[Students], val: Data
     scores = [None if s.diverged is not None else float(np.mean(s.test(val)[0])) for s in students]
     scored = [i for i, score in enumerate(scores) if score is not None]
     if not scored:
-        raise LaddError(f"--select-lr: training diverged at every candidate ({', '.join(f'{c:g}' for c in candidates)}): add smaller ones")
+        raise RunError(f"--select-lr: training diverged at every candidate ({', '.join(f'{c:g}' for c in candidates)}): add smaller ones")
     best = max(scored, key=scores.__getitem__)  # the first of equal scores
     return best, {"chosen": candidates[best], "on": val.name, "val_acc_by_lr": {f"{c:g}": a for c, a in zip(candidates, scores)}}
 
@@ -780,7 +783,7 @@ def at_flops(row: dict, budget: int, of: str) -> dict:
     curve = row.get("curve")
     if not curve or curve[0]["flops_deploy"] > budget:
         first = "no curve" if not curve else f"its first recorded point is at {curve[0]['flops_deploy']:.3g} FLOPs"
-        raise LaddError(
+        raise ConfigError(
             f"{row['method']} cannot be read at {of}'s {budget:.3g} deployment FLOPs: {first}; record it more often (--curve-every)"
         )
     flops = [p["flops_deploy"] for p in curve]
@@ -796,5 +799,7 @@ def at_flops(row: dict, budget: int, of: str) -> dict:
         "acc_std": float(np.std(accs)),
         "flops_deploy": budget,
         "flops": (row["flops_distill"] or 0) + row["flops_labels"] + budget,
-        "budget": f"{row['method']} after {epoch:.1f} of its {row['epochs']} epochs, where it has spent {of}'s {budget:.3g} deployment FLOPs",
+        "budget": (
+            f"{row['method']} after {epoch:.1f} of its {row['epochs']} epochs, where it has spent {of}'s {budget:.3g} deployment FLOPs"
+        ),
     }

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 
@@ -58,7 +58,7 @@ class CurvePoint(BaseModel):
 
 class Row(BaseModel):
     """One evaluation row. Every producer is covered (`evaluate`, `rounding_rows`, `equal_cost`,
-    `at_flops`, the cli's `_evaluated`, benchmarks/image_methods.py), so unknown keys are refused:
+    `at_flops`, `ladd.api.save_results`, benchmarks/image_methods.py), so unknown keys are refused:
     a new key must be declared here, and the schema file regenerated."""
 
     model_config = ConfigDict(extra="forbid", title="ladd result row")
@@ -150,7 +150,7 @@ def checked_rows(rows: list[dict], version: int = SCHEMA_VERSION, where: str = "
     """`rows` validated against the model of `version`, as dicts again (keys absent stay absent);
     the first problem is refused in one line naming the row and the field."""
     if not isinstance(rows, list):
-        raise LaddError(f"{where}: rows is a {type(rows).__name__}, not a list of rows")
+        raise ArtifactError(f"{where}: rows is a {type(rows).__name__}, not a list of rows")
     model = Row if version == SCHEMA_VERSION else RowV0
     checked = []
     for i, row in enumerate(rows):
@@ -160,7 +160,7 @@ def checked_rows(rows: list[dict], version: int = SCHEMA_VERSION, where: str = "
             first = e.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "row"
             name = f" ({row.get('method')} · {row.get('model')})" if isinstance(row, dict) else ""
-            raise LaddError(f"{where}: row {i}{name}: {field}: {first['msg']}") from None
+            raise ArtifactError(f"{where}: row {i}{name}: {field}: {first['msg']}") from None
     return checked
 
 
@@ -168,7 +168,7 @@ def results_version(results: dict, where: str = "results.json") -> int:
     """The schema version of a results.json (0 when it has none); a newer one than this ladd knows is refused."""
     version = results.get("schema_version", 0)
     if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= SCHEMA_VERSION:
-        raise LaddError(
+        raise ArtifactError(
             f"{where} has schema_version {version!r}; this ladd reads versions 0 to {SCHEMA_VERSION}: upgrade ladd to report it"
         )
     return version

@@ -101,12 +101,14 @@ def run(dataset: Dataset, setup: Setup, ipc: int, bptt: BpttConfig, epoch, runti
     axes[2].legend(fontsize=7)
     fig.suptitle(f"{dataset.name} IPC {ipc}: BPTT-learned labels vs expert labels by epoch")
     notes = [
-        f"BPTT: T = {bptt.unroll} student steps, back-propagated through the last M = {bptt.backprop}, {bptt.iterations} label updates, student {bptt.model}",
+        f"BPTT: T = {bptt.unroll} student steps, back-propagated through the last M = {bptt.backprop}, "
+        f"{bptt.iterations} label updates, student {bptt.model}",
         f"learned labels are closest on average to the expert's epoch-{closest:g} labels and to the {ensemble}-expert ensemble's "
         f"epoch-{closest_ensemble:g} labels",
         f"expert-pair baseline: an expert of another seed is at mean JSD {pair.mean(0).min():.3f}–{pair.mean(0).max():.3f} from the "
         f"ensemble at the same epoch; the learned labels are at {to_ensemble.mean(0).min():.3f} from the closest ensemble epoch",
-        f"learned-label target loss {learned.manifest['labels']['bptt']['initial_loss']:.3f} → {learned.manifest['labels']['bptt']['final_loss']:.3f}",
+        f"learned-label target loss {learned.manifest['labels']['bptt']['initial_loss']:.3f} → "
+        f"{learned.manifest['labels']['bptt']['final_loss']:.3f}",
     ]
     payload = {
         "setup": setup.model_dump(),

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset, normalize
 from ladd.data.stream import chunks, gather
@@ -37,7 +37,7 @@ def select(members: list[torch.Tensor], ipc: int, seed: int) -> torch.Tensor:
     gen = generator(seed)
     for k, m in enumerate(members):
         if len(m) < ipc:
-            raise LaddError(f"a CE quantile of class {k} holds {len(m)} images, fewer than --ipc {ipc}: use fewer --quantiles")
+            raise ConfigError(f"a CE quantile of class {k} holds {len(m)} images, fewer than --ipc {ipc}: use fewer --quantiles")
     return torch.cat([m[torch.randperm(len(m), generator=gen)[:ipc]] for m in members])
 
 

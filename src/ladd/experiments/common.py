@@ -20,7 +20,7 @@ from ladd import pipeline
 from ladd.artifact import Artifact
 from ladd.core.io import command_line, lock, read_json, write_json, write_text
 from ladd.core import progress
-from ladd.core.progress import console
+from ladd.core.progress import console, log
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.eval.protocol import EvalConfig, evaluate
@@ -130,4 +130,4 @@ def write_report(out: Path, name: str, title: str, payload: dict, table: list[di
     figure.savefig(out / f"{name}.png", dpi=120)
     for line in lines[2 : 4 + len(table)]:
         console.print(line, markup=False)
-    console.print(f"wrote {out / name}.json, .md and .png")
+    log(f"wrote {out / name}.json, .md and .png")

@@ -76,7 +76,8 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], temperatures: list[floa
     fig.suptitle(f"{dataset.name}: expert epoch × temperature of the soft labels (validation split)")
     notes = [
         f"validation: {setup.val_per_class} training images per class held out; expert trained on the rest; the test split is never read",
-        f"students: {setup.student_model}, {setup.student_epochs} epochs, lr {setup.student_lr}, {setup.seeds} seeds; labels softmax(z / T)",
+        f"students: {setup.student_model}, {setup.student_epochs} epochs, lr {setup.student_lr}, {setup.seeds} seeds; "
+        "labels softmax(z / T)",
         "best per IPC: "
         + ", ".join(f"IPC {i} → epoch {b['epoch']:g}, T {b['temperature']:g} ({100 * b['acc_mean']:.2f}%)" for i, b in best.items()),
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.data import holdout
@@ -33,7 +33,7 @@ def candidate_epochs(val: Dataset, setup: Setup, runtime: Runtime) -> list[float
         return saved
     missing = [e for e in setup.candidate_epochs if e not in saved]
     if missing:
-        raise LaddError(
+        raise ConfigError(
             f"candidate expert epoch(s) {', '.join(f'{e:g}' for e in missing)} were not saved: "
             f"choose among {', '.join(f'{e:g}' for e in saved)}"
         )
@@ -122,7 +122,8 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], runtime: Runtime, out: 
     fig.suptitle(f"{dataset.name}: expert epoch vs soft-label student (validation split, dotted = chosen)")
     notes = [
         f"validation: {setup.val_per_class} training images per class held out; expert trained on the rest; the test split is never read",
-        f"labels: {setup.teacher.method}; students: {setup.student_model}, {setup.student_epochs} epochs, lr {setup.student_lr}, {setup.seeds} seeds, soft-label loss {setup.soft_loss}",
+        f"labels: {setup.teacher.method}; students: {setup.student_model}, {setup.student_epochs} epochs, "
+        f"lr {setup.student_lr}, {setup.seeds} seeds, soft-label loss {setup.soft_loss}",
         "chosen epoch per IPC: " + ", ".join(f"IPC {i} → {e:g}" for i, e in chosen.items()),
     ]
     write_report(

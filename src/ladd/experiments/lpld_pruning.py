@@ -171,7 +171,8 @@ def run(
         f"students {setup.student_model}, protocol fkd (AdamW + cosine, KL), {relabel_epochs} epochs, batch {relabel_batch}",
         f"hard labels: students {setup.student_model}, {setup.student_epochs} epochs, lr {setup.student_lr}, SGD + DSA",
         "cosine: mean within-class cosine similarity of teacher features (real images: see JSON); MMD²: Gaussian kernel, "
-        "σ = median distance of the class's real features; labels / images: bytes of the kept six relabel components over the uint8 images",
+        "σ = median distance of the class's real features; "
+        "labels / images: bytes of the kept six relabel components over the uint8 images",
     ]
     write_report(
         out,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, real_images, relabeled, soft_labeled, students, write_report
@@ -37,7 +37,7 @@ def without_knowledge(art, c: int):
 
 def run(dataset: Dataset, setup: Setup, ipc: int, target: int, epoch, runtime: Runtime, out: Path) -> list[dict]:
     if not 0 <= target < dataset.num_classes:
-        raise LaddError(f"--target-class {target} must be a class index in 0..{dataset.num_classes - 1}")
+        raise ConfigError(f"--target-class {target} must be a class index in 0..{dataset.num_classes - 1}")
     cells = Cells(out, setup)
     chosen = resolve_epoch(dataset, setup, ipc, epoch, runtime, out)
     art = soft_labeled(real_images(dataset, setup, ipc), dataset, setup, runtime, epoch=chosen)

@@ -19,7 +19,7 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 import numpy as np
 from scipy.optimize import curve_fit
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experiments.common import Cells, Setup, real_images, relabeled, soft_labeled, students, write_report
@@ -36,7 +36,7 @@ def law(ipc, a, c, d):
 def fit(ipcs: list[int], accs: list[float]) -> dict:
     """Least-squares fit of acc = (a·IPC)^c − d (a, c > 0)."""
     if len(ipcs) < 4:
-        raise LaddError(f"the scaling-law fit has 3 parameters: give at least 4 IPC values (got {len(ipcs)})")
+        raise ConfigError(f"the scaling-law fit has 3 parameters: give at least 4 IPC values (got {len(ipcs)})")
     (a, c, d), _ = curve_fit(law, ipcs, accs, p0=(1.0, 0.2, 0.0), bounds=((1e-9, 1e-6, -np.inf), (np.inf, 5.0, np.inf)), maxfev=20000)
     residual = float(np.sqrt(np.mean((law(ipcs, a, c, d) - np.asarray(accs)) ** 2)))
     return {"a": float(a), "c": float(c), "d": float(d), "rmse": residual}
@@ -47,7 +47,7 @@ def fit_shared(ipcs: list[int], curves: dict[str, list[float]], reference: str =
     shared, one factor f_j per curve (f_reference = 1)."""
     names = [n for n in curves if n != reference]
     if len(ipcs) < 2:
-        raise LaddError(f"the shared scaling-law fit needs at least 2 IPC values (got {len(ipcs)})")
+        raise ConfigError(f"the shared scaling-law fit needs at least 2 IPC values (got {len(ipcs)})")
     x = np.tile(np.asarray(ipcs, dtype=float), len(curves))
     which = np.repeat(np.arange(len(curves)), len(ipcs))  # 0 = reference, k = names[k - 1]
     order = [reference, *names]
@@ -88,7 +88,7 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ks: list[int], epoch, r
     ks = sorted(set(ks))
     for k in ks:
         if not 1 <= k <= dataset.num_classes:
-            raise LaddError(f"--top-k {k} must be between 1 and the number of classes ({dataset.num_classes})")
+            raise ConfigError(f"--top-k {k} must be between 1 and the number of classes ({dataset.num_classes})")
     grid = {"hard": {}, **{f"top{k}": {} for k in ks}}
     for ipc in ipcs:
         art = real_images(dataset, setup, ipc)
@@ -160,7 +160,8 @@ def run(dataset: Dataset, setup: Setup, ipcs: list[int], ks: list[int], epoch, r
     fig.suptitle(f"{dataset.name}: data-knowledge scaling")
     notes = [
         "top-k keeps the k largest probabilities of each soft label and zeroes the rest without renormalizing",
-        "×data = IPC that hard labels need (inverted hard-label fit) for the soft labels' accuracy ÷ IPC; values outside the IPC grid are extrapolated",
+        "×data = IPC that hard labels need (inverted hard-label fit) for the soft labels' accuracy ÷ IPC; "
+        "values outside the IPC grid are extrapolated",
         "free fits: "
         + "; ".join(f"{n}: a={p['a']:.3g} c={p['c']:.3g} d={p['d']:.3g} (rmse {100 * p['rmse']:.2f} pts)" for n, p in fits.items()),
         f"shared fit (one exponent c={shared['c']:.3g}, a={shared['a']:.3g}, d={shared['d']:.3g}, rmse {100 * shared['rmse']:.2f} pts): "

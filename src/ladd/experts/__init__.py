@@ -3,7 +3,8 @@
 One implementation for every role: LADD's labeler (an early-stopped expert: the paper labels with
 epoch 10 of a 50-epoch trajectory), soft-label experts, teachers and observers. The recipe is that
 of MTT's buffer.py (SGD lr 0.01, no momentum, no weight decay, batch 256, DSA augmentation,
-constant lr, or ×0.1 after half the epochs with `decay`, buffer.py's --decay); `epoch_000` is the initialization, so early stopping is choosing a checkpoint.
+constant lr, or ×0.1 after half the epochs with `decay`, buffer.py's --decay); `epoch_000` is the
+initialization, so early stopping is choosing a checkpoint.
 
 An expert directory records the dataset, class order and normalization it was trained with, so it
 refuses data it does not understand (the most common reproduction failure upstream). Experts are
@@ -19,14 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ladd.augment.dsa import strategy_for
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, ConfigError, DataError
 from ladd.core.cache import cache_root, entry
 from ladd.core.checkpoint import restore_weights
 from ladd.core.io import read_json, sha256, sweep, write_json
 from ladd.core import dist, progress
 from ladd.core.runtime import Runtime, seeded
 from ladd.core.types import Dataset
-from ladd.models import build_model
+from ladd.models import DEFAULT_MODEL, build_model
 from ladd.train.loop import Recipe, TrainData, accuracy, checkpoint_path, saved_epochs, train
 from ladd.train.terms import method_terms
 
@@ -36,7 +37,7 @@ INFO = "expert.json"
 class ExpertConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = "convnet"
+    model: str = DEFAULT_MODEL
     epochs: int = Field(10, ge=1)  # epochs trained (checkpoints 0..epochs are saved)
     lr: float = Field(0.01, gt=0, allow_inf_nan=False)
     batch_size: int = Field(256, ge=1)
@@ -53,7 +54,7 @@ def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: 
         info = read_info(directory)
         check_matches(info, dataset, directory)
         if ExpertConfig(**info["config"]) != cfg:  # parsed, so a field added since it was trained takes its default
-            raise LaddError(f"{directory} holds an expert trained with {info['config']}: use another directory")
+            raise ArtifactError(f"{directory} holds an expert trained with {info['config']}: use another directory")
     model = build_for(dataset, cfg.model, cfg.seed)
     recipe = Recipe(
         epochs=cfg.epochs,
@@ -125,20 +126,20 @@ def build_for(dataset: Dataset, model: str, seed: int) -> nn.Module:
 def check_matches(info: dict, dataset: Dataset, directory: Path) -> None:
     """Refuse an expert trained on other data: class order, image shape and normalization must agree."""
     if info.get("kind") != "ladd-expert":
-        raise LaddError(f"{directory / INFO} is not a ladd expert description: train one with `ladd experts`")
+        raise ArtifactError(f"{directory / INFO} is not a ladd expert description: train one with `ladd experts`")
     retrain = f"train it on {dataset.name} or use it with the dataset it was trained on"
     if info["class_names"] != list(dataset.class_names):
-        raise LaddError(
+        raise DataError(
             f"expert in {directory} was trained on {info['dataset']} with {_names(info['class_names'])}, "
             f"not {dataset.name}'s {_names(dataset.class_names)} (different classes or class order): {retrain}"
         )
     if info["shape"] != list(dataset.shape):
-        raise LaddError(
+        raise DataError(
             f"expert in {directory} was trained on {info['dataset']} images of shape {info['shape']}, "
             f"not {dataset.name}'s {list(dataset.shape)} (different image shape): {retrain}"
         )
     if any(abs(a - b) > 1e-4 for a, b in zip(info["mean"] + info["std"], list(dataset.mean) + list(dataset.std))):
-        raise LaddError(f"expert in {directory} used another normalization than {dataset.name}: {retrain}")
+        raise DataError(f"expert in {directory} used another normalization than {dataset.name}: {retrain}")
 
 
 def _names(names) -> str:
@@ -151,7 +152,7 @@ def load_expert(directory: Path, epoch: float, dataset: Dataset, runtime: Runtim
     directory = Path(directory)
     info = read_info(directory)
     if not info:
-        raise LaddError(f"{directory} is not an expert directory (no {INFO}): train one with `ladd label`")
+        raise ArtifactError(f"{directory} is not an expert directory (no {INFO}): train one with `ladd label`")
     if info.get("kind") == "ladd-pretrained":  # a weights file set up as a teacher (`ladd.experts.pretrained`): no epochs
         from ladd.experts.pretrained import load_pretrained_dir
 
@@ -160,10 +161,10 @@ def load_expert(directory: Path, epoch: float, dataset: Dataset, runtime: Runtim
     ckpt = checkpoint_path(directory, epoch)
     if not ckpt.exists():
         saved = [f"{e:g}" for e in saved_epochs(directory)]
-        raise LaddError(f"expert epoch {epoch:g} was not saved in {directory}; saved epochs: {', '.join(saved)}")
+        raise ConfigError(f"expert epoch {epoch:g} was not saved in {directory}; saved epochs: {', '.join(saved)}")
     digest = sha256(ckpt)
     if epoch == info["config"]["epochs"] and info.get("final_sha256") not in (None, digest):
-        raise LaddError(
+        raise ArtifactError(
             f"{ckpt} does not match the checksum recorded in {directory / INFO} (the file was changed "
             f"after training): delete the expert directory and train again"
         )
@@ -234,7 +235,7 @@ def ensure_buffer(dataset: Dataset, model: str, count: int, epochs: int, runtime
     """MTT's expert trajectories (`ladd experts`): experts of seeds 0..count-1, each `epochs` long,
     in `out` (`OUT/expert_000 …`) or the cache; finished ones are reused. Returns their folder."""
     if count < 1:
-        raise LaddError(f"{count} experts asked for: train at least one (--num-experts 1 or more)")
+        raise ConfigError(f"{count} experts asked for: train at least one (--num-experts 1 or more)")
     for seed in range(count):
         cfg = ExpertConfig(model=model, epochs=epochs, seed=seed)
         directory, _ = ensure_expert(dataset, cfg, None if out is None else in_buffer(out, seed), runtime)
@@ -253,7 +254,7 @@ def ensure_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path | None, r
         if info.get("complete"):
             check_matches(info, dataset, directory)
             if ExpertConfig(**info["config"]) != cfg:  # parsed, so a field added since it was trained takes its default
-                raise LaddError(
+                raise ArtifactError(
                     f"the expert in {directory} was trained with {info['config']}, not {cfg.model_dump()}: "
                     f"pass the matching model and epochs, or another directory"
                 )

@@ -42,9 +42,9 @@ from pydantic import BaseModel, ConfigDict, field_serializer
 from torch import nn
 
 from ladd.core.cache import entry
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, ConfigError, DataError
 from ladd.core.io import lock, sha256, write_json
-from ladd.core.progress import console
+from ladd.core.progress import log
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.experts import INFO, build_for, read_info
@@ -82,11 +82,11 @@ def parse_classes(text: str | Sequence[int] | None, option: str) -> tuple[int, .
     if isinstance(text, str):
         parts = [p.strip() for p in text.split(",") if p.strip()]
         if not parts or not all(p.isdigit() for p in parts):
-            raise LaddError(f"{option} {text!r} is not a comma-separated list of head rows, e.g. 0,217,482 (ImageNette's first three)")
+            raise ConfigError(f"{option} {text!r} is not a comma-separated list of head rows, e.g. 0,217,482 (ImageNette's first three)")
         return tuple(int(p) for p in parts)
     rows = list(text)
     if not rows or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in rows):
-        raise LaddError(f"{option} {text!r} must be a non-empty list of head rows (whole numbers >= 0)")
+        raise ConfigError(f"{option} {text!r} must be a non-empty list of head rows (whole numbers >= 0)")
     return tuple(rows)
 
 
@@ -103,11 +103,11 @@ def pretrained_config(
     recognized from the file (torchvision/timm ResNet-18 → resnet18-imagenet), rows parsed."""
     path = Path(weights).expanduser().resolve()
     if not path.is_file():
-        raise LaddError(f"{option} {path} does not exist: give a weights file ({', '.join(SUFFIXES)})")
+        raise ArtifactError(f"{option} {path} does not exist: give a weights file ({', '.join(SUFFIXES)})")
     if model is None:
         model = infer_model(path)
         if model is None:
-            raise LaddError(
+            raise ConfigError(
                 f"{option} {path}: its names are not a torchvision/timm ResNet-18's, so name the ladd model "
                 f"its weights are for with {model_option} (e.g. the model a ladd expert was trained as)"
             )
@@ -145,7 +145,7 @@ def _check_dataset(info: dict, dataset: Dataset, directory: Path) -> None:
         and all(abs(a - b) <= 1e-4 for a, b in zip(info.get("mean", []) + info.get("std", []), list(dataset.mean) + list(dataset.std)))
     )
     if not same:
-        raise LaddError(
+        raise DataError(
             f"the pretrained teacher in {directory} was set up for {info.get('dataset')} (other classes, class order, "
             f"image shape or normalization than {dataset.name}'s): use it with that dataset or another folder"
         )
@@ -155,7 +155,7 @@ def prepare(dataset: Dataset, cfg: PretrainedConfig, directory: str | Path | Non
     """The folder describing this pretrained teacher for `dataset` (default: a cache entry), made if new."""
     path = Path(cfg.weights)
     if not path.is_file():
-        raise LaddError(f"weights file {path} does not exist")
+        raise ArtifactError(f"weights file {path} does not exist")
     file_sha = sha256(path)
     if directory is None:
         key = [
@@ -175,10 +175,10 @@ def prepare(dataset: Dataset, cfg: PretrainedConfig, directory: str | Path | Non
         want = _describe(dataset, cfg, file_sha)
         if info:
             if info.get("kind") != KIND:
-                raise LaddError(f"{directory} holds a trained expert, not a pretrained teacher: give another folder for the weights")
+                raise ArtifactError(f"{directory} holds a trained expert, not a pretrained teacher: give another folder for the weights")
             _check_dataset(info, dataset, directory)
             if (info.get("weights_sha256"), info.get("model"), info.get("classes")) != (file_sha, cfg.model, want["classes"]):
-                raise LaddError(
+                raise ArtifactError(
                     f"{directory} describes another pretrained teacher ({info.get('model')}, weights SHA-256 "
                     f"{str(info.get('weights_sha256'))[:12]}…, head rows {info.get('classes')}): give another folder"
                 )
@@ -197,14 +197,14 @@ def load_pretrained_dir(directory: Path, dataset: Dataset, runtime: Runtime) -> 
     directory = Path(directory)
     info = read_info(directory)
     if info.get("kind") != KIND:
-        raise LaddError(f"{directory / INFO} does not describe a pretrained teacher")
+        raise ArtifactError(f"{directory / INFO} does not describe a pretrained teacher")
     _check_dataset(info, dataset, directory)
     path = Path(info["weights"])
     model = build_for(dataset, info["model"], 0)
     classes = info.get("classes")
     file_sha, layout = apply_weights(model, path, classes)
     if file_sha != info["weights_sha256"]:
-        raise LaddError(
+        raise ArtifactError(
             f"{path} has changed since the teacher in {directory} was set up (SHA-256 {file_sha[:12]}…, "
             f"recorded {info['weights_sha256'][:12]}…): give the weights again in another folder"
         )
@@ -219,7 +219,7 @@ def load_pretrained_dir(directory: Path, dataset: Dataset, runtime: Runtime) -> 
         with lock(directory, "recording the teacher's accuracy in"):
             info = {**read_info(directory), "test_acc": acc}
             write_json(directory / INFO, info)
-        console.print(
+        log(
             f"pretrained {info['model']} from {path.name}: {100 * acc:.2f}% on {dataset.name}'s test split"
             + (" (near chance: check the head rows and their order)" if acc < 1.5 / dataset.num_classes else "")
         )

@@ -8,7 +8,7 @@ from typing import Callable
 
 from pydantic import ValidationError
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 from ladd.core.registry import Registry, modules
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset, ImageSet
@@ -45,7 +45,7 @@ def check_params(method: str, params: dict) -> None:
         return
     model = params_model(method)
     if model is None:
-        raise LaddError(f"--param is for image methods with recipes, not {method}: leave it out")
+        raise ConfigError(f"--param is for image methods with recipes, not {method}: leave it out")
     try:
         model(**params)
     except ValidationError as e:
@@ -54,14 +54,14 @@ def check_params(method: str, params: dict) -> None:
             return
         key = err["loc"][0]
         valid = f" (parameters of {method}: {', '.join(model.model_fields)})" if err["type"] == "extra_forbidden" else ""
-        raise LaddError(f"--param {key}={params[key]!r}: {err['msg']}{valid}") from None
+        raise ConfigError(f"--param {key}={params[key]!r}: {err['msg']}{valid}") from None
 
 
 def check_ipc(dataset: Dataset, ipc: int) -> None:
     counts = dataset.train.labels.bincount(minlength=dataset.num_classes)
     smallest = int(counts.min())
     if ipc < 1 or ipc > smallest:
-        raise LaddError(
+        raise ConfigError(
             f"--ipc {ipc} is not possible on {dataset.name}: it must be between 1 and {smallest}, "
             f"the size of its smallest class ({dataset.class_names[int(counts.argmin())]!r})"
         )

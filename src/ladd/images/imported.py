@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, ConfigError, DataError, LaddError
 from ladd.core.io import load_safetensors
 from ladd.core.types import ImageSet, denormalize, quantize
 from ladd.images import IMAGE_METHODS, ImageRequest
@@ -34,7 +34,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
             return {name: _load_pt(path / f"{name}.pt") for name in ("images", "labels")}
         return read_image_folder(path)
     if not path.is_file():
-        raise LaddError(f"import file {path} does not exist")
+        raise ArtifactError(f"import file {path} does not exist")
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
@@ -49,13 +49,13 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
             if isinstance(obj, (tuple, list)) and len(obj) == 2:
                 obj = {"images": obj[0], "labels": obj[1]}
             if not isinstance(obj, dict):
-                raise LaddError(f"{path} holds a {type(obj).__name__}: expected a dict of tensors or an (images, labels) pair")
+                raise ArtifactError(f"{path} holds a {type(obj).__name__}: expected a dict of tensors or an (images, labels) pair")
             return {k: torch.as_tensor(v) for k, v in obj.items()}
     except LaddError:
         raise
     except Exception as e:  # corrupt or pickled-object files
-        raise LaddError(f"cannot read {path}: {str(e).splitlines()[0]}") from e
-    raise LaddError(f"cannot import {path}: use a .safetensors, .npz or .pt file")
+        raise ArtifactError(f"cannot read {path}: {str(e).splitlines()[0]}") from e
+    raise ArtifactError(f"cannot import {path}: use a .safetensors, .npz or .pt file")
 
 
 def _check_npz_sizes(z, path: Path) -> None:
@@ -68,14 +68,14 @@ def _check_npz_sizes(z, path: Path) -> None:
             shape, _, dtype = read(f)
         need = math.prod(shape) * dtype.itemsize
         if need > info.file_size:
-            raise LaddError(f"{path}: {info.filename} declares {tuple(shape)} {dtype} ({need:,} bytes) but holds {info.file_size:,}")
+            raise ArtifactError(f"{path}: {info.filename} declares {tuple(shape)} {dtype} ({need:,} bytes) but holds {info.file_size:,}")
 
 
 def _load_pt(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickled objects beyond plain tensors, corrupt files
-        raise LaddError(f"cannot read {path}: {str(e).splitlines()[0]}") from e
+        raise ArtifactError(f"cannot read {path}: {str(e).splitlines()[0]}") from e
 
 
 def read_image_folder(path: Path) -> dict[str, torch.Tensor]:
@@ -86,13 +86,13 @@ def read_image_folder(path: Path) -> dict[str, torch.Tensor]:
 
     classes = sorted(class_dirs(path).values())
     if not classes:
-        raise LaddError(f"{path} has no class subfolders and no images.pt/labels.pt: nothing to import")
+        raise ArtifactError(f"{path} has no class subfolders and no images.pt/labels.pt: nothing to import")
     images, labels = [], []
     for k, folder in enumerate(classes):
         try:
             files = sorted(f for f in folder.iterdir() if f.suffix.lower() in EXTENSIONS)
         except OSError as e:
-            raise LaddError(f"cannot list {folder} ({e.strerror or e}): fix its permissions or remove it") from e
+            raise ArtifactError(f"cannot list {folder} ({e.strerror or e}): fix its permissions or remove it") from e
         for file in files:
             try:
                 with warnings.catch_warnings():
@@ -100,29 +100,29 @@ def read_image_folder(path: Path) -> dict[str, torch.Tensor]:
                     with Image.open(file) as im:
                         array = np.asarray(im)
             except Exception as e:  # not an image, truncated, too many pixels, unreadable: PIL raises many kinds
-                raise LaddError(f"cannot read image {file} ({type(e).__name__}): fix or delete it") from e
+                raise ArtifactError(f"cannot read image {file} ({type(e).__name__}): fix or delete it") from e
             images.append(torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1))
             labels.append(k)
     if not images:
-        raise LaddError(f"{path}: its class folders hold no .png/.jpg images")
+        raise ArtifactError(f"{path}: its class folders hold no .png/.jpg images")
     if len({tuple(t.shape) for t in images}) > 1:
-        raise LaddError(f"{path}: images differ in size; every image must have the dataset's shape")
+        raise ArtifactError(f"{path}: images differ in size; every image must have the dataset's shape")
     return {"images": torch.stack(images), "labels": torch.tensor(labels)}
 
 
 @IMAGE_METHODS.register("import", aliases=("imported",))
 def import_images(req: ImageRequest) -> ImageSet:
     if req.path is None:
-        raise LaddError(
+        raise ConfigError(
             "--images import needs --import-path PATH (.safetensors, .npz, .pt, a folder with images.pt + labels.pt, or an image folder)"
         )
     tensors = read_tensors(Path(req.path))
     names = next((k for k in KEYS if k[0] in tensors and k[1] in tensors), None)
     if names is None:
-        raise LaddError(f"{req.path} has tensors {sorted(tensors)}: expected 'images' and 'labels'")
+        raise ArtifactError(f"{req.path} has tensors {sorted(tensors)}: expected 'images' and 'labels'")
     images, labels = tensors[names[0]], tensors[names[1]]
     if images.numel() == 0 or labels.numel() == 0 or images.is_complex() or labels.is_complex():
-        raise LaddError(
+        raise ArtifactError(
             f"{req.path}: images {tuple(images.shape)} {images.dtype} and labels {tuple(labels.shape)} {labels.dtype} "
             f"must be non-empty real tensors"
         )
@@ -131,13 +131,13 @@ def import_images(req: ImageRequest) -> ImageSet:
     if images.ndim == 4 and images.shape[1] != ds.shape[0] and images.shape[-1] == ds.shape[0]:
         images = images.permute(0, 3, 1, 2)  # N×H×W×C → N×C×H×W
     if images.ndim != 4 or tuple(images.shape[1:]) != ds.shape:
-        raise LaddError(f"{req.path}: images have shape {tuple(images.shape)}, but {ds.name} needs N×{'×'.join(map(str, ds.shape))}")
+        raise DataError(f"{req.path}: images have shape {tuple(images.shape)}, but {ds.name} needs N×{'×'.join(map(str, ds.shape))}")
     if labels.shape != (images.shape[0],) or labels.min() < 0 or labels.max() >= ds.num_classes:
-        raise LaddError(f"{req.path}: labels must be {images.shape[0]} class indices in [0, {ds.num_classes})")
+        raise DataError(f"{req.path}: labels must be {images.shape[0]} class indices in [0, {ds.num_classes})")
     if images.dtype != torch.uint8:
         x = images.float()
         if not torch.isfinite(x).all():
-            raise LaddError(f"{req.path}: images contain NaN or infinite values")
+            raise ArtifactError(f"{req.path}: images contain NaN or infinite values")
         if x.min() >= 0 and 1 < x.max() <= 255:
             x = x / 255
         elif x.min() < 0 or x.max() > 1:

@@ -33,7 +33,7 @@ from pydantic import Field
 
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core import dist
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 from ladd.core.runtime import generator
 from ladd.core.limits import MAX_COUNT, MAX_PIXEL_LR, MAX_STEPS, MAX_VIEWS
 from ladd.core.types import Dataset, ImageSet, normalize, quantize
@@ -73,7 +73,7 @@ def pick_per_class(dataset: Dataset, k: int, candidates: int | None, score, gen:
                 if candidates is not None and len(members) > candidates
                 else f"the {len(members)} training images"
             )
-            raise LaddError(
+            raise ConfigError(
                 f"class {dataset.class_names[c]!r}: {what} are fewer than tiles × IPC = {k}: "
                 f"raise candidates (at most {len(members)}) or lower --ipc or tiles"
             )
@@ -159,7 +159,9 @@ def lic_images(req: ImageRequest) -> ImageSet:
     n = grid_side(p.tiles, ds.shape)
     observer, provenance = load_observer(ds, p, req.runtime)
     if p.layer not in layer_names(observer):
-        raise LaddError(f"layer {p.layer!r} is not in the observer {p.observer_model}: valid layers are {', '.join(layer_names(observer))}")
+        raise ConfigError(
+            f"layer {p.layer!r} is not in the observer {p.observer_model}: valid layers are {', '.join(layer_names(observer))}"
+        )
     gen = generator(req.seed)
 
     def score(idx):  # s_i = −CE(observer(x_i), y_i)

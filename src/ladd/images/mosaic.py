@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ladd.augment.subsample import views
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 
 
 def grid_side(tiles: int, shape: tuple[int, int, int]) -> int:
@@ -25,7 +25,7 @@ def grid_side(tiles: int, shape: tuple[int, int, int]) -> int:
     valid = [k * k for k in range(2, min(h, w) // 2 + 1) if h % k == 0 and w % k == 0]
     side = math.isqrt(tiles)
     if tiles < 4 or side * side != tiles or h % side or w % side:
-        raise LaddError(
+        raise ConfigError(
             f"tiles N={tiles} does not tile {h}×{w} images into √N×√N equal squares: "
             f"valid N here: {', '.join(map(str, valid[:8])) or 'none'}"
         )

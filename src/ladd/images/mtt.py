@@ -31,7 +31,7 @@ from torch.func import functional_call
 
 from ladd.augment.dsa import DSA, strategy_for
 from ladd.core.checkpoint import check_weights
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, ConfigError, RunError
 from ladd.core.io import load_safetensors
 from ladd.core.limits import MAX_BATCH, MAX_COUNT, MAX_EXPERTS, MAX_LR, MAX_PIXEL_LR, MAX_STEPS, MAX_UNROLL
 from ladd.core.types import ImageSet, to_pixels
@@ -114,7 +114,7 @@ def buffer_dirs(req: ImageRequest, p: MTTParams) -> list[Path]:
     for seed in range(p.num_experts):
         d = cache_dir(req.dataset, ExpertConfig(model=req.model, epochs=p.expert_train_epochs, seed=seed))
         if not read_info(d).get("complete"):
-            raise LaddError(
+            raise ArtifactError(
                 f"MTT needs {p.num_experts} expert trajectories of {req.model} on {req.dataset.name} "
                 f"({p.expert_train_epochs} epochs each); expert {seed} is missing. Make them with: "
                 f"{_experts_command(req, p)}"
@@ -135,7 +135,7 @@ def _explicit_buffer(req: ImageRequest, p: MTTParams) -> list[Path]:
     order, shape, normalization), the distillation model and the epochs the recipe reaches into."""
     root, needed = Path(req.buffer).expanduser(), p.max_start_epoch + p.expert_epochs
     if not root.is_dir():
-        raise LaddError(f"--buffer {root} is not a folder: make the expert trajectories with {_experts_command(req, p, root)}")
+        raise ArtifactError(f"--buffer {root} is not a folder: make the expert trajectories with {_experts_command(req, p, root)}")
     dirs = [in_buffer(root, seed) for seed in range(p.num_experts)]
     epochs = None  # the finished experts' epochs: experts added to the buffer must match them
     ready = 0
@@ -146,18 +146,18 @@ def _explicit_buffer(req: ImageRequest, p: MTTParams) -> list[Path]:
         check_matches(info, req.dataset, d)
         cfg = info["config"]
         if cfg["model"] != req.model:
-            raise LaddError(
+            raise ConfigError(
                 f"expert {d} is a {cfg['model']}, but MTT distills with {req.model}: pass --model "
                 f"{cfg['model']} or make a {req.model} buffer with {_experts_command(req, p, 'NEW_DIR')}"
             )
         if cfg["epochs"] < needed:
-            raise LaddError(
+            raise ArtifactError(
                 f"expert {d} was trained for {cfg['epochs']} epochs, but the recipe matches up to epoch {needed} "
                 f"(max_start_epoch + expert_epochs): make a buffer with {_experts_command(req, p, 'NEW_DIR')}"
             )
         epochs, ready = cfg["epochs"], ready + 1
     if ready < p.num_experts:
-        raise LaddError(
+        raise ArtifactError(
             f"--buffer {root} holds {ready} finished experts, the recipe needs num_experts {p.num_experts}: "
             f"add them with {_experts_command(req, p, root, epochs)} (finished ones are reused)"
         )
@@ -169,7 +169,7 @@ def mtt_images(req: ImageRequest) -> ImageSet:
     check_ipc(req.dataset, req.ipc)
     p = MTTParams(**req.params)
     if p.max_start_epoch + p.expert_epochs > p.expert_train_epochs:
-        raise LaddError(
+        raise ConfigError(
             f"max_start_epoch {p.max_start_epoch} + expert_epochs {p.expert_epochs} exceeds the "
             f"{p.expert_train_epochs} epochs the experts were trained for: lower them in the recipe"
         )
@@ -211,7 +211,7 @@ def mtt_images(req: ImageRequest) -> ImageSet:
     )
     info = {"lr": float(syn_lr.detach()), "final_loss": out.losses[-1]}
     if info["lr"] <= 0:  # students cannot train at it; the reference has no guard either
-        raise LaddError(
+        raise RunError(
             f"MTT's learned student lr ended at {info['lr']:.3g} <= 0: lower lr_lr (now {p.lr_lr:g}) in the recipe "
             "or with --param lr_lr=..."
         )

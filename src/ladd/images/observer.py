@@ -21,7 +21,7 @@ from torch import nn
 
 from ladd.core import dist
 from ladd.core.checkpoint import restore_weights
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, ConfigError, DataError, LaddError
 from ladd.core.io import sha256
 from ladd.core.limits import MAX_COUNT, MAX_LR, MAX_SEED
 from ladd.core.runtime import Runtime, generator
@@ -79,12 +79,12 @@ def load_observer(dataset: Dataset, p: ObserverParams, runtime: Runtime) -> tupl
     else:
         path = Path(p.observer_checkpoint).expanduser()
         if not path.is_file():
-            raise LaddError(f"observer_checkpoint {path} does not exist: give a .safetensors state dict of {p.observer_model}")
+            raise ArtifactError(f"observer_checkpoint {path} does not exist: give a .safetensors state dict of {p.observer_model}")
         model = build_for(dataset, p.observer_model, 0)
         try:
             restore_weights(model, path)
         except LaddError as e:
-            raise LaddError(
+            raise type(e)(
                 f"observer_checkpoint {path} is not a {p.observer_model} for {dataset.name} "
                 f"{list(dataset.shape)} with {dataset.num_classes} classes ({e})"
             ) from e
@@ -94,7 +94,7 @@ def load_observer(dataset: Dataset, p: ObserverParams, runtime: Runtime) -> tupl
     acc = observer_check(model, dataset, p.check_per_class)
     floor = chance_floor(dataset.num_classes)
     if acc < floor:
-        raise LaddError(
+        raise DataError(
             f"the observer classifies {100 * acc:.1f}% of {dataset.name}'s training images correctly, at chance "
             f"(needs >= {100 * floor:.1f}%): its class order or normalization does not match the data; "
             f"train it on {dataset.name} or fix the class order"
@@ -110,7 +110,7 @@ def _pretrained_observer(dataset: Dataset, p: ObserverParams, runtime: Runtime) 
     from ladd.models.weights import infer_model
 
     if p.observer_checkpoint is not None:
-        raise LaddError("give observer_weights or observer_checkpoint, not both")
+        raise ConfigError("give observer_weights or observer_checkpoint, not both")
     path = Path(p.observer_weights).expanduser()
     model_name = (infer_model(path) if path.is_file() else None) or p.observer_model
     cfg = pretrained_config(
@@ -131,7 +131,7 @@ def features(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
         return model.embed(x)
     modules = dict(model.named_modules())
     if layer not in modules or not layer:
-        raise LaddError(f"layer {layer!r} is not in the observer: valid layers are {', '.join(layer_names(model))}")
+        raise ConfigError(f"layer {layer!r} is not in the observer: valid layers are {', '.join(layer_names(model))}")
     out: list[torch.Tensor] = []
     handle = modules[layer].register_forward_hook(lambda _m, _i, o: out.append(o))
     try:
@@ -189,7 +189,7 @@ def relabel_regions(manifest: dict, pixels: torch.Tensor, dataset: Dataset, runt
     observer, provenance = load_observer(dataset, observer_params(manifest), runtime)
     recorded = lab.get("observer", {}).get("checkpoint_sha256")
     if recorded is not None and provenance.get("checkpoint_sha256") != recorded:
-        raise LaddError(
+        raise ArtifactError(
             f"the observer that labelled this artifact (checkpoint SHA-256 {recorded[:12]}) is not the one its "
             f"recorded settings give here ({provenance.get('checkpoint_sha256', '?')[:12]}): its region labels "
             f"cannot be reproduced on other images; distill the artifact again with this cache"

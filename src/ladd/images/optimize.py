@@ -33,7 +33,7 @@ import torch
 
 from ladd.core import dist, progress
 from ladd.core.checkpoint import load_state, save_state
-from ladd.core.errors import LaddError
+from ladd.core.errors import RunError
 from ladd.core.runtime import generator, seeded
 from ladd.cost.flops import count as count_flops
 
@@ -90,7 +90,7 @@ def optimize_images(
         shared = split and dist.active()  # not inside a counted iteration, which runs whole (`alone`)
         total = dist.all_sum(loss.detach().clone()) if shared else loss
         if not torch.isfinite(total):  # the global loss: every rank stops together
-            raise LaddError(f"{description}: loss became {total.item()} at iteration {it}: lower lr_img in the recipe")
+            raise RunError(f"{description}: loss became {total.item()} at iteration {it}: lower lr_img in the recipe")
         opt.zero_grad(set_to_none=True)
         if loss.requires_grad:  # a rank with no share of the loss returns a constant zero
             loss.backward(inputs=learned)  # not into network weights (DC's net, MTT's start point): never used

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ladd.core import dist
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 from ladd.core.runtime import generator
 from ladd.core.limits import MAX_COUNT, MAX_VIEWS
 from ladd.core.types import ImageSet, normalize, to_pixels
@@ -72,7 +72,7 @@ def zero_pad(patches: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def rded_images(req: ImageRequest) -> ImageSet:
     p = RDEDParams(**req.params)
     if p.scale_min > p.scale_max:
-        raise LaddError(f"scale_min {p.scale_min} is above scale_max {p.scale_max}")
+        raise ConfigError(f"scale_min {p.scale_min} is above scale_max {p.scale_max}")
     ds, device = req.dataset, req.runtime.device
     c, h, w = ds.shape
     n = grid_side(p.tiles, ds.shape)
@@ -85,7 +85,7 @@ def rded_images(req: ImageRequest) -> ImageSet:
         members = (ds.train.labels == cls).nonzero().flatten()
         pool = members[torch.randperm(len(members), generator=gen)[: p.candidates]]
         if len(pool) < k:
-            raise LaddError(
+            raise ConfigError(
                 f"class {ds.class_names[cls]!r}: {len(pool)} candidate images are fewer than tiles × IPC = {k}: "
                 f"raise candidates (at most {len(members)}) or lower --ipc or tiles"
             )

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ladd.core import shipped as files
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 
 PACKAGE = "ladd.recipes"
 
@@ -67,13 +67,14 @@ def load_recipe(method: str, dataset: str, ipc: int, name: str | None = None) ->
         candidates = [f"{method}-{dataset}", f"{method}-paper"]
         name = next((c for c in candidates if c in shipped()), None)
         if name is None:
-            raise LaddError(
-                f"no recipe {' or '.join(candidates)} for --images {method}: shipped recipes are {', '.join(shipped())}, or pass a .toml file"
+            raise ConfigError(
+                f"no recipe {' or '.join(candidates)} for --images {method}: "
+                f"shipped recipes are {', '.join(shipped())}, or pass a .toml file"
             )
     path, data = files.read(PACKAGE, name, "recipe")
     recipe = files.validate(RecipeFile, data, path, "recipe")
     if recipe.method != method:
-        raise LaddError(f"recipe {path} is for method {recipe.method!r}, not {method!r}")
+        raise ConfigError(f"recipe {path} is for method {recipe.method!r}, not {method!r}")
     params = _params(path, data, ipc)
     model = params_model(method)
     if model is not None:  # every IPC the file sets, so a typo in [ipc.50] fails at IPC 10 too, before any data is read
@@ -89,7 +90,9 @@ def _params(path: Path, data: dict, ipc: int) -> dict:
     base = {}
     if "extends" in data:
         if data["extends"] not in shipped():
-            raise LaddError(f"recipe {path} extends {data['extends']!r}, which is not shipped: shipped recipes are {', '.join(shipped())}")
+            raise ConfigError(
+                f"recipe {path} extends {data['extends']!r}, which is not shipped: shipped recipes are {', '.join(shipped())}"
+            )
         base_path, base_data = files.read(PACKAGE, data["extends"], "recipe")
         base = _params(base_path, base_data, ipc)
     return {**base, **data.get("params", {}), **data.get("ipc", {}).get(str(ipc), {})}

@@ -33,8 +33,8 @@ from torch import nn
 
 from ladd.augment.fkd import crop_boxes
 from ladd.core import dist
-from ladd.core.errors import LaddError
-from ladd.core.progress import console
+from ladd.core.errors import ConfigError
+from ladd.core.progress import log
 from ladd.core.runtime import generator
 from ladd.core.limits import MAX_COUNT, MAX_PIXELS, MAX_PIXEL_LR, MAX_STEPS
 from ladd.core.types import ImageSet, to_pixels
@@ -195,14 +195,14 @@ def prepare(req: ImageRequest, method: str) -> tuple[Recovery, dict]:
     p = RecoverParams(**req.params)
     ds = req.dataset
     if req.ipc < 1:
-        raise LaddError(f"--ipc {req.ipc} must be >= 1")
+        raise ConfigError(f"--ipc {req.ipc} must be >= 1")
     directory = teacher_dir(ds, req.teacher, p.teacher_model, p.teacher_epochs, req.runtime)
     teacher, prov = load_teacher(directory, ds, req.runtime)
     stats = None
     if method == "lpld":
         with dist.locked(directory / STATS, "squeezing"):  # a second job waits for, then reads, the statistics
             if not dist.first((directory / STATS).exists):
-                console.print(f"no class-wise BN statistics beside the teacher yet: squeezing {directory}")
+                log(f"no class-wise BN statistics beside the teacher yet: squeezing {directory}")
                 write_class_statistics(teacher, prov, ds, directory, SqueezeConfig(), req.runtime)
         stats = load_class_statistics(directory, ds, prov, list(bn_layers(teacher)))  # load_teacher required BN
     checkpoints = None if req.checkpoint_dir is None else Path(req.checkpoint_dir) / f"teacher-{prov['checkpoint_sha256'][:12]}"

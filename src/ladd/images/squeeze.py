@@ -28,9 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ladd.core import dist, progress
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, ConfigError
 from ladd.core.io import load_safetensors, save_tensors
-from ladd.core.progress import console
+from ladd.core.progress import log
 from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset, normalize
 from ladd.data.stream import gather
@@ -57,7 +57,7 @@ def require_bn(model: nn.Module, name: str) -> dict[str, nn.BatchNorm2d]:
     layers = bn_layers(model)
     if not layers:
         with_bn = ", ".join(n for n in MODELS.names() if n.endswith("-bn"))
-        raise LaddError(f"teacher {name} has no BatchNorm layers, which SRe²L/LPLD recover matches: use a BN teacher ({with_bn})")
+        raise ConfigError(f"teacher {name} has no BatchNorm layers, which SRe²L/LPLD recover matches: use a BN teacher ({with_bn})")
     return layers
 
 
@@ -163,9 +163,7 @@ def write_class_statistics(model: nn.Module, prov: dict, dataset: Dataset, direc
         "squeeze": cfg.model_dump(),
     }
     dist.first(lambda: save_tensors(directory / STATS, stats, metadata={"ladd": json.dumps(info)}))
-    console.print(
-        f"wrote class-wise BN statistics of {len(bn_layers(model))} layers × {dataset.num_classes} classes to {directory / STATS}"
-    )
+    log(f"wrote class-wise BN statistics of {len(bn_layers(model))} layers × {dataset.num_classes} classes to {directory / STATS}")
     return directory / STATS
 
 
@@ -173,7 +171,7 @@ def load_class_statistics(directory: Path, dataset: Dataset, teacher: dict, laye
     """The stored statistics, refused unless they were made from this teacher checkpoint and class order."""
     path = directory / STATS
     if not path.exists():
-        raise LaddError(
+        raise ArtifactError(
             f"no class-wise BN statistics in {directory}: run `ladd squeeze --dataset {dataset.name} --teacher-dir {directory}`"
         )
     redo = f"run `ladd squeeze --dataset {dataset.name} --teacher-dir {directory}` again"
@@ -183,13 +181,13 @@ def load_class_statistics(directory: Path, dataset: Dataset, teacher: dict, laye
     except ValueError:
         info = None
     if not isinstance(info, dict) or not isinstance(info.get("teacher", {}), dict):
-        raise LaddError(f"{path} does not describe its statistics (its 'ladd' metadata is not a JSON object): {redo}")
+        raise ArtifactError(f"{path} does not describe its statistics (its 'ladd' metadata is not a JSON object): {redo}")
     if info.get("teacher", {}).get("checkpoint_sha256") != teacher["checkpoint_sha256"]:
-        raise LaddError(
+        raise ArtifactError(
             f"the class-wise BN statistics in {directory} were made from another teacher checkpoint than {teacher['directory']}: {redo}"
         )
     if info.get("class_names") != list(dataset.class_names) or info.get("layers") != layers:
-        raise LaddError(
+        raise ArtifactError(
             f"the class-wise BN statistics in {directory} were made for other classes or BN layers than {dataset.name}'s teacher: {redo}"
         )
     k = dataset.num_classes
@@ -197,5 +195,5 @@ def load_class_statistics(directory: Path, dataset: Dataset, teacher: dict, laye
         for kind in ("mean", "var"):
             t = stats.get(f"{kind}.{name}")
             if t is None or t.ndim != 2 or t.shape[0] != k or not torch.isfinite(t).all():
-                raise LaddError(f"{path}: {kind}.{name} is missing, not {k}×C, or not finite: {redo}")
+                raise ArtifactError(f"{path}: {kind}.{name} is missing, not {k}×C, or not finite: {redo}")
     return stats

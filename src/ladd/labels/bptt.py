@@ -53,18 +53,19 @@ from torch import nn
 from torch.func import functional_call
 
 from ladd.augment.dsa import DSA, strategy_for
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError, DataError
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset, ImageSet, normalize
 from ladd.data.stream import gather
 from ladd.experts import build_for
 from ladd.images.optimize import optimize_images
+from ladd.models import DEFAULT_MODEL
 
 
 class BpttConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    model: str = "convnet"  # student architecture; RaT-BPTT README runs --arch convnet
+    model: str = DEFAULT_MODEL  # student architecture (RaT-BPTT's README runs --arch convnet, width 128)
     iterations: int = Field(100, ge=1)  # outer label updates; ladd choice, CPU-sized
     unroll: int = Field(20, ge=1)  # T; RaT-BPTT main.py --totwindow default
     backprop: int = 10  # M ≤ T; ladd choice (RaT-BPTT's README back-propagates 60 of 200)
@@ -86,7 +87,7 @@ class BpttConfig(BaseModel):
 def check_backprop(backprop: int, unroll: int) -> None:
     """One check for the config and the pure function, so both refuse the same values."""
     if not 1 <= backprop <= unroll:
-        raise LaddError(
+        raise ConfigError(
             f"backprop must be between 1 and unroll ({unroll}), got {backprop} (--bptt-backprop, --bptt-unroll): "
             f"it is how many of the last student steps the label gradient flows through"
         )
@@ -194,12 +195,12 @@ def learn_labels(
 def _check_inputs(images: torch.Tensor, hard: torch.Tensor, target: ImageSet, dataset: Dataset) -> None:
     shape = "×".join(map(str, dataset.shape))
     if images.ndim != 4 or len(images) == 0 or tuple(images.shape[1:]) != dataset.shape:
-        raise LaddError(f"images must be N×{shape} for {dataset.name}, got {tuple(images.shape)}")
+        raise DataError(f"images must be N×{shape} for {dataset.name}, got {tuple(images.shape)}")
     valid = hard.dtype == torch.int64 and 0 <= int(hard.min()) and int(hard.max()) < dataset.num_classes
     if hard.shape != (len(images),) or not valid:
-        raise LaddError(f"hard labels must be {len(images)} int64 class indices in 0..{dataset.num_classes - 1}")
+        raise DataError(f"hard labels must be {len(images)} int64 class indices in 0..{dataset.num_classes - 1}")
     if tuple(target.images.shape[1:]) != dataset.shape:
-        raise LaddError(f"target images must be N×{shape} for {dataset.name}, got {tuple(target.images.shape)}")
+        raise DataError(f"target images must be N×{shape} for {dataset.name}, got {tuple(target.images.shape)}")
 
 
 def _summary(losses: list[float]) -> dict:

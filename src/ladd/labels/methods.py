@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ladd.artifact import Artifact
 from ladd.augment.subsample import crop_geometry, repeated_crops
-from ladd.core.errors import LaddError
-from ladd.core.progress import console
+from ladd.core.errors import ConfigError
+from ladd.core.logs import logger
 from ladd.core.runtime import Runtime
 from ladd.core.types import Dataset
 from ladd.cost import flops
@@ -31,7 +31,7 @@ from ladd.train.loop import accuracy
 def teacher_epoch(cfg: LabelConfig) -> float:
     epoch = cfg.labeler.epochs if cfg.epoch is None else cfg.epoch
     if not 0 <= epoch <= cfg.labeler.epochs:
-        raise LaddError(f"--labeler-epoch {epoch:g} is outside the trained range 0..{cfg.labeler.epochs}")
+        raise ConfigError(f"--labeler-epoch {epoch:g} is outside the trained range 0..{cfg.labeler.epochs}")
     return epoch
 
 
@@ -39,7 +39,7 @@ def build_teacher(dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> tuple
     """Train or reuse the K experts, load them at the chosen epoch; returns the teacher, its
     provenance and the training FLOPs spent up to that checkpoint."""
     if cfg.top_k is not None and cfg.top_k > dataset.num_classes:
-        raise LaddError(f"--top-k {cfg.top_k} is larger than the number of classes ({dataset.num_classes})")
+        raise ConfigError(f"--top-k {cfg.top_k} is larger than the number of classes ({dataset.num_classes})")
     if cfg.labeler_weights is not None:
         return pretrained_teacher(dataset, cfg, runtime)
     epoch = teacher_epoch(cfg)
@@ -76,7 +76,7 @@ def pretrained_teacher(dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> 
     """A labeler (or relabel teacher) from a weights file (`ladd.experts.pretrained`): nothing is
     trained (0 FLOPs), and there is one checkpoint, so neither an epoch nor an ensemble applies."""
     if cfg.epoch is not None or cfg.ensemble > 1:
-        raise LaddError("a teacher from weights has no epochs and no ensemble members: leave out the teacher epoch and --ensemble")
+        raise ConfigError("a teacher from weights has no epochs and no ensemble members: leave out the teacher epoch and --ensemble")
     model, provenance = load_pretrained(dataset, cfg.labeler_weights, runtime, cfg.labeler_dir)
     summary = {**provenance, "ensemble": 1, "temperature": cfg.temperature, "top_k": cfg.top_k}
     return Teacher([model], cfg.temperature, cfg.top_k), summary, 0
@@ -97,7 +97,7 @@ def ladd_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runt
     teacher, provenance, train_flops = build_teacher(dataset, cfg, runtime)
     repeated = repeated_crops(dataset.shape[1:], cfg.n, cfg.r)
     if repeated:
-        console.print(f"warning: {repeated}", soft_wrap=True, markup=False)
+        logger.warning(repeated)
     dense, soft = dense_labels(teacher, art.images, dataset.mean, dataset.std, cfg.n, cfg.r, runtime=runtime)
     manifest = {"subsample": {"n": cfg.n, "r": cfg.r, **({"repeated_crops": repeated} if repeated else {})}, "labeler": provenance}
     return Labels(soft, dense, manifest, _cost(teacher, dataset, train_flops, len(art.images) * (cfg.n**2 + 1)))

@@ -27,7 +27,7 @@ from ladd.artifact import Artifact
 from ladd.artifact.relabel import RELABEL_DIR, read_info, write_epoch, write_info
 from ladd.augment.fkd import render, sample_epoch
 from ladd.core import dist, progress
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, ConfigError
 from ladd.core.io import sweep
 from ladd.core.runtime import Runtime, generator
 from ladd.core.types import Dataset
@@ -67,7 +67,7 @@ class RelabelConfig(BaseModel):
     @model_validator(mode="after")
     def _top_k_stores_probs(self) -> "RelabelConfig":
         if self.top_k is not None and self.kind != "probs":
-            raise LaddError("--top-k stores the k largest probabilities and their indices: add --label-kind probs")
+            raise ConfigError("--top-k stores the k largest probabilities and their indices: add --label-kind probs")
         return self
 
 
@@ -78,7 +78,7 @@ def relabel(
     own `relabel/` already made so; returns its summary for the manifest and its folder."""
     n, classes = len(art.images), dataset.num_classes
     if cfg.top_k is not None and cfg.top_k > classes:
-        raise LaddError(f"--top-k {cfg.top_k} is larger than the number of classes ({classes})")
+        raise ConfigError(f"--top-k {cfg.top_k} is larger than the number of classes ({classes})")
     installed, directory = Path(artifact_dir) / RELABEL_DIR, Path(artifact_dir) / PARTIAL
     images_sha = art.manifest["files"]["images.safetensors"]["sha256"]  # a saved artifact's, verified on load
     settings = cfg.model_dump()
@@ -92,10 +92,12 @@ def relabel(
 
     stored, info = dist.first(look)
     if stored and not made_so(stored) and not overwrite:
-        raise LaddError(f"{installed} holds a relabel made with other settings or images: pass --overwrite to replace it")
+        raise ArtifactError(f"{installed} holds a relabel made with other settings or images: pass --overwrite to replace it")
     if info and not made_so(info):
         if not overwrite:
-            raise LaddError(f"{directory} holds an unfinished relabel made with other settings or images: pass --overwrite to replace it")
+            raise ArtifactError(
+                f"{directory} holds an unfinished relabel made with other settings or images: pass --overwrite to replace it"
+            )
         info = {}
     teacher_cfg = LabelConfig(method="soft", labeler=cfg.teacher, epoch=cfg.teacher_epoch, labeler_weights=cfg.teacher_weights)
     teacher, provenance, train_flops = build_teacher(dataset, teacher_cfg, runtime)
@@ -108,7 +110,7 @@ def relabel(
         return _summary(stored), installed
     if info and not same_teacher(info):
         if not overwrite:
-            raise LaddError(
+            raise ArtifactError(
                 f"{directory} holds epochs labelled by another teacher (checkpoint SHA-256 "
                 f"{info['teacher']['checkpoint_sha256'][:12]}…, now {provenance['checkpoint_sha256'][:12]}…): "
                 f"pass --overwrite to start it again"

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from ladd.artifact.relabel import RelabelStore
 from ladd.augment.fkd import render
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 from ladd.core.runtime import generator
 
 Pool = Literal["epoch", "batch"]
@@ -56,7 +56,7 @@ class Pruning(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "Pruning":
         if self.rho < 1:
-            raise LaddError(f"--prune {self.rho:g} must be >= 1: it keeps 1/ρ of the stored labels (1 = keep all)")
+            raise ConfigError(f"--prune {self.rho:g} must be >= 1: it keeps 1/ρ of the stored labels (1 = keep all)")
         for value, valid, option in (
             (self.pool, POOLS, "--pool"),
             (self.metric, METRICS, "--prune-metric"),
@@ -64,7 +64,7 @@ class Pruning(BaseModel):
             (self.batches, BATCHES, "--replay-batches"),
         ):
             if value not in valid:
-                raise LaddError(f"{option} {value!r} is not one of {', '.join(valid)}")
+                raise ConfigError(f"{option} {value!r} is not one of {', '.join(valid)}")
         return self
 
 
@@ -83,7 +83,7 @@ def keep_count(total: int, prune: float, pool: str) -> int:
     """⌊total/ρ⌋ units (ρ >= 1); a pool too small for ρ is refused."""
     kept = math.floor(total / prune + 1e-9)
     if kept < 1:
-        raise LaddError(
+        raise ConfigError(
             f"--prune {prune:g} keeps 0 of the {total} stored {pool} units: relabel more epochs, lower --prune, or use --pool batch"
         )
     return kept
@@ -99,7 +99,7 @@ def sample_scores(store: RelabelStore, hard: torch.Tensor, metric: str) -> torch
     diff_signed  s − λ: the teacher gives the own class more than its area share
     cut_ratio    −(1 − λ): the less pasted from the partner, the easier"""
     if metric not in METRICS or metric == "random":
-        raise LaddError(f"prune metric {metric!r} is not one of {', '.join(METRICS)}")
+        raise ConfigError(f"prune metric {metric!r} is not one of {', '.join(METRICS)}")
     t = store.tensors
     scores = []
     for e in range(store.epochs):

@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 
 
 def soften(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     if temperature <= 0:
-        raise LaddError(f"temperature {temperature} must be > 0 (softmax(logits / T))")
+        raise ConfigError(f"temperature {temperature} must be > 0 (softmax(logits / T))")
     return (logits / temperature).softmax(-1)
 
 
@@ -27,7 +27,7 @@ def keep_top_k(probs: torch.Tensor, k: int | None) -> torch.Tensor:
     if k is None or k == classes:
         return probs
     if not 1 <= k <= classes:
-        raise LaddError(f"top-k {k} must be between 1 and the number of classes ({classes})")
+        raise ConfigError(f"top-k {k} must be between 1 and the number of classes ({classes})")
     keep = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, probs.topk(k, dim=-1).indices, True)
     return probs * keep
 
@@ -37,7 +37,7 @@ def swap_kth(probs: torch.Tensor, i: int) -> torch.Tensor:
     swap test, Fig. 4): a permutation of each row, so knowledge is moved, not removed."""
     classes = probs.shape[-1]
     if not 1 <= i <= classes:
-        raise LaddError(f"swap rank {i} must be between 1 and the number of classes ({classes})")
+        raise ConfigError(f"swap rank {i} must be between 1 and the number of classes ({classes})")
     order = probs.argsort(dim=-1, descending=True)
     kth, smallest = order[..., i - 1 : i], order[..., -1:]
     out = probs.clone()

@@ -11,10 +11,14 @@ from typing import Callable
 
 from torch import nn
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 from ladd.core.registry import Registry, modules
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", modules(__name__, "alexnet", "convnet", "resnet", "vgg", "vit"))
+
+# every stage's default network, in the CLI and the configs alike: the quick preset's student
+# (a width-64 ConvNet; --preset paper and `model="convnet"` give the papers' width 128)
+DEFAULT_MODEL = "convnet-w64"
 
 MIN_SIZE, MAX_SIZE = 8, 512
 
@@ -24,9 +28,9 @@ def build_model(name: str, *, channels: int, num_classes: int, im_size: tuple[in
     builder = MODELS.get(name)
     im_size = tuple(im_size)
     if len(im_size) != 2 or not all(MIN_SIZE <= s <= MAX_SIZE for s in im_size):
-        raise LaddError(f"im_size must be (H, W) with each side in {MIN_SIZE}..{MAX_SIZE}, got {im_size}")
+        raise ConfigError(f"im_size must be (H, W) with each side in {MIN_SIZE}..{MAX_SIZE}, got {im_size}")
     if channels < 1 or num_classes < 1:
-        raise LaddError(f"channels and num_classes must be >= 1, got channels={channels}, num_classes={num_classes}")
+        raise ConfigError(f"channels and num_classes must be >= 1, got channels={channels}, num_classes={num_classes}")
     return builder(channels=channels, num_classes=num_classes, im_size=im_size)
 
 

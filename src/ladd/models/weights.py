@@ -45,7 +45,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, ConfigError
 from ladd.core.io import load_safetensors, sha256
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's and timm's IMAGENET_DEFAULT_MEAN / _STD
@@ -68,34 +68,34 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     scripts save) is unwrapped, and DataParallel's `module.` prefix is removed."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise LaddError(f"weights file {path} does not exist")
+        raise ArtifactError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
         return load_safetensors(path)
     if path.suffix not in TORCH_SUFFIXES:
-        raise LaddError(f"weights file {path} is not {', '.join(SUFFIXES)}: save the state dict with torch.save or safetensors")
+        raise ArtifactError(f"weights file {path} is not {', '.join(SUFFIXES)}: save the state dict with torch.save or safetensors")
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:  # weights_only refused an object that is not a tensor or plain container
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", f"{e} {e.__context__}")
         if found is None:
-            raise LaddError(
+            raise ArtifactError(
                 f"{path} is not a readable torch weights file (torch.load weights_only: {_first_line(e.__context__ or e)})"
             ) from None
-        raise LaddError(
+        raise ArtifactError(
             f"{path} holds objects other than tensors ({found.group(1)}), which are not loaded (torch.load "
             f"weights_only refuses them): save only the state dict, e.g. torch.save(model.state_dict(), path)"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError, MemoryError) as e:
-        raise LaddError(f"{path} is not a readable torch weights file ({type(e).__name__}: {_first_line(e)})") from None
+        raise ArtifactError(f"{path} is not a readable torch weights file ({type(e).__name__}: {_first_line(e)})") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
             break
     if not isinstance(obj, dict) or not obj:
-        raise LaddError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors (name → tensor)")
+        raise ArtifactError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors (name → tensor)")
     for key, value in obj.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise LaddError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor: save only the state dict")
+            raise ArtifactError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor: save only the state dict")
     if all(k.startswith("module.") for k in obj):
         obj = {k.removeprefix("module."): v for k, v in obj.items()}
     return dict(obj)
@@ -154,9 +154,9 @@ def _select_head(state: dict[str, torch.Tensor], head: list[str], classes: Seque
         return state  # reported as missing by the name check
     bad = next((c for c in classes if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < rows), None)
     if bad is not None:
-        raise LaddError(f"head row {bad!r} is outside 0..{rows - 1}: the head {head[0]} of {path} has {rows} rows")
+        raise ConfigError(f"head row {bad!r} is outside 0..{rows - 1}: the head {head[0]} of {path} has {rows} rows")
     if len(set(classes)) != len(classes):
-        raise LaddError(f"the head rows {list(classes)} repeat a row: give each dataset class its own row")
+        raise ConfigError(f"the head rows {list(classes)} repeat a row: give each dataset class its own row")
     index = torch.tensor(list(classes), dtype=torch.long)
     return {
         **state,
@@ -175,7 +175,7 @@ def map_state(
     want = model.state_dict()
     what = type(model).__name__
     if overlap[layout] == 0:
-        raise LaddError(
+        raise ConfigError(
             f"{path}: none of its {len(state)} names (the first: {next(iter(state))}) is a {what} name in "
             f"{' or '.join(options)} layout: it holds the weights of another model"
         )
@@ -188,7 +188,7 @@ def map_state(
         if ext not in state:
             if key.rpartition(".")[2] in OPTIONAL:
                 continue
-            raise LaddError(
+            raise ConfigError(
                 f"{path} ({layout} layout) has no {ext} (shape {_shape(target)}), which {what} needs: it holds the weights of another model"
             )
         got = state[ext]
@@ -201,12 +201,12 @@ def map_state(
                     if classes is None
                     else f"{len(classes)} head rows were picked for {target.shape[0]} dataset classes"
                 )
-            raise LaddError(f"{path} ({layout} layout): {ext} has shape {_shape(got)}, {what} needs {_shape(target)}: {why}")
+            raise ConfigError(f"{path} ({layout} layout): {ext} has shape {_shape(got)}, {what} needs {_shape(target)}: {why}")
         if got.is_floating_point() != target.is_floating_point():
-            raise LaddError(f"{path} ({layout} layout): {ext} is {got.dtype}, {what} needs {target.dtype}")
+            raise ConfigError(f"{path} ({layout} layout): {ext} is {got.dtype}, {what} needs {target.dtype}")
     extra = [k for k in state if k not in wanted_file_names]
     if extra:
-        raise LaddError(
+        raise ConfigError(
             f"{path} ({layout} layout) has {extra[0]} (shape {_shape(state[extra[0]])}), which {what} does not"
             + (f" (and {len(extra) - 1} more unexpected names)" if len(extra) > 1 else "")
             + ": it holds the weights of another model"
@@ -258,10 +258,10 @@ def renormalize(
     are non-persistent buffers: they follow `.to(device)` and stay out of `state_dict()`."""
     features = getattr(model, "features", None)
     if not isinstance(features, nn.Module):
-        raise LaddError(f"{type(model).__name__} has no `features` to renormalize the input of")
+        raise ConfigError(f"{type(model).__name__} has no `features` to renormalize the input of")
     d_mean, d_std, w_mean, w_std = (torch.tensor([float(v) for v in t]) for t in (data_mean, data_std, mean, std))
     if not (len(d_mean) == len(d_std) == len(w_mean) == len(w_std)):
-        raise LaddError(f"the dataset has {len(d_mean)} channels, the weights' normalization {len(w_mean)}: they cannot match")
+        raise ConfigError(f"the dataset has {len(d_mean)} channels, the weights' normalization {len(w_mean)}: they cannot match")
     features.register_buffer("input_scale", (d_std / w_std).view(1, -1, 1, 1), persistent=False)
     features.register_buffer("input_shift", ((d_mean - w_mean) / w_std).view(1, -1, 1, 1), persistent=False)
     features.register_forward_pre_hook(_renormalize_input)

@@ -26,9 +26,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, LaddError
 from ladd.core.io import fsync, read_json, staging_dir, write_json, write_text
-from ladd.core.progress import console
+from ladd.core.logs import logger
 from ladd.eval.rows import checked_rows, results_version
 from ladd.report import plots
 from ladd.report.tables import CHANGED, REPORT_COLUMNS, markdown
@@ -43,6 +43,7 @@ class Run:
     rows: list[dict]
     artifact: Path | None
     problem: str | None
+    command: str | None = None  # the command line that wrote the results
 
 
 def find_artifact(run: Path, config: dict) -> Path | None:
@@ -65,11 +66,11 @@ def load_run(run: Path) -> Run:
     run = Path(run)
     path = run / "results.json"
     if not path.is_file():
-        raise LaddError(f"{run} has no results.json: pass folders written by `ladd eval` or `ladd run`")
+        raise ArtifactError(f"{run} has no results.json: pass folders written by `ladd eval` or `ladd run`")
     results = read_json(path, "re-run `ladd eval` into that folder")
     version = results_version(results, str(path))  # before anything else: a newer version may be laid out otherwise
     if "rows" not in results:
-        raise LaddError(f"{path} holds no result rows (an experiment's results?): pass `ladd eval`/`ladd run` folders")
+        raise ArtifactError(f"{path} holds no result rows (an experiment's results?): pass `ladd eval`/`ladd run` folders")
     results["rows"] = checked_rows(results["rows"], version, str(path))
     config = results.get("config", {})
     artifact, problem, changed, manifest = find_artifact(run, config), None, False, {}
@@ -98,7 +99,7 @@ def load_run(run: Path) -> Run:
         if robust and (robust["method"], robust["model"]) == (row["method"], row["model"]):
             row.update({k: robust[f"{k}_mean"] for k in ("hlr", "ior", "lrs", "ars")})
         rows.append(row)
-    return Run(run.name, rows, artifact, problem)
+    return Run(run.name, rows, artifact, problem, results.get("command"))
 
 
 def _name_classes(rows: list[dict]) -> None:
@@ -118,7 +119,7 @@ def build_report(run_dirs: list[Path], out: Path, *, images: int = 4) -> list[Pa
     runs = [load_run(r) for r in run_dirs]
     rows = [row for run in runs for row in run.rows]
     if not rows:
-        raise LaddError("the runs hold no result rows")
+        raise ArtifactError("the runs hold no result rows")
     _name_classes(rows)
     out = Path(out)
     tmp = staging_dir(out)
@@ -133,7 +134,7 @@ def build_report(run_dirs: list[Path], out: Path, *, images: int = 4) -> list[Pa
                 continue
             figures += plots.artifact_figures(art, run.name, tmp, images)
         for problem in problems:
-            console.print(f"warning: {problem}", soft_wrap=True, markup=False)
+            logger.warning(problem)
         notes = [
             f"runs: {', '.join(str(r) for r in run_dirs)}",
             (

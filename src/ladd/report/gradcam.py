@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError
 from ladd.core.types import normalize
 
 
 def last_conv(model: nn.Module) -> nn.Conv2d:
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise LaddError(
+        raise ConfigError(
             f"{type(model).__name__} has no Conv2d layer: Grad-CAM needs a convolutional model (convnet, alexnet, vgg11, resnet18)"
         )
     return convs[-1]

@@ -56,7 +56,8 @@ def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
     overrides = ", ".join(f"{k} {v}" for k, v in first["protocol_overrides"].items())
     notes = [
         f"protocol {first['protocol']}" + (f" (overridden: {overrides})" if overrides else "") + f": {first['protocol_source']}",
-        f"accuracy: {first['reported']}, after {first['epochs']} epochs, over {cfg.seeds} seeds (population std); nothing selected on test data"
+        f"accuracy: {first['reported']}, after {first['epochs']} epochs, over {cfg.seeds} seeds (population std); "
+        "nothing selected on test data"
         + ("; student lr chosen on a validation split carved from the training split" if cfg.select_lr else ""),
         f"{UNIT}. FLOPs = images (the method's loops and scoring passes, networks trained only for them) + labels "
         "(labeler training + label generation, methods that use the labeler) + deploy (one student)"
@@ -86,7 +87,8 @@ def eval_notes(art, cfg: EvalConfig, rows: list[dict]) -> list[str]:
     rel = art.manifest.get("relabel")
     if rel and any("replay" in method_terms(m) for m in cfg.methods):
         notes.append(
-            f"fkd: replays {rel['epochs']} stored relabel epochs × {rel['samples']} samples ({rel['dtype']} {rel['kind']}, T = {rel['temperature']:g}, "
+            f"fkd: replays {rel['epochs']} stored relabel epochs × {rel['samples']} samples "
+            f"({rel['dtype']} {rel['kind']}, T = {rel['temperature']:g}, "
             f"teacher {rel['teacher']['model']} epoch {rel['teacher']['epoch']:g}, test acc {100 * rel['teacher']['test_acc']:.2f}%), "
             f"keeping 1/{cfg.pruning.rho:g} of them as a {cfg.pruning.pool} pool ({cfg.pruning.metric}); lbl KB = the kept six components"
         )

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ladd.augment.dsa import DSA
 from ladd.core import dist, progress
 from ladd.core.checkpoint import load_state, restore_weights, save_state
-from ladd.core.errors import Diverged, LaddError
+from ladd.core.errors import ConfigError, Diverged
 from ladd.core.io import save_tensors
 from ladd.core.runtime import Runtime, generator, seeded
 from ladd.core.types import normalize
@@ -170,7 +170,7 @@ def train(
     dsa = DSA(recipe.dsa) if recipe.dsa else None
     opt = recipe.make_optimizer(model.parameters())
     if recipe.ema is not None and checkpoint_dir is not None:
-        raise LaddError("an EMA recipe is for evaluation students, which are not checkpointed: leave out ema or checkpoint_dir")
+        raise ConfigError("an EMA recipe is for evaluation students, which are not checkpointed: leave out ema or checkpoint_dir")
     ema = _Ema(model, recipe.ema) if recipe.ema is not None else None
     log = TrainLog(samples={name: 0 for name in terms})
     start_epoch = 0

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ladd.augment.subsample import views
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, ConfigError
 from ladd.core.registry import Registry
 
 
@@ -63,7 +63,7 @@ def ce(logits: torch.Tensor, target: torch.Tensor, soft_loss: SoftLoss = "ce") -
 
 def _need(t: torch.Tensor | None, what: str) -> torch.Tensor:
     if t is None:
-        raise LaddError(f"this method needs {what}, which the artifact lacks: run `ladd label` on it first")
+        raise ArtifactError(f"this method needs {what}, which the artifact lacks: run `ladd label` on it first")
     return t
 
 
@@ -97,7 +97,7 @@ class LocalTerm:
 
     def __call__(self, model, batch):
         if batch.geometry is None:
-            raise LaddError("local-view methods need the sub-sampling geometry (N, R): run `ladd label` first")
+            raise ArtifactError("local-view methods need the sub-sampling geometry (N, R): run `ladd label` first")
         n, r = batch.geometry
         b, total = batch.x.shape[0], n * n
         k = min(self.crops_per_step or total, total)
@@ -124,7 +124,7 @@ class ReplayTerm:
 
     def __call__(self, model, batch):
         if batch.replay is None:
-            raise LaddError("the fkd method replays stored relabel labels, which the artifact lacks: run `ladd relabel ARTIFACT` first")
+            raise ArtifactError("the fkd method replays stored relabel labels, which the artifact lacks: run `ladd relabel ARTIFACT` first")
         x = batch.replay.inputs(batch.stored)
         log_p = (model(x) / batch.replay.temperature).log_softmax(-1)
         return F.kl_div(log_p, batch.replay.targets(batch.stored), reduction="batchmean"), x.shape[0]
@@ -155,9 +155,9 @@ def method_terms(
 ) -> dict[str, Term]:
     """Terms of a named method or of a '+'-joined list such as `global-soft+local-dense`."""
     if local_reduction not in ("mean", "sum"):
-        raise LaddError(f"local reduction {local_reduction!r} is not mean or sum")
+        raise ConfigError(f"local reduction {local_reduction!r} is not mean or sum")
     if soft_loss not in ("ce", "kl"):
-        raise LaddError(f"soft-label loss {soft_loss!r} is not ce or kl")
+        raise ConfigError(f"soft-label loss {soft_loss!r} is not ce or kl")
     if "+" in method or (method not in METHODS and method in TERMS):
         names = tuple(method.split("+"))
     else:

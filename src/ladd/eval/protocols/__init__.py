@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ladd.core import shipped as files
 from ladd.core.errors import LaddError
 from ladd.core.registry import Registry
-from ladd.models import MODELS
+from ladd.models import DEFAULT_MODEL, MODELS
 from ladd.train.loop import Optimization, Recipe
 
 DEFAULT = "dc"
@@ -38,7 +38,7 @@ class Preset(BaseModel):
 
 PRESETS = {
     # minutes on 2 CPU cores (every committed `ladd run` result): width-64 ConvNets, dc with 150 epochs, ~500 local views an epoch
-    "quick": Preset(protocol="dc-cpu", model="convnet-w64", seeds=3, crops_per_step="auto"),
+    "quick": Preset(protocol="dc-cpu", model=DEFAULT_MODEL, seeds=3, crops_per_step="auto"),
     # the LADD paper's protocol: ConvNet-128 (depth from the resolution: 3 at 32 px), dc's 1000 epochs, 5 seeds, every local view
     "paper": Preset(protocol="dc", model="convnet", seeds=5, crops_per_step="all"),
 }
@@ -116,5 +116,5 @@ def load_protocol(name: str = DEFAULT) -> Protocol:
         try:
             MODELS.canonical(model)  # an unknown model name fails here, with the registry's suggestions
         except LaddError as e:
-            raise LaddError(f"protocol {path}: lr_by_model.{model}: {e}") from None
+            raise type(e)(f"protocol {path}: lr_by_model.{model}: {e}") from None
     return protocol

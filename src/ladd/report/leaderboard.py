@@ -1,0 +1,58 @@
+"""`ladd leaderboard RUN_DIR...`: the best configuration per (dataset, IPC, label method), chosen on
+validation accuracy only, with its test accuracy, bytes, FLOPs and the command that made it.
+
+A row's validation accuracy is that of its chosen student lr (`--select-lr`: every candidate is
+scored on a split carved from the training set, so one candidate is enough to give a score). Rows
+evaluated without one are listed as unranked, never chosen: choosing on the test accuracy would
+report the best of several test draws. Derived rows (rounded pixels, equal-cost budgets) are left
+out: they answer another question than "which configuration is best".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ladd.report.build import load_run
+
+COLUMNS = ("dataset", "ipc", "method", "images_method", "model", "val_acc", "acc_mean", "acc_std", "n_seeds", "bytes", "flops")
+
+
+def val_acc(row: dict) -> float | None:
+    """The validation accuracy of the row's chosen lr, None when the row was not validated."""
+    chosen = row.get("lr_selection")
+    return None if chosen is None else chosen["val_acc_by_lr"].get(f"{chosen['chosen']:g}")
+
+
+def _entry(row: dict, command: str | None) -> dict:
+    return {
+        **{k: row.get(k) for k in ("dataset", "ipc", "method", "images_method", "model", "acc_mean", "acc_std", "n_seeds", "flops")},
+        "val_acc": val_acc(row),
+        "val_split": row["lr_selection"]["on"] if row.get("lr_selection") else None,
+        "bytes": row["image_bytes_zip"] + row["label_bytes_zip"],
+        "epochs": row["epochs"],
+        "protocol": row["protocol"],
+        "run_dir": row["run_dir"],
+        "command": command,
+    }
+
+
+def leaderboard(run_dirs: list[Path]) -> dict:
+    """{"best": one entry per (dataset, IPC, method), the highest validation accuracy (ties: fewer
+    bytes, then fewer FLOPs), "unranked": (dataset, IPC, method) groups with no validated row,
+    "entries": every candidate considered}, each entry with the command that made it."""
+    entries = []
+    for run_dir in run_dirs:
+        run = load_run(Path(run_dir))
+        derived = ("rounded_of", "equal_flops_of", "budget")
+        entries += [_entry(r, run.command) for r in run.rows if not any(r.get(k) for k in derived)]
+    groups: dict[tuple, list[dict]] = {}
+    for e in entries:
+        groups.setdefault((e["dataset"], e["ipc"], e["method"]), []).append(e)
+    best, unranked = [], []
+    for key in sorted(groups):
+        validated = [e for e in groups[key] if e["val_acc"] is not None]
+        if validated:
+            best.append(max(validated, key=lambda e: (e["val_acc"], -e["bytes"], -e["flops"])))
+        else:
+            unranked.append({"dataset": key[0], "ipc": key[1], "method": key[2], "candidates": len(groups[key])})
+    return {"best": best, "unranked": unranked, "entries": entries}

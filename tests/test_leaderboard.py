@@ -1,0 +1,44 @@
+"""`ladd leaderboard`: the best row per (dataset, IPC, method) is chosen on validation accuracy
+only, never on test accuracy; unvalidated groups are listed as unranked."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import ladd_main
+from ladd.report.leaderboard import leaderboard, val_acc
+
+
+def test_leaderboard_chooses_on_validation_and_names_the_command(tmp_path, capsys):
+    art = tmp_path / "art"
+    assert ladd_main(capsys, "distill", "--dataset", "digits", "--ipc", "1", "--out", art)[0] == 0
+    assert ladd_main(capsys, "label", art, "--grid", "2", "--labeler-epochs", "1")[0] == 0
+    quick = ("--epochs", "2", "--seeds", "1", "--val-per-class", "5")
+    for name, extra in {"a": ("--select-lr", "0.001"), "b": ("--select-lr", "0.1"), "c": ()}.items():
+        methods = "baseline,ladd" if extra else "baseline,global-soft"
+        assert ladd_main(capsys, "eval", art, "--methods", methods, *quick, *extra, "--out", tmp_path / name)[0] == 0
+    runs = [tmp_path / n for n in "abc"]
+
+    board = leaderboard(runs)
+    rows = {
+        (r["run"], r["method"]): r
+        for n in "abc"
+        for r in json.loads((tmp_path / n / "results.json").read_text())["rows"]
+        for r in [{**r, "run": n}]
+    }
+    best = {(e["dataset"], e["ipc"], e["method"]): e for e in board["best"]}
+    assert set(best) == {("digits", 1, "baseline"), ("digits", 1, "ladd")}
+    for method in ("baseline", "ladd"):
+        a, b = rows[("a", method)], rows[("b", method)]
+        winner = "a" if val_acc(a) >= val_acc(b) else "b"  # validation decides, whatever the test accuracies say
+        assert best[("digits", 1, method)]["run_dir"] == str(tmp_path / winner)
+        assert best[("digits", 1, method)]["val_acc"] == val_acc(rows[(winner, method)])
+        assert best[("digits", 1, method)]["acc_mean"] == rows[(winner, method)]["acc_mean"]
+        assert best[("digits", 1, method)]["command"].startswith(f"ladd eval {art} --methods baseline,ladd")
+    assert val_acc(rows[("c", "baseline")]) is None  # run c was not validated: a candidate, never chosen
+    assert board["unranked"] == [{"dataset": "digits", "ipc": 1, "method": "global-soft", "candidates": 1}]
+    assert len(board["entries"]) == 6
+
+    code, err = ladd_main(capsys, "leaderboard", *runs, "--json", tmp_path / "board.json")
+    assert code == 0 and "unranked: digits IPC 1 global-soft" in err and "--select-lr" in err
+    assert json.loads((tmp_path / "board.json").read_text())["best"] == json.loads(json.dumps(board["best"]))
