@@ -181,3 +181,21 @@ def test_replaying_methods_default_to_the_fkd_protocol_and_refuse_an_sgd_one(toy
             EvalConfig(methods=("baseline", method), protocol=protocol)
     assert EvalConfig(methods=("relabel",), protocol="lic").protocol == "lic"  # AdamW: accepted as given
     assert EvalConfig(methods=("baseline",), protocol="dc-cpu").protocol == "dc-cpu"
+
+
+def test_ema_and_local_weight_overrides_reach_the_recipe_and_the_rows():
+    """`--ema` overrides the protocol's EMA (0 = none) and `--local-weight` weighs the local terms; both are recorded."""
+    from ladd import api
+
+    glad, dc = load_protocol("glad"), load_protocol("dc")
+    assert glad.recipe("convnet", "flip").ema == 0.995 and glad.recipe("convnet", "flip", ema=0).ema is None
+    assert dc.recipe("convnet", "flip").ema is None and dc.recipe("convnet", "flip", ema=0.9).ema == 0.9
+    src = api.SourceConfig(dataset="digits")
+    data = api.load_dataset(src)
+    art = api.label(api.distill(data, api.ImagesConfig(ipc=1), src), data, api.LabelConfig(n=2, labeler=api.ExpertConfig(epochs=1)))
+    cfg = api.eval_config(methods=("baseline", "ladd"), seeds=1, epochs=1, local_weight=0.5, ema=0.9)
+    rows = {r["method"]: r for r in api.evaluate(art, data, cfg)}
+    assert rows["ladd"]["local_weight"] == 0.5 and rows["baseline"]["local_weight"] is None
+    assert all(r["ema"] == 0.9 and r["protocol_overrides"]["ema"] == 0.9 for r in rows.values())
+    with pytest.raises(ValueError):
+        api.eval_config(local_weight=0)

@@ -43,10 +43,13 @@ def _eq5(model, batch, weight):
     return total / batch.x.shape[0]
 
 
-@pytest.mark.parametrize("reduction,weight", [("sum", 1.0), ("mean", 1 / 9)])
-def test_ladd_loss_equals_direct_eq5(reduction, weight):
+@pytest.mark.parametrize(
+    "reduction,local_weight,weight", [("sum", 1.0, 1.0), ("mean", 1.0, 1 / 9), ("sum", 2.5, 2.5), ("mean", 0.5, 0.5 / 9)]
+)
+def test_ladd_loss_equals_direct_eq5(reduction, local_weight, weight):
+    """Eq. 5, with `--local-weight λ` on the local term (the global term keeps weight 1)."""
     model, batch = _model(), _batch()
-    terms = method_terms("ladd", local_reduction=reduction)
+    terms = method_terms("ladd", local_reduction=reduction, local_weight=local_weight)
     assert list(terms) == ["global-hard", "local-dense"]
     loss = sum(term(model, batch)[0] for term in terms.values())
     torch.testing.assert_close(loss, _eq5(model, batch, weight))

@@ -791,6 +791,26 @@ def _label_options(
     """The label stage's settings, `ladd label`'s and `ladd run`'s (the command receives them as a dict)."""
 
 
+LocalWeight = Annotated[
+    float,
+    typer.Option(
+        "--local-weight",
+        min=1e-6,
+        max=1e6,
+        help="λ in global + λ·local: the weight of the local-view terms (LADD Eq. 5: 1). Sweep it and choose with `ladd leaderboard`.",
+    ),
+]
+Ema = Annotated[
+    Optional[float],
+    typer.Option(
+        "--ema",
+        min=0.0,
+        max=0.9999,
+        help="Test an EMA of the student's weights with this β (updated every step; GLaD: 0.995); 0 = none. Default: the protocol's.",
+    ),
+]
+
+
 def _student_options(
     preset: Preset_ = DEFAULT_PRESET,
     model: EvalModel = None,
@@ -802,6 +822,8 @@ def _student_options(
     crops_per_step: Crops = None,
     local_reduction: LocalReduction = None,
     soft_loss: EvalSoftLoss = None,
+    local_weight: LocalWeight = 1.0,
+    ema: Ema = None,
     track_: Track = None,
 ):
     """How the students train, `ladd eval`'s and `ladd run`'s (the command receives them as a dict)."""

@@ -331,6 +331,8 @@ def eval_(
         epochs=s["epochs"],
         lr=s["lr"],
         local_reduction=s["local_reduction"],
+        local_weight=s["local_weight"],
+        ema=s["ema"],
         soft_loss=s["soft_loss"],
         batch_size=batch_size,
         curve_every=curve_every,
@@ -436,6 +438,8 @@ def run(
         epochs=s["epochs"],
         lr=s["lr"],
         local_reduction=s["local_reduction"],
+        local_weight=s["local_weight"],
+        ema=s["ema"],
         soft_loss=s["soft_loss"],
     )
     images_cfg = image_config(models[0], **imaging)

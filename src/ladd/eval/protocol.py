@@ -67,6 +67,8 @@ class EvalConfig(BaseModel):
     # K of the N² local views per image and step: an int, "all", or "auto" (see `crops_for`)
     crops_per_step: int | Literal["all", "auto"] = "all"
     local_reduction: Literal["mean", "sum"] | None = None  # over the N² views; None = `local_reduction_for` the labels
+    local_weight: float = Field(1.0, gt=0)  # λ in global + λ·local (LADD Eq. 5: 1); choose it on validation (`ladd leaderboard`)
+    ema: float | None = Field(None, ge=0, lt=1)  # β of an EMA of the student's weights; 0 = none; None = the protocol's
     soft_loss: Literal["ce", "kl"] | None = None  # soft/dense targets: soft cross-entropy or KL; None = the protocol's
     pruning: Pruning = Pruning()  # which stored labels a replayed relabel (method fkd) keeps
     # record test accuracy every K epochs against the deployment FLOPs spent so far (LADD Fig. 3's curves)
@@ -187,7 +189,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "(an SGD protocol trains it to chance)"
             )
         soft_loss = cfg.soft_loss or protocol.soft_loss
-        terms = method_terms(method, crops, reduction, soft_loss)
+        terms = method_terms(method, crops, reduction, soft_loss, cfg.local_weight)
         used = sorted({TERM_COMPONENTS[t] for t in terms})
         label_zip = sum(storage[c]["zip"] for c in used if c in storage)
         label_raw = sum(storage[c]["raw"] for c in used if c in storage)
@@ -239,6 +241,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                         batch_size=batch_size,
                         augment=cfg.augment,
                         images=len(art.images),
+                        ema=cfg.ema,
                     ),
                     model_name,
                     cfg.seeds,
@@ -330,6 +333,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "lr_selection": selection,
                 "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
                 "local_reduction": reduction if any(t.startswith("local") for t in terms) else None,
+                "local_weight": cfg.local_weight if any(t.startswith("local") for t in terms) else None,
                 "soft_loss": soft_loss,
                 "labeler_test_acc": (
                     art.manifest.get("labels", {}).get("labeler", {}).get("test_acc")
@@ -427,7 +431,7 @@ def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
 
 def protocol_fields(protocol: Protocol, cfg: EvalConfig, recipe) -> dict:
     """What every row records about how its students were trained and what was read where."""
-    overrides = {k: getattr(cfg, k) for k in ("epochs", "lr", "batch_size", "soft_loss", "augment") if getattr(cfg, k) is not None}
+    overrides = {k: getattr(cfg, k) for k in ("epochs", "lr", "batch_size", "soft_loss", "augment", "ema") if getattr(cfg, k) is not None}
     return {
         "protocol": protocol.name,
         "protocol_source": protocol.source,

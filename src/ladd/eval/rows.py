@@ -108,6 +108,7 @@ class Row(BaseModel):
     lr_selection: LrSelection | None
     crops_per_step: int | None
     local_reduction: str | None
+    local_weight: float | None = None  # λ of the local terms (None: no local term)
     soft_loss: str
     labeler_test_acc: float | None
     # a replayed stored relabel (fkd methods) only

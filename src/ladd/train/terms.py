@@ -117,6 +117,19 @@ class LocalTerm:
 
 
 @dataclass(frozen=True)
+class Weighted:
+    """A term scaled by a constant: `--local-weight λ` trains on global + λ·local (Eq. 5 is λ = 1),
+    so the balance between the whole image and its sub-images is a lever chosen on validation."""
+
+    term: Term
+    weight: float
+
+    def __call__(self, model, batch):
+        loss, inputs = self.term(model, batch)
+        return self.weight * loss, inputs
+
+
+@dataclass(frozen=True)
 class ReplayTerm:
     """The SRe²L/FKD student loss on a stored relabel: KL(softmax(stored / T) ‖ softmax(h(x̃) / T))
     with batchmean reduction, x̃ the stored augmentation replayed (VILA-Lab/SRe2L@8d00cba
@@ -151,9 +164,10 @@ METHODS.register("fkd", aliases=("sre2l", "relabel"))(("replay",))  # stored rel
 
 
 def method_terms(
-    method: str, crops_per_step: int | None = None, local_reduction: str = "mean", soft_loss: SoftLoss = "ce"
+    method: str, crops_per_step: int | None = None, local_reduction: str = "mean", soft_loss: SoftLoss = "ce", local_weight: float = 1.0
 ) -> dict[str, Term]:
-    """Terms of a named method or of a '+'-joined list such as `global-soft+local-dense`."""
+    """Terms of a named method or of a '+'-joined list such as `global-soft+local-dense`; the
+    local terms weighted by `local_weight` where it is not 1."""
     if local_reduction not in ("mean", "sum"):
         raise ConfigError(f"local reduction {local_reduction!r} is not mean or sum")
     if soft_loss not in ("ce", "kl"):
@@ -162,4 +176,5 @@ def method_terms(
         names = tuple(method.split("+"))
     else:
         names = METHODS.get(method)
-    return {TERMS.canonical(n): TERMS.get(n)(crops_per_step, local_reduction, soft_loss) for n in names}
+    terms = {TERMS.canonical(n): TERMS.get(n)(crops_per_step, local_reduction, soft_loss) for n in names}
+    return {n: Weighted(t, local_weight) if n.startswith("local") and local_weight != 1 else t for n, t in terms.items()}

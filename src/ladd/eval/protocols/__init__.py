@@ -77,8 +77,10 @@ class Protocol(Optimization):
         batch_size: int | None = None,
         augment: bool | None = None,
         images: int | None = None,
+        ema: float | None = None,
     ) -> Recipe:
-        """The trainer's recipe for `model` on a set of `images`; arguments that are not None override the protocol."""
+        """The trainer's recipe for `model` on a set of `images`; arguments that are not None
+        override the protocol (`ema` 0: no EMA of the weights)."""
         shared = self.model_dump(include=set(Optimization.model_fields))
         return Recipe(
             **{
@@ -86,6 +88,7 @@ class Protocol(Optimization):
                 "epochs": epochs or self.epochs,
                 "lr": lr or self.lr_for(model),
                 "batch_size": batch_size or self.batch_for(images),
+                **({} if ema is None else {"ema": ema or None}),
             },
             dsa=dsa if (self.augment if augment is None else augment) else None,
         )
