@@ -179,3 +179,46 @@ def test_buffer_is_part_of_the_checkpoint_key_and_only_for_mtt(toy, tmp_path):
     src = pipeline.SourceConfig(dataset="toy")
     with pytest.raises(LaddError, match="--buffer is for --images mtt, not dm"):
         pipeline.distill(toy, src, pipeline.ImagesConfig(method="dm", buffer=str(tmp_path)))
+
+
+def test_learned_soft_labels_start_at_the_expert_logits_move_and_compose_with_dense_labels(toy):
+    """`learn_labels`: global soft labels learned with the images (TESLA/DATM) start as a buffer
+    expert's softmax at max_start_epoch, receive the trajectory gradient, land in the artifact as its
+    soft labels, and `ladd label --keep-soft-labels` keeps them beside new dense labels."""
+    from ladd import pipeline
+    from ladd.experts import build_for
+    from ladd.images.mtt import MTTParams, _initial_logits, buffer_dirs
+    from ladd.images.random import random_images
+    from ladd.core.types import normalize
+    from ladd.experts import ExpertConfig
+    from ladd.labels import LabelConfig
+
+    _train_experts(toy)
+    params = {**TINY, "iterations": 3, "learn_labels": True, "lr_label": 10.0, "compile": False}
+    req = ImageRequest(toy, 2, model="convnet-w32", params=params, float_images=True)
+    out = make_images("mtt", req)
+    start = random_images(req)
+    first = _initial_logits(
+        build_for(toy, "convnet-w32", 0),
+        buffer_dirs(req, MTTParams(**params))[0],
+        TINY["max_start_epoch"],
+        normalize(start.images, toy.mean, toy.std),
+        "cpu",
+    ).softmax(-1)
+    assert out.soft.shape == (6, 3) and torch.allclose(out.soft.sum(-1), torch.ones(6))
+    assert not torch.allclose(out.soft, first, atol=1e-4)  # learned: moved from the expert's labels
+    frozen = make_images("mtt", ImageRequest(toy, 2, model="convnet-w32", params={**params, "lr_label": 1e-12}, float_images=True))
+    torch.testing.assert_close(frozen.soft, first, atol=1e-5, rtol=0)  # a vanishing lr keeps the initialization
+    assert make_images("mtt", ImageRequest(toy, 2, model="convnet-w32", params=TINY)).soft is None
+
+    src = pipeline.SourceConfig(dataset="toy")
+    art = pipeline.distill(toy, src, pipeline.ImagesConfig(method="mtt", ipc=2, model="convnet-w32", params=params))
+    assert art.manifest["labels"]["method"] == pipeline.LEARNED_SOFT and art.dense_labels is None
+    torch.testing.assert_close(art.soft_labels, out.soft.float())
+    cfg = LabelConfig(n=2, labeler=ExpertConfig(model="convnet-w32", epochs=1))
+    both = pipeline.label(art, toy, cfg.model_copy(update={"keep_soft": True}), Runtime())
+    assert torch.equal(both.soft_labels, art.soft_labels) and both.dense_labels.shape == (6, 4, 3)
+    assert both.manifest["labels"]["soft_from"] == pipeline.LEARNED_SOFT
+    assert not torch.equal(pipeline.label(art, toy, cfg, Runtime()).soft_labels, art.soft_labels)  # without it, the labeler's
+    with pytest.raises(LaddError, match="holds no global soft labels"):
+        pipeline.label(both.with_labels(None, None, {"method": "ladd"}, {}), toy, cfg.model_copy(update={"keep_soft": True}), Runtime())

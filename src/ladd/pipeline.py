@@ -27,6 +27,7 @@ from ladd.images.recipes import has_recipes, load_recipe
 from ladd.core.cache import entry
 from ladd.labels import LABEL_METHODS, LabelConfig
 from ladd.labels.relabel import RelabelConfig, relabel as make_relabel
+from ladd.cost.flops import UNIT
 from ladd.models import DEFAULT_MODEL
 
 
@@ -92,7 +93,14 @@ def distill(dataset: Dataset, source: SourceConfig, cfg: ImagesConfig, runtime: 
         "images": {**cfg.model_dump(exclude={"resume"}), "method": method, "recipe": recipe, "learned": images.info, "flops": images.flops},
     }
     art = Artifact(images.images, images.labels, manifest)
+    if images.soft is not None:  # learned with the images: their cost is the image method's
+        return art.with_labels(images.soft.float(), None, {"method": LEARNED_SOFT, "dtype": "float32", "top_k": None}, NO_LABEL_FLOPS)
     return art if images.regions is None else with_region_labels(art, images.regions, images.info["observer"], images.info["flops"])
+
+
+# the label method recorded for soft labels learned with the images (MTT's `learn_labels`)
+LEARNED_SOFT = "learned-with-images"
+NO_LABEL_FLOPS = {"unit": UNIT, "labeler_train": 0, "label_generation": 0}
 
 
 def with_region_labels(art: Artifact, regions: torch.Tensor, observer: dict, flops: dict) -> Artifact:

@@ -771,6 +771,16 @@ def _image_options(
     """The image stage's settings, `ladd distill`'s and `ladd run`'s (the command receives them as a dict)."""
 
 
+KeepSoft = Annotated[
+    bool,
+    typer.Option(
+        "--keep-soft-labels",
+        help="--labels ladd: keep the artifact's global soft labels (learned with MTT's images: --param learn_labels=true) "
+        "beside the new dense labels; train on both with --methods global-soft+local-dense.",
+    ),
+]
+
+
 def _label_options(
     labels: Labels_ = "ladd",
     grid: Grid = 5,
@@ -787,6 +797,7 @@ def _label_options(
     labeler_weights: LabelerWeights = None,
     labeler_classes: LabelerClasses = None,
     label_dtype: LabelDtype = "float32",
+    keep_soft_labels: KeepSoft = False,
 ):
     """The label stage's settings, `ladd label`'s and `ladd run`'s (the command receives them as a dict)."""
 

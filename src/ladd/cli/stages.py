@@ -107,6 +107,7 @@ def label_config(
     labeler_weights,
     labeler_classes,
     label_dtype,
+    keep_soft_labels,
     bptt: BpttConfig | None = None,
 ) -> LabelConfig:
     """The label stage's config from its options (`makes_labels`); an 'auto' epoch is left unset
@@ -136,6 +137,7 @@ def label_config(
         temperature=temperature,
         top_k=top_k,
         bptt=bptt or BpttConfig(),
+        keep_soft=keep_soft_labels or None,
         labeler=ExpertConfig(
             model=labeler_model or models[0], epochs=labeler_epochs, lr=labeler_lr, saves_per_epoch=labeler_saves_per_epoch
         ),

@@ -18,13 +18,15 @@ class ImageSet:
     (e.g. MTT's student learning rate) into the manifest; `regions` (N×k×C, optional) are soft
     labels of the k tiles of squeezed images (LIC/RDED), stored as dense labels; `flops` what
     making them cost (optimization loops, scoring passes, networks trained only for them; the
-    labeler/observer/teacher is charged to the labels), None when unknown (imported sets)."""
+    labeler/observer/teacher is charged to the labels), None when unknown (imported sets); `soft`
+    (N×C, optional) global soft labels learned with the images (MTT with `learn_labels`)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     info: dict = field(default_factory=dict)
     regions: torch.Tensor | None = None
     flops: int | None = 0
+    soft: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.images.dtype not in PIXEL_DTYPES or self.images.ndim != 4:
@@ -36,10 +38,11 @@ class ImageSet:
         return self.images.shape[0]
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
-        """The images at `index` with their labels and region labels; `info` and `flops` describe how
-        the whole set was made, so they stay (a subset cost what the set cost)."""
+        """The images at `index` with their labels, region and soft labels; `info` and `flops`
+        describe how the whole set was made, so they stay (a subset cost what the set cost)."""
         regions = None if self.regions is None else self.regions[index]
-        return ImageSet(self.images[index], self.labels[index], self.info, regions, self.flops)
+        soft = None if self.soft is None else self.soft[index]
+        return ImageSet(self.images[index], self.labels[index], self.info, regions, self.flops, soft)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,10 @@ class MTTParams(BaseModel):
     expert_train_epochs: int = Field(50, ge=1, le=MAX_COUNT)
     checkpoint_every: int = Field(100, ge=1, le=MAX_STEPS)
     compile: bool = True  # compile the student gradient (StudentGradient; a one-off compile per batch size)
+    # learn global soft labels with the images (TESLA/DATM): logits initialized from a buffer expert at
+    # max_start_epoch, the student's loss soft cross-entropy to their softmax; DATM's lr_y is 2 (IPC 10, 50), 5 (IPC 1)
+    learn_labels: bool = False
+    lr_label: float = Field(2.0, gt=0, le=MAX_PIXEL_LR)
 
 
 class StudentGradient:
@@ -79,6 +83,7 @@ class StudentGradient:
         self.fn = flops.compiled(grad, dynamic=False, options={"layout_optimization": False}) if compile else grad
 
     def _loss(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # y: class indices, or probabilities (learned soft labels: soft cross-entropy, DATM's SoftCrossEntropy)
         return F.cross_entropy(functional_call(self.module, {**params, **self.buffers}, (x,)), y)
 
     def __call__(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -95,7 +100,8 @@ def trajectory_loss(
     batches: list[torch.Tensor],
     augment: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    """Unroll one SGD step per index batch from `start`; normalized distance to `target`."""
+    """Unroll one SGD step per index batch from `start`; normalized distance to `target`. `labels`
+    are class indices or, when learned, probabilities (the gradient then reaches them too)."""
     names = [n for n, _ in gradient.module.named_parameters()]
     params = {n: start[n].detach().clone().requires_grad_(True) for n in names}
     for idx in batches:
@@ -181,6 +187,10 @@ def mtt_images(req: ImageRequest) -> ImageSet:
     dsa = DSA(strategy_for(ds.name))
     syn_lr = torch.tensor(p.lr_teacher, device=device, requires_grad=True)
     batch = p.batch_syn or len(syn0)
+    extra = {"syn_lr": (syn_lr, p.lr_lr)}
+    if p.learn_labels:
+        logits = _initial_logits(net, dirs[0], p.max_start_epoch, syn0, device).requires_grad_(True)
+        extra["label_logits"] = (logits, p.lr_label)
 
     checked: set[Path] = set()  # checkpoints whose names and shapes fit the network (files do not change during a run)
 
@@ -194,7 +204,8 @@ def mtt_images(req: ImageRequest) -> ImageSet:
                 check_weights(net, state, q)  # one line, not a KeyError in the unroll
                 checked.add(q)
         batches = [torch.randperm(len(syn), generator=gen)[:batch].to(device) for _ in range(p.syn_steps)]
-        return trajectory_loss(gradient, start, target, syn, labels, syn_lr, batches, lambda x: dsa(x, gen))
+        targets = extra["label_logits"][0].softmax(-1) if p.learn_labels else labels
+        return trajectory_loss(gradient, start, target, syn, targets, syn_lr, batches, lambda x: dsa(x, gen))
 
     out = optimize_images(
         syn0,
@@ -207,7 +218,7 @@ def mtt_images(req: ImageRequest) -> ImageSet:
         resume=req.resume,
         every=p.checkpoint_every,
         description=f"MTT IPC {req.ipc}",
-        extra={"syn_lr": (syn_lr, p.lr_lr)},
+        extra=extra,
     )
     info = {"lr": float(syn_lr.detach()), "final_loss": out.losses[-1]}
     if info["lr"] <= 0:  # students cannot train at it; the reference has no guard either
@@ -217,4 +228,17 @@ def mtt_images(req: ImageRequest) -> ImageSet:
         )
     # the expert buffer exists only for MTT: its training is part of what the images cost
     buffer = flops.training(net, ds.shape, sum(read_info(d)["samples_seen"] for d in dirs))
-    return ImageSet(to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu(), labels.cpu(), info, flops=buffer + out.flops)
+    soft = extra["label_logits"][0].detach().softmax(-1).cpu() if p.learn_labels else None
+    pixels = to_pixels(out.images, ds.mean, ds.std, keep_float=req.float_images).cpu()
+    return ImageSet(pixels, labels.cpu(), info, flops=buffer + out.flops, soft=soft)
+
+
+def _initial_logits(net: nn.Module, expert: Path, epoch: int, syn: torch.Tensor, device) -> torch.Tensor:
+    """Learned labels start as an expert's logits on the initial images (DATM): the buffer's first
+    expert at max_start_epoch, where the trajectories the images match begin."""
+    state = load_safetensors(checkpoint_path(expert, epoch), device=str(device))
+    check_weights(net, state, checkpoint_path(expert, epoch))
+    model = copy.deepcopy(net)
+    model.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        return model.eval()(syn).detach().clone()

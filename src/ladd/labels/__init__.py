@@ -34,10 +34,12 @@ class LabelConfig(BaseModel):
     dtype: Literal["float32", "float16"] = "float32"
     bptt: BpttConfig = BpttConfig()  # the `bptt` method: labels learned by truncated BPTT (no teacher)
     labeler_weights: PretrainedConfig | None = None  # a pretrained labeler (`--labeler-weights`) instead of an expert
+    # `ladd`: keep the artifact's global soft labels (e.g. learned with MTT's images) beside the new dense labels
+    keep_soft: bool | None = None
 
     @model_serializer(mode="wrap")
-    def _dump(self, handler):  # unset labeler_weights is left out: dumps (cache keys, manifests) stay as they were
-        return omit_none(handler(self), "labeler_weights")
+    def _dump(self, handler):  # unset options are left out: dumps (cache keys, manifests) stay as they were
+        return omit_none(handler(self), "labeler_weights", "keep_soft")
 
 
 @dataclass(frozen=True)

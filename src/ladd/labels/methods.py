@@ -92,6 +92,11 @@ def _cost(teacher: Teacher, dataset: Dataset, train_flops: int, forwards: int) -
 
 @LABEL_METHODS.register("ladd", aliases=("dense",))
 def ladd_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> Labels:
+    if cfg.keep_soft and art.soft_labels is None:
+        raise ConfigError(
+            "--keep-soft-labels: the artifact holds no global soft labels to keep "
+            "(MTT learns them with its images: --images mtt --param learn_labels=true)"
+        )
     for side in dataset.shape[1:]:
         crop_geometry(side, cfg.n, cfg.r)  # refuse a bad N/R before spending time on a labeler
     teacher, provenance, train_flops = build_teacher(dataset, cfg, runtime)
@@ -100,6 +105,8 @@ def ladd_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runt
         logger.warning(repeated)
     dense, soft = dense_labels(teacher, art.images, dataset.mean, dataset.std, cfg.n, cfg.r, runtime=runtime)
     manifest = {"subsample": {"n": cfg.n, "r": cfg.r, **({"repeated_crops": repeated} if repeated else {})}, "labeler": provenance}
+    if cfg.keep_soft:  # the global soft labels the artifact already holds (learned with MTT's images) compose with the dense ones
+        soft, manifest["soft_from"] = art.soft_labels.float(), art.manifest["labels"]["method"]
     return Labels(soft, dense, manifest, _cost(teacher, dataset, train_flops, len(art.images) * (cfg.n**2 + 1)))
 
 
