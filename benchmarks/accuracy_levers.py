@@ -1,0 +1,143 @@
+"""Which lever moves LADD's accuracy: one lever at a time around a base configuration, on one image
+artifact, every cell's student lr chosen on a validation split (`--select-lr`) and the best cell per
+method chosen on validation accuracy only (`ladd leaderboard`); the test split is read once per
+final student. Each cell is a run folder under --runs (a re-run skips the cells already there), and
+the JSON lists every cell's validation and test accuracy.
+
+    ladd distill --dataset mnist5k --ipc 1 --out runs/levers/ipc1/images
+    python benchmarks/accuracy_levers.py --images runs/levers/ipc1/images \\
+        --sweep grid=3,5,7 coverage=0.5,0.75 temperature=2,4 local_weight=0.5,2 labeler_epoch=2,5 \\
+        --select-lr 0.003 0.01 0.03 --out docs/results/levers_ipc1.json
+
+Levers: grid (N), coverage (R), temperature, labeler_epoch, ensemble (label stage); local_weight,
+ema, model, epochs, crops (students).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ladd import api
+from ladd.core.io import command_line, write_json
+from ladd.pipeline import source_of
+from ladd.report.leaderboard import leaderboard
+
+LABEL_LEVERS = {"grid": "n", "coverage": "r", "temperature": "temperature", "labeler_epoch": "epoch", "ensemble": "ensemble"}
+EVAL_LEVERS = {"local_weight": "local_weight", "ema": "ema", "model": "models", "epochs": "epochs", "crops": "crops_per_step"}
+
+
+def _value(lever: str, text: str):
+    if lever == "model":
+        return (text,)
+    if lever in ("grid", "ensemble", "epochs"):
+        return int(text)
+    if lever == "crops":
+        return text if text in ("all", "auto") else int(text)
+    return float(text)
+
+
+def _cells(sweep: list[str]) -> list[tuple[str, str | None, object]]:
+    cells = [("base", None, None)]
+    for item in sweep:
+        lever, _, values = item.partition("=")
+        if lever not in LABEL_LEVERS and lever not in EVAL_LEVERS:
+            raise SystemExit(f"--sweep {item}: unknown lever {lever!r}; choose from {', '.join([*LABEL_LEVERS, *EVAL_LEVERS])}")
+        cells += [(f"{lever}={v}", lever, _value(lever, v)) for v in values.split(",")]
+    return cells
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=Path, required=True, help="an artifact from `ladd distill` (its labels are replaced per cell)")
+    p.add_argument("--sweep", nargs="*", default=[], help="LEVER=V1,V2,... (one lever varied at a time around the base)")
+    p.add_argument("--grid", type=int, default=5)
+    p.add_argument("--coverage", type=float, default=0.625)
+    p.add_argument("--labeler-epochs", type=int, default=10)
+    p.add_argument("--labeler-model", default="convnet-w64")
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--epochs", type=int, default=None, help="student epochs (default: the preset's protocol's)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--select-lr", type=float, nargs="+", default=[0.003, 0.01, 0.03])
+    p.add_argument("--val-per-class", type=int, default=50)
+    p.add_argument("--methods", default="baseline,ladd")
+    p.add_argument("--runs", type=Path, default=None, help="cell run folders (default: beside --images)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    runs = args.runs or args.images.parent / "cells"
+    art0 = api.load_artifact(args.images, complete=True)
+    data = api.load_dataset(source_of(art0))
+    runtime = api.runtime(args.device)
+    base_label = api.LabelConfig(
+        n=args.grid, r=args.coverage, labeler=api.ExpertConfig(model=args.labeler_model, epochs=args.labeler_epochs)
+    )
+    base_eval = {
+        "methods": tuple(args.methods.split(",")),
+        "seeds": args.seeds,
+        "select_lr": tuple(args.select_lr),
+        "val_per_class": args.val_per_class,
+        **({"epochs": args.epochs} if args.epochs else {}),
+    }
+    cells, done = [], []
+    for name, lever, value in _cells(args.sweep):
+        folder = runs / name
+        label_cfg, eval_cfg = base_label, dict(base_eval)
+        if lever in LABEL_LEVERS:
+            label_cfg = label_cfg.model_copy(update={LABEL_LEVERS[lever]: value})
+        elif lever in EVAL_LEVERS:
+            eval_cfg[EVAL_LEVERS[lever]] = value
+        if not (folder / "results.json").is_file():
+            t0 = time.perf_counter()
+            labelled = api.label(art0, data, label_cfg, runtime)
+            api.save_artifact(folder / "artifact", labelled)
+            cfg = api.eval_config(args.preset, **eval_cfg)
+            rows = api.evaluate(labelled, data, cfg, runtime)
+            api.save_results(
+                folder,
+                rows,
+                labelled,
+                folder / "artifact",
+                cfg,
+                f"levers · {name}",
+                config={"label": label_cfg.model_dump(), "cell": name, "seconds": time.perf_counter() - t0},
+            )
+        cells.append(folder)
+        board = leaderboard([folder])
+        for e in board["entries"]:
+            line = {
+                "cell": name,
+                "lever": lever,
+                "value": value,
+                "method": e["method"],
+                "val_acc": e["val_acc"],
+                "acc_mean": e["acc_mean"],
+                "acc_std": e["acc_std"],
+                "n_seeds": e["n_seeds"],
+                "bytes": e["bytes"],
+                "flops": e["flops"],
+            }
+            done.append(line)
+            print(
+                f"{name:24s} {e['method']:10s} val {100 * e['val_acc']:.2f}  test {100 * e['acc_mean']:.2f} ± {100 * e['acc_std']:.2f}",
+                flush=True,
+            )
+        best = leaderboard(cells)["best"]
+        write_json(
+            args.out,
+            {
+                "command": command_line(),
+                "images": str(args.images),
+                "dataset": data.name,
+                "ipc": art0.manifest["ipc"],
+                "base": {"label": base_label.model_dump(), "eval": {**base_eval, "preset": args.preset}},
+                "selected_on": "validation accuracy of each cell's chosen lr (val_acc); test read once per final student",
+                "cells": done,
+                "best": [{k: b[k] for k in ("method", "run_dir", "val_acc", "acc_mean", "acc_std")} for b in best],
+            },
+        )
+
+
+if __name__ == "__main__":
+    main()
