@@ -9,8 +9,8 @@ the JSON lists every cell's validation and test accuracy.
         --sweep grid=3,5,7 coverage=0.5,0.75 temperature=2,4 local_weight=0.5,2 labeler_epoch=2,5 \\
         --select-lr 0.003 0.01 0.03 --out docs/results/levers_ipc1.json
 
-Levers: grid (N), coverage (R), temperature, labeler_epoch, ensemble (label stage); local_weight,
-ema, model, epochs, crops (students).
+Levers: grid (N), coverage (R), temperature, labeler_epoch, ensemble, labeler_model (label stage);
+local_weight, ema, model, epochs, crops, protocol (students: dc's step schedule vs glad's cosine).
 """
 
 from __future__ import annotations
@@ -24,13 +24,29 @@ from ladd.core.io import command_line, write_json
 from ladd.pipeline import source_of
 from ladd.report.leaderboard import leaderboard
 
-LABEL_LEVERS = {"grid": "n", "coverage": "r", "temperature": "temperature", "labeler_epoch": "epoch", "ensemble": "ensemble"}
-EVAL_LEVERS = {"local_weight": "local_weight", "ema": "ema", "model": "models", "epochs": "epochs", "crops": "crops_per_step"}
+LABEL_LEVERS = {
+    "grid": "n",
+    "coverage": "r",
+    "temperature": "temperature",
+    "labeler_epoch": "epoch",
+    "ensemble": "ensemble",
+    "labeler_model": "labeler",
+}
+EVAL_LEVERS = {
+    "local_weight": "local_weight",
+    "ema": "ema",
+    "model": "models",
+    "epochs": "epochs",
+    "crops": "crops_per_step",
+    "protocol": "protocol",
+}
 
 
 def _value(lever: str, text: str):
     if lever == "model":
         return (text,)
+    if lever in ("protocol", "labeler_model"):
+        return text
     if lever in ("grid", "ensemble", "epochs"):
         return int(text)
     if lever == "crops":
@@ -84,7 +100,9 @@ def main() -> None:
     for name, lever, value in _cells(args.sweep):
         folder = runs / name
         label_cfg, eval_cfg = base_label, dict(base_eval)
-        if lever in LABEL_LEVERS:
+        if lever == "labeler_model":  # another architecture labels (the soft-label paper's swap)
+            label_cfg = label_cfg.model_copy(update={"labeler": label_cfg.labeler.model_copy(update={"model": value})})
+        elif lever in LABEL_LEVERS:
             label_cfg = label_cfg.model_copy(update={LABEL_LEVERS[lever]: value})
         elif lever in EVAL_LEVERS:
             eval_cfg[EVAL_LEVERS[lever]] = value

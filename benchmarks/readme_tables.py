@@ -435,7 +435,24 @@ def replay_render() -> tuple[str, list[str]]:
     ), [name]
 
 
+def levers() -> tuple[str, list[str]]:
+    """benchmarks/accuracy_levers.py: one lever at a time around the base; the best cell per method
+    (on validation accuracy, as `ladd leaderboard` chooses) in bold."""
+    files = sorted(f.name for f in RESULTS.glob("levers_ipc*.json"))
+    rows = []
+    for name in files:
+        data = load(name)
+        best = {(b["method"], Path(b["run_dir"]).name) for b in data["best"]}
+        for c in data["cells"]:
+            mark = "**" if (c["method"], c["cell"]) in best else ""
+            test = f"{100 * c['acc_mean']:.2f} ± {100 * c['acc_std']:.2f}"
+            rows.append([data["ipc"], c["cell"], c["method"], f"{mark}{100 * c['val_acc']:.2f}{mark}", test, f"{c['bytes'] / 1024:.1f}"])
+    head = ["IPC", "cell (lever = value; base otherwise)", "students", "validation acc %", "test acc % (mean ± std)", "stored KB"]
+    return table(head, rows), files
+
+
 RENDERERS = {
+    "levers": levers,
     "ladd-run": ladd_run,
     "local-reduction": local_reduction,
     "lic-reduction": lic_reduction,
