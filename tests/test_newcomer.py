@@ -144,8 +144,9 @@ def test_an_evaluation_says_how_long_it_will_take_and_one_seed_shows_no_spread(t
 @pytest.mark.parametrize(
     "command,patch,advice",
     [
-        (["distill", "--dataset", "digits", "--ipc", "1"], "distill", "re-run the same command with --resume to continue"),
-        (["eval", "ART", "--seeds", "1"], "evaluate", "re-run the same command to continue"),
+        (["distill", "--dataset", "digits", "--ipc", "1", "--out", "OUT"], "distill", "re-run the same command with --resume to continue"),
+        (["eval", "ART", "--seeds", "1", "--out", "OUT"], "evaluate", "re-run the same command to continue"),
+        (["eval", "ART", "--seeds", "1"], "evaluate", "re-run the same command with --out runs/"),  # its students resume from there
     ],
 )
 def test_ctrl_c_says_how_to_continue_and_exits_130(tmp_path, capsys, art, monkeypatch, command, patch, advice):
@@ -153,9 +154,10 @@ def test_ctrl_c_says_how_to_continue_and_exits_130(tmp_path, capsys, art, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline if patch == "distill" else api, patch, interrupt)
-    args = [art if a == "ART" else a for a in command]
-    code, err = ladd_main(capsys, *args, "--out", tmp_path / "o")
-    assert code == 130 and err.strip().splitlines()[-1] == f"interrupted — {advice}", err
+    monkeypatch.chdir(tmp_path)
+    args = [{"ART": art, "OUT": tmp_path / "o"}.get(a, a) for a in command]
+    code, err = ladd_main(capsys, *args)
+    assert code == 130 and err.strip().splitlines()[-1].startswith(f"interrupted — {advice}"), err
 
 
 def test_errors_say_what_to_use_instead(tmp_path, capsys, art, monkeypatch):

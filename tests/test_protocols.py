@@ -199,3 +199,36 @@ def test_ema_and_local_weight_overrides_reach_the_recipe_and_the_rows():
     assert all(r["ema"] == 0.9 and r["protocol_overrides"]["ema"] == 0.9 for r in rows.values())
     with pytest.raises(ValueError):
         api.eval_config(local_weight=0)
+
+
+def test_an_interrupted_evaluation_resumes_its_students_to_the_same_rows(toy, tmp_path, monkeypatch):
+    """Under `checkpointing(folder)` a killed evaluation, run again, reloads the finished students,
+    resumes the interrupted one and gives the rows of an uninterrupted run; the folder is removed once
+    the evaluation ends."""
+    import ladd.train.loop as loop
+    from ladd.eval.protocol import checkpointing
+
+    art = pipeline.distill(toy, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(ipc=2))
+    cfg = EvalConfig(methods=("baseline",), models=("convnet-w32",), seeds=2, epochs=20)
+    want = evaluate(art, toy, cfg, Runtime())
+    real_save, calls = loop._save, []
+
+    def counted(directory, epoch, *args):
+        real_save(directory, epoch, *args)
+        calls.append((directory.name[-5:], epoch))
+        if calls == KILL:
+            raise KeyboardInterrupt
+
+    # saves every 20 // STUDENT_SAVES = 2 epochs: seed 0's 11 (epochs 0, 2, …, 20), seed 1's first 7 (0 … 12)
+    KILL = [("seed0", e) for e in range(0, 21, 2)] + [("seed1", e) for e in range(0, 13, 2)]
+    monkeypatch.setattr(loop, "_save", counted)
+    with pytest.raises(KeyboardInterrupt), checkpointing(tmp_path / "students"):
+        evaluate(art, toy, cfg, Runtime())
+    students = sorted(p.name for p in (tmp_path / "students").iterdir())
+    assert len(students) == 2 and students[0].endswith("seed0") and students[1].endswith("seed1")
+    calls.clear()
+    with checkpointing(tmp_path / "students"):
+        got = evaluate(art, toy, cfg, Runtime())
+    assert calls == [("seed1", e) for e in range(14, 21, 2)]  # seed 0 reloaded, seed 1 resumed at epoch 12
+    assert [r["accs"] for r in got] == [r["accs"] for r in want] and got[0]["class_acc_mean"] == want[0]["class_acc_mean"]
+    assert not (tmp_path / "students").exists()

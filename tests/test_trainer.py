@@ -356,3 +356,34 @@ def test_prediction_batches_hold_a_fixed_number_of_pixels():
         images = torch.zeros(600, 1, side, side, dtype=torch.uint8)
         out = predict(Probe(), images, (0.5,), (0.5,))
         assert out.shape == (600, 1) and max(seen) == batch and sum(seen) == 600
+
+
+def test_rolling_checkpoints_every_k_epochs_resume_an_ema_student_exactly(toy, tmp_path, monkeypatch):
+    """Evaluation students' checkpoints: every k-th epoch, only the newest weights kept, the EMA's
+    averages saved with the state, so an interrupted EMA student resumes to the same weights."""
+    recipe = RECIPE.model_copy(update={"ema": 0.9})
+    kw = dict(seed=3, runtime=Runtime(), save_every=2, rolling=True)
+    full = build_for(toy, "convnet-w32", 0)
+    train(full, _data(toy), method_terms("baseline"), recipe, checkpoint_dir=tmp_path / "a", **kw)
+    assert sorted(p.name for p in (tmp_path / "a").glob("epoch_*")) == ["epoch_004.safetensors"]
+
+    real_save, saved = loop._save, []
+
+    def crash_after_epoch_2(directory, epoch, *args):
+        real_save(directory, epoch, *args)
+        saved.append(epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_save", crash_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_for(toy, "convnet-w32", 0), _data(toy), method_terms("baseline"), recipe, checkpoint_dir=tmp_path / "b", **kw)
+    assert saved == [0, 2] and sorted(p.name for p in (tmp_path / "b").glob("epoch_*")) == ["epoch_002.safetensors"]
+    monkeypatch.setattr(loop, "_save", real_save)
+    resumed = build_for(toy, "convnet-w32", 5)
+    train(resumed, _data(toy), method_terms("baseline"), recipe, checkpoint_dir=tmp_path / "b", **kw)
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    plain = build_for(toy, "convnet-w32", 0)  # the EMA state matters: without it the resumed weights would differ
+    train(plain, _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime())
+    assert not all(torch.equal(v, plain.state_dict()[k]) for k, v in full.state_dict().items())

@@ -87,14 +87,18 @@ def _run(args: list[str]) -> int:
 
 
 def _interrupted(args: list[str]) -> str:
-    """What to do after Ctrl-C: re-run, with --resume where the command has it."""
+    """What to do after Ctrl-C: re-run, with --resume where the command has it, and with the run
+    folder it wrote into when that was a default one (`ladd eval`'s students resume from it)."""
     command = _command()
     for word in args:  # down the command groups (`ladd experiment NAME`) to the command that ran
         if word not in getattr(command, "commands", {}):
             break
         command = command.commands[word]
-    resumes = any("--resume" in p.opts for p in getattr(command, "params", []))
-    return f"interrupted — re-run the same command{' with --resume' if resumes else ''} to continue"
+    options = {o for p in getattr(command, "params", []) for o in p.opts}
+    extra = ["--resume"] if "--resume" in options else []
+    if "--out" in options and "--out" not in args and logs.current is not None and logs.current.name == "ladd.log":
+        extra.append(f"--out {logs.current.parent}")
+    return f"interrupted — re-run the same command{' with ' + ' '.join(extra) if extra else ''} to continue"
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ from ladd.core.cache import entry
 from ladd.core.limits import MAX_COUNT, MAX_EXPERTS, MAX_LR, MIN_LR
 from ladd.core.progress import console, log
 from ladd.core.runtime import Runtime, Speed
-from ladd.eval.protocol import EvalConfig, default_methods, methods_for
+from ladd.eval.protocol import EvalConfig, checkpointing, default_methods, methods_for
 from ladd.eval.protocols import PRESETS, load_protocol
 from ladd.experts import ExpertConfig, ensure_buffer
 from ladd.images import IMAGE_METHODS, check_params
@@ -60,6 +60,7 @@ from ladd.report.results import eval_notes, robustness_note
 from ladd.report.tables import rich_table
 
 app = typer.Typer()
+STUDENTS = "students"  # OUT/students: the evaluation's student checkpoints until its results are written
 
 
 def _api():
@@ -350,7 +351,7 @@ def eval_(
             from ladd.pipeline import plus_one as make_plus_one
 
             plus_one = make_plus_one(art, dataset, runtime)
-        with track.using(track.make_tracker(s["track_"], out)):
+        with track.using(track.make_tracker(s["track_"], out)), checkpointing(out / STUDENTS):
             rows = api.evaluate(art, dataset, cfg, runtime)
             notes = eval_notes(art, cfg, rows)
             extra = {}
@@ -467,7 +468,8 @@ def run(
         art = api.label(art, data, label_cfg, runtime)
         api.save_artifact(out / "artifact", art)
         art = api.load_artifact(out / "artifact")  # evaluate exactly what was stored (e.g. float16 labels)
-        with track.using(track.make_tracker(s["track_"], out)):  # the students (labelers and experts are cached, not tracked)
+        # the students (labelers and experts are cached, not tracked), checkpointed until the results are written
+        with track.using(track.make_tracker(s["track_"], out)), checkpointing(out / STUDENTS):
             rows = api.evaluate(art, data, cfg, runtime)
             notes = eval_notes(art, cfg, rows) + [
                 f"total wall time {time.perf_counter() - t0:.0f} s, data loading and labeler training included "

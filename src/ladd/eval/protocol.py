@@ -10,8 +10,12 @@ DDP), and every rank ends with one process's rows."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
+import shutil
 import time
+from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -581,11 +585,59 @@ def expect_duration(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> No
     log(f"expected ≈ {progress.approx(seconds / dist.world())} for {len(epochs)} student{'s' * (len(epochs) > 1)} {shape}")
 
 
+# students trained inside `checkpointing(folder)` save their state this many times over their epochs
+STUDENT_SAVES = 10
+_checkpoints: Path | None = None
+
+
+@contextlib.contextmanager
+def checkpointing(folder: Path | None):
+    """Students trained inside the block checkpoint into `folder`, one sub-folder per student named
+    by a digest of everything that decides its weights (training data, loss terms, recipe, model,
+    seed, speed settings), keeping only their newest state: a re-run of the same evaluation after a
+    kill reloads the finished students and resumes the interrupted one, with the same results.
+    Students that record a test-accuracy curve, replay a stored relabel or read a dataset store
+    are not checkpointed (they retrain). When the block ends without an error the folder is removed:
+    the checkpoints served only a resume."""
+    global _checkpoints
+    outer, _checkpoints = _checkpoints, None if folder is None else Path(folder)
+    try:
+        yield
+        dist.barrier()  # every rank is done with its students before rank 0 removes them
+        if folder is not None and dist.main():
+            shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        _checkpoints = outer
+
+
+def _student_dir(plan: Plan, seed: int, runtime: Runtime) -> Path | None:
+    data = plan.data
+    if _checkpoints is None or plan.curve_every or data.replay is not None or stream.stored(data.images):
+        return None
+    digest = hashlib.sha256()
+    for t in (data.images, data.hard, data.soft, data.dense):
+        digest.update(b"-" if t is None else t.detach().cpu().contiguous().numpy().tobytes())
+    settings = [
+        plan.model_name,
+        plan.recipe.model_dump(mode="json"),
+        [repr(t) for t in plan.terms.items()],
+        data.mean,
+        data.std,
+        data.geometry,
+        runtime.speed.model_dump(),
+        runtime.device.type,
+    ]
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return _checkpoints / f"{plan.model_name}-{digest.hexdigest()[:16]}-seed{seed}"
+
+
 def _train_one(plan: Plan, seed: int, dataset: Dataset, runtime: Runtime) -> tuple[nn.Module | None, tuple]:
     """One student: (model or None if it diverged, (seconds, log, curve, Diverged or None)). Time spent
-    recording the curve's test accuracy is not counted in the seconds."""
+    recording the curve's test accuracy is not counted in the seconds; a student resumed from its
+    checkpoint (`checkpointing`) counts only the time since."""
     t0, tested, curve = time.perf_counter(), 0.0, []
     model = build_for(dataset, plan.model_name, seed)
+    directory = _student_dir(plan, seed, runtime)
 
     def record(epochs: int, model: nn.Module, log: TrainLog) -> None:
         nonlocal tested
@@ -607,6 +659,9 @@ def _train_one(plan: Plan, seed: int, dataset: Dataset, runtime: Runtime) -> tup
             runtime=runtime,
             description=f"{plan.description} · {plan.model_name} · seed {seed}",
             after_epoch=record if plan.curve_every or track.current() else None,
+            checkpoint_dir=directory,
+            save_every=max(1, plan.recipe.epochs // STUDENT_SAVES),
+            rolling=True,
         )
     except Diverged as e:
         return None, (time.perf_counter() - t0 - tested, None, curve, e)

@@ -26,7 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ladd.augment.dsa import DSA
 from ladd.core import dist, progress
 from ladd.core.checkpoint import load_state, restore_weights, save_state
-from ladd.core.errors import ConfigError, Diverged
+from ladd.core.errors import ArtifactError, Diverged
+from ladd.core.logs import logger
 from ladd.core.io import save_tensors
 from ladd.core.runtime import Runtime, generator, seeded
 from ladd.core.types import normalize
@@ -141,13 +142,18 @@ def train(
     description: str = "train",
     checkpoint_dir: Path | None = None,
     saves_per_epoch: int = 1,
+    save_every: int = 1,
+    rolling: bool = False,
     after_epoch: Callable[[int, nn.Module, TrainLog], None] | None = None,
 ) -> TrainLog:
     """Train `model` in place. With `checkpoint_dir`, weights are saved after every epoch
     (`epoch_000` = initialization) and an interrupted run resumes from the last one with the
     same result as an uninterrupted run (optimizer, generator and RNG states are saved too).
     `saves_per_epoch` f > 1 also saves weights at each 1/f of an epoch (`epoch_002.500`): the
-    fine-grained early checkpoints soft-label experts are chosen from. `after_epoch(epochs done,
+    fine-grained early checkpoints soft-label experts are chosen from. `save_every` k saves every
+    k-th epoch (and the last) instead; `rolling` keeps only the newest weights and logs at debug
+    level (evaluation students, whose checkpoints only serve a resume). An EMA of the weights is
+    saved with the state, so an EMA student resumes exactly too. `after_epoch(epochs done,
     model, log)` runs after every epoch (e.g. to record an accuracy-over-FLOPs curve); it sees the
     training weights, and the model is back in training mode afterwards. A loss that becomes NaN or
     infinite raises `Diverged` at the next finiteness check (see the module docstring).
@@ -169,18 +175,16 @@ def train(
     replay = None if data.replay is None else data.replay.for_seed(seed)
     dsa = DSA(recipe.dsa) if recipe.dsa else None
     opt = recipe.make_optimizer(model.parameters())
-    if recipe.ema is not None and checkpoint_dir is not None:
-        raise ConfigError("an EMA recipe is for evaluation students, which are not checkpointed: leave out ema or checkpoint_dir")
     ema = _Ema(model, recipe.ema) if recipe.ema is not None else None
     log = TrainLog(samples={name: 0 for name in terms})
     start_epoch = 0
     n = data.images.shape[0]
     with seeded(seed), runtime.settings():
         if checkpoint_dir is not None:
-            start_epoch = _resume(checkpoint_dir, model, opt, gen, log, description, recipe.epochs)
+            start_epoch = _resume(checkpoint_dir, model, opt, gen, log, description, recipe.epochs, ema)
             dist.barrier()  # every rank has read the state before rank 0 writes
             if start_epoch == 0 and dist.main():
-                _save(checkpoint_dir, 0, model, opt, gen, log, description, recipe.epochs)
+                _save(checkpoint_dir, 0, model, opt, gen, log, description, recipe.epochs, ema, rolling)
         with progress.bar(description, recipe.epochs) as advance:
             advance(start_epoch)
             for epoch in range(start_epoch, recipe.epochs):
@@ -253,8 +257,8 @@ def train(
                     log.samples[name] += count
                 mean_loss = _finite(total, description, epoch, steps) / steps
                 log.epoch_loss.append(mean_loss)
-                if checkpoint_dir is not None and dist.main():
-                    _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs)
+                if checkpoint_dir is not None and dist.main() and ((epoch + 1) % save_every == 0 or epoch + 1 == recipe.epochs):
+                    _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs, ema, rolling)
                 if after_epoch is not None:
                     after_epoch(epoch + 1, model, log)
                 advance(status=f"loss {mean_loss:.3f}")
@@ -398,25 +402,39 @@ def _fraction_steps(steps: int, saves_per_epoch: int) -> dict[int, float]:
     }
 
 
-def _save(directory: Path, epoch: int, model, opt, gen, log: TrainLog, description: str, epochs: int) -> None:
-    """Weights first, then the state naming their epoch: a crash between the two writes leaves
-    the previous, consistent state, so a resume never mixes epochs. Logged on stderr."""
+def _save(
+    directory: Path, epoch: int, model, opt, gen, log: TrainLog, description: str, epochs: int, ema: "_Ema | None", rolling: bool
+) -> None:
+    """Weights first, then the state naming their epoch (with the EMA's averages): a crash between
+    the two writes leaves the previous, consistent state, so a resume never mixes epochs. `rolling`:
+    the older weights are removed once the state names the new ones."""
     weights = checkpoint_path(directory, epoch)
     save_tensors(weights, model.state_dict())
     meta = {"epoch": epoch, "samples": log.samples, "epoch_loss": log.epoch_loss}
-    save_state(Path(directory) / STATE, {}, meta, opt, gen)
-    progress.log(f"{description}: checkpoint: epoch {epoch}/{epochs} -> {weights}")
+    save_state(Path(directory) / STATE, {} if ema is None else {f"ema.{k}": v for k, v in ema.shadow.items()}, meta, opt, gen)
+    if rolling:
+        for old in Path(directory).glob("epoch_*.safetensors"):
+            if old != weights:
+                old.unlink()
+        logger.debug(f"{description}: checkpoint: epoch {epoch}/{epochs} -> {weights}")
+    else:
+        progress.log(f"{description}: checkpoint: epoch {epoch}/{epochs} -> {weights}")
 
 
-def _resume(directory: Path, model, opt, gen, log: TrainLog, description: str, epochs: int) -> int:
+def _resume(directory: Path, model, opt, gen, log: TrainLog, description: str, epochs: int, ema: "_Ema | None" = None) -> int:
     path = Path(directory) / STATE
     if not path.exists():
         return 0
     device = next(model.parameters()).device
-    _, meta = load_state(path, opt, gen, device)
+    tensors, meta = load_state(path, opt, gen, device)
     epoch = int(meta["epoch"])
     weights = checkpoint_path(directory, epoch)
     restore_weights(model, weights, device)
+    if ema is not None:
+        if set(tensors) != {f"ema.{k}" for k in ema.shadow}:
+            raise ArtifactError(f"{path} holds no EMA of the weights for this recipe: delete {directory} to start over")
+        for k, v in ema.shadow.items():
+            v.copy_(tensors[f"ema.{k}"])
     log.samples.update(meta["samples"])
     log.epoch_loss[:] = meta["epoch_loss"]
     progress.log(f"{description}: resuming from {weights} (epoch {epoch}/{epochs})")
