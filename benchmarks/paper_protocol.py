@@ -1,0 +1,82 @@
+"""The LADD paper's evaluation protocol on one dataset: per image method and IPC, `ladd distill`,
+`ladd label` (LADD's defaults) and `ladd eval --preset paper` (ConvNet-128 students, protocol dc:
+1000 epochs, 5 seeds, every local view) with the hard-label baseline, baseline++ (hard labels at
+IPC + 1, the same stored bytes: `--equal-cost bytes`) and LADD. Every step runs the command line a
+user would type; a cell already done is skipped and an interrupted one resumes (its students
+checkpoint in the cell's run folder), so the table fills over several sittings. The JSON holds each
+cell's rows and its wall time.
+
+    python benchmarks/paper_protocol.py --dataset digits --ipc 1 10 --images random \\
+        --out docs/results/paper_protocol_digits.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ladd.core.io import command_line, write_json
+
+KEEP = ("method", "model", "acc_mean", "acc_std", "n_seeds", "epochs", "image_bytes_zip", "label_bytes_zip", "flops", "budget")
+
+
+def _ladd(*args) -> None:
+    command = [sys.executable, "-m", "ladd", *map(str, args)]
+    print("$ ladd " + " ".join(map(str, args)), flush=True)
+    subprocess.run(command, check=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="mnist5k")
+    p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
+    p.add_argument("--images", nargs="+", default=["random"], help="image methods (their dataset recipes)")
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--seeds", type=int, default=None, help="default: the preset's (paper: 5)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the preset's protocol's (paper: 1000)")
+    p.add_argument("--runs", type=Path, default=Path("runs/paper"))
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    cells = json.loads(args.out.read_text())["cells"] if args.out.is_file() else []
+    done = {(c["images"], c["ipc"]) for c in cells}
+    for images in args.images:
+        for ipc in args.ipc:
+            if (images, ipc) in done:
+                continue
+            folder = args.runs / f"{args.dataset}-{images}-ipc{ipc}"
+            art = folder / "artifact"
+            t0 = time.perf_counter()
+            if not (art / "manifest.json").is_file():
+                _ladd("distill", "--dataset", args.dataset, "--ipc", ipc, "--images", images, "--resume", "--out", art)
+            if "labels" not in json.loads((art / "manifest.json").read_text()):
+                _ladd("label", art)
+            extra = [*(["--seeds", args.seeds] if args.seeds else []), *(["--epochs", args.epochs] if args.epochs else [])]
+            _ladd(
+                "eval",
+                art,
+                "--preset",
+                args.preset,
+                "--methods",
+                "baseline,ladd",
+                "--equal-cost",
+                "bytes",
+                *extra,
+                "--out",
+                folder / "eval",
+            )
+            results = json.loads((folder / "eval" / "results.json").read_text())
+            rows = [{k: r.get(k) for k in KEEP} for r in results["rows"]]
+            cells.append(
+                {"images": images, "ipc": ipc, "wall_s": round(time.perf_counter() - t0), "command": results["command"], "rows": rows}
+            )
+            write_json(args.out, {"command": command_line(), "dataset": args.dataset, "preset": args.preset, "cells": cells})
+            for r in rows:
+                print(f"{images} IPC {ipc} {r['method']:12s} {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
