@@ -451,7 +451,24 @@ def levers() -> tuple[str, list[str]]:
     return table(head, rows), files
 
 
+def paper_protocol() -> tuple[str, list[str]]:
+    """benchmarks/paper_protocol.py: baseline, baseline++ (same bytes) and LADD under the paper's protocol, per dataset."""
+    files = sorted(f.name for f in RESULTS.glob("paper_protocol_*.json"))
+    rows = []
+    for name in files:
+        data = load(name)
+        for c in data["cells"]:
+            by = {r["method"]: r for r in c["rows"]}
+            seeds = by["baseline"]["n_seeds"]
+            gain = 100 * (by["ladd"]["acc_mean"] - by["baseline"]["acc_mean"])
+            cols = [pm_of(by[m]) if m in by else "–" for m in ("baseline", "baseline++", "ladd")]
+            rows.append([data["dataset"], c["images"], c["ipc"], *cols, f"{gain:+.2f}", seeds, f"{c['wall_s'] / 60:.0f} min"])
+    head = ["dataset", "images", "IPC", "baseline acc %", "baseline++ acc % (same bytes)", "LADD acc %", "LADD − baseline", "seeds", "wall"]
+    return table(head, rows), files
+
+
 RENDERERS = {
+    "paper-protocol": paper_protocol,
     "levers": levers,
     "ladd-run": ladd_run,
     "local-reduction": local_reduction,
