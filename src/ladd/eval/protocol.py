@@ -35,6 +35,7 @@ from ladd.cost import flops
 from ladd.cost.storage import component_bytes
 from ladd.data import holdout, stream
 from ladd.eval.protocols import DEFAULT, Protocol, load_protocol, shipped as shipped_protocols
+from ladd.eval.rows import Row
 from ladd.experts import build_for
 from ladd.labels.replay import Pruning, Replay, prune_units, units_per_epoch
 from ladd.models import MODELS
@@ -171,6 +172,18 @@ def train_data(art: Artifact, dataset: Dataset) -> TrainData:
     return TrainData(art.images, art.labels, dataset.mean, dataset.std, art.soft_labels, art.dense_labels, art.geometry)
 
 
+@dataclass
+class _Job:
+    """One (method, model) of an evaluation: what its row records before training, and its plans (one per lr candidate)."""
+
+    recorded: dict
+    protocol: Protocol
+    model_name: str
+    lr: float | None
+    lr_source: str
+    plans: list[Plan]
+
+
 def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:
     """One result row per (method, model). Every student of the call (methods × models × lr
     candidates × seeds) is trained by one `train_plans`, so under torchrun they spread over the ranks."""
@@ -222,6 +235,27 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 ),
             )
         )
+        local = any(t.startswith("local") for t in terms)
+        labeler_acc = art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler else None
+        recorded = {  # what the method's rows record before any student trains
+            "method": method,
+            "terms": list(terms),
+            "label_components": used,
+            "label_bytes_raw": label_raw,
+            "label_bytes_zip": label_zip,
+            "label_overhead_pct": 100.0 * label_zip / storage["images"]["zip"],
+            "flops_labels": label_flops,
+            "crops_per_step": (crops or geometry[0] ** 2) if local else None,
+            "local_reduction": reduction if local else None,
+            "local_weight": cfg.local_weight if local else None,
+            "soft_loss": soft_loss,
+            "labeler_test_acc": labeler_acc if uses_labeler or relabel is None else art.relabel.info["teacher"]["test_acc"],
+            **(
+                {}
+                if relabel is None
+                else {k: v for k, v in relabel.items() if k not in ("kept", "per_epoch", "bytes_raw", "bytes_zip", "flops")}
+            ),
+        }
         batch_size = cfg.batch_size if relabel is None else replay_batch_size(art, cfg)
 
         for model_name in cfg.models:
@@ -254,106 +288,51 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 )
                 for c in cfg.select_lr or (lr,)
             ]
-            jobs.append(
-                (
-                    method,
-                    protocol,
-                    soft_loss,
-                    terms,
-                    used,
-                    label_raw,
-                    label_zip,
-                    label_flops,
-                    uses_labeler,
-                    relabel,
-                    model_name,
-                    lr,
-                    lr_source,
-                    plans,
-                )
-            )
+            jobs.append(_Job(recorded, protocol, model_name, lr, lr_source, plans))
 
-    trained = iter(train_plans([p for job in jobs for p in job[-1]], dataset, runtime))
+    trained = iter(train_plans([p for job in jobs for p in job.plans], dataset, runtime))
     rows, per_input_of = [], {}
-    for (
-        method,
-        protocol,
-        soft_loss,
-        terms,
-        used,
-        label_raw,
-        label_zip,
-        label_flops,
-        uses_labeler,
-        relabel,
-        model_name,
-        lr,
-        lr_source,
-        plans,
-    ) in jobs:
-        candidates, chosen, selection = [next(trained) for _ in plans], 0, None
+    for job in jobs:
+        candidates, chosen, selection, lr = [next(trained) for _ in job.plans], 0, None, job.lr
         if cfg.select_lr:
             chosen, selection = select_lr(cfg.select_lr, candidates, val)
             lr = cfg.select_lr[chosen]
         elif candidates[0].diverged is not None:
             raise candidates[0].diverged
-        students, recipe = candidates[chosen], plans[chosen].recipe
+        students, recipe = candidates[chosen], job.plans[chosen].recipe
         accs, per_class = students.test(dataset)
         # every seed forwards the same number of inputs: measure the per-sample cost once per model, on a fresh student
-        if model_name not in per_input_of:
-            per_input_of[model_name] = flops.training(build_for(dataset, model_name, 0), dataset.shape, 1)
-        per_input = per_input_of[model_name]
+        if job.model_name not in per_input_of:
+            per_input_of[job.model_name] = flops.training(build_for(dataset, job.model_name, 0), dataset.shape, 1)
+        per_input = per_input_of[job.model_name]
         deploy = per_input * sum(students.log.samples.values())
-        rows.append(
-            {
-                "method": method,
-                "terms": list(terms),
-                "model": model_name,
-                "dataset": dataset.name,
-                "ipc": ipc,
-                "images_method": art.manifest.get("images", {}).get("method"),
-                "distilled_with": art.manifest.get("images", {}).get("model"),  # the network learned images were made with
-                "acc_mean": float(np.mean(accs)),
-                "acc_std": float(np.std(accs)),
-                "n_seeds": cfg.seeds,
-                "accs": accs,
-                "class_acc_mean": np.mean(per_class, axis=0).tolist(),
-                "image_bytes_raw": storage["images"]["raw"],
-                "image_bytes_zip": storage["images"]["zip"],
-                "label_components": used,
-                "label_bytes_raw": label_raw,
-                "label_bytes_zip": label_zip,
-                "label_overhead_pct": 100.0 * label_zip / storage["images"]["zip"],
-                "flops_distill": distill_flops,
-                "flops_labels": label_flops,
-                "flops_deploy": deploy,
-                "flops": (distill_flops or 0) + label_flops + deploy,
-                "seconds": float(np.mean(students.seconds)),
-                "trained_by": students.layout,
-                "epochs": recipe.epochs,
-                "lr": lr,
-                "lr_source": lr_source,
-                **protocol_fields(protocol, cfg, recipe),
-                "lr_selection": selection,
-                "crops_per_step": (crops or geometry[0] ** 2) if any(t.startswith("local") for t in terms) else None,
-                "local_reduction": reduction if any(t.startswith("local") for t in terms) else None,
-                "local_weight": cfg.local_weight if any(t.startswith("local") for t in terms) else None,
-                "soft_loss": soft_loss,
-                "labeler_test_acc": (
-                    art.manifest.get("labels", {}).get("labeler", {}).get("test_acc")
-                    if uses_labeler
-                    else art.relabel.info["teacher"]["test_acc"]
-                    if relabel is not None
-                    else None
-                ),
-                **(
-                    {}
-                    if relabel is None
-                    else {k: v for k, v in relabel.items() if k not in ("kept", "per_epoch", "bytes_raw", "bytes_zip", "flops")}
-                ),
-                **({} if students.curves is None else {"curve": curve_points(students.curves, per_input)}),
-            }
-        )
+        row = {
+            **job.recorded,
+            "model": job.model_name,
+            "dataset": dataset.name,
+            "ipc": ipc,
+            "images_method": art.manifest.get("images", {}).get("method"),
+            "distilled_with": art.manifest.get("images", {}).get("model"),  # the network learned images were made with
+            "acc_mean": float(np.mean(accs)),
+            "acc_std": float(np.std(accs)),
+            "n_seeds": cfg.seeds,
+            "accs": accs,
+            "class_acc_mean": np.mean(per_class, axis=0).tolist(),
+            "image_bytes_raw": storage["images"]["raw"],
+            "image_bytes_zip": storage["images"]["zip"],
+            "flops_distill": distill_flops,
+            "flops_deploy": deploy,
+            "flops": (distill_flops or 0) + job.recorded["flops_labels"] + deploy,
+            "seconds": float(np.mean(students.seconds)),
+            "trained_by": students.layout,
+            "epochs": recipe.epochs,
+            "lr": lr,
+            "lr_source": job.lr_source,
+            **protocol_fields(job.protocol, cfg, recipe),
+            "lr_selection": selection,
+            **({} if students.curves is None else {"curve": curve_points(students.curves, per_input)}),
+        }
+        rows.append({**{k: row[k] for k in Row.model_fields if k in row}, **row})  # in the schema's order, as `Row` dumps it
     return rows
 
 
