@@ -71,9 +71,8 @@ def main() -> None:
             )
             results = json.loads((folder / "eval" / "results.json").read_text())
             rows = [{k: r.get(k) for k in KEEP} for r in results["rows"]]
-            cells.append(
-                {"images": images, "ipc": ipc, "wall_s": round(time.perf_counter() - t0), "command": results["command"], "rows": rows}
-            )
+            wall = {"wall_s": round(time.perf_counter() - t0), "cpus": os.cpu_count(), "loadavg_end": round(os.getloadavg()[0], 1)}
+            cells.append({"images": images, "ipc": ipc, **wall, "command": results["command"], "rows": rows})
             write_json(args.out, {"command": command_line(), "dataset": args.dataset, "preset": args.preset, "cells": cells})
             for r in rows:
                 print(f"{images} IPC {ipc} {r['method']:12s} {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}", flush=True)
