@@ -102,7 +102,7 @@ def test_the_stages_one_by_one_make_and_score_what_run_does(tmp_path, capsys, mo
 
 
 def test_a_preset_sets_the_defaults_and_every_option_given_wins(monkeypatch, tmp_path, capsys, art):
-    quick = stages.eval_config("quick", ("baseline",), None, None, None)
+    quick = stages.eval_config({"preset": "quick"}, ("baseline",))
     assert (quick.models, quick.seeds, quick.crops_per_step, quick.default_protocol, quick.protocol) == (
         ("convnet-w64",),
         3,
@@ -110,9 +110,11 @@ def test_a_preset_sets_the_defaults_and_every_option_given_wins(monkeypatch, tmp
         "dc-cpu",
         None,
     )
-    paper = stages.eval_config("paper", ("baseline",), None, None, None)
+    paper = stages.eval_config({"preset": "paper"}, ("baseline",))
     assert (paper.models, paper.seeds, paper.crops_per_step, paper.default_protocol) == (("convnet",), 5, "all", "dc")
-    given = stages.eval_config("paper", ("baseline",), "convnet-w32,alexnet", 2, "3", protocol="glad")
+    given = stages.eval_config(
+        {"preset": "paper", "model": "convnet-w32,alexnet", "seeds": 2, "crops_per_step": "3", "protocol": "glad"}, ("baseline",)
+    )
     assert (given.models, given.seeds, given.crops_per_step, protocol_for(given, "baseline").name) == (
         ("convnet-w32", "alexnet"),
         2,

@@ -49,7 +49,7 @@ from ladd.core.limits import MAX_COUNT, MAX_EXPERTS, MAX_LR, MIN_LR
 from ladd.core.progress import console, log
 from ladd.core.runtime import Runtime, Speed
 from ladd.eval.protocol import EvalConfig, checkpointing, default_methods, methods_for
-from ladd.eval.protocols import PRESETS, load_protocol
+from ladd.eval.protocols import DEFAULT_PRESET, PRESETS, load_protocol
 from ladd.experts import ExpertConfig, ensure_buffer
 from ladd.images import IMAGE_METHODS, check_params
 from ladd.labels import LABEL_METHODS
@@ -157,12 +157,15 @@ def auto_epoch(cfg: LabelConfig, data, src: SourceConfig, ipc: int, runtime: Run
     return cfg.model_copy(update={"epoch": epoch})
 
 
-def eval_config(
-    preset: str, methods: tuple[str, ...], model: str | None, seeds: int | None, crops_per_step: str | None, **given
-) -> EvalConfig:
-    """The students' config: every option given, the rest from the preset (`ladd.api.eval_config`)."""
-    options = {"models": model and split(model), "seeds": seeds, "crops_per_step": crops_per_step and crops_value(crops_per_step)}
-    return _api().eval_config(preset, methods=methods, **{k: v for k, v in options.items() if v}, **given)
+def eval_config(students: dict, methods: tuple[str, ...], **more) -> EvalConfig:
+    """The students' config from their options (`trains_students`; absent ones count as not given):
+    every option given, the rest from the preset (`ladd.api.eval_config`); `more` are EvalConfig fields."""
+    model, crops = students.get("model"), students.get("crops_per_step")
+    options = {"models": model and split(model), "seeds": students.get("seeds"), "crops_per_step": crops and crops_value(crops)}
+    given = {k: students[k] for k in ("protocol", "epochs", "lr", "local_reduction", "local_weight", "ema", "soft_loss") if k in students}
+    return _api().eval_config(
+        students.get("preset", DEFAULT_PRESET), methods=methods, **{k: v for k, v in options.items() if v}, **given, **more
+    )
 
 
 def write_run(out: Path, rows: list[dict], art, artifact: Path, cfg: EvalConfig, notes: list[str], title: str, **more) -> None:
@@ -325,18 +328,8 @@ def eval_(
     if "curve" in kinds and curve_every is None:
         curve_every = max(1, (s["epochs"] or load_protocol(s["protocol"] or PRESETS[s["preset"]].protocol).epochs) // 50)
     cfg = eval_config(
-        s["preset"],
+        s,
         methods,
-        s["model"],
-        s["seeds"],
-        s["crops_per_step"],
-        protocol=s["protocol"],
-        epochs=s["epochs"],
-        lr=s["lr"],
-        local_reduction=s["local_reduction"],
-        local_weight=s["local_weight"],
-        ema=s["ema"],
-        soft_loss=s["soft_loss"],
         batch_size=batch_size,
         curve_every=curve_every,
         select_lr=tuple(floats(select_lr, "--select-lr", MIN_LR, MAX_LR)) if select_lr else (),
@@ -431,20 +424,7 @@ def run(
     label_cfg = label_config(models, **labelling)
     methods = split(s["methods"], "--methods") if s["methods"] else methods_for(LABEL_METHODS.canonical(labelling["labels"]))
     # only what the user typed overrides the protocol (and an MTT artifact's learned lr); fail before any training
-    cfg = eval_config(
-        s["preset"],
-        methods,
-        s["model"],
-        s["seeds"],
-        s["crops_per_step"],
-        protocol=s["protocol"],
-        epochs=s["epochs"],
-        lr=s["lr"],
-        local_reduction=s["local_reduction"],
-        local_weight=s["local_weight"],
-        ema=s["ema"],
-        soft_loss=s["soft_loss"],
-    )
+    cfg = eval_config(s, methods)
     images_cfg = image_config(models[0], **imaging)
     for name, c in (("images", images_cfg), ("labels", label_cfg), ("eval", cfg)):
         logs.logger.debug("%s: %s", name, c.model_dump_json())
