@@ -111,16 +111,17 @@ def main() -> None:
             labelled = api.label(art0, data, label_cfg, runtime)
             api.save_artifact(folder / "artifact", labelled)
             cfg = api.eval_config(args.preset, **eval_cfg)
-            rows = api.evaluate(labelled, data, cfg, runtime)
-            api.save_results(
-                folder,
-                rows,
-                labelled,
-                folder / "artifact",
-                cfg,
-                f"levers · {name}",
-                config={"label": label_cfg.model_dump(), "cell": name, "seconds": time.perf_counter() - t0},
-            )
+            with api.checkpointing(folder / "students"):  # a killed cell resumes its students
+                rows = api.evaluate(labelled, data, cfg, runtime)
+                api.save_results(
+                    folder,
+                    rows,
+                    labelled,
+                    folder / "artifact",
+                    cfg,
+                    f"levers · {name}",
+                    config={"label": label_cfg.model_dump(), "cell": name, "seconds": time.perf_counter() - t0},
+                )
         cells.append(folder)
         board = leaderboard([folder])
         for e in board["entries"]:

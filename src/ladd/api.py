@@ -25,7 +25,7 @@ from ladd.artifact import Artifact, describe, load_artifact as _load_artifact, s
 from ladd.core import plugins
 from ladd.core.runtime import Runtime, Speed
 from ladd.core.types import Dataset
-from ladd.eval.protocol import EvalConfig, default_methods, evaluate as _evaluate, rounding_rows
+from ladd.eval.protocol import EvalConfig, checkpointing, default_methods, evaluate as _evaluate, rounding_rows
 from ladd.eval.protocols import DEFAULT_PRESET, PRESETS
 from ladd.experts import ExpertConfig
 from ladd.labels import LabelConfig
@@ -47,6 +47,7 @@ __all__ = [
     # settings
     "runtime",
     "eval_config",
+    "checkpointing",  # `with api.checkpointing(folder):` students resume after a kill
     # typed configs and values
     "SourceConfig",
     "ImagesConfig",
