@@ -220,5 +220,7 @@ def test_learned_soft_labels_start_at_the_expert_logits_move_and_compose_with_de
     assert torch.equal(both.soft_labels, art.soft_labels) and both.dense_labels.shape == (6, 4, 3)
     assert both.manifest["labels"]["soft_from"] == pipeline.LEARNED_SOFT
     assert not torch.equal(pipeline.label(art, toy, cfg, Runtime()).soft_labels, art.soft_labels)  # without it, the labeler's
+    with pytest.raises(LaddError, match="use it with --labels ladd, not soft"):
+        LabelConfig(method="soft", keep_soft=True)
     with pytest.raises(LaddError, match="holds no global soft labels"):
         pipeline.label(both.with_labels(None, None, {"method": "ladd"}, {}), toy, cfg.model_copy(update={"keep_soft": True}), Runtime())

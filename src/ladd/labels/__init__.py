@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
+from ladd.core.errors import ConfigError
 from ladd.core.registry import Registry, modules
 from ladd.experts import ExpertConfig
 from ladd.experts.pretrained import PretrainedConfig, omit_none
@@ -36,6 +37,14 @@ class LabelConfig(BaseModel):
     labeler_weights: PretrainedConfig | None = None  # a pretrained labeler (`--labeler-weights`) instead of an expert
     # `ladd`: keep the artifact's global soft labels (e.g. learned with MTT's images) beside the new dense labels
     keep_soft: bool | None = None
+
+    @model_validator(mode="after")
+    def _keep_soft_is_for_ladd(self) -> "LabelConfig":
+        if self.keep_soft and LABEL_METHODS.canonical(self.method) != "ladd":
+            raise ConfigError(
+                f"--keep-soft-labels keeps soft labels beside LADD's dense ones: use it with --labels ladd, not {self.method}"
+            )
+        return self
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):  # unset options are left out: dumps (cache keys, manifests) stay as they were
