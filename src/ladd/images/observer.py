@@ -91,7 +91,7 @@ def load_observer(dataset: Dataset, p: ObserverParams, runtime: Runtime) -> tupl
         model.to(runtime.device).eval()
         provenance = {"model": p.observer_model, "checkpoint": str(path), "checkpoint_sha256": sha256(path), "samples_seen": 0}
     model.requires_grad_(False)
-    acc = observer_check(model, dataset, p.check_per_class)
+    acc = dist.first(lambda: observer_check(model, dataset, p.check_per_class))  # rank 0 measures, every rank gets it
     floor = chance_floor(dataset.num_classes)
     if acc < floor:
         raise DataError(
