@@ -16,6 +16,7 @@ local_weight, ema, model, epochs, crops, protocol (students: dc's step schedule 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -124,7 +125,12 @@ def main() -> None:
                 )
         cells.append(folder)
         board = leaderboard([folder])
+        # stored bytes as the saved artifact records them (rows of cells made before ladd measured an
+        # in-memory labelling's bytes anew counted the loaded images' labels only)
+        storage = json.loads((folder / "artifact" / "manifest.json").read_text())["storage"]
+        components = {r["method"]: r["label_components"] for r in json.loads((folder / "results.json").read_text())["rows"]}
         for e in board["entries"]:
+            e["bytes"] = storage["images"]["zip"] + sum(storage[c]["zip"] for c in components[e["method"]] if c in storage)
             line = {
                 "cell": name,
                 "lever": lever,

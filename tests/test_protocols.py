@@ -9,6 +9,7 @@ from ladd import pipeline
 from ladd.artifact import Artifact, load_artifact, save_artifact
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
+from ladd.cost.storage import component_bytes
 from ladd.eval.protocol import EvalConfig, evaluate
 from ladd.eval.protocols import DEFAULT, load_protocol, shipped
 from ladd.experts import ExpertConfig
@@ -183,7 +184,7 @@ def test_replaying_methods_default_to_the_fkd_protocol_and_refuse_an_sgd_one(toy
     assert EvalConfig(methods=("baseline",), protocol="dc-cpu").protocol == "dc-cpu"
 
 
-def test_ema_and_local_weight_overrides_reach_the_recipe_and_the_rows():
+def test_ema_and_local_weight_overrides_reach_the_recipe_and_the_rows(tmp_path):
     """`--ema` overrides the protocol's EMA (0 = none) and `--local-weight` weighs the local terms; both are recorded."""
     from ladd import api
 
@@ -192,10 +193,16 @@ def test_ema_and_local_weight_overrides_reach_the_recipe_and_the_rows():
     assert dc.recipe("convnet", "flip").ema is None and dc.recipe("convnet", "flip", ema=0.9).ema == 0.9
     src = api.SourceConfig(dataset="digits")
     data = api.load_dataset(src)
-    art = api.label(api.distill(data, api.ImagesConfig(ipc=1), src), data, api.LabelConfig(n=2, labeler=api.ExpertConfig(epochs=1)))
+    art_labeler = api.ExpertConfig(epochs=1)
+    art = api.label(api.distill(data, api.ImagesConfig(ipc=1), src), data, api.LabelConfig(n=2, labeler=art_labeler))
     cfg = api.eval_config(methods=("baseline", "ladd"), seeds=1, epochs=1, local_weight=0.5, ema=0.9)
     rows = {r["method"]: r for r in api.evaluate(art, data, cfg)}
     assert rows["ladd"]["local_weight"] == 0.5 and rows["baseline"]["local_weight"] is None
+    # labelled in memory after a load: the labels' bytes are the new ones', not the loaded manifest's
+    reloaded = api.label(api.load_artifact(api.save_artifact(tmp_path / "a", art)), data, api.LabelConfig(n=3, labeler=art_labeler))
+    stored = component_bytes(reloaded.components())
+    row = api.evaluate(reloaded, data, cfg.model_copy(update={"methods": ("ladd",)}))[0]
+    assert row["label_bytes_zip"] == stored["labels"]["zip"] + stored["dense_labels"]["zip"]
     assert all(r["ema"] == 0.9 and r["protocol_overrides"]["ema"] == 0.9 for r in rows.values())
     with pytest.raises(ValueError):
         api.eval_config(local_weight=0)

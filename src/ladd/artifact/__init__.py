@@ -68,8 +68,10 @@ class Artifact:
         return int(sub["n"]), float(sub["r"])
 
     def with_labels(self, soft: torch.Tensor | None, dense: torch.Tensor | None, label_manifest: dict, flops: dict) -> "Artifact":
-        """The artifact with the label stage's tensors, provenance and FLOPs (replacing earlier labels)."""
-        manifest = {**self.manifest, "labels": label_manifest, "flops": flops}
+        """The artifact with the label stage's tensors, provenance and FLOPs (replacing earlier labels).
+        The stored bytes a loaded artifact records are dropped: they were the old labels' (evaluation
+        measures the new ones; saving records them again)."""
+        manifest = {k: v for k, v in self.manifest.items() if k != "storage"} | {"labels": label_manifest, "flops": flops}
         return replace(self, soft_labels=soft, dense_labels=dense, manifest=manifest)
 
 
