@@ -1,8 +1,9 @@
-"""Which lever moves LADD's accuracy: one lever at a time around a base configuration, on one image
-artifact, every cell's student lr chosen on a validation split (`--select-lr`) and the best cell per
-method chosen on validation accuracy only (`ladd leaderboard`); the test split is read once per
-final student. Each cell is a run folder under --runs (a re-run skips the cells already there), and
-the JSON lists every cell's validation and test accuracy.
+"""Which lever moves LADD's accuracy: one lever at a time (or a '+'-joined combination of them)
+around a base configuration, on one image artifact, every cell's student lr chosen on a validation
+split (`--select-lr`) and the best cell per method chosen on validation accuracy only (`ladd
+leaderboard`); the test split is read once per final student. Each cell is a run folder under --runs
+(a re-run skips the cells already there), and the JSON lists every cell's validation and test
+accuracy.
 
     ladd distill --dataset mnist5k --ipc 1 --out runs/levers/ipc1/images
     python benchmarks/accuracy_levers.py --images runs/levers/ipc1/images \\
@@ -11,6 +12,8 @@ the JSON lists every cell's validation and test accuracy.
 
 Levers: grid (N), coverage (R), temperature, labeler_epoch, ensemble, labeler_model (label stage);
 local_weight, ema, model, epochs, crops, protocol (students: dc's step schedule vs glad's cosine).
+`--sweep grid=7+local_weight=2` is one cell with both levers moved. A cell that moves label levers
+only trains no hard-label baseline (its students are the base cell's).
 """
 
 from __future__ import annotations
@@ -55,13 +58,26 @@ def _value(lever: str, text: str):
     return float(text)
 
 
-def _cells(sweep: list[str]) -> list[tuple[str, str | None, object]]:
-    cells = [("base", None, None)]
+def _lever(item: str, text: str) -> tuple[str, str]:
+    lever, _, values = text.partition("=")
+    if lever not in LABEL_LEVERS and lever not in EVAL_LEVERS:
+        raise SystemExit(f"--sweep {item}: unknown lever {lever!r}; choose from {', '.join([*LABEL_LEVERS, *EVAL_LEVERS])}")
+    return lever, values
+
+
+def _cells(sweep: list[str]) -> list[tuple[str, dict]]:
+    """(cell name, {lever: value}) for the base, each value of a `LEVER=V1,V2` item and each
+    `LEVER=V+LEVER=V` combination."""
+    cells = [("base", {})]
     for item in sweep:
-        lever, _, values = item.partition("=")
-        if lever not in LABEL_LEVERS and lever not in EVAL_LEVERS:
-            raise SystemExit(f"--sweep {item}: unknown lever {lever!r}; choose from {', '.join([*LABEL_LEVERS, *EVAL_LEVERS])}")
-        cells += [(f"{lever}={v}", lever, _value(lever, v)) for v in values.split(",")]
+        if "+" in item:
+            moved = dict(_lever(item, part) for part in item.split("+"))
+            if any("," in v for v in moved.values()):
+                raise SystemExit(f"--sweep {item}: a '+' combination takes one value per lever")
+            cells.append((item, {lever: _value(lever, v) for lever, v in moved.items()}))
+        else:
+            lever, values = _lever(item, item)
+            cells += [(f"{lever}={v}", {lever: _value(lever, v)}) for v in values.split(",")]
     return cells
 
 
@@ -98,15 +114,18 @@ def main() -> None:
         **({"epochs": args.epochs} if args.epochs else {}),
     }
     cells, done = [], []
-    for name, lever, value in _cells(args.sweep):
+    for name, moved in _cells(args.sweep):
         folder = runs / name
         label_cfg, eval_cfg = base_label, dict(base_eval)
-        if lever == "labeler_model":  # another architecture labels (the soft-label paper's swap)
-            label_cfg = label_cfg.model_copy(update={"labeler": label_cfg.labeler.model_copy(update={"model": value})})
-        elif lever in LABEL_LEVERS:
-            label_cfg = label_cfg.model_copy(update={LABEL_LEVERS[lever]: value})
-        elif lever in EVAL_LEVERS:
-            eval_cfg[EVAL_LEVERS[lever]] = value
+        for lever, value in moved.items():
+            if lever == "labeler_model":  # another architecture labels (the soft-label paper's swap)
+                label_cfg = label_cfg.model_copy(update={"labeler": label_cfg.labeler.model_copy(update={"model": value})})
+            elif lever in LABEL_LEVERS:
+                label_cfg = label_cfg.model_copy(update={LABEL_LEVERS[lever]: value})
+            else:
+                eval_cfg[EVAL_LEVERS[lever]] = value
+        if moved and all(lever in LABEL_LEVERS for lever in moved):  # the hard-label students are the base's
+            eval_cfg["methods"] = tuple(m for m in eval_cfg["methods"] if m != "baseline")
         if not (folder / "results.json").is_file():
             t0 = time.perf_counter()
             labelled = api.label(art0, data, label_cfg, runtime)
@@ -133,8 +152,7 @@ def main() -> None:
             e["bytes"] = storage["images"]["zip"] + sum(storage[c]["zip"] for c in components[e["method"]] if c in storage)
             line = {
                 "cell": name,
-                "lever": lever,
-                "value": value,
+                "levers": moved,
                 "method": e["method"],
                 "val_acc": e["val_acc"],
                 "acc_mean": e["acc_mean"],
@@ -154,6 +172,7 @@ def main() -> None:
             {
                 "command": command_line(),
                 "images": str(args.images),
+                "image_method": art0.manifest["images"]["method"],
                 "dataset": data.name,
                 "ipc": art0.manifest["ipc"],
                 "base": {"label": base_label.model_dump(), "eval": {**base_eval, "preset": args.preset}},

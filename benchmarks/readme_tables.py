@@ -436,8 +436,8 @@ def replay_render() -> tuple[str, list[str]]:
 
 
 def levers() -> tuple[str, list[str]]:
-    """benchmarks/accuracy_levers.py: one lever at a time around the base; the best cell per method
-    (on validation accuracy, as `ladd leaderboard` chooses) in bold."""
+    """benchmarks/accuracy_levers.py: one lever (or one combination) at a time around the base, per
+    image artifact; the best cell per method (on validation accuracy, as `ladd leaderboard` chooses) in bold."""
     files = sorted(f.name for f in RESULTS.glob("levers_ipc*.json"))
     rows = []
     for name in files:
@@ -446,8 +446,8 @@ def levers() -> tuple[str, list[str]]:
         for c in data["cells"]:
             mark = "**" if (c["method"], c["cell"]) in best else ""
             test = f"{100 * c['acc_mean']:.2f} ± {100 * c['acc_std']:.2f}"
-            rows.append([data["ipc"], c["cell"], c["method"], f"{mark}{100 * c['val_acc']:.2f}{mark}", test, f"{c['bytes'] / 1024:.1f}"])
-    head = ["IPC", "cell (lever = value; base otherwise)", "students", "validation acc %", "test acc % (mean ± std)", "stored KB"]
+            rows.append([data["ipc"], data["image_method"], c["cell"], c["method"], f"{mark}{100 * c['val_acc']:.2f}{mark}", test, f"{c['bytes'] / 1024:.1f}"])
+    head = ["IPC", "images", "cell (levers moved from the base)", "students", "validation acc %", "test acc % (mean ± std)", "stored KB"]
     return table(head, rows), files
 
 
