@@ -446,7 +446,17 @@ def levers() -> tuple[str, list[str]]:
         for c in data["cells"]:
             mark = "**" if (c["method"], c["cell"]) in best else ""
             test = f"{100 * c['acc_mean']:.2f} ± {100 * c['acc_std']:.2f}"
-            rows.append([data["ipc"], data["image_method"], c["cell"], c["method"], f"{mark}{100 * c['val_acc']:.2f}{mark}", test, f"{c['bytes'] / 1024:.1f}"])
+            rows.append(
+                [
+                    data["ipc"],
+                    data["image_method"],
+                    c["cell"],
+                    c["method"],
+                    f"{mark}{100 * c['val_acc']:.2f}{mark}",
+                    test,
+                    f"{c['bytes'] / 1024:.1f}",
+                ]
+            )
     head = ["IPC", "images", "cell (levers moved from the base)", "students", "validation acc %", "test acc % (mean ± std)", "stored KB"]
     return table(head, rows), files
 

@@ -42,6 +42,7 @@ SPECIAL_BAD = {
     "--labeler-epoch": ["-1", "nan", "inf", "1e30", "abc"],
     "--expert-epoch": ["-1", "nan", "inf", "1e30", "abc"],
     "--crops-per-step": ["0", "-1", "nan", "1e30", str(10**12), "abc"],
+    "--local-weight": ["0", "-1", "nan", "inf", "1e30", "abc", "learn"],
     "--pools": ["epochs", "abc", ","],
     "--equal-cost": ["abc", ","],
     "--param": ["x", "=1"],

@@ -20,7 +20,7 @@ from conftest import make_dataset
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _train(batch_size: int) -> dict:
+def _train(batch_size: int, term_weights: str = "fixed") -> dict:
     """A ConvNet trained 2 epochs on a toy set with DSA and LADD's two terms (global + K drawn
     sub-images against dense labels): weights, log, and how many rows this rank forwarded."""
     from ladd.core import dist
@@ -36,21 +36,31 @@ def _train(batch_size: int) -> dict:
     model = build_for(toy, "convnet", 0)
     rows = []
     model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
-    recipe = Recipe(epochs=2, batch_size=batch_size, lr=0.01, dsa="color_crop_cutout_scale_rotate")
+    recipe = Recipe(epochs=2, batch_size=batch_size, lr=0.01, dsa="color_crop_cutout_scale_rotate", term_weights=term_weights)
     log = train(model, data, method_terms("ladd", crops_per_step=2), recipe, seed=0, runtime=Runtime.from_name("cpu"))
-    return {"state": model.state_dict(), "samples": log.samples, "loss": log.epoch_loss, "rows": sum(rows), "world": dist.world()}
+    return {
+        "state": model.state_dict(),
+        "samples": log.samples,
+        "loss": log.epoch_loss,
+        "weights": log.term_weights,
+        "rows": sum(rows),
+        "world": dist.world(),
+    }
 
 
-def test_ddp_training_equals_one_process():
+@pytest.mark.parametrize("term_weights", ["fixed", "learned"])
+def test_ddp_training_equals_one_process(term_weights):
     # batch 7 over 30 images: shares of 3 and 4 rows, and a last batch of 2 (one row per rank)
-    one = _train(7)
-    ranks = spawn(_train, 7)
+    one = _train(7, term_weights)
+    ranks = spawn(_train, 7, term_weights)
     assert [r["world"] for r in ranks] == [2, 2] and one["world"] == 1
     for r in ranks:
         for k, v in one["state"].items():
             assert torch.allclose(r["state"][k], v, atol=1e-6, rtol=0), k  # only the gradient sums' order differs
         assert r["samples"] == one["samples"]  # inputs forwarded by all ranks together
         assert r["loss"] == pytest.approx(one["loss"], abs=1e-6)
+        assert (r["weights"] is None) == (term_weights == "fixed")
+        assert r["weights"] == (None if r["weights"] is None else pytest.approx(one["weights"], abs=1e-6))
     assert ranks[0]["rows"] + ranks[1]["rows"] == one["rows"]  # each rank forwarded only its share
     assert 0 < ranks[1]["rows"] < one["rows"]
 

@@ -208,6 +208,27 @@ def test_ema_and_local_weight_overrides_reach_the_recipe_and_the_rows(tmp_path):
         api.eval_config(local_weight=0)
 
 
+def test_learned_local_weight_trains_the_two_term_methods_weights_and_records_them():
+    """`--local-weight learned` gives methods with a local term and another term learned weights
+    (recorded per row); a one-term method trains as it would without it."""
+    from ladd.cli.stages import eval_config
+
+    assert eval_config({"local_weight": "learned"}, ("ladd",)).local_weight == "learned"
+    assert eval_config({"local_weight": "0.5"}, ("ladd",)).local_weight == 0.5
+    assert eval_config({}, ("ladd",)).local_weight == 1.0
+    from ladd import api
+
+    src = api.SourceConfig(dataset="digits")
+    data = api.load_dataset(src)
+    art = api.label(api.distill(data, api.ImagesConfig(ipc=1), src), data, api.LabelConfig(n=2, labeler=api.ExpertConfig(epochs=1)))
+    cfg = EvalConfig(methods=("baseline", "ladd", "local-dense"), models=("convnet-w32",), seeds=1, epochs=2, local_weight="learned")
+    rows = {r["method"]: r for r in evaluate(art, data, cfg, Runtime())}
+    assert rows["ladd"]["local_weight"] == "learned" and set(rows["ladd"]["learned_weights"]) == {"global-hard", "local-dense"}
+    assert rows["baseline"]["learned_weights"] is None and rows["local-dense"]["learned_weights"] is None
+    plain = evaluate(art, data, cfg.model_copy(update={"methods": ("baseline",), "local_weight": 1.0}), Runtime())[0]
+    assert plain["accs"] == rows["baseline"]["accs"]
+
+
 def test_an_interrupted_evaluation_resumes_its_students_to_the_same_rows(toy, tmp_path, monkeypatch):
     """Under `checkpointing(folder)` a killed evaluation, run again, reloads the finished students,
     resumes the interrupted one and gives the rows of an uninterrupted run; the folder is removed once

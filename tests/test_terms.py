@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -5,7 +7,7 @@ from torch import nn
 
 from ladd.augment.subsample import views
 from ladd.core.errors import LaddError
-from ladd.train.terms import Batch, GlobalTerm, LocalTerm, method_terms
+from ladd.train.terms import Batch, GlobalTerm, LearnedWeights, LocalTerm, method_terms
 
 
 def _batch(b=3, c=4, size=8, n=3, r=0.5, with_labels=True):
@@ -53,6 +55,21 @@ def test_ladd_loss_equals_direct_eq5(reduction, local_weight, weight):
     assert list(terms) == ["global-hard", "local-dense"]
     loss = sum(term(model, batch)[0] for term in terms.values())
     torch.testing.assert_close(loss, _eq5(model, batch, weight))
+
+
+def test_learned_weights_sum_each_term_scaled_by_exp_minus_its_log_variance_plus_it():
+    """Uncertainty weighting: Σ_t exp(−s_t)·L_t + s_t; s = 0 is Eq. 5's plain sum."""
+    weighting = LearnedWeights(("global-hard", "local-dense"))
+    losses = [torch.tensor(0.7), torch.tensor(2.5)]
+    torch.testing.assert_close(weighting(losses), torch.tensor(3.2))
+    with torch.no_grad():
+        weighting.log_vars.copy_(torch.tensor([0.3, -1.2]))
+    direct = math.exp(-0.3) * 0.7 + 0.3 + math.exp(1.2) * 2.5 - 1.2
+    torch.testing.assert_close(weighting(losses), torch.tensor(direct))
+    assert weighting.weights() == pytest.approx({"global-hard": math.exp(-0.3), "local-dense": math.exp(1.2)})
+    # at the optimum of s_t for fixed losses, the weight is 1 / L_t
+    weighting(losses).backward()
+    torch.testing.assert_close(weighting.log_vars.grad, torch.tensor([1 - math.exp(-0.3) * 0.7, 1 - math.exp(1.2) * 2.5]))
 
 
 def test_sampled_crops_are_an_unbiased_estimate_of_the_full_sum():

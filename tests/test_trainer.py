@@ -387,3 +387,40 @@ def test_rolling_checkpoints_every_k_epochs_resume_an_ema_student_exactly(toy, t
     plain = build_for(toy, "convnet-w32", 0)  # the EMA state matters: without it the resumed weights would differ
     train(plain, _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime())
     assert not all(torch.equal(v, plain.state_dict()[k]) for k, v in full.state_dict().items())
+
+
+def test_learned_term_weights_train_with_the_network_and_resume_exactly(toy, tmp_path, monkeypatch):
+    """`term_weights="learned"`: the terms' log-variances move with the network, their final weights
+    are logged, and an interrupted run resumes them from the state to the uninterrupted result."""
+    g = torch.Generator().manual_seed(0)
+    dense = torch.softmax(torch.randn(len(toy.train), 4, toy.num_classes, generator=g), -1)
+    data = TrainData(toy.train.images, toy.train.labels, toy.mean, toy.std, dense=dense, geometry=(2, 0.5))
+    terms, learned = method_terms("ladd", crops_per_step=2), RECIPE.model_copy(update={"term_weights": "learned"})
+    full = build_for(toy, "convnet-w32", 0)
+    log = train(full, data, terms, learned, seed=4, runtime=Runtime(), checkpoint_dir=tmp_path / "a")
+    assert list(log.term_weights) == ["global-hard", "local-dense"]
+    assert all(w > 0 and abs(w - 1) > 1e-3 for w in log.term_weights.values())  # they moved from Eq. 5's 1
+    fixed = build_for(toy, "convnet-w32", 0)
+    assert train(fixed, data, terms, RECIPE, seed=4, runtime=Runtime()).term_weights is None
+    assert not all(torch.equal(v, fixed.state_dict()[k]) for k, v in full.state_dict().items())
+
+    real_save = loop._save
+
+    def crash_after_epoch_2(directory, epoch, *args):
+        real_save(directory, epoch, *args)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_save", crash_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_for(toy, "convnet-w32", 0), data, terms, learned, seed=4, runtime=Runtime(), checkpoint_dir=tmp_path / "b")
+    monkeypatch.setattr(loop, "_save", real_save)
+    resumed = build_for(toy, "convnet-w32", 5)
+    again = train(resumed, data, terms, learned, seed=4, runtime=Runtime(), checkpoint_dir=tmp_path / "b")
+    assert again.term_weights == log.term_weights
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    train(build_for(toy, "convnet-w32", 0), data, terms, RECIPE, seed=4, runtime=Runtime(), checkpoint_dir=tmp_path / "c")
+    longer = learned.model_copy(update={"epochs": 5})
+    with pytest.raises(LaddError, match="no learned term weights"):  # a fixed-weight state is not resumed as learned
+        train(build_for(toy, "convnet-w32", 0), data, terms, longer, seed=4, runtime=Runtime(), checkpoint_dir=tmp_path / "c")

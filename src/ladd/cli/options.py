@@ -127,6 +127,19 @@ def crops_value(text: str) -> int | str:
     return int(text)
 
 
+def local_weight_value(text: str) -> float | str:
+    """--local-weight: a positive number (λ) or 'learned'."""
+    if text == "learned":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 1e6:
+        raise ConfigError(f"--local-weight {text!r} is not a number in (0, 1e6] or 'learned'")
+    return value
+
+
 def _param(pair: str) -> tuple[str, object]:
     """One --param KEY=VALUE; VALUE is read as TOML (true, 50, 0.01, "embed"), else as a string."""
     key, sep, value = pair.partition("=")
@@ -803,12 +816,14 @@ def _label_options(
 
 
 LocalWeight = Annotated[
-    float,
+    Optional[str],
     typer.Option(
         "--local-weight",
-        min=1e-6,
-        max=1e6,
-        help="λ in global + λ·local: the weight of the local-view terms (LADD Eq. 5: 1). Sweep it and choose with `ladd leaderboard`.",
+        parser=checked("--local-weight", local_weight_value),
+        help=(
+            "λ in global + λ·local: the weight of the local-view terms (LADD Eq. 5: 1); sweep it and choose with `ladd leaderboard`. "
+            "'learned': each term's weight trains with the student (uncertainty weighting)."
+        ),
     ),
 ]
 Ema = Annotated[
@@ -833,7 +848,7 @@ def _student_options(
     crops_per_step: Crops = None,
     local_reduction: LocalReduction = None,
     soft_loss: EvalSoftLoss = None,
-    local_weight: LocalWeight = 1.0,
+    local_weight: LocalWeight = None,
     ema: Ema = None,
     track_: Track = None,
 ):

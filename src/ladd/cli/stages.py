@@ -32,6 +32,7 @@ from ladd.cli.options import (
     SelectLr,
     checked,
     crops_value,
+    local_weight_value,
     epoch_value,
     equal_cost_kinds,
     floats,
@@ -160,9 +161,14 @@ def auto_epoch(cfg: LabelConfig, data, src: SourceConfig, ipc: int, runtime: Run
 def eval_config(students: dict, methods: tuple[str, ...], **more) -> EvalConfig:
     """The students' config from their options (`trains_students`; absent ones count as not given):
     every option given, the rest from the preset (`ladd.api.eval_config`); `more` are EvalConfig fields."""
-    model, crops = students.get("model"), students.get("crops_per_step")
-    options = {"models": model and split(model), "seeds": students.get("seeds"), "crops_per_step": crops and crops_value(crops)}
-    given = {k: students[k] for k in ("protocol", "epochs", "lr", "local_reduction", "local_weight", "ema", "soft_loss") if k in students}
+    model, crops, weight = students.get("model"), students.get("crops_per_step"), students.get("local_weight")
+    options = {
+        "models": model and split(model),
+        "seeds": students.get("seeds"),
+        "crops_per_step": crops and crops_value(crops),
+        "local_weight": weight and local_weight_value(weight),
+    }
+    given = {k: students[k] for k in ("protocol", "epochs", "lr", "local_reduction", "ema", "soft_loss") if k in students}
     return _api().eval_config(
         students.get("preset", DEFAULT_PRESET), methods=methods, **{k: v for k, v in options.items() if v}, **given, **more
     )

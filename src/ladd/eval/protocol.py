@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -72,7 +72,9 @@ class EvalConfig(BaseModel):
     # K of the N² local views per image and step: an int, "all", or "auto" (see `crops_for`)
     crops_per_step: int | Literal["all", "auto"] = "all"
     local_reduction: Literal["mean", "sum"] | None = None  # over the N² views; None = `local_reduction_for` the labels
-    local_weight: float = Field(1.0, gt=0)  # λ in global + λ·local (LADD Eq. 5: 1); choose it on validation (`ladd leaderboard`)
+    # λ in global + λ·local (LADD Eq. 5: 1), chosen on validation (`ladd leaderboard`); "learned": every
+    # term's weight trains with the student (`ladd.train.terms.LearnedWeights`)
+    local_weight: Annotated[float, Field(gt=0)] | Literal["learned"] = 1.0
     ema: float | None = Field(None, ge=0, lt=1)  # β of an EMA of the student's weights; 0 = none; None = the protocol's
     soft_loss: Literal["ce", "kl"] | None = None  # soft/dense targets: soft cross-entropy or KL; None = the protocol's
     pruning: Pruning = Pruning()  # which stored labels a replayed relabel (method fkd) keeps
@@ -206,7 +208,8 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 "(an SGD protocol trains it to chance)"
             )
         soft_loss = cfg.soft_loss or protocol.soft_loss
-        terms = method_terms(method, crops, reduction, soft_loss, cfg.local_weight)
+        learned = cfg.local_weight == "learned"
+        terms = method_terms(method, crops, reduction, soft_loss, 1.0 if learned else cfg.local_weight)
         used = sorted({TERM_COMPONENTS[t] for t in terms})
         label_zip = sum(storage[c]["zip"] for c in used if c in storage)
         label_raw = sum(storage[c]["raw"] for c in used if c in storage)
@@ -280,6 +283,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                         augment=cfg.augment,
                         images=len(art.images),
                         ema=cfg.ema,
+                        term_weights="learned" if learned and local and len(terms) > 1 else None,
                     ),
                     model_name,
                     cfg.seeds,
@@ -328,6 +332,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             "epochs": recipe.epochs,
             "lr": lr,
             "lr_source": job.lr_source,
+            "learned_weights": students.log.term_weights,
             **protocol_fields(job.protocol, cfg, recipe),
             "lr_selection": selection,
             **({} if students.curves is None else {"curve": curve_points(students.curves, per_input)}),

@@ -108,7 +108,8 @@ class Row(BaseModel):
     lr_selection: LrSelection | None
     crops_per_step: int | None
     local_reduction: str | None
-    local_weight: float | None = None  # λ of the local terms (None: no local term)
+    local_weight: float | Literal["learned"] | None = None  # λ of the local terms (None: no local term)
+    learned_weights: dict[str, float] | None = None  # --local-weight learned: each term's final weight (the last seed's)
     soft_loss: str
     labeler_test_acc: float | None
     # a replayed stored relabel (fkd methods) only

@@ -33,7 +33,7 @@ from ladd.core.runtime import Runtime, generator, seeded
 from ladd.core.types import normalize
 from ladd.data import stream
 from ladd.cost import flops
-from ladd.train.terms import Batch, Term
+from ladd.train.terms import Batch, LearnedWeights, Term
 
 
 class Optimization(BaseModel):
@@ -77,6 +77,8 @@ class Recipe(Optimization):
     `ema` (GLaD tests the exponential moving average of the weights, β 0.995, updated every step)."""
 
     dsa: str | None = None  # DSA strategy string; None = no augmentation
+    # "learned": the terms are summed with learned weights (`ladd.train.terms.LearnedWeights`), optimized with the network
+    term_weights: Literal["fixed", "learned"] = "fixed"
 
     def lr_at(self, epoch: int) -> float:
         if self.schedule == "cosine":
@@ -129,6 +131,7 @@ class TrainData:
 class TrainLog:
     samples: dict[str, int] = field(default_factory=dict)  # inputs forwarded per term
     epoch_loss: list[float] = field(default_factory=list)
+    term_weights: dict[str, float] | None = None  # learned term weights at the end (recipe.term_weights "learned")
 
 
 def train(
@@ -156,7 +159,9 @@ def train(
     saved with the state, so an EMA student resumes exactly too. `after_epoch(epochs done,
     model, log)` runs after every epoch (e.g. to record an accuracy-over-FLOPs curve); it sees the
     training weights, and the model is back in training mode afterwards. A loss that becomes NaN or
-    infinite raises `Diverged` at the next finiteness check (see the module docstring).
+    infinite raises `Diverged` at the next finiteness check (see the module docstring). With
+    `recipe.term_weights == "learned"` the terms' log-variances train with the network (no weight
+    decay) and are saved with the state.
 
     Under torchrun (`dist.active()`) the ranks train one network with DistributedDataParallel:
     every rank draws the same permutation and augmentation parameters as one process and
@@ -174,17 +179,22 @@ def train(
     gen = generator(seed)
     replay = None if data.replay is None else data.replay.for_seed(seed)
     dsa = DSA(recipe.dsa) if recipe.dsa else None
-    opt = recipe.make_optimizer(model.parameters())
+    weighting = LearnedWeights(tuple(terms)).to(runtime.device) if recipe.term_weights == "learned" else None
+    params = [*model.parameters(), *(weighting.parameters() if weighting is not None else ())]
+    groups = [{"params": list(model.parameters())}]
+    if weighting is not None:
+        groups.append({"params": list(weighting.parameters()), "weight_decay": 0.0})
+    opt = recipe.make_optimizer(groups)
     ema = _Ema(model, recipe.ema) if recipe.ema is not None else None
     log = TrainLog(samples={name: 0 for name in terms})
     start_epoch = 0
     n = data.images.shape[0]
     with seeded(seed), runtime.settings():
         if checkpoint_dir is not None:
-            start_epoch = _resume(checkpoint_dir, model, opt, gen, log, description, recipe.epochs, ema)
+            start_epoch = _resume(checkpoint_dir, model, opt, gen, log, description, recipe.epochs, ema, weighting)
             dist.barrier()  # every rank has read the state before rank 0 writes
             if start_epoch == 0 and dist.main():
-                _save(checkpoint_dir, 0, model, opt, gen, log, description, recipe.epochs, ema, rolling)
+                _save(checkpoint_dir, 0, model, opt, gen, log, description, recipe.epochs, ema, rolling, weighting)
         with progress.bar(description, recipe.epochs) as advance:
             advance(start_epoch)
             for epoch in range(start_epoch, recipe.epochs):
@@ -224,21 +234,24 @@ def train(
                         rows=span,
                     )
                     if len(idx) == 0:  # fewer rows than ranks: this rank adds zero gradients
-                        loss = sum(p.sum() for p in model.parameters()) * 0.0
+                        loss = sum(p.sum() for p in params) * 0.0
                     else:
-                        loss = torch.zeros((), device=runtime.device)
+                        losses = []
                         for name, term in terms.items():
                             term_loss, forwarded = term(network, batch)
-                            loss = loss + term_loss
+                            losses.append(term_loss)
                             seen[name] += forwarded
+                        loss = weighting(losses) if weighting is not None else sum(losses, torch.zeros((), device=runtime.device))
                     if ddp:  # DDP averages over ranks: weight by this rank's share of the global batch
                         loss = loss * (len(idx) * dist.world() / size)
                     opt.zero_grad(set_to_none=True)
+                    (loss if scaler is None else scaler.scale(loss)).backward()
+                    if ddp and weighting is not None:  # DDP averages the network's gradients only
+                        for p in weighting.parameters():
+                            p.grad = dist.all_sum(p.grad) / dist.world()
                     if scaler is None:
-                        loss.backward()
                         opt.step()
                     else:  # fp16: scaled gradients; a step whose gradients overflowed is skipped
-                        scaler.scale(loss).backward()
                         scaler.step(opt)
                         scaler.update()
                     if ema is not None:
@@ -258,12 +271,14 @@ def train(
                 mean_loss = _finite(total, description, epoch, steps) / steps
                 log.epoch_loss.append(mean_loss)
                 if checkpoint_dir is not None and dist.main() and ((epoch + 1) % save_every == 0 or epoch + 1 == recipe.epochs):
-                    _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs, ema, rolling)
+                    _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs, ema, rolling, weighting)
                 if after_epoch is not None:
                     after_epoch(epoch + 1, model, log)
                 advance(status=f"loss {mean_loss:.3f}")
     if ema is not None:
         ema.copy_to(model)
+    if weighting is not None:
+        log.term_weights = weighting.weights()
     if runtime.speed.channels_last:
         model.to(memory_format=torch.contiguous_format)  # saved and inspected weights keep the standard layout
     return log
@@ -403,15 +418,29 @@ def _fraction_steps(steps: int, saves_per_epoch: int) -> dict[int, float]:
 
 
 def _save(
-    directory: Path, epoch: int, model, opt, gen, log: TrainLog, description: str, epochs: int, ema: "_Ema | None", rolling: bool
+    directory: Path,
+    epoch: int,
+    model,
+    opt,
+    gen,
+    log: TrainLog,
+    description: str,
+    epochs: int,
+    ema: "_Ema | None",
+    rolling: bool,
+    weighting: LearnedWeights | None = None,
 ) -> None:
-    """Weights first, then the state naming their epoch (with the EMA's averages): a crash between
+    """Weights first, then the state naming their epoch (with the EMA's averages and any learned
+    term weights): a crash between
     the two writes leaves the previous, consistent state, so a resume never mixes epochs. `rolling`:
     the older weights are removed once the state names the new ones."""
     weights = checkpoint_path(directory, epoch)
     save_tensors(weights, model.state_dict())
     meta = {"epoch": epoch, "samples": log.samples, "epoch_loss": log.epoch_loss}
-    save_state(Path(directory) / STATE, {} if ema is None else {f"ema.{k}": v for k, v in ema.shadow.items()}, meta, opt, gen)
+    tensors = {} if ema is None else {f"ema.{k}": v for k, v in ema.shadow.items()}
+    if weighting is not None:
+        tensors["term_weights.log_vars"] = weighting.log_vars.detach()
+    save_state(Path(directory) / STATE, tensors, meta, opt, gen)
     if rolling:
         for old in Path(directory).glob("epoch_*.safetensors"):
             if old != weights:
@@ -421,7 +450,17 @@ def _save(
         progress.log(f"{description}: checkpoint: epoch {epoch}/{epochs} -> {weights}")
 
 
-def _resume(directory: Path, model, opt, gen, log: TrainLog, description: str, epochs: int, ema: "_Ema | None" = None) -> int:
+def _resume(
+    directory: Path,
+    model,
+    opt,
+    gen,
+    log: TrainLog,
+    description: str,
+    epochs: int,
+    ema: "_Ema | None" = None,
+    weighting: LearnedWeights | None = None,
+) -> int:
     path = Path(directory) / STATE
     if not path.exists():
         return 0
@@ -431,10 +470,15 @@ def _resume(directory: Path, model, opt, gen, log: TrainLog, description: str, e
     weights = checkpoint_path(directory, epoch)
     restore_weights(model, weights, device)
     if ema is not None:
-        if set(tensors) != {f"ema.{k}" for k in ema.shadow}:
+        if {k for k in tensors if k.startswith("ema.")} != {f"ema.{k}" for k in ema.shadow}:
             raise ArtifactError(f"{path} holds no EMA of the weights for this recipe: delete {directory} to start over")
         for k, v in ema.shadow.items():
             v.copy_(tensors[f"ema.{k}"])
+    if weighting is not None:
+        if "term_weights.log_vars" not in tensors:
+            raise ArtifactError(f"{path} holds no learned term weights for this recipe: delete {directory} to start over")
+        with torch.no_grad():
+            weighting.log_vars.copy_(tensors["term_weights.log_vars"])
     log.samples.update(meta["samples"])
     log.epoch_loss[:] = meta["epoch_loss"]
     progress.log(f"{description}: resuming from {weights} (epoch {epoch}/{epochs})")

@@ -12,6 +12,7 @@ from typing import Any, Callable, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ladd.augment.subsample import views
 from ladd.core.errors import ArtifactError, ConfigError
@@ -127,6 +128,26 @@ class Weighted:
     def __call__(self, model, batch):
         loss, inputs = self.term(model, batch)
         return self.weight * loss, inputs
+
+
+class LearnedWeights(nn.Module):
+    """`--local-weight learned`: the step loss Σ_t exp(−s_t)·L_t + s_t, one log-variance s_t per
+    term optimized with the student (Kendall, Gal & Cipolla 2018, homoscedastic uncertainty
+    weighting). s = 0 at the start is Eq. 5's plain sum; the +s_t penalty keeps a term's weight
+    from going to 0, and at its optimum exp(−s_t) = 1/L_t, so the balance between the whole image
+    and its sub-images follows their loss levels instead of a λ swept on validation."""
+
+    def __init__(self, names: tuple[str, ...]):
+        super().__init__()
+        self.names = names
+        self.log_vars = nn.Parameter(torch.zeros(len(names)))
+
+    def forward(self, losses: list[torch.Tensor]) -> torch.Tensor:
+        return (torch.exp(-self.log_vars) * torch.stack(losses) + self.log_vars).sum()
+
+    def weights(self) -> dict[str, float]:
+        """exp(−s_t) per term: the weight each term's loss carries now."""
+        return dict(zip(self.names, torch.exp(-self.log_vars.detach()).tolist()))
 
 
 @dataclass(frozen=True)

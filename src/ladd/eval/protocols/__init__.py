@@ -78,9 +78,10 @@ class Protocol(Optimization):
         augment: bool | None = None,
         images: int | None = None,
         ema: float | None = None,
+        term_weights: str | None = None,
     ) -> Recipe:
         """The trainer's recipe for `model` on a set of `images`; arguments that are not None
-        override the protocol (`ema` 0: no EMA of the weights)."""
+        override the protocol (`ema` 0: no EMA of the weights; `term_weights` "learned")."""
         shared = self.model_dump(include=set(Optimization.model_fields))
         return Recipe(
             **{
@@ -91,6 +92,7 @@ class Protocol(Optimization):
                 **({} if ema is None else {"ema": ema or None}),
             },
             dsa=dsa if (self.augment if augment is None else augment) else None,
+            **({} if term_weights is None else {"term_weights": term_weights}),
         )
 
 
