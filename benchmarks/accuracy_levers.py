@@ -10,10 +10,11 @@ accuracy.
         --sweep grid=3,5,7 coverage=0.5,0.75 temperature=2,4 local_weight=0.5,2 labeler_epoch=2,5 \\
         --select-lr 0.003 0.01 0.03 --out docs/results/levers_ipc1.json
 
-Levers: grid (N), coverage (R), temperature, labeler_epoch, ensemble, labeler_model (label stage);
+Levers: grid (N), coverage (R), temperature, labeler_epoch, ensemble, labeler_model, keep_soft (true:
+the global soft labels MTT learned with the images stay, `--methods global-soft+local-dense` reads them);
 local_weight, ema, model, epochs, crops, protocol (students: dc's step schedule vs glad's cosine).
-`--sweep grid=7+local_weight=2` is one cell with both levers moved. A cell that moves label levers
-only trains no hard-label baseline (its students are the base cell's).
+`--sweep grid=7+local_weight=2` is one cell with both levers moved. A cell that moves only label
+levers, local_weight or crops trains no hard-label baseline (its students are the base cell's).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ LABEL_LEVERS = {
     "labeler_epoch": "epoch",
     "ensemble": "ensemble",
     "labeler_model": "labeler",
+    "keep_soft": "keep_soft",
 }
+LOCAL_LEVERS = ("local_weight", "crops")  # student levers of the local-view terms only
 EVAL_LEVERS = {
     "local_weight": "local_weight",
     "ema": "ema",
@@ -49,8 +52,10 @@ EVAL_LEVERS = {
 def _value(lever: str, text: str):
     if lever == "model":
         return (text,)
-    if lever in ("protocol", "labeler_model"):
+    if lever in ("protocol", "labeler_model") or (lever == "local_weight" and text == "learned"):
         return text
+    if lever == "keep_soft":
+        return text == "true"
     if lever in ("grid", "ensemble", "epochs"):
         return int(text)
     if lever == "crops":
@@ -124,7 +129,7 @@ def main() -> None:
                 label_cfg = label_cfg.model_copy(update={LABEL_LEVERS[lever]: value})
             else:
                 eval_cfg[EVAL_LEVERS[lever]] = value
-        if moved and all(lever in LABEL_LEVERS for lever in moved):  # the hard-label students are the base's
+        if moved and all(lever in LABEL_LEVERS or lever in LOCAL_LEVERS for lever in moved):  # the hard-label students are the base's
             eval_cfg["methods"] = tuple(m for m in eval_cfg["methods"] if m != "baseline")
         if not (folder / "results.json").is_file():
             t0 = time.perf_counter()
