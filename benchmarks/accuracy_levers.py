@@ -24,6 +24,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from ladd import api
 from ladd.core.io import command_line, write_json
 from ladd.pipeline import source_of
@@ -131,7 +133,10 @@ def main() -> None:
                 eval_cfg[EVAL_LEVERS[lever]] = value
         if moved and all(lever in LABEL_LEVERS or lever in LOCAL_LEVERS for lever in moved):  # the hard-label students are the base's
             eval_cfg["methods"] = tuple(m for m in eval_cfg["methods"] if m != "baseline")
-        if not (folder / "results.json").is_file():
+        if (folder / "results.json").is_file():
+            if not torch.equal(api.load_artifact(folder / "artifact").images, art0.images):
+                raise SystemExit(f"{folder} holds a cell of other images than {args.images}: give another --runs")
+        else:
             t0 = time.perf_counter()
             labelled = api.label(art0, data, label_cfg, runtime)
             api.save_artifact(folder / "artifact", labelled)
