@@ -438,7 +438,7 @@ def replay_render() -> tuple[str, list[str]]:
 def levers() -> tuple[str, list[str]]:
     """benchmarks/accuracy_levers.py: one lever (or one combination) at a time around the base, per
     image artifact; the best cell per method (on validation accuracy, as `ladd leaderboard` chooses) in bold."""
-    files = sorted(f.name for f in RESULTS.glob("levers_ipc*.json"))
+    files = sorted((f.name for f in RESULTS.glob("levers_ipc*.json")), key=lambda name: (load(name)["ipc"], name))
     rows = []
     for name in files:
         data = load(name)
