@@ -16,6 +16,21 @@ def _data(toy):
     return TrainData(toy.train.images, toy.train.labels, toy.mean, toy.std)
 
 
+def _crash_after_epoch_2(monkeypatch) -> list[int]:
+    """Make the trainer's `_save` raise KeyboardInterrupt once epoch 2 is written (a kill between
+    epochs; `monkeypatch.undo()` ends it); returns the epochs saved."""
+    real_save, saved = loop._save, []
+
+    def save(directory, epoch, *args):
+        real_save(directory, epoch, *args)
+        saved.append(epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_save", save)
+    return saved
+
+
 def _weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -41,14 +56,7 @@ def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch):
     full = build_for(toy, "convnet-w32", 0)
     train(full, _data(toy), method_terms("baseline"), RECIPE, seed=2, runtime=Runtime(), checkpoint_dir=tmp_path / "a")
 
-    real_save = loop._save
-
-    def crash_after_epoch_2(directory, epoch, *args):
-        real_save(directory, epoch, *args)
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "_save", crash_after_epoch_2)
+    _crash_after_epoch_2(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(
             build_for(toy, "convnet-w32", 0),
@@ -59,7 +67,7 @@ def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch):
             runtime=Runtime(),
             checkpoint_dir=tmp_path / "b",
         )
-    monkeypatch.setattr(loop, "_save", real_save)
+    monkeypatch.undo()
     resumed = build_for(toy, "convnet-w32", 5)  # different init: it must come from the checkpoint
     log = train(resumed, _data(toy), method_terms("baseline"), RECIPE, seed=2, runtime=Runtime(), checkpoint_dir=tmp_path / "b")
     assert len(log.epoch_loss) == 4
@@ -367,19 +375,11 @@ def test_rolling_checkpoints_every_k_epochs_resume_an_ema_student_exactly(toy, t
     train(full, _data(toy), method_terms("baseline"), recipe, checkpoint_dir=tmp_path / "a", **kw)
     assert sorted(p.name for p in (tmp_path / "a").glob("epoch_*")) == ["epoch_004.safetensors"]
 
-    real_save, saved = loop._save, []
-
-    def crash_after_epoch_2(directory, epoch, *args):
-        real_save(directory, epoch, *args)
-        saved.append(epoch)
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "_save", crash_after_epoch_2)
+    saved = _crash_after_epoch_2(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(build_for(toy, "convnet-w32", 0), _data(toy), method_terms("baseline"), recipe, checkpoint_dir=tmp_path / "b", **kw)
     assert saved == [0, 2] and sorted(p.name for p in (tmp_path / "b").glob("epoch_*")) == ["epoch_002.safetensors"]
-    monkeypatch.setattr(loop, "_save", real_save)
+    monkeypatch.undo()
     resumed = build_for(toy, "convnet-w32", 5)
     train(resumed, _data(toy), method_terms("baseline"), recipe, checkpoint_dir=tmp_path / "b", **kw)
     for k, v in full.state_dict().items():
@@ -404,17 +404,10 @@ def test_learned_term_weights_train_with_the_network_and_resume_exactly(toy, tmp
     assert train(fixed, data, terms, RECIPE, seed=4, runtime=Runtime()).term_weights is None
     assert not all(torch.equal(v, fixed.state_dict()[k]) for k, v in full.state_dict().items())
 
-    real_save = loop._save
-
-    def crash_after_epoch_2(directory, epoch, *args):
-        real_save(directory, epoch, *args)
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "_save", crash_after_epoch_2)
+    _crash_after_epoch_2(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(build_for(toy, "convnet-w32", 0), data, terms, learned, seed=4, runtime=Runtime(), checkpoint_dir=tmp_path / "b")
-    monkeypatch.setattr(loop, "_save", real_save)
+    monkeypatch.undo()
     resumed = build_for(toy, "convnet-w32", 5)
     again = train(resumed, data, terms, learned, seed=4, runtime=Runtime(), checkpoint_dir=tmp_path / "b")
     assert again.term_weights == log.term_weights

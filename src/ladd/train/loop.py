@@ -431,9 +431,9 @@ def _save(
     weighting: LearnedWeights | None = None,
 ) -> None:
     """Weights first, then the state naming their epoch (with the EMA's averages and any learned
-    term weights): a crash between
-    the two writes leaves the previous, consistent state, so a resume never mixes epochs. `rolling`:
-    the older weights are removed once the state names the new ones."""
+    term weights): a crash between the two writes leaves the previous, consistent state, so a
+    resume never mixes epochs. `rolling`: the older weights are removed once the state names the
+    new ones."""
     weights = checkpoint_path(directory, epoch)
     save_tensors(weights, model.state_dict())
     meta = {"epoch": epoch, "samples": log.samples, "epoch_loss": log.epoch_loss}
