@@ -438,10 +438,9 @@ def replay_render() -> tuple[str, list[str]]:
 def levers() -> tuple[str, list[str]]:
     """benchmarks/accuracy_levers.py: one lever (or one combination) at a time around the base, per
     image artifact; the best cell per method (on validation accuracy, as `ladd leaderboard` chooses) in bold."""
-    files = sorted((f.name for f in RESULTS.glob("levers_ipc*.json")), key=lambda name: (load(name)["ipc"], name))
+    sweeps = sorted(((f.name, load(f.name)) for f in RESULTS.glob("levers_ipc*.json")), key=lambda s: (s[1]["ipc"], s[0]))
     rows = []
-    for name in files:
-        data = load(name)
+    for _, data in sweeps:
         best = {(b["method"], Path(b["run_dir"]).name) for b in data["best"]}
         for c in data["cells"]:
             mark = "**" if (c["method"], c["cell"]) in best else ""
@@ -458,7 +457,7 @@ def levers() -> tuple[str, list[str]]:
                 ]
             )
     head = ["IPC", "images", "cell (levers moved from the base)", "students", "validation acc %", "test acc % (mean ± std)", "stored KB"]
-    return table(head, rows), files
+    return table(head, rows), [name for name, _ in sweeps]
 
 
 def paper_protocol() -> tuple[str, list[str]]:

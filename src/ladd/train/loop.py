@@ -180,21 +180,22 @@ def train(
     replay = None if data.replay is None else data.replay.for_seed(seed)
     dsa = DSA(recipe.dsa) if recipe.dsa else None
     weighting = LearnedWeights(tuple(terms)).to(runtime.device) if recipe.term_weights == "learned" else None
-    params = [*model.parameters(), *(weighting.parameters() if weighting is not None else ())]
     groups = [{"params": list(model.parameters())}]
     if weighting is not None:
         groups.append({"params": list(weighting.parameters()), "weight_decay": 0.0})
+    params = [p for group in groups for p in group["params"]]
     opt = recipe.make_optimizer(groups)
     ema = _Ema(model, recipe.ema) if recipe.ema is not None else None
+    extra = _state_tensors(ema, weighting)
     log = TrainLog(samples={name: 0 for name in terms})
     start_epoch = 0
     n = data.images.shape[0]
     with seeded(seed), runtime.settings():
         if checkpoint_dir is not None:
-            start_epoch = _resume(checkpoint_dir, model, opt, gen, log, description, recipe.epochs, ema, weighting)
+            start_epoch = _resume(checkpoint_dir, model, opt, gen, log, description, recipe.epochs, extra)
             dist.barrier()  # every rank has read the state before rank 0 writes
             if start_epoch == 0 and dist.main():
-                _save(checkpoint_dir, 0, model, opt, gen, log, description, recipe.epochs, ema, rolling, weighting)
+                _save(checkpoint_dir, 0, model, opt, gen, log, description, recipe.epochs, extra, rolling)
         with progress.bar(description, recipe.epochs) as advance:
             advance(start_epoch)
             for epoch in range(start_epoch, recipe.epochs):
@@ -271,7 +272,7 @@ def train(
                 mean_loss = _finite(total, description, epoch, steps) / steps
                 log.epoch_loss.append(mean_loss)
                 if checkpoint_dir is not None and dist.main() and ((epoch + 1) % save_every == 0 or epoch + 1 == recipe.epochs):
-                    _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs, ema, rolling, weighting)
+                    _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs, extra, rolling)
                 if after_epoch is not None:
                     after_epoch(epoch + 1, model, log)
                 advance(status=f"loss {mean_loss:.3f}")
@@ -417,30 +418,27 @@ def _fraction_steps(steps: int, saves_per_epoch: int) -> dict[int, float]:
     }
 
 
-def _save(
-    directory: Path,
-    epoch: int,
-    model,
-    opt,
-    gen,
-    log: TrainLog,
-    description: str,
-    epochs: int,
-    ema: "_Ema | None",
-    rolling: bool,
-    weighting: LearnedWeights | None = None,
-) -> None:
-    """Weights first, then the state naming their epoch (with the EMA's averages and any learned
-    term weights): a crash between the two writes leaves the previous, consistent state, so a
-    resume never mixes epochs. `rolling`: the older weights are removed once the state names the
-    new ones."""
+# what each kind of `_state_tensors` is, for the error naming one a saved state lacks
+STATE_KINDS = {"ema": "EMA of the weights", "term_weights": "learned term weights"}
+
+
+def _state_tensors(ema: "_Ema | None", weighting: LearnedWeights | None) -> dict[str, torch.Tensor]:
+    """The live tensors saved with the trainer state besides the optimizer's, named `kind.key`:
+    the EMA's averages and any learned term weights. A resume copies them back in place."""
+    tensors = {} if ema is None else {f"ema.{k}": v for k, v in ema.shadow.items()}
+    if weighting is not None:
+        tensors["term_weights.log_vars"] = weighting.log_vars
+    return tensors
+
+
+def _save(directory: Path, epoch: int, model, opt, gen, log: TrainLog, description: str, epochs: int, extra: dict, rolling: bool) -> None:
+    """Weights first, then the state naming their epoch (with the `_state_tensors` `extra`): a
+    crash between the two writes leaves the previous, consistent state, so a resume never mixes
+    epochs. `rolling`: the older weights are removed once the state names the new ones."""
     weights = checkpoint_path(directory, epoch)
     save_tensors(weights, model.state_dict())
     meta = {"epoch": epoch, "samples": log.samples, "epoch_loss": log.epoch_loss}
-    tensors = {} if ema is None else {f"ema.{k}": v for k, v in ema.shadow.items()}
-    if weighting is not None:
-        tensors["term_weights.log_vars"] = weighting.log_vars.detach()
-    save_state(Path(directory) / STATE, tensors, meta, opt, gen)
+    save_state(Path(directory) / STATE, {k: v.detach() for k, v in extra.items()}, meta, opt, gen)
     if rolling:
         for old in Path(directory).glob("epoch_*.safetensors"):
             if old != weights:
@@ -450,17 +448,7 @@ def _save(
         progress.log(f"{description}: checkpoint: epoch {epoch}/{epochs} -> {weights}")
 
 
-def _resume(
-    directory: Path,
-    model,
-    opt,
-    gen,
-    log: TrainLog,
-    description: str,
-    epochs: int,
-    ema: "_Ema | None" = None,
-    weighting: LearnedWeights | None = None,
-) -> int:
+def _resume(directory: Path, model, opt, gen, log: TrainLog, description: str, epochs: int, extra: dict) -> int:
     path = Path(directory) / STATE
     if not path.exists():
         return 0
@@ -469,16 +457,13 @@ def _resume(
     epoch = int(meta["epoch"])
     weights = checkpoint_path(directory, epoch)
     restore_weights(model, weights, device)
-    if ema is not None:
-        if {k for k in tensors if k.startswith("ema.")} != {f"ema.{k}" for k in ema.shadow}:
-            raise ArtifactError(f"{path} holds no EMA of the weights for this recipe: delete {directory} to start over")
-        for k, v in ema.shadow.items():
-            v.copy_(tensors[f"ema.{k}"])
-    if weighting is not None:
-        if "term_weights.log_vars" not in tensors:
-            raise ArtifactError(f"{path} holds no learned term weights for this recipe: delete {directory} to start over")
-        with torch.no_grad():
-            weighting.log_vars.copy_(tensors["term_weights.log_vars"])
+    for kind, what in STATE_KINDS.items():
+        wanted = {k for k in extra if k.startswith(f"{kind}.")}
+        if wanted and {k for k in tensors if k.startswith(f"{kind}.")} != wanted:
+            raise ArtifactError(f"{path} holds no {what} for this recipe: delete {directory} to start over")
+    with torch.no_grad():
+        for k, v in extra.items():
+            v.copy_(tensors[k])
     log.samples.update(meta["samples"])
     log.epoch_loss[:] = meta["epoch_loss"]
     progress.log(f"{description}: resuming from {weights} (epoch {epoch}/{epochs})")
