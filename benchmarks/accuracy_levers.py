@@ -3,7 +3,7 @@ around a base configuration, on one image artifact, every cell's student lr chos
 split (`--select-lr`) and the best cell per method chosen on validation accuracy only (`ladd
 leaderboard`); the test split is read once per final student. Each cell is a run folder under --runs
 (a re-run skips the cells already there), and the JSON lists every cell's validation and test
-accuracy.
+accuracy and wall time (labelling and all its students).
 
     ladd distill --dataset mnist5k --ipc 1 --out runs/levers/ipc1/images
     python benchmarks/accuracy_levers.py --images runs/levers/ipc1/images \\
@@ -157,7 +157,8 @@ def main() -> None:
         # stored bytes as the saved artifact records them (rows of cells made before ladd measured an
         # in-memory labelling's bytes anew counted the loaded images' labels only)
         storage = json.loads((folder / "artifact" / "manifest.json").read_text())["storage"]
-        components = {r["method"]: r["label_components"] for r in json.loads((folder / "results.json").read_text())["rows"]}
+        results = json.loads((folder / "results.json").read_text())
+        components = {r["method"]: r["label_components"] for r in results["rows"]}
         for e in board["entries"]:
             e["bytes"] = storage["images"]["zip"] + sum(storage[c]["zip"] for c in components[e["method"]] if c in storage)
             line = {
@@ -170,6 +171,7 @@ def main() -> None:
                 "n_seeds": e["n_seeds"],
                 "bytes": e["bytes"],
                 "flops": e["flops"],
+                "cell_seconds": results["config"].get("seconds"),  # labelling + every student of the cell
             }
             done.append(line)
             print(

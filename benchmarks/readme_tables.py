@@ -445,18 +445,31 @@ def levers() -> tuple[str, list[str]]:
         for c in data["cells"]:
             mark = "**" if (c["method"], c["cell"]) in best else ""
             test = f"{100 * c['acc_mean']:.2f} ± {100 * c['acc_std']:.2f}"
+            seconds = c.get("cell_seconds")  # sweeps written before cells recorded their wall time have none
             rows.append(
                 [
                     data["ipc"],
                     data["image_method"],
+                    data["base"]["label"]["labeler"]["epochs"],
                     c["cell"],
                     c["method"],
                     f"{mark}{100 * c['val_acc']:.2f}{mark}",
                     test,
                     f"{c['bytes'] / 1024:.1f}",
+                    "–" if seconds is None else f"{seconds / 60:.0f}",
                 ]
             )
-    head = ["IPC", "images", "cell (levers moved from the base)", "students", "validation acc %", "test acc % (mean ± std)", "stored KB"]
+    head = [
+        "IPC",
+        "images",
+        "labeler epochs",
+        "cell (levers moved from the base)",
+        "students",
+        "validation acc %",
+        "test acc % (mean ± std)",
+        "stored KB",
+        "cell min",
+    ]
     return table(head, rows), [name for name, _ in sweeps]
 
 

@@ -225,6 +225,7 @@ def test_learned_local_weight_trains_the_two_term_methods_weights_and_records_th
     rows = {r["method"]: r for r in evaluate(art, data, cfg, Runtime())}
     assert rows["ladd"]["local_weight"] == "learned" and set(rows["ladd"]["learned_weights"]) == {"global-hard", "local-dense"}
     assert rows["baseline"]["learned_weights"] is None and rows["local-dense"]["learned_weights"] is None
+    assert rows["local-dense"]["local_weight"] == 1.0 and rows["baseline"]["local_weight"] is None
     plain = evaluate(art, data, cfg.model_copy(update={"methods": ("baseline",), "local_weight": 1.0}), Runtime())[0]
     assert plain["accs"] == rows["baseline"]["accs"]
 

@@ -239,6 +239,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             )
         )
         local = any(t.startswith("local") for t in terms)
+        learns_weights = learned and local and len(terms) > 1  # a lone term has nothing to balance: plain λ = 1
         labeler_acc = art.manifest.get("labels", {}).get("labeler", {}).get("test_acc") if uses_labeler else None
         recorded = {  # what the method's rows record before any student trains
             "method": method,
@@ -250,7 +251,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             "flops_labels": label_flops,
             "crops_per_step": (crops or geometry[0] ** 2) if local else None,
             "local_reduction": reduction if local else None,
-            "local_weight": cfg.local_weight if local else None,
+            "local_weight": ("learned" if learns_weights else 1.0 if learned else cfg.local_weight) if local else None,
             "soft_loss": soft_loss,
             "labeler_test_acc": labeler_acc if uses_labeler or relabel is None else art.relabel.info["teacher"]["test_acc"],
             **(
@@ -283,7 +284,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                         augment=cfg.augment,
                         images=len(art.images),
                         ema=cfg.ema,
-                        term_weights="learned" if learned and local and len(terms) > 1 else None,
+                        term_weights="learned" if learns_weights else None,
                     ),
                     model_name,
                     cfg.seeds,
