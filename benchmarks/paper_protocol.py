@@ -4,7 +4,9 @@
 IPC + 1, the same stored bytes: `--equal-cost bytes`) and LADD. Every step runs the command line a
 user would type; a cell already done is skipped and an interrupted one resumes (its students
 checkpoint in the cell's run folder), so the table fills over several sittings. The JSON holds each
-cell's rows and its wall time.
+cell's rows and its wall time (of the sitting that finished it). `--labeler-epochs` trains the
+labeler longer than `ladd label`'s default, as chosen on validation by
+benchmarks/accuracy_levers.py; it is part of the cell's identity.
 
     python benchmarks/paper_protocol.py --dataset digits --ipc 1 10 --images random \\
         --out docs/results/paper_protocol_digits.json
@@ -39,22 +41,23 @@ def main() -> None:
     p.add_argument("--preset", default="paper")
     p.add_argument("--seeds", type=int, default=None, help="default: the preset's (paper: 5)")
     p.add_argument("--epochs", type=int, default=None, help="default: the preset's protocol's (paper: 1000)")
+    p.add_argument("--labeler-epochs", type=int, default=10, help="`ladd label --labeler-epochs` (its default: 10)")
     p.add_argument("--runs", type=Path, default=Path("runs/paper"))
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     cells = json.loads(args.out.read_text())["cells"] if args.out.is_file() else []
-    done = {(c["images"], c["ipc"]) for c in cells}
+    done = {(c["images"], c["ipc"], c["labeler_epochs"]) for c in cells}
     for images in args.images:
         for ipc in args.ipc:
-            if (images, ipc) in done:
+            if (images, ipc, args.labeler_epochs) in done:
                 continue
-            folder = args.runs / f"{args.dataset}-{images}-ipc{ipc}"
+            folder = args.runs / f"{args.dataset}-{images}-ipc{ipc}{'' if args.labeler_epochs == 10 else f'-labeler{args.labeler_epochs}'}"
             art = folder / "artifact"
             t0 = time.perf_counter()
             if not (art / "manifest.json").is_file():
                 _ladd("distill", "--dataset", args.dataset, "--ipc", ipc, "--images", images, "--resume", "--out", art)
             if "labels" not in json.loads((art / "manifest.json").read_text()):
-                _ladd("label", art)
+                _ladd("label", art, "--labeler-epochs", args.labeler_epochs)
             extra = [*(["--seeds", args.seeds] if args.seeds else []), *(["--epochs", args.epochs] if args.epochs else [])]
             _ladd(
                 "eval",
@@ -72,10 +75,12 @@ def main() -> None:
             results = json.loads((folder / "eval" / "results.json").read_text())
             rows = [{k: r.get(k) for k in KEEP} for r in results["rows"]]
             wall = {"wall_s": round(time.perf_counter() - t0), "cpus": os.cpu_count(), "loadavg_end": round(os.getloadavg()[0], 1)}
-            cells.append({"images": images, "ipc": ipc, **wall, "command": results["command"], "rows": rows})
+            cell = {"images": images, "ipc": ipc, "labeler_epochs": args.labeler_epochs}
+            cells.append({**cell, **wall, "command": results["command"], "rows": rows})
             write_json(args.out, {"command": command_line(), "dataset": args.dataset, "preset": args.preset, "cells": cells})
             for r in rows:
-                print(f"{images} IPC {ipc} {r['method']:12s} {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}", flush=True)
+                acc = f"{100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}"
+                print(f"{images} IPC {ipc} labeler {args.labeler_epochs} ep {r['method']:12s} {acc}", flush=True)
 
 
 if __name__ == "__main__":

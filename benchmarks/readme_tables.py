@@ -485,11 +485,13 @@ def paper_protocol() -> tuple[str, list[str]]:
             gain = 100 * (by["ladd"]["acc_mean"] - by["baseline"]["acc_mean"])
             cols = [pm_of(by[m]) if m in by else "–" for m in ("baseline", "baseline++", "ladd")]
             kb = "/".join(f"{(by[m]['image_bytes_zip'] + by[m]['label_bytes_zip']) / 1024:.1f}" for m in ("baseline++", "ladd") if m in by)
-            rows.append([data["dataset"], c["images"], c["ipc"], *cols, f"{gain:+.2f}", kb, seeds, f"{c['wall_s'] / 60:.0f} min"])
+            cell = [data["dataset"], c["images"], c["ipc"], c["labeler_epochs"]]
+            rows.append([*cell, *cols, f"{gain:+.2f}", kb, seeds, f"{c['wall_s'] / 60:.0f} min"])
     head = [
         "dataset",
         "images",
         "IPC",
+        "labeler epochs",
         "baseline acc %",
         "baseline++ acc %",
         "LADD acc %",
