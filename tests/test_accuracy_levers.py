@@ -1,0 +1,75 @@
+"""benchmarks/accuracy_levers.py: its sweep grammar, and one tiny sweep on digits end to end (cells
+as run folders, a label-only cell without the hard-label baseline, each cell's wall time, a re-run
+that trains nothing, a refusal to mix cells of other images)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy_levers.py"
+
+
+def _levers():
+    spec = importlib.util.spec_from_file_location("ladd_accuracy_levers_benchmark", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_sweep_is_the_base_one_cell_per_value_and_one_per_combination():
+    cells = _levers()._cells(["local_weight=2,learned", "grid=7+keep_soft=true", "model=convnet"])
+    assert cells == [
+        ("base", {}),
+        ("local_weight=2", {"local_weight": 2.0}),
+        ("local_weight=learned", {"local_weight": "learned"}),
+        ("grid=7+keep_soft=true", {"grid": 7, "keep_soft": True}),
+        ("model=convnet", {"model": ("convnet",)}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [("width=3", "unknown lever 'width'"), ("grid=3,5+local_weight=2", "one value per lever")],
+)
+def test_a_bad_sweep_item_is_refused_with_its_text(sweep, message):
+    with pytest.raises(SystemExit, match=message):
+        _levers()._cells([sweep])
+
+
+def _run(*args, cwd):
+    return subprocess.run([sys.executable, str(BENCH), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_a_tiny_sweep_records_each_cell_and_resumes_without_training(tmp_path):
+    for seed in (0, 1):
+        made = subprocess.run(
+            [sys.executable, "-m", "ladd", "distill", "--dataset", "digits", "--ipc", "1", "--seed", str(seed), "--out", tmp_path / f"images{seed}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert made.returncode == 0, made.stderr
+    args = ["--grid", "2", "--labeler-epochs", "1", "--epochs", "2", "--seeds", "1", "--select-lr", "0.01", "--val-per-class", "5"]
+    common = [*args, "--runs", tmp_path / "cells", "--sweep", "local_weight=2", "--device", "cpu"]
+    first = _run("--images", tmp_path / "images0", *common, "--out", tmp_path / "levers.json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    out = json.loads((tmp_path / "levers.json").read_text())
+    assert [(c["cell"], c["method"]) for c in out["cells"]] == [("base", "baseline"), ("base", "ladd"), ("local_weight=2", "ladd")]
+    assert out["cells"][2]["levers"] == {"local_weight": 2.0}
+    assert all(c["cell_seconds"] > 0 for c in out["cells"])
+    assert out["image_method"] == "random" and out["ipc"] == 1
+    assert {Path(b["run_dir"]).name for b in out["best"]} <= {"base", "local_weight=2"}
+
+    again = _run("--images", tmp_path / "images0", *common, "--out", tmp_path / "again.json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "again.json").read_text())["cells"] == out["cells"]  # nothing retrained
+
+    other = _run("--images", tmp_path / "images1", *common, "--out", tmp_path / "other.json", cwd=tmp_path)
+    assert other.returncode != 0 and "holds a cell of other images" in other.stderr
+    assert not (tmp_path / "other.json").exists()
