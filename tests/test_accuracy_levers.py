@@ -48,12 +48,8 @@ def _run(*args, cwd):
 
 def test_a_tiny_sweep_records_each_cell_and_resumes_without_training(tmp_path):
     for seed in (0, 1):
-        made = subprocess.run(
-            [sys.executable, "-m", "ladd", "distill", "--dataset", "digits", "--ipc", "1", "--seed", str(seed), "--out", tmp_path / f"images{seed}"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        distill = ["distill", "--dataset", "digits", "--ipc", "1", "--seed", str(seed), "--out", tmp_path / f"images{seed}"]
+        made = subprocess.run([sys.executable, "-m", "ladd", *distill], capture_output=True, text=True, timeout=300)
         assert made.returncode == 0, made.stderr
     args = ["--grid", "2", "--labeler-epochs", "1", "--epochs", "2", "--seeds", "1", "--select-lr", "0.01", "--val-per-class", "5"]
     common = [*args, "--runs", tmp_path / "cells", "--sweep", "local_weight=2", "--device", "cpu"]
