@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 from ladd.core.io import command_line, write_json
+from ladd.experts import ExpertConfig
+
+LABELER_EPOCHS = ExpertConfig.model_fields["epochs"].default  # the labeler's default length (`ladd label`'s too)
 
 KEEP = ("method", "model", "acc_mean", "acc_std", "n_seeds", "epochs", "image_bytes_zip", "label_bytes_zip", "flops", "budget")
 
@@ -41,7 +44,7 @@ def main() -> None:
     p.add_argument("--preset", default="paper")
     p.add_argument("--seeds", type=int, default=None, help="default: the preset's (paper: 5)")
     p.add_argument("--epochs", type=int, default=None, help="default: the preset's protocol's (paper: 1000)")
-    p.add_argument("--labeler-epochs", type=int, default=10, help="`ladd label --labeler-epochs` (its default: 10)")
+    p.add_argument("--labeler-epochs", type=int, default=LABELER_EPOCHS, help="`ladd label --labeler-epochs` (default: %(default)s)")
     p.add_argument("--runs", type=Path, default=Path("runs/paper"))
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
@@ -51,7 +54,8 @@ def main() -> None:
         for ipc in args.ipc:
             if (images, ipc, args.labeler_epochs) in done:
                 continue
-            folder = args.runs / f"{args.dataset}-{images}-ipc{ipc}{'' if args.labeler_epochs == 10 else f'-labeler{args.labeler_epochs}'}"
+            longer = "" if args.labeler_epochs == LABELER_EPOCHS else f"-labeler{args.labeler_epochs}"  # default cells keep their folders
+            folder = args.runs / f"{args.dataset}-{images}-ipc{ipc}{longer}"
             art = folder / "artifact"
             t0 = time.perf_counter()
             if not (art / "manifest.json").is_file():

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from ladd.core.types import Dataset, ImageSet
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark(name: str):
+    """benchmarks/<name>.py imported as a module (the scripts are not a package); registered in
+    sys.modules first, as dataclasses look their module up."""
+    spec = importlib.util.spec_from_file_location(f"ladd_benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_dataset(n_per_class: int = 6, classes: int = 3, size: int = 8, channels: int = 1, seed: int = 0) -> Dataset:

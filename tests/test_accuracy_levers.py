@@ -4,26 +4,19 @@ that trains nothing, a refusal to mix cells of other images)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import BENCHMARKS, benchmark
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy_levers.py"
-
-
-def _levers():
-    spec = importlib.util.spec_from_file_location("ladd_accuracy_levers_benchmark", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+BENCH = BENCHMARKS / "accuracy_levers.py"
 
 
 def test_a_sweep_is_the_base_one_cell_per_value_and_one_per_combination():
-    cells = _levers()._cells(["local_weight=2,learned", "grid=7+keep_soft=true", "model=convnet"])
+    cells = benchmark("accuracy_levers")._cells(["local_weight=2,learned", "grid=7+keep_soft=true", "model=convnet"])
     assert cells == [
         ("base", {}),
         ("local_weight=2", {"local_weight": 2.0}),
@@ -39,7 +32,7 @@ def test_a_sweep_is_the_base_one_cell_per_value_and_one_per_combination():
 )
 def test_a_bad_sweep_item_is_refused_with_its_text(sweep, message):
     with pytest.raises(SystemExit, match=message):
-        _levers()._cells([sweep])
+        benchmark("accuracy_levers")._cells([sweep])
 
 
 def _run(*args, cwd):

@@ -4,23 +4,11 @@ must finish and write the bytes of an uninterrupted run."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "chaos.py"
-
-
-def _chaos():
-    spec = importlib.util.spec_from_file_location("ladd_chaos_benchmark", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from conftest import benchmark
 
 
 def test_killed_distill_resumes_to_the_same_bytes(tmp_path):
-    chaos = _chaos()
+    chaos = benchmark("chaos")
     stage = chaos.distill_stage(ipc=1, iterations=40, every=5)
     bench = chaos.Bench(tmp_path, threads=1, log=lambda m: None, timeout=300)
     checkpoints = tmp_path / stage.name / "chaos" / "cache" / "distill"

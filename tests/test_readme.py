@@ -2,27 +2,21 @@
 docs/results/ says, links resolve, no development-log wording, a first screen that gets a newcomer
 going, and examples that fit together."""
 
-import importlib.util
 import re
 import shlex
 from pathlib import Path
 
+from conftest import benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tables():
-    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "benchmarks" / "readme_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_documents_show_every_committed_result_as_it_is():
-    assert _tables().main(["--check"]) == 0
+    assert benchmark("readme_tables").main(["--check"]) == 0
 
 
 def test_a_number_typed_into_a_table_by_hand_is_caught(tmp_path, monkeypatch, capsys):
-    tables = _tables()
+    tables = benchmark("readme_tables")
     text = (ROOT / "README.md").read_text()
     block = re.search(r"<!-- results: ladd-run -->\n(.*?)<!-- /results -->", text, re.S)
     assert block and "93.97" in block[1]  # the block is filled from ladd_run_ipc10.json

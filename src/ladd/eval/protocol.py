@@ -209,7 +209,8 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             )
         soft_loss = cfg.soft_loss or protocol.soft_loss
         learned = cfg.local_weight == "learned"
-        terms = method_terms(method, crops, reduction, soft_loss, 1.0 if learned else cfg.local_weight)
+        weight = 1.0 if learned else cfg.local_weight  # the fixed λ the terms are built with
+        terms = method_terms(method, crops, reduction, soft_loss, weight)
         used = sorted({TERM_COMPONENTS[t] for t in terms})
         label_zip = sum(storage[c]["zip"] for c in used if c in storage)
         label_raw = sum(storage[c]["raw"] for c in used if c in storage)
@@ -251,7 +252,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
             "flops_labels": label_flops,
             "crops_per_step": (crops or geometry[0] ** 2) if local else None,
             "local_reduction": reduction if local else None,
-            "local_weight": ("learned" if learns_weights else 1.0 if learned else cfg.local_weight) if local else None,
+            "local_weight": ("learned" if learns_weights else weight) if local else None,
             "soft_loss": soft_loss,
             "labeler_test_acc": labeler_acc if uses_labeler or relabel is None else art.relabel.info["teacher"]["test_acc"],
             **(
