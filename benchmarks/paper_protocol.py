@@ -4,7 +4,8 @@
 IPC + 1, the same stored bytes: `--equal-cost bytes`) and LADD. Every step runs the command line a
 user would type; a cell already done is skipped and an interrupted one resumes (its students
 checkpoint in the cell's run folder), so the table fills over several sittings. The JSON holds each
-cell's rows and its wall time (of the sitting that finished it). `--labeler-epochs` trains the
+cell's rows and its wall time summed over its sittings (`wall.json` in the cell's folder keeps the
+running sum, rewritten every minute, so a killed sitting counts up to its last minute). `--labeler-epochs` trains the
 labeler longer than `ladd label`'s default, as chosen on validation by
 benchmarks/accuracy_levers.py; it is part of the cell's identity.
 
@@ -19,7 +20,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ladd.core.io import command_line, write_json
@@ -34,6 +38,30 @@ def _ladd(*args) -> None:
     command = [sys.executable, "-m", "ladd", *map(str, args)]
     print("$ ladd " + " ".join(map(str, args)), flush=True)
     subprocess.run(command, check=True)
+
+
+@contextmanager
+def sitting(path: Path, every: float = 60.0) -> Iterator[None]:
+    """Add this sitting's wall time to the sum in `path` ({"wall_s", "sittings"}), rewriting it
+    every `every` seconds while the sitting runs and once at its end."""
+    before = json.loads(path.read_text()) if path.is_file() else {"wall_s": 0.0, "sittings": 0}
+    t0, stop = time.perf_counter(), threading.Event()
+
+    def save() -> None:
+        write_json(path, {"wall_s": before["wall_s"] + time.perf_counter() - t0, "sittings": before["sittings"] + 1})
+
+    def beat() -> None:
+        while not stop.wait(every):
+            save()
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        save()
 
 
 def main() -> None:
@@ -57,28 +85,35 @@ def main() -> None:
             longer = "" if args.labeler_epochs == LABELER_EPOCHS else f"-labeler{args.labeler_epochs}"  # default cells keep their folders
             folder = args.runs / f"{args.dataset}-{images}-ipc{ipc}{longer}"
             art = folder / "artifact"
-            t0 = time.perf_counter()
-            if not (art / "manifest.json").is_file():
-                _ladd("distill", "--dataset", args.dataset, "--ipc", ipc, "--images", images, "--resume", "--out", art)
-            if "labels" not in json.loads((art / "manifest.json").read_text()):
-                _ladd("label", art, "--labeler-epochs", args.labeler_epochs)
-            extra = [*(["--seeds", args.seeds] if args.seeds else []), *(["--epochs", args.epochs] if args.epochs else [])]
-            _ladd(
-                "eval",
-                art,
-                "--preset",
-                args.preset,
-                "--methods",
-                "baseline,ladd",
-                "--equal-cost",
-                "bytes",
-                *extra,
-                "--out",
-                folder / "eval",
-            )
+            folder.mkdir(parents=True, exist_ok=True)
+            with sitting(folder / "wall.json"):
+                if not (art / "manifest.json").is_file():
+                    _ladd("distill", "--dataset", args.dataset, "--ipc", ipc, "--images", images, "--resume", "--out", art)
+                if "labels" not in json.loads((art / "manifest.json").read_text()):
+                    _ladd("label", art, "--labeler-epochs", args.labeler_epochs)
+                extra = [*(["--seeds", args.seeds] if args.seeds else []), *(["--epochs", args.epochs] if args.epochs else [])]
+                _ladd(
+                    "eval",
+                    art,
+                    "--preset",
+                    args.preset,
+                    "--methods",
+                    "baseline,ladd",
+                    "--equal-cost",
+                    "bytes",
+                    *extra,
+                    "--out",
+                    folder / "eval",
+                )
             results = json.loads((folder / "eval" / "results.json").read_text())
             rows = [{k: r.get(k) for k in KEEP} for r in results["rows"]]
-            wall = {"wall_s": round(time.perf_counter() - t0), "cpus": os.cpu_count(), "loadavg_end": round(os.getloadavg()[0], 1)}
+            clock = json.loads((folder / "wall.json").read_text())
+            wall = {
+                "wall_s": round(clock["wall_s"]),
+                "sittings": clock["sittings"],
+                "cpus": os.cpu_count(),
+                "loadavg_end": round(os.getloadavg()[0], 1),
+            }
             cell = {"images": images, "ipc": ipc, "labeler_epochs": args.labeler_epochs}
             cells.append({**cell, **wall, "command": results["command"], "rows": rows})
             write_json(args.out, {"command": command_line(), "dataset": args.dataset, "preset": args.preset, "cells": cells})

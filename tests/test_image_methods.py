@@ -229,6 +229,24 @@ def test_continuing_turns_resume_on_once_a_learned_run_left_checkpoints(toy):
     assert pipeline.continuing(ds, pipeline.ImagesConfig(method="random", ipc=1)).resume is False
 
 
+def test_baseline_plus_plus_of_learned_images_continues_the_ipc_plus_one_run_an_earlier_sitting_left(toy, monkeypatch):
+    import dataclasses
+
+    from ladd import pipeline
+    from ladd.core.runtime import Runtime
+
+    ds = dataclasses.replace(toy, name="digits")
+    cfg = pipeline.ImagesConfig(method="dm", ipc=1, model="convnet-w32", params={"iterations": 2, "checkpoint_every": 1, "batch_real": 4})
+    art = pipeline.distill(ds, pipeline.SourceConfig(dataset="digits"), cfg, Runtime())
+    first = pipeline.plus_one(art, ds, Runtime())
+    assert first.manifest["ipc"] == 2
+    asked, distill = [], pipeline.distill
+    monkeypatch.setattr(pipeline, "distill", lambda d, s, c, r: asked.append(c) or distill(d, s, c, r))
+    again = pipeline.plus_one(art, ds, Runtime())
+    assert [c.resume for c in asked] == [True]  # the IPC 2 run's checkpoints are read, not redone
+    assert torch.equal(again.images, first.images)
+
+
 def test_loop_flops_add_up_every_iteration_also_after_resume(tmp_path, interrupted):
     w = torch.randn(6, 5)
 

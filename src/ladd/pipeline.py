@@ -264,7 +264,8 @@ def random_counterpart(art: Artifact, dataset: Dataset, runtime: Runtime = Runti
 
 def plus_one(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> Artifact:
     """LADD's baseline++: the artifact's image method re-run at IPC + 1 with hard labels only, so
-    hard labels get about the bytes LADD's labels add (a learned method distills again)."""
+    hard labels get about the bytes LADD's labels add (a learned method distills again, continuing
+    the checkpoints an earlier sitting left: an interrupted paper-protocol eval does not redo it)."""
     made = art.manifest.get("images", {})
     if made.get("method") == "import":
         raise ConfigError(
@@ -274,4 +275,4 @@ def plus_one(art: Artifact, dataset: Dataset, runtime: Runtime = Runtime()) -> A
     fields = {k: made[k] for k in ImagesConfig.model_fields if k in made and k not in ("recipe", "resume")}
     recipe = (made.get("recipe") or {}).get("name")
     cfg = ImagesConfig(**{**fields, "ipc": art.manifest["ipc"] + 1, "recipe": recipe})
-    return distill(dataset, source_of(art), cfg, runtime)
+    return distill(dataset, source_of(art), continuing(dataset, cfg), runtime)

@@ -1,0 +1,40 @@
+"""benchmarks/paper_protocol.py: a cell's wall time summed over sittings, and a tiny run end to end."""
+
+import json
+import sys
+import time
+
+import pytest
+from conftest import benchmark
+
+paper = benchmark("paper_protocol")
+
+
+def test_a_sitting_adds_its_wall_time_to_the_sum_and_rewrites_it_while_it_runs(tmp_path):
+    path = tmp_path / "wall.json"
+    path.write_text(json.dumps({"wall_s": 100.0, "sittings": 1}))  # an earlier sitting
+    with paper.sitting(path, every=0.01):
+        time.sleep(0.2)
+        during = json.loads(path.read_text())  # what a kill now would leave
+    after = json.loads(path.read_text())
+    assert during["sittings"] == after["sittings"] == 2
+    assert 100.0 < during["wall_s"] <= after["wall_s"] < 100.0 + 60
+    with pytest.raises(RuntimeError), paper.sitting(path, every=60):  # a failed sitting still counts
+        raise RuntimeError
+    assert json.loads(path.read_text())["sittings"] == 3
+
+
+def test_digits_ipc1_cell_end_to_end_then_skipped(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "paper.json"
+    argv = ["paper_protocol.py", "--dataset", "digits", "--ipc", "1", "--seeds", "1", "--epochs", "2"]
+    argv += ["--labeler-epochs", "2", "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    paper.main()
+    (cell,) = json.loads(out.read_text())["cells"]
+    assert (cell["images"], cell["ipc"], cell["labeler_epochs"], cell["sittings"]) == ("random", 1, 2, 1)
+    assert [r["method"] for r in cell["rows"]] == ["baseline", "ladd", "baseline++"]
+    assert cell["wall_s"] == round(json.loads((tmp_path / "runs" / "digits-random-ipc1-labeler2" / "wall.json").read_text())["wall_s"])
+    capsys.readouterr()
+    paper.main()  # the cell is done: nothing runs
+    assert "$ ladd" not in capsys.readouterr().out
+    assert json.loads(out.read_text())["cells"] == [cell]
