@@ -4,6 +4,7 @@ only, never on test accuracy; unvalidated groups are listed as unranked."""
 from __future__ import annotations
 
 import json
+import os
 
 from conftest import ladd_main
 from ladd.report.leaderboard import leaderboard, val_acc
@@ -41,4 +42,6 @@ def test_leaderboard_chooses_on_validation_and_names_the_command(tmp_path, capsy
 
     code, err = ladd_main(capsys, "leaderboard", *runs, "--json", tmp_path / "board.json")
     assert code == 0 and "unranked: digits IPC 1 global-soft" in err and "--select-lr" in err
+    if "COLUMNS" not in os.environ:  # piped (as here), the table is not squeezed into 80 columns
+        assert any(line.count("│") > 10 and "digits" in line and " ± " in line for line in err.splitlines())
     assert json.loads((tmp_path / "board.json").read_text())["best"] == json.loads(json.dumps(board["best"]))

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
-console = Console(stderr=True)
+# piped or logged to a file, rich would fit tables into 80 columns and cut their cells short; a
+# terminal (or $COLUMNS) keeps its own width
+console = Console(stderr=True, width=None if sys.stderr.isatty() or "COLUMNS" in os.environ else 160)
 logger = logging.getLogger("ladd")
 LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
 FILE_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
