@@ -402,3 +402,14 @@ def test_npz_export_without_suffix_is_imported_back_by_distill(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert load_artifact(tmp_path / "back").images.equal(load_artifact(tmp_path / "art").images)
+
+
+def test_label_options_left_at_their_defaults_give_the_api_label_config():
+    import inspect
+
+    from ladd.cli.options import DEFAULT_MODEL, _label_options
+    from ladd.cli.stages import label_config
+    from ladd.labels import LabelConfig
+
+    defaults = {name: p.default for name, p in inspect.signature(_label_options).parameters.items()}
+    assert label_config((DEFAULT_MODEL,), **defaults) == LabelConfig()

@@ -31,7 +31,7 @@ from ladd.cli.options import (
     model_names,
     pool_names,
 )
-from ladd.cli.options import absolute, option_group, trains
+from ladd.cli.options import absolute, config_default, option_group, trains
 from ladd.core import logs
 from ladd.core.runtime import Speed
 from ladd.core.limits import (
@@ -159,10 +159,10 @@ def _shared_options(
     dataset: Dataset_ = "mnist5k",
     data_dir: DataDir = None,
     expert_model: ExpertModel = DEFAULT_MODEL,
-    expert_epochs: ExpertEpochs = 10,
-    expert_lr: ExpertLr = 0.01,
-    expert_saves_per_epoch: ExpertSaves = 1,
-    expert_decay: ExpertDecay = False,
+    expert_epochs: ExpertEpochs = config_default(ExpertConfig, "epochs"),
+    expert_lr: ExpertLr = config_default(ExpertConfig, "lr"),
+    expert_saves_per_epoch: ExpertSaves = config_default(ExpertConfig, "saves_per_epoch"),
+    expert_decay: ExpertDecay = config_default(ExpertConfig, "decay"),
     model: StudentModel = DEFAULT_MODEL,
     epochs: Epochs = QUICK_EPOCHS,
     lr: Lr = 0.01,
@@ -402,9 +402,9 @@ def _bptt(
     runtime,
     out,
     ipc: Ipc = 10,
-    bptt_iterations: BpttIterations = 100,
-    bptt_unroll: BpttUnroll = 20,
-    bptt_backprop: BpttBackprop = 10,
+    bptt_iterations: BpttIterations = config_default(BpttConfig, "iterations"),
+    bptt_unroll: BpttUnroll = config_default(BpttConfig, "unroll"),
+    bptt_backprop: BpttBackprop = config_default(BpttConfig, "backprop"),
     expert_epoch: ExpertEpoch = None,
     ensemble: Annotated[
         int,

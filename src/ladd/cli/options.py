@@ -34,7 +34,8 @@ from ladd.core.limits import (
 )
 from ladd.core.runtime import Runtime, Speed
 from ladd.eval.protocols import DEFAULT_PRESET, PRESETS, load_protocol
-from ladd.labels import LABEL_METHODS
+from ladd.experts import ExpertConfig
+from ladd.labels import LABEL_METHODS, LabelConfig
 from ladd.labels.replay import BATCHES, KEEPS, METRICS, POOLS
 from ladd.pipeline import SourceConfig
 
@@ -794,22 +795,27 @@ KeepSoft = Annotated[
 ]
 
 
+def config_default(config, field: str):
+    """A config model's default, so an option's default cannot drift from the API's."""
+    return config.model_fields[field].default
+
+
 def _label_options(
-    labels: Labels_ = "ladd",
-    grid: Grid = 5,
-    coverage: Coverage = 0.625,
+    labels: Labels_ = config_default(LabelConfig, "method"),
+    grid: Grid = config_default(LabelConfig, "n"),
+    coverage: Coverage = config_default(LabelConfig, "r"),
     labeler_model: LabelerModel = None,
-    labeler_epochs: LabelerEpochs = 10,
-    labeler_lr: LabelerLr = 0.01,
+    labeler_epochs: LabelerEpochs = config_default(ExpertConfig, "epochs"),
+    labeler_lr: LabelerLr = config_default(ExpertConfig, "lr"),
     labeler_epoch: LabelerEpoch = None,
     labeler_dir: LabelerDir = None,
-    labeler_saves_per_epoch: SavesPerEpoch = 1,
-    ensemble: Ensemble = 1,
-    temperature: Temperature = 1.0,
+    labeler_saves_per_epoch: SavesPerEpoch = config_default(ExpertConfig, "saves_per_epoch"),
+    ensemble: Ensemble = config_default(LabelConfig, "ensemble"),
+    temperature: Temperature = config_default(LabelConfig, "temperature"),
     top_k: TopK = None,
     labeler_weights: LabelerWeights = None,
     labeler_classes: LabelerClasses = None,
-    label_dtype: LabelDtype = "float32",
+    label_dtype: LabelDtype = config_default(LabelConfig, "dtype"),
     keep_soft_labels: KeepSoft = False,
 ):
     """The label stage's settings, `ladd label`'s and `ladd run`'s (the command receives them as a dict)."""

@@ -10,6 +10,7 @@ import typer
 
 from ladd.cli.common import default_out, log_beside, new_artifact, open_artifact
 from ladd.cli.options import (
+    config_default,
     ArtifactArg,
     BpttBackprop,
     BpttIterations,
@@ -216,9 +217,9 @@ def label(
     artifact: ArtifactArg,
     labelling: dict,
     model: LabelModel = DEFAULT_MODEL,
-    bptt_iterations: BpttIterations = 100,
-    bptt_unroll: BpttUnroll = 20,
-    bptt_backprop: BpttBackprop = 10,
+    bptt_iterations: BpttIterations = config_default(BpttConfig, "iterations"),
+    bptt_unroll: BpttUnroll = config_default(BpttConfig, "unroll"),
+    bptt_backprop: BpttBackprop = config_default(BpttConfig, "backprop"),
     data_dir: DataDir = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the labelled artifact here instead of into ARTIFACT.")] = None,
     overwrite: Overwrite = False,
