@@ -186,6 +186,7 @@ def main() -> None:
                 "command": command_line(),
                 "images": str(args.images),
                 "image_method": art0.manifest["images"]["method"],
+                "image_params": art0.manifest["images"].get("params") or {},  # `ladd distill --param` over its recipe
                 "dataset": data.name,
                 "ipc": art0.manifest["ipc"],
                 "base": {"label": base_label.model_dump(), "eval": {**base_eval, "preset": args.preset}},

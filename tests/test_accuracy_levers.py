@@ -52,7 +52,7 @@ def test_a_tiny_sweep_records_each_cell_and_resumes_without_training(tmp_path):
     assert [(c["cell"], c["method"]) for c in out["cells"]] == [("base", "baseline"), ("base", "ladd"), ("local_weight=2", "ladd")]
     assert out["cells"][2]["levers"] == {"local_weight": 2.0}
     assert all(c["cell_seconds"] > 0 for c in out["cells"])
-    assert out["image_method"] == "random" and out["ipc"] == 1
+    assert (out["image_method"], out["image_params"], out["ipc"]) == ("random", {}, 1)
     assert {Path(b["run_dir"]).name for b in out["best"]} <= {"base", "local_weight=2"}
 
     again = _run("--images", tmp_path / "images0", *common, "--out", tmp_path / "again.json", cwd=tmp_path)
