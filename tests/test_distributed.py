@@ -175,7 +175,7 @@ def test_an_expert_on_a_dataset_store_trains_under_torchrun_and_the_store_is_bui
     data = write_folder(tmp_path / "data", train=6)
     args = ("experts", "--dataset", "imagefolder", "--data-dir", data, "--resolution", "12", "--num-experts", "1", "--epochs", "2")
     two = torchrun(*args, "--out", tmp_path / "two")  # both ranks open the folder: one decodes it, the other waits
-    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[:4000] + "\n…\n" + two.stderr[-2000:]  # a rank's own error comes before the launcher's
     stores = list((Path(os.environ["LADD_CACHE"]) / "data").iterdir())
     assert len([s for s in stores if not s.name.startswith(".")]) == 1
     one = ladd(*args, "--out", tmp_path / "one")  # reuses that store: each rank read its share of it by index
