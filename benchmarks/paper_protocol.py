@@ -29,7 +29,7 @@ from pathlib import Path
 from ladd.core.io import command_line, write_json
 from ladd.experts import ExpertConfig
 
-LABELER_EPOCHS = ExpertConfig.model_fields["epochs"].default  # the labeler's default length (`ladd label`'s too)
+LABELER_EPOCHS = ExpertConfig().epochs  # the labeler's default length (`ladd label`'s too)
 
 KEEP = ("method", "model", "acc_mean", "acc_std", "n_seeds", "epochs", "image_bytes_zip", "label_bytes_zip", "flops", "budget")
 
@@ -41,14 +41,16 @@ def _ladd(*args) -> None:
 
 
 @contextmanager
-def sitting(path: Path, every: float = 60.0) -> Iterator[None]:
+def sitting(path: Path, every: float = 60.0) -> Iterator[dict]:
     """Add this sitting's wall time to the sum in `path` ({"wall_s", "sittings"}), rewriting it
-    every `every` seconds while the sitting runs and once at its end."""
+    every `every` seconds while the sitting runs and once at its end; yields that sum, up to date
+    once the sitting is over."""
     before = json.loads(path.read_text()) if path.is_file() else {"wall_s": 0.0, "sittings": 0}
-    t0, stop = time.perf_counter(), threading.Event()
+    t0, stop, clock = time.perf_counter(), threading.Event(), {}
 
     def save() -> None:
-        write_json(path, {"wall_s": before["wall_s"] + time.perf_counter() - t0, "sittings": before["sittings"] + 1})
+        clock.update(wall_s=before["wall_s"] + time.perf_counter() - t0, sittings=before["sittings"] + 1)
+        write_json(path, clock)
 
     def beat() -> None:
         while not stop.wait(every):
@@ -57,7 +59,7 @@ def sitting(path: Path, every: float = 60.0) -> Iterator[None]:
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
     try:
-        yield
+        yield clock
     finally:
         stop.set()
         thread.join()
@@ -85,8 +87,7 @@ def main() -> None:
             longer = "" if args.labeler_epochs == LABELER_EPOCHS else f"-labeler{args.labeler_epochs}"  # default cells keep their folders
             folder = args.runs / f"{args.dataset}-{images}-ipc{ipc}{longer}"
             art = folder / "artifact"
-            folder.mkdir(parents=True, exist_ok=True)
-            with sitting(folder / "wall.json"):
+            with sitting(folder / "wall.json") as clock:
                 if not (art / "manifest.json").is_file():
                     _ladd("distill", "--dataset", args.dataset, "--ipc", ipc, "--images", images, "--resume", "--out", art)
                 if "labels" not in json.loads((art / "manifest.json").read_text()):
@@ -107,7 +108,6 @@ def main() -> None:
                 )
             results = json.loads((folder / "eval" / "results.json").read_text())
             rows = [{k: r.get(k) for k in KEEP} for r in results["rows"]]
-            clock = json.loads((folder / "wall.json").read_text())
             wall = {
                 "wall_s": round(clock["wall_s"]),
                 "sittings": clock["sittings"],

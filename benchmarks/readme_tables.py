@@ -449,7 +449,7 @@ def levers() -> tuple[str, list[str]]:
             rows.append(
                 [
                     data["ipc"],
-                    " ".join([data["image_method"], *(f"{k}={v}" for k, v in data.get("image_params", {}).items())]),
+                    " ".join([data["image_method"], *(f"{k}={v}" for k, v in data["image_params"].items())]),
                     data["base"]["label"]["labeler"]["epochs"],
                     c["cell"],
                     c["method"],
