@@ -20,7 +20,6 @@ levers, local_weight or crops trains no hard-label baseline (its students are th
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -29,7 +28,8 @@ import torch
 from ladd import api
 from ladd.core.io import command_line, write_json
 from ladd.pipeline import source_of
-from ladd.report.leaderboard import leaderboard
+from ladd.report.build import load_run
+from ladd.report.leaderboard import candidates, rank
 
 LABEL_LEVERS = {
     "grid": "n",
@@ -121,7 +121,7 @@ def main() -> None:
         "val_per_class": args.val_per_class,
         **({"epochs": args.epochs} if args.epochs else {}),
     }
-    cells, done = [], []
+    entries, done = [], []
     for name, moved in _cells(args.sweep):
         folder = runs / name
         label_cfg, eval_cfg = base_label, dict(base_eval)
@@ -153,15 +153,10 @@ def main() -> None:
                     f"levers · {name}",
                     config={"label": label_cfg.model_dump(), "cell": name, "seconds": time.perf_counter() - t0},
                 )
-        cells.append(folder)
-        board = leaderboard([folder])
-        # stored bytes as the saved artifact records them (rows of cells made before ladd measured an
-        # in-memory labelling's bytes anew counted the loaded images' labels only)
-        storage = json.loads((folder / "artifact" / "manifest.json").read_text())["storage"]
-        results = json.loads((folder / "results.json").read_text())
-        components = {r["method"]: r["label_components"] for r in results["rows"]}
-        for e in board["entries"]:
-            e["bytes"] = storage["images"]["zip"] + sum(storage[c]["zip"] for c in components[e["method"]] if c in storage)
+        run = load_run(folder)
+        cell = candidates(run)
+        entries += cell
+        for e in cell:
             line = {
                 "cell": name,
                 "levers": moved,
@@ -172,14 +167,14 @@ def main() -> None:
                 "n_seeds": e["n_seeds"],
                 "bytes": e["bytes"],
                 "flops": e["flops"],
-                "cell_seconds": results["config"].get("seconds"),  # labelling + every student of the cell
+                "cell_seconds": run.config.get("seconds"),  # labelling + every student of the cell
             }
             done.append(line)
             print(
                 f"{name:24s} {e['method']:10s} val {100 * e['val_acc']:.2f}  test {100 * e['acc_mean']:.2f} ± {100 * e['acc_std']:.2f}",
                 flush=True,
             )
-        best = leaderboard(cells)["best"]
+        best = rank(entries)["best"]
         write_json(
             args.out,
             {

@@ -54,6 +54,12 @@ def test_a_tiny_sweep_records_each_cell_and_resumes_without_training(tmp_path):
     assert all(c["cell_seconds"] > 0 for c in out["cells"])
     assert (out["image_method"], out["image_params"], out["ipc"]) == ("random", {}, 1)
     assert {Path(b["run_dir"]).name for b in out["best"]} <= {"base", "local_weight=2"}
+    for c in out["cells"]:  # the bytes a cell stores: its images and the labels its method reads, as saved
+        folder = tmp_path / "cells" / c["cell"]
+        storage = json.loads((folder / "artifact" / "manifest.json").read_text())["storage"]
+        row = next(r for r in json.loads((folder / "results.json").read_text())["rows"] if r["method"] == c["method"])
+        assert c["bytes"] == storage["images"]["zip"] + sum(storage[k]["zip"] for k in row["label_components"] if k in storage)
+    assert out["cells"][1]["bytes"] > out["cells"][0]["bytes"]  # LADD's dense labels count
 
     again = _run("--images", tmp_path / "images0", *common, "--out", tmp_path / "again.json", cwd=tmp_path)
     assert again.returncode == 0, again.stderr

@@ -23,7 +23,7 @@ import csv
 import io
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ladd.core.errors import ArtifactError, LaddError
@@ -44,6 +44,7 @@ class Run:
     artifact: Path | None
     problem: str | None
     command: str | None = None  # the command line that wrote the results
+    config: dict = field(default_factory=dict)  # what the command recorded of its configuration
 
 
 def find_artifact(run: Path, config: dict) -> Path | None:
@@ -99,7 +100,7 @@ def load_run(run: Path) -> Run:
         if robust and (robust["method"], robust["model"]) == (row["method"], row["model"]):
             row.update({k: robust[f"{k}_mean"] for k in ("hlr", "ior", "lrs", "ars")})
         rows.append(row)
-    return Run(run.name, rows, artifact, problem, results.get("command"))
+    return Run(run.name, rows, artifact, problem, results.get("command"), config)
 
 
 def _name_classes(rows: list[dict]) -> None:

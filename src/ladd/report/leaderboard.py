@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ladd.report.build import load_run
+from ladd.report.build import Run, load_run
 
 COLUMNS = ("dataset", "ipc", "method", "images_method", "model", "val_acc", "acc_mean", "acc_std", "n_seeds", "bytes", "flops")
 
@@ -36,15 +36,21 @@ def _entry(row: dict, command: str | None) -> dict:
     }
 
 
+def candidates(run: Run) -> list[dict]:
+    """A run's rows that compete, as entries with the command that made them."""
+    derived = ("rounded_of", "equal_flops_of", "budget")
+    return [_entry(r, run.command) for r in run.rows if not any(r.get(k) for k in derived)]
+
+
 def leaderboard(run_dirs: list[Path]) -> dict:
+    """The candidates of these runs, ranked (`rank`)."""
+    return rank([e for run_dir in run_dirs for e in candidates(load_run(Path(run_dir)))])
+
+
+def rank(entries: list[dict]) -> dict:
     """{"best": one entry per (dataset, IPC, method), the highest validation accuracy (ties: fewer
     bytes, then fewer FLOPs), "unranked": (dataset, IPC, method) groups with no validated row,
-    "entries": every candidate considered}, each entry with the command that made it."""
-    entries = []
-    for run_dir in run_dirs:
-        run = load_run(Path(run_dir))
-        derived = ("rounded_of", "equal_flops_of", "budget")
-        entries += [_entry(r, run.command) for r in run.rows if not any(r.get(k) for k in derived)]
+    "entries": every candidate considered}."""
     groups: dict[tuple, list[dict]] = {}
     for e in entries:
         groups.setdefault((e["dataset"], e["ipc"], e["method"]), []).append(e)
