@@ -115,8 +115,9 @@ def main() -> None:
                 "loadavg_end": round(os.getloadavg()[0], 1),
             }
             cell = {"images": images, "ipc": ipc, "labeler_epochs": args.labeler_epochs}
-            cells.append({**cell, **wall, "command": results["command"], "rows": rows})
-            write_json(args.out, {"command": command_line(), "dataset": args.dataset, "preset": args.preset, "cells": cells})
+            cells.append({**cell, **wall, "made_by": command_line(), "command": results["command"], "rows": rows})
+            made = " && ".join(dict.fromkeys(c["made_by"] for c in cells))  # each sweep that added cells, in order
+            write_json(args.out, {"command": made, "dataset": args.dataset, "preset": args.preset, "cells": cells})
             for r in rows:
                 acc = f"{100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}"
                 print(f"{images} IPC {ipc} labeler {args.labeler_epochs} ep {r['method']:12s} {acc}", flush=True)

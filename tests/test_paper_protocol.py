@@ -38,3 +38,10 @@ def test_digits_ipc1_cell_end_to_end_then_skipped(tmp_path, monkeypatch, capsys)
     paper.main()  # the cell is done: nothing runs
     assert "$ ladd" not in capsys.readouterr().out
     assert json.loads(out.read_text())["cells"] == [cell]
+
+    monkeypatch.setattr(sys, "argv", [*argv[:-5], "3", *argv[-4:]])  # another sweep into the same file
+    paper.main()
+    data = json.loads(out.read_text())
+    assert [c["labeler_epochs"] for c in data["cells"]] == [2, 3]
+    assert "--labeler-epochs 2" in cell["made_by"] and "--labeler-epochs 3" in data["cells"][1]["made_by"]
+    assert data["command"] == f"{cell['made_by']} && {data['cells'][1]['made_by']}"  # reproduces every cell
