@@ -7,7 +7,9 @@ checkpoint in the cell's run folder), so the table fills over several sittings. 
 cell's rows and its wall time summed over its sittings (`wall.json` in the cell's folder keeps the
 running sum, rewritten every minute, so a killed sitting counts up to its last minute). `--labeler-epochs` trains the
 labeler longer than `ladd label`'s default, as chosen on validation by
-benchmarks/accuracy_levers.py; it is part of the cell's identity.
+benchmarks/accuracy_levers.py; it is part of the cell's identity. MTT's images need its expert
+trajectories first: a failed step stops the sweep with that step's error, which names the
+`ladd experts` command to run.
 
     python benchmarks/paper_protocol.py --dataset digits --ipc 1 10 --images random \\
         --out docs/results/paper_protocol_digits.json
@@ -35,9 +37,11 @@ KEEP = ("method", "model", "acc_mean", "acc_std", "n_seeds", "epochs", "image_by
 
 
 def _ladd(*args) -> None:
-    command = [sys.executable, "-m", "ladd", *map(str, args)]
-    print("$ ladd " + " ".join(map(str, args)), flush=True)
-    subprocess.run(command, check=True)
+    shown = "ladd " + " ".join(map(str, args))
+    print(f"$ {shown}", flush=True)
+    done = subprocess.run([sys.executable, "-m", "ladd", *map(str, args)])
+    if done.returncode:  # ladd printed why (e.g. MTT's missing experts, with the command that makes them)
+        raise SystemExit(f"paper_protocol: `{shown}` failed (exit {done.returncode}): see its error above; the cell resumes when rerun")
 
 
 @contextmanager

@@ -24,6 +24,16 @@ def test_a_sitting_adds_its_wall_time_to_the_sum_and_rewrites_it_while_it_runs(t
     assert json.loads(path.read_text())["sittings"] == 3
 
 
+def test_a_failed_step_stops_with_one_line_naming_it(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("LADD_CACHE", str(tmp_path / "cache"))  # no expert trajectories there
+    argv = ["paper_protocol.py", "--dataset", "digits", "--ipc", "1", "--images", "mtt", "--runs", str(tmp_path / "runs")]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path / "paper.json")])
+    with pytest.raises(SystemExit, match=r"`ladd distill --dataset digits --ipc 1 --images mtt .*` failed \(exit 4\)"):
+        paper.main()
+    assert "ladd experts --dataset digits" in capfd.readouterr().err  # ladd's own error says what to run
+    assert not (tmp_path / "paper.json").exists()
+
+
 def test_digits_ipc1_cell_end_to_end_then_skipped(tmp_path, monkeypatch, capsys):
     out = tmp_path / "paper.json"
     argv = ["paper_protocol.py", "--dataset", "digits", "--ipc", "1", "--seeds", "1", "--epochs", "2"]
