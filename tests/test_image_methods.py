@@ -141,7 +141,14 @@ def test_recipes_are_data_with_ipc_overrides(tmp_path):
     child.write_text('method = "dm"\nextends = "dm-mnist5k"\n[params]\nbatch_real = 8\n[ipc.1]\niterations = 3\n')
     base = load_recipe("dm", "mnist5k", 1)["params"]
     assert load_recipe("dm", "x", 1, str(child))["params"] == {**base, "batch_real": 8, "iterations": 3}
-    assert load_recipe("dm", "x", 10, str(child))["params"] == {**load_recipe("dm", "mnist5k", 10)["params"], "batch_real": 8}
+    at10 = {**load_recipe("dm", "mnist5k", 10)["params"], "batch_real": 8, "iterations": 3}  # no table names 10: IPC 1's
+    assert load_recipe("dm", "x", 10, str(child))["params"] == at10
+    gm = {m: load_recipe(m, "mnist5k", 1)["params"] for m in ("dc", "dsa")}  # both list IPC 1 and 10 only
+    assert gm["dc"]["iterations"] == 200 and gm["dc"]["outer_loop"] == gm["dc"]["inner_loop"] == 1
+    for m in ("dc", "dsa"):  # an IPC no table names runs the nearest named IPC's setting below it
+        assert load_recipe(m, "mnist5k", 2)["params"] == gm[m]
+        assert load_recipe(m, "digits", 11)["params"] == load_recipe(m, "digits", 10)["params"]
+    assert load_recipe("dc", "cifar10", 25)["params"]["outer_loop"] == 20  # the paper's table: IPC 20's loops
     child.write_text('method = "dm"\nextends = "dm-nope"\n')
     with pytest.raises(LaddError, match="extends 'dm-nope', which is not shipped"):
         load_recipe("dm", "x", 1, str(child))

@@ -2,7 +2,9 @@
 
 A recipe names its method and budget (`paper` = the reference setting, `cpu` = a budget that
 finishes in minutes on 2 cores) and cites where each default comes from. `[params]` applies to
-every IPC; `[ipc.N]` tables override it for IPC N. `extends = "NAME"` starts from a shipped
+every IPC; `[ipc.N]` tables override it for IPC N. An IPC no table of the recipe (or of those it
+extends) names runs the setting of the nearest named IPC below it (baseline++'s IPC 2 runs IPC 1's
+loops), not the method's defaults, which are a paper's largest setting. `extends = "NAME"` starts from a shipped
 recipe's parameters for that IPC (its method may differ: DSA uses DC's), so a setting that differs
 in a few values states only those. The default recipe for (method, dataset) is
 `{method}-{dataset}.toml` when ladd ships one, else `{method}-paper.toml`.
@@ -75,7 +77,8 @@ def load_recipe(method: str, dataset: str, ipc: int, name: str | None = None) ->
     recipe = files.validate(RecipeFile, data, path, "recipe")
     if recipe.method != method:
         raise ConfigError(f"recipe {path} is for method {recipe.method!r}, not {method!r}")
-    params = _params(path, data, ipc)
+    named = [n for n in _named(path, data) if n <= ipc]
+    params = _params(path, data, max(named, default=ipc))
     model = params_model(method)
     if model is not None:  # every IPC the file sets, so a typo in [ipc.50] fails at IPC 10 too, before any data is read
         for n in sorted({str(ipc), *recipe.ipc}, key=int):
@@ -83,6 +86,14 @@ def load_recipe(method: str, dataset: str, ipc: int, name: str | None = None) ->
             files.validate(model, {k: v for k, v in merged.items() if k not in recipe.ipc.get(n, {})}, path, "recipe", "params")
             files.validate(model, merged, path, "recipe", f"ipc.{n}")
     return {"name": path.stem, "method": method, "budget": recipe.budget, "source": recipe.source, "params": params}
+
+
+def _named(path: Path, data: dict) -> set[int]:
+    """The IPCs with an `[ipc.N]` table in the recipe or in those it extends."""
+    named = {int(n) for n in data.get("ipc", {})}
+    if data.get("extends") in shipped():
+        named |= _named(*files.read(PACKAGE, data["extends"], "recipe"))
+    return named
 
 
 def _params(path: Path, data: dict, ipc: int) -> dict:
