@@ -77,33 +77,30 @@ def load_recipe(method: str, dataset: str, ipc: int, name: str | None = None) ->
     recipe = files.validate(RecipeFile, data, path, "recipe")
     if recipe.method != method:
         raise ConfigError(f"recipe {path} is for method {recipe.method!r}, not {method!r}")
-    named = [n for n in _named(path, data) if n <= ipc]
-    params = _params(path, data, max(named, default=ipc))
+    chain = _chain(path, data)
+    setting = max((int(n) for d in chain for n in d.get("ipc", {}) if int(n) <= ipc), default=ipc)  # the nearest named IPC
+    params = _params(chain, setting)
     model = params_model(method)
     if model is not None:  # every IPC the file sets, so a typo in [ipc.50] fails at IPC 10 too, before any data is read
-        for n in sorted({str(ipc), *recipe.ipc}, key=int):
-            merged = _params(path, data, int(n))
+        for n in sorted({str(setting), *recipe.ipc}, key=int):
+            merged = _params(chain, int(n))
             files.validate(model, {k: v for k, v in merged.items() if k not in recipe.ipc.get(n, {})}, path, "recipe", "params")
             files.validate(model, merged, path, "recipe", f"ipc.{n}")
     return {"name": path.stem, "method": method, "budget": recipe.budget, "source": recipe.source, "params": params}
 
 
-def _named(path: Path, data: dict) -> set[int]:
-    """The IPCs with an `[ipc.N]` table in the recipe or in those it extends."""
-    named = {int(n) for n in data.get("ipc", {})}
-    if data.get("extends") in shipped():
-        named |= _named(*files.read(PACKAGE, data["extends"], "recipe"))
-    return named
+def _chain(path: Path, data: dict) -> list[dict]:
+    """The recipe's data after that of the recipes it extends, each file read once."""
+    if "extends" not in data:
+        return [data]
+    if data["extends"] not in shipped():
+        raise ConfigError(f"recipe {path} extends {data['extends']!r}, which is not shipped: shipped recipes are {', '.join(shipped())}")
+    return [*_chain(*files.read(PACKAGE, data["extends"], "recipe")), data]
 
 
-def _params(path: Path, data: dict, ipc: int) -> dict:
-    """The recipe's parameters for `ipc`: the extended recipe's, then `[params]`, then `[ipc.N]`."""
-    base = {}
-    if "extends" in data:
-        if data["extends"] not in shipped():
-            raise ConfigError(
-                f"recipe {path} extends {data['extends']!r}, which is not shipped: shipped recipes are {', '.join(shipped())}"
-            )
-        base_path, base_data = files.read(PACKAGE, data["extends"], "recipe")
-        base = _params(base_path, base_data, ipc)
-    return {**base, **data.get("params", {}), **data.get("ipc", {}).get(str(ipc), {})}
+def _params(chain: list[dict], ipc: int) -> dict:
+    """The parameters for `ipc`: per file of the chain, the extended one first, `[params]` then `[ipc.N]`."""
+    params: dict = {}
+    for data in chain:
+        params |= {**data.get("params", {}), **data.get("ipc", {}).get(str(ipc), {})}
+    return params
