@@ -101,3 +101,21 @@ def test_cache_ls_verify_and_prune(toy, monkeypatch, tmp_path):
     assert "skipped" in res.output and good.exists() and not broken.exists()
     with pytest.raises(LaddError, match="--kind nope is not a cache kind: choose from experts, distill"):
         _cli("ls", "--kind", "nope").exception and (_ for _ in ()).throw(_cli("ls", "--kind", "nope").exception)
+
+
+def test_an_entry_whose_digest_reads_as_a_format_tag_keeps_its_own_format(tmp_path, monkeypatch):
+    """A hex digest such as f285438223 once read as format 285438223: a fresh store listed as `newer`."""
+    monkeypatch.setenv("LADD_CACHE", str(tmp_path))
+    fmt = cache.FORMATS["data"]
+    for digest in ("f285438223", "0123abcdef"):
+        (tmp_path / "data" / f"imagefolder-12px-f{fmt}-{digest}").mkdir(parents=True)
+        (tmp_path / "data" / f"imagefolder-12px-f{fmt}-{digest}" / "store.json").write_text("{}")
+    (tmp_path / "data" / "imagefolder-12px-f999999").mkdir()  # an older ladd's layout, no digest
+    (tmp_path / "data" / f"imagefolder-12px-f{fmt + 1}-0123abcdef").mkdir()
+    rows = {e.path.name: e.status for e in cache.entries(["data"])}
+    assert rows == {
+        f"imagefolder-12px-f{fmt}-0123abcdef": "complete",
+        f"imagefolder-12px-f{fmt}-f285438223": "complete",
+        "imagefolder-12px-f999999": "stale",
+        f"imagefolder-12px-f{fmt + 1}-0123abcdef": "newer",
+    }

@@ -68,10 +68,11 @@ class Entry:
 
 
 def _format(name: str) -> int | None:
-    for part in reversed(name.split("-")):
-        if part[:1] == "f" and part[1:].isdigit():
-            return int(part[1:])
-    return None
+    """The format of `<name>-f<format>-<digest>`; None for a name of another layout (an older ladd's).
+    Read at its fixed place: the hex digest itself may read as `f<digits>`."""
+    parts = name.rsplit("-", 2)
+    tag = parts[-2] if len(parts) == 3 else ""
+    return int(tag[1:]) if tag[:1] == "f" and tag[1:].isdigit() else None
 
 
 def _status(kind: str, path: Path) -> str:
