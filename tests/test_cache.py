@@ -119,3 +119,13 @@ def test_an_entry_whose_digest_reads_as_a_format_tag_keeps_its_own_format(tmp_pa
         "imagefolder-12px-f999999": "stale",
         f"imagefolder-12px-f{fmt + 1}-0123abcdef": "newer",
     }
+
+
+def test_every_entry_name_reads_back_its_own_format(tmp_path, monkeypatch):
+    """`entry` writes the layout `_format` reads, for every kind, even for a name that carries `-f<n>-`."""
+    monkeypatch.setenv("LADD_CACHE", str(tmp_path))
+    for kind, fmt in cache.FORMATS.items():
+        for name in ("mnist5k-convnet-seed0-ep10", "odd-f7-name"):
+            path = cache.entry(kind, name, [kind, name])
+            assert path.parent == tmp_path / kind and path.name.startswith(f"{name}-f{fmt}-")
+            assert cache._format(path.name) == fmt

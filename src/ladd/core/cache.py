@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -41,10 +42,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("LADD_CACHE", Path.home() / ".cache" / "ladd"))
 
 
+# An entry's folder name, written by `entry` and read by `_format`: `<name>-f<format>-<digest>`.
+NAME = "{name}-f{format}-{digest}"
+_NAME = re.compile(r"(?P<name>.+)-f(?P<format>\d+)-(?P<digest>[0-9a-f]{10})")
+
+
 def entry(kind: str, name: str, key) -> Path:
     """The cache path of one entry: `<root>/<kind>/<name>-f<format>-<hash of key and format>`."""
     digest = hashlib.sha256(json.dumps([FORMATS[kind], key], sort_keys=True).encode()).hexdigest()[:10]
-    path = cache_root() / kind / f"{name}-f{FORMATS[kind]}-{digest}"
+    path = cache_root() / kind / NAME.format(name=name, format=FORMATS[kind], digest=digest)
     logger.debug("cache %s: %s (%s)", kind, path, "exists" if path.exists() else "new")
     return path
 
@@ -68,11 +74,10 @@ class Entry:
 
 
 def _format(name: str) -> int | None:
-    """The format of `<name>-f<format>-<digest>`; None for a name of another layout (an older ladd's).
-    Read at its fixed place: the hex digest itself may read as `f<digits>`."""
-    parts = name.rsplit("-", 2)
-    tag = parts[-2] if len(parts) == 3 else ""
-    return int(tag[1:]) if tag[:1] == "f" and tag[1:].isdigit() else None
+    """The format of a name of layout `NAME`; None for another layout (an older ladd's). Matched
+    whole: the hex digest itself may read as `f<digits>`."""
+    m = _NAME.fullmatch(name)
+    return int(m["format"]) if m else None
 
 
 def _status(kind: str, path: Path) -> str:
