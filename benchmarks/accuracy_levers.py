@@ -20,13 +20,13 @@ levers, local_weight or crops trains no hard-label baseline (its students are th
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 
 from ladd import api
 from ladd.core.io import command_line, write_json
+from ladd.core.progress import sitting
 from ladd.pipeline import source_of
 from ladd.report.build import load_run
 from ladd.report.leaderboard import candidates, rank
@@ -138,12 +138,12 @@ def main() -> None:
             if not torch.equal(api.load_artifact(folder / "artifact").images, art0.images):
                 raise SystemExit(f"{folder} holds a cell of other images than {args.images}: give another --runs")
         else:
-            t0 = time.perf_counter()
-            labelled = api.label(art0, data, label_cfg, runtime)
-            api.save_artifact(folder / "artifact", labelled)
-            cfg = api.eval_config(args.preset, **eval_cfg)
             with api.checkpointing(folder / "students"):  # a killed cell resumes its students
-                rows = api.evaluate(labelled, data, cfg, runtime)
+                with sitting(folder / "wall.json") as clock:  # and adds its wall time to the earlier sittings'
+                    labelled = api.label(art0, data, label_cfg, runtime)
+                    api.save_artifact(folder / "artifact", labelled)
+                    cfg = api.eval_config(args.preset, **eval_cfg)
+                    rows = api.evaluate(labelled, data, cfg, runtime)
                 api.save_results(
                     folder,
                     rows,
@@ -151,7 +151,7 @@ def main() -> None:
                     folder / "artifact",
                     cfg,
                     f"levers · {name}",
-                    config={"label": label_cfg.model_dump(), "cell": name, "seconds": time.perf_counter() - t0},
+                    config={"label": label_cfg.model_dump(), "cell": name, "seconds": clock["wall_s"], "sittings": clock["sittings"]},
                 )
         run = load_run(folder)
         cell = candidates(run)
@@ -167,7 +167,7 @@ def main() -> None:
                 "n_seeds": e["n_seeds"],
                 "bytes": e["bytes"],
                 "flops": e["flops"],
-                "cell_seconds": run.config.get("seconds"),  # labelling + every student of the cell
+                "cell_seconds": run.config.get("seconds"),  # labelling + every student of the cell, over its sittings
             }
             done.append(line)
             print(

@@ -22,13 +22,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from ladd.core.io import command_line, write_json
+from ladd.core.progress import sitting
 from ladd.experts import ExpertConfig
 
 LABELER_EPOCHS = ExpertConfig().epochs  # the labeler's default length (`ladd label`'s too)
@@ -42,32 +39,6 @@ def _ladd(*args) -> None:
     done = subprocess.run([sys.executable, "-m", "ladd", *map(str, args)])
     if done.returncode:  # ladd printed why (e.g. MTT's missing experts, with the command that makes them)
         raise SystemExit(f"paper_protocol: `{shown}` failed (exit {done.returncode}): see its error above; the cell resumes when rerun")
-
-
-@contextmanager
-def sitting(path: Path, every: float = 60.0) -> Iterator[dict]:
-    """Add this sitting's wall time to the sum in `path` ({"wall_s", "sittings"}), rewriting it
-    every `every` seconds while the sitting runs and once at its end; yields that sum, up to date
-    once the sitting is over."""
-    before = json.loads(path.read_text()) if path.is_file() else {"wall_s": 0.0, "sittings": 0}
-    t0, stop, clock = time.perf_counter(), threading.Event(), {}
-
-    def save() -> None:
-        clock.update(wall_s=before["wall_s"] + time.perf_counter() - t0, sittings=before["sittings"] + 1)
-        write_json(path, clock)
-
-    def beat() -> None:
-        while not stop.wait(every):
-            save()
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield clock
-    finally:
-        stop.set()
-        thread.join()
-        save()
 
 
 def main() -> None:

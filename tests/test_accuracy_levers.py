@@ -51,7 +51,9 @@ def test_a_tiny_sweep_records_each_cell_and_resumes_without_training(tmp_path):
     out = json.loads((tmp_path / "levers.json").read_text())
     assert [(c["cell"], c["method"]) for c in out["cells"]] == [("base", "baseline"), ("base", "ladd"), ("local_weight=2", "ladd")]
     assert out["cells"][2]["levers"] == {"local_weight": 2.0}
-    assert all(c["cell_seconds"] > 0 for c in out["cells"])
+    for c in out["cells"]:  # a cell's wall time: its sittings' sum, as its wall.json keeps it
+        wall = json.loads((tmp_path / "cells" / c["cell"] / "wall.json").read_text())
+        assert c["cell_seconds"] == wall["wall_s"] > 0 and wall["sittings"] == 1
     assert (out["image_method"], out["image_params"], out["ipc"]) == ("random", {}, 1)
     assert {Path(b["run_dir"]).name for b in out["best"]} <= {"base", "local_weight=2"}
     for c in out["cells"]:  # the bytes a cell stores: its images and the labels its method reads, as saved

@@ -5,8 +5,11 @@ checkpoint), with the same result as a run without it."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 
+import pytest
 from conftest import ladd_main
 from ladd.core import progress
 from ladd.core.runtime import Runtime
@@ -121,3 +124,17 @@ def test_long_loops_print_occasional_lines_without_a_terminal(capsys, monkeypatc
             advance()
     progress.log("checkpoint: a [b] path")
     assert capsys.readouterr().err == "checkpoint: a [b] path\n"
+
+
+def test_a_sitting_adds_its_wall_time_to_the_sum_and_rewrites_it_while_it_runs(tmp_path):
+    path = tmp_path / "wall.json"
+    path.write_text(json.dumps({"wall_s": 100.0, "sittings": 1}))  # an earlier sitting
+    with progress.sitting(path, every=0.01):
+        time.sleep(0.2)
+        during = json.loads(path.read_text())  # what a kill now would leave
+    after = json.loads(path.read_text())
+    assert during["sittings"] == after["sittings"] == 2
+    assert 100.0 < during["wall_s"] <= after["wall_s"] < 100.0 + 60
+    with pytest.raises(RuntimeError), progress.sitting(path, every=60):  # a failed sitting still counts
+        raise RuntimeError
+    assert json.loads(path.read_text())["sittings"] == 3

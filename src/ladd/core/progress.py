@@ -2,18 +2,24 @@
 batch scheduler) they log an occasional plain line instead, so a killed run's log says how far it
 got. `LADD_NO_PROGRESS` or `--quiet` silences both. `log` lines (checkpoints written, runs
 resumed) go to the run log (`ladd.core.logs`), terminal or not. Under torchrun only rank 0 prints
-them (errors come from every rank, prefixed with it)."""
+them (errors come from every rank, prefixed with it). `sitting` sums a resumable job's wall time
+over the sittings it took (a killed one counts up to its last minute)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ladd.core.io import write_json
 from ladd.core.logs import console, logger, level
 
 # without a terminal: a line each time another 1/LINE_STEPS of the loop is done, but none sooner
@@ -107,3 +113,29 @@ def _lines(description: str, total: int):
         )
 
     yield advance
+
+
+@contextlib.contextmanager
+def sitting(path: Path, every: float = 60.0) -> Iterator[dict]:
+    """Add this sitting's wall time to the sum in `path` ({"wall_s", "sittings"}), rewriting it
+    every `every` seconds while the sitting runs and once at its end; yields that sum, up to date
+    once the sitting is over."""
+    before = json.loads(path.read_text()) if path.is_file() else {"wall_s": 0.0, "sittings": 0}
+    t0, stop, clock = time.perf_counter(), threading.Event(), {}
+
+    def save() -> None:
+        clock.update(wall_s=before["wall_s"] + time.perf_counter() - t0, sittings=before["sittings"] + 1)
+        write_json(path, clock)
+
+    def beat() -> None:
+        while not stop.wait(every):
+            save()
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield clock
+    finally:
+        stop.set()
+        thread.join()
+        save()
