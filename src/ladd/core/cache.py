@@ -44,7 +44,7 @@ def cache_root() -> Path:
 
 # An entry's folder name, written by `entry` and read by `_format`: `<name>-f<format>-<digest>`.
 NAME = "{name}-f{format}-{digest}"
-_NAME = re.compile(r"(?P<name>.+)-f(?P<format>\d+)-(?P<digest>[0-9a-f]{10})")
+_NAME = re.compile(NAME.format(name=".+", format=r"(?P<format>\d+)", digest="[0-9a-f]{10}"))
 
 
 def entry(kind: str, name: str, key) -> Path:

@@ -8,7 +8,6 @@ over the sittings it took (a killed one counts up to its last minute)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ladd.core.io import write_json
+from ladd.core.io import read_json, write_json
 from ladd.core.logs import console, logger, level
 
 # without a terminal: a line each time another 1/LINE_STEPS of the loop is done, but none sooner
@@ -120,7 +119,8 @@ def sitting(path: Path, every: float = 60.0) -> Iterator[dict]:
     """Add this sitting's wall time to the sum in `path` ({"wall_s", "sittings"}), rewriting it
     every `every` seconds while the sitting runs and once at its end; yields that sum, up to date
     once the sitting is over."""
-    before = json.loads(path.read_text()) if path.is_file() else {"wall_s": 0.0, "sittings": 0}
+    unread = {"wall_s": 0.0, "sittings": 0}
+    before = read_json(path, "delete it to count this job's wall time afresh") if path.is_file() else unread
     t0, stop, clock = time.perf_counter(), threading.Event(), {}
 
     def save() -> None:
