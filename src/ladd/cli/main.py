@@ -111,7 +111,7 @@ def main() -> None:
         if dist.rank() > 0:  # under torchrun rank 0 prints the results; every rank prints its errors
             sys.stdout, console.quiet = open(os.devnull, "w"), True
         code = _run(sys.argv[1:])
-        dist.barrier()  # every rank done before any tears the group down (Gloo aborts a rank that closes mid-exchange)
+        dist.finish()
     except KeyboardInterrupt:
         if dist.rank() == 0:
             print(f"\n{_interrupted(sys.argv[1:])}", file=sys.stderr)

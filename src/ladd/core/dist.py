@@ -50,9 +50,15 @@ def init() -> None:
     td.init_process_group(backend, timeout=datetime.timedelta(minutes=minutes))
 
 
+def finish() -> None:
+    """Leave the group after a success: every rank waits for the others first, since Gloo aborts a
+    rank whose peer closes mid-exchange."""
+    barrier()
+    close()
+
+
 def close() -> None:
-    """Leave the group. After a success the CLI has passed a barrier first; after an error it does
-    not wait, so torchrun sees the failure and stops the other ranks."""
+    """Leave the group at once (after an error: torchrun sees the failure and stops the other ranks)."""
     if td.is_initialized():
         td.destroy_process_group()
 
