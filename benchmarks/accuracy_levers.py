@@ -20,6 +20,7 @@ levers, local_weight or crops trains no hard-label baseline (its students are th
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -88,6 +89,19 @@ def _cells(sweep: list[str]) -> list[tuple[str, dict]]:
     return cells
 
 
+def _cell_command(name: str) -> str:
+    """The command that makes one cell (and the base, which every sweep holds): this one with its
+    `--sweep` items replaced by the cell's name, so a leaderboard row says how to make its number."""
+    args, in_sweep = [], False
+    for arg in sys.argv[1:]:
+        if arg == "--sweep" or arg.startswith("--sweep="):
+            in_sweep = arg == "--sweep"
+        elif not (in_sweep and not arg.startswith("-")):
+            in_sweep = False
+            args.append(arg)
+    return command_line(args + ([] if name == "base" else ["--sweep", name]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", type=Path, required=True, help="an artifact from `ladd distill` (its labels are replaced per cell)")
@@ -152,6 +166,7 @@ def main() -> None:
                     cfg,
                     f"levers · {name}",
                     config={"label": label_cfg.model_dump(), "cell": name, "seconds": clock["wall_s"], "sittings": clock["sittings"]},
+                    command=_cell_command(name),
                 )
         run = load_run(folder)
         cell = candidates(run)
@@ -187,7 +202,7 @@ def main() -> None:
                 "base": {"label": base_label.model_dump(), "eval": {**base_eval, "preset": args.preset}},
                 "selected_on": "validation accuracy of each cell's chosen lr (val_acc); test read once per final student",
                 "cells": done,
-                "best": [{k: b[k] for k in ("method", "run_dir", "val_acc", "acc_mean", "acc_std")} for b in best],
+                "best": [{k: b[k] for k in ("method", "run_dir", "val_acc", "acc_mean", "acc_std", "command")} for b in best],
             },
         )
 

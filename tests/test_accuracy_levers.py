@@ -35,6 +35,14 @@ def test_a_bad_sweep_item_is_refused_with_its_text(sweep, message):
         benchmark("accuracy_levers")._cells([sweep])
 
 
+def test_a_cell_records_the_command_that_makes_it_alone(monkeypatch):
+    argv = ["--images", "im", "--sweep", "grid=3,7", "ema=0.9", "--epochs", "2", "--sweep=x", "--out", "o.json"]
+    monkeypatch.setattr(sys, "argv", ["benchmarks/accuracy_levers.py", *argv])
+    command = benchmark("accuracy_levers")._cell_command
+    assert command("grid=7") == "python benchmarks/accuracy_levers.py --images im --epochs 2 --out o.json --sweep grid=7"
+    assert command("base") == "python benchmarks/accuracy_levers.py --images im --epochs 2 --out o.json"
+
+
 def _run(*args, cwd):
     return subprocess.run([sys.executable, str(BENCH), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
 
@@ -62,6 +70,9 @@ def test_a_tiny_sweep_records_each_cell_and_resumes_without_training(tmp_path):
         row = next(r for r in json.loads((folder / "results.json").read_text())["rows"] if r["method"] == c["method"])
         assert c["bytes"] == storage["images"]["zip"] + sum(storage[k]["zip"] for k in row["label_components"] if k in storage)
     assert out["cells"][1]["bytes"] > out["cells"][0]["bytes"]  # LADD's dense labels count
+    for b in out["best"]:  # the command of the best cell alone, as its results.json records it
+        assert b["command"] == json.loads((Path(b["run_dir"]) / "results.json").read_text())["command"]
+        assert "--sweep local_weight=2" in b["command"] or "--sweep" not in b["command"]
 
     again = _run("--images", tmp_path / "images0", *common, "--out", tmp_path / "again.json", cwd=tmp_path)
     assert again.returncode == 0, again.stderr

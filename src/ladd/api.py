@@ -130,18 +130,20 @@ def save_results(
     notes: list[str] | None = None,
     config: dict | None = None,
     extra: dict | None = None,
+    command: str | None = None,
 ) -> list[Path]:
     """A run folder as `ladd eval` writes it (results.json/.md/.png and the notes on how the numbers
     were made), its rows naming the saved artifact they were evaluated on (absolute path, so `report`
     finds its images from any folder, and its images' SHA-256, so it notices a replaced artifact).
     `notes` default to the evaluation's own; `config` (more settings to record) and `extra` (more
-    top-level results) are merged in. Returns the files written."""
+    top-level results) are merged in; `command` (default: the running one) is recorded as the one that
+    made them. Returns the files written."""
     from ladd.report.results import eval_notes, write_results
 
     where = {"artifact": str(Path(artifact_path).resolve()), "artifact_sha256": art.manifest["files"]["images.safetensors"]["sha256"]}
     config = {"artifact": where["artifact"], "eval": cfg.model_dump(), **(config or {})}
     notes = eval_notes(art, cfg, rows) if notes is None else notes
-    return write_results(Path(out), [{**row, **where} for row in rows], config, notes, title, extra)
+    return write_results(Path(out), [{**row, **where} for row in rows], config, notes, title, extra, command)
 
 
 def report(runs: list[str | Path], out: str | Path, *, images: int = 4) -> list[Path]:

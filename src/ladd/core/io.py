@@ -242,12 +242,13 @@ def read_json(path: Path, fix: str):
         raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from e
 
 
-def command_line() -> str:
+def command_line(args: list[str] | None = None) -> str:
     """The running command as one could type it again (`ladd eval A --seeds 3`, `python
-    benchmarks/x.py --ipc 1`): every result file records it, so each number says how it was made."""
+    benchmarks/x.py --ipc 1`): every result file records it, so each number says how it was made.
+    `args` replace the command's own arguments (a sweep names the command of one of its cells)."""
     program = Path(sys.argv[0])
     head = "ladd" if program.name in ("ladd", "__main__.py") else f"python {sys.argv[0]}"
-    return " ".join([head, *map(shlex.quote, sys.argv[1:])])
+    return " ".join([head, *map(shlex.quote, sys.argv[1:] if args is None else args)])
 
 
 def write_json(path: Path, obj) -> None:

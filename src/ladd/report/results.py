@@ -17,23 +17,26 @@ from ladd.report.tables import markdown, pm
 from ladd.train.terms import method_terms
 
 
-def write_results(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None = None) -> list[Path]:
+def write_results(
+    out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None = None, command: str | None = None
+) -> list[Path]:
     """results.json/.md/.png (+ flops_curve.png) into `out`; under torchrun rank 0 writes them.
-    The rows are checked against `eval.rows.Row` first, so no file carries a row `ladd report` would refuse."""
+    The rows are checked against `eval.rows.Row` first, so no file carries a row `ladd report` would refuse.
+    `command` (default: the running one) is the command line recorded as the one that made them."""
     rows = checked_rows(rows, where=f"{out}/results.json")
     if (tracker := track.current()) is not None:  # rank 0's only
         for row in rows:
             tracker.row(row)
-    return dist.first(lambda: _write(Path(out), rows, config, notes, title, extra))
+    return dist.first(lambda: _write(Path(out), rows, config, notes, title, extra, command or command_line()))
 
 
-def _write(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None) -> list[Path]:
+def _write(out: Path, rows: list[dict], config: dict, notes: list[str], title: str, extra: dict | None, command: str) -> list[Path]:
     write_json(
         out / "results.json",
         {
             "schema_version": SCHEMA_VERSION,
             "ladd_version": ladd.__version__,
-            "command": command_line(),
+            "command": command,
             "flops_unit": UNIT,
             "config": config,
             "rows": rows,
