@@ -96,7 +96,9 @@ def _cell_command(name: str) -> str:
     for arg in sys.argv[1:]:
         if arg == "--sweep" or arg.startswith("--sweep="):
             in_sweep = arg == "--sweep"
-        elif not (in_sweep and not arg.startswith("-")):
+        elif in_sweep and not arg.startswith("-"):
+            continue  # one of the sweep's items
+        else:
             in_sweep = False
             args.append(arg)
     return command_line(args + ([] if name == "base" else ["--sweep", name]))
