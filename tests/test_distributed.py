@@ -53,14 +53,17 @@ def test_ddp_training_equals_one_process(term_weights):
     # batch 7 over 30 images: shares of 3 and 4 rows, and a last batch of 2 (one row per rank)
     one = _train(7, term_weights)
     ranks = spawn(_train, 7, term_weights)
+    # only the gradient sums' order differs; ten SGD steps carry that rounding to ~3e-6 when this
+    # process runs one OpenMP thread (OMP_NUM_THREADS=1); a wrong average or share is ~1e-2
+    tol = 1e-5
     assert [r["world"] for r in ranks] == [2, 2] and one["world"] == 1
     for r in ranks:
         for k, v in one["state"].items():
-            assert torch.allclose(r["state"][k], v, atol=1e-6, rtol=0), k  # only the gradient sums' order differs
+            assert torch.allclose(r["state"][k], v, atol=tol, rtol=0), k
         assert r["samples"] == one["samples"]  # inputs forwarded by all ranks together
-        assert r["loss"] == pytest.approx(one["loss"], abs=1e-6)
+        assert r["loss"] == pytest.approx(one["loss"], abs=tol)
         assert (r["weights"] is None) == (term_weights == "fixed")
-        assert r["weights"] == (None if r["weights"] is None else pytest.approx(one["weights"], abs=1e-6))
+        assert r["weights"] == (None if r["weights"] is None else pytest.approx(one["weights"], abs=tol))
     assert ranks[0]["rows"] + ranks[1]["rows"] == one["rows"]  # each rank forwarded only its share
     assert 0 < ranks[1]["rows"] < one["rows"]
 
