@@ -28,7 +28,7 @@ def test_leaderboard_chooses_on_validation_and_names_the_command(tmp_path, capsy
         for r in [{**r, "run": n}]
     }
     best = {(e["dataset"], e["ipc"], e["method"]): e for e in board["best"]}
-    assert set(best) == {("digits", 1, "baseline"), ("digits", 1, "ladd")}
+    assert set(best) == {("digits", 1, "baseline"), ("digits", 1, "ladd")} and len(board["best"]) == 2
     for method in ("baseline", "ladd"):
         a, b = rows[("a", method)], rows[("b", method)]
         winner = "a" if val_acc(a) >= val_acc(b) else "b"  # validation decides, whatever the test accuracies say
@@ -45,3 +45,17 @@ def test_leaderboard_chooses_on_validation_and_names_the_command(tmp_path, capsy
     if "COLUMNS" not in os.environ:  # piped (as here), the table is not squeezed into 80 columns
         assert any(line.count("│") > 10 and "digits" in line and " ± " in line for line in err.splitlines())
     assert json.loads((tmp_path / "board.json").read_text())["best"] == json.loads(json.dumps(board["best"]))
+
+    # a run validated on a larger split is the best of that split, never ranked against split 5's rows
+    d = tmp_path / "d"
+    code, _ = ladd_main(capsys, "eval", art, "--methods", "baseline", *quick[:4], "--val-per-class", "7", "--select-lr", "0.1", "--out", d)
+    assert code == 0
+    board = leaderboard([*runs, d])
+    by_split = {(e["method"], e["val_split"]): e for e in board["best"]}
+    assert set(by_split) == {(m, "digits-holdout5s0") for m in ("baseline", "ladd")} | {("baseline", "digits-holdout7s0")}
+    assert by_split[("baseline", "digits-holdout5s0")]["run_dir"] == best[("digits", 1, "baseline")]["run_dir"]
+    assert by_split[("baseline", "digits-holdout7s0")]["run_dir"] == str(d)
+    code, err = ladd_main(capsys, "leaderboard", *runs, d)
+    assert code == 0
+    if "COLUMNS" not in os.environ:
+        assert "holdout7s0" in err and "holdout5s0" in err  # the table names each row's split

@@ -156,17 +156,18 @@ def leaderboard(
     runs: Annotated[list[Path], typer.Argument(help="Run folders holding results.json (from `ladd eval` or `ladd run`).")],
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the leaderboard as JSON to this file.")] = None,
 ):
-    """Best configuration per dataset, IPC and label method, chosen on validation accuracy only.
+    """Best configuration per dataset, IPC, label method and validation split, chosen on validation accuracy only.
 
     A row's validation accuracy is its chosen student lr's (`ladd eval --select-lr`, one candidate
-    is enough); rows evaluated without one are listed as unranked, never chosen on test accuracy."""
+    is enough); rows evaluated without one are listed as unranked, never chosen on test accuracy.
+    Rows scored on different validation splits (`--val-per-class`) are not ranked against each other."""
     from rich.table import Table
 
     from ladd.report.leaderboard import leaderboard as rank
 
     board = rank(runs)
     table = Table(title=f"best of {len(board['entries'])} rows in {len(runs)} runs, chosen on validation")
-    for col in ("#", "dataset", "IPC", "method", "images", "student", "val %", "test %", "seeds", "KB", "MFLOPs"):
+    for col in ("#", "dataset", "IPC", "method", "images", "student", "val split", "val %", "test %", "seeds", "KB", "MFLOPs"):
         table.add_column(col)
     for i, e in enumerate(board["best"], 1):
         table.add_row(
@@ -176,6 +177,7 @@ def leaderboard(
             e["method"],
             str(e["images_method"]),
             e["model"],
+            e["val_split"].removeprefix(f"{e['dataset']}-"),
             f"{100 * e['val_acc']:.2f}",
             f"{100 * e['acc_mean']:.2f} ± {100 * e['acc_std']:.2f}",
             str(e["n_seeds"]),

@@ -4,7 +4,9 @@ validation accuracy only, with its test accuracy, bytes, FLOPs and the command t
 A row's validation accuracy is that of its chosen student lr (`--select-lr`: every candidate is
 scored on a split carved from the training set, so one candidate is enough to give a score). Rows
 evaluated without one are listed as unranked, never chosen: choosing on the test accuracy would
-report the best of several test draws. Derived rows (rounded pixels, equal-cost budgets) are left
+report the best of several test draws. Validation accuracies are compared only within one split
+(`--val-per-class` and its seed name it): a row scored on another split is the best of its own, not
+ranked against these. Derived rows (rounded pixels, equal-cost budgets) are left
 out: they answer another question than "which configuration is best".
 """
 
@@ -48,17 +50,20 @@ def leaderboard(run_dirs: list[Path]) -> dict:
 
 
 def rank(entries: list[dict]) -> dict:
-    """{"best": one entry per (dataset, IPC, method), the highest validation accuracy (ties: fewer
-    bytes, then fewer FLOPs), "unranked": (dataset, IPC, method) groups with no validated row,
-    "entries": every candidate considered}."""
+    """{"best": one entry per (dataset, IPC, method, validation split), the highest validation
+    accuracy (ties: fewer bytes, then fewer FLOPs), "unranked": (dataset, IPC, method) groups with no
+    validated row, "entries": every candidate considered}."""
     groups: dict[tuple, list[dict]] = {}
     for e in entries:
         groups.setdefault((e["dataset"], e["ipc"], e["method"]), []).append(e)
     best, unranked = [], []
     for key in sorted(groups):
-        validated = [e for e in groups[key] if e["val_acc"] is not None]
-        if validated:
-            best.append(max(validated, key=lambda e: (e["val_acc"], -e["bytes"], -e["flops"])))
-        else:
+        splits: dict[str, list[dict]] = {}
+        for e in groups[key]:
+            if e["val_acc"] is not None:
+                splits.setdefault(e["val_split"], []).append(e)
+        for split in sorted(splits):
+            best.append(max(splits[split], key=lambda e: (e["val_acc"], -e["bytes"], -e["flops"])))
+        if not splits:
             unranked.append({"dataset": key[0], "ipc": key[1], "method": key[2], "candidates": len(groups[key])})
     return {"best": best, "unranked": unranked, "entries": entries}
