@@ -109,7 +109,7 @@ def test_experts_train_with_every_rank_and_a_killed_rank_resumes(tmp_path):
     assert done < epochs  # stopped part-way
     # the same command again continues from the last checkpoint and ends where one process ends
     again = torchrun(*args, "--out", tmp_path / "two")
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.returncode == 0, again.stderr[-8000:]  # enough to hold a rank's own error above the launcher's report
     assert "resuming from" in again.stderr and "epoch 0/" not in again.stderr
     for epoch in range(epochs + 1):
         assert _close(_weights(expert, epoch), _weights(tmp_path / "one" / "expert_000", epoch)), epoch
