@@ -58,12 +58,9 @@ def rank(entries: list[dict]) -> dict:
         groups.setdefault((e["dataset"], e["ipc"], e["method"]), []).append(e)
     best, unranked = [], []
     for key in sorted(groups):
-        splits: dict[str, list[dict]] = {}
-        for e in groups[key]:
-            if e["val_acc"] is not None:
-                splits.setdefault(e["val_split"], []).append(e)
-        for split in sorted(splits):
-            best.append(max(splits[split], key=lambda e: (e["val_acc"], -e["bytes"], -e["flops"])))
-        if not splits:
+        validated = [e for e in groups[key] if e["val_acc"] is not None]
+        for split in sorted({e["val_split"] for e in validated}):
+            best.append(max((e for e in validated if e["val_split"] == split), key=lambda e: (e["val_acc"], -e["bytes"], -e["flops"])))
+        if not validated:
             unranked.append({"dataset": key[0], "ipc": key[1], "method": key[2], "candidates": len(groups[key])})
     return {"best": best, "unranked": unranked, "entries": entries}
