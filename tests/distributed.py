@@ -36,6 +36,7 @@ def _rank(rank: int, world: int, port: int, fn, args, queue) -> None:
         dist.finish()
     finally:
         dist.close()
+    dist.exit(0)
 
 
 def spawn(fn, *args, world: int = 2) -> list:

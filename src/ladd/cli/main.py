@@ -102,6 +102,13 @@ def _interrupted(args: list[str]) -> str:
 
 
 def main() -> None:
+    try:
+        _main()
+    except SystemExit as e:
+        dist.exit(e.code if isinstance(e.code, int) else 1)
+
+
+def _main() -> None:
     code = 0
     try:
         dist.init()

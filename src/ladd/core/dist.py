@@ -18,11 +18,13 @@ under the file locks of `core.io`, so ranks and separate jobs never train the sa
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import datetime
 import os
-from typing import Any, Callable, TypeVar
+import sys
+from typing import Any, Callable, NoReturn, TypeVar
 
 import torch
 import torch.distributed as td
@@ -61,6 +63,20 @@ def close() -> None:
     """Leave the group at once (after an error: torchrun sees the failure and stops the other ranks)."""
     if td.is_initialized():
         td.destroy_process_group()
+
+
+def exit(code: int) -> NoReturn:
+    """End the process with `code`, after `finish` or `close`. A rank ends without the interpreter's
+    teardown: a Gloo worker thread can still hold a finished collective's tensors, and when it lets
+    them go after teardown has begun it cannot take the GIL and aborts the whole process (SIGABRT,
+    "terminate called without an active exception") after its work is done. The exit hooks (log
+    files, temporary folders) still run; one process exits normally."""
+    if not launched():
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def active() -> bool:
