@@ -256,6 +256,18 @@ def chaos() -> tuple[str, list[str]]:
     return "\n\n".join(parts), [name]
 
 
+def torchrun_exit() -> tuple[str, list[str]]:
+    """benchmarks/torchrun_exit.py: launches of one small torchrun job beside busy loops, and how many failed."""
+    name = "torchrun_exit.json"
+    d = load(name)
+    c = d["conditions"]
+    body = table(
+        ["job", "launches", "failed", "a rank aborted", "median s"],
+        [[f"`{d['job']}`", d["launches"], d["failed"], d["aborted"], f"{d['median_s']:.1f}"]],
+    )
+    return body + f"\n\n{c['cpu_count']} CPU cores, {c['hogs']} busy-looping processes beside each launch, one thread per rank.", [name]
+
+
 def trainer_speed() -> tuple[str, list[str]]:
     """benchmarks/trainer_speed.py: GFLOP/s per case and speed setting, against the matmul peak of the same run."""
     name = "trainer_speed.json"
@@ -517,6 +529,7 @@ RENDERERS = {
     "expert-decay": expert_decay,
     "lic-ablation": lic_ablation,
     "chaos": chaos,
+    "torchrun-exit": torchrun_exit,
     "trainer-speed": trainer_speed,
     "data-store": data_store,
     "speed-run": speed_run,
