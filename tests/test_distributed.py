@@ -1,5 +1,6 @@
 """torchrun: the trainer under DDP equals one process, experts train with every rank, a killed
-rank stops the job and a re-launch continues, and two 'nodes' on localhost give the same result."""
+rank stops the job and a re-launch continues, two 'nodes' on localhost give the same result, and
+a rank's exit (without the interpreter's teardown) keeps its code, exit hooks and output."""
 
 from __future__ import annotations
 
@@ -220,3 +221,30 @@ def test_rank_helpers_divide_work_and_share_rank_zeros_outcome():
     assert r0["alone"] == r1["alone"] == (1, [0, 1, 2])  # inside alone() each rank is one process
     assert r0["error"] == "bad input on rank 0"
     assert r1["error"] == "rank 0 failed (LaddError: bad input on rank 0), so this rank stops too"
+
+
+EXIT = """
+import atexit, sys
+from pathlib import Path
+from ladd.core import dist
+atexit.register(lambda: Path(sys.argv[1]).write_text("hooks ran"))
+print("unterminated", end="")
+dist.exit(3)
+print("never")
+"""
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_exit_keeps_the_code_runs_the_exit_hooks_and_flushes_output(tmp_path, world):
+    """A rank ends through `dist.exit` without the interpreter's teardown (os._exit): its exit
+    code, the exit hooks (log files, temporary folders) and buffered output must survive that."""
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT, str(tmp_path / "hook")],
+        env={**os.environ, **ENV, "WORLD_SIZE": world},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "unterminated"
+    assert (tmp_path / "hook").read_text() == "hooks ran"
