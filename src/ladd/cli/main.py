@@ -104,8 +104,8 @@ def _interrupted(args: list[str]) -> str:
 def main() -> None:
     try:
         _main()
-    except SystemExit as e:
-        dist.exit(e.code if isinstance(e.code, int) else 1)
+    except SystemExit as e:  # sys.exit(None) is a success, sys.exit("text") a failure
+        dist.exit(0 if e.code is None else e.code if isinstance(e.code, int) else 1)
 
 
 def _main() -> None:
