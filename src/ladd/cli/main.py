@@ -102,13 +102,11 @@ def _interrupted(args: list[str]) -> str:
 
 
 def main() -> None:
-    try:
-        _main()
-    except SystemExit as e:  # sys.exit(None) is a success, sys.exit("text") a failure
-        dist.exit(0 if e.code is None else e.code if isinstance(e.code, int) else 1)
+    dist.exit(_main())
 
 
-def _main() -> None:
+def _main() -> int:
+    """Run the command; its exit code (0, or an error's after one `error:` line)."""
     code = 0
     try:
         dist.init()
@@ -122,36 +120,36 @@ def _main() -> None:
     except KeyboardInterrupt:
         if dist.rank() == 0:
             print(f"\n{_interrupted(sys.argv[1:])}", file=sys.stderr)
-        sys.exit(130)
+        return 130
     except NoArgsIsHelpError:  # `ladd` or `ladd experiment` alone: the help is already printed
-        sys.exit(2)
+        return 2
     except UsageError as e:
         print(f"error: {_usage(e)}".replace("\n", " "), file=sys.stderr)
-        sys.exit(2)
+        return 2
     except LaddError as e:
         print(f"error: {dist.where()}{e}".replace("\n", " "), file=sys.stderr)
-        sys.exit(e.exit_code)
+        return e.exit_code
     except td.DistError as e:  # a peer process of this torchrun job died or stopped answering
         print(
             f"error: {dist.where()}another process of this job stopped ({str(e).splitlines()[0][:200]}): "
             f"launch the same command again to continue from the last checkpoint (with --resume where the command has it)",
             file=sys.stderr,
         )
-        sys.exit(RunError.exit_code)
+        return RunError.exit_code
     except ValidationError as e:
         err = e.errors()[0]
         print(f"error: invalid value for {'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
-        sys.exit(ConfigError.exit_code)
+        return ConfigError.exit_code
     except OSError as e:  # unwritable --out, a file where a folder should be, a full disk
         what = f"{e.strerror or e}: {e.filename}" if e.filename else f"{e.strerror or e}"
         print(f"error: {LaddError(what)}", file=sys.stderr)  # one line, whatever the file name holds
-        sys.exit(ArtifactError.exit_code)
+        return ArtifactError.exit_code
     except Exception as e:  # a case ladd does not handle: one line here, the traceback in the run log
         if logs.level() <= logging.DEBUG:
             traceback.print_exc()
         where = f"the traceback is in {logs.current}" if logs.current else "run with --verbose for the traceback"
         print(f"error: {dist.where()}{LaddError(f'unexpected {type(e).__name__}: {e}')} ({where}; please report it)", file=sys.stderr)
-        sys.exit(LaddError.exit_code)
+        return LaddError.exit_code
     finally:
         dist.close()
-    sys.exit(code)
+    return code
