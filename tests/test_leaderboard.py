@@ -46,6 +46,17 @@ def test_leaderboard_chooses_on_validation_and_names_the_command(tmp_path, capsy
         assert any(line.count("│") > 10 and "digits" in line and " ± " in line for line in err.splitlines())
     assert json.loads((tmp_path / "board.json").read_text())["best"] == json.loads(json.dumps(board["best"]))
 
+    # a glob over a sweep still running names cells without results.json: skipped with a warning
+    running = tmp_path / "running"
+    (running / "students").mkdir(parents=True)
+    assert leaderboard([*runs, running])["best"] == board["best"] and leaderboard([*runs, running])["skipped"] == [str(running)]
+    code, err = ladd_main(capsys, "leaderboard", *runs, running)
+    assert code == 0 and f"skipped {running}: no results.json yet" in err and "in 3 runs" in err
+    code, err = ladd_main(capsys, "leaderboard", running)
+    assert code != 0 and "none of the 1 folder(s) holds a results.json" in err
+    code, err = ladd_main(capsys, "leaderboard", *runs, tmp_path / "typo")
+    assert code != 0 and "typo is not a folder" in err
+
     # a run validated on a larger split is the best of that split, never ranked against split 5's rows
     d = tmp_path / "d"
     code, _ = ladd_main(capsys, "eval", art, "--methods", "baseline", *quick[:4], "--val-per-class", "7", "--select-lr", "0.1", "--out", d)

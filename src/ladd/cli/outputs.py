@@ -153,7 +153,9 @@ def teachers(
 
 @app.command()
 def leaderboard(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders holding results.json (from `ladd eval` or `ladd run`).")],
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run folders holding results.json (`ladd eval`, `ladd run`); folders without one yet are skipped.")
+    ],
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the leaderboard as JSON to this file.")] = None,
 ):
     """Best configuration per dataset, IPC, label method and validation split, chosen on validation accuracy only.
@@ -166,7 +168,9 @@ def leaderboard(
     from ladd.report.leaderboard import leaderboard as rank
 
     board = rank(runs)
-    table = Table(title=f"best of {len(board['entries'])} rows in {len(runs)} runs, chosen on validation")
+    for d in board["skipped"]:
+        console.print(f"skipped {d}: no results.json yet (an evaluation still running?)", markup=False, highlight=False, soft_wrap=True)
+    table = Table(title=f"best of {len(board['entries'])} rows in {len(runs) - len(board['skipped'])} runs, chosen on validation")
     for col in ("#", "dataset", "IPC", "method", "images", "student", "val split", "val %", "test %", "seeds", "KB", "MFLOPs"):
         table.add_column(col)
     for i, e in enumerate(board["best"], 1):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ladd.core.errors import ArtifactError
 from ladd.report.build import Run, load_run
 
 COLUMNS = ("dataset", "ipc", "method", "images_method", "model", "val_acc", "acc_mean", "acc_std", "n_seeds", "bytes", "flops")
@@ -45,8 +46,18 @@ def candidates(run: Run) -> list[dict]:
 
 
 def leaderboard(run_dirs: list[Path]) -> dict:
-    """The candidates of these runs, ranked (`rank`)."""
-    return rank([e for run_dir in run_dirs for e in candidates(load_run(Path(run_dir)))])
+    """The candidates of these runs, ranked (`rank`), with "skipped": the folders that hold no
+    results.json yet. A glob over a sweep still running (`runs/sweep/*`) names cells whose students
+    are training; they are left out rather than stopping the ranking of the finished ones."""
+    run_dirs = [Path(d) for d in run_dirs]
+    for d in run_dirs:
+        if not d.is_dir():
+            raise ArtifactError(f"{d} is not a folder: pass run folders written by `ladd eval` or `ladd run`")
+    finished = [d for d in run_dirs if (d / "results.json").is_file()]
+    if not finished:
+        raise ArtifactError(f"none of the {len(run_dirs)} folder(s) holds a results.json: pass folders written by `ladd eval`/`ladd run`")
+    board = rank([e for d in finished for e in candidates(load_run(d))])
+    return {**board, "skipped": [str(d) for d in run_dirs if d not in finished]}
 
 
 def rank(entries: list[dict]) -> dict:
