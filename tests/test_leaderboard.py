@@ -7,7 +7,7 @@ import json
 import os
 
 from conftest import ladd_main
-from ladd.report.leaderboard import leaderboard, val_acc
+from ladd.report.leaderboard import leaderboard, rank, val_acc
 
 
 def test_leaderboard_chooses_on_validation_and_names_the_command(tmp_path, capsys):
@@ -70,3 +70,17 @@ def test_leaderboard_chooses_on_validation_and_names_the_command(tmp_path, capsy
     assert code == 0
     if "COLUMNS" not in os.environ:
         assert "holdout7s0" in err and "holdout5s0" in err  # the table names each row's split
+
+
+def test_rank_breaks_validation_ties_by_bytes_then_flops_and_counts_them():
+    def entry(val, nbytes, flops, run):
+        key = {"dataset": "mnist5k", "ipc": 10, "method": "ladd", "val_split": "mnist5k-holdout50s0"}
+        return {**key, "val_acc": val, "bytes": nbytes, "flops": flops, "run_dir": run}
+
+    entries = [entry(0.978, 100, 2e9, "ep2000"), entry(0.978, 100, 1e9, "ep1000"), entry(0.976, 50, 1e8, "ep300")]
+    (best,) = rank(entries)["best"]
+    assert best["run_dir"] == "ep1000" and best["val_ties"] == 1  # equal bytes: the fewer FLOPs
+    (best,) = rank([*entries, entry(0.978, 90, 3e9, "small")])["best"]
+    assert best["run_dir"] == "small" and best["val_ties"] == 2  # bytes before FLOPs
+    (best,) = rank([entry(0.979, 200, 5e9, "top"), *entries])["best"]
+    assert best["run_dir"] == "top" and best["val_ties"] == 0

@@ -62,8 +62,9 @@ def leaderboard(run_dirs: list[Path]) -> dict:
 
 def rank(entries: list[dict]) -> dict:
     """{"best": one entry per (dataset, IPC, method, validation split), the highest validation
-    accuracy (ties: fewer bytes, then fewer FLOPs), "unranked": (dataset, IPC, method) groups with no
-    validated row, "entries": every candidate considered}."""
+    accuracy (ties: fewer bytes, then fewer FLOPs; `val_ties` counts the rows it tied with, which
+    validation could not tell apart), "unranked": (dataset, IPC, method) groups with no validated
+    row, "entries": every candidate considered}."""
     groups: dict[tuple, list[dict]] = {}
     for e in entries:
         groups.setdefault((e["dataset"], e["ipc"], e["method"]), []).append(e)
@@ -71,7 +72,9 @@ def rank(entries: list[dict]) -> dict:
     for key in sorted(groups):
         validated = [e for e in groups[key] if e["val_acc"] is not None]
         for split in sorted({e["val_split"] for e in validated}):
-            best.append(max((e for e in validated if e["val_split"] == split), key=lambda e: (e["val_acc"], -e["bytes"], -e["flops"])))
+            pool = [e for e in validated if e["val_split"] == split]
+            chosen = max(pool, key=lambda e: (e["val_acc"], -e["bytes"], -e["flops"]))
+            best.append({**chosen, "val_ties": sum(e is not chosen and e["val_acc"] == chosen["val_acc"] for e in pool)})
         if not validated:
             unranked.append({"dataset": key[0], "ipc": key[1], "method": key[2], "candidates": len(groups[key])})
     return {"best": best, "unranked": unranked, "entries": entries}
