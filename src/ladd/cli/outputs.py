@@ -191,10 +191,9 @@ def leaderboard(
     console.print(table)
     for i, e in enumerate(board["best"], 1):
         console.print(f"{i}. {e['command'] or '(command not recorded)'}  # {e['run_dir']}", markup=False, highlight=False, soft_wrap=True)
-    for i, e in enumerate(board["best"], 1):
         if e["val_ties"]:
             console.print(
-                f"{i}. ties on validation with {e['val_ties']} other row(s): the one with fewer bytes, then FLOPs, is shown "
+                f"   ties on validation with {e['val_ties']} other row(s): the one with fewer bytes, then FLOPs, is shown "
                 "(a larger --val-per-class can tell them apart)",
                 markup=False,
                 highlight=False,
