@@ -449,7 +449,8 @@ def replay_render() -> tuple[str, list[str]]:
 
 def levers() -> tuple[str, list[str]]:
     """benchmarks/accuracy_levers.py: one lever (or one combination) at a time around the base, per
-    image artifact; the best cell per method (on validation accuracy, as `ladd leaderboard` chooses) in bold."""
+    image artifact; the best cell per method (on validation accuracy, as `ladd leaderboard` chooses) in bold.
+    A row already shown (the base cell that several sweeps of one run folder share) is shown once."""
     sweeps = sorted(((f.name, load(f.name)) for f in RESULTS.glob("levers_ipc*.json")), key=lambda s: (s[1]["ipc"], s[0]))
     rows = []
     for _, data in sweeps:
@@ -458,19 +459,19 @@ def levers() -> tuple[str, list[str]]:
             mark = "**" if (c["method"], c["cell"]) in best else ""
             test = f"{100 * c['acc_mean']:.2f} ± {100 * c['acc_std']:.2f}"
             seconds = c.get("cell_seconds")  # sweeps written before cells recorded their wall time have none
-            rows.append(
-                [
-                    data["ipc"],
-                    " ".join([data["image_method"], *(f"{k}={v}" for k, v in data["image_params"].items())]),
-                    data["base"]["label"]["labeler"]["epochs"],
-                    c["cell"],
-                    c["method"],
-                    f"{mark}{100 * c['val_acc']:.2f}{mark}",
-                    test,
-                    f"{c['bytes'] / 1024:.1f}",
-                    "–" if seconds is None else f"{seconds / 60:.0f}",
-                ]
-            )
+            row = [
+                data["ipc"],
+                " ".join([data["image_method"], *(f"{k}={v}" for k, v in data["image_params"].items())]),
+                data["base"]["label"]["labeler"]["epochs"],
+                c["cell"],
+                c["method"],
+                f"{mark}{100 * c['val_acc']:.2f}{mark}",
+                test,
+                f"{c['bytes'] / 1024:.1f}",
+                "–" if seconds is None else f"{seconds / 60:.0f}",
+            ]
+            if row not in rows:
+                rows.append(row)
     head = [
         "IPC",
         "images",
