@@ -29,17 +29,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from ladd.core import dist
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def launch(args: list[str], procs: int, env: dict) -> dict:
     """Run `ladd ARGS` as one process or under torchrun; wall seconds and peak RSS (MB) of the
     largest process it started."""
-    head = (
-        [sys.executable, "-m", "ladd"]
-        if procs == 1
-        else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", "ladd"]
-    )
+    head = [sys.executable, "-m", "ladd"] if procs == 1 else dist.launch_command(procs)
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: wait4 below reads nothing until the child ends
         start = time.perf_counter()
         child = subprocess.Popen(head + args, env=env, stdout=subprocess.DEVNULL, stderr=err)

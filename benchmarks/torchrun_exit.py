@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ladd.core import dist
 from ladd.core.io import command_line, write_json
 
 JOB = "distill --dataset digits --ipc 1 --images dm --float-images --param iterations=4 --param checkpoint_every=2 --param compile=false"
@@ -28,7 +29,7 @@ JOB = "distill --dataset digits --ipc 1 --images dm --float-images --param itera
 
 def launch(nproc: int, work: Path) -> dict:
     """One torchrun job in fresh folders: its exit code, wall seconds and whether a rank aborted."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m", "ladd", *JOB.split()]
+    cmd = [*dist.launch_command(nproc), *JOB.split()]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LADD_NO_PROGRESS": "1", "LADD_CACHE": str(work / "cache")}
     start = time.perf_counter()
     done = subprocess.run([*cmd, "--out", str(work / "out")], env=env, capture_output=True, text=True, timeout=600)

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+from ladd.core import dist
+
 ENV = {"OMP_NUM_THREADS": "1", "LADD_NO_PROGRESS": "1"}
 
 
@@ -25,8 +27,6 @@ def free_port() -> int:
 
 def _rank(rank: int, world: int, port: int, fn, args, queue) -> None:
     os.environ.update(ENV, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from ladd.core import dist
-
     torch.set_num_threads(1)
     dist.init()
     try:
@@ -56,17 +56,17 @@ def torchrun(
 ) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node NPROC -m ladd ARGS` (extra `launcher` options before
     -m); stdout and stderr captured as text."""
-    return _run(["-m", "torch.distributed.run", *(launcher or ("--standalone",)), "--nproc_per_node", str(nproc)], args, cwd, env, timeout)
+    return _run(dist.launch_command(nproc, launcher or ("--standalone",)), args, cwd, env, timeout)
 
 
 def ladd(*args, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """The same command as one process."""
-    return _run([], args, cwd, env, timeout)
+    return _run([sys.executable, "-m", "ladd"], args, cwd, env, timeout)
 
 
 def _run(launch: list[str], args, cwd, env, timeout) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, *launch, "-m", "ladd", *map(str, args)],
+        [*launch, *map(str, args)],
         cwd=cwd,
         env={**os.environ, **ENV, **(env or {})},
         capture_output=True,

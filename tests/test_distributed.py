@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from distributed import ENV, free_port, ladd, spawn, torchrun
 from conftest import make_dataset
+from ladd.core import dist
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -24,7 +25,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def _train(batch_size: int, term_weights: str = "fixed") -> dict:
     """A ConvNet trained 2 epochs on a toy set with DSA and LADD's two terms (global + K drawn
     sub-images against dense labels): weights, log, and how many rows this rank forwarded."""
-    from ladd.core import dist
     from ladd.core.runtime import Runtime
     from ladd.experts import build_for
     from ladd.train.loop import Recipe, TrainData, train
@@ -82,19 +82,7 @@ def test_experts_train_with_every_rank_and_a_killed_rank_resumes(tmp_path):
     args = ("experts", "--dataset", "digits", "--num-experts", "1", "--epochs", epochs)
     assert ladd(*args, "--out", tmp_path / "one").returncode == 0
     # a launch whose rank 1 is killed mid-training: the job fails, naming the lost rank
-    launch = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "ladd",
-        *map(str, args),
-        "--out",
-        str(tmp_path / "two"),
-    ]
+    launch = [*dist.launch_command(2), *map(str, args), "--out", str(tmp_path / "two")]
     job = subprocess.Popen(launch, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     expert = tmp_path / "two" / "expert_000"
     deadline = time.monotonic() + 120
@@ -148,19 +136,7 @@ def test_two_nodes_on_localhost_give_the_one_process_result(tmp_path):
         )
 
     second = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            *node(1),
-            "--nproc_per_node",
-            "1",
-            "-m",
-            "ladd",
-            *map(str, args),
-            "--out",
-            str(tmp_path / "two"),
-        ],
+        [*dist.launch_command(1, node(1)), *map(str, args), "--out", str(tmp_path / "two")],
         env={**os.environ, **ENV},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -189,7 +165,6 @@ def test_an_expert_on_a_dataset_store_trains_under_torchrun_and_the_store_is_bui
 
 
 def _helpers() -> dict:
-    from ladd.core import dist
     from ladd.core.errors import LaddError
 
     out = {

@@ -41,6 +41,12 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launch_command(nproc: int, launcher: tuple[str, ...] = ("--standalone",)) -> list[str]:
+    """The argv that starts `ladd` on `nproc` ranks of this node under torchrun (append the ladd
+    command); `launcher` holds torchrun's rendezvous options (one node: `--standalone`)."""
+    return [sys.executable, "-m", "torch.distributed.run", *launcher, "--nproc_per_node", str(nproc), "-m", "ladd"]
+
+
 def init() -> None:
     """Join torchrun's process group (a no-op without torchrun or when joined already)."""
     if not launched() or td.is_initialized():
