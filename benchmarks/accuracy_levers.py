@@ -10,8 +10,9 @@ accuracy and wall time (labelling and all its students).
         --sweep grid=3,5,7 coverage=0.5,0.75 temperature=2,4 local_weight=0.5,2 labeler_epoch=2,5 \\
         --select-lr 0.003 0.01 0.03 --out docs/results/levers_ipc1.json
 
-Levers: grid (N), coverage (R), temperature, labeler_epoch, ensemble, labeler_model, keep_soft (true:
-the global soft labels MTT learned with the images stay, `--methods global-soft+local-dense` reads them);
+Levers: grid (N), coverage (R), temperature, labeler_epoch, ensemble, keep_soft (true: the global soft
+labels MTT learned with the images stay, `--methods global-soft+local-dense` reads them); the labeler's
+architecture and recipe: labeler_model, labeler_lr, labeler_decay (true: its lr ×0.1 after half its epochs);
 local_weight, ema, model, epochs, crops, protocol (students: dc's step schedule vs glad's cosine).
 `--sweep grid=7+local_weight=2` is one cell with both levers moved. A cell that moves only label
 levers, local_weight or crops trains no hard-label baseline (its students are the base cell's).
@@ -38,10 +39,11 @@ LABEL_LEVERS = {
     "temperature": "temperature",
     "labeler_epoch": "epoch",
     "ensemble": "ensemble",
-    "labeler_model": "labeler",
     "keep_soft": "keep_soft",
 }
+LABELER_LEVERS = {"labeler_model": "model", "labeler_lr": "lr", "labeler_decay": "decay"}  # the labeler's own recipe
 LOCAL_LEVERS = ("local_weight", "crops")  # student levers of the local-view terms only
+NO_BASELINE = {*LABEL_LEVERS, *LABELER_LEVERS, *LOCAL_LEVERS}  # levers the hard-label students do not see
 EVAL_LEVERS = {
     "local_weight": "local_weight",
     "ema": "ema",
@@ -57,7 +59,9 @@ def _value(lever: str, text: str):
         return (text,)
     if lever in ("protocol", "labeler_model") or (lever == "local_weight" and text == "learned"):
         return text
-    if lever == "keep_soft":
+    if lever in ("keep_soft", "labeler_decay"):
+        if text not in ("true", "false"):
+            raise SystemExit(f"--sweep {lever}={text}: give true or false")
         return text == "true"
     if lever in ("grid", "ensemble", "epochs"):
         return int(text)
@@ -68,8 +72,9 @@ def _value(lever: str, text: str):
 
 def _lever(item: str, text: str) -> tuple[str, str]:
     lever, _, values = text.partition("=")
-    if lever not in LABEL_LEVERS and lever not in EVAL_LEVERS:
-        raise SystemExit(f"--sweep {item}: unknown lever {lever!r}; choose from {', '.join([*LABEL_LEVERS, *EVAL_LEVERS])}")
+    if lever not in LABEL_LEVERS and lever not in LABELER_LEVERS and lever not in EVAL_LEVERS:
+        known = ", ".join([*LABEL_LEVERS, *LABELER_LEVERS, *EVAL_LEVERS])
+        raise SystemExit(f"--sweep {item}: unknown lever {lever!r}; choose from {known}")
     return lever, values
 
 
@@ -142,13 +147,13 @@ def main() -> None:
         folder = runs / name
         label_cfg, eval_cfg = base_label, dict(base_eval)
         for lever, value in moved.items():
-            if lever == "labeler_model":  # another architecture labels (the soft-label paper's swap)
-                label_cfg = label_cfg.model_copy(update={"labeler": label_cfg.labeler.model_copy(update={"model": value})})
+            if lever in LABELER_LEVERS:  # another architecture (the soft-label paper's swap) or training recipe labels
+                label_cfg = label_cfg.model_copy(update={"labeler": label_cfg.labeler.model_copy(update={LABELER_LEVERS[lever]: value})})
             elif lever in LABEL_LEVERS:
                 label_cfg = label_cfg.model_copy(update={LABEL_LEVERS[lever]: value})
             else:
                 eval_cfg[EVAL_LEVERS[lever]] = value
-        if moved and all(lever in LABEL_LEVERS or lever in LOCAL_LEVERS for lever in moved):  # the hard-label students are the base's
+        if moved and all(lever in NO_BASELINE for lever in moved):  # the hard-label students are the base's
             eval_cfg["methods"] = tuple(m for m in eval_cfg["methods"] if m != "baseline")
         if (folder / "results.json").is_file():
             if not torch.equal(api.load_artifact(folder / "artifact").images, art0.images):

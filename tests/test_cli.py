@@ -134,6 +134,7 @@ def test_soft_labels_then_default_eval(tmp_path):
         "1",
         "--labeler-lr",
         "0.02",
+        "--labeler-decay",
         "--labeler-saves-per-epoch",
         "2",
         "--labeler-epoch",
@@ -146,7 +147,7 @@ def test_soft_labels_then_default_eval(tmp_path):
     lab = loaded.manifest["labels"]
     assert loaded.dense_labels is None and loaded.soft_labels.shape == (10, 10)
     assert lab["method"] == "soft" and lab["labeler"]["epoch"] == 0.5 and lab["labeler"]["temperature"] == 2
-    assert lab["config"]["labeler"]["lr"] == 0.02
+    assert lab["config"]["labeler"]["lr"] == 0.02 and lab["config"]["labeler"]["decay"] is True
     res = ladd("eval", art, "--model", "convnet-w32", "--seeds", "1", "--epochs", "1", "--soft-loss", "kl", "--out", tmp_path / "ev")
     assert res.returncode == 0, res.stderr
     rows = json.loads((tmp_path / "ev" / "results.json").read_text())["rows"]

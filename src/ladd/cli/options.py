@@ -303,6 +303,13 @@ LabelerModel = Annotated[
 LabelerLr = Annotated[
     float, typer.Option("--labeler-lr", min=MIN_LR, max=MAX_LR, help="Labeler learning rate (SGD, no momentum; the expert recipe, 0.01).")
 ]
+LabelerDecay = Annotated[
+    bool,
+    typer.Option(
+        "--labeler-decay/--labeler-constant-lr",
+        help="Labeler lr ×0.1 after half its epochs (the expert recipe's --decay) instead of constant.",
+    ),
+]
 LabelerEpochs = Annotated[
     int, typer.Option("--labeler-epochs", min=1, max=MAX_COUNT, help="Epochs to train the labeler (a checkpoint is kept for each).")
 ]
@@ -807,6 +814,7 @@ def _label_options(
     labeler_model: LabelerModel = None,
     labeler_epochs: LabelerEpochs = config_default(ExpertConfig, "epochs"),
     labeler_lr: LabelerLr = config_default(ExpertConfig, "lr"),
+    labeler_decay: LabelerDecay = config_default(ExpertConfig, "decay"),
     labeler_epoch: LabelerEpoch = None,
     labeler_dir: LabelerDir = None,
     labeler_saves_per_epoch: SavesPerEpoch = config_default(ExpertConfig, "saves_per_epoch"),

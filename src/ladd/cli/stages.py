@@ -101,6 +101,7 @@ def label_config(
     labeler_model,
     labeler_epochs,
     labeler_lr,
+    labeler_decay,
     labeler_epoch,
     labeler_dir,
     labeler_saves_per_epoch,
@@ -142,7 +143,11 @@ def label_config(
         bptt=bptt or BpttConfig(),
         keep_soft=keep_soft_labels or None,
         labeler=ExpertConfig(
-            model=labeler_model or models[0], epochs=labeler_epochs, lr=labeler_lr, saves_per_epoch=labeler_saves_per_epoch
+            model=labeler_model or models[0],
+            epochs=labeler_epochs,
+            lr=labeler_lr,
+            decay=labeler_decay,
+            saves_per_epoch=labeler_saves_per_epoch,
         ),
     )
 
