@@ -52,11 +52,16 @@ def spawn(fn, *args, world: int = 2) -> list:
 
 
 def torchrun(
-    *args, cwd: Path | None = None, nproc: int = 2, env: dict | None = None, timeout: float = 300, launcher: tuple[str, ...] = ()
+    *args,
+    cwd: Path | None = None,
+    nproc: int = 2,
+    env: dict | None = None,
+    timeout: float = 300,
+    launcher: tuple[str, ...] = ("--standalone",),
 ) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node NPROC -m ladd ARGS` (extra `launcher` options before
-    -m); stdout and stderr captured as text."""
-    return _run(dist.launch_command(nproc, launcher or ("--standalone",)), args, cwd, env, timeout)
+    """`torchrun LAUNCHER --nproc_per_node NPROC -m ladd ARGS` (`launcher`: the rendezvous options,
+    one node by default); stdout and stderr captured as text."""
+    return _run(dist.launch_command(nproc, launcher), args, cwd, env, timeout)
 
 
 def ladd(*args, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
