@@ -9,7 +9,10 @@ running sum, rewritten every minute, so a killed sitting counts up to its last m
 labeler longer than `ladd label`'s default, as chosen on validation by
 benchmarks/accuracy_levers.py; it is part of the cell's identity. MTT's images need its expert
 trajectories first: a failed step stops the sweep with that step's error, which names the
-`ladd experts` command to run.
+`ladd experts` command to run. `--nproc N` runs each `ladd eval` under torchrun on N ranks of this
+machine, which share out the students (the rows equal one process's; run each rank with
+OMP_NUM_THREADS=cores/N, and raise LADD_DIST_TIMEOUT_MIN when the ranks' shares differ by more
+than an hour of training, since a rank done early waits that long for the others).
 
     python benchmarks/paper_protocol.py --dataset digits --ipc 1 10 --images random \\
         --out docs/results/paper_protocol_digits.json
@@ -24,6 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ladd.core import dist
 from ladd.core.io import command_line, write_json
 from ladd.core.progress import sitting
 from ladd.experts import ExpertConfig
@@ -33,10 +37,11 @@ LABELER_EPOCHS = ExpertConfig().epochs  # the labeler's default length (`ladd la
 KEEP = ("method", "model", "acc_mean", "acc_std", "n_seeds", "epochs", "image_bytes_zip", "label_bytes_zip", "flops", "budget")
 
 
-def _ladd(*args) -> None:
-    shown = "ladd " + " ".join(map(str, args))
+def _ladd(*args, nproc: int = 1) -> None:
+    shown = ("" if nproc == 1 else f"torchrun --standalone --nproc_per_node {nproc} -m ") + "ladd " + " ".join(map(str, args))
     print(f"$ {shown}", flush=True)
-    done = subprocess.run([sys.executable, "-m", "ladd", *map(str, args)])
+    head = [sys.executable, "-m", "ladd"] if nproc == 1 else dist.launch_command(nproc)
+    done = subprocess.run([*head, *map(str, args)])
     if done.returncode:  # ladd printed why (e.g. MTT's missing experts, with the command that makes them)
         raise SystemExit(f"paper_protocol: `{shown}` failed (exit {done.returncode}): see its error above; the cell resumes when rerun")
 
@@ -52,6 +57,7 @@ def main() -> None:
     p.add_argument("--labeler-epochs", type=int, default=LABELER_EPOCHS, help="`ladd label --labeler-epochs` (default: %(default)s)")
     p.add_argument("--runs", type=Path, default=Path("runs/paper"))
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--nproc", type=int, default=1, help="torchrun ranks for `ladd eval` (default: one process)")
     args = p.parse_args()
     cells = json.loads(args.out.read_text())["cells"] if args.out.is_file() else []
     done = {(c["images"], c["ipc"], c["labeler_epochs"]) for c in cells}
@@ -80,6 +86,7 @@ def main() -> None:
                     *extra,
                     "--out",
                     folder / "eval",
+                    nproc=args.nproc,
                 )
             results = json.loads((folder / "eval" / "results.json").read_text())
             rows = [{k: r.get(k) for k in KEEP} for r in results["rows"]]

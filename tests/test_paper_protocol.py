@@ -40,3 +40,18 @@ def test_digits_ipc1_cell_end_to_end_then_skipped(tmp_path, monkeypatch, capsys)
     assert [c["labeler_epochs"] for c in data["cells"]] == [2, 3]
     assert "--labeler-epochs 2" in cell["made_by"] and "--labeler-epochs 3" in data["cells"][1]["made_by"]
     assert data["command"] == f"{cell['made_by']} && {data['cells'][1]['made_by']}"  # reproduces every cell
+
+
+def test_nproc_shares_the_students_over_torchrun_ranks_with_one_process_rows(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each rank's threads, as the benchmark's docstring says to run it
+    base = ["paper_protocol.py", "--dataset", "digits", "--ipc", "1", "--seeds", "2", "--epochs", "2", "--labeler-epochs", "2"]
+    cells = []
+    for nproc in ("1", "2"):
+        out = tmp_path / f"paper{nproc}.json"
+        monkeypatch.setattr(sys, "argv", [*base, "--nproc", nproc, "--runs", str(tmp_path / f"runs{nproc}"), "--out", str(out)])
+        paper.main()
+        (cell,) = json.loads(out.read_text())["cells"]
+        cells.append(cell)
+    assert "$ torchrun --standalone --nproc_per_node 2 -m ladd eval " in capsys.readouterr().out
+    assert [r["method"] for r in cells[1]["rows"]] == ["baseline", "ladd", "baseline++"]
+    assert cells[0]["rows"] == cells[1]["rows"]

@@ -234,8 +234,11 @@ def test_an_interrupted_evaluation_resumes_its_students_to_the_same_rows(toy, tm
     """Under `checkpointing(folder)` a killed evaluation, run again, reloads the finished students,
     resumes the interrupted one and gives the rows of an uninterrupted run; the folder is removed once
     the evaluation ends."""
+    import ladd.eval.protocol as protocol
     import ladd.train.loop as loop
     from ladd.eval.protocol import checkpointing
+
+    real_left = protocol.epochs_left
 
     art = pipeline.distill(toy, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(ipc=2))
     cfg = EvalConfig(methods=("baseline",), models=("convnet-w32",), seeds=2, epochs=20)
@@ -256,8 +259,24 @@ def test_an_interrupted_evaluation_resumes_its_students_to_the_same_rows(toy, tm
     students = sorted(p.name for p in (tmp_path / "students").iterdir())
     assert len(students) == 2 and students[0].endswith("seed0") and students[1].endswith("seed1")
     calls.clear()
+    left = []
+    monkeypatch.setattr(protocol, "epochs_left", lambda *a: left.append(real_left(*a)) or left[-1])
+    monkeypatch.delenv("LADD_NO_PROGRESS")  # the time estimate counts the epochs left
     with checkpointing(tmp_path / "students"):
         got = evaluate(art, toy, cfg, Runtime())
+    assert left == [[0, 8]]
     assert calls == [("seed1", e) for e in range(14, 21, 2)]  # seed 0 reloaded, seed 1 resumed at epoch 12
     assert [r["accs"] for r in got] == [r["accs"] for r in want] and got[0]["class_acc_mean"] == want[0]["class_acc_mean"]
     assert not (tmp_path / "students").exists()
+
+
+def test_the_time_estimate_takes_the_busiest_rank():
+    """Students assigned round-robin end when the busiest rank's share ends; under DDP (or one
+    process) every student's time is split evenly over the ranks."""
+    from ladd.eval.protocol import busiest
+
+    seconds = [5.0, 1.0, 0.0, 1.0, 4.0]  # ranks of 2: 0, 2, 4 → 9 s; 1, 3 → 2 s
+    assert busiest(seconds, {"layout": "assignment", "ranks": 2}) == 9.0
+    assert busiest(seconds, {"layout": "assignment", "ranks": 3}) == 6.0  # 0, 3 | 1, 4 | 2
+    assert busiest(seconds, {"layout": "ddp", "ranks": 2}) == 5.5
+    assert busiest(seconds, {"layout": "one process", "ranks": 1}) == 11.0

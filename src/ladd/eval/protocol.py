@@ -39,7 +39,7 @@ from ladd.eval.rows import Row
 from ladd.experts import build_for
 from ladd.labels.replay import Pruning, Replay, prune_units, units_per_epoch
 from ladd.models import MODELS
-from ladd.train.loop import Recipe, TrainData, TrainLog, class_accuracy, train
+from ladd.train.loop import Recipe, TrainData, TrainLog, class_accuracy, saved_epochs, train
 from ladd.train.terms import method_terms
 
 # Which stored component each loss term reads: a method is charged for the labels it uses.
@@ -494,9 +494,9 @@ def train_plans(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> list[S
     then seed) go round-robin to the ranks or are each trained by all of them, as `_layout` chooses.
     A student whose training diverges is recorded in its plan's `diverged`, not raised, so every rank
     learns of it and an lr search goes on."""
-    expect_duration(plans, dataset, runtime)
     units = [(p, seed) for p, plan in enumerate(plans) for seed in range(plan.seeds)]
     layout = _layout(len(units), any(stream.stored(plan.data.images) for plan in plans))
+    expect_duration(plans, dataset, runtime, layout)
     spread = layout["layout"] == "assignment"
     models, done = {}, {}
     here = dist.mine(len(units)) if spread else range(len(units))
@@ -537,21 +537,25 @@ PROBE_EPOCHS = 3
 PROBE_SHARE = 20
 
 
-def expect_duration(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> None:
+def expect_duration(plans: list[Plan], dataset: Dataset, runtime: Runtime, layout: dict) -> None:
     """Say how long the students of `plans` will take, before they start: one student of each kind
     (data, loss terms, model, batch) trains PROBE_EPOCHS epochs, and its fastest epoch after the
-    first (which pays for warm-up and compilation) is scaled to the kind's epochs × seeds. Skipped
-    when progress is silenced (and on ranks > 0), when a training set is read from a dataset
-    store, and when the timing would cost more than 1/PROBE_SHARE of the training."""
-    kinds: dict[tuple, list[Plan]] = {}
-    for plan in plans:
-        kinds.setdefault((id(plan.data), id(plan.terms), plan.model_name, plan.recipe.batch_size), []).append(plan)
-    epochs = [plan.recipe.epochs for plan in plans for _ in range(plan.seeds)]
-    if progress.quiet() or sum(epochs) < PROBE_SHARE * PROBE_EPOCHS * len(kinds) or any(stream.stored(plan.data.images) for plan in plans):
+    first (which pays for warm-up and compilation) is scaled to the epochs its students have left
+    after their checkpoints, on the busiest rank of `layout`. Skipped when progress is silenced
+    (and on ranks > 0), when a training set is read from a dataset store, and when the timing would
+    cost more than 1/PROBE_SHARE of the training left."""
+    if progress.quiet() or any(stream.stored(plan.data.images) for plan in plans):
         return
-    seconds = 0.0
+    epochs, left = [plan.recipe.epochs for plan in plans for _ in range(plan.seeds)], epochs_left(plans, runtime)
+    kinds: dict[tuple, list[int]] = {}
+    for p, plan in enumerate(plans):
+        if any(left[u] for u in _units_of(plans, [p])):
+            kinds.setdefault((id(plan.data), id(plan.terms), plan.model_name, plan.recipe.batch_size), []).append(p)
+    if sum(left) < PROBE_SHARE * PROBE_EPOCHS * len(kinds) or not kinds:
+        return
+    per_epoch = [0.0] * len(left)
     for group in kinds.values():
-        plan, ends = group[0], []
+        plan, ends = plans[group[0]], []
         try:
             with dist.alone():
                 train(
@@ -566,9 +570,39 @@ def expect_duration(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> No
                 )
         except Diverged:  # the students will say so
             return
-        seconds += min(b - a for a, b in zip(ends, ends[1:])) * sum(p.recipe.epochs * p.seeds for p in group)
+        for u in _units_of(plans, group):
+            per_epoch[u] = min(b - a for a, b in zip(ends, ends[1:]))
+    seconds = busiest([s * n for s, n in zip(per_epoch, left)], layout)
     shape = f"× {epochs[0]} epochs" if len(set(epochs)) == 1 else f"({sum(epochs):,} epochs in all)"
-    log(f"expected ≈ {progress.approx(seconds / dist.world())} for {len(epochs)} student{'s' * (len(epochs) > 1)} {shape}")
+    resumed = f", {sum(left):,} epochs of them left after their checkpoints" if sum(left) < sum(epochs) else ""
+    ranks = f", on {layout['ranks']} ranks" if layout["ranks"] > 1 else ""
+    log(f"expected ≈ {progress.approx(seconds)} for {len(epochs)} student{'s' * (len(epochs) > 1)} {shape}{resumed}{ranks}")
+
+
+def _units_of(plans: list[Plan], group: list[int]) -> list[int]:
+    """The unit indices (plan-major, then seed, as `train_plans` numbers them) of the plans in `group`."""
+    firsts = np.cumsum([0] + [plan.seeds for plan in plans]).tolist()
+    return [firsts[p] + seed for p in group for seed in range(plans[p].seeds)]
+
+
+def epochs_left(plans: list[Plan], runtime: Runtime) -> list[int]:
+    """Per student (plan-major, then seed): its epochs still to train, after the newest checkpoint a
+    killed evaluation left in `checkpointing`'s folder."""
+    left = []
+    for plan in plans:
+        for seed in range(plan.seeds):
+            directory = _student_dir(plan, seed, runtime)
+            done = max(saved_epochs(directory), default=0) if directory is not None and directory.is_dir() else 0
+            left.append(max(0, math.ceil(plan.recipe.epochs - done)))
+    return left
+
+
+def busiest(seconds: list[float], layout: dict) -> float:
+    """Wall seconds of students taking `seconds` each under `layout`: the busiest rank's round-robin
+    share when students are assigned to ranks, an even split when all ranks train each one (DDP)."""
+    if layout["layout"] == "assignment":
+        return max(sum(seconds[r :: layout["ranks"]]) for r in range(layout["ranks"]))
+    return sum(seconds) / layout["ranks"]
 
 
 # students trained inside `checkpointing(folder)` save their state this many times over their epochs
