@@ -58,9 +58,10 @@ def same_artifact(a: Path, b: Path) -> None:
         assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), name
 
 
-def rank0_units(stderr: str, what: str) -> set[int]:
-    """Units whose checkpoints rank 0 logged (only rank 0 logs: rank 1's never appear)."""
-    return {int(u) for u in re.findall(rf"{what} (\d+): checkpoint", stderr)}
+def units_by_rank(stderr: str, what: str) -> tuple[set[int], set[int]]:
+    """Units whose checkpoints rank 0 and rank 1 logged (rank 1's lines carry its rank)."""
+    lines = re.findall(rf"^(rank 1 of 2: )?.*{what} (\d+): checkpoint", stderr, re.M)
+    return {int(u) for r, u in lines if not r}, {int(u) for r, u in lines if r}
 
 
 def test_squeeze_and_lpld_recover_equal_one_process(tmp_path, one):
@@ -84,7 +85,7 @@ def test_squeeze_and_lpld_recover_equal_one_process(tmp_path, one):
     same_artifact(tmp_path / "one", tmp_path / "two")
     units = sorted((tmp_path / "c2").rglob(f"unit_*/{STATE}"))
     assert len(units) == 10  # every class checkpointed, by the rank that recovered it
-    assert rank0_units(log, "LPLD class") == {0, 2, 4, 6, 8}  # rank 0 did only its classes
+    assert units_by_rank(log, "LPLD class") == ({0, 2, 4, 6, 8}, {1, 3, 5, 7, 9})  # each rank did only its classes
     # one process resumes every unit the two ranks checkpointed: nothing left to do, the same images
     resumed = one(*recover, "--resume", "--out", tmp_path / "resumed", cache=tmp_path / "c2")
     assert resumed.count("(iteration 2/2)") == 10
@@ -99,7 +100,7 @@ def test_lic_and_rded_equal_one_process(tmp_path, one):
     log = ok(torchrun(*lic, "--out", tmp_path / "lic2"))
     same_artifact(tmp_path / "lic1", tmp_path / "lic2")
     assert len(list((tmp_path / "cache" / "distill").rglob(f"class_*/{STATE}"))) == 10
-    assert rank0_units(log, "LIC compensation class") == {0, 2, 4, 6, 8}
+    assert units_by_rank(log, "LIC compensation class") == ({0, 2, 4, 6, 8}, {1, 3, 5, 7, 9})
 
     rded = ("distill", "--images", "rded", *DIGITS, "--ipc", "2", *observer)
     one(*rded, "--out", tmp_path / "rded1")

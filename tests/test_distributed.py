@@ -198,6 +198,29 @@ def test_rank_helpers_divide_work_and_share_rank_zeros_outcome():
     assert r1["error"] == "rank 0 failed (LaddError: bad input on rank 0), so this rank stops too"
 
 
+def _speaking() -> tuple:
+    """Whether progress is silenced, and a run-log line, outside and inside a unit of this rank's own."""
+    from ladd.core import progress
+
+    os.environ.pop("LADD_NO_PROGRESS")
+    rank = dist.rank()  # inside alone() every rank is rank 0 of 1
+    progress.log(f"shared line from rank {rank}")
+    with dist.alone():
+        progress.log(f"own unit of rank {rank}")
+        return progress.quiet(), dist.own_work()
+
+
+def test_a_rank_reports_the_progress_of_the_units_it_trains_alone(capfd):
+    """Rank 0 speaks for the job; another rank speaks only of its own units (a student it trains
+    alone), prefixed with its rank, since rank 0 cannot see their progress."""
+    r0, r1 = spawn(_speaking)
+    assert r0 == r1 == (False, True)
+    err = capfd.readouterr().err.splitlines()
+    assert "shared line from rank 0" in err and "own unit of rank 0" in err
+    assert "rank 1 of 2: own unit of rank 1" in err
+    assert not any("shared line from rank 1" in line for line in err)
+
+
 EXIT = """
 import atexit, sys
 from pathlib import Path

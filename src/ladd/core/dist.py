@@ -85,6 +85,11 @@ def exit(code: int) -> NoReturn:
     os._exit(code)
 
 
+def own_work() -> bool:
+    """Whether this rank works alone on a unit of its own (inside `alone()`: a student, a recover unit)."""
+    return _alone.get()
+
+
 def active() -> bool:
     """Whether rank-aware code splits its work here (several ranks, not inside `alone()`)."""
     return td.is_initialized() and td.get_world_size() > 1 and not _alone.get()

@@ -1,8 +1,10 @@
 """Progress on stderr (rich). On a terminal, long loops show a live bar; elsewhere (a log file, a
 batch scheduler) they log an occasional plain line instead, so a killed run's log says how far it
 got. `LADD_NO_PROGRESS` or `--quiet` silences both. `log` lines (checkpoints written, runs
-resumed) go to the run log (`ladd.core.logs`), terminal or not. Under torchrun only rank 0 prints
-them (errors come from every rank, prefixed with it). `sitting` sums a resumable job's wall time
+resumed) go to the run log (`ladd.core.logs`), terminal or not. Under torchrun rank 0 prints
+them, and another rank prints its own units' (a student or a recover unit it trains alone, whose
+progress rank 0 cannot see) as plain lines prefixed with its rank; errors come from every rank,
+prefixed with it. `sitting` sums a resumable job's wall time
 over the sittings it took (a killed one counts up to its last minute)."""
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ladd.core import dist
 from ladd.core.io import read_json, write_json
 from ladd.core.logs import console, logger, level
 
@@ -29,22 +32,30 @@ LINE_EVERY_S = 30.0
 
 
 def quiet() -> bool:
-    return bool(os.environ.get("LADD_NO_PROGRESS")) or not _first_rank() or level() > logging.INFO
+    return bool(os.environ.get("LADD_NO_PROGRESS")) or not _speaks() or level() > logging.INFO
 
 
 def _first_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _speaks() -> bool:
+    """Rank 0, or another rank while it works alone on a unit of its own."""
+    return _first_rank() or dist.own_work()
+
+
 def enabled() -> bool:
-    """Whether a live bar is shown (a terminal, progress not silenced)."""
-    return sys.stderr.isatty() and not quiet()
+    """Whether a live bar is shown (a terminal, progress not silenced; rank 0's alone: ranks share the terminal)."""
+    return sys.stderr.isatty() and not quiet() and _first_rank()
 
 
 def log(message: str) -> None:
-    """One info line of the run log: stderr (plain, no wrapping: paths stay intact) and the log file."""
+    """One info line of the run log: stderr (plain, no wrapping: paths stay intact) and the log file.
+    Another rank's own units' lines reach stderr only, prefixed with the rank (its console is silenced)."""
     if _first_rank():
         logger.info(message)
+    elif dist.own_work() and level() <= logging.INFO:
+        print(f"{dist.where()}{message}", file=sys.stderr, flush=True)
 
 
 def _duration(seconds: float) -> str:
