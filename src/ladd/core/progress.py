@@ -2,10 +2,10 @@
 batch scheduler) they log an occasional plain line instead, so a killed run's log says how far it
 got. `LADD_NO_PROGRESS` or `--quiet` silences both. `log` lines (checkpoints written, runs
 resumed) go to the run log (`ladd.core.logs`), terminal or not. Under torchrun rank 0 prints
-them, and another rank prints its own units' (a student or a recover unit it trains alone, whose
-progress rank 0 cannot see) as plain lines prefixed with its rank; errors come from every rank,
-prefixed with it. `sitting` sums a resumable job's wall time
-over the sittings it took (a killed one counts up to its last minute)."""
+them, and another rank prints those of the units it trains alone (a student, a recover unit:
+rank 0 cannot see their progress) as plain lines prefixed with its rank; errors come from every
+rank, prefixed with it. `sitting` sums a resumable job's wall time over the sittings it took (a
+killed one counts up to its last minute)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _speaks() -> bool:
 
 
 def enabled() -> bool:
-    """Whether a live bar is shown (a terminal, progress not silenced; rank 0's alone: ranks share the terminal)."""
+    """Whether a live bar is shown: a terminal, progress not silenced, rank 0 (the ranks share one terminal)."""
     return sys.stderr.isatty() and not quiet() and _first_rank()
 
 
