@@ -59,6 +59,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--nproc", type=int, default=1, help="torchrun ranks for `ladd eval` (default: one process)")
     args = p.parse_args()
+    if args.nproc < 1:
+        p.error(f"--nproc {args.nproc}: give 1 (one process) or more torchrun ranks")
     cells = json.loads(args.out.read_text())["cells"] if args.out.is_file() else []
     done = {(c["images"], c["ipc"], c["labeler_epochs"]) for c in cells}
     for images in args.images:

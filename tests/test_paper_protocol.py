@@ -45,6 +45,10 @@ def test_digits_ipc1_cell_end_to_end_then_skipped(tmp_path, monkeypatch, capsys)
 def test_nproc_shares_the_students_over_torchrun_ranks_with_one_process_rows(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each rank's threads, as the benchmark's docstring says to run it
     base = ["paper_protocol.py", "--dataset", "digits", "--ipc", "1", "--seeds", "2", "--epochs", "2", "--labeler-epochs", "2"]
+    monkeypatch.setattr(sys, "argv", [*base, "--nproc", "0", "--out", str(tmp_path / "none.json")])
+    with pytest.raises(SystemExit):
+        paper.main()
+    assert "--nproc 0: give 1 (one process) or more torchrun ranks" in capsys.readouterr().err
     cells = []
     for nproc in ("1", "2"):
         out = tmp_path / f"paper{nproc}.json"
