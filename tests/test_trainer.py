@@ -388,6 +388,16 @@ def test_rolling_checkpoints_every_k_epochs_resume_an_ema_student_exactly(toy, t
     train(plain, _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime())
     assert not all(torch.equal(v, plain.state_dict()[k]) for k, v in full.state_dict().items())
 
+    # a long student also saves once ROLLING_EVERY_S has passed since its last save: every epoch here
+    monkeypatch.setattr(loop, "ROLLING_EVERY_S", 0.0)
+    saved = _crash_after_epoch_2(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_for(toy, "convnet-w32", 0), _data(toy), method_terms("baseline"), recipe, checkpoint_dir=tmp_path / "c", **kw)
+    assert saved == [0, 1, 2]
+    timed = build_for(toy, "convnet-w32", 5)
+    train(timed, _data(toy), method_terms("baseline"), recipe, checkpoint_dir=tmp_path / "c", **kw)
+    assert saved == [0, 1, 2, 3, 4] and all(torch.equal(v, timed.state_dict()[k]) for k, v in full.state_dict().items())
+
 
 def test_learned_term_weights_train_with_the_network_and_resume_exactly(toy, tmp_path, monkeypatch):
     """`term_weights="learned"`: the terms' log-variances move with the network, their final weights

@@ -13,6 +13,7 @@ channels-last, deterministic kernels) is the runtime's `Speed`; the defaults are
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +156,9 @@ def train(
     `saves_per_epoch` f > 1 also saves weights at each 1/f of an epoch (`epoch_002.500`): the
     fine-grained early checkpoints soft-label experts are chosen from. `save_every` k saves every
     k-th epoch (and the last) instead; `rolling` keeps only the newest weights and logs at debug
-    level (evaluation students, whose checkpoints only serve a resume). An EMA of the weights is
+    level (evaluation students, whose checkpoints only serve a resume), and also saves at the end
+    of any epoch ROLLING_EVERY_S after the last save, so a kill of an hours-long student loses
+    minutes, not a k-th of its epochs (when a checkpoint is written never changes the result). An EMA of the weights is
     saved with the state, so an EMA student resumes exactly too. `after_epoch(epochs done,
     model, log)` runs after every epoch (e.g. to record an accuracy-over-FLOPs curve); it sees the
     training weights, and the model is back in training mode afterwards. A loss that becomes NaN or
@@ -196,6 +199,7 @@ def train(
             dist.barrier()  # every rank has read the state before rank 0 writes
             if start_epoch == 0 and dist.main():
                 _save(checkpoint_dir, 0, model, opt, gen, log, description, recipe.epochs, extra, rolling)
+        saved_at = time.monotonic()
         with progress.bar(description, recipe.epochs) as advance:
             advance(start_epoch)
             for epoch in range(start_epoch, recipe.epochs):
@@ -271,8 +275,11 @@ def train(
                     log.samples[name] += count
                 mean_loss = _finite(total, description, epoch, steps) / steps
                 log.epoch_loss.append(mean_loss)
-                if checkpoint_dir is not None and dist.main() and ((epoch + 1) % save_every == 0 or epoch + 1 == recipe.epochs):
+                overdue = rolling and time.monotonic() - saved_at >= ROLLING_EVERY_S
+                due = (epoch + 1) % save_every == 0 or epoch + 1 == recipe.epochs or overdue
+                if checkpoint_dir is not None and dist.main() and due:
                     _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs, extra, rolling)
+                    saved_at = time.monotonic()
                 if after_epoch is not None:
                     after_epoch(epoch + 1, model, log)
                 advance(status=f"loss {mean_loss:.3f}")
@@ -397,6 +404,7 @@ def class_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 # --- checkpoints: one safetensors file of weights per epoch, one of trainer state ---------------
 STATE = "trainer_state.safetensors"  # generator, RNG and optimizer state + epoch (in its metadata)
+ROLLING_EVERY_S = 600.0  # rolling (resume-only) checkpoints: also saved once this long has passed since the last
 
 
 def checkpoint_path(directory: Path, epoch: float) -> Path:
