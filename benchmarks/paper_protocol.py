@@ -10,9 +10,9 @@ labeler longer than `ladd label`'s default, as chosen on validation by
 benchmarks/accuracy_levers.py; it is part of the cell's identity. MTT's images need its expert
 trajectories first: a failed step stops the sweep with that step's error, which names the
 `ladd experts` command to run. `--nproc N` runs each `ladd eval` under torchrun on N ranks of this
-machine, which share out the students (the rows equal one process's; run each rank with
-OMP_NUM_THREADS=cores/N, and raise LADD_DIST_TIMEOUT_MIN when the ranks' shares differ by more
-than an hour of training, since a rank done early waits that long for the others).
+machine, which share out the students (the rows equal one process's), each rank with cores/N
+threads and a day's LADD_DIST_TIMEOUT_MIN unless set: a rank done early waits for the others'
+last student, which takes hours under the paper's protocol on a CPU.
 
     python benchmarks/paper_protocol.py --dataset digits --ipc 1 10 --images random \\
         --out docs/results/paper_protocol_digits.json
@@ -34,6 +34,7 @@ from ladd.experts import ExpertConfig
 
 LABELER_EPOCHS = ExpertConfig().epochs  # the labeler's default length (`ladd label`'s too)
 
+RANK_WAIT_MIN = 24 * 60  # --nproc: how long a rank waits for the others (`ladd`'s default is an hour)
 KEEP = ("method", "model", "acc_mean", "acc_std", "n_seeds", "epochs", "image_bytes_zip", "label_bytes_zip", "flops", "budget")
 
 
@@ -41,7 +42,8 @@ def _ladd(*args, nproc: int = 1) -> None:
     shown = ("" if nproc == 1 else f"torchrun --standalone --nproc_per_node {nproc} -m ") + "ladd " + " ".join(map(str, args))
     print(f"$ {shown}", flush=True)
     head = [sys.executable, "-m", "ladd"] if nproc == 1 else dist.launch_command(nproc)
-    done = subprocess.run([*head, *map(str, args)])
+    ranks = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc)), "LADD_DIST_TIMEOUT_MIN": str(RANK_WAIT_MIN)}
+    done = subprocess.run([*head, *map(str, args)], env={**(ranks if nproc > 1 else {}), **os.environ})
     if done.returncode:  # ladd printed why (e.g. MTT's missing experts, with the command that makes them)
         raise SystemExit(f"paper_protocol: `{shown}` failed (exit {done.returncode}): see its error above; the cell resumes when rerun")
 

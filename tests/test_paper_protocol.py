@@ -49,6 +49,14 @@ def test_nproc_shares_the_students_over_torchrun_ranks_with_one_process_rows(tmp
     with pytest.raises(SystemExit):
         paper.main()
     assert "--nproc 0: give 1 (one process) or more torchrun ranks" in capsys.readouterr().err
+    monkeypatch.delenv("LADD_DIST_TIMEOUT_MIN", raising=False)
+    real_run, waits = paper.subprocess.run, []
+
+    def run(argv, env):
+        waits.append((argv[2], env.get("LADD_DIST_TIMEOUT_MIN")))
+        return real_run(argv, env=env)
+
+    monkeypatch.setattr(paper.subprocess, "run", run)
     cells = []
     for nproc in ("1", "2"):
         out = tmp_path / f"paper{nproc}.json"
@@ -59,3 +67,5 @@ def test_nproc_shares_the_students_over_torchrun_ranks_with_one_process_rows(tmp
     assert "$ torchrun --standalone --nproc_per_node 2 -m ladd eval " in capsys.readouterr().out
     assert [r["method"] for r in cells[1]["rows"]] == ["baseline", "ladd", "baseline++"]
     assert cells[0]["rows"] == cells[1]["rows"]
+    # torchrun's ranks wait a day for each other (a rank done early waits for the last student)
+    assert waits == [("ladd", None)] * 3 + [("ladd", None), ("ladd", None), ("torch.distributed.run", str(24 * 60))]

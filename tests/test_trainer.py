@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -16,15 +18,15 @@ def _data(toy):
     return TrainData(toy.train.images, toy.train.labels, toy.mean, toy.std)
 
 
-def _crash_after_epoch_2(monkeypatch) -> list[int]:
-    """Make the trainer's `_save` raise KeyboardInterrupt once epoch 2 is written (a kill between
-    epochs; `monkeypatch.undo()` ends it); returns the epochs saved."""
+def _crash_after_epoch(monkeypatch, crash: int = 2) -> list[int]:
+    """Make the trainer's `_save` raise KeyboardInterrupt once epoch `crash` is written (a kill
+    between epochs; `monkeypatch.undo()` ends it); returns the epochs saved."""
     real_save, saved = loop._save, []
 
     def save(directory, epoch, *args):
         real_save(directory, epoch, *args)
         saved.append(epoch)
-        if epoch == 2:
+        if epoch == crash:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "_save", save)
@@ -56,7 +58,7 @@ def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch):
     full = build_for(toy, "convnet-w32", 0)
     train(full, _data(toy), method_terms("baseline"), RECIPE, seed=2, runtime=Runtime(), checkpoint_dir=tmp_path / "a")
 
-    _crash_after_epoch_2(monkeypatch)
+    _crash_after_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(
             build_for(toy, "convnet-w32", 0),
@@ -375,7 +377,7 @@ def test_rolling_checkpoints_every_k_epochs_resume_an_ema_student_exactly(toy, t
     train(full, _data(toy), method_terms("baseline"), recipe, checkpoint_dir=tmp_path / "a", **kw)
     assert sorted(p.name for p in (tmp_path / "a").glob("epoch_*")) == ["epoch_004.safetensors"]
 
-    saved = _crash_after_epoch_2(monkeypatch)
+    saved = _crash_after_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(build_for(toy, "convnet-w32", 0), _data(toy), method_terms("baseline"), recipe, checkpoint_dir=tmp_path / "b", **kw)
     assert saved == [0, 2] and sorted(p.name for p in (tmp_path / "b").glob("epoch_*")) == ["epoch_002.safetensors"]
@@ -388,15 +390,19 @@ def test_rolling_checkpoints_every_k_epochs_resume_an_ema_student_exactly(toy, t
     train(plain, _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime())
     assert not all(torch.equal(v, plain.state_dict()[k]) for k, v in full.state_dict().items())
 
-    # a long student also saves once ROLLING_EVERY_S has passed since its last save: every epoch here
+    # a long student also saves once ROLLING_EVERY_S has passed since its last save (every epoch
+    # here): killed after a save only the time asked for (epoch 3), it resumes from there exactly
     monkeypatch.setattr(loop, "ROLLING_EVERY_S", 0.0)
-    saved = _crash_after_epoch_2(monkeypatch)
+    saved = _crash_after_epoch(monkeypatch, crash=3)
     with pytest.raises(KeyboardInterrupt):
         train(build_for(toy, "convnet-w32", 0), _data(toy), method_terms("baseline"), recipe, checkpoint_dir=tmp_path / "c", **kw)
-    assert saved == [0, 1, 2]
+    assert saved == [0, 1, 2, 3] and loop.resumes_at(tmp_path / "c") == 3
     timed = build_for(toy, "convnet-w32", 5)
     train(timed, _data(toy), method_terms("baseline"), recipe, checkpoint_dir=tmp_path / "c", **kw)
     assert saved == [0, 1, 2, 3, 4] and all(torch.equal(v, timed.state_dict()[k]) for k, v in full.state_dict().items())
+    # weights written by a save cut short before its state: a resume starts where the state says
+    shutil.copy(tmp_path / "c" / "epoch_004.safetensors", tmp_path / "c" / "epoch_009.safetensors")
+    assert loop.resumes_at(tmp_path / "c") == 4 and loop.resumes_at(tmp_path / "none") == 0
 
 
 def test_learned_term_weights_train_with_the_network_and_resume_exactly(toy, tmp_path, monkeypatch):
@@ -414,7 +420,7 @@ def test_learned_term_weights_train_with_the_network_and_resume_exactly(toy, tmp
     assert train(fixed, data, terms, RECIPE, seed=4, runtime=Runtime()).term_weights is None
     assert not all(torch.equal(v, fixed.state_dict()[k]) for k, v in full.state_dict().items())
 
-    _crash_after_epoch_2(monkeypatch)
+    _crash_after_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(build_for(toy, "convnet-w32", 0), data, terms, learned, seed=4, runtime=Runtime(), checkpoint_dir=tmp_path / "b")
     monkeypatch.undo()

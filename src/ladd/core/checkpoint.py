@@ -14,6 +14,7 @@ from ladd.core.errors import ArtifactError
 from ladd.core.io import load_safetensors, save_tensors
 
 FORMAT = "1"  # bumped when what a state file holds changes (a string: safetensors metadata are strings)
+FIX = "delete it (or its checkpoint folder) to start over"
 
 
 def save_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
@@ -32,14 +33,8 @@ def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, dev
     corrupt, of another format or from another run (other parameters) is a one-line LaddError, and
     nothing is restored."""
     state, metadata = load_safetensors(path, metadata=True)
-    fix = "delete it (or its checkpoint folder) to start over"
-    if metadata.get("format") != FORMAT:
-        made = "no format" if "format" not in metadata else f"format {metadata['format'][:20]!r}"
-        raise ArtifactError(f"{path} is a checkpoint of another ladd version ({made}; this ladd reads format {FORMAT!r}): {fix}")
+    meta = _meta(path, metadata)
     try:
-        meta = json.loads(metadata["ladd"])
-        if not isinstance(meta, dict):
-            raise TypeError("its metadata is not a JSON object")
         opt_state = opt.state_dict()
         restored = {}
         for key, value in state.items():
@@ -58,9 +53,7 @@ def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, dev
         opt_state["state"].update(restored)
         opt.load_state_dict(opt_state)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, RecursionError) as e:
-        raise ArtifactError(
-            f"{path} is not a usable trainer state ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): {fix}"
-        ) from e
+        raise _unusable(path, e) from e
     gen.set_state(state.pop("generator"))
     torch.set_rng_state(state.pop("torch_rng"))
     cuda_rng = state.pop("cuda_rng", None)
@@ -68,6 +61,30 @@ def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, dev
         torch.cuda.set_rng_state(cuda_rng)
     tensors = {k[2:]: v.to(device) for k, v in state.items() if k.startswith("t.")}
     return tensors, meta
+
+
+def state_meta(path: Path) -> dict:
+    """The JSON metadata of the state file at `path` (e.g. the epoch it resumes at), without
+    restoring anything; the same one-line errors as `load_state`."""
+    _, metadata = load_safetensors(path, metadata=True)
+    return _meta(path, metadata)
+
+
+def _meta(path: Path, metadata: dict) -> dict:
+    if metadata.get("format") != FORMAT:
+        made = "no format" if "format" not in metadata else f"format {metadata['format'][:20]!r}"
+        raise ArtifactError(f"{path} is a checkpoint of another ladd version ({made}; this ladd reads format {FORMAT!r}): {FIX}")
+    try:
+        meta = json.loads(metadata["ladd"])
+        if not isinstance(meta, dict):
+            raise TypeError("its metadata is not a JSON object")
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
+        raise _unusable(path, e) from e
+    return meta
+
+
+def _unusable(path: Path, e: Exception) -> ArtifactError:
+    return ArtifactError(f"{path} is not a usable trainer state ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): {FIX}")
 
 
 def check_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

@@ -3,7 +3,7 @@ batch scheduler) they log an occasional plain line instead, so a killed run's lo
 got. `LADD_NO_PROGRESS` or `--quiet` silences both. `log` lines (checkpoints written, runs
 resumed) go to the run log (`ladd.core.logs`), terminal or not. Under torchrun rank 0 prints
 them, and another rank prints those of the units it trains alone (a student, a recover unit:
-rank 0 cannot see their progress) as plain lines prefixed with its rank; errors come from every
+rank 0 cannot see their progress) prefixed with its rank, all as plain lines; errors come from every
 rank, prefixed with it. `sitting` sums a resumable job's wall time over the sittings it took (a
 killed one counts up to its last minute)."""
 
@@ -45,8 +45,9 @@ def _speaks() -> bool:
 
 
 def enabled() -> bool:
-    """Whether a live bar is shown: a terminal, progress not silenced, rank 0 (the ranks share one terminal)."""
-    return sys.stderr.isatty() and not quiet() and _first_rank()
+    """Whether a live bar is shown: a terminal, progress not silenced, one process (torchrun's ranks
+    share one terminal, where one rank's lines would cut through another's bar: they print lines)."""
+    return sys.stderr.isatty() and not quiet() and not dist.launched()
 
 
 def log(message: str) -> None:

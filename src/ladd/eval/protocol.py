@@ -39,7 +39,7 @@ from ladd.eval.rows import Row
 from ladd.experts import build_for
 from ladd.labels.replay import Pruning, Replay, prune_units, units_per_epoch
 from ladd.models import MODELS
-from ladd.train.loop import Recipe, TrainData, TrainLog, class_accuracy, saved_epochs, train
+from ladd.train.loop import Recipe, TrainData, TrainLog, class_accuracy, resumes_at, train
 from ladd.train.terms import method_terms
 
 # Which stored component each loss term reads: a method is charged for the labels it uses.
@@ -590,10 +590,10 @@ def epochs_left(plans: list[Plan], runtime: Runtime) -> list[int]:
     killed evaluation left in `checkpointing`'s folder."""
     left = []
     for plan in plans:
+        key = _student_key(plan, runtime)  # hashed once per plan: the seeds share its data
         for seed in range(plan.seeds):
-            directory = _student_dir(plan, seed, runtime)
-            done = max(saved_epochs(directory), default=0) if directory is not None and directory.is_dir() else 0
-            left.append(max(0, math.ceil(plan.recipe.epochs - done)))
+            done = 0 if key is None else resumes_at(_checkpoints / f"{key}-seed{seed}")
+            left.append(max(0, plan.recipe.epochs - done))
     return left
 
 
@@ -631,6 +631,12 @@ def checkpointing(folder: Path | None):
 
 
 def _student_dir(plan: Plan, seed: int, runtime: Runtime) -> Path | None:
+    key = _student_key(plan, runtime)
+    return None if key is None else _checkpoints / f"{key}-seed{seed}"
+
+
+def _student_key(plan: Plan, runtime: Runtime) -> str | None:
+    """The seed-free part of a plan's student folder names (None: its students are not checkpointed)."""
     data = plan.data
     if _checkpoints is None or plan.curve_every or data.replay is not None or stream.stored(data.images):
         return None
@@ -648,7 +654,7 @@ def _student_dir(plan: Plan, seed: int, runtime: Runtime) -> Path | None:
         runtime.device.type,
     ]
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    return _checkpoints / f"{plan.model_name}-{digest.hexdigest()[:16]}-seed{seed}"
+    return f"{plan.model_name}-{digest.hexdigest()[:16]}"
 
 
 def _train_one(plan: Plan, seed: int, dataset: Dataset, runtime: Runtime) -> tuple[nn.Module | None, tuple]:

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ladd.augment.dsa import DSA
 from ladd.core import dist, progress
-from ladd.core.checkpoint import load_state, restore_weights, save_state
+from ladd.core.checkpoint import load_state, restore_weights, save_state, state_meta
 from ladd.core.errors import ArtifactError, Diverged
 from ladd.core.logs import logger
 from ladd.core.io import save_tensors
@@ -411,6 +411,13 @@ def checkpoint_path(directory: Path, epoch: float) -> Path:
     """`epoch_003` for whole epochs, `epoch_002.500` for fractions of one."""
     name = f"{int(epoch):03d}" if float(epoch).is_integer() else f"{epoch:07.3f}"
     return Path(directory) / f"epoch_{name}.safetensors"
+
+
+def resumes_at(directory: Path) -> int:
+    """The epoch a resume from `directory` starts at: its state's (which names the weights to load;
+    newer weights without a state are a save cut short), 0 without one."""
+    path = Path(directory) / STATE
+    return int(state_meta(path)["epoch"]) if path.is_file() else 0
 
 
 def saved_epochs(directory: Path) -> list[float]:
