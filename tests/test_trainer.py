@@ -433,3 +433,27 @@ def test_learned_term_weights_train_with_the_network_and_resume_exactly(toy, tmp
     longer = learned.model_copy(update={"epochs": 5})
     with pytest.raises(LaddError, match="no learned term weights"):  # a fixed-weight state is not resumed as learned
         train(build_for(toy, "convnet-w32", 0), data, terms, longer, seed=4, runtime=Runtime(), checkpoint_dir=tmp_path / "c")
+
+
+def test_a_resumed_run_keeps_fp16s_loss_scale(toy, tmp_path, monkeypatch):
+    """fp16's loss scaler (CUDA; a CPU scaler stands in) grows and backs off over the run: its
+    scale and growth count are saved with the state, so a resumed run scales as the uninterrupted
+    one did (restarting from the initial scale would skip or grow steps differently)."""
+    scalers = []
+
+    def scaler(self):
+        scalers.append(torch.amp.GradScaler("cpu", init_scale=16.0, growth_interval=7))
+        return scalers[-1]
+
+    def run(**kw):
+        train(build_for(toy, "convnet-w32", 0), _data(toy), method_terms("baseline"), RECIPE, seed=3, runtime=Runtime(), **kw)
+
+    monkeypatch.setattr(Runtime, "scaler", scaler)
+    run()
+    _crash_after_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint_dir=tmp_path)
+    run(checkpoint_dir=tmp_path)
+    full, _, resumed = (s.state_dict() for s in scalers)
+    assert full["scale"] > 16.0 and full["_growth_tracker"] > 0  # it grew, and is part-way to growing again
+    assert resumed == full

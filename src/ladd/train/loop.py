@@ -152,7 +152,8 @@ def train(
 ) -> TrainLog:
     """Train `model` in place. With `checkpoint_dir`, weights are saved after every epoch
     (`epoch_000` = initialization) and an interrupted run resumes from the last one with the
-    same result as an uninterrupted run (optimizer, generator and RNG states are saved too).
+    same result as an uninterrupted run (optimizer, generator and RNG states, and fp16's loss scale,
+    are saved too).
     `saves_per_epoch` f > 1 also saves weights at each 1/f of an epoch (`epoch_002.500`): the
     fine-grained early checkpoints soft-label experts are chosen from. `save_every` k saves every
     k-th epoch (and the last) instead; `rolling` keeps only the newest weights and logs at debug
@@ -195,10 +196,10 @@ def train(
     n = data.images.shape[0]
     with seeded(seed), runtime.settings():
         if checkpoint_dir is not None:
-            start_epoch = _resume(checkpoint_dir, model, opt, gen, log, description, recipe.epochs, extra)
+            start_epoch = _resume(checkpoint_dir, model, opt, gen, log, description, recipe.epochs, extra, scaler)
             dist.barrier()  # every rank has read the state before rank 0 writes
             if start_epoch == 0 and dist.main():
-                _save(checkpoint_dir, 0, model, opt, gen, log, description, recipe.epochs, extra, rolling)
+                _save(checkpoint_dir, 0, model, opt, gen, log, description, recipe.epochs, extra, rolling, scaler)
         saved_at = time.monotonic()
         with progress.bar(description, recipe.epochs) as advance:
             advance(start_epoch)
@@ -278,7 +279,7 @@ def train(
                 overdue = rolling and time.monotonic() - saved_at >= ROLLING_EVERY_S
                 due = (epoch + 1) % save_every == 0 or epoch + 1 == recipe.epochs or overdue
                 if checkpoint_dir is not None and dist.main() and due:
-                    _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs, extra, rolling)
+                    _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs, extra, rolling, scaler)
                     saved_at = time.monotonic()
                 if after_epoch is not None:
                     after_epoch(epoch + 1, model, log)
@@ -446,13 +447,17 @@ def _state_tensors(ema: "_Ema | None", weighting: LearnedWeights | None) -> dict
     return tensors
 
 
-def _save(directory: Path, epoch: int, model, opt, gen, log: TrainLog, description: str, epochs: int, extra: dict, rolling: bool) -> None:
+def _save(
+    directory: Path, epoch: int, model, opt, gen, log: TrainLog, description: str, epochs: int, extra: dict, rolling: bool, scaler=None
+) -> None:
     """Weights first, then the state naming their epoch (with the `_state_tensors` `extra`): a
     crash between the two writes leaves the previous, consistent state, so a resume never mixes
     epochs. `rolling`: the older weights are removed once the state names the new ones."""
     weights = checkpoint_path(directory, epoch)
     save_tensors(weights, model.state_dict())
     meta = {"epoch": epoch, "samples": log.samples, "epoch_loss": log.epoch_loss}
+    if scaler is not None:  # fp16's loss scale and growth count: a resume skips and grows as the run would have
+        meta["scaler"] = scaler.state_dict()
     save_state(Path(directory) / STATE, {k: v.detach() for k, v in extra.items()}, meta, opt, gen)
     if rolling:
         for old in Path(directory).glob("epoch_*.safetensors"):
@@ -463,7 +468,7 @@ def _save(directory: Path, epoch: int, model, opt, gen, log: TrainLog, descripti
         progress.log(f"{description}: checkpoint: epoch {epoch}/{epochs} -> {weights}")
 
 
-def _resume(directory: Path, model, opt, gen, log: TrainLog, description: str, epochs: int, extra: dict) -> int:
+def _resume(directory: Path, model, opt, gen, log: TrainLog, description: str, epochs: int, extra: dict, scaler=None) -> int:
     path = Path(directory) / STATE
     if not path.exists():
         return 0
@@ -479,6 +484,8 @@ def _resume(directory: Path, model, opt, gen, log: TrainLog, description: str, e
     with torch.no_grad():
         for k, v in extra.items():
             v.copy_(tensors[k])
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
     log.samples.update(meta["samples"])
     log.epoch_loss[:] = meta["epoch_loss"]
     progress.log(f"{description}: resuming from {weights} (epoch {epoch}/{epochs})")
