@@ -21,8 +21,8 @@ def save_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict, opt: to
     state = {f"t.{k}": v for k, v in tensors.items()}
     state["generator"] = gen.get_state()
     state["torch_rng"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state()
+    for d in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):  # every device `seeded` seeds, not only the current one
+        state[f"cuda_rng.{d}"] = torch.cuda.get_rng_state(d)
     for i, s in opt.state_dict()["state"].items():
         state.update({f"opt.{i}.{k}": v for k, v in s.items() if isinstance(v, torch.Tensor)})
     save_tensors(Path(path), state, metadata={"format": FORMAT, "ladd": json.dumps(meta)})
@@ -40,7 +40,7 @@ def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, dev
         for key, value in state.items():
             if key.startswith("opt."):
                 _, i, k = key.split(".", 2)
-                restored.setdefault(int(i), {})[k] = value.to(device)
+                restored.setdefault(int(i), {})[k] = value  # placed by load_state_dict (Adam's step stays on the host)
         params = [p for group in opt.param_groups for p in group["params"]]  # state index i = params[i]
         for i, buffers in restored.items():
             if not 0 <= i < len(params) or any(b.ndim and b.shape != params[i].shape for b in buffers.values()):
@@ -50,15 +50,17 @@ def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, dev
         rng = state["torch_rng"]
         if rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
             raise ValueError("its RNG state has the wrong size")
+        # per CUDA device; "cuda_rng" alone: a file that kept only the current device's
+        cuda = {None if k == "cuda_rng" else int(k.removeprefix("cuda_rng.")): v for k, v in state.items() if k.startswith("cuda_rng")}
         opt_state["state"].update(restored)
         opt.load_state_dict(opt_state)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, RecursionError) as e:
         raise _unusable(path, e) from e
     gen.set_state(state.pop("generator"))
     torch.set_rng_state(state.pop("torch_rng"))
-    cuda_rng = state.pop("cuda_rng", None)
-    if cuda_rng is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(cuda_rng)
+    for d, rng in cuda.items():
+        if torch.cuda.is_available() and (d is None or d < torch.cuda.device_count()):
+            torch.cuda.set_rng_state(rng, "cuda" if d is None else d)
     tensors = {k[2:]: v.to(device) for k, v in state.items() if k.startswith("t.")}
     return tensors, meta
 
