@@ -100,6 +100,8 @@ def test_torchrun_dm_equals_one_process(tmp_path):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     assert two.stderr.count("checkpoint: iteration 4/4") == 1  # rank 0 writes and says so, once
     states = [load_file(next((tmp_path / c).rglob("images_state.safetensors"))) for c in ("c1", "c2")]
-    assert states[0].keys() == states[1].keys()
+    # plus each rank's own global RNG, which a resume under torchrun restores per rank (rank 0's is the global one)
+    assert set(states[1]) - set(states[0]) == {"t.rng.0.cpu", "t.rng.1.cpu"} and set(states[0]) <= set(states[1])
+    assert torch.equal(states[1]["t.rng.0.cpu"], states[1]["torch_rng"])
     for k in states[0]:  # images, momentum, generator and RNG states: the one-process checkpoint
         assert torch.equal(states[0][k], states[1][k]), k

@@ -198,6 +198,39 @@ def test_rank_helpers_divide_work_and_share_rank_zeros_outcome():
     assert r1["error"] == "rank 0 failed (LaddError: bad input on rank 0), so this rank stops too"
 
 
+def _dropout_run(folder: str, stop_after: int | None) -> dict:
+    """A ViT (dropout) trained 4 epochs under DDP on shares of 3 and 4 rows, checkpointing into
+    `folder`; `stop_after` E: every rank stops after epoch E's checkpoint, as a kill would."""
+    from ladd.core.runtime import Runtime
+    from ladd.experts import build_for
+    from ladd.train.loop import Recipe, TrainData, train
+    from ladd.train.terms import method_terms
+
+    toy = make_dataset(n_per_class=5, classes=2, size=8)
+    data = TrainData(toy.train.images, toy.train.labels, toy.mean, toy.std)
+    model = build_for(toy, "vit", 0)
+
+    def stop(epoch, *_):
+        if epoch == stop_after:
+            raise KeyboardInterrupt
+
+    try:
+        train(model, data, method_terms("baseline"), Recipe(epochs=4, batch_size=7, lr=0.01), seed=0, runtime=Runtime.from_name("cpu"),
+              checkpoint_dir=Path(folder), after_epoch=stop)  # fmt: skip
+    except KeyboardInterrupt:
+        return {}
+    return model.state_dict()
+
+
+def test_each_rank_resumes_its_own_dropout_stream(tmp_path):
+    """Ranks draw their global RNG unequally (dropout over shares of 3 and 4 rows): the state keeps
+    every rank's, so a DDP run killed after epoch 2 resumes to the uninterrupted weights."""
+    whole, _ = spawn(_dropout_run, str(tmp_path / "whole"), None)
+    assert spawn(_dropout_run, str(tmp_path / "killed"), 2) == [{}, {}]
+    resumed, _ = spawn(_dropout_run, str(tmp_path / "killed"), None)
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
 def _speaking() -> tuple:
     """Whether progress is silenced, and a run-log line, outside and inside a unit of this rank's own."""
     from ladd.core import progress

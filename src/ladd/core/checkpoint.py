@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ladd.core import dist
 from ladd.core.errors import ArtifactError
 from ladd.core.io import load_safetensors, save_tensors
 
@@ -63,6 +64,32 @@ def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, dev
             torch.cuda.set_rng_state(rng, "cuda" if d is None else d)
     tensors = {k[2:]: v.to(device) for k, v in state.items() if k.startswith("t.")}
     return tensors, meta
+
+
+def ranks_rng() -> dict[str, torch.Tensor]:
+    """Under torchrun, every rank's global RNG (CPU, and its CUDA device's) as state tensors
+    (`rng.RANK.cpu|cuda`), for the state rank 0 writes: ranks draw it unequally (dropout over
+    unequal shares), so each resumes its own (`restore_rank_rng`). A collective: every rank calls it
+    at the same point; `{}` for one process (`load_state` restores its RNG)."""
+    if not dist.active():
+        return {}
+    own = {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})}
+    return {f"rng.{r}.{kind}": t for r, states in enumerate(dist.gather(own)) for kind, t in states.items()}
+
+
+def restore_rank_rng(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Under torchrun, this rank's own global RNG from `ranks_rng`'s tensors in a loaded state, where
+    the state has one for this rank (a state of fewer ranks leaves `load_state`'s, rank 0's)."""
+    if not dist.active():
+        return
+    for kind, current in (("cpu", torch.get_rng_state), ("cuda", torch.cuda.get_rng_state)):
+        rng = tensors.get(f"rng.{dist.rank()}.{kind}")
+        if rng is None or (kind == "cuda" and not torch.cuda.is_available()):
+            continue
+        rng = rng.cpu()
+        if rng.dtype != torch.uint8 or rng.shape != current().shape:
+            raise _unusable(path, ValueError(f"its rank {dist.rank()} {kind} RNG state has the wrong size"))
+        (torch.set_rng_state if kind == "cpu" else torch.cuda.set_rng_state)(rng)
 
 
 def state_meta(path: Path) -> dict:

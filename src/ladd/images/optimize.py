@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 
 from ladd.core import dist, progress
-from ladd.core.checkpoint import load_state, save_state
+from ladd.core.checkpoint import load_state, ranks_rng, restore_rank_rng, save_state
 from ladd.core.errors import RunError
 from ladd.core.runtime import generator, seeded
 from ladd.cost.flops import count as count_flops
@@ -110,6 +110,7 @@ def optimize_images(
             progress.log(f"{description}: --resume, but no checkpoint in {checkpoint_dir} yet: starting from iteration 0/{iterations}")
         elif state is not None and resume:
             tensors, meta = load_state(state, opt, gen, syn.device)
+            restore_rank_rng(tensors, state)
             with torch.no_grad():
                 syn.copy_(tensors["syn"])
                 for name, (t, _) in extra.items():
@@ -132,10 +133,12 @@ def optimize_images(
                     with torch.no_grad():
                         project(syn)
                 losses.append(loss.item())
-                if state is not None and ((it + 1) % every == 0 or it + 1 == iterations) and dist.main():
-                    tensors = {"syn": syn.detach(), **{k: t.detach() for k, (t, _) in extra.items()}}
-                    save_state(state, tensors, {"iteration": it + 1, "losses": losses, "flops_per_position": per_position}, opt, gen)
-                    progress.log(f"{description}: checkpoint: iteration {it + 1}/{iterations} -> {state}")
+                if state is not None and ((it + 1) % every == 0 or it + 1 == iterations):
+                    rngs = ranks_rng()  # every rank, at the same iterations
+                    if dist.main():
+                        tensors = {"syn": syn.detach(), **{k: t.detach() for k, (t, _) in extra.items()}, **rngs}
+                        save_state(state, tensors, {"iteration": it + 1, "losses": losses, "flops_per_position": per_position}, opt, gen)
+                        progress.log(f"{description}: checkpoint: iteration {it + 1}/{iterations} -> {state}")
                 advance(status=f"loss {losses[-1]:.4g}")
     return Optimized(syn.detach(), losses, sum(per_position[it % cycle] for it in range(iterations)))
 

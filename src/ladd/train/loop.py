@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ladd.augment.dsa import DSA
 from ladd.core import dist, progress
-from ladd.core.checkpoint import load_state, restore_weights, save_state, state_meta
+from ladd.core.checkpoint import load_state, ranks_rng, restore_rank_rng, restore_weights, save_state, state_meta
 from ladd.core.errors import ArtifactError, Diverged
 from ladd.core.logs import logger
 from ladd.core.io import save_tensors
@@ -198,7 +198,7 @@ def train(
         if checkpoint_dir is not None:
             start_epoch = _resume(checkpoint_dir, model, opt, gen, log, description, recipe.epochs, extra, scaler)
             dist.barrier()  # every rank has read the state before rank 0 writes
-            if start_epoch == 0 and dist.main():
+            if start_epoch == 0:
                 _save(checkpoint_dir, 0, model, opt, gen, log, description, recipe.epochs, extra, rolling, scaler)
         saved_at = time.monotonic()
         with progress.bar(description, recipe.epochs) as advance:
@@ -277,8 +277,9 @@ def train(
                 mean_loss = _finite(total, description, epoch, steps) / steps
                 log.epoch_loss.append(mean_loss)
                 overdue = rolling and time.monotonic() - saved_at >= ROLLING_EVERY_S
-                due = (epoch + 1) % save_every == 0 or epoch + 1 == recipe.epochs or overdue
-                if checkpoint_dir is not None and dist.main() and due:
+                if ddp and rolling:
+                    overdue = dist.broadcast(overdue)  # rank 0's clock: every rank takes part in the save
+                if checkpoint_dir is not None and ((epoch + 1) % save_every == 0 or epoch + 1 == recipe.epochs or overdue):
                     _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs, extra, rolling, scaler)
                     saved_at = time.monotonic()
                 if after_epoch is not None:
@@ -450,9 +451,13 @@ def _state_tensors(ema: "_Ema | None", weighting: LearnedWeights | None) -> dict
 def _save(
     directory: Path, epoch: int, model, opt, gen, log: TrainLog, description: str, epochs: int, extra: dict, rolling: bool, scaler=None
 ) -> None:
-    """Weights first, then the state naming their epoch (with the `_state_tensors` `extra`): a
-    crash between the two writes leaves the previous, consistent state, so a resume never mixes
-    epochs. `rolling`: the older weights are removed once the state names the new ones."""
+    """Weights first, then the state naming their epoch (with the `_state_tensors` `extra` and
+    every rank's global RNG): a crash between the two writes leaves the previous, consistent state,
+    so a resume never mixes epochs. `rolling`: the older weights are removed once the state names
+    the new ones. Called on every rank (the RNGs are gathered); rank 0 writes."""
+    extra = {**extra, **ranks_rng()}
+    if not dist.main():
+        return
     weights = checkpoint_path(directory, epoch)
     save_tensors(weights, model.state_dict())
     meta = {"epoch": epoch, "samples": log.samples, "epoch_loss": log.epoch_loss}
@@ -484,6 +489,7 @@ def _resume(directory: Path, model, opt, gen, log: TrainLog, description: str, e
     with torch.no_grad():
         for k, v in extra.items():
             v.copy_(tensors[k])
+    restore_rank_rng(tensors, path)
     if scaler is not None and meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
     log.samples.update(meta["samples"])
