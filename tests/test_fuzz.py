@@ -39,9 +39,9 @@ from safetensors.torch import save as safetensors_bytes
 from ladd import pipeline
 from ladd.artifact import MANIFEST, load_artifact, save_artifact
 from ladd.artifact.relabel import INFO, RELABEL_DIR, epoch_file
-from ladd.core.checkpoint import load_state, restore_weights
+from ladd.core.checkpoint import load_state, restore_weights, state_meta
 from ladd.core.errors import LaddError
-from ladd.core.io import load_safetensors, sha256
+from ladd.core.io import load_metadata, load_safetensors, sha256
 from ladd.core.runtime import Runtime
 from ladd.data import load_dataset
 from ladd.eval.protocol import default_methods
@@ -480,13 +480,16 @@ def test_relabel_epoch_safetensors_fuzz(base, data):
 @FUZZ
 @given(blob=hostile_safetensors())
 def test_safetensors_loaders_fuzz(blob):
-    """Every other reader of safetensors: the parser itself, `--images import`, weights checkpoints
-    (experts, observers, resumed training) and trainer states."""
+    """Every other reader of safetensors: the parser itself, its header-only reader, `--images
+    import`, weights checkpoints (experts, observers, resumed training) and trainer states."""
     toy = make_dataset(n_per_class=2, classes=2, size=4)
     with tempfile.TemporaryDirectory() as d:
         file = Path(d) / "x.safetensors"
         file.write_bytes(blob)
-        outcome(lambda: load_safetensors(file))
+        whole, header = outcome(lambda: load_safetensors(file, metadata=True)), outcome(lambda: load_metadata(file))
+        if not isinstance(whole, LaddError) and not isinstance(header, LaddError):
+            assert whole[1] == header  # the header-only read sees what the full parse sees
+        outcome(lambda: state_meta(file))
         outcome(lambda: read_tensors(file))
         outcome(lambda: import_images(ImageRequest(toy, 1, path=file)))
         model = torch.nn.Linear(2, 2)
@@ -532,18 +535,20 @@ def test_a_huge_declared_shape_is_refused_without_allocating(tmp_path):
         header = json.dumps({"images": {"dtype": "F32", "shape": shape, "data_offsets": [0, end]}}).encode()
         file = tmp_path / "huge.safetensors"
         file.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
-        with pytest.raises(LaddError, match="huge.safetensors is not a readable safetensors file"):
-            load_safetensors(file)
+        for read in (load_safetensors, load_metadata):
+            with pytest.raises(LaddError, match="huge.safetensors is not a readable safetensors file"):
+                read(file)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: nothing was allocated
 
 
 def test_a_header_length_beyond_the_file_and_a_missing_file_are_one_line(tmp_path):
     file = tmp_path / "x.safetensors"
     file.write_bytes(struct.pack("<Q", 10**6) + b"{}")
-    with pytest.raises(LaddError, match=r"x.safetensors is not a readable safetensors file"):
-        load_safetensors(file)
-    with pytest.raises(LaddError, match=r"cannot read .*missing.safetensors"):
-        load_safetensors(tmp_path / "missing.safetensors")
+    for read in (load_safetensors, load_metadata):
+        with pytest.raises(LaddError, match=r"x.safetensors is not a readable safetensors file"):
+            read(file)
+        with pytest.raises(LaddError, match=r"cannot read .*missing.safetensors"):
+            read(tmp_path / "missing.safetensors")
 
 
 def test_weights_of_another_model_are_one_line(tmp_path):

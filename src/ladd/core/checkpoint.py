@@ -12,7 +12,7 @@ from torch import nn
 
 from ladd.core import dist
 from ladd.core.errors import ArtifactError
-from ladd.core.io import load_safetensors, save_tensors
+from ladd.core.io import load_metadata, load_safetensors, save_tensors
 
 FORMAT = "1"  # bumped when what a state file holds changes (a string: safetensors metadata are strings)
 FIX = "delete it (or its checkpoint folder) to start over"
@@ -95,8 +95,7 @@ def restore_rank_rng(tensors: dict[str, torch.Tensor], path: Path) -> None:
 def state_meta(path: Path) -> dict:
     """The JSON metadata of the state file at `path` (e.g. the epoch it resumes at), without
     restoring anything; the same one-line errors as `load_state`."""
-    _, metadata = load_safetensors(path, metadata=True)
-    return _meta(path, metadata)
+    return _meta(path, load_metadata(path))
 
 
 def _meta(path: Path, metadata: dict) -> dict:

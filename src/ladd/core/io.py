@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock, Timeout
+from safetensors import safe_open
 from safetensors.torch import load, save_file
 
 from ladd.core.errors import ArtifactError
@@ -225,6 +226,22 @@ def load_safetensors(path: Path, digest: str | None = None, where: str = "", dev
         raise ArtifactError(f"{path} is not a readable safetensors file ({detail}): replace it with a good copy") from e
     tensors = tensors if device is None else {k: v.to(device) for k, v in tensors.items()}
     return (tensors, meta) if metadata else tensors
+
+
+def load_metadata(path: Path) -> dict[str, str]:
+    """The string metadata in the header of the safetensors file at `path`, without reading its
+    tensors (a resume planner asks many multi-megabyte states for their epoch); the parser still
+    checks the whole header against the file, and a bad file is the same one-line error as in
+    `load_safetensors`."""
+    path = Path(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            return f.metadata() or {}
+    except OSError as e:
+        raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from e
+    except Exception as e:  # SafetensorError
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ArtifactError(f"{path} is not a readable safetensors file ({detail}): replace it with a good copy") from e
 
 
 def read_json(path: Path, fix: str):
