@@ -45,7 +45,7 @@ def launch(args: list[str], procs: int, env: dict) -> dict:
         seconds = time.perf_counter() - start
         if os.waitstatus_to_exitcode(status) != 0:
             err.seek(0)
-            raise SystemExit(f"`{shlex.join(head + args)}` failed:\n{err.read().decode(errors='replace')[-3000:]}")
+            raise SystemExit(f"`{dist.typed(head + args)}` failed:\n{err.read().decode(errors='replace')[-3000:]}")
     return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}  # the child or its largest descendant
 
 

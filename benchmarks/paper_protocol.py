@@ -39,11 +39,11 @@ KEEP = ("method", "model", "acc_mean", "acc_std", "n_seeds", "epochs", "image_by
 
 
 def _ladd(*args, nproc: int = 1) -> None:
-    shown = ("" if nproc == 1 else f"torchrun --standalone --nproc_per_node {nproc} -m ") + "ladd " + " ".join(map(str, args))
+    argv = [*([sys.executable, "-m", "ladd"] if nproc == 1 else dist.launch_command(nproc)), *map(str, args)]
+    shown = dist.typed(argv)
     print(f"$ {shown}", flush=True)
-    head = [sys.executable, "-m", "ladd"] if nproc == 1 else dist.launch_command(nproc)
     ranks = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc)), "LADD_DIST_TIMEOUT_MIN": str(RANK_WAIT_MIN)}
-    done = subprocess.run([*head, *map(str, args)], env={**(ranks if nproc > 1 else {}), **os.environ})
+    done = subprocess.run(argv, env={**(ranks if nproc > 1 else {}), **os.environ})
     if done.returncode:  # ladd printed why (e.g. MTT's missing experts, with the command that makes them)
         raise SystemExit(f"paper_protocol: `{shown}` failed (exit {done.returncode}): see its error above; the cell resumes when rerun")
 

@@ -198,6 +198,12 @@ def test_rank_helpers_divide_work_and_share_rank_zeros_outcome():
     assert r1["error"] == "rank 0 failed (LaddError: bad input on rank 0), so this rank stops too"
 
 
+def test_a_launch_command_reads_as_typed():
+    assert dist.typed([*dist.launch_command(2), "eval", "a b"]) == "torchrun --standalone --nproc_per_node 2 -m ladd eval 'a b'"
+    assert dist.typed([sys.executable, "-m", "ladd", "eval", "x"]) == "ladd eval x"
+    assert dist.typed(["other", "x"]) == "other x"
+
+
 def _dropout_run(folder: str, stop_after: int | None) -> dict:
     """A ViT (dropout) trained 4 epochs under DDP on shares of 3 and 4 rows, checkpointing into
     `folder`; `stop_after` E: every rank stops after epoch E's checkpoint, as a kill would."""

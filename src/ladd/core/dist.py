@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import datetime
 import os
+import shlex
 import sys
 from typing import Any, Callable, NoReturn, TypeVar
 
@@ -45,6 +46,14 @@ def launch_command(nproc: int, launcher: tuple[str, ...] = ("--standalone",)) ->
     """The argv that starts `ladd` on `nproc` ranks of this node under torchrun (append the ladd
     command); `launcher` holds torchrun's rendezvous options (one node: `--standalone`)."""
     return [sys.executable, "-m", "torch.distributed.run", *launcher, "--nproc_per_node", str(nproc), "-m", "ladd"]
+
+
+def typed(argv: list[str]) -> str:
+    """`argv` (a `launch_command` or `python -m ladd` one) as a user types it: `torchrun …`, `ladd …`."""
+    for module, name in (("torch.distributed.run", "torchrun"), ("ladd", "ladd")):
+        if argv[:3] == [sys.executable, "-m", module]:
+            return shlex.join([name, *argv[3:]])
+    return shlex.join(argv)
 
 
 def init() -> None:
