@@ -104,4 +104,7 @@ def test_torchrun_dm_equals_one_process(tmp_path):
     assert set(states[1]) - set(states[0]) == {"t.rng.0.cpu", "t.rng.1.cpu"} and set(states[0]) <= set(states[1])
     assert torch.equal(states[1]["t.rng.0.cpu"], states[1]["torch_rng"])
     for k in states[0]:  # images, momentum, generator and RNG states: the one-process checkpoint
-        assert torch.equal(states[0][k], states[1][k]), k
+        if k == "t.losses":  # the ranks' loss shares are summed in another order: equal to rounding
+            torch.testing.assert_close(states[0][k], states[1][k], rtol=1e-6, atol=0)
+        else:
+            assert torch.equal(states[0][k], states[1][k]), k

@@ -1,6 +1,8 @@
 """Image methods: every registered method runs on a tiny fixture; learned ones improve their own
 objective and resume exactly; recipes load as data."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -268,10 +270,19 @@ def test_loop_flops_add_up_every_iteration_also_after_resume(tmp_path, interrupt
     def run(**kw):
         return optimize_images(x0, step, iterations=6, lr=1e-3, seed=0, checkpoint_dir=tmp_path, every=2, cycle=2, **kw)
 
-    assert run().flops == want
+    full = run()
+    assert full.flops == want and len(full.losses) == 6
     with interrupted(1):
         run()
-    assert run(resume=True).flops == want
+    resumed = run(resume=True)
+    assert resumed.flops == want and resumed.losses == full.losses
+    # the finished run's state as the previous layout held it (its losses in the JSON header) resumes the same
+    with safe_open(tmp_path / STATE, "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    header = json.loads(meta["ladd"])
+    header["losses"] = tensors.pop("t.losses").tolist()
+    save_tensors(tmp_path / STATE, tensors, {**meta, "ladd": json.dumps(header)})
+    assert run(resume=True).losses == full.losses
 
 
 def test_resume_refuses_a_checkpoint_of_another_format_in_one_line(tmp_path):

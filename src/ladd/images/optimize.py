@@ -115,7 +115,8 @@ def optimize_images(
                 syn.copy_(tensors["syn"])
                 for name, (t, _) in extra.items():
                     t.copy_(tensors[name])
-            start, losses = int(meta["iteration"]), list(meta["losses"])
+            start = int(meta["iteration"])  # the losses: a tensor (a JSON list in the header of older states)
+            losses = tensors["losses"].tolist() if "losses" in tensors else list(meta["losses"])
             per_position = meta["flops_per_position"]
             progress.log(f"{description}: resuming from {state} (iteration {start}/{iterations})")
         with progress.bar(description, iterations) as advance:
@@ -136,8 +137,9 @@ def optimize_images(
                 if state is not None and ((it + 1) % every == 0 or it + 1 == iterations):
                     rngs = ranks_rng()  # every rank, at the same iterations
                     if dist.main():
-                        tensors = {"syn": syn.detach(), **{k: t.detach() for k, (t, _) in extra.items()}, **rngs}
-                        save_state(state, tensors, {"iteration": it + 1, "losses": losses, "flops_per_position": per_position}, opt, gen)
+                        logged = torch.tensor(losses, dtype=torch.float64)  # not in the header: safetensors caps it at 100 MB
+                        tensors = {"syn": syn.detach(), **{k: t.detach() for k, (t, _) in extra.items()}, "losses": logged, **rngs}
+                        save_state(state, tensors, {"iteration": it + 1, "flops_per_position": per_position}, opt, gen)
                         progress.log(f"{description}: checkpoint: iteration {it + 1}/{iterations} -> {state}")
                 advance(status=f"loss {losses[-1]:.4g}")
     return Optimized(syn.detach(), losses, sum(per_position[it % cycle] for it in range(iterations)))
