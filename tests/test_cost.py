@@ -42,3 +42,27 @@ def test_a_compiled_function_is_counted_eagerly_and_still_compiles_afterwards():
     torch.testing.assert_close(f(x), out)
     assert counters["frames"]["ok"] == 1  # then compiled
     assert flops.count(f, x)[1] == counted  # and counted eagerly again
+
+
+def test_a_vit_forward_without_gradients_counts_its_attention():
+    """Without gradients nn.MultiheadAttention runs a fused fast path and SDPA a CPU flash kernel, both
+    opaque to torch's counter (a ViT labeler's label generation counted ≈ 0.3% of its FLOPs): the
+    count equals the one through SDPA's math path, whose matmuls torch counts directly."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ladd.models import build_model
+
+    vit = build_model("vit", channels=1, num_classes=3, im_size=(16, 16)).eval().requires_grad_(False)
+    x = torch.zeros(2, 1, 16, 16)
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as direct, torch.no_grad():
+            vit(x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+    want = direct.get_total_flops()
+    assert flops.per_sample(vit, (1, 16, 16), backward=False) == want // 2
+    with torch.no_grad():
+        assert flops.count(vit, x)[1] == want
+    assert torch.backends.mha.get_fastpath_enabled()  # restored after counting

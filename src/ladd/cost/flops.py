@@ -3,22 +3,46 @@ matmuls and convolutions only (elementwise ops, norms and activations are not co
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 UNIT = "FLOPs (torch.utils.flop_counter: 2 per multiply-add; conv/matmul only)"
 _counting = contextvars.ContextVar("ladd_counting_flops", default=False)
+
+_aten = torch.ops.aten
+# attention kernels torch's counter has no formula for: the CPU flash kernel that SDPA takes without
+# gradients (a ViT labeler, observer or teacher), counted as the SDPA it computes
+_ATTENTION = {
+    _aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, out_shape=None, **__: sdpa_flop_count(q, k, v),
+    _aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+        lambda g, q, k, v, *_, out_shape=None, **__: sdpa_backward_flop_count(g, q, k, v)
+    ),
+}
+
+
+@contextlib.contextmanager
+def _counter():
+    """A FlopCounterMode that sees every matmul of a transformer: nn.MultiheadAttention's inference
+    fast path (one fused op per encoder layer, opaque to the counter) is off while it counts."""
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False, custom_mapping=_ATTENTION) as counter:
+            yield counter
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
 
 
 def count(fn, *args, **kwargs) -> tuple[object, int]:
     """`fn(*args, **kwargs)` and the FLOPs it ran (forward and any backward inside it)."""
     token = _counting.set(True)
     try:
-        with FlopCounterMode(display=False) as counter:
+        with _counter() as counter:
             out = fn(*args, **kwargs)
     finally:
         _counting.reset(token)
@@ -47,7 +71,7 @@ def per_sample(model: nn.Module, shape: tuple[int, int, int], *, backward: bool)
     model = copy.deepcopy(model).requires_grad_(backward)  # a frozen model (an observer) is still costed as trained
     x = torch.zeros(2, *shape, device=next(model.parameters()).device)
     model.train(backward)
-    with FlopCounterMode(display=False) as counter:
+    with _counter() as counter:
         if backward:
             model(x).sum().backward()
         else:
