@@ -1,6 +1,7 @@
 import io
 import zipfile
 
+import pytest
 import torch
 from torch import nn
 
@@ -66,3 +67,44 @@ def test_a_vit_forward_without_gradients_counts_its_attention():
     with torch.no_grad():
         assert flops.count(vit, x)[1] == want
     assert torch.backends.mha.get_fastpath_enabled()  # restored after counting
+
+
+def test_each_method_is_charged_the_label_forwards_it_trains_on():
+    """LADD's labeler runs N² + 1 forwards per image: one makes the global soft label, N² the dense
+    ones. A global-soft student pays the labeler and one forward, LADD's the labeler and N², one on
+    both the labeler and all; hard labels nothing."""
+    from ladd import api, pipeline
+    from ladd.core.runtime import Runtime
+    from ladd.experts import ExpertConfig
+
+    src = pipeline.SourceConfig(dataset="digits")
+    data = pipeline.load_source(src)
+    art = pipeline.distill(data, src, pipeline.ImagesConfig(ipc=1))
+    n = 2
+    cfg = pipeline.LabelConfig(n=n, r=0.75, labeler=ExpertConfig(model="convnet-w32", epochs=1))
+    labelled = pipeline.label(art, data, cfg, Runtime())
+    made = labelled.manifest["flops"]
+    assert made["dense_generation"] * (n * n + 1) == made["label_generation"] * n * n > 0
+    methods = ("baseline", "global-soft", "ladd", "global-soft+local-dense")
+    rows = api.evaluate(labelled, data, api.eval_config(methods=methods, seeds=1, epochs=1))
+    charged = {r["method"]: r["flops_labels"] for r in rows}
+    train, total, dense = made["labeler_train"], made["label_generation"], made["dense_generation"]
+    assert charged == {
+        "baseline": 0,
+        "global-soft": train + total - dense,
+        "ladd": train + dense,
+        "global-soft+local-dense": train + total,
+    }
+
+
+def test_label_flops_not_split_by_kind_are_charged_whole_and_a_split_larger_than_its_total_is_refused():
+    from ladd.artifact.manifest import Flops
+    from ladd.eval.protocol import label_cost
+
+    old = {"labeler_train": 3, "label_generation": 10}
+    assert label_cost(old, ["images", "soft_labels"]) == label_cost(old, ["images", "dense_labels"]) == 13
+    assert label_cost(old, ["images", "labels"]) == 0
+    kept = {**old, "dense_generation": 10}  # --keep-soft-labels: the soft labels are not the labeler's
+    assert label_cost(kept, ["soft_labels"]) == 0 and label_cost(kept, ["dense_labels"]) == 13
+    with pytest.raises(ValueError, match="dense_generation must not exceed"):
+        Flops(labeler_train=0, label_generation=1, dense_generation=2)

@@ -130,6 +130,15 @@ class Flops(_Model):
     unit: str = ""
     labeler_train: Annotated[Number, Field(ge=0)] = 0
     label_generation: Annotated[Number, Field(ge=0)] = 0
+    # the part of label_generation that made the dense labels (the rest made the soft ones); absent:
+    # not split (one kind of label, or an older artifact), charged whole to any use
+    dense_generation: Annotated[Number, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _a_part(self) -> Flops:
+        if self.dense_generation is not None and self.dense_generation > self.label_generation:
+            raise ValueError("flops.dense_generation must not exceed flops.label_generation")
+        return self
 
 
 class Relabel(_Model):

@@ -215,7 +215,7 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
         label_zip = sum(storage[c]["zip"] for c in used if c in storage)
         label_raw = sum(storage[c]["raw"] for c in used if c in storage)
         uses_labeler = any(c in ("soft_labels", "dense_labels") for c in used)
-        label_flops = made.get("labeler_train", 0) + made.get("label_generation", 0) if uses_labeler else 0
+        label_flops = label_cost(made, used)
         relabel = _relabel_pool(art, cfg, storage["images"]["raw"]) if "relabel" in used else None
         if relabel is not None:
             label_raw += relabel["bytes_raw"]
@@ -359,6 +359,18 @@ def curve_points(curves: list[list[tuple[int, int, float]]], per_input: int) -> 
             }
         )
     return points
+
+
+def label_cost(made: dict, used: list[str]) -> int:
+    """The label FLOPs a method trained on the components `used` is charged, from the artifact's
+    `made` FLOPs: the labeler's training once if it made any of them, and the forwards that made
+    them (LADD's soft labels cost one forward per image, its dense labels N²: a global-soft student
+    is not charged the dense views). Labels not split by kind are charged whole to any use."""
+    total, dense = made.get("label_generation", 0), made.get("dense_generation")
+    if not {"soft_labels", "dense_labels"} & set(used):
+        return 0
+    spent = total if dense is None else ("soft_labels" in used) * (total - dense) + ("dense_labels" in used) * dense
+    return made.get("labeler_train", 0) + spent if dense is None or spent else 0
 
 
 def rounding_rows(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:

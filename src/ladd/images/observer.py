@@ -149,11 +149,13 @@ def observer_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
 
 def region_cost(model: nn.Module, shape: tuple[int, int, int], provenance: dict, tiles: int) -> dict:
     """FLOPs charged to the region labels, as for LADD's labels: observer training (0 for a given
-    checkpoint) + one forward per tile."""
+    checkpoint) + one forward per tile; all of it made dense labels."""
+    generation = flops.per_sample(model, shape, backward=False) * tiles
     return {
         "unit": flops.UNIT,
         "labeler_train": flops.training(model, shape, provenance["samples_seen"]),
-        "label_generation": flops.per_sample(model, shape, backward=False) * tiles,
+        "label_generation": generation,
+        "dense_generation": generation,
     }
 
 

@@ -82,12 +82,12 @@ def pretrained_teacher(dataset: Dataset, cfg: LabelConfig, runtime: Runtime) -> 
     return Teacher([model], cfg.temperature, cfg.top_k), summary, 0
 
 
-def _cost(teacher: Teacher, dataset: Dataset, train_flops: int, forwards: int) -> dict:
-    return {
-        "unit": flops.UNIT,
-        "labeler_train": train_flops,
-        "label_generation": flops.per_sample(teacher, dataset.shape, backward=False) * forwards,
-    }
+def _cost(teacher: Teacher, dataset: Dataset, train_flops: int, forwards: int, dense_forwards: int | None = None) -> dict:
+    """The label stage's FLOPs: the labeler's training and its `forwards`, of which `dense_forwards`
+    made dense labels, so an evaluation charges each method only the labels it trains on."""
+    per_forward = flops.per_sample(teacher, dataset.shape, backward=False)
+    split = {} if dense_forwards is None else {"dense_generation": per_forward * dense_forwards}
+    return {"unit": flops.UNIT, "labeler_train": train_flops, "label_generation": per_forward * forwards, **split}
 
 
 @LABEL_METHODS.register("ladd", aliases=("dense",))
@@ -105,9 +105,12 @@ def ladd_labels(art: Artifact, dataset: Dataset, cfg: LabelConfig, runtime: Runt
         logger.warning(repeated)
     dense, soft = dense_labels(teacher, art.images, dataset.mean, dataset.std, cfg.n, cfg.r, runtime=runtime)
     manifest = {"subsample": {"n": cfg.n, "r": cfg.r, **({"repeated_crops": repeated} if repeated else {})}, "labeler": provenance}
+    forwards = len(art.images) * (cfg.n**2 + 1)  # N² views and the whole image
+    dense_forwards = len(art.images) * cfg.n**2
     if cfg.keep_soft:  # the global soft labels the artifact already holds (learned with MTT's images) compose with the dense ones
         soft, manifest["soft_from"] = art.soft_labels.float(), art.manifest["labels"]["method"]
-    return Labels(soft, dense, manifest, _cost(teacher, dataset, train_flops, len(art.images) * (cfg.n**2 + 1)))
+        dense_forwards = forwards  # the labeler's soft labels are dropped: all it ran served the dense ones
+    return Labels(soft, dense, manifest, _cost(teacher, dataset, train_flops, forwards, dense_forwards))
 
 
 @LABEL_METHODS.register("soft", aliases=("expert", "expert-soft"))
