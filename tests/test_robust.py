@@ -158,5 +158,7 @@ def test_flops_curves_end_at_the_final_students_and_the_paper_comparison_reads_t
     assert r["accs"] == pytest.approx([0.4, 0.4]) and r["flops"] == 155 and "after 3.0 of its 10 epochs" in r["budget"]
     with pytest.raises(LaddError, match=r"m cannot be read at baseline's 50 deployment FLOPs: its first recorded point is at 100 FLOPs"):
         at_flops(row, 50, "baseline")
+    with pytest.raises(LaddError, match=r"m cannot be read at baseline's 500 deployment FLOPs: its students spent 200 in all"):
+        at_flops(row, 500, "baseline")  # not held at the last point
     with pytest.raises(LaddError, match="choose the lr with --select-lr first"):
         EvalConfig(select_lr=(0.01, 0.1), curve_every=1)

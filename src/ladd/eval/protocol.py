@@ -883,6 +883,11 @@ def at_flops(row: dict, budget: int, of: str) -> dict:
         raise ConfigError(
             f"{row['method']} cannot be read at {of}'s {budget:.3g} deployment FLOPs: {first}; record it more often (--curve-every)"
         )
+    if budget > curve[-1]["flops_deploy"]:  # np.interp would hold the last point: its students never spent that much
+        raise ConfigError(
+            f"{row['method']} cannot be read at {of}'s {budget:.3g} deployment FLOPs: its students spent "
+            f"{curve[-1]['flops_deploy']:.3g} in all; train them for more epochs"
+        )
     flops = [p["flops_deploy"] for p in curve]
     accs = [float(np.interp(budget, flops, [p["accs"][seed] for p in curve])) for seed in range(len(curve[0]["accs"]))]
     epoch = float(np.interp(budget, flops, [p["epoch"] for p in curve]))
