@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -12,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ladd.core.errors import LaddError
-from ladd.data import load_dataset
+from ladd.core.errors import DataError, LaddError
+from ladd.data import SourceOptions, load_dataset, store
 
 RNG = np.random.default_rng(123)
 
@@ -185,6 +186,43 @@ def test_restricted_unpickler_refuses_code(cifar10_dir, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(
+    "labels, why",
+    [
+        (["x"] * 20, "<U1 values in b'labels', not integer"),
+        (None, "object values in b'labels', not integer"),
+        ([0.5, 1.7] * 10, "float64 values in b'labels', not integer"),  # not truncated to 0, 1
+        ([[0], [1, 2]] * 10, "b'labels' entry that is not an array"),
+    ],
+)
+def test_cifar_labels_that_are_not_integers(cifar10_dir, labels, why):
+    folder, batches = cifar10_dir
+    write_pickle(folder / "test_batch", {**batches["test_batch"], b"labels": labels})
+    with pytest.raises(DataError, match=f"test_batch has .*{re.escape(why)}.*re-download it") as e:
+        load_dataset("cifar10", data_dir=folder)
+    assert_one_line_error(e)
+
+
+@pytest.mark.parametrize("names, why", [(10, "TypeError"), ([b"\xff"] * 10, "UnicodeDecodeError")])
+def test_cifar_class_names_that_are_not_names(cifar10_dir, names, why):
+    folder, _ = cifar10_dir
+    write_pickle(folder / "batches.meta", {b"label_names": names})
+    with pytest.raises(DataError, match=rf"batches.meta has a b'label_names' entry that is not a list of class names \({why}\)") as e:
+        load_dataset("cifar10", data_dir=folder)
+    assert_one_line_error(e)
+
+
+def test_cifar_without_training_images(cifar10_dir):
+    """Not a dataset with NaN mean/std (which store.json, being JSON, could not even hold)."""
+    folder, _ = cifar10_dir
+    empty = pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, protocol=4)  # 2 pickles b"" as a call
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(empty)
+    with pytest.raises(DataError, match="the train split of cifar10 has no images") as e:
+        load_dataset("cifar10", data_dir=folder)
+    assert_one_line_error(e)
+
+
 # ---------------------------------------------------------------- IDX
 
 
@@ -244,6 +282,14 @@ def test_idx_corrupt_gzip(tmp_path):
     with pytest.raises(LaddError) as e:
         load_dataset("mnist-idx", data_dir=tmp_path)
     assert_one_line_error(e, "train-labels-idx1-ubyte.gz", "cannot read")
+
+
+@pytest.mark.parametrize("empty", ["train", "test"])
+def test_idx_split_without_images(tmp_path, empty):
+    make_idx(tmp_path, gz=False, **{f"n_{empty}": 0})
+    with pytest.raises(DataError, match=f"the {empty} split of mnist-idx has no images") as e:
+        load_dataset("mnist-idx", data_dir=tmp_path)
+    assert_one_line_error(e)
 
 
 def test_idx_missing_file(tmp_path):
@@ -314,21 +360,57 @@ def test_imagefolder_defaults_to_the_images_own_size_and_says_so(tmp_path, capsy
     assert "imagefolder:" not in capsys.readouterr().err
 
 
-def test_tiny_imagenet_layout(tmp_path):
-    wnids = ["n01", "n02"]
-    for k, wnid in enumerate(wnids):
+TINY_VAL = ["n02", "n01", "n02"]  # the class of val_0.JPEG, val_1.JPEG, ...
+
+
+def _tiny_imagenet(root):
+    """Tiny-ImageNet's layout: train/<wnid>/images/, val/images/ and val/val_annotations.txt."""
+    for k, wnid in enumerate(sorted(set(TINY_VAL))):
         for i in range(2):
-            write_image(tmp_path / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", (40 + 100 * k, 60, 80))
-        (tmp_path / "train" / wnid / f"{wnid}_boxes.txt").write_text("ignored\n")
+            write_image(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", (40 + 100 * k, 60, 80))
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("ignored\n")
     lines = []
-    for i, wnid in enumerate(["n02", "n01", "n02"]):
-        write_image(tmp_path / "val" / "images" / f"val_{i}.JPEG", (0, 0, 0))
+    for i, wnid in enumerate(TINY_VAL):
+        write_image(root / "val" / "images" / f"val_{i}.JPEG", (0, 0, 0))
         lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t9\t11")
-    (tmp_path / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    ds = load_dataset("imagefolder", data_dir=tmp_path, resolution=4)
-    assert ds.class_names == tuple(wnids)
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_tiny_imagenet_layout(tmp_path):
+    ds = load_dataset("imagefolder", data_dir=_tiny_imagenet(tmp_path), resolution=4)
+    assert ds.class_names == ("n01", "n02")
     assert ds.train.images.shape == (4, 3, 4, 4) and ds.train.labels.tolist() == [0, 0, 1, 1]
     assert ds.test.labels.tolist() == [1, 0, 1]
+
+
+def test_tiny_imagenet_val_moved_into_class_folders(tmp_path):
+    """The common reorganisation val/images/X → val/<wnid>/images/X leaves val_annotations.txt behind:
+    without val/images/ the class folders are read, the annotations ignored."""
+    root = _tiny_imagenet(tmp_path)
+    for i, wnid in enumerate(TINY_VAL):
+        (root / "val" / wnid / "images").mkdir(parents=True, exist_ok=True)
+        (root / "val" / "images" / f"val_{i}.JPEG").rename(root / "val" / wnid / "images" / f"val_{i}.JPEG")
+    (root / "val" / "images").rmdir()
+    assert load_dataset("imagefolder", data_dir=root, resolution=4).test.labels.tolist() == [0, 1, 1]
+
+
+def test_tiny_imagenet_annotated_image_missing(tmp_path):
+    root = _tiny_imagenet(tmp_path)
+    (root / "val" / "images" / "val_1.JPEG").unlink()
+    with pytest.raises(DataError, match=r"val_annotations.txt line 2 lists image val_1.JPEG, which is not in .*val/images: fix") as e:
+        load_dataset("imagefolder", data_dir=root, resolution=4)
+    assert_one_line_error(e)
+
+
+@pytest.mark.parametrize("wnid", ["n01", "n02"])  # another label, or the same one again
+def test_tiny_imagenet_image_annotated_twice(tmp_path, wnid):
+    root = _tiny_imagenet(tmp_path)
+    with (root / "val" / "val_annotations.txt").open("a") as f:
+        f.write(f"val_0.JPEG\t{wnid}\t0\t0\t9\t11\n")
+    with pytest.raises(DataError, match="val_annotations.txt line 4 lists val_0.JPEG a second time: fix or re-download it") as e:
+        load_dataset("imagefolder", data_dir=root, resolution=4)
+    assert_one_line_error(e)
 
 
 def test_imagefolder_without_val(folder_root):
@@ -374,3 +456,20 @@ def test_imagefolder_corrupt_image(folder_root):
     with pytest.warns(UserWarning, match="broken.png"):
         ds = load_dataset("imagefolder", data_dir=folder_root, resolution=8, skip_unreadable=True)
     assert len(ds.train) == 6 and ds.train.labels.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+@pytest.mark.filterwarnings("ignore:skipping unreadable image")
+def test_imagefolder_class_left_without_images_by_skipping(folder_root):
+    """Not a load that fails later with a misleading --ipc message: the class and split are named."""
+    (folder_root / "val" / "dog" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="every val image of class 'dog' was unreadable .*--skip-unreadable") as e:
+        load_dataset("imagefolder", data_dir=folder_root, resolution=8, skip_unreadable=True)
+    assert_one_line_error(e)
+
+
+def test_a_source_listing_no_images_in_a_split(tmp_path):
+    """What a (plugin) source passes the store is checked before decoding: no NaN mean/std is stored."""
+    write_image(tmp_path / "a.png", COLORS["cat"])
+    with pytest.raises(DataError, match="the train split of mine has no images") as e:
+        store.folder_dataset("mine", tmp_path, [], [(tmp_path / "a.png", 0)], ["cat"], 8, SourceOptions())
+    assert_one_line_error(e)

@@ -64,7 +64,11 @@ def require_data_dir(options: SourceOptions, dataset: str, holding: str) -> Path
 
 
 def build_dataset(name: str, train: ImageSet, test: ImageSet, class_names) -> Dataset:
-    """Assemble a Dataset; mean/std come from the TRAIN split only, so test data never leaks into training."""
+    """Assemble a Dataset; mean/std come from the TRAIN split only, so test data never leaks into training.
+    A split without images is refused: its mean/std (or accuracy) would be NaN, and a store cannot hold NaN."""
+    for split, part in (("train", train), ("test", test)):
+        if not len(part):
+            raise DataError(f"the {split} split of {name} has no images: its files under --data-dir hold none, re-download them")
     mean, std = channel_stats(train.images)
     return Dataset(name, train, test, tuple(class_names), mean, std)
 

@@ -76,18 +76,28 @@ def _field(obj, key: bytes, path: Path):
     return obj[key]
 
 
+def _array(obj, key: bytes, path: Path) -> np.ndarray:
+    """A field as an array; one that numpy cannot make an array of (ragged lists, ...) is a DataError."""
+    try:
+        return np.asarray(_field(obj, key, path))
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{path} has a {key!r} entry that is not an array ({type(e).__name__}): re-download it") from e
+
+
 def _batches(paths: list[Path], label_key: bytes, num_classes: int) -> ImageSet:
     images, labels = [], []
     for path in paths:
         batch = load_pickle(path)
-        data = np.asarray(_field(batch, b"data", path))
-        batch_labels = np.asarray(_field(batch, label_key, path), dtype=np.int64)
+        data, batch_labels = _array(batch, b"data", path), _array(batch, label_key, path)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise DataError(f"{path} holds {data.dtype} data of shape {data.shape}, not uint8 (N, 3072): re-download it")
+        # integers only: floats would be truncated to a class silently (an empty list reads as float64)
+        if batch_labels.size and batch_labels.dtype.kind not in "iu":
+            raise DataError(f"{path} has {batch_labels.dtype} values in {label_key!r}, not integer class indices: re-download it")
         if batch_labels.shape != (data.shape[0],) or batch_labels.min(initial=0) < 0 or batch_labels.max(initial=0) >= num_classes:
             raise DataError(f"{path} has labels that do not match its {data.shape[0]} images or {num_classes} classes: re-download it")
         images.append(data.reshape(-1, 3, 32, 32))  # rows are R, G, B planes of 32×32, i.e. already CHW
-        labels.append(batch_labels)
+        labels.append(batch_labels.astype(np.int64))
     return ImageSet(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
 
 
@@ -98,7 +108,11 @@ def _folder(options: SourceOptions, dataset: str, folder: str) -> Path:
 
 
 def _names(path: Path, key: bytes) -> list[str]:
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in _field(load_pickle(path), key, path)]
+    names = _field(load_pickle(path), key, path)
+    try:
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    except (TypeError, UnicodeDecodeError) as e:  # not a list, or names that are not UTF-8
+        raise DataError(f"{path} has a {key!r} entry that is not a list of class names ({type(e).__name__}): re-download it") from e
 
 
 CIFAR10_FILES = ("batches.meta", *(f"data_batch_{i}" for i in range(1, 6)), "test_batch")

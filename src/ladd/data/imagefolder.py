@@ -59,10 +59,11 @@ def _folder_items(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]
 
 
 def _annotated_items(val_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    """Tiny-ImageNet's val split: val/images/*.JPEG with classes in val/val_annotations.txt (file<TAB>wnid<TAB>...)."""
+    """Tiny-ImageNet's val split: val/images/*.JPEG with classes in val/val_annotations.txt (file<TAB>wnid<TAB>...).
+    Each image is listed once and must be in val/images/, else the error names the annotations file."""
     annotations = val_dir / "val_annotations.txt"
     index = {c: i for i, c in enumerate(classes)}
-    items = []
+    items, seen = [], set()
     try:
         lines = annotations.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -75,7 +76,13 @@ def _annotated_items(val_dir: Path, classes: list[str]) -> list[tuple[Path, int]
             raise DataError(f"{annotations} line {lineno} is not 'file<TAB>class<TAB>...': fix or re-download it")
         if fields[1] not in index:
             raise DataError(f"{annotations} line {lineno} names class {fields[1]!r}, which has no folder under train/")
-        items.append((val_dir / "images" / fields[0], index[fields[1]]))
+        if fields[0] in seen:  # a second label for it would put it in the test split twice
+            raise DataError(f"{annotations} line {lineno} lists {fields[0]} a second time: fix or re-download it")
+        seen.add(fields[0])
+        path = val_dir / "images" / fields[0]
+        if not path.is_file():
+            raise DataError(f"{annotations} line {lineno} lists image {fields[0]}, which is not in {path.parent}: fix or re-download it")
+        items.append((path, index[fields[1]]))
     missing = sorted(set(classes) - {classes[label] for _, label in items})
     if missing:
         raise DataError(f"class {missing[0]!r} is in train/ but has no images in {annotations}")
@@ -145,7 +152,9 @@ def imagefolder(options: SourceOptions):
     if not classes:
         raise DataError(f"no images found under {train_dir}: put them in class folders, {train_dir}/<class>/*.jpg")
     train_items = _folder_items(train_dir, classes)
-    if (val_dir / "val_annotations.txt").is_file():
+    # the annotations describe val/images/ only: a copy left behind after moving the images into
+    # val/<wnid>/ folders (a common reorganisation) is ignored
+    if (val_dir / "images").is_dir() and (val_dir / "val_annotations.txt").is_file():
         test_items = _annotated_items(val_dir, classes)
     else:
         test_items = _folder_items(val_dir, classes)

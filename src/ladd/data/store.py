@@ -117,6 +117,9 @@ def folder_dataset(
     per listing of the files: the answer is noted in the store it chose (`DEFAULT_NOTE`) and read back
     from there while the files are unchanged. The choice and its reason are logged on every load."""
     splits = {"train": train_items, "test": test_items}
+    for split, items in splits.items():  # before any decoding: an empty split's mean/std would be NaN
+        if not items:
+            raise DataError(f"the {split} split of {dataset} has no images: put image files in its folder under --data-dir")
     listing = _listing(root, splits)
 
     def where(side: int) -> Path:
@@ -139,7 +142,7 @@ def folder_dataset(
         progress.log(f"{dataset}: {why}: using {size} px (give --resolution to change)")
 
     def build(staged: Path, workers: int) -> dict:
-        return {**_decode(staged, splits, size, options.skip_unreadable, workers), "class_names": list(classes)}
+        return {**_decode(staged, splits, list(classes), size, options.skip_unreadable, workers), "class_names": list(classes)}
 
     path = where(size)
     opened = _get(path, dataset, build, options.workers)
@@ -386,7 +389,7 @@ def _pool(workers: int):
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_watch_parent, initargs=(os.getpid(),))
 
 
-def _decode(staged: Path, splits: dict, size: int, skip: bool, workers: int) -> dict:
+def _decode(staged: Path, splits: dict, classes: list[str], size: int, skip: bool, workers: int) -> dict:
     t0 = time.perf_counter()
     total = sum(len(items) for items in splits.values())
     workers = max(1, min(workers, total // MIN_PER_WORKER))
@@ -403,11 +406,17 @@ def _decode(staged: Path, splits: dict, size: int, skip: bool, workers: int) -> 
                 keep[i] = False
                 skipped.append(os.fsdecode(items[i][0]))
                 warnings.warn(f"skipping unreadable image {items[i][0]}", stacklevel=2)
-            if not keep.any():
-                raise DataError(f"every {name} image was unreadable: check the files under --data-dir")
+            labels = np.fromiter((label for _, label in items), np.int64, len(items))[keep]
+            # sources list images in every class of both splits; skipping may leave a class none
+            kept = np.bincount(labels, minlength=len(classes))
+            if not kept.all():
+                empty = classes[int(kept.argmin())]
+                raise DataError(
+                    f"every {name} image of class {empty!r} was unreadable (skipped by --skip-unreadable): "
+                    "fix or replace them, or remove the class"
+                )
             if not keep.all():
                 _compact(staged / f"{split}.images.npy", keep)
-            labels = np.fromiter((label for _, label in items), np.int64, len(items))[keep]
             _write_npy(staged / f"{split}.labels.npy", labels)
     finally:
         if pool is not None:
