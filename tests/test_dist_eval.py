@@ -136,3 +136,28 @@ def test_layout_assignment_needs_a_student_per_rank_and_an_in_memory_training_se
     ]
     one_process = {"layout": "one process", "ranks": 1, "students": 1}
     assert layout_notes([{**row, "trained_by": one_process}, {"method": "made before", "model": "convnet"}]) == []
+
+
+def _evaluate_together(path) -> list[list[dict]]:
+    """Two evaluations in one `evaluate_all`: 3 students of 2 epochs, then 3 of 4."""
+    art = load_artifact(path)
+    data = pipeline.load_source(pipeline.source_of(art))
+    short = EvalConfig(methods=("soft",), seeds=3, epochs=2, lr=0.03)
+    return protocol.evaluate_all([(art, short), (art, short.model_copy(update={"epochs": 4}))], data, Runtime())
+
+
+def test_students_of_unequal_length_are_shared_longest_first_and_give_one_process_rows(artifact):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank
+    try:
+        one = _evaluate_together(artifact)
+    finally:
+        torch.set_num_threads(threads)
+    ranks = spawn(_evaluate_together, artifact)
+    # epochs stand in for seconds (too little work to time): 4, 4, 4 go to ranks 0, 1, 0; then the
+    # 2s to the lighter rank: 1, 1, 0 (8 | 8 epochs; round-robin would give 10 | 6)
+    owners = protocol.assign([2.0, 2.0, 2.0, 4.0, 4.0, 4.0], 2)
+    assert owners == [1, 1, 0, 0, 1, 0]
+    for rows in ranks:
+        assert [_same(r) for r in rows] == [_same(r) for r in one]
+        assert [r[0]["trained_by"]["seed_ranks"] for r in rows] == [owners[:3], owners[3:]]

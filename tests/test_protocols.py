@@ -270,13 +270,26 @@ def test_an_interrupted_evaluation_resumes_its_students_to_the_same_rows(toy, tm
     assert not (tmp_path / "students").exists()
 
 
+def test_students_go_longest_first_to_the_least_loaded_rank():
+    from ladd.eval.protocol import assign
+
+    assert assign([1.0] * 5, 2) == [0, 1, 0, 1, 0] and assign([3.0] * 4, 3) == [0, 1, 2, 0]  # equal: round-robin
+    # 5 → r0, 4 → r1, then the 1s to the lighter rank each time, the finished student (0) last: 6 s | 5 s
+    assert assign([5.0, 1.0, 0.0, 1.0, 4.0], 2) == [0, 1, 1, 0, 1]
+    # the paper cell's resume: two long students half done beside fresh ones and cheap baseline++ students
+    seconds = [1.3, 3.0, 3.5, 3.5, 0.6, 0.6, 0.6, 0.6, 0.6]
+    owners = assign(seconds, 2)
+    loads = [sum(s for s, o in zip(seconds, owners) if o == r) for r in (0, 1)]
+    assert max(loads) < 7.25 < max(sum(seconds[r::2]) for r in (0, 1))  # round-robin leaves 7.7 s on one rank
+
+
 def test_the_time_estimate_takes_the_busiest_rank():
-    """Students assigned round-robin end when the busiest rank's share ends; under DDP (or one
+    """Students assigned to ranks end when the busiest rank's share ends; under DDP (or one
     process) every student's time is split evenly over the ranks."""
     from ladd.eval.protocol import busiest
 
-    seconds = [5.0, 1.0, 0.0, 1.0, 4.0]  # ranks of 2: 0, 2, 4 → 9 s; 1, 3 → 2 s
-    assert busiest(seconds, {"layout": "assignment", "ranks": 2}) == 9.0
-    assert busiest(seconds, {"layout": "assignment", "ranks": 3}) == 6.0  # 0, 3 | 1, 4 | 2
+    seconds = [5.0, 1.0, 0.0, 1.0, 4.0]
+    assert busiest(seconds, {"layout": "assignment", "ranks": 2}) == 6.0  # 5, 1 | 4, 1, 0
+    assert busiest(seconds, {"layout": "assignment", "ranks": 3}) == 5.0  # 5 | 4 | 1, 1, 0
     assert busiest(seconds, {"layout": "ddp", "ranks": 2}) == 5.5
     assert busiest(seconds, {"layout": "one process", "ranks": 1}) == 11.0

@@ -75,7 +75,7 @@ def test_robustness_reuses_reference_accuracies_and_retrains_the_rest(monkeypatc
 
 
 def test_equal_cost_rows_match_bytes_and_flops_budgets():
-    from ladd.eval.protocol import equal_cost
+    from ladd.eval.protocol import equal_cost, evaluate_all, plus_one_config
 
     ds = dataclasses.replace(make_dataset(n_per_class=8), name="digits")
     art = pipeline.distill(ds, SourceConfig(dataset="digits"), ImagesConfig(method="random", ipc=2, seed=0), Runtime())
@@ -88,10 +88,16 @@ def test_equal_cost_rows_match_bytes_and_flops_budgets():
     made = 10**15  # pretend the images cost this much: both rows pay it, so it does not buy epochs
     labelled = dataclasses.replace(labelled, manifest={**labelled.manifest, "images": {**labelled.manifest["images"], "flops": made}})
     cfg = EvalConfig(methods=("baseline", "soft"), models=("convnet-w32",), seeds=1, epochs=2)
-    rows = evaluate(labelled, ds, cfg, Runtime())
+    # baseline++'s students train in the main evaluation's call, with the rows of an evaluation of their own
+    rows, plus_rows = evaluate_all([(labelled, cfg), (plus, plus_one_config(cfg))], ds, Runtime())
+    alone = evaluate(plus, ds, plus_one_config(cfg), Runtime())
+    run = ("seconds", "trained_by")  # how long, and how many students shared the call
+    assert [{k: v for k, v in r.items() if k not in run} for r in plus_rows] == [
+        {k: v for k, v in r.items() if k not in run} for r in alone
+    ]
     assert all(r["flops"] == made + r["flops_labels"] + r["flops_deploy"] for r in rows)
     rows[1]["flops_labels"] = 2 * rows[0]["flops_deploy"]  # pretend the labels cost twice a student's training
-    extra = equal_cost(labelled, plus, ds, cfg, Runtime(), rows)
+    extra = equal_cost(labelled, plus_rows, ds, cfg, Runtime(), rows)
     assert [r["method"] for r in extra] == ["baseline++", "baseline=flops"]
     assert extra[0]["ipc"] == 3 and extra[1]["epochs"] == 6 and extra[1]["flops_deploy"] == pytest.approx(3 * rows[0]["flops_deploy"])
 

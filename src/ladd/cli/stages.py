@@ -329,7 +329,7 @@ def eval_(
     once, after its final epoch, on the real test split; anything tuned (--select-lr) is chosen
     on a validation split carved from the training split. The defaults are `ladd run`'s (--preset
     quick); --preset paper is the LADD paper's protocol."""
-    from ladd.eval.protocol import equal_cost as equal_cost_rows, robustness
+    from ladd.eval.protocol import equal_cost as equal_cost_rows, evaluate_all, plus_one_config, robustness, rounding_rows
 
     api = _api()
     out = out or default_out()
@@ -357,11 +357,14 @@ def eval_(
 
             plus_one = make_plus_one(art, dataset, runtime)
         with track.using(track.make_tracker(s["track_"], out)), checkpointing(out / STUDENTS):
-            rows = api.evaluate(art, dataset, cfg, runtime)
+            # baseline++'s students train in the same call as the main ones: under torchrun they share the ranks
+            beside = [(plus_one, plus_one_config(cfg))] if plus_one is not None else []
+            rows, *plus_rows = evaluate_all([(art, cfg), *beside], dataset, runtime)
+            rows += rounding_rows(art, dataset, cfg, runtime)  # as api.evaluate adds them
             notes = eval_notes(art, cfg, rows)
             extra = {}
             if kinds:
-                rows += equal_cost_rows(art, plus_one, dataset, cfg, runtime, rows, kinds)
+                rows += equal_cost_rows(art, plus_rows[0] if plus_rows else None, dataset, cfg, runtime, rows, kinds)
             if robust:
                 from ladd.pipeline import random_counterpart
 

@@ -186,9 +186,34 @@ class _Job:
     plans: list[Plan]
 
 
+@dataclass
+class _Evaluation:
+    """One artifact's evaluation before its students train: its jobs and what its rows record."""
+
+    art: Artifact
+    cfg: EvalConfig
+    jobs: list[_Job]
+    val: object  # the validation split an lr is selected on, or None
+    storage: dict
+    distill_flops: int | None
+    ipc: int
+
+
 def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:
-    """One result row per (method, model). Every student of the call (methods × models × lr
-    candidates × seeds) is trained by one `train_plans`, so under torchrun they spread over the ranks."""
+    """One result row per (method, model) (`evaluate_all` of one artifact)."""
+    return evaluate_all([(art, cfg)], dataset, runtime)[0]
+
+
+def evaluate_all(requests: list[tuple[Artifact, EvalConfig]], dataset: Dataset, runtime: Runtime) -> list[list[dict]]:
+    """The rows of each (artifact, config) evaluation. Every student of the call (evaluations ×
+    methods × models × lr candidates × seeds) is trained by one `train_plans`, so under torchrun
+    they spread over the ranks together (e.g. baseline++'s beside the evaluation it is compared with)."""
+    prepared = [_prepare(art, dataset, cfg, runtime) for art, cfg in requests]
+    trained = iter(train_plans([p for ev in prepared for job in ev.jobs for p in job.plans], dataset, runtime))
+    return [_score(ev, trained, dataset) for ev in prepared]
+
+
+def _prepare(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> _Evaluation:
     learned_lr = (art.manifest.get("images", {}).get("learned") or {}).get("lr")  # MTT learns the student lr
     data = train_data(art, dataset)
     storage = art.manifest.get("storage") or component_bytes(art.components())
@@ -295,10 +320,14 @@ def evaluate(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 for c in cfg.select_lr or (lr,)
             ]
             jobs.append(_Job(recorded, protocol, model_name, lr, lr_source, plans))
+    return _Evaluation(art, cfg, jobs, val, storage, distill_flops, ipc)
 
-    trained = iter(train_plans([p for job in jobs for p in job.plans], dataset, runtime))
+
+def _score(ev: _Evaluation, trained, dataset: Dataset) -> list[dict]:
+    """`ev`'s rows from its students, the next ones `trained` yields."""
+    art, cfg, val, storage, distill_flops, ipc = ev.art, ev.cfg, ev.val, ev.storage, ev.distill_flops, ev.ipc
     rows, per_input_of = [], {}
-    for job in jobs:
+    for job in ev.jobs:
         candidates, chosen, selection, lr = [next(trained) for _ in job.plans], 0, None, job.lr
         if cfg.select_lr:
             chosen, selection = select_lr(cfg.select_lr, candidates, val)
@@ -503,15 +532,17 @@ def _layout(students: int, stored: bool) -> dict:
 
 def train_plans(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> list[Students]:
     """Every plan's students, with one process's results. Under torchrun the students (plan-major,
-    then seed) go round-robin to the ranks or are each trained by all of them, as `_layout` chooses.
-    A student whose training diverges is recorded in its plan's `diverged`, not raised, so every rank
-    learns of it and an lr search goes on."""
+    then seed) are each trained by all ranks, or given whole to the ranks, as `_layout` chooses:
+    by rank 0's estimate of what each has left (`expected_seconds`), longest first, each to the
+    rank with the least so far (`assign`), so a resumed student or a cheap one does not leave a
+    rank idle for hours. A student whose training diverges is recorded in its plan's `diverged`,
+    not raised, so every rank learns of it and an lr search goes on."""
     units = [(p, seed) for p, plan in enumerate(plans) for seed in range(plan.seeds)]
     layout = _layout(len(units), any(stream.stored(plan.data.images) for plan in plans))
-    expect_duration(plans, dataset, runtime, layout)
     spread = layout["layout"] == "assignment"
+    owners = dist.broadcast(assign(expected_seconds(plans, dataset, runtime, layout), layout["ranks"]) if dist.main() else None)
     models, done = {}, {}
-    here = dist.mine(len(units)) if spread else range(len(units))
+    here = [u for u in range(len(units)) if owners[u] == dist.rank()] if spread else range(len(units))
     for u in here:
         with dist.alone() if spread else contextlib.nullcontext():
             model, done[u] = _train_one(plans[units[u][0]], units[u][1], dataset, runtime)
@@ -529,7 +560,7 @@ def train_plans(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> list[S
     for plan in plans:
         seeds = range(first, first + plan.seeds)
         results = [done[u] for u in seeds]  # (seconds, log, curve, diverged) per seed
-        ranks = {"seed_ranks": [u % layout["ranks"] for u in seeds]} if spread else {}
+        ranks = {"seed_ranks": [owners[u] for u in seeds]} if spread else {}
         out.append(
             Students(
                 {u - first: models[u] for u in seeds if u in models},
@@ -549,22 +580,23 @@ PROBE_EPOCHS = 3
 PROBE_SHARE = 20
 
 
-def expect_duration(plans: list[Plan], dataset: Dataset, runtime: Runtime, layout: dict) -> None:
-    """Say how long the students of `plans` will take, before they start: one student of each kind
-    (data, loss terms, model, batch) trains PROBE_EPOCHS epochs, and its fastest epoch after the
-    first (which pays for warm-up and compilation) is scaled to the epochs its students have left
-    after their checkpoints, on the busiest rank of `layout`. Skipped when progress is silenced
-    (and on ranks > 0), when a training set is read from a dataset store, and when the timing would
-    cost more than 1/PROBE_SHARE of the training left."""
-    if progress.quiet() or any(stream.stored(plan.data.images) for plan in plans):
-        return
+def expected_seconds(plans: list[Plan], dataset: Dataset, runtime: Runtime, layout: dict) -> list[float]:
+    """Per student (plan-major, then seed): the seconds it has left, and said before they start.
+    One student of each kind (data, loss terms, model, batch) trains PROBE_EPOCHS epochs, and its
+    fastest epoch after the first (which pays for warm-up and compilation) is scaled to the epochs
+    its students have left after their checkpoints; the wall time said is the busiest rank's under
+    `layout`. Timed only where the answer is used (progress shown, or students to share out over
+    ranks), the training set is in memory and timing costs at most 1/PROBE_SHARE of the training
+    left; otherwise the epochs left stand in for the seconds."""
     epochs, left = [plan.recipe.epochs for plan in plans for _ in range(plan.seeds)], epochs_left(plans, runtime)
+    if (progress.quiet() and layout["layout"] != "assignment") or any(stream.stored(plan.data.images) for plan in plans):
+        return [float(n) for n in left]
     kinds: dict[tuple, list[int]] = {}
     for p, plan in enumerate(plans):
         if any(left[u] for u in _units_of(plans, [p])):
             kinds.setdefault((id(plan.data), id(plan.terms), plan.model_name, plan.recipe.batch_size), []).append(p)
     if sum(left) < PROBE_SHARE * PROBE_EPOCHS * len(kinds) or not kinds:
-        return
+        return [float(n) for n in left]
     per_epoch = [0.0] * len(left)
     for group in kinds.values():
         plan, ends = plans[group[0]], []
@@ -581,14 +613,16 @@ def expect_duration(plans: list[Plan], dataset: Dataset, runtime: Runtime, layou
                     after_epoch=lambda *_: ends.append(time.perf_counter()),
                 )
         except Diverged:  # the students will say so
-            return
+            return [float(n) for n in left]
         for u in _units_of(plans, group):
             per_epoch[u] = min(b - a for a, b in zip(ends, ends[1:]))
-    seconds = busiest([s * n for s, n in zip(per_epoch, left)], layout)
+    seconds = [s * n for s, n in zip(per_epoch, left)]
     shape = f"× {epochs[0]} epochs" if len(set(epochs)) == 1 else f"({sum(epochs):,} epochs in all)"
     resumed = f", {sum(left):,} epochs of them left after their checkpoints" if sum(left) < sum(epochs) else ""
     ranks = f", on {layout['ranks']} ranks" if layout["ranks"] > 1 else ""
-    log(f"expected ≈ {progress.approx(seconds)} for {len(epochs)} student{'s' * (len(epochs) > 1)} {shape}{resumed}{ranks}")
+    wall = busiest(seconds, layout)
+    log(f"expected ≈ {progress.approx(wall)} for {len(epochs)} student{'s' * (len(epochs) > 1)} {shape}{resumed}{ranks}")
+    return seconds
 
 
 def _units_of(plans: list[Plan], group: list[int]) -> list[int]:
@@ -609,11 +643,22 @@ def epochs_left(plans: list[Plan], runtime: Runtime) -> list[int]:
     return left
 
 
+def assign(seconds: list[float], ranks: int) -> list[int]:
+    """The rank of each student taking `seconds`: longest first, each to the rank with the least
+    work so far (LPT, within 4/3 of the best split); equal times go round-robin."""
+    load, owners = [0.0] * ranks, [0] * len(seconds)
+    for u in sorted(range(len(seconds)), key=lambda u: -seconds[u]):  # stable: equal times keep their order
+        owners[u] = min(range(ranks), key=load.__getitem__)  # the first of the least loaded
+        load[owners[u]] += seconds[u]
+    return owners
+
+
 def busiest(seconds: list[float], layout: dict) -> float:
-    """Wall seconds of students taking `seconds` each under `layout`: the busiest rank's round-robin
-    share when students are assigned to ranks, an even split when all ranks train each one (DDP)."""
+    """Wall seconds of students taking `seconds` each under `layout`: the busiest rank's share
+    when students are assigned to ranks (`assign`), an even split when all ranks train each one (DDP)."""
     if layout["layout"] == "assignment":
-        return max(sum(seconds[r :: layout["ranks"]]) for r in range(layout["ranks"]))
+        owners = assign(seconds, layout["ranks"])
+        return max(sum(s for s, o in zip(seconds, owners) if o == r) for r in range(layout["ranks"]))
     return sum(seconds) / layout["ranks"]
 
 
@@ -834,9 +879,15 @@ def robustness(
 EQUAL_COST = ("bytes", "epochs", "curve")
 
 
+def plus_one_config(cfg: EvalConfig) -> EvalConfig:
+    """How baseline++ evaluates the IPC + 1 set (`evaluate_all` it beside the main evaluation, so
+    under torchrun its students share the ranks with the main ones): hard labels, every model."""
+    return cfg.model_copy(update={"methods": ("baseline",), "curve_every": None})
+
+
 def equal_cost(
     art: Artifact,
-    plus_one: Artifact | None,
+    plus_rows: list[dict] | None,
     dataset: Dataset,
     cfg: EvalConfig,
     runtime: Runtime,
@@ -844,7 +895,8 @@ def equal_cost(
     kinds: tuple[str, ...] = ("bytes", "epochs"),
 ) -> list[dict]:
     """LADD's equal-cost comparisons (Fig. 3), for every model:
-    bytes   `baseline++`: hard labels on the image method's IPC + 1 set (about the bytes the labels add);
+    bytes   `baseline++`: hard labels on the image method's IPC + 1 set (about the bytes the labels add),
+            from `plus_rows`, its rows under `plus_one_config`;
     epochs  `baseline=flops`: hard labels trained for as many epochs as match the label method's
             label + student FLOPs (the images' FLOPs are the same for both);
     curve   the paper's reading: both trained with the same batch size and epochs, the label
@@ -855,10 +907,8 @@ def equal_cost(
     for model in cfg.models:
         one = cfg.model_copy(update={"methods": ("baseline",), "models": (model,), "curve_every": None})
         if "bytes" in kinds:
-            row = evaluate(plus_one, dataset, one, runtime)[0]
-            extra.append(
-                {**row, "method": "baseline++", "budget": f"hard labels at IPC {plus_one.manifest['ipc']} (IPC + 1)", "ipc": row["ipc"]}
-            )
+            row = next(r for r in plus_rows if r["model"] == model)
+            extra.append({**row, "method": "baseline++", "budget": f"hard labels at IPC {row['ipc']} (IPC + 1)"})
         base = next((r for r in rows if (r["method"], r["model"]) == ("baseline", model)), None)
         labelled = next((r for r in rows if (r["method"], r["model"]) == (method, model)), None)
         if base is None or labelled is None or method == "baseline":
