@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ladd.artifact import Artifact, load_artifact, save_artifact
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, LaddError
 from ladd.cost.storage import zip_bytes
 
 
@@ -55,7 +55,7 @@ def test_manifest_shape_mismatch_is_detected(tmp_path):
     save_artifact(tmp_path / "a", _art())
     mpath = tmp_path / "a" / "manifest.json"
     m = json.loads(mpath.read_text())
-    m["files"]["images.safetensors"]["shape"] = [6, 1, 8, 9]
+    m["files"]["images.safetensors"]["shape"] = [7, 1, 8, 8]  # one image more than stored
     mpath.write_text(json.dumps(m))
     with pytest.raises(LaddError, match="but the manifest says"):
         load_artifact(tmp_path / "a")
@@ -134,4 +134,25 @@ def test_malformed_manifest_is_one_error(tmp_path):
     del m["files"]["labels.safetensors"]["sha256"]
     mpath.write_text(json.dumps(m))
     with pytest.raises(LaddError, match="malformed"):
+        load_artifact(tmp_path / "a")
+
+
+def _edit_manifest(path, edit):
+    mpath = path / "manifest.json"
+    m = json.loads(mpath.read_text())
+    edit(m)
+    mpath.write_text(json.dumps(m))
+
+
+def test_schema_version_of_the_wrong_type_says_so(tmp_path):
+    save_artifact(tmp_path / "a", _art())
+    _edit_manifest(tmp_path / "a", lambda m: m.update(schema_version="1"))
+    with pytest.raises(ArtifactError, match=r"manifest.json has schema version '1', a str where an integer is expected"):
+        load_artifact(tmp_path / "a")
+
+
+def test_source_shape_that_disagrees_with_the_stored_images_is_an_inconsistent_manifest(tmp_path):
+    save_artifact(tmp_path / "a", _art())
+    _edit_manifest(tmp_path / "a", lambda m: m["source"].update(shape=[1, 28, 28]))
+    with pytest.raises(ArtifactError, match=r"manifest.json is inconsistent: source.shape says 1×28×28, images.safetensors holds 6×1×8×8"):
         load_artifact(tmp_path / "a")

@@ -172,10 +172,15 @@ def load_artifact(path: Path, *, complete: bool = False) -> Artifact:
     if not mpath.is_file():
         raise ArtifactError(f"{path} is not a ladd artifact (no {MANIFEST}): create one with `ladd distill`")
     manifest = read_json(mpath, "the artifact is corrupt")
-    if isinstance(manifest, dict) and manifest.get("schema_version") != SCHEMA_VERSION:
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if version is not None and type(version) is not int:  # "1", 1.0 or true: no ladd writes those
         raise ArtifactError(
-            f"{mpath} has schema version {manifest.get('schema_version')!r}; this ladd reads {SCHEMA_VERSION}: "
-            "make the artifact again with this ladd"
+            f"{mpath} has schema version {version!r}, a {type(version).__name__} where an integer is expected "
+            f"(this ladd reads {SCHEMA_VERSION}): the artifact is corrupt, make it again with this ladd"
+        )
+    if isinstance(manifest, dict) and version != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{mpath} has schema version {version!r}; this ladd reads {SCHEMA_VERSION}: make the artifact again with this ladd"
         )
     from ladd.artifact.manifest import check_manifest
 

@@ -182,7 +182,14 @@ class Manifest(_Model):
                 raise ValueError(f"{name} must be {ndim}-D {' or '.join(dtypes)}, not {len(entry.shape)}-D {entry.dtype}")
         if self.relabel is not None and (self.source is None or self.source.class_names is None):
             raise ValueError("a manifest with a relabel must name the source's class_names")
+        held = self.files["images.safetensors"].shape  # N×C×H×W, checked above
+        if self.source is not None and self.source.shape is not None and held[1:] != self.source.shape:
+            raise ValueError(f"source.shape says {_dims(self.source.shape)}, images.safetensors holds {_dims(held)}")
         return self
+
+
+def _dims(shape: list[int]) -> str:
+    return "×".join(map(str, shape))
 
 
 # what every artifact the CLI writes records, and its commands print and use (`ladd info`, `label`, `eval`)
@@ -254,6 +261,8 @@ def _check(model: type[BaseModel], data, where: str, fix: str) -> dict:
         model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(map(str, err["loc"])) or "(top level)"
-        raise ArtifactError(f"{where} is malformed at {loc}: {err['msg'].removeprefix('Value error, ')} ({fix})") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a check across fields (`_consistent`): each is well-formed, together they disagree
+            raise ArtifactError(f"{where} is inconsistent: {msg} ({fix})") from None
+        raise ArtifactError(f"{where} is malformed at {'.'.join(map(str, err['loc']))}: {msg} ({fix})") from None
     return data
