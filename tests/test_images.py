@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ArtifactError, LaddError
 from ladd.core.types import normalize
 from ladd.images import ImageRequest, make_images
 
@@ -74,3 +74,16 @@ def test_subset_keeps_region_labels_info_and_flops():
     assert torch.equal(part.images, images[[3, 1]]) and part.labels.tolist() == [0, 1]
     assert torch.equal(part.regions, regions[[3, 1]]) and part.info == {"lr": 0.02} and part.flops == 123
     assert ImageSet(images, full.labels).subset(torch.tensor([0])).regions is None
+
+
+def test_import_refuses_labels_it_cannot_read_as_class_indices(toy, tmp_path):
+    images = toy.train.images[:6]
+    save_file({"images": images, "labels": torch.arange(6) + 0.5}, tmp_path / "f.safetensors")
+    with pytest.raises(ArtifactError, match="labels are float32: store them as integer class indices"):
+        make_images("import", ImageRequest(toy, 1, path=tmp_path / "f.safetensors"))
+    np.savez(tmp_path / "s.npz", images=images.numpy(), labels=np.array(["a", "b", "c", "a", "b", "c"]))
+    with pytest.raises(ArtifactError, match=r"'labels' holds <U1 values, not numbers"):
+        make_images("import", ImageRequest(toy, 1, path=tmp_path / "s.npz"))
+    (tmp_path / "t.npz").write_text("images,labels\n")
+    with pytest.raises(ArtifactError, match=r"t.npz is not an npz \(zip\) archive"):
+        make_images("import", ImageRequest(toy, 1, path=tmp_path / "t.npz"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from ladd.core.types import ImageSet, denormalize, quantize
 from ladd.images import IMAGE_METHODS, ImageRequest
 
 KEYS = (("images", "labels"), ("x", "y"), ("image", "label"))
+NAMES = {name for pair in KEYS for name in pair}
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -40,10 +42,17 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         if suffix == ".safetensors":
             return load_safetensors(path)
         if suffix == ".npz":
+            if not zipfile.is_zipfile(path):  # np.load would take it for a pickle and refuse it as one
+                raise ArtifactError(f"{path} is not an npz (zip) archive: write it with numpy.savez, or import a .safetensors or .pt file")
             with np.load(path, allow_pickle=False) as z:
                 _check_npz_sizes(z, path)
                 arrays = {k: z[k] for k in z.files}  # each member decompressed once
-                return {k: torch.from_numpy(a) for k, a in arrays.items() if a.dtype.kind in "biuf"}  # names etc. skipped
+            for k, a in arrays.items():
+                if k in NAMES and a.dtype.kind not in "biuf":
+                    raise ArtifactError(
+                        f"{path}: {k!r} holds {a.dtype} values, not numbers: store images as pixel values, labels as integer class indices"
+                    )
+            return {k: torch.from_numpy(a) for k, a in arrays.items() if a.dtype.kind in "biuf"}  # class names etc. skipped
         if suffix in (".pt", ".pth"):
             obj = _load_pt(path)
             if isinstance(obj, (tuple, list)) and len(obj) == 2:
@@ -125,6 +134,10 @@ def import_images(req: ImageRequest) -> ImageSet:
         raise ArtifactError(
             f"{req.path}: images {tuple(images.shape)} {images.dtype} and labels {tuple(labels.shape)} {labels.dtype} "
             f"must be non-empty real tensors"
+        )
+    if labels.ndim != 2 and (labels.is_floating_point() or labels.dtype == torch.bool):  # .long() would truncate 2.5 to 2
+        raise ArtifactError(
+            f"{req.path}: labels are {str(labels.dtype).removeprefix('torch.')}: store them as integer class indices (or N×C soft labels)"
         )
     labels = (labels.argmax(1) if labels.ndim == 2 else labels).long()  # soft labels → their class
     ds = req.dataset
