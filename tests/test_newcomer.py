@@ -203,9 +203,12 @@ def test_an_artifact_and_other_data_say_what_differs():
         ),
     }
     for reason, other in cases.items():
-        with pytest.raises(LaddError, match="the artifact was made from toy and cannot be used with toy: ") as e:
+        with pytest.raises(LaddError, match="the artifact says it was made from toy, but this toy differs: ") as e:
             pipeline.check_same_data(art, other)
         assert reason in str(e.value)
+    other = make_dataset(classes=4)
+    with pytest.raises(LaddError, match="the artifact was made from toy and cannot be used with digits: it has 3 classes"):
+        pipeline.check_same_data(art, other.__class__("digits", other.train, other.test, other.class_names, other.mean, other.std))
 
 
 def test_a_reused_expert_is_announced_once(toy, capsys):

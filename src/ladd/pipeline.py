@@ -194,6 +194,8 @@ def check_same_data(art: Artifact, dataset: Dataset) -> None:
         )
     else:
         return
+    if src["dataset"] == name:  # the same name, other data: another version, folder or resolution (or an edited manifest)
+        raise DataError(f"the artifact says it was made from {name}, but this {name} differs: {why}")
     raise DataError(f"the artifact was made from {src['dataset']} and cannot be used with {name}: {why}")
 
 
