@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tomllib
 import typing
+from pathlib import Path
 
 import annotated_types
 import pytest
 import typer
 
 from ladd import cli, pipeline
-from ladd.core.errors import ConfigError, RunError
+from ladd.core import dist
+from ladd.core.errors import ArtifactError, ConfigError, RunError
 from ladd.cli import common, outputs
 from ladd.artifact import load_artifact, save_artifact
 from ladd.core.runtime import Runtime
@@ -273,3 +276,128 @@ def test_robust_eval_of_region_labelled_artifacts(capsys, tmp_path, monkeypatch,
     assert lab["method"] == "region" and lab["subsample"] == loaded.manifest["labels"]["subsample"]
     assert rnd.dense_labels.shape == loaded.dense_labels.shape and not rnd.images.equal(loaded.images)
     assert lab["observer"]["checkpoint_sha256"] == loaded.manifest["labels"]["observer"]["checkpoint_sha256"]
+
+
+# --- paths and environment variables: a mistyped one is refused on one line, naming it -----------
+
+WRITTEN_FOLDERS = ("--labeler-dir", "--teacher-dir")  # str options naming a folder ladd writes
+
+
+def _takes_path(annotation) -> bool:
+    return annotation is Path or any(_takes_path(a) for a in typing.get_args(annotation))
+
+
+def _path_cases():
+    cases = []
+    for path, cmd in _commands():
+        for p in cmd.params:
+            if _takes_path(p.type_descriptor.annotation) or p.opts[0] in WRITTEN_FOLDERS:
+                name = p.opts[0] if p.param_type_name == "option" else p.name.upper()
+                cases += [pytest.param(path, p, v, id=f"{' '.join(path)} {name}={v!r}") for v in ("", "   ")]
+    return cases
+
+
+@pytest.mark.parametrize("path,param,value", _path_cases())
+def test_an_empty_or_blank_path_is_refused_on_one_line(capsys, sealed, artifact, path, param, value):
+    """`--out ""` was read as the current folder: written into, or an 'unexpected ValueError' on its
+    empty name; "   " made a folder named with spaces."""
+    if param.param_type_name == "option":
+        positional = [artifact.parent] if path[-1] == "leaderboard" else _positional(path, artifact)
+        other_out = ["--out", sealed / "out"] if param.opts[0] != "--out" and any("--out" in q.opts for q in COMMANDS[path].params) else []
+        code, err = ladd_main(capsys, *path, *positional, param.opts[0], value, *other_out)
+        _refused(code, err, param.opts[0])
+    else:
+        code, err = ladd_main(capsys, *path, value)
+        _refused(code, err, param.name.upper())
+    assert "empty" in err or "blank" in err, err
+
+
+def test_the_path_sweep_covers_every_output():
+    swept = {(c.values[0], c.values[1].opts[0]) for c in _path_cases()}
+    for command in ("distill", "label", "eval", "run", "report", "experts", "diversity", "export", "gradcam", "recover"):
+        assert ((command,), "--out") in swept
+    for command in (("leaderboard",), ("teachers",), ("cache", "ls"), ("data", "info")):
+        assert (command, "--json") in swept
+    assert (("label",), "--labeler-dir") in swept and (("diversity",), "--teacher-dir") in swept
+
+
+@pytest.fixture
+def obstacles(tmp_path):
+    """A non-empty folder and a file of the user's, where ladd is told to write; checked untouched afterwards."""
+    folder, file = tmp_path / "obstacles" / "folder", tmp_path / "obstacles" / "notes.txt"
+    folder.mkdir(parents=True)
+    (folder / "keep").write_text("mine")
+    file.write_text("mine")
+    yield folder, file
+    assert sorted(p.name for p in folder.iterdir()) == ["keep"] and file.read_text() == "mine"
+
+
+def _in_the_way_cases():
+    """(arguments, option, which obstacle) – a folder where a file is written, a file where a folder is."""
+    return [
+        (["diversity", "ART", "--out", "FOLDER"], "--out", "FOLDER"),
+        (["leaderboard", "RUNS", "--json", "FOLDER"], "--json", "FOLDER"),
+        (["cache", "ls", "--json", "FOLDER"], "--json", "FOLDER"),
+        (["diversity", "ART", "--out", "FILE"], "--out", "FILE"),  # a file ladd did not write: never replaced
+        (["leaderboard", "RUNS", "--json", "FILE"], "--json", "FILE"),
+        (["cache", "ls", "--json", "FILE/x.json"], "--json", "FILE"),
+        (["eval", "ART", "--out", "FILE"], "--out", "FILE"),
+        (["run", "--dataset", "digits", "--out", "FILE"], "--out", "FILE"),
+        (["report", "RUNS", "--out", "FILE"], "--out", "FILE"),
+        (["experts", "--dataset", "digits", "--out", "FILE"], "--out", "FILE"),
+        (["distill", "--dataset", "digits", "--out", "FILE/art"], "--out", "FILE"),
+        (["label", "ART", "--labeler-dir", "FILE"], "--labeler-dir", "FILE"),
+        (["diversity", "ART", "--teacher-dir", "FILE"], "--teacher-dir", "FILE"),
+    ]
+
+
+@pytest.mark.parametrize("args,option,obstacle", _in_the_way_cases(), ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_an_output_path_in_the_way_is_refused_naming_the_option(capsys, sealed, artifact, obstacles, args, option, obstacle):
+    """Was `Is a directory`/`File exists`/`Not a directory` naming a temporary file, or a file of
+    the user's silently overwritten (diversity --out, leaderboard --json)."""
+    folder, file = obstacles
+    where = {"ART": artifact, "RUNS": artifact.parent, "FOLDER": folder, "FILE": file}
+    args = [str(where.get(a, a)).replace("FILE", str(file)) for a in args]
+    code, err = ladd_main(capsys, *args)
+    assert code == ArtifactError.exit_code and err.startswith("error: ") and err.count("\n") == 1, err
+    assert option in err and str(where[obstacle]) in err and ".tmp" not in err and "unexpected" not in err, err
+
+
+def test_a_json_file_ladd_wrote_is_replaced(capsys, tmp_path):
+    listing = tmp_path / "ls.json"
+    listing.write_text('{"root": "elsewhere", "entries": []}\n')
+    code, err = ladd_main(capsys, "cache", "ls", "--json", listing)
+    assert code == 0, err
+    assert json.loads(listing.read_text())["root"] == str(tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"WORLD_SIZE": "abc"},
+        {"WORLD_SIZE": ""},
+        {"WORLD_SIZE": "0"},
+        {"WORLD_SIZE": "2", "LADD_DIST_TIMEOUT_MIN": "abc"},
+        {"WORLD_SIZE": "2", "LADD_DIST_TIMEOUT_MIN": "nan"},
+        {"WORLD_SIZE": "2", "LADD_DIST_TIMEOUT_MIN": "0"},
+        {"WORLD_SIZE": "2", "LADD_DIST_TIMEOUT_MIN": "inf"},
+    ],
+    ids=lambda env: " ".join(f"{k}={v}" for k, v in env.items()),
+)
+def test_a_bad_launch_variable_is_refused_naming_it(capsys, monkeypatch, sealed, artifact, env):
+    """Was an 'unexpected ValueError' and, for WORLD_SIZE, a traceback as the process exited."""
+    monkeypatch.setattr(dist, "exit", sys.exit)  # with WORLD_SIZE > 1 a rank ends with os._exit
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    code, err = ladd_main(capsys, "info", artifact)
+    name = list(env)[-1]
+    _refused(code, err, f"{name}={env[name]!r}")
+    assert "fix or unset it" in err, err
+
+
+def test_the_current_folder_as_artifact_out_is_refused_on_one_line(capsys, tmp_path, monkeypatch):
+    """`distill --out .` was an 'unexpected ValueError' naming the log file of an artifact without a name."""
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    code, err = ladd_main(capsys, "distill", "--dataset", "digits", "--ipc", "1", "--out", ".")
+    assert code == ArtifactError.exit_code and err.count("\n") == 1 and "is not a ladd artifact" in err, err

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import typing
 from datetime import datetime
 from pathlib import Path
 
 
 from ladd.artifact import MANIFEST, load_artifact
-from ladd.core.errors import ArtifactError
+from ladd.core.errors import ArtifactError, ConfigError
+from ladd.core.io import file_in_the_way
 from ladd import pipeline
 from ladd.cli.options import absolute
 
@@ -18,7 +22,8 @@ def default_out() -> Path:
 
 def log_beside(artifact: Path) -> Path:
     """The run log of a command writing an artifact: ARTIFACT.log beside it, outside the folder
-    that `save_artifact` switches into place whole."""
+    that `save_artifact` switches into place whole. Named from the absolute path: `--out .` has no name."""
+    artifact = Path(os.path.abspath(artifact))
     return artifact.with_name(artifact.name + ".log")
 
 
@@ -41,3 +46,76 @@ def open_artifact(artifact: Path, data_dir: str | None):
     data = pipeline.load_source(src)
     pipeline.check_same_data(art, data)
     return art, src, data
+
+
+# What the path options ladd writes to name, checked as they are read (`check_paths`): a JSON "file"
+# or a "folder"; by option, or by (command, option) where a command's differs. None: not checked
+# (`ladd export --out` is a file or a folder by its --format and must not exist: export refuses any).
+WRITES = {"--json": "file", "--out": "folder", "--labeler-dir": "folder", "--teacher-dir": "folder"}
+WRITES_IN = {("diversity", "--out"): "file", ("export", "--out"): None}
+
+
+def check_paths(command, name: str = "ladd") -> None:
+    """Check every path parameter of the click `command` and its subcommands as it is read, before
+    the command runs: an empty or blank path is refused (typer reads "" as ".", so `--out ""` wrote
+    into the current folder or failed on its empty name, and "   " made a folder named with
+    spaces), and an output `writable` refuses, naming the option and the path given, instead of an
+    OS error naming a temporary file after the work, or a file of the user's overwritten."""
+    for sub, cmd in getattr(command, "commands", {}).items():
+        check_paths(cmd, sub)
+    for param in getattr(command, "params", []):
+        option = param.opts[0]
+        if option in WRITES or _takes_path(param.type_descriptor.annotation):
+            shown = option if param.param_type_name == "option" else param.name.upper()
+            writes = WRITES_IN.get((name, option), WRITES.get(option))
+            param.process_value = _path_check(param.process_value, shown, writes, name)
+
+
+def _takes_path(annotation) -> bool:
+    return annotation is Path or any(_takes_path(a) for a in typing.get_args(annotation))
+
+
+def _path_check(process_value, option: str, writes: str | None, command: str):
+    """A parameter's `process_value`, refusing a blank path (in the text typed, before typer turns
+    it into Path(".")) and then an output `writable` refuses."""
+
+    give = {"file": "give a file path", "folder": "give a folder path"}.get(writes, "give a path")
+
+    def process(ctx, value):
+        for text in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(text, str) and not text.strip():
+                raise ConfigError(f"{option} {text!r} is blank: {give}" if text else f"{option} is empty: {give}")
+        value = process_value(ctx, value)
+        if writes is not None and value is not None:
+            writable(Path(value), option, writes, command)
+        return value
+
+    return process
+
+
+def writable(path: Path, option: str, writes: str, command: str) -> None:
+    """Refuse an output `path` where `command` cannot write the "file" or "folder" its `option`
+    names: a file in the way of a folder, a folder where the file goes, or a file ladd did not
+    write (only a JSON object, as ladd's JSON outputs are, is replaced)."""
+    blocker = file_in_the_way(path if writes == "folder" else path.parent)
+    if blocker == path:
+        raise ArtifactError(f"{option} {path} is a file, not a folder: give a folder path")
+    if blocker is not None:
+        raise ArtifactError(f"{option} {path}: {blocker} is a file, not a folder: choose another path")
+    if writes == "file" and path.is_dir():
+        raise ArtifactError(f"{option} {path} is a folder: give a file path, e.g. {path / (command + '.json')}")
+    if writes == "file" and path.exists() and not _json_object(path):
+        raise ArtifactError(f"{option} {path} exists and is not a JSON file ladd wrote: choose another path (ladd replaces only its own)")
+
+
+def _json_object(path: Path) -> bool:
+    """Whether `path` holds a JSON object, as every JSON output of ladd does (parsed only when it
+    starts like one, so a large file of the user's is not read)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(1) != b"{":
+                return False
+            f.seek(0)
+            return isinstance(json.load(f), dict)
+    except (OSError, ValueError, RecursionError):
+        return False

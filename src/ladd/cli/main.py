@@ -14,7 +14,7 @@ import typer
 from pydantic import ValidationError
 from typer._click.exceptions import MissingParameter, NoArgsIsHelpError, UsageError  # typer >= 0.29 carries its own click
 
-from ladd.cli import cache, data, experiment, outputs, sre2l, stages
+from ladd.cli import cache, common, data, experiment, outputs, sre2l, stages
 from ladd.core import logs
 from ladd.core import dist
 from ladd.core.errors import ArtifactError, ConfigError, LaddError, RunError
@@ -70,8 +70,11 @@ def _usage(e: UsageError) -> str:
 
 @functools.cache
 def _command():
-    """The click command of `app`, built once (every command is registered at import)."""
-    return typer.main.get_command(app)
+    """The click command of `app`, built once (every command is registered at import), its path
+    options checked as they are read (`common.check_paths`)."""
+    command = typer.main.get_command(app)
+    common.check_paths(command)
+    return command
 
 
 def _run(args: list[str]) -> int:

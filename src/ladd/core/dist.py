@@ -30,7 +30,7 @@ from typing import Any, Callable, NoReturn, TypeVar
 import torch
 import torch.distributed as td
 
-from ladd.core.errors import RunError
+from ladd.core.errors import ConfigError, RunError
 
 T = TypeVar("T")
 _alone = contextvars.ContextVar("ladd_dist_alone", default=False)
@@ -39,7 +39,24 @@ TIMEOUT_ENV = "LADD_DIST_TIMEOUT_MIN"  # how long a rank waits for the others (d
 
 def launched() -> bool:
     """Whether torchrun started this process as one of several."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return _env_number("WORLD_SIZE", int, 1, 1, 1 << 20) > 1
+
+
+def _env_number(name: str, kind: type, default, lo, hi):
+    """The number in the environment variable `name`, `default` when unset. torchrun sets its own
+    right, so a bad one was set by hand: a one-line error naming it, as for LADD_WORKERS, rather
+    than a ValueError from deep inside."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:  # NaN fails both comparisons
+        number = "whole number" if kind is int else "number"
+        raise ConfigError(f"{name}={text!r} is not a {number} from {lo:.15g} to {hi:.15g}: fix or unset it")
+    return value
 
 
 def launch_command(nproc: int, launcher: tuple[str, ...] = ("--standalone",)) -> list[str]:
@@ -63,7 +80,7 @@ def init() -> None:
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and td.is_nccl_available() else "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank() % torch.cuda.device_count())
-    minutes = float(os.environ.get(TIMEOUT_ENV, "60"))
+    minutes = _env_number(TIMEOUT_ENV, float, 60.0, 0.01, 1e6)
     td.init_process_group(backend, timeout=datetime.timedelta(minutes=minutes))
 
 
@@ -86,7 +103,11 @@ def exit(code: int) -> NoReturn:
     them go after teardown has begun it cannot take the GIL and aborts the whole process (SIGABRT,
     "terminate called without an active exception") after its work is done. The exit hooks (log
     files, temporary folders) still run; one process exits normally."""
-    if not launched():
+    try:
+        several = launched()
+    except ConfigError:  # WORLD_SIZE unreadable: `init` refused it, so no group was joined
+        several = False
+    if not several:
         sys.exit(code)
     atexit._run_exitfuncs()
     sys.stdout.flush()
@@ -118,7 +139,7 @@ def main() -> bool:
 
 
 def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
+    return _env_number("LOCAL_RANK", int, 0, 0, 1 << 20)
 
 
 def where() -> str:

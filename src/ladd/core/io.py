@@ -66,6 +66,17 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file that stands where `folder` or one of its parents must be a folder (the nearest of
+    them that exists, when it is not a folder); None when `folder` is one or can be made. Lets a
+    caller refuse such a path naming what the user gave, before an OS error names a temporary file."""
+    folder = Path(folder)
+    for p in (folder, *folder.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
 def atomic_write(path: Path, write) -> None:
     """`write(tmp)` into a temporary file beside `path`, fsync it, rename it over `path` and fsync
     the directory: after a crash `path` holds the old or the new bytes, never a part."""
