@@ -10,12 +10,14 @@ from typer.testing import CliRunner
 import ladd.experts as experts
 from ladd.cli import app
 from ladd.core import cache
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError, LaddError
 from ladd.core.io import lock
 from ladd.core.runtime import Runtime
 from ladd.experiments.common import Cells, Setup
 from ladd.experts import ExpertConfig, cache_dir, ensure_expert
 from ladd.train.loop import checkpoint_path
+
+from conftest import ladd_main
 
 CFG = ExpertConfig(model="convnet-w32", epochs=1, batch_size=6)
 
@@ -129,3 +131,23 @@ def test_every_entry_name_reads_back_its_own_format(tmp_path, monkeypatch):
             path = cache.entry(kind, name, [kind, name])
             assert path.parent == tmp_path / kind and path.name.startswith(f"{name}-f{fmt}-")
             assert cache._format(path.name) == fmt
+
+
+def test_an_empty_ladd_cache_means_the_default(tmp_path, monkeypatch):
+    """An empty LADD_CACHE used the current folder as the cache; unset or empty, it is ~/.cache/ladd."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LADD_CACHE", "")
+    assert cache.cache_root() == tmp_path / "home" / ".cache" / "ladd"
+
+
+@pytest.mark.parametrize("under", ["", "/sub"])
+def test_a_file_as_ladd_cache_is_refused_naming_the_variable(tmp_path, monkeypatch, capsys, under):
+    """Was `Not a directory: somefile/experts`, naming neither LADD_CACHE nor a fix."""
+    (tmp_path / "somefile").write_text("mine")
+    monkeypatch.setenv("LADD_CACHE", f"{tmp_path / 'somefile'}{under}")
+    code, err = ladd_main(capsys, "cache", "ls")
+    assert code == ConfigError.exit_code and err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"LADD_CACHE={tmp_path / 'somefile'}{under}" in err and "is a file" in err, err
+    with pytest.raises(ConfigError, match="LADD_CACHE"):
+        cache.entry("experts", "x", [1])

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ladd.core.errors import LaddError
+from ladd.core.errors import ConfigError, LaddError
 from ladd.core.logs import logger
-from ladd.core.io import LOCK, OLD, TMP, load_safetensors, lock_path, sha256
+from ladd.core.io import LOCK, OLD, TMP, file_in_the_way, load_safetensors, lock_path, sha256
 
 # kind → format version of its entries. Bump one when what ladd would write there changes.
 # distill 3, labels 2: their checkpoints record `core.checkpoint.FORMAT` (a finished one is read on every re-run)
@@ -38,8 +38,17 @@ FORMATS = {
 
 
 def cache_root() -> Path:
-    """$LADD_CACHE, default ~/.cache/ladd."""
-    return Path(os.environ.get("LADD_CACHE", Path.home() / ".cache" / "ladd"))
+    """$LADD_CACHE, default ~/.cache/ladd: an empty (or blank) LADD_CACHE counts as unset, as the
+    shell's ${LADD_CACHE:-…} would, never as the current folder. A file where the cache folder
+    must be is refused here, naming the variable, not later as an OS error on a path under it."""
+    given = os.environ.get("LADD_CACHE", "").strip()
+    root = Path(given) if given else Path.home() / ".cache" / "ladd"
+    blocker = file_in_the_way(root)
+    if blocker is not None:
+        where = f"LADD_CACHE={given}" if given else f"the cache {root}"
+        fix = "point LADD_CACHE at a folder, or unset it for ~/.cache/ladd" if given else "move it, or point LADD_CACHE at a folder"
+        raise ConfigError(f"{where}: {blocker} is a file, not a folder: {fix}")
+    return root
 
 
 # An entry's folder name, written by `entry` and read by `_format`: `<name>-f<format>-<digest>`.
