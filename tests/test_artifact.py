@@ -156,3 +156,16 @@ def test_source_shape_that_disagrees_with_the_stored_images_is_an_inconsistent_m
     _edit_manifest(tmp_path / "a", lambda m: m["source"].update(shape=[1, 28, 28]))
     with pytest.raises(ArtifactError, match=r"manifest.json is inconsistent: source.shape says 1×28×28, images.safetensors holds 6×1×8×8"):
         load_artifact(tmp_path / "a")
+
+
+def test_an_artifact_naming_a_dataset_this_install_lacks_is_an_artifact_error(tmp_path):
+    """The dataset name comes from the manifest, not an option: exit 4 naming manifest.json, not a usage error."""
+    from ladd import pipeline
+    from ladd.cli.common import open_artifact
+
+    source = pipeline.SourceConfig(dataset="digits")
+    save_artifact(tmp_path / "a", pipeline.distill(pipeline.load_source(source), source, pipeline.ImagesConfig(ipc=1)))
+    open_artifact(tmp_path / "a", None)
+    _edit_manifest(tmp_path / "a", lambda m: m["source"].update(dataset="nosuch"))
+    with pytest.raises(ArtifactError, match=r"a/manifest.json names dataset 'nosuch', which this install does not have \(.*digits"):
+        open_artifact(tmp_path / "a", None)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ladd.artifact import MANIFEST, load_artifact
 from ladd.core.errors import ArtifactError, ConfigError
+from ladd.data import SOURCES
 from ladd.core.io import file_in_the_way
 from ladd import pipeline
 from ladd.cli.options import absolute
@@ -40,6 +41,12 @@ def open_artifact(artifact: Path, data_dir: str | None):
     """An artifact, its source config (with --data-dir where given) and that source's data,
     checked to be the data the artifact was made from."""
     art = load_artifact(artifact, complete=True)
+    made_from = art.manifest["source"]["dataset"]
+    if made_from not in SOURCES:  # the artifact's word, not the user's option: not a usage error
+        raise ArtifactError(
+            f"{Path(artifact) / MANIFEST} names dataset {made_from!r}, which this install does not have "
+            f"({', '.join(SOURCES.names())}): install the plugin that provides it, or the manifest is corrupt"
+        )
     src = pipeline.source_of(art)
     if data_dir is not None:
         src = src.model_copy(update={"data_dir": absolute(data_dir)})
