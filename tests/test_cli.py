@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from ladd import pipeline
-from ladd.artifact import load_artifact
+from ladd.artifact import load_artifact, save_artifact
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
 from ladd.cli.stages import auto_epoch
@@ -110,6 +110,50 @@ def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, capsys, args, messa
     assert not (tmp_path / "o").exists() or [p.name for p in (tmp_path / "o").iterdir()] == ["ladd.log"]
     if (tmp_path / "o").exists():
         assert message in (tmp_path / "o" / "ladd.log").read_text().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def unlabelled(tmp_path_factory):
+    """A digits artifact of random images, IPC 1, with no labels beyond the hard ones."""
+    path, source = tmp_path_factory.mktemp("cli") / "art", pipeline.SourceConfig(dataset="digits")
+    save_artifact(path, pipeline.distill(pipeline.load_source(source), source, pipeline.ImagesConfig(ipc=1)))
+    return path
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        # an option named as the user typed it, not as the config field it sets
+        (["relabel", "ART", "--teacher-epoch", "99", "--teacher-epochs", "1"], 2, "--teacher-epoch 99 is outside the trained range 0..1"),
+        (["relabel", "ART", "--label-kind", "foo"], 2, "--label-kind 'foo' is not one of logits, probs"),
+        (["relabel", "ART", "--cutmix-per", "foo"], 2, "--cutmix-per 'foo' is not one of batch, sample"),
+        (["relabel", "ART", "--label-dtype", "int8"], 2, "--label-dtype 'int8' is not one of float16, float32"),
+        # an option that does nothing with the others given is refused, not ignored
+        (["distill", "--dataset", "digits", "--recipe", "dm-digits"], 2, "--recipe is for image methods with recipes, not random"),
+        (["distill", "--dataset", "digits", "--import-path", "x.npz"], 2, "--import-path is for --images import, not random: leave it out"),
+        (["experts", "--dataset", "digits", "--data-dir", "."], 2, "'digits' is shipped with ladd and reads no folder: drop --data-dir"),
+        (["label", "ART", "--labeler-classes", "1,2"], 2, "--labeler-classes is for --labeler-weights (a pretrained labeler's head rows)"),
+        (["relabel", "ART", "--teacher-classes", "1,2,3"], 2, "--teacher-classes is for --teacher-weights (a pretrained"),
+        (["diversity", "ART", "--teacher-classes", "1,2,3"], 2, "--teacher-classes is for --teacher-weights"),
+        (["eval", "ART", "--prune", "2"], 2, "--prune is for method fkd (replaying a stored relabel), not baseline: leave it out"),
+        (["eval", "ART", "--methods", "ladd", "--replay-batches", "shuffled"], 2, "--replay-batches is for method fkd"),
+        (["eval", "ART", "--methods", ""], 2, "--methods is empty: give at least one name"),
+        # a method that cannot train on the labels there will be, refused before any student trains
+        (["eval", "ART", "--methods", "baseline,ladd"], 4, "method ladd trains on dense labels, which the artifact lacks: run `ladd label"),
+        (["eval", "ART", "--methods", "local-hard"], 4, "method local-hard trains on the sub-sampling geometry (N, R), which the artifact"),
+        (["run", *TINY, "--labels", "soft", "--methods", "ladd"], 2, "--methods ladd trains on dense labels, which --labels soft"),
+    ],
+)
+def test_options_that_do_not_fit_are_refused_before_any_work(unlabelled, tmp_path, monkeypatch, capsys, args, code, message):
+    monkeypatch.chdir(tmp_path)  # --data-dir . is a folder; anything written lands here
+    args = [unlabelled if a == "ART" else a for a in args]
+    before = sorted(p.name for p in unlabelled.iterdir())
+    got, err = ladd_main(capsys, *args, *(["--out", tmp_path / "o"] if args[0] != "relabel" else []))
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert got == code and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    # nothing written: at most the run log, saying why the run stopped; the artifact as it was
+    assert not (tmp_path / "o").exists() or [p.name for p in (tmp_path / "o").iterdir()] == ["ladd.log"]
+    assert sorted(p.name for p in unlabelled.iterdir()) == before and sorted(p.name for p in tmp_path.iterdir()) in (["o"], [])
 
 
 def test_auto_epoch_is_chosen_on_the_validation_split(toy):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_args
 
 import typer
 
@@ -21,6 +21,7 @@ from ladd.cli.options import (
     Seed,
     checked,
     model_names,
+    one_of,
     recipe_params,
     trains,
 )
@@ -97,6 +98,17 @@ TeacherClasses = Annotated[
 ]
 
 
+def check_teacher_classes(weights, classes) -> None:
+    """--teacher-classes picks a pretrained teacher's head rows: refused without --teacher-weights rather than ignored."""
+    if classes is not None and weights is None:
+        raise ConfigError("--teacher-classes is for --teacher-weights (a pretrained teacher's head rows): leave it out")
+
+
+def relabel_choices(option: str, field: str):
+    """A typer `parser=` refusing a value outside RelabelConfig's `field` choices, naming the CLI option."""
+    return checked(option, one_of, option, get_args(RelabelConfig.model_fields[field].annotation))
+
+
 def teacher_weights_config(weights, model, classes):
     from ladd.experts.pretrained import pretrained_config
 
@@ -154,9 +166,19 @@ def relabel(
     teacher_weights: TeacherWeights = None,
     teacher_classes: TeacherClasses = None,
     label_kind: Annotated[
-        str, typer.Option("--label-kind", help="Store teacher logits (softened by T at replay) or probabilities at T.")
+        str,
+        typer.Option(
+            "--label-kind",
+            parser=relabel_choices("--label-kind", "kind"),
+            help="Store teacher logits (softened by T at replay) or probabilities at T.",
+        ),
     ] = "logits",
-    label_dtype: Annotated[str, typer.Option("--label-dtype", help="float16 (the reference's --use-fp16) or float32.")] = "float16",
+    label_dtype: Annotated[
+        str,
+        typer.Option(
+            "--label-dtype", parser=relabel_choices("--label-dtype", "dtype"), help="float16 (the reference's --use-fp16) or float32."
+        ),
+    ] = "float16",
     temperature: Annotated[
         float,
         typer.Option("--temperature", min=MIN_TEMPERATURE, max=MAX_TEMPERATURE, help="T of the student's KL loss (SRe²L: 20 with CutMix)."),
@@ -174,7 +196,12 @@ def relabel(
         bool, typer.Option("--cutmix/--no-cutmix", help="CutMix (λ ~ Beta(1, 1)) after crop and flip, as the reference.")
     ] = True,
     cutmix_per: Annotated[
-        str, typer.Option("--cutmix-per", help="One CutMix λ and box per relabel batch (batch, the reference) or per sample.")
+        str,
+        typer.Option(
+            "--cutmix-per",
+            parser=relabel_choices("--cutmix-per", "mix_per"),
+            help="One CutMix λ and box per relabel batch (batch, the reference) or per sample.",
+        ),
     ] = "batch",
     seed: Annotated[
         int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the stored augmentations (the reference's --fkd-seed 42).")
@@ -187,6 +214,7 @@ def relabel(
     """Relabel stage (SRe²L/FKD, stored): per epoch and image, draw a RandomResizedCrop, flip and
     CutMix partner, store them with the teacher's soft label in ARTIFACT/relabel/ (safetensors, one
     file per epoch; an interrupted run resumes). Students replay them: `ladd eval --methods fkd`."""
+    check_teacher_classes(teacher_weights, teacher_classes)
     art, _, dataset = open_artifact(artifact, data_dir)
     teacher = teacher_config(dataset, teacher_model, teacher_epochs, art.manifest["ipc"])
     cfg = RelabelConfig(
@@ -235,6 +263,8 @@ def squeeze(
     """SRe²L/LPLD squeeze: train (or reuse) a BN teacher, then store its class-wise BN statistics beside it."""
     from ladd.images.squeeze import SqueezeConfig, squeeze as run_squeeze
 
+    check_teacher_classes(teacher_weights, teacher_classes)
+
     data, runtime = pipeline.load_source(source), Runtime.from_name(device, speed)
     cfg = SqueezeConfig(batch_size=batch_size, momentum=momentum, seed=seed)
     directory = Path(teacher_folder(data, teacher_dir, teacher_model, teacher_epochs, 1, runtime, teacher_weights, teacher_classes))
@@ -269,6 +299,7 @@ def recover(
     Under torchrun the batches are shared out over the ranks; --resume continues each from its checkpoint."""
     from ladd.images.recover import METHODS
 
+    check_teacher_classes(teacher_weights, teacher_classes)
     method = IMAGE_METHODS.canonical(images)
     if method not in METHODS:
         raise ConfigError(f"--images {images}: recover runs {' or '.join(METHODS)}; other methods run through `ladd distill`")
@@ -314,6 +345,7 @@ def diversity(
     from ladd.eval.diversity import diversity as measure
     from ladd.images.squeeze import load_teacher
 
+    check_teacher_classes(teacher_weights, teacher_classes)
     art, _, data = open_artifact(artifact, data_dir)
     runtime = Runtime.from_name(device, speed)
     directory = Path(

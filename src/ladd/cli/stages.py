@@ -47,19 +47,22 @@ from ladd.cli.options import (
 )
 from ladd.core import logs, track
 from ladd.core.cache import entry
+from ladd.core.errors import ConfigError
 from ladd.core.limits import MAX_COUNT, MAX_EXPERTS, MAX_LR, MIN_LR
 from ladd.core.progress import console, log
 from ladd.core.runtime import Runtime, Speed
-from ladd.eval.protocol import EvalConfig, checkpointing, default_methods, methods_for
+from ladd.eval.protocol import EvalConfig, check_label_stage, checkpointing, default_methods, methods_for
 from ladd.eval.protocols import DEFAULT_PRESET, PRESETS, load_protocol
 from ladd.experts import ExpertConfig, ensure_buffer
 from ladd.images import IMAGE_METHODS, check_params
+from ladd.images.recipes import has_recipes
 from ladd.labels import LABEL_METHODS
 from ladd.labels.bptt import BpttConfig
 from ladd.labels.replay import Pruning
 from ladd.pipeline import ImagesConfig, LabelConfig, SourceConfig
 from ladd.report.results import eval_notes, robustness_note
 from ladd.report.tables import rich_table
+from ladd.train.terms import method_terms
 
 app = typer.Typer()
 STUDENTS = "students"  # OUT/students: the evaluation's student checkpoints until its results are written
@@ -73,9 +76,24 @@ def _api():
     return api
 
 
+def check_data_dir(source: SourceConfig) -> None:
+    """--data-dir given to a dataset shipped in a package is refused, as a fixed-size dataset's
+    --resolution is, rather than ignored."""
+    from ladd.data import SOURCES
+
+    if source.data_dir is not None and SOURCES.get(source.dataset).__module__ == "ladd.data.embedded":
+        name = SOURCES.canonical(source.dataset)
+        raise ConfigError(f"dataset {name!r} is shipped with ladd and reads no folder: drop --data-dir {source.data_dir}")
+
+
 def image_config(model: str, *, ipc, images, import_path, seed, recipe, resume, float_images, buffer, param) -> ImagesConfig:
     """The image stage's config from its options (`makes_images`), its recipe overrides checked
     before any data is loaded."""
+    method = IMAGE_METHODS.canonical(images)
+    if recipe is not None and not has_recipes(method):
+        raise ConfigError(f"--recipe is for image methods with recipes, not {method}: leave it out")
+    if import_path is not None and method != "import":
+        raise ConfigError(f"--import-path is for --images import, not {method}: leave it out")
     cfg = ImagesConfig(
         method=images,
         ipc=ipc,
@@ -88,7 +106,7 @@ def image_config(model: str, *, ipc, images, import_path, seed, recipe, resume, 
         buffer=buffer,
         params=recipe_params(param or []),
     )
-    check_params(IMAGE_METHODS.canonical(images), cfg.params)
+    check_params(method, cfg.params)
     return cfg
 
 
@@ -119,6 +137,8 @@ def label_config(
     from ladd.experts.pretrained import pretrained_config
 
     epoch = epoch_value(labeler_epoch, "--labeler-epoch")
+    if labeler_classes is not None and labeler_weights is None:
+        raise ConfigError("--labeler-classes is for --labeler-weights (a pretrained labeler's head rows): leave it out")
     weights = None
     if labeler_weights is not None:
         weights = pretrained_config(
@@ -205,6 +225,7 @@ def distill(
     """Image stage: select, learn or import IPC images per class; write an artifact (images + hard labels;
     LIC and RDED also store region labels)."""
     out = new_artifact(out or default_out() / "artifact", overwrite or imaging["resume"])
+    check_data_dir(source)
     cfg = image_config(split(model)[0], **imaging)
     logs.logger.debug("images: %s", cfg.model_dump_json())
     api = _api()
@@ -335,7 +356,9 @@ def eval_(
     out = out or default_out()
     art, _, dataset = open_artifact(artifact, data_dir)
     s = students
-    methods = split(s["methods"], "--methods") if s["methods"] else default_methods(art)
+    methods = split(s["methods"], "--methods") if s["methods"] is not None else default_methods(art)
+    pruning = Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep, batches=replay_batches)
+    check_replay_options(pruning, methods)
     kinds = equal_cost_kinds(equal_cost)
     if "curve" in kinds and curve_every is None:
         curve_every = max(1, (s["epochs"] or load_protocol(s["protocol"] or PRESETS[s["preset"]].protocol).epochs) // 50)
@@ -346,7 +369,7 @@ def eval_(
         curve_every=curve_every,
         select_lr=tuple(floats(select_lr, "--select-lr", MIN_LR, MAX_LR)) if select_lr else (),
         val_per_class=val_per_class,
-        pruning=Pruning(rho=prune, pool=pool, metric=prune_metric, keep=prune_keep, batches=replay_batches),
+        pruning=pruning,
     )
     with logs.to_file(out / "ladd.log"):
         runtime = api.runtime(device, speed)
@@ -375,6 +398,19 @@ def eval_(
             write_run(out, rows, art, artifact, cfg, notes, f"ladd eval · {dataset.name}", config=config, extra=extra)
 
 
+# `ladd eval`'s options for a replayed relabel (method fkd), by the Pruning field each sets
+REPLAY_OPTIONS = {"rho": "--prune", "pool": "--pool", "metric": "--prune-metric", "keep": "--prune-keep", "batches": "--replay-batches"}
+
+
+def check_replay_options(pruning: Pruning, methods: tuple[str, ...]) -> None:
+    """A replay option given while no method replays a stored relabel is refused rather than ignored."""
+    if any("replay" in method_terms(m) for m in methods):
+        return
+    given = next((option for field, option in REPLAY_OPTIONS.items() if getattr(pruning, field) != getattr(Pruning(), field)), None)
+    if given is not None:
+        raise ConfigError(f"{given} is for method fkd (replaying a stored relabel), not {', '.join(methods)}: leave it out")
+
+
 @app.command()
 @trains
 @reads_source
@@ -397,6 +433,7 @@ def experts(
     speed: Speed = Speed(),
 ):
     """Train expert trajectories (MTT's buffer): E experts, a checkpoint every epoch, cached and resumable."""
+    check_data_dir(source)
     api = _api()
     data = api.load_dataset(source)
     folder = ensure_buffer(data, split(model)[0], num_experts, epochs, api.runtime(device, speed), out)
@@ -437,10 +474,13 @@ def run(
     runtime = api.runtime(device, speed)
     models = split(s["model"]) if s["model"] else (PRESETS[s["preset"]].model,)
     label_cfg = label_config(models, **labelling)
-    methods = split(s["methods"], "--methods") if s["methods"] else methods_for(LABEL_METHODS.canonical(labelling["labels"]))
+    label_method = LABEL_METHODS.canonical(labelling["labels"])
+    methods = split(s["methods"], "--methods") if s["methods"] is not None else methods_for(label_method)
+    check_label_stage(label_method, methods)
     # only what the user typed overrides the protocol (and an MTT artifact's learned lr); fail before any training
     cfg = eval_config(s, methods)
     images_cfg = image_config(models[0], **imaging)
+    check_data_dir(source)
     for name, c in (("images", images_cfg), ("labels", label_cfg), ("eval", cfg)):
         logs.logger.debug("%s: %s", name, c.model_dump_json())
     data = api.load_dataset(source)  # after every option is checked

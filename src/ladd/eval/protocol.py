@@ -144,6 +144,51 @@ def default_methods(art: Artifact) -> tuple[str, ...]:
     return methods_for(art.manifest.get("labels", {}).get("method"))
 
 
+# what each need of a method's terms is, and how an artifact lacking it gets it
+NEEDS = {
+    "soft_labels": ("global soft labels", "run `ladd label ARTIFACT` first"),
+    "dense_labels": ("dense labels", "run `ladd label ARTIFACT --labels ladd` first"),
+    "relabel": ("stored relabel labels", "run `ladd relabel ARTIFACT` first"),
+    "geometry": ("the sub-sampling geometry (N, R)", "run `ladd label ARTIFACT --labels ladd` first"),
+}
+
+
+def _unmet(methods: tuple[str, ...], held: set[str]) -> tuple[str, str] | None:
+    """The first method whose terms need what `held` lacks, and that need: a TERM_COMPONENTS
+    component, or "geometry" (the sub-sampler's (N, R), which local views are cut by)."""
+    for method in methods:
+        for term in method_terms(method):
+            needs = (TERM_COMPONENTS[term], "geometry") if term.startswith("local") else (TERM_COMPONENTS[term],)
+            missing = next((n for n in needs if n not in held), None)
+            if missing is not None:
+                return method, missing
+    return None
+
+
+def check_methods(art: Artifact, methods: tuple[str, ...]) -> None:
+    """Every method trains on what the artifact holds: refused before any student trains."""
+    held = {*art.components(), *(["relabel"] if art.relabel is not None else []), *(["geometry"] if art.geometry is not None else [])}
+    missing = _unmet(methods, held)
+    if missing is not None:
+        method, need = missing
+        what, fix = NEEDS[need]
+        raise ArtifactError(f"method {method} trains on {what}, which the artifact lacks: {fix}")
+
+
+def check_label_stage(label_method: str, methods: tuple[str, ...]) -> None:
+    """Every method trains on what the label stage will make (as `methods_for` has it: LADD's
+    dense labels beside global soft labels, any other method global soft labels), refused before
+    anything runs. Local views' geometry is not checked: squeezed images carry their tile grid."""
+    made = {"labels", "soft_labels", "geometry", *(["dense_labels"] if label_method == "ladd" else [])}
+    missing = _unmet(methods, made)
+    if missing is not None:
+        method, need = missing
+        raise ConfigError(
+            f"--methods {method} trains on {NEEDS[need][0]}, which --labels {label_method} does not make: "
+            f"choose methods it trains (e.g. {','.join(methods_for(label_method))}) or other --labels"
+        )
+
+
 # LADD's local term when no reduction is given: the mean over the N² views (docs/methods.md, "Where ladd differs from the papers")
 LADD_REDUCTION = "mean"
 
@@ -208,6 +253,8 @@ def evaluate_all(requests: list[tuple[Artifact, EvalConfig]], dataset: Dataset, 
     """The rows of each (artifact, config) evaluation. Every student of the call (evaluations ×
     methods × models × lr candidates × seeds) is trained by one `train_plans`, so under torchrun
     they spread over the ranks together (e.g. baseline++'s beside the evaluation it is compared with)."""
+    for art, cfg in requests:
+        check_methods(art, cfg.methods)
     prepared = [_prepare(art, dataset, cfg, runtime) for art, cfg in requests]
     trained = iter(train_plans([p for ev in prepared for job in ev.jobs for p in job.plans], dataset, runtime))
     return [_score(ev, trained, dataset) for ev in prepared]
@@ -431,8 +478,6 @@ def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
     """The pruned label pool of a stored relabel and what it costs: bytes of the six components
     of the kept units only, and teacher FLOPs of training plus labelling those units."""
     store = art.relabel
-    if store is None:
-        raise ArtifactError("the fkd method replays stored relabel labels, which the artifact lacks: run `ladd relabel ARTIFACT` first")
     pruning = cfg.pruning
     kept = prune_units(store, art.labels, pruning)
     positions = torch.cat(kept)

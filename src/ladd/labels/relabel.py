@@ -70,6 +70,12 @@ class RelabelConfig(BaseModel):
             raise ConfigError("--top-k stores the k largest probabilities and their indices: add --label-kind probs")
         return self
 
+    @model_validator(mode="after")
+    def _teacher_epoch_was_trained(self) -> "RelabelConfig":  # here, as build_teacher's own check names `ladd label`'s --labeler-epoch
+        if self.teacher_weights is None and self.teacher_epoch is not None and self.teacher_epoch > self.teacher.epochs:
+            raise ConfigError(f"--teacher-epoch {self.teacher_epoch:g} is outside the trained range 0..{self.teacher.epochs}")
+        return self
+
 
 def relabel(
     art: Artifact, artifact_dir: Path, dataset: Dataset, cfg: RelabelConfig, runtime: Runtime, *, overwrite: bool = False
