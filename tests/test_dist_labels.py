@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -48,14 +49,18 @@ def _labels(tmp: Path, name: str) -> dict:
     whole = global_labels(teacher, art.images, toy.mean, toy.std, batch_size=4, runtime=runtime)  # 5 chunks
     epochs, learned = [], []
     write_epoch, learn_labels, cache = rel.write_epoch, methods.learn_labels, os.environ["LADD_CACHE"]
+    load_store = pipeline.load_store
     rel.write_epoch = lambda d, e, *a: (epochs.append(e), write_epoch(d, e, *a))[1]
     methods.learn_labels = lambda *a, **k: (learned.append(1), learn_labels(*a, **k))[1]
+    # rank 1 reads the finished relabel late: rank 0 must not move relabel.partial/ into place before
+    pipeline.load_store = lambda *a: (time.sleep(1.0 if dist.rank() == 1 else 0), load_store(*a))[1]
     try:
         pipeline.relabel_artifact(path, toy, RELABEL, runtime)
         os.environ["LADD_CACHE"] = str(tmp / f"cache-{name}")  # BPTT learns from scratch here
         bptt = LABEL_METHODS.get("bptt")(art, toy, BPTT, runtime).soft
     finally:
         rel.write_epoch, methods.learn_labels, os.environ["LADD_CACHE"] = write_epoch, learn_labels, cache
+        pipeline.load_store = load_store
     return {
         "dense": dense,
         "soft": soft,

@@ -10,11 +10,12 @@ import pytest
 import typer
 
 from ladd import pipeline
-from ladd import api, cli
+from ladd import cli
 from ladd.cli import options, stages
 from ladd.artifact import load_artifact
 from ladd.core.errors import ConfigError, LaddError
 from ladd.core.runtime import Runtime
+from ladd.eval import protocol
 from ladd.eval.protocol import EvalConfig, protocol_for
 
 from conftest import ladd_main, make_dataset
@@ -147,15 +148,15 @@ def test_an_evaluation_says_how_long_it_will_take_and_one_seed_shows_no_spread(t
     "command,patch,advice",
     [
         (["distill", "--dataset", "digits", "--ipc", "1", "--out", "OUT"], "distill", "re-run the same command with --resume to continue"),
-        (["eval", "ART", "--seeds", "1", "--out", "OUT"], "evaluate", "re-run the same command to continue"),
-        (["eval", "ART", "--seeds", "1"], "evaluate", "re-run the same command with --out runs/"),  # its students resume from there
+        (["eval", "ART", "--seeds", "1", "--out", "OUT"], "evaluate_all", "re-run the same command to continue"),
+        (["eval", "ART", "--seeds", "1"], "evaluate_all", "re-run the same command with --out runs/"),  # its students resume from there
     ],
 )
 def test_ctrl_c_says_how_to_continue_and_exits_130(tmp_path, capsys, art, monkeypatch, command, patch, advice):
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline if patch == "distill" else api, patch, interrupt)
+    monkeypatch.setattr(pipeline if patch == "distill" else protocol, patch, interrupt)
     monkeypatch.chdir(tmp_path)
     args = [{"ART": art, "OUT": tmp_path / "o"}.get(a, a) for a in command]
     code, err = ladd_main(capsys, *args)

@@ -245,6 +245,7 @@ def relabel_artifact(path: Path, dataset: Dataset, cfg: RelabelConfig, runtime: 
     second process relabelling it waits, then finds the relabel made and reuses it."""
     with dist.locked(path, "relabelling"):
         art = relabel(load_artifact(path), path, dataset, cfg, runtime, overwrite=overwrite)
+        dist.barrier()  # every rank has read relabel.partial/ before rank 0's save moves it into place
         save_artifact(path, art)
     return load_artifact(path)
 
