@@ -161,3 +161,27 @@ def test_students_of_unequal_length_are_shared_longest_first_and_give_one_proces
     for rows in ranks:
         assert [_same(r) for r in rows] == [_same(r) for r in one]
         assert [r[0]["trained_by"]["seed_ranks"] for r in rows] == [owners[:3], owners[3:]]
+
+
+def _estimate_fails_on_rank_zero() -> str:
+    """`train_plans` whose estimate (rank 0's alone) fails, as on a corrupt student state: what each rank raises."""
+    import types
+
+    from ladd.core.errors import ArtifactError
+
+    def corrupt(*a, **k):
+        raise ArtifactError("students/x/trainer_state.safetensors is not a readable safetensors file")
+
+    protocol.expected_seconds = corrupt
+    plans = [types.SimpleNamespace(seeds=2, data=types.SimpleNamespace(images=torch.zeros(1)))]
+    try:
+        protocol.train_plans(plans, None, None)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return "no error"
+
+
+def test_a_failed_estimate_on_rank_zero_stops_every_rank_with_its_message():
+    r0, r1 = spawn(_estimate_fails_on_rank_zero)
+    assert r0 == "ArtifactError: students/x/trainer_state.safetensors is not a readable safetensors file"
+    assert r1.startswith("RunError: rank 0 failed (ArtifactError: students/x/trainer_state.safetensors is not") and "stops too" in r1

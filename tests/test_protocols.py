@@ -270,6 +270,15 @@ def test_an_interrupted_evaluation_resumes_its_students_to_the_same_rows(toy, tm
     assert not (tmp_path / "students").exists()
 
 
+def test_methods_are_checked_against_what_a_built_in_label_stage_makes_and_a_plugins_is_left_to_its_artifact():
+    from ladd.eval.protocol import check_label_stage
+
+    check_label_stage("ladd", ("baseline", "ladd", "global-soft"))
+    with pytest.raises(LaddError, match="--methods ladd trains on dense labels, which --labels soft does not make"):
+        check_label_stage("soft", ("baseline", "ladd"))
+    check_label_stage("my-plugin-labels", ("ladd",))  # what a plugin makes is known once it has run
+
+
 def test_students_go_longest_first_to_the_least_loaded_rank():
     from ladd.eval.protocol import assign
 

@@ -175,11 +175,16 @@ def check_methods(art: Artifact, methods: tuple[str, ...]) -> None:
         raise ArtifactError(f"method {method} trains on {what}, which the artifact lacks: {fix}")
 
 
+# what each built-in label method adds to the hard labels (a plugin's is checked on the artifact it makes)
+LABELS_MADE = {"ladd": {"soft_labels", "dense_labels"}, "soft": {"soft_labels"}, "bptt": {"soft_labels"}}
+
+
 def check_label_stage(label_method: str, methods: tuple[str, ...]) -> None:
-    """Every method trains on what the label stage will make (as `methods_for` has it: LADD's
-    dense labels beside global soft labels, any other method global soft labels), refused before
+    """Every method trains on what a built-in label stage will make (`LABELS_MADE`), refused before
     anything runs. Local views' geometry is not checked: squeezed images carry their tile grid."""
-    made = {"labels", "soft_labels", "geometry", *(["dense_labels"] if label_method == "ladd" else [])}
+    if label_method not in LABELS_MADE:
+        return
+    made = {"labels", "geometry", *LABELS_MADE[label_method]}
     missing = _unmet(methods, made)
     if missing is not None:
         method, need = missing
@@ -585,7 +590,7 @@ def train_plans(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> list[S
     units = [(p, seed) for p, plan in enumerate(plans) for seed in range(plan.seeds)]
     layout = _layout(len(units), any(stream.stored(plan.data.images) for plan in plans))
     spread = layout["layout"] == "assignment"
-    owners = dist.broadcast(assign(expected_seconds(plans, dataset, runtime, layout), layout["ranks"]) if dist.main() else None)
+    owners = dist.first(lambda: assign(expected_seconds(plans, dataset, runtime, layout), layout["ranks"]))  # its failure stops every rank
     models, done = {}, {}
     here = [u for u in range(len(units)) if owners[u] == dist.rank()] if spread else range(len(units))
     for u in here:
