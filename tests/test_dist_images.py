@@ -59,8 +59,9 @@ def same_artifact(a: Path, b: Path) -> None:
 
 
 def units_by_rank(stderr: str, what: str) -> tuple[set[int], set[int]]:
-    """Units whose checkpoints rank 0 and rank 1 logged (rank 1's lines carry its rank)."""
-    lines = re.findall(rf"^(rank 1 of 2: )?.*{what} (\d+): checkpoint", stderr, re.M)
+    """Units whose checkpoints rank 0 and rank 1 logged (rank 1's lines carry its rank); only lines
+    that are one message whole, as the two ranks' lines can cut into each other on the shared stderr."""
+    lines = re.findall(rf"^(rank 1 of 2: )?{what} (\d+): checkpoint: iteration \d+/\d+ -> \S+$", stderr, re.M)
     return {int(u) for r, u in lines if not r}, {int(u) for r, u in lines if r}
 
 
