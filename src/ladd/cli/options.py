@@ -873,3 +873,9 @@ reads_source = option_group(_source_options, "source", source_config)
 makes_images = option_group(_image_options, "imaging")
 makes_labels = option_group(_label_options, "labelling")
 trains_students = option_group(_student_options, "students")
+
+
+def check_head_rows(who: str, weights, classes) -> None:
+    """--WHO-classes picks a pretrained WHO's head rows: refused without --WHO-weights rather than ignored."""
+    if classes is not None and weights is None:
+        raise ConfigError(f"--{who}-classes is for --{who}-weights (a pretrained {who}'s head rows): leave it out")

@@ -10,6 +10,7 @@ import typer
 
 from ladd.cli.common import default_out, log_beside, new_artifact, open_artifact
 from ladd.cli.options import (
+    check_head_rows,
     config_default,
     ArtifactArg,
     BpttBackprop,
@@ -137,8 +138,7 @@ def label_config(
     from ladd.experts.pretrained import pretrained_config
 
     epoch = epoch_value(labeler_epoch, "--labeler-epoch")
-    if labeler_classes is not None and labeler_weights is None:
-        raise ConfigError("--labeler-classes is for --labeler-weights (a pretrained labeler's head rows): leave it out")
+    check_head_rows("labeler", labeler_weights, labeler_classes)
     weights = None
     if labeler_weights is not None:
         weights = pretrained_config(
