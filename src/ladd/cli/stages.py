@@ -77,16 +77,6 @@ def _api():
     return api
 
 
-def check_data_dir(source: SourceConfig) -> None:
-    """--data-dir given to a dataset shipped in a package is refused, as a fixed-size dataset's
-    --resolution is, rather than ignored."""
-    from ladd.data import SOURCES
-
-    if source.data_dir is not None and SOURCES.get(source.dataset).__module__ == "ladd.data.embedded":
-        name = SOURCES.canonical(source.dataset)
-        raise ConfigError(f"dataset {name!r} is shipped with ladd and reads no folder: drop --data-dir {source.data_dir}")
-
-
 def image_config(model: str, *, ipc, images, import_path, seed, recipe, resume, float_images, buffer, param) -> ImagesConfig:
     """The image stage's config from its options (`makes_images`), its recipe overrides checked
     before any data is loaded."""
@@ -225,7 +215,6 @@ def distill(
     """Image stage: select, learn or import IPC images per class; write an artifact (images + hard labels;
     LIC and RDED also store region labels)."""
     out = new_artifact(out or default_out() / "artifact", overwrite or imaging["resume"])
-    check_data_dir(source)
     cfg = image_config(split(model)[0], **imaging)
     logs.logger.debug("images: %s", cfg.model_dump_json())
     api = _api()
@@ -433,7 +422,6 @@ def experts(
     speed: Speed = Speed(),
 ):
     """Train expert trajectories (MTT's buffer): E experts, a checkpoint every epoch, cached and resumable."""
-    check_data_dir(source)
     api = _api()
     data = api.load_dataset(source)
     folder = ensure_buffer(data, split(model)[0], num_experts, epochs, api.runtime(device, speed), out)
@@ -480,7 +468,6 @@ def run(
     # only what the user typed overrides the protocol (and an MTT artifact's learned lr); fail before any training
     cfg = eval_config(s, methods)
     images_cfg = image_config(models[0], **imaging)
-    check_data_dir(source)
     for name, c in (("images", images_cfg), ("labels", label_cfg), ("eval", cfg)):
         logs.logger.debug("%s: %s", name, c.model_dump_json())
     data = api.load_dataset(source)  # after every option is checked

