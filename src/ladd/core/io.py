@@ -233,8 +233,7 @@ def load_safetensors(path: Path, digest: str | None = None, where: str = "", dev
     except MemoryError as e:
         raise ArtifactError(f"{path} is not a readable safetensors file (out of memory while parsing it)") from e
     except Exception as e:  # SafetensorError, dtypes torch lacks (TypeError, ValueError), ...
-        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ArtifactError(f"{path} is not a readable safetensors file ({detail}): replace it with a good copy") from e
+        raise _unparsable(path, e) from e
     tensors = tensors if device is None else {k: v.to(device) for k, v in tensors.items()}
     return (tensors, meta) if metadata else tensors
 
@@ -251,8 +250,12 @@ def load_metadata(path: Path) -> dict[str, str]:
     except OSError as e:
         raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from e
     except Exception as e:  # SafetensorError
-        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ArtifactError(f"{path} is not a readable safetensors file ({detail}): replace it with a good copy") from e
+        raise _unparsable(path, e) from e
+
+
+def _unparsable(path: Path, e: Exception) -> ArtifactError:
+    detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return ArtifactError(f"{path} is not a readable safetensors file ({detail}): replace it with a good copy")
 
 
 def read_json(path: Path, fix: str):
