@@ -590,12 +590,16 @@ def train_plans(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> list[S
     units = [(p, seed) for p, plan in enumerate(plans) for seed in range(plan.seeds)]
     layout = _layout(len(units), any(stream.stored(plan.data.images) for plan in plans))
     spread = layout["layout"] == "assignment"
-    owners = dist.first(lambda: assign(expected_seconds(plans, dataset, runtime, layout), layout["ranks"]))  # its failure stops every rank
+    keys = student_keys(plans, runtime)
+    # rank 0 alone estimates: its failure stops every rank
+    owners = dist.first(lambda: assign(expected_seconds(plans, keys, dataset, runtime, layout), layout["ranks"]))
     models, done = {}, {}
     here = [u for u in range(len(units)) if owners[u] == dist.rank()] if spread else range(len(units))
     for u in here:
         with dist.alone() if spread else contextlib.nullcontext():
-            model, done[u] = _train_one(plans[units[u][0]], units[u][1], dataset, runtime)
+            p, seed = units[u]
+            directory = None if keys[p] is None else _checkpoints / f"{keys[p]}-seed{seed}"
+            model, done[u] = _train_one(plans[p], directory, seed, dataset, runtime)
         if model is not None:
             models[u] = model
     if spread:
@@ -630,7 +634,7 @@ PROBE_EPOCHS = 3
 PROBE_SHARE = 20
 
 
-def expected_seconds(plans: list[Plan], dataset: Dataset, runtime: Runtime, layout: dict) -> list[float]:
+def expected_seconds(plans: list[Plan], keys: list[str | None], dataset: Dataset, runtime: Runtime, layout: dict) -> list[float]:
     """Per student (plan-major, then seed): the seconds it has left, and said before they start.
     One student of each kind (data, loss terms, model, batch) trains PROBE_EPOCHS epochs, and its
     fastest epoch after the first (which pays for warm-up and compilation) is scaled to the epochs
@@ -638,7 +642,7 @@ def expected_seconds(plans: list[Plan], dataset: Dataset, runtime: Runtime, layo
     `layout`. Timed only where the answer is used (progress shown, or students to share out over
     ranks), the training set is in memory and timing costs at most 1/PROBE_SHARE of the training
     left; otherwise the epochs left stand in for the seconds."""
-    epochs, left = [plan.recipe.epochs for plan in plans for _ in range(plan.seeds)], epochs_left(plans, runtime)
+    epochs, left = [plan.recipe.epochs for plan in plans for _ in range(plan.seeds)], epochs_left(plans, keys)
     if (progress.quiet() and layout["layout"] != "assignment") or any(stream.stored(plan.data.images) for plan in plans):
         return [float(n) for n in left]
     kinds: dict[tuple, list[int]] = {}
@@ -681,12 +685,11 @@ def _units_of(plans: list[Plan], group: list[int]) -> list[int]:
     return [firsts[p] + seed for p in group for seed in range(plans[p].seeds)]
 
 
-def epochs_left(plans: list[Plan], runtime: Runtime) -> list[int]:
+def epochs_left(plans: list[Plan], keys: list[str | None]) -> list[int]:
     """Per student (plan-major, then seed): its epochs still to train, after the newest checkpoint a
-    killed evaluation left in `checkpointing`'s folder."""
+    killed evaluation left in `checkpointing`'s folder (`keys`: the plans' `student_keys`)."""
     left = []
-    for plan in plans:
-        key = _student_key(plan, runtime)  # hashed once per plan: the seeds share its data
+    for plan, key in zip(plans, keys):
         for seed in range(plan.seeds):
             done = 0 if key is None else resumes_at(_checkpoints / f"{key}-seed{seed}")
             left.append(max(0, plan.recipe.epochs - done))
@@ -737,19 +740,29 @@ def checkpointing(folder: Path | None):
         _checkpoints = outer
 
 
-def _student_dir(plan: Plan, seed: int, runtime: Runtime) -> Path | None:
-    key = _student_key(plan, runtime)
-    return None if key is None else _checkpoints / f"{key}-seed{seed}"
+def student_keys(plans: list[Plan], runtime: Runtime) -> list[str | None]:
+    """The seed-free part of each plan's student folder names (None: its students are not
+    checkpointed), for a whole `train_plans` call: each training set is hashed once, as the
+    plans of an evaluation share it."""
+    digests: dict[int, object] = {}  # sha256 of the tensors, by id of the TrainData (which `plans` keeps alive)
+    keys = []
+    for plan in plans:
+        data = plan.data
+        if _checkpoints is None or plan.curve_every or data.replay is not None or stream.stored(data.images):
+            keys.append(None)
+            continue
+        if id(data) not in digests:
+            tensors = hashlib.sha256()
+            for t in (data.images, data.hard, data.soft, data.dense):
+                tensors.update(b"-" if t is None else t.detach().cpu().contiguous().numpy().tobytes())
+            digests[id(data)] = tensors
+        keys.append(_student_key(plan, digests[id(data)].copy(), runtime))
+    return keys
 
 
-def _student_key(plan: Plan, runtime: Runtime) -> str | None:
-    """The seed-free part of a plan's student folder names (None: its students are not checkpointed)."""
+def _student_key(plan: Plan, digest, runtime: Runtime) -> str:
+    """A plan's key: `digest` (sha256 fed its training tensors) fed everything else that decides its weights."""
     data = plan.data
-    if _checkpoints is None or plan.curve_every or data.replay is not None or stream.stored(data.images):
-        return None
-    digest = hashlib.sha256()
-    for t in (data.images, data.hard, data.soft, data.dense):
-        digest.update(b"-" if t is None else t.detach().cpu().contiguous().numpy().tobytes())
     settings = [
         plan.model_name,
         plan.recipe.model_dump(mode="json"),
@@ -764,13 +777,12 @@ def _student_key(plan: Plan, runtime: Runtime) -> str | None:
     return f"{plan.model_name}-{digest.hexdigest()[:16]}"
 
 
-def _train_one(plan: Plan, seed: int, dataset: Dataset, runtime: Runtime) -> tuple[nn.Module | None, tuple]:
+def _train_one(plan: Plan, directory: Path | None, seed: int, dataset: Dataset, runtime: Runtime) -> tuple[nn.Module | None, tuple]:
     """One student: (model or None if it diverged, (seconds, log, curve, Diverged or None)). Time spent
     recording the curve's test accuracy is not counted in the seconds; a student resumed from its
     checkpoint (`checkpointing`) counts only the time since."""
     t0, tested, curve = time.perf_counter(), 0.0, []
     model = build_for(dataset, plan.model_name, seed)
-    directory = _student_dir(plan, seed, runtime)
 
     def record(epochs: int, model: nn.Module, log: TrainLog) -> None:
         nonlocal tested
