@@ -377,6 +377,7 @@ def test_a_json_file_ladd_wrote_is_replaced(capsys, tmp_path):
         {"WORLD_SIZE": "abc"},
         {"WORLD_SIZE": ""},
         {"WORLD_SIZE": "0"},
+        {"RANK": "-1"},
         {"WORLD_SIZE": "2", "LADD_DIST_TIMEOUT_MIN": "abc"},
         {"WORLD_SIZE": "2", "LADD_DIST_TIMEOUT_MIN": "nan"},
         {"WORLD_SIZE": "2", "LADD_DIST_TIMEOUT_MIN": "0"},

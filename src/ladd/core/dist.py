@@ -74,7 +74,9 @@ def typed(argv: list[str]) -> str:
 
 
 def init() -> None:
-    """Join torchrun's process group (a no-op without torchrun or when joined already)."""
+    """Join torchrun's process group (a no-op without torchrun or when joined already). RANK is
+    checked first, with or without torchrun: progress reads it to choose the rank that prints."""
+    process_rank()
     if not launched() or td.is_initialized():
         return
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and td.is_nccl_available() else "gloo"
@@ -140,6 +142,11 @@ def main() -> bool:
 
 def local_rank() -> int:
     return _env_number("LOCAL_RANK", int, 0, 0, 1 << 20)
+
+
+def process_rank() -> int:
+    """This process's rank under torchrun (0 alone): also before `init` and inside `alone()`."""
+    return _env_number("RANK", int, 0, 0, 1 << 20)
 
 
 def where() -> str:

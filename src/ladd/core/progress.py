@@ -36,7 +36,7 @@ def quiet() -> bool:
 
 
 def _first_rank() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    return dist.process_rank() == 0
 
 
 def _speaks() -> bool:
