@@ -363,6 +363,14 @@ def test_an_output_path_in_the_way_is_refused_naming_the_option(capsys, sealed, 
     assert option in err and str(where[obstacle]) in err and ".tmp" not in err and "unexpected" not in err, err
 
 
+@pytest.mark.parametrize("command", ["teachers", "leaderboard"])
+def test_a_listing_of_a_folder_that_does_not_exist_is_refused(capsys, tmp_path, command):
+    """`ladd teachers /nonexistent` printed an empty table and exited 0, as if nothing were trained there."""
+    code, err = ladd_main(capsys, command, tmp_path / "nowhere")
+    assert code == ArtifactError.exit_code and err.count("\n") == 1, err
+    assert f"{tmp_path / 'nowhere'} is not a folder" in err, err
+
+
 def test_a_json_file_ladd_wrote_is_replaced(capsys, tmp_path):
     listing = tmp_path / "ls.json"
     listing.write_text('{"root": "elsewhere", "entries": []}\n')

@@ -198,7 +198,11 @@ def cache_dir(dataset: Dataset, cfg: ExpertConfig, precision: str = "fp32") -> P
 def registry(roots: list[Path] | None = None) -> list[dict]:
     """Every trained network (teacher, labeler, expert) under `roots` (default: the expert cache),
     one row each: where, what it was trained on (dataset, classes, normalization), how (config,
-    recipe), its test accuracy and the checksum of its final weights."""
+    recipe), its test accuracy and the checksum of its final weights. A folder named that does not
+    exist is refused (an empty listing would read as "none trained there")."""
+    for root in roots or []:
+        if not Path(root).expanduser().is_dir():
+            raise ArtifactError(f"{root} is not a folder: pass folders holding trained networks (default: the expert cache)")
     rows = []
     for root in roots or [cache_root() / "experts"]:
         for info_path in sorted(Path(root).expanduser().rglob(INFO)):
