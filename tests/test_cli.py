@@ -135,6 +135,11 @@ def unlabelled(tmp_path_factory):
         (["label", "ART", "--labeler-classes", "1,2"], 2, "--labeler-classes is for --labeler-weights (a pretrained labeler's head rows)"),
         (["relabel", "ART", "--teacher-classes", "1,2,3"], 2, "--teacher-classes is for --teacher-weights (a pretrained"),
         (["diversity", "ART", "--teacher-classes", "1,2,3"], 2, "--teacher-classes is for --teacher-weights"),
+        # a pretrained network has one checkpoint, trained already: options of a network ladd trains are refused beside it
+        (["relabel", "ART", "--teacher-weights", "w.pth", "--teacher-epoch", "1"], 2, "--teacher-epoch picks a checkpoint of a teacher"),
+        (["diversity", "ART", "--teacher-weights", "w.pth", "--teacher-epochs", "3"], 2, "--teacher-epochs sets how long ladd trains"),
+        (["label", "ART", "--labeler-weights", "w.pth", "--labeler-epoch", "auto"], 2, "--labeler-weights is one trained labeler"),
+        (["label", "ART", "--labeler-weights", "w.pth", "--ensemble", "2"], 2, "--ensemble averages several labelers ladd trains"),
         (["eval", "ART", "--prune", "2"], 2, "--prune is for method fkd (replaying a stored relabel), not baseline: leave it out"),
         (["eval", "ART", "--methods", "ladd", "--replay-batches", "shuffled"], 2, "--replay-batches is for method fkd"),
         (["eval", "ART", "--methods", ""], 2, "--methods is empty: give at least one name"),

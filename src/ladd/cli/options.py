@@ -875,7 +875,18 @@ makes_labels = option_group(_label_options, "labelling")
 trains_students = option_group(_student_options, "students")
 
 
-def check_head_rows(who: str, weights, classes) -> None:
-    """--WHO-classes picks a pretrained WHO's head rows: refused without --WHO-weights rather than ignored."""
-    if classes is not None and weights is None:
-        raise ConfigError(f"--{who}-classes is for --{who}-weights (a pretrained {who}'s head rows): leave it out")
+def check_pretrained(who: str, weights, classes, *, epoch=None, epochs=None, ensemble: int = 1) -> None:
+    """Options refused rather than ignored, before any work: --WHO-classes (a pretrained WHO's head
+    rows) without --WHO-weights, and with them the options of a WHO that ladd trains: its
+    checkpoint (--WHO-epoch), its training (--WHO-epochs) or several members (--ensemble)."""
+    if weights is None:
+        if classes is not None:
+            raise ConfigError(f"--{who}-classes is for --{who}-weights (a pretrained {who}'s head rows): leave it out")
+        return
+    for given, option, what in (
+        (epoch is not None, f"--{who}-epoch", f"picks a checkpoint of a {who} ladd trains"),
+        (epochs is not None, f"--{who}-epochs", f"sets how long ladd trains a {who}"),
+        (ensemble > 1, "--ensemble", f"averages several {who}s ladd trains"),
+    ):
+        if given:
+            raise ConfigError(f"{option} {what}; --{who}-weights is one trained {who} already: leave {option} out")

@@ -19,7 +19,7 @@ from ladd.cli.options import (
     Recipe,
     Resume,
     Seed,
-    check_head_rows,
+    check_pretrained,
     checked,
     model_names,
     one_of,
@@ -209,7 +209,7 @@ def relabel(
     """Relabel stage (SRe²L/FKD, stored): per epoch and image, draw a RandomResizedCrop, flip and
     CutMix partner, store them with the teacher's soft label in ARTIFACT/relabel/ (safetensors, one
     file per epoch; an interrupted run resumes). Students replay them: `ladd eval --methods fkd`."""
-    check_head_rows("teacher", teacher_weights, teacher_classes)
+    check_pretrained("teacher", teacher_weights, teacher_classes, epoch=teacher_epoch, epochs=teacher_epochs)
     art, _, dataset = open_artifact(artifact, data_dir)
     teacher = teacher_config(dataset, teacher_model, teacher_epochs, art.manifest["ipc"])
     cfg = RelabelConfig(
@@ -258,7 +258,7 @@ def squeeze(
     """SRe²L/LPLD squeeze: train (or reuse) a BN teacher, then store its class-wise BN statistics beside it."""
     from ladd.images.squeeze import SqueezeConfig, squeeze as run_squeeze
 
-    check_head_rows("teacher", teacher_weights, teacher_classes)
+    check_pretrained("teacher", teacher_weights, teacher_classes, epochs=teacher_epochs)
 
     data, runtime = pipeline.load_source(source), Runtime.from_name(device, speed)
     cfg = SqueezeConfig(batch_size=batch_size, momentum=momentum, seed=seed)
@@ -294,7 +294,7 @@ def recover(
     Under torchrun the batches are shared out over the ranks; --resume continues each from its checkpoint."""
     from ladd.images.recover import METHODS
 
-    check_head_rows("teacher", teacher_weights, teacher_classes)
+    check_pretrained("teacher", teacher_weights, teacher_classes, epochs=teacher_epochs)
     method = IMAGE_METHODS.canonical(images)
     if method not in METHODS:
         raise ConfigError(f"--images {images}: recover runs {' or '.join(METHODS)}; other methods run through `ladd distill`")
@@ -340,7 +340,7 @@ def diversity(
     from ladd.eval.diversity import diversity as measure
     from ladd.images.squeeze import load_teacher
 
-    check_head_rows("teacher", teacher_weights, teacher_classes)
+    check_pretrained("teacher", teacher_weights, teacher_classes, epochs=teacher_epochs)
     art, _, data = open_artifact(artifact, data_dir)
     runtime = Runtime.from_name(device, speed)
     directory = Path(

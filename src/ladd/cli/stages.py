@@ -10,7 +10,7 @@ import typer
 
 from ladd.cli.common import default_out, log_beside, new_artifact, open_artifact
 from ladd.cli.options import (
-    check_head_rows,
+    check_pretrained,
     config_default,
     ArtifactArg,
     BpttBackprop,
@@ -128,7 +128,7 @@ def label_config(
     from ladd.experts.pretrained import pretrained_config
 
     epoch = epoch_value(labeler_epoch, "--labeler-epoch")
-    check_head_rows("labeler", labeler_weights, labeler_classes)
+    check_pretrained("labeler", labeler_weights, labeler_classes, epoch=epoch, ensemble=ensemble)
     weights = None
     if labeler_weights is not None:
         weights = pretrained_config(
