@@ -147,6 +147,7 @@ def unlabelled(tmp_path_factory):
         (["eval", "ART", "--methods", "baseline,ladd"], 4, "method ladd trains on dense labels, which the artifact lacks: run `ladd label"),
         (["eval", "ART", "--methods", "local-hard"], 4, "method local-hard trains on the sub-sampling geometry (N, R), which the artifact"),
         (["run", *TINY, "--labels", "soft", "--methods", "ladd"], 2, "--methods ladd trains on dense labels, which --labels soft"),
+        (["run", *TINY, "--labels", "soft", "--methods", "local-hard"], 2, "which neither --labels soft nor --images random makes"),
     ],
 )
 def test_options_that_do_not_fit_are_refused_before_any_work(unlabelled, tmp_path, monkeypatch, capsys, args, code, message):

@@ -273,10 +273,23 @@ def test_an_interrupted_evaluation_resumes_its_students_to_the_same_rows(toy, tm
 def test_methods_are_checked_against_what_a_built_in_label_stage_makes_and_a_plugins_is_left_to_its_artifact():
     from ladd.eval.protocol import check_label_stage
 
-    check_label_stage("ladd", ("baseline", "ladd", "global-soft"))
+    check_label_stage("ladd", ("baseline", "ladd", "global-soft"), "random")
     with pytest.raises(LaddError, match="--methods ladd trains on dense labels, which --labels soft does not make"):
-        check_label_stage("soft", ("baseline", "ladd"))
-    check_label_stage("my-plugin-labels", ("ladd",))  # what a plugin makes is known once it has run
+        check_label_stage("soft", ("baseline", "ladd"), "rded")
+    check_label_stage("my-plugin-labels", ("ladd",), "random")  # what a plugin makes is known once it has run
+    # local views are cut by LADD's geometry or by squeezed images' tile grid: other images with soft labels have neither
+    check_label_stage("soft", ("local-hard", "soft"), "rded")
+    check_label_stage("soft", ("local-hard",), "my-plugin-images")
+    with pytest.raises(LaddError, match="--methods local-hard trains on the sub-sampling geometry .* nor --images dm makes"):
+        check_label_stage("soft", ("soft", "local-hard"), "dm")
+
+
+def test_every_built_in_image_method_says_whether_its_images_carry_a_tile_grid():
+    from ladd.eval.protocol import TILED_IMAGES
+    from ladd.images import IMAGE_METHODS
+
+    builtins = {n for n in IMAGE_METHODS.names() if IMAGE_METHODS.get(n).__module__.startswith("ladd.images.")}
+    assert builtins and builtins <= set(TILED_IMAGES), builtins - set(TILED_IMAGES)
 
 
 def test_students_go_longest_first_to_the_least_loaded_rank():

@@ -464,7 +464,7 @@ def run(
     label_cfg = label_config(models, **labelling)
     label_method = LABEL_METHODS.canonical(labelling["labels"])
     methods = split(s["methods"], "--methods") if s["methods"] is not None else methods_for(label_method)
-    check_label_stage(label_method, methods)
+    check_label_stage(label_method, methods, IMAGE_METHODS.canonical(imaging["images"]))
     # only what the user typed overrides the protocol (and an MTT artifact's learned lr); fail before any training
     cfg = eval_config(s, methods)
     images_cfg = image_config(models[0], **imaging)

@@ -177,21 +177,32 @@ def check_methods(art: Artifact, methods: tuple[str, ...]) -> None:
 
 # what each built-in label method adds to the hard labels (a plugin's is checked on the artifact it makes)
 LABELS_MADE = {"ladd": {"soft_labels", "dense_labels"}, "soft": {"soft_labels"}, "bptt": {"soft_labels"}}
+# whether a built-in image method's images carry the tile grid local views train on (LIC and RDED's
+# squeezed images do); LADD's labels bring their own sub-sampler geometry
+TILED_IMAGES = {
+    "lic": True,
+    "rded": True,
+    **dict.fromkeys(("random", "dm", "dc", "dsa", "mtt", "herding", "sre2l", "lpld", "import"), False),
+}
 
 
-def check_label_stage(label_method: str, methods: tuple[str, ...]) -> None:
-    """Every method trains on what a built-in label stage will make (`LABELS_MADE`), refused before
-    anything runs. Local views' geometry is not checked: squeezed images carry their tile grid."""
+def check_label_stage(label_method: str, methods: tuple[str, ...], image_method: str) -> None:
+    """Every method trains on what a built-in label stage will make (`LABELS_MADE`) on the images of
+    `image_method` (`TILED_IMAGES`), refused before anything runs."""
     if label_method not in LABELS_MADE:
         return
-    made = {"labels", "geometry", *LABELS_MADE[label_method]}
+    tiled = label_method == "ladd" or TILED_IMAGES.get(image_method, True)  # a plugin's images may carry a grid
+    made = {"labels", *LABELS_MADE[label_method], *(["geometry"] if tiled else [])}
     missing = _unmet(methods, made)
     if missing is not None:
         method, need = missing
-        raise ConfigError(
-            f"--methods {method} trains on {NEEDS[need][0]}, which --labels {label_method} does not make: "
-            f"choose methods it trains (e.g. {','.join(methods_for(label_method))}) or other --labels"
-        )
+        fix = f"choose methods it trains (e.g. {','.join(methods_for(label_method))}) or other --labels"
+        if need == "geometry":
+            raise ConfigError(
+                f"--methods {method} trains on {NEEDS[need][0]}, which neither --labels {label_method} nor --images "
+                f"{image_method} makes: {fix}, or --images lic/rded"
+            )
+        raise ConfigError(f"--methods {method} trains on {NEEDS[need][0]}, which --labels {label_method} does not make: {fix}")
 
 
 # LADD's local term when no reduction is given: the mean over the N² views (docs/methods.md, "Where ladd differs from the papers")
