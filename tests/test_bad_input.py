@@ -281,6 +281,7 @@ def test_robust_eval_of_region_labelled_artifacts(capsys, tmp_path, monkeypatch,
 # --- paths and environment variables: a mistyped one is refused on one line, naming it -----------
 
 WRITTEN_FOLDERS = ("--labeler-dir", "--teacher-dir")  # str options naming a folder ladd writes
+READ_PATHS = ("--data-dir", "--buffer", "--import-path", "--labeler-weights", "--teacher-weights")  # str options naming an input
 
 
 def _takes_path(annotation) -> bool:
@@ -291,7 +292,7 @@ def _path_cases():
     cases = []
     for path, cmd in _commands():
         for p in cmd.params:
-            if _takes_path(p.type_descriptor.annotation) or p.opts[0] in WRITTEN_FOLDERS:
+            if _takes_path(p.type_descriptor.annotation) or p.opts[0] in (*WRITTEN_FOLDERS, *READ_PATHS):
                 name = p.opts[0] if p.param_type_name == "option" else p.name.upper()
                 cases += [pytest.param(path, p, v, id=f"{' '.join(path)} {name}={v!r}") for v in ("", "   ")]
     return cases
@@ -319,6 +320,8 @@ def test_the_path_sweep_covers_every_output():
     for command in (("leaderboard",), ("teachers",), ("cache", "ls"), ("data", "info")):
         assert (command, "--json") in swept
     assert (("label",), "--labeler-dir") in swept and (("diversity",), "--teacher-dir") in swept
+    for command, option in (("distill", "--data-dir"), ("distill", "--buffer"), ("run", "--import-path"), ("label", "--labeler-weights")):
+        assert ((command,), option) in swept
 
 
 @pytest.fixture

@@ -60,6 +60,8 @@ def open_artifact(artifact: Path, data_dir: str | None):
 # (`ladd export --out` is a file or a folder by its --format and must not exist: export refuses any).
 WRITES = {"--json": "file", "--out": "folder", "--labeler-dir": "folder", "--teacher-dir": "folder"}
 WRITES_IN = {("diversity", "--out"): "file", ("export", "--out"): None}
+# inputs typed as text (a name or a path), whose empty value read as the current folder
+READS = {"--data-dir", "--buffer", "--import-path", "--labeler-weights", "--teacher-weights"}
 
 
 def check_paths(command, name: str = "ladd") -> None:
@@ -72,7 +74,7 @@ def check_paths(command, name: str = "ladd") -> None:
         check_paths(cmd, sub)
     for param in getattr(command, "params", []):
         option = param.opts[0]
-        if option in WRITES or _takes_path(param.type_descriptor.annotation):
+        if option in WRITES or option in READS or _takes_path(param.type_descriptor.annotation):
             shown = option if param.param_type_name == "option" else param.name.upper()
             writes = WRITES_IN.get((name, option), WRITES.get(option))
             param.process_value = _path_check(param.process_value, shown, writes, name)
