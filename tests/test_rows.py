@@ -83,10 +83,13 @@ def test_the_committed_schema_is_current():
     assert json.loads(row_schema())["required"][:3] == ["method", "terms", "model"]
 
 
-def test_ladd_report_prints_the_schema():
+def test_ladd_report_prints_the_schema(tmp_path, monkeypatch):
+    """Also beside a file named `runs`, in the way of the report's default --out: --schema writes nothing."""
     from typer.testing import CliRunner
 
     from ladd.cli import app
 
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("mine")
     res = CliRunner().invoke(app, ["report", "--schema"])
     assert res.exit_code == 0 and res.output == row_schema()

@@ -39,6 +39,15 @@ from ladd.core.runtime import Runtime, Speed
 app = typer.Typer()
 
 
+def print_schema(wanted: bool) -> None:
+    """--schema prints and exits as soon as it is read (eager), before the report's --out is checked."""
+    if wanted:
+        from ladd.eval.rows import row_schema
+
+        typer.echo(row_schema(), nl=False)
+        raise typer.Exit()
+
+
 @app.command()
 def report(
     runs: Annotated[Optional[list[Path]], typer.Argument(help="Run folders holding results.json (from `ladd eval` or `ladd run`).")] = None,
@@ -46,17 +55,17 @@ def report(
     images: Annotated[
         int, typer.Option("--images", min=1, max=MAX_GRID_IMAGES, help="Synthetic images shown per class in each run's image grid.")
     ] = 4,
-    schema: Annotated[bool, typer.Option("--schema", help="Print the JSON Schema of a results.json row and exit (no RUNS).")] = False,
+    schema: Annotated[
+        bool,
+        typer.Option(
+            "--schema", is_eager=True, callback=print_schema, help="Print the JSON Schema of a results.json row and exit (no RUNS)."
+        ),
+    ] = False,
 ):
     """Compare runs side by side: markdown, CSV and JSON tables; accuracy vs IPC, bytes (Pareto front)
     and FLOPs; per-class accuracy; image grids with top soft labels and LADD's N×N dense labels."""
     from ladd.report.build import build_report
 
-    if schema:
-        from ladd.eval.rows import row_schema
-
-        typer.echo(row_schema(), nl=False)
-        return
     if not runs:
         raise ConfigError("give the run folders to report (RUNS), or --schema")
     written = build_report(runs, out, images=images)
