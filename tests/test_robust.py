@@ -123,7 +123,7 @@ def test_baseline_plus_plus_of_an_imported_set_is_refused_before_any_training(tm
     assert [p.name for p in (tmp_path / "ev").iterdir()] == ["ladd.log"]  # no results, only the log saying why
 
 
-def test_flops_curves_end_at_the_final_students_and_the_paper_comparison_reads_them_at_the_baselines_flops(tmp_path):
+def test_flops_curves_end_at_the_final_students_and_the_paper_comparison_reads_them_at_the_baselines_flops(tmp_path, capsys):
     from ladd.eval.protocol import at_flops, equal_cost
     from ladd.report.results import write_results
 
@@ -166,5 +166,10 @@ def test_flops_curves_end_at_the_final_students_and_the_paper_comparison_reads_t
         at_flops(row, 50, "baseline")
     with pytest.raises(LaddError, match=r"m cannot be read at baseline's 500 deployment FLOPs: its students spent 200 in all"):
         at_flops(row, 500, "baseline")  # not held at the last point
+    # in an evaluation its students are trained by then: the reading is left out with a warning, the rows kept
+    unread = {**both, "method": "soft", "curve": [{**p, "flops_deploy": base["flops_deploy"] + 1} for p in both["curve"]]}
+    args = (labelled, None, ds, cfg.model_copy(update={"methods": ("baseline", "soft")}), Runtime(), [base, unread], ("curve",))
+    assert equal_cost(*args) == []
+    assert "warning: soft cannot be read at baseline's" in capsys.readouterr().err
     with pytest.raises(LaddError, match="choose the lr with --select-lr first"):
         EvalConfig(select_lr=(0.01, 0.1), curve_every=1)
