@@ -29,7 +29,7 @@ class TrainedBy(BaseModel):
 
     layout: Literal["one process", "assignment", "ddp"]
     ranks: int
-    students: int
+    students: int  # all those shared out with the row's (every row of the evaluation, baseline++'s included)
     why: str | None = None  # ddp only: why the students were not spread over the ranks
     seed_ranks: list[int] | None = None  # assignment only: the rank that trained each seed
 
