@@ -824,7 +824,6 @@ FOLDERS = {
 }
 
 
-@pytest.mark.filterwarnings("ignore:skipping unreadable image")
 @pytest.mark.parametrize("skip", [False, True], ids=["strict", "skip-unreadable"])
 @pytest.mark.parametrize("case", list(FOLDERS))
 def test_data_folder_cases(tmp_path, case, skip):
@@ -851,7 +850,6 @@ def test_symlink_loops_are_not_followed(tmp_path):
     assert len(outcome(lambda: load_dataset("imagefolder", data_dir=root, resolution=8)).class_names) == 2
 
 
-@pytest.mark.filterwarnings("ignore:skipping unreadable image")
 def test_unreadable_files_and_folders_are_one_line(tmp_path, monkeypatch):
     """Root reads everything, so permission errors are injected where the OS would raise them."""
     root = _folder(tmp_path / "data", GOOD)

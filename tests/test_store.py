@@ -158,7 +158,7 @@ def test_a_killed_build_leaves_nothing_half_used(tmp_path, monkeypatch):
     assert [e.status for e in cache.entries(["data"])] == ["complete"]
 
 
-def test_parallel_build_equals_serial_and_a_bad_file_stops_it_cleanly(tmp_path, monkeypatch):
+def test_parallel_build_equals_serial_and_a_bad_file_stops_it_cleanly(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(store, "MIN_PER_WORKER", 1)  # two spawned workers even for a handful of images
     monkeypatch.setattr(store, "PER_TASK", 3)
     root = write_folder(tmp_path / "data", train=5)
@@ -168,8 +168,9 @@ def test_parallel_build_equals_serial_and_a_bad_file_stops_it_cleanly(tmp_path, 
         load_dataset("imagefolder", data_dir=root, resolution=RES, workers=2)
     assert "\n" not in str(e.value)
     assert store_dirs() == [] or all(p.name.endswith(".lock") for p in store_dirs())  # nothing built, nothing left
-    with pytest.warns(UserWarning, match=r"skipping unreadable image .*3\.png"):
-        skipped = load_dataset("imagefolder", data_dir=root, resolution=RES, skip_unreadable=True, workers=1)
+    capsys.readouterr()
+    skipped = load_dataset("imagefolder", data_dir=root, resolution=RES, skip_unreadable=True, workers=1)
+    assert f"warning: skipping unreadable image {bad} (--skip-unreadable)\n" in capsys.readouterr().err  # one line, no Python warning
     assert len(skipped.train) == 14 and skipped.train.labels.tolist() == [0] * 5 + [1] * 4 + [2] * 5
     assert store.describe(store.store_of(skipped))["skipped"] == 1
     Image.new("RGB", (16, 16), (10, 200, 30)).save(bad, format="PNG")

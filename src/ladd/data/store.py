@@ -40,7 +40,6 @@ import os
 import shutil
 import threading
 import time
-import warnings
 import weakref
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -55,6 +54,7 @@ import ladd
 from ladd.core import progress
 from ladd.core.cache import FORMATS, entries, entry
 from ladd.core.errors import ConfigError, DataError, LaddError, RunError
+from ladd.core.logs import logger
 from ladd.core.io import (
     fsync,
     lock,
@@ -405,7 +405,7 @@ def _decode(staged: Path, splits: dict, classes: list[str], size: int, skip: boo
             for i, why in sorted(failed):
                 keep[i] = False
                 skipped.append(os.fsdecode(items[i][0]))
-                warnings.warn(f"skipping unreadable image {items[i][0]}", stacklevel=2)
+                logger.warning(f"skipping unreadable image {os.fsdecode(items[i][0])} (--skip-unreadable)")
             labels = np.fromiter((label for _, label in items), np.int64, len(items))[keep]
             # sources list images in every class of both splits; skipping may leave a class none
             kept = np.bincount(labels, minlength=len(classes))
