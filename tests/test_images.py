@@ -81,6 +81,8 @@ def test_import_refuses_labels_it_cannot_read_as_class_indices(toy, tmp_path):
     save_file({"images": images, "labels": torch.arange(6) + 0.5}, tmp_path / "f.safetensors")
     with pytest.raises(ArtifactError, match="labels are float32: store them as integer class indices"):
         make_images("import", ImageRequest(toy, 1, path=tmp_path / "f.safetensors"))
+    np.savez(tmp_path / "w.npz", images=images.numpy(), labels=np.array([0.0, 1.0, 2.0, 0.0, 1.0, 2.0]))  # numpy's default dtype
+    assert make_images("import", ImageRequest(toy, 2, path=tmp_path / "w.npz")).labels.tolist() == [0, 1, 2, 0, 1, 2]
     np.savez(tmp_path / "s.npz", images=images.numpy(), labels=np.array(["a", "b", "c", "a", "b", "c"]))
     with pytest.raises(ArtifactError, match=r"'labels' holds <U1 values, not numbers"):
         make_images("import", ImageRequest(toy, 1, path=tmp_path / "s.npz"))

@@ -135,7 +135,9 @@ def import_images(req: ImageRequest) -> ImageSet:
             f"{req.path}: images {tuple(images.shape)} {images.dtype} and labels {tuple(labels.shape)} {labels.dtype} "
             f"must be non-empty real tensors"
         )
-    if labels.ndim != 2 and (labels.is_floating_point() or labels.dtype == torch.bool):  # .long() would truncate 2.5 to 2
+    # class indices saved as floats (numpy's default) are read when whole; .long() would truncate 2.5 to 2
+    whole = labels.is_floating_point() and bool(torch.isfinite(labels).all()) and bool((labels == labels.round()).all())
+    if labels.ndim != 2 and ((labels.is_floating_point() and not whole) or labels.dtype == torch.bool):
         raise ArtifactError(
             f"{req.path}: labels are {str(labels.dtype).removeprefix('torch.')}: store them as integer class indices (or N×C soft labels)"
         )
