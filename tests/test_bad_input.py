@@ -366,6 +366,37 @@ def test_an_output_path_in_the_way_is_refused_naming_the_option(capsys, sealed, 
     assert option in err and str(where[obstacle]) in err and ".tmp" not in err and "unexpected" not in err, err
 
 
+@pytest.mark.parametrize(
+    "args,inside",
+    [
+        (("eval", "ART", "--out", "ART"), ""),
+        (("eval", "ART", "--out", "ART/eval"), "/eval"),
+        (("run", "--dataset", "digits", "--out", "ART"), ""),
+        (("distill", "--dataset", "digits", "--out", "ART/inner"), "/inner"),
+        (("label", "ART", "--labeler-dir", "ART/labeler"), "/labeler"),
+        (("export", "ART", "--out", "ART/set.npz"), "/set.npz"),
+        (("teachers", "--json", "ART/teachers.json"), "/teachers.json"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
+)
+def test_an_output_in_an_artifact_folder_is_refused(capsys, sealed, artifact, args, inside):
+    """`ladd eval ART --out ART` wrote its results into the artifact, and the next `ladd label ART`
+    replaced the folder whole: the results were gone."""
+    code, err = ladd_main(capsys, *[str(artifact) + a[3:] if a.startswith("ART") else a for a in args])
+    where = "lies inside the artifact" if inside else "is the artifact"
+    assert code == ArtifactError.exit_code and err.count("\n") == 1, err
+    assert f"{artifact}{inside} {where} {artifact}, which ladd replaces whole" in err, err
+
+
+def test_a_folder_with_a_manifest_of_another_kind_is_not_an_artifact(tmp_path):
+    from ladd.cli.common import artifact_around
+
+    (tmp_path / "manifest.json").write_text('{"name": "a web app", "files": []}')
+    assert artifact_around(tmp_path / "runs" / "x") is None
+    (tmp_path / "manifest.json").write_text('{"ladd_version": "0.1.0", "files": {}}')
+    assert artifact_around(tmp_path / "runs" / "x") == tmp_path
+
+
 @pytest.mark.parametrize("command", ["teachers", "leaderboard"])
 def test_a_listing_of_a_folder_that_does_not_exist_is_refused(capsys, tmp_path, command):
     """`ladd teachers /nonexistent` printed an empty table and exited 0, as if nothing were trained there."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import typing
@@ -77,16 +78,16 @@ def check_paths(command, name: str = "ladd") -> None:
         if option in WRITES or option in READS or _takes_path(param.type_descriptor.annotation):
             shown = option if param.param_type_name == "option" else param.name.upper()
             writes = WRITES_IN.get((name, option), WRITES.get(option))
-            param.process_value = _path_check(param.process_value, shown, writes, name)
+            param.process_value = _path_check(param.process_value, shown, writes, name, option in WRITES)
 
 
 def _takes_path(annotation) -> bool:
     return annotation is Path or any(_takes_path(a) for a in typing.get_args(annotation))
 
 
-def _path_check(process_value, option: str, writes: str | None, command: str):
+def _path_check(process_value, option: str, writes: str | None, command: str, output: bool):
     """A parameter's `process_value`, refusing a blank path (in the text typed, before typer turns
-    it into Path(".")) and then an output `writable` refuses."""
+    it into Path(".")), then an `output` in an artifact folder, or one `writable` refuses."""
 
     give = {"file": "give a file path", "folder": "give a folder path"}.get(writes, "give a path")
 
@@ -95,6 +96,8 @@ def _path_check(process_value, option: str, writes: str | None, command: str):
             if isinstance(text, str) and not text.strip():
                 raise ConfigError(f"{option} {text!r} is blank: {give}" if text else f"{option} is empty: {give}")
         value = process_value(ctx, value)
+        if output and value is not None:
+            outside_artifacts(Path(value), option, command)
         if writes is not None and value is not None:
             writable(Path(value), option, writes, command)
         return value
@@ -102,10 +105,14 @@ def _path_check(process_value, option: str, writes: str | None, command: str):
     return process
 
 
+# commands whose --out is the artifact they write (replaced with --overwrite)
+ARTIFACT_OUT = {"distill", "label", "recover"}
+
+
 def writable(path: Path, option: str, writes: str, command: str) -> None:
     """Refuse an output `path` where `command` cannot write the "file" or "folder" its `option`
-    names: a file in the way of a folder, a folder where the file goes, or a file ladd did not
-    write (only a JSON object, as ladd's JSON outputs are, is replaced)."""
+    names: a file in the way of a folder, a folder where the file goes, a file ladd did not write
+    (only a JSON object, as ladd's JSON outputs are, is replaced)."""
     blocker = file_in_the_way(path if writes == "folder" else path.parent)
     if blocker == path:
         raise ArtifactError(f"{option} {path} is a file, not a folder: give a folder path")
@@ -115,6 +122,31 @@ def writable(path: Path, option: str, writes: str, command: str) -> None:
         raise ArtifactError(f"{option} {path} is a folder: give a file path, e.g. {path / (command + '.json')}")
     if writes == "file" and path.exists() and not _json_object(path):
         raise ArtifactError(f"{option} {path} exists and is not a JSON file ladd wrote: choose another path (ladd replaces only its own)")
+
+
+def outside_artifacts(path: Path, option: str, command: str) -> None:
+    """Refuse an output in an artifact folder, which `ladd label` and `ladd relabel` replace whole:
+    what was written there would be lost. The artifact a command writes (`ARTIFACT_OUT`) is its own."""
+    home, here = artifact_around(path), Path(os.path.abspath(path))
+    if home is not None and not (home == here and command in ARTIFACT_OUT and option == "--out"):
+        where = "is the artifact" if home == here else "lies inside the artifact"
+        raise ArtifactError(f"{option} {path} {where} {home}, which ladd replaces whole when it labels it again: choose a path outside it")
+
+
+def artifact_around(path: Path) -> Path | None:
+    """The artifact folder that is `path` or holds it: the nearest folder whose manifest.json is a
+    ladd artifact's (a JSON object naming `ladd_version` and `files`; another project's manifest.json
+    is not one)."""
+    for folder in (Path(os.path.abspath(path)), *Path(os.path.abspath(path)).parents):
+        manifest = folder / MANIFEST
+        if manifest.is_file() and manifest.stat().st_size < MAX_MANIFEST_BYTES and _json_object(manifest):
+            with contextlib.suppress(OSError, ValueError, RecursionError):
+                if {"ladd_version", "files"} <= set(json.loads(manifest.read_bytes())):
+                    return folder
+    return None
+
+
+MAX_MANIFEST_BYTES = 64 << 20
 
 
 def _json_object(path: Path) -> bool:
