@@ -377,3 +377,24 @@ def test_fkd_students_train_on_the_pruned_pool_and_relabel_survives_relabelling(
     save_artifact(path, labelled)
     again = load_artifact(path)
     assert again.soft_labels is not None and torch.equal(again.relabel.tensors["labels"], art.relabel.tensors["labels"])
+
+
+def test_a_method_on_a_labelers_labels_and_a_relabel_by_the_same_expert_pays_its_training_once(toy, tmp_path):
+    """The labeler and the relabel teacher as checkpoints of one expert run (epoch 1 and 2): the
+    training to epoch 2 includes epoch 1's, so `global-soft+replay` is not charged both."""
+    run = TEACHER.model_copy(update={"epochs": 2})
+    path, _ = _relabelled(toy, tmp_path, teacher=run)
+    art = load_artifact(path)
+    save_artifact(path, pipeline.label(art, toy, LabelConfig(method="soft", labeler=run, epoch=1), Runtime()))
+    art = load_artifact(path)
+    assert art.manifest["labels"]["labeler"]["directory"] == art.relabel.info["teacher"]["directory"]
+    cfg = EvalConfig(methods=("global-soft", "fkd", "global-soft+replay"), models=("convnet-w32",), seeds=1, protocol="fkd", epochs=1)
+    soft, fkd, both = evaluate(art, toy, cfg, Runtime())
+    labeler_train, teacher_train = art.manifest["flops"]["labeler_train"], art.relabel.info["flops"]["teacher_train"]
+    assert 0 < labeler_train < teacher_train  # to epoch 1, to epoch 2
+    assert both["flops_labels"] == soft["flops_labels"] + fkd["flops_labels"] - labeler_train
+    # another expert run (another seed) is charged in full
+    other = TEACHER.model_copy(update={"epochs": 2, "seed": 1})
+    save_artifact(path, pipeline.label(art, toy, LabelConfig(method="soft", labeler=other, epoch=1), Runtime()))
+    soft, fkd, both = evaluate(load_artifact(path), toy, cfg, Runtime())
+    assert both["flops_labels"] == soft["flops_labels"] + fkd["flops_labels"]

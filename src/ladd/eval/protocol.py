@@ -309,7 +309,7 @@ def _prepare(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
         if relabel is not None:
             label_raw += relabel["bytes_raw"]
             label_zip += relabel["bytes_zip"]
-            label_flops += relabel["flops"]
+            label_flops += relabel["flops"] - (shared_training(art) if label_flops else 0)
 
         # a replayed relabel: the pruned pool is shared; each student draws its units by its own seed (train())
         trained_on = (
@@ -464,6 +464,19 @@ def label_cost(made: dict, used: list[str]) -> int:
         return 0
     spent = total if dense is None else ("soft_labels" in used) * (total - dense) + ("dense_labels" in used) * dense
     return made.get("labeler_train", 0) + spent if dense is None or spent else 0
+
+
+def shared_training(art: Artifact) -> int:
+    """Training FLOPs a relabel's teacher shares with the artifact's labeler (or observer) when both
+    are checkpoints of one expert run (one folder, one member): the longer training includes the
+    shorter, so a method using both labels is not charged the shorter one again."""
+    labels = art.manifest.get("labels", {})
+    labeler = labels.get("labeler") or labels.get("observer") or {}
+    teacher = art.relabel.info["teacher"]
+    one_run = labeler.get("directory") is not None and labeler.get("directory") == teacher.get("directory")
+    if not one_run or labeler.get("ensemble", 1) != 1 or teacher.get("ensemble", 1) != 1:
+        return 0
+    return min(art.manifest["flops"].get("labeler_train", 0), art.relabel.info["flops"]["teacher_train"])
 
 
 def rounding_rows(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime) -> list[dict]:
