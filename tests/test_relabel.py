@@ -367,6 +367,13 @@ def test_fkd_students_train_on_the_pruned_pool_and_relabel_survives_relabelling(
     assert row["flops_labels"] > 0 and 0 <= row["acc_mean"] <= 1
     whole = evaluate(art, toy, cfg.model_copy(update={"pruning": Pruning()}), Runtime())[0]  # ρ = 1 reuses the relabel's measured bytes
     assert whole["relabel_storage"] == art.relabel.storage() and whole["relabel_kept_samples"] == 72
+    # random pruning is charged the teacher forwards of the kept half; a metric reads every label to choose
+    made = art.relabel.info["flops"]
+    assert row["flops_labels"] == made["teacher_train"] + made["label_generation"] // 2 and whole["flops_labels"] == sum(
+        made[k] for k in ("teacher_train", "label_generation")
+    )
+    scored = cfg.model_copy(update={"pruning": Pruning(rho=2, pool="batch", metric="confidence", keep="easy")})
+    assert evaluate(art, toy, scored, Runtime())[0]["flops_labels"] == whole["flops_labels"]
     with pytest.raises(LaddError, match=r"--prune 0.5 must be >= 1"):
         EvalConfig(pruning={"rho": 0.5})
     bare = pipeline.distill(toy, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(ipc=2))

@@ -506,7 +506,8 @@ def replay_batch_size(art: Artifact, cfg: EvalConfig) -> int | None:
 
 def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
     """The pruned label pool of a stored relabel and what it costs: bytes of the six components
-    of the kept units only, and teacher FLOPs of training plus labelling those units."""
+    of the kept units only, and teacher FLOPs of training plus labelling those units (every unit
+    when a metric chose them: it reads every label)."""
     store = art.relabel
     pruning = cfg.pruning
     kept = prune_units(store, art.labels, pruning)
@@ -521,7 +522,8 @@ def _relabel_pool(art: Artifact, cfg: EvalConfig, images_raw: int) -> dict:
         "per_epoch": units_per_epoch(store, pruning.pool),
         "bytes_raw": raw,
         "bytes_zip": sum(b["zip"] for b in storage.values()),
-        "flops": made["teacher_train"] + int(made["label_generation"] * fraction),
+        # random pruning could label only the kept units; a metric scores every stored label first
+        "flops": made["teacher_train"] + int(made["label_generation"] * (fraction if pruning.metric == "random" else 1)),
         "prune": pruning.rho,
         "pool": pruning.pool,
         "replay_batches": pruning.batches,
