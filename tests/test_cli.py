@@ -429,6 +429,13 @@ def test_run_and_eval_train_an_mtt_artifact_at_its_learned_lr_and_say_so(tmp_pat
     assert res.exit_code == 0, res.output
     assert [r.lr for r in recipes] == [learned, learned]
     assert f"lr {learned:g} (learned by the image method)" in " ".join(json.loads((tmp_path / "ev" / "results.json").read_text())["notes"])
+    # an AdamW protocol keeps its own lr: the learned one is a step size of plain SGD
+    recipes.clear()
+    args = ["eval", str(tmp_path / "run" / "artifact"), "--model", "convnet-w32", "--seeds", "1", "--epochs", "1", "--protocol", "fkd"]
+    res = CliRunner().invoke(app, [*args, "--methods", "baseline", "--out", str(tmp_path / "ev-fkd")])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads((tmp_path / "ev-fkd" / "results.json").read_text())["rows"]
+    assert [r.lr for r in recipes] == [1e-3] and row["lr_source"] == "protocol fkd (the images' learned lr is an SGD step size)"
 
 
 def test_npz_export_without_suffix_is_imported_back_by_distill(tmp_path):

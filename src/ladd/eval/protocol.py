@@ -357,8 +357,10 @@ def _prepare(art: Artifact, dataset: Dataset, cfg: EvalConfig, runtime: Runtime)
                 lr, lr_source = None, f"selected on the validation split ({cfg.val_per_class} per class of the training split)"
             elif cfg.lr is not None:  # asked for by name: wins over a learned lr
                 lr, lr_source = cfg.lr, "eval config"
-            elif learned_lr is not None:
+            elif learned_lr is not None and protocol.optimizer == "sgd":  # MTT learns a plain SGD step size
                 lr, lr_source = learned_lr, "learned by the image method"
+            elif learned_lr is not None:
+                lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name} (the images' learned lr is an SGD step size)"
             else:
                 lr, lr_source = protocol.lr_for(model_name), f"protocol {protocol.name}"
             plans = [
