@@ -29,6 +29,7 @@ def test_auto_crops_bound_views_per_epoch():
     assert crops_for("auto", 1000, 5) == 5  # never fewer than 5
     assert crops_for("auto", 50, 3) == 9  # never more than N²
     assert crops_for(7, 100, 5) == 7
+    assert crops_for(50, 100, 5) == 25  # at most N²: what a row records is the K its local term draws
 
 
 def test_float_images_are_also_evaluated_rounded_to_uint8_and_the_notes_say_the_difference(toy):
