@@ -405,3 +405,24 @@ def test_a_method_on_a_labelers_labels_and_a_relabel_by_the_same_expert_pays_its
     save_artifact(path, pipeline.label(art, toy, LabelConfig(method="soft", labeler=other, epoch=1), Runtime()))
     soft, fkd, both = evaluate(load_artifact(path), toy, cfg, Runtime())
     assert both["flops_labels"] == soft["flops_labels"] + fkd["flops_labels"]
+
+
+def test_deployment_flops_of_an_uneven_batch_pool_are_the_seeds_mean(toy, tmp_path):
+    """18 images in relabel batches of 4 make units of 4 and 2 samples: a student's seed decides which
+    it draws, so seeds forward different numbers of inputs; a row's FLOPs are one student's, the mean."""
+    from ladd.cost import flops
+    from ladd.eval.protocol import _relabel_pool, mean_count
+    from ladd.experts import build_for
+
+    _, art = _relabelled(toy, tmp_path, batch_size=4)
+    cfg = EvalConfig(methods=("fkd",), models=("convnet-w32",), seeds=3, protocol="fkd", epochs=3, pruning=Pruning(rho=2, pool="batch"))
+    pool = _relabel_pool(art, cfg, 1)
+    replay = Replay(art.relabel, art.images, toy.mean, toy.std, pool["kept"], pool["per_epoch"], "stored")
+    counts = []
+    for seed in range(3):
+        mine = replay.for_seed(seed)
+        counts.append(sum(len(b) for epoch in range(3) for b in mine.batches(epoch, torch.Generator(), 4)))
+    assert mean_count(counts) != counts[-1], counts  # the seeds differ, and the last is not their mean: the case this checks
+    (row,) = evaluate(art, toy, cfg, Runtime())
+    per_input = flops.training(build_for(toy, "convnet-w32", 0), toy.shape, 1)
+    assert row["flops_deploy"] == per_input * mean_count(counts)

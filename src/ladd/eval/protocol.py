@@ -402,11 +402,11 @@ def _score(ev: _Evaluation, trained, dataset: Dataset) -> list[dict]:
             raise candidates[0].diverged
         students, recipe = candidates[chosen], job.plans[chosen].recipe
         accs, per_class = students.test(dataset)
-        # every seed forwards the same number of inputs: measure the per-sample cost once per model, on a fresh student
+        # one input costs the same in every student of a model: measured once per model, on a fresh student
         if job.model_name not in per_input_of:
             per_input_of[job.model_name] = flops.training(build_for(dataset, job.model_name, 0), dataset.shape, 1)
         per_input = per_input_of[job.model_name]
-        deploy = per_input * sum(students.log.samples.values())
+        deploy = per_input * mean_count(students.inputs)
         row = {
             **job.recorded,
             "model": job.model_name,
@@ -438,16 +438,21 @@ def _score(ev: _Evaluation, trained, dataset: Dataset) -> list[dict]:
     return rows
 
 
+def mean_count(counts: list[int]) -> int:
+    """The seeds' mean number of inputs forwarded, to the nearest input: a row's deployment FLOPs
+    are one student's, and a replay of uneven relabel batches forwards a seed-dependent number."""
+    return round(sum(counts) / len(counts))
+
+
 def curve_points(curves: list[list[tuple[int, int, float]]], per_input: int) -> list[dict]:
     """Per recorded epoch: deployment FLOPs spent so far and the test accuracy of every seed."""
     points = []
-    for recorded in zip(*curves):  # the seeds record at the same epochs with the same sample counts
+    for recorded in zip(*curves):  # the seeds record at the same epochs
         accs = [acc for _, _, acc in recorded]
-        epoch, samples, _ = recorded[0]
         points.append(
             {
-                "epoch": epoch,
-                "flops_deploy": per_input * samples,
+                "epoch": recorded[0][0],
+                "flops_deploy": per_input * mean_count([samples for _, samples, _ in recorded]),
                 "accs": accs,
                 "acc_mean": float(np.mean(accs)),
                 "acc_std": float(np.std(accs)),
@@ -578,7 +583,8 @@ class Students:
 
     models: dict[int, nn.Module]
     seconds: list[float]  # training time per student
-    log: TrainLog | None  # the last student's (every seed forwards the same number of inputs)
+    log: TrainLog | None  # the last student's (its learned term weights)
+    inputs: list[int]  # inputs forwarded per seed (a replay of uneven relabel batches differs by seed)
     layout: dict  # how the call's students were divided over ranks (`_layout`), plus which rank trained each seed
     curves: list[list[tuple[int, int, float]]] | None = None  # per seed: (epochs done, inputs forwarded, test accuracy)
     diverged: Diverged | None = None  # the first seed whose training diverged (then nothing is tested)
@@ -649,6 +655,7 @@ def train_plans(plans: list[Plan], dataset: Dataset, runtime: Runtime) -> list[S
                 {u - first: models[u] for u in seeds if u in models},
                 [r[0] for r in results],
                 results[-1][1],
+                [sum(r[1].samples.values()) if r[1] is not None else 0 for r in results],
                 {**layout, **ranks},
                 [r[2] for r in results] if plan.curve_every else None,
                 next((r[3] for r in results if r[3] is not None), None),
