@@ -94,6 +94,10 @@ def test_fractional_checkpoints_are_saved_and_loadable(toy):
     assert not torch.equal(half.state_dict()["classifier.weight"], whole.state_dict()["classifier.weight"])
     with pytest.raises(LaddError, match=r"epoch 0.25 was not saved .*saved epochs: 0, 0.5, 1, 1.5, 2"):
         load_expert(directory, 0.25, toy, Runtime())
+    # more saves than steps: two fractions would land on one step, saved under the later one's name
+    many = cfg.model_copy(update={"batch_size": 6, "saves_per_epoch": 4})  # 18 images: 3 steps
+    with pytest.raises(LaddError, match=r"--labeler-saves-per-epoch 4 is more than the 3 steps of an epoch \(18 images in batches of 6\)"):
+        train_expert(toy, many, cache_dir(toy, many), Runtime())
 
 
 def test_soft_label_method_stores_global_labels_only_and_round_trips(toy, tmp_path):

@@ -49,6 +49,12 @@ class ExpertConfig(BaseModel):
 def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: Runtime) -> Path:
     """Train (or resume training) an expert into `directory`; returns the directory."""
     directory = Path(directory)
+    steps = -(-len(dataset.train) // cfg.batch_size)
+    if cfg.saves_per_epoch > steps:  # two fractions would round to one step, saved under the later one's name
+        raise ConfigError(
+            f"--labeler-saves-per-epoch {cfg.saves_per_epoch} is more than the {steps} steps of an epoch "
+            f"({len(dataset.train)} images in batches of {cfg.batch_size}): give at most {steps}"
+        )
     info_path = directory / INFO
     if info_path.exists():
         info = read_info(directory)
