@@ -96,3 +96,26 @@ def test_eval_config_takes_the_preset_and_what_is_given():
     cfg = api.eval_config(seeds=1)
     assert (cfg.models, cfg.seeds, cfg.crops_per_step, cfg.default_protocol) == ((quick.model,), 1, quick.crops_per_step, quick.protocol)
     assert api.eval_config("paper").models == (paper.model,)
+
+
+def test_the_readme_python_session_runs_as_written(tmp_path, monkeypatch):
+    """The README's `ladd.api` block, executed in an empty folder: it passes the artifact in memory
+    to save_results (which failed with KeyError 'files' before save_results read the saved copy)."""
+    import re
+
+    import pytest
+
+    from ladd.core.errors import ArtifactError
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "from ladd import api" in b]
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())["rows"]
+    saved = api.load_artifact(tmp_path / "run" / "artifact")
+    assert {r["artifact_sha256"] for r in rows} == {saved.manifest["files"]["images.safetensors"]["sha256"]}
+    assert (tmp_path / "report").is_dir()
+    other = api.distill(scope["data"], api.ImagesConfig(method="random", ipc=1, seed=1), scope["source"])
+    with pytest.raises(ArtifactError, match="holds other images than the artifact evaluated"):
+        api.save_results("run2", scope["rows"], other, "run/artifact", scope["cfg"])

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ladd import pipeline
 from ladd.artifact import Artifact, describe, load_artifact as _load_artifact, save_artifact as _save_artifact
 from ladd.core import plugins
+from ladd.core.errors import ArtifactError
 from ladd.core.runtime import Runtime, Speed
 from ladd.core.types import Dataset
 from ladd.eval.protocol import EvalConfig, checkpointing, default_methods, evaluate as _evaluate, rounding_rows
@@ -137,10 +140,13 @@ def save_results(
     finds its images from any folder, and its images' SHA-256, so it notices a replaced artifact).
     `notes` default to the evaluation's own; `config` (more settings to record) and `extra` (more
     top-level results) are merged in; `command` (default: the running one) is recorded as the one that
-    made them. Returns the files written."""
+    made them. `art` may be the artifact in memory that was saved at `artifact_path`. Returns the files written."""
     from ladd.report.results import eval_notes, write_results
 
-    where = {"artifact": str(Path(artifact_path).resolve()), "artifact_sha256": art.manifest["files"]["images.safetensors"]["sha256"]}
+    saved = art if "files" in art.manifest else _load_artifact(Path(artifact_path))  # in memory: the saved copy's hash
+    if saved is not art and not (saved.images.shape == art.images.shape and torch.equal(saved.images, art.images)):
+        raise ArtifactError(f"{artifact_path} holds other images than the artifact evaluated: save it there first (api.save_artifact)")
+    where = {"artifact": str(Path(artifact_path).resolve()), "artifact_sha256": saved.manifest["files"]["images.safetensors"]["sha256"]}
     config = {"artifact": where["artifact"], "eval": cfg.model_dump(), **(config or {})}
     notes = eval_notes(art, cfg, rows) if notes is None else notes
     return write_results(Path(out), [{**row, **where} for row in rows], config, notes, title, extra, command)
