@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine:
-#   make run    create .venv, install ladd with the CPU torch wheel, run `ladd run`
+#   make run    create .venv, install ladd and torch 2.13.0, run `ladd run`
 #   make test   the same install, then the test suite (what .ci/run calls)
-# On a CUDA machine, install a CUDA build instead: make install TORCH="torch --index-url <your wheel index>".
+# TORCH is the pip arguments that install torch, e.g. a CPU-only or a CUDA build:
+#   rm -rf .venv && make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
@@ -12,7 +13,7 @@ BIN := $(VENV)/bin
 $(BIN)/ladd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
