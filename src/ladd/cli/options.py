@@ -219,7 +219,10 @@ Resolution = Annotated[
         "--resolution",
         min=8,
         max=MAX_PIXELS,
-        help="imagefolder, imagenet and its subsets: centre-crop and resize to this many pixels (default 128; imagenet 64).",
+        help=(
+            "imagefolder, imagenet and its subsets: centre-crop and resize to this many pixels (default: imagefolder the images' "
+            "own size when they share one up to 128, else 128; imagenet 64; its subsets 128)."
+        ),
     ),
 ]
 SkipBad = Annotated[
@@ -450,7 +453,8 @@ Methods = Annotated[
         "--methods",
         help=(
             "Comma-separated: baseline, ladd, soft (= global-soft), global-both, local-hard, local-dense, local-both, fkd (replays a "
-            "stored relabel: `ladd relabel`), or '+'-joined terms. Default: baseline plus the method the artifact's labels are for."
+            "stored relabel: `ladd relabel`), or '+'-joined terms. Default: baseline plus the method the artifact's labels are for "
+            "(LIC/RDED region labels: local-hard and local-dense)."
         ),
     ),
 ]
@@ -585,6 +589,7 @@ LocalReduction = Annotated[
     ),
 ]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: runs/<timestamp>/).")]
+ArtifactOut = Annotated[Optional[Path], typer.Option("--out", help="Artifact folder to write (default: runs/<timestamp>/artifact).")]
 Track = Annotated[
     Optional[str],
     typer.Option(
@@ -592,8 +597,8 @@ Track = Annotated[
         parser=checked("--track", one_of, "--track", track.KINDS),
         help=(
             "Also send every student's per-epoch loss and lr (and test accuracy with --curve-every) and the final rows to csv "
-            "(curves.csv, rows.csv), tensorboard (pip install 'ladd[tensorboard]'; tensorboard --logdir OUT) or wandb (pip install "
-            "'ladd[wandb]'; an offline run under OUT/wandb, uploaded later by wandb sync), in the output folder."
+            "(curves.csv, rows.csv), tensorboard (pip install 'ladd\\[tensorboard]'; tensorboard --logdir OUT) or wandb (pip install "
+            "'ladd\\[wandb]'; an offline run under OUT/wandb, uploaded later by wandb sync), in the output folder."
         ),
     ),
 ]
