@@ -14,8 +14,9 @@ wrong for digits), so the statistics are a pure function of weights, data and ba
 Under torchrun the batches are shared out and the EMA, unrolled into a weighted sum over batches
 (`ema_weights`), is all-reduced; rank 0 writes the file.
 
-The statistics are stored beside the teacher (`class_bn_stats.safetensors` + `.json`) with the
-teacher checkpoint's SHA-256, dataset and class order, so statistics of another teacher are refused.
+The statistics are stored beside the teacher (`class_bn_stats.safetensors`, with the teacher
+checkpoint's SHA-256, dataset and class order as JSON in its metadata), so statistics of another
+teacher are refused.
 """
 
 from __future__ import annotations
