@@ -54,19 +54,25 @@ def test_schedules_follow_their_formulas():
     assert [step.lr_at(e) for e in (4, 5)] == [1.0, pytest.approx(0.1)]
 
 
-def test_ema_averages_parameters_geometrically():
+def test_ema_is_glads_a_mean_of_the_epochs_weights_until_the_decay_reaches_beta():
+    """ema_pytorch's EMA(beta, power=1, update_after_step=0) updated after each epoch: the first update
+    copies the weights, the k-th uses decay min(1 − 1/k, β); the initial weights never count."""
     model = torch.nn.Linear(2, 1)
-    ema = _Ema(model, 0.5)
-    w0 = model.weight.detach().clone()
-    with torch.no_grad():
-        model.weight.add_(2.0)
-    ema.update()
-    with torch.no_grad():
-        model.weight.add_(2.0)
-    ema.update()
+    ema = _Ema(model, 0.6)
+    weights = []
+    for k in range(1, 5):
+        with torch.no_grad():
+            model.weight.copy_(torch.full_like(model.weight, float(k * k)))  # the weights after epoch k
+        weights.append(float(k * k))
+        ema.update(k)
+    # k = 1 copies (1), k = 2 averages (decay 1/2: 2.5), then β = 0.6 caps 2/3 and 3/4
+    want = 1.0
+    for k, w in enumerate(weights[1:], start=2):
+        decay = min(1 - 1 / k, 0.6)
+        want = decay * want + (1 - decay) * w
     ema.copy_to(model)
-    # shadow = 0.5·(0.5·w0 + 0.5·(w0+2)) + 0.5·(w0+4) = w0 + 2.5
-    assert torch.allclose(model.weight, w0 + 2.5)
+    assert want == pytest.approx(0.6 * (0.6 * 2.5 + 0.4 * 9) + 0.4 * 16)
+    assert torch.allclose(model.weight, torch.full_like(model.weight, want))
 
 
 def _split_dataset():

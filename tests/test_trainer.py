@@ -54,9 +54,11 @@ def test_same_seed_same_weights(toy):
         assert torch.equal(runs[0][k], runs[1][k])
 
 
-def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [None, 0.6], ids=["plain", "ema"])
+def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch, ema):
+    recipe = RECIPE.model_copy(update={"ema": ema})  # the EMA's average is in the state, its decay follows the epoch
     full = build_for(toy, "convnet-w32", 0)
-    train(full, _data(toy), method_terms("baseline"), RECIPE, seed=2, runtime=Runtime(), checkpoint_dir=tmp_path / "a")
+    train(full, _data(toy), method_terms("baseline"), recipe, seed=2, runtime=Runtime(), checkpoint_dir=tmp_path / "a")
 
     _crash_after_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
@@ -64,14 +66,14 @@ def test_resume_equals_uninterrupted(toy, tmp_path, monkeypatch):
             build_for(toy, "convnet-w32", 0),
             _data(toy),
             method_terms("baseline"),
-            RECIPE,
+            recipe,
             seed=2,
             runtime=Runtime(),
             checkpoint_dir=tmp_path / "b",
         )
     monkeypatch.undo()
     resumed = build_for(toy, "convnet-w32", 5)  # different init: it must come from the checkpoint
-    log = train(resumed, _data(toy), method_terms("baseline"), RECIPE, seed=2, runtime=Runtime(), checkpoint_dir=tmp_path / "b")
+    log = train(resumed, _data(toy), method_terms("baseline"), recipe, seed=2, runtime=Runtime(), checkpoint_dir=tmp_path / "b")
     assert len(log.epoch_loss) == 4
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
@@ -108,32 +110,30 @@ def test_crash_between_weights_and_state_resumes_consistently(toy, tmp_path, mon
         assert torch.equal(v, resumed.state_dict()[k]), k
 
 
-def test_ema_weights_are_the_direct_average_of_every_steps_weights(toy):
-    """β-EMA from the initial weights, updated after every step: parameters and BN running
-    statistics averaged, num_batches_tracked copied; the model ends with the average."""
+def test_ema_weights_are_glads_average_of_every_epochs_weights(toy):
+    """GLaD's EMA: updated after every epoch k with decay min(1 − 1/k, β), so it starts from the
+    weights after epoch 1 (the initial ones never count): parameters and BN running statistics
+    averaged, num_batches_tracked copied; the model ends with the average."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 64, 3))
-    states = []  # the state each step starts from, then the final one
+    states = []  # the weights after each epoch
 
-    def term(network, batch):
-        states.append(_weights(model))
-        return nn.functional.cross_entropy(network(batch.x), batch.hard), len(batch.x)
-
-    beta = 0.8
+    beta = 0.6  # epoch 2 averages (decay 1/2), epoch 3 is capped (min(2/3, β))
     train(
         model,
         _data(toy),
-        {"ce": term},
-        Recipe(epochs=2, lr=0.1, batch_size=6, ema=beta),
+        {"ce": lambda network, batch: (nn.functional.cross_entropy(network(batch.x), batch.hard), len(batch.x))},
+        Recipe(epochs=3, lr=0.1, batch_size=6, ema=beta),
         seed=0,
         runtime=Runtime(),
-        after_epoch=lambda epoch, m, log: states.append(_weights(m)) if epoch == 2 else None,
+        after_epoch=lambda epoch, m, log: states.append(_weights(m)),
     )
-    assert len(states) == 2 * 3 + 1
+    assert len(states) == 3
     average = {k: v.double() for k, v in states[0].items()}
-    for state in states[1:]:
-        average = {k: beta * average[k] + (1 - beta) * v if v.is_floating_point() else v for k, v in state.items()}
-    assert int(model.state_dict()["1.num_batches_tracked"]) == 6
+    for k, state in enumerate(states[1:], start=2):
+        decay = min(1 - 1 / k, beta)
+        average = {n: decay * average[n] + (1 - decay) * v if v.is_floating_point() else v for n, v in state.items()}
+    assert int(model.state_dict()["1.num_batches_tracked"]) == 9
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v.double(), average[k].double(), rtol=0, atol=1e-6, msg=k)
         if v.is_floating_point():

@@ -851,7 +851,10 @@ Ema = Annotated[
         "--ema",
         min=0.0,
         max=0.9999,
-        help="Test an EMA of the student's weights with this β (updated every step; GLaD: 0.995); 0 = none. Default: the protocol's.",
+        help=(
+            "Test an EMA of the student's weights with this β (GLaD's: updated once per epoch, decay min(1 − 1/k, β) after "
+            "epoch k; GLaD: 0.995); 0 = none. Default: the protocol's."
+        ),
     ),
 ]
 

@@ -75,7 +75,8 @@ class Recipe(Optimization):
     The other evaluation protocols (ladd/eval/protocols/*.toml) set `optimizer` (AdamW for the
     FKD-style relabel methods), `schedule` ("warmup-cosine" = GLaD's linear warmup from ~0 over
     the first `warmup` fraction of epochs, then cosine to 0; "cosine" = cosine from the start) and
-    `ema` (GLaD tests the exponential moving average of the weights, β 0.995, updated every step)."""
+    `ema` (GLaD tests an exponential moving average of the weights, β 0.995, updated once per
+    epoch with a warm-up of its decay: `_Ema`)."""
 
     dsa: str | None = None  # DSA strategy string; None = no augmentation
     # "learned": the terms are summed with learned weights (`ladd.train.terms.LearnedWeights`), optimized with the network
@@ -260,8 +261,6 @@ def train(
                     else:  # fp16: scaled gradients; a step whose gradients overflowed is skipped
                         scaler.step(opt)
                         scaler.update()
-                    if ema is not None:
-                        ema.update()
                     total, steps = total + loss.detach(), steps + 1
                     if steps in fractions or (check_every and steps % check_every == 0):
                         # never checkpoint NaN weights; under DDP every rank sees the sum, so all stop together
@@ -276,6 +275,8 @@ def train(
                     log.samples[name] += count
                 mean_loss = _finite(total, description, epoch, steps) / steps
                 log.epoch_loss.append(mean_loss)
+                if ema is not None:
+                    ema.update(epoch + 1)
                 overdue = rolling and time.monotonic() - saved_at >= ROLLING_EVERY_S
                 if ddp and rolling:
                     overdue = dist.broadcast(overdue)  # rank 0's clock: every rank takes part in the save
@@ -349,14 +350,15 @@ def _network(model: nn.Module, runtime: Runtime) -> Callable[[torch.Tensor], tor
 
 
 class _Ema:
-    """Exponential moving average, from the initial weights, of every floating-point tensor of a
-    model's state_dict (parameters and float buffers such as BN running statistics; integer
-    buffers are copied), kept beside the training weights and copied into the model once training
-    ends. The state_dict tensors share storage with the model and training updates them in place,
-    so they are gathered once and averaged with one fused op per step. Kept over
-    `torch.optim.swa_utils.AveragedModel` + `get_ema_multi_avg_fn`, which does the same lerp but
-    regroups the tensors every update (22 vs 112 µs per update of a ConvNet-W64 on one CPU thread),
-    starts from the first update rather than the initial weights and truncates integer buffers."""
+    """GLaD's exponential moving average of the weights (glad@d221e9c `evaluate_synset`: ema_pytorch's
+    `EMA(net, beta, power=1, update_after_step=0)`, updated once per epoch): the update after epoch
+    k uses decay min(1 − 1/k, β), so the first copies the weights and the average is a plain mean
+    of the epochs' weights until 1 − 1/k reaches β; the random initial weights never enter it.
+    Every floating-point tensor of the state_dict is averaged (parameters and float buffers such as
+    BN running statistics; integer buffers are copied) beside the training weights, and copied into
+    the model once training ends. The decay depends only on k, so a resumed run continues exactly.
+    The state_dict tensors share storage with the model, so they are gathered once and averaged
+    with one fused op per update."""
 
     def __init__(self, model: nn.Module, beta: float):
         self.beta = beta
@@ -367,8 +369,13 @@ class _Ema:
         self._copies = [(self.shadow[k], v) for k, v in live.items() if k not in floats]
 
     @torch.no_grad()
-    def update(self) -> None:
-        torch._foreach_lerp_(*self._pairs, 1 - self.beta)
+    def update(self, k: int) -> None:
+        """The update after epoch `k` (1, 2, …)."""
+        decay = min(1 - 1 / k, self.beta)
+        if decay == 0:
+            torch._foreach_copy_(*self._pairs)
+        else:
+            torch._foreach_lerp_(*self._pairs, 1 - decay)
         for shadow, value in self._copies:
             shadow.copy_(value)
 
