@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import json
 import struct
@@ -426,3 +427,23 @@ def test_deployment_flops_of_an_uneven_batch_pool_are_the_seeds_mean(toy, tmp_pa
     (row,) = evaluate(art, toy, cfg, Runtime())
     per_input = flops.training(build_for(toy, "convnet-w32", 0), toy.shape, 1)
     assert row["flops_deploy"] == per_input * mean_count(counts)
+
+
+def test_digit_datasets_are_relabelled_without_flips_as_their_students_are_augmented(toy, tmp_path):
+    """A flipped digit is another digit (DSA drops flip for them): their stored relabel flips none by
+    default, records that, and draws everything else as a flipped relabel would."""
+    on, off = sample_epoch(30, 6, 8, 8, generator(3)), sample_epoch(30, 6, 8, 8, generator(3), flip=False)
+    assert on.flip.any() and not off.flip.any()
+    for field in ("order", "crop", "mix_index", "mix_lambda", "mix_box"):
+        assert torch.equal(getattr(on, field), getattr(off, field)), field
+    assert RelabelConfig().flips("cifar10") and not RelabelConfig().flips("mnist5k") and RelabelConfig(flip=True).flips("digits")
+    assert "flip" not in RelabelConfig().settings("cifar10") and RelabelConfig().settings("digits")["flip"] is False
+    digits = dataclasses.replace(toy, name="digits")
+    path, _ = _relabelled(toy, tmp_path)  # "toy" is not a digit set: flipped as the reference
+    assert load_artifact(path).relabel.tensors["flip"].any()
+    cfg = RelabelConfig(epochs=4, batch_size=6, teacher=TEACHER, dtype="float32")
+    with pytest.raises(LaddError, match="holds a relabel made with other settings or images: pass --overwrite"):
+        pipeline.relabel(load_artifact(path), path, digits, cfg, Runtime())
+    save_artifact(path, pipeline.relabel(load_artifact(path), path, digits, cfg, Runtime(), overwrite=True))
+    art = load_artifact(path)
+    assert not art.relabel.tensors["flip"].any() and art.relabel.info["config"]["flip"] is False

@@ -137,10 +137,19 @@ def sample_cutmix(n: int, height: int, width: int, gen: torch.Generator, beta: f
 
 
 def sample_epoch(
-    n: int, batch_size: int, height: int, width: int, gen: torch.Generator, *, cutmix: bool = True, mix_per: str = "batch"
+    n: int,
+    batch_size: int,
+    height: int,
+    width: int,
+    gen: torch.Generator,
+    *,
+    cutmix: bool = True,
+    mix_per: str = "batch",
+    flip: bool = True,
 ) -> Epoch:
     """An epoch of the relabel loader: a random order split into batches of `batch_size`, and per
-    sample a crop, a flip and a CutMix partner drawn from its own batch (a permutation of the
+    sample a crop, a flip (with probability 1/2; never without `flip`, drawn all the same so the
+    other draws do not move) and a CutMix partner drawn from its own batch (a permutation of the
     batch, as the reference's `rand_index`); λ and the box once per batch (`mix_per="batch"`, the
     reference's) or once per sample. Without CutMix the partner is the sample itself and the box
     is empty (λ = 1)."""
@@ -150,7 +159,7 @@ def sample_epoch(
     boxes = sample_crops(n, height, width, gen)
     scale = torch.tensor([height, width, height, width], dtype=torch.float64)
     crop = (boxes.double() / scale).float()
-    flip = torch.rand(n, generator=gen) < 0.5
+    flips = torch.rand(n, generator=gen) < (0.5 if flip else 0.0)
     draws = math.ceil(n / batch_size) if mix_per == "batch" else n
     if cutmix:
         partner_pos = torch.cat(
@@ -162,7 +171,7 @@ def sample_epoch(
         lam, box = sample_cutmix(draws, height, width, gen)
     else:
         partner_pos, lam, box = torch.arange(n), torch.ones(draws), torch.zeros(draws, 4, dtype=torch.int16)
-    return Epoch(order, crop, flip, order[partner_pos], lam, box, batch_size if mix_per == "batch" else None)
+    return Epoch(order, crop, flips, order[partner_pos], lam, box, batch_size if mix_per == "batch" else None)
 
 
 def crop_pixels(crop: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -190,6 +190,13 @@ def relabel(
     cutmix: Annotated[
         bool, typer.Option("--cutmix/--no-cutmix", help="CutMix (λ ~ Beta(1, 1)) after crop and flip, as the reference.")
     ] = True,
+    flip: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--flip/--no-flip",
+            help="Flip half the samples horizontally, as the reference. Default: unless the dataset's augmentation has no flip (digits).",
+        ),
+    ] = None,
     cutmix_per: Annotated[
         str,
         typer.Option(
@@ -222,6 +229,7 @@ def relabel(
         temperature=temperature,
         top_k=top_k,
         cutmix=cutmix,
+        flip=flip,
         mix_per=cutmix_per,
         seed=seed,
         teacher_weights=teacher_weights_config(teacher_weights, teacher_model, teacher_classes),

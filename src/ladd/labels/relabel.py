@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 
 from ladd.artifact import Artifact
 from ladd.artifact.relabel import RELABEL_DIR, read_info, write_epoch, write_info
+from ladd.augment.dsa import strategy_for
 from ladd.augment.fkd import render, sample_epoch
 from ladd.core import dist, progress
 from ladd.core.errors import ArtifactError, ConfigError
@@ -59,10 +60,20 @@ class RelabelConfig(BaseModel):
     mix_per: Literal["batch", "sample"] = "batch"  # one CutMix λ and box per relabel batch (the reference) or per sample
     seed: int = 42  # the reference's --fkd-seed
     teacher_weights: PretrainedConfig | None = None  # a pretrained teacher (`--teacher-weights`) instead of `teacher`
+    flip: bool | None = None  # a horizontal flip per sample (the reference's); default: unless the dataset's DSA has none (digits)
 
     @model_serializer(mode="wrap")
-    def _dump(self, handler):  # unset teacher_weights is left out, so stored relabels made before it still match
-        return omit_none(handler(self), "teacher_weights")
+    def _dump(self, handler):  # unset options are left out, so stored relabels made before them still match
+        return omit_none(handler(self), "teacher_weights", "flip")
+
+    def flips(self, dataset: str) -> bool:
+        """Whether samples are flipped: as set, else as the dataset's student augmentation is (`strategy_for`)."""
+        return self.flip if self.flip is not None else "flip" in strategy_for(dataset).split("_")
+
+    def settings(self, dataset: str) -> dict:
+        """What a stored relabel records and is matched on: the config, with the flip rule resolved
+        (recorded only where it is off, so relabels made with the reference's flip still match)."""
+        return {k: v for k, v in self.model_dump().items() if k != "flip"} | ({} if self.flips(dataset) else {"flip": False})
 
     @model_validator(mode="after")
     def _top_k_stores_probs(self) -> "RelabelConfig":
@@ -87,7 +98,7 @@ def relabel(
         raise ConfigError(f"--top-k {cfg.top_k} is larger than the number of classes ({classes})")
     installed, directory = Path(artifact_dir) / RELABEL_DIR, Path(artifact_dir) / PARTIAL
     images_sha = art.manifest["files"]["images.safetensors"]["sha256"]  # a saved artifact's, verified on load
-    settings = cfg.model_dump()
+    settings = cfg.settings(dataset.name)
 
     def made_so(info):
         return info["config"] == settings and info["images_sha256"] == images_sha
@@ -149,7 +160,8 @@ def relabel(
         for start in range(done, cfg.epochs, dist.world()):  # a round: epoch start + r on rank r
             e, digest = start + dist.rank(), None
             if e < cfg.epochs:
-                epoch = sample_epoch(n, cfg.batch_size, h, w, generator(cfg.seed * 1_000_003 + e), cutmix=cfg.cutmix, mix_per=cfg.mix_per)
+                gen = generator(cfg.seed * 1_000_003 + e)
+                epoch = sample_epoch(n, cfg.batch_size, h, w, gen, cutmix=cfg.cutmix, mix_per=cfg.mix_per, flip=cfg.flips(dataset.name))
                 digest = write_epoch(directory, e, epoch, _labels(teacher, images, dataset, epoch, cfg, runtime))
             written = [d for d in dist.gather(digest) if d is not None]  # in rank order = epoch order
             info["files"] += written
