@@ -116,7 +116,7 @@ def test_ema_weights_are_glads_average_of_every_epochs_weights(toy):
     averaged, num_batches_tracked copied; the model ends with the average."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 64, 3))
-    states = []  # the weights after each epoch
+    states, seen = [], []  # the training weights after each epoch, and the weights after_epoch is shown
 
     beta = 0.6  # epoch 2 averages (decay 1/2), epoch 3 is capped (min(2/3, β))
     train(
@@ -126,13 +126,15 @@ def test_ema_weights_are_glads_average_of_every_epochs_weights(toy):
         Recipe(epochs=3, lr=0.1, batch_size=6, ema=beta),
         seed=0,
         runtime=Runtime(),
-        after_epoch=lambda epoch, m, log: states.append(_weights(m)),
+        after_epoch=lambda epoch, m, log: (states.append(_weights(model)), seen.append(_weights(m))),
     )
     assert len(states) == 3
     average = {k: v.double() for k, v in states[0].items()}
     for k, state in enumerate(states[1:], start=2):
         decay = min(1 - 1 / k, beta)
         average = {n: decay * average[n] + (1 - decay) * v if v.is_floating_point() else v for n, v in state.items()}
+        for n, v in seen[k - 1].items():  # a curve point tests the average, as the final row does
+            torch.testing.assert_close(v.double(), average[n].double(), rtol=0, atol=1e-6, msg=n)
     assert int(model.state_dict()["1.num_batches_tracked"]) == 9
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v.double(), average[k].double(), rtol=0, atol=1e-6, msg=k)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -163,7 +164,8 @@ def train(
     minutes, not a k-th of its epochs (when a checkpoint is written never changes the result). An EMA of the weights is
     saved with the state, so an EMA student resumes exactly too. `after_epoch(epochs done,
     model, log)` runs after every epoch (e.g. to record an accuracy-over-FLOPs curve); it sees the
-    training weights, and the model is back in training mode afterwards. A loss that becomes NaN or
+    weights that would be tested if training stopped there (the EMA's, with one), and the model is
+    back in training mode afterwards. A loss that becomes NaN or
     infinite raises `Diverged` at the next finiteness check (see the module docstring). With
     `recipe.term_weights == "learned"` the terms' log-variances train with the network (no weight
     decay) and are saved with the state.
@@ -283,8 +285,8 @@ def train(
                 if checkpoint_dir is not None and ((epoch + 1) % save_every == 0 or epoch + 1 == recipe.epochs or overdue):
                     _save(checkpoint_dir, epoch + 1, model, opt, gen, log, description, recipe.epochs, extra, rolling, scaler)
                     saved_at = time.monotonic()
-                if after_epoch is not None:
-                    after_epoch(epoch + 1, model, log)
+                if after_epoch is not None:  # the weights that would be tested if training stopped here
+                    after_epoch(epoch + 1, model if ema is None else ema.averaged(model), log)
                 advance(status=f"loss {mean_loss:.3f}")
     if ema is not None:
         ema.copy_to(model)
@@ -381,6 +383,12 @@ class _Ema:
 
     def copy_to(self, model: nn.Module) -> None:
         model.load_state_dict(self.shadow)
+
+    def averaged(self, model: nn.Module) -> nn.Module:
+        """A copy of `model` holding the average (training goes on with the model's own weights)."""
+        copy = deepcopy(model)
+        self.copy_to(copy)
+        return copy
 
 
 PREDICT_PIXELS = 512 * 32 * 32  # pixels per prediction batch: 512 images up to 32 px, 32 at 128 px
