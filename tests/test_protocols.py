@@ -30,6 +30,11 @@ def test_shipped_protocols_load_and_dc_is_the_reference_recipe():
     assert glad.lr_for("VGG-11") == 1e-4 and glad.lr_for("convnet-w64") == 1e-3 and glad.ema == 0.995
     fkd = load_protocol("fkd").recipe("alexnet", None)
     assert (fkd.optimizer, fkd.schedule, fkd.lr, fkd.weight_decay) == ("adamw", "cosine", 1e-4, 0.01)
+    # no-distillation softlabel/utils.evaluate_synset: StepLR(step_size = epochs // 4, gamma 0.3) over 3000 epochs
+    soft = load_protocol("softlabel").recipe("convnet", "flip")
+    step = soft.epochs // 4
+    assert (soft.optimizer, soft.lr, soft.momentum, soft.weight_decay, soft.batch_size, soft.epochs) == ("sgd", 0.01, 0.9, 5e-4, 256, 3000)
+    assert [soft.lr_at(e) for e in range(soft.epochs)] == pytest.approx([0.01 * 0.3 ** (e // step) for e in range(soft.epochs)])
 
 
 def test_unknown_or_bad_protocol_is_refused(tmp_path):

@@ -515,7 +515,7 @@ Protocol_ = Annotated[
         parser=checked("--protocol", load_protocol),
         help=(
             "Protocol the students train under (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 "
-            "epochs), dc, glad, fkd, lic, or a .toml file."
+            "epochs), dc, glad, fkd, lic, softlabel, or a .toml file."
         ),
     ),
 ]
@@ -526,8 +526,8 @@ EvalProtocol = Annotated[
         parser=checked("--protocol", load_protocol),
         help=(
             "Evaluation protocol (optimizer, schedule, epochs, per-model lr, EMA, soft-label loss): dc-cpu (dc with 150 epochs), dc, "
-            "glad, fkd, lic, or a .toml file; --epochs, --lr and --soft-loss override it only when given. Default: the --preset's; fkd"
-            " for methods that replay a stored relabel (fkd). Recorded in every result row."
+            "glad, fkd, lic, softlabel, or a .toml file; --epochs, --lr and --soft-loss override it only when given. Default: the "
+            "--preset's; fkd for methods that replay a stored relabel (fkd). Recorded in every result row."
         ),
     ),
 ]
