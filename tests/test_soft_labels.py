@@ -96,7 +96,8 @@ def test_fractional_checkpoints_are_saved_and_loadable(toy):
         load_expert(directory, 0.25, toy, Runtime())
     # more saves than steps: two fractions would land on one step, saved under the later one's name
     many = cfg.model_copy(update={"batch_size": 6, "saves_per_epoch": 4})  # 18 images: 3 steps
-    with pytest.raises(LaddError, match=r"--labeler-saves-per-epoch 4 is more than the 3 steps of an epoch \(18 images in batches of 6\)"):
+    too_many = r"4 saves per epoch \(--labeler-saves-per-epoch, --expert-saves-per-epoch\) is more than the 3 steps of an epoch"
+    with pytest.raises(LaddError, match=too_many + r" \(18 images in batches of 6\)"):
         train_expert(toy, many, cache_dir(toy, many), Runtime())
 
 

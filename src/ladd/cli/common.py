@@ -111,8 +111,8 @@ ARTIFACT_OUT = {"distill", "label", "recover"}
 
 def writable(path: Path, option: str, writes: str, command: str) -> None:
     """Refuse an output `path` where `command` cannot write the "file" or "folder" its `option`
-    names: a file in the way of a folder, a folder where the file goes, a file ladd did not write
-    (only a JSON object, as ladd's JSON outputs are, is replaced)."""
+    names: a file in the way of a folder, a folder where the file goes, or a file ladd did not
+    write (only a JSON object, as ladd's JSON outputs are, is replaced)."""
     blocker = file_in_the_way(path if writes == "folder" else path.parent)
     if blocker == path:
         raise ArtifactError(f"{option} {path} is a file, not a folder: give a folder path")
@@ -133,6 +133,9 @@ def outside_artifacts(path: Path, option: str, command: str) -> None:
         raise ArtifactError(f"{option} {path} {where} {home}, which ladd replaces whole when it labels it again: choose a path outside it")
 
 
+MAX_MANIFEST_BYTES = 64 << 20  # a larger manifest.json is not read: not an artifact's
+
+
 def artifact_around(path: Path) -> Path | None:
     """The artifact folder that is `path` or holds it: the nearest folder whose manifest.json is a
     ladd artifact's (a JSON object naming `ladd_version` and `files`; another project's manifest.json
@@ -144,9 +147,6 @@ def artifact_around(path: Path) -> Path | None:
                 if {"ladd_version", "files"} <= set(json.loads(manifest.read_bytes())):
                     return folder
     return None
-
-
-MAX_MANIFEST_BYTES = 64 << 20
 
 
 def _json_object(path: Path) -> bool:

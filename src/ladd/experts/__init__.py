@@ -52,8 +52,8 @@ def train_expert(dataset: Dataset, cfg: ExpertConfig, directory: Path, runtime: 
     steps = -(-len(dataset.train) // cfg.batch_size)
     if cfg.saves_per_epoch > steps:  # two fractions would round to one step, saved under the later one's name
         raise ConfigError(
-            f"--labeler-saves-per-epoch {cfg.saves_per_epoch} is more than the {steps} steps of an epoch "
-            f"({len(dataset.train)} images in batches of {cfg.batch_size}): give at most {steps}"
+            f"{cfg.saves_per_epoch} saves per epoch (--labeler-saves-per-epoch, --expert-saves-per-epoch) is more than the "
+            f"{steps} steps of an epoch ({len(dataset.train)} images in batches of {cfg.batch_size}): give at most {steps}"
         )
     info_path = directory / INFO
     if info_path.exists():
