@@ -190,7 +190,6 @@ def train(
     groups = [{"params": list(model.parameters())}]
     if weighting is not None:
         groups.append({"params": list(weighting.parameters()), "weight_decay": 0.0})
-    params = [p for group in groups for p in group["params"]]
     opt = recipe.make_optimizer(groups)
     ema = _Ema(model, recipe.ema) if recipe.ema is not None else None
     extra = _state_tensors(ema, weighting)
@@ -222,10 +221,14 @@ def train(
                 # the pixels of each batch, on the device: indexed in place (in memory) or read ahead (a stored split)
                 sizes = [len(b) for b in batches]
                 shares = [dist.part(size) for size in sizes]
+                owned = [s.stop - s.start for s in shares]
+                # fewer rows than ranks: a rank without any forwards the batch's first row, weighted 0, so it
+                # takes part in DDP's gradient all-reduce and draws the parameters every rank draws
+                shares = [s if own else slice(0, 1) for s, own in zip(shares, owned)]
                 batches = [b[s] for b, s in zip(batches, shares)]  # under DDP this rank's share of each global batch
                 rows = batches if replay is None else [replay.image_index(b) for b in batches]  # image index of each position
                 pixels = stream.batches(data.images, rows, runtime.device)
-                for position, idx, share, size in zip(batches, rows, shares, sizes):
+                for position, idx, share, size, own in zip(batches, rows, shares, sizes, owned):
                     stored = None
                     if replay is not None:
                         stored, idx = position, idx.to(runtime.device, non_blocking=True)
@@ -242,17 +245,14 @@ def train(
                         stored=stored,
                         rows=span,
                     )
-                    if len(idx) == 0:  # fewer rows than ranks: this rank adds zero gradients
-                        loss = sum(p.sum() for p in params) * 0.0
-                    else:
-                        losses = []
-                        for name, term in terms.items():
-                            term_loss, forwarded = term(network, batch)
-                            losses.append(term_loss)
-                            seen[name] += forwarded
-                        loss = weighting(losses) if weighting is not None else sum(losses, torch.zeros((), device=runtime.device))
-                    if ddp:  # DDP averages over ranks: weight by this rank's share of the global batch
-                        loss = loss * (len(idx) * dist.world() / size)
+                    losses = []
+                    for name, term in terms.items():
+                        term_loss, forwarded = term(network, batch)
+                        losses.append(term_loss)
+                        seen[name] += forwarded if own else 0
+                    loss = weighting(losses) if weighting is not None else sum(losses, torch.zeros((), device=runtime.device))
+                    if ddp:  # DDP averages over ranks: weight by this rank's share of the global batch (0: a stand-in row)
+                        loss = loss * (own * dist.world() / size)
                     opt.zero_grad(set_to_none=True)
                     (loss if scaler is None else scaler.scale(loss)).backward()
                     if ddp and weighting is not None:  # DDP averages the network's gradients only
