@@ -326,3 +326,23 @@ def test_the_time_estimate_takes_the_busiest_rank():
     assert busiest(seconds, {"layout": "assignment", "ranks": 3}) == 5.0  # 5 | 4 | 1, 1, 0
     assert busiest(seconds, {"layout": "ddp", "ranks": 2}) == 5.5
     assert busiest(seconds, {"layout": "one process", "ranks": 1}) == 11.0
+
+
+def test_students_on_bfloat16_labels_are_checkpointed_and_their_folders_named_by_the_bits(toy, tmp_path):
+    """The folder key hashed each tensor through numpy, which has no bfloat16: an evaluation of an
+    artifact with bf16 soft labels (the schema accepts them) died before training; other dtypes
+    hash the bytes numpy gives, so their folder names did not change."""
+    from ladd.eval.protocol import Plan, _raw_bytes, checkpointing, student_keys, train_data
+    from ladd.train.terms import method_terms
+
+    art = pipeline.distill(toy, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(ipc=2))
+    soft = torch.softmax(torch.randn(len(art.images), 3, generator=torch.Generator().manual_seed(0)), -1)
+    for t in (art.images, soft, soft.half()):
+        assert _raw_bytes(t) == t.contiguous().numpy().tobytes()
+    keys = []
+    for labels in (soft.bfloat16(), soft):
+        data = train_data(art.with_labels(labels, None, {"method": "soft"}, {}), toy)
+        plan = Plan(data, method_terms("soft"), Recipe(epochs=1), "convnet-w32", 1, "soft")
+        with checkpointing(tmp_path / "students"):
+            keys += student_keys([plan], Runtime())
+    assert None not in keys and keys[0] != keys[1]

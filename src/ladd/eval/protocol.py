@@ -776,6 +776,11 @@ def checkpointing(folder: Path | None):
         _checkpoints = outer
 
 
+def _raw_bytes(t: torch.Tensor) -> bytes:
+    """A tensor's memory as bytes, for any dtype (numpy has no bfloat16): the bytes numpy gives for the others."""
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
 def student_keys(plans: list[Plan], runtime: Runtime) -> list[str | None]:
     """The seed-free part of each plan's student folder names (None: its students are not
     checkpointed), for a whole `train_plans` call: each training set is hashed once, as the
@@ -790,7 +795,7 @@ def student_keys(plans: list[Plan], runtime: Runtime) -> list[str | None]:
         if id(data) not in digests:
             tensors = hashlib.sha256()
             for t in (data.images, data.hard, data.soft, data.dense):
-                tensors.update(b"-" if t is None else t.detach().cpu().contiguous().numpy().tobytes())
+                tensors.update(b"-" if t is None else _raw_bytes(t))
             digests[id(data)] = tensors
         keys.append(_student_key(plan, digests[id(data)].copy(), runtime))
     return keys
