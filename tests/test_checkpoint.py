@@ -31,6 +31,23 @@ def test_a_malformed_device_rng_key_is_one_line(tmp_path):
         load_state(path, _opt(momentum=0.9), torch.Generator(), "cpu")
 
 
+def test_the_training_devices_cuda_rng_goes_to_the_device_that_resumes(tmp_path, monkeypatch):
+    """A student trained alone on rank 1's GPU and resumed by rank 0 (assignment moves students) draws
+    on from cuda:1's stream, not cuda:0's untouched seed state. Two GPUs faked: this machine has none."""
+    streams = {0: torch.full((8,), 10, dtype=torch.uint8), 1: torch.full((8,), 11, dtype=torch.uint8)}
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d="cuda": streams[d].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda rng, d="cuda": restored.__setitem__(d, rng))
+    path = tmp_path / "trainer_state.safetensors"
+    save_state(path, {}, {"epoch": 1}, _opt(), torch.Generator().manual_seed(0), "cuda:1")
+    assert torch.equal(load_file(path)["cuda_rng"], streams[1])
+    load_state(path, _opt(), torch.Generator(), "cuda")  # resumed on the current device, cuda:0
+    assert torch.equal(restored[0], streams[1]) and torch.equal(restored[1], streams[1])
+
+
 @CUDA
 def test_every_cuda_devices_rng_and_adams_host_step_survive_a_resume(tmp_path):
     """The state keeps each CUDA device's RNG (`seeded` seeds them all; dropout draws from the one

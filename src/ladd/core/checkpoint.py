@@ -18,12 +18,20 @@ FORMAT = "1"  # bumped when what a state file holds changes (a string: safetenso
 FIX = "delete it (or its checkpoint folder) to start over"
 
 
-def save_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
+def save_state(
+    path: Path, tensors: dict[str, torch.Tensor], meta: dict, opt: torch.optim.Optimizer, gen: torch.Generator, device=None
+) -> None:
+    """The state a run resumes from; `device` is the one it trains on: its CUDA RNG is also kept as
+    `cuda_rng`, restored onto whichever device resumes the run (a student trained alone on rank r's
+    GPU may be resumed by another rank)."""
     state = {f"t.{k}": v for k, v in tensors.items()}
     state["generator"] = gen.get_state()
     state["torch_rng"] = torch.get_rng_state()
     for d in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):  # every device `seeded` seeds, not only the current one
         state[f"cuda_rng.{d}"] = torch.cuda.get_rng_state(d)
+    index = _cuda_index(device)
+    if index is not None:
+        state["cuda_rng"] = torch.cuda.get_rng_state(index)
     for i, s in opt.state_dict()["state"].items():
         state.update({f"opt.{i}.{k}": v for k, v in s.items() if isinstance(v, torch.Tensor)})
     save_tensors(Path(path), state, metadata={"format": FORMAT, "ladd": json.dumps(meta)})
@@ -51,8 +59,10 @@ def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, dev
         rng = state["torch_rng"]
         if rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
             raise ValueError("its RNG state has the wrong size")
-        # per CUDA device; "cuda_rng" alone: a file that kept only the current device's
-        cuda = {None if k == "cuda_rng" else int(k.removeprefix("cuda_rng.")): v for k, v in state.items() if k.startswith("cuda_rng")}
+        # per CUDA device, then "cuda_rng": the training device's, onto the device resuming the run
+        cuda = {int(k.removeprefix("cuda_rng.")): v for k, v in state.items() if k.startswith("cuda_rng.")}
+        if "cuda_rng" in state:
+            cuda[None] = state["cuda_rng"]
         opt_state["state"].update(restored)
         opt.load_state_dict(opt_state)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, RecursionError) as e:
@@ -61,9 +71,18 @@ def load_state(path: Path, opt: torch.optim.Optimizer, gen: torch.Generator, dev
     torch.set_rng_state(state.pop("torch_rng"))
     for d, rng in cuda.items():
         if torch.cuda.is_available() and (d is None or d < torch.cuda.device_count()):
-            torch.cuda.set_rng_state(rng, "cuda" if d is None else d)
+            own = _cuda_index(device)
+            torch.cuda.set_rng_state(rng, d if d is not None else own if own is not None else "cuda")
     tensors = {k[2:]: v.to(device) for k, v in state.items() if k.startswith("t.")}
     return tensors, meta
+
+
+def _cuda_index(device) -> int | None:
+    """The index of a CUDA `device` ("cuda" = the current one); None for another device or none."""
+    if device is None or not torch.cuda.is_available():
+        return None
+    d = torch.device(device)
+    return None if d.type != "cuda" else d.index if d.index is not None else torch.cuda.current_device()
 
 
 def ranks_rng() -> dict[str, torch.Tensor]:

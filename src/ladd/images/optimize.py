@@ -139,7 +139,7 @@ def optimize_images(
                     if dist.main():
                         logged = torch.tensor(losses, dtype=torch.float64)  # not in the header: safetensors caps it at 100 MB
                         tensors = {"syn": syn.detach(), **{k: t.detach() for k, (t, _) in extra.items()}, "losses": logged, **rngs}
-                        save_state(state, tensors, {"iteration": it + 1, "flops_per_position": per_position}, opt, gen)
+                        save_state(state, tensors, {"iteration": it + 1, "flops_per_position": per_position}, opt, gen, syn.device)
                         progress.log(f"{description}: checkpoint: iteration {it + 1}/{iterations} -> {state}")
                 advance(status=f"loss {losses[-1]:.4g}")
     return Optimized(syn.detach(), losses, sum(per_position[it % cycle] for it in range(iterations)))

@@ -478,7 +478,7 @@ def _save(
     meta = {"epoch": epoch, "samples": log.samples, "epoch_loss": log.epoch_loss}
     if scaler is not None:  # fp16's loss scale and growth count: a resume skips and grows as the run would have
         meta["scaler"] = scaler.state_dict()
-    save_state(Path(directory) / STATE, {k: v.detach() for k, v in extra.items()}, meta, opt, gen)
+    save_state(Path(directory) / STATE, {k: v.detach() for k, v in extra.items()}, meta, opt, gen, next(model.parameters()).device)
     if rolling:
         for old in Path(directory).glob("epoch_*.safetensors"):
             if old != weights:
