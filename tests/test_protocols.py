@@ -346,3 +346,19 @@ def test_students_on_bfloat16_labels_are_checkpointed_and_their_folders_named_by
         with checkpointing(tmp_path / "students"):
             keys += student_keys([plan], Runtime())
     assert None not in keys and keys[0] != keys[1]
+
+
+@pytest.mark.parametrize(
+    "given,message",
+    [
+        ({"methods": ("baseline", "global-hard")}, "--methods baseline and global-hard train the same terms (global-hard): give one"),
+        ({"methods": ("ladd", "local-dense+global-hard")}, "train the same terms (global-hard+local-dense)"),
+        ({"models": ("convnet", "ConvNet")}, "--model convnet,ConvNet names a model twice"),
+        ({"select_lr": (0.01, 0.01)}, "--select-lr 0.01,0.01 names a learning rate twice"),
+    ],
+)
+def test_the_same_students_twice_are_refused(given, message):
+    """Two names for the same students trained into one checkpoint folder at once (under torchrun's
+    assignment, on two ranks), and would say nothing a single one does not."""
+    with pytest.raises(LaddError, match=re.escape(message)):
+        EvalConfig(**given)

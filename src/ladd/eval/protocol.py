@@ -87,10 +87,18 @@ class EvalConfig(BaseModel):
         """Unknown methods or models fail here, before any training, not mid-evaluation."""
         if isinstance(self.crops_per_step, int) and self.crops_per_step < 1:
             raise ConfigError(f"--crops-per-step {self.crops_per_step} must be >= 1, 'all' or 'auto'")
+        # the same students twice would train into one checkpoint folder at once (and say nothing new)
+        seen: dict[tuple[str, ...], str] = {}
         for method in self.methods:
-            method_terms(method)
-        for model in self.models:
-            MODELS.canonical(model)
+            terms = tuple(sorted(method_terms(method)))
+            if terms in seen:
+                raise ConfigError(f"--methods {seen[terms]} and {method} train the same terms ({'+'.join(terms)}): give one")
+            seen[terms] = method
+        models = [MODELS.canonical(model) for model in self.models]
+        if len(set(models)) < len(models):
+            raise ConfigError(f"--model {','.join(self.models)} names a model twice: give each once")
+        if len(set(self.select_lr)) < len(self.select_lr):
+            raise ConfigError(f"--select-lr {','.join(map(str, self.select_lr))} names a learning rate twice: give each once")
         if any(lr <= 0 for lr in self.select_lr):
             raise ConfigError(f"--select-lr {','.join(map(str, self.select_lr))}: every learning rate must be > 0")
         if self.select_lr and self.lr is not None:
