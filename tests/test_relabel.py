@@ -447,3 +447,17 @@ def test_digit_datasets_are_relabelled_without_flips_as_their_students_are_augme
     save_artifact(path, pipeline.relabel(load_artifact(path), path, digits, cfg, Runtime(), overwrite=True))
     art = load_artifact(path)
     assert not art.relabel.tensors["flip"].any() and art.relabel.info["config"]["flip"] is False
+
+
+def test_a_relabel_made_at_another_precision_is_not_reused(toy, tmp_path):
+    """The teacher labels under the runtime's autocast: bf16 labels are not fp32's, so a stored fp32
+    relabel is not taken for a bf16 one (nor resumed with bf16 epochs)."""
+    from ladd.core.runtime import Speed
+
+    path, _ = _relabelled(toy, tmp_path)
+    cfg = RelabelConfig(epochs=4, batch_size=6, teacher=TEACHER, dtype="float32")
+    bf16 = Runtime.from_name("cpu", Speed(precision="bf16"))
+    with pytest.raises(LaddError, match="holds a relabel made with other settings or images: pass --overwrite"):
+        pipeline.relabel(load_artifact(path), path, toy, cfg, bf16)
+    save_artifact(path, pipeline.relabel(load_artifact(path), path, toy, cfg, bf16, overwrite=True))
+    assert load_artifact(path).relabel.info["config"]["precision"] == "bf16"

@@ -99,6 +99,8 @@ def relabel(
     installed, directory = Path(artifact_dir) / RELABEL_DIR, Path(artifact_dir) / PARTIAL
     images_sha = art.manifest["files"]["images.safetensors"]["sha256"]  # a saved artifact's, verified on load
     settings = cfg.settings(dataset.name)
+    if runtime.speed.precision != "fp32":  # labels made under autocast are not fp32's: not reused for them, nor mixed
+        settings["precision"] = runtime.speed.precision
 
     def made_so(info):
         return info["config"] == settings and info["images_sha256"] == images_sha
