@@ -49,3 +49,32 @@ def test_each_kind_exits_with_its_code_and_one_error_line(tmp_path):
         assert proc.returncode == code, err
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
         assert not (tmp_path / f"out{code}").exists()  # nothing half-written
+
+
+def test_running_out_of_gpu_memory_is_a_run_error_saying_what_to_lower(capsys, monkeypatch):
+    """At scale the commonest failure: it was 'unexpected OutOfMemoryError … please report it'."""
+    import torch
+
+    from conftest import ladd_main
+    from ladd.cli import stages
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
+
+    monkeypatch.setattr(stages, "new_artifact", oom)
+    code, err = ladd_main(capsys, "distill", "--dataset", "digits", "--ipc", "1")
+    assert code == RunError.exit_code and err.count("\n") == 1, err
+    assert "out of GPU memory (CUDA out of memory. Tried to allocate 20.00 GiB)" in err and "--batch-size" in err, err
+    assert "please report" not in err
+
+
+def test_an_indexed_gpu_under_torchrun_is_refused(monkeypatch):
+    """`--device cuda:0` put every rank on GPU 0 (an NCCL error, or all ranks sharing one GPU)."""
+    import pytest
+
+    from ladd.core.runtime import Runtime
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    one_gpu = r"--device cuda:0 under torchrun would put every rank on one GPU: give --device cuda \(one per rank\)"
+    with pytest.raises(ConfigError, match=one_gpu):
+        Runtime.from_name("cuda:0")

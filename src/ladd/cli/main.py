@@ -9,6 +9,7 @@ import sys
 import traceback
 from typing import Annotated
 
+import torch
 import torch.distributed as td
 import typer
 from pydantic import ValidationError
@@ -143,6 +144,13 @@ def _main() -> int:
         err = e.errors()[0]
         print(f"error: invalid value for {'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
         return ConfigError.exit_code
+    except torch.OutOfMemoryError as e:  # at scale the commonest failure, and not a defect of ladd
+        print(
+            f"error: {dist.where()}{LaddError(f'out of GPU memory ({str(e).splitlines()[0][:160]})')}: lower --batch-size or "
+            f"--crops-per-step, use --precision bf16, or a smaller --resolution or model",
+            file=sys.stderr,
+        )
+        return RunError.exit_code
     except OSError as e:  # unwritable --out, a file where a folder should be, a full disk
         what = f"{e.strerror or e}: {e.filename}" if e.filename else f"{e.strerror or e}"
         print(f"error: {LaddError(what)}", file=sys.stderr)  # one line, whatever the file name holds

@@ -77,6 +77,8 @@ class Runtime:
             device = torch.device(name)
         except RuntimeError as e:
             raise ConfigError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from e
+        if device.type == "cuda" and device.index is not None and dist.launched():
+            raise ConfigError(f"--device {name} under torchrun would put every rank on one GPU: give --device cuda (one per rank)")
         if device.type == "cuda" and device.index is None and dist.launched():
             device = torch.device("cuda", dist.local_rank() % max(1, torch.cuda.device_count()))  # torchrun: one GPU per rank
         if device.type == "cuda" and not torch.cuda.is_available():
