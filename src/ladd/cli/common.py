@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import typing
@@ -120,14 +119,15 @@ def writable(path: Path, option: str, writes: str, command: str) -> None:
         raise ArtifactError(f"{option} {path}: {blocker} is a file, not a folder: choose another path")
     if writes == "file" and path.is_dir():
         raise ArtifactError(f"{option} {path} is a folder: give a file path, e.g. {path / (command + '.json')}")
-    if writes == "file" and path.exists() and not _json_object(path):
+    if writes == "file" and path.exists() and _json_object(path) is None:
         raise ArtifactError(f"{option} {path} exists and is not a JSON file ladd wrote: choose another path (ladd replaces only its own)")
 
 
 def outside_artifacts(path: Path, option: str, command: str) -> None:
     """Refuse an output in an artifact folder, which `ladd label` and `ladd relabel` replace whole:
     what was written there would be lost. The artifact a command writes (`ARTIFACT_OUT`) is its own."""
-    home, here = artifact_around(path), Path(os.path.abspath(path))
+    here = Path(os.path.abspath(path))
+    home = artifact_around(here)
     if home is not None and not (home == here and command in ARTIFACT_OUT and option == "--out"):
         where = "is the artifact" if home == here else "lies inside the artifact"
         raise ArtifactError(f"{option} {path} {where} {home}, which ladd replaces whole when it labels it again: choose a path outside it")
@@ -140,23 +140,24 @@ def artifact_around(path: Path) -> Path | None:
     """The artifact folder that is `path` or holds it: the nearest folder whose manifest.json is a
     ladd artifact's (a JSON object naming `ladd_version` and `files`; another project's manifest.json
     is not one)."""
-    for folder in (Path(os.path.abspath(path)), *Path(os.path.abspath(path)).parents):
+    here = Path(os.path.abspath(path))
+    for folder in (here, *here.parents):
         manifest = folder / MANIFEST
-        if manifest.is_file() and manifest.stat().st_size < MAX_MANIFEST_BYTES and _json_object(manifest):
-            with contextlib.suppress(OSError, ValueError, RecursionError):
-                if {"ladd_version", "files"} <= set(json.loads(manifest.read_bytes())):
-                    return folder
+        if manifest.is_file() and manifest.stat().st_size < MAX_MANIFEST_BYTES:
+            if {"ladd_version", "files"} <= set(_json_object(manifest) or {}):
+                return folder
     return None
 
 
-def _json_object(path: Path) -> bool:
-    """Whether `path` holds a JSON object, as every JSON output of ladd does (parsed only when it
-    starts like one, so a large file of the user's is not read)."""
+def _json_object(path: Path) -> dict | None:
+    """The JSON object `path` holds, as every JSON output of ladd does, else None (parsed only when
+    it starts like one, so a large file of the user's is not read)."""
     try:
         with open(path, "rb") as f:
             if f.read(1) != b"{":
-                return False
+                return None
             f.seek(0)
-            return isinstance(json.load(f), dict)
+            value = json.load(f)
     except (OSError, ValueError, RecursionError):
-        return False
+        return None
+    return value if isinstance(value, dict) else None

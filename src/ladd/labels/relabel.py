@@ -70,10 +70,13 @@ class RelabelConfig(BaseModel):
         """Whether samples are flipped: as set, else as the dataset's student augmentation is (`strategy_for`)."""
         return self.flip if self.flip is not None else "flip" in strategy_for(dataset).split("_")
 
-    def settings(self, dataset: str) -> dict:
-        """What a stored relabel records and is matched on: the config, with the flip rule resolved
-        (recorded only where it is off, so relabels made with the reference's flip still match)."""
-        return {k: v for k, v in self.model_dump().items() if k != "flip"} | ({} if self.flips(dataset) else {"flip": False})
+    def settings(self, dataset: str, precision: str = "fp32") -> dict:
+        """What a stored relabel records and is matched on: the config, with the flip rule resolved,
+        and the precision the teacher labels at (each recorded only where it is not the reference's,
+        so relabels made before either still match: labels made under autocast are not fp32's)."""
+        flip = {} if self.flips(dataset) else {"flip": False}
+        autocast = {} if precision == "fp32" else {"precision": precision}
+        return {k: v for k, v in self.model_dump().items() if k != "flip"} | flip | autocast
 
     @model_validator(mode="after")
     def _top_k_stores_probs(self) -> "RelabelConfig":
@@ -98,9 +101,7 @@ def relabel(
         raise ConfigError(f"--top-k {cfg.top_k} is larger than the number of classes ({classes})")
     installed, directory = Path(artifact_dir) / RELABEL_DIR, Path(artifact_dir) / PARTIAL
     images_sha = art.manifest["files"]["images.safetensors"]["sha256"]  # a saved artifact's, verified on load
-    settings = cfg.settings(dataset.name)
-    if runtime.speed.precision != "fp32":  # labels made under autocast are not fp32's: not reused for them, nor mixed
-        settings["precision"] = runtime.speed.precision
+    settings = cfg.settings(dataset.name, runtime.speed.precision)
 
     def made_so(info):
         return info["config"] == settings and info["images_sha256"] == images_sha
