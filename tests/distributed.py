@@ -5,6 +5,7 @@ Both give each process one thread, as the benchmarks do."""
 from __future__ import annotations
 
 import io
+import traceback
 import os
 import socket
 import subprocess
@@ -30,8 +31,13 @@ def _rank(rank: int, world: int, port: int, fn, args, queue) -> None:
     torch.set_num_threads(1)
     dist.init()
     try:
+        try:
+            value = fn(*args)
+        except BaseException:  # reported, so the test fails with it instead of waiting for this rank's result
+            queue.put((rank, traceback.format_exc()))
+            raise
         buffer = io.BytesIO()
-        torch.save(fn(*args), buffer)  # as bytes: tensors shared by file descriptor die with this process
+        torch.save(value, buffer)  # as bytes: tensors shared by file descriptor die with this process
         queue.put((rank, buffer.getvalue()))
         dist.finish()
     finally:
@@ -45,7 +51,14 @@ def spawn(fn, *args, world: int = 2) -> list:
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
     context = mp.start_processes(_rank, args=(world, free_port(), fn, args, queue), nprocs=world, start_method="spawn", join=False)
-    results = dict(queue.get() for _ in range(world))  # read before joining: a large result fills the pipe
+    results = {}
+    while len(results) < world:  # read before joining: a large result fills the pipe
+        rank, result = queue.get()
+        if isinstance(result, str):
+            for process in context.processes:
+                process.terminate()
+            raise AssertionError(f"rank {rank} failed:\n{result}")
+        results[rank] = result
     while not context.join():
         pass
     return [torch.load(io.BytesIO(results[r]), weights_only=False) for r in range(world)]  # our own processes' bytes

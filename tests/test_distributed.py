@@ -22,10 +22,11 @@ from ladd.core import dist
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _train(batch_size: int, term_weights: str = "fixed") -> dict:
+def _train(batch_size: int, term_weights: str = "fixed", micro_batch: int | None = None) -> dict:
     """A ConvNet trained 2 epochs on a toy set with DSA and LADD's two terms (global + K drawn
-    sub-images against dense labels): weights, log, and how many rows this rank forwarded."""
-    from ladd.core.runtime import Runtime
+    sub-images against dense labels): weights, log, and how many rows this rank forwarded, in
+    forward passes of at most `micro_batch` images."""
+    from ladd.core.runtime import Runtime, Speed
     from ladd.experts import build_for
     from ladd.train.loop import Recipe, TrainData, train
     from ladd.train.terms import method_terms
@@ -38,24 +39,30 @@ def _train(batch_size: int, term_weights: str = "fixed") -> dict:
     rows = []
     model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
     recipe = Recipe(epochs=2, batch_size=batch_size, lr=0.01, dsa="color_crop_cutout_scale_rotate", term_weights=term_weights)
-    log = train(model, data, method_terms("ladd", crops_per_step=2), recipe, seed=0, runtime=Runtime.from_name("cpu"))
+    runtime = Runtime.from_name("cpu", Speed(micro_batch=micro_batch))
+    log = train(model, data, method_terms("ladd", crops_per_step=2), recipe, seed=0, runtime=runtime)
     return {
         "state": model.state_dict(),
         "samples": log.samples,
         "loss": log.epoch_loss,
         "weights": log.term_weights,
         "rows": sum(rows),
+        "images_per_pass": max(rows) // 2,  # the largest pass is a sub-image pass: 2 crops per image
         "world": dist.world(),
     }
 
 
-@pytest.mark.parametrize("term_weights,batch_size", [("fixed", 7), ("learned", 7), ("fixed", 29)])
-def test_ddp_training_equals_one_process(term_weights, batch_size):
+@pytest.mark.parametrize(
+    "term_weights,batch_size,micro_batch", [("fixed", 7, None), ("learned", 7, None), ("fixed", 29, None), ("learned", 7, 3)]
+)
+def test_ddp_training_equals_one_process(term_weights, batch_size, micro_batch):
     """Batch 7 over 30 images: shares of 3 and 4 rows, and a last batch of 2 (one row per rank).
     Batch 29: a last batch of one row, so rank 1 has none: it forwards a stand-in row weighted 0 (it
-    skipped DDP's gradient all-reduce and the augmentation draws, and the ranks parted ways)."""
+    skipped DDP's gradient all-reduce and the augmentation draws, and the ranks parted ways).
+    Micro-batches of 3: rank 0 forwards its 3 rows at once, rank 1 its 4 in two parts, and each rank
+    still takes part in one gradient all-reduce per step."""
     one = _train(batch_size, term_weights)
-    ranks = spawn(_train, batch_size, term_weights)
+    ranks = spawn(_train, batch_size, term_weights, micro_batch)
     # only the gradient sums' order differs; ten SGD steps carry that rounding to ~3e-6 when this
     # process runs one OpenMP thread (OMP_NUM_THREADS=1); a wrong average or share is ~1e-2
     tol = 1e-5
@@ -70,6 +77,20 @@ def test_ddp_training_equals_one_process(term_weights, batch_size):
     stand_in = 0 if batch_size == 7 else 2 * (1 + 2)  # per epoch one row: its global view and 2 sub-images
     assert ranks[0]["rows"] + ranks[1]["rows"] == one["rows"] + stand_in  # each rank forwarded only its share
     assert 0 < ranks[1]["rows"] < one["rows"]
+    assert max(r["images_per_pass"] for r in ranks) == (micro_batch or -(-batch_size // 2))  # the larger share, or a part
+
+
+@pytest.mark.parametrize("micro_batch", [1, 3])
+def test_micro_batches_give_the_whole_batch_step(micro_batch):
+    """A step's batch of 7 in parts of at most `micro_batch` images (with DSA, K drawn crops and
+    learned term weights) trains the weights one pass over the whole batch trains."""
+    whole, parts = _train(7, "learned"), _train(7, "learned", micro_batch)
+    assert parts["images_per_pass"] == micro_batch and whole["images_per_pass"] == 7
+    for k, v in whole["state"].items():
+        assert torch.allclose(parts["state"][k], v, atol=1e-5, rtol=0), k
+    assert parts["samples"] == whole["samples"] and parts["rows"] == whole["rows"]
+    assert parts["loss"] == pytest.approx(whole["loss"], abs=1e-5)
+    assert parts["weights"] == pytest.approx(whole["weights"], abs=1e-5)
 
 
 def _weights(directory: Path, epoch: int) -> dict:

@@ -64,7 +64,7 @@ def test_running_out_of_gpu_memory_is_a_run_error_saying_what_to_lower(capsys, m
     monkeypatch.setattr(stages, "new_artifact", oom)
     code, err = ladd_main(capsys, "distill", "--dataset", "digits", "--ipc", "1")
     assert code == RunError.exit_code and err.count("\n") == 1, err
-    assert "out of GPU memory (CUDA out of memory. Tried to allocate 20.00 GiB)" in err and "--batch-size" in err, err
+    assert "out of GPU memory (CUDA out of memory. Tried to allocate 20.00 GiB)" in err and "--micro-batch" in err, err
     assert "please report" not in err
 
 

@@ -348,6 +348,21 @@ def test_students_on_bfloat16_labels_are_checkpointed_and_their_folders_named_by
     assert None not in keys and keys[0] != keys[1]
 
 
+def test_a_student_folder_is_named_by_the_speed_settings_that_decide_its_weights(toy, tmp_path):
+    """Micro-batches (BatchNorm statistics, summation order) and precision give other weights, so
+    another folder; how often the loss is checked for NaN does not, so a resume finds the student."""
+    from ladd.core.runtime import Speed
+    from ladd.eval.protocol import Plan, checkpointing, student_keys, train_data
+    from ladd.train.terms import method_terms
+
+    art = pipeline.distill(toy, pipeline.SourceConfig(dataset="toy"), pipeline.ImagesConfig(ipc=2))
+    plan = Plan(train_data(art, toy), method_terms("baseline"), Recipe(epochs=1), "convnet-w32", 1, "baseline")
+    speeds = {"plain": {}, "check_every": {"check_every": 5}, "micro_batch": {"micro_batch": 4}, "bf16": {"precision": "bf16"}}
+    with checkpointing(tmp_path / "students"):
+        key = {name: student_keys([plan], Runtime(speed=Speed(**given)))[0] for name, given in speeds.items()}
+    assert key["plain"] == key["check_every"] and len({key["plain"], key["micro_batch"], key["bf16"]}) == 3
+
+
 @pytest.mark.parametrize(
     "given,message",
     [

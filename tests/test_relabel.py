@@ -461,3 +461,34 @@ def test_a_relabel_made_at_another_precision_is_not_reused(toy, tmp_path):
         pipeline.relabel(load_artifact(path), path, toy, cfg, bf16)
     save_artifact(path, pipeline.relabel(load_artifact(path), path, toy, cfg, bf16, overwrite=True))
     assert load_artifact(path).relabel.info["config"]["precision"] == "bf16"
+
+
+def test_a_replayed_relabel_trains_the_same_in_micro_batches(toy, tmp_path):
+    """Micro-batches of a replayed step read their slice of the step's stored positions: the
+    weights equal one pass over each whole stored batch."""
+    from ladd.core.runtime import Speed
+    from ladd.train.terms import ReplayTerm
+
+    _, art = _relabelled(toy, tmp_path)
+    weights, samples, passes = [], [], []
+    for micro_batch in (None, 4):
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+        torch.manual_seed(0)
+        model[1].reset_parameters()
+        start = model[1].weight.detach().clone()
+        model.register_forward_hook(lambda m, i, o: passes.append((micro_batch, len(i[0]))))
+        data = TrainData(art.images, art.labels, toy.mean, toy.std, replay=_replay(art, toy))
+        log = train(
+            model,
+            data,
+            {"replay": ReplayTerm()},
+            Recipe(epochs=2, batch_size=6),
+            seed=0,
+            runtime=Runtime(speed=Speed(micro_batch=micro_batch)),
+        )
+        weights.append(model.state_dict())
+        samples.append(log.samples)
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6, rtol=0) for k in weights[0])
+    assert not torch.allclose(weights[0]["1.weight"], start)  # it trained
+    assert samples[0] == samples[1] == {"replay": 2 * 18}  # each stored position forwarded once per epoch
+    assert sorted({rows for m, rows in passes if m == 4}) == [2, 4] and {rows for m, rows in passes if m is None} == {6}

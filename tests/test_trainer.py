@@ -324,8 +324,8 @@ def test_bf16_dense_labels_are_close_to_fp32(toy):
 
 
 def test_training_commands_take_the_speed_options(monkeypatch, tmp_path):
-    """Every command with --device gets --precision/--compile/--channels-last/--deterministic
-    (one shared set) and hands them to the stage as the runtime's Speed."""
+    """Every command with --device gets --precision/--compile/--channels-last/--deterministic/
+    --micro-batch (one shared set) and hands them to the stage as the runtime's Speed."""
     from typer.testing import CliRunner
 
     import ladd.cli as cli
@@ -341,10 +341,13 @@ def test_training_commands_take_the_speed_options(monkeypatch, tmp_path):
     )
     assert res.exit_code == 0, res.output
     res = runner.invoke(
-        cli.app, ["experiment", "swap", "--dataset", "digits", "--device", "cpu", "--deterministic", "--out", str(tmp_path)]
+        cli.app,
+        ["experiment", "swap", "--dataset", "digits", "--device", "cpu", "--deterministic", "--micro-batch", "16", "--out", str(tmp_path)],
     )
     assert res.exit_code == 0, res.output
-    assert [r.speed for r in seen] == [Speed(precision="bf16", channels_last=True), Speed(deterministic=True)]
+    assert [r.speed for r in seen] == [Speed(precision="bf16", channels_last=True), Speed(deterministic=True, micro_batch=16)]
+    res = runner.invoke(cli.app, ["eval", str(tmp_path / "none"), "--micro-batch", "0"])
+    assert res.exit_code == 2 and "--micro-batch" in res.output
     res = runner.invoke(cli.app, ["eval", str(tmp_path / "none"), "--device", "cpu", "--precision", "fp16"])
     assert isinstance(res.exception, LaddError) and "fp16 needs a CUDA device" in str(res.exception)  # before the artifact is read
 

@@ -146,8 +146,8 @@ def _main() -> int:
         return ConfigError.exit_code
     except torch.OutOfMemoryError as e:  # at scale the commonest failure, and not a defect of ladd
         print(
-            f"error: {dist.where()}{LaddError(f'out of GPU memory ({str(e).splitlines()[0][:160]})')}: lower --batch-size or "
-            f"--crops-per-step, use --precision bf16, or a smaller --resolution or model",
+            f"error: {dist.where()}{LaddError(f'out of GPU memory ({str(e).splitlines()[0][:160]})')}: set --micro-batch (the same "
+            f"steps in less memory), lower --batch-size or --crops-per-step, use --precision bf16, or a smaller --resolution or model",
             file=sys.stderr,
         )
         return RunError.exit_code

@@ -642,12 +642,27 @@ DeterministicOpt = Annotated[
     ),
 ]
 
+MicroBatchOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--micro-batch",
+        min=1,
+        max=MAX_BATCH,
+        help=(
+            "At most M images per forward pass (per rank under torchrun): each step's batch is split into parts whose gradients "
+            "accumulate, so the step is the same in a part's memory (LADD's every-view students forward batch × N² sub-images). "
+            "BatchNorm layers then normalize each part over its own images."
+        ),
+    ),
+]
+
 
 def _speed_options(
     precision: PrecisionOpt = "fp32",
     compile: CompileOpt = False,
     channels_last: ChannelsLastOpt = False,
     deterministic: DeterministicOpt = False,
+    micro_batch: MicroBatchOpt = None,
 ):
     """The speed options every training command takes (this function only declares them)."""
 

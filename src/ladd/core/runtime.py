@@ -39,6 +39,12 @@ class Speed(BaseModel):
       with a one-line error naming it. Not with `compile` (inductor's kernels are not covered).
       cuBLAS reads its workspace setting when it starts: `Runtime.from_name` sets it, so build
       the runtime before any CUDA work.
+    - `micro_batch`: at most this many images per forward pass (per rank under torchrun): a
+      step's batch is split into parts whose gradients accumulate before its one optimizer step,
+      each part drawing the augmentation and crops the whole batch draws and applying its rows,
+      so the step is the whole batch's up to float summation order, in a part's activation
+      memory (LADD's every-view students forward B·N² sub-images per step: 256 × 25 at 128 px do
+      not fit a GPU). BatchNorm layers normalize each part over its own images, as under DDP.
     - `check_every`: steps between checks that the loss is finite (0 = once per epoch). Each check
       makes the host wait for the device; a run that diverges still raises `Diverged`, at the
       check (and before any checkpoint of NaN weights is written).
@@ -50,6 +56,7 @@ class Speed(BaseModel):
     compile: bool = False
     channels_last: bool = False
     deterministic: bool = False
+    micro_batch: int | None = Field(None, ge=1)
     check_every: int = Field(0, ge=0)
 
 

@@ -819,7 +819,7 @@ def _student_key(plan: Plan, digest, runtime: Runtime) -> str:
         data.mean,
         data.std,
         data.geometry,
-        runtime.speed.model_dump(),
+        runtime.speed.model_dump(exclude={"check_every"}),  # when the loss is checked decides nothing
         runtime.device.type,
     ]
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())

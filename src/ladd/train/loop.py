@@ -12,6 +12,7 @@ channels-last, deterministic kernels) is the runtime's `Speed`; the defaults are
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -180,7 +181,8 @@ def train(
     data = data.to(runtime.device)
     model.to(runtime.device)
     ddp = dist.active()
-    network = _network(_ddp(model, runtime) if ddp else model, runtime)
+    wrapped = _ddp(model, runtime) if ddp else model
+    network = _network(wrapped, runtime)
     scaler = runtime.scaler()
     check_every = runtime.speed.check_every
     gen = generator(seed)
@@ -232,29 +234,41 @@ def train(
                     stored = None
                     if replay is not None:
                         stored, idx = position, idx.to(runtime.device, non_blocking=True)
-                    span = (share.start, share.stop, size) if ddp else None  # this rank's rows of the global batch
-                    batch = Batch(
-                        x=normalize(next(pixels), data.mean, data.std),
-                        hard=data.hard[idx],
-                        soft=None if data.soft is None else data.soft[idx],
-                        dense=None if data.dense is None else data.dense[idx],
-                        geometry=data.geometry,
-                        augment=_augmenter(dsa, span),
-                        gen=gen,
-                        replay=replay,
-                        stored=stored,
-                        rows=span,
-                    )
-                    losses = []
-                    for name, term in terms.items():
-                        term_loss, forwarded = term(network, batch)
-                        losses.append(term_loss)
-                        seen[name] += forwarded if own else 0
-                    loss = weighting(losses) if weighting is not None else sum(losses, torch.zeros((), device=runtime.device))
-                    if ddp:  # DDP averages over ranks: weight by this rank's share of the global batch (0: a stand-in row)
-                        loss = loss * (own * dist.world() / size)
+                    x = normalize(next(pixels), data.mean, data.std)
+                    parts = micro_batches(x.shape[0], runtime.speed.micro_batch)
+                    drawn = gen.get_state() if len(parts) > 1 else None  # every part draws what the whole batch draws
                     opt.zero_grad(set_to_none=True)
-                    (loss if scaler is None else scaler.scale(loss)).backward()
+                    loss = torch.zeros((), device=runtime.device)
+                    for a, b in parts:
+                        if drawn is not None:
+                            gen.set_state(drawn)
+                        # DDP all-reduces the gradients once per step, in the last part's backward (its forward decides)
+                        with wrapped.no_sync() if ddp and b < x.shape[0] else contextlib.nullcontext():
+                            # this part's rows of the global batch: it draws for all of them and applies its own
+                            span = (share.start + a, share.start + b, size) if ddp or drawn is not None else None
+                            batch = Batch(
+                                x=x[a:b],
+                                hard=data.hard[idx[a:b]],
+                                soft=None if data.soft is None else data.soft[idx[a:b]],
+                                dense=None if data.dense is None else data.dense[idx[a:b]],
+                                geometry=data.geometry,
+                                augment=_augmenter(dsa, span),
+                                gen=gen,
+                                replay=replay,
+                                stored=None if stored is None else stored[a:b],
+                                rows=span,
+                            )
+                            losses = []
+                            for name, term in terms.items():
+                                term_loss, forwarded = term(network, batch)
+                                losses.append(term_loss)
+                                seen[name] += forwarded if own else 0
+                            part = weighting(losses) if weighting is not None else sum(losses, torch.zeros((), device=runtime.device))
+                            # the part's share of the global batch's mean (under DDP, which averages over ranks, times the
+                            # ranks; 0 for a stand-in row)
+                            part = part * ((b - a) * (dist.world() if ddp else 1) / size if own else 0.0)
+                            (part if scaler is None else scaler.scale(part)).backward()
+                        loss = loss + part.detach()
                     if ddp and weighting is not None:  # DDP averages the network's gradients only
                         for p in weighting.parameters():
                             p.grad = dist.all_sum(p.grad) / dist.world()
@@ -303,6 +317,12 @@ def _ddp(model: nn.Module, runtime: Runtime) -> nn.Module:
     dimensions do: silenced."""
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return DistributedDataParallel(model, device_ids=[runtime.device] if runtime.cuda else None)
+
+
+def micro_batches(rows: int, micro_batch: int | None) -> list[tuple[int, int]]:
+    """(first, end) of each micro-batch of a step's `rows` (`Speed.micro_batch`): one part without."""
+    step = micro_batch or rows
+    return [(a, min(a + step, rows)) for a in range(0, rows, step)]
 
 
 def _augmenter(dsa: DSA | None, rows: tuple[int, int, int] | None) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
