@@ -46,7 +46,7 @@ def _case(name: str, model_name: str, device: str, repeats: int, queue) -> None:
     for _ in range(repeats):
         if name.startswith("dense-batched"):
             per_pass = int(name.split(":")[1]) if ":" in name else None
-            dense_labels(Teacher([model]), art.images, data.mean, data.std, n, r, crops_per_pass=per_pass)
+            dense_labels(Teacher([model]), art.images, data.mean, data.std, n, r, per_pass=per_pass)
         elif name == "dense-per-crop":
             with torch.no_grad():
                 x = normalize(art.images.to(runtime.device), data.mean, data.std)

@@ -45,7 +45,7 @@ def _labels(tmp: Path, name: str) -> dict:
     teacher = methods.build_teacher(toy, LabelConfig(labeler=TEACHER), runtime)[0]
     rows = []
     teacher.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
-    dense, soft = dense_labels(teacher, art.images, toy.mean, toy.std, 2, 0.5, crops_per_pass=8, runtime=runtime)  # 9 chunks of 2
+    dense, soft = dense_labels(teacher, art.images, toy.mean, toy.std, 2, 0.5, per_pass=8, runtime=runtime)  # 9 chunks of 2
     whole = global_labels(teacher, art.images, toy.mean, toy.std, batch_size=4, runtime=runtime)  # 5 chunks
     epochs, learned = [], []
     write_epoch, learn_labels, cache = rel.write_epoch, methods.learn_labels, os.environ["LADD_CACHE"]

@@ -18,8 +18,18 @@ from ladd.labels.soft import Teacher
 
 # Crops per forward pass. On 2 CPU cores small passes stay in cache: for mnist5k IPC 10 with
 # ConvNet-W64, 50 crops per pass gave 4,146 crops/s against 1,888 at 2,048 and 2,475 for a
-# per-crop loop (benchmarks/dense_label_speed.py); GPUs want large passes.
-CROPS_PER_PASS = {"cpu": 50, "cuda": 4096}
+# per-crop loop (benchmarks/dense_label_speed.py). GPUs want large passes, of a fixed number of
+# pixels: each crop is resized back to the image's size, and 4,096 crops of 128 px would hold
+# 16 times the activations of 4,096 of 32 px (a ConvNet-128's first layer alone: 34 GB).
+CPU_CROPS_PER_PASS = 50
+GPU_PIXELS_PER_PASS = 4096 * 32 * 32
+
+
+def crops_per_pass(device: torch.device, shape: tuple[int, int]) -> int:
+    """The default number of H×W crops a forward pass of the teacher takes on `device`."""
+    if device.type == "cpu":
+        return CPU_CROPS_PER_PASS
+    return max(1, GPU_PIXELS_PER_PASS // (shape[0] * shape[1]))
 
 
 @torch.no_grad()
@@ -31,7 +41,7 @@ def dense_labels(
     n: int,
     r: float,
     *,
-    crops_per_pass: int | None = None,
+    per_pass: int | None = None,
     runtime: Runtime | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dense B×N²×C, global soft B×C) for images B×C×H×W.
@@ -43,8 +53,7 @@ def dense_labels(
     """
     device = teacher.device
     runtime = runtime or Runtime(device)
-    crops_per_pass = crops_per_pass or CROPS_PER_PASS.get(device.type, 4096)
-    per_chunk = max(1, crops_per_pass // (n * n))
+    per_chunk = max(1, (per_pass or crops_per_pass(device, images.shape[-2:])) // (n * n))
     chunks = images.split(per_chunk)
     mine, done = dist.mine(len(chunks)), {}
     with progress.bar("dense labels", len(mine)) as advance, runtime.settings(), runtime.autocast():
