@@ -121,7 +121,7 @@ def test_solution_csv_in_data_dir_or_parent(ilsvrc, tmp_path):
     (tmp_path / "here" / "LOC_val_solution.csv").unlink()
     with pytest.raises(LaddError) as e:
         load_dataset("imagenette", data_dir=tmp_path / "here", resolution=RES)
-    assert_one_line_error(e, "no val/<wnid>/ class folders", "LOC_val_solution.csv")
+    assert_one_line_error(e, "no val/<wnid>/ class folders", "LOC_val_solution.csv", "valprep.sh")
 
 
 @pytest.mark.parametrize("name", sorted(MTT))

@@ -186,7 +186,9 @@ def _val_items(val_dir: Path, classes: list[str], search: list[Path], dataset: s
     if solution is None:
         where = ", ".join(str(folder) for folder in search)
         raise DataError(
-            f"{val_dir} has no val/<wnid>/ class folders and no {SOLUTION_CSV} was found (looked in {where}): {dataset} expects {LAYOUT}"
+            f"{val_dir} has no val/<wnid>/ class folders and no {SOLUTION_CSV} was found (looked in {where}): {dataset} expects {LAYOUT}; "
+            f"the official ILSVRC2012_img_val.tar unpacks flat: sort it into val/<wnid>/ with valprep.sh (soumith/imagenetloader.torch) "
+            f"or pytorch/examples' imagenet/extract_ILSVRC.sh"
         )
     return _solution_items(val_dir, solution, classes, every_class)
 
