@@ -23,6 +23,7 @@ import struct
 import sys
 import tempfile
 import zlib
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from unittest import mock
@@ -489,6 +490,9 @@ def test_safetensors_loaders_fuzz(blob):
         whole, header = outcome(lambda: load_safetensors(file, metadata=True)), outcome(lambda: load_metadata(file))
         if not isinstance(whole, LaddError) and not isinstance(header, LaddError):
             assert whole[1] == header  # the header-only read sees what the full parse sees
+        mapped = outcome(lambda: load_safetensors(file, mapped=True))  # relabel epochs: memory-mapped
+        if not isinstance(whole, LaddError) and not isinstance(mapped, LaddError):  # the same tensors either way
+            assert mapped.keys() == whole[0].keys() and all(torch.equal(mapped[k], whole[0][k]) for k in mapped)
         outcome(lambda: state_meta(file))
         outcome(lambda: read_tensors(file))
         outcome(lambda: import_images(ImageRequest(toy, 1, path=file)))
@@ -535,7 +539,7 @@ def test_a_huge_declared_shape_is_refused_without_allocating(tmp_path):
         header = json.dumps({"images": {"dtype": "F32", "shape": shape, "data_offsets": [0, end]}}).encode()
         file = tmp_path / "huge.safetensors"
         file.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
-        for read in (load_safetensors, load_metadata):
+        for read in (load_safetensors, load_metadata, partial(load_safetensors, mapped=True)):
             with pytest.raises(LaddError, match="huge.safetensors is not a readable safetensors file"):
                 read(file)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: nothing was allocated
@@ -544,7 +548,7 @@ def test_a_huge_declared_shape_is_refused_without_allocating(tmp_path):
 def test_a_header_length_beyond_the_file_and_a_missing_file_are_one_line(tmp_path):
     file = tmp_path / "x.safetensors"
     file.write_bytes(struct.pack("<Q", 10**6) + b"{}")
-    for read in (load_safetensors, load_metadata):
+    for read in (load_safetensors, load_metadata, partial(load_safetensors, mapped=True)):
         with pytest.raises(LaddError, match=r"x.safetensors is not a readable safetensors file"):
             read(file)
         with pytest.raises(LaddError, match=r"cannot read .*missing.safetensors"):

@@ -3,6 +3,7 @@ import hashlib
 import json
 import struct
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -146,7 +147,7 @@ def test_replaying_the_stored_augmentation_reproduces_the_teachers_input_exactly
     positions = torch.arange(4 * 18)
     with torch.no_grad():  # the teacher's batches at relabel time: 6 rows of one epoch
         logits = torch.cat([teacher.logits(replay.inputs(p)) for p in positions.split(6)])
-    assert torch.equal(logits, art.relabel.tensors["labels"].flatten(0, 1))  # float32 store: bit-exact inputs
+    assert torch.equal(logits, art.relabel.gather("labels"))  # float32 store: bit-exact inputs
     torch.testing.assert_close(replay.targets(positions), (logits / 20).softmax(-1))
 
 
@@ -243,7 +244,7 @@ def test_metric_pruning_ranks_units_by_their_labels(toy, tmp_path):
     p0 = store.targets(0, torch.arange(18))
     torch.testing.assert_close(conf[0], p0.max(1).values.double())
     correct = sample_scores(store, art.labels, "correct")
-    assert torch.equal(correct[0], (p0.argmax(1) == art.labels[store.tensors["order"][0]]).double())
+    assert torch.equal(correct[0], (p0.argmax(1) == art.labels[store.files[0]["order"]]).double())
     lam = torch.stack([store.epoch(e).mix(torch.arange(18))[0] for e in range(6)])
     torch.testing.assert_close(sample_scores(store, art.labels, "cut_ratio"), lam.double() - 1)
     every = units(store, "batch")
@@ -263,8 +264,8 @@ def test_metric_pruning_ranks_units_by_their_labels(toy, tmp_path):
 
 def test_top_k_stores_values_and_indices(toy, tmp_path):
     _, art = _relabelled(toy, tmp_path, kind="probs", top_k=2, epochs=2)
-    t = art.relabel.tensors
-    assert t["label_values"].shape == (2, 18, 2) and t["label_index"].dtype == torch.int16 and "labels" not in t
+    t = art.relabel.files
+    assert len(t) == 2 and t[1]["label_values"].shape == (18, 2) and t[0]["label_index"].dtype == torch.int16 and "labels" not in t[0]
     target = art.relabel.targets(0, torch.arange(18))
     assert ((target > 0).sum(1) <= 2).all() and (target.sum(1) <= 1 + 1e-6).all()
     assert art.manifest["relabel"]["storage"]["labels"]["raw"] == 2 * 18 * 2 * (4 + 2)
@@ -384,7 +385,7 @@ def test_fkd_students_train_on_the_pruned_pool_and_relabel_survives_relabelling(
     labelled = pipeline.label(art, toy, LabelConfig(method="soft", labeler=TEACHER), Runtime())
     save_artifact(path, labelled)
     again = load_artifact(path)
-    assert again.soft_labels is not None and torch.equal(again.relabel.tensors["labels"], art.relabel.tensors["labels"])
+    assert again.soft_labels is not None and torch.equal(again.relabel.gather("labels"), art.relabel.gather("labels"))
 
 
 def test_a_method_on_a_labelers_labels_and_a_relabel_by_the_same_expert_pays_its_training_once(toy, tmp_path):
@@ -440,13 +441,13 @@ def test_digit_datasets_are_relabelled_without_flips_as_their_students_are_augme
     assert "flip" not in RelabelConfig().settings("cifar10") and RelabelConfig().settings("digits")["flip"] is False
     digits = dataclasses.replace(toy, name="digits")
     path, _ = _relabelled(toy, tmp_path)  # "toy" is not a digit set: flipped as the reference
-    assert load_artifact(path).relabel.tensors["flip"].any()
+    assert load_artifact(path).relabel.gather("flip").any()
     cfg = RelabelConfig(epochs=4, batch_size=6, teacher=TEACHER, dtype="float32")
     with pytest.raises(LaddError, match="holds a relabel made with other settings or images: pass --overwrite"):
         pipeline.relabel(load_artifact(path), path, digits, cfg, Runtime())
     save_artifact(path, pipeline.relabel(load_artifact(path), path, digits, cfg, Runtime(), overwrite=True))
     art = load_artifact(path)
-    assert not art.relabel.tensors["flip"].any() and art.relabel.info["config"]["flip"] is False
+    assert not art.relabel.gather("flip").any() and art.relabel.info["config"]["flip"] is False
 
 
 def test_a_relabel_made_at_another_precision_is_not_reused(toy, tmp_path):
@@ -492,3 +493,17 @@ def test_a_replayed_relabel_trains_the_same_in_micro_batches(toy, tmp_path):
     assert not torch.allclose(weights[0]["1.weight"], start)  # it trained
     assert samples[0] == samples[1] == {"replay": 2 * 18}  # each stored position forwarded once per epoch
     assert sorted({rows for m, rows in passes if m == 4}) == [2, 4] and {rows for m, rows in passes if m is None} == {6}
+
+
+def test_the_store_maps_its_epoch_files_and_gathers_positions_across_epochs(toy, tmp_path):
+    """Every process maps the epoch files (page cache shared by a node's ranks) instead of holding
+    a copy; `gather` reads flat positions (epoch · K + row) in any order across epochs."""
+    _, art = _relabelled(toy, tmp_path)
+    store = art.relabel
+    maps = Path("/proc/self/maps").read_text()
+    assert all(str(store.directory / epoch_file(e)) in maps for e in range(store.epochs))
+    every = torch.cat([store.files[e]["labels"] for e in range(store.epochs)])
+    assert torch.equal(store.gather("labels"), every)
+    at = torch.tensor([70, 3, 18, 71, 0, 40])  # epochs 3, 0, 1, 3, 0, 2 of 18 rows
+    assert torch.equal(store.gather("labels", at), every[at])
+    assert torch.equal(store.gather("order", at), torch.stack([store.files[int(p) // 18]["order"][int(p) % 18] for p in at]))

@@ -48,11 +48,13 @@ def epoch_file(e: int) -> str:
 
 @dataclass(frozen=True)
 class RelabelStore:
-    """All stored epochs stacked: every tensor is E×K(×…); `info` is relabel.json."""
+    """The stored epochs: `files[e]` holds epoch e's tensors (K(×…) each), memory-mapped from its
+    file, so the store costs page cache, not a copy per process: ImageNet-1K's 300 epochs of
+    50,000 × 1,000 fp16 logits are 30 GB, which the 8 ranks of a node share; `info` is relabel.json."""
 
     directory: Path
     info: dict
-    tensors: dict[str, torch.Tensor]
+    files: tuple[dict[str, torch.Tensor], ...]
 
     @property
     def epochs(self) -> int:
@@ -72,16 +74,29 @@ class RelabelStore:
         return self.batch_size if self.info["mix_per"] == "batch" else None
 
     def epoch(self, e: int) -> Epoch:
-        return Epoch(**{k: self.tensors[k][e] for k in ("order", *PARAMS)}, mix_batch=self.mix_batch)
+        return Epoch(**{k: self.files[e][k] for k in ("order", *PARAMS)}, mix_batch=self.mix_batch)
+
+    def gather(self, name: str, at: torch.Tensor | None = None) -> torch.Tensor:
+        """Tensor `name` of every epoch, concatenated (epoch-major), or only its rows at flat
+        positions `at` (e·rows + row, in the given order)."""
+        if at is None:
+            return torch.cat([f[name] for f in self.files])
+        per_epoch = self.files[0][name].shape[0]
+        epochs, rows = at // per_epoch, at % per_epoch
+        out = self.files[0][name].new_empty((len(at), *self.files[0][name].shape[1:]))
+        for e in epochs.unique().tolist():
+            where = (epochs == e).nonzero()[:, 0]
+            out[where] = self.files[e][name][rows[where]]
+        return out
 
     def targets(self, e: int, rows: torch.Tensor) -> torch.Tensor:
         """Probability targets of rows of epoch e: softmax(logits / T), or the stored
         probabilities (top-k ones scattered into zeros, not renormalized)."""
-        info, t = self.info, self.tensors
+        info, t = self.info, self.files[e]
         if info["top_k"] is not None:
-            values = t["label_values"][e, rows].float()
-            return torch.zeros(len(rows), info["classes"]).scatter_(1, t["label_index"][e, rows].long(), values)
-        labels = t["labels"][e, rows].float()
+            values = t["label_values"][rows].float()
+            return torch.zeros(len(rows), info["classes"]).scatter_(1, t["label_index"][rows].long(), values)
+        labels = t["labels"][rows].float()
         return (labels / info["temperature"]).softmax(-1) if info["kind"] == "logits" else labels
 
     def components(self, positions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -91,14 +106,12 @@ class RelabelStore:
         out = {}
         draws = None
         if positions is not None and self.mix_batch is not None:  # the batches any kept row belongs to
-            per_epoch = self.tensors["mix_lambda"].shape[1]
+            per_epoch = self.files[0]["mix_lambda"].shape[0]
             draws = (positions // self.samples * per_epoch + positions % self.samples // self.mix_batch).unique()
         for name, parts in COMPONENTS.items():
             for p in parts:
-                if p in self.tensors:
-                    t = self.tensors[p].flatten(0, 1)
-                    at = draws if draws is not None and p in ("mix_lambda", "mix_box") else positions
-                    out[p] = t if at is None else t[at]
+                if p in self.files[0]:
+                    out[p] = self.gather(p, draws if draws is not None and p in ("mix_lambda", "mix_box") else positions)
         return out
 
     def storage(self, positions: torch.Tensor | None = None) -> dict[str, dict[str, int]]:
@@ -129,7 +142,7 @@ def write_info(directory: Path, info: dict) -> None:
 
 
 def load_store(directory: Path, images: int, classes: int, images_sha256: str) -> RelabelStore:
-    """Load and validate every stored epoch against relabel.json and the artifact."""
+    """Map and validate every stored epoch against relabel.json and the artifact."""
     directory = Path(directory)
     info = read_info(directory)
     redo = "run `ladd relabel` on the artifact again"
@@ -154,21 +167,21 @@ def load_store(directory: Path, images: int, classes: int, images_sha256: str) -
     if len(info["files"]) != info["epochs"]:
         raise ArtifactError(f"{directory / INFO} lists {len(info['files'])} epoch files for {info['epochs']} epochs: {redo}")
     want = _expected(info)
-    stacks: dict[str, list[torch.Tensor]] = {k: [] for k in want}
+    files = []
     for e, digest in enumerate(info["files"]):
         path = directory / epoch_file(e)
         if not path.is_file():
             raise ArtifactError(f"{path} is missing: the relabel is incomplete, {redo}")
-        tensors = load_safetensors(path, digest, INFO)
+        tensors = load_safetensors(path, digest, INFO, mapped=True)
         if set(tensors) != set(want):
             raise ArtifactError(f"{path} holds {sorted(tensors)}, expected {sorted(want)}")
         for name, (shape, dtype) in want.items():
             t = tensors[name]
             if tuple(t.shape) != shape or t.dtype != dtype:
                 raise ArtifactError(f"{path}: {name} is {t.dtype} {tuple(t.shape)}, expected {dtype} {shape}")
-            stacks[name].append(t)
         _check_epoch(tensors, info, path)
-    return RelabelStore(directory, info, {k: torch.stack(v) for k, v in stacks.items()})
+        files.append(tensors)
+    return RelabelStore(directory, info, tuple(files))
 
 
 def _expected(info: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

@@ -212,14 +212,31 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def load_safetensors(path: Path, digest: str | None = None, where: str = "", device: str | None = None, *, metadata: bool = False):
+def load_safetensors(
+    path: Path, digest: str | None = None, where: str = "", device: str | None = None, *, metadata: bool = False, mapped: bool = False
+):
     """The tensors of the safetensors file at `path` (whose SHA-256 must be `digest`, recorded in
     `where`, when given), on `device`; with `metadata`, (tensors, the header's string metadata).
     The one place ladd parses safetensors: a missing, unreadable, truncated or malformed file (a
     header longer than the file, non-JSON, a shape that does not fit its bytes, an unknown dtype)
     is a one-line LaddError naming the file; the parser checks every declared size against the
-    bytes before allocating, so a hostile header cannot exhaust memory."""
+    bytes before allocating, so a hostile header cannot exhaust memory. `mapped` (CPU tensors,
+    no metadata): the tensors are memory-mapped from the file instead of read into memory (the
+    hash streams it), so they cost page cache that every process of a machine shares; ladd
+    replaces files by renaming, which leaves a mapped one intact."""
     path = Path(path)
+    if mapped:
+        try:
+            if digest is not None and sha256(path) != digest:
+                raise ArtifactError(f"{path} does not match the SHA-256 in {where}: the file was modified or corrupted")
+            with safe_open(path, framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}
+        except OSError as e:
+            raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from e
+        except ArtifactError:
+            raise
+        except Exception as e:  # SafetensorError, dtypes torch lacks
+            raise _unparsable(path, e) from e
     try:
         data = path.read_bytes()
     except OSError as e:

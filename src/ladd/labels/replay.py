@@ -100,12 +100,12 @@ def sample_scores(store: RelabelStore, hard: torch.Tensor, metric: str) -> torch
     cut_ratio    −(1 − λ): the less pasted from the partner, the easier"""
     if metric not in METRICS or metric == "random":
         raise ConfigError(f"prune metric {metric!r} is not one of {', '.join(METRICS)}")
-    t = store.tensors
     scores = []
     for e in range(store.epochs):
         rows = torch.arange(store.samples)
         p = store.targets(e, rows)
-        own, partner, lam = hard[t["order"][e]], hard[t["mix_index"][e]], store.epoch(e).mix(rows)[0].double()
+        t = store.files[e]
+        own, partner, lam = hard[t["order"]], hard[t["mix_index"]], store.epoch(e).mix(rows)[0].double()
         p_own = p.gather(1, own[:, None])[:, 0].double()
         p_partner = p.gather(1, partner[:, None])[:, 0].double()
         share = torch.where(own == partner, lam, p_own / (p_own + p_partner).clamp_min(1e-12))
@@ -179,7 +179,7 @@ class Replay:
         return list(chosen[torch.randperm(len(chosen), generator=gen)].split(batch_size))
 
     def image_index(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.store.tensors["order"].flatten()[positions.cpu()].to(positions.device)
+        return self.store.gather("order", positions.cpu()).to(positions.device)
 
     def inputs(self, positions: torch.Tensor) -> torch.Tensor:
         return self._per_epoch(positions, lambda e, rows: render(self.images, self.mean, self.std, self.store.epoch(e), rows))
