@@ -130,3 +130,23 @@ def test_cli_label_and_relabel_under_torchrun_store_one_process_bytes(tmp_path):
     files = _files(one)
     assert {"dense_labels.safetensors", "soft_labels.safetensors", "relabel/relabel.json", "relabel/epoch_0002.safetensors"} <= set(files)
     assert files == _files(two)
+
+
+def _concat() -> list:
+    """`dist.concat` of units that hold −0.0, NaN and infinities in three dtypes, with 3 units
+    (rank 0 does 0 and 2) and with 1 (rank 1 has none)."""
+    from ladd.core import dist
+
+    units = {
+        dtype: [torch.tensor([[-0.0, float("nan")], [float("-inf"), 1.5]] * (u + 1)).to(dtype) * (u + 1) for u in range(3)]
+        for dtype in (torch.float32, torch.float16, torch.bfloat16)
+    }
+    units[torch.bool] = [torch.tensor([[True, False]] * (u + 1)) for u in range(3)]
+    return [dist.concat({u: ts[u] for u in dist.mine(count)}, count) for ts in units.values() for count in (3, 1)]
+
+
+def test_concat_gives_every_rank_one_process_bytes():
+    one = _concat()
+    for rank in spawn(_concat):
+        assert [(t.dtype, t.shape) for t in rank] == [(t.dtype, t.shape) for t in one]
+        assert all(torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8)) for a, b in zip(rank, one))

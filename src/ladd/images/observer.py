@@ -171,7 +171,7 @@ def region_labels(model: nn.Module, pixels: torch.Tensor, mean, std, n: int, bat
         return model(v.flatten(0, 1)).softmax(-1).view(len(chunk), n * n, -1).cpu()
 
     chunks = pixels.split(batch_size)
-    return torch.cat(dist.in_order({i: label(chunks[i]) for i in dist.mine(len(chunks))}, len(chunks)))
+    return dist.concat({i: label(chunks[i]) for i in dist.mine(len(chunks))}, len(chunks))
 
 
 def observer_params(manifest: dict) -> ObserverParams:

@@ -63,8 +63,8 @@ def dense_labels(
             done[i] = (runtime.fetch(teacher(v.flatten(0, 1)).view(x.shape[0], n * n, -1)), runtime.fetch(teacher(x)))
             advance()
     runtime.wait()
-    dense, soft = zip(*dist.in_order(done, len(chunks)))
-    return torch.cat(dense), torch.cat(soft)
+    count = len(chunks)
+    return dist.concat({i: d for i, (d, _) in done.items()}, count), dist.concat({i: s for i, (_, s) in done.items()}, count)
 
 
 @torch.no_grad()
@@ -79,4 +79,4 @@ def global_labels(
             i: runtime.fetch(teacher(normalize(chunks[i].to(teacher.device, non_blocking=True), mean, std))) for i in dist.mine(len(chunks))
         }
     runtime.wait()
-    return torch.cat(dist.in_order(done, len(chunks)))
+    return dist.concat(done, len(chunks))
