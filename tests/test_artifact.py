@@ -36,6 +36,21 @@ def test_round_trip_keeps_every_tensor_and_records_hashes(tmp_path):
     assert back.geometry == (2, 0.5)
 
 
+def test_a_loaded_artifact_maps_its_files_and_a_write_to_a_tensor_stays_in_memory(tmp_path):
+    """Components are memory-mapped (the ranks of a machine share the pages), copy-on-write: an
+    in-place change to a loaded tensor never reaches the file, and replacing the artifact leaves
+    the loaded one intact."""
+    save_artifact(tmp_path / "a", _art(_dense()))
+    back = load_artifact(tmp_path / "a")
+    maps = open("/proc/self/maps").read()
+    assert all(str(tmp_path / "a" / f"{name}.safetensors") in maps for name in ("images", "labels", "dense_labels"))
+    before = back.images.clone()
+    back.images.add_(1)
+    assert torch.equal(load_artifact(tmp_path / "a").images, before)
+    save_artifact(tmp_path / "a", _art())
+    assert torch.equal(back.images, before + 1) and back.dense_labels.sum().item() == pytest.approx(6 * 4)
+
+
 def test_float16_labels_round_trip(tmp_path):
     save_artifact(tmp_path / "a", _art(_dense().half()))
     assert load_artifact(tmp_path / "a").dense_labels.dtype == torch.float16

@@ -203,7 +203,7 @@ def _verified_tensors(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
         if not fpath.is_file():
             raise ArtifactError(f"{fpath} is missing: the artifact is incomplete")
         name = fname.removesuffix(".safetensors")
-        stored = load_safetensors(fpath, meta["sha256"], "its manifest")
+        stored = load_safetensors(fpath, meta["sha256"], "its manifest", mapped=True)  # the ranks of a machine share the pages
         if list(stored) != [name]:
             raise ArtifactError(f"{fpath} holds the tensors {sorted(stored)}, expected only {name!r}: the artifact is corrupt")
         t = stored[name]
