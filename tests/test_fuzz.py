@@ -876,8 +876,15 @@ def test_unreadable_files_and_folders_are_one_line(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(self))
         return real_iterdir(self)
 
+    real_scandir = os.scandir
+
+    def no_scandir(path):
+        if os.path.basename(path) == "b":
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
     monkeypatch.setattr(Path, "iterdir", no_listing)
-    monkeypatch.setattr(Path, "rglob", lambda self, pattern: no_listing(self) if self.name == "b" else real_iterdir(self))
+    monkeypatch.setattr(os, "scandir", no_scandir)
     with pytest.raises(LaddError, match=r"cannot list .*b \(Permission denied\)"):
         load_dataset("imagefolder", data_dir=root, resolution=8)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from pathlib import Path
@@ -18,12 +19,33 @@ LAYOUT = "train/<class>/*.jpg and val/<class>/*.jpg (or Tiny-ImageNet's val/imag
 
 
 def _images_under(folder: Path) -> list[Path]:
-    """Recursive, so Tiny-ImageNet's train/<wnid>/images/*.JPEG is found; sorted for a stable order.
-    Symbolic links to folders are not followed (no loops); an unreadable folder is a LaddError."""
+    """Recursive, so Tiny-ImageNet's train/<wnid>/images/*.JPEG is found; sorted as paths for a
+    stable order. Symbolic links to folders are not followed (no loops), to files they are; an
+    unreadable folder is a LaddError. os.scandir's entries know their type from the listing, so
+    only symbolic links cost a stat (Path.rglob + is_file stats every file: ImageNet has 1.28 M)."""
+    found, folders = [], [os.fspath(folder)]
     try:
-        return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+        while folders:
+            with os.scandir(folders.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                    elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS and _is_file(entry):
+                        found.append(Path(entry.path))
     except OSError as e:
         raise DataError(f"cannot list {e.filename or folder} ({e.strerror or e}): fix its permissions or remove it") from e
+    return sorted(found)
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """Whether the entry is a file or a link to one; a dangling or looping link is not (as
+    `Path.is_file` answers)."""
+    try:
+        return entry.is_file()
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return False
+        raise
 
 
 def class_name(folder: Path) -> str:
