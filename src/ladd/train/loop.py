@@ -235,7 +235,7 @@ def train(
                     if replay is not None:
                         stored, idx = position, idx.to(runtime.device, non_blocking=True)
                     x = normalize(next(pixels), data.mean, data.std)
-                    parts = micro_batches(x.shape[0], runtime.speed.micro_batch)
+                    parts = _micro_batches(x.shape[0], runtime.speed.micro_batch)
                     drawn = gen.get_state() if len(parts) > 1 else None  # every part draws what the whole batch draws
                     opt.zero_grad(set_to_none=True)
                     loss = torch.zeros((), device=runtime.device)
@@ -319,7 +319,7 @@ def _ddp(model: nn.Module, runtime: Runtime) -> nn.Module:
     return DistributedDataParallel(model, device_ids=[runtime.device] if runtime.cuda else None)
 
 
-def micro_batches(rows: int, micro_batch: int | None) -> list[tuple[int, int]]:
+def _micro_batches(rows: int, micro_batch: int | None) -> list[tuple[int, int]]:
     """(first, end) of each micro-batch of a step's `rows` (`Speed.micro_batch`): one part without."""
     step = micro_batch or rows
     return [(a, min(a + step, rows)) for a in range(0, rows, step)]
