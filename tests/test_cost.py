@@ -108,3 +108,24 @@ def test_label_flops_not_split_by_kind_are_charged_whole_and_a_split_larger_than
     assert label_cost(kept, ["soft_labels"]) == 0 and label_cost(kept, ["dense_labels"]) == 13
     with pytest.raises(ValueError, match="dense_generation must not exceed"):
         Flops(labeler_train=0, label_generation=1, dense_generation=2)
+
+
+def test_zip_bytes_counts_the_archive_writestr_makes_without_copying_the_tensor(monkeypatch):
+    """Compressed a chunk at a time into a sink that keeps only the size, in parts or whole, and
+    for dtypes numpy lacks (bf16): the bytes zipfile's writestr gives for the whole tensor."""
+    import ladd.cost.storage as storage
+
+    def whole(data: bytes, name: str) -> int:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(name, data)
+        return len(buf.getvalue())
+
+    monkeypatch.setattr(storage, "CHUNK", 1000)
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(0, 4, (30, 3, 17, 11), dtype=torch.uint8, generator=g)  # 16,830 bytes: 17 chunks
+    assert storage.zip_bytes(t, "images") == whole(t.numpy().tobytes(), "images")
+    assert storage.zip_bytes(list(t.split(7)), "images") == whole(t.numpy().tobytes(), "images")
+    assert storage.zip_bytes(iter(t.split(7)), "images", nbytes=t.numel()) == whole(t.numpy().tobytes(), "images")
+    soft = torch.randn(40, 10, generator=g).softmax(-1)
+    assert storage.zip_bytes(soft.bfloat16(), "soft") == whole(soft.bfloat16().view(torch.int16).numpy().tobytes(), "soft")

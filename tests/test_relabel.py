@@ -507,3 +507,28 @@ def test_the_store_maps_its_epoch_files_and_gathers_positions_across_epochs(toy,
     at = torch.tensor([70, 3, 18, 71, 0, 40])  # epochs 3, 0, 1, 3, 0, 2 of 18 rows
     assert torch.equal(store.gather("labels", at), every[at])
     assert torch.equal(store.gather("order", at), torch.stack([store.files[int(p) // 18]["order"][int(p) % 18] for p in at]))
+
+
+def test_storage_is_what_the_concatenated_tensors_compress_to(toy, tmp_path, monkeypatch):
+    """Each tensor is counted as one zip entry of its epochs (or its kept rows, gathered a few at a
+    time) streamed through DEFLATE: the same bytes as writing the concatenated tensor whole."""
+    import io
+    import zipfile
+
+    import ladd.artifact.relabel as rel
+
+    def whole(t, name):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(name, t.contiguous().numpy().tobytes())
+        return len(buf.getvalue())
+
+    _, art = _relabelled(toy, tmp_path)
+    store = art.relabel
+    monkeypatch.setattr(rel, "CHUNK", 40)  # a few rows per gathered chunk
+    at = torch.tensor([70, 3, 18, 71, 0, 40, 41])
+    for positions in (None, at):
+        got = store.storage(positions)
+        for name in ("crop", "flip", "mix_index", "labels"):
+            t = store.gather(name, positions)
+            assert got[name] == {"raw": t.numel() * t.element_size(), "zip": whole(t, name)}, name

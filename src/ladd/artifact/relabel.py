@@ -27,7 +27,7 @@ import torch
 from ladd.augment.fkd import PARAMS, Epoch
 from ladd.core.errors import ArtifactError
 from ladd.core.io import load_safetensors, read_json, save_tensors, sha256, write_json
-from ladd.cost.storage import component_bytes
+from ladd.cost.storage import CHUNK, raw_bytes, zip_bytes
 
 RELABEL_DIR = "relabel"
 INFO = "relabel.json"
@@ -99,24 +99,25 @@ class RelabelStore:
         labels = t["labels"][rows].float()
         return (labels / info["temperature"]).softmax(-1) if info["kind"] == "logits" else labels
 
-    def components(self, positions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The stored tensors (flattened over epochs × rows), only the rows at flat `positions`
-        (e·K + k) if given: what a pruned label pool keeps. The sample order is not counted: it
-        is a permutation a seed regenerates (the reference stores it as a JSON side file)."""
-        out = {}
+    def storage(self, positions: torch.Tensor | None = None) -> dict[str, dict[str, int]]:
+        """Raw and zip bytes of the six components (top-k labels: values + indices) over every
+        epoch, or over the rows at flat `positions` (e·K + k) only: what a pruned label pool
+        keeps. Each tensor is compressed as one stream of its epochs (or of its kept rows,
+        gathered a chunk at a time), never copied whole. The sample order is not counted: it is
+        a permutation a seed regenerates (the reference stores it as a JSON side file)."""
         draws = None
         if positions is not None and self.mix_batch is not None:  # the batches any kept row belongs to
             per_epoch = self.files[0]["mix_lambda"].shape[0]
             draws = (positions // self.samples * per_epoch + positions % self.samples // self.mix_batch).unique()
-        for name, parts in COMPONENTS.items():
-            for p in parts:
-                if p in self.files[0]:
-                    out[p] = self.gather(p, draws if draws is not None and p in ("mix_lambda", "mix_box") else positions)
-        return out
-
-    def storage(self, positions: torch.Tensor | None = None) -> dict[str, dict[str, int]]:
-        """Raw and zip bytes of the six components (top-k labels: values + indices)."""
-        per_tensor = component_bytes(self.components(positions))
+        per_tensor = {}
+        for p in (p for parts in COMPONENTS.values() for p in parts if p in self.files[0]):
+            at = draws if draws is not None and p in ("mix_lambda", "mix_box") else positions
+            row = raw_bytes(self.files[0][p][0])
+            if at is None:
+                nbytes, stream = self.epochs * len(self.files[0][p]) * row, (f[p] for f in self.files)
+            else:
+                nbytes, stream = len(at) * row, (self.gather(p, rows) for rows in at.split(max(1, CHUNK // row)))
+            per_tensor[p] = {"raw": nbytes, "zip": zip_bytes(stream, p, nbytes)}
         return {
             name: {kind: sum(per_tensor[p][kind] for p in parts if p in per_tensor) for kind in ("raw", "zip")}
             for name, parts in COMPONENTS.items()
