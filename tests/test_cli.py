@@ -71,6 +71,40 @@ def test_stages_one_by_one(tmp_path):
     assert [r["method"] for r in json.loads((tmp_path / "ev" / "results.json").read_text())["rows"]] == ["baseline", "local-both"]
 
 
+def test_eval_in_micro_batches_gives_the_same_students_and_records_the_setting(tmp_path):
+    """`--micro-batch 3` splits each step of LADD's students (every view) into parts of 3 images:
+    the ConvNet (instance norm) trains the same weights up to float rounding, so the same test
+    accuracy; the results record the setting."""
+    art = tmp_path / "art"
+    assert ladd("distill", "--dataset", "digits", "--ipc", "2", "--out", art).returncode == 0
+    assert ladd("label", art, "--model", "convnet-w32", "--labeler-epochs", "1", "--grid", "2").returncode == 0
+    results = {}
+    for micro in (None, 3):
+        out = tmp_path / f"ev-{micro}"
+        given = [] if micro is None else ["--micro-batch", micro]
+        res = ladd(
+            "eval",
+            art,
+            "--model",
+            "convnet-w32",
+            "--seeds",
+            "1",
+            "--epochs",
+            "3",
+            "--methods",
+            "ladd",
+            "--batch-size",
+            "8",
+            *given,
+            "--out",
+            out,
+        )
+        assert res.returncode == 0, res.stderr
+        results[micro] = json.loads((out / "results.json").read_text())
+    assert results[3]["config"]["speed"]["micro_batch"] == 3 and results[None]["config"]["speed"]["micro_batch"] is None
+    assert results[3]["rows"][0]["accs"] == pytest.approx(results[None]["rows"][0]["accs"], abs=1e-9)
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
