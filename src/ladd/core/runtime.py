@@ -44,7 +44,8 @@ class Speed(BaseModel):
       each part drawing the augmentation and crops the whole batch draws and applying its rows,
       so the step is the whole batch's up to float summation order, in a part's activation
       memory (LADD's every-view students forward B·N² sub-images per step: 256 × 25 at 128 px do
-      not fit a GPU). BatchNorm layers normalize each part over its own images, as under DDP.
+      not fit a GPU). BatchNorm layers normalize each part over its own images, as under DDP, and dropout draws
+      its masks part by part.
     - `check_every`: steps between checks that the loss is finite (0 = once per epoch). Each check
       makes the host wait for the device; a run that diverges still raises `Diverged`, at the
       check (and before any checkpoint of NaN weights is written).
