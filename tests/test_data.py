@@ -471,5 +471,5 @@ def test_a_source_listing_no_images_in_a_split(tmp_path):
     """What a (plugin) source passes the store is checked before decoding: no NaN mean/std is stored."""
     write_image(tmp_path / "a.png", COLORS["cat"])
     with pytest.raises(DataError, match="the train split of mine has no images") as e:
-        store.folder_dataset("mine", tmp_path, [], [(tmp_path / "a.png", 0)], ["cat"], 8, SourceOptions())
+        store.folder_dataset("mine", tmp_path, lambda: ([], [(tmp_path / "a.png", 0)]), ["cat"], 8, SourceOptions())
     assert_one_line_error(e)

@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from distributed import spawn
 from ladd.core import cache
 from ladd.core.errors import LaddError
 from ladd.core.runtime import Runtime
@@ -354,3 +355,27 @@ def test_the_images_own_size_keys_the_same_store_as_that_resolution_given(tmp_pa
     monkeypatch.setattr(store, "_decode_task", fail)
     monkeypatch.setattr(imagefolder, "decode", fail)
     assert store.store_of(load_dataset("imagefolder", data_dir=root, resolution=RES)) == store.store_of(auto)
+
+
+def _listed_load(root: str) -> dict:
+    """An image folder loaded on this rank: how many class folders it listed, and what it got."""
+    from ladd.core import dist
+
+    listed = []
+    real = imagefolder._folder_items
+    imagefolder._folder_items = lambda *a: (listed.append(a[0].name), real(*a))[1]
+    ds = load_dataset("imagefolder", data_dir=root, resolution=RES)
+    return {"listed": listed, "images": ds.train.images.clone(), "test": ds.test.labels.clone(), "rank": dist.rank()}
+
+
+def test_under_torchrun_rank_zero_lists_the_folder_and_the_others_open_the_store_it_names(tmp_path):
+    """The store's key holds every file's size and mtime; under torchrun rank 0 lists and stats
+    them and names the store, so a million-file folder is not listed by every rank. Before the
+    store exists, the rank that builds it lists the files (whichever takes the lock first)."""
+    root = write_folder(tmp_path / "data")
+    first = spawn(_listed_load, str(root))
+    assert first[0]["listed"] == ["train", "val"]
+    again = spawn(_listed_load, str(root))  # the store exists now
+    assert [r["listed"] for r in again] == [["train", "val"], []]
+    for r in first + again:
+        assert torch.equal(r["images"], direct(root).images) and torch.equal(r["test"], direct(root, "val").labels)

@@ -173,24 +173,16 @@ def imagefolder(options: SourceOptions):
     classes = sorted(class_dirs(train_dir))
     if not classes:
         raise DataError(f"no images found under {train_dir}: put them in class folders, {train_dir}/<class>/*.jpg")
-    train_items = _folder_items(train_dir, classes)
-    # the annotations describe val/images/ only: a copy left behind after moving the images into
-    # val/<wnid>/ folders (a common reorganisation) is ignored
-    if (val_dir / "images").is_dir() and (val_dir / "val_annotations.txt").is_file():
-        test_items = _annotated_items(val_dir, classes)
-    else:
-        test_items = _folder_items(val_dir, classes)
+
+    def items() -> tuple[list, list]:
+        # the annotations describe val/images/ only: a copy left behind after moving the images into
+        # val/<wnid>/ folders (a common reorganisation) is ignored
+        if (val_dir / "images").is_dir() and (val_dir / "val_annotations.txt").is_file():
+            return _folder_items(train_dir, classes), _annotated_items(val_dir, classes)
+        return _folder_items(train_dir, classes), _folder_items(val_dir, classes)
+
     from ladd.data import store  # decoded in parallel once, memory-mapped afterwards
 
     # no --resolution: `default_size` reads the headers once; its answer is kept with the store
-    return store.folder_dataset(
-        "imagefolder",
-        root,
-        train_items,
-        test_items,
-        classes,
-        options.resolution,
-        options,
-        default=lambda: default_size([path for path, _ in train_items + test_items]),
-        default_sizes=range(DEFAULT_RESOLUTION, 0, -1),
-    )
+    sides = range(DEFAULT_RESOLUTION, 0, -1)
+    return store.folder_dataset("imagefolder", root, items, classes, options.resolution, options, default=default_size, default_sizes=sides)

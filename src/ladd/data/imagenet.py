@@ -214,10 +214,13 @@ def load_imagenet(options: SourceOptions, dataset: str, selection: tuple[str, ..
             )
     else:
         classes = sorted(selection)
-    train_items = _class_items(train_dir, classes, train_dirs, dataset)
-    test_items = _val_items(val_dir, classes, search, dataset, every_class=selection is None)
+
+    def items() -> tuple[list, list]:  # under torchrun on rank 0 (`store.folder_dataset`)
+        train = _class_items(train_dir, classes, train_dirs, dataset)
+        return train, _val_items(val_dir, classes, search, dataset, every_class=selection is None)
+
     size = options.resolution or resolution
-    base = store.folder_dataset(dataset, root, train_items, test_items, classes, size, options)  # decoded once, memory-mapped after
+    base = store.folder_dataset(dataset, root, items, classes, size, options)  # decoded once, memory-mapped after
     descriptions = _descriptions(_find(SYNSET_MAPPING, search), classes)
     return ImageNetDataset(**{f.name: getattr(base, f.name) for f in fields(Dataset)}, descriptions=descriptions)
 

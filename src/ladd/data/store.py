@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 import ladd
-from ladd.core import progress
+from ladd.core import dist, progress
 from ladd.core.cache import FORMATS, entries, entry
 from ladd.core.errors import ConfigError, DataError, LaddError, RunError
 from ladd.core.logs import logger
@@ -103,26 +103,33 @@ def default_workers() -> int:
 def folder_dataset(
     dataset: str,
     root: Path,
-    train_items,
-    test_items,
+    items: Callable[[], tuple[list, list]],
     classes,
     size: int | None,
     options,
-    default: Callable[[], tuple[int, str]] | None = None,
+    default: Callable[[list[Path]], tuple[int, str]] | None = None,
     default_sizes: range = range(0),
 ) -> Dataset:
-    """The dataset of decoded image files (`(path, label)` items per split, already listed and
-    checked by the source), from its store, built first if there is none. `size` None: the source's
-    `default()` → (size, why) picks it among `default_sizes` (it may read every file's header) once
-    per listing of the files: the answer is noted in the store it chose (`DEFAULT_NOTE`) and read back
-    from there while the files are unchanged. The choice and its reason are logged on every load."""
-    splits = {"train": train_items, "test": test_items}
-    for split, items in splits.items():  # before any decoding: an empty split's mean/std would be NaN
-        if not items:
-            raise DataError(f"the {split} split of {dataset} has no images: put image files in its folder under --data-dir")
-    listing = _listing(root, splits)
+    """The dataset of decoded image files, from its store, built first if there is none. `items()`
+    lists them, `(path, label)` per split (train, test), checked by the source; the store's key
+    holds every listed file's size and mtime. Under torchrun rank 0 lists and stats them and names
+    the store to every rank (a folder of a million files is listed once, not once per rank); a
+    rank lists them itself only when it is the one to build the store. `size` None: the source's
+    `default(paths)` → (size, why) picks it among `default_sizes` (it may read every file's header)
+    once per listing of the files: the answer is noted in the store it chose (`DEFAULT_NOTE`) and
+    read back from there while the files are unchanged. The choice and its reason are logged on
+    every load."""
+    listed: dict[str, list] = {}
 
-    def where(side: int) -> Path:
+    def splits() -> dict[str, list]:
+        if not listed:
+            listed.update(zip(SPLITS, items()))
+            for split, found in listed.items():  # before any decoding: an empty split's mean/std would be NaN
+                if not found:
+                    raise DataError(f"the {split} split of {dataset} has no images: put image files in its folder under --data-dir")
+        return listed
+
+    def where(side: int, listing: str) -> Path:
         key = {
             "source": dataset,
             "root": str(Path(root).resolve()),
@@ -134,21 +141,25 @@ def folder_dataset(
         }
         return entry(KIND, f"{dataset}-{side}px", key)
 
-    decided = False  # the default rule worked its answer out on this load: it is noted once the store exists
-    if size is None:
-        noted = _noted_default(where, default_sizes)
-        decided = noted is None
-        size, why = default() if decided else noted
-        progress.log(f"{dataset}: {why}: using {size} px (give --resolution to change)")
+    def locate() -> tuple[str, int, str | None]:
+        """(store path, size, the default rule's reason when it worked its answer out on this load)."""
+        listing = _listing(root, splits())
+        if size is not None:
+            return str(where(size, listing)), size, None
+        noted = _noted_default(lambda side: where(side, listing), default_sizes)
+        side, why = default([path for found in splits().values() for path, _ in found]) if noted is None else noted
+        progress.log(f"{dataset}: {why}: using {side} px (give --resolution to change)")
+        return str(where(side, listing)), side, why if noted is None else None
+
+    path, side, decided = dist.first(locate)
 
     def build(staged: Path, workers: int) -> dict:
-        return {**_decode(staged, splits, list(classes), size, options.skip_unreadable, workers), "class_names": list(classes)}
+        return {**_decode(staged, splits(), list(classes), side, options.skip_unreadable, workers), "class_names": list(classes)}
 
-    path = where(size)
-    opened = _get(path, dataset, build, options.workers)
-    if decided:
+    opened = _get(Path(path), dataset, build, options.workers)
+    if decided is not None and dist.main():  # noted once the store exists
         with contextlib.suppress(OSError):  # a read-only cache: decided again next time
-            write_json(path / DEFAULT_NOTE, {"size": size, "why": why})
+            write_json(Path(path) / DEFAULT_NOTE, {"size": side, "why": decided})
     return opened
 
 
