@@ -81,13 +81,7 @@ class RelabelStore:
         positions `at` (e·rows + row, in the given order)."""
         if at is None:
             return torch.cat([f[name] for f in self.files])
-        per_epoch = self.files[0][name].shape[0]
-        epochs, rows = at // per_epoch, at % per_epoch
-        out = self.files[0][name].new_empty((len(at), *self.files[0][name].shape[1:]))
-        for e in epochs.unique().tolist():
-            where = (epochs == e).nonzero()[:, 0]
-            out[where] = self.files[e][name][rows[where]]
-        return out
+        return by_epoch(at, len(self.files[0][name]), lambda e, rows: self.files[e][name][rows])
 
     def targets(self, e: int, rows: torch.Tensor) -> torch.Tensor:
         """Probability targets of rows of epoch e: softmax(logits / T), or the stored
@@ -122,6 +116,21 @@ class RelabelStore:
             name: {kind: sum(per_tensor[p][kind] for p in parts if p in per_tensor) for kind in ("raw", "zip")}
             for name, parts in COMPONENTS.items()
         }
+
+
+def by_epoch(positions: torch.Tensor, per_epoch: int, fn) -> torch.Tensor:
+    """fn(e, rows) for the flat `positions` (e·per_epoch + row) of each epoch, put back in the
+    given order (on the device fn returns)."""
+    positions = positions.cpu()
+    epochs, rows = positions // per_epoch, positions % per_epoch
+    out = None
+    for e in epochs.unique().tolist():
+        at = (epochs == e).nonzero()[:, 0]
+        part = fn(e, rows[at])
+        if out is None:
+            out = part.new_empty((len(positions), *part.shape[1:]))
+        out[at.to(part.device)] = part
+    return out
 
 
 def write_epoch(directory: Path, e: int, epoch: Epoch, labels: dict[str, torch.Tensor]) -> str:

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from ladd.artifact.relabel import RelabelStore
+from ladd.artifact.relabel import RelabelStore, by_epoch
 from ladd.augment.fkd import render
 from ladd.core.errors import ConfigError
 from ladd.core.runtime import generator
@@ -182,21 +182,7 @@ class Replay:
         return self.store.gather("order", positions.cpu()).to(positions.device)
 
     def inputs(self, positions: torch.Tensor) -> torch.Tensor:
-        return self._per_epoch(positions, lambda e, rows: render(self.images, self.mean, self.std, self.store.epoch(e), rows))
+        return by_epoch(positions, self.store.samples, lambda e, rows: render(self.images, self.mean, self.std, self.store.epoch(e), rows))
 
     def targets(self, positions: torch.Tensor) -> torch.Tensor:
-        return self._per_epoch(positions, self.store.targets).to(self.images.device)
-
-    def _per_epoch(self, positions: torch.Tensor, fn) -> torch.Tensor:
-        """fn(e, rows) for the positions of each stored epoch, put back in the given order."""
-        positions = positions.cpu()
-        n = self.store.samples
-        epochs, rows = positions // n, positions % n
-        out = None
-        for e in epochs.unique().tolist():
-            at = (epochs == e).nonzero()[:, 0]
-            part = fn(e, rows[at])
-            if out is None:
-                out = part.new_empty((len(positions), *part.shape[1:]))
-            out[at.to(part.device)] = part
-        return out
+        return by_epoch(positions, self.store.samples, self.store.targets).to(self.images.device)
